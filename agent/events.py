@@ -1,0 +1,81 @@
+"""Typed events of a turn, rendered by every channel.
+
+A turn's stream is: ``TurnStarted``, then any of ``TextDelta``/``ToolStarted``/``ToolFinished``/
+``UsageInfo``, then exactly one of ``Done`` or ``TurnError``. A slash command yields one
+``CommandOutput`` instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStarted:
+    conversation_id: str
+    user_message_id: str
+    turn_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStarted:
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFinished:
+    call_id: str
+    name: str
+    ok: bool
+    summary: str
+    duration_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class UsageInfo:
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    conversation_id: str
+    #: the final assistant message's id
+    message_id: str
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnError:
+    """The turn failed or was cancelled; ``code`` is machine-readable (provider_error, cancelled,
+    store_unavailable, busy, invalid_input, deadline), ``message`` is one clear user-safe line."""
+
+    code: str
+    message: str
+    conversation_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutput:
+    """The result of a slash command: ``text`` for humans, ``data`` for APIs."""
+
+    command: str
+    text: str
+    ok: bool = True
+    data: dict[str, Any] = field(default_factory=dict)
+    conversation_id: str = ""
+
+
+TurnEvent: TypeAlias = TurnStarted | TextDelta | ToolStarted | ToolFinished | UsageInfo | Done | TurnError | CommandOutput

@@ -1,0 +1,1 @@
+"""LLM providers behind one seam (:mod:`agent.providers.base`)."""

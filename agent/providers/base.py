@@ -1,0 +1,138 @@
+"""The provider seam: one internal message format and one small ABC every LLM adapter implements.
+
+Adapters (``openai``, ``anthropic``) translate :class:`ChatRequest` to their wire format and their
+stream back to :data:`ProviderEvent` values, hiding every difference between servers.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    #: JSON text of the arguments object, exactly as the model produced it (may be invalid JSON)
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message in the internal format. ``role`` is system|user|assistant|tool."""
+
+    role: str
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    #: for role=tool: the call this result answers, and the tool's name
+    tool_call_id: str = ""
+    name: str = ""
+    #: opaque provider blocks (e.g. Anthropic thinking blocks) passed back unchanged
+    reasoning: tuple[dict[str, Any], ...] = ()
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    description: str
+    #: JSON Schema of the arguments object
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    model: str
+    system: str
+    messages: tuple[ChatMessage, ...]
+    tools: tuple[ToolSpec, ...] = ()
+    max_tokens: int = 4096
+    temperature: float | None = None
+
+
+# -- what a provider's stream yields --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallsReady:
+    """Every tool call of this response, fully assembled, in call order (emitted once, at the end)."""
+
+    calls: tuple[ToolCall, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningBlock:
+    block: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """The response ended properly. ``finish_reason`` is normalised: stop|tool_calls|length|error."""
+
+    finish_reason: str
+    model: str = ""
+
+
+ProviderEvent: TypeAlias = TextChunk | ToolCallsReady | ReasoningBlock | UsageReport | StreamEnd
+
+
+class Provider(ABC):
+    """An LLM backend. ``stream`` yields events and ends with exactly one :class:`StreamEnd`; a stream
+    cut before its final event raises :class:`~agent.errors.ProviderError` (never a partial answer)."""
+
+    name: str = "provider"
+
+    @abstractmethod
+    def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]: ...
+
+    async def aclose(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        """Raise ProviderError when the provider cannot be reached (used by readiness checks)."""
+        return None
+
+
+@dataclass(slots=True)
+class CollectedResponse:
+    """A whole response gathered from a stream (tests, memory extraction, compaction)."""
+
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    reasoning: list[dict[str, Any]] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = ""
+    model: str = ""
+
+
+async def collect(provider: Provider, request: ChatRequest) -> CollectedResponse:
+    out = CollectedResponse()
+    parts: list[str] = []
+    async for ev in provider.stream(request):
+        if isinstance(ev, TextChunk):
+            parts.append(ev.text)
+        elif isinstance(ev, ToolCallsReady):
+            out.tool_calls = ev.calls
+        elif isinstance(ev, ReasoningBlock):
+            out.reasoning.append(ev.block)
+        elif isinstance(ev, UsageReport):
+            out.prompt_tokens, out.completion_tokens = ev.prompt_tokens, ev.completion_tokens
+        else:
+            out.finish_reason, out.model = ev.finish_reason, ev.model
+    out.text = "".join(parts)
+    return out

@@ -1,0 +1,1 @@
+"""Sub-commands of ``hero-agent``; each module has ``register(subparsers)``."""

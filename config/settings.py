@@ -1,0 +1,165 @@
+"""Typed, immutable configuration values (SPEC section 4).
+
+Every section of the TOML file is one frozen dataclass. Defaults here are the documented defaults;
+:mod:`config.loader` builds these from file + environment and validates them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are hero-agent, a helpful, precise assistant. Use tools when they help; "
+    "say so when you are unsure."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    default_context: str = "default"
+    max_tool_iterations: int = 8
+    turn_deadline_s: float = 300.0
+    max_message_chars: int = 32_000
+    #: largest tool result (characters) handed back to the model
+    max_tool_result_chars: int = 16_000
+    tool_timeout_s: float = 60.0
+    #: how long a conversation lock is held before another process may take it over
+    turn_lock_ttl_s: float = 600.0
+    history_limit: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class LLMSettings:
+    provider: str = "openai"  # "openai" | "anthropic"
+    base_url: str = "https://api.openai.com/v1"
+    api_key: str = ""  # secret
+    model: str = "gpt-4o-mini"
+    fallback_models: tuple[str, ...] = ()
+    context_window: int = 128_000
+    max_output_tokens: int = 4096
+    temperature: float | None = None
+    connect_timeout_s: float = 10.0
+    request_timeout_s: float = 120.0
+    #: longest silence allowed inside a stream before it counts as dropped
+    stream_idle_timeout_s: float = 60.0
+    max_retries: int = 3
+    retry_base_delay_s: float = 0.5
+    retry_max_delay_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class MemorySettings:
+    enabled: bool = True
+    recall_limit: int = 8
+    extraction_model: str = ""  # empty: the main model
+    debounce_s: float = 2.0
+    max_memories_shown: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    engine: str = "embedded"  # "embedded" | "osis"
+    path: Path = Path("~/.local/share/hero-agent")
+    url: str = ""
+    context: str = ""  # OSIS_CONTEXT: default context for the remote store
+    secret: str = ""  # secret
+    timeout_s: float = 10.0
+    retries: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class WebSettings:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8780
+    #: bearer token -> user name (secrets: the keys)
+    tokens: tuple[tuple[str, str], ...] = ()
+    #: header carrying the user when behind a trusted proxy ("" disables)
+    trusted_user_header: str = ""
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 1_048_576
+    shutdown_deadline_s: float = 10.0
+    local_user: str = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class TelegramSettings:
+    enabled: bool = False
+    token: str = ""  # secret
+    api_base_url: str = "https://api.telegram.org/bot"
+    allowed_users: tuple[int, ...] = ()
+    mode: str = "polling"  # "polling" | "webhook"
+    webhook_url: str = ""
+    webhook_path: str = "/telegram/webhook"
+    webhook_secret: str = ""  # secret
+    poll_timeout_s: int = 30
+    edit_interval_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class MCPServerSettings:
+    name: str
+    #: "stdio" (command + args) or "http" (streamable HTTP url)
+    transport: str = "stdio"
+    command: str = ""
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    url: str = ""
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ToolsSettings:
+    memory: bool = True
+    datetime: bool = True
+    search_conversations: bool = True
+    http_fetch: bool = True
+    http_timeout_s: float = 15.0
+    http_max_bytes: int = 2_000_000
+    http_max_redirects: int = 5
+    #: allow fetching loopback/private/link-local addresses (off by default: SSRF guard)
+    http_allow_private: bool = False
+    mcp_servers: tuple[MCPServerSettings, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UserLink:
+    name: str
+    telegram_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    level: str = "info"
+    #: "auto" (readable on a terminal, JSON otherwise), "json" or "console"
+    format: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    agent: AgentSettings = field(default_factory=AgentSettings)
+    llm: LLMSettings = field(default_factory=LLMSettings)
+    memory: MemorySettings = field(default_factory=MemorySettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    telegram: TelegramSettings = field(default_factory=TelegramSettings)
+    tools: ToolsSettings = field(default_factory=ToolsSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    users: tuple[UserLink, ...] = ()
+    #: where the settings came from (None: defaults only)
+    source: Path | None = None
+
+    def user_for_telegram_id(self, telegram_id: int) -> str | None:
+        """The linked canonical user for a Telegram id, if any ``[users.<name>]`` claims it."""
+        for link in self.users:
+            if telegram_id in link.telegram_ids:
+                return link.name
+        return None
+
+    def user_for_token(self, token: str) -> str | None:
+        for tok, user in self.web.tokens:
+            if tok == token:
+                return user
+        return None

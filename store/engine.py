@@ -1,0 +1,136 @@
+"""The engine seam: the small interface every store engine implements.
+
+Shaped after the OSIS verbs (``get``/``set``/``delete``/``exist``/``list``) on plain JSON records, plus
+the few atomic primitives the domain needs and that cannot be built safely from those verbs:
+
+* creating an ``AgentMessage`` assigns its ``seq`` (previous max + 1 in its conversation, gap-free,
+  atomic across processes) and, in the same atomic step, touches the conversation (``message_count``
+  +1, ``updated_at`` = now, ``last_channel`` = the message's channel); creating a message in a
+  conversation that is missing from the scope raises :class:`~store.errors.NotFound`;
+* deleting an ``AgentConversation`` deletes its messages in the same atomic step;
+* ``claim``/``release``: a named lease per scope (turn locks across processes, update de-duplication);
+* ``dump``/``restore``: raw records with their sids, for export/import.
+
+Records are ``dict`` with JSON values. The engine owns ``sid`` (short lower-case base-36, allocated on
+create unless ``restore`` brings one), ``context``/``user_id`` (always the scope's: a record is never
+visible outside its scope, and a foreign sid behaves exactly like a missing one) and
+``created_at``/``updated_at`` (ms since the epoch, set on create/update).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from store.models import JSON, Kind, Record, Scope
+
+T = TypeVar("T")
+
+#: filter operators, as key suffixes: ``seq__gt``; a bare key means equality
+FILTER_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in")
+MAX_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """What ``Engine.list`` returns: records of one kind in one scope.
+
+    ``filters``: ``{"conversation_id": "0a", "seq__gt": 10, "role__in": ["user", "assistant"]}``.
+    ``order_by``/``descending``: sort key, ties broken by ``sid`` in the same direction.
+    ``text``: when set, only records whose text (``content``, or ``title``) matches the words are
+    returned, most relevant first (``order_by`` is then ignored and ``cursor`` unsupported).
+    ``cursor``: the opaque ``next_cursor`` of the previous page.
+    """
+
+    filters: dict[str, JSON] = field(default_factory=dict)
+    order_by: str = "created_at"
+    descending: bool = False
+    limit: int = 50
+    cursor: str | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class Engine(ABC):
+    """A store engine. An async context manager; ``open``/``aclose`` are idempotent."""
+
+    name: str = "engine"
+
+    async def __aenter__(self) -> Engine:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
+
+    @abstractmethod
+    async def get(self, kind: Kind, scope: Scope, sid: str) -> Record | None:
+        """The record, or None when missing or not in this scope."""
+
+    @abstractmethod
+    async def create(self, kind: Kind, scope: Scope, fields: Record, *, request_key: str | None = None) -> Record:
+        """Store a new record and return it whole (with sid, timestamps and, for messages, seq).
+
+        ``request_key`` makes the create safe to repeat: a second create with the same key in the same
+        scope returns the first record unchanged instead of creating another.
+        """
+
+    @abstractmethod
+    async def update(self, kind: Kind, scope: Scope, sid: str, fields: Record) -> Record | None:
+        """Merge ``fields`` into the record (store-owned fields are ignored); None when missing."""
+
+    @abstractmethod
+    async def delete(self, kind: Kind, scope: Scope, sid: str) -> bool:
+        """Delete; False when missing. Deleting a conversation deletes its messages."""
+
+    @abstractmethod
+    async def list(self, kind: Kind, scope: Scope, query: ListQuery) -> Page[Record]: ...
+
+    @abstractmethod
+    async def count(self, kind: Kind, scope: Scope, filters: dict[str, JSON] | None = None) -> int: ...
+
+    @abstractmethod
+    async def claim(self, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
+        """Take the lease ``key`` for ``holder``.
+
+        True when it was free, expired, or already held by ``holder`` (then renewed); False when
+        another holder has it. ``ttl_ms=None`` never expires (used for de-duplication marks).
+        """
+
+    @abstractmethod
+    async def release(self, scope: Scope, key: str, holder: str) -> None:
+        """Drop the lease if ``holder`` has it; otherwise do nothing."""
+
+    @abstractmethod
+    async def contexts(self) -> list[str]:
+        """Every context that holds at least one record, sorted."""
+
+    @abstractmethod
+    def dump(self, context: str) -> AsyncIterator[tuple[Kind, Record]]:
+        """Every record of the context (all users, all kinds), in a stable order:
+        kinds in ``Kind`` order, then by sid; messages after their conversations."""
+
+    @abstractmethod
+    async def restore(self, kind: Kind, record: Record) -> bool:
+        """Write a dumped record as it is (sid, scope, timestamps, seq kept).
+
+        Idempotent: an identical record already present is left alone and False is returned.
+        A message whose conversation is missing is refused with InvalidInput.
+        """
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable when the engine cannot serve requests."""
+        return None

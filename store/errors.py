@@ -1,0 +1,49 @@
+"""The store's error hierarchy.
+
+::
+
+    StoreError                      base; not user-safe unless a subclass says so
+    +-- InvalidInput     (user-safe, not retryable)   bad context name, oversized content, bad field
+    +-- NotFound         (user-safe, not retryable)   missing id -- and a foreign id, indistinguishably
+    +-- Conflict         (user-safe, not retryable)   a lease held by someone else, a duplicate key
+    +-- StoreUnavailable (user-safe, retryable)       the engine cannot be reached or is closed
+    +-- ImportFormatError(user-safe, not retryable)   a malformed export line (``line`` says which)
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    user_safe: bool = False
+    retryable: bool = False
+
+
+class InvalidInput(StoreError):
+    user_safe = True
+
+
+class NotFound(StoreError):
+    user_safe = True
+
+    def __init__(self, kind: str, sid: str) -> None:
+        self.kind = kind
+        self.sid = sid
+        super().__init__(f"{kind} {sid!r} not found")
+
+
+class Conflict(StoreError):
+    user_safe = True
+
+
+class StoreUnavailable(StoreError):
+    user_safe = True
+    retryable = True
+
+
+class ImportFormatError(StoreError):
+    user_safe = True
+
+    def __init__(self, line: int, reason: str) -> None:
+        self.line = line
+        self.reason = reason
+        super().__init__(f"line {line}: {reason}")

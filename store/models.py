@@ -1,0 +1,223 @@
+"""The OSIS object model of domain ``ai`` (SPEC 7.1), free of engine details.
+
+Objects travel through the engine seam as plain JSON records (``dict``); these dataclasses are the typed
+view the rest of the code uses. ``to_record``/``from_record`` convert, keeping unknown fields in
+``extra`` so that a record written by a newer version survives a round trip.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any, ClassVar, Self, TypeAlias
+
+from store.errors import InvalidInput
+
+JSON: TypeAlias = Any
+Record: TypeAlias = dict[str, JSON]
+
+CONTEXT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+SID_RE = re.compile(r"^[a-z0-9]{1,32}$")
+
+
+def validate_context(name: str) -> str:
+    if not isinstance(name, str) or not CONTEXT_RE.match(name):
+        raise InvalidInput(
+            f"invalid context name {name!r}: use 1-64 of a-z 0-9 _ - starting with a letter or digit"
+        )
+    return name
+
+
+def validate_sid(sid: str) -> str:
+    if not isinstance(sid, str) or not SID_RE.match(sid):
+        raise InvalidInput(f"invalid id {sid!r}")
+    return sid
+
+
+def validate_user(user_id: str) -> str:
+    if not isinstance(user_id, str) or not user_id or len(user_id) > 128 or not user_id.isprintable():
+        raise InvalidInput(f"invalid user id {user_id!r}")
+    return user_id
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Who and where: every stored object lives in exactly one (context, user) scope."""
+
+    context: str
+    user_id: str
+
+    def __post_init__(self) -> None:
+        validate_context(self.context)
+        validate_user(self.user_id)
+
+
+class Kind(StrEnum):
+    """Object kinds; the value is the OSIS object name (lower-cased in RPC method names)."""
+
+    CONVERSATION = "AgentConversation"
+    MESSAGE = "AgentMessage"
+    MEMORY = "AgentMemory"
+    AUDIT = "AgentAuditEntry"
+    USAGE = "AgentUsageEntry"
+    #: small per-scope key/value state (active conversation, channel offsets); hero-agent extension
+    STATE = "AgentState"
+
+    @property
+    def rpc_name(self) -> str:
+        return self.value.lower()
+
+
+class Role(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+
+class MessageStatus(StrEnum):
+    COMPLETE = "complete"
+    INTERRUPTED = "interrupted"
+    ERROR = "error"
+
+
+#: fields every record carries, owned by the store
+BASE_FIELDS = ("sid", "context", "user_id", "created_at", "updated_at")
+
+
+@dataclass(slots=True)
+class StoredObject:
+    KIND: ClassVar[Kind]
+
+    sid: str = ""
+    context: str = ""
+    user_id: str = ""
+    created_at: int = 0
+    updated_at: int = 0
+    extra: dict[str, JSON] = field(default_factory=dict)
+
+    def to_record(self) -> Record:
+        rec: Record = {}
+        for f in fields(self):
+            if f.name == "extra":
+                continue
+            rec[f.name] = getattr(self, f.name)
+        for k, v in self.extra.items():
+            rec.setdefault(k, v)
+        return rec
+
+    @classmethod
+    def from_record(cls, rec: Record) -> Self:
+        names = {f.name for f in fields(cls)} - {"extra"}
+        kwargs = {k: v for k, v in rec.items() if k in names}
+        extra = {k: v for k, v in rec.items() if k not in names}
+        for k in ("tags",):
+            if k in kwargs and isinstance(kwargs[k], list):
+                kwargs[k] = tuple(kwargs[k])
+        obj = cls(**kwargs)
+        obj.extra = extra
+        return obj
+
+
+@dataclass(slots=True)
+class Conversation(StoredObject):
+    KIND: ClassVar[Kind] = Kind.CONVERSATION
+
+    title: str = ""
+    message_count: int = 0
+    is_archived: bool = False
+    tags: tuple[str, ...] = ()
+    last_channel: str = ""
+    #: messages with seq <= clear_seq are archived behind a /clear boundary (never sent to the model)
+    clear_seq: int = 0
+    #: a persisted compaction summary replaces the messages with seq <= summary_seq in the model's view
+    summary_seq: int = 0
+    #: group scopes: the conversation belongs to a group, personal memories are never recalled
+    is_group: bool = False
+
+    def to_record(self) -> Record:
+        rec = StoredObject.to_record(self)
+        rec["tags"] = list(self.tags)
+        return rec
+
+
+@dataclass(slots=True)
+class Message(StoredObject):
+    KIND: ClassVar[Kind] = Kind.MESSAGE
+
+    conversation_id: str = ""
+    seq: int = 0
+    role: str = Role.USER.value
+    content: str = ""
+    channel: str = ""
+    timestamp: int = 0
+    #: JSON text: list of {"id", "name", "arguments"} (arguments is JSON text)
+    tool_calls: str = ""
+    tool_call_id: str = ""
+    #: tool name for role=tool messages
+    name: str = ""
+    sender: str = ""
+    status: str = MessageStatus.COMPLETE.value
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    #: "summary" for compaction summaries, "" for ordinary turns
+    message_type: str = ""
+
+
+@dataclass(slots=True)
+class Memory(StoredObject):
+    KIND: ClassVar[Kind] = Kind.MEMORY
+
+    content: str = ""
+    kind: str = "fact"
+    source_conversation_id: str = ""
+    source_channel: str = ""
+    hash: str = ""
+
+
+@dataclass(slots=True)
+class AuditEntry(StoredObject):
+    KIND: ClassVar[Kind] = Kind.AUDIT
+
+    tool: str = ""
+    arguments: str = ""
+    result_summary: str = ""
+    ok: bool = True
+    error: str = ""
+    duration_ms: float = 0.0
+    conversation_id: str = ""
+    channel: str = ""
+
+
+@dataclass(slots=True)
+class UsageEntry(StoredObject):
+    KIND: ClassVar[Kind] = Kind.USAGE
+
+    provider: str = ""
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+    conversation_id: str = ""
+    channel: str = ""
+    ok: bool = True
+
+
+@dataclass(slots=True)
+class StateEntry(StoredObject):
+    KIND: ClassVar[Kind] = Kind.STATE
+
+    key: str = ""
+    value: str = ""
+
+
+MODEL_FOR_KIND: dict[Kind, type[StoredObject]] = {
+    Kind.CONVERSATION: Conversation,
+    Kind.MESSAGE: Message,
+    Kind.MEMORY: Memory,
+    Kind.AUDIT: AuditEntry,
+    Kind.USAGE: UsageEntry,
+    Kind.STATE: StateEntry,
+}
