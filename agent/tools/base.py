@@ -31,7 +31,17 @@ class ToolResult:
     ok: bool = True
 
 
+class ToolError(Exception):
+    """A tool failure whose message is safe and useful to show the model (becomes ``error: <message>``)."""
+
+
 class Tool(ABC):
+    """A callable tool: ``name`` matches ``^[a-zA-Z0-9_-]{1,64}$``; ``parameters`` is a JSON Schema object.
+
+    ``run`` returns a :class:`ToolResult` or raises :class:`ToolError` (or anything else: the registry
+    turns every exception into an error result).
+    """
+
     name: str
     description: str
     #: JSON Schema of the arguments object

@@ -1,0 +1,219 @@
+"""The tool registry: names, schemas, and one ``execute`` that never raises for a tool failure.
+
+Every failure the model can cause or recover from (an unknown tool, arguments that are not JSON or
+break the schema, a timeout, an exception inside the tool) becomes ``ToolResult(ok=False,
+content="error: ...")`` worded so the model can act on it. Results are capped in size with a visible
+note. Every execution, ok or not and also a cancelled one, is written to the audit log.
+Cancellation itself propagates: a ``/stop`` must stop the turn, not turn into a tool result.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import anyio
+import structlog
+
+# jsonschema (already required by mcp) ships no type information
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+from jsonschema.exceptions import SchemaError, best_match  # type: ignore[import-untyped]
+
+from agent.providers.base import ToolCall, ToolSpec
+from agent.tools.base import Tool, ToolContext, ToolError, ToolResult
+from store import AuditEntry, StoreError
+
+log = structlog.get_logger()
+
+TOOL_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+#: argument keys whose values never reach the audit log or the logs
+SECRET_KEY_RE = re.compile(
+    r"(passw|secret|token|api[_-]?key|authori[sz]ation|^auth$|credential|cookie|private[_-]?key)", re.I
+)
+AUDIT_ARGUMENTS_CHARS = 2_000
+AUDIT_SUMMARY_CHARS = 500
+#: an audit write may not hold a cancelled turn for longer than this
+AUDIT_DEADLINE_S = 5.0
+
+
+class ToolRegistry:
+    """The tools one agent offers the model, looked up by name."""
+
+    def __init__(self, tools: list[Tool] | tuple[Tool, ...] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        self._validators: dict[str, Draft202012Validator] = {}
+        for tool in tools:
+            self.register(tool)
+
+    def register(self, tool: Tool) -> None:
+        """Add a tool; a bad name, a duplicate name or an invalid schema is a programming error."""
+        if not TOOL_NAME_RE.match(tool.name):
+            raise ValueError(f"invalid tool name {tool.name!r}: use 1-64 of a-z A-Z 0-9 _ -")
+        if tool.name in self._tools:
+            raise ValueError(f"tool {tool.name!r} is already registered")
+        try:
+            Draft202012Validator.check_schema(tool.parameters)
+        except SchemaError as exc:
+            raise ValueError(f"tool {tool.name!r} has an invalid parameters schema: {exc.message}") from None
+        self._tools[tool.name] = tool
+        self._validators[tool.name] = Draft202012Validator(tool.parameters)
+
+    def has(self, name: str) -> bool:
+        return name in self._tools
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._tools)
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def specs(self) -> tuple[ToolSpec, ...]:
+        """What the provider advertises to the model, in registration order."""
+        return tuple(ToolSpec(t.name, t.description, t.parameters) for t in self._tools.values())
+
+    async def execute(
+        self, call: ToolCall, ctx: ToolContext, *, timeout_s: float, max_result_chars: int
+    ) -> ToolResult:
+        """Run one tool call. Never raises for tool failures; cancellation propagates (and is audited)."""
+        started = time.perf_counter()
+        result: ToolResult | None = None
+        try:
+            result = cap_result(await self._execute(call, ctx, timeout_s), max_result_chars)
+            return result
+        finally:
+            duration_ms = (time.perf_counter() - started) * 1000
+            # Shielded: a cancelled turn still leaves its audit entry (bounded, so it cannot hang).
+            with anyio.CancelScope(shield=True), anyio.move_on_after(AUDIT_DEADLINE_S):
+                await self._audit(call, ctx, result, duration_ms)
+
+    async def _execute(self, call: ToolCall, ctx: ToolContext, timeout_s: float) -> ToolResult:
+        tool = self._tools.get(call.name)
+        if tool is None:
+            available = ", ".join(sorted(self._tools)) or "none"
+            return _error(f"unknown tool {call.name!r}. Available tools: {available}")
+        args, problem = parse_arguments(call.arguments)
+        if problem:
+            return _error(f"invalid arguments for {tool.name}: {problem}. Send a JSON object.")
+        assert args is not None
+        problem = self._schema_problem(tool.name, args)
+        if problem:
+            return _error(f"invalid arguments for {tool.name}: {problem}")
+        try:
+            with anyio.fail_after(timeout_s):
+                result = await tool.run(args, ctx)
+        except TimeoutError:
+            return _error(f"{tool.name} timed out after {timeout_s:g} s")
+        except ToolError as exc:
+            return _error(str(exc) or f"{tool.name} failed")
+        except StoreError as exc:
+            detail = str(exc) if exc.user_safe else type(exc).__name__
+            return _error(f"{tool.name} failed: {detail}")
+        except Exception as exc:  # a tool bug must not crash the turn; the model sees what happened
+            log.warning("tool.crashed", tool=tool.name, error_type=type(exc).__name__)
+            return _error(f"{tool.name} failed: {type(exc).__name__}: {exc}")
+        return result
+
+    def _schema_problem(self, name: str, args: dict[str, Any]) -> str:
+        error = best_match(self._validators[name].iter_errors(args))
+        if error is None:
+            return ""
+        where = "/".join(str(p) for p in error.absolute_path)
+        return f"{error.message} (at '{where}')" if where else error.message
+
+    async def _audit(
+        self, call: ToolCall, ctx: ToolContext, result: ToolResult | None, duration_ms: float
+    ) -> None:
+        if result is None:
+            ok, error, summary = False, "cancelled", ""
+        else:
+            ok = result.ok
+            error = "" if result.ok else _clip(result.content, AUDIT_SUMMARY_CHARS)
+            summary = _clip(result.content, AUDIT_SUMMARY_CHARS)
+        entry = AuditEntry(
+            tool=call.name,
+            arguments=_clip(redact_arguments(call.arguments), AUDIT_ARGUMENTS_CHARS),
+            result_summary=summary,
+            ok=ok,
+            error=error,
+            duration_ms=round(duration_ms, 3),
+            conversation_id=ctx.conversation_id,
+            channel=ctx.channel,
+        )
+        log.info(
+            "tool.executed",
+            tool=call.name,
+            ok=ok,
+            duration_ms=entry.duration_ms,
+            conversation_id=ctx.conversation_id,
+            channel=ctx.channel,
+            context=ctx.scope.context,
+            argument_names=_argument_names(call.arguments),
+            error=error[:200] if error else None,
+        )
+        try:
+            await ctx.store.append_audit(ctx.scope, entry)
+        except Exception as exc:  # the audit log must not turn a finished tool call into a crash
+            log.warning("tool.audit_failed", tool=call.name, error_type=type(exc).__name__)
+
+
+def parse_arguments(text: str) -> tuple[dict[str, Any] | None, str]:
+    """The arguments object of a call, or a problem description. Empty text and ``null`` mean ``{}``
+    (models send either for tools without parameters)."""
+    if not text.strip() or text.strip() == "null":
+        return {}, ""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return None, f"not valid JSON ({exc})"
+    if not isinstance(value, dict):
+        return None, f"expected a JSON object, got {type(value).__name__}"
+    return value, ""
+
+
+def cap_result(result: ToolResult, max_chars: int) -> ToolResult:
+    """Cut content longer than ``max_chars`` and say so; the whole stays within ``max_chars``."""
+    content = result.content
+    if len(content) <= max_chars:
+        return result
+    note = f"\n[truncated: showing the first {{n}} of {len(content)} characters]"
+    keep = max(0, max_chars - len(note) - 8)
+    return ToolResult(content=content[:keep] + note.format(n=keep), ok=result.ok)
+
+
+def redact_arguments(text: str) -> str:
+    """The arguments as JSON text with the values of secret-looking keys replaced (recursively)."""
+    args, problem = parse_arguments(text)
+    if problem or args is None:
+        return text
+    return json.dumps(_redact(args), ensure_ascii=False, sort_keys=True)
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: "[redacted]" if SECRET_KEY_RE.search(str(k)) else _redact(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
+def _argument_names(text: str) -> list[str]:
+    args, _ = parse_arguments(text)
+    return sorted(args)[:20] if args else []
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _error(message: str) -> ToolResult:
+    return ToolResult(content=f"error: {message}", ok=False)
