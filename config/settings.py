@@ -34,7 +34,7 @@ class AgentSettings:
 class LLMSettings:
     provider: str = "openai"  # "openai" | "anthropic"
     base_url: str = "https://api.openai.com/v1"
-    api_key: str = ""  # secret
+    api_key: str = field(default="", repr=False)  # secret
     model: str = "gpt-4o-mini"
     fallback_models: tuple[str, ...] = ()
     context_window: int = 128_000
@@ -64,7 +64,7 @@ class StoreSettings:
     path: Path = Path("~/.local/share/hero-agent")
     url: str = ""
     context: str = ""  # OSIS_CONTEXT: default context for the remote store
-    secret: str = ""  # secret
+    secret: str = field(default="", repr=False)  # secret
     timeout_s: float = 10.0
     retries: int = 2
 
@@ -75,7 +75,7 @@ class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8780
     #: bearer token -> user name (secrets: the keys)
-    tokens: tuple[tuple[str, str], ...] = ()
+    tokens: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     #: header carrying the user when behind a trusted proxy ("" disables)
     trusted_user_header: str = ""
     cors_origins: tuple[str, ...] = ()
@@ -87,13 +87,13 @@ class WebSettings:
 @dataclass(frozen=True, slots=True)
 class TelegramSettings:
     enabled: bool = False
-    token: str = ""  # secret
+    token: str = field(default="", repr=False)  # secret
     api_base_url: str = "https://api.telegram.org/bot"
     allowed_users: tuple[int, ...] = ()
     mode: str = "polling"  # "polling" | "webhook"
     webhook_url: str = ""
     webhook_path: str = "/telegram/webhook"
-    webhook_secret: str = ""  # secret
+    webhook_secret: str = field(default="", repr=False)  # secret
     poll_timeout_s: int = 30
     edit_interval_s: float = 1.0
 
@@ -105,7 +105,7 @@ class MCPServerSettings:
     transport: str = "stdio"
     command: str = ""
     args: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # values may be secrets
     url: str = ""
     timeout_s: float = 30.0
 
