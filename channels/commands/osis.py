@@ -11,6 +11,11 @@ import getpass
 import sys
 from typing import TYPE_CHECKING
 
+import anyio
+
+from store.errors import StoreError
+from store.models import Scope
+
 if TYPE_CHECKING:
     from config import Settings
 
@@ -42,10 +47,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def osis_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the OSIS server in front of the embedded engine until SIGINT/SIGTERM; 0 on a clean stop."""
-    import anyio
-
-    from store.errors import StoreError
-    from store.osis_server import ServeRefused, serve_embedded
+    from store.osis_server import ServeRefused, serve_embedded  # noqa: PLC0415 (uvicorn: load on use)
 
     try:
         anyio.run(serve_embedded, settings, args.host, int(args.port))
@@ -56,18 +58,15 @@ def osis_serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"hero-agent osis serve: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"hero-agent osis serve: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        where = f"{args.host}:{args.port}"
+        print(f"hero-agent osis serve: cannot listen on {where}: {exc.strerror}", file=sys.stderr)
         return 1
     return 0
 
 
 def migrate_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     """Import a legacy database; prints one line of counts per table."""
-    import anyio
-
-    from store.errors import StoreError
-    from store.migrate import migrate_file
-    from store.models import Scope
+    from store.migrate import migrate_file  # noqa: PLC0415 (load on use)
 
     context = args.context or settings.agent.default_context
     user = args.user or _os_user()
