@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_SYSTEM_PROMPT = (
-    "You are hero-agent, a helpful, precise assistant. Use tools when they help; "
-    "say so when you are unsure."
+    "You are hero-agent, a helpful, precise assistant. Use tools when they help; say so when you are unsure."
 )
 
 
@@ -107,6 +106,9 @@ class MCPServerSettings:
     args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # values may be secrets
     url: str = ""
+    #: extra HTTP headers for the "http" transport (e.g. Authorization; values are secrets)
+    headers: tuple[tuple[str, str], ...] = ()
+    #: start-up deadline and per-request read timeout
     timeout_s: float = 30.0
 
 

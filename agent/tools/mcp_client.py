@@ -1,0 +1,239 @@
+"""MCP tool servers (stdio and streamable HTTP) through the official ``mcp`` SDK (2.x).
+
+Each configured server runs in its own task of a task group owned by :func:`open_mcp_servers`: the
+task connects, initialises the session, lists the tools, reports them, then keeps the session open
+until shutdown. The SDK's transports are anyio task groups that must be entered and exited in one
+task, which this shape guarantees.
+
+A server that fails to start (bad command, crash, timeout, unreachable URL) is logged once as
+``mcp.server_unavailable`` and skipped: the agent runs without its tools. A server that dies later
+leaves its tools registered; calling them answers an error result that says the server is gone.
+
+Tools are registered as ``<server>__<tool>`` (sanitised to ``^[a-zA-Z0-9_-]{1,64}$``) so two servers
+may offer tools of the same name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, TextIO
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client  # the SDK's own defaults (timeouts)
+from mcp.types import CallToolResult, ContentBlock, EmbeddedResource, PaginatedRequestParams, TextContent
+from mcp.types import Tool as RemoteTool
+
+from agent.tools.base import Tool, ToolContext, ToolError, ToolResult
+from agent.tools.registry import TOOL_NAME_RE, ToolRegistry
+from config.settings import MCPServerSettings
+
+log = structlog.get_logger()
+
+_UNSAFE_RE = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def namespaced_name(server: str, tool: str) -> str:
+    """``<server>__<tool>`` with unsafe characters replaced; over-long names keep a hash suffix."""
+    name = _UNSAFE_RE.sub("_", f"{server}__{tool}")
+    if len(name) > 64:
+        digest = hashlib.sha256(f"{server}\0{tool}".encode()).hexdigest()[:8]
+        name = f"{name[:55]}_{digest}"
+    return name
+
+
+class MCPTool(Tool):
+    """One tool of one MCP server, called through that server's live session."""
+
+    def __init__(self, link: _ServerLink, remote: RemoteTool, name: str) -> None:
+        self.link = link
+        self.remote_name = remote.name
+        self.name = name
+        self.description = (remote.description or remote.title or remote.name).strip()
+        self.description += f" (from MCP server '{link.name}')"
+        self.parameters = _object_schema(remote.input_schema)
+
+    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        session = self.link.session
+        if session is None:
+            raise ToolError(f"MCP server '{self.link.name}' is not running")
+        result = await session.call_tool(
+            self.remote_name, args, read_timeout_seconds=self.link.settings.timeout_s
+        )
+        return ToolResult(content=render_result(result), ok=not result.is_error)
+
+
+class _ServerLink:
+    """The live session of one server (``None`` once it has stopped)."""
+
+    def __init__(self, settings: MCPServerSettings) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.session: ClientSession | None = None
+
+
+def render_result(result: CallToolResult) -> str:
+    """The text the model sees: text blocks joined; other blocks described; structured data as JSON."""
+    parts = [_render_block(block) for block in result.content]
+    text = "\n".join(p for p in parts if p)
+    if not text and result.structured_content is not None:
+        text = json.dumps(result.structured_content, ensure_ascii=False)
+    return text or ("(error with no details)" if result.is_error else "(no output)")
+
+
+def _render_block(block: ContentBlock) -> str:
+    if isinstance(block, TextContent):
+        return block.text
+    if isinstance(block, EmbeddedResource):
+        res = block.resource
+        text = getattr(res, "text", None)
+        return text if isinstance(text, str) else f"[resource {res.uri} ({res.mime_type or 'binary'})]"
+    if block.type == "resource_link":
+        return f"[resource link {getattr(block, 'uri', '')}]"
+    return f"[{block.type} content ({getattr(block, 'mime_type', '') or 'binary'}) omitted]"
+
+
+def _object_schema(schema: dict[str, Any] | None) -> dict[str, Any]:
+    # Providers insist on an object schema with "properties"; some servers send neither.
+    out = dict(schema or {})
+    out.setdefault("type", "object")
+    if out.get("type") == "object":
+        out.setdefault("properties", {})
+    return out
+
+
+@asynccontextmanager
+async def _connect(settings: MCPServerSettings, errlog: TextIO) -> AsyncIterator[ClientSession]:
+    async with AsyncExitStack() as stack:
+        if settings.transport == "stdio":
+            params = StdioServerParameters(
+                command=settings.command, args=list(settings.args), env=dict(settings.env) or None
+            )
+            read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
+        elif settings.transport == "http":
+            client = None
+            if settings.headers:
+                headers = dict(settings.headers)
+                client = await stack.enter_async_context(create_mcp_http_client(headers=headers))
+            transport = streamable_http_client(settings.url, http_client=client)
+            read, write = await stack.enter_async_context(transport)
+        else:
+            raise ValueError(f"unknown MCP transport {settings.transport!r} (use 'stdio' or 'http')")
+        session = await stack.enter_async_context(
+            ClientSession(read, write, read_timeout_seconds=settings.timeout_s)
+        )
+        await session.initialize()
+        yield session
+
+
+async def _list_tools(session: ClientSession) -> list[RemoteTool]:
+    tools: list[RemoteTool] = []
+    cursor: str | None = None
+    for _ in range(100):  # a server that pages forever must not hang start-up
+        page = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
+        tools.extend(page.tools)
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    return tools
+
+
+async def _serve(
+    link: _ServerLink,
+    stop: anyio.Event,
+    errlog: TextIO,
+    *,
+    task_status: TaskStatus[list[RemoteTool]] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Connect, report the server's tools, hold the session until ``stop``. Never raises."""
+    settings = link.settings
+    started = False
+    try:
+        # The deadline covers start-up only and is lifted once the tools are listed; a cancel
+        # scope (not fail_after) because it must enclose the transport's task groups exactly.
+        with anyio.CancelScope(deadline=anyio.current_time() + settings.timeout_s) as scope:
+            async with _connect(settings, errlog) as session:
+                tools = await _list_tools(session)
+                scope.deadline = math.inf
+                link.session = session
+                started = True
+                task_status.started(tools)
+                log.info("mcp.server_started", server=settings.name, tools=len(tools))
+                await stop.wait()
+        if scope.cancelled_caught and not started:
+            _unavailable(settings, f"no answer within {settings.timeout_s:g} s")
+    except Exception as exc:  # any start-up or transport failure: skip this server, keep the agent
+        if started:
+            log.warning("mcp.server_stopped", server=settings.name, error=_describe(exc))
+        else:
+            _unavailable(settings, _describe(exc))
+    finally:
+        link.session = None
+        if not started:
+            task_status.started([])
+
+
+def _unavailable(settings: MCPServerSettings, reason: str) -> None:
+    where = settings.url if settings.transport == "http" else settings.command
+    log.error("mcp.server_unavailable", server=settings.name, transport=settings.transport, target=where,
+              reason=reason)
+
+
+def _describe(exc: BaseException) -> str:
+    # Task groups wrap the real cause; show the innermost first error.
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+@asynccontextmanager
+async def open_mcp_servers(
+    servers: tuple[MCPServerSettings, ...], registry: ToolRegistry, *, errlog: TextIO | None = None
+) -> AsyncIterator[list[str]]:
+    """Start every server, register their tools in ``registry``; yields the names of started servers.
+
+    ``errlog`` receives stdio servers' stderr (default: this process's stderr).
+    """
+    stop = anyio.Event()
+    links = [_ServerLink(settings) for settings in servers]
+    listed: dict[str, list[RemoteTool]] = {}
+    async with anyio.create_task_group() as tg:
+        try:
+
+            async def start(link: _ServerLink) -> None:
+                listed[link.name] = await tg.start(_serve, link, stop, errlog or sys.stderr)
+
+            # Servers start concurrently (a slow one does not delay the others) ...
+            async with anyio.create_task_group() as starters:
+                for link in links:
+                    starters.start_soon(start, link)
+            # ... and register in configuration order, so tool order is stable.
+            for link in links:
+                _register(registry, link, listed.get(link.name, []))
+            yield [link.name for link in links if link.session is not None]
+        finally:
+            stop.set()
+
+
+def _register(registry: ToolRegistry, link: _ServerLink, tools: list[RemoteTool]) -> None:
+    for remote in tools:
+        name = namespaced_name(link.name, remote.name)
+        if registry.has(name) or not TOOL_NAME_RE.match(name):
+            name = namespaced_name(link.name, f"{remote.name}_{_short_hash(remote.name)}")
+        try:
+            registry.register(MCPTool(link, remote, name))
+        except ValueError as exc:
+            log.warning("mcp.tool_skipped", server=link.name, tool=remote.name, reason=str(exc))
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:6]

@@ -1,0 +1,45 @@
+"""A tiny MCP server over stdio for the MCP client tests: ``python tests/fakes/mcp_stdio_server.py``.
+
+Tools: ``add(a, b)``, ``shout(text)``, ``fail(reason)`` (a tool error) and ``env_value(name)`` (reads
+the server's environment, to check the client passes ``env``). Built on the official SDK's
+``MCPServer`` (mcp 2.x's name for FastMCP).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+
+def build_server() -> MCPServer:
+    server = MCPServer("fake-tools")
+
+    @server.tool()
+    def add(a: int, b: int) -> str:
+        """Add two integers."""
+        return str(a + b)
+
+    @server.tool()
+    def shout(text: str) -> str:
+        """Upper-case the text and add an exclamation mark."""
+        return text.upper() + "!"
+
+    @server.tool()
+    def fail(reason: str) -> str:
+        """Always fails with the given reason."""
+        raise ToolError(reason)
+
+    @server.tool(name="env.value")
+    def env_value(name: str) -> str:
+        """The value of one environment variable of the server process."""
+        return os.environ.get(name, "<unset>")
+
+    return server
+
+
+if __name__ == "__main__":
+    logging.disable(logging.WARNING)  # keep the test output free of the SDK's rich tracebacks
+    build_server().run("stdio")
