@@ -95,6 +95,17 @@ class TelegramSettings:
     webhook_secret: str = field(default="", repr=False)  # secret
     poll_timeout_s: int = 30
     edit_interval_s: float = 1.0
+    #: webhook mode: where our own small HTTP server listens (a reverse proxy terminates TLS)
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = 8443
+    #: turns of different chats that may run at once (turns of one chat always run in order)
+    max_concurrent_turns: int = 16
+    #: our own pacing of sendMessage/editMessageText over all chats (Telegram allows about 30/s)
+    global_rate_per_s: float = 25.0
+    #: first wait before the polling watchdog restarts polling (doubles up to 60 s)
+    watchdog_backoff_s: float = 1.0
+    #: how long ``stop`` lets queued and running turns finish before cancelling them
+    shutdown_deadline_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
