@@ -23,12 +23,14 @@ import anyio
 from store.engine import MAX_LIMIT, Engine, ListQuery, Page
 from store.errors import Conflict, InvalidInput, NotFound
 from store.models import (
+    BASE_FIELDS,
     AuditEntry,
     Conversation,
     Kind,
     Memory,
     Message,
     MessageStatus,
+    Record,
     Role,
     Scope,
     StateEntry,
@@ -339,7 +341,9 @@ class Store:
             source_channel=source_channel,
             hash=h,
         )
-        rec = await self.engine.create(Kind.MEMORY, scope, _fields(mem.to_record()), request_key=f"memory:{h}")
+        rec = await self.engine.create(
+            Kind.MEMORY, scope, _fields(mem.to_record()), request_key=f"memory:{h}"
+        )
         return Memory.from_record(rec), True
 
     async def list_memories(
@@ -443,7 +447,7 @@ class Store:
             completion_tokens=sum(a.completion_tokens for a in usage),
         )
 
-    async def _all(self, kind: Kind, scope: Scope) -> AsyncIterator[dict[str, object]]:
+    async def _all(self, kind: Kind, scope: Scope) -> AsyncIterator[Record]:
         cursor: str | None = None
         while True:
             page = await self.engine.list(kind, scope, ListQuery(limit=MAX_LIMIT, cursor=cursor))
@@ -483,7 +487,9 @@ class Store:
 
     async def claim_once(self, scope: Scope, key: str) -> bool:
         """True the first time ``key`` is claimed in this scope, by anyone, ever (de-duplication)."""
-        return await self.engine.claim(scope, f"once:{key}", f"once:{key}", None)
+        # a fresh holder per call: a holder re-claiming its own lease succeeds (renewal), which would
+        # make every call look like the first
+        return await self.engine.claim(scope, f"once:{key}", f"{self._holder}:{uuid.uuid4().hex}", None)
 
     @asynccontextmanager
     async def conversation_lock(
@@ -545,7 +551,7 @@ class Store:
 
 def _fields(rec: dict[str, object]) -> dict[str, object]:
     """A record without the store-owned fields (the engine sets those)."""
-    return {k: v for k, v in rec.items() if k not in ("sid", "context", "user_id", "created_at", "updated_at")}
+    return {k: v for k, v in rec.items() if k not in BASE_FIELDS}
 
 
 def _bad(reason: str) -> str:

@@ -19,8 +19,9 @@ visible outside its scope, and a foreign sid behaves exactly like a missing one)
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -81,7 +82,9 @@ class Engine(ABC):
         """The record, or None when missing or not in this scope."""
 
     @abstractmethod
-    async def create(self, kind: Kind, scope: Scope, fields: Record, *, request_key: str | None = None) -> Record:
+    async def create(
+        self, kind: Kind, scope: Scope, fields: Record, *, request_key: str | None = None
+    ) -> Record:
         """Store a new record and return it whole (with sid, timestamps and, for messages, seq).
 
         ``request_key`` makes the create safe to repeat: a second create with the same key in the same
@@ -115,7 +118,7 @@ class Engine(ABC):
         """Drop the lease if ``holder`` has it; otherwise do nothing."""
 
     @abstractmethod
-    async def contexts(self) -> list[str]:
+    async def contexts(self) -> builtins.list[str]:
         """Every context that holds at least one record, sorted."""
 
     @abstractmethod
@@ -130,6 +133,16 @@ class Engine(ABC):
         Idempotent: an identical record already present is left alone and False is returned.
         A message whose conversation is missing is refused with InvalidInput.
         """
+
+    async def restore_batch(self, items: Sequence[tuple[Kind, Record]]) -> int:
+        """``restore`` each item in order; returns how many were written (not already identical).
+
+        Engines that can should override this to write the batch atomically (all or nothing).
+        """
+        written = 0
+        for kind, record in items:
+            written += await self.restore(kind, record)
+        return written
 
     async def ping(self) -> None:
         """Raise StoreUnavailable when the engine cannot serve requests."""

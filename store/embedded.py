@@ -1,0 +1,197 @@
+"""The ``embedded`` engine: SQLite (WAL, ``synchronous=FULL``) in the data dir, file ``hero-agent.db``.
+
+Threading: a process holds ONE connection per database file, shared by every engine instance that
+opens that file, and only ever used under its lock from worker threads (``anyio.to_thread``, one
+call at a time per engine through a limiter of 1). The event loop never touches the disk.
+
+Processes: several may open one data dir. Each write is ``BEGIN IMMEDIATE`` (the write lock up front)
+and waits up to ``busy_timeout`` for another process's transaction; see docs/store.md.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import os
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
+
+import anyio
+import anyio.to_thread
+import structlog
+
+from store import sqlite_ops as ops
+from store.engine import Engine, ListQuery, Page
+from store.errors import Conflict, StoreError, StoreUnavailable
+from store.models import JSON, Kind, Record, Scope, validate_context
+from store.sqlite_schema import configure, migrate
+
+DB_FILE = "hero-agent.db"
+DUMP_PAGE = 500
+
+P = ParamSpec("P")
+R = TypeVar("R")
+log = structlog.get_logger()
+
+
+class _Database:
+    """One connection to one database file, shared within the process, serialized by a lock."""
+
+    def __init__(self, path: Path, busy_timeout_ms: int) -> None:
+        self.path = path
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.refs = 0
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+        )
+        try:
+            configure(conn, busy_timeout_ms)
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self.conn: sqlite3.Connection | None = conn
+
+    def call(self, fn: Callable[Concatenate[sqlite3.Connection, P], R], *args: P.args, **kw: P.kwargs) -> R:
+        with self.lock:
+            if self.conn is None:
+                raise StoreUnavailable("the embedded store is closed")
+            try:
+                return fn(self.conn, *args, **kw)
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"conflicting write: {exc}") from None
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"the embedded store at {self.path} failed: {exc}") from None
+
+
+_registry: dict[Path, _Database] = {}
+_registry_lock = threading.Lock()
+
+
+def _acquire(path: Path, busy_timeout_ms: int) -> _Database:
+    with _registry_lock:
+        db = _registry.get(path)
+        if db is None or db.pid != os.getpid() or db.conn is None:
+            db = _Database(path, busy_timeout_ms)
+            _registry[path] = db
+        db.refs += 1
+        return db
+
+
+def _release(db: _Database) -> None:
+    with _registry_lock, db.lock:
+        db.refs -= 1
+        if db.refs > 0 or db.conn is None:
+            return
+        if _registry.get(db.path) is db:
+            del _registry[db.path]
+        db.conn.close()
+        db.conn = None
+
+
+def _open(data_dir: Path, busy_timeout_ms: int) -> _Database:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return _acquire((data_dir / DB_FILE).resolve(), busy_timeout_ms)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreUnavailable(f"cannot open the embedded store in {data_dir}: {exc}") from None
+
+
+class EmbeddedEngine(Engine):
+    """The default engine: durable, multi-process, local SQLite file in ``data_dir``."""
+
+    name = "embedded"
+
+    def __init__(self, data_dir: Path, *, busy_timeout_s: float = 10.0) -> None:
+        self.data_dir = Path(data_dir).expanduser()
+        self.busy_timeout_ms = int(busy_timeout_s * 1000)
+        self._db: _Database | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / DB_FILE
+
+    async def open(self) -> None:
+        if self._db is not None:
+            return
+        self._limiter = anyio.CapacityLimiter(1)
+        self._db = await anyio.to_thread.run_sync(_open, self.data_dir, self.busy_timeout_ms)
+        log.debug("store.opened", engine=self.name, path=str(self.db_path))
+
+    async def aclose(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await anyio.to_thread.run_sync(_release, db)
+            log.debug("store.closed", engine=self.name)
+
+    async def _run(self, fn: Callable[..., R], *args: object) -> R:
+        db, limiter = self._db, self._limiter
+        if db is None or limiter is None:
+            raise StoreUnavailable("the embedded store is not open")
+        call = functools.partial(db.call, fn, *args)
+        try:
+            return await anyio.to_thread.run_sync(call, limiter=limiter)
+        except StoreError:
+            raise
+        except ValueError as exc:  # sqlite3 refuses work on a closed connection with ProgrammingError
+            raise StoreUnavailable(f"the embedded store failed: {exc}") from None
+
+    async def ping(self) -> None:
+        await self._run(_ping)
+
+    async def get(self, kind: Kind, scope: Scope, sid: str) -> Record | None:
+        return await self._run(ops.get, kind, scope, sid)
+
+    async def create(
+        self, kind: Kind, scope: Scope, fields: Record, *, request_key: str | None = None
+    ) -> Record:
+        return await self._run(ops.create, kind, scope, fields, request_key)
+
+    async def update(self, kind: Kind, scope: Scope, sid: str, fields: Record) -> Record | None:
+        return await self._run(ops.update, kind, scope, sid, fields)
+
+    async def delete(self, kind: Kind, scope: Scope, sid: str) -> bool:
+        return await self._run(ops.delete, kind, scope, sid)
+
+    async def list(self, kind: Kind, scope: Scope, query: ListQuery) -> Page[Record]:
+        return await self._run(ops.list_records, kind, scope, query)
+
+    async def count(self, kind: Kind, scope: Scope, filters: dict[str, JSON] | None = None) -> int:
+        return await self._run(ops.count, kind, scope, filters)
+
+    async def claim(self, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
+        return await self._run(ops.claim, scope, key, holder, ttl_ms)
+
+    async def release(self, scope: Scope, key: str, holder: str) -> None:
+        await self._run(ops.release, scope, key, holder)
+
+    async def contexts(self) -> builtins.list[str]:
+        return await self._run(ops.contexts)
+
+    async def dump(self, context: str) -> AsyncIterator[tuple[Kind, Record]]:
+        validate_context(context)
+        for kind in Kind:
+            after = ""
+            while True:
+                page = await self._run(ops.dump_page, kind, context, after, DUMP_PAGE)
+                for rec in page:
+                    yield kind, rec
+                if len(page) < DUMP_PAGE:
+                    break
+                after = page[-1]["sid"]
+
+    async def restore(self, kind: Kind, record: Record) -> bool:
+        return await self._run(ops.restore_batch, [(kind, record)]) == 1
+
+    async def restore_batch(self, items: Sequence[tuple[Kind, Record]]) -> int:
+        """All of ``items`` in ONE transaction: all written or none."""
+        return await self._run(ops.restore_batch, list(items))
+
+
+def _ping(conn: sqlite3.Connection) -> None:
+    conn.execute("SELECT 1").fetchone()

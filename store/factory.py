@@ -1,0 +1,35 @@
+"""Build the configured engine and open a :class:`~store.api.Store` on it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from config.settings import Settings, StoreSettings
+from store.api import Store
+from store.embedded import EmbeddedEngine
+from store.engine import Engine
+from store.errors import StoreUnavailable
+
+
+def build_engine(settings: StoreSettings) -> Engine:
+    """The engine named by ``settings.engine`` (not opened yet)."""
+    if settings.engine == "embedded":
+        return EmbeddedEngine(settings.path)
+    if settings.engine == "osis":
+        # imported here so that the embedded path never loads the RPC client and its dependencies
+        from store.osis_client import OsisEngine  # noqa: PLC0415
+
+        return OsisEngine(settings)
+    raise StoreUnavailable(f"unknown store engine {settings.engine!r}: use 'embedded' or 'osis'")
+
+
+@asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[Store]:
+    """The store described by ``settings``, open for the duration of the ``async with``.
+
+    The embedded engine creates its data dir (``settings.store.path``) when missing.
+    """
+    store = Store(build_engine(settings.store), max_message_chars=settings.agent.max_message_chars)
+    async with store:
+        yield store

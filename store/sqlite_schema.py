@@ -1,0 +1,151 @@
+"""The SQLite schema of the embedded engine: one table per object kind, leases, sid counters.
+
+Every record is stored whole as JSON text in ``data``; the fields that queries filter or sort on are
+copied into real columns ("hot" columns) so that indexes serve them. Fields that are not hot are still
+filterable through ``json_extract`` (correct, just not indexed).
+
+Full-text search uses contentless FTS5 tables (``content=''``): the text lives once, in ``data``, and
+triggers keep the index in step with every insert, update and delete in the same transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from store.models import Kind
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class KindTable:
+    """How one object kind is laid out: its table, extra hot columns and searchable text field."""
+
+    table: str
+    #: hot column name -> SQL type (besides the columns every table has)
+    hot: tuple[tuple[str, str], ...] = ()
+    #: the JSON field indexed for ``text`` queries (None: no text search for this kind)
+    text_field: str | None = None
+
+    @property
+    def hot_names(self) -> tuple[str, ...]:
+        return COMMON_COLUMNS + tuple(name for name, _ in self.hot)
+
+    @property
+    def fts(self) -> str:
+        return f"{self.table}_fts"
+
+
+#: columns every kind table has (besides the integer row id and ``request_key``/``data``)
+COMMON_COLUMNS = ("sid", "context", "user_id", "created_at", "updated_at")
+
+TABLES: dict[Kind, KindTable] = {
+    Kind.CONVERSATION: KindTable("conversations", (("is_archived", "INTEGER"),), "title"),
+    Kind.MESSAGE: KindTable("messages", (("conversation_id", "TEXT"), ("seq", "INTEGER")), "content"),
+    Kind.MEMORY: KindTable("memories", (("hash", "TEXT"),), "content"),
+    Kind.AUDIT: KindTable("audit", (("conversation_id", "TEXT"),)),
+    Kind.USAGE: KindTable("usage", (("conversation_id", "TEXT"),)),
+    Kind.STATE: KindTable("state", (("key", "TEXT"),)),
+}
+
+#: extra indexes per kind, beyond the ones every table gets; each serves a hot query of store.api
+_EXTRA_INDEXES: dict[Kind, tuple[tuple[str, str], ...]] = {
+    # list by recency, default view hides archived ones
+    Kind.CONVERSATION: (
+        ("recent", "context, user_id, updated_at, sid"),
+        ("recent_live", "context, user_id, is_archived, updated_at, sid"),
+    ),
+    # the seq order of a conversation: history windows, paging, max(seq) on append; UNIQUE makes a
+    # duplicate seq impossible whatever the code above does
+    Kind.MESSAGE: (("seq", "UNIQUE context, user_id, conversation_id, seq"),),
+    # the sort columns trail the equality column so that one index serves "where hash = ? order by ..."
+    Kind.MEMORY: (("hash", "context, user_id, hash, created_at, sid"),),
+    Kind.AUDIT: (("conv", "context, user_id, conversation_id, created_at, sid"),),
+    Kind.USAGE: (("conv", "context, user_id, conversation_id, created_at, sid"),),
+    Kind.STATE: (("key", "context, user_id, key, created_at, sid"),),
+}
+
+
+def _table_ddl(kind: Kind, spec: KindTable) -> list[str]:
+    hot = "".join(f", {name} {sqltype} NOT NULL" for name, sqltype in spec.hot)
+    t = spec.table
+    ddl = [
+        f"CREATE TABLE IF NOT EXISTS {t} ("
+        "id INTEGER PRIMARY KEY, sid TEXT NOT NULL, context TEXT NOT NULL, user_id TEXT NOT NULL, "
+        f"created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL{hot}, request_key TEXT, "
+        "data TEXT NOT NULL)",
+        # sids are unique per (context, kind), like OSIS where each context is its own object space
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {t}_sid ON {t}(context, sid)",
+        f"CREATE INDEX IF NOT EXISTS {t}_created ON {t}(context, user_id, created_at, sid)",
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {t}_request_key ON {t}(context, user_id, request_key) "
+        "WHERE request_key IS NOT NULL",
+    ]
+    for suffix, cols in _EXTRA_INDEXES.get(kind, ()):
+        unique = "UNIQUE " if cols.startswith("UNIQUE ") else ""
+        ddl.append(f"CREATE {unique}INDEX IF NOT EXISTS {t}_{suffix} ON {t}({cols.removeprefix('UNIQUE ')})")
+    if spec.text_field:
+        f, path = spec.fts, f"'$.{spec.text_field}'"
+        ddl += [
+            f"CREATE VIRTUAL TABLE IF NOT EXISTS {f} USING fts5(body, content='', "
+            "tokenize='porter unicode61 remove_diacritics 2')",
+            f"CREATE TRIGGER IF NOT EXISTS {t}_ai AFTER INSERT ON {t} BEGIN "
+            f"INSERT INTO {f}(rowid, body) VALUES (new.id, json_extract(new.data, {path})); END",
+            f"CREATE TRIGGER IF NOT EXISTS {t}_ad AFTER DELETE ON {t} BEGIN "
+            f"INSERT INTO {f}({f}, rowid, body) VALUES ('delete', old.id, json_extract(old.data, {path})); "
+            "END",
+            f"CREATE TRIGGER IF NOT EXISTS {t}_au AFTER UPDATE OF data ON {t} "
+            f"WHEN json_extract(old.data, {path}) IS NOT json_extract(new.data, {path}) BEGIN "
+            f"INSERT INTO {f}({f}, rowid, body) VALUES ('delete', old.id, json_extract(old.data, {path})); "
+            f"INSERT INTO {f}(rowid, body) VALUES (new.id, json_extract(new.data, {path})); END",
+        ]
+    return ddl
+
+
+def schema_ddl() -> list[str]:
+    ddl = [
+        "CREATE TABLE IF NOT EXISTS counters (context TEXT NOT NULL, kind TEXT NOT NULL, "
+        "next INTEGER NOT NULL, PRIMARY KEY (context, kind)) WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS leases (context TEXT NOT NULL, user_id TEXT NOT NULL, "
+        "key TEXT NOT NULL, holder TEXT NOT NULL, expires_at INTEGER, "
+        "PRIMARY KEY (context, user_id, key)) WITHOUT ROWID",
+    ]
+    for kind, spec in TABLES.items():
+        ddl += _table_ddl(kind, spec)
+    return ddl
+
+
+def configure(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    """Connection settings; see docs/store.md for why each one.
+
+    WAL lets readers run beside the one writer and makes a commit one append to the log;
+    ``synchronous=FULL`` fsyncs the log on every commit, so an acknowledged write survives power loss
+    as well as ``kill -9`` (NORMAL would only survive the latter).
+    """
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise sqlite3.OperationalError(f"cannot switch the database to WAL mode (got {mode})")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute("PRAGMA cache_size = -32000")
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Create the schema (idempotent; several processes may race here, BEGIN IMMEDIATE orders them)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"the data dir was written by a newer hero-agent (schema {version}, this one knows "
+                f"{SCHEMA_VERSION})"
+            )
+        for stmt in schema_ddl():
+            conn.execute(stmt)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
