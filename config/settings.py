@@ -118,7 +118,7 @@ class MCPServerSettings:
     env: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # values may be secrets
     url: str = ""
     #: extra HTTP headers for the "http" transport (e.g. Authorization; values are secrets)
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     #: start-up deadline and per-request read timeout
     timeout_s: float = 30.0
 
@@ -134,6 +134,9 @@ class ToolsSettings:
     http_max_redirects: int = 5
     #: allow fetching loopback/private/link-local addresses (off by default: SSRF guard)
     http_allow_private: bool = False
+    #: networks fetchable whatever their kind (e.g. ["10.1.2.0/24"] for one internal service);
+    #: an explicit exception to the SSRF guard, also for addresses http_allow_private would refuse
+    http_allow_cidrs: tuple[str, ...] = ()
     mcp_servers: tuple[MCPServerSettings, ...] = ()
 
 
