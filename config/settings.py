@@ -81,6 +81,8 @@ class WebSettings:
     max_body_bytes: int = 1_048_576
     shutdown_deadline_s: float = 10.0
     local_user: str = "local"
+    #: the model name the OpenAI-compatible endpoint reports (``GET /v1/models``)
+    api_model_name: str = "hero-agent"
 
 
 @dataclass(frozen=True, slots=True)
