@@ -1,0 +1,256 @@
+"""The slash commands of SPEC 6, implemented once for every channel.
+
+Each command answers one :class:`~agent.events.CommandOutput`: ``text`` for humans, ``data`` for
+APIs. Bad arguments (a malformed or foreign id, an empty title) answer a clear line and change
+nothing. Unknown commands answer the help text with ``ok=False``; they never reach the model.
+
+The target conversation is the request's ``conversation_id`` when given, else the active one.
+``/context NAME`` cannot switch a channel's scope from here: it validates the name and returns
+``data={"context": NAME}`` for the channel to act on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from agent.events import CommandOutput
+from store import Conversation, InvalidInput, NotFound, StoreError, StoreUnavailable, validate_context
+
+if TYPE_CHECKING:
+    from agent.core import Agent, TurnRequest
+
+log = structlog.get_logger()
+
+HELP = """Commands:
+/new [TITLE]      start a new conversation
+/clear            the model forgets this conversation's earlier turns (archived, memories kept)
+/list             your conversations in this context
+/switch ID        continue another conversation
+/rename TITLE     rename this conversation
+/delete           delete this conversation for good
+/context [NAME]   show or switch the context (workspace)
+/memory           what I remember about you
+/forget ID        forget one memory
+/compact          summarise the older turns of this conversation now
+/stop             stop the running answer
+/help             this help"""
+
+LIST_LIMIT = 20
+MEMORY_LIMIT = 50
+
+Handler = Callable[["Agent", "TurnRequest", str], Awaitable[CommandOutput]]
+
+
+def parse(text: str) -> tuple[str, str]:
+    """``"/switch@bot  0a2 "`` -> ``("switch", "0a2")``."""
+    head, _, rest = text.strip().partition(" ")
+    return head[1:].split("@", 1)[0].lower(), rest.strip()
+
+
+async def run_command(agent: Agent, req: TurnRequest) -> CommandOutput:
+    name, arg = parse(req.text)
+    handler = COMMANDS.get(name)
+    if handler is None:
+        return CommandOutput(name, f"Unknown command /{name}.\n\n{HELP}", ok=False)
+    try:
+        return await handler(agent, req, arg)
+    except StoreUnavailable:
+        return CommandOutput(name, "The store is unavailable; try again shortly.", ok=False)
+    except NotFound as exc:
+        return CommandOutput(name, f"No {exc.kind} with id {exc.sid!r}.", ok=False)
+    except InvalidInput as exc:
+        return CommandOutput(name, str(exc), ok=False)
+    except StoreError as exc:
+        log.warning("command.store_error", command=name, error_type=type(exc).__name__)
+        return CommandOutput(name, "The store failed; try again shortly.", ok=False)
+
+
+async def _target(agent: Agent, req: TurnRequest) -> Conversation | None:
+    if req.conversation_id:
+        return await agent.store.get_conversation(req.scope, req.conversation_id)
+    return await agent.active_conversation(req.scope, channel=req.channel, create=False)
+
+
+def _conv_data(conv: Conversation, active: str = "") -> dict[str, Any]:
+    return {
+        "id": conv.sid,
+        "title": conv.title,
+        "message_count": conv.message_count,
+        "updated_at": conv.updated_at,
+        "last_channel": conv.last_channel,
+        "active": conv.sid == active,
+    }
+
+
+def _label(conv: Conversation) -> str:
+    return f"{conv.sid} {conv.title!r}" if conv.title else conv.sid
+
+
+async def _new(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
+    conv = await agent.new_conversation(req.scope, channel=req.channel, title=arg, is_group=req.is_group)
+    return CommandOutput(
+        "new",
+        f"Started a new conversation ({_label(conv)}).",
+        data={"conversation": _conv_data(conv, conv.sid)},
+        conversation_id=conv.sid,
+    )
+
+
+async def _clear(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
+    conv = await _target(agent, req)
+    if conv is None:
+        return CommandOutput("clear", "There is no conversation to clear yet.")
+    conv = await agent.clear_conversation(req.scope, conv.sid)
+    return CommandOutput(
+        "clear",
+        "Cleared: I no longer see the earlier turns of this conversation "
+        "(they stay archived, and what was worth remembering is kept).",
+        data={"conversation": _conv_data(conv, conv.sid)},
+        conversation_id=conv.sid,
+    )
+
+
+async def _list(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
+    page = await agent.store.list_conversations(req.scope, limit=LIST_LIMIT)
+    active = await agent.active_conversation(req.scope, channel=req.channel, create=False)
+    active_id = active.sid if active else ""
+    if not page.items:
+        return CommandOutput("list", "No conversations yet.", data={"conversations": []})
+    lines = []
+    for conv in page.items:
+        mark = "*" if conv.sid == active_id else " "
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(conv.updated_at / 1000))
+        lines.append(
+            f"{mark} {conv.sid}  {conv.title or '(untitled)'}  [{conv.message_count} messages, {when}]"
+        )
+    return CommandOutput(
+        "list",
+        "\n".join(lines),
+        conversation_id=active_id,
+        data={"conversations": [_conv_data(c, active_id) for c in page.items]},
+    )
+
+
+async def _switch(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
+    if not arg:
+        return CommandOutput("switch", "Usage: /switch ID (see /list).", ok=False)
+    try:
+        await agent.set_active_conversation(req.scope, arg)
+    except (NotFound, InvalidInput):
+        return CommandOutput("switch", f"No conversation with id {arg!r}.", ok=False)
+    conv = await agent.store.get_conversation(req.scope, arg)
+    return CommandOutput(
+        "switch",
+        f"Switched to {_label(conv)}.",
+        data={"conversation": _conv_data(conv, conv.sid)},
+        conversation_id=conv.sid,
+    )
+
+
+async def _rename(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
+    if not arg:
+        return CommandOutput("rename", "Usage: /rename TITLE.", ok=False)
+    conv = await _target(agent, req)
+    if conv is None:
+        return CommandOutput("rename", "There is no conversation to rename yet.", ok=False)
+    conv = await agent.store.rename_conversation(req.scope, conv.sid, arg)
+    return CommandOutput(
+        "rename",
+        f"Renamed to {conv.title!r}.",
+        data={"conversation": _conv_data(conv, conv.sid)},
+        conversation_id=conv.sid,
+    )
+
+
+async def _delete(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
+    conv = await _target(agent, req)
+    if conv is None:
+        return CommandOutput("delete", "There is no conversation to delete.", ok=False)
+    await agent.delete_conversation(req.scope, conv.sid)
+    return CommandOutput(
+        "delete",
+        f"Deleted conversation {_label(conv)} for good. Your next message starts a new one.",
+        data={"deleted": conv.sid},
+    )
+
+
+async def _context(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
+    if not arg:
+        return CommandOutput(
+            "context",
+            f"Current context: {req.scope.context}",
+            data={"context": req.scope.context, "changed": False},
+        )
+    try:
+        name = validate_context(arg)
+    except InvalidInput as exc:
+        return CommandOutput("context", str(exc), ok=False)
+    return CommandOutput("context", f"Switched to context {name}.", data={"context": name, "changed": True})
+
+
+async def _memory(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
+    page = await agent.store.list_memories(req.scope, limit=MEMORY_LIMIT)
+    items = [
+        {"id": m.sid, "content": m.content, "kind": m.kind, "created_at": m.created_at} for m in page.items
+    ]
+    if not items:
+        return CommandOutput("memory", "I do not remember anything about you yet.", data={"memories": []})
+    lines = [f"{m['id']}  {m['content']}" for m in items]
+    return CommandOutput(
+        "memory",
+        "What I remember (forget one with /forget ID):\n" + "\n".join(lines),
+        data={"memories": items},
+    )
+
+
+async def _forget(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
+    if not arg:
+        return CommandOutput("forget", "Usage: /forget ID (see /memory).", ok=False)
+    try:
+        await agent.store.delete_memory(req.scope, arg)
+    except (NotFound, InvalidInput):
+        return CommandOutput("forget", f"No memory with id {arg!r}.", ok=False)
+    return CommandOutput("forget", f"Forgot memory {arg}.", data={"forgotten": arg})
+
+
+async def _compact(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
+    conv = await _target(agent, req)
+    if conv is None:
+        return CommandOutput("compact", "There is no conversation to compact yet.")
+    done = await agent.compact_conversation(req.scope, conv.sid, channel=req.channel)
+    text = "Compacted: the older turns are now a summary." if done else "Nothing to compact yet."
+    return CommandOutput("compact", text, data={"compacted": done}, conversation_id=conv.sid)
+
+
+async def _stop(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
+    stopped = await agent.stop_turn(req.scope, req.conversation_id)
+    return CommandOutput(
+        "stop",
+        "Stopped." if stopped else "Nothing is running.",
+        data={"stopped": stopped},
+        conversation_id=req.conversation_id or "",
+    )
+
+
+async def _help(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
+    return CommandOutput("help", HELP, data={"commands": sorted(COMMANDS)})
+
+
+COMMANDS: dict[str, Handler] = {
+    "new": _new,
+    "clear": _clear,
+    "list": _list,
+    "switch": _switch,
+    "rename": _rename,
+    "delete": _delete,
+    "context": _context,
+    "memory": _memory,
+    "forget": _forget,
+    "compact": _compact,
+    "stop": _stop,
+    "help": _help,
+}

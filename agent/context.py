@@ -1,0 +1,229 @@
+"""The context window: what part of a conversation the model sees, and how big it is.
+
+* A token estimate with no tokenizer (characters / 4 plus a per-message overhead), corrected per model by
+  the ``prompt_tokens`` the provider reports (:class:`TokenCalibrator`, in memory).
+* Stored messages become :class:`~agent.providers.base.ChatMessage` values; an interrupted or failed
+  partial reply stays as text marked ``[interrupted]``.
+* :func:`repair` fixes the copy sent to the model: a tool call without a result gets an error result, a
+  result without its call is dropped, leading non-user messages are dropped. The store is never changed.
+* :func:`split_turns` / :func:`fit` trim only at user-turn boundaries, so a tool call and its result are
+  never separated.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from agent.providers.base import ChatMessage, ChatRequest, ToolCall, ToolSpec
+from store import Message, MessageStatus, Role
+
+#: tokens every message costs beyond its text (role, separators)
+MESSAGE_OVERHEAD = 4
+#: tokens a tool call costs beyond its name and arguments
+CALL_OVERHEAD = 8
+INTERRUPTED_MARK = "[interrupted]"
+SUMMARY_TYPE = "summary"
+MISSING_RESULT = "error: no result was recorded for this call (the turn was interrupted)"
+
+
+def estimate_text(text: str) -> int:
+    return (len(text) + 3) // 4
+
+
+def estimate_message(msg: ChatMessage) -> int:
+    n = MESSAGE_OVERHEAD + estimate_text(msg.content)
+    for call in msg.tool_calls:
+        n += CALL_OVERHEAD + estimate_text(call.name) + estimate_text(call.arguments)
+    for block in msg.reasoning:
+        n += estimate_text(json.dumps(block))
+    return n
+
+
+def estimate_tools(tools: Sequence[ToolSpec]) -> int:
+    return sum(
+        CALL_OVERHEAD
+        + estimate_text(t.name)
+        + estimate_text(t.description)
+        + estimate_text(json.dumps(t.parameters))
+        for t in tools
+    )
+
+
+def estimate_request(request: ChatRequest) -> int:
+    return (
+        estimate_text(request.system)
+        + sum(estimate_message(m) for m in request.messages)
+        + estimate_tools(request.tools)
+    )
+
+
+class TokenCalibrator:
+    """Corrects the character-based estimate with what the provider actually counted, per model.
+
+    Kept in memory only: a restart starts from the plain estimate and converges after one call.
+    """
+
+    MIN_RATIO = 0.25
+    MAX_RATIO = 4.0
+
+    def __init__(self) -> None:
+        self._ratio: dict[str, float] = {}
+
+    def ratio(self, model: str) -> float:
+        return self._ratio.get(model, 1.0)
+
+    def corrected(self, model: str, estimate: int) -> int:
+        return int(estimate * self.ratio(model))
+
+    def observe(self, model: str, estimate: int, reported: int) -> None:
+        if estimate <= 0 or reported <= 0:
+            return
+        seen = min(max(reported / estimate, self.MIN_RATIO), self.MAX_RATIO)
+        old = self._ratio.get(model)
+        # a moving average: one odd response (cached prompt, server quirk) should not swing the budget
+        self._ratio[model] = seen if old is None else 0.7 * old + 0.3 * seen
+
+
+# -- stored messages -> model messages ----------------------------------------------------------
+
+
+def calls_from_json(text: str) -> tuple[ToolCall, ...]:
+    """The ``tool_calls`` JSON text of a stored message; malformed entries are skipped."""
+    if not text:
+        return ()
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        return ()
+    calls: list[ToolCall] = []
+    for item in raw if isinstance(raw, list) else ():
+        if isinstance(item, dict) and item.get("id") and item.get("name"):
+            calls.append(ToolCall(str(item["id"]), str(item["name"]), str(item.get("arguments", ""))))
+    return tuple(calls)
+
+
+def calls_to_json(calls: Iterable[ToolCall]) -> str:
+    return json.dumps([{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls])
+
+
+def to_chat(msg: Message, *, group: bool = False) -> ChatMessage | None:
+    """One stored message as the model sees it (None: nothing to show, e.g. an empty error marker)."""
+    if msg.role == Role.USER:
+        text = f"{msg.sender}: {msg.content}" if group and msg.sender else msg.content
+        return ChatMessage(role="user", content=text)
+    if msg.role == Role.TOOL:
+        return ChatMessage(
+            role="tool",
+            content=msg.content,
+            tool_call_id=msg.tool_call_id,
+            name=msg.name,
+            is_error=msg.status == MessageStatus.ERROR,
+        )
+    if msg.role == Role.ASSISTANT:
+        calls = calls_from_json(msg.tool_calls)
+        text = msg.content
+        if msg.status != MessageStatus.COMPLETE and not calls:
+            if not text.strip():
+                return None
+            text = f"{text}\n{INTERRUPTED_MARK}"
+        raw_reasoning = msg.extra.get("reasoning")
+        reasoning = (
+            tuple(b for b in raw_reasoning if isinstance(b, dict)) if isinstance(raw_reasoning, list) else ()
+        )
+        return ChatMessage(role="assistant", content=text, tool_calls=calls, reasoning=reasoning)
+    return None  # system messages (compaction summaries) go into the system prompt instead
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """A conversation's window as the model sees it: the latest summary and the messages after it."""
+
+    summary: str
+    messages: list[ChatMessage]
+    #: seq of the first message in ``messages`` (0 when empty) and of the last one
+    first_seq: int = 0
+    last_seq: int = 0
+
+
+def history_from(stored: Sequence[Message], *, group: bool = False) -> History:
+    summary = ""
+    out: list[ChatMessage] = []
+    for m in stored:
+        if m.message_type == SUMMARY_TYPE:
+            summary = m.content  # the newest summary already covers the older ones
+            continue
+        chat = to_chat(m, group=group)
+        if chat is not None:
+            out.append(chat)
+    return History(
+        summary=summary,
+        messages=repair(out),
+        first_seq=stored[0].seq if stored else 0,
+        last_seq=stored[-1].seq if stored else 0,
+    )
+
+
+# -- repair and trimming ------------------------------------------------------------------------
+
+
+def repair(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """A copy that every provider accepts: each tool call answered right after its assistant message,
+    no orphan tool results, and a user message first."""
+    out: list[ChatMessage] = []
+    open_calls: dict[str, ToolCall] = {}
+
+    def close_open() -> None:
+        for call in open_calls.values():
+            out.append(
+                ChatMessage(
+                    role="tool", content=MISSING_RESULT, tool_call_id=call.id, name=call.name, is_error=True
+                )
+            )
+        open_calls.clear()
+
+    for msg in messages:
+        if msg.role == "tool":
+            if msg.tool_call_id in open_calls:
+                del open_calls[msg.tool_call_id]
+                out.append(msg)
+            continue  # an orphan result (its call was trimmed or never stored)
+        close_open()
+        if not out and msg.role != "user":
+            continue
+        out.append(msg)
+        if msg.role == "assistant":
+            open_calls = {c.id: c for c in msg.tool_calls}
+    close_open()
+    return out
+
+
+def split_turns(messages: Sequence[ChatMessage]) -> list[list[ChatMessage]]:
+    """Group messages into turns, each starting at a user message (anything before the first is dropped)."""
+    turns: list[list[ChatMessage]] = []
+    for msg in messages:
+        if msg.role == "user":
+            turns.append([msg])
+        elif turns:
+            turns[-1].append(msg)
+    return turns
+
+
+def fit(messages: Sequence[ChatMessage], budget: int, ratio: float = 1.0) -> list[ChatMessage]:
+    """The newest whole turns whose estimate fits ``budget``; the last turn is always kept."""
+    turns = split_turns(messages)
+    kept: list[list[ChatMessage]] = []
+    used = 0
+    for turn in reversed(turns):
+        cost = int(sum(estimate_message(m) for m in turn) * ratio)
+        if kept and used + cost > budget:
+            break
+        kept.append(turn)
+        used += cost
+    return [m for turn in reversed(kept) for m in turn]
+
+
+def history_budget(context_window: int, max_output_tokens: int, fixed: int) -> int:
+    """Tokens left for history once the output reserve and the fixed part (system, tools) are taken."""
+    return max(context_window - max_output_tokens - fixed, 256)

@@ -1,0 +1,348 @@
+"""The Agent facade every channel talks to.
+
+``Agent.handle(TurnRequest)`` yields typed events: a slash command gives exactly one
+:class:`~agent.events.CommandOutput`; a message gives ``TurnStarted``, text deltas, tool and usage
+events, then ``Done`` or ``TurnError``.
+
+Why a task and a stream: the turn runs as a task in the Agent's own task group and pushes its events
+into a memory object stream that ``handle`` iterates. A consumer that stops iterating, is cancelled
+or closes the iterator only cancels that task and waits for its shielded cleanup, so no cancel scope
+ever spans a ``yield`` (which anyio cannot make safe in an async generator) and the history is left
+consistent whatever the consumer does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
+
+from agent.commands import run_command
+from agent.compaction import Compactor
+from agent.events import CommandOutput, TurnError, TurnEvent
+from agent.llm import LLM
+from agent.memory import MemoryManager
+from agent.providers.base import Provider
+from agent.tools.registry import ToolRegistry
+from agent.turn import Turn, TurnInput, TurnParts
+from config.settings import Settings
+from store import Conversation, InvalidInput, NotFound, Scope, Store, StoreError, StoreUnavailable
+
+log = structlog.get_logger()
+
+ACTIVE_KEY = "active_conversation"
+#: "/cmd", "/cmd args", "/cmd@botname args"; "/usr/bin ..." is a message, not a command
+COMMAND_RE = re.compile(r"^/([A-Za-z][A-Za-z0-9_]*)(?:@\w+)?(?:\s+(.*))?$", re.S)
+#: how long ``aclose`` may spend on pending memory extractions
+FLUSH_DEADLINE_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    """One message from a channel."""
+
+    scope: Scope
+    channel: str
+    text: str
+    #: None: the user's active conversation in this context (created if none)
+    conversation_id: str | None = None
+    #: group chats: who sent it (e.g. "tg:123")
+    sender: str = ""
+    #: the scope is a group: personal memories are never recalled
+    is_group: bool = False
+    #: idempotency key for the user message (e.g. "tg-update:991")
+    request_key: str | None = None
+
+
+@dataclass(slots=True)
+class _Running:
+    scope: Scope
+    cancel_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    conversation_id: str = ""
+    #: holds the conversation lock (queued turns wait for it and are not "running")
+    active: bool = False
+
+
+class Agent:
+    """The agent core behind every channel. Use as an async context manager (``open_agent`` does)."""
+
+    def __init__(
+        self, settings: Settings, store: Store, provider: Provider, tools: ToolRegistry | None = None
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.provider = provider
+        self.tools = tools
+        self.llm = LLM(provider, store)
+        self.memory = MemoryManager(store, self.llm, settings.memory, settings.llm.model)
+        self.compactor = Compactor(store, self.llm, self.memory, settings)
+        self._parts = TurnParts(settings, store, self.llm, self.memory, self.compactor, tools)
+        self._tg: TaskGroup | None = None
+        self._running: list[_Running] = []
+        self._create_locks: dict[tuple[str, str], anyio.Lock] = {}
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Agent:
+        if self._tg is None:
+            tg = anyio.create_task_group()
+            await tg.__aenter__()
+            self._tg = tg
+            self.memory.bind(tg)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop running turns (their cleanup persists what they had), flush pending auto-memory work
+        within a deadline, and stop the background tasks. Idempotent."""
+        if self._closed or self._tg is None:
+            self._closed = True
+            return
+        self._closed = True
+        for running in list(self._running):
+            running.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            for running in list(self._running):
+                await running.done.wait()
+            await self.memory.flush_all(FLUSH_DEADLINE_S)
+            self.memory.bind(None)
+            tg, self._tg = self._tg, None
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
+
+    async def ping(self) -> None:
+        """Readiness: raises when the store or the provider cannot be reached."""
+        await self.store.engine.ping()
+        await self.provider.ping()
+
+    # -- messages and commands ---------------------------------------------------------------------
+
+    def handle(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
+        """A slash command (one CommandOutput) or a turn (TurnStarted ... Done | TurnError)."""
+        if COMMAND_RE.match(req.text.strip()) if isinstance(req.text, str) else False:
+            return self._command_events(req)
+        return self.run_turn(req)
+
+    async def _command_events(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
+        yield await self.run_command(req)
+
+    async def run_command(self, req: TurnRequest) -> CommandOutput:
+        return await run_command(self, req)
+
+    async def run_turn(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
+        """Run one turn; see the module docstring for why it is a task feeding a stream."""
+        problem = self._invalid(req)
+        if problem:
+            yield TurnError("invalid_input", problem, req.conversation_id or "")
+            return
+        if self._tg is None:
+            raise RuntimeError("the Agent is not started: use `async with Agent(...)` or open_agent()")
+        send, receive = anyio.create_memory_object_stream[TurnEvent](max_buffer_size=math.inf)
+        running = _Running(req.scope)
+        self._running.append(running)
+        self._tg.start_soon(self._turn_task, req, send, running)
+        try:
+            async with receive:
+                async for event in receive:
+                    yield event
+        finally:
+            running.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await running.done.wait()
+
+    def _invalid(self, req: TurnRequest) -> str:
+        text = req.text
+        if not isinstance(text, str) or not text.strip():
+            return "The message is empty."
+        limit = min(self.settings.agent.max_message_chars, self.store.max_message_chars)
+        if len(text) > limit:
+            return f"The message is too long: {len(text)} characters, the limit is {limit}."
+        if "\x00" in text:
+            return "The message contains binary data."
+        if not req.channel:
+            return "The message has no channel."
+        return ""
+
+    async def _turn_task(
+        self, req: TurnRequest, send: MemoryObjectSendStream[TurnEvent], running: _Running
+    ) -> None:
+        turn_id = uuid.uuid4().hex[:12]
+
+        async def emit(event: TurnEvent) -> None:
+            # the consumer may have gone away; it cancels this task next
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await send.send(event)
+
+        def on_locked() -> None:
+            running.active = True
+
+        started = time.perf_counter()
+        outcome = "done"
+        conversation_id = req.conversation_id or ""
+        with structlog.contextvars.bound_contextvars(
+            context=req.scope.context, user=req.scope.user_id, channel=req.channel, turn_id=turn_id
+        ):
+            async with send:
+                try:
+                    with running.cancel_scope:
+                        conv = await self._resolve(req)
+                        conversation_id = running.conversation_id = conv.sid
+                        structlog.contextvars.bind_contextvars(conversation=conv.sid)
+                        log.info("turn.started", chars=len(req.text))
+                        inp = TurnInput(
+                            req.scope,
+                            conv,
+                            req.channel,
+                            req.text,
+                            req.sender,
+                            req.is_group,
+                            req.request_key,
+                            turn_id,
+                        )
+                        await Turn(self._parts, inp, emit, on_locked).run()
+                    if running.cancel_scope.cancelled_caught:
+                        outcome = "cancelled"
+                        await emit(TurnError("cancelled", "The turn was stopped.", conversation_id))
+                except NotFound:
+                    outcome = "not_found"
+                    await emit(TurnError("not_found", "That conversation does not exist.", conversation_id))
+                except InvalidInput as exc:
+                    outcome = "invalid_input"
+                    await emit(TurnError("invalid_input", str(exc), conversation_id))
+                except StoreUnavailable:
+                    outcome = "store_unavailable"
+                    await emit(
+                        TurnError(
+                            "store_unavailable",
+                            "The store is unavailable; try again shortly.",
+                            conversation_id,
+                        )
+                    )
+                except StoreError as exc:
+                    outcome = "store_error"
+                    log.warning("turn.store_error", error=str(exc), error_type=type(exc).__name__)
+                    await emit(
+                        TurnError(
+                            "store_unavailable", "The store failed; try again shortly.", conversation_id
+                        )
+                    )
+                except Exception:
+                    outcome = "internal"
+                    log.exception("turn.crashed")
+                    await emit(TurnError("internal", "Something went wrong on our side.", conversation_id))
+                finally:
+                    if running in self._running:
+                        self._running.remove(running)
+                    running.done.set()
+                    log.info(
+                        "turn.finished",
+                        outcome=outcome,
+                        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                    )
+
+    async def _resolve(self, req: TurnRequest) -> Conversation:
+        if req.conversation_id is None:
+            conv = await self.active_conversation(req.scope, channel=req.channel, is_group=req.is_group)
+            assert conv is not None  # create=True always answers one
+            return conv
+        return await self.store.get_conversation(req.scope, req.conversation_id)
+
+    async def stop_turn(self, scope: Scope, conversation_id: str | None = None) -> bool:
+        """Cancel the running turn of a conversation (None: every running turn of this scope).
+        Waits until the turn has cleaned up; False when nothing was running."""
+        hits = [
+            r
+            for r in self._running
+            if r.active
+            and r.scope == scope
+            and (conversation_id is None or r.conversation_id == conversation_id)
+        ]
+        for running in hits:
+            running.cancel_scope.cancel()
+        for running in hits:
+            with anyio.fail_after(FLUSH_DEADLINE_S):
+                await running.done.wait()
+        return bool(hits)
+
+    def is_running(self, scope: Scope, conversation_id: str) -> bool:
+        return any(
+            r.active and r.scope == scope and r.conversation_id == conversation_id for r in self._running
+        )
+
+    # -- conversations -----------------------------------------------------------------------------
+
+    async def active_conversation(
+        self, scope: Scope, *, channel: str, create: bool = True, is_group: bool = False
+    ) -> Conversation | None:
+        """The user's active conversation in this context; a new one when there is none (and ``create``)."""
+        lock = self._create_locks.setdefault((scope.context, scope.user_id), anyio.Lock())
+        async with lock:  # two first messages at once must not make two conversations
+            sid = await self.store.get_state(scope, ACTIVE_KEY)
+            if sid:
+                try:
+                    return await self.store.get_conversation(scope, sid)
+                except (NotFound, InvalidInput):
+                    pass  # deleted meanwhile
+            if not create:
+                return None
+            return await self.new_conversation(scope, channel=channel, is_group=is_group)
+
+    async def set_active_conversation(self, scope: Scope, conversation_id: str) -> None:
+        """Make ``conversation_id`` the active one; NotFound for a missing or foreign id."""
+        conv = await self.store.get_conversation(scope, conversation_id)
+        await self.store.set_state(scope, ACTIVE_KEY, conv.sid)
+
+    async def new_conversation(
+        self, scope: Scope, *, channel: str, title: str = "", is_group: bool = False
+    ) -> Conversation:
+        """Create a conversation and make it the active one."""
+        conv = await self.store.create_conversation(scope, title, channel=channel, is_group=is_group)
+        await self.store.set_state(scope, ACTIVE_KEY, conv.sid)
+        return conv
+
+    async def clear_conversation(self, scope: Scope, conversation_id: str) -> Conversation:
+        """Save what is worth keeping (memory flush), then hide the earlier turns from the model.
+        Waits for a running turn of the conversation to finish first."""
+        conv = await self.store.get_conversation(scope, conversation_id)
+        await self.memory.flush(scope, conv.sid, conv.last_channel)
+        async with self.store.conversation_lock(
+            scope,
+            conv.sid,
+            ttl_s=self.settings.agent.turn_lock_ttl_s,
+            wait_s=self.settings.agent.turn_deadline_s,
+        ):
+            return await self.store.clear_conversation(scope, conv.sid)
+
+    async def compact_conversation(self, scope: Scope, conversation_id: str, *, channel: str) -> bool:
+        """``/compact``: summarise all but the newest turn now; False when there is too little."""
+        conv = await self.store.get_conversation(scope, conversation_id)
+        async with self.store.conversation_lock(
+            scope,
+            conv.sid,
+            ttl_s=self.settings.agent.turn_lock_ttl_s,
+            wait_s=self.settings.agent.turn_deadline_s,
+        ):
+            return await self.compactor.compact(scope, conv.sid, channel)
+
+    async def delete_conversation(self, scope: Scope, conversation_id: str) -> None:
+        """Hard delete (the privacy delete); a deleted active conversation leaves no active one."""
+        await self.stop_turn(scope, conversation_id)
+        await self.store.delete_conversation(scope, conversation_id)
+        if await self.store.get_state(scope, ACTIVE_KEY) == conversation_id:
+            await self.store.delete_state(scope, ACTIVE_KEY)

@@ -1,0 +1,108 @@
+"""One LLM call with its accounting: a usage entry per call and the token-estimate correction.
+
+Every call the agent makes (a turn step, memory extraction, compaction) goes through :class:`LLM`, so
+the usage log holds every call, failed ones included (``ok=False``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from agent.context import TokenCalibrator, estimate_request
+from agent.errors import ProviderError
+from agent.providers.base import (
+    ChatRequest,
+    CollectedResponse,
+    Provider,
+    ReasoningBlock,
+    StreamEnd,
+    TextChunk,
+    ToolCallsReady,
+    UsageReport,
+)
+from store import Scope, Store, StoreError, UsageEntry
+
+log = structlog.get_logger()
+
+TextSink = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class CallSite:
+    """Where a call's usage is booked."""
+
+    scope: Scope
+    conversation_id: str
+    channel: str
+
+
+class LLM:
+    """The provider plus usage accounting and per-model token calibration."""
+
+    def __init__(self, provider: Provider, store: Store, calibrator: TokenCalibrator | None = None) -> None:
+        self.provider = provider
+        self.store = store
+        self.calibrator = calibrator or TokenCalibrator()
+
+    async def call(
+        self, request: ChatRequest, site: CallSite, on_text: TextSink | None = None
+    ) -> CollectedResponse:
+        """Stream one response, handing each text chunk to ``on_text`` as it arrives.
+
+        Raises :class:`~agent.errors.ProviderError` (after the provider's own retries); the failed
+        call is still booked in the usage log.
+        """
+        out = CollectedResponse()
+        parts: list[str] = []
+        started = time.perf_counter()
+        try:
+            async for ev in self.provider.stream(request):
+                if isinstance(ev, TextChunk):
+                    if ev.text:
+                        parts.append(ev.text)
+                        if on_text is not None:
+                            await on_text(ev.text)
+                elif isinstance(ev, ToolCallsReady):
+                    out.tool_calls = ev.calls
+                elif isinstance(ev, ReasoningBlock):
+                    out.reasoning.append(ev.block)
+                elif isinstance(ev, UsageReport):
+                    out.prompt_tokens, out.completion_tokens = ev.prompt_tokens, ev.completion_tokens
+                elif isinstance(ev, StreamEnd):
+                    out.finish_reason, out.model = ev.finish_reason, ev.model
+        except ProviderError as exc:
+            latency = (time.perf_counter() - started) * 1000
+            log.warning(
+                "llm.failed", model=request.model, status=exc.status, error=str(exc), ms=round(latency, 1)
+            )
+            try:
+                await self._book(site, request.model, 0, 0, latency, ok=False)
+            except StoreError as store_exc:  # the provider's error is the one the user must see
+                log.warning("llm.usage_not_booked", error=str(store_exc))
+            raise
+        out.text = "".join(parts)
+        out.model = out.model or request.model
+        latency = (time.perf_counter() - started) * 1000
+        if out.prompt_tokens:
+            self.calibrator.observe(request.model, estimate_request(request), out.prompt_tokens)
+        await self._book(site, out.model, out.prompt_tokens, out.completion_tokens, latency, ok=True)
+        return out
+
+    async def _book(
+        self, site: CallSite, model: str, prompt: int, completion: int, latency_ms: float, *, ok: bool
+    ) -> None:
+        entry = UsageEntry(
+            provider=self.provider.name,
+            model=model,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            latency_ms=round(latency_ms, 3),
+            conversation_id=site.conversation_id,
+            channel=site.channel,
+            ok=ok,
+        )
+        await self.store.append_usage(site.scope, entry)

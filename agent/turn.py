@@ -1,0 +1,413 @@
+"""The turn loop: one implementation for every channel.
+
+One :class:`Turn` answers one user message in one conversation::
+
+    lock the conversation (store lease: also across processes)
+    persist the user message                          -> TurnStarted
+    build the request (system prompt, recalled memories, summary, history window)
+    loop: stream the model                            -> TextDelta..., UsageInfo
+          tool calls? persist them, run them concurrently, persist results in call order
+                                                      -> ToolStarted..., ToolFinished...
+          up to ``agent.max_tool_iterations``, then one final call without tools
+    persist the final assistant message               -> Done
+
+Cancellation (``/stop``, the consumer going away, the turn deadline) runs a shielded cleanup that
+persists the partial reply as ``interrupted`` and answers every unanswered tool call, so the history
+never holds a dangling call. A provider failure persists an ``error`` marker.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+
+from agent.compaction import Compactor
+from agent.context import (
+    History,
+    calls_to_json,
+    estimate_message,
+    estimate_text,
+    estimate_tools,
+    fit,
+    history_budget,
+    history_from,
+)
+from agent.errors import ProviderError
+from agent.events import (
+    Done,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+    TurnError,
+    TurnEvent,
+    TurnStarted,
+    UsageInfo,
+)
+from agent.llm import LLM, CallSite
+from agent.memory import MemoryManager, recall_section
+from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, ToolCall, ToolSpec
+from agent.tools.base import ToolContext, ToolResult
+from agent.tools.registry import ToolRegistry
+from config.settings import Settings
+from store import Conflict, Conversation, Message, MessageStatus, Scope, Store, StoreError
+
+log = structlog.get_logger()
+
+Emit = Callable[[TurnEvent], Awaitable[None]]
+
+FINAL_NOTE = (
+    "You cannot call tools any more in this turn. Answer the user now with what you have, "
+    "and say briefly what is still missing."
+)
+REPEAT_RESULT = (
+    "error: you already made this exact call (same tool, same arguments) in the previous step; it was not "
+    "run again. Do not repeat it: answer with what you have."
+)
+CANCELLED_RESULT = "error: cancelled (the turn was stopped before this tool finished)"
+EMPTY_FINAL = "(I could not finish this answer within the allowed number of tool calls.)"
+GROUP_NOTE = "This is a group chat: each user message starts with the id of its sender."
+SUMMARY_HEADER = "Summary of the earlier part of this conversation:"
+SUMMARY_ITEM_CHARS = 200
+
+
+@dataclass(slots=True)
+class TurnParts:
+    """What a turn needs from its Agent."""
+
+    settings: Settings
+    store: Store
+    llm: LLM
+    memory: MemoryManager
+    compactor: Compactor
+    tools: ToolRegistry | None
+
+
+@dataclass(slots=True)
+class TurnInput:
+    scope: Scope
+    conversation: Conversation
+    channel: str
+    text: str
+    sender: str = ""
+    is_group: bool = False
+    request_key: str | None = None
+    turn_id: str = ""
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What has happened so far: the cleanup after a cancel or failure works from this."""
+
+    partial: list[str] = field(default_factory=list)
+    #: tool calls persisted in an assistant message whose results are not persisted yet
+    pending: list[ToolCall] = field(default_factory=list)
+    results: dict[str, ToolResult] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model: str = ""
+
+
+class Turn:
+    """One user message answered; ``run`` emits the events and never raises except for cancellation
+    of its caller (store errors are left to the caller to report)."""
+
+    def __init__(self, parts: TurnParts, inp: TurnInput, emit: Emit, on_locked: Callable[[], None]) -> None:
+        self.p = parts
+        self.inp = inp
+        self.emit = emit
+        self.on_locked = on_locked
+        self.progress = _Progress()
+        self.site = CallSite(inp.scope, inp.conversation.sid, inp.channel)
+        self.cid = inp.conversation.sid
+
+    async def run(self) -> None:
+        a = self.p.settings.agent
+        try:
+            async with self.p.store.conversation_lock(
+                self.inp.scope, self.cid, ttl_s=a.turn_lock_ttl_s, wait_s=a.turn_deadline_s
+            ):
+                self.on_locked()
+                user_msg = await self._persist_user()
+                await self.emit(TurnStarted(self.cid, user_msg.sid, self.inp.turn_id))
+                with anyio.move_on_after(a.turn_deadline_s) as deadline:
+                    await self._guarded()
+                if deadline.cancelled_caught:
+                    await self.emit(
+                        TurnError(
+                            "deadline",
+                            f"The turn took longer than {a.turn_deadline_s:g} s and was stopped.",
+                            self.cid,
+                        )
+                    )
+        except Conflict:
+            await self.emit(
+                TurnError("busy", "This conversation is busy with another turn; try again.", self.cid)
+            )
+
+    async def _guarded(self) -> None:
+        try:
+            await self._loop()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._settle(MessageStatus.INTERRUPTED)
+            raise
+        except ProviderError as exc:
+            await self._settle(MessageStatus.ERROR)
+            await self.emit(TurnError("provider_error", str(exc) or "The model provider failed.", self.cid))
+        except StoreError:
+            raise
+        except Exception:
+            with anyio.CancelScope(shield=True):
+                await self._settle(MessageStatus.ERROR)
+            raise
+
+    async def _persist_user(self) -> Message:
+        inp = self.inp
+        msg = await self.p.store.append_message(
+            inp.scope,
+            self.cid,
+            "user",
+            inp.text,
+            channel=inp.channel,
+            sender=inp.sender,
+            request_key=inp.request_key,
+        )
+        if not inp.conversation.title:
+            title = inp.text.strip().splitlines()[0][:60] if inp.text.strip() else ""
+            if title.isprintable():
+                await self.p.store.rename_conversation(inp.scope, self.cid, title)
+        return msg
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        a, llm_s = self.p.settings.agent, self.p.settings.llm
+        tools = self.p.tools.specs() if self.p.tools is not None else ()
+        system, messages = await self._context(tools)
+        previous: set[tuple[str, str]] = set()
+        force_final = False
+        iteration = 0
+        while True:
+            final = force_final or iteration >= a.max_tool_iterations
+            request = ChatRequest(
+                model=llm_s.model,
+                system=f"{system}\n\n{FINAL_NOTE}" if final and iteration else system,
+                messages=tuple(messages),
+                tools=() if final else tools,
+                max_tokens=llm_s.max_output_tokens,
+                temperature=llm_s.temperature,
+            )
+            resp = await self._call(request)
+            if not resp.tool_calls or final:
+                await self._finish(resp)
+                return
+            calls = resp.tool_calls
+            await self._persist_calls(resp)
+            messages.append(
+                ChatMessage(
+                    role="assistant", content=resp.text, tool_calls=calls, reasoning=tuple(resp.reasoning)
+                )
+            )
+            signatures = {_signature(c) for c in calls}
+            repeated = {c.id for c in calls if _signature(c) in previous}
+            results = await self._run_tools(calls, repeated)
+            for call, result in zip(calls, results, strict=True):
+                await self._persist_result(call, result)
+                messages.append(
+                    ChatMessage(
+                        role="tool",
+                        content=result.content,
+                        tool_call_id=call.id,
+                        name=call.name,
+                        is_error=not result.ok,
+                    )
+                )
+            if repeated:
+                log.info(
+                    "turn.repeated_call_stopped", tools=sorted({c.name for c in calls if c.id in repeated})
+                )
+                force_final = True
+            previous = signatures
+            iteration += 1
+
+    async def _context(self, tools: tuple[ToolSpec, ...]) -> tuple[str, list[ChatMessage]]:
+        """The system prompt and the history window for this turn; compacts first when over budget."""
+        inp, s = self.inp, self.p.settings
+        group = inp.is_group or inp.conversation.is_group
+        memories = await self.p.memory.recall(inp.scope, inp.text)
+        base = "\n\n".join(
+            x for x in (s.agent.system_prompt, recall_section(memories), GROUP_NOTE if group else "") if x
+        )
+        history = await self._history(group)
+        ratio = self.p.llm.calibrator.ratio(s.llm.model)
+        fixed = estimate_text(base) + estimate_text(history.summary) + estimate_tools(tools)
+        budget = history_budget(s.llm.context_window, s.llm.max_output_tokens, int(fixed * ratio))
+        used = int(sum(estimate_message(m) for m in history.messages) * ratio)
+        if used > budget:
+            log.info("turn.compacting", estimate=used, budget=budget)
+            if await self.p.compactor.compact(inp.scope, self.cid, inp.channel, budget=budget):
+                history = await self._history(group)
+                fixed = estimate_text(base) + estimate_text(history.summary) + estimate_tools(tools)
+                budget = history_budget(s.llm.context_window, s.llm.max_output_tokens, int(fixed * ratio))
+        system = f"{base}\n\n{SUMMARY_HEADER}\n{history.summary}" if history.summary else base
+        return system, fit(history.messages, budget, ratio)
+
+    async def _history(self, group: bool) -> History:
+        stored = await self.p.store.history(
+            self.inp.scope, self.cid, limit=self.p.settings.agent.history_limit
+        )
+        return history_from(stored, group=group)
+
+    async def _call(self, request: ChatRequest) -> CollectedResponse:
+        progress = self.progress
+        progress.partial.clear()
+
+        async def on_text(text: str) -> None:
+            progress.partial.append(text)
+            await self.emit(TextDelta(text))
+
+        resp = await self.p.llm.call(request, self.site, on_text)
+        progress.prompt_tokens += resp.prompt_tokens
+        progress.completion_tokens += resp.completion_tokens
+        progress.model = resp.model
+        await self.emit(UsageInfo(resp.model, resp.prompt_tokens, resp.completion_tokens))
+        return resp
+
+    async def _run_tools(self, calls: tuple[ToolCall, ...], repeated: set[str]) -> list[ToolResult]:
+        """Run every call concurrently; the results come back in call order."""
+        inp, a = self.inp, self.p.settings.agent
+        ctx = ToolContext(
+            self.p.store, inp.scope, self.cid, inp.channel, inp.is_group or inp.conversation.is_group
+        )
+        results: list[ToolResult] = [ToolResult("", ok=False)] * len(calls)
+        for call in calls:
+            await self.emit(ToolStarted(call.id, call.name, call.arguments))
+
+        async def run_one(i: int, call: ToolCall) -> None:
+            started = time.perf_counter()
+            if call.id in repeated:
+                result = ToolResult(REPEAT_RESULT, ok=False)
+            elif self.p.tools is None:
+                result = ToolResult(f"error: unknown tool {call.name!r}: no tools are available", ok=False)
+            else:
+                result = await self.p.tools.execute(
+                    call, ctx, timeout_s=a.tool_timeout_s, max_result_chars=a.max_tool_result_chars
+                )
+            results[i] = result
+            self.progress.results[call.id] = result
+            ms = (time.perf_counter() - started) * 1000
+            await self.emit(
+                ToolFinished(call.id, call.name, result.ok, _summary(result.content), round(ms, 3))
+            )
+
+        async with anyio.create_task_group() as tg:
+            for i, call in enumerate(calls):
+                tg.start_soon(run_one, i, call)
+        return results
+
+    # -- persistence -------------------------------------------------------------------------------
+
+    async def _persist_calls(self, resp: CollectedResponse) -> None:
+        await self.p.store.append_message(
+            self.inp.scope,
+            self.cid,
+            "assistant",
+            self._clip(resp.text),
+            channel=self.inp.channel,
+            tool_calls=calls_to_json(resp.tool_calls),
+            model=resp.model,
+            prompt_tokens=resp.prompt_tokens,
+            completion_tokens=resp.completion_tokens,
+            extra={"reasoning": list(resp.reasoning)} if resp.reasoning else None,
+        )
+        self.progress.partial.clear()
+        self.progress.pending = list(resp.tool_calls)
+        self.progress.results.clear()
+
+    async def _persist_result(self, call: ToolCall, result: ToolResult) -> None:
+        await self.p.store.append_message(
+            self.inp.scope,
+            self.cid,
+            "tool",
+            self._clip(result.content),
+            channel=self.inp.channel,
+            tool_call_id=call.id,
+            name=call.name,
+            status=MessageStatus.COMPLETE if result.ok else MessageStatus.ERROR,
+        )
+        self.progress.pending = [c for c in self.progress.pending if c.id != call.id]
+
+    async def _finish(self, resp: CollectedResponse) -> None:
+        pr = self.progress
+        # a final call may still answer with tool calls only (no tools offered, a stubborn model)
+        text = resp.text or (EMPTY_FINAL if resp.tool_calls else "")
+        msg = await self.p.store.append_message(
+            self.inp.scope,
+            self.cid,
+            "assistant",
+            self._clip(text),
+            channel=self.inp.channel,
+            model=resp.model,
+            status=MessageStatus.COMPLETE,
+            prompt_tokens=pr.prompt_tokens,
+            completion_tokens=pr.completion_tokens,
+            extra={"reasoning": list(resp.reasoning)} if resp.reasoning else None,
+        )
+        pr.partial.clear()
+        await self.emit(Done(self.cid, msg.sid, text, pr.prompt_tokens, pr.completion_tokens, resp.model))
+        self.p.memory.schedule(
+            self.inp.scope,
+            self.cid,
+            self.inp.channel,
+            is_group=self.inp.is_group or self.inp.conversation.is_group,
+        )
+
+    async def _settle(self, status: MessageStatus) -> None:
+        """After a cancel or failure: answer unanswered calls, keep the partial reply, marked."""
+        pr, store, inp = self.progress, self.p.store, self.inp
+        try:
+            for call in list(pr.pending):
+                done = pr.results.get(call.id)
+                await self._persist_result(call, done or ToolResult(CANCELLED_RESULT, ok=False))
+            text = "".join(pr.partial)
+            if text or status == MessageStatus.ERROR:
+                await store.append_message(
+                    inp.scope,
+                    self.cid,
+                    "assistant",
+                    self._clip(text),
+                    channel=inp.channel,
+                    status=status,
+                    model=pr.model,
+                    prompt_tokens=pr.prompt_tokens,
+                    completion_tokens=pr.completion_tokens,
+                )
+            pr.partial.clear()
+        except StoreError as exc:
+            # nothing more can be done now; the repair pass keeps the next request valid anyway
+            log.warning("turn.cleanup_failed", error=str(exc))
+
+    def _clip(self, text: str) -> str:
+        limit = self.p.store.max_message_chars
+        if len(text) <= limit:
+            return text
+        note = "\n[truncated]"
+        return text[: limit - len(note)] + note
+
+
+def _signature(call: ToolCall) -> tuple[str, str]:
+    try:
+        args = json.dumps(json.loads(call.arguments or "{}"), sort_keys=True)
+    except ValueError:
+        args = call.arguments.strip()
+    return call.name, args
+
+
+def _summary(content: str) -> str:
+    line = " ".join(content.split())
+    return line if len(line) <= SUMMARY_ITEM_CHARS else line[: SUMMARY_ITEM_CHARS - 1] + "…"
