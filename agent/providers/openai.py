@@ -1,0 +1,180 @@
+"""The OpenAI-compatible Chat Completions adapter (OpenAI, OpenRouter, Groq, vLLM, Ollama, llama.cpp,
+LM Studio...), streaming over raw httpx.
+
+Stream quirks handled (each has a test in ``tests/agent/providers/test_openai_variants.py``): the tool
+call variants of :mod:`agent.providers.toolcalls`; a last usage chunk with ``choices: []``; keep-alive
+comments; an ``{"error": ...}`` object inside a 200 stream (mapped like an HTTP error);
+``finish_reason: "stop"`` while tool calls were sent (reported as ``tool_calls``); several JSON objects
+run together without blank lines. A stream that ends before both its ``finish_reason`` and ``[DONE]``
+raises :class:`~agent.errors.ProviderUnavailable`: a cut answer is never passed off as a whole one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import structlog
+
+from agent.errors import ProviderUnavailable
+from agent.providers.base import (
+    ChatMessage,
+    ChatRequest,
+    Provider,
+    ProviderEvent,
+    StreamEnd,
+    TextChunk,
+    ToolCallsReady,
+    UsageReport,
+)
+from agent.providers.http import error_from_payload, error_from_response, make_client, post_stream
+from agent.providers.sse import iter_sse
+from agent.providers.toolcalls import ToolCallAssembler
+from config.settings import LLMSettings
+
+log = structlog.get_logger()
+
+_FINISH = {
+    "stop": "stop",
+    "eos": "stop",
+    "end_turn": "stop",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "tool_use": "tool_calls",
+    "length": "length",
+    "max_tokens": "length",
+    "content_filter": "error",
+    "error": "error",
+}
+
+
+class OpenAIProvider(Provider):
+    """Chat Completions over one pooled :class:`httpx.AsyncClient`; ``transport`` is the test seam."""
+
+    name = "openai"
+
+    def __init__(self, settings: LLMSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._secret = settings.api_key
+        headers = {"authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        self._client = make_client(settings, headers, transport)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def ping(self) -> None:
+        """Reachable and accepting the key: ``GET /models`` (a server without that route still counts)."""
+        try:
+            resp = await self._client.get("models")
+        except httpx.HTTPError:
+            raise ProviderUnavailable("the LLM provider cannot be reached") from None
+        if resp.status_code in (401, 403) or resp.status_code >= 500:
+            raise error_from_response(resp.status_code, resp.headers, resp.text, self._secret)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
+        body = build_body(request)
+        async with post_stream(self._client, "chat/completions", body, self._secret) as resp:
+            async for event in self._events(resp, request):
+                yield event
+
+    async def _events(self, resp: httpx.Response, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
+        calls = ToolCallAssembler()
+        finish: str | None = None
+        usage: UsageReport | None = None
+        model = request.model
+        done = False
+        async for sse in iter_sse(resp.aiter_lines()):
+            for obj in _json_objects(sse.data):
+                if obj.get("error"):
+                    raise error_from_payload(obj["error"], self._secret)
+                model = str(obj.get("model") or model)
+                if isinstance(obj.get("usage"), dict):
+                    usage = _usage(obj["usage"]) or usage
+                for choice in obj.get("choices") or []:
+                    delta = choice.get("delta") or choice.get("message") or {}
+                    text = delta.get("content")
+                    if isinstance(text, str) and text:
+                        yield TextChunk(text)
+                    if delta.get("tool_calls"):
+                        calls.add(delta["tool_calls"])
+                    finish = choice.get("finish_reason") or finish
+            if any(line.strip() == "[DONE]" for line in sse.data.split("\n")):
+                done = True
+                break
+        if not done and finish is None:
+            raise ProviderUnavailable("the LLM provider's stream ended before the answer was complete")
+        assembled = calls.calls()
+        reason = _FINISH.get(finish or "stop", "stop")
+        if assembled:
+            yield ToolCallsReady(assembled)
+            if reason == "stop":
+                reason = "tool_calls"  # servers that say "stop" after sending calls
+        if usage is not None:
+            yield usage
+        yield StreamEnd(reason, model)
+
+
+def build_body(request: ChatRequest) -> dict[str, Any]:
+    """The Chat Completions request for ``request`` (always streamed, usage requested)."""
+    messages: list[dict[str, Any]] = []
+    if request.system:
+        messages.append({"role": "system", "content": request.system})
+    messages.extend(_message(m) for m in request.messages)
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": request.max_tokens,
+    }
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+            }
+            for t in request.tools
+        ]
+    return body
+
+
+def _message(msg: ChatMessage) -> dict[str, Any]:
+    if msg.role == "tool":
+        return {"role": "tool", "tool_call_id": msg.tool_call_id, "content": msg.content}
+    if msg.role == "assistant":
+        out: dict[str, Any] = {"role": "assistant", "content": msg.content}
+        if msg.tool_calls:
+            # null content next to tool calls: some servers reject "" there
+            out["content"] = msg.content or None
+            out["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in msg.tool_calls
+            ]
+        return out
+    # reasoning blocks are Anthropic's; Chat Completions has nowhere to send them back
+    return {"role": msg.role, "content": msg.content}
+
+
+def _json_objects(data: str) -> list[dict[str, Any]]:
+    """The JSON object(s) of one event; servers that omit the blank line between events put several
+    ``data:`` lines into one, which the SSE rules join with newlines."""
+    if data.strip() == "[DONE]":
+        return []
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        parsed = None
+        if "\n" in data:
+            return [o for line in data.split("\n") for o in _json_objects(line)]
+        log.warning("provider.bad_chunk", provider="openai", size=len(data))
+    return [parsed] if isinstance(parsed, dict) else []
+
+
+def _usage(raw: dict[str, Any]) -> UsageReport | None:
+    prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return UsageReport(prompt, completion)

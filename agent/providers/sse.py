@@ -1,0 +1,42 @@
+"""A tolerant Server-Sent Events parser (the subset LLM APIs use).
+
+Handles what real servers send: ``: keep-alive`` comment lines, ``data:`` with or without the space,
+multi-line data, CRLF line ends (httpx's ``aiter_lines`` splits on CR, LF and CRLF), ``event:`` names,
+and a last event the server forgot to terminate with a blank line (dispatched at end of stream).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    """One dispatched event: its ``event:`` name ("" when absent) and its data lines joined by "\\n"."""
+
+    event: str
+    data: str
+
+
+async def iter_sse(lines: AsyncIterable[str]) -> AsyncIterator[SSEEvent]:
+    """Turn lines (without their line ends) into events; comments and retry/id fields are skipped."""
+    name = ""
+    data: list[str] = []
+    async for raw in lines:
+        line = raw.rstrip("\r\n")
+        if not line:
+            if data:
+                yield SSEEvent(name, "\n".join(data))
+            name, data = "", []
+            continue
+        if line.startswith(":"):
+            continue  # comment / keep-alive
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            name = value
+    if data:
+        yield SSEEvent(name, "\n".join(data))
