@@ -74,6 +74,8 @@ AT_LEAST_ONE = frozenset(
     }
 )
 PORT_KEYS_SUFFIX = "port"
+#: the type of fields written as a TOML table of strings
+PAIRS = tuple[tuple[str, str], ...]
 
 
 def field_types(cls: type[Any]) -> dict[str, Any]:
@@ -113,6 +115,13 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
         if optional:
             return None
         raise ConfigError(key, f"must be {type_name(tp)}")
+    if tp == PAIRS:
+        # a TOML table of strings (MCP env, headers); values may be secrets: never echoed
+        table = require_table(key, value)
+        for name, item in table.items():
+            if not isinstance(item, str):
+                raise ConfigError(f"{key}.{name}", "must be a string")
+        return tuple(table.items())
     if typing.get_origin(tp) is tuple:
         item_tp = typing.get_args(tp)[0]
         if not isinstance(value, list | tuple):
@@ -223,16 +232,9 @@ def build_mcp_servers(raw: Any) -> tuple[MCPServerSettings, ...]:
     servers: list[MCPServerSettings] = []
     seen: set[str] = set()
     for key, table in items:
-        body = dict(table)
-        env = require_table(f"{key}.env", body.pop("env", {}))
-        env_pairs: list[tuple[str, str]] = []
-        for env_key, env_value in env.items():
-            if not isinstance(env_value, str):  # the value may be a secret: do not echo it
-                raise ConfigError(f"{key}.env.{env_key}", "must be a string")
-            env_pairs.append((env_key, env_value))
-        if not isinstance(body.get("name"), str) or not body["name"]:
+        if not isinstance(table.get("name"), str) or not table["name"]:
             raise ConfigError(f"{key}.name", "is required")
-        server = build_dataclass(MCPServerSettings, key, body, {"env": tuple(env_pairs)})
+        server = build_dataclass(MCPServerSettings, key, table, {})
         if server.name in seen:
             raise ConfigError(f"{key}.name", f"duplicate MCP server name {server.name!r}")
         seen.add(server.name)

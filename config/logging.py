@@ -1,0 +1,158 @@
+"""Logging: structlog configured once, with stdlib library loggers routed through it.
+
+One stdlib root handler renders every record, ours (structlog) and the libraries' (httpx, httpcore,
+uvicorn, telegram, mcp), with one processor chain: readable console output on a terminal, JSON lines
+otherwise. A redaction processor runs last before rendering, so no secret reaches a log line: values of
+keys that look secret are masked, and bot tokens / bearer tokens / API keys are masked inside any
+string (httpx logs ``HTTP Request: POST https://api.telegram.org/bot<TOKEN>/getUpdates``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from config.settings import LoggingSettings
+
+MASK = "***"
+_SECRET_KEY = re.compile(r"token|api_?key|secret|authorization|password|cookie", re.IGNORECASE)
+# keys that contain a secret-looking word but hold numbers, not secrets
+_NOT_SECRET_KEYS = frozenset(
+    {"prompt_tokens", "completion_tokens", "max_tokens", "total_tokens", "tokens_used"}
+)
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # Telegram bot tokens, also inside /bot<TOKEN>/ URLs
+    (re.compile(r"\d{5,}:[A-Za-z0-9_-]{30,}"), MASK),
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 " + MASK),
+    # OpenAI / Anthropic style keys
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), MASK),
+    # secrets passed as query parameters
+    (re.compile(r"(?i)([?&](?:api_?key|token|secret|key)=)[^&\s]+"), r"\1" + MASK),
+)
+LIBRARY_LOGGERS = ("httpx", "httpcore", "uvicorn", "uvicorn.access", "uvicorn.error", "telegram", "mcp")
+
+
+class Redactor:
+    """A structlog processor masking secrets; also knows the configured secrets' exact values."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets: list[str] = []
+        self.set_secrets(secrets)
+
+    def set_secrets(self, secrets: Iterable[str]) -> None:
+        # short values would mask ordinary words: only literal secrets of a useful length
+        self.secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+
+    def text(self, value: str) -> str:
+        for secret in self.secrets:
+            value = value.replace(secret, MASK)
+        for pattern, repl in _PATTERNS:
+            value = pattern.sub(repl, value)
+        return value
+
+    def value(self, key: str, value: Any) -> Any:
+        if isinstance(value, str):
+            if key and _SECRET_KEY.search(key) and key not in _NOT_SECRET_KEYS and value:
+                return MASK
+            return self.text(value)
+        if isinstance(value, MutableMapping):
+            return {k: self.value(str(k), v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value("", v) for v in value]
+        return value
+
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+        for key in list(event_dict):
+            if key.startswith("_"):  # ProcessorFormatter's own record objects
+                continue
+            event_dict[key] = self.value(key, event_dict[key])
+        return event_dict
+
+
+_redactor = Redactor()
+
+
+def redact_text(text: str) -> str:
+    """Mask secrets in a free string (used for one-line error messages on stderr)."""
+    return _redactor.text(text)
+
+
+def configure_logging(
+    settings: LoggingSettings,
+    *,
+    stream: TextIO | None = None,
+    force_json: bool | None = None,
+    secrets: Iterable[str] = (),
+) -> None:
+    """(Re)configure structlog and the stdlib root logger. Calling it again replaces the setup.
+
+    ``force_json`` overrides ``settings.format``; ``secrets`` are literal values (API keys, tokens)
+    masked wherever they appear.
+    """
+    stream = sys.stderr if stream is None else stream
+    _redactor.set_secrets(secrets)
+    level = logging.getLevelNamesMapping()[settings.level.upper()]
+    if force_json is None:
+        use_json = settings.format == "json" or (settings.format == "auto" and not _isatty(stream))
+    else:
+        use_json = force_json
+    renderer: Processor = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=_isatty(stream))
+    )
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            _redactor,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    handler.set_name("hero-agent")
+    root = logging.getLogger()
+    for old in list(root.handlers):  # only ours: pytest's capture handlers must stay
+        if old.get_name() == "hero-agent":
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # library loggers propagate to the root handler; their chatter at INFO is noise below warning
+    for name in LIBRARY_LOGGERS:
+        lib = logging.getLogger(name)
+        lib.handlers.clear()
+        lib.propagate = True
+        lib.setLevel(logging.NOTSET)
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        # under pytest, caching would pin loggers to the first configuration (and defeat capture_logs)
+        cache_logger_on_first_use="pytest" not in sys.modules,
+    )
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
