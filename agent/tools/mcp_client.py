@@ -184,8 +184,13 @@ async def _serve(
 
 def _unavailable(settings: MCPServerSettings, reason: str) -> None:
     where = settings.url if settings.transport == "http" else settings.command
-    log.error("mcp.server_unavailable", server=settings.name, transport=settings.transport, target=where,
-              reason=reason)
+    log.error(
+        "mcp.server_unavailable",
+        server=settings.name,
+        transport=settings.transport,
+        target=where,
+        reason=reason,
+    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -198,9 +198,7 @@ def redact_arguments(text: str) -> str:
 
 def _redact(value: Any) -> Any:
     if isinstance(value, dict):
-        return {
-            k: "[redacted]" if SECRET_KEY_RE.search(str(k)) else _redact(v) for k, v in value.items()
-        }
+        return {k: "[redacted]" if SECRET_KEY_RE.search(str(k)) else _redact(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_redact(v) for v in value]
     return value

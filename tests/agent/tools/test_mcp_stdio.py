@@ -29,8 +29,14 @@ async def test_lists_and_calls_tools_namespaced_per_server() -> None:
         async with open_mcp_servers(servers, registry) as started:
             assert started == ["fake", "other"]
             assert set(registry.names()) == {
-                "fake__add", "fake__shout", "fake__fail", "fake__env_value",
-                "other__add", "other__shout", "other__fail", "other__env_value",
+                "fake__add",
+                "fake__shout",
+                "fake__fail",
+                "fake__env_value",
+                "other__add",
+                "other__shout",
+                "other__fail",
+                "other__env_value",
             }
             add = registry.get("fake__add")
             assert isinstance(add, MCPTool)

@@ -1,0 +1,68 @@
+"""Fixtures for the tool tests: a real embedded store in a temp dir, a tool context on it, and a
+helper that serves a Starlette app on a real uvicorn bound to a chosen loopback address."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import anyio
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from agent.tools.base import ToolContext
+from config.settings import Settings, StoreSettings
+from store import Scope, Store
+from store.factory import open_store
+
+SCOPE = Scope("work", "alice")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    settings = replace(Settings(), store=StoreSettings(path=tmp_path / "data"))
+    async with open_store(settings) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def ctx(store: Store) -> ToolContext:
+    conv = await store.create_conversation(SCOPE, "tools test", channel="cli")
+    return ToolContext(store=store, scope=SCOPE, conversation_id=conv.sid, channel="cli")
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn that leaves the process's signal handlers alone."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Starlette, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """Run ``app`` on a real uvicorn at ``host`` (any free port); yields ``http://host:port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    server = _QuietServer(
+        uvicorn.Config(app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=1)
+    )
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: server.serve(sockets=[sock]))
+            with anyio.fail_after(10):
+                while not server.started:
+                    await anyio.sleep(0.005)
+            try:
+                yield f"http://[{host}]:{port}" if family == socket.AF_INET6 else f"http://{host}:{port}"
+            finally:
+                server.should_exit = True
+    finally:
+        sock.close()
