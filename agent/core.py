@@ -121,10 +121,11 @@ class Agent:
             for running in list(self._running):
                 await running.done.wait()
             await self.memory.flush_all(FLUSH_DEADLINE_S)
-            self.memory.bind(None)
-            tg, self._tg = self._tg, None
-            tg.cancel_scope.cancel()
-            await tg.__aexit__(None, None, None)
+        self.memory.bind(None)
+        # outside the shield: cancel scopes must be exited in the order they were entered
+        tg, self._tg = self._tg, None
+        tg.cancel_scope.cancel()
+        await tg.__aexit__(None, None, None)
 
     async def ping(self) -> None:
         """Readiness: raises when the store or the provider cannot be reached."""
