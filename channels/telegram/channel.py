@@ -1,0 +1,452 @@
+"""The Telegram channel: PTB's Application inside our own event loop (never ``run_polling``).
+
+Flow of one update: PTB (long polling via :mod:`.polling`, or our :mod:`.webhook` route) puts it in
+``app.update_queue``; the Application hands it to :meth:`TelegramChannel._on_update`, which classifies
+it (:mod:`.identity`), refuses strangers once, and queues it on its chat (:mod:`.chats`), so a chat's
+messages run in order while different chats run concurrently. The job claims the update id in the store
+(no double answer after a restart), runs the turn through :meth:`Agent.handle` and streams the reply
+(:mod:`.streaming`). ``/stop`` skips the chat queue: it must reach the turn that is blocking that queue.
+
+Per chat state kept by the channel: the chat's context (``/context NAME``), persisted in the store as
+the state key ``telegram.context.<chat id>`` of the chat owner's scope in the default context, so it
+survives restarts; the pacing of sends (in memory). Refused Telegram ids are remembered in memory: a
+stranger gets one refusal per process lifetime, and nothing is stored for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from functools import partial
+from typing import Any
+
+import anyio
+import structlog
+from telegram import BotCommand, Update
+from telegram.error import InvalidToken, NetworkError, TelegramError, TimedOut
+from telegram.ext import Application, ContextTypes, TypeHandler
+from telegram.request import HTTPXRequest
+
+from agent.commands import HELP
+from agent.core import TurnRequest
+from agent.events import CommandOutput, Done, TextDelta, TurnError
+from channels.base import Channel, ChannelStartError
+from channels.telegram.chats import ChatQueues
+from channels.telegram.identity import Identity, Incoming, Kind, classify
+from channels.telegram.pacing import ChatPacer, GlobalLimiter
+from channels.telegram.polling import LivenessRequest, PollingWatchdog
+from channels.telegram.streaming import DeliveryFailed, ReplyStream
+from channels.telegram.webhook import WebhookServer
+from store import Scope, StoreError, validate_context
+
+log = structlog.get_logger("channels.telegram")
+
+REFUSAL = (
+    "Sorry, this is a private assistant and I am not allowed to talk with you. "
+    "Ask its owner to add your Telegram id to the allowed users."
+)
+UNSUPPORTED_TEXT = (
+    "Sorry, I can only read text messages: voice, photos, documents and stickers are "
+    "not supported yet. Please type your message."
+)
+TYPING_EVERY_S = 4.0
+MAX_REFUSED_REMEMBERED = 10_000
+_HELP_LINE = re.compile(r"^/(\w+)(?:[ \t]+[\[A-Z][\w\]]*)?[ \t]{2,}(.+)$")
+#: loggers that may print request URLs, which contain the bot token
+_URL_LOGGERS = ("httpx", "httpcore", "telegram.request", "telegram.ext.Updater", "telegram.Bot")
+
+
+class _TokenFilter(logging.Filter):
+    """Masks the bot token in library log records (httpx logs ``POST .../bot<TOKEN>/getUpdates``)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self._token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self._token in message:
+            record.msg, record.args = message.replace(self._token, "***"), None
+        return True
+
+
+def bot_commands() -> list[BotCommand]:
+    """The shared slash commands with their help lines, for ``setMyCommands``."""
+    out = []
+    for line in HELP.splitlines():
+        m = _HELP_LINE.match(line.strip())
+        if m:
+            out.append(BotCommand(m.group(1), m.group(2).strip()[:256]))
+    return out
+
+
+class TelegramChannel(Channel):
+    """The Telegram bot; see the module docstring and docs/telegram.md."""
+
+    name = "telegram"
+
+    def __init__(self, settings: Any, agent: Any) -> None:
+        super().__init__(settings, agent)
+        self._cfg = settings.telegram
+        self._identity = Identity(settings)
+        self._limiter = GlobalLimiter(self._cfg.global_rate_per_s)
+        self._pacers: dict[int, ChatPacer] = {}
+        self._contexts: dict[int, str] = {}
+        self._refused: set[int] = set()
+        self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
+        self._poll_request: LivenessRequest | None = None
+        self._watchdog: PollingWatchdog | None = None
+        self._watch_scope: anyio.CancelScope | None = None
+        self._webhook: WebhookServer | None = None
+        self._queues: ChatQueues | None = None
+        self._tg: Any = None
+        self._runner: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._filter: _TokenFilter | None = None
+        self._started = False
+        self.bot_username = ""
+        self.bot_id = 0
+        #: counters for tests, benches and /metrics
+        self.stats: dict[str, int] = {"answered": 0, "refused": 0, "duplicates": 0, "failed": 0}
+
+    @classmethod
+    def enabled(cls, settings: Any) -> bool:
+        return bool(settings.telegram.enabled)
+
+    @property
+    def webhook_port(self) -> int:
+        """The bound port of the webhook listener (webhook mode)."""
+        return self._webhook.port if self._webhook else 0
+
+    @property
+    def watchdog(self) -> PollingWatchdog | None:
+        return self._watchdog
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        if not self._cfg.token:
+            raise ChannelStartError(
+                "telegram: no bot token configured (set [telegram] token or TELEGRAM_BOT_TOKEN)"
+            )
+        self._filter = _TokenFilter(self._cfg.token)
+        for name in _URL_LOGGERS:
+            logging.getLogger(name).addFilter(self._filter)
+        try:
+            await self._start()
+        except ChannelStartError:
+            await self.stop()
+            raise
+        except InvalidToken:
+            await self.stop()
+            raise ChannelStartError("telegram: the Bot API rejected the bot token") from None
+        except (TimedOut, NetworkError, OSError) as exc:
+            await self.stop()
+            what = "cannot listen for the webhook" if isinstance(exc, OSError) else "cannot reach the Bot API"
+            raise ChannelStartError(f"telegram: {what} at {self._public_base()}") from None
+
+    def _public_base(self) -> str:
+        if self._cfg.mode == "webhook" and self._webhook is not None:
+            return f"{self._cfg.webhook_host}:{self._cfg.webhook_port}"
+        base: str = self._cfg.api_base_url
+        return base.replace(self._cfg.token, "***").replace("{token}", "")
+
+    async def _start(self) -> None:
+        cfg = self._cfg
+        polling = cfg.mode != "webhook"
+        if not polling and not (cfg.webhook_url and cfg.webhook_secret):
+            raise ChannelStartError(
+                "telegram: webhook mode needs telegram.webhook_url and telegram.webhook_secret"
+            )
+        base = cfg.api_base_url
+        file_base = base[: -len("/bot")] + "/file/bot" if base.endswith("/bot") else base
+        sends = HTTPXRequest(
+            connection_pool_size=max(16, cfg.max_concurrent_turns * 2),
+            read_timeout=20.0,
+            write_timeout=20.0,
+            connect_timeout=10.0,
+            pool_timeout=10.0,
+        )
+        builder = (
+            Application.builder()
+            .token(cfg.token)
+            .base_url(base)
+            .base_file_url(file_base)
+            .request(sends)
+            .concurrent_updates(False)
+        )
+        if polling:
+            self._poll_request = LivenessRequest(
+                connection_pool_size=2, read_timeout=10.0, connect_timeout=10.0, pool_timeout=10.0
+            )
+            builder = builder.get_updates_request(self._poll_request)
+        else:
+            builder = builder.updater(None)
+        app = builder.build()
+        app.add_handler(TypeHandler(Update, self._on_update))
+        self._app = app
+        await app.initialize()  # getMe: validates the token and the base URL
+        self.bot_username, self.bot_id = app.bot.username, app.bot.id
+        self._runner = asyncio.create_task(self._run(), name="telegram-channel")
+        await self._ready.wait()
+        await self._register_commands()
+        await app.start()
+        if polling:
+            assert app.updater is not None and self._poll_request is not None
+            self._watchdog = PollingWatchdog(app.updater, self._poll_request, cfg)
+            await self._watchdog.start_polling()
+            self._tg.start_soon(self._watch)
+        else:
+            self._webhook = WebhookServer(
+                app.bot,
+                app.update_queue,
+                host=cfg.webhook_host,
+                port=cfg.webhook_port,
+                path=cfg.webhook_path,
+                secret=cfg.webhook_secret,
+            )
+            await self._webhook.start()
+            await app.bot.set_webhook(
+                cfg.webhook_url, secret_token=cfg.webhook_secret, allowed_updates=["message"]
+            )
+        if not cfg.allowed_users and not any(u.telegram_ids for u in self.settings.users):
+            log.warning(
+                "telegram.nobody_allowed", hint="set telegram.allowed_users or [users.<name>] telegram_ids"
+            )
+        log.info("telegram.started", bot=self.bot_username, mode=cfg.mode)
+
+    async def _run(self) -> None:
+        """Owns the task group of chat workers and the watchdog until :meth:`stop`."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            self._queues = ChatQueues(tg, self._cfg.max_concurrent_turns)
+            self._ready.set()
+            await self._closing.wait()
+            tg.cancel_scope.cancel()
+
+    async def _watch(self) -> None:
+        assert self._watchdog is not None
+        with anyio.CancelScope() as scope:
+            self._watch_scope = scope
+            try:
+                await self._watchdog.run()
+            except InvalidToken:
+                log.error("telegram.polling_stopped", reason="token rejected")
+
+    async def _register_commands(self) -> None:
+        assert self._app is not None
+        try:
+            await self._app.bot.set_my_commands(bot_commands())
+        except TelegramError as exc:  # cosmetic: the bot works without the menu
+            log.warning("telegram.set_commands_failed", error=type(exc).__name__)
+
+    async def stop(self) -> None:
+        """Stop fetching, let queued turns finish (up to ``shutdown_deadline_s``), then cancel the rest
+        and release everything. Safe after a partial start; idempotent."""
+        app = self._app
+        if self._watch_scope is not None:
+            self._watch_scope.cancel()
+        if app is not None and app.updater is not None and app.updater.running:
+            with anyio.move_on_after(60):
+                await app.updater.stop()
+        if self._webhook is not None:
+            await self._webhook.stop()
+            self._webhook = None
+        if app is not None and app.running:
+            await app.stop()
+        if self._queues is not None:
+            finished = await self._queues.drain(self._cfg.shutdown_deadline_s)
+            if not finished:
+                log.warning("telegram.stop_cancelled_turns", chats=self._queues.busy_chats)
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner
+            self._runner = None
+        self._app = None
+        if app is not None:
+            with contextlib.suppress(RuntimeError):  # never initialized: nothing to release
+                await app.shutdown()
+        if self._filter is not None:
+            for name in _URL_LOGGERS:
+                logging.getLogger(name).removeFilter(self._filter)
+            self._filter = None
+        log.info("telegram.stopped")
+
+    async def send_typing(self, target: str) -> None:
+        if self._app is not None:
+            await self._app.bot.send_chat_action(int(target), "typing")
+
+    # -- updates -------------------------------------------------------------------------------
+
+    async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Called by PTB for every update, one at a time and in order: classify and queue, fast."""
+        incoming = classify(update, self.bot_username, self.bot_id)
+        if incoming is None or self._queues is None or self._tg is None:
+            return
+        if not self._identity.allowed(incoming.sender_id):
+            self._refuse(incoming)
+            return
+        if incoming.kind is Kind.COMMAND and incoming.command == "stop":
+            self._tg.start_soon(self._stop_turn, incoming)
+            return
+        self._queues.submit(incoming.chat_id, partial(self._process, incoming))
+
+    def _refuse(self, incoming: Incoming) -> None:
+        if incoming.sender_id in self._refused:
+            log.debug("telegram.refused_again", telegram_id=incoming.sender_id)
+            return
+        if len(self._refused) >= MAX_REFUSED_REMEMBERED:
+            self._refused.clear()
+        self._refused.add(incoming.sender_id)
+        self.stats["refused"] += 1
+        log.warning(
+            "telegram.refused",
+            telegram_id=incoming.sender_id,
+            chat_id=incoming.chat_id,
+            is_group=incoming.is_group,
+        )
+        assert self._queues is not None
+        self._queues.submit(incoming.chat_id, partial(self._reply, incoming, REFUSAL))
+
+    async def _claim(self, incoming: Incoming) -> Scope | None:
+        """The chat's scope if this update was not handled before (by any process), else None."""
+        owner = self._identity.owner(incoming)
+        home = Scope(self.settings.agent.default_context, owner)
+        if not await self.agent.store.claim_once(home, f"tg-update:{incoming.update_id}"):
+            self.stats["duplicates"] += 1
+            log.info("telegram.duplicate_update", update_id=incoming.update_id, chat_id=incoming.chat_id)
+            return None
+        return Scope(await self._context_for(incoming.chat_id, home), owner)
+
+    async def _process(self, incoming: Incoming) -> None:
+        try:
+            scope = await self._claim(incoming)
+        except StoreError as exc:
+            log.warning("telegram.store_error", error=type(exc).__name__, chat_id=incoming.chat_id)
+            await self._reply(incoming, "⚠️ The store is unavailable; try again shortly.")
+            return
+        if scope is None:
+            return
+        if incoming.kind is Kind.UNSUPPORTED:
+            await self._reply(incoming, UNSUPPORTED_TEXT)
+            return
+        with structlog.contextvars.bound_contextvars(chat_id=incoming.chat_id, update_id=incoming.update_id):
+            await self._run_turn(incoming, scope)
+
+    async def _run_turn(self, incoming: Incoming, scope: Scope) -> None:
+        req = TurnRequest(
+            scope,
+            self.name,
+            incoming.text,
+            sender=self._identity.sender(incoming),
+            is_group=incoming.is_group,
+            request_key=f"tg-update:{incoming.update_id}",
+        )
+        stream = self._stream(incoming)
+        final = ""
+        async with anyio.create_task_group() as tg:
+            if incoming.kind is Kind.TEXT:
+                tg.start_soon(stream.run_flusher)
+                tg.start_soon(self._typing, incoming.chat_id, stream.pacer)
+            final = await self._consume(req, stream, incoming)
+            tg.cancel_scope.cancel()
+        await self._deliver(stream, final)
+
+    async def _consume(self, req: TurnRequest, stream: ReplyStream, incoming: Incoming) -> str:
+        text = ""
+        async for event in self.agent.handle(req):
+            if isinstance(event, TextDelta):
+                text += event.text
+                stream.push(text)
+            elif isinstance(event, Done):
+                return event.text or text
+            elif isinstance(event, TurnError):
+                note = "⏹ Stopped." if event.code == "cancelled" else f"⚠️ {event.message}"
+                return f"{text}\n\n{note}" if text.strip() else note
+            elif isinstance(event, CommandOutput):
+                context = event.data.get("context")
+                if event.ok and isinstance(context, str):
+                    await self._switch_context(incoming, context)
+                return event.text
+        return text
+
+    async def _stop_turn(self, incoming: Incoming) -> None:
+        """``/stop``: cancel the chat's running turn now (its queue is blocked by that very turn)."""
+        try:
+            scope = await self._claim(incoming)
+            if scope is None:
+                return
+            stopped = await self.agent.stop_turn(scope)
+        except (StoreError, TimeoutError) as exc:
+            log.warning("telegram.stop_failed", error=type(exc).__name__)
+            stopped = False
+        if not stopped:
+            await self._reply(incoming, "Nothing is running.")
+
+    # -- chat state and sending ----------------------------------------------------------------
+
+    async def _context_for(self, chat_id: int, home: Scope) -> str:
+        cached = self._contexts.get(chat_id)
+        if cached is not None:
+            return cached
+        stored = await self.agent.store.get_state(home, f"telegram.context.{chat_id}")
+        try:
+            context = validate_context(stored) if stored else home.context
+        except StoreError:
+            context = home.context
+        self._contexts[chat_id] = context
+        return context
+
+    async def _switch_context(self, incoming: Incoming, context: str) -> None:
+        home = Scope(self.settings.agent.default_context, self._identity.owner(incoming))
+        await self.agent.store.set_state(home, f"telegram.context.{incoming.chat_id}", context)
+        self._contexts[incoming.chat_id] = context
+        log.info("telegram.context_switched", chat_id=incoming.chat_id, context=context)
+
+    def _pacer(self, chat_id: int) -> ChatPacer:
+        pacer = self._pacers.get(chat_id)
+        if pacer is None:
+            if len(self._pacers) > 10_000:  # forget chats that constrain nothing any more
+                now = anyio.current_time()
+                self._pacers = {k: p for k, p in self._pacers.items() if p.idle_since > now}
+            pacer = self._pacers[chat_id] = ChatPacer(self._cfg.edit_interval_s)
+        return pacer
+
+    def _stream(self, incoming: Incoming) -> ReplyStream:
+        assert self._app is not None
+        return ReplyStream(
+            self._app.bot,
+            incoming.chat_id,
+            self._pacer(incoming.chat_id),
+            self._limiter,
+            interval=self._cfg.edit_interval_s,
+            reply_to=incoming.message_id if incoming.is_group else None,
+        )
+
+    async def _reply(self, incoming: Incoming, text: str) -> None:
+        if self._app is not None:
+            await self._deliver(self._stream(incoming), text)
+
+    async def _deliver(self, stream: ReplyStream, text: str) -> None:
+        try:
+            await stream.finish(text)
+            self.stats["answered"] += 1
+        except DeliveryFailed as exc:
+            self.stats["failed"] += 1
+            log.warning("telegram.delivery_failed", chat_id=stream.chat_id, error=str(exc)[:200])
+
+    async def _typing(self, chat_id: int, pacer: ChatPacer) -> None:
+        """``typing`` every few seconds while the model works (Telegram shows it for about 5 s)."""
+        while True:
+            if not pacer.blocked and self._app is not None:
+                try:
+                    await self._app.bot.send_chat_action(chat_id, "typing")
+                except TelegramError as exc:
+                    log.debug("telegram.typing_failed", error=type(exc).__name__)
+            await anyio.sleep(TYPING_EVERY_S)

@@ -1,0 +1,152 @@
+"""Who wrote, where, and whether the bot is addressed (SPEC 5).
+
+* A private chat belongs to the sender: ``tg:<telegram id>``, unless a ``[users.<name>]`` section links
+  that id, in which case it is ``<name>`` (the same person as on the other channels).
+* A group chat is its own scope, ``tg-group:<chat id>``; each message records its sender ``tg:<id>``.
+  In a group the bot only reacts when mentioned (``@botname``), replied to, or commanded (``/cmd`` or
+  ``/cmd@botname``).
+* Only ``allowed_users`` and linked ids are answered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from telegram import Message, MessageEntity, Update
+
+from config import Settings
+
+#: message attributes we recognise but do not support (answered with a clear "not supported")
+UNSUPPORTED = (
+    "voice",
+    "audio",
+    "photo",
+    "document",
+    "sticker",
+    "video",
+    "video_note",
+    "animation",
+    "location",
+    "contact",
+    "poll",
+    "venue",
+    "dice",
+)
+
+
+class Kind(StrEnum):
+    TEXT = "text"
+    COMMAND = "command"
+    UNSUPPORTED = "unsupported"
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One update the bot should react to."""
+
+    update_id: int
+    kind: Kind
+    chat_id: int
+    sender_id: int
+    is_group: bool
+    message_id: int
+    #: the text for the agent: a group mention removed, ``/cmd@bot`` normalised to ``/cmd``
+    text: str
+    #: the command name without slash (``"stop"``), or ``""``
+    command: str = ""
+    #: what was not supported ("voice", "photo", ...)
+    media: str = ""
+
+
+class Identity:
+    """Maps Telegram ids to canonical users and decides who is answered."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._allowed = frozenset(settings.telegram.allowed_users)
+
+    def user_for(self, telegram_id: int) -> str:
+        return self._settings.user_for_telegram_id(telegram_id) or f"tg:{telegram_id}"
+
+    def allowed(self, telegram_id: int) -> bool:
+        return telegram_id in self._allowed or self._settings.user_for_telegram_id(telegram_id) is not None
+
+    def owner(self, incoming: Incoming) -> str:
+        """The user id that owns the chat's scope."""
+        if incoming.is_group:
+            return f"tg-group:{incoming.chat_id}"
+        return self.user_for(incoming.sender_id)
+
+    @staticmethod
+    def sender(incoming: Incoming) -> str:
+        """What a group message records as its sender (empty in private chats: the owner wrote it)."""
+        return f"tg:{incoming.sender_id}" if incoming.is_group else ""
+
+
+def classify(update: Update, bot_username: str, bot_id: int) -> Incoming | None:
+    """The update as something to react to, or None (not a message, from a bot, not addressed)."""
+    msg = update.message
+    if msg is None or msg.from_user is None or msg.from_user.is_bot:
+        return None
+    is_group = msg.chat.type in ("group", "supergroup")
+    base = {
+        "update_id": update.update_id,
+        "chat_id": msg.chat.id,
+        "sender_id": msg.from_user.id,
+        "is_group": is_group,
+        "message_id": msg.message_id,
+    }
+    text = msg.text
+    if text is None:
+        media = next((name for name in UNSUPPORTED if getattr(msg, name, None)), "")
+        if not media or (is_group and not _addressed(msg, msg.caption or "", bot_username, bot_id)):
+            return None
+        return Incoming(kind=Kind.UNSUPPORTED, text="", media=media, **base)  # type: ignore[arg-type]
+    command, rest, for_us = _command(msg, bot_username)
+    if command:
+        if not for_us:
+            return None  # "/cmd@otherbot" in a shared group
+        normalised = f"/{command} {rest}".strip()
+        return Incoming(kind=Kind.COMMAND, text=normalised, command=command, **base)  # type: ignore[arg-type]
+    if is_group:
+        if not _addressed(msg, text, bot_username, bot_id):
+            return None
+        text = _strip_mention(text, bot_username)
+    if not text.strip():
+        return None
+    return Incoming(kind=Kind.TEXT, text=text, **base)  # type: ignore[arg-type]
+
+
+def _command(msg: Message, bot_username: str) -> tuple[str, str, bool]:
+    """(command, rest of the text, addressed to us) for a message starting with a bot_command."""
+    text = msg.text or ""
+    for entity in msg.entities:
+        if entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
+            token = msg.parse_entity(entity)
+            name, _, target = token[1:].partition("@")
+            rest = text[len(token) :].strip()
+            return name.lower(), rest, not target or target.lower() == bot_username.lower()
+    return "", text, True
+
+
+def _addressed(msg: Message, text: str, bot_username: str, bot_id: int) -> bool:
+    reply = msg.reply_to_message
+    if reply is not None and reply.from_user is not None and reply.from_user.id == bot_id:
+        return True
+    mention = f"@{bot_username}".lower()
+    entities = msg.entities if msg.text is not None else msg.caption_entities
+    for entity in entities:
+        if entity.type == MessageEntity.TEXT_MENTION and entity.user and entity.user.id == bot_id:
+            return True
+        if entity.type == MessageEntity.MENTION:
+            value = msg.parse_entity(entity) if msg.text is not None else msg.parse_caption_entity(entity)
+            if value.lower() == mention:
+                return True
+    return mention in text.lower().split()
+
+
+def _strip_mention(text: str, bot_username: str) -> str:
+    mention = f"@{bot_username}".lower()
+    words = [w for w in text.split(" ") if w.lower().rstrip(",:;") != mention]
+    return " ".join(words).strip()

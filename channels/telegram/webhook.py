@@ -1,0 +1,112 @@
+"""Webhook mode: a small Starlette route on its own uvicorn, feeding PTB's update queue.
+
+Telegram POSTs each update to ``webhook_url`` (a reverse proxy terminating TLS forwards it to
+``webhook_host:webhook_port`` + ``webhook_path``) with the header ``X-Telegram-Bot-Api-Secret-Token``
+set to the secret given to ``setWebhook``. Requests without the right secret get 403 and are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import socket
+from collections.abc import Iterator
+
+import anyio
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from telegram import Bot, Update
+
+log = structlog.get_logger("channels.telegram")
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+MAX_BODY = 1_048_576
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn that leaves signal handling to the daemon."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class WebhookServer:
+    """Serves ``path`` on ``host:port`` (port 0 picks a free one; :attr:`port` tells which)."""
+
+    def __init__(
+        self, bot: Bot, queue: asyncio.Queue[object], *, host: str, port: int, path: str, secret: str
+    ) -> None:
+        self._bot = bot
+        self._queue = queue
+        self._host = host
+        self.port = port
+        self.path = path if path.startswith("/") else f"/{path}"
+        self._secret = secret
+        self._server: _QuietServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
+        self.received = 0
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route(self.path, self._receive, methods=["POST"])])
+
+    async def _receive(self, request: Request) -> Response:
+        given = request.headers.get(SECRET_HEADER, "")
+        if not hmac.compare_digest(given.encode(), self._secret.encode()):
+            log.warning("telegram.webhook_forbidden", client=request.client.host if request.client else "")
+            return JSONResponse({"ok": False, "error": "forbidden"}, status_code=403)
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return JSONResponse({"ok": False, "error": "too large"}, status_code=413)
+        try:
+            data = json.loads(body)
+            if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
+                raise ValueError("not an update")
+            update = Update.de_json(data, self._bot)
+        except (ValueError, TypeError, KeyError):
+            return JSONResponse({"ok": False, "error": "malformed update"}, status_code=400)
+        self.received += 1
+        await self._queue.put(update)
+        return JSONResponse({"ok": True})
+
+    async def start(self) -> None:
+        """Bind and serve; raises OSError when the address is taken."""
+        sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self._host, self.port))
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app(), lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=2
+        )
+        self._server = _QuietServer(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="telegram-webhook")
+        with anyio.fail_after(10):
+            while not self._server.started:
+                if self._task.done():
+                    self._task.result()  # surfaces the start error
+                await anyio.sleep(0.01)
+        log.info("telegram.webhook_listening", host=self._host, port=self.port, path=self.path)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._task is not None:
+            with anyio.move_on_after(5):
+                await asyncio.shield(self._task)
+            if not self._task.done():
+                self._task.cancel()
+        if self._sock is not None:
+            self._sock.close()
+        self._server = self._task = self._sock = None

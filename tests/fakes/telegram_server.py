@@ -1,0 +1,575 @@
+"""A fake Telegram Bot API: a real HTTP server on 127.0.0.1 speaking the Bot API wire format.
+
+PTB is pointed at it with ``base_url=fake.base_url`` so the real PTB HTTP path runs. Requests arrive at
+``/bot<token>/<method>`` form-encoded (nested objects as JSON strings) or as JSON; answers are
+``{"ok": true, "result": ...}`` or ``{"ok": false, "error_code": ..., "description": ...}``.
+
+Scripting::
+
+    async with FakeBotAPI() as fake:
+        fake.push_update(fake.text_update(chat_id=5, user_id=5, text="hi"))
+        fake.inject_error("editMessageText", error_code=429, retry_after=1, times=3)
+        fake.inject_conflict(times=2)                # 409 on the next getUpdates
+        await fake.wait_for(lambda: fake.messages_in(5), timeout=5)
+
+Optional Telegram-like limits (``FakeBotAPI(limits=Limits())``) answer 429 when a chat gets messages or
+edits faster than ``per_chat_interval_s`` or all chats together more than ``global_per_s`` in one second,
+and count them in ``rate_limited``. Unknown methods answer 400, not 404 (PTB maps 401/404 to
+``InvalidToken``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import socket
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tests.fakes.telegram_html import HTMLError, visible_text
+
+TOKEN = "123456:TEST-token-abcdefghijklmnopqrstuvwxyz"
+BOT_ID = 123456
+BOT_USERNAME = "hero_test_bot"
+MAX_TEXT = 4096
+#: form fields PTB sends as JSON strings
+_JSON_FIELDS = {
+    "reply_markup",
+    "entities",
+    "allowed_updates",
+    "commands",
+    "reply_parameters",
+    "link_preview_options",
+    "scope",
+}
+#: methods that count against the send limits
+_LIMITED = {"sendMessage", "editMessageText"}
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn that leaves the process's signal handlers alone."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class Limits:
+    """Telegram-like flood limits the fake enforces (off unless passed to the constructor)."""
+
+    per_chat_interval_s: float = 0.9
+    global_per_s: int = 30
+
+
+@dataclass
+class _Injected:
+    error_code: int
+    description: str
+    retry_after: int | None
+    times: int
+
+
+@dataclass
+class BotMessage:
+    """One message the bot sent, as it stands now (after edits)."""
+
+    chat_id: int
+    message_id: int
+    text: str  # what the user sees (HTML tags removed, entities decoded)
+    raw: str  # the last text sent, markup included
+    parse_mode: str | None
+    edits: int = 0
+    deleted: bool = False
+    history: list[str] = field(default_factory=list)
+
+
+class FakeBotAPI:
+    """The fake server; see the module docstring. Thread-safe scripting (one lock around the state)."""
+
+    def __init__(self, token: str = TOKEN, *, limits: Limits | None = None) -> None:
+        self.token = token
+        self.limits = limits
+        self.base_url = ""
+        self.base_file_url = ""
+        self.port = 0
+        self.bot_user = {
+            "id": BOT_ID,
+            "is_bot": True,
+            "first_name": "Hero",
+            "username": BOT_USERNAME,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
+        #: every call: (method, params, monotonic time)
+        self.calls: list[tuple[str, dict[str, Any], float]] = []
+        self.counts: dict[str, int] = defaultdict(int)
+        self.rate_limited = 0
+        self.conflicts_sent = 0
+        self.webhook: dict[str, Any] = {}
+        self.commands: list[dict[str, Any]] = []
+        self.confirm_offsets = True  # False simulates a crash before the offset reached Telegram
+        self._lock = threading.RLock()
+        self._pending: list[dict[str, Any]] = []
+        self._update_ids = itertools.count(1000)
+        self._msg_ids: dict[int, itertools.count[int]] = defaultdict(lambda: itertools.count(1))
+        self._bot_msgs: dict[tuple[int, int], BotMessage] = {}
+        self._order: list[BotMessage] = []
+        self._chats: dict[int, dict[str, Any]] = {}
+        self._errors: dict[str, deque[_Injected]] = defaultdict(deque)
+        self._poll_generation = 0
+        self._chat_last_send: dict[int, float] = {}
+        self._global_window: deque[float] = deque()
+        self._closing = False
+
+    # -- scripting: updates --------------------------------------------------------------------
+
+    def push_update(self, update: dict[str, Any]) -> int:
+        """Queue an update for getUpdates; assigns ``update_id`` when missing. Returns it."""
+        with self._lock:
+            update.setdefault("update_id", next(self._update_ids))
+            self._pending.append(update)
+            self._pending.sort(key=lambda u: u["update_id"])
+            return int(update["update_id"])
+
+    def text_update(
+        self,
+        chat_id: int,
+        user_id: int,
+        text: str,
+        *,
+        chat_type: str = "private",
+        reply_to_bot: int | None = None,
+        first_name: str = "User",
+    ) -> dict[str, Any]:
+        """A message update with the entities real Telegram adds (bot_command at 0, @mentions)."""
+        msg = self._user_message(chat_id, user_id, chat_type, first_name)
+        msg["text"] = text
+        entities = _entities(text)
+        if entities:
+            msg["entities"] = entities
+        if reply_to_bot is not None:
+            msg["reply_to_message"] = {
+                "message_id": reply_to_bot,
+                "date": int(time.time()),
+                "chat": msg["chat"],
+                "from": self.bot_user,
+                "text": "...",
+            }
+        return {"message": msg}
+
+    def group_update(self, chat_id: int, user_id: int, text: str, **kw: Any) -> dict[str, Any]:
+        return self.text_update(chat_id, user_id, text, chat_type="supergroup", **kw)
+
+    def media_update(
+        self, chat_id: int, user_id: int, kind: str = "voice", chat_type: str = "private"
+    ) -> dict[str, Any]:
+        """A voice/photo/document/sticker message (no text)."""
+        msg = self._user_message(chat_id, user_id, chat_type, "User")
+        file = {"file_id": "f1", "file_unique_id": "u1"}
+        msg[kind] = {
+            "voice": {**file, "duration": 2},
+            "photo": [{**file, "width": 10, "height": 10}],
+            "document": {**file, "file_name": "a.pdf"},
+            "sticker": {
+                **file,
+                "type": "regular",
+                "width": 10,
+                "height": 10,
+                "is_animated": False,
+                "is_video": False,
+            },
+        }[kind]
+        return {"message": msg}
+
+    def _user_message(self, chat_id: int, user_id: int, chat_type: str, first_name: str) -> dict[str, Any]:
+        chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
+        if chat_type == "private":
+            chat["first_name"] = first_name
+        else:
+            chat["title"] = f"group {chat_id}"
+        with self._lock:
+            self._chats[chat_id] = chat
+            mid = next(self._msg_ids[chat_id])
+        return {
+            "message_id": mid,
+            "date": int(time.time()),
+            "chat": chat,
+            "from": {"id": user_id, "is_bot": False, "first_name": first_name},
+        }
+
+    # -- scripting: failures -------------------------------------------------------------------
+
+    def inject_error(
+        self,
+        method: str,
+        *,
+        error_code: int = 429,
+        retry_after: int | None = None,
+        description: str = "",
+        times: int = 1,
+    ) -> None:
+        """The next ``times`` calls of ``method`` fail with this error (429 gets ``retry_after`` 1)."""
+        if error_code == 429 and retry_after is None:
+            retry_after = 1
+        desc = description or {
+            429: f"Too Many Requests: retry after {retry_after}",
+            409: "Conflict: terminated by other getUpdates request",
+            502: "Bad Gateway",
+        }.get(error_code, "Bad Request: injected")
+        with self._lock:
+            self._errors[method].append(_Injected(error_code, desc, retry_after, times))
+
+    def inject_conflict(self, times: int = 1) -> None:
+        self.inject_error("getUpdates", error_code=409, times=times)
+
+    # -- inspection ----------------------------------------------------------------------------
+
+    def messages_in(self, chat_id: int) -> list[str]:
+        """What the chat shows now: the bot's messages (final texts after edits), oldest first."""
+        with self._lock:
+            return [m.text for m in self._order if m.chat_id == chat_id and not m.deleted]
+
+    def bot_messages(self, chat_id: int | None = None) -> list[BotMessage]:
+        with self._lock:
+            return [m for m in self._order if chat_id is None or m.chat_id == chat_id]
+
+    def calls_of(self, method: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [p for m, p, _ in self.calls if m == method]
+
+    @property
+    def pending_updates(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Poll ``predicate`` until it is truthy (returns its value); TimeoutError after ``timeout``."""
+        with anyio.fail_after(timeout):
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                await anyio.sleep(0.01)
+
+    # -- the API -------------------------------------------------------------------------------
+
+    async def _handle(self, request: Request) -> JSONResponse:
+        path = request.url.path
+        if not path.startswith("/bot") or path.count("/") != 2:
+            return _error(404, "Not Found")
+        token, method = path[len("/bot") :].split("/", 1)
+        if token != self.token:
+            return _error(401, "Unauthorized")
+        params = await _params(request)
+        with self._lock:
+            self.calls.append((method, params, time.monotonic()))
+            self.counts[method] += 1
+            injected = self._take_error(method)
+        if injected is not None:
+            if injected.error_code == 409:
+                self.conflicts_sent += 1
+            return _error(injected.error_code, injected.description, injected.retry_after)
+        if method == "getUpdates":
+            return await self._get_updates(params)
+        handler = _HANDLERS.get(method)
+        if handler is None:
+            return _error(400, f"Bad Request: method {method!r} not found")
+        with self._lock:
+            limited = self._over_limit(method, params)
+            if limited:
+                self.rate_limited += 1
+                return _error(429, "Too Many Requests: retry after 1", 1)
+            return handler(self, params)
+
+    def _take_error(self, method: str) -> _Injected | None:
+        queue = self._errors.get(method)
+        if not queue:
+            return None
+        head = queue[0]
+        head.times -= 1
+        if head.times <= 0:
+            queue.popleft()
+        return head
+
+    def _over_limit(self, method: str, params: dict[str, Any]) -> bool:
+        if self.limits is None or method not in _LIMITED:
+            return False
+        now = time.monotonic()
+        chat_id = int(params.get("chat_id", 0))
+        last = self._chat_last_send.get(chat_id)
+        while self._global_window and now - self._global_window[0] > 1.0:
+            self._global_window.popleft()
+        if last is not None and now - last < self.limits.per_chat_interval_s:
+            return True
+        if len(self._global_window) >= self.limits.global_per_s:
+            return True
+        self._chat_last_send[chat_id] = now
+        self._global_window.append(now)
+        return False
+
+    async def _get_updates(self, params: dict[str, Any]) -> JSONResponse:
+        offset = int(params.get("offset") or 0)
+        timeout = float(params.get("timeout") or 0)
+        with self._lock:
+            # a newer getUpdates terminates an older one, as on Telegram
+            self._poll_generation += 1
+            generation = self._poll_generation
+            if offset and self.confirm_offsets:
+                self._pending = [u for u in self._pending if u["update_id"] >= offset]
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if generation != self._poll_generation:
+                    self.conflicts_sent += 1
+                    return _error(
+                        409,
+                        "Conflict: terminated by other getUpdates request; make sure "
+                        "that only one bot instance is running",
+                    )
+                ready = [u for u in self._pending if u["update_id"] >= offset]
+            if ready or time.monotonic() >= deadline or self._closing:
+                return _ok(ready[:100])
+            await anyio.sleep(0.005)
+
+    def _send_message(self, params: dict[str, Any]) -> JSONResponse:
+        chat_id = int(params["chat_id"])
+        text = str(params.get("text", ""))
+        parse_mode = params.get("parse_mode")
+        shown, err = _render(text, parse_mode)
+        if err:
+            return _error(400, err)
+        mid = next(self._msg_ids[chat_id])
+        msg = BotMessage(chat_id, mid, shown, text, parse_mode, history=[shown])
+        self._bot_msgs[(chat_id, mid)] = msg
+        self._order.append(msg)
+        return _ok(self._message_json(msg))
+
+    def _edit_message_text(self, params: dict[str, Any]) -> JSONResponse:
+        key = (int(params["chat_id"]), int(params["message_id"]))
+        msg = self._bot_msgs.get(key)
+        if msg is None or msg.deleted:
+            return _error(400, "Bad Request: message to edit not found")
+        text = str(params.get("text", ""))
+        parse_mode = params.get("parse_mode")
+        shown, err = _render(text, parse_mode)
+        if err:
+            return _error(400, err)
+        if text == msg.raw and parse_mode == msg.parse_mode:
+            return _error(
+                400,
+                "Bad Request: message is not modified: specified new message content and "
+                "reply markup are exactly the same as a current content and reply markup "
+                "of the message",
+            )
+        msg.text, msg.raw, msg.parse_mode = shown, text, parse_mode
+        msg.edits += 1
+        msg.history.append(shown)
+        return _ok(self._message_json(msg))
+
+    def _delete_message(self, params: dict[str, Any]) -> JSONResponse:
+        msg = self._bot_msgs.get((int(params["chat_id"]), int(params["message_id"])))
+        if msg is None or msg.deleted:
+            return _error(400, "Bad Request: message to delete not found")
+        msg.deleted = True
+        return _ok(True)
+
+    def _message_json(self, msg: BotMessage) -> dict[str, Any]:
+        chat = self._chats.get(msg.chat_id, {"id": msg.chat_id, "type": "private", "first_name": "U"})
+        out: dict[str, Any] = {
+            "message_id": msg.message_id,
+            "date": int(time.time()),
+            "chat": chat,
+            "from": self.bot_user,
+            "text": msg.text,
+        }
+        if msg.edits:
+            out["edit_date"] = int(time.time())
+        return out
+
+    def _set_webhook(self, params: dict[str, Any]) -> JSONResponse:
+        self.webhook = dict(params)
+        return _ok(True)
+
+    def _delete_webhook(self, params: dict[str, Any]) -> JSONResponse:
+        self.webhook = {}
+        if params.get("drop_pending_updates") in (True, "true", "True"):
+            self._pending.clear()
+        return _ok(True)
+
+    def _set_my_commands(self, params: dict[str, Any]) -> JSONResponse:
+        self.commands = list(params.get("commands") or [])
+        return _ok(True)
+
+    # -- running -------------------------------------------------------------------------------
+
+    def build_app(self) -> Starlette:
+        return Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST"])])
+
+    @contextlib.asynccontextmanager
+    async def _serving(self, port: int = 0) -> AsyncIterator[FakeBotAPI]:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        self.port = sock.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/bot"
+        self.base_file_url = f"http://127.0.0.1:{self.port}/file/bot"
+        config = uvicorn.Config(
+            self.build_app(),
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=1,
+            backlog=2048,
+        )
+        server = _QuietServer(config)
+        self._closing = False
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: server.serve(sockets=[sock]))
+                with anyio.fail_after(10):
+                    while not server.started:
+                        await anyio.sleep(0.005)
+                try:
+                    yield self
+                finally:
+                    self._closing = True
+                    server.should_exit = True
+        finally:
+            sock.close()
+
+    async def __aenter__(self) -> FakeBotAPI:
+        self._stack = contextlib.AsyncExitStack()
+        await self._stack.enter_async_context(self._serving())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    @contextlib.contextmanager
+    def running_in_thread(self) -> Iterator[FakeBotAPI]:
+        """Serve from a thread with its own event loop (benches, subprocess clients)."""
+        started, stop = threading.Event(), threading.Event()
+        failure: list[BaseException] = []
+
+        async def run() -> None:
+            async with self._serving():
+                started.set()
+                while not stop.is_set():
+                    await anyio.sleep(0.02)
+
+        def main() -> None:
+            try:
+                anyio.run(run)
+            except BaseException as exc:  # surfaced in the caller's thread below
+                failure.append(exc)
+                started.set()
+
+        thread = threading.Thread(target=main, name="FakeBotAPI", daemon=True)
+        thread.start()
+        started.wait(10)
+        if failure:
+            raise failure[0]
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join(10)
+
+
+_HANDLERS: dict[str, Callable[[FakeBotAPI, dict[str, Any]], JSONResponse]] = {
+    "getMe": lambda f, p: _ok(f.bot_user),
+    "deleteWebhook": FakeBotAPI._delete_webhook,
+    "setWebhook": FakeBotAPI._set_webhook,
+    "getWebhookInfo": lambda f, p: _ok(
+        {
+            "url": f.webhook.get("url", ""),
+            "has_custom_certificate": False,
+            "pending_update_count": len(f._pending),
+        }
+    ),
+    "sendMessage": FakeBotAPI._send_message,
+    "editMessageText": FakeBotAPI._edit_message_text,
+    "deleteMessage": FakeBotAPI._delete_message,
+    "sendChatAction": lambda f, p: _ok(True),
+    "setMyCommands": FakeBotAPI._set_my_commands,
+    "getMyCommands": lambda f, p: _ok(f.commands),
+    "close": lambda f, p: _ok(True),
+}
+
+
+def _entities(text: str) -> list[dict[str, Any]]:
+    """The entities Telegram's clients attach: a leading /command and @mentions (UTF-16 offsets)."""
+    out: list[dict[str, Any]] = []
+    if text.startswith("/"):
+        length = len(text.split(maxsplit=1)[0]) if text.split() else 1
+        out.append({"type": "bot_command", "offset": 0, "length": _u16(text[:length])})
+    i = 0
+    while (i := text.find("@", i)) != -1:
+        j = i + 1
+        while j < len(text) and (text[j].isalnum() or text[j] == "_"):
+            j += 1
+        in_command = bool(out) and out[0]["type"] == "bot_command" and i < len(text.split(maxsplit=1)[0])
+        if j - i > 1 and not in_command and (i == 0 or not text[i - 1].isalnum()):
+            out.append({"type": "mention", "offset": _u16(text[:i]), "length": _u16(text[i:j])})
+        i = j
+    return out
+
+
+def _u16(s: str) -> int:
+    return len(s.encode("utf-16-le")) // 2
+
+
+def _render(text: str, parse_mode: Any) -> tuple[str, str]:
+    """(visible text, error description) like Telegram: validates HTML and the 4096 limit."""
+    shown = text
+    if parse_mode == "HTML":
+        try:
+            shown = visible_text(text)
+        except HTMLError as exc:
+            return "", f"Bad Request: can't parse entities: {exc}"
+    if not shown.strip():
+        return "", "Bad Request: message text is empty"
+    if len(shown) > MAX_TEXT:
+        return "", "Bad Request: message is too long"
+    return shown, ""
+
+
+async def _params(request: Request) -> dict[str, Any]:
+    ctype = request.headers.get("content-type", "")
+    if "json" in ctype:
+        body = await request.body()
+        data = json.loads(body) if body else {}
+        return dict(data) if isinstance(data, dict) else {}
+    form = await request.form()
+    params: dict[str, Any] = {}
+    for key, value in form.items():
+        if not isinstance(value, str):
+            continue
+        params[key] = json.loads(value) if key in _JSON_FIELDS else value
+    params.update({k: v for k, v in request.query_params.items() if k not in params})
+    return params
+
+
+def _ok(result: Any) -> JSONResponse:
+    return JSONResponse({"ok": True, "result": result})
+
+
+def _error(code: int, description: str, retry_after: int | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
+    if retry_after is not None:
+        body["parameters"] = {"retry_after": retry_after}
+    return JSONResponse(body, status_code=code)
