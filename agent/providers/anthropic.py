@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -38,7 +39,7 @@ from agent.providers.base import (
     UsageReport,
 )
 from agent.providers.http import error_from_payload, error_from_response, make_client, post_stream
-from agent.providers.sse import iter_sse
+from agent.providers.sse import drain, iter_sse
 from config.settings import LLMSettings
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -87,53 +88,57 @@ class AnthropicProvider(Provider):
         model, stop = request.model, ""
         prompt = completion = 0
         finished = False
-        async for sse in iter_sse(resp.aiter_lines()):
-            try:
-                data = json.loads(sse.data)
-            except ValueError:
-                continue
-            if not isinstance(data, dict):
-                continue
-            kind = data.get("type") or sse.event
-            if kind == "error":
-                raise error_from_payload(data.get("error"), self._secret)
-            if kind == "message_start":
-                msg = data.get("message") or {}
-                model = str(msg.get("model") or model)
-                prompt, completion = _add_usage(msg.get("usage"), prompt, completion)
-            elif kind == "content_block_start":
-                index, block = int(data.get("index", 0)), dict(data.get("content_block") or {})
-                blocks[index] = block
-                json_parts[index] = []
-                if block.get("type") == "text" and block.get("text"):
-                    yield TextChunk(str(block["text"]))
-            elif kind == "content_block_delta":
-                index, delta = int(data.get("index", 0)), data.get("delta") or {}
-                block = blocks.setdefault(index, {"type": "text", "text": ""})
-                dtype = delta.get("type")
-                if dtype == "text_delta" and delta.get("text"):
-                    yield TextChunk(str(delta["text"]))
-                elif dtype == "input_json_delta":
-                    json_parts.setdefault(index, []).append(str(delta.get("partial_json") or ""))
-                elif dtype == "thinking_delta":
-                    block["thinking"] = str(block.get("thinking") or "") + str(delta.get("thinking") or "")
-                elif dtype == "signature_delta":
-                    block["signature"] = str(delta.get("signature") or "")
-            elif kind == "content_block_stop":
-                index = int(data.get("index", 0))
-                block = blocks.get(index, {})
-                if block.get("type") in ("thinking", "redacted_thinking"):
-                    yield ReasoningBlock(block)
-                elif block.get("type") == "tool_use":
-                    calls.append(_tool_call(block, json_parts.get(index, []), len(calls)))
-            elif kind == "message_delta":
-                stop = str((data.get("delta") or {}).get("stop_reason") or stop)
-                usage = data.get("usage") or {}
-                prompt = int(usage.get("input_tokens") or prompt)
-                completion = int(usage.get("output_tokens") or completion)
-            elif kind == "message_stop":
-                finished = True
-                break
+        async with aclosing(iter_sse(resp.aiter_lines())) as stream:
+            async for sse in stream:
+                try:
+                    data = json.loads(sse.data)
+                except ValueError:
+                    continue
+                if not isinstance(data, dict):
+                    continue
+                kind = data.get("type") or sse.event
+                if kind == "error":
+                    raise error_from_payload(data.get("error"), self._secret)
+                if kind == "message_start":
+                    msg = data.get("message") or {}
+                    model = str(msg.get("model") or model)
+                    prompt, completion = _add_usage(msg.get("usage"), prompt, completion)
+                elif kind == "content_block_start":
+                    index, block = int(data.get("index", 0)), dict(data.get("content_block") or {})
+                    blocks[index] = block
+                    json_parts[index] = []
+                    if block.get("type") == "text" and block.get("text"):
+                        yield TextChunk(str(block["text"]))
+                elif kind == "content_block_delta":
+                    index, delta = int(data.get("index", 0)), data.get("delta") or {}
+                    block = blocks.setdefault(index, {"type": "text", "text": ""})
+                    dtype = delta.get("type")
+                    if dtype == "text_delta" and delta.get("text"):
+                        yield TextChunk(str(delta["text"]))
+                    elif dtype == "input_json_delta":
+                        json_parts.setdefault(index, []).append(str(delta.get("partial_json") or ""))
+                    elif dtype == "thinking_delta":
+                        block["thinking"] = str(block.get("thinking") or "") + str(
+                            delta.get("thinking") or ""
+                        )
+                    elif dtype == "signature_delta":
+                        block["signature"] = str(delta.get("signature") or "")
+                elif kind == "content_block_stop":
+                    index = int(data.get("index", 0))
+                    block = blocks.get(index, {})
+                    if block.get("type") in ("thinking", "redacted_thinking"):
+                        yield ReasoningBlock(block)
+                    elif block.get("type") == "tool_use":
+                        calls.append(_tool_call(block, json_parts.get(index, []), len(calls)))
+                elif kind == "message_delta":
+                    stop = str((data.get("delta") or {}).get("stop_reason") or stop)
+                    usage = data.get("usage") or {}
+                    prompt = int(usage.get("input_tokens") or prompt)
+                    completion = int(usage.get("output_tokens") or completion)
+                elif kind == "message_stop":
+                    finished = True
+                    await drain(stream)
+                    break
         if not finished:
             raise ProviderUnavailable("the LLM provider's stream ended before the answer was complete")
         reason = _STOP.get(stop, "stop")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -30,7 +31,7 @@ from agent.providers.base import (
     UsageReport,
 )
 from agent.providers.http import error_from_payload, error_from_response, make_client, post_stream
-from agent.providers.sse import iter_sse
+from agent.providers.sse import drain, iter_sse
 from agent.providers.toolcalls import ToolCallAssembler
 from config.settings import LLMSettings
 
@@ -84,24 +85,26 @@ class OpenAIProvider(Provider):
         usage: UsageReport | None = None
         model = request.model
         done = False
-        async for sse in iter_sse(resp.aiter_lines()):
-            for obj in _json_objects(sse.data):
-                if obj.get("error"):
-                    raise error_from_payload(obj["error"], self._secret)
-                model = str(obj.get("model") or model)
-                if isinstance(obj.get("usage"), dict):
-                    usage = _usage(obj["usage"]) or usage
-                for choice in obj.get("choices") or []:
-                    delta = choice.get("delta") or choice.get("message") or {}
-                    text = delta.get("content")
-                    if isinstance(text, str) and text:
-                        yield TextChunk(text)
-                    if delta.get("tool_calls"):
-                        calls.add(delta["tool_calls"])
-                    finish = choice.get("finish_reason") or finish
-            if any(line.strip() == "[DONE]" for line in sse.data.split("\n")):
-                done = True
-                break
+        async with aclosing(iter_sse(resp.aiter_lines())) as stream:
+            async for sse in stream:
+                for obj in _json_objects(sse.data):
+                    if obj.get("error"):
+                        raise error_from_payload(obj["error"], self._secret)
+                    model = str(obj.get("model") or model)
+                    if isinstance(obj.get("usage"), dict):
+                        usage = _usage(obj["usage"]) or usage
+                    for choice in obj.get("choices") or []:
+                        delta = choice.get("delta") or choice.get("message") or {}
+                        text = delta.get("content")
+                        if isinstance(text, str) and text:
+                            yield TextChunk(text)
+                        if delta.get("tool_calls"):
+                            calls.add(delta["tool_calls"])
+                        finish = choice.get("finish_reason") or finish
+                if any(line.strip() == "[DONE]" for line in sse.data.split("\n")):
+                    done = True
+                    await drain(stream)
+                    break
         if not done and finish is None:
             raise ProviderUnavailable("the LLM provider's stream ended before the answer was complete")
         assembled = calls.calls()

@@ -7,8 +7,13 @@ and a last event the server forgot to terminate with a blank line (dispatched at
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from dataclasses import dataclass
+
+import anyio
+
+#: how long to keep reading after the final event so the connection can go back to the pool
+DRAIN_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +24,7 @@ class SSEEvent:
     data: str
 
 
-async def iter_sse(lines: AsyncIterable[str]) -> AsyncIterator[SSEEvent]:
+async def iter_sse(lines: AsyncIterable[str]) -> AsyncGenerator[SSEEvent, None]:
     """Turn lines (without their line ends) into events; comments and retry/id fields are skipped."""
     name = ""
     data: list[str] = []
@@ -40,3 +45,11 @@ async def iter_sse(lines: AsyncIterable[str]) -> AsyncIterator[SSEEvent]:
             name = value
     if data:
         yield SSEEvent(name, "\n".join(data))
+
+
+async def drain(events: AsyncGenerator[SSEEvent, None], limit_s: float = DRAIN_TIMEOUT_S) -> None:
+    """Read what follows the final event (normally just the end of the body): httpx only reuses a
+    connection whose body was read to the end. A server that keeps the body open is cut off."""
+    with anyio.move_on_after(limit_s):
+        async for _ in events:
+            pass

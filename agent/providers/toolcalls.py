@@ -42,9 +42,6 @@ class ToolCallAssembler:
         self._by_index: dict[int, _Partial] = {}
         self._by_id: dict[str, _Partial] = {}
 
-    def __bool__(self) -> bool:
-        return bool(self._calls)
-
     def add(self, fragments: Any) -> None:
         if isinstance(fragments, dict):
             fragments = [fragments]
@@ -63,6 +60,8 @@ class ToolCallAssembler:
         args = fn.get("arguments")
         if args is not None and not isinstance(args, str):
             args = json.dumps(args)
+        if not (call_id or name or args):
+            return
 
         target = self._by_id.get(call_id) if call_id else None
         if target is None:

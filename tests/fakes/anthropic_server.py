@@ -99,6 +99,8 @@ class FakeAnthropic(FakeLLMServer):
         )
 
     async def _models(self, request: Request) -> Response:
+        if self.api_key is not None and request.headers.get("x-api-key") != self.api_key:
+            return _error(401, "invalid x-api-key")
         data = [{"id": m, "type": "model", "display_name": m} for m in self.models]
         return JSONResponse({"data": data, "has_more": False})
 
@@ -107,8 +109,7 @@ class FakeAnthropic(FakeLLMServer):
             body = json.loads(await request.body())
         except ValueError:
             return _error(400, "invalid JSON body")
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        self.record(body, headers)
+        headers = self.record(body, request)
         if self.api_key is not None and headers.get("x-api-key") != self.api_key:
             return _error(401, "invalid x-api-key")
         reply = self.next_reply(body)

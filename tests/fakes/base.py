@@ -15,7 +15,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, Self
 
 import anyio
 import uvicorn
@@ -61,8 +61,9 @@ class FakeLLMServer(ABC):
         self.responder: Responder | None = None
         #: recorded JSON bodies of the completion requests, in arrival order
         self.requests: list[dict[str, Any]] = []
-        #: the matching request headers (lower-case names)
+        #: the matching request headers (lower-case names) and client "host:port" (connection reuse)
         self.headers: list[dict[str, str]] = []
+        self.peers: list[str] = []
         self.chunk_delay = chunk_delay
         #: when set, the default echo answer is streamed as exactly this many chunks (benches)
         self.tokens = tokens
@@ -84,11 +85,15 @@ class FakeLLMServer(ABC):
     def request_count(self) -> int:
         return len(self.requests)
 
-    def record(self, body: dict[str, Any], headers: dict[str, str]) -> None:
+    def record(self, body: dict[str, Any], request: Request) -> dict[str, str]:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        peer = f"{request.client.host}:{request.client.port}" if request.client else ""
         with self._cond:
+            self.peers.append(peer)
             self.requests.append(body)
             self.headers.append(headers)
             self._cond.notify_all()
+        return headers
 
     def next_reply(self, body: dict[str, Any]) -> Reply:
         if self.queue:
@@ -190,7 +195,7 @@ class FakeLLMServer(ABC):
         finally:
             sock.close()
 
-    async def __aenter__(self) -> FakeLLMServer:
+    async def __aenter__(self) -> Self:
         self._stack = contextlib.AsyncExitStack()
         await self._stack.enter_async_context(self._serving())
         return self
@@ -199,7 +204,7 @@ class FakeLLMServer(ABC):
         await self._stack.aclose()
 
     @contextlib.contextmanager
-    def running_in_thread(self) -> Iterator[Any]:
+    def running_in_thread(self) -> Iterator[Self]:
         """Serve from a thread with its own event loop (sync tests, subprocess clients)."""
         started, stop = threading.Event(), threading.Event()
         failure: list[BaseException] = []

@@ -79,6 +79,8 @@ class FakeOpenAI(FakeLLMServer):
         )
 
     async def _models(self, request: Request) -> Response:
+        if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return _error(401, "Incorrect API key provided.", "invalid_request_error")
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models]
         return JSONResponse({"object": "list", "data": data})
 
@@ -87,8 +89,7 @@ class FakeOpenAI(FakeLLMServer):
             body = json.loads(await request.body())
         except ValueError:
             return _error(400, "invalid JSON body", "invalid_request_error")
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        self.record(body, headers)
+        headers = self.record(body, request)
         if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
             # Like the real API, the message quotes the key it got: clients must not echo it.
             got = headers.get("authorization", "").removeprefix("Bearer ")

@@ -1,0 +1,173 @@
+"""OpenAIProvider against FakeOpenAI over real HTTP: streaming, translation, tool calls."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.errors import ProviderAuthError, ProviderUnavailable
+from agent.providers.base import (
+    ChatMessage,
+    ChatRequest,
+    StreamEnd,
+    TextChunk,
+    ToolCall,
+    ToolCallsReady,
+    ToolSpec,
+    UsageReport,
+    collect,
+)
+from agent.providers.openai import OpenAIProvider
+from tests.agent.providers.conftest import API_KEY, events_of, fast_settings, user_request
+from tests.fakes.openai_server import FakeOpenAI, reply_text, reply_tool_calls
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_streamed_text_arrives_in_chunks_with_usage_and_end(fake_openai: FakeOpenAI) -> None:
+    fake_openai.enqueue(reply_text("Hello there", chunks=3))
+    provider = OpenAIProvider(fast_settings(fake_openai.base_url))
+    try:
+        events = await events_of(provider, user_request())
+    finally:
+        await provider.aclose()
+    texts = [e.text for e in events if isinstance(e, TextChunk)]
+    assert len(texts) == 3
+    assert "".join(texts) == "Hello there"
+    usage = [e for e in events if isinstance(e, UsageReport)]
+    assert len(usage) == 1 and usage[0].prompt_tokens > 0 and usage[0].completion_tokens == 3
+    assert events[-1] == StreamEnd("stop", "fake-model")
+    body = fake_openai.requests[0]
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert fake_openai.headers[0]["authorization"] == f"Bearer {API_KEY}"
+
+
+async def test_request_translation(fake_openai: FakeOpenAI) -> None:
+    request = ChatRequest(
+        model="m1",
+        system="SYSTEM PROMPT",
+        messages=(
+            ChatMessage("user", "what time is it?"),
+            ChatMessage("assistant", "", tool_calls=(ToolCall("call_1", "get_time", '{"tz": "UTC"}'),)),
+            ChatMessage("tool", "12:00", tool_call_id="call_1", name="get_time"),
+            ChatMessage("assistant", "It is noon.", reasoning=({"type": "thinking", "thinking": "x"},)),
+            ChatMessage("user", "thanks"),
+        ),
+        tools=(ToolSpec("get_time", "Current time", {"type": "object", "properties": {}}),),
+        max_tokens=77,
+        temperature=0.2,
+    )
+    provider = OpenAIProvider(fast_settings(fake_openai.base_url))
+    try:
+        out = await collect(provider, request)
+    finally:
+        await provider.aclose()
+    assert out.text == "echo: thanks"
+    body = fake_openai.requests[0]
+    assert body["model"] == "m1" and body["max_tokens"] == 77 and body["temperature"] == 0.2
+    assert body["messages"] == [
+        {"role": "system", "content": "SYSTEM PROMPT"},
+        {"role": "user", "content": "what time is it?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_time", "arguments": '{"tz": "UTC"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "12:00"},
+        {"role": "assistant", "content": "It is noon."},
+        {"role": "user", "content": "thanks"},
+    ]
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_time",
+                "description": "Current time",
+                "parameters": {"type": "object", "properties": {}},
+            },
+        }
+    ]
+
+
+async def test_one_tool_call_after_some_text(fake_openai: FakeOpenAI) -> None:
+    fake_openai.enqueue(
+        reply_tool_calls([("call_1", "get_time", '{"tz": "Europe/Brussels"}')], text="Let me see.")
+    )
+    provider = OpenAIProvider(fast_settings(fake_openai.base_url))
+    try:
+        events = await events_of(provider, user_request())
+    finally:
+        await provider.aclose()
+    assert "".join(e.text for e in events if isinstance(e, TextChunk)) == "Let me see."
+    ready = [e for e in events if isinstance(e, ToolCallsReady)]
+    assert ready == [ToolCallsReady((ToolCall("call_1", "get_time", '{"tz": "Europe/Brussels"}'),))]
+    assert events[-1] == StreamEnd("tool_calls", "fake-model")
+
+
+async def test_parallel_tool_calls_keep_their_order(fake_openai: FakeOpenAI) -> None:
+    calls = [("c1", "a", '{"n": 1}'), ("c2", "b", '{"n": 2}'), ("c3", "a", '{"n": 3}')]
+    fake_openai.enqueue(reply_tool_calls(calls))
+    provider = OpenAIProvider(fast_settings(fake_openai.base_url))
+    try:
+        out = await collect(provider, user_request())
+    finally:
+        await provider.aclose()
+    assert out.tool_calls == tuple(ToolCall(*c) for c in calls)
+    assert [json.loads(c.arguments)["n"] for c in out.tool_calls] == [1, 2, 3]
+    assert out.finish_reason == "tool_calls"
+
+
+async def test_without_a_key_no_authorization_header_is_sent(fake_openai: FakeOpenAI) -> None:
+    provider = OpenAIProvider(fast_settings(fake_openai.base_url, api_key=""))
+    try:
+        out = await collect(provider, user_request("local model"))
+    finally:
+        await provider.aclose()
+    assert out.text == "echo: local model"
+    assert "authorization" not in fake_openai.headers[0]
+
+
+async def test_ping_checks_reachability_and_the_key(fake_openai: FakeOpenAI) -> None:
+    provider = OpenAIProvider(fast_settings(fake_openai.base_url))
+    try:
+        await provider.ping()
+    finally:
+        await provider.aclose()
+    fake_openai.api_key = "another-key"
+    provider = OpenAIProvider(fast_settings(fake_openai.base_url))
+    try:
+        with pytest.raises(ProviderAuthError):
+            await provider.ping()
+    finally:
+        await provider.aclose()
+
+
+async def test_unreachable_server_fails_ping() -> None:
+    async with FakeOpenAI() as fake:
+        url = fake.base_url
+    provider = OpenAIProvider(fast_settings(url))
+    try:
+        with pytest.raises(ProviderUnavailable):
+            await provider.ping()
+    finally:
+        await provider.aclose()
+
+
+async def test_one_client_is_pooled_across_requests(fake_openai: FakeOpenAI) -> None:
+    fake_openai.enqueue(reply_text("one"), reply_text("two"))
+    provider = OpenAIProvider(fast_settings(fake_openai.base_url))
+    try:
+        first = await collect(provider, user_request())
+        second = await collect(provider, user_request())
+    finally:
+        await provider.aclose()
+    assert (first.text, second.text) == ("one", "two")
+    assert fake_openai.request_count == 2
+    assert len(set(fake_openai.peers)) == 1  # the same TCP connection served both
