@@ -18,8 +18,6 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-import structlog
-
 from agent.errors import AgentError
 from channels.base import ChannelStartError
 from channels.commands import ask, chat, config_cmd, osis, serve, transfer
@@ -129,7 +127,6 @@ def _report(raised: BaseException, debug: bool) -> int:
     if known is not None:
         print(f"{PROG}: {redact_text(known[0])}", file=sys.stderr)
         return known[1]
-    structlog.get_logger().error("cli.unexpected_error", error_type=type(error).__name__)
     print(f"{PROG}: unexpected error: {type(error).__name__}: {redact_text(str(error))}", file=sys.stderr)
     if debug:
         print(redact_text("".join(traceback.format_exception(raised))), file=sys.stderr, end="")

@@ -95,17 +95,17 @@ def configure_logging(
     ``force_json`` overrides ``settings.format``; ``secrets`` are literal values (API keys, tokens)
     masked wherever they appear.
     """
-    stream = sys.stderr if stream is None else stream
     _redactor.set_secrets(secrets)
     level = logging.getLevelNamesMapping()[settings.level.upper()]
+    target = sys.stderr if stream is None else stream
     if force_json is None:
-        use_json = settings.format == "json" or (settings.format == "auto" and not _isatty(stream))
+        use_json = settings.format == "json" or (settings.format == "auto" and not _isatty(target))
     else:
         use_json = force_json
     renderer: Processor = (
         structlog.processors.JSONRenderer()
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=_isatty(stream))
+        else structlog.dev.ConsoleRenderer(colors=_isatty(target))
     )
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -122,7 +122,7 @@ def configure_logging(
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream)
+    handler = _CurrentStderrHandler() if stream is None else logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     handler.set_name("hero-agent")
     root = logging.getLogger()
@@ -131,12 +131,14 @@ def configure_logging(
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # library loggers propagate to the root handler; their chatter at INFO is noise below warning
+    # library loggers propagate to the root handler; httpx/httpcore log every request at INFO/DEBUG,
+    # noise unless we are debugging
     for name in LIBRARY_LOGGERS:
         lib = logging.getLogger(name)
         lib.handlers.clear()
         lib.propagate = True
-        lib.setLevel(logging.NOTSET)
+        chatty = name in ("httpx", "httpcore") and level > logging.DEBUG
+        lib.setLevel(max(level, logging.WARNING) if chatty else logging.NOTSET)
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
@@ -151,8 +153,29 @@ def configure_logging(
     )
 
 
+class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at emit time (it may be replaced after configuration,
+    e.g. by pytest's capture), like logging's own last-resort handler."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _isatty(stream: TextIO) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def reset_logging() -> None:
+    """Undo :func:`configure_logging` (tests, and embedding applications that own logging)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.get_name() == "hero-agent":
+            root.removeHandler(handler)
+    structlog.reset_defaults()

@@ -133,7 +133,9 @@ def test_prefixed_values_are_parsed_per_field_type(home: Path) -> None:
         ("HERO_AGENT_WEB__ENABLED", "maybe", "web.enabled", "must be a boolean"),
     ],
 )
-def test_bad_env_values_name_key_and_variable(home: Path, var: str, value: str, key: str, reason: str) -> None:
+def test_bad_env_values_name_key_and_variable(
+    home: Path, var: str, value: str, key: str, reason: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(None, {"HOME": str(home), var: value})
     assert info.value.key == key
@@ -192,11 +194,19 @@ def test_anthropic_provider_takes_its_own_key_and_defaults(home: Path) -> None:
         ('[llm]\nfallback_models = "a"\n', "llm.fallback_models", "must be a list"),
         ('[web]\nhost = "0.0.0.0"\n', "web.host", "not a loopback address"),
         ("[telegram]\nenabled = true\n", "telegram.token", "required"),
-        ("[users.alice]\ntelegram_ids = [1]\n[users.bob]\ntelegram_ids = [1]\n", "users.bob.telegram_ids", "already"),
+        (
+            "[users.alice]\ntelegram_ids = [1]\n[users.bob]\ntelegram_ids = [1]\n",
+            "users.bob.telegram_ids",
+            "already",
+        ),
         ('[users.alice]\nemail = "a@b"\n', "users.alice.email", "unknown key"),
         ("[[tools.mcp_servers]]\ncommand = 'x'\n", "tools.mcp_servers[0].name", "required"),
         ("[[tools.mcp_servers]]\nname = 'a'\n", "tools.mcp_servers[0].command", "required"),
-        ("[[tools.mcp_servers]]\nname='a'\ncommand='x'\ntransport='ws'\n", "tools.mcp_servers[0].transport", "one of"),
+        (
+            "[[tools.mcp_servers]]\nname='a'\ncommand='x'\ntransport='ws'\n",
+            "tools.mcp_servers[0].transport",
+            "one of",
+        ),
         ("[tools.mcp_servers.fs]\ncommand = 'x'\nbogus = 1\n", "tools.mcp_servers.fs.bogus", "unknown key"),
         ("[web]\ntokens = ['a']\n", "web.tokens", "must be a table"),
         ("llm = 3\n", "llm", "must be a table"),
@@ -210,7 +220,9 @@ def test_file_errors_carry_the_key_path(home: Path, text: str, key: str, reason:
 
 
 def test_non_loopback_web_is_fine_with_tokens_or_disabled(home: Path) -> None:
-    s = load_settings(str(write(home / "a.toml", '[web]\nhost = "0.0.0.0"\ntokens = { "t0ken" = "alice" }\n')), {})
+    s = load_settings(
+        str(write(home / "a.toml", '[web]\nhost = "0.0.0.0"\ntokens = { "t0ken" = "alice" }\n')), {}
+    )
     assert s.web.tokens == (("t0ken", "alice"),)
     s = load_settings(str(write(home / "b.toml", '[web]\nhost = "0.0.0.0"\nenabled = false\n')), {})
     assert s.web.host == "0.0.0.0"
