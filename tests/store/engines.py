@@ -1,0 +1,26 @@
+"""Engine factories for the store conformance suite: name -> (tmp dir -> open engine).
+
+Every engine listed here runs the whole suite in ``tests/store`` (the ``store``/``engine`` fixtures
+of ``conftest.py`` are parametrised over this dict). A factory gets a fresh empty directory and yields
+an OPEN engine, closing it (and anything it started, such as a server) on exit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+from store.embedded import EmbeddedEngine
+from store.engine import Engine
+
+
+@asynccontextmanager
+async def embedded_engine(path: Path) -> AsyncIterator[Engine]:
+    async with EmbeddedEngine(path) as engine:
+        yield engine
+
+
+ENGINES: dict[str, Callable[[Path], AbstractAsyncContextManager[Engine]]] = {
+    "embedded": embedded_engine,
+}

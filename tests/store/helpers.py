@@ -1,0 +1,30 @@
+"""Small helpers shared by the store tests."""
+
+from __future__ import annotations
+
+import anyio
+
+from store.api import Store, now_ms
+from store.engine import Page
+from store.models import Conversation, Scope
+
+
+async def next_ms() -> None:
+    """Wait until the millisecond clock has moved on (store timestamps have 1 ms resolution)."""
+    start = now_ms()
+    with anyio.fail_after(5):
+        while now_ms() <= start:
+            await anyio.sleep(0.001)
+
+
+async def conversation_with(store: Store, scope: Scope, n: int, title: str = "chat") -> Conversation:
+    conv = await store.create_conversation(scope, title, channel="cli")
+    for i in range(n):
+        role = "user" if i % 2 == 0 else "assistant"
+        await store.append_message(scope, conv.sid, role, f"{title} message {i + 1}", channel="cli")
+    return await store.get_conversation(scope, conv.sid)
+
+
+def sids(page: Page[object] | list[object]) -> list[str]:
+    items = page.items if isinstance(page, Page) else page
+    return [item.sid for item in items]  # type: ignore[attr-defined]

@@ -1,0 +1,178 @@
+"""Conformance: conversations (create, get, list by recency with paging, rename, archive, tag, delete,
+clear) and scope isolation. Runs once per engine in ``tests/store/engines.py``."""
+
+from __future__ import annotations
+
+import pytest
+
+from store.api import Store
+from store.errors import InvalidInput, NotFound
+from store.models import SID_RE, Scope
+from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB
+from tests.store.helpers import conversation_with, next_ms, sids
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_create_and_get(store: Store) -> None:
+    conv = await store.create_conversation(ALICE, "  Trip planning ", channel="web", tags=["a", "b", "a"])
+    assert SID_RE.match(conv.sid)
+    assert (conv.context, conv.user_id) == ("default", "alice")
+    assert conv.title == "Trip planning"
+    assert conv.tags == ("a", "b")
+    assert conv.message_count == 0
+    assert conv.last_channel == "web"
+    assert conv.created_at == conv.updated_at > 0
+    assert await store.get_conversation(ALICE, conv.sid) == conv
+
+
+async def test_sids_are_distinct(store: Store) -> None:
+    made = [await store.create_conversation(ALICE, f"c{i}") for i in range(5)]
+    assert len({c.sid for c in made}) == 5
+
+
+async def test_list_most_recent_first_and_touch_on_append(store: Store) -> None:
+    first = await store.create_conversation(ALICE, "first")
+    await next_ms()
+    second = await store.create_conversation(ALICE, "second")
+    await next_ms()
+    third = await store.create_conversation(ALICE, "third")
+    assert sids(await store.list_conversations(ALICE)) == [third.sid, second.sid, first.sid]
+    await next_ms()
+    await store.append_message(ALICE, first.sid, "user", "hello", channel="telegram")
+    listed = (await store.list_conversations(ALICE)).items
+    assert [c.sid for c in listed] == [first.sid, third.sid, second.sid]
+    assert listed[0].message_count == 1
+    assert listed[0].last_channel == "telegram"
+
+
+async def test_paging_has_no_dupes_or_gaps(store: Store) -> None:
+    made = [await store.create_conversation(ALICE, f"c{i}") for i in range(7)]
+    everything = sids(await store.list_conversations(ALICE, limit=100))
+    assert sorted(everything) == sorted(c.sid for c in made)
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = await store.list_conversations(ALICE, limit=3, cursor=cursor)
+        seen += sids(page)
+        pages += 1
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == everything
+    assert pages == 3
+
+
+async def test_rename_archive_tag(store: Store) -> None:
+    conv = await store.create_conversation(ALICE, "old")
+    other = await store.create_conversation(ALICE, "other")
+    renamed = await store.rename_conversation(ALICE, conv.sid, "new title")
+    assert renamed.title == "new title"
+    assert renamed.updated_at >= conv.updated_at
+    tagged = await store.tag_conversation(ALICE, conv.sid, ["x", " y ", "x", ""])
+    assert tagged.tags == ("x", "y")
+    archived = await store.archive_conversation(ALICE, conv.sid)
+    assert archived.is_archived
+    assert sids(await store.list_conversations(ALICE)) == [other.sid]
+    assert sids(await store.list_conversations(ALICE, archived=True)) == [conv.sid]
+    assert sorted(sids(await store.list_conversations(ALICE, archived=None))) == sorted([conv.sid, other.sid])
+    back = await store.archive_conversation(ALICE, conv.sid, archived=False)
+    assert not back.is_archived
+    assert (await store.get_conversation(ALICE, conv.sid)).title == "new title"
+
+
+@pytest.mark.parametrize("title", ["x" * 201, "bad\x07title", "line\nbreak"])
+async def test_bad_titles_are_refused(store: Store, title: str) -> None:
+    with pytest.raises(InvalidInput):
+        await store.create_conversation(ALICE, title)
+    assert (await store.list_conversations(ALICE, archived=None)).items == []
+
+
+async def test_too_many_tags_refused(store: Store) -> None:
+    conv = await store.create_conversation(ALICE)
+    with pytest.raises(InvalidInput):
+        await store.tag_conversation(ALICE, conv.sid, [f"t{i}" for i in range(40)])
+    with pytest.raises(InvalidInput):
+        await store.tag_conversation(ALICE, conv.sid, ["t" * 65])
+    assert (await store.get_conversation(ALICE, conv.sid)).tags == ()
+
+
+async def test_delete_removes_messages(store: Store) -> None:
+    conv = await conversation_with(store, ALICE, 4)
+    keep = await conversation_with(store, ALICE, 2, title="keep")
+    msg = (await store.history(ALICE, conv.sid)).pop()
+    await store.delete_conversation(ALICE, conv.sid)
+    with pytest.raises(NotFound):
+        await store.get_conversation(ALICE, conv.sid)
+    with pytest.raises(NotFound):
+        await store.get_message(ALICE, msg.sid)
+    with pytest.raises(NotFound):
+        await store.delete_conversation(ALICE, conv.sid)
+    assert (await store.stats(ALICE)).messages == 2
+    assert len(await store.history(ALICE, keep.sid)) == 2
+
+
+async def test_clear_keeps_archived_turns(store: Store) -> None:
+    conv = await conversation_with(store, ALICE, 3)
+    cleared = await store.clear_conversation(ALICE, conv.sid)
+    assert cleared.clear_seq == 3
+    assert await store.history(ALICE, conv.sid) == []
+    assert len((await store.list_messages(ALICE, conv.sid)).items) == 3
+    assert (await store.list_messages(ALICE, conv.sid, include_archived=False)).items == []
+    after = await store.append_message(ALICE, conv.sid, "user", "fresh start", channel="cli")
+    assert after.seq == 4
+    assert [m.content for m in await store.history(ALICE, conv.sid)] == ["fresh start"]
+    again = await store.clear_conversation(ALICE, conv.sid)
+    assert again.clear_seq == 4
+
+
+async def test_unknown_and_malformed_ids(store: Store) -> None:
+    with pytest.raises(NotFound):
+        await store.get_conversation(ALICE, "zzzz")
+    for bad in ["", "../etc", "UPPER", "a b", "x" * 33]:
+        with pytest.raises(InvalidInput):
+            await store.get_conversation(ALICE, bad)
+
+
+@pytest.mark.parametrize("name", ["", "Default", "-lead", "_lead", "a b", "x" * 65, "café", "a/b", "a.b"])
+def test_invalid_context_names(name: str) -> None:
+    with pytest.raises(InvalidInput):
+        Scope(name, "alice")
+
+
+@pytest.mark.parametrize("user", ["", "x" * 129, "bad\nuser"])
+def test_invalid_users(user: str) -> None:
+    with pytest.raises(InvalidInput):
+        Scope("default", user)
+
+
+@pytest.mark.parametrize("intruder", [BOB, ALICE_ELSEWHERE], ids=["other-user", "other-context"])
+async def test_foreign_ids_behave_like_missing(store: Store, intruder: Scope) -> None:
+    conv = await conversation_with(store, ALICE, 2)
+    msg = (await store.history(ALICE, conv.sid))[0]
+    missing = "zzzz"
+    for sid in (conv.sid, missing):
+        with pytest.raises(NotFound) as caught:
+            await store.get_conversation(intruder, sid)
+        assert str(caught.value) == f"conversation {sid!r} not found"
+    attempts = [
+        store.rename_conversation(intruder, conv.sid, "pwned"),
+        store.archive_conversation(intruder, conv.sid),
+        store.tag_conversation(intruder, conv.sid, ["x"]),
+        store.clear_conversation(intruder, conv.sid),
+        store.delete_conversation(intruder, conv.sid),
+        store.append_message(intruder, conv.sid, "user", "hi", channel="cli"),
+        store.history(intruder, conv.sid),
+        store.list_messages(intruder, conv.sid),
+        store.get_message(intruder, msg.sid),
+        store.update_message(intruder, msg.sid, content="pwned"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(NotFound):
+            await attempt
+    assert (await store.list_conversations(intruder, archived=None)).items == []
+    assert (await store.stats(intruder)).messages == 0
+    after = await store.get_conversation(ALICE, conv.sid)
+    assert after == conv
+    assert [m.content for m in await store.history(ALICE, conv.sid)] == ["chat message 1", "chat message 2"]

@@ -1,0 +1,184 @@
+"""Conformance: messages (append with store-assigned gap-free seq, history windows, paging, update,
+search, idempotent appends) and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import pytest
+
+from store.api import Store
+from store.errors import InvalidInput, NotFound
+from store.models import MessageStatus
+from tests.store.conftest import ALICE, BOB, MAX_CHARS
+from tests.store.helpers import conversation_with
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_append_assigns_gap_free_seq_and_touches_conversation(store: Store) -> None:
+    conv = await store.create_conversation(ALICE, "c")
+    made = [
+        await store.append_message(ALICE, conv.sid, role, f"m{i}", channel=ch)
+        for i, (role, ch) in enumerate([("user", "cli"), ("assistant", "cli"), ("user", "web")])
+    ]
+    assert [m.seq for m in made] == [1, 2, 3]
+    assert all(m.conversation_id == conv.sid and m.user_id == "alice" for m in made)
+    assert made[0].timestamp > 0
+    after = await store.get_conversation(ALICE, conv.sid)
+    assert after.message_count == 3
+    assert after.last_channel == "web"
+    assert after.updated_at >= made[-1].created_at
+    assert await store.get_message(ALICE, made[1].sid) == made[1]
+
+
+async def test_every_field_round_trips(store: Store) -> None:
+    conv = await store.create_conversation(ALICE)
+    calls = json.dumps([{"id": "c1", "name": "get_time", "arguments": "{}"}])
+    msg = await store.append_message(
+        ALICE, conv.sid, "assistant", "", channel="api", tool_calls=calls, sender="tg:1",
+        status="interrupted", model="m1", prompt_tokens=5, completion_tokens=7, message_type="summary",
+        extra={"future_field": {"nested": [1, 2]}},
+    )
+    tool = await store.append_message(
+        ALICE, conv.sid, "tool", "12:00", channel="api", tool_call_id="c1", name="get_time"
+    )
+    got = await store.get_message(ALICE, msg.sid)
+    assert got.tool_calls == calls
+    assert (got.sender, got.status, got.model, got.message_type) == ("tg:1", "interrupted", "m1", "summary")
+    assert (got.prompt_tokens, got.completion_tokens) == (5, 7)
+    assert got.extra == {"future_field": {"nested": [1, 2]}}
+    assert (await store.get_message(ALICE, tool.sid)).name == "get_time"
+
+
+async def test_concurrent_appends_stay_gap_free(store: Store) -> None:
+    conv = await store.create_conversation(ALICE)
+
+    async def append(i: int) -> None:
+        await store.append_message(ALICE, conv.sid, "user", f"m{i}", channel="cli")
+
+    async with anyio.create_task_group() as tg:
+        for i in range(25):
+            tg.start_soon(append, i)
+    page = await store.list_messages(ALICE, conv.sid, limit=100)
+    assert [m.seq for m in page.items] == list(range(1, 26))
+    assert sorted(m.content for m in page.items) == sorted(f"m{i}" for i in range(25))
+    assert (await store.get_conversation(ALICE, conv.sid)).message_count == 25
+
+
+async def test_request_key_makes_append_idempotent(store: Store) -> None:
+    conv = await store.create_conversation(ALICE)
+    first = await store.append_message(ALICE, conv.sid, "user", "hi", channel="telegram", request_key="tg:1")
+    again = await store.append_message(ALICE, conv.sid, "user", "hi", channel="telegram", request_key="tg:1")
+    assert again == first
+    other = await store.append_message(ALICE, conv.sid, "user", "hi2", channel="telegram", request_key="tg:2")
+    assert other.seq == 2
+    assert (await store.get_conversation(ALICE, conv.sid)).message_count == 2
+    bob_conv = await store.create_conversation(BOB)
+    bobs = await store.append_message(BOB, bob_conv.sid, "user", "b", channel="telegram", request_key="tg:1")
+    assert (bobs.user_id, bobs.conversation_id, bobs.seq) == ("bob", bob_conv.sid, 1)
+
+
+async def test_history_window_is_last_n_oldest_first(store: Store) -> None:
+    conv = await conversation_with(store, ALICE, 10)
+    window = await store.history(ALICE, conv.sid, limit=4)
+    assert [m.seq for m in window] == [7, 8, 9, 10]
+    assert [m.seq for m in await store.history(ALICE, conv.sid, limit=50)] == list(range(1, 11))
+
+
+async def test_summary_boundary_starts_the_window_at_the_summary(store: Store) -> None:
+    conv = await conversation_with(store, ALICE, 6)
+    summary = await store.append_message(
+        ALICE, conv.sid, "system", "summary of 1-6", channel="cli", message_type="summary"
+    )
+    await store.append_message(ALICE, conv.sid, "user", "next", channel="cli")
+    await store.set_summary_boundary(ALICE, conv.sid, summary.seq)
+    assert [m.seq for m in await store.history(ALICE, conv.sid)] == [7, 8]
+
+
+async def test_list_messages_pages_both_ways(store: Store) -> None:
+    conv = await conversation_with(store, ALICE, 9)
+    for descending in (False, True):
+        seqs: list[int] = []
+        cursor = None
+        while True:
+            page = await store.list_messages(ALICE, conv.sid, limit=4, cursor=cursor, descending=descending)
+            seqs += [m.seq for m in page.items]
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        expected = list(range(1, 10))
+        assert seqs == (expected[::-1] if descending else expected)
+
+
+async def test_update_message(store: Store) -> None:
+    conv = await conversation_with(store, ALICE, 2)
+    msg = (await store.history(ALICE, conv.sid))[1]
+    changed = await store.update_message(ALICE, msg.sid, content="final text", status="error", seq=99)
+    assert (changed.content, changed.status, changed.seq) == ("final text", "error", 2)
+    assert (await store.get_message(ALICE, msg.sid)).content == "final text"
+    with pytest.raises(InvalidInput):
+        await store.update_message(ALICE, msg.sid, status="bogus")
+    with pytest.raises(InvalidInput):
+        await store.update_message(ALICE, msg.sid, content="x" * (MAX_CHARS + 1))
+    with pytest.raises(NotFound):
+        await store.update_message(ALICE, "zzzz", content="x")
+    assert (await store.get_message(ALICE, msg.sid)).content == "final text"
+
+
+async def test_search_messages_ranks_and_is_scoped(store: Store) -> None:
+    conv = await store.create_conversation(ALICE)
+    for text in ["the weather in Ghent is rainy", "rainy days and rainy weather in Ghent", "pasta recipe"]:
+        await store.append_message(ALICE, conv.sid, "user", text, channel="cli")
+    bob_conv = await store.create_conversation(BOB)
+    await store.append_message(BOB, bob_conv.sid, "user", "rainy weather in Ghent too", channel="cli")
+    found = await store.search_messages(ALICE, "rainy Ghent weather")
+    assert [m.content for m in found] == ["rainy days and rainy weather in Ghent", "the weather in Ghent is rainy"]
+    assert await store.search_messages(ALICE, "   ") == []
+    assert await store.search_messages(ALICE, 'rainy" OR * NEAR(') != []
+
+
+async def test_content_limit(store: Store) -> None:
+    conv = await store.create_conversation(ALICE)
+    ok = await store.append_message(ALICE, conv.sid, "user", "x" * MAX_CHARS, channel="cli")
+    assert len(ok.content) == MAX_CHARS
+    with pytest.raises(InvalidInput, match="too large"):
+        await store.append_message(ALICE, conv.sid, "user", "x" * (MAX_CHARS + 1), channel="cli")
+    assert (await store.get_conversation(ALICE, conv.sid)).message_count == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"role": "wizard"}, "role"),
+        ({"status": "done"}, "status"),
+        ({"content": "nul\x00byte"}, "NUL"),
+        ({"tool_calls": "{not json"}, "tool_calls"),
+        ({"tool_calls": '{"a": 1}'}, "tool_calls"),
+    ],
+)
+async def test_bad_messages_change_nothing(store: Store, kwargs: dict[str, str], reason: str) -> None:
+    conv = await store.create_conversation(ALICE)
+    args = {"role": "user", "content": "hello", **kwargs}
+    with pytest.raises(InvalidInput, match=reason):
+        await store.append_message(
+            ALICE, conv.sid, args.pop("role"), args.pop("content"), channel="cli", **args  # type: ignore[arg-type]
+        )
+    assert (await store.get_conversation(ALICE, conv.sid)).message_count == 0
+    assert (await store.list_messages(ALICE, conv.sid)).items == []
+
+
+async def test_append_to_missing_conversation(store: Store) -> None:
+    with pytest.raises(NotFound):
+        await store.append_message(ALICE, "zzzz", "user", "hi", channel="cli")
+    with pytest.raises(InvalidInput):
+        await store.append_message(ALICE, "Not An Id", "user", "hi", channel="cli")
+    assert (await store.stats(ALICE)).messages == 0
+
+
+async def test_interrupted_status_value(store: Store) -> None:
+    conv = await store.create_conversation(ALICE)
+    msg = await store.append_message(ALICE, conv.sid, "assistant", "partial", channel="cli",
+                                     status=MessageStatus.INTERRUPTED)
+    assert msg.status == "interrupted"
