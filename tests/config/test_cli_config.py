@@ -15,6 +15,12 @@ SCRIPT = Path(sys.executable).parent / "hero-agent"
 SECRET = "sk-DONOTPRINT-0123456789"
 
 
+def run_script(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPT), *args], check=False, capture_output=True, text=True, timeout=60, env=env
+    )
+
+
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("HERO_AGENT_", "OPENAI_", "ANTHROPIC_"))}
     keep.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / "data"))
@@ -79,16 +85,11 @@ def test_usage_errors_and_help(home: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_console_script_exit_codes(home: Path) -> None:
-    ok = subprocess.run(
-        [str(SCRIPT), "config", "check"], env=clean_env(home), capture_output=True, text=True, timeout=60
-    )
+    ok = run_script(["config", "check"], env=clean_env(home))
     assert (ok.returncode, ok.stdout.strip()) == (0, "ok: defaults")
-    bad = subprocess.run(
-        [str(SCRIPT), "config", "check"],
+    bad = run_script(
+        ["config", "check"],
         env=clean_env(home, HERO_AGENT_WEB__PORT="0", OPENAI_API_KEY=SECRET),
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
     assert bad.returncode == 2
     assert (
@@ -96,22 +97,16 @@ def test_console_script_exit_codes(home: Path) -> None:
         == "hero-agent: config error: web.port: must be 1-65535 (got 0) (set by $HERO_AGENT_WEB__PORT)"
     )
     assert "Traceback" not in bad.stderr
-    show = subprocess.run(
-        [str(SCRIPT), "config", "show"],
+    show = run_script(
+        ["config", "show"],
         env=clean_env(home, OPENAI_API_KEY=SECRET),
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
     assert show.returncode == 0
     assert 'api_key = "***"' in show.stdout
     assert SECRET not in show.stdout + show.stderr
-    missing = subprocess.run(
-        [str(SCRIPT), "--config", str(home / "missing.toml"), "config", "check"],
+    missing = run_script(
+        ["--config", str(home / "missing.toml"), "config", "check"],
         env=clean_env(home),
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
     assert missing.returncode == 2
     assert "config error: --config: file not found" in missing.stderr
