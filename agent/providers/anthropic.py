@@ -72,7 +72,7 @@ class AnthropicProvider(Provider):
         try:
             resp = await self._client.get("models")
         except httpx.HTTPError:
-            raise ProviderUnavailable("the LLM provider cannot be reached") from None
+            raise ProviderUnavailable("the LLM provider cannot be reached", retryable=True) from None
         if resp.status_code in (401, 403) or resp.status_code >= 500:
             raise error_from_response(resp.status_code, resp.headers, resp.text, self._secret)
 
@@ -140,7 +140,9 @@ class AnthropicProvider(Provider):
                     await drain(stream)
                     break
         if not finished:
-            raise ProviderUnavailable("the LLM provider's stream ended before the answer was complete")
+            raise ProviderUnavailable(
+                "the LLM provider's stream ended before the answer was complete", retryable=True
+            )
         reason = _STOP.get(stop, "stop")
         if calls:
             yield ToolCallsReady(tuple(calls))

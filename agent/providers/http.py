@@ -80,10 +80,12 @@ async def post_stream(
                 raise error_from_response(resp.status_code, resp.headers, text, secret)
             yield resp
     except httpx.TimeoutException:
-        raise ProviderUnavailable("the LLM provider timed out") from None
+        raise ProviderUnavailable("the LLM provider timed out", retryable=True) from None
     except httpx.TransportError as exc:
         # RemoteProtocolError (cut stream), ConnectError, ReadError...: no URL or header in the text
-        raise ProviderUnavailable(f"connection to the LLM provider failed ({type(exc).__name__})") from None
+        raise ProviderUnavailable(
+            f"connection to the LLM provider failed ({type(exc).__name__})", retryable=True
+        ) from None
 
 
 def scrub(text: str, secret: str) -> str:

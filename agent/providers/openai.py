@@ -69,7 +69,7 @@ class OpenAIProvider(Provider):
         try:
             resp = await self._client.get("models")
         except httpx.HTTPError:
-            raise ProviderUnavailable("the LLM provider cannot be reached") from None
+            raise ProviderUnavailable("the LLM provider cannot be reached", retryable=True) from None
         if resp.status_code in (401, 403) or resp.status_code >= 500:
             raise error_from_response(resp.status_code, resp.headers, resp.text, self._secret)
 
@@ -106,7 +106,9 @@ class OpenAIProvider(Provider):
                     await drain(stream)
                     break
         if not done and finish is None:
-            raise ProviderUnavailable("the LLM provider's stream ended before the answer was complete")
+            raise ProviderUnavailable(
+                "the LLM provider's stream ended before the answer was complete", retryable=True
+            )
         assembled = calls.calls()
         reason = _FINISH.get(finish or "stop", "stop")
         if assembled:
