@@ -1,0 +1,156 @@
+"""JSON errors of the web channel and the request-body reader that enforces the size limit.
+
+Every error answer is ``{"error": {"code": ..., "message": ...}}`` with the matching HTTP status. Under
+``/v1/`` (the OpenAI-compatible API) the same object also carries ``type`` and ``param`` so that
+OpenAI clients raise their usual exceptions. Messages are one user-safe line: never a traceback, never
+a secret.
+
+::
+
+    ApiError(status, code, message)   raised by routes; rendered as above
+    StoreError subclasses             mapped: InvalidInput 400, NotFound 404, Conflict 409,
+                                      StoreUnavailable 503, anything else 500 (logged, generic text)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from store.errors import Conflict, InvalidInput, NotFound, StoreError, StoreUnavailable
+
+log = structlog.get_logger("hero.web")
+
+#: OpenAI's error ``type`` for each status we answer under /v1/
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    502: "api_error",
+    503: "service_unavailable",
+    504: "timeout_error",
+}
+
+
+class ApiError(Exception):
+    """An error answer: HTTP ``status``, machine-readable ``code``, one user-safe ``message`` line."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_body(status: int, code: str, message: str, *, openai: bool = False) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if openai:
+        err["type"] = _OPENAI_TYPES.get(status, "api_error")
+        err["param"] = None
+    return {"error": err}
+
+
+def error_response(
+    status: int, code: str, message: str, *, openai: bool = False, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(status, code, message, openai=openai), status_code=status, headers=headers)
+
+
+def _is_openai(request: Request) -> bool:
+    return request.url.path.startswith("/v1/")
+
+
+def store_error_status(exc: StoreError) -> tuple[int, str]:
+    if isinstance(exc, NotFound):
+        return 404, "not_found"
+    if isinstance(exc, InvalidInput):
+        return 400, "invalid_input"
+    if isinstance(exc, Conflict):
+        return 409, "conflict"
+    if isinstance(exc, StoreUnavailable):
+        return 503, "store_unavailable"
+    return 500, "internal_error"
+
+
+def store_error_message(exc: StoreError) -> str:
+    if isinstance(exc, NotFound):
+        # identical for a missing id and for another user's or context's id
+        return f"{exc.kind} not found"
+    return str(exc) if exc.user_safe else "internal error"
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, openai=_is_openai(request), headers=exc.headers)
+
+
+async def handle_store_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StoreError)
+    status, code = store_error_status(exc)
+    if status >= 500:
+        log.error("web.store_error", error_type=type(exc).__name__, path=request.url.path)
+    return error_response(status, code, store_error_message(exc), openai=_is_openai(request))
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    message = "no such route" if exc.status_code == 404 else str(exc.detail)
+    return error_response(
+        exc.status_code,
+        codes.get(exc.status_code, "http_error"),
+        message,
+        openai=_is_openai(request),
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("web.unhandled_error", path=request.url.path, error_type=type(exc).__name__)
+    return error_response(500, "internal_error", "internal error", openai=_is_openai(request))
+
+
+async def read_json_object(request: Request, max_bytes: int, *, allow_empty: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object, read with a hard size cap.
+
+    413 when the body (declared or actual) exceeds ``max_bytes``; 400 for anything that is not a JSON
+    object. Nothing is stored before this returns, so a rejected body changes nothing.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > max_bytes:
+                raise _too_large(max_bytes)
+        except ValueError:
+            raise ApiError(400, "invalid_request", "invalid Content-Length header") from None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise _too_large(max_bytes)
+    if not body.strip():
+        if allow_empty:
+            return {}
+        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
+    try:
+        data = json.loads(bytes(body))
+    except (ValueError, RecursionError):
+        raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
+    return data
+
+
+def _too_large(max_bytes: int) -> ApiError:
+    return ApiError(413, "body_too_large", f"the request body is larger than {max_bytes} bytes")

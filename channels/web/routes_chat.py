@@ -1,0 +1,132 @@
+"""``POST /api/chat``: one message in, a typed SSE stream out.
+
+Events, in order: ``start`` (ids), then any of ``delta`` / ``tool_start`` / ``tool_end`` / ``usage``,
+then exactly one of ``done`` (ids + usage) or ``error``. A slash command answers a single ``command``
+event instead. When the client disconnects, the turn is cancelled and the agent stores the partial reply
+marked ``interrupted``. On shutdown the turn gets ``[web] shutdown_deadline_s`` to finish, then it is
+cancelled the same way and the stream ends with ``error`` (code ``shutdown``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from agent.core import TurnRequest
+from agent.events import (
+    Done,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+    TurnError,
+    TurnEvent,
+    TurnStarted,
+    UsageInfo,
+)
+from channels.web.auth import authenticate, caller_scope
+from channels.web.errors import ApiError, read_json_object
+from channels.web.sse import Emit, EventStreamResponse, sse_event
+from channels.web.state import web_state
+from channels.web.turns import is_stop, run_turn
+from channels.web.views import only_keys, str_field
+
+
+def event_payload(event: TurnEvent, context: str) -> tuple[str, dict[str, Any]]:
+    """The SSE event name and data for one turn event (the public event vocabulary)."""
+    if isinstance(event, TurnStarted):
+        return "start", {
+            "conversation_id": event.conversation_id,
+            "user_message_id": event.user_message_id,
+            "turn_id": event.turn_id,
+            "context": context,
+        }
+    if isinstance(event, TextDelta):
+        return "delta", {"text": event.text}
+    if isinstance(event, ToolStarted):
+        return "tool_start", {"call_id": event.call_id, "name": event.name, "arguments": event.arguments}
+    if isinstance(event, ToolFinished):
+        return "tool_end", {
+            "call_id": event.call_id,
+            "name": event.name,
+            "ok": event.ok,
+            "summary": event.summary,
+            "duration_ms": event.duration_ms,
+        }
+    if isinstance(event, UsageInfo):
+        return "usage", {
+            "model": event.model,
+            "prompt_tokens": event.prompt_tokens,
+            "completion_tokens": event.completion_tokens,
+        }
+    if isinstance(event, Done):
+        return "done", {
+            "conversation_id": event.conversation_id,
+            "message_id": event.message_id,
+            "text": event.text,
+            "usage": {
+                "model": event.model,
+                "prompt_tokens": event.prompt_tokens,
+                "completion_tokens": event.completion_tokens,
+            },
+        }
+    if isinstance(event, TurnError):
+        return "error", {
+            "code": event.code,
+            "message": event.message,
+            "conversation_id": event.conversation_id,
+        }
+    return "command", {
+        "command": event.command,
+        "text": event.text,
+        "ok": event.ok,
+        "data": event.data,
+        "conversation_id": event.conversation_id,
+    }
+
+
+async def chat(request: Request) -> Response:
+    authenticate(request)  # 401 before the body is read
+    state = web_state(request)
+    body = await read_json_object(request, state.settings.web.max_body_bytes)
+    scope = caller_scope(request, body)
+    only_keys(body, {"message", "conversation_id"})
+    message = str_field(body, "message", required=True, max_len=state.settings.web.max_body_bytes)
+    assert message is not None
+    if not message.strip():
+        raise ApiError(400, "invalid_field", "message is empty")
+    limit = state.settings.agent.max_message_chars
+    if len(message) > limit:
+        raise ApiError(413, "message_too_large", f"message is longer than {limit} characters")
+    conversation_id = str_field(body, "conversation_id", max_len=64)
+    if conversation_id is not None:
+        # a missing or foreign id is a plain 404 before the stream starts
+        # and chatting in a conversation makes it the active one, as /switch would
+        await state.agent.set_active_conversation(scope, conversation_id)
+    if state.shutdown.is_set() and not is_stop(message):
+        raise ApiError(503, "shutting_down", "the server is shutting down")
+    req = TurnRequest(scope=scope, channel="web", text=message, conversation_id=conversation_id)
+
+    async def produce(emit: Emit) -> None:
+        async def on_event(event: TurnEvent) -> None:
+            name, data = event_payload(event, scope.context)
+            await emit(sse_event(name, data))
+
+        await run_turn(state, req, on_event)
+
+    async def on_cut(emit: Emit, reason: str) -> None:
+        message = (
+            "the server is shutting down; the reply was interrupted"
+            if reason == "shutdown"
+            else "internal error; the reply was interrupted"
+        )
+        await emit(
+            sse_event("error", {"code": reason, "message": message, "conversation_id": conversation_id or ""})
+        )
+
+    return EventStreamResponse(state, produce, on_cut)
+
+
+ROUTES = [Route("/api/chat", chat, methods=["POST"])]

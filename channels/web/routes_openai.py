@@ -1,0 +1,236 @@
+"""The OpenAI-compatible endpoint: ``POST /v1/chat/completions`` (streaming and not), ``GET /v1/models``.
+
+The agent keeps its own history, so only the **last user message** of ``messages`` is the turn input;
+earlier messages (and system prompts) in the request are ignored. The conversation is picked by:
+
+1. the header ``X-Hero-Conversation: <id>`` (must exist in the caller's scope, else 404);
+2. else the ``user`` field: each distinct value maps to one conversation of the caller's scope
+   (remembered in the store's per-scope state under ``openai-user:<value>``; a deleted one is replaced
+   by a new conversation); no ``user`` field is the value ``""``: one default API conversation.
+
+Turns are stored with channel ``api``; the chosen conversation id is echoed in the response header
+``X-Hero-Conversation``. Errors use OpenAI's shape (``error.message``, ``type``, ``param``, ``code``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from agent.core import TurnRequest
+from agent.events import CommandOutput, TextDelta, TurnError, TurnEvent
+from channels.web.auth import authenticate, caller_scope
+from channels.web.errors import ApiError, error_body, read_json_object
+from channels.web.sse import Emit, EventStreamResponse, run_until_shutdown_deadline, sse_data
+from channels.web.state import WebState, web_state
+from channels.web.turns import TurnSummary, run_turn
+from store.errors import NotFound
+from store.models import Scope
+
+CHANNEL = "api"
+CONVERSATION_HEADER = "x-hero-conversation"
+_TURN_ERROR_STATUS = {
+    "invalid_input": 400,
+    "not_found": 404,
+    "busy": 409,
+    "conflict": 409,
+    "provider_error": 502,
+    "store_unavailable": 503,
+    "cancelled": 503,
+    "deadline": 504,
+}
+#: one lock per (scope, user field) so that two first requests do not create two conversations
+_PICK_LOCKS: dict[tuple[str, str, str], anyio.Lock] = {}
+
+
+def _model_name(state: WebState) -> str:
+    return state.settings.web.api_model_name
+
+
+async def list_models(request: Request) -> Response:
+    authenticate(request)
+    name = _model_name(web_state(request))
+    return JSONResponse(
+        {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "hero-agent"}]}
+    )
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "invalid_messages", "messages must be a non-empty list")
+    for msg in reversed(messages):
+        if not isinstance(msg, dict):
+            raise ApiError(400, "invalid_messages", "every message must be an object")
+        if msg.get("role") != "user":
+            continue
+        content = msg.get("content")
+        if isinstance(content, str):
+            text = content
+        elif isinstance(content, list):
+            parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+            text = "\n".join(p for p in parts if isinstance(p, str))
+        else:
+            raise ApiError(400, "invalid_messages", "message content must be a string or a list of parts")
+        if not text.strip():
+            raise ApiError(400, "invalid_messages", "the last user message is empty")
+        return text
+    raise ApiError(400, "invalid_messages", "messages contain no user message")
+
+
+async def pick_conversation(state: WebState, request: Request, scope: Scope, user_field: str) -> str:
+    store = state.agent.store
+    chosen = request.headers.get(CONVERSATION_HEADER)
+    if chosen:
+        return (await store.get_conversation(scope, chosen.strip())).sid
+    key = f"openai-user:{user_field}"
+    lock = _PICK_LOCKS.setdefault((scope.context, scope.user_id, user_field), anyio.Lock())
+    async with lock:
+        known = await store.get_state(scope, key)
+        if known:
+            try:
+                return (await store.get_conversation(scope, known)).sid
+            except NotFound:
+                pass  # deleted since: start a new one
+        title = f"API: {user_field}" if user_field else "API"
+        conv = await store.create_conversation(scope, title[:200], channel=CHANNEL)
+        await store.set_state(scope, key, conv.sid)
+        return conv.sid
+
+
+async def chat_completions(request: Request) -> Response:
+    authenticate(request)
+    state = web_state(request)
+    body = await read_json_object(request, state.settings.web.max_body_bytes)
+    scope = caller_scope(request, body)
+    text = last_user_text(body)
+    limit = state.settings.agent.max_message_chars
+    if len(text) > limit:
+        raise ApiError(413, "message_too_large", f"message is longer than {limit} characters")
+    user_field = body.get("user", "")
+    if not isinstance(user_field, str) or len(user_field) > 256:
+        raise ApiError(400, "invalid_user", "user must be a string of at most 256 characters")
+    model = body.get("model") or _model_name(state)
+    if not isinstance(model, str):
+        raise ApiError(400, "invalid_model", "model must be a string")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ApiError(400, "invalid_stream", "stream must be a boolean")
+    options = body.get("stream_options") or {}
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    if state.shutdown.is_set():
+        raise ApiError(503, "shutting_down", "the server is shutting down")
+    conversation_id = await pick_conversation(state, request, scope, user_field)
+    req = TurnRequest(scope=scope, channel=CHANNEL, text=text, conversation_id=conversation_id)
+    headers = {"X-Hero-Conversation": conversation_id}
+    created = int(time.time())
+    if stream:
+        return _stream(state, req, model, created, include_usage=include_usage, headers=headers)
+
+    summary = TurnSummary()
+    failure: list[TurnError] = []
+
+    async def on_event(event: TurnEvent) -> None:
+        if isinstance(event, TurnError):
+            failure.append(event)
+
+    async def work() -> None:
+        nonlocal summary
+        summary = await run_turn(state, req, on_event)
+
+    if not await run_until_shutdown_deadline(state, work):
+        raise ApiError(503, "shutting_down", "the server is shutting down; the reply was interrupted")
+    if failure:
+        err = failure[0]
+        raise ApiError(_TURN_ERROR_STATUS.get(err.code, 500), err.code, err.message, headers=headers)
+    return JSONResponse(
+        {
+            "id": f"chatcmpl-{conversation_id}-{created}",
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": summary.text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": _usage(summary),
+        },
+        headers=headers,
+    )
+
+
+def _usage(summary: TurnSummary) -> dict[str, int]:
+    return {
+        "prompt_tokens": summary.prompt_tokens,
+        "completion_tokens": summary.completion_tokens,
+        "total_tokens": summary.prompt_tokens + summary.completion_tokens,
+    }
+
+
+def _stream(
+    state: WebState,
+    req: TurnRequest,
+    model: str,
+    created: int,
+    *,
+    include_usage: bool,
+    headers: dict[str, str],
+) -> Response:
+    chunk_id = f"chatcmpl-{req.conversation_id}-{created}"
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        body = {
+            "id": chunk_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return sse_data(json.dumps(body, separators=(",", ":"), ensure_ascii=False))
+
+    async def produce(emit: Emit) -> None:
+        await emit(chunk({"role": "assistant", "content": ""}))
+
+        async def on_event(event: TurnEvent) -> None:
+            if (isinstance(event, TextDelta) and event.text) or isinstance(event, CommandOutput):
+                await emit(chunk({"content": event.text}))
+            elif isinstance(event, TurnError):
+                status = _TURN_ERROR_STATUS.get(event.code, 500)
+                await emit(sse_data(json.dumps(error_body(status, event.code, event.message, openai=True))))
+
+        summary = await run_turn(state, req, on_event)
+        if summary.outcome in ("complete", "command"):
+            await emit(chunk({}, "stop"))
+            if include_usage:
+                usage = {
+                    "id": chunk_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": _usage(summary),
+                }
+                await emit(sse_data(json.dumps(usage, separators=(",", ":"))))
+        await emit(sse_data("[DONE]"))
+
+    async def on_cut(emit: Emit, reason: str) -> None:
+        err = error_body(503, reason, "the reply was interrupted: the server is shutting down", openai=True)
+        await emit(sse_data(json.dumps(err)))
+        await emit(sse_data("[DONE]"))
+
+    return EventStreamResponse(state, produce, on_cut, headers=headers)
+
+
+ROUTES = [
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+]

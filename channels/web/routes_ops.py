@@ -1,0 +1,82 @@
+"""Operational routes (no authentication): liveness, readiness, metrics, the OpenAPI document and the
+web page.
+
+They expose no user data: ``/metrics`` holds counts only, ``/readyz`` names the failing dependency
+without its address or credentials.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import structlog
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from channels.web.errors import error_response
+from channels.web.openapi import openapi_document
+from channels.web.state import web_state
+from store.errors import StoreError
+
+log = structlog.get_logger("hero.web")
+
+STATIC_DIR = Path(__file__).parent / "static"
+READY_TIMEOUT_S = 5.0
+#: the page loads only its own files; inline scripts and styles are refused
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state = web_state(request)
+    try:
+        with anyio.fail_after(READY_TIMEOUT_S):
+            await state.agent.ping()
+    except TimeoutError:
+        return error_response(503, "not_ready", "a dependency did not answer in time")
+    except StoreError as exc:
+        log.warning("web.not_ready", dependency="store", error_type=type(exc).__name__)
+        return error_response(503, "not_ready", "the store is not reachable")
+    except Exception as exc:
+        log.warning("web.not_ready", dependency="provider", error_type=type(exc).__name__)
+        return error_response(503, "not_ready", "the LLM provider is not reachable")
+    if state.shutdown.is_set():
+        return error_response(503, "shutting_down", "the server is shutting down")
+    return JSONResponse({"status": "ready"})
+
+
+async def metrics(request: Request) -> Response:
+    body = web_state(request).metrics.render()
+    return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def openapi_json(request: Request) -> Response:
+    return JSONResponse(openapi_document(web_state(request).settings))
+
+
+async def index(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS, media_type="text/html")
+
+
+ROUTES = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
+    Route("/", index, methods=["GET"]),
+    Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
+]

@@ -1,0 +1,134 @@
+"""Running one agent turn for a web request: events out, metrics and one structured log line.
+
+Shared by ``/api/chat`` (channel ``web``) and ``/v1/chat/completions`` (channel ``api``). ``/stop``
+is answered here by cancelling the conversation's running turn through ``Agent.stop_turn`` (a running
+turn holds the conversation, so sending ``/stop`` through the agent would wait behind it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio
+import structlog
+
+from agent.core import TurnRequest
+from agent.events import CommandOutput, Done, TextDelta, TurnError, TurnEvent, TurnStarted, UsageInfo
+from channels.web.errors import store_error_message, store_error_status
+from channels.web.state import WebState
+from store.errors import StoreError
+
+log = structlog.get_logger("hero.web")
+
+OnEvent = Callable[[TurnEvent], Awaitable[None]]
+
+
+@dataclass
+class TurnSummary:
+    """What happened, for metrics and logs (and for non-streaming answers)."""
+
+    conversation_id: str = ""
+    text: str = ""
+    outcome: str = "interrupted"  # complete | error | interrupted | command
+    error_code: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model: str = ""
+    first_token_s: float | None = None
+
+
+def is_stop(text: str) -> bool:
+    return text.strip().split(maxsplit=1)[:1] == ["/stop"]
+
+
+async def run_turn(state: WebState, req: TurnRequest, on_event: OnEvent) -> TurnSummary:
+    """Drive ``Agent.handle`` for ``req``, handing every event to ``on_event``.
+
+    Store errors raised before the turn starts become a ``TurnError`` event. Cancellation (client gone,
+    shutdown deadline) propagates; the agent stores the partial reply marked interrupted.
+    """
+    started = anyio.current_time()
+    summary = TurnSummary(conversation_id=req.conversation_id or "")
+    try:
+        if is_stop(req.text):
+            stopped = await state.agent.stop_turn(req.scope, req.conversation_id)
+            text = "Stopped the running turn." if stopped else "No turn is running."
+            await _deliver(
+                CommandOutput(command="stop", text=text, data={"stopped": stopped}),
+                summary,
+                started,
+                on_event,
+            )
+        else:
+            events = state.agent.handle(req)
+            try:
+                async for event in events:
+                    await _deliver(event, summary, started, on_event)
+            finally:
+                # close the turn's iterator now, not at garbage collection: its cleanup stores the turn
+                if isinstance(events, AsyncGenerator):
+                    with anyio.CancelScope(shield=True):
+                        await events.aclose()
+    except StoreError as exc:
+        status, code = store_error_status(exc)
+        if status >= 500 and code == "internal_error":
+            raise
+        await _deliver(
+            TurnError(code=code, message=store_error_message(exc), conversation_id=summary.conversation_id),
+            summary,
+            started,
+            on_event,
+        )
+    finally:
+        elapsed = anyio.current_time() - started
+        state.metrics.turn_finished(
+            req.channel,
+            summary.outcome,
+            seconds=elapsed,
+            ttft=summary.first_token_s,
+            prompt_tokens=summary.prompt_tokens,
+            completion_tokens=summary.completion_tokens,
+            error_code=summary.error_code or ("cancelled" if summary.outcome == "interrupted" else ""),
+        )
+        log.info(
+            "web.turn",
+            channel=req.channel,
+            context=req.scope.context,
+            user=req.scope.user_id,
+            conversation=summary.conversation_id,
+            outcome=summary.outcome,
+            error_code=summary.error_code,
+            duration_ms=round(elapsed * 1000, 1),
+            ttft_ms=None if summary.first_token_s is None else round(summary.first_token_s * 1000, 1),
+            prompt_tokens=summary.prompt_tokens,
+            completion_tokens=summary.completion_tokens,
+        )
+    return summary
+
+
+async def _deliver(event: TurnEvent, summary: TurnSummary, started: float, on_event: OnEvent) -> None:
+    if isinstance(event, TurnStarted):
+        summary.conversation_id = event.conversation_id
+    elif isinstance(event, TextDelta):
+        if summary.first_token_s is None:
+            summary.first_token_s = anyio.current_time() - started
+        summary.text += event.text
+    elif isinstance(event, UsageInfo):
+        summary.model = event.model or summary.model
+    elif isinstance(event, Done):
+        summary.outcome = "complete"
+        summary.conversation_id = event.conversation_id or summary.conversation_id
+        summary.text = event.text or summary.text
+        summary.prompt_tokens = event.prompt_tokens
+        summary.completion_tokens = event.completion_tokens
+        summary.model = event.model or summary.model
+    elif isinstance(event, TurnError):
+        summary.outcome = "error"
+        summary.error_code = event.code
+        summary.conversation_id = event.conversation_id or summary.conversation_id
+    elif isinstance(event, CommandOutput):
+        summary.outcome = "command"
+        summary.text = event.text
+        summary.conversation_id = event.conversation_id or summary.conversation_id
+    await on_event(event)
