@@ -195,6 +195,8 @@ class MemoryManager:
         key = (scope.context, scope.user_id, conversation_id)
         lock = self._locks.setdefault(key, anyio.Lock())
         async with lock:
+            if (await self.store.get_conversation(scope, conversation_id)).is_group:
+                return 0  # groups: no single user to learn about (see the module docstring)
             seen = int(await self.store.get_state(scope, _state_key(conversation_id)) or 0)
             page = await self.store.list_messages(
                 scope, conversation_id, limit=EXTRACTION_WINDOW, descending=True

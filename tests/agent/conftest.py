@@ -154,11 +154,15 @@ async def turn(agent: Agent, text: str, **kw: Any) -> list[TurnEvent]:
 
 def main_requests(fake: FakeOpenAI) -> list[dict[str, Any]]:
     """The recorded requests that are turn steps (not memory extraction or compaction)."""
-    return [r for r in fake.requests if not is_marked(r, MEMORY_MARKER) and not is_marked(r, COMPACTION_MARKER)]
+    return [
+        r for r in fake.requests if not is_marked(r, MEMORY_MARKER) and not is_marked(r, COMPACTION_MARKER)
+    ]
 
 
 def is_marked(body: dict[str, Any], marker: str) -> bool:
-    return any(m.get("role") == "system" and marker in str(m.get("content")) for m in body.get("messages", []))
+    return any(
+        m.get("role") == "system" and marker in str(m.get("content")) for m in body.get("messages", [])
+    )
 
 
 def system_of(body: dict[str, Any]) -> str:

@@ -98,7 +98,9 @@ async def test_parallel_calls_run_concurrently_and_keep_call_order(
 ) -> None:
     # call_a waits for call_b: it can only finish if both run at the same time, and it finishes last
     fake.enqueue(
-        reply_tool_calls([("call_a", "gate", tool_args(key="a", wait_for="b")), ("call_b", "gate", tool_args(key="b"))]),
+        reply_tool_calls(
+            [("call_a", "gate", tool_args(key="a", wait_for="b")), ("call_b", "gate", tool_args(key="b"))]
+        ),
         reply_text("both done"),
     )
     events = await turn(agent, "go")

@@ -1,0 +1,149 @@
+"""The model's view of a conversation: /clear, compaction, serialized turns."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import pytest
+
+from agent.context import SUMMARY_TYPE
+from agent.core import Agent
+from agent.events import CommandOutput, Done, TurnEvent
+from store import Role
+from tests.agent.conftest import (
+    SCOPE,
+    Kit,
+    all_messages,
+    assert_valid_history,
+    is_marked,
+    main_requests,
+    req,
+    running,
+    system_of,
+    turn,
+    with_llm,
+)
+from tests.fakes.openai_server import FakeOpenAI, reply_text, reply_tool_calls
+from tests.fakes.sse_scripts import COMPACTION_MARKER, DEFAULT_SUMMARY, MEMORY_MARKER, Reply
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_clear_hides_earlier_turns_but_keeps_them_archived(agent: Agent, fake: FakeOpenAI) -> None:
+    await turn(agent, "first question")
+    done = (await turn(agent, "second question"))[-1]
+    assert isinstance(done, Done)
+    before = len(fake.requests)
+    [out] = await turn(agent, "/clear")
+    assert isinstance(out, CommandOutput) and out.ok and out.conversation_id == done.conversation_id
+    # auto-memory looked at the conversation before it was cleared
+    assert any(is_marked(r, MEMORY_MARKER) and "second question" in str(r) for r in fake.requests[before:])
+
+    await turn(agent, "third question")
+    sent = main_requests(fake)[-1]["messages"]
+    assert [(m["role"], m["content"]) for m in sent if m["role"] != "system"] == [("user", "third question")]
+    msgs = await all_messages(agent.store, done.conversation_id)
+    assert [m.content for m in msgs if m.role == "user"] == [
+        "first question",
+        "second question",
+        "third question",
+    ]
+
+
+def _tool_then_text(body: dict[str, Any]) -> Reply | None:
+    """Each user message gets one tool call, each tool result a long answer."""
+    if is_marked(body, MEMORY_MARKER) or is_marked(body, COMPACTION_MARKER):
+        return None
+    msgs = body["messages"]
+    if msgs[-1]["role"] == "user":
+        n = sum(1 for m in msgs if m["role"] == "user")
+        return reply_tool_calls([(f"call_{n}_{len(msgs)}", "count", json.dumps({"q": n}))])
+    return reply_text("Noted. " + "lorem ipsum dolor sit amet " * 20, chunks=2)
+
+
+async def test_compaction_keeps_tool_pairs_and_the_summary(kit: Kit, fake: FakeOpenAI) -> None:
+    settings = with_llm(kit.settings, context_window=2_000, max_output_tokens=200)
+    fake.responder = _tool_then_text
+    async with running(settings, kit.registry()) as agent:
+        for i in range(12):
+            events = await turn(agent, f"turn {i}: " + "please remember this detail " * 15)
+            assert isinstance(events[-1], Done), events[-1]
+            if any(is_marked(r, COMPACTION_MARKER) for r in fake.requests):
+                break
+        else:
+            pytest.fail("no compaction within 12 turns")
+        cid = events[-1].conversation_id
+        idx = next(i for i, r in enumerate(fake.requests) if is_marked(r, COMPACTION_MARKER))
+        # memories are flushed before the older turns are summarised
+        assert is_marked(fake.requests[idx - 1], MEMORY_MARKER)
+        transcript = fake.requests[idx]["messages"][-1]["content"]
+        assert "[called count(" in transcript and "[tool count result: count" in transcript
+
+        after = fake.requests[idx + 1]
+        assert not is_marked(after, MEMORY_MARKER) and not is_marked(after, COMPACTION_MARKER)
+        assert DEFAULT_SUMMARY in system_of(after)
+        assert_valid_history(after["messages"])
+        assert "turn 0:" not in str(after["messages"])
+        assert after["messages"][-1]["content"].startswith(f"turn {i}:")
+
+        msgs = await all_messages(agent.store, cid)
+        [summary] = [m for m in msgs if m.message_type == SUMMARY_TYPE]
+        assert summary.role == Role.SYSTEM and summary.content == DEFAULT_SUMMARY
+        conv = await agent.store.get_conversation(SCOPE, cid)
+        through = summary.extra["summary_through"]
+        assert conv.summary_seq == through + 1
+        # the split is at a user-turn boundary: the first kept message is a user message
+        assert next(m for m in msgs if m.seq > through).role == Role.USER
+        # nothing was deleted
+        assert sum(1 for m in msgs if m.role == Role.USER) == i + 1
+
+        # the following turns keep using the summary
+        await turn(agent, "and now?")
+        assert DEFAULT_SUMMARY in system_of(main_requests(fake)[-1])
+        assert_valid_history(main_requests(fake)[-1]["messages"])
+
+
+async def test_compact_command(agent: Agent, fake: FakeOpenAI) -> None:
+    [out] = await turn(agent, "/compact")
+    assert isinstance(out, CommandOutput) and out.text == "There is no conversation to compact yet."
+    await turn(agent, "one")
+    [out] = await turn(agent, "/compact")
+    assert isinstance(out, CommandOutput) and out.data == {"compacted": False}
+    await turn(agent, "two")
+    await turn(agent, "three")
+    [out] = await turn(agent, "/compact")
+    assert isinstance(out, CommandOutput) and out.data == {"compacted": True}
+    await turn(agent, "four")
+    sent = main_requests(fake)[-1]
+    assert DEFAULT_SUMMARY in system_of(sent)
+    # /compact keeps the newest turn verbatim
+    assert [m["content"] for m in sent["messages"] if m["role"] == "user"] == ["three", "four"]
+
+
+async def test_two_turns_on_one_conversation_never_interleave(agent: Agent, fake: FakeOpenAI) -> None:
+    fake.chunk_delay = 0.05
+    conv = await agent.new_conversation(SCOPE, channel="cli")
+    results: dict[str, list[TurnEvent]] = {}
+
+    async def one(text: str, channel: str) -> None:
+        results[text] = [
+            ev async for ev in agent.handle(req(text, channel=channel, conversation_id=conv.sid))
+        ]
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, "from the web", "web")
+            tg.start_soon(one, "from telegram", "telegram")
+    assert all(isinstance(evs[-1], Done) for evs in results.values())
+    first, second = main_requests(fake)[:2]
+    first_text = first["messages"][-1]["content"]
+    # the second request was built after the first turn had finished: it carries its answer
+    assert [m["content"] for m in second["messages"] if m["role"] != "system"][:2] == [
+        first_text,
+        f"echo: {first_text}",
+    ]
+    msgs = await all_messages(agent.store, conv.sid)
+    assert [m.role for m in msgs] == ["user", "assistant", "user", "assistant"]
+    assert msgs[0].channel == msgs[1].channel and msgs[2].channel == msgs[3].channel
