@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
 from store.errors import Conflict, InvalidInput, NotFound, StoreError, StoreUnavailable
 from store.models import Kind
@@ -275,11 +276,15 @@ def methods_in(document: Any) -> set[str]:
 
 
 def endpoint_for(url: str, domain: str = DOMAIN) -> str:
-    """SPEC 7.3: ``url`` ending in ``/rpc`` is the endpoint; else ``{url}_{domain}/rpc``."""
-    base = url.rstrip("/")
-    if base.endswith("/rpc"):
-        return base
-    return f"{base}_{domain}/rpc"
+    """SPEC 7.3: ``url`` whose path ends in ``/rpc`` is the endpoint; else ``{url}_{domain}/rpc``.
+
+    The rule applies to the path; a query string (if any) is kept at the end.
+    """
+    parts = urlsplit(url.strip())
+    path = parts.path.rstrip("/")
+    if not path.endswith("/rpc"):
+        path = f"{path}_{domain}/rpc"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {

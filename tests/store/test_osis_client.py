@@ -1,0 +1,197 @@
+"""The osis engine (client): start-up check, error mapping, secrets, outages and recovery."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from store.api import Store
+from store.embedded import EmbeddedEngine
+from store.engine import ListQuery
+from store.errors import InvalidInput, NotFound, StoreUnavailable
+from store.models import Kind, Scope
+from store.osis_client import OsisEngine, redacted
+from store.osis_protocol import OsisAuthError, OsisProtocolError, openrpc_document
+from tests.store.osis_fixtures import client_settings, embedded_server, free_port, serve
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+SCOPE = Scope("default", "ann")
+SECRET = "hunter2-very-secret"
+
+
+def _plain_osis(methods: set[str] | None = None) -> httpx.MockTransport:
+    """A plain OSIS service at the transport seam: ``set`` answers a bare sid."""
+    records: dict[str, dict[str, object]] = {}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        method, params = body["method"], body.get("params", {})
+        if method == "rpc.discover":
+            doc = openrpc_document()
+            if methods is not None:
+                doc["methods"] = [m for m in doc["methods"] if m["name"] in methods]
+            result: object = doc
+        elif method.endswith(".set"):
+            sid = f"{len(records) + 1:04d}"
+            records[sid] = {**params["object"], "sid": sid, "user_id": params["user_id"],
+                            "context": request.headers["x-hero-context"]}
+            result = sid
+        elif method.endswith(".get"):
+            result = records[params["sid"]]
+        else:
+            return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"],
+                                             "error": {"code": -32601, "message": method}})
+        return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "result": result})
+
+    return httpx.MockTransport(handle)
+
+
+async def test_startup_check_names_missing_methods() -> None:
+    have = {"rpc.discover", "agentconversation.get", "agentconversation.set"}
+    engine = OsisEngine(client_settings("http://osis.test/hero_osis"), transport=_plain_osis(have))
+    with pytest.raises(OsisProtocolError) as info:
+        await engine.open()
+    assert "agentmessage.list" in str(info.value) and "store.dump" in str(info.value)
+    assert "http://osis.test/hero_osis_ai/rpc" in str(info.value)
+    await engine.aclose()
+
+
+async def test_plain_sid_answer_is_followed_by_a_get() -> None:
+    engine = OsisEngine(client_settings("http://osis.test/x/rpc"), transport=_plain_osis())
+    async with engine:
+        rec = await engine.create(Kind.MEMORY, SCOPE, {"content": "likes tea"})
+    assert rec["sid"] == "0001" and rec["content"] == "likes tea" and rec["context"] == "default"
+
+
+async def test_unreachable_names_the_url_without_credentials() -> None:
+    port = free_port()
+    url = f"http://admin:{SECRET}@127.0.0.1:{port}/hero_osis?token={SECRET}"
+    engine = OsisEngine(client_settings(url, secret=SECRET, retries=1))
+    with pytest.raises(StoreUnavailable) as info:
+        await engine.open()
+    assert str(info.value) == f"OSIS store unreachable at http://127.0.0.1:{port}/hero_osis_ai/rpc"
+    assert SECRET not in repr(info.value)
+    await engine.aclose()
+    assert redacted(f"https://u:{SECRET}@h:8/p?k={SECRET}#f") == "https://h:8/p"
+
+
+async def test_wrong_secret_is_a_clear_auth_error(tmp_path: Path) -> None:
+    async with embedded_server(tmp_path / "srv", secret=SECRET) as served:
+        bad = OsisEngine(client_settings(served.base_url, secret="wrong-one"))
+        with pytest.raises(OsisAuthError) as info:
+            await bad.open()
+        assert "store.secret" in str(info.value) and "wrong-one" not in str(info.value)
+        await bad.aclose()
+        async with OsisEngine(client_settings(served.base_url, secret=SECRET)) as good:
+            await good.ping()
+
+
+async def test_errors_map_to_store_errors(tmp_path: Path) -> None:
+    async with embedded_server(tmp_path / "srv") as served, OsisEngine(client_settings(served.base_url)) as eng:
+        assert await eng.get(Kind.CONVERSATION, SCOPE, "zz") is None
+        assert await eng.update(Kind.CONVERSATION, SCOPE, "zz", {"title": "x"}) is None
+        with pytest.raises(NotFound):
+            await eng.create(Kind.MESSAGE, SCOPE, {"conversation_id": "zz", "role": "user", "content": "x"})
+        with pytest.raises(InvalidInput):
+            await eng.restore(Kind.MEMORY, {"sid": "01", "context": "other", "user_id": "ann"})
+        store = Store(eng)
+        with pytest.raises(NotFound):
+            await store.get_conversation(SCOPE, "abc")
+
+
+class _LoseFirstAnswer(httpx.AsyncBaseTransport):
+    """The network seam: the first ``<method>`` call reaches the server, its answer is then lost."""
+
+    def __init__(self, method: str) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.method = method
+        self.lost = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if not self.lost and json.loads(request.content).get("method") == self.method:
+            await response.aread()
+            self.lost += 1
+            raise httpx.ReadError("connection reset after the server answered", request=request)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_lost_create_answer_is_retried_without_doubling(tmp_path: Path) -> None:
+    async with embedded_server(tmp_path / "srv") as served:
+        lossy = _LoseFirstAnswer("agentmessage.set")
+        async with OsisEngine(client_settings(served.base_url), transport=lossy) as eng:
+            store = Store(eng)
+            conv = await store.create_conversation(SCOPE, "t")
+            msg = await store.append_message(SCOPE, conv.sid, "user", "once", channel="cli")
+            assert lossy.lost == 1 and msg.seq == 1
+            assert await eng.count(Kind.MESSAGE, SCOPE) == 1
+
+
+async def test_outage_then_recovery_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    scope = Scope("default", "ann")
+    acked: list[str] = []
+    failed = 0
+    async with EmbeddedEngine(tmp_path / "data") as backend:
+        async with serve(backend, port=port) as served:
+            client = OsisEngine(client_settings(served.base_url, retries=1, timeout_s=2))
+            await client.open()
+            store = Store(client)
+            conv = await store.create_conversation(scope, "outage")
+            for i in range(10):
+                await store.append_message(scope, conv.sid, "user", f"before {i}", channel="cli")
+                acked.append(f"before {i}")
+        # the server is down: clear errors, nothing sticky
+        for i in range(3):
+            with pytest.raises(StoreUnavailable, match=f"unreachable at http://127.0.0.1:{port}/"):
+                await store.append_message(scope, conv.sid, "user", f"down {i}", channel="cli")
+            failed += 1
+        with pytest.raises(StoreUnavailable):
+            await store.history(scope, conv.sid)
+        async with serve(backend, port=port):
+            for i in range(10):
+                await store.append_message(scope, conv.sid, "user", f"after {i}", channel="cli")
+                acked.append(f"after {i}")
+            history = await store.history(scope, conv.sid, limit=100)
+            await client.aclose()
+    assert failed == 3
+    assert [m.content for m in history] == acked
+    assert [m.seq for m in history] == list(range(1, len(acked) + 1))
+
+
+async def test_two_clients_see_one_store(tmp_path: Path) -> None:
+    async with embedded_server(tmp_path / "srv") as served:
+        async with OsisEngine(client_settings(served.base_url)) as a, OsisEngine(
+            client_settings(served.base_url)
+        ) as b:
+            conv = await Store(a).create_conversation(SCOPE, "shared")
+            seen = await Store(b).list_conversations(SCOPE)
+            assert [c.sid for c in seen.items] == [conv.sid]
+            assert await b.claim(SCOPE, "turn:x", "holder-a", 60_000) is True
+            assert await a.claim(SCOPE, "turn:x", "holder-b", 60_000) is False
+            await b.release(SCOPE, "turn:x", "holder-a")
+            assert await a.claim(SCOPE, "turn:x", "holder-b", 60_000) is True
+
+
+async def test_paged_dump_and_list_cursor(tmp_path: Path) -> None:
+    async with embedded_server(tmp_path / "srv") as served, OsisEngine(client_settings(served.base_url)) as eng:
+        for i in range(4):
+            await eng.create(Kind.AUDIT, SCOPE, {"tool": f"t{i}"})
+        conv = await eng.create(Kind.CONVERSATION, SCOPE, {"title": "big"})
+        with anyio.fail_after(60):
+            for i in range(1100):
+                await eng.create(Kind.MESSAGE, SCOPE, {"conversation_id": conv["sid"], "role": "user",
+                                                       "content": f"m{i}"})
+        dumped = [(k, r["sid"]) async for k, r in eng.dump("default")]
+        direct = [(k, r["sid"]) async for k, r in served.engine.dump("default")]
+        assert dumped == direct and len(dumped) == 1 + 1100 + 4
+        page = await eng.list(Kind.MESSAGE, SCOPE, ListQuery(order_by="seq", limit=1000))
+        rest = await eng.list(Kind.MESSAGE, SCOPE, ListQuery(order_by="seq", limit=1000, cursor=page.next_cursor))
+        assert [r["seq"] for r in page.items + rest.items] == list(range(1, 1101))
