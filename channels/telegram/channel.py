@@ -30,16 +30,12 @@ from telegram.ext import Application, ContextTypes, TypeHandler
 from telegram.request import HTTPXRequest
 
 from agent.commands import HELP
-from agent.core import TurnRequest
-from agent.events import CommandOutput, Done, TextDelta, TurnError
 from channels.base import Channel, ChannelStartError
 from channels.telegram.chats import ChatQueues
 from channels.telegram.identity import Identity, Incoming, Kind, classify
-from channels.telegram.pacing import ChatPacer, GlobalLimiter
 from channels.telegram.polling import LivenessRequest, PollingWatchdog
-from channels.telegram.streaming import DeliveryFailed, ReplyStream
+from channels.telegram.responder import Responder
 from channels.telegram.webhook import WebhookServer
-from store import Scope, StoreError, validate_context
 
 log = structlog.get_logger("channels.telegram")
 
@@ -47,11 +43,6 @@ REFUSAL = (
     "Sorry, this is a private assistant and I am not allowed to talk with you. "
     "Ask its owner to add your Telegram id to the allowed users."
 )
-UNSUPPORTED_TEXT = (
-    "Sorry, I can only read text messages: voice, photos, documents and stickers are "
-    "not supported yet. Please type your message."
-)
-TYPING_EVERY_S = 4.0
 MAX_REFUSED_REMEMBERED = 10_000
 _HELP_LINE = re.compile(r"^/(\w+)(?:[ \t]+[\[A-Z][\w\]]*)?[ \t]{2,}(.+)$")
 #: loggers that may print request URLs, which contain the bot token
@@ -91,10 +82,8 @@ class TelegramChannel(Channel):
         super().__init__(settings, agent)
         self._cfg = settings.telegram
         self._identity = Identity(settings)
-        self._limiter = GlobalLimiter(self._cfg.global_rate_per_s)
-        self._pacers: dict[int, ChatPacer] = {}
-        self._contexts: dict[int, str] = {}
         self._refused: set[int] = set()
+        self._responder: Responder | None = None
         self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self._poll_request: LivenessRequest | None = None
         self._watchdog: PollingWatchdog | None = None
@@ -193,6 +182,7 @@ class TelegramChannel(Channel):
         self._app = app
         await app.initialize()  # getMe: validates the token and the base URL
         self.bot_username, self.bot_id = app.bot.username, app.bot.id
+        self._responder = Responder(self.settings, self.agent, self._identity, app.bot, self.stats)
         self._runner = asyncio.create_task(self._run(), name="telegram-channel")
         await self._ready.wait()
         await self._register_commands()
@@ -293,9 +283,11 @@ class TelegramChannel(Channel):
             self._refuse(incoming)
             return
         if incoming.kind is Kind.COMMAND and incoming.command == "stop":
-            self._tg.start_soon(self._stop_turn, incoming)
+            assert self._responder is not None
+            self._tg.start_soon(self._responder.stop_turn, incoming)
             return
-        self._queues.submit(incoming.chat_id, partial(self._process, incoming))
+        assert self._responder is not None
+        self._queues.submit(incoming.chat_id, partial(self._responder.process, incoming))
 
     def _refuse(self, incoming: Incoming) -> None:
         if incoming.sender_id in self._refused:
@@ -311,142 +303,5 @@ class TelegramChannel(Channel):
             chat_id=incoming.chat_id,
             is_group=incoming.is_group,
         )
-        assert self._queues is not None
-        self._queues.submit(incoming.chat_id, partial(self._reply, incoming, REFUSAL))
-
-    async def _claim(self, incoming: Incoming) -> Scope | None:
-        """The chat's scope if this update was not handled before (by any process), else None."""
-        owner = self._identity.owner(incoming)
-        home = Scope(self.settings.agent.default_context, owner)
-        if not await self.agent.store.claim_once(home, f"tg-update:{incoming.update_id}"):
-            self.stats["duplicates"] += 1
-            log.info("telegram.duplicate_update", update_id=incoming.update_id, chat_id=incoming.chat_id)
-            return None
-        return Scope(await self._context_for(incoming.chat_id, home), owner)
-
-    async def _process(self, incoming: Incoming) -> None:
-        try:
-            scope = await self._claim(incoming)
-        except StoreError as exc:
-            log.warning("telegram.store_error", error=type(exc).__name__, chat_id=incoming.chat_id)
-            await self._reply(incoming, "⚠️ The store is unavailable; try again shortly.")
-            return
-        if scope is None:
-            return
-        if incoming.kind is Kind.UNSUPPORTED:
-            await self._reply(incoming, UNSUPPORTED_TEXT)
-            return
-        with structlog.contextvars.bound_contextvars(chat_id=incoming.chat_id, update_id=incoming.update_id):
-            await self._run_turn(incoming, scope)
-
-    async def _run_turn(self, incoming: Incoming, scope: Scope) -> None:
-        req = TurnRequest(
-            scope,
-            self.name,
-            incoming.text,
-            sender=self._identity.sender(incoming),
-            is_group=incoming.is_group,
-            request_key=f"tg-update:{incoming.update_id}",
-        )
-        stream = self._stream(incoming)
-        final = ""
-        async with anyio.create_task_group() as tg:
-            if incoming.kind is Kind.TEXT:
-                tg.start_soon(stream.run_flusher)
-                tg.start_soon(self._typing, incoming.chat_id, stream.pacer)
-            final = await self._consume(req, stream, incoming)
-            tg.cancel_scope.cancel()
-        await self._deliver(stream, final)
-
-    async def _consume(self, req: TurnRequest, stream: ReplyStream, incoming: Incoming) -> str:
-        text = ""
-        async for event in self.agent.handle(req):
-            if isinstance(event, TextDelta):
-                text += event.text
-                stream.push(text)
-            elif isinstance(event, Done):
-                return event.text or text
-            elif isinstance(event, TurnError):
-                note = "⏹ Stopped." if event.code == "cancelled" else f"⚠️ {event.message}"
-                return f"{text}\n\n{note}" if text.strip() else note
-            elif isinstance(event, CommandOutput):
-                context = event.data.get("context")
-                if event.ok and isinstance(context, str):
-                    await self._switch_context(incoming, context)
-                return event.text
-        return text
-
-    async def _stop_turn(self, incoming: Incoming) -> None:
-        """``/stop``: cancel the chat's running turn now (its queue is blocked by that very turn)."""
-        try:
-            scope = await self._claim(incoming)
-            if scope is None:
-                return
-            stopped = await self.agent.stop_turn(scope)
-        except (StoreError, TimeoutError) as exc:
-            log.warning("telegram.stop_failed", error=type(exc).__name__)
-            stopped = False
-        if not stopped:
-            await self._reply(incoming, "Nothing is running.")
-
-    # -- chat state and sending ----------------------------------------------------------------
-
-    async def _context_for(self, chat_id: int, home: Scope) -> str:
-        cached = self._contexts.get(chat_id)
-        if cached is not None:
-            return cached
-        stored = await self.agent.store.get_state(home, f"telegram.context.{chat_id}")
-        try:
-            context = validate_context(stored) if stored else home.context
-        except StoreError:
-            context = home.context
-        self._contexts[chat_id] = context
-        return context
-
-    async def _switch_context(self, incoming: Incoming, context: str) -> None:
-        home = Scope(self.settings.agent.default_context, self._identity.owner(incoming))
-        await self.agent.store.set_state(home, f"telegram.context.{incoming.chat_id}", context)
-        self._contexts[incoming.chat_id] = context
-        log.info("telegram.context_switched", chat_id=incoming.chat_id, context=context)
-
-    def _pacer(self, chat_id: int) -> ChatPacer:
-        pacer = self._pacers.get(chat_id)
-        if pacer is None:
-            if len(self._pacers) > 10_000:  # forget chats that constrain nothing any more
-                now = anyio.current_time()
-                self._pacers = {k: p for k, p in self._pacers.items() if p.idle_since > now}
-            pacer = self._pacers[chat_id] = ChatPacer(self._cfg.edit_interval_s)
-        return pacer
-
-    def _stream(self, incoming: Incoming) -> ReplyStream:
-        assert self._app is not None
-        return ReplyStream(
-            self._app.bot,
-            incoming.chat_id,
-            self._pacer(incoming.chat_id),
-            self._limiter,
-            interval=self._cfg.edit_interval_s,
-            reply_to=incoming.message_id if incoming.is_group else None,
-        )
-
-    async def _reply(self, incoming: Incoming, text: str) -> None:
-        if self._app is not None:
-            await self._deliver(self._stream(incoming), text)
-
-    async def _deliver(self, stream: ReplyStream, text: str) -> None:
-        try:
-            await stream.finish(text)
-            self.stats["answered"] += 1
-        except DeliveryFailed as exc:
-            self.stats["failed"] += 1
-            log.warning("telegram.delivery_failed", chat_id=stream.chat_id, error=str(exc)[:200])
-
-    async def _typing(self, chat_id: int, pacer: ChatPacer) -> None:
-        """``typing`` every few seconds while the model works (Telegram shows it for about 5 s)."""
-        while True:
-            if not pacer.blocked and self._app is not None:
-                try:
-                    await self._app.bot.send_chat_action(chat_id, "typing")
-                except TelegramError as exc:
-                    log.debug("telegram.typing_failed", error=type(exc).__name__)
-            await anyio.sleep(TYPING_EVERY_S)
+        assert self._queues is not None and self._responder is not None
+        self._queues.submit(incoming.chat_id, partial(self._responder.reply, incoming, REFUSAL))

@@ -130,10 +130,9 @@ class ReplyStream:
             for i, part in enumerate(parts):
                 markup = to_html(part)
                 if i < len(self.sent):
-                    if self.sent[i].text in (markup, part) or (
-                        not self.sent[i].html and escape(self.sent[i].text) == markup
-                    ):
-                        continue
+                    cur = self.sent[i]
+                    if (cur.html and cur.text == markup) or (not cur.html and escape(cur.text) == markup):
+                        continue  # already shows exactly this
                     await self._deliver(self._edit, i, markup, part)
                 else:
                     await self._deliver(self._send, markup, part)

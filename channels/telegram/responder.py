@@ -1,0 +1,185 @@
+"""Answers one chat's updates: dedupe, the chat's context, the turn, and the streamed reply.
+
+The update id is claimed in the store before anything else (``claim_once`` in the chat owner's scope
+of the default context), so an update delivered twice -- after a restart before Telegram got our
+offset, or a webhook retry -- is answered once, by whichever process claimed it first.
+
+A chat's context (``/context NAME``) is kept as the state key ``telegram.context.<chat id>`` of the
+owner's scope in the default context, so it survives restarts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import structlog
+from telegram import Bot
+from telegram.error import TelegramError
+
+from agent.core import TurnRequest
+from agent.events import CommandOutput, Done, TextDelta, TurnError
+from channels.telegram.identity import Identity, Incoming, Kind
+from channels.telegram.pacing import ChatPacer, GlobalLimiter
+from channels.telegram.streaming import DeliveryFailed, ReplyStream
+from config import Settings
+from store import Scope, StoreError, validate_context
+
+log = structlog.get_logger("channels.telegram")
+
+UNSUPPORTED_TEXT = (
+    "Sorry, I can only read text messages: voice, photos, documents and stickers are "
+    "not supported yet. Please type your message."
+)
+TYPING_EVERY_S = 4.0
+
+
+class Responder:
+    """Runs the jobs the channel queues per chat; see the module docstring."""
+
+    def __init__(
+        self, settings: Settings, agent: Any, identity: Identity, bot: Bot, stats: dict[str, int]
+    ) -> None:
+        self._settings = settings
+        self._agent = agent
+        self._identity = identity
+        self._bot = bot
+        self.stats = stats
+        self._limiter = GlobalLimiter(settings.telegram.global_rate_per_s)
+        self._pacers: dict[int, ChatPacer] = {}
+        self._contexts: dict[int, str] = {}
+
+    async def _claim(self, incoming: Incoming) -> Scope | None:
+        """The chat's scope if this update was not handled before (by any process), else None."""
+        owner = self._identity.owner(incoming)
+        home = Scope(self._settings.agent.default_context, owner)
+        if not await self._agent.store.claim_once(home, f"tg-update:{incoming.update_id}"):
+            self.stats["duplicates"] += 1
+            log.info("telegram.duplicate_update", update_id=incoming.update_id, chat_id=incoming.chat_id)
+            return None
+        return Scope(await self._context_for(incoming.chat_id, home), owner)
+
+    async def process(self, incoming: Incoming) -> None:
+        try:
+            scope = await self._claim(incoming)
+        except StoreError as exc:
+            log.warning("telegram.store_error", error=type(exc).__name__, chat_id=incoming.chat_id)
+            await self.reply(incoming, "⚠️ The store is unavailable; try again shortly.")
+            return
+        if scope is None:
+            return
+        if incoming.kind is Kind.UNSUPPORTED:
+            await self.reply(incoming, UNSUPPORTED_TEXT)
+            return
+        with structlog.contextvars.bound_contextvars(chat_id=incoming.chat_id, update_id=incoming.update_id):
+            await self._run_turn(incoming, scope)
+
+    async def _run_turn(self, incoming: Incoming, scope: Scope) -> None:
+        req = TurnRequest(
+            scope,
+            "telegram",
+            incoming.text,
+            sender=self._identity.sender(incoming),
+            is_group=incoming.is_group,
+            request_key=f"tg-update:{incoming.update_id}",
+        )
+        stream = self._stream(incoming)
+        final = ""
+        async with anyio.create_task_group() as tg:
+            if incoming.kind is Kind.TEXT:
+                tg.start_soon(stream.run_flusher)
+                tg.start_soon(self._typing, incoming.chat_id, stream.pacer)
+            final = await self._consume(req, stream, incoming)
+            tg.cancel_scope.cancel()
+        await self._deliver(stream, final)
+
+    async def _consume(self, req: TurnRequest, stream: ReplyStream, incoming: Incoming) -> str:
+        text = ""
+        async for event in self._agent.handle(req):
+            if isinstance(event, TextDelta):
+                text += event.text
+                stream.push(text)
+            elif isinstance(event, Done):
+                return event.text or text
+            elif isinstance(event, TurnError):
+                note = "⏹ Stopped." if event.code == "cancelled" else f"⚠️ {event.message}"
+                return f"{text}\n\n{note}" if text.strip() else note
+            elif isinstance(event, CommandOutput):
+                context = event.data.get("context")
+                if event.ok and isinstance(context, str):
+                    await self._switch_context(incoming, context)
+                return event.text
+        return text
+
+    async def stop_turn(self, incoming: Incoming) -> None:
+        """``/stop``: cancel the chat's running turn now (its queue is blocked by that very turn)."""
+        try:
+            scope = await self._claim(incoming)
+            if scope is None:
+                return
+            stopped = await self._agent.stop_turn(scope)
+        except (StoreError, TimeoutError) as exc:
+            log.warning("telegram.stop_failed", error=type(exc).__name__)
+            stopped = False
+        if not stopped:
+            await self.reply(incoming, "Nothing is running.")
+
+    # -- chat state and sending ----------------------------------------------------------------
+
+    async def _context_for(self, chat_id: int, home: Scope) -> str:
+        cached = self._contexts.get(chat_id)
+        if cached is not None:
+            return cached
+        stored = await self._agent.store.get_state(home, f"telegram.context.{chat_id}")
+        try:
+            context = validate_context(stored) if stored else home.context
+        except StoreError:
+            context = home.context
+        self._contexts[chat_id] = context
+        return context
+
+    async def _switch_context(self, incoming: Incoming, context: str) -> None:
+        home = Scope(self._settings.agent.default_context, self._identity.owner(incoming))
+        await self._agent.store.set_state(home, f"telegram.context.{incoming.chat_id}", context)
+        self._contexts[incoming.chat_id] = context
+        log.info("telegram.context_switched", chat_id=incoming.chat_id, context=context)
+
+    def _pacer(self, chat_id: int) -> ChatPacer:
+        pacer = self._pacers.get(chat_id)
+        if pacer is None:
+            if len(self._pacers) > 10_000:  # forget chats that constrain nothing any more
+                now = anyio.current_time()
+                self._pacers = {k: p for k, p in self._pacers.items() if p.idle_since > now}
+            pacer = self._pacers[chat_id] = ChatPacer(self._settings.telegram.edit_interval_s)
+        return pacer
+
+    def _stream(self, incoming: Incoming) -> ReplyStream:
+        return ReplyStream(
+            self._bot,
+            incoming.chat_id,
+            self._pacer(incoming.chat_id),
+            self._limiter,
+            interval=self._settings.telegram.edit_interval_s,
+            reply_to=incoming.message_id if incoming.is_group else None,
+        )
+
+    async def reply(self, incoming: Incoming, text: str) -> None:
+        await self._deliver(self._stream(incoming), text)
+
+    async def _deliver(self, stream: ReplyStream, text: str) -> None:
+        try:
+            await stream.finish(text)
+            self.stats["answered"] += 1
+        except DeliveryFailed as exc:
+            self.stats["failed"] += 1
+            log.warning("telegram.delivery_failed", chat_id=stream.chat_id, error=str(exc)[:200])
+
+    async def _typing(self, chat_id: int, pacer: ChatPacer) -> None:
+        """``typing`` every few seconds while the model works (Telegram shows it for about 5 s)."""
+        while True:
+            if not pacer.blocked:
+                try:
+                    await self._bot.send_chat_action(chat_id, "typing")
+                except TelegramError as exc:
+                    log.debug("telegram.typing_failed", error=type(exc).__name__)
+            await anyio.sleep(TYPING_EVERY_S)
