@@ -18,8 +18,6 @@ never holds a dangling call. A provider failure persists an ``error`` marker.
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -41,8 +39,6 @@ from agent.errors import ProviderError
 from agent.events import (
     Done,
     TextDelta,
-    ToolFinished,
-    ToolStarted,
     TurnError,
     TurnEvent,
     TurnStarted,
@@ -53,6 +49,7 @@ from agent.memory import MemoryManager, recall_section
 from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, ToolCall, ToolSpec
 from agent.tools.base import ToolContext, ToolResult
 from agent.tools.registry import ToolRegistry
+from agent.turn_tools import run_calls, signature
 from config.settings import Settings
 from store import Conflict, Conversation, Message, MessageStatus, Scope, Store, StoreError
 
@@ -64,15 +61,10 @@ FINAL_NOTE = (
     "You cannot call tools any more in this turn. Answer the user now with what you have, "
     "and say briefly what is still missing."
 )
-REPEAT_RESULT = (
-    "error: you already made this exact call (same tool, same arguments) in the previous step; it was not "
-    "run again. Do not repeat it: answer with what you have."
-)
 CANCELLED_RESULT = "error: cancelled (the turn was stopped before this tool finished)"
 EMPTY_FINAL = "(I could not finish this answer within the allowed number of tool calls.)"
 GROUP_NOTE = "This is a group chat: each user message starts with the id of its sender."
 SUMMARY_HEADER = "Summary of the earlier part of this conversation:"
-SUMMARY_ITEM_CHARS = 200
 
 
 @dataclass(slots=True)
@@ -213,8 +205,8 @@ class Turn:
                     role="assistant", content=resp.text, tool_calls=calls, reasoning=tuple(resp.reasoning)
                 )
             )
-            signatures = {_signature(c) for c in calls}
-            repeated = {c.id for c in calls if _signature(c) in previous}
+            signatures = {signature(c) for c in calls}
+            repeated = {c.id for c in calls if signature(c) in previous}
             results = await self._run_tools(calls, repeated)
             for call, result in zip(calls, results, strict=True):
                 await self._persist_result(call, result)
@@ -250,12 +242,20 @@ class Turn:
         used = int(sum(estimate_message(m) for m in history.messages) * ratio)
         if used > budget:
             log.info("turn.compacting", estimate=used, budget=budget)
-            if await self.p.compactor.compact(inp.scope, self.cid, inp.channel, budget=budget):
+            if await self._compact(budget):
                 history = await self._history(group)
                 fixed = estimate_text(base) + estimate_text(history.summary) + estimate_tools(tools)
                 budget = history_budget(s.llm.context_window, s.llm.max_output_tokens, int(fixed * ratio))
         system = f"{base}\n\n{SUMMARY_HEADER}\n{history.summary}" if history.summary else base
         return system, fit(history.messages, budget, ratio)
+
+    async def _compact(self, budget: int) -> bool:
+        try:
+            return await self.p.compactor.compact(self.inp.scope, self.cid, self.inp.channel, budget=budget)
+        except ProviderError as exc:
+            # the answer matters more than the summary: fall back to trimming the oldest turns
+            log.warning("turn.compaction_failed", error=str(exc))
+            return False
 
     async def _history(self, group: bool) -> History:
         stored = await self.p.store.history(
@@ -279,36 +279,22 @@ class Turn:
         return resp
 
     async def _run_tools(self, calls: tuple[ToolCall, ...], repeated: set[str]) -> list[ToolResult]:
-        """Run every call concurrently; the results come back in call order."""
-        inp, a = self.inp, self.p.settings.agent
-        ctx = ToolContext(
-            self.p.store, inp.scope, self.cid, inp.channel, inp.is_group or inp.conversation.is_group
-        )
-        results: list[ToolResult] = [ToolResult("", ok=False)] * len(calls)
-        for call in calls:
-            await self.emit(ToolStarted(call.id, call.name, call.arguments))
+        inp = self.inp
+        group = inp.is_group or inp.conversation.is_group
+        ctx = ToolContext(self.p.store, inp.scope, self.cid, inp.channel, group)
 
-        async def run_one(i: int, call: ToolCall) -> None:
-            started = time.perf_counter()
-            if call.id in repeated:
-                result = ToolResult(REPEAT_RESULT, ok=False)
-            elif self.p.tools is None:
-                result = ToolResult(f"error: unknown tool {call.name!r}: no tools are available", ok=False)
-            else:
-                result = await self.p.tools.execute(
-                    call, ctx, timeout_s=a.tool_timeout_s, max_result_chars=a.max_tool_result_chars
-                )
-            results[i] = result
+        def on_result(call: ToolCall, result: ToolResult) -> None:
             self.progress.results[call.id] = result
-            ms = (time.perf_counter() - started) * 1000
-            await self.emit(
-                ToolFinished(call.id, call.name, result.ok, _summary(result.content), round(ms, 3))
-            )
 
-        async with anyio.create_task_group() as tg:
-            for i, call in enumerate(calls):
-                tg.start_soon(run_one, i, call)
-        return results
+        return await run_calls(
+            self.p.tools,
+            calls,
+            ctx,
+            self.p.settings.agent,
+            repeated=repeated,
+            emit=self.emit,
+            on_result=on_result,
+        )
 
     # -- persistence -------------------------------------------------------------------------------
 
@@ -398,16 +384,3 @@ class Turn:
             return text
         note = "\n[truncated]"
         return text[: limit - len(note)] + note
-
-
-def _signature(call: ToolCall) -> tuple[str, str]:
-    try:
-        args = json.dumps(json.loads(call.arguments or "{}"), sort_keys=True)
-    except ValueError:
-        args = call.arguments.strip()
-    return call.name, args
-
-
-def _summary(content: str) -> str:
-    line = " ".join(content.split())
-    return line if len(line) <= SUMMARY_ITEM_CHARS else line[: SUMMARY_ITEM_CHARS - 1] + "…"

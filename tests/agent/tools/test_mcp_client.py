@@ -1,0 +1,136 @@
+"""The MCP client against real MCP servers: a stdio subprocess and a streamable-HTTP uvicorn on
+127.0.0.1 (both serve tests/fakes/mcp_stdio_server.py's tools), called through the registry."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from structlog.testing import capture_logs
+
+from agent.providers.base import ToolCall
+from agent.tools.base import ToolContext, ToolResult
+from agent.tools.factory import open_tools
+from agent.tools.mcp_client import MCPTool, namespaced_name, open_mcp_servers
+from agent.tools.registry import ToolRegistry
+from config.settings import MCPServerSettings, Settings, ToolsSettings
+from tests.agent.tools.conftest import SCOPE
+from tests.fakes.mcp_http_server import serve_mcp_http
+
+SERVER = Path(__file__).resolve().parents[2] / "fakes" / "mcp_stdio_server.py"
+FAKE_TOOLS = ("add", "shout", "fail", "env_value", "die")
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+
+def stdio_server(name: str, env: tuple[tuple[str, str], ...] = ()) -> MCPServerSettings:
+    return MCPServerSettings(
+        name=name, transport="stdio", command=sys.executable, args=(str(SERVER),), env=env
+    )
+
+
+async def call(registry: ToolRegistry, ctx: ToolContext, tool: str, **args: object) -> ToolResult:
+    with anyio.fail_after(20):
+        return await registry.execute(
+            ToolCall("c", tool, json.dumps(args)), ctx, timeout_s=15, max_result_chars=2000
+        )
+
+
+async def test_stdio_tools_are_listed_namespaced_and_called(ctx: ToolContext) -> None:
+    registry = ToolRegistry()
+    servers = (stdio_server("fake", env=(("FAKE_SETTING", "from-config"),)), stdio_server("other"))
+    with anyio.fail_after(30):
+        async with open_mcp_servers(servers, registry) as started:
+            assert started == ["fake", "other"]
+            assert registry.names() == tuple(f"{s}__{t}" for s in ("fake", "other") for t in FAKE_TOOLS)
+            add = registry.get("fake__add")
+            assert isinstance(add, MCPTool) and add.remote_name == "add"
+            assert add.parameters["required"] == ["a", "b"] and "'fake'" in add.description
+            assert registry.get("fake__env_value").remote_name == "env.value"  # type: ignore[union-attr]
+
+            assert await call(registry, ctx, "fake__add", a=2, b=40) == ToolResult("42")
+            assert await call(registry, ctx, "other__shout", text="hi") == ToolResult("HI!")
+            assert await call(registry, ctx, "fake__env_value", name="FAKE_SETTING") == ToolResult(
+                "from-config"
+            )
+            assert await call(registry, ctx, "other__env_value", name="FAKE_SETTING") == ToolResult("<unset>")
+
+            failed = await call(registry, ctx, "fake__fail", reason="disk on fire")
+            assert not failed.ok and "disk on fire" in failed.content
+            # the registry validates against the server's schema before anything is sent
+            bad = await call(registry, ctx, "fake__add", a="two", b=1)
+            assert bad.content.startswith(
+                "error: invalid arguments for fake__add: 'two' is not of type 'integer'"
+            )
+    audit = [(a.tool, a.ok) for a in reversed((await ctx.store.list_audit(SCOPE)).items)]
+    assert audit == [
+        ("fake__add", True),
+        ("other__shout", True),
+        ("fake__env_value", True),
+        ("other__env_value", True),
+        ("fake__fail", False),
+        ("fake__add", False),
+    ]
+
+
+async def test_streamable_http_server(ctx: ToolContext) -> None:
+    with anyio.fail_after(30):
+        async with serve_mcp_http() as url:
+            settings = MCPServerSettings(name="web", transport="http", url=url, headers=(("X-Api-Key", "k"),))
+            registry = ToolRegistry()
+            async with open_mcp_servers((settings,), registry) as started:
+                assert started == ["web"]
+                assert registry.names() == tuple(f"web__{t}" for t in FAKE_TOOLS)
+                assert await call(registry, ctx, "web__add", a=1, b=2) == ToolResult("3")
+                failed = await call(registry, ctx, "web__fail", reason="nope")
+                assert not failed.ok and "nope" in failed.content
+
+
+async def test_servers_that_cannot_start_are_logged_and_skipped(ctx: ToolContext) -> None:
+    broken = MCPServerSettings(name="broken", command="/nonexistent/mcp-server")
+    crashing = MCPServerSettings(name="crashing", command=sys.executable, args=("-c", "raise SystemExit(3)"))
+    silent = MCPServerSettings(
+        name="silent", command=sys.executable, args=("-c", "import time; time.sleep(60)"), timeout_s=0.5
+    )
+    unreachable = MCPServerSettings(name="gone", transport="http", url="http://127.0.0.1:9/mcp", timeout_s=5)
+    registry = ToolRegistry()
+    with anyio.fail_after(30), capture_logs() as logs:
+        async with open_mcp_servers(
+            (broken, crashing, silent, unreachable, stdio_server("ok")), registry
+        ) as up:
+            assert up == ["ok"]
+            assert registry.names() == tuple(f"ok__{t}" for t in FAKE_TOOLS)
+            assert await call(registry, ctx, "ok__add", a=1, b=1) == ToolResult("2")
+    unavailable = {e["server"]: e for e in logs if e["event"] == "mcp.server_unavailable"}
+    assert sorted(unavailable) == ["broken", "crashing", "gone", "silent"]
+    assert all(e["log_level"] == "error" and e["reason"] for e in unavailable.values())
+    assert unavailable["silent"]["reason"] == "no answer within 0.5 s"
+    assert "No such file" in unavailable["broken"]["reason"]
+
+
+async def test_a_server_that_dies_later_answers_errors(ctx: ToolContext) -> None:
+    registry = ToolRegistry()
+    with anyio.fail_after(30):
+        async with open_mcp_servers((stdio_server("fragile"),), registry):
+            died = await call(registry, ctx, "fragile__die")
+            assert not died.ok
+            after = await call(registry, ctx, "fragile__add", a=1, b=1)
+            assert not after.ok and after.content.startswith("error: ")
+
+
+async def test_open_tools_adds_mcp_servers_to_the_builtins(ctx: ToolContext) -> None:
+    settings = Settings(tools=ToolsSettings(http_fetch=False, mcp_servers=(stdio_server("fake"),)))
+    with anyio.fail_after(30):
+        async with open_tools(settings) as registry:
+            assert "memory_save" in registry.names() and "fake__shout" in registry.names()
+            assert await call(registry, ctx, "fake__shout", text="ok") == ToolResult("OK!")
+
+
+def test_namespaced_names_are_valid_tool_names() -> None:
+    assert namespaced_name("files", "read.file") == "files__read_file"
+    long = namespaced_name("s" * 40, "t" * 40)
+    assert len(long) == 64
+    assert long != namespaced_name("s" * 40, "t" * 41)
