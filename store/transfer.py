@@ -150,42 +150,51 @@ def _validate(path: Path) -> _Plan:
     plan = _Plan()
     seen: dict[tuple[str, str, str], str] = {}  # (kind, context, sid) -> user
     seqs: dict[tuple[str, str, int], str] = {}  # (context, conversation, seq) -> message sid
-    with path.open(encoding="utf-8", newline="\n") as fp:
-        lineno = 0
-        try:
-            for lineno, raw in enumerate(_lines(fp), start=1):
-                if lineno == 1:
-                    _check_header(raw)
-                    continue
-                kind, rec = parse_line(lineno, raw)
-                key = (kind.value, rec["context"], rec["sid"])
-                if key in seen:
-                    raise ImportFormatError(
-                        lineno, f"{kind.value} {rec['sid']} appears twice in {rec['context']!r}"
-                    )
-                seen[key] = rec["user_id"]
-                if kind is Kind.MESSAGE:
-                    conv = (Kind.CONVERSATION.value, rec["context"], rec["conversation_id"])
-                    if seen.get(conv) not in (None, rec["user_id"]):
-                        raise ImportFormatError(lineno, "message belongs to another user's conversation")
-                    if conv not in seen:
-                        plan.external.setdefault(
-                            (rec["context"], rec["user_id"], rec["conversation_id"]), lineno
-                        )
-                    seq_key = (rec["context"], rec["conversation_id"], rec["seq"])
-                    if seqs.setdefault(seq_key, rec["sid"]) != rec["sid"]:
-                        raise ImportFormatError(lineno, f"seq {rec['seq']} appears twice in one conversation")
-                plan.records += 1
-        except UnicodeDecodeError:
-            raise ImportFormatError(lineno + 1, "not UTF-8 text") from None
-        if lineno == 0:
-            raise ImportFormatError(1, "the file is empty")
+    lineno = 0
+    with path.open("rb") as fp:
+        for lineno, raw in _lines(fp):
+            if lineno == 1:
+                _check_header(raw)
+                continue
+            kind, rec = parse_line(lineno, raw)
+            key = (kind.value, rec["context"], rec["sid"])
+            if key in seen:
+                raise ImportFormatError(
+                    lineno, f"{kind.value} {rec['sid']} appears twice in {rec['context']!r}"
+                )
+            seen[key] = rec["user_id"]
+            if kind is Kind.MESSAGE:
+                _check_message(plan, seen, seqs, lineno, rec)
+            plan.records += 1
+    if lineno == 0:
+        raise ImportFormatError(1, "the file is empty")
     return plan
 
 
-def _lines(fp: IO[str]) -> Iterator[str]:
-    for raw in fp:
-        yield raw.rstrip("\n").rstrip("\r")
+def _check_message(
+    plan: _Plan,
+    seen: dict[tuple[str, str, str], str],
+    seqs: dict[tuple[str, str, int], str],
+    lineno: int,
+    rec: Record,
+) -> None:
+    conv = (Kind.CONVERSATION.value, rec["context"], rec["conversation_id"])
+    if seen.get(conv, rec["user_id"]) != rec["user_id"]:
+        raise ImportFormatError(lineno, "message belongs to another user's conversation")
+    if conv not in seen:
+        plan.external.setdefault((rec["context"], rec["user_id"], rec["conversation_id"]), lineno)
+    if seqs.setdefault((rec["context"], rec["conversation_id"], rec["seq"]), rec["sid"]) != rec["sid"]:
+        raise ImportFormatError(lineno, f"seq {rec['seq']} appears twice in one conversation")
+
+
+def _lines(fp: IO[bytes]) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) of every line; decoded one by one so a bad byte names its line."""
+    for lineno, raw in enumerate(fp, start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ImportFormatError(lineno, "not UTF-8 text") from None
+        yield lineno, text.rstrip("\n").rstrip("\r")
 
 
 async def import_jsonl(engine: Engine, path: Path) -> ImportResult:
@@ -198,9 +207,9 @@ async def import_jsonl(engine: Engine, path: Path) -> ImportResult:
                 f"message refers to conversation {conv!r}, neither earlier in the file nor in the store",
             )
     result = ImportResult()
-    with path.open(encoding="utf-8", newline="\n") as fp:
-        lines = iter(_lines(fp))
-        next(lines)  # header
+    with path.open("rb") as fp:
+        lines = _lines(fp)
+        next(lines)  # the header
         while True:
             batch = await anyio.to_thread.run_sync(_read_batch, lines)
             if not batch:
@@ -212,10 +221,10 @@ async def import_jsonl(engine: Engine, path: Path) -> ImportResult:
     return result
 
 
-def _read_batch(lines: Iterator[str]) -> list[tuple[Kind, Record]]:
+def _read_batch(lines: Iterator[tuple[int, str]]) -> list[tuple[Kind, Record]]:
     batch: list[tuple[Kind, Record]] = []
-    for raw in lines:
-        batch.append(parse_line(0, raw))
+    for lineno, raw in lines:
+        batch.append(parse_line(lineno, raw))
         if len(batch) >= BATCH:
             break
     return batch

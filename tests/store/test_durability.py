@@ -29,7 +29,9 @@ ROUNDS = 24
 pytestmark = pytest.mark.durability
 
 
-def _spawn(data_dir: Path, conv: str, prefix: str, count: int, *, wait: bool = False) -> subprocess.Popen[str]:
+def _spawn(
+    data_dir: Path, conv: str, prefix: str, count: int, *, wait: bool = False
+) -> subprocess.Popen[str]:
     cmd = [sys.executable, str(CHILD), str(data_dir), conv, prefix, str(count)] + (["--wait"] if wait else [])
     return subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 

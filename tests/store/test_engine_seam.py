@@ -17,9 +17,15 @@ pytestmark = pytest.mark.anyio
 async def _audit(engine: Engine, n: int) -> list[Record]:
     return [
         await engine.create(
-            Kind.AUDIT, ALICE,
-            {"tool": f"tool{i % 3}", "duration_ms": float(i), "ok": i % 2 == 0,
-             "conversation_id": "c1" if i < 4 else "", "arguments": "{}"},
+            Kind.AUDIT,
+            ALICE,
+            {
+                "tool": f"tool{i % 3}",
+                "duration_ms": float(i),
+                "ok": i % 2 == 0,
+                "conversation_id": "c1" if i < 4 else "",
+                "arguments": "{}",
+            },
         )
         for i in range(n)
     ]
@@ -29,9 +35,17 @@ async def _all(engine: Engine, kind: Kind, query: ListQuery) -> list[Record]:
     out: list[Record] = []
     cursor = None
     while True:
-        page = await engine.list(kind, ALICE, ListQuery(
-            filters=query.filters, order_by=query.order_by, descending=query.descending, limit=query.limit,
-            cursor=cursor))
+        page = await engine.list(
+            kind,
+            ALICE,
+            ListQuery(
+                filters=query.filters,
+                order_by=query.order_by,
+                descending=query.descending,
+                limit=query.limit,
+                cursor=cursor,
+            ),
+        )
         out += page.items
         if page.next_cursor is None:
             return out
@@ -93,14 +107,24 @@ async def test_bad_queries_are_invalid_input(engine: Engine, query: ListQuery) -
 
 async def test_store_owned_fields(engine: Engine) -> None:
     rec = await engine.create(
-        Kind.CONVERSATION, ALICE,
-        {"sid": "hack", "context": "other", "user_id": "bob", "created_at": 1, "title": "t",
-         "is_archived": False, "message_count": 0},
+        Kind.CONVERSATION,
+        ALICE,
+        {
+            "sid": "hack",
+            "context": "other",
+            "user_id": "bob",
+            "created_at": 1,
+            "title": "t",
+            "is_archived": False,
+            "message_count": 0,
+        },
     )
     assert rec["sid"] != "hack" and (rec["context"], rec["user_id"]) == ("default", "alice")
     assert rec["created_at"] > 1
     updated = await engine.update(
-        Kind.CONVERSATION, ALICE, rec["sid"],
+        Kind.CONVERSATION,
+        ALICE,
+        rec["sid"],
         {"title": "u", "user_id": "bob", "sid": "x", "created_at": 5, "message_count": 99},
     )
     assert updated is not None
@@ -114,7 +138,9 @@ async def test_store_owned_fields(engine: Engine) -> None:
 
 async def test_message_create_rules(engine: Engine) -> None:
     conv = await engine.create(Kind.CONVERSATION, ALICE, {"title": "", "is_archived": False})
-    msg = await engine.create(Kind.MESSAGE, ALICE, {"conversation_id": conv["sid"], "content": "x", "seq": 77})
+    msg = await engine.create(
+        Kind.MESSAGE, ALICE, {"conversation_id": conv["sid"], "content": "x", "seq": 77}
+    )
     assert msg["seq"] == 1
     with pytest.raises(NotFound):
         await engine.create(Kind.MESSAGE, BOB, {"conversation_id": conv["sid"], "content": "x"})
@@ -139,10 +165,29 @@ async def test_contexts_and_dump_order(engine: Engine) -> None:
 
 
 async def test_restore_keeps_sids_and_is_idempotent(engine: Engine) -> None:
-    conv = {"sid": "00zz", "context": "default", "user_id": "alice", "created_at": 10, "updated_at": 20,
-            "title": "restored", "is_archived": False, "message_count": 1, "tags": []}
-    msg = {"sid": "0100", "context": "default", "user_id": "alice", "created_at": 11, "updated_at": 11,
-           "conversation_id": "00zz", "seq": 1, "role": "user", "content": "old", "channel": "cli"}
+    conv = {
+        "sid": "00zz",
+        "context": "default",
+        "user_id": "alice",
+        "created_at": 10,
+        "updated_at": 20,
+        "title": "restored",
+        "is_archived": False,
+        "message_count": 1,
+        "tags": [],
+    }
+    msg = {
+        "sid": "0100",
+        "context": "default",
+        "user_id": "alice",
+        "created_at": 11,
+        "updated_at": 11,
+        "conversation_id": "00zz",
+        "seq": 1,
+        "role": "user",
+        "content": "old",
+        "channel": "cli",
+    }
     assert await engine.restore(Kind.CONVERSATION, conv)
     assert await engine.restore(Kind.MESSAGE, msg)
     assert not await engine.restore(Kind.CONVERSATION, conv)
@@ -164,8 +209,18 @@ async def test_restore_keeps_sids_and_is_idempotent(engine: Engine) -> None:
 
 async def test_restore_batch_counts_new_records(engine: Engine) -> None:
     convs = [
-        (Kind.CONVERSATION, {"sid": f"00a{i}", "context": "default", "user_id": "alice", "created_at": i,
-                             "updated_at": i, "title": "", "is_archived": False})
+        (
+            Kind.CONVERSATION,
+            {
+                "sid": f"00a{i}",
+                "context": "default",
+                "user_id": "alice",
+                "created_at": i,
+                "updated_at": i,
+                "title": "",
+                "is_archived": False,
+            },
+        )
         for i in range(3)
     ]
     assert await engine.restore_batch(convs) == 3

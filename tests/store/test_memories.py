@@ -80,7 +80,7 @@ async def test_search_ranks_by_relevance(store: Store) -> None:
 
 
 async def test_search_survives_query_syntax(store: Store) -> None:
-    await store.add_memory(ALICE, "quotes \"and\" stars * are fine")
+    await store.add_memory(ALICE, 'quotes "and" stars * are fine')
     for query in ['"', "*", "AND OR NOT", "NEAR(a b)", "col:value", "^start", "(((", "stars*"]:
         results = await store.search_memories(ALICE, query)
         assert isinstance(results, list)

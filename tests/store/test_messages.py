@@ -37,8 +37,18 @@ async def test_every_field_round_trips(store: Store) -> None:
     conv = await store.create_conversation(ALICE)
     calls = json.dumps([{"id": "c1", "name": "get_time", "arguments": "{}"}])
     msg = await store.append_message(
-        ALICE, conv.sid, "assistant", "", channel="api", tool_calls=calls, sender="tg:1",
-        status="interrupted", model="m1", prompt_tokens=5, completion_tokens=7, message_type="summary",
+        ALICE,
+        conv.sid,
+        "assistant",
+        "",
+        channel="api",
+        tool_calls=calls,
+        sender="tg:1",
+        status="interrupted",
+        model="m1",
+        prompt_tokens=5,
+        completion_tokens=7,
+        message_type="summary",
         extra={"future_field": {"nested": [1, 2]}},
     )
     tool = await store.append_message(
@@ -134,7 +144,10 @@ async def test_search_messages_ranks_and_is_scoped(store: Store) -> None:
     bob_conv = await store.create_conversation(BOB)
     await store.append_message(BOB, bob_conv.sid, "user", "rainy weather in Ghent too", channel="cli")
     found = await store.search_messages(ALICE, "rainy Ghent weather")
-    assert [m.content for m in found] == ["rainy days and rainy weather in Ghent", "the weather in Ghent is rainy"]
+    assert [m.content for m in found] == [
+        "rainy days and rainy weather in Ghent",
+        "the weather in Ghent is rainy",
+    ]
     assert await store.search_messages(ALICE, "   ") == []
     assert await store.search_messages(ALICE, 'rainy" OR * NEAR(') != []
 
@@ -163,7 +176,12 @@ async def test_bad_messages_change_nothing(store: Store, kwargs: dict[str, str],
     args = {"role": "user", "content": "hello", **kwargs}
     with pytest.raises(InvalidInput, match=reason):
         await store.append_message(
-            ALICE, conv.sid, args.pop("role"), args.pop("content"), channel="cli", **args  # type: ignore[arg-type]
+            ALICE,
+            conv.sid,
+            args.pop("role"),
+            args.pop("content"),
+            channel="cli",
+            **args,  # type: ignore[arg-type]
         )
     assert (await store.get_conversation(ALICE, conv.sid)).message_count == 0
     assert (await store.list_messages(ALICE, conv.sid)).items == []
@@ -179,6 +197,7 @@ async def test_append_to_missing_conversation(store: Store) -> None:
 
 async def test_interrupted_status_value(store: Store) -> None:
     conv = await store.create_conversation(ALICE)
-    msg = await store.append_message(ALICE, conv.sid, "assistant", "partial", channel="cli",
-                                     status=MessageStatus.INTERRUPTED)
+    msg = await store.append_message(
+        ALICE, conv.sid, "assistant", "partial", channel="cli", status=MessageStatus.INTERRUPTED
+    )
     assert msg.status == "interrupted"

@@ -21,9 +21,15 @@ async def test_audit_append_list_and_summary(store: Store) -> None:
     for i in range(5):
         await store.append_audit(
             ALICE,
-            AuditEntry(tool="http_fetch" if i % 2 else "get_time", arguments="{}", ok=i != 3,
-                       error="" if i != 3 else "timeout", duration_ms=10.0 * (i + 1),
-                       conversation_id=conv.sid if i < 2 else "", channel="cli"),
+            AuditEntry(
+                tool="http_fetch" if i % 2 else "get_time",
+                arguments="{}",
+                ok=i != 3,
+                error="" if i != 3 else "timeout",
+                duration_ms=10.0 * (i + 1),
+                conversation_id=conv.sid if i < 2 else "",
+                channel="cli",
+            ),
         )
     await store.append_audit(BOB, AuditEntry(tool="get_time"))
     page = await store.list_audit(ALICE, limit=3)
@@ -53,8 +59,15 @@ async def test_usage_summary_and_stats(store: Store) -> None:
     await store.append_audit(ALICE, AuditEntry(tool="t"))
     for model, p, c in [("big", 100, 10), ("small", 5, 1), ("big", 50, 5)]:
         await store.append_usage(
-            ALICE, UsageEntry(provider="openai", model=model, prompt_tokens=p, completion_tokens=c,
-                              latency_ms=12.5, conversation_id=conv.sid)
+            ALICE,
+            UsageEntry(
+                provider="openai",
+                model=model,
+                prompt_tokens=p,
+                completion_tokens=c,
+                latency_ms=12.5,
+                conversation_id=conv.sid,
+            ),
         )
     await store.append_usage(BOB, UsageEntry(model="big", prompt_tokens=1000))
     summary = await store.usage_summary(ALICE)

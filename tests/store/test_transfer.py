@@ -1,0 +1,241 @@
+"""Export/import: round trip byte-exact, idempotent import, whole-file validation with line numbers,
+and the ``hero-agent export``/``import`` command handlers."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+from channels.commands.transfer import register, run_export, run_import
+from config.settings import Settings, StoreSettings
+from store.api import Store
+from store.embedded import EmbeddedEngine
+from store.engine import Engine
+from store.errors import ImportFormatError
+from store.models import AuditEntry, Kind, UsageEntry
+from store.transfer import export_jsonl, import_jsonl
+from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB
+from tests.store.engines import ENGINES
+
+pytestmark = pytest.mark.anyio
+
+
+async def populate(store: Store) -> None:
+    conv = await store.create_conversation(ALICE, "Ünïcode 🌍", channel="cli", tags=["x"])
+    for i in range(5):
+        await store.append_message(
+            ALICE,
+            conv.sid,
+            "user",
+            f'héllo {i} "quoted"\n',
+            channel="web",
+            extra={"legacy": {"n": i}} if i == 0 else None,
+        )
+    await store.clear_conversation(ALICE, conv.sid)
+    await store.append_message(ALICE, conv.sid, "assistant", "after clear", channel="web")
+    old = await store.create_conversation(ALICE, "old")
+    await store.archive_conversation(ALICE, old.sid)
+    bob_conv = await store.create_conversation(BOB, "bob's")
+    await store.append_message(BOB, bob_conv.sid, "user", "bob here", channel="telegram", sender="tg:7")
+    await store.add_memory(ALICE, "Alice likes tea")
+    await store.add_memory(BOB, "Bob likes coffee")
+    await store.append_audit(ALICE, AuditEntry(tool="get_time", duration_ms=1.5, conversation_id=conv.sid))
+    await store.append_usage(ALICE, UsageEntry(model="m", prompt_tokens=3, completion_tokens=4))
+    await store.set_state(ALICE, "active", conv.sid)
+    other = await store.create_conversation(ALICE_ELSEWHERE, "elsewhere")
+    await store.append_message(ALICE_ELSEWHERE, other.sid, "user", "other context", channel="cli")
+
+
+async def export_text(engine: Engine, context: str | None) -> str:
+    out = io.StringIO()
+    await export_jsonl(engine, out, context=context)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("context", ["default", None], ids=["one-context", "all"])
+async def test_round_trip_is_byte_exact_and_import_idempotent(
+    store: Store, tmp_path: Path, context: str | None
+) -> None:
+    await populate(store)
+    first = await export_text(store.engine, context)
+    lines = first.splitlines()
+    assert json.loads(lines[0]) == {"format": "hero-agent-export", "version": 1}
+    assert len(lines) > 10
+    dump_file = tmp_path / "dump.jsonl"
+    dump_file.write_text(first, encoding="utf-8")
+    for name, factory in ENGINES.items():
+        async with factory(tmp_path / f"target-{name}") as target:
+            result = await import_jsonl(target, dump_file)
+            assert result.read == result.written == len(lines) - 1
+            assert await export_text(target, context) == first
+            again = await import_jsonl(target, dump_file)
+            assert (again.read, again.written) == (len(lines) - 1, 0)
+            assert await export_text(target, context) == first
+            # the imported store keeps working: seq continues, new sids do not collide
+            imported = Store(target)
+            conv = (await imported.list_conversations(ALICE)).items[0]
+            msg = await imported.append_message(ALICE, conv.sid, "user", "new", channel="cli")
+            assert msg.seq == conv.message_count + 1
+            fresh = await imported.create_conversation(ALICE, "fresh")
+            assert fresh.sid not in {
+                c.sid
+                for c in (await imported.list_conversations(ALICE, limit=100, archived=None)).items
+                if c.title != "fresh"
+            }
+
+
+def _lines(*records: dict[str, object]) -> str:
+    header = json.dumps({"format": "hero-agent-export", "version": 1})
+    return "\n".join([header, *(json.dumps(r) for r in records)]) + "\n"
+
+
+CONV = {
+    "kind": "AgentConversation",
+    "record": {
+        "sid": "0001",
+        "context": "default",
+        "user_id": "alice",
+        "created_at": 1,
+        "updated_at": 2,
+        "title": "t",
+        "is_archived": False,
+        "message_count": 1,
+    },
+}
+MSG = {
+    "kind": "AgentMessage",
+    "record": {
+        "sid": "0001",
+        "context": "default",
+        "user_id": "alice",
+        "created_at": 1,
+        "updated_at": 1,
+        "conversation_id": "0001",
+        "seq": 1,
+        "role": "user",
+        "content": "hi",
+    },
+}
+
+
+def _with(base: dict[str, object], **changes: object) -> dict[str, object]:
+    record = {**base["record"], **changes}  # type: ignore[dict-item]
+    return {**base, "record": {k: v for k, v in record.items() if v is not ...}}
+
+
+BAD_FILES: dict[str, tuple[Callable[[], str], int, str]] = {
+    "bad-json": (lambda: _lines(CONV) + "{not json\n", 3, "not valid JSON"),
+    "unknown-kind": (lambda: _lines(CONV, {"kind": "AgentSpaceship", "record": {}}), 3, "unknown kind"),
+    "extra-keys": (lambda: _lines({**CONV, "oops": 1}), 2, "exactly"),
+    "missing-field": (lambda: _lines(CONV, _with(MSG, content=...)), 3, "lacks the field 'content'"),
+    "wrong-type": (lambda: _lines(_with(CONV, created_at="yesterday")), 2, "wrong type"),
+    "invalid-context": (lambda: _lines(_with(CONV, context="Bad Context")), 2, "invalid context"),
+    "invalid-sid": (lambda: _lines(_with(CONV, sid="../x")), 2, "invalid id"),
+    "orphan-message": (lambda: _lines(CONV, _with(MSG, conversation_id="0zzz")), 3, "neither earlier"),
+    "message-before-conversation": (lambda: _lines(MSG, CONV), 2, "neither earlier"),
+    "duplicate-sid": (lambda: _lines(CONV, MSG, _with(MSG, content="other")), 4, "appears twice"),
+    "duplicate-seq": (lambda: _lines(CONV, MSG, _with(MSG, sid="0002")), 4, "seq 1 appears twice"),
+    "bad-seq": (lambda: _lines(CONV, _with(MSG, seq=0)), 3, "positive"),
+    "no-header": (lambda: _lines(CONV).split("\n", 1)[1], 1, "header"),
+    "future-version": (lambda: _lines(CONV).replace('"version": 1', '"version": 9'), 1, "version"),
+    "empty": (lambda: "", 1, "empty"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+async def test_malformed_file_names_the_line_and_writes_nothing(
+    engine: Engine, tmp_path: Path, case: str
+) -> None:
+    make, line, reason = BAD_FILES[case]
+    path = tmp_path / "bad.jsonl"
+    path.write_text(make(), encoding="utf-8")
+    with pytest.raises(ImportFormatError) as caught:
+        await import_jsonl(engine, path)
+    assert caught.value.line == line
+    assert reason in caught.value.reason
+    assert str(caught.value).startswith(f"line {line}: ")
+    assert await engine.contexts() == []
+
+
+async def test_binary_junk_is_refused(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "junk.jsonl"
+    path.write_bytes(_lines(CONV).encode() + b"\xff\xfe\x00junk\n")
+    with pytest.raises(ImportFormatError) as caught:
+        await import_jsonl(engine, path)
+    assert caught.value.line == 3
+    assert await engine.contexts() == []
+
+
+async def test_message_may_join_a_conversation_already_in_the_store(engine: Engine, tmp_path: Path) -> None:
+    conv_only, msg_only = tmp_path / "conv.jsonl", tmp_path / "msg.jsonl"
+    conv_only.write_text(_lines(CONV))
+    msg_only.write_text(_lines(MSG))
+    await import_jsonl(engine, conv_only)
+    result = await import_jsonl(engine, msg_only)
+    assert result.written == 1
+    assert (await engine.get(Kind.MESSAGE, ALICE, "0001")) == MSG["record"]
+    bobs = tmp_path / "bob.jsonl"
+    bobs.write_text(_lines(_with(MSG, user_id="bob", sid="0002")))
+    with pytest.raises(ImportFormatError, match="neither earlier"):
+        await import_jsonl(engine, bobs)  # alice's conversation is not bob's
+
+
+# -- the command handlers (synchronous: they run their own event loop) --------------------------------
+
+
+def _settings(path: Path) -> Settings:
+    return Settings(store=StoreSettings(engine="embedded", path=path))
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="hero-agent")
+    register(parser.add_subparsers())
+    return parser.parse_args(argv)
+
+
+async def _populate_at(path: Path) -> None:
+    async with Store(EmbeddedEngine(path)) as store:
+        await populate(store)
+
+
+def test_cli_export_import_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source, target = _settings(tmp_path / "src"), _settings(tmp_path / "dst")
+    anyio.run(_populate_at, tmp_path / "src")
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    args = _parse("export", "--all", "--output", str(first))
+    assert args.handler(args, source) == 0
+    assert "exported" in capsys.readouterr().err
+    args = _parse("import", "--input", str(first))
+    assert args.handler(args, target) == 0
+    assert "already present" in capsys.readouterr().err
+    assert run_import(_parse("import", "--input", str(first)), target) == 0
+    assert "imported 0 new" in capsys.readouterr().err
+    assert run_export(_parse("export", "--all", "--output", str(second)), target) == 0
+    assert first.read_bytes() == second.read_bytes()
+    assert run_export(_parse("export", "--output", str(tmp_path / "default.jsonl")), target) == 0
+    one = (tmp_path / "default.jsonl").read_text().splitlines()
+    assert {json.loads(line)["record"]["context"] for line in one[1:]} == {"default"}
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = _settings(tmp_path / "store")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(_lines(CONV) + "garbage\n")
+    assert run_import(_parse("import", "--input", str(bad)), settings) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "line 3" in err and "Traceback" not in err
+    assert (
+        run_export(_parse("export", "--context", "Bad Name", "--output", str(tmp_path / "x")), settings) == 1
+    )
+    err = capsys.readouterr().err
+    assert "invalid context" in err and not (tmp_path / "x").exists()
+    assert run_import(_parse("import", "--input", str(tmp_path / "missing.jsonl")), settings) == 1
+    assert "No such file" in capsys.readouterr().err
+    assert run_export(_parse("export", "--output", str(tmp_path / "nodir" / "x.jsonl")), settings) == 1
+    assert capsys.readouterr().err.startswith("hero-agent export: ")
