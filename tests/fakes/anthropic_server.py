@@ -61,10 +61,11 @@ def reply_tool_use(
 
 
 def reply_raw_events(
-    events: Sequence[RawLine], *, drop: bool = False, chunk_delay: float | None = None
+    events: Sequence[RawLine], *, drop: bool = False, stall: bool = False, chunk_delay: float | None = None
 ) -> Reply:
-    """A 200 event stream of exactly these events (dicts: named by their "type"; strings: verbatim)."""
-    return Reply("raw", lines=tuple(events), drop=drop, chunk_delay=chunk_delay)
+    """A 200 event stream of exactly these events (dicts: named by their "type"; strings: verbatim),
+    then the end of the body, a dropped connection (``drop``) or silence (``stall``)."""
+    return Reply("raw", lines=tuple(events), drop=drop, stall=stall, chunk_delay=chunk_delay)
 
 
 def event(data: dict[str, Any]) -> str:
@@ -143,7 +144,7 @@ class FakeAnthropic(FakeLLMServer):
             if i and gap:
                 await self.pause(gap)
             yield piece
-        if reply.kind == "hang":
+        if reply.kind == "hang" or reply.stall:
             await self.stall(request)
         if reply.drop:
             raise DropConnection("scripted connection drop")

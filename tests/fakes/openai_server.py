@@ -122,7 +122,7 @@ class FakeOpenAI(FakeLLMServer):
                 await self.pause(gap)
             first = False
             yield piece
-        if reply.kind == "hang":
+        if reply.kind == "hang" or reply.stall:
             await self.stall(request)
         if reply.drop:
             raise DropConnection("scripted connection drop")

@@ -41,6 +41,8 @@ class Reply:
     lines: tuple[RawLine, ...] = ()
     #: after the raw lines / the hang text: drop the connection instead of ending the body cleanly
     drop: bool = False
+    #: raw stream: after the lines, stall (send nothing more) until the client leaves
+    stall: bool = False
     #: seconds before the response starts; None: no extra delay
     delay: float = 0.0
     #: seconds between streamed chunks; None: the fake's ``chunk_delay``
@@ -118,10 +120,16 @@ def reply_quota_error() -> Reply:
 
 
 def reply_raw_sse(
-    lines: Sequence[RawLine], *, drop: bool = False, chunk_delay: float | None = None, delay: float = 0.0
+    lines: Sequence[RawLine],
+    *,
+    drop: bool = False,
+    stall: bool = False,
+    chunk_delay: float | None = None,
+    delay: float = 0.0,
 ) -> Reply:
-    """A 200 ``text/event-stream`` made of exactly these lines (see :attr:`Reply.lines`)."""
-    return Reply("raw", lines=tuple(lines), drop=drop, chunk_delay=chunk_delay, delay=delay)
+    """A 200 ``text/event-stream`` made of exactly these lines (see :attr:`Reply.lines`), then the
+    end of the body, a dropped connection (``drop``) or silence until the client leaves (``stall``)."""
+    return Reply("raw", lines=tuple(lines), drop=drop, stall=stall, chunk_delay=chunk_delay, delay=delay)
 
 
 def reply_json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
