@@ -27,7 +27,7 @@ from typing import Any, TextIO
 import anyio
 import structlog
 from anyio.abc import TaskStatus
-from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client  # the SDK's own defaults (timeouts)
 from mcp.types import CallToolResult, ContentBlock, EmbeddedResource, PaginatedRequestParams, TextContent
@@ -66,9 +66,12 @@ class MCPTool(Tool):
         session = self.link.session
         if session is None:
             raise ToolError(f"MCP server '{self.link.name}' is not running")
-        result = await session.call_tool(
-            self.remote_name, args, read_timeout_seconds=self.link.settings.timeout_s
-        )
+        try:
+            result = await session.call_tool(
+                self.remote_name, args, read_timeout_seconds=self.link.settings.timeout_s
+            )
+        except MCPError as exc:  # protocol errors and a connection that is gone ("Connection closed")
+            raise ToolError(f"MCP server '{self.link.name}' failed: {exc}") from None
         return ToolResult(content=render_result(result), ok=not result.is_error)
 
 

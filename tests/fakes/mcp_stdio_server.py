@@ -1,7 +1,8 @@
 """A tiny MCP server over stdio for the MCP client tests: ``python tests/fakes/mcp_stdio_server.py``.
 
-Tools: ``add(a, b)``, ``shout(text)``, ``fail(reason)`` (a tool error) and ``env_value(name)`` (reads
-the server's environment, to check the client passes ``env``). Built on the official SDK's
+Tools: ``add(a, b)``, ``shout(text)``, ``fail(reason)`` (a tool error), ``env.value(name)`` (reads
+the server's environment, to check the client passes ``env``; its dotted name needs sanitising) and
+``die()`` (the process exits mid-call). Built on the official SDK's
 ``MCPServer`` (mcp 2.x's name for FastMCP).
 """
 
@@ -36,6 +37,11 @@ def build_server() -> MCPServer:
     def env_value(name: str) -> str:
         """The value of one environment variable of the server process."""
         return os.environ.get(name, "<unset>")
+
+    @server.tool()
+    def die() -> str:
+        """Ends the server process at once (to test a server that goes away)."""
+        os._exit(3)
 
     return server
 

@@ -116,9 +116,9 @@ async def test_a_server_that_dies_later_answers_errors(ctx: ToolContext) -> None
     with anyio.fail_after(30):
         async with open_mcp_servers((stdio_server("fragile"),), registry):
             died = await call(registry, ctx, "fragile__die")
-            assert not died.ok
+            assert not died.ok and died.content.startswith("error: MCP server 'fragile' failed")
             after = await call(registry, ctx, "fragile__add", a=1, b=1)
-            assert not after.ok and after.content.startswith("error: ")
+            assert not after.ok and after.content.startswith("error: MCP server 'fragile' failed")
 
 
 async def test_open_tools_adds_mcp_servers_to_the_builtins(ctx: ToolContext) -> None:
