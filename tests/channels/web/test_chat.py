@@ -1,0 +1,175 @@
+"""``POST /api/chat`` over a real uvicorn: event order, tools, commands, disconnect and shutdown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from store import Message, Scope
+from tests.channels.web.conftest import ALICE, Web, chat, parse_sse, serve_web, web_settings
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.sse_scripts import reply_text, reply_tool_calls
+
+pytestmark = pytest.mark.anyio
+
+ALICE_SCOPE = Scope("default", "alice")
+SLOW = "one two three four five six seven eight nine ten eleven twelve"
+
+
+async def _messages(web: Web, conversation_id: str) -> list[Message]:
+    return (await web.store.list_messages(ALICE_SCOPE, conversation_id)).items
+
+
+async def _wait_for(web: Web, conversation_id: str, status: str) -> list[Message]:
+    """Poll the store until the assistant message of the conversation has ``status``."""
+    with anyio.fail_after(10):
+        while True:
+            msgs = await _messages(web, conversation_id)
+            if any(m.role == "assistant" and m.status == status for m in msgs):
+                return msgs
+            await anyio.sleep(0.02)
+
+
+async def test_event_order_and_persistence(alice: httpx.AsyncClient, web: Web) -> None:
+    events = await chat(alice, {"message": "hello"})
+    names = [name for name, _ in events]
+    assert names[0] == "start" and names[-1] == "done"
+    assert set(names[1:-1]) <= {"delta", "usage"} and "delta" in names
+    start, done = events[0][1], events[-1][1]
+    assert start["context"] == "default" and start["conversation_id"] == done["conversation_id"]
+    assert "".join(d["text"] for n, d in events if n == "delta") == "echo: hello" == done["text"]
+    assert done["usage"]["model"] == "fake-model" and done["usage"]["completion_tokens"] > 0
+    msgs = await _messages(web, done["conversation_id"])
+    assert [(m.role, m.content, m.channel, m.status) for m in msgs] == [
+        ("user", "hello", "web", "complete"),
+        ("assistant", "echo: hello", "web", "complete"),
+    ]
+    assert msgs[0].sid == start["user_message_id"] and msgs[1].sid == done["message_id"]
+    # without conversation_id the next message continues the active conversation
+    again = await chat(alice, {"message": "more"})
+    assert again[-1][1]["conversation_id"] == done["conversation_id"]
+
+
+async def test_tool_events(alice: httpx.AsyncClient, fake: FakeOpenAI) -> None:
+    fake.enqueue(reply_tool_calls([("call_1", "current_datetime", "{}")]), reply_text("It is now.", chunks=2))
+    events = await chat(alice, {"message": "what time is it?"})
+    names = [n for n, _ in events]
+    assert names[0] == "start" and names[-1] == "done"
+    assert names.index("tool_start") < names.index("tool_end") < max(i for i, n in enumerate(names) if n == "delta")
+    tool_start = dict(events)["tool_start"]
+    tool_end = dict(events)["tool_end"]
+    assert tool_start["name"] == tool_end["name"] == "current_datetime"
+    assert tool_start["call_id"] == tool_end["call_id"] == "call_1" and tool_end["ok"] is True
+    assert events[-1][1]["text"] == "It is now."
+
+
+async def test_slash_commands(alice: httpx.AsyncClient, web: Web, fake: FakeOpenAI) -> None:
+    events = await chat(alice, {"message": "/help"})
+    assert [n for n, _ in events] == ["command"]
+    assert events[0][1]["command"] == "help" and "/clear" in events[0][1]["text"]
+
+    switched = await chat(alice, {"message": "/context work"})
+    assert switched[0][0] == "command" and switched[0][1]["data"]["context"] == "work"
+
+    unknown = await chat(alice, {"message": "/frobnicate"})
+    assert unknown[0][0] == "command" and "/help" in unknown[0][1]["text"]
+    assert fake.request_count == 0  # commands never reach the LLM
+
+
+async def test_context_from_body_isolates_turns(alice: httpx.AsyncClient, web: Web) -> None:
+    events = await chat(alice, {"message": "in work", "context_name": "work"})
+    conv = events[-1][1]["conversation_id"]
+    assert events[0][1]["context"] == "work"
+    assert len((await web.store.list_messages(Scope("work", "alice"), conv)).items) == 2
+    assert (await alice.get(f"/api/conversations/{conv}")).status_code == 404  # not in the default context
+    assert (await alice.get(f"/api/conversations/{conv}", headers={"X-Hero-Context": "work"})).status_code == 200
+
+
+async def _stream_until_delta(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[httpx.Response, Any, str]:
+    """Open the stream, read up to the first delta; returns (response, line iterator, conversation id)."""
+    resp = await client.send(client.build_request("POST", "/api/chat", json=body), stream=True)
+    assert resp.status_code == 200
+    lines = resp.aiter_lines()
+    conversation_id = ""
+    with anyio.fail_after(10):
+        async for line in lines:
+            if line.startswith("data:") and '"conversation_id"' in line and not conversation_id:
+                conversation_id = json.loads(line[5:])["conversation_id"]
+            if line == "event: delta":
+                break
+    return resp, lines, conversation_id
+
+
+async def test_client_disconnect_cancels_and_stores_interrupted(alice: httpx.AsyncClient, web: Web,
+                                                                fake: FakeOpenAI) -> None:
+    fake.enqueue(reply_text(SLOW, chunks=12, chunk_delay=0.3))
+    resp, _, conv = await _stream_until_delta(alice, {"message": "tell me slowly"})
+    await resp.aclose()  # the client goes away mid-reply
+    msgs = await _wait_for(web, conv, "interrupted")
+    user, reply = msgs[0], msgs[-1]
+    assert (user.role, user.content, user.status) == ("user", "tell me slowly", "complete")
+    assert reply.role == "assistant" and reply.status == "interrupted"
+    assert len(reply.content) < len(SLOW)
+    # the conversation is free again: the next turn runs normally after the interrupted one
+    events = await chat(alice, {"message": "again", "conversation_id": conv})
+    assert events[-1][0] == "done"
+    with anyio.fail_after(10):
+        while web.channel.state is not None and web.channel.state.metrics.active_streams:
+            await anyio.sleep(0.02)
+    metrics = (await alice.get("/metrics")).text
+    assert 'hero_turns_total{channel="web",outcome="interrupted"} 1' in metrics
+
+
+async def test_stop_command_cancels_running_turn(alice: httpx.AsyncClient, web: Web, fake: FakeOpenAI) -> None:
+    fake.enqueue(reply_text(SLOW, chunks=12, chunk_delay=0.3))
+    resp, lines, conv = await _stream_until_delta(alice, {"message": "long one"})
+    stopped = await chat(alice, {"message": "/stop", "conversation_id": conv})
+    assert stopped[0][0] == "command" and stopped[0][1]["data"]["stopped"] is True
+    rest = parse_sse("\n".join([line async for line in lines]))
+    await resp.aclose()
+    assert rest[-1][0] == "error" and rest[-1][1]["code"] == "cancelled"
+    await _wait_for(web, conv, "interrupted")
+
+
+async def test_shutdown_deadline_cuts_stream_with_final_event(tmp_path: Path, fake: FakeOpenAI) -> None:
+    fake.enqueue(reply_text(SLOW, chunks=12, chunk_delay=0.5))
+    settings = web_settings(tmp_path, fake.base_url, shutdown_deadline_s=0.3)
+    async with serve_web(settings) as web, web.client(ALICE) as client:
+        resp, lines, conv = await _stream_until_delta(client, {"message": "never finishes in time"})
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(web.channel.stop)
+            with anyio.fail_after(10):
+                rest = parse_sse("\n".join([line async for line in lines]))
+        await resp.aclose()
+        assert rest[-1][0] == "error" and rest[-1][1]["code"] == "shutdown"
+        msgs = await _wait_for(web, conv, "interrupted")
+        assert [m.role for m in msgs] == ["user", "assistant"]
+
+
+async def test_shutdown_lets_short_turns_finish(tmp_path: Path, fake: FakeOpenAI) -> None:
+    fake.enqueue(reply_text("almost done now", chunks=4, chunk_delay=0.1))
+    settings = web_settings(tmp_path, fake.base_url, shutdown_deadline_s=10.0)
+    async with serve_web(settings) as web, web.client(ALICE) as client:
+        resp, lines, conv = await _stream_until_delta(client, {"message": "quick"})
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(web.channel.stop)
+            with anyio.fail_after(10):
+                rest = parse_sse("\n".join([line async for line in lines]))
+        await resp.aclose()
+        assert rest[-1][0] == "done"
+        msgs = await _messages(web, conv)
+        assert msgs[-1].status == "complete" and msgs[-1].content == "almost done now"
+
+
+async def test_new_turns_refused_while_shutting_down(alice: httpx.AsyncClient, web: Web) -> None:
+    assert web.channel.state is not None
+    web.channel.state.shutdown.set()  # what stop() does first, before uvicorn closes the listener
+    refused = await alice.post("/api/chat", json={"message": "late"})
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
+    assert (await alice.get("/readyz")).status_code == 503
+    assert (await web.store.stats(ALICE_SCOPE)).messages == 0

@@ -1,0 +1,133 @@
+"""The OpenAI-compatible endpoint, driven by the official ``openai`` package as a real client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import openai
+import pytest
+
+from store import Scope
+from tests.channels.web.conftest import ALICE, Web
+from tests.fakes.openai_server import FakeOpenAI
+
+pytestmark = pytest.mark.anyio
+
+ALICE_SCOPE = Scope("default", "alice")
+
+
+@pytest.fixture
+async def client(web: Web) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(base_url=f"{web.base_url}/v1", api_key="tok-alice", max_retries=0) as c:
+        yield c
+
+
+async def _api_conversations(web: Web) -> list[tuple[str, str]]:
+    page = await web.store.list_conversations(ALICE_SCOPE)
+    return [(c.sid, c.title) for c in page.items]
+
+
+async def test_models(client: openai.AsyncOpenAI) -> None:
+    models = await client.models.list()
+    assert [m.id for m in models.data] == ["hero-agent"]
+
+
+async def test_non_streaming_completion_is_persisted_with_tag_api(client: openai.AsyncOpenAI, web: Web) -> None:
+    resp = await client.chat.completions.create(
+        model="hero-agent",
+        messages=[
+            {"role": "system", "content": "ignored: the agent has its own system prompt"},
+            {"role": "user", "content": "earlier, ignored"},
+            {"role": "assistant", "content": "earlier answer"},
+            {"role": "user", "content": "hello api"},
+        ],
+    )
+    assert resp.choices[0].message.content == "echo: hello api"
+    assert resp.choices[0].finish_reason == "stop"
+    assert resp.usage is not None and resp.usage.completion_tokens > 0
+    assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
+    (sid, title), = await _api_conversations(web)
+    assert title == "API"
+    msgs = (await web.store.list_messages(ALICE_SCOPE, sid)).items
+    assert [(m.role, m.content, m.channel) for m in msgs] == [
+        ("user", "hello api", "api"),
+        ("assistant", "echo: hello api", "api"),
+    ]
+
+
+async def test_streaming_completion(client: openai.AsyncOpenAI, web: Web) -> None:
+    stream = await client.chat.completions.create(
+        model="hero-agent",
+        messages=[{"role": "user", "content": "stream please"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces: list[str] = []
+    finish: list[str] = []
+    usage = None
+    async for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.delta.content:
+                pieces.append(choice.delta.content)
+            if choice.finish_reason:
+                finish.append(choice.finish_reason)
+    assert "".join(pieces) == "echo: stream please"
+    assert len(pieces) > 1 and finish == ["stop"]
+    assert usage is not None and usage.completion_tokens > 0
+    (sid, _), = await _api_conversations(web)
+    msgs = (await web.store.list_messages(ALICE_SCOPE, sid)).items
+    assert [(m.role, m.channel, m.status) for m in msgs] == [("user", "api", "complete"),
+                                                           ("assistant", "api", "complete")]
+
+
+async def test_user_field_picks_the_conversation(client: openai.AsyncOpenAI, web: Web, fake: FakeOpenAI) -> None:
+    for user, text in (("ann", "a1"), ("ben", "b1"), ("ann", "a2")):
+        await client.chat.completions.create(model="x", user=user, messages=[{"role": "user", "content": text}])
+    convs = dict((title, sid) for sid, title in await _api_conversations(web))
+    assert set(convs) == {"API: ann", "API: ben"}
+    ann = [m.content for m in (await web.store.list_messages(ALICE_SCOPE, convs["API: ann"])).items]
+    assert ann == ["a1", "echo: a1", "a2", "echo: a2"]
+    # the agent sent its own history of ann's conversation to the model on the second turn
+    sent = [m.get("content") for m in fake.requests[-1]["messages"] if m["role"] != "system"]
+    assert sent[-3:] == ["a1", "echo: a1", "a2"]
+
+
+async def test_conversation_header_and_foreign_ids(web: Web, client: openai.AsyncOpenAI) -> None:
+    async with web.client(ALICE) as http:
+        made = (await http.post("/api/conversations", json={"title": "chosen"})).json()
+        resp = await http.post(
+            "/v1/chat/completions",
+            json={"model": "x", "messages": [{"role": "user", "content": "into chosen"}]},
+            headers={"X-Hero-Conversation": made["id"]},
+        )
+        assert resp.status_code == 200 and resp.headers["x-hero-conversation"] == made["id"]
+    msgs = (await web.store.list_messages(ALICE_SCOPE, made["id"])).items
+    assert [m.content for m in msgs] == ["into chosen", "echo: into chosen"]
+    async with openai.AsyncOpenAI(base_url=f"{web.base_url}/v1", api_key="tok-bob", max_retries=0) as bob:
+        with pytest.raises(openai.NotFoundError) as err:
+            await bob.chat.completions.create(
+                model="x", messages=[{"role": "user", "content": "peek"}],
+                extra_headers={"X-Hero-Conversation": made["id"]},
+            )
+    assert err.value.status_code == 404
+    assert (await web.store.stats(Scope("default", "bob"))).messages == 0
+
+
+async def test_errors_in_openai_shape(web: Web, client: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as bad:
+        await client.chat.completions.create(model="x", messages=[{"role": "assistant", "content": "no user"}])
+    assert bad.value.status_code == 400
+    body = bad.value.body
+    assert isinstance(body, dict) and body["code"] == "invalid_messages" and body["type"] == "invalid_request_error"
+    async with openai.AsyncOpenAI(base_url=f"{web.base_url}/v1", api_key="wrong", max_retries=0) as intruder:
+        with pytest.raises(openai.AuthenticationError):
+            await intruder.models.list()
+    async with httpx.AsyncClient(base_url=web.base_url, headers=ALICE) as http:
+        resp = await http.post("/v1/chat/completions", content=b"{oops", headers={"Content-Type": "application/json"})
+        assert resp.status_code == 400
+        assert resp.json()["error"]["type"] == "invalid_request_error"
+        assert set(resp.json()["error"]) == {"code", "message", "type", "param"}
+    assert (await web.store.stats(ALICE_SCOPE)).messages == 0

@@ -1,0 +1,122 @@
+"""Health, readiness, metrics, the OpenAPI document's coverage, and the channel's start failures."""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.routing import Mount, Route
+
+from agent.factory import open_agent
+from channels.base import ChannelStartError
+from channels.web import WebChannel, create_app
+from channels.web.metrics import Metrics
+from store.factory import open_store
+from tests.channels.web.conftest import ALICE, Web, chat, serve_web, web_settings, with_web
+from tests.fakes.openai_server import FakeOpenAI
+
+pytestmark = pytest.mark.anyio
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_health_and_readiness(web: Web) -> None:
+    async with web.client() as anonymous:
+        assert (await anonymous.get("/healthz")).json() == {"status": "ok"}
+        ready = await anonymous.get("/readyz")
+        assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+
+
+async def test_not_ready_when_the_provider_is_unreachable(tmp_path: Path) -> None:
+    settings = web_settings(tmp_path, f"http://127.0.0.1:{_closed_port()}/v1")
+    async with serve_web(settings) as web, web.client() as anonymous:
+        resp = await anonymous.get("/readyz")
+        assert resp.status_code == 503
+        assert resp.json()["error"] == {"code": "not_ready", "message": "the LLM provider is not reachable"}
+        assert (await anonymous.get("/healthz")).status_code == 200  # alive all the same
+
+
+async def test_metrics_count_turns_tokens_and_latency(web: Web, alice: httpx.AsyncClient) -> None:
+    await chat(alice, {"message": "count me"})
+    await chat(alice, {"message": "/help"})
+    text = (await alice.get("/metrics")).text
+    assert 'hero_turns_total{channel="web",outcome="complete"} 1' in text
+    assert 'hero_turns_total{channel="web",outcome="command"} 1' in text
+    assert re.search(r'hero_tokens_total\{channel="web",kind="completion"\} [1-9]', text)
+    assert 'hero_turn_duration_seconds_count{channel="web"} 1' in text
+    assert 'hero_turn_duration_seconds_bucket{channel="web",le="+Inf"} 1' in text
+    assert 'hero_time_to_first_token_seconds_count{channel="web"} 1' in text
+    assert "hero_active_streams 0" in text
+    assert "# TYPE hero_turn_duration_seconds histogram" in text
+
+
+def test_metrics_histogram_buckets_are_cumulative() -> None:
+    metrics = Metrics()
+    for seconds in (0.01, 0.2, 0.2, 700.0):
+        metrics.turn_finished("web", "complete", seconds=seconds, ttft=None, prompt_tokens=0, completion_tokens=0)
+    metrics.turn_finished("api", "error", seconds=1.0, ttft=0.5, prompt_tokens=3, completion_tokens=0,
+                          error_code="provider_error")
+    text = metrics.render()
+    assert 'hero_turn_duration_seconds_bucket{channel="web",le="0.05"} 1' in text
+    assert 'hero_turn_duration_seconds_bucket{channel="web",le="0.25"} 3' in text
+    assert 'hero_turn_duration_seconds_bucket{channel="web",le="300"} 3' in text
+    assert 'hero_turn_duration_seconds_bucket{channel="web",le="+Inf"} 4' in text
+    assert 'hero_turn_errors_total{channel="api",code="provider_error"} 1' in text
+    assert 'hero_tokens_total{channel="api",kind="prompt"} 3' in text
+
+
+async def test_openapi_documents_every_route(web: Web) -> None:
+    async with web.client() as anonymous:
+        doc = (await anonymous.get("/openapi.json")).json()
+    app = create_app(web.settings, web.agent)
+    implemented: set[tuple[str, str]] = set()
+    for route in app.routes:
+        if isinstance(route, Route) and route.methods:
+            for method in route.methods - {"HEAD"}:
+                implemented.add((route.path, method.lower()))
+        else:
+            assert isinstance(route, Mount)  # /static: files, not API
+    documented = {(path, method) for path, item in doc["paths"].items() for method in item}
+    assert implemented - {("/", "get"), ("/openapi.json", "get")} == documented
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert doc["paths"]["/api/chat"]["post"]["security"] == [{"bearer": []}]
+
+
+async def test_refuses_non_loopback_without_tokens(tmp_path: Path, fake: FakeOpenAI) -> None:
+    settings = with_web(web_settings(tmp_path, fake.base_url, tokens=()), host="0.0.0.0")
+    async with open_store(settings) as store, open_agent(settings, store) as agent:
+        channel = WebChannel(settings, agent)
+        with pytest.raises(ChannelStartError, match=r"refusing to listen on 0\.0\.0\.0 without authentication"):
+            await channel.start()
+        await channel.stop()  # safe after a failed start
+
+
+async def test_port_in_use_is_one_clear_line(tmp_path: Path, fake: FakeOpenAI) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        settings = with_web(web_settings(tmp_path, fake.base_url), port=port)
+        async with open_store(settings) as store, open_agent(settings, store) as agent:
+            channel = WebChannel(settings, agent)
+            with pytest.raises(ChannelStartError) as err:
+                await channel.start()
+            await channel.stop()
+    assert str(err.value) == f"web: cannot listen on 127.0.0.1:{port}: the address is already in use"
+    assert "\n" not in str(err.value)
+
+
+async def test_cors_when_configured(tmp_path: Path, fake: FakeOpenAI) -> None:
+    settings = web_settings(tmp_path, fake.base_url, cors_origins=("https://app.example",))
+    async with serve_web(settings) as web, web.client(ALICE) as client:
+        ok = await client.get("/api/stats", headers={"Origin": "https://app.example"})
+        assert ok.headers["access-control-allow-origin"] == "https://app.example"
+        other = await client.get("/api/stats", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
