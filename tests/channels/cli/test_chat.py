@@ -7,6 +7,8 @@ import signal
 
 import anyio
 import pytest
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory
 
 from channels.cli.completion import SLASH_COMMANDS, SlashCompleter
@@ -14,7 +16,7 @@ from channels.cli.session import HELP_KEYS, STOP_HINT, CliChat
 from store.errors import InvalidInput, NotFound
 from store.models import Scope
 from tests.channels.cli.conftest import Runtime, Terminal, wait_until
-from tests.fakes.openai_server import reply_text, reply_tool_calls
+from tests.fakes.openai_server import reply_error, reply_text, reply_tool_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -169,9 +171,6 @@ async def test_tab_completes_slash_commands(runtime: Runtime, terminal: Terminal
 
 
 def test_completer_lists_the_shared_commands() -> None:
-    from prompt_toolkit.completion import CompleteEvent
-    from prompt_toolkit.document import Document
-
     names = [c.text for c in SlashCompleter().get_completions(Document("/c"), CompleteEvent())]
     assert names == ["/clear", "/context", "/compact"]
     assert [c.text for c in SlashCompleter().get_completions(Document("hello /c"), CompleteEvent())] == []
@@ -192,8 +191,6 @@ def test_completer_lists_the_shared_commands() -> None:
 async def test_provider_failure_is_one_clear_line_and_chat_goes_on(
     runtime: Runtime, terminal: Terminal
 ) -> None:
-    from tests.fakes.openai_server import reply_error
-
     runtime.fake.enqueue(reply_error(500))
     chat = terminal.chat(runtime)
     await chat.start()
