@@ -1,0 +1,87 @@
+"""What is particular to the embedded engine: the file on disk, opening failures, sharing one
+connection per process, and ``open_store`` from settings."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from config.settings import AgentSettings, Settings, StoreSettings
+from store.embedded import DB_FILE, EmbeddedEngine
+from store.errors import InvalidInput, StoreUnavailable
+from store.factory import open_store
+from store.models import Kind
+from tests.store.conftest import ALICE
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_database_is_wal_and_created_in_the_data_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "deep" / "data"
+    async with EmbeddedEngine(data_dir) as engine:
+        await engine.create(Kind.MEMORY, ALICE, {"content": "x", "hash": "h"})
+    conn = sqlite3.connect(data_dir / DB_FILE)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("SELECT count(*) FROM memories").fetchone() == (1,)
+    finally:
+        conn.close()
+
+
+async def test_unopenable_places_are_unavailable(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("not a directory")
+    with pytest.raises(StoreUnavailable, match="cannot open the embedded store"):
+        await EmbeddedEngine(a_file).open()
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / DB_FILE).write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreUnavailable, match="not a database"):
+        await EmbeddedEngine(garbage).open()
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    async with EmbeddedEngine(tmp_path):
+        pass
+    conn = sqlite3.connect(tmp_path / DB_FILE)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(StoreUnavailable, match="newer hero-agent"):
+        await EmbeddedEngine(tmp_path).open()
+
+
+async def test_engines_of_one_process_share_the_file_safely(tmp_path: Path) -> None:
+    first, second = EmbeddedEngine(tmp_path), EmbeddedEngine(tmp_path)
+    await first.open()
+    await second.open()
+    conv = await first.create(Kind.CONVERSATION, ALICE, {"title": "", "is_archived": False})
+    assert await second.get(Kind.CONVERSATION, ALICE, conv["sid"]) == conv
+    await first.aclose()
+    with pytest.raises(StoreUnavailable):
+        await first.get(Kind.CONVERSATION, ALICE, conv["sid"])
+    assert await second.get(Kind.CONVERSATION, ALICE, conv["sid"]) == conv
+    await second.aclose()
+
+
+async def test_open_store_from_settings(tmp_path: Path) -> None:
+    settings = Settings(
+        agent=AgentSettings(max_message_chars=10),
+        store=StoreSettings(engine="embedded", path=tmp_path / "new" / "dir"),
+    )
+    async with open_store(settings) as store:
+        conv = await store.create_conversation(ALICE, "t")
+        await store.append_message(ALICE, conv.sid, "user", "x" * 10, channel="cli")
+        with pytest.raises(InvalidInput):
+            await store.append_message(ALICE, conv.sid, "user", "x" * 11, channel="cli")
+    assert (tmp_path / "new" / "dir" / DB_FILE).exists()
+    with pytest.raises(StoreUnavailable):
+        await store.get_conversation(ALICE, conv.sid)
+
+
+async def test_unknown_engine_name(tmp_path: Path) -> None:
+    settings = Settings(store=StoreSettings(engine="postgres", path=tmp_path))
+    with pytest.raises(StoreUnavailable, match="unknown store engine"):
+        async with open_store(settings):
+            pass
