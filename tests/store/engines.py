@@ -13,6 +13,7 @@ from pathlib import Path
 
 from store.embedded import EmbeddedEngine
 from store.engine import Engine
+from tests.store.osis_fixtures import osis_engine
 
 
 @asynccontextmanager
@@ -23,4 +24,6 @@ async def embedded_engine(path: Path) -> AsyncIterator[Engine]:
 
 ENGINES: dict[str, Callable[[Path], AbstractAsyncContextManager[Engine]]] = {
     "embedded": embedded_engine,
+    # the osis engine over HTTP to a real server (uvicorn on 127.0.0.1) in front of an embedded engine
+    "osis": osis_engine,
 }

@@ -41,8 +41,10 @@ async def serve(
     """Serve an (already open) engine on 127.0.0.1:``port`` (0: a free one) until the block ends."""
     sock = bind_socket("127.0.0.1", port)
     bound = sock.getsockname()[1]
-    app = build_app(engine, secret=secret) if max_body is None else build_app(
-        engine, secret=secret, max_body=max_body
+    app = (
+        build_app(engine, secret=secret)
+        if max_body is None
+        else build_app(engine, secret=secret, max_body=max_body)
     )
     try:
         async with running(app, [sock]) as server:
@@ -57,15 +59,20 @@ async def embedded_server(data_dir: Path, *, secret: str = "", port: int = 0) ->
         yield served
 
 
-def client_settings(url: str, *, secret: str = "", retries: int = 2, timeout_s: float = 10.0) -> StoreSettings:
+def client_settings(
+    url: str, *, secret: str = "", retries: int = 2, timeout_s: float = 10.0
+) -> StoreSettings:
     return StoreSettings(engine="osis", url=url, secret=secret, retries=retries, timeout_s=timeout_s)
 
 
 @asynccontextmanager
 async def osis_engine(path: Path) -> AsyncIterator[Engine]:
     """ENGINES["osis"]: an OsisEngine talking over HTTP to a server in front of an embedded engine."""
-    async with embedded_server(path / "osis-server") as served:
-        yield OsisEngine(client_settings(served.base_url))
+    async with (
+        embedded_server(path / "osis-server") as served,
+        OsisEngine(client_settings(served.base_url)) as engine,
+    ):
+        yield engine
 
 
 def free_port() -> int:

@@ -37,14 +37,19 @@ def _plain_osis(methods: set[str] | None = None) -> httpx.MockTransport:
             result: object = doc
         elif method.endswith(".set"):
             sid = f"{len(records) + 1:04d}"
-            records[sid] = {**params["object"], "sid": sid, "user_id": params["user_id"],
-                            "context": request.headers["x-hero-context"]}
+            records[sid] = {
+                **params["object"],
+                "sid": sid,
+                "user_id": params["user_id"],
+                "context": request.headers["x-hero-context"],
+            }
             result = sid
         elif method.endswith(".get"):
             result = records[params["sid"]]
         else:
-            return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"],
-                                             "error": {"code": -32601, "message": method}})
+            return httpx.Response(
+                200, json={"jsonrpc": "2.0", "id": body["id"], "error": {"code": -32601, "message": method}}
+            )
         return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "result": result})
 
     return httpx.MockTransport(handle)
@@ -91,7 +96,10 @@ async def test_wrong_secret_is_a_clear_auth_error(tmp_path: Path) -> None:
 
 
 async def test_errors_map_to_store_errors(tmp_path: Path) -> None:
-    async with embedded_server(tmp_path / "srv") as served, OsisEngine(client_settings(served.base_url)) as eng:
+    async with (
+        embedded_server(tmp_path / "srv") as served,
+        OsisEngine(client_settings(served.base_url)) as eng,
+    ):
         assert await eng.get(Kind.CONVERSATION, SCOPE, "zz") is None
         assert await eng.update(Kind.CONVERSATION, SCOPE, "zz", {"title": "x"}) is None
         with pytest.raises(NotFound):
@@ -167,31 +175,38 @@ async def test_outage_then_recovery_loses_and_doubles_nothing(tmp_path: Path) ->
 
 
 async def test_two_clients_see_one_store(tmp_path: Path) -> None:
-    async with embedded_server(tmp_path / "srv") as served:
-        async with OsisEngine(client_settings(served.base_url)) as a, OsisEngine(
-            client_settings(served.base_url)
-        ) as b:
-            conv = await Store(a).create_conversation(SCOPE, "shared")
-            seen = await Store(b).list_conversations(SCOPE)
-            assert [c.sid for c in seen.items] == [conv.sid]
-            assert await b.claim(SCOPE, "turn:x", "holder-a", 60_000) is True
-            assert await a.claim(SCOPE, "turn:x", "holder-b", 60_000) is False
-            await b.release(SCOPE, "turn:x", "holder-a")
-            assert await a.claim(SCOPE, "turn:x", "holder-b", 60_000) is True
+    async with (
+        embedded_server(tmp_path / "srv") as served,
+        OsisEngine(client_settings(served.base_url)) as a,
+        OsisEngine(client_settings(served.base_url)) as b,
+    ):
+        conv = await Store(a).create_conversation(SCOPE, "shared")
+        seen = await Store(b).list_conversations(SCOPE)
+        assert [c.sid for c in seen.items] == [conv.sid]
+        assert await b.claim(SCOPE, "turn:x", "holder-a", 60_000) is True
+        assert await a.claim(SCOPE, "turn:x", "holder-b", 60_000) is False
+        await b.release(SCOPE, "turn:x", "holder-a")
+        assert await a.claim(SCOPE, "turn:x", "holder-b", 60_000) is True
 
 
 async def test_paged_dump_and_list_cursor(tmp_path: Path) -> None:
-    async with embedded_server(tmp_path / "srv") as served, OsisEngine(client_settings(served.base_url)) as eng:
+    async with (
+        embedded_server(tmp_path / "srv") as served,
+        OsisEngine(client_settings(served.base_url)) as eng,
+    ):
         for i in range(4):
             await eng.create(Kind.AUDIT, SCOPE, {"tool": f"t{i}"})
         conv = await eng.create(Kind.CONVERSATION, SCOPE, {"title": "big"})
         with anyio.fail_after(60):
             for i in range(1100):
-                await eng.create(Kind.MESSAGE, SCOPE, {"conversation_id": conv["sid"], "role": "user",
-                                                       "content": f"m{i}"})
+                await eng.create(
+                    Kind.MESSAGE, SCOPE, {"conversation_id": conv["sid"], "role": "user", "content": f"m{i}"}
+                )
         dumped = [(k, r["sid"]) async for k, r in eng.dump("default")]
         direct = [(k, r["sid"]) async for k, r in served.engine.dump("default")]
         assert dumped == direct and len(dumped) == 1 + 1100 + 4
         page = await eng.list(Kind.MESSAGE, SCOPE, ListQuery(order_by="seq", limit=1000))
-        rest = await eng.list(Kind.MESSAGE, SCOPE, ListQuery(order_by="seq", limit=1000, cursor=page.next_cursor))
+        rest = await eng.list(
+            Kind.MESSAGE, SCOPE, ListQuery(order_by="seq", limit=1000, cursor=page.next_cursor)
+        )
         assert [r["seq"] for r in page.items + rest.items] == list(range(1, 1101))

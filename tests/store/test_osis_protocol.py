@@ -47,21 +47,28 @@ def call(method: str, params: Any = None, id_: Any = 1) -> dict[str, Any]:
     return body
 
 
-async def rpc(http: httpx.AsyncClient, url: str, body: Any, context: str | None = "default",
-              **headers: str) -> httpx.Response:
+async def rpc(
+    http: httpx.AsyncClient, url: str, body: Any, context: str | None = "default", **headers: str
+) -> httpx.Response:
     hdrs = dict(headers)
     if context is not None:
         hdrs[CONTEXT_HEADER] = context
     return await http.post(url, content=json.dumps(body), headers=hdrs)
 
 
-async def test_create_get_roundtrip_and_set_result_shape(served: ServedEngine, http: httpx.AsyncClient) -> None:
-    r = await rpc(http, served.rpc_url, call("agentconversation.set", {"user_id": "ann", "object": {"title": "t"}}))
+async def test_create_get_roundtrip_and_set_result_shape(
+    served: ServedEngine, http: httpx.AsyncClient
+) -> None:
+    r = await rpc(
+        http, served.rpc_url, call("agentconversation.set", {"user_id": "ann", "object": {"title": "t"}})
+    )
     answer = r.json()
     assert r.status_code == 200 and answer["id"] == 1
     sid = answer["result"]["sid"]
     assert answer["result"]["object"]["title"] == "t" and sid.isalnum() and sid == sid.lower()
-    got = (await rpc(http, served.rpc_url, call("agentconversation.get", {"user_id": "ann", "sid": sid}))).json()
+    got = (
+        await rpc(http, served.rpc_url, call("agentconversation.get", {"user_id": "ann", "sid": sid}))
+    ).json()
     assert got["result"]["sid"] == sid and got["result"]["user_id"] == "ann"
     exist = await rpc(http, served.rpc_url, call("agentconversation.exist", {"user_id": "bob", "sid": sid}))
     assert exist.json()["result"] is False
@@ -73,7 +80,9 @@ async def test_short_rpc_path_is_accepted(served: ServedEngine, http: httpx.Asyn
 
 
 async def test_bad_json_is_a_parse_error(served: ServedEngine, http: httpx.AsyncClient) -> None:
-    r = await http.post(served.rpc_url, content=b'{"jsonrpc": "2.0", "method": ', headers={CONTEXT_HEADER: "x"})
+    r = await http.post(
+        served.rpc_url, content=b'{"jsonrpc": "2.0", "method": ', headers={CONTEXT_HEADER: "x"}
+    )
     assert r.status_code == 200
     assert r.json()["error"]["code"] == PARSE_ERROR and r.json()["id"] is None
     junk = await http.post(served.rpc_url, content=b"\xff\xfe\x00junk", headers={CONTEXT_HEADER: "x"})
@@ -113,8 +122,12 @@ async def test_wrong_param_type_in_list(served: ServedEngine, http: httpx.AsyncC
 
 
 async def test_invalid_request_objects(served: ServedEngine, http: httpx.AsyncClient) -> None:
-    for body in ({"jsonrpc": "1.0", "method": "store.ping", "id": 1}, {"jsonrpc": "2.0", "id": 1},
-                 {"jsonrpc": "2.0", "method": "store.ping", "id": True}, 42):
+    for body in (
+        {"jsonrpc": "1.0", "method": "store.ping", "id": 1},
+        {"jsonrpc": "2.0", "id": 1},
+        {"jsonrpc": "2.0", "method": "store.ping", "id": True},
+        42,
+    ):
         r = await rpc(http, served.rpc_url, body)
         assert r.json()["error"]["code"] == INVALID_REQUEST, body
 
@@ -125,7 +138,9 @@ async def test_missing_object_is_not_found_with_data(served: ServedEngine, http:
     assert err["code"] == NOT_FOUND and err["data"]["sid"] == "zz9"
 
 
-async def test_context_header_is_required_and_validated(served: ServedEngine, http: httpx.AsyncClient) -> None:
+async def test_context_header_is_required_and_validated(
+    served: ServedEngine, http: httpx.AsyncClient
+) -> None:
     body = call("agentconversation.list", {"user_id": "ann"})
     missing = (await rpc(http, served.rpc_url, body, context=None)).json()
     assert missing["error"]["code"] == INVALID_REQUEST and CONTEXT_HEADER in missing["error"]["message"]
@@ -136,10 +151,16 @@ async def test_context_header_is_required_and_validated(served: ServedEngine, ht
 
 
 async def test_contexts_never_mix(served: ServedEngine, http: httpx.AsyncClient) -> None:
-    made = await rpc(http, served.rpc_url, call("agentmemory.set", {"user_id": "ann", "object": {"content": "x"}}),
-                     context="work")
+    made = await rpc(
+        http,
+        served.rpc_url,
+        call("agentmemory.set", {"user_id": "ann", "object": {"content": "x"}}),
+        context="work",
+    )
     sid = made.json()["result"]["sid"]
-    other = await rpc(http, served.rpc_url, call("agentmemory.get", {"user_id": "ann", "sid": sid}), context="home")
+    other = await rpc(
+        http, served.rpc_url, call("agentmemory.get", {"user_id": "ann", "sid": sid}), context="home"
+    )
     assert other.json()["error"]["code"] == NOT_FOUND
     listed = await rpc(http, served.rpc_url, call("agentmemory.list", {"user_id": "ann"}), context="home")
     assert listed.json()["result"]["items"] == []
@@ -148,8 +169,17 @@ async def test_contexts_never_mix(served: ServedEngine, http: httpx.AsyncClient)
 async def test_batch_answers_in_order_and_skips_notifications(
     served: ServedEngine, http: httpx.AsyncClient
 ) -> None:
-    note = {"jsonrpc": "2.0", "method": "agentstate.set", "params": {"user_id": "ann", "object": {"key": "k"}}}
-    batch = [call("store.ping", id_=1), call("nope.nope", id_=2), note, call("agentstate.count", {"user_id": "ann"}, 3)]
+    note = {
+        "jsonrpc": "2.0",
+        "method": "agentstate.set",
+        "params": {"user_id": "ann", "object": {"key": "k"}},
+    }
+    batch = [
+        call("store.ping", id_=1),
+        call("nope.nope", id_=2),
+        note,
+        call("agentstate.count", {"user_id": "ann"}, 3),
+    ]
     r = await rpc(http, served.rpc_url, batch)
     answers = r.json()
     assert [a["id"] for a in answers] == [1, 2, 3]
