@@ -20,6 +20,7 @@ import structlog
 # jsonschema (already required by mcp) ships no type information
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from jsonschema.exceptions import SchemaError, best_match  # type: ignore[import-untyped]
+from jsonschema.validators import validator_for  # type: ignore[import-untyped]
 
 from agent.providers.base import ToolCall, ToolSpec
 from agent.tools.base import Tool, ToolContext, ToolError, ToolResult
@@ -43,7 +44,7 @@ class ToolRegistry:
 
     def __init__(self, tools: list[Tool] | tuple[Tool, ...] = ()) -> None:
         self._tools: dict[str, Tool] = {}
-        self._validators: dict[str, Draft202012Validator] = {}
+        self._validators: dict[str, Any] = {}
         for tool in tools:
             self.register(tool)
 
@@ -53,12 +54,14 @@ class ToolRegistry:
             raise ValueError(f"invalid tool name {tool.name!r}: use 1-64 of a-z A-Z 0-9 _ -")
         if tool.name in self._tools:
             raise ValueError(f"tool {tool.name!r} is already registered")
+        # MCP servers may declare an older draft in "$schema"; without one, 2020-12 applies.
+        validator_cls = validator_for(tool.parameters, default=Draft202012Validator)
         try:
-            Draft202012Validator.check_schema(tool.parameters)
+            validator_cls.check_schema(tool.parameters)
         except SchemaError as exc:
             raise ValueError(f"tool {tool.name!r} has an invalid parameters schema: {exc.message}") from None
         self._tools[tool.name] = tool
-        self._validators[tool.name] = Draft202012Validator(tool.parameters)
+        self._validators[tool.name] = validator_cls(tool.parameters)
 
     def has(self, name: str) -> bool:
         return name in self._tools
@@ -107,10 +110,12 @@ class ToolRegistry:
         if problem:
             return _error(f"invalid arguments for {tool.name}: {problem}")
         try:
-            with anyio.fail_after(timeout_s):
+            with anyio.fail_after(timeout_s) as deadline:
                 result = await tool.run(args, ctx)
-        except TimeoutError:
-            return _error(f"{tool.name} timed out after {timeout_s:g} s")
+        except TimeoutError as exc:
+            if deadline.cancel_called:  # our deadline, not a TimeoutError raised inside the tool
+                return _error(f"{tool.name} timed out after {timeout_s:g} s")
+            return _error(f"{tool.name} failed: timed out ({exc or 'TimeoutError'})")
         except ToolError as exc:
             return _error(str(exc) or f"{tool.name} failed")
         except StoreError as exc:

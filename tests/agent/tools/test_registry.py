@@ -55,6 +55,8 @@ class Misbehaving(Tool):
             raise ToolError("the printer is out of paper")
         if self.how == "store-error":
             raise InvalidInput("content too long")
+        if self.how == "own-timeout":
+            raise TimeoutError("upstream took too long")
         if self.how == "huge":
             return ToolResult("y" * 10_000)
         await anyio.sleep_forever()
@@ -71,6 +73,7 @@ def registry() -> ToolRegistry:
             Misbehaving("store_error", "store-error"),
             Misbehaving("huge", "huge"),
             Misbehaving("hang", "hang"),
+            Misbehaving("own_timeout", "own-timeout"),
         ]
     )
 
@@ -88,7 +91,15 @@ async def audit(ctx: ToolContext) -> list[AuditEntry]:
 def test_specs_and_lookup(registry: ToolRegistry) -> None:
     specs = registry.specs()
     assert specs[0] == ToolSpec("echo", "Repeat the text.", Echo.parameters)
-    assert [s.name for s in specs] == ["echo", "crash", "tool_error", "store_error", "huge", "hang"]
+    assert [s.name for s in specs] == [
+        "echo",
+        "crash",
+        "tool_error",
+        "store_error",
+        "huge",
+        "hang",
+        "own_timeout",
+    ]
     assert registry.has("echo") and not registry.has("nope")
 
 
@@ -128,7 +139,8 @@ async def test_empty_arguments_mean_an_empty_object(registry: ToolRegistry, ctx:
         (
             "nope",
             "{}",
-            "error: unknown tool 'nope'. Available tools: crash, echo, hang, huge, store_error, tool_error",
+            "error: unknown tool 'nope'. Available tools: crash, echo, hang, huge, own_timeout, store_error, "
+            "tool_error",
         ),
         ("echo", '{"text": "hi"', "error: invalid arguments for echo: not valid JSON"),
         ("echo", '["hi"]', "error: invalid arguments for echo: expected a JSON object, got list"),
@@ -153,6 +165,7 @@ async def test_empty_arguments_mean_an_empty_object(registry: ToolRegistry, ctx:
         ("crash", "{}", "error: crash failed: RuntimeError: wheels came off"),
         ("tool_error", "{}", "error: the printer is out of paper"),
         ("store_error", "{}", "error: store_error failed: content too long"),
+        ("own_timeout", "{}", "error: own_timeout failed: timed out (upstream took too long)"),
     ],
 )
 async def test_failures_become_error_results(
@@ -178,6 +191,21 @@ async def test_results_are_capped_with_a_visible_note(registry: ToolRegistry, ct
     assert result.content.endswith("characters]") and "of 10000 characters" in result.content
     [entry] = await audit(ctx)
     assert len(entry.result_summary) <= 500
+
+
+async def test_schemas_of_older_drafts_are_honoured(ctx: ToolContext) -> None:
+    tool = Misbehaving("draft7", "huge")
+    # "dependencies" exists only up to draft-07 (2020-12 ignores it): this checks the declared draft is used
+    tool.parameters = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+        "dependencies": {"a": ["b"]},
+    }
+    registry = ToolRegistry([tool])
+    bad = await run(registry, ctx, "draft7", '{"a": "x"}')
+    assert bad.content == "error: invalid arguments for draft7: 'b' is a dependency of 'a'"
+    assert (await run(registry, ctx, "draft7", '{"a": "x", "b": "y"}')).ok
 
 
 def test_cap_leaves_short_results_alone() -> None:
