@@ -49,6 +49,13 @@ class _QuietServer(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         yield
 
+    async def main_loop(self) -> None:
+        # uvicorn polls should_exit every 100 ms; tests start and stop a server each, so poll faster
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 1) % 864000
+            await anyio.sleep(0.01)
+
 
 class FakeLLMServer(ABC):
     """Base of :class:`FakeOpenAI` and :class:`FakeAnthropic`; subclasses add routes and rendering."""
