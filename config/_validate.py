@@ -71,6 +71,7 @@ AT_LEAST_ONE = frozenset(
         "tools.http_max_bytes",
         "web.max_body_bytes",
         "memory.max_memories_shown",
+        "telegram.max_concurrent_turns",
     }
 )
 PORT_KEYS_SUFFIX = "port"
@@ -158,7 +159,7 @@ def _check_value(key: str, value: Any) -> None:
     if leaf.endswith(PORT_KEYS_SUFFIX) and isinstance(value, int):
         if not 1 <= value <= 65535:
             raise ConfigError(key, f"must be 1-65535{shown}")
-    elif "timeout" in leaf or "deadline" in leaf or leaf.endswith("ttl_s") or leaf.endswith("interval_s"):
+    elif any(w in leaf for w in ("timeout", "deadline", "ttl_s", "interval_s", "_per_s")):
         # poll_timeout_s is the Bot API long-poll length: 0 means short polling and is valid
         if value < 0 or (value == 0 and leaf != "poll_timeout_s"):
             raise ConfigError(key, f"must be positive{shown}")

@@ -13,6 +13,7 @@ This package is the only one that reads files and the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -249,6 +250,11 @@ def _cross_checks(s: Settings) -> None:
     v.check_context("agent.default_context", s.agent.default_context)
     if s.store.context:
         v.check_context("store.context", s.store.context)
+    for i, cidr in enumerate(s.tools.http_allow_cidrs):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"tools.http_allow_cidrs[{i}]", f"not an IP network: {cidr!r}") from None
     if s.store.engine == "osis" and not s.store.url:
         raise ConfigError("store.url", 'is required when store.engine is "osis" (or set OSIS_URL)')
     if s.web.enabled and not s.web.tokens and not v.is_loopback(s.web.host):

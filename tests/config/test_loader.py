@@ -210,6 +210,9 @@ def test_anthropic_provider_takes_its_own_key_and_defaults(home: Path) -> None:
         ("[tools.mcp_servers.fs]\ncommand = 'x'\nbogus = 1\n", "tools.mcp_servers.fs.bogus", "unknown key"),
         ("[web]\ntokens = ['a']\n", "web.tokens", "must be a table"),
         ("llm = 3\n", "llm", "must be a table"),
+        ("[telegram]\nwebhook_port = 70000\n", "telegram.webhook_port", "1-65535"),
+        ("[telegram]\nglobal_rate_per_s = 0\n", "telegram.global_rate_per_s", "must be positive"),
+        ("[tools]\nhttp_allow_cidrs = ['10.0.0.0/33']\n", "tools.http_allow_cidrs[0]", "not an IP network"),
     ],
 )
 def test_file_errors_carry_the_key_path(home: Path, text: str, key: str, reason: str) -> None:

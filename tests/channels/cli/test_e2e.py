@@ -1,0 +1,220 @@
+"""End to end: ``hero-agent chat`` in a real terminal (tmux) and ``hero-agent ask`` as a subprocess,
+both against FakeOpenAI serving from a thread of the test process."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.openai_server import FakeOpenAI, reply_error, reply_text
+
+pytestmark = pytest.mark.e2e
+
+SCRIPT = Path(sys.executable).parent / "hero-agent"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI().running_in_thread() as server:
+        yield server
+
+
+def app_env(home: Path, fake: FakeOpenAI) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HERO_AGENT_", "OPENAI_", "ANTHROPIC_"))}
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        HERO_AGENT_DATA_DIR=str(home / "data"),
+        OPENAI_BASE_URL=fake.base_url,
+        OPENAI_API_KEY="sk-e2e-test-key-000000000000",
+        HERO_AGENT_LLM__MODEL="fake-model",
+        HERO_AGENT_MEMORY__ENABLED="false",
+        HERO_AGENT_LLM__MAX_RETRIES="0",
+    )
+    return env
+
+
+# --- hero-agent ask --------------------------------------------------------------------------------
+
+
+def ask(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPT), "--log-level", "warning", "ask", *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_ask_answers_on_stdout_with_exit_codes(tmp_path: Path, fake: FakeOpenAI) -> None:
+    env = app_env(tmp_path, fake)
+    first = ask(env, "--user", "bob", "hello there")
+    assert (first.returncode, first.stdout, first.stderr) == (0, "echo: hello there\n", "")
+    piped = ask(env, "--user", "bob", "-", stdin="from stdin\nsecond line\n")
+    assert (piped.returncode, piped.stdout) == (0, "echo: from stdin\nsecond line\n")
+    cleared = ask(env, "--user", "bob", "/clear")
+    assert cleared.returncode == 0 and cleared.stdout.startswith("Cleared")
+    assert fake.request_count == 2  # a command never reaches the model
+    after = ask(env, "--user", "bob", "after clear")
+    assert after.returncode == 0
+    seen = [m["content"] for m in fake.requests[-1]["messages"] if m["role"] == "user"]
+    assert seen == ["after clear"]  # the cleared turns are no longer sent
+
+    unknown = ask(env, "--user", "bob", "/bogus")
+    assert unknown.returncode == 1 and "Unknown command /bogus" in unknown.stdout
+    fake.enqueue(reply_error(401))
+    failed = ask(env, "--user", "bob", "this fails")
+    assert failed.returncode == 1
+    # logs (JSON lines, stderr is not a terminal) may precede it; the last line is the user's message
+    assert failed.stderr.strip().splitlines()[-1] == (
+        "hero-agent: error: the LLM provider rejected the API key (HTTP 401)"
+    )
+    assert "sk-e2e-test-key" not in failed.stderr
+    missing = ask(env, "--user", "bob", "--conversation", "zzzz9", "hi")
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    bad_context = ask(env, "--context", "Not Valid", "hi")
+    assert bad_context.returncode == 1 and "invalid context name" in bad_context.stderr
+    empty = ask(env, "-", stdin="  \n")
+    assert empty.returncode == 2
+    for result in (failed, missing, bad_context, empty):
+        assert "Traceback" not in result.stderr
+
+    # every message is stored under the user, tagged with the cli channel
+    export = subprocess.run(
+        [str(SCRIPT), "export"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert export.returncode == 0
+    records = [json.loads(line) for line in export.stdout.splitlines() if line.strip()]
+    stored = [r for r in records if r.get("conversation_id") and r.get("role") in ("user", "assistant")]
+    assert stored and {r["channel"] for r in stored} == {"cli"}
+    assert {r["user_id"] for r in stored} == {"bob"}
+
+
+def test_ask_defaults_to_the_os_user(tmp_path: Path, fake: FakeOpenAI) -> None:
+    env = app_env(tmp_path, fake)
+    assert ask(env, "hi").returncode == 0
+    export = subprocess.run(
+        [str(SCRIPT), "export"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    users = {json.loads(line).get("user_id") for line in export.stdout.splitlines() if line.strip()}
+    assert getpass.getuser() in users
+
+
+# --- hero-agent chat in tmux -----------------------------------------------------------------------
+
+
+class Tmux:
+    """One tmux server (its own socket) running one command in a 120x40 pane."""
+
+    def __init__(self, command: str, env: dict[str, str]) -> None:
+        self.socket = f"hero-test-{uuid.uuid4().hex[:10]}"
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items() if k.isidentifier())
+        shell = f"env -i {exports} {command}; echo EXITED rc=$?; sleep 600"
+        self.run("-f", "/dev/null", "new-session", "-d", "-x", "120", "-y", "40", "sh", "-c", shell)
+
+    def run(self, *args: str) -> str:
+        done = subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=30, check=True
+        )
+        return done.stdout
+
+    def type(self, text: str) -> None:
+        self.run("send-keys", "-t", "0", "-l", text)
+
+    def key(self, name: str) -> None:
+        self.run("send-keys", "-t", "0", name)
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", "0", "-S", "-200")
+
+    def wait(self, condition: Callable[[str], bool], what: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if condition(screen):
+                return screen
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; screen:\n{self.screen()}")
+
+    def wait_text(self, text: str, timeout: float = 20.0) -> str:
+        return self.wait(lambda s: text in s, repr(text), timeout)
+
+    def wait_prompt_after(self, text: str) -> None:
+        """The prompt is back (drawn, so in raw mode and reading keys) after the last ``text``."""
+
+        def ready(screen: str) -> bool:
+            lines = screen.splitlines()
+            hits = [i for i, line in enumerate(lines) if text in line]
+            return bool(hits) and any(line.rstrip() == "default >" for line in lines[hits[-1] + 1 :])
+
+        self.wait(ready, f"the prompt after {text!r}")
+
+    def kill(self) -> None:
+        subprocess.run(
+            ["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=30, check=False
+        )
+
+
+@pytest.fixture
+def tmux_chat(tmp_path: Path, fake: FakeOpenAI) -> Iterator[Tmux]:
+    env = app_env(tmp_path, fake)
+    term = Tmux(f"{shlex.quote(str(SCRIPT))} chat --user alice", {**env, "TERM": "xterm-256color"})
+    try:
+        yield term
+    finally:
+        term.kill()
+
+
+def test_chat_in_a_real_terminal(tmux_chat: Tmux, fake: FakeOpenAI, tmp_path: Path) -> None:
+    term = tmux_chat
+    term.wait_text("/help for commands")
+    term.wait_prompt_after("/help for commands")
+    term.type("hello tmux")
+    term.key("Enter")
+    term.wait_prompt_after("echo: hello tmux")
+    assert "alice" in term.screen()  # the toolbar shows who and where
+
+    term.type("/clear")
+    term.key("Enter")
+    term.wait_prompt_after("Cleared")
+
+    # a slow reply, cut by Ctrl-C while it streams
+    words = " ".join(f"word{i}" for i in range(300))
+    fake.enqueue(reply_text(words, chunks=300, chunk_delay=0.03))
+    term.type("tell me a long story")
+    term.key("Enter")
+    term.wait_text("word10 ")
+    term.key("C-c")
+    term.wait_prompt_after("interrupted")
+    assert "word299" not in term.screen()
+
+    term.type("and after that?")
+    term.key("Enter")
+    term.wait_prompt_after("echo: and after that?")
+    # the model saw the interrupted reply, but no earlier (cleared) turn
+    history = [m for m in fake.requests[-1]["messages"] if m["role"] != "system"]
+    assert [m["role"] for m in history] == ["user", "assistant", "user"]
+    assert history[0]["content"] == "tell me a long story"
+
+    term.key("C-d")
+    term.wait_text("EXITED rc=0")
+    assert "Traceback" not in term.screen()
+    # the input history persisted under the data dir
+    assert "+hello tmux" in (tmp_path / "data" / "cli_history").read_text()
+    # logs went to the file, not the terminal
+    log_lines = (tmp_path / "data" / "logs" / "cli.log").read_text().splitlines()
+    assert any(json.loads(line)["event"] == "turn.finished" for line in log_lines)
+    assert "turn.finished" not in term.screen()
