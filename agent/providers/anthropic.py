@@ -19,7 +19,7 @@ Translation (the differences the seam hides):
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -77,11 +77,16 @@ class AnthropicProvider(Provider):
             raise error_from_response(resp.status_code, resp.headers, resp.text, self._secret)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
-        async with post_stream(self._client, "messages", build_body(request), self._secret) as resp:
-            async for event in self._events(resp, request):
+        async with (
+            post_stream(self._client, "messages", build_body(request), self._secret) as resp,
+            aclosing(self._events(resp, request)) as events,
+        ):
+            async for event in events:
                 yield event
 
-    async def _events(self, resp: httpx.Response, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
+    async def _events(
+        self, resp: httpx.Response, request: ChatRequest
+    ) -> AsyncGenerator[ProviderEvent, None]:
         blocks: dict[int, dict[str, Any]] = {}
         json_parts: dict[int, list[str]] = {}
         calls: list[ToolCall] = []
@@ -104,13 +109,13 @@ class AnthropicProvider(Provider):
                     model = str(msg.get("model") or model)
                     prompt, completion = _add_usage(msg.get("usage"), prompt, completion)
                 elif kind == "content_block_start":
-                    index, block = int(data.get("index", 0)), dict(data.get("content_block") or {})
+                    index, block = _index(data), dict(data.get("content_block") or {})
                     blocks[index] = block
                     json_parts[index] = []
                     if block.get("type") == "text" and block.get("text"):
                         yield TextChunk(str(block["text"]))
                 elif kind == "content_block_delta":
-                    index, delta = int(data.get("index", 0)), data.get("delta") or {}
+                    index, delta = _index(data), data.get("delta") or {}
                     block = blocks.setdefault(index, {"type": "text", "text": ""})
                     dtype = delta.get("type")
                     if dtype == "text_delta" and delta.get("text"):
@@ -124,7 +129,7 @@ class AnthropicProvider(Provider):
                     elif dtype == "signature_delta":
                         block["signature"] = str(delta.get("signature") or "")
                 elif kind == "content_block_stop":
-                    index = int(data.get("index", 0))
+                    index = _index(data)
                     block = blocks.get(index, {})
                     if block.get("type") in ("thinking", "redacted_thinking"):
                         yield ReasoningBlock(block)
@@ -150,6 +155,11 @@ class AnthropicProvider(Provider):
                 reason = "tool_calls"
         yield UsageReport(prompt, completion)
         yield StreamEnd(reason, model)
+
+
+def _index(data: dict[str, Any]) -> int:
+    index = data.get("index")
+    return index if isinstance(index, int) else 0
 
 
 def _add_usage(raw: Any, prompt: int, completion: int) -> tuple[int, int]:

@@ -79,10 +79,13 @@ async def post_stream(
                 text = (await resp.aread()).decode("utf-8", "replace")
                 raise error_from_response(resp.status_code, resp.headers, text, secret)
             yield resp
+    except httpx.UnsupportedProtocol:
+        raise ProviderError("the LLM base_url is not an http(s) URL") from None
     except httpx.TimeoutException:
         raise ProviderUnavailable("the LLM provider timed out", retryable=True) from None
-    except httpx.TransportError as exc:
-        # RemoteProtocolError (cut stream), ConnectError, ReadError...: no URL or header in the text
+    except httpx.HTTPError as exc:
+        # RemoteProtocolError (cut stream), ConnectError, ReadError, DecodingError...: no URL or
+        # header in the text
         raise ProviderUnavailable(
             f"connection to the LLM provider failed ({type(exc).__name__})", retryable=True
         ) from None

@@ -12,7 +12,7 @@ raises :class:`~agent.errors.ProviderUnavailable`: a cut answer is never passed 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -75,11 +75,16 @@ class OpenAIProvider(Provider):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
         body = build_body(request)
-        async with post_stream(self._client, "chat/completions", body, self._secret) as resp:
-            async for event in self._events(resp, request):
+        async with (
+            post_stream(self._client, "chat/completions", body, self._secret) as resp,
+            aclosing(self._events(resp, request)) as events,
+        ):
+            async for event in events:
                 yield event
 
-    async def _events(self, resp: httpx.Response, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
+    async def _events(
+        self, resp: httpx.Response, request: ChatRequest
+    ) -> AsyncGenerator[ProviderEvent, None]:
         calls = ToolCallAssembler()
         finish: str | None = None
         usage: UsageReport | None = None
@@ -91,16 +96,18 @@ class OpenAIProvider(Provider):
                     if obj.get("error"):
                         raise error_from_payload(obj["error"], self._secret)
                     model = str(obj.get("model") or model)
-                    if isinstance(obj.get("usage"), dict):
-                        usage = _usage(obj["usage"]) or usage
-                    for choice in obj.get("choices") or []:
+                    usage = _usage(obj) or usage
+                    for choice in _list(obj.get("choices")):
                         delta = choice.get("delta") or choice.get("message") or {}
+                        if not isinstance(delta, dict):
+                            continue
                         text = delta.get("content")
                         if isinstance(text, str) and text:
                             yield TextChunk(text)
                         if delta.get("tool_calls"):
                             calls.add(delta["tool_calls"])
-                        finish = choice.get("finish_reason") or finish
+                        if isinstance(choice.get("finish_reason"), str):
+                            finish = choice["finish_reason"]
                 if any(line.strip() == "[DONE]" for line in sse.data.split("\n")):
                     done = True
                     await drain(stream)
@@ -178,7 +185,18 @@ def _json_objects(data: str) -> list[dict[str, Any]]:
     return [parsed] if isinstance(parsed, dict) else []
 
 
-def _usage(raw: dict[str, Any]) -> UsageReport | None:
+def _list(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _usage(obj: dict[str, Any]) -> UsageReport | None:
+    """Usage of a chunk: top-level (OpenAI and most servers) or under ``x_groq`` (Groq)."""
+    raw = obj.get("usage")
+    if not isinstance(raw, dict):
+        extra = obj.get("x_groq")
+        raw = extra.get("usage") if isinstance(extra, dict) else None
+    if not isinstance(raw, dict):
+        return None
     prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens")
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None

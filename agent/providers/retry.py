@@ -20,7 +20,8 @@ Policy (SPEC 9):
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import replace
 
 import anyio
@@ -81,8 +82,9 @@ class RetryingProvider(Provider):
         shown = _Shown()
         for n, model in enumerate(models):
             try:
-                async for event in self._with_retries(replace(request, model=model), shown):
-                    yield event
+                async with aclosing(self._with_retries(replace(request, model=model), shown)) as events:
+                    async for event in events:
+                        yield event
                 return
             except ProviderError as exc:
                 last = n == len(models) - 1
@@ -92,21 +94,22 @@ class RetryingProvider(Provider):
                     "provider.fallback", model=model, next_model=models[n + 1], error=type(exc).__name__
                 )
 
-    async def _with_retries(self, request: ChatRequest, shown: _Shown) -> AsyncIterator[ProviderEvent]:
+    async def _with_retries(self, request: ChatRequest, shown: _Shown) -> AsyncGenerator[ProviderEvent, None]:
         attempt = 0
         while True:
             held: list[ProviderEvent] = []
             try:
-                async for event in self._idle_guarded(request):
-                    if not shown.any and isinstance(event, ReasoningBlock):
-                        held.append(event)
-                        continue
-                    if isinstance(event, TextChunk | ToolCallsReady | StreamEnd):
-                        for early in held:
-                            yield early
-                        held.clear()
-                        shown.any = shown.any or not isinstance(event, StreamEnd)
-                    yield event
+                async with aclosing(self._idle_guarded(request)) as guarded:
+                    async for event in guarded:
+                        if not shown.any and isinstance(event, ReasoningBlock):
+                            held.append(event)
+                            continue
+                        if isinstance(event, TextChunk | ToolCallsReady | StreamEnd):
+                            for early in held:
+                                yield early
+                            held.clear()
+                            shown.any = shown.any or not isinstance(event, StreamEnd)
+                        yield event
                 return
             except ProviderError as exc:
                 if shown.any or not exc.retryable or attempt >= self._settings.max_retries:
@@ -123,7 +126,7 @@ class RetryingProvider(Provider):
                 )
                 await self._sleep(delay)
 
-    async def _idle_guarded(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
+    async def _idle_guarded(self, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
         """The inner stream, failing when it stays silent for ``stream_idle_timeout_s``."""
         idle = self._settings.stream_idle_timeout_s
         events = self.inner.stream(request)
