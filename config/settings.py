@@ -66,6 +66,12 @@ class StoreSettings:
     secret: str = field(default="", repr=False)  # secret
     timeout_s: float = 10.0
     retries: int = 2
+    #: embedded engine: fsync every commit (SQLite synchronous=FULL), so an acknowledged write survives
+    #: power loss too; false (synchronous=NORMAL) still survives kill -9 and never corrupts, but a power
+    #: cut may drop the last commits. Appends then cost no fsync (see docs/store.md).
+    fsync_commits: bool = True
+    #: embedded engine: how long a write waits for another process's transaction before failing
+    busy_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

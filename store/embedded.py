@@ -1,4 +1,4 @@
-"""The ``embedded`` engine: SQLite (WAL, ``synchronous=FULL``) in the data dir, file ``hero-agent.db``.
+"""The ``embedded`` engine: SQLite (WAL, ``synchronous=FULL`` by default) in the data dir, ``hero-agent.db``.
 
 Threading: a process holds ONE connection per database file, shared by every engine instance that
 opens that file, and only ever used under its lock from worker threads (``anyio.to_thread``, one
@@ -40,7 +40,7 @@ log = structlog.get_logger()
 class _Database:
     """One connection to one database file, shared within the process, serialized by a lock."""
 
-    def __init__(self, path: Path, busy_timeout_ms: int) -> None:
+    def __init__(self, path: Path, busy_timeout_ms: int, fsync_commits: bool) -> None:
         self.path = path
         self.pid = os.getpid()
         self.lock = threading.Lock()
@@ -49,7 +49,7 @@ class _Database:
             path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
         )
         try:
-            configure(conn, busy_timeout_ms)
+            configure(conn, busy_timeout_ms, fsync_commits=fsync_commits)
             migrate(conn)
         except BaseException:
             conn.close()
@@ -72,11 +72,12 @@ _registry: dict[Path, _Database] = {}
 _registry_lock = threading.Lock()
 
 
-def _acquire(path: Path, busy_timeout_ms: int) -> _Database:
+def _acquire(path: Path, busy_timeout_ms: int, fsync_commits: bool) -> _Database:
+    """The process's connection to ``path`` (settings of the first opener apply while it is shared)."""
     with _registry_lock:
         db = _registry.get(path)
         if db is None or db.pid != os.getpid() or db.conn is None:
-            db = _Database(path, busy_timeout_ms)
+            db = _Database(path, busy_timeout_ms, fsync_commits)
             _registry[path] = db
         db.refs += 1
         return db
@@ -93,10 +94,10 @@ def _release(db: _Database) -> None:
         db.conn = None
 
 
-def _open(data_dir: Path, busy_timeout_ms: int) -> _Database:
+def _open(data_dir: Path, busy_timeout_ms: int, fsync_commits: bool) -> _Database:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        return _acquire((data_dir / DB_FILE).resolve(), busy_timeout_ms)
+        return _acquire((data_dir / DB_FILE).resolve(), busy_timeout_ms, fsync_commits)
     except (OSError, sqlite3.Error) as exc:
         raise StoreUnavailable(f"cannot open the embedded store in {data_dir}: {exc}") from None
 
@@ -106,9 +107,10 @@ class EmbeddedEngine(Engine):
 
     name = "embedded"
 
-    def __init__(self, data_dir: Path, *, busy_timeout_s: float = 10.0) -> None:
+    def __init__(self, data_dir: Path, *, busy_timeout_s: float = 10.0, fsync_commits: bool = True) -> None:
         self.data_dir = Path(data_dir).expanduser()
         self.busy_timeout_ms = int(busy_timeout_s * 1000)
+        self.fsync_commits = fsync_commits
         self._db: _Database | None = None
         self._limiter: anyio.CapacityLimiter | None = None
 
@@ -120,7 +122,9 @@ class EmbeddedEngine(Engine):
         if self._db is not None:
             return
         self._limiter = anyio.CapacityLimiter(1)
-        self._db = await anyio.to_thread.run_sync(_open, self.data_dir, self.busy_timeout_ms)
+        self._db = await anyio.to_thread.run_sync(
+            _open, self.data_dir, self.busy_timeout_ms, self.fsync_commits
+        )
         log.debug("store.opened", engine=self.name, path=str(self.db_path))
 
     async def aclose(self) -> None:

@@ -15,7 +15,9 @@ from store.errors import StoreUnavailable
 def build_engine(settings: StoreSettings) -> Engine:
     """The engine named by ``settings.engine`` (not opened yet)."""
     if settings.engine == "embedded":
-        return EmbeddedEngine(settings.path)
+        return EmbeddedEngine(
+            settings.path, busy_timeout_s=settings.busy_timeout_s, fsync_commits=settings.fsync_commits
+        )
     if settings.engine == "osis":
         # imported here so that the embedded path never loads the RPC client and its dependencies
         from store.osis_client import OsisEngine  # noqa: PLC0415

@@ -115,18 +115,19 @@ def schema_ddl() -> list[str]:
     return ddl
 
 
-def configure(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+def configure(conn: sqlite3.Connection, busy_timeout_ms: int, *, fsync_commits: bool = True) -> None:
     """Connection settings; see docs/store.md for why each one.
 
     WAL lets readers run beside the one writer and makes a commit one append to the log;
     ``synchronous=FULL`` fsyncs the log on every commit, so an acknowledged write survives power loss
-    as well as ``kill -9`` (NORMAL would only survive the latter).
+    as well as ``kill -9``; NORMAL (``fsync_commits=False``) only survives the latter, since the log is
+    fsynced at checkpoints only, but it never corrupts the database.
     """
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise sqlite3.OperationalError(f"cannot switch the database to WAL mode (got {mode})")
-    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute(f"PRAGMA synchronous = {'FULL' if fsync_commits else 'NORMAL'}")
     conn.execute("PRAGMA foreign_keys = OFF")
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.execute("PRAGMA cache_size = -32000")
