@@ -1,0 +1,105 @@
+"""Tools called by the model inside a real turn: the Agent from ``open_agent`` (real OpenAI provider
+against FakeOpenAI on 127.0.0.1, real embedded store), with an MCP stdio server and http_fetch."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from agent.core import Agent, TurnRequest
+from agent.events import Done, ToolFinished, ToolStarted, TurnEvent
+from agent.factory import open_agent
+from config.settings import (
+    LLMSettings,
+    MCPServerSettings,
+    MemorySettings,
+    Settings,
+    StoreSettings,
+    ToolsSettings,
+)
+from store import Scope
+from store.factory import open_store
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.sse_scripts import reply_text, reply_tool_calls
+
+SERVER = Path(__file__).resolve().parents[2] / "fakes" / "mcp_stdio_server.py"
+SCOPE = Scope("default", "alice")
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+
+def settings_for(fake: FakeOpenAI, data: Path) -> Settings:
+    mcp = MCPServerSettings(name="calc", command=sys.executable, args=(str(SERVER),))
+    return Settings(
+        llm=LLMSettings(base_url=fake.base_url, api_key="sk-test", model="fake-model", max_retries=0),
+        memory=MemorySettings(enabled=False),
+        store=StoreSettings(path=data),
+        tools=ToolsSettings(mcp_servers=(mcp,)),
+    )
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI() as server:
+        yield server  # type: ignore[misc]
+
+
+async def one_turn(agent: Agent, text: str) -> list[TurnEvent]:
+    with anyio.fail_after(30):
+        return [ev async for ev in agent.handle(TurnRequest(scope=SCOPE, channel="cli", text=text))]
+
+
+def tool_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in body["messages"] if m["role"] == "tool"]
+
+
+async def test_the_model_calls_an_mcp_tool_and_a_refused_fetch(fake: FakeOpenAI, tmp_path: Path) -> None:
+    settings = settings_for(fake, tmp_path / "data")
+    fake.enqueue(
+        reply_tool_calls(
+            [
+                ("call_1", "calc__add", {"a": 2, "b": 40}),
+                ("call_2", "http_fetch", {"url": "http://127.0.0.1:9/private"}),
+            ]
+        ),
+        reply_text("2 + 40 = 42, and that address is off limits."),
+    )
+    async with open_store(settings) as store, open_agent(settings, store) as agent:
+        events = await one_turn(agent, "add 2 and 40, then fetch my router page")
+        audit = [(a.tool, a.ok) for a in reversed((await store.list_audit(SCOPE)).items)]
+
+    offered = [t["function"]["name"] for t in fake.requests[0]["tools"]]
+    assert "calc__add" in offered and "http_fetch" in offered and "memory_save" in offered
+    started = [e.name for e in events if isinstance(e, ToolStarted)]
+    finished = {e.name: e.ok for e in events if isinstance(e, ToolFinished)}
+    assert started == ["calc__add", "http_fetch"]
+    assert finished == {"calc__add": True, "http_fetch": False}
+    assert isinstance(events[-1], Done) and "42" in events[-1].text
+
+    results = {m["tool_call_id"]: m["content"] for m in tool_messages(fake.requests[1])}
+    assert results["call_1"] == "42"
+    assert results["call_2"].startswith("error: refused to fetch http://127.0.0.1:9/private")
+    assert "loopback" in results["call_2"]
+    assert sorted(audit) == [("calc__add", True), ("http_fetch", False)]
+
+
+async def test_the_agent_runs_when_an_mcp_server_cannot_start(fake: FakeOpenAI, tmp_path: Path) -> None:
+    settings = settings_for(fake, tmp_path / "data")
+    broken = MCPServerSettings(name="broken", command="/nonexistent/mcp")
+    settings = Settings(
+        llm=settings.llm,
+        memory=settings.memory,
+        store=settings.store,
+        tools=ToolsSettings(mcp_servers=(broken,)),
+    )
+    async with open_store(settings) as store, open_agent(settings, store) as agent:
+        events = await one_turn(agent, "hello")
+    assert isinstance(events[-1], Done) and events[-1].text == "echo: hello"
+    offered = [t["function"]["name"] for t in fake.requests[0]["tools"]]
+    assert not any(name.startswith("broken__") for name in offered)
+    assert "current_datetime" in offered
