@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import structlog
 
-from agent.errors import ProviderUnavailable
+from agent.errors import ProviderError, ProviderUnavailable
 from agent.providers.base import (
     ChatMessage,
     ChatRequest,
@@ -60,6 +60,7 @@ class OpenAIProvider(Provider):
         self._secret = settings.api_key
         headers = {"authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self._client = make_client(settings, headers, transport)
+        self._tokens_key = "max_tokens"
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -74,7 +75,28 @@ class OpenAIProvider(Provider):
             raise error_from_response(resp.status_code, resp.headers, resp.text, self._secret)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
-        body = build_body(request)
+        body = build_body(request, completion_tokens_key=self._tokens_key)
+        try:
+            async with aclosing(self._post(body, request)) as events:
+                async for event in events:
+                    yield event
+        except ProviderError as exc:
+            # OpenAI's reasoning models refuse "max_tokens" (which every other server expects) with
+            # a 400 naming "max_completion_tokens": switch once and remember it for this server.
+            if (
+                exc.status != 400
+                or "max_completion_tokens" not in str(exc)
+                or self._tokens_key != "max_tokens"
+            ):
+                raise
+            self._tokens_key = "max_completion_tokens"
+            log.info("provider.max_tokens_renamed", provider="openai", model=request.model)
+            body = build_body(request, completion_tokens_key=self._tokens_key)
+            async with aclosing(self._post(body, request)) as events:
+                async for event in events:
+                    yield event
+
+    async def _post(self, body: dict[str, Any], request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
         async with (
             post_stream(self._client, "chat/completions", body, self._secret) as resp,
             aclosing(self._events(resp, request)) as events,
@@ -127,7 +149,7 @@ class OpenAIProvider(Provider):
         yield StreamEnd(reason, model)
 
 
-def build_body(request: ChatRequest) -> dict[str, Any]:
+def build_body(request: ChatRequest, *, completion_tokens_key: str = "max_tokens") -> dict[str, Any]:
     """The Chat Completions request for ``request`` (always streamed, usage requested)."""
     messages: list[dict[str, Any]] = []
     if request.system:
@@ -138,7 +160,7 @@ def build_body(request: ChatRequest) -> dict[str, Any]:
         "messages": messages,
         "stream": True,
         "stream_options": {"include_usage": True},
-        "max_tokens": request.max_tokens,
+        completion_tokens_key: request.max_tokens,
     }
     if request.temperature is not None:
         body["temperature"] = request.temperature

@@ -19,6 +19,7 @@ Policy (SPEC 9):
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -129,10 +130,11 @@ class RetryingProvider(Provider):
     async def _idle_guarded(self, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
         """The inner stream, failing when it stays silent for ``stream_idle_timeout_s``."""
         idle = self._settings.stream_idle_timeout_s
+        limit = idle if idle > 0 else math.inf  # 0 disables the idle timeout
         events = self.inner.stream(request)
         try:
             while True:
-                with anyio.move_on_after(idle) as scope:
+                with anyio.move_on_after(limit) as scope:
                     try:
                         event = await anext(events)
                     except StopAsyncIteration:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import anyio
 
 #: how long to keep reading after the final event so the connection can go back to the pool
-DRAIN_TIMEOUT_S = 1.0
+DRAIN_TIMEOUT_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from agent.providers.base import (
 )
 from agent.providers.openai import OpenAIProvider
 from tests.agent.providers.conftest import API_KEY, events_of, fast_settings, user_request
-from tests.fakes.openai_server import FakeOpenAI, reply_text, reply_tool_calls
+from tests.fakes.openai_server import FakeOpenAI, reply_error, reply_text, reply_tool_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -171,3 +171,25 @@ async def test_one_client_is_pooled_across_requests(fake_openai: FakeOpenAI) -> 
     assert (first.text, second.text) == ("one", "two")
     assert fake_openai.request_count == 2
     assert len(set(fake_openai.peers)) == 1  # the same TCP connection served both
+
+
+async def test_max_tokens_is_renamed_for_servers_that_refuse_it(fake_openai: FakeOpenAI) -> None:
+    refusal = {
+        "error": {
+            "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            "type": "invalid_request_error",
+            "param": "max_tokens",
+            "code": "unsupported_parameter",
+        }
+    }
+    fake_openai.responder = lambda body: reply_error(400, refusal) if "max_tokens" in body else None
+    provider = OpenAIProvider(fast_settings(fake_openai.base_url))
+    try:
+        first = await collect(provider, user_request("one"))
+        second = await collect(provider, user_request("two"))
+    finally:
+        await provider.aclose()
+    assert (first.text, second.text) == ("echo: one", "echo: two")
+    assert ["max_tokens" in r for r in fake_openai.requests] == [True, False, False]
+    assert fake_openai.requests[1]["max_completion_tokens"] == 4096
