@@ -80,6 +80,7 @@ class _Injected:
     description: str
     retry_after: int | None
     times: int
+    chat_id: int | None = None
 
 
 @dataclass
@@ -118,6 +119,8 @@ class FakeBotAPI:
         self.calls: list[tuple[str, dict[str, Any], float]] = []
         self.counts: dict[str, int] = defaultdict(int)
         self.rate_limited = 0
+        #: injected errors answered, per method
+        self.errors_sent: dict[str, int] = defaultdict(int)
         self.conflicts_sent = 0
         self.webhook: dict[str, Any] = {}
         self.commands: list[dict[str, Any]] = []
@@ -221,8 +224,10 @@ class FakeBotAPI:
         retry_after: int | None = None,
         description: str = "",
         times: int = 1,
+        chat_id: int | None = None,
     ) -> None:
-        """The next ``times`` calls of ``method`` fail with this error (429 gets ``retry_after`` 1)."""
+        """The next ``times`` calls of ``method`` (in ``chat_id`` only, when given) fail with this
+        error (429 gets ``retry_after`` 1 unless told)."""
         if error_code == 429 and retry_after is None:
             retry_after = 1
         desc = description or {
@@ -231,7 +236,7 @@ class FakeBotAPI:
             502: "Bad Gateway",
         }.get(error_code, "Bad Request: injected")
         with self._lock:
-            self._errors[method].append(_Injected(error_code, desc, retry_after, times))
+            self._errors[method].append(_Injected(error_code, desc, retry_after, times, chat_id))
 
     def inject_conflict(self, times: int = 1) -> None:
         self.inject_error("getUpdates", error_code=409, times=times)
@@ -278,8 +283,9 @@ class FakeBotAPI:
         with self._lock:
             self.calls.append((method, params, time.monotonic()))
             self.counts[method] += 1
-            injected = self._take_error(method)
+            injected = self._take_error(method, params)
         if injected is not None:
+            self.errors_sent[method] += 1
             if injected.error_code == 409:
                 self.conflicts_sent += 1
             return _error(injected.error_code, injected.description, injected.retry_after)
@@ -295,15 +301,18 @@ class FakeBotAPI:
                 return _error(429, "Too Many Requests: retry after 1", 1)
             return handler(self, params)
 
-    def _take_error(self, method: str) -> _Injected | None:
+    def _take_error(self, method: str, params: dict[str, Any]) -> _Injected | None:
         queue = self._errors.get(method)
         if not queue:
             return None
-        head = queue[0]
-        head.times -= 1
-        if head.times <= 0:
-            queue.popleft()
-        return head
+        chat = params.get("chat_id")
+        for item in queue:
+            if item.chat_id is None or str(item.chat_id) == str(chat):
+                item.times -= 1
+                if item.times <= 0:
+                    queue.remove(item)
+                return item
+        return None
 
     def _over_limit(self, method: str, params: dict[str, Any]) -> bool:
         if self.limits is None or method not in _LIMITED:

@@ -30,6 +30,13 @@ BOB = 222  # linked: [users.bob] telegram_ids = [222]
 MALLORY = 666  # a stranger
 
 
+@pytest.fixture(autouse=True)
+def ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PTB 22 warns (an error under our warning filter) each time it builds a ``RetryAfter`` unless
+    the timedelta behaviour of ``retry_after`` is opted into; the channel reads the timedelta anyway."""
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")
+
+
 @pytest.fixture
 async def llm() -> AsyncIterator[FakeOpenAI]:
     async with FakeOpenAI() as fake:
