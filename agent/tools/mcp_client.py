@@ -34,7 +34,7 @@ from mcp.types import CallToolResult, ContentBlock, EmbeddedResource, PaginatedR
 from mcp.types import Tool as RemoteTool
 
 from agent.tools.base import Tool, ToolContext, ToolError, ToolResult
-from agent.tools.registry import TOOL_NAME_RE, ToolRegistry
+from agent.tools.registry import ToolRegistry
 from config.settings import MCPServerSettings
 
 log = structlog.get_logger()
@@ -235,7 +235,7 @@ async def open_mcp_servers(
 def _register(registry: ToolRegistry, link: _ServerLink, tools: list[RemoteTool]) -> None:
     for remote in tools:
         name = namespaced_name(link.name, remote.name)
-        if registry.has(name) or not TOOL_NAME_RE.match(name):
+        if registry.has(name):  # e.g. "a.b" and "a_b" on one server both sanitise to "a_b"
             name = namespaced_name(link.name, f"{remote.name}_{_short_hash(remote.name)}")
         try:
             registry.register(MCPTool(link, remote, name))
