@@ -142,7 +142,7 @@ class EmbeddedEngine(Engine):
             return await anyio.to_thread.run_sync(call, limiter=limiter)
         except StoreError:
             raise
-        except ValueError as exc:  # sqlite3 refuses work on a closed connection with ProgrammingError
+        except ValueError as exc:  # a stored record that no longer parses as JSON: the file is damaged
             raise StoreUnavailable(f"the embedded store failed: {exc}") from None
 
     async def ping(self) -> None:

@@ -51,7 +51,10 @@ def to_base36(n: int) -> str:
 
 
 def dumps(rec: Record) -> str:
-    return json.dumps(rec, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return json.dumps(rec, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"a record must hold JSON values only ({exc})") from None
 
 
 @contextmanager

@@ -85,3 +85,22 @@ async def test_unknown_engine_name(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable, match="unknown store engine"):
         async with open_store(settings):
             pass
+
+
+async def test_non_json_values_are_invalid_input(tmp_path: Path) -> None:
+    async with EmbeddedEngine(tmp_path) as engine:
+        for bad in ({"tool": {1, 2}}, {"tool": "t", "duration_ms": float("nan")}):
+            with pytest.raises(InvalidInput):
+                await engine.create(Kind.AUDIT, ALICE, bad)
+        assert await engine.count(Kind.AUDIT, ALICE) == 0
+
+
+async def test_fsync_setting_reaches_the_connection(tmp_path: Path) -> None:
+    for fsync, expected in ((True, 2), (False, 1)):  # PRAGMA synchronous: 2 = FULL, 1 = NORMAL
+        settings = Settings(store=StoreSettings(path=tmp_path / str(fsync), fsync_commits=fsync))
+        async with open_store(settings) as store:
+            engine = store.engine
+            assert isinstance(engine, EmbeddedEngine)
+            assert engine.fsync_commits is fsync
+            assert engine._db is not None and engine._db.conn is not None
+            assert engine._db.conn.execute("PRAGMA synchronous").fetchone() == (expected,)

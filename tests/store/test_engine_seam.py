@@ -270,3 +270,4 @@ async def test_event_loop_keeps_running_during_writes(engine: Engine) -> None:
             tg.start_soon(writer)
     assert ticks_during >= writes
     assert await engine.count(Kind.MESSAGE, ALICE) == writes
+
