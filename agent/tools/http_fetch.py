@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -85,10 +86,19 @@ class HttpFetchTool(Tool):
         "additionalProperties": False,
     }
 
-    def __init__(self, settings: ToolsSettings, *, resolver: Resolver | None = None) -> None:
+    def __init__(
+        self,
+        settings: ToolsSettings,
+        *,
+        resolver: Resolver | None = None,
+        verify: ssl.SSLContext | None = None,
+    ) -> None:
+        """``resolver`` and ``verify`` (the TLS trust, default the system's CA bundle) are seams for
+        tests and embedders; the daemon uses the defaults."""
         self.settings = settings
         self.policy = AddressPolicy.from_settings(settings)
         self.resolver: Resolver = resolver or system_resolver
+        self.verify: ssl.SSLContext | bool = verify if verify is not None else True
 
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         url = str(args["url"]).strip()
@@ -108,7 +118,11 @@ class HttpFetchTool(Tool):
         current = parse_url(url)
         timeout = httpx.Timeout(self.settings.http_timeout_s)
         async with httpx.AsyncClient(
-            trust_env=False, follow_redirects=False, timeout=timeout, headers={"User-Agent": USER_AGENT}
+            trust_env=False,
+            follow_redirects=False,
+            timeout=timeout,
+            verify=self.verify,
+            headers={"User-Agent": USER_AGENT},
         ) as client:
             for hop in range(self.settings.http_max_redirects + 1):
                 addresses = await self.resolve(current)

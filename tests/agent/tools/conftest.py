@@ -20,6 +20,7 @@ from store import Scope, Store
 from store.factory import open_store
 
 SCOPE = Scope("work", "alice")
+CERTS = Path(__file__).resolve().parents[2] / "fakes" / "certs"
 
 
 @pytest.fixture
@@ -44,15 +45,23 @@ class _QuietServer(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Starlette, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Run ``app`` on a real uvicorn at ``host`` (any free port); yields ``http://host:port``."""
+async def serve(app: Starlette, host: str = "127.0.0.1", *, tls: bool = False) -> AsyncIterator[str]:
+    """Run ``app`` on a real uvicorn at ``host`` (any free port); yields ``http://host:port``.
+
+    ``tls``: serve HTTPS with ``tests/fakes/certs/server.pem`` (for ``pinned.test``, signed by
+    ``ca.pem``); the yielded URL then starts with ``https://``."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
+    certs = (
+        {"ssl_certfile": str(CERTS / "server.pem"), "ssl_keyfile": str(CERTS / "server.key")} if tls else {}
+    )
     server = _QuietServer(
-        uvicorn.Config(app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=1)
+        uvicorn.Config(
+            app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=1, **certs
+        )
     )
     try:
         async with anyio.create_task_group() as tg:
@@ -61,7 +70,12 @@ async def serve(app: Starlette, host: str = "127.0.0.1") -> AsyncIterator[str]:
                 while not server.started:
                     await anyio.sleep(0.005)
             try:
-                yield f"http://[{host}]:{port}" if family == socket.AF_INET6 else f"http://{host}:{port}"
+                scheme = "https" if tls else "http"
+                yield (
+                    f"{scheme}://[{host}]:{port}"
+                    if family == socket.AF_INET6
+                    else f"{scheme}://{host}:{port}"
+                )
             finally:
                 server.should_exit = True
     finally:

@@ -8,6 +8,7 @@ part of a private address, directly and as a redirect target.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ from agent.tools.base import ToolContext, ToolError
 from agent.tools.http_fetch import HttpFetchTool
 from agent.tools.registry import ToolRegistry
 from config.settings import ToolsSettings
-from tests.agent.tools.conftest import SCOPE, serve
+from tests.agent.tools.conftest import CERTS, SCOPE, serve
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -262,3 +263,23 @@ async def test_through_the_registry_a_refusal_is_an_audited_error(servers: Serve
     assert not result.ok and result.content.startswith("error: refused to fetch")
     audit = (await ctx.store.list_audit(SCOPE)).items
     assert [(a.tool, a.ok) for a in audit] == [("http_fetch", False)]
+
+
+async def test_https_to_a_pinned_address_verifies_the_original_host_name(ctx: ToolContext) -> None:
+    """TLS with the IP pinned: SNI and certificate checks use the URL's host name, not the IP."""
+    site = Site()
+    trust = ssl.create_default_context(cafile=str(CERTS / "ca.pem"))
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.2"]
+
+    t = HttpFetchTool(ToolsSettings(http_allow_cidrs=("127.0.0.2/32",)), resolver=resolver, verify=trust)
+    async with serve(site.app(), "127.0.0.2", tls=True) as url:
+        port = url.rsplit(":", 1)[1]
+        out = await fetch(t, f"https://pinned.test:{port}/page", ctx)
+        assert out.startswith(f"URL: https://pinned.test:{port}/page") and "# Welcome" in out
+        assert site.hits == [("/page", f"pinned.test:{port}")]
+        # the same server under a name its certificate does not carry: verification must fail
+        message = await refused(t, f"https://other.test:{port}/page", ctx)
+        assert "CERTIFICATE_VERIFY_FAILED" in message and "Hostname mismatch" in message
+        assert len(site.hits) == 1
