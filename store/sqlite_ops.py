@@ -127,14 +127,9 @@ def _allocate_sid(conn: sqlite3.Connection, spec: KindTable, kind: Kind, context
             return sid
 
 
-def _bump_counter(conn: sqlite3.Connection, kind: Kind, context: str, sid: str) -> None:
-    if len(sid) > 12:  # beyond int64: such a sid can never come out of the counter anyway
-        return
-    conn.execute(
-        "INSERT INTO counters (context, kind, next) VALUES (?, ?, ?) "
-        "ON CONFLICT (context, kind) DO UPDATE SET next = max(next, excluded.next)",
-        (context, kind.value, int(sid, 36)),
-    )
+def _sid_number(sid: str) -> int:
+    """The counter value a sid stands for (0 for sids too long to ever come out of the counter)."""
+    return int(sid, 36) if len(sid) <= 12 else 0
 
 
 def get(conn: sqlite3.Connection, kind: Kind, scope: Scope, sid: str) -> Record | None:
@@ -327,8 +322,21 @@ def dump_page(conn: sqlite3.Connection, kind: Kind, context: str, after_sid: str
 
 def restore_batch(conn: sqlite3.Connection, items: Sequence[tuple[Kind, Record]]) -> int:
     """Write dumped records in one transaction; returns how many were new or changed."""
+    highest: dict[tuple[str, Kind], int] = {}  # counters move once per batch, past the largest sid
+    written = 0
     with write_txn(conn):
-        return sum(_restore_one(conn, kind, rec) for kind, rec in items)
+        for kind, rec in items:
+            if _restore_one(conn, kind, rec):
+                written += 1
+                key = (rec["context"], kind)
+                highest[key] = max(highest.get(key, 0), _sid_number(rec["sid"]))
+        for (context, kind), number in highest.items():
+            conn.execute(
+                "INSERT INTO counters (context, kind, next) VALUES (?, ?, ?) "
+                "ON CONFLICT (context, kind) DO UPDATE SET next = max(next, excluded.next)",
+                (context, kind.value, number),
+            )
+    return written
 
 
 def _restore_one(conn: sqlite3.Connection, kind: Kind, rec: Record) -> bool:
@@ -351,7 +359,11 @@ def _restore_one(conn: sqlite3.Connection, kind: Kind, rec: Record) -> bool:
             raise Conflict(f"{kind.value} {sid} already belongs to another user in {scope.context!r}")
     if kind is Kind.MESSAGE:
         conv = rec.get("conversation_id")
-        if not isinstance(conv, str) or get(conn, Kind.CONVERSATION, scope, conv) is None:
+        exists = "SELECT 1 FROM conversations WHERE context = ? AND sid = ? AND user_id = ?"
+        if (
+            not isinstance(conv, str)
+            or not conn.execute(exists, (scope.context, conv, scope.user_id)).fetchone()
+        ):
             raise InvalidInput(f"message {sid}: its conversation {conv!r} is missing")
         seq = rec.get("seq")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
@@ -360,5 +372,4 @@ def _restore_one(conn: sqlite3.Connection, kind: Kind, rec: Record) -> bool:
         _insert(conn, spec, rec, None)
     else:
         _rewrite(conn, spec, row[0], rec)
-    _bump_counter(conn, kind, scope.context, sid)
     return True
