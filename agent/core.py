@@ -35,6 +35,7 @@ from agent.memory import MemoryManager
 from agent.providers.base import Provider
 from agent.tools.registry import ToolRegistry
 from agent.turn import Turn, TurnInput, TurnParts
+from agent.window import WindowCache
 from config.settings import Settings
 from store import Conversation, InvalidInput, NotFound, Scope, Store, StoreError, StoreUnavailable
 
@@ -87,7 +88,8 @@ class Agent:
         self.llm = LLM(provider, store)
         self.memory = MemoryManager(store, self.llm, settings.memory, settings.llm.model)
         self.compactor = Compactor(store, self.llm, self.memory, settings)
-        self._parts = TurnParts(settings, store, self.llm, self.memory, self.compactor, tools)
+        self.window = WindowCache(store, settings.agent.history_limit)
+        self._parts = TurnParts(settings, store, self.llm, self.memory, self.compactor, tools, self.window)
         self._tg: TaskGroup | None = None
         self._running: list[_Running] = []
         self._create_locks: dict[tuple[str, str], anyio.Lock] = {}
@@ -328,6 +330,7 @@ class Agent:
             ttl_s=self.settings.agent.turn_lock_ttl_s,
             wait_s=self.settings.agent.turn_deadline_s,
         ):
+            self.window.forget(scope, conv.sid)
             return await self.store.clear_conversation(scope, conv.sid)
 
     async def compact_conversation(self, scope: Scope, conversation_id: str, *, channel: str) -> bool:
@@ -339,11 +342,13 @@ class Agent:
             ttl_s=self.settings.agent.turn_lock_ttl_s,
             wait_s=self.settings.agent.turn_deadline_s,
         ):
+            self.window.forget(scope, conv.sid)
             return await self.compactor.compact(scope, conv.sid, channel)
 
     async def delete_conversation(self, scope: Scope, conversation_id: str) -> None:
         """Hard delete (the privacy delete); a deleted active conversation leaves no active one."""
         await self.stop_turn(scope, conversation_id)
         await self.store.delete_conversation(scope, conversation_id)
+        self.window.forget(scope, conversation_id)
         if await self.store.get_state(scope, ACTIVE_KEY) == conversation_id:
             await self.store.delete_state(scope, ACTIVE_KEY)

@@ -49,12 +49,18 @@ class LLM:
         self.calibrator = calibrator or TokenCalibrator()
 
     async def call(
-        self, request: ChatRequest, site: CallSite, on_text: TextSink | None = None
+        self,
+        request: ChatRequest,
+        site: CallSite,
+        on_text: TextSink | None = None,
+        *,
+        defer_usage: list[UsageEntry] | None = None,
     ) -> CollectedResponse:
         """Stream one response, handing each text chunk to ``on_text`` as it arrives.
 
         Raises :class:`~agent.errors.ProviderError` (after the provider's own retries); the failed
-        call is still booked in the usage log.
+        call is still booked in the usage log. With ``defer_usage`` the entry is appended to that list
+        instead of written, for the caller to write off the reply path (:meth:`book`).
         """
         out = CollectedResponse()
         parts: list[str] = []
@@ -79,23 +85,28 @@ class LLM:
             log.warning(
                 "llm.failed", model=request.model, status=exc.status, error=str(exc), ms=round(latency, 1)
             )
-            try:
-                await self._book(site, request.model, 0, 0, latency, ok=False)
-            except StoreError as store_exc:  # the provider's error is the one the user must see
-                log.warning("llm.usage_not_booked", error=str(store_exc))
+            entry = self._entry(site, request.model, 0, 0, latency, ok=False)
+            if defer_usage is not None:
+                defer_usage.append(entry)
+            else:
+                await self.book(site.scope, [entry])
             raise
         out.text = "".join(parts)
         out.model = out.model or request.model
         latency = (time.perf_counter() - started) * 1000
         if out.prompt_tokens:
             self.calibrator.observe(request.model, estimate_request(request), out.prompt_tokens)
-        await self._book(site, out.model, out.prompt_tokens, out.completion_tokens, latency, ok=True)
+        entry = self._entry(site, out.model, out.prompt_tokens, out.completion_tokens, latency, ok=True)
+        if defer_usage is not None:
+            defer_usage.append(entry)
+        else:
+            await self.book(site.scope, [entry])
         return out
 
-    async def _book(
+    def _entry(
         self, site: CallSite, model: str, prompt: int, completion: int, latency_ms: float, *, ok: bool
-    ) -> None:
-        entry = UsageEntry(
+    ) -> UsageEntry:
+        return UsageEntry(
             provider=self.provider.name,
             model=model,
             prompt_tokens=prompt,
@@ -105,4 +116,12 @@ class LLM:
             channel=site.channel,
             ok=ok,
         )
-        await self.store.append_usage(site.scope, entry)
+
+    async def book(self, scope: Scope, entries: list[UsageEntry]) -> None:
+        """Write usage entries; a store failure is logged, never raised (accounting must not turn a
+        delivered answer or the provider's own error into a store error)."""
+        for entry in entries:
+            try:
+                await self.store.append_usage(scope, entry)
+            except StoreError as exc:
+                log.warning("llm.usage_not_booked", error=str(exc), model=entry.model)

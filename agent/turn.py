@@ -50,8 +50,9 @@ from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, To
 from agent.tools.base import ToolContext, ToolResult
 from agent.tools.registry import ToolRegistry
 from agent.turn_tools import run_calls, signature
+from agent.window import WindowCache
 from config.settings import Settings
-from store import Conflict, Conversation, Message, MessageStatus, Scope, Store, StoreError
+from store import Conflict, Conversation, Message, MessageStatus, Scope, Store, StoreError, UsageEntry
 
 log = structlog.get_logger()
 
@@ -63,6 +64,8 @@ FINAL_NOTE = (
 )
 CANCELLED_RESULT = "error: cancelled (the turn was stopped before this tool finished)"
 EMPTY_FINAL = "(I could not finish this answer within the allowed number of tool calls.)"
+#: the most a cancelled or finished turn spends on its own bookkeeping writes
+BOOKKEEPING_DEADLINE_S = 5.0
 GROUP_NOTE = "This is a group chat: each user message starts with the id of its sender."
 SUMMARY_HEADER = "Summary of the earlier part of this conversation:"
 
@@ -77,6 +80,7 @@ class TurnParts:
     memory: MemoryManager
     compactor: Compactor
     tools: ToolRegistry | None
+    window: WindowCache
 
 
 @dataclass(slots=True)
@@ -102,6 +106,8 @@ class _Progress:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model: str = ""
+    #: usage entries of this turn's calls, written when the turn ends
+    usage: list[UsageEntry] = field(default_factory=list)
 
 
 class Turn:
@@ -142,6 +148,15 @@ class Turn:
             )
 
     async def _guarded(self) -> None:
+        try:
+            await self._turn()
+        finally:
+            # usage is booked after Done (off the reply path) but inside the turn and its lock
+            with anyio.CancelScope(shield=True), anyio.move_on_after(BOOKKEEPING_DEADLINE_S):
+                await self.p.llm.book(self.inp.scope, self.progress.usage)
+            self.progress.usage.clear()
+
+    async def _turn(self) -> None:
         try:
             await self._loop()
         except anyio.get_cancelled_exc_class():
@@ -258,9 +273,7 @@ class Turn:
             return False
 
     async def _history(self, group: bool) -> History:
-        stored = await self.p.store.history(
-            self.inp.scope, self.cid, limit=self.p.settings.agent.history_limit
-        )
+        stored = await self.p.window.window(self.inp.scope, self.cid)
         return history_from(stored, group=group)
 
     async def _call(self, request: ChatRequest) -> CollectedResponse:
@@ -271,7 +284,7 @@ class Turn:
             progress.partial.append(text)
             await self.emit(TextDelta(text))
 
-        resp = await self.p.llm.call(request, self.site, on_text)
+        resp = await self.p.llm.call(request, self.site, on_text, defer_usage=progress.usage)
         progress.prompt_tokens += resp.prompt_tokens
         progress.completion_tokens += resp.completion_tokens
         progress.model = resp.model

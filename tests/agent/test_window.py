@@ -11,6 +11,7 @@ import pytest
 from agent.context import SUMMARY_TYPE
 from agent.core import Agent
 from agent.events import CommandOutput, Done, TurnEvent
+from agent.window import CATCH_UP
 from store import Role
 from tests.agent.conftest import (
     SCOPE,
@@ -147,3 +148,26 @@ async def test_two_turns_on_one_conversation_never_interleave(agent: Agent, fake
     msgs = await all_messages(agent.store, conv.sid)
     assert [m.role for m in msgs] == ["user", "assistant", "user", "assistant"]
     assert msgs[0].channel == msgs[1].channel and msgs[2].channel == msgs[3].channel
+
+
+async def test_window_cache_sees_writes_from_other_processes(agent: Agent, fake: FakeOpenAI) -> None:
+    """The store stays the truth: what another process appends or clears shows in the next turn."""
+    cid = (await turn(agent, "one"))[-1].conversation_id  # type: ignore[union-attr]
+    st = agent.store
+    await st.append_message(SCOPE, cid, "user", "from elsewhere", channel="web")
+    await st.append_message(SCOPE, cid, "assistant", "answered elsewhere", channel="web")
+    await turn(agent, "two")
+    users = [m["content"] for m in main_requests(fake)[-1]["messages"] if m["role"] == "user"]
+    assert users == ["one", "from elsewhere", "two"]
+    assert agent.window.hits >= 1
+
+    for i in range(CATCH_UP + 5):  # more than one catch-up read covers
+        await st.append_message(SCOPE, cid, "user" if i % 2 == 0 else "assistant", f"bulk {i}", channel="web")
+    await turn(agent, "three")
+    sent = [m["content"] for m in main_requests(fake)[-1]["messages"] if m["role"] != "system"]
+    stored = [m.content for m in await st.history(SCOPE, cid, limit=200)]
+    assert sent == stored[:-1]  # everything but the answer to "three"
+
+    await st.clear_conversation(SCOPE, cid)  # another process's /clear
+    await turn(agent, "four")
+    assert [m["content"] for m in main_requests(fake)[-1]["messages"] if m["role"] != "system"] == ["four"]

@@ -1,0 +1,248 @@
+"""The agent's own cost per turn, with the LLM taken out.
+
+A real Agent on the embedded store talks HTTP to ``FakeOpenAI`` (in its own process, answering at
+once). Two instruments, both plain delegating subclasses of the real seams, measure in the same run:
+
+* :class:`TimedProvider`: the time spent inside the provider's stream (building the request, HTTP,
+  the fake's answer). The agent's own time is a turn's wall time minus that; the first-token overhead
+  is (first ``TextDelta`` seen by the caller) minus (first text chunk out of the provider).
+* :class:`TimedEngine`: the time spent in the store engine, to show how much of the agent's time is
+  durable writes and reads rather than the agent's logic.
+
+Each size runs twice: the default durable store (``synchronous=FULL``: an fsync per commit) and
+the same engine without fsync, which shows the agent's cost apart from the disk.
+
+    .venv/bin/python -m bench.agent [--turns 60] [--sizes 10,200,10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import contextlib
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+
+import anyio
+import structlog
+
+from agent.core import Agent, TurnRequest
+from agent.events import Done, TextDelta
+from agent.providers.base import ChatRequest, Provider, ProviderEvent, TextChunk
+from agent.providers.openai import OpenAIProvider
+from config.settings import LLMSettings, MemorySettings, Settings, StoreSettings
+from store import Engine, Kind, ListQuery, Page, Scope, Store
+from store.embedded import EmbeddedEngine
+from store.models import JSON, Record
+
+SCOPE = Scope("bench", "bencher")
+TEXT = "a line of ordinary chat, about as long as people write them in a messenger"
+WARMUP = 5
+
+
+class TimedProvider(Provider):
+    """Delegates to a real provider; records the time spent inside its stream."""
+
+    def __init__(self, inner: Provider) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.reset()
+
+    def reset(self) -> None:
+        self.spent = 0.0
+        self.first_chunk_wait: float | None = None
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
+        started = time.perf_counter()
+        async for ev in self.inner.stream(request):
+            now = time.perf_counter()
+            if isinstance(ev, TextChunk) and self.first_chunk_wait is None:
+                self.first_chunk_wait = self.spent + (now - started)
+            self.spent += now - started
+            yield ev  # the time the agent spends between events is not the provider's
+            started = time.perf_counter()
+        self.spent += time.perf_counter() - started
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class TimedEngine(Engine):
+    """Delegates to a real engine; records the time spent in it."""
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+        self.spent = 0.0
+
+    @contextlib.contextmanager
+    def _timed(self) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spent += time.perf_counter() - started
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def get(self, kind: Kind, scope: Scope, sid: str) -> Record | None:
+        with self._timed():
+            return await self.inner.get(kind, scope, sid)
+
+    async def create(
+        self, kind: Kind, scope: Scope, fields: Record, *, request_key: str | None = None
+    ) -> Record:
+        with self._timed():
+            return await self.inner.create(kind, scope, fields, request_key=request_key)
+
+    async def update(self, kind: Kind, scope: Scope, sid: str, fields: Record) -> Record | None:
+        with self._timed():
+            return await self.inner.update(kind, scope, sid, fields)
+
+    async def delete(self, kind: Kind, scope: Scope, sid: str) -> bool:
+        with self._timed():
+            return await self.inner.delete(kind, scope, sid)
+
+    async def list(self, kind: Kind, scope: Scope, query: ListQuery) -> Page[Record]:
+        with self._timed():
+            return await self.inner.list(kind, scope, query)
+
+    async def count(self, kind: Kind, scope: Scope, filters: dict[str, JSON] | None = None) -> int:
+        with self._timed():
+            return await self.inner.count(kind, scope, filters)
+
+    async def claim(self, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
+        with self._timed():
+            return await self.inner.claim(scope, key, holder, ttl_ms)
+
+    async def release(self, scope: Scope, key: str, holder: str) -> None:
+        with self._timed():
+            await self.inner.release(scope, key, holder)
+
+    async def contexts(self) -> builtins.list[str]:
+        return await self.inner.contexts()
+
+    async def dump(self, context: str) -> AsyncIterator[tuple[Kind, Record]]:
+        async for item in self.inner.dump(context):
+            yield item
+
+    async def restore(self, kind: Kind, record: Record) -> bool:
+        return await self.inner.restore(kind, record)
+
+
+@contextlib.contextmanager
+def fake_server() -> Iterator[str]:
+    """FakeOpenAI in its own process, so its work never competes with the agent for the GIL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("READY "):
+            raise SystemExit(f"the fake LLM server did not start: {line!r}")
+        yield line.split()[1]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+
+
+async def fill(store: Store, conversation_id: str, n: int) -> None:
+    for i in range(n // 2):
+        await store.append_message(SCOPE, conversation_id, "user", f"{TEXT} #{i}", channel="cli")
+        await store.append_message(SCOPE, conversation_id, "assistant", f"echo: {TEXT} #{i}", channel="cli")
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def measure(
+    agent: Agent, timed: TimedProvider, engine: TimedEngine, conversation_id: str, turns: int
+) -> dict[str, list[float]]:
+    """Per turn, in ms: own (to Done), full (to the end of the stream: usage and lock release
+    included), ttft+ (first-token overhead), store (engine time to the end), provider."""
+    out: dict[str, list[float]] = {k: [] for k in ("own", "full", "ttft", "store", "provider")}
+    for i in range(turns + WARMUP):
+        timed.reset()
+        store_before = engine.spent
+        req = TurnRequest(SCOPE, "cli", f"{TEXT} (turn {i})", conversation_id=conversation_id)
+        started = time.perf_counter()
+        first_delta = done_at = None
+        async for ev in agent.handle(req):
+            if isinstance(ev, TextDelta) and first_delta is None:
+                first_delta = time.perf_counter()
+            elif isinstance(ev, Done):
+                done_at = time.perf_counter()
+        ended = time.perf_counter()
+        if done_at is None or first_delta is None or timed.first_chunk_wait is None:
+            raise SystemExit(f"turn {i} did not complete")
+        if i < WARMUP:
+            continue
+        out["own"].append((done_at - started - timed.spent) * 1000)
+        out["full"].append((ended - started - timed.spent) * 1000)
+        out["ttft"].append((first_delta - started - timed.first_chunk_wait) * 1000)
+        out["store"].append((engine.spent - store_before) * 1000)
+        out["provider"].append(timed.spent * 1000)
+    return out
+
+
+async def run(sizes: list[int], turns: int) -> None:
+    print(f"{turns} turns per row, ms; own = turn to Done minus provider time; full = to the end of the turn")
+    print(
+        f"{'store':>8} {'messages':>8} {'own p50':>8} {'own p99':>8} {'full p50':>9} {'ttft+ p50':>10} "
+        f"{'ttft+ p99':>10} {'store p50':>10} {'logic p50':>10} {'provider p50':>13}"
+    )
+    with fake_server() as base_url:
+        llm = LLMSettings(base_url=base_url, api_key="bench", model="fake-model", max_retries=0)
+        for fsync in (True, False):
+            with tempfile.TemporaryDirectory() as tmp:
+                # auto-memory extraction runs off the reply path: keep its LLM calls out of the figures
+                settings = Settings(
+                    llm=llm, memory=MemorySettings(enabled=False), store=StoreSettings(path=Path(tmp))
+                )
+                engine = TimedEngine(EmbeddedEngine(Path(tmp), fsync_commits=fsync))
+                timed = TimedProvider(OpenAIProvider(llm))
+                async with Store(engine) as store, Agent(settings, store, timed) as agent:
+                    for size in sizes:
+                        conv = await agent.new_conversation(SCOPE, channel="cli")
+                        await fill(store, conv.sid, size)
+                        r = await measure(agent, timed, engine, conv.sid, turns)
+                        logic = [f - s for f, s in zip(r["full"], r["store"], strict=True)]
+                        print(
+                            f"{'fsync' if fsync else 'no-fsync':>8} {size:>8} {pct(r['own'], 0.5):>8.2f} "
+                            f"{pct(r['own'], 0.99):>8.2f} {pct(r['full'], 0.5):>9.2f} {pct(r['ttft'], 0.5):>10.2f} "
+                            f"{pct(r['ttft'], 0.99):>10.2f} {pct(r['store'], 0.5):>10.2f} {pct(logic, 0.5):>10.2f} "
+                            f"{pct(r['provider'], 0.5):>13.2f}"
+                        )
+                await timed.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--turns", type=int, default=60)
+    parser.add_argument("--sizes", default="10,200,10000")
+    args = parser.parse_args()
+    # per-turn info logs are for operators; rendering them would be measured as agent time
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    anyio.run(run, [int(s) for s in args.sizes.split(",")], args.turns)
+
+
+if __name__ == "__main__":
+    main()
