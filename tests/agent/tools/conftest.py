@@ -55,12 +55,15 @@ async def serve(app: Starlette, host: str = "127.0.0.1", *, tls: bool = False) -
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    certs = (
-        {"ssl_certfile": str(CERTS / "server.pem"), "ssl_keyfile": str(CERTS / "server.key")} if tls else {}
-    )
     server = _QuietServer(
         uvicorn.Config(
-            app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=1, **certs
+            app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=1,
+            ssl_certfile=str(CERTS / "server.pem") if tls else None,
+            ssl_keyfile=str(CERTS / "server.key") if tls else None,
         )
     )
     try:

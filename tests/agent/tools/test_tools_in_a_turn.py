@@ -46,7 +46,7 @@ def settings_for(fake: FakeOpenAI, data: Path) -> Settings:
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeOpenAI]:
     async with FakeOpenAI() as server:
-        yield server  # type: ignore[misc]
+        yield server
 
 
 async def one_turn(agent: Agent, text: str) -> list[TurnEvent]:
