@@ -154,6 +154,11 @@ class Agent:
         if problem:
             yield TurnError("invalid_input", problem, req.conversation_id or "")
             return
+        if self._closed:
+            yield TurnError(
+                "unavailable", "The agent is shutting down; try again shortly.", req.conversation_id or ""
+            )
+            return
         if self._tg is None:
             raise RuntimeError("the Agent is not started: use `async with Agent(...)` or open_agent()")
         send, receive = anyio.create_memory_object_stream[TurnEvent](max_buffer_size=math.inf)

@@ -208,3 +208,25 @@ async def test_deadline_marks_the_partial_reply_interrupted(kit: Kit, fake: Fake
             ("user", "slow", "complete"),
             ("assistant", "partial answer", "interrupted"),
         ]
+
+
+async def test_store_unavailable_is_one_clear_error(kit: Kit, fake: FakeOpenAI) -> None:
+    async with running(kit.settings) as agent:
+        conv = await agent.new_conversation(SCOPE, channel="cli")
+        await agent.store.engine.aclose()  # the store goes away under the running agent
+        events = await turn(agent, "hello?", conversation_id=conv.sid)
+        assert len(events) == 1 and isinstance(events[0], TurnError) and events[0].code == "store_unavailable"
+        [out] = await turn(agent, "/list")
+        assert not out.ok and "store is unavailable" in out.text  # type: ignore[union-attr]
+        assert fake.requests == []
+        await agent.store.engine.open()  # it comes back: recovery needs nothing
+        assert isinstance((await turn(agent, "hello again", conversation_id=conv.sid))[-1], Done)
+        msgs = await all_messages(agent.store, conv.sid)
+        assert [m.content for m in msgs if m.role == "user"] == ["hello again"]
+
+
+async def test_a_closed_agent_refuses_turns_politely(kit: Kit) -> None:
+    async with running(kit.settings) as agent:
+        pass
+    events = await turn(agent, "late message")
+    assert len(events) == 1 and isinstance(events[0], TurnError) and events[0].code == "unavailable"
