@@ -16,6 +16,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from config.errors import ConfigError
 from config.settings import ToolsSettings
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -64,15 +65,14 @@ class AddressPolicy:
 
 
 def parse_networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
-    """``tools.http_allow_cidrs`` entries as networks; a bad entry raises ``ValueError`` naming it."""
+    """``tools.http_allow_cidrs`` entries as networks; a bad entry is a ConfigError naming it."""
     nets: list[IPNetwork] = []
     for cidr in cidrs:
         try:
             nets.append(ipaddress.ip_network(cidr.strip(), strict=False))
         except ValueError:
-            raise ValueError(
-                f"tools.http_allow_cidrs: {cidr!r} is not an IP network (e.g. 10.1.2.0/24)"
-            ) from None
+            reason = f"{cidr!r} is not an IP network (e.g. 10.1.2.0/24 or fd00:1::/64)"
+            raise ConfigError("tools.http_allow_cidrs", reason) from None
     return tuple(nets)
 
 

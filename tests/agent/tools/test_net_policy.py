@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.tools.net_policy import AddressPolicy, AddressRefused, parse_networks
+from config.errors import ConfigError
 from config.settings import ToolsSettings
 
 STRICT = AddressPolicy()
@@ -92,5 +93,7 @@ def test_explicit_cidrs_are_an_exception_to_every_rule() -> None:
 
 
 def test_a_bad_cidr_names_the_setting() -> None:
-    with pytest.raises(ValueError, match=r"http_allow_cidrs.*'10\.0\.0\.300/8'"):
+    with pytest.raises(
+        ConfigError, match=r"^tools\.http_allow_cidrs: '10\.0\.0\.300/8' is not an IP network"
+    ):
         parse_networks(("10.0.0.300/8",))
