@@ -249,7 +249,7 @@ async def test_event_loop_keeps_running_during_writes(engine: Engine) -> None:
     every engine call gives the loop back while it waits, the ticker gets at least one tick per call.
     """
     conv = await engine.create(Kind.CONVERSATION, ALICE, {"title": "", "is_archived": False})
-    writes = 300
+    writes = 100
     ticks_during = 0
     done = anyio.Event()
 
