@@ -1,8 +1,3 @@
-"""The terminal channel: ``hero-agent chat`` (interactive, prompt_toolkit) and the helpers of
-``hero-agent ask``."""
-
-from __future__ import annotations
-
-from channels.cli.session import CliChat, history_path
-
-__all__ = ["CliChat", "history_path"]
+"""The terminal channel: ``hero-agent chat`` (interactive, prompt_toolkit; :mod:`channels.cli.session`)
+and the rendering it shares with ``hero-agent ask``. Nothing is imported here, so that the command line
+starts without loading the agent."""

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TextIO
 
 import anyio
-from prompt_toolkit.history import FileHistory
 
 from config import Settings
 from config.logging import configure_logging
@@ -63,6 +62,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _chat(args: argparse.Namespace, settings: Settings) -> int:
     # imported here: `hero-agent --help` and `config check` need not load the agent and the store
+    from prompt_toolkit.history import FileHistory  # noqa: PLC0415
+
     from agent.factory import open_agent  # noqa: PLC0415
     from channels.cli.session import CliChat, history_path  # noqa: PLC0415
     from store.factory import open_store  # noqa: PLC0415

@@ -46,7 +46,14 @@ REFUSAL = (
 MAX_REFUSED_REMEMBERED = 10_000
 _HELP_LINE = re.compile(r"^/(\w+)(?:[ \t]+[\[A-Z][\w\]]*)?[ \t]{2,}(.+)$")
 #: loggers that may print request URLs, which contain the bot token
-_URL_LOGGERS = ("httpx", "httpcore", "telegram.request", "telegram.ext.Updater", "telegram.Bot")
+_URL_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "telegram.Bot",
+    "telegram.ext.ExtBot",  # logs "Set Bot API URL: .../bot<TOKEN>" at debug level
+    "telegram.ext.Updater",
+    "telegram.request",
+)
 
 
 class _TokenFilter(logging.Filter):

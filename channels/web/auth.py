@@ -24,6 +24,7 @@ from store.errors import InvalidInput
 from store.models import Scope, validate_context, validate_user
 
 CONTEXT_HEADER = "x-hero-context"
+INVALID_CONTEXT = "invalid context name: use 1-64 of a-z 0-9 _ - starting with a letter or digit"
 
 
 def authenticate(request: Request) -> str:
@@ -59,26 +60,27 @@ def _unauthorized(message: str) -> ApiError:
 
 
 def context_name(request: Request, body: dict[str, Any] | None = None) -> str:
-    """The context this request works in (validated), see the module docstring."""
-    name: object = None
+    """The context this request works in, see the module docstring.
+
+    Every selector present is validated (an invalid one is a 400 even when a higher one wins).
+    """
+    given: list[object] = []
     if body is not None and body.get("context_name") is not None:
-        name = body["context_name"]
-    elif request.query_params.get("context_name"):
-        name = request.query_params["context_name"]
-    elif request.headers.get(CONTEXT_HEADER):
-        name = request.headers[CONTEXT_HEADER]
-    else:
-        name = web_state(request).agent.settings.agent.default_context
-    if not isinstance(name, str):
-        raise ApiError(400, "invalid_context", "context_name must be a string")
-    try:
-        return validate_context(name)
-    except InvalidInput:
-        raise ApiError(
-            400,
-            "invalid_context",
-            "invalid context name: use 1-64 of a-z 0-9 _ - starting with a letter or digit",
-        ) from None
+        given.append(body["context_name"])
+    if "context_name" in request.query_params:
+        given.append(request.query_params["context_name"])
+    if CONTEXT_HEADER in request.headers:
+        given.append(request.headers[CONTEXT_HEADER])
+    for name in given:
+        if not isinstance(name, str):
+            raise ApiError(400, "invalid_context", "context_name must be a string")
+        try:
+            validate_context(name)
+        except InvalidInput:
+            raise ApiError(400, "invalid_context", INVALID_CONTEXT) from None
+    if given:
+        return str(given[0])
+    return web_state(request).agent.settings.agent.default_context
 
 
 def caller_scope(request: Request, body: dict[str, Any] | None = None) -> Scope:

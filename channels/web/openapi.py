@@ -44,6 +44,17 @@ def _page(item: str, **extra: Schema) -> Schema:
 
 
 _S = {"type": "string"}
+#: one server-sent event as schemathesis (and any SSE reader) sees it: a name and a data line
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["start", "delta", "tool_start", "tool_end", "usage", "done", "error",
+                                             "command"]},
+        "data": {"type": "string"},
+    },
+    "required": ["event", "data"],
+}
+_OPENAI_EVENT = {"type": "object", "properties": {"data": {"type": "string"}}, "required": ["data"]}
 _I = {"type": "integer"}
 _N = {"type": "number"}
 _B = {"type": "boolean"}
@@ -127,7 +138,8 @@ SCHEMAS: dict[str, Schema] = {
     ),
 }
 
-_CONTEXT_BODY: Schema = {"type": "string", "pattern": CONTEXT_PATTERN}
+#: optional body fields accept null as "not given"
+_CONTEXT_BODY: Schema = {"type": ["string", "null"], "pattern": CONTEXT_PATTERN}
 _CONTEXT_PARAMS: list[Schema] = [
     {
         "name": "context_name",
@@ -227,7 +239,7 @@ def _api_paths() -> dict[str, Schema]:
                 "Create a conversation (it becomes the active one)",
                 {"201": _json(conv, "Created"), **_errors(400, 413, 503)},
                 body=_obj(
-                    {"title": {"type": "string", "maxLength": 200}, "context_name": _CONTEXT_BODY},
+                    {"title": {"type": ["string", "null"], "maxLength": 200}, "context_name": _CONTEXT_BODY},
                     required=(),
                     closed=True,
                 ),
@@ -248,10 +260,10 @@ def _api_paths() -> dict[str, Schema]:
                 params=_ID,
                 body=_obj(
                     {
-                        "title": {"type": "string", "maxLength": 200},
-                        "is_archived": _B,
+                        "title": {"type": ["string", "null"], "maxLength": 200},
+                        "is_archived": {"type": ["boolean", "null"]},
                         "tags": {
-                            "type": "array",
+                            "type": ["array", "null"],
                             "maxItems": 32,
                             "items": {"type": "string", "maxLength": 64},
                         },
@@ -301,14 +313,14 @@ def _api_paths() -> dict[str, Schema]:
                     "200": {
                         "description": "text/event-stream: start, delta, tool_start, tool_end, usage, done | "
                         "error; or one command event",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "content": {"text/event-stream": {"schema": _SSE_EVENT}},
                     },
                     **_errors(400, 404, 413, 503),
                 },
                 body=_obj(
                     {
                         "message": {"type": "string", "minLength": 1},
-                        "conversation_id": {"type": "string", "pattern": ID_PATTERN},
+                        "conversation_id": {"type": ["string", "null"], "pattern": ID_PATTERN},
                         "context_name": _CONTEXT_BODY,
                     },
                     required=("message",),
@@ -449,7 +461,7 @@ def _openai_paths(model_name: str) -> dict[str, Schema]:
                         "ending in data: [DONE]",
                         "content": {
                             "application/json": {"schema": completion},
-                            "text/event-stream": {"schema": {"type": "string"}},
+                            "text/event-stream": {"schema": _OPENAI_EVENT},
                         },
                     },
                     **_errors(400, 404, 409, 413, 503),

@@ -6,6 +6,7 @@ the caller's (context, user) scope only: a foreign id answers 404 exactly like a
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -171,8 +172,8 @@ async def stats(request: Request) -> Response:
 
 
 def _conversation_filter(request: Request) -> str | None:
-    cid = request.query_params.get("conversation_id") or None
-    if cid is not None and (len(cid) > 32 or not cid.isalnum()):
+    cid = request.query_params.get("conversation_id")
+    if cid is not None and not re.fullmatch(r"[a-z0-9]{1,32}", cid):
         raise ApiError(400, "invalid_parameter", "invalid conversation_id")
     return cid
 

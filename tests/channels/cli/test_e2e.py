@@ -6,7 +6,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -59,6 +58,11 @@ def ask(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess
     )
 
 
+def exported_messages(jsonl: str) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in jsonl.splitlines() if line.strip()]
+    return [line["record"] for line in lines if line.get("kind") == "AgentMessage"]
+
+
 def test_ask_answers_on_stdout_with_exit_codes(tmp_path: Path, fake: FakeOpenAI) -> None:
     env = app_env(tmp_path, fake)
     first = ask(env, "--user", "bob", "hello there")
@@ -97,8 +101,7 @@ def test_ask_answers_on_stdout_with_exit_codes(tmp_path: Path, fake: FakeOpenAI)
         [str(SCRIPT), "export"], env=env, capture_output=True, text=True, timeout=60, check=False
     )
     assert export.returncode == 0
-    records = [json.loads(line) for line in export.stdout.splitlines() if line.strip()]
-    stored = [r for r in records if r.get("conversation_id") and r.get("role") in ("user", "assistant")]
+    stored = exported_messages(export.stdout)
     assert stored and {r["channel"] for r in stored} == {"cli"}
     assert {r["user_id"] for r in stored} == {"bob"}
 
@@ -109,8 +112,7 @@ def test_ask_defaults_to_the_os_user(tmp_path: Path, fake: FakeOpenAI) -> None:
     export = subprocess.run(
         [str(SCRIPT), "export"], env=env, capture_output=True, text=True, timeout=60, check=False
     )
-    users = {json.loads(line).get("user_id") for line in export.stdout.splitlines() if line.strip()}
-    assert getpass.getuser() in users
+    assert {m["user_id"] for m in exported_messages(export.stdout)} == {getpass.getuser()}
 
 
 # --- hero-agent chat in tmux -----------------------------------------------------------------------
@@ -119,16 +121,23 @@ def test_ask_defaults_to_the_os_user(tmp_path: Path, fake: FakeOpenAI) -> None:
 class Tmux:
     """One tmux server (its own socket) running one command in a 120x40 pane."""
 
-    def __init__(self, command: str, env: dict[str, str]) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], workdir: Path) -> None:
         self.socket = f"hero-test-{uuid.uuid4().hex[:10]}"
-        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items() if k.isidentifier())
-        shell = f"env -i {exports} {command}; echo EXITED rc=$?; sleep 600"
-        self.run("-f", "/dev/null", "new-session", "-d", "-x", "120", "-y", "40", "sh", "-c", shell)
+        # no shell around the command (a shell may die of the Ctrl-C we send); the pane stays after
+        # the command exits so that its exit status can be read
+        conf = workdir / "tmux.conf"
+        conf.write_text("set -g remain-on-exit on\n")
+        exports = [f"{k}={v}" for k, v in env.items() if k.isidentifier()]
+        self.run(
+            "-f", str(conf), "new-session", "-d", "-x", "120", "-y", "40", "env", "-i", *exports, *command
+        )
 
     def run(self, *args: str) -> str:
         done = subprocess.run(
-            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=30, check=True
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=30, check=False
         )
+        if done.returncode != 0:
+            raise AssertionError(f"tmux {args[0]} failed: {done.stderr.strip()}")
         return done.stdout
 
     def type(self, text: str) -> None:
@@ -162,6 +171,14 @@ class Tmux:
 
         self.wait(ready, f"the prompt after {text!r}")
 
+    def wait_exit(self, timeout: float = 20.0) -> int:
+        """The command's exit status, once it has exited."""
+        self.wait(lambda _s: self.pane("pane_dead") == "1", "the command to exit", timeout)
+        return int(self.pane("pane_dead_status"))
+
+    def pane(self, variable: str) -> str:
+        return self.run("display-message", "-p", "-t", "0", f"#{{{variable}}}").strip()
+
     def kill(self) -> None:
         subprocess.run(
             ["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=30, check=False
@@ -171,7 +188,7 @@ class Tmux:
 @pytest.fixture
 def tmux_chat(tmp_path: Path, fake: FakeOpenAI) -> Iterator[Tmux]:
     env = app_env(tmp_path, fake)
-    term = Tmux(f"{shlex.quote(str(SCRIPT))} chat --user alice", {**env, "TERM": "xterm-256color"})
+    term = Tmux([str(SCRIPT), "chat", "--user", "alice"], {**env, "TERM": "xterm-256color"}, tmp_path)
     try:
         yield term
     finally:
@@ -210,7 +227,7 @@ def test_chat_in_a_real_terminal(tmux_chat: Tmux, fake: FakeOpenAI, tmp_path: Pa
     assert history[0]["content"] == "tell me a long story"
 
     term.key("C-d")
-    term.wait_text("EXITED rc=0")
+    assert term.wait_exit() == 0
     assert "Traceback" not in term.screen()
     # the input history persisted under the data dir
     assert "+hello tmux" in (tmp_path / "data" / "cli_history").read_text()
