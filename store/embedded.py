@@ -148,6 +148,10 @@ class EmbeddedEngine(Engine):
     async def ping(self) -> None:
         await self._run(_ping)
 
+    async def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database file and truncate it (after bulk loads)."""
+        await self._run(_checkpoint)
+
     async def get(self, kind: Kind, scope: Scope, sid: str) -> Record | None:
         return await self._run(ops.get, kind, scope, sid)
 
@@ -199,3 +203,7 @@ class EmbeddedEngine(Engine):
 
 def _ping(conn: sqlite3.Connection) -> None:
     conn.execute("SELECT 1").fetchone()
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()

@@ -104,3 +104,13 @@ async def test_fsync_setting_reaches_the_connection(tmp_path: Path) -> None:
             assert engine.fsync_commits is fsync
             assert engine._db is not None and engine._db.conn is not None
             assert engine._db.conn.execute("PRAGMA synchronous").fetchone() == (expected,)
+
+
+async def test_checkpoint_empties_the_log(tmp_path: Path) -> None:
+    async with EmbeddedEngine(tmp_path) as engine:
+        for i in range(20):
+            await engine.create(Kind.MEMORY, ALICE, {"content": f"m{i}", "hash": f"h{i}"})
+        assert (tmp_path / f"{DB_FILE}-wal").stat().st_size > 0
+        await engine.checkpoint()
+        assert (tmp_path / f"{DB_FILE}-wal").stat().st_size == 0
+        assert await engine.count(Kind.MEMORY, ALICE) == 20
