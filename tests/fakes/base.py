@@ -174,7 +174,9 @@ class FakeLLMServer(ABC):
 
     @contextlib.asynccontextmanager
     async def _serving(self, port: int = 0) -> AsyncIterator[FakeLLMServer]:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only when proto is TCP;
+        # without it every keep-alive request waits ~40 ms for a delayed ACK (Nagle)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
         self.port = sock.getsockname()[1]
