@@ -11,8 +11,9 @@ sticky: after an outage the next call simply reconnects. The secret never appear
 from __future__ import annotations
 
 import builtins
+import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
@@ -26,7 +27,9 @@ from store.models import JSON, Kind, Record, Scope
 from store.osis_protocol import (
     CONTEXT_HEADER,
     DUMP_PAGE,
+    MAX_BODY_BYTES,
     REQUIRED_METHODS,
+    RESTORE_BATCH,
     OsisAuthError,
     OsisProtocolError,
     endpoint_for,
@@ -37,6 +40,8 @@ from store.osis_protocol import (
 log = structlog.get_logger()
 _RETRY_STATUS = frozenset({502, 503, 504})
 _BACKOFF_S = (0.05, 0.2, 0.5, 1.0)
+#: restore_batch chunks stay well under the server's request size limit
+_CHUNK_BYTES = MAX_BODY_BYTES // 2
 
 
 class _RemoteError(Exception):
@@ -110,14 +115,23 @@ class OsisEngine(Engine):
 
     # -- transport ----------------------------------------------------------------------------
 
-    async def _call(self, method: str, params: dict[str, Any], context: str, *, safe: bool,
-                    check: bool = True) -> Any:
+    async def _call(
+        self, method: str, params: dict[str, Any], context: str, *, safe: bool, check: bool = True
+    ) -> Any:
         if self._client is None:
             raise StoreUnavailable("the osis engine is closed")
         if check and not self._checked:
             await self._check_methods()
         self._next_id += 1
-        body = {"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params}
+        try:
+            body = json.dumps(
+                {"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params},
+                ensure_ascii=False,
+                allow_nan=False,
+                separators=(",", ":"),
+            ).encode()
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"a value is not JSON: {exc}") from None
         attempts = 1 + (self._retries if safe else 0)
         for attempt in range(attempts):
             try:
@@ -131,9 +145,10 @@ class OsisEngine(Engine):
                 await anyio.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
         raise AssertionError("unreachable")
 
-    async def _post(self, body: dict[str, Any], context: str) -> Any:
+    async def _post(self, body: bytes, context: str) -> Any:
         assert self._client is not None
-        resp = await self._client.post(self.endpoint, json=body, headers={CONTEXT_HEADER: context})
+        headers = {CONTEXT_HEADER: context, "Content-Type": "application/json"}
+        resp = await self._client.post(self.endpoint, content=body, headers=headers)
         if resp.status_code in _RETRY_STATUS:
             raise _Retryable
         if resp.status_code == 401:
@@ -157,8 +172,9 @@ class OsisEngine(Engine):
 
     async def get(self, kind: Kind, scope: Scope, sid: str) -> Record | None:
         try:
-            rec = await self._call(f"{kind.rpc_name}.get", {"user_id": scope.user_id, "sid": sid},
-                                   scope.context, safe=True)
+            rec = await self._call(
+                f"{kind.rpc_name}.get", {"user_id": scope.user_id, "sid": sid}, scope.context, safe=True
+            )
         except StoreError as exc:
             if _is_not_found(exc):
                 return None
@@ -247,6 +263,30 @@ class OsisEngine(Engine):
             if not cursor:
                 return
 
+    async def restore_batch(self, items: Sequence[tuple[Kind, Record]]) -> int:
+        """Chunks of one context each, every chunk one transaction on the server (not the whole batch)."""
+        written = 0
+        chunk: builtins.list[dict[str, Any]] = []
+        size = 0
+        context = ""
+        for kind, record in items:
+            ctx = record.get("context")
+            if not isinstance(ctx, str):
+                raise InvalidInput("a restored record needs its context")
+            line = len(json.dumps(record))
+            if chunk and (ctx != context or len(chunk) >= RESTORE_BATCH or size + line > _CHUNK_BYTES):
+                written += await self._restore_chunk(chunk, context)
+                chunk, size = [], 0
+            context = ctx
+            chunk.append({"kind": kind.value, "record": record})
+            size += line
+        if chunk:
+            written += await self._restore_chunk(chunk, context)
+        return written
+
+    async def _restore_chunk(self, chunk: builtins.list[dict[str, Any]], context: str) -> int:
+        return int(await self._call("store.restore_batch", {"items": chunk}, context, safe=True))
+
     async def restore(self, kind: Kind, record: Record) -> bool:
         context = record.get("context")
         if not isinstance(context, str):
@@ -266,4 +306,3 @@ def _record(value: Any) -> Record:
     if not isinstance(value, dict):
         raise OsisProtocolError("OSIS store answered a record that is not an object")
     return value
-

@@ -164,6 +164,8 @@ class Dispatcher:
             return await self.engine.contexts()
         if method == "store.dump":
             return await self._dump_page(context, args.get("cursor"), args.get("limit", DUMP_PAGE))
+        if method == "store.restore_batch":
+            return await self.engine.restore_batch(_restore_items(args["items"], context))
         if method == "store.ping":
             await self.engine.ping()
             return "pong"
@@ -252,6 +254,19 @@ def _sid(sid: str) -> str:
         return validate_sid(sid)
     except InvalidInput as exc:
         raise RpcError(INVALID_PARAMS, f"param 'sid': {exc}") from None
+
+
+def _restore_items(items: list[Any], context: str) -> list[tuple[Kind, Record]]:
+    out: list[tuple[Kind, Record]] = []
+    for n, item in enumerate(items):
+        kind = item.get("kind") if isinstance(item, dict) else None
+        record = item.get("record") if isinstance(item, dict) else None
+        if not isinstance(kind, str) or kind not in Kind._value2member_map_ or not isinstance(record, dict):
+            raise RpcError(INVALID_PARAMS, f"param 'items'[{n}]: needs a known 'kind' and a 'record' object")
+        if record.get("context") != context:
+            raise InvalidInput(f"items[{n}]: record context differs from the X-Hero-Context header")
+        out.append((Kind(kind), record))
+    return out
 
 
 def _parse_cursor(cursor: str | None) -> tuple[str, int]:

@@ -3,7 +3,8 @@
 Methods are ``<object>.<verb>`` with the lower-cased object name (``agentmessage.set``) and named
 params. Plain OSIS verbs: ``get``, ``set``, ``delete``, ``exist``, ``list``. hero-agent extensions, needed
 by the engine seam and absent from plain OSIS: ``<object>.count``, ``<object>.restore``,
-``agentlease.claim``/``agentlease.release``, ``store.contexts``, ``store.dump`` (paged) and ``store.ping``.
+``agentlease.claim``/``agentlease.release``, ``store.contexts``, ``store.dump`` (paged),
+``store.restore_batch`` and ``store.ping``.
 
 Both sides use this module: the method table (params and result shapes) drives the server's param
 validation, the client's start-up check and the OpenRPC document; the error table maps store errors to
@@ -25,6 +26,7 @@ CONTEXT_HEADER: Final = "X-Hero-Context"
 MAX_BODY_BYTES: Final = 1_048_576
 MAX_BATCH: Final = 100
 DUMP_PAGE: Final = 500
+RESTORE_BATCH: Final = 500
 
 # JSON-RPC 2.0 codes
 PARSE_ERROR: Final = -32700
@@ -213,6 +215,14 @@ def _store_methods() -> list[Method]:
             {"type": "object", "properties": {"items": {"type": "array", "items": dump_item},
                                               "next_cursor": {"type": ["string", "null"]}}},
             "Every record of the header's context, all users, in the engine's dump order.",
+            extension=True,
+        ),
+        Method(
+            "store.restore_batch",
+            (Param("items", {"type": "array", "items": dump_item, "maxItems": RESTORE_BATCH},
+                   description="dumped records of the header's context"),),
+            _INT,
+            "restore each item in one transaction (all or nothing); returns how many were written.",
             extension=True,
         ),
         Method("store.ping", (), {"const": "pong"}, "The engine can serve requests.", extension=True),

@@ -55,7 +55,9 @@ async def serve(
 
 @asynccontextmanager
 async def embedded_server(data_dir: Path, *, secret: str = "", port: int = 0) -> AsyncIterator[ServedEngine]:
-    async with EmbeddedEngine(data_dir) as engine, serve(engine, secret=secret, port=port) as served:
+    # no fsync per commit: these tests are about the protocol, not power-loss durability
+    backend = EmbeddedEngine(data_dir, fsync_commits=False)
+    async with backend as engine, serve(engine, secret=secret, port=port) as served:
         yield served
 
 

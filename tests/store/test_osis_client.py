@@ -198,15 +198,47 @@ async def test_paged_dump_and_list_cursor(tmp_path: Path) -> None:
             await eng.create(Kind.AUDIT, SCOPE, {"tool": f"t{i}"})
         conv = await eng.create(Kind.CONVERSATION, SCOPE, {"title": "big"})
         with anyio.fail_after(60):
-            for i in range(1100):
+            for i in range(600):
                 await eng.create(
                     Kind.MESSAGE, SCOPE, {"conversation_id": conv["sid"], "role": "user", "content": f"m{i}"}
                 )
         dumped = [(k, r["sid"]) async for k, r in eng.dump("default")]
         direct = [(k, r["sid"]) async for k, r in served.engine.dump("default")]
-        assert dumped == direct and len(dumped) == 1 + 1100 + 4
-        page = await eng.list(Kind.MESSAGE, SCOPE, ListQuery(order_by="seq", limit=1000))
+        assert dumped == direct and len(dumped) == 1 + 600 + 4
+        page = await eng.list(Kind.MESSAGE, SCOPE, ListQuery(order_by="seq", limit=500))
         rest = await eng.list(
-            Kind.MESSAGE, SCOPE, ListQuery(order_by="seq", limit=1000, cursor=page.next_cursor)
+            Kind.MESSAGE, SCOPE, ListQuery(order_by="seq", limit=500, cursor=page.next_cursor)
         )
-        assert [r["seq"] for r in page.items + rest.items] == list(range(1, 1101))
+        assert [r["seq"] for r in page.items + rest.items] == list(range(1, 601))
+
+
+async def test_non_json_values_are_invalid_input(tmp_path: Path) -> None:
+    async with (
+        embedded_server(tmp_path / "srv") as served,
+        OsisEngine(client_settings(served.base_url)) as eng,
+    ):
+        for bad in ({"tool": {1, 2}}, {"tool": "t", "duration_ms": float("nan")}):
+            with pytest.raises(InvalidInput):
+                await eng.create(Kind.AUDIT, SCOPE, bad)
+        assert await eng.count(Kind.AUDIT, SCOPE) == 0
+
+
+async def test_restore_batch_goes_in_chunks_per_context(tmp_path: Path) -> None:
+    async with EmbeddedEngine(tmp_path / "src", fsync_commits=False) as src:
+        for ctx in ("aa", "bb"):
+            scope = Scope(ctx, "ann")
+            conv = await src.create(Kind.CONVERSATION, scope, {"title": ctx})
+            for i in range(700):
+                await src.create(
+                    Kind.MESSAGE,
+                    scope,
+                    {"conversation_id": conv["sid"], "role": "user", "content": f"{ctx} {i}"},
+                )
+        items = [item for ctx in ("aa", "bb") async for item in src.dump(ctx)]
+    async with (
+        embedded_server(tmp_path / "srv") as served,
+        OsisEngine(client_settings(served.base_url)) as eng,
+    ):
+        assert await eng.restore_batch(items) == len(items) == 1402
+        assert await eng.restore_batch(items) == 0
+        assert [item async for item in eng.dump("aa")] + [item async for item in eng.dump("bb")] == items
