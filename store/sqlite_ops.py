@@ -79,10 +79,9 @@ def _hot_values(spec: KindTable, rec: Record) -> list[object]:
             if not isinstance(value, str):
                 raise InvalidInput(f"field {name!r} must be text")
         elif name == "is_archived":
-            value = bool(value)
-            if not isinstance(rec.get(name, False), bool):
+            if not isinstance(value, bool | None):
                 raise InvalidInput(f"field {name!r} must be true or false")
-            value = int(value)
+            value = int(bool(value))
         elif not isinstance(value, int) or isinstance(value, bool):
             raise InvalidInput(f"field {name!r} must be an integer")
         out.append(value)
@@ -116,8 +115,8 @@ def _find(conn: sqlite3.Connection, spec: KindTable, scope: Scope, sid: str) -> 
 def _allocate_sid(conn: sqlite3.Connection, spec: KindTable, kind: Kind, context: str) -> str:
     while True:
         (n,) = conn.execute(
-            "INSERT INTO counters (context, kind, next) VALUES (?, ?, 1) "
-            "ON CONFLICT (context, kind) DO UPDATE SET next = next + 1 RETURNING next",
+            "INSERT INTO counters (context, kind, last) VALUES (?, ?, 1) "
+            "ON CONFLICT (context, kind) DO UPDATE SET last = last + 1 RETURNING last",
             (context, kind.value),
         ).fetchone()
         sid = to_base36(n)
@@ -332,8 +331,8 @@ def restore_batch(conn: sqlite3.Connection, items: Sequence[tuple[Kind, Record]]
                 highest[key] = max(highest.get(key, 0), _sid_number(rec["sid"]))
         for (context, kind), number in highest.items():
             conn.execute(
-                "INSERT INTO counters (context, kind, next) VALUES (?, ?, ?) "
-                "ON CONFLICT (context, kind) DO UPDATE SET next = max(next, excluded.next)",
+                "INSERT INTO counters (context, kind, last) VALUES (?, ?, ?) "
+                "ON CONFLICT (context, kind) DO UPDATE SET last = max(last, excluded.last)",
                 (context, kind.value, number),
             )
     return written

@@ -104,8 +104,9 @@ def _table_ddl(kind: Kind, spec: KindTable) -> list[str]:
 
 def schema_ddl() -> list[str]:
     ddl = [
+        # the last sid number handed out (or restored) per context and kind
         "CREATE TABLE IF NOT EXISTS counters (context TEXT NOT NULL, kind TEXT NOT NULL, "
-        "next INTEGER NOT NULL, PRIMARY KEY (context, kind)) WITHOUT ROWID",
+        "last INTEGER NOT NULL, PRIMARY KEY (context, kind)) WITHOUT ROWID",
         "CREATE TABLE IF NOT EXISTS leases (context TEXT NOT NULL, user_id TEXT NOT NULL, "
         "key TEXT NOT NULL, holder TEXT NOT NULL, expires_at INTEGER, "
         "PRIMARY KEY (context, user_id, key)) WITHOUT ROWID",
