@@ -12,6 +12,7 @@ Routes: ``POST /hero_osis_ai/rpc`` (and ``POST /rpc``), ``GET /openrpc.json``. T
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import ipaddress
 import json
@@ -227,13 +228,14 @@ def is_loopback(host: str) -> bool:
 
 async def serve_embedded(settings: Settings, host: str, port: int) -> None:
     """The ``osis serve`` command: the embedded engine at ``store.path`` until SIGINT/SIGTERM."""
-    from store.embedded import EmbeddedEngine  # noqa: PLC0415 (the served engine is chosen at run time)
+    from store.factory import build_engine  # noqa: PLC0415 (store.factory imports every engine)
 
     secret = settings.store.secret
     if not secret and not is_loopback(host):
         raise ServeRefused(f"refusing to serve on non-loopback {host} without store.secret")
     sock = bind_socket(host, port)
-    async with EmbeddedEngine(settings.store.path) as engine:
+    # whatever store.engine says, `osis serve` fronts the embedded store at store.path
+    async with build_engine(dataclasses.replace(settings.store, engine="embedded")) as engine:
         app = build_app(engine, secret=secret)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with running(app, [sock]) as server:

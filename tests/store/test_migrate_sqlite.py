@@ -1,0 +1,170 @@
+"""``migrate-sqlite``: a legacy database built here (odd column names, unknown columns, bad rows), twice."""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from channels.commands.osis import migrate_sqlite
+from config import Settings, StoreSettings
+from store.api import Store
+from store.engine import Engine, ListQuery
+from store.errors import InvalidInput
+from store.migrate import migrate
+from store.models import Kind, Scope
+
+SCOPE = Scope("legacy", "carol")
+T0 = 1_700_000_000  # seconds
+
+
+def build_legacy(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE Conversations (ID INTEGER PRIMARY KEY, Name TEXT, Created TEXT, owner TEXT, mood TEXT);
+        CREATE TABLE messages (msg_id INTEGER PRIMARY KEY, CONV_ID INTEGER, sender_role TEXT, Text TEXT,
+                               ts REAL, extra_col TEXT);
+        CREATE TABLE memories (id TEXT, fact TEXT, category TEXT, chat_id INTEGER);
+        CREATE TABLE audit_log (id INTEGER PRIMARY KEY, tool_name TEXT, args TEXT, output TEXT,
+                                success INTEGER, elapsed_ms REAL, conv_id INTEGER, timestamp INTEGER);
+        CREATE TABLE usage_log (id INTEGER PRIMARY KEY, model_name TEXT, input_tokens INTEGER,
+                                output_tokens INTEGER, latency REAL, conv_id INTEGER, created_at TEXT,
+                                cost REAL);
+        """
+    )
+    db.executemany(
+        "INSERT INTO Conversations VALUES (?, ?, ?, ?, ?)",
+        [
+            (1, "Trip planning", "2024-03-01T10:00:00Z", "carol", "happy"),
+            (2, "Recipes", "2024-03-02", "carol", None),
+        ],
+    )
+    # inserted out of order: seq must follow the timestamps (ts in seconds), then the ids
+    db.executemany(
+        "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (10, 1, "assistant", "Lisbon is lovely.", T0 + 20, "x"),
+            (11, 1, "USER", "Where should I go?", T0 + 10, None),
+            (12, 1, "human", "And in May?", T0 + 30, "y"),
+            (13, 2, "user", "Pancakes?", T0 + 5, None),
+            (14, 1, "alien", "beep", T0 + 40, None),  # bad: unknown role
+            (15, 99, "user", "orphan", T0 + 50, None),  # bad: no such conversation
+            (16, 2, "assistant", None, T0 + 60, None),  # bad: no content
+        ],
+    )
+    db.executemany(
+        "INSERT INTO memories VALUES (?, ?, ?, ?)",
+        [
+            ("m1", "Carol likes Lisbon", "preference", 1),
+            ("m2", "  ", "fact", None),
+            ("m3", "Vegetarian", None, 7),
+        ],
+    )
+    db.executemany(
+        "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (1, "web_search", '{"q": "lisbon"}', "3 results", 1, 120.5, 1, T0 * 1000),
+            (2, None, "{}", "", 0, 1, 1, 0),
+        ],
+    )
+    db.execute("INSERT INTO usage_log VALUES (1, 'gpt-4o', 100, 20, 850.0, 1, '2024-03-01 10:00:05', 0.01)")
+    db.commit()
+    db.close()
+
+
+@pytest.mark.anyio
+async def test_migration_maps_leniently_and_is_idempotent(engine: Engine, tmp_path: Path) -> None:
+    legacy = tmp_path / "legacy.db"
+    build_legacy(legacy)
+    first = await migrate(engine, SCOPE, legacy)
+    t = first.tables
+    assert (t["conversations"].imported, t["conversations"].skipped) == (2, 0)
+    assert (t["messages"].imported, t["messages"].skipped) == (4, 3)
+    assert dict(t["messages"].reasons) == {"unknown role": 1, "unknown conversation": 1, "no content": 1}
+    assert (t["memories"].imported, t["memories"].skipped) == (2, 1)
+    assert (t["audit_log"].imported, t["audit_log"].skipped) == (1, 1)
+    assert (t["usage_log"].imported, t["usage_log"].skipped) == (1, 0)
+
+    store = Store(engine)
+    convs = {c.title: c for c in (await store.list_conversations(SCOPE)).items}
+    trip = convs["Trip planning"]
+    assert trip.extra["legacy"] == {"owner": "carol", "mood": "happy", "created_at": "2024-03-01T10:00:00Z"}
+    assert trip.message_count == 3
+    history = await store.history(SCOPE, trip.sid)
+    assert [(m.seq, m.role, m.content) for m in history] == [
+        (1, "user", "Where should I go?"),
+        (2, "assistant", "Lisbon is lovely."),
+        (3, "user", "And in May?"),
+    ]
+    assert history[0].timestamp == (T0 + 10) * 1000 and history[0].channel == "legacy"
+    assert history[1].extra["legacy"]["extra_col"] == "x"
+    mems = {m.content: m for m in (await store.list_memories(SCOPE)).items}
+    assert mems["Carol likes Lisbon"].kind == "preference"
+    assert mems["Carol likes Lisbon"].source_conversation_id == trip.sid
+    assert (
+        mems["Vegetarian"].source_conversation_id == ""
+        and mems["Vegetarian"].extra["legacy"]["source_conversation_id"] == 7
+    )
+    audit = (await store.list_audit(SCOPE)).items
+    assert [(a.tool, a.ok, a.duration_ms, a.conversation_id) for a in audit] == [
+        ("web_search", True, 120.5, trip.sid)
+    ]
+    usage = (await store.list_usage(SCOPE)).items
+    assert (usage[0].model, usage[0].prompt_tokens, usage[0].completion_tokens, usage[0].latency_ms) == (
+        "gpt-4o",
+        100,
+        20,
+        850.0,
+    )
+    assert usage[0].extra["legacy"]["cost"] == 0.01
+
+    second = await migrate(engine, SCOPE, legacy)
+    for name, rep in second.tables.items():
+        assert rep.imported == 0, name
+        assert rep.present == first.tables[name].imported, name
+        assert rep.skipped == first.tables[name].skipped, name
+    assert await engine.count(Kind.MESSAGE, SCOPE) == 4
+    assert await engine.count(Kind.CONVERSATION, SCOPE) == 2
+    page = await engine.list(Kind.MEMORY, SCOPE, ListQuery(limit=10))
+    assert len(page.items) == 2
+
+
+@pytest.mark.anyio
+async def test_refuses_files_that_are_not_legacy_databases(engine: Engine, tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("conversations, messages\n" * 50)
+    with pytest.raises(InvalidInput, match="not an SQLite database"):
+        await migrate(engine, SCOPE, text)
+    other = tmp_path / "other.db"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE conversations (id INTEGER)")
+    db.commit()
+    db.close()
+    with pytest.raises(InvalidInput, match=r"missing table\(s\) messages"):
+        await migrate(engine, SCOPE, other)
+    with pytest.raises(InvalidInput, match="no such file"):
+        await migrate(engine, SCOPE, tmp_path / "absent.db")
+    assert await engine.contexts() == []
+
+
+def test_command_reports_counts_and_refuses_junk(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    legacy = tmp_path / "legacy.db"
+    build_legacy(legacy)
+    settings = Settings(store=StoreSettings(path=tmp_path / "data"))
+    args = argparse.Namespace(path=str(legacy), context="legacy", user="carol")
+    assert migrate_sqlite(args, settings) == 0
+    out = capsys.readouterr().out
+    assert "messages: 4 imported, 0 already present, 3 skipped" in out
+    assert migrate_sqlite(args, settings) == 0
+    assert "messages: 0 imported, 4 already present, 3 skipped" in capsys.readouterr().out
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"\x00\x01binary junk" * 10)
+    assert migrate_sqlite(argparse.Namespace(path=str(junk), context="legacy", user="carol"), settings) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not an SQLite database" in err
+    bad_ctx = argparse.Namespace(path=str(legacy), context="Bad Context", user="carol")
+    assert migrate_sqlite(bad_ctx, settings) == 1
+    assert "invalid context" in capsys.readouterr().err
