@@ -135,12 +135,19 @@ def error_from_response(status: int, headers: Mapping[str, str], text: str, secr
 def error_from_payload(err: Any, secret: str) -> ProviderError:
     """Map an error object found inside a 200 stream (OpenAI ``{"error": ...}``, Anthropic ``error``)."""
     err = err if isinstance(err, dict) else {"message": str(err)}
-    status = next((v for v in (err.get("code"), err.get("status")) if isinstance(v, int)), None)
+    status = next((_as_status(v) for v in (err.get("code"), err.get("status")) if _as_status(v)), None)
     markers = _markers(err)
     if status is None:
         status = _status_from_markers(markers)
     detail = _detail(err, "", secret)
     return _classify(status, f"error in stream: {detail}", markers, None)
+
+
+def _as_status(value: Any) -> int | None:
+    """An HTTP status from an error's ``code``/``status`` (servers send 502 or "502")."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and 100 <= value <= 599 else None
 
 
 def _detail(err: dict[str, Any] | None, text: str, secret: str) -> str:

@@ -18,7 +18,13 @@ from agent.errors import (
 )
 from agent.providers.base import collect
 from agent.providers.factory import build_provider
-from agent.providers.http import ProviderModelNotFound, error_from_response, parse_retry_after, scrub
+from agent.providers.http import (
+    ProviderModelNotFound,
+    error_from_payload,
+    error_from_response,
+    parse_retry_after,
+    scrub,
+)
 from agent.providers.openai import OpenAIProvider
 from tests.agent.providers.conftest import API_KEY, fast_settings, user_request
 from tests.fakes.openai_server import FakeOpenAI, reply_error, reply_quota_error
@@ -126,6 +132,13 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after({"retry-after": "soon"}) is None
     assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
     assert parse_retry_after({}) is None
+
+
+def test_in_stream_error_codes_as_numbers_or_digit_strings() -> None:
+    assert isinstance(error_from_payload({"code": "503", "message": "busy"}, ""), ProviderUnavailable)
+    assert isinstance(error_from_payload({"status": 429, "message": "slow"}, ""), ProviderRateLimited)
+    assert type(error_from_payload({"code": "bad_thing", "message": "no"}, "")) is ProviderError
+    assert isinstance(error_from_payload("plain text error", ""), ProviderError)
 
 
 def test_anthropic_error_shapes() -> None:
