@@ -93,6 +93,7 @@ class TelegramChannel(Channel):
         self._responder: Responder | None = None
         self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self._poll_request: LivenessRequest | None = None
+        self._send_request: HTTPXRequest | None = None
         self._watchdog: PollingWatchdog | None = None
         self._watch_scope: anyio.CancelScope | None = None
         self._webhook: WebhookServer | None = None
@@ -169,6 +170,7 @@ class TelegramChannel(Channel):
             connect_timeout=10.0,
             pool_timeout=10.0,
         )
+        self._send_request = sends
         builder = (
             Application.builder()
             .token(cfg.token)
@@ -267,8 +269,13 @@ class TelegramChannel(Channel):
             self._runner = None
         self._app = None
         if app is not None:
-            with contextlib.suppress(RuntimeError):  # never initialized: nothing to release
+            with contextlib.suppress(RuntimeError):
                 await app.shutdown()
+        # PTB skips its shutdown when initialize() failed half way (getMe refused), leaving the
+        # request objects' connection pools open: close them ourselves (idempotent)
+        for request in (self._send_request, self._poll_request):
+            if request is not None:
+                await request.shutdown()
         if self._filter is not None:
             for name in _URL_LOGGERS:
                 logging.getLogger(name).removeFilter(self._filter)
