@@ -160,7 +160,8 @@ class Turn:
         try:
             await self._loop()
         except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
+            # shielded so the cancel cannot cut the cleanup, bounded so a hung store cannot hold it
+            with anyio.CancelScope(shield=True), anyio.move_on_after(BOOKKEEPING_DEADLINE_S):
                 await self._settle(MessageStatus.INTERRUPTED)
             raise
         except ProviderError as exc:
@@ -169,7 +170,7 @@ class Turn:
         except StoreError:
             raise
         except Exception:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(BOOKKEEPING_DEADLINE_S):
                 await self._settle(MessageStatus.ERROR)
             raise
 
