@@ -285,3 +285,38 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
         assert step / 2 <= delay <= step
     assert provider.backoff(0, 3.0) >= 3.0
     assert provider.backoff(0, 60.0) == 5.0
+
+
+async def test_a_slow_consumer_does_not_count_as_an_idle_stream(fake_openai: FakeOpenAI) -> None:
+    fake_openai.enqueue(reply_text("one two three", chunks=3))
+    provider = _retrying(fast_settings(fake_openai.base_url, stream_idle_timeout_s=0.05))
+    texts = []
+    try:
+        async for ev in provider.stream(user_request()):
+            if isinstance(ev, TextChunk):
+                texts.append(ev.text)
+                await anyio.sleep(0.15)  # the caller is busy (e.g. a slow channel), not the server
+    finally:
+        await provider.aclose()
+    assert "".join(texts) == "one two three"
+    assert fake_openai.request_count == 1
+
+
+async def test_outer_cancellation_mid_stream_propagates_and_leaves_the_provider_usable(
+    fake_openai: FakeOpenAI,
+) -> None:
+    fake_openai.enqueue(reply_hang("streaming then silent"), reply_text("after cancel"))
+    provider = _retrying(fast_settings(fake_openai.base_url, stream_idle_timeout_s=30.0))
+    seen: list[str] = []
+    try:
+        with anyio.fail_after(5):
+            with anyio.CancelScope() as scope:
+                async for ev in provider.stream(user_request()):
+                    if isinstance(ev, TextChunk):
+                        seen.append(ev.text)
+                        scope.cancel()  # as /stop or a vanished client would, while we wait on the server
+            assert scope.cancelled_caught
+            assert (await collect(provider, user_request())).text == "after cancel"
+    finally:
+        await provider.aclose()
+    assert seen and fake_openai.request_count == 2
