@@ -48,8 +48,10 @@ _S = {"type": "string"}
 _SSE_EVENT = {
     "type": "object",
     "properties": {
-        "event": {"type": "string", "enum": ["start", "delta", "tool_start", "tool_end", "usage", "done", "error",
-                                             "command"]},
+        "event": {
+            "type": "string",
+            "enum": ["start", "delta", "tool_start", "tool_end", "usage", "done", "error", "command"],
+        },
         "data": {"type": "string"},
     },
     "required": ["event", "data"],

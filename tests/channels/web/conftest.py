@@ -105,7 +105,9 @@ def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
-async def chat(client: httpx.AsyncClient, body: dict[str, Any], **kw: Any) -> list[tuple[str, dict[str, Any]]]:
+async def chat(
+    client: httpx.AsyncClient, body: dict[str, Any], **kw: Any
+) -> list[tuple[str, dict[str, Any]]]:
     """POST /api/chat and read the whole stream."""
     with anyio.fail_after(20):
         resp = await client.post("/api/chat", json=body, **kw)

@@ -60,7 +60,11 @@ async def test_tool_events(alice: httpx.AsyncClient, fake: FakeOpenAI) -> None:
     events = await chat(alice, {"message": "what time is it?"})
     names = [n for n, _ in events]
     assert names[0] == "start" and names[-1] == "done"
-    assert names.index("tool_start") < names.index("tool_end") < max(i for i, n in enumerate(names) if n == "delta")
+    assert (
+        names.index("tool_start")
+        < names.index("tool_end")
+        < max(i for i, n in enumerate(names) if n == "delta")
+    )
     tool_start = dict(events)["tool_start"]
     tool_end = dict(events)["tool_end"]
     assert tool_start["name"] == tool_end["name"] == "current_datetime"
@@ -87,10 +91,14 @@ async def test_context_from_body_isolates_turns(alice: httpx.AsyncClient, web: W
     assert events[0][1]["context"] == "work"
     assert len((await web.store.list_messages(Scope("work", "alice"), conv)).items) == 2
     assert (await alice.get(f"/api/conversations/{conv}")).status_code == 404  # not in the default context
-    assert (await alice.get(f"/api/conversations/{conv}", headers={"X-Hero-Context": "work"})).status_code == 200
+    assert (
+        await alice.get(f"/api/conversations/{conv}", headers={"X-Hero-Context": "work"})
+    ).status_code == 200
 
 
-async def _stream_until_delta(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[httpx.Response, Any, str]:
+async def _stream_until_delta(
+    client: httpx.AsyncClient, body: dict[str, Any]
+) -> tuple[httpx.Response, Any, str]:
     """Open the stream, read up to the first delta; returns (response, line iterator, conversation id)."""
     resp = await client.send(client.build_request("POST", "/api/chat", json=body), stream=True)
     assert resp.status_code == 200
@@ -105,8 +113,9 @@ async def _stream_until_delta(client: httpx.AsyncClient, body: dict[str, Any]) -
     return resp, lines, conversation_id
 
 
-async def test_client_disconnect_cancels_and_stores_interrupted(alice: httpx.AsyncClient, web: Web,
-                                                                fake: FakeOpenAI) -> None:
+async def test_client_disconnect_cancels_and_stores_interrupted(
+    alice: httpx.AsyncClient, web: Web, fake: FakeOpenAI
+) -> None:
     fake.enqueue(reply_text(SLOW, chunks=12, chunk_delay=0.3))
     resp, _, conv = await _stream_until_delta(alice, {"message": "tell me slowly"})
     await resp.aclose()  # the client goes away mid-reply
@@ -125,7 +134,9 @@ async def test_client_disconnect_cancels_and_stores_interrupted(alice: httpx.Asy
     assert 'hero_turns_total{channel="web",outcome="interrupted"} 1' in metrics
 
 
-async def test_stop_command_cancels_running_turn(alice: httpx.AsyncClient, web: Web, fake: FakeOpenAI) -> None:
+async def test_stop_command_cancels_running_turn(
+    alice: httpx.AsyncClient, web: Web, fake: FakeOpenAI
+) -> None:
     fake.enqueue(reply_text(SLOW, chunks=12, chunk_delay=0.3))
     resp, lines, conv = await _stream_until_delta(alice, {"message": "long one"})
     stopped = await chat(alice, {"message": "/stop", "conversation_id": conv})

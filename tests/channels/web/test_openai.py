@@ -33,7 +33,9 @@ async def test_models(client: openai.AsyncOpenAI) -> None:
     assert [m.id for m in models.data] == ["hero-agent"]
 
 
-async def test_non_streaming_completion_is_persisted_with_tag_api(client: openai.AsyncOpenAI, web: Web) -> None:
+async def test_non_streaming_completion_is_persisted_with_tag_api(
+    client: openai.AsyncOpenAI, web: Web
+) -> None:
     resp = await client.chat.completions.create(
         model="hero-agent",
         messages=[
@@ -47,7 +49,7 @@ async def test_non_streaming_completion_is_persisted_with_tag_api(client: openai
     assert resp.choices[0].finish_reason == "stop"
     assert resp.usage is not None and resp.usage.completion_tokens > 0
     assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
-    (sid, title), = await _api_conversations(web)
+    ((sid, title),) = await _api_conversations(web)
     assert title == "API"
     msgs = (await web.store.list_messages(ALICE_SCOPE, sid)).items
     assert [(m.role, m.content, m.channel) for m in msgs] == [
@@ -77,15 +79,21 @@ async def test_streaming_completion(client: openai.AsyncOpenAI, web: Web) -> Non
     assert "".join(pieces) == "echo: stream please"
     assert len(pieces) > 1 and finish == ["stop"]
     assert usage is not None and usage.completion_tokens > 0
-    (sid, _), = await _api_conversations(web)
+    ((sid, _),) = await _api_conversations(web)
     msgs = (await web.store.list_messages(ALICE_SCOPE, sid)).items
-    assert [(m.role, m.channel, m.status) for m in msgs] == [("user", "api", "complete"),
-                                                           ("assistant", "api", "complete")]
+    assert [(m.role, m.channel, m.status) for m in msgs] == [
+        ("user", "api", "complete"),
+        ("assistant", "api", "complete"),
+    ]
 
 
-async def test_user_field_picks_the_conversation(client: openai.AsyncOpenAI, web: Web, fake: FakeOpenAI) -> None:
+async def test_user_field_picks_the_conversation(
+    client: openai.AsyncOpenAI, web: Web, fake: FakeOpenAI
+) -> None:
     for user, text in (("ann", "a1"), ("ben", "b1"), ("ann", "a2")):
-        await client.chat.completions.create(model="x", user=user, messages=[{"role": "user", "content": text}])
+        await client.chat.completions.create(
+            model="x", user=user, messages=[{"role": "user", "content": text}]
+        )
     convs = dict((title, sid) for sid, title in await _api_conversations(web))
     assert set(convs) == {"API: ann", "API: ben"}
     ann = [m.content for m in (await web.store.list_messages(ALICE_SCOPE, convs["API: ann"])).items]
@@ -109,7 +117,8 @@ async def test_conversation_header_and_foreign_ids(web: Web, client: openai.Asyn
     async with openai.AsyncOpenAI(base_url=f"{web.base_url}/v1", api_key="tok-bob", max_retries=0) as bob:
         with pytest.raises(openai.NotFoundError) as err:
             await bob.chat.completions.create(
-                model="x", messages=[{"role": "user", "content": "peek"}],
+                model="x",
+                messages=[{"role": "user", "content": "peek"}],
                 extra_headers={"X-Hero-Conversation": made["id"]},
             )
     assert err.value.status_code == 404
@@ -118,15 +127,23 @@ async def test_conversation_header_and_foreign_ids(web: Web, client: openai.Asyn
 
 async def test_errors_in_openai_shape(web: Web, client: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as bad:
-        await client.chat.completions.create(model="x", messages=[{"role": "assistant", "content": "no user"}])
+        await client.chat.completions.create(
+            model="x", messages=[{"role": "assistant", "content": "no user"}]
+        )
     assert bad.value.status_code == 400
     body = bad.value.body
-    assert isinstance(body, dict) and body["code"] == "invalid_messages" and body["type"] == "invalid_request_error"
+    assert (
+        isinstance(body, dict)
+        and body["code"] == "invalid_messages"
+        and body["type"] == "invalid_request_error"
+    )
     async with openai.AsyncOpenAI(base_url=f"{web.base_url}/v1", api_key="wrong", max_retries=0) as intruder:
         with pytest.raises(openai.AuthenticationError):
             await intruder.models.list()
     async with httpx.AsyncClient(base_url=web.base_url, headers=ALICE) as http:
-        resp = await http.post("/v1/chat/completions", content=b"{oops", headers={"Content-Type": "application/json"})
+        resp = await http.post(
+            "/v1/chat/completions", content=b"{oops", headers={"Content-Type": "application/json"}
+        )
         assert resp.status_code == 400
         assert resp.json()["error"]["type"] == "invalid_request_error"
         assert set(resp.json()["error"]) == {"code", "message", "type", "param"}

@@ -60,9 +60,18 @@ async def test_metrics_count_turns_tokens_and_latency(web: Web, alice: httpx.Asy
 def test_metrics_histogram_buckets_are_cumulative() -> None:
     metrics = Metrics()
     for seconds in (0.01, 0.2, 0.2, 700.0):
-        metrics.turn_finished("web", "complete", seconds=seconds, ttft=None, prompt_tokens=0, completion_tokens=0)
-    metrics.turn_finished("api", "error", seconds=1.0, ttft=0.5, prompt_tokens=3, completion_tokens=0,
-                          error_code="provider_error")
+        metrics.turn_finished(
+            "web", "complete", seconds=seconds, ttft=None, prompt_tokens=0, completion_tokens=0
+        )
+    metrics.turn_finished(
+        "api",
+        "error",
+        seconds=1.0,
+        ttft=0.5,
+        prompt_tokens=3,
+        completion_tokens=0,
+        error_code="provider_error",
+    )
     text = metrics.render()
     assert 'hero_turn_duration_seconds_bucket{channel="web",le="0.05"} 1' in text
     assert 'hero_turn_duration_seconds_bucket{channel="web",le="0.25"} 3' in text
@@ -93,7 +102,9 @@ async def test_refuses_non_loopback_without_tokens(tmp_path: Path, fake: FakeOpe
     settings = with_web(web_settings(tmp_path, fake.base_url, tokens=()), host="0.0.0.0")
     async with open_store(settings) as store, open_agent(settings, store) as agent:
         channel = WebChannel(settings, agent)
-        with pytest.raises(ChannelStartError, match=r"refusing to listen on 0\.0\.0\.0 without authentication"):
+        with pytest.raises(
+            ChannelStartError, match=r"refusing to listen on 0\.0\.0\.0 without authentication"
+        ):
             await channel.start()
         await channel.stop()  # safe after a failed start
 

@@ -34,7 +34,8 @@ async def test_conversation_lifecycle(alice: httpx.AsyncClient) -> None:
     assert got.status_code == 200 and got.json()["title"] == "First"
 
     patched = await alice.patch(
-        f"/api/conversations/{first['id']}", json={"title": "Renamed", "tags": ["a", "b"], "is_archived": True}
+        f"/api/conversations/{first['id']}",
+        json={"title": "Renamed", "tags": ["a", "b"], "is_archived": True},
     )
     assert patched.status_code == 200
     assert patched.json()["title"] == "Renamed" and patched.json()["tags"] == ["a", "b"]
@@ -84,7 +85,9 @@ async def test_messages_clear_and_archived_flag(alice: httpx.AsyncClient, web: W
         ("assistant", "echo: two", False),
     ]
     assert all(m["channel"] == "web" for m in page["items"])
-    recent = (await alice.get(f"/api/conversations/{conv['id']}/messages", params={"include_archived": "false"})).json()
+    recent = (
+        await alice.get(f"/api/conversations/{conv['id']}/messages", params={"include_archived": "false"})
+    ).json()
     assert [m["content"] for m in recent["items"]] == ["two", "echo: two"]
     paged = (await alice.get(f"/api/conversations/{conv['id']}/messages", params={"limit": "3"})).json()
     assert len(paged["items"]) == 3 and paged["next_cursor"]
@@ -127,8 +130,12 @@ async def test_memories_stats_audit_usage_contexts(alice: httpx.AsyncClient, web
 
 async def test_context_selection(alice: httpx.AsyncClient) -> None:
     in_body = await alice.post("/api/conversations", json={"title": "b", "context_name": "ctx-body"})
-    in_query = await alice.post("/api/conversations", json={"title": "q"}, params={"context_name": "ctx-query"})
-    in_header = await alice.post("/api/conversations", json={"title": "h"}, headers={"X-Hero-Context": "ctx-head"})
+    in_query = await alice.post(
+        "/api/conversations", json={"title": "q"}, params={"context_name": "ctx-query"}
+    )
+    in_header = await alice.post(
+        "/api/conversations", json={"title": "h"}, headers={"X-Hero-Context": "ctx-head"}
+    )
     for resp in (in_body, in_query, in_header):
         assert resp.status_code == 201
     for ctx, title in (("ctx-body", "b"), ("ctx-query", "q"), ("ctx-head", "h")):
@@ -141,12 +148,23 @@ async def test_context_selection(alice: httpx.AsyncClient) -> None:
 
 async def test_auth_required_everywhere(web: Web) -> None:
     routes = [
-        ("GET", "/api/conversations"), ("POST", "/api/conversations"), ("GET", "/api/conversations/0001"),
-        ("PATCH", "/api/conversations/0001"), ("DELETE", "/api/conversations/0001"),
-        ("GET", "/api/conversations/0001/messages"), ("POST", "/api/conversations/0001/clear"),
-        ("POST", "/api/chat"), ("GET", "/api/stats"), ("GET", "/api/audit"), ("GET", "/api/usage"),
-        ("GET", "/api/memories"), ("GET", "/api/memories/0001"), ("DELETE", "/api/memories/0001"),
-        ("GET", "/api/contexts"), ("GET", "/v1/models"), ("POST", "/v1/chat/completions"),
+        ("GET", "/api/conversations"),
+        ("POST", "/api/conversations"),
+        ("GET", "/api/conversations/0001"),
+        ("PATCH", "/api/conversations/0001"),
+        ("DELETE", "/api/conversations/0001"),
+        ("GET", "/api/conversations/0001/messages"),
+        ("POST", "/api/conversations/0001/clear"),
+        ("POST", "/api/chat"),
+        ("GET", "/api/stats"),
+        ("GET", "/api/audit"),
+        ("GET", "/api/usage"),
+        ("GET", "/api/memories"),
+        ("GET", "/api/memories/0001"),
+        ("DELETE", "/api/memories/0001"),
+        ("GET", "/api/contexts"),
+        ("GET", "/v1/models"),
+        ("POST", "/v1/chat/completions"),
     ]
     async with web.client() as anonymous, web.client({"Authorization": "Bearer wrong"}) as wrong:
         for client in (anonymous, wrong):
@@ -167,14 +185,19 @@ async def test_foreign_ids_look_missing(alice: httpx.AsyncClient, bob: httpx.Asy
     mem, _ = await web.store.add_memory(ALICE_SCOPE, "secret fact")
     missing_conv = "zzzz9"
     probes = [
-        ("GET", "/api/conversations/{}"), ("PATCH", "/api/conversations/{}"), ("DELETE", "/api/conversations/{}"),
-        ("GET", "/api/conversations/{}/messages"), ("POST", "/api/conversations/{}/clear"),
+        ("GET", "/api/conversations/{}"),
+        ("PATCH", "/api/conversations/{}"),
+        ("DELETE", "/api/conversations/{}"),
+        ("GET", "/api/conversations/{}/messages"),
+        ("POST", "/api/conversations/{}/clear"),
     ]
     for method, template in probes:
         body = {"title": "hijack"} if method == "PATCH" else None
         foreign = await bob.request(method, template.format(conv["id"]), json=body)
         missing = await bob.request(method, template.format(missing_conv), json=body)
-        other_ctx = await alice.request(method, template.format(conv["id"]), json=body, params={"context_name": "other"})
+        other_ctx = await alice.request(
+            method, template.format(conv["id"]), json=body, params={"context_name": "other"}
+        )
         assert foreign.status_code == missing.status_code == other_ctx.status_code == 404, template
         assert foreign.json() == missing.json() == other_ctx.json()
     foreign_chat = await bob.post("/api/chat", json={"message": "hi", "conversation_id": conv["id"]})
@@ -190,7 +213,10 @@ async def test_foreign_ids_look_missing(alice: httpx.AsyncClient, bob: httpx.Asy
     assert (await bob.get("/api/memories")).json()["items"] == []
     # nothing of alice's changed
     still = (await alice.get(f"/api/conversations/{conv['id']}")).json()
-    assert still["title"] == "Private" and (await web.store.get_memory(ALICE_SCOPE, mem.sid)).content == "secret fact"
+    assert (
+        still["title"] == "Private"
+        and (await web.store.get_memory(ALICE_SCOPE, mem.sid)).content == "secret fact"
+    )
     assert (await web.store.list_conversations(Scope("default", "bob"))).items == []
 
 
@@ -205,7 +231,13 @@ async def test_bad_input_changes_nothing(alice: httpx.AsyncClient, web: Web) -> 
         ("PATCH", f"/api/conversations/{conv['id']}", b'{"is_archived": "yes"}', 400, "invalid_field"),
         ("PATCH", f"/api/conversations/{conv['id']}", b'{"tags": "a"}', 400, "invalid_field"),
         ("PATCH", f"/api/conversations/{conv['id']}", b"{}", 400, "missing_field"),
-        ("PATCH", f"/api/conversations/{conv['id']}", b'{"title": "' + b"x" * 300 + b'"}', 400, "invalid_field"),
+        (
+            "PATCH",
+            f"/api/conversations/{conv['id']}",
+            b'{"title": "' + b"x" * 300 + b'"}',
+            400,
+            "invalid_field",
+        ),
         ("POST", "/api/chat", b'{"message": ""}', 400, "invalid_field"),
         ("POST", "/api/chat", b'{"message": 7}', 400, "invalid_field"),
         ("POST", "/api/chat", b"", 400, "invalid_json"),
@@ -236,7 +268,9 @@ async def test_oversized_bodies_are_refused(web: Web, alice: httpx.AsyncClient) 
         for _ in range(limit // 65536 + 2):
             yield b"a" * 65536
 
-    streamed = await alice.post("/api/conversations", content=chunks(), headers={"Content-Type": "application/json"})
+    streamed = await alice.post(
+        "/api/conversations", content=chunks(), headers={"Content-Type": "application/json"}
+    )
     assert streamed.status_code == 413
 
     too_long = "b" * (web.settings.agent.max_message_chars + 1)
