@@ -1,0 +1,218 @@
+"""Benchmark of the osis engine over loopback against the embedded engine, measured in the same run.
+
+    .venv/bin/python bench/store_osis.py                    # 10k messages, 500 samples per op
+    .venv/bin/python bench/store_osis.py --messages 100000 --samples 1000 --fsync
+
+A real ``hero-agent osis serve`` process on 127.0.0.1 fronts its own embedded data dir; this process
+opens a second embedded data dir directly. Both are filled identically (one conversation of
+``--messages`` messages, through ``restore_batch``), then the two engines are timed call by call,
+alternating, through the public ``Store`` API:
+
+* append    ``Store.append_message`` to the big conversation
+* history   ``Store.history(limit=50)`` of the big conversation (2 calls over the wire: get + list)
+
+The figure of interest is the added p50 (osis minus embedded), target <= 2 ms per call. By default
+both engines run with ``store.fsync_commits = false`` so that disk flush noise does not hide the
+protocol's cost; ``--fsync`` measures the durable default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+# Run as a script, Python puts bench/ first on sys.path, where bench/store.py would shadow the `store`
+# package: drop that entry before importing it.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
+import anyio
+import httpx
+
+from config import StoreSettings
+from store.api import Store
+from store.embedded import EmbeddedEngine
+from store.engine import Engine
+from store.models import Conversation, Kind, Message, Record, Scope
+from store.osis_client import OsisEngine
+from store.sqlite_ops import to_base36
+
+SCOPE = Scope("bench", "user")
+T0 = 1_700_000_000_000
+TARGET_ADDED_MS = 2.0
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def records(messages: int) -> list[tuple[Kind, Record]]:
+    """One conversation (sid 1) holding ``messages`` messages, shaped like the Store writes them."""
+    base = {"context": SCOPE.context, "user_id": SCOPE.user_id}
+    conv = Conversation(
+        sid=to_base36(1),
+        created_at=T0,
+        updated_at=T0 + messages,
+        title="big",
+        message_count=messages,
+        last_channel="cli",
+        **base,
+    ).to_record()
+    out: list[tuple[Kind, Record]] = [(Kind.CONVERSATION, conv)]
+    for i in range(1, messages + 1):
+        msg = Message(
+            sid=to_base36(i),
+            created_at=T0 + i,
+            updated_at=T0 + i,
+            conversation_id=to_base36(1),
+            seq=i,
+            role="user" if i % 2 else "assistant",
+            content=f"message number {i} " * 4,
+            channel="cli",
+            timestamp=T0 + i,
+            **base,
+        )
+        out.append((Kind.MESSAGE, msg.to_record()))
+    return out
+
+
+async def fill(engine: Engine, items: list[tuple[Kind, Record]]) -> None:
+    for start in range(0, len(items), 2000):
+        await engine.restore_batch(items[start : start + 2000])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(data_dir: Path, port: int, fsync: bool) -> subprocess.Popen[bytes]:
+    cfg = data_dir / "osis-bench.toml"
+    cfg.write_text(f'[store]\npath = "{data_dir / "served"}"\nfsync_commits = {str(fsync).lower()}\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HERO_AGENT_", "OSIS_"))}
+    env["HERO_AGENT_LOGGING__LEVEL"] = "warning"
+    cmd = [
+        str(Path(sys.executable).with_name("hero-agent")),
+        "--config",
+        str(cfg),
+        "osis",
+        "serve",
+        "--port",
+        str(port),
+    ]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+
+
+async def wait_ready(proc: subprocess.Popen[bytes], url: str) -> None:
+    async with httpx.AsyncClient(timeout=2) as http:
+        with anyio.fail_after(30):
+            while True:
+                if proc.poll() is not None:
+                    raise SystemExit("osis serve exited during start-up")
+                try:
+                    await http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "rpc.discover"})
+                    return
+                except httpx.TransportError:
+                    await anyio.sleep(0.05)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def alternate(samples: int, ops: dict[str, Callable[[], Awaitable[object]]]) -> dict[str, list[float]]:
+    """Time the ops call by call, in turn, so that machine load hits every engine alike."""
+    times: dict[str, list[float]] = {name: [] for name in ops}
+    for i in range(samples + 20):
+        for name, op in ops.items():
+            start = time.perf_counter()
+            await op()
+            if i >= 20:  # the first rounds warm caches, threads and connections
+                times[name].append((time.perf_counter() - start) * 1000)
+    return times
+
+
+async def run(messages: int, samples: int, data_dir: Path, fsync: bool) -> int:
+    port = free_port()
+    proc = start_server(data_dir, port, fsync)
+    try:
+        await wait_ready(proc, f"http://127.0.0.1:{port}/hero_osis_ai/rpc")
+        items = records(messages)
+        settings = StoreSettings(engine="osis", url=f"http://127.0.0.1:{port}/hero_osis")
+        local = Store(EmbeddedEngine(data_dir / "local", fsync_commits=fsync))
+        remote = Store(OsisEngine(settings))
+        async with local, remote:
+            start = time.perf_counter()
+            await fill(local.engine, items)
+            await fill(remote.engine, items)
+            mode = "fsync per commit" if fsync else "no fsync per commit"
+            print(
+                f"# osis vs embedded, {messages} messages in the conversation, {mode}, {samples} samples; "
+                f"filled in {time.perf_counter() - start:.1f}s",
+                flush=True,
+            )
+            conv = to_base36(1)
+            results: dict[str, dict[str, list[float]]] = {}
+            for op in ("append", "history"):
+                calls: dict[str, Callable[[], Awaitable[object]]] = {}
+                for name, store in (("embedded", local), ("osis", remote)):
+                    if op == "append":
+                        calls[name] = _append(store, conv)
+                    else:
+                        calls[name] = _history(store, conv)
+                results[op] = await alternate(samples, calls)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    return report(results)
+
+
+def _append(store: Store, conv: str) -> Callable[[], Awaitable[object]]:
+    return lambda: store.append_message(
+        SCOPE, conv, "user", "a benchmark message of some words", channel="cli"
+    )
+
+
+def _history(store: Store, conv: str) -> Callable[[], Awaitable[object]]:
+    return lambda: store.history(SCOPE, conv, limit=50)
+
+
+def report(results: dict[str, dict[str, list[float]]]) -> int:
+    print(f"{'op':>8} {'engine':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    met = True
+    for op, by_engine in results.items():
+        for name, values in by_engine.items():
+            print(f"{op:>8} {name:>9} {pct(values, 0.5):>8.3f} {pct(values, 0.99):>8.3f}")
+    print(f"\n# added by osis over loopback (target: p50 <= {TARGET_ADDED_MS} ms per call)")
+    for op, by_engine in results.items():
+        added50 = pct(by_engine["osis"], 0.5) - pct(by_engine["embedded"], 0.5)
+        added99 = pct(by_engine["osis"], 0.99) - pct(by_engine["embedded"], 0.99)
+        ok = added50 <= TARGET_ADDED_MS
+        met &= ok
+        print(f"{op:>8}  p50 +{added50:.3f} ms  p99 +{added99:.3f} ms  {'met' if ok else 'MISSED'}")
+    return 0 if met else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=10_000, help="messages in the measured conversation")
+    parser.add_argument("--samples", type=int, default=500, help="timed calls per operation and engine")
+    parser.add_argument("--fsync", action="store_true", help="store.fsync_commits = true on both engines")
+    parser.add_argument("--dir", type=Path, help="where the two data dirs go (default: a temporary dir)")
+    args = parser.parse_args()
+    if args.dir:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        return anyio.run(run, args.messages, args.samples, args.dir, args.fsync)
+    with tempfile.TemporaryDirectory(prefix="hero-bench-osis-") as tmp:
+        return anyio.run(run, args.messages, args.samples, Path(tmp), args.fsync)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
