@@ -188,6 +188,7 @@ async function newConversation() {
 // -- messages ------------------------------------------------------------------------------------
 
 async function loadMessages() {
+  if (state.streaming) return; // never replace the bubbles of a reply that is still streaming
   if (!state.conversationId) { renderMessages([]); return; }
   try {
     const data = await api("GET", `/api/conversations/${state.conversationId}/messages?limit=200`);
@@ -199,14 +200,24 @@ async function loadMessages() {
 }
 
 function renderMessages(items) {
-  const shown = items.filter((m) => m.role === "user" || (m.role === "assistant" && (m.content || !m.tool_calls.length)));
-  $("messages").replaceChildren(...shown.map((m) => bubble(m.role, m.content, {
-    archived: m.archived, status: m.status, channel: m.channel,
-  })));
+  const shown = [];
+  for (const m of items) {
+    if (m.role === "user") shown.push(bubble("user", m.content, m));
+    else if (m.role === "assistant" && m.tool_calls.length && !m.content) {
+      // a tool round: show it as tool activity, like the live stream does
+      const b = bubble("assistant", "", m);
+      b.classList.add("tool-round");
+      for (const call of m.tool_calls) b.querySelector(".tools").append(el("div", { class: "tool ok" }, `⚙ ${call.name}`));
+      shown.push(b);
+    } else if (m.role === "assistant") shown.push(bubble("assistant", m.content, m));
+  }
+  $("messages").replaceChildren(...shown);
+  document.body.dataset.loaded = state.conversationId || "none";
   scrollDown();
 }
 
 function bubble(role, text, { archived = false, status = "complete", channel = "" } = {}) {
+  // the stored message fields (archived, status, channel) double as the options
   const classes = ["message", role];
   if (archived) classes.push("archived");
   if (status !== "complete") classes.push(status);
