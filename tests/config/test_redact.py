@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from pathlib import Path
@@ -81,11 +82,7 @@ def test_unredacted_toml_reads_back_to_the_same_settings(config_file: Path) -> N
     again = config_file.parent / "again.toml"
     again.write_text(text)
     reloaded = load_settings(str(again), env)
-    assert reloaded == type(settings)(**{**_fields(settings), "source": again})
-
-
-def _fields(settings: object) -> dict[str, object]:
-    return {name: getattr(settings, name) for name in settings.__dataclass_fields__}  # type: ignore[attr-defined]
+    assert reloaded == dataclasses.replace(settings, source=again)
 
 
 def test_config_show_output_has_no_secret(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:

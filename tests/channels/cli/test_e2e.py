@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -226,3 +227,54 @@ def test_chat_in_a_real_terminal(tmux_chat: Tmux, fake: FakeOpenAI, tmp_path: Pa
     log_lines = (tmp_path / "data" / "logs" / "cli.log").read_text().splitlines()
     assert any(json.loads(line)["event"] == "turn.finished" for line in log_lines)
     assert "turn.finished" not in term.screen()
+
+
+def test_ask_interrupted_by_ctrl_c_exits_130_and_keeps_history_consistent(
+    tmp_path: Path, fake: FakeOpenAI
+) -> None:
+    env = app_env(tmp_path, fake)
+    words = " ".join(f"word{i}" for i in range(300))
+    fake.enqueue(reply_text(words, chunks=300, chunk_delay=0.03))
+    proc = subprocess.Popen(
+        [str(SCRIPT), "--log-level", "error", "ask", "--user", "dora", "a long one"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        seen = ""
+        while "word5 " not in seen:  # the reply is streaming
+            piece = proc.stdout.read(1)
+            assert piece, "ask ended before streaming"
+            seen += piece
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == "hero-agent: interrupted"
+    assert "Traceback" not in err
+    assert "word299" not in seen + out
+    export = subprocess.run(
+        [str(SCRIPT), "export"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    stored = exported_messages(export.stdout)
+    assert [(m["role"], m["status"]) for m in stored] == [("user", "complete"), ("assistant", "interrupted")]
+    assert str(stored[1]["content"]).startswith("word0 word1")
+
+
+def test_chat_with_an_unknown_conversation_is_one_line_exit_1(tmp_path: Path, fake: FakeOpenAI) -> None:
+    done = subprocess.run(
+        [str(SCRIPT), "chat", "--conversation", "zzzz9"],
+        env=app_env(tmp_path, fake),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == "hero-agent: error: conversation 'zzzz9' not found"
