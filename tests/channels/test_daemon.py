@@ -1,0 +1,180 @@
+"""``hero-agent serve`` as a real subprocess: chat through the web, SIGTERM mid-turn, check the store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from anyio.abc import Process
+
+from config.loader import load_settings
+from store import Scope
+from store.factory import open_store
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.sse_scripts import reply_text
+
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
+
+HERO_AGENT = Path(sys.executable).parent / "hero-agent"
+SLOW = " ".join(f"word{i}" for i in range(40))
+DEADLINE_S = 1.5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Daemon:
+    process: Process
+    base_url: str
+    config: Path
+    env: dict[str, str]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _write_config(tmp_path: Path, port: int) -> Path:
+    config = tmp_path / "hero-agent.toml"
+    config.write_text(
+        f"""
+[web]
+enabled = true
+host = "127.0.0.1"
+port = {port}
+shutdown_deadline_s = {DEADLINE_S}
+
+[telegram]
+enabled = false
+
+[llm]
+model = "fake-model"
+max_retries = 0
+
+[memory]
+enabled = false
+"""
+    )
+    return config
+
+
+@asynccontextmanager
+async def run_daemon(tmp_path: Path, fake: FakeOpenAI, port: int | None = None) -> AsyncIterator[Daemon]:
+    port = port or _free_port()
+    config = _write_config(tmp_path, port)
+    env = {
+        **os.environ,
+        "HERO_AGENT_DATA_DIR": str(tmp_path / "data"),
+        "OPENAI_BASE_URL": fake.base_url,
+        "OPENAI_API_KEY": "sk-test",
+        "HERO_AGENT_LOGGING__FORMAT": "json",
+    }
+    # output goes to a file: a pipe nobody drains would block the daemon once its buffer is full
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as sink:
+        process = await anyio.open_process(
+            [str(HERO_AGENT), "serve", "--config", str(config)], env=env, stdout=sink, stderr=sink
+        )
+        try:
+            yield Daemon(process, f"http://127.0.0.1:{port}", config, env, log)
+        finally:
+            if process.returncode is None:
+                process.kill()
+            with anyio.CancelScope(shield=True):
+                await process.wait()
+                await process.aclose()
+
+
+async def _wait_healthy(daemon: Daemon) -> None:
+    async with httpx.AsyncClient(base_url=daemon.base_url, timeout=2) as client:
+        with anyio.fail_after(30):
+            while True:
+                assert daemon.process.returncode is None, "the daemon exited while starting"
+                try:
+                    if (await client.get("/healthz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await anyio.sleep(0.05)
+
+
+async def _stream_after_sigterm(daemon: Daemon, message: str) -> tuple[list[tuple[str, dict[str, object]]], int]:
+    """Start a chat, SIGTERM the daemon at the first delta, read the stream to its end; (events, exit code)."""
+    events: list[tuple[str, dict[str, object]]] = []
+    name = ""
+    async with httpx.AsyncClient(base_url=daemon.base_url, timeout=30) as client:
+        async with client.stream("POST", "/api/chat", json={"message": message}) as resp:
+            assert resp.status_code == 200
+            with anyio.fail_after(DEADLINE_S + 20):
+                async for line in resp.aiter_lines():
+                    if line.startswith("event:"):
+                        name = line[6:].strip()
+                    elif line.startswith("data:"):
+                        events.append((name, json.loads(line[5:])))
+                        if name == "delta" and sum(1 for n, _ in events if n == "delta") == 1:
+                            daemon.process.send_signal(signal.SIGTERM)
+    with anyio.fail_after(DEADLINE_S + 20):
+        code = await daemon.process.wait()
+    return events, code
+
+
+async def _stored(daemon: Daemon, conversation_id: str) -> list[tuple[str, str, str]]:
+    settings = load_settings(str(daemon.config), env=daemon.env)
+    async with open_store(settings) as store:
+        msgs = (await store.list_messages(Scope("default", "local"), conversation_id)).items
+    return [(m.role, m.status, m.content) for m in msgs]
+
+
+async def test_sigterm_mid_turn_interrupts_after_the_deadline(tmp_path: Path) -> None:
+    async with FakeOpenAI() as fake:
+        fake.enqueue(reply_text(SLOW, chunks=40, chunk_delay=0.25))  # ~10 s: longer than the deadline
+        async with run_daemon(tmp_path, fake) as daemon:
+            await _wait_healthy(daemon)
+            events, code = await _stream_after_sigterm(daemon, "a long story please")
+    assert code == 0, daemon.output()
+    assert events[0][0] == "start" and events[-1][0] == "error"
+    assert events[-1][1]["code"] == "shutdown"
+    conv = str(events[0][1]["conversation_id"])
+    stored = await _stored(daemon, conv)
+    assert stored[0] == ("user", "complete", "a long story please")
+    assert stored[-1][0:2] == ("assistant", "interrupted")
+    assert 0 < len(stored[-1][2]) < len(SLOW)
+
+
+async def test_sigterm_lets_a_short_turn_finish(tmp_path: Path) -> None:
+    async with FakeOpenAI() as fake:
+        fake.enqueue(reply_text("short and sweet reply", chunks=4, chunk_delay=0.1))
+        async with run_daemon(tmp_path, fake) as daemon:
+            await _wait_healthy(daemon)
+            events, code = await _stream_after_sigterm(daemon, "quick one")
+    assert code == 0, daemon.output()
+    assert events[-1][0] == "done"
+    stored = await _stored(daemon, str(events[0][1]["conversation_id"]))
+    assert stored == [("user", "complete", "quick one"), ("assistant", "complete", "short and sweet reply")]
+
+
+async def test_port_in_use_fails_fast_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        async with FakeOpenAI() as fake, run_daemon(tmp_path, fake, port=port) as daemon:
+            with anyio.fail_after(30):
+                code = await daemon.process.wait()
+    assert code == 1, daemon.output()
+    lines = [line for line in daemon.output().splitlines() if not line.startswith("{")]
+    assert lines == [f"hero-agent: error: web: cannot listen on 127.0.0.1:{port}: the address is already in use"]
