@@ -7,9 +7,11 @@ defined in :mod:`config.settings` through its constructor.
 from __future__ import annotations
 
 from config.errors import ConfigError
+from config.loader import load_settings
 from config.settings import (
     AgentSettings,
     LLMSettings,
+    LoggingSettings,
     MCPServerSettings,
     MemorySettings,
     Settings,
@@ -24,6 +26,7 @@ __all__ = [
     "AgentSettings",
     "ConfigError",
     "LLMSettings",
+    "LoggingSettings",
     "MCPServerSettings",
     "MemorySettings",
     "Settings",
@@ -32,4 +35,5 @@ __all__ = [
     "ToolsSettings",
     "UserLink",
     "WebSettings",
+    "load_settings",
 ]
