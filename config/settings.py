@@ -107,7 +107,7 @@ class TelegramSettings:
     webhook_host: str = "127.0.0.1"
     webhook_port: int = 8443
     #: turns of different chats that may run at once (turns of one chat always run in order)
-    max_concurrent_turns: int = 16
+    max_concurrent_turns: int = 32
     #: our own pacing of sendMessage/editMessageText over all chats (Telegram allows about 30/s)
     global_rate_per_s: float = 25.0
     #: first wait before the polling watchdog restarts polling (doubles up to 60 s)

@@ -207,6 +207,7 @@ class ReplyStream:
             reply_parameters=reply,
             disable_notification=False,
         )
+        self.pacer.sent()  # again: space the next one from when Telegram saw this one
         self.sent.append(_Sent(msg.message_id, text, as_html))
 
     async def _edit(self, index: int, text: str, as_html: bool) -> None:
@@ -218,4 +219,5 @@ class ReplyStream:
             message_id=target.message_id,
             parse_mode=ParseMode.HTML if as_html else None,
         )
+        self.pacer.sent()
         self.sent[index] = _Sent(target.message_id, text, as_html)

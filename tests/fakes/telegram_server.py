@@ -95,6 +95,8 @@ class BotMessage:
     edits: int = 0
     deleted: bool = False
     history: list[str] = field(default_factory=list)
+    #: monotonic time of each entry of ``history``
+    times: list[float] = field(default_factory=list)
 
 
 class FakeBotAPI:
@@ -119,6 +121,8 @@ class FakeBotAPI:
         self.calls: list[tuple[str, dict[str, Any], float]] = []
         self.counts: dict[str, int] = defaultdict(int)
         self.rate_limited = 0
+        #: flood-limit 429s by cause: "chat" or "global"
+        self.rate_limited_by: dict[str, int] = defaultdict(int)
         #: injected errors answered, per method
         self.errors_sent: dict[str, int] = defaultdict(int)
         self.conflicts_sent = 0
@@ -323,8 +327,10 @@ class FakeBotAPI:
         while self._global_window and now - self._global_window[0] > 1.0:
             self._global_window.popleft()
         if last is not None and now - last < self.limits.per_chat_interval_s:
+            self.rate_limited_by["chat"] += 1
             return True
         if len(self._global_window) >= self.limits.global_per_s:
+            self.rate_limited_by["global"] += 1
             return True
         self._chat_last_send[chat_id] = now
         self._global_window.append(now)
@@ -362,7 +368,7 @@ class FakeBotAPI:
         if err:
             return _error(400, err)
         mid = next(self._msg_ids[chat_id])
-        msg = BotMessage(chat_id, mid, shown, text, parse_mode, history=[shown])
+        msg = BotMessage(chat_id, mid, shown, text, parse_mode, history=[shown], times=[time.monotonic()])
         self._bot_msgs[(chat_id, mid)] = msg
         self._order.append(msg)
         return _ok(self._message_json(msg))
@@ -387,6 +393,7 @@ class FakeBotAPI:
         msg.text, msg.raw, msg.parse_mode = shown, text, parse_mode
         msg.edits += 1
         msg.history.append(shown)
+        msg.times.append(time.monotonic())
         return _ok(self._message_json(msg))
 
     def _delete_message(self, params: dict[str, Any]) -> JSONResponse:
