@@ -112,21 +112,26 @@ async def _wait_healthy(daemon: Daemon) -> None:
                 await anyio.sleep(0.05)
 
 
-async def _stream_after_sigterm(daemon: Daemon, message: str) -> tuple[list[tuple[str, dict[str, object]]], int]:
-    """Start a chat, SIGTERM the daemon at the first delta, read the stream to its end; (events, exit code)."""
-    events: list[tuple[str, dict[str, object]]] = []
+Events = list[tuple[str, dict[str, object]]]
+
+
+async def _stream_after_sigterm(daemon: Daemon, message: str) -> tuple[Events, int]:
+    """Chat, SIGTERM the daemon at the first delta, read the stream to its end; (events, exit code)."""
+    events: Events = []
     name = ""
-    async with httpx.AsyncClient(base_url=daemon.base_url, timeout=30) as client:
-        async with client.stream("POST", "/api/chat", json={"message": message}) as resp:
-            assert resp.status_code == 200
-            with anyio.fail_after(DEADLINE_S + 20):
-                async for line in resp.aiter_lines():
-                    if line.startswith("event:"):
-                        name = line[6:].strip()
-                    elif line.startswith("data:"):
-                        events.append((name, json.loads(line[5:])))
-                        if name == "delta" and sum(1 for n, _ in events if n == "delta") == 1:
-                            daemon.process.send_signal(signal.SIGTERM)
+    async with (
+        httpx.AsyncClient(base_url=daemon.base_url, timeout=30) as client,
+        client.stream("POST", "/api/chat", json={"message": message}) as resp,
+    ):
+        assert resp.status_code == 200
+        with anyio.fail_after(DEADLINE_S + 20):
+            async for line in resp.aiter_lines():
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                elif line.startswith("data:"):
+                    events.append((name, json.loads(line[5:])))
+                    if name == "delta" and sum(1 for n, _ in events if n == "delta") == 1:
+                        daemon.process.send_signal(signal.SIGTERM)
     with anyio.fail_after(DEADLINE_S + 20):
         code = await daemon.process.wait()
     return events, code
@@ -177,4 +182,5 @@ async def test_port_in_use_fails_fast_with_one_line(tmp_path: Path) -> None:
                 code = await daemon.process.wait()
     assert code == 1, daemon.output()
     lines = [line for line in daemon.output().splitlines() if not line.startswith("{")]
-    assert lines == [f"hero-agent: error: web: cannot listen on 127.0.0.1:{port}: the address is already in use"]
+    expected = f"hero-agent: error: web: cannot listen on 127.0.0.1:{port}: the address is already in use"
+    assert lines == [expected]
