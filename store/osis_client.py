@@ -151,6 +151,8 @@ class OsisEngine(Engine):
         resp = await self._client.post(self.endpoint, content=body, headers=headers)
         if resp.status_code in _RETRY_STATUS:
             raise _Retryable
+        if resp.status_code == 413:
+            raise InvalidInput(f"request too large for the OSIS store at {self.where}")
         if resp.status_code == 401:
             raise OsisAuthError(f"OSIS store at {self.where} refused the credentials (check store.secret)")
         try:

@@ -29,6 +29,7 @@ from store.osis_protocol import (
     METHOD_NOT_FOUND,
     METHODS,
     NOT_FOUND,
+    UNAVAILABLE,
     check_params,
     error_code_for,
     openrpc_document,
@@ -78,6 +79,8 @@ class Dispatcher:
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(None, None, None)
         self._tg = None
+        for dump in self._dumps.values():
+            dump.receive.close()
         self._dumps.clear()
 
     async def call(self, method: str, params: Any, context: str) -> Any:
@@ -177,6 +180,9 @@ class Dispatcher:
         token, position = _parse_cursor(cursor)
         dump = self._dumps.get(token)
         if dump is None or dump.context != context or dump.position != position:
+            if dump is not None and not dump.lock.locked():
+                self._dumps.pop(token, None)
+                dump.receive.close()  # its walker stops at its next record
             token, dump = self._start_dump(context)
             skip = position
         else:
@@ -187,11 +193,14 @@ class Dispatcher:
             while len(items) < limit:
                 try:
                     item = await dump.receive.receive()
-                except (anyio.EndOfStream, anyio.ClosedResourceError):
+                except anyio.EndOfStream:
                     done = True
                     break
+                except anyio.ClosedResourceError:
+                    raise RpcError(UNAVAILABLE, "the dump was restarted meanwhile; retry the page") from None
                 if isinstance(item, BaseException):
                     self._dumps.pop(token, None)
+                    dump.receive.close()
                     raise item
                 if skip:
                     skip -= 1
@@ -222,7 +231,9 @@ class Dispatcher:
                         await send.send((kind, rec))
                     if idle.cancelled_caught:
                         log.info("osis.dump_abandoned", context=context)
-                        self._dumps.pop(token, None)
+                        dump = self._dumps.pop(token, None)
+                        if dump is not None:
+                            dump.receive.close()
                         return
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._dumps.pop(token, None)

@@ -204,11 +204,19 @@ async def running(app: Starlette, sockets: Sequence[socket.socket]) -> AsyncIter
     config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False,
                             timeout_graceful_shutdown=5)
     server = _Server(config)
+    stopped = anyio.Event()
+
+    async def serve() -> None:
+        try:
+            await server.serve(list(sockets))
+        finally:
+            stopped.set()
+
     async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, list(sockets))
-        with anyio.fail_after(10):
+        tg.start_soon(serve)
+        with anyio.fail_after(30):
             while not server.started:
-                if server.should_exit:
+                if stopped.is_set():  # uvicorn gave up (lifespan failure): it logged why
                     raise OSError("the OSIS server failed to start")
                 await anyio.sleep(0.005)
         try:
