@@ -47,7 +47,8 @@ def stream(text: str, cuts: list[int]) -> list[Fragment]:
 def test_whole_text_rendering() -> None:
     fragments = render_markdown(SAMPLE)
     assert plain(fragments) == (
-        "Title\nSome bold and code here.\n• item one\n• item two\n```python\nx = 1 ** 2\n```\na *lone star and 2 * 3\n"
+        "Title\nSome bold and code here.\n• item one\n• item two\n"
+        "```python\nx = 1 ** 2\n```\na *lone star and 2 * 3\n"
     )
     assert (STYLE_HEADING, "Title\n") in fragments
     assert (STYLE_BOLD, "bold") in fragments
@@ -62,7 +63,10 @@ def test_any_chunking_gives_the_same_styled_text(cuts: list[int]) -> None:
     assert styled(stream(SAMPLE, cuts)) == styled(render_markdown(SAMPLE))
 
 
-@given(st.text(alphabet="ab *`#-\n", max_size=60), st.lists(st.integers(min_value=0, max_value=60), max_size=10))
+@given(
+    st.text(alphabet="ab *`#-\n", max_size=60),
+    st.lists(st.integers(min_value=0, max_value=60), max_size=10),
+)
 def test_arbitrary_text_is_chunking_independent(text: str, cuts: list[int]) -> None:
     cuts = [c for c in cuts if c <= len(text)]
     assert styled(stream(text, cuts)) == styled(render_markdown(text))
