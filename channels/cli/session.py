@@ -189,7 +189,11 @@ class CliChat(Channel):
             if isinstance(context, str) and context and context != self.scope.context:
                 self.scope = Scope(context, self.scope.user_id)
                 self.screen.line("class:info", f"context: {context}")
-        await self._refresh()
+        try:
+            await self._refresh()
+        except StoreError as exc:  # the toolbar keeps its last values; the chat goes on
+            if not exc.user_safe:
+                raise
 
     async def _refresh(self) -> None:
         """The active conversation for the toolbar (the agent may have changed it: /new, /switch)."""
