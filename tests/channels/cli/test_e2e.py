@@ -18,7 +18,7 @@ import pytest
 
 from tests.fakes.openai_server import FakeOpenAI, reply_error, reply_text
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 SCRIPT = Path(sys.executable).parent / "hero-agent"
 
