@@ -3,6 +3,7 @@
     .venv/bin/python bench/store.py                      # sizes 1k, 10k, 100k, 1M
     .venv/bin/python bench/store.py --quick              # 1k, 10k, 100k and fewer samples
     .venv/bin/python bench/store.py --sizes 1000,50000 --samples 300
+    .venv/bin/python bench/store.py --quick --with-osis     # then the osis engine vs embedded (store_osis.py)
 
 One data dir, grown in steps. Before any message: one user with 10,000 conversations and another with
 5,000 memories. Messages then fill a "big" conversation up to 100,000 and spread over the other
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import random
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -279,13 +281,22 @@ def main() -> int:
     parser.add_argument(
         "--no-fsync", action="store_true", help="store.fsync_commits = false (synchronous=NORMAL)"
     )
+    parser.add_argument(
+        "--with-osis", action="store_true", help="then bench/store_osis.py: osis vs embedded"
+    )
     args = parser.parse_args()
     sizes = [1000, 10_000, 100_000] if args.quick else sorted(int(s) for s in args.sizes.split(","))
     samples = 100 if args.quick else args.samples
     if args.dir:
-        return anyio.run(run, sizes, samples, args.dir, not args.no_fsync)
-    with tempfile.TemporaryDirectory(prefix="hero-bench-") as tmp:
-        return anyio.run(run, sizes, samples, Path(tmp), not args.no_fsync)
+        code = anyio.run(run, sizes, samples, args.dir, not args.no_fsync)
+    else:
+        with tempfile.TemporaryDirectory(prefix="hero-bench-") as tmp:
+            code = anyio.run(run, sizes, samples, Path(tmp), not args.no_fsync)
+    if args.with_osis:
+        print("\n# osis engine over loopback (bench/store_osis.py)", flush=True)
+        osis = [sys.executable, str(Path(__file__).with_name("store_osis.py")), "--samples", str(samples)]
+        code |= subprocess.call(osis + ([] if args.no_fsync else ["--fsync"]))
+    return code
 
 
 if __name__ == "__main__":

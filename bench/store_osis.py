@@ -19,6 +19,7 @@ protocol's cost; ``--fsync`` measures the durable default.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import socket
@@ -36,6 +37,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 import anyio
 import httpx
+import structlog
 
 from config import StoreSettings
 from store.api import Store
@@ -201,6 +203,7 @@ def report(results: dict[str, dict[str, list[float]]]) -> int:
 
 
 def main() -> int:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=10_000, help="messages in the measured conversation")
     parser.add_argument("--samples", type=int, default=500, help="timed calls per operation and engine")
