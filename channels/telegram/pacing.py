@@ -20,7 +20,7 @@ import anyio
 class GlobalLimiter:
     """At most ``rate`` operations per second on average, with bursts of ``burst``."""
 
-    def __init__(self, rate: float, burst: int = 3) -> None:
+    def __init__(self, rate: float, burst: int = 1) -> None:
         self._interval = 1.0 / rate if rate > 0 else 0.0
         self._tolerance = self._interval * max(burst - 1, 0)
         self._tat = 0.0  # theoretical arrival time of the next operation
