@@ -40,7 +40,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "migrate-sqlite", help="import a legacy SQLite agent database into the configured store"
     )
     migrate.add_argument("path", metavar="PATH", help="the legacy SQLite database file")
-    migrate.add_argument("--context", default=None, help="target context (default: agent.default_context)")
+    migrate.add_argument(
+        "--context", default=None, help="target context (default: store.context, else agent.default_context)"
+    )
     migrate.add_argument("--user", default=None, help="target user (default: the OS user name)")
     migrate.set_defaults(handler=migrate_sqlite)
 
@@ -68,7 +70,7 @@ def migrate_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     """Import a legacy database; prints one line of counts per table."""
     from store.migrate import migrate_file  # noqa: PLC0415 (load on use)
 
-    context = args.context or settings.agent.default_context
+    context = args.context or settings.store.context or settings.agent.default_context
     user = args.user or _os_user()
     try:
         scope = Scope(context, user)
