@@ -1,0 +1,208 @@
+"""Load bench of the web channel: N concurrent SSE chats against ``hero-agent serve``.
+
+The fake LLM (``python -m tests.fakes.openai_server``) streams every answer as ``--tokens`` chunks
+``--chunk-delay`` seconds apart; each client records when each ``delta`` event arrives. Reported:
+
+* errors (any non-200, missing ``done``, wrong token count): must be 0;
+* added latency per token: client-side gap between consecutive deltas minus the fake's chunk delay
+  (p50 / p99; target p99 <= 50 ms);
+* time to first token (request sent -> first delta; p50 / p99);
+* RSS of the daemon (``VmRSS`` from ``/proc/<pid>/status``) idle after start-up and after the load
+  (target idle <= 120 MB).
+
+Each client uses its own conversation (turns of one conversation are serialised by design).
+
+    .venv/bin/python bench/web_load.py [--clients 200] [--tokens 50] [--chunk-delay 0.02]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def wait_healthy(base_url: str, proc: subprocess.Popen[bytes]) -> None:
+    async with httpx.AsyncClient(base_url=base_url, timeout=2) as client:
+        with anyio.fail_after(60):
+            while True:
+                if proc.poll() is not None:
+                    raise SystemExit(f"hero-agent serve exited with {proc.returncode}")
+                try:
+                    if (await client.get("/healthz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await anyio.sleep(0.1)
+
+
+async def one_chat(
+    client: httpx.AsyncClient,
+    conversation_id: str,
+    tokens: int,
+    out: dict[str, list[float]],
+    errors: list[str],
+) -> None:
+    sent = time.perf_counter()
+    arrivals: list[float] = []
+    done = False
+    name = ""
+    body = {"message": "bench", "conversation_id": conversation_id}
+    try:
+        async with client.stream("POST", "/api/chat", json=body) as resp:
+            if resp.status_code != 200:
+                errors.append(f"status {resp.status_code}")
+                return
+            async for line in resp.aiter_lines():
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                elif line.startswith("data:"):
+                    if name == "delta":
+                        arrivals.append(time.perf_counter())
+                    elif name == "done":
+                        done = True
+                    elif name == "error":
+                        errors.append(json.loads(line[5:]).get("code", "error"))
+    except httpx.HTTPError as exc:
+        errors.append(type(exc).__name__)
+        return
+    if not done or len(arrivals) != tokens:
+        errors.append(f"done={done} deltas={len(arrivals)}")
+        return
+    out["ttft"].append(arrivals[0] - sent)
+    out["gaps"] += [b - a for a, b in itertools.pairwise(arrivals)]
+
+
+async def run_load(
+    base_url: str, clients: int, tokens: int
+) -> tuple[dict[str, list[float]], list[str], float]:
+    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+        ids = []
+        for i in range(clients):
+            resp = await client.post("/api/conversations", json={"title": f"bench {i}"})
+            resp.raise_for_status()
+            ids.append(resp.json()["id"])
+        out: dict[str, list[float]] = {"ttft": [], "gaps": []}
+        errors: list[str] = []
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for cid in ids:
+                tg.start_soon(one_chat, client, cid, tokens, out, errors)
+        return out, errors, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--tokens", type=int, default=50)
+    parser.add_argument("--chunk-delay", type=float, default=0.02)
+    parser.add_argument("--profile", metavar="FILE", help="run the daemon under cProfile, stats to FILE")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="hero-web-bench-"))
+    llm_port, web_port = free_port(), free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    fake = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.openai_server",
+            "--port",
+            str(llm_port),
+            "--chunk-delay",
+            str(args.chunk_delay),
+            "--tokens",
+            str(args.tokens),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert fake.stdout is not None
+    ready = fake.stdout.readline().decode().strip()
+    assert ready.startswith("READY "), ready
+    config = tmp / "hero-agent.toml"
+    config.write_text(
+        f"[web]\nport = {web_port}\n[telegram]\nenabled = false\n[memory]\nenabled = false\n"
+        f'[llm]\nmodel = "fake-model"\n[logging]\nlevel = "warning"\n'
+    )
+    daemon_env = {
+        **env,
+        "HERO_AGENT_DATA_DIR": str(tmp / "data"),
+        "OPENAI_BASE_URL": ready.split()[1],
+        "OPENAI_API_KEY": "sk-bench",
+    }
+    hero = [str(Path(sys.executable).parent / "hero-agent")]
+    if args.profile:
+        hero = [sys.executable, "-m", "cProfile", "-o", args.profile, "-m", "channels.cli_main"]
+    with (tmp / "daemon.log").open("wb") as log:
+        daemon = subprocess.Popen(
+            [*hero, "serve", "--config", str(config)], env=daemon_env, stdout=log, stderr=log, cwd=ROOT
+        )
+    try:
+        base_url = f"http://127.0.0.1:{web_port}"
+        anyio.run(wait_healthy, base_url, daemon)
+        time.sleep(1.0)  # let start-up allocations settle before reading the idle RSS
+        idle = rss_mb(daemon.pid)
+        out, errors, elapsed = anyio.run(run_load, base_url, args.clients, args.tokens)
+        loaded = rss_mb(daemon.pid)
+    finally:
+        daemon.terminate()
+        fake.terminate()
+        daemon.wait(30)
+        fake.wait(30)
+    added = [(g - args.chunk_delay) * 1000 for g in out["gaps"]]
+    ttft = [t * 1000 for t in out["ttft"]]
+    print(
+        f"clients={args.clients} tokens={args.tokens} chunk_delay={args.chunk_delay * 1000:.0f}ms "
+        f"wall={elapsed:.2f}s errors={len(errors)} daemon_exit={daemon.returncode}"
+    )
+    if errors:
+        print("error kinds:", sorted(set(errors))[:10])
+    if added:
+        print(
+            f"added latency per token: p50={pct(added, 50):.1f}ms p99={pct(added, 99):.1f}ms "
+            f"mean={statistics.fmean(added):.1f}ms (n={len(added)})"
+        )
+        print(f"time to first token: p50={pct(ttft, 50):.0f}ms p99={pct(ttft, 99):.0f}ms")
+    print(f"RSS hero-agent serve: idle={idle:.1f}MB after load={loaded:.1f}MB")
+    raise SystemExit(1 if errors else 0)
+
+
+if __name__ == "__main__":
+    main()
