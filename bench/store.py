@@ -96,6 +96,10 @@ class Filler:
         self.seq: dict[str, int] = {}
         self.convs: dict[str, Record] = {}
         self.messages = 0
+        #: every message is this record with its own sid, seq, times, role and content
+        self.template = Message(context=USER.context, user_id=USER.user_id, channel="cli").to_record()
+        self.contents = [words(rng.randint(8, 40)) for _ in range(5000)]
+        self.others: list[str] = []
 
     def tick(self) -> int:
         self.clock += 1
@@ -116,6 +120,7 @@ class Filler:
             ).to_record()
             self.convs[sid], self.seq[sid] = rec, 0
             batch.append((Kind.CONVERSATION, rec))
+        self.others = list(self.convs)[1:]
         for i in range(1, MEMORIES + 1):
             content = f"{words(12)} {i}"
             rec = Memory(
@@ -132,36 +137,49 @@ class Filler:
             await self.engine.restore_batch(batch[start : start + BATCH])
 
     async def grow_to(self, total: int) -> None:
+        """Add messages until ``total``; batches are generated while the previous one is written."""
+        async with anyio.create_task_group() as tg:
+            writing = anyio.Event()
+            writing.set()
+            while self.messages < total:
+                batch = self.next_batch(min(BATCH, total - self.messages))
+                await writing.wait()
+                writing = anyio.Event()
+                tg.start_soon(self.write, batch, writing)
+
+    async def write(self, batch: list[tuple[Kind, Record]], done: anyio.Event) -> None:
+        await self.engine.restore_batch(batch)
+        done.set()
+
+    def next_batch(self, n: int) -> list[tuple[Kind, Record]]:
+        """``n`` messages: the big conversation first, then runs of 100 in one conversation at a time
+        (as conversations grow in turns, and so that index pages are filled, not scattered)."""
         big = to_base36(1)
-        others = [sid for sid in self.convs if sid != big]
-        while self.messages < total:
-            batch: list[tuple[Kind, Record]] = []
-            touched: set[str] = set()
-            for _ in range(min(BATCH, total - self.messages)):
-                conv = big if self.seq[big] < BIG_CAP else others[self.messages % len(others)]
-                self.seq[conv] += 1
-                self.messages += 1
-                touched.add(conv)
-                rec = Message(
-                    sid=to_base36(self.next_msg),
-                    context=USER.context,
-                    user_id=USER.user_id,
-                    created_at=self.tick(),
-                    updated_at=self.clock,
-                    conversation_id=conv,
-                    seq=self.seq[conv],
-                    role="user" if self.messages % 2 else "assistant",
-                    content=words(rng.randint(8, 40)),
-                    channel="cli",
-                    timestamp=self.clock,
-                )
-                self.next_msg += 1
-                batch.append((Kind.MESSAGE, rec.to_record()))
-            for conv in touched:
-                conv_rec = dict(self.convs[conv], message_count=self.seq[conv], updated_at=self.clock)
-                self.convs[conv] = conv_rec
-                batch.append((Kind.CONVERSATION, conv_rec))
-            await self.engine.restore_batch(batch)
+        batch: list[tuple[Kind, Record]] = []
+        touched: set[str] = set()
+        for _ in range(n):
+            conv = big if self.seq[big] < BIG_CAP else self.others[(self.messages // 100) % len(self.others)]
+            self.seq[conv] += 1
+            self.messages += 1
+            touched.add(conv)
+            rec = dict(
+                self.template,
+                sid=to_base36(self.next_msg),
+                created_at=self.tick(),
+                updated_at=self.clock,
+                timestamp=self.clock,
+                conversation_id=conv,
+                seq=self.seq[conv],
+                role="user" if self.messages % 2 else "assistant",
+                content=rng.choice(self.contents),
+            )
+            self.next_msg += 1
+            batch.append((Kind.MESSAGE, rec))
+        for conv in touched:
+            conv_rec = dict(self.convs[conv], message_count=self.seq[conv], updated_at=self.clock)
+            self.convs[conv] = conv_rec
+            batch.append((Kind.CONVERSATION, conv_rec))
+        return batch
 
 
 async def timed(samples: int, op: Callable[[], Awaitable[object]]) -> list[float]:
@@ -281,9 +299,7 @@ def main() -> int:
     parser.add_argument(
         "--no-fsync", action="store_true", help="store.fsync_commits = false (synchronous=NORMAL)"
     )
-    parser.add_argument(
-        "--with-osis", action="store_true", help="then bench/store_osis.py: osis vs embedded"
-    )
+    parser.add_argument("--with-osis", action="store_true", help="then bench/store_osis.py: osis vs embedded")
     args = parser.parse_args()
     sizes = [1000, 10_000, 100_000] if args.quick else sorted(int(s) for s in args.sizes.split(","))
     samples = 100 if args.quick else args.samples
