@@ -101,15 +101,14 @@ async def chat(request: Request) -> Response:
     if len(message) > limit:
         raise ApiError(413, "message_too_large", f"message is longer than {limit} characters")
     conversation_id = str_field(body, "conversation_id", max_len=64)
+    if state.shutdown.is_set() and not is_stop(message):
+        raise ApiError(503, "shutting_down", "the server is shutting down")
     if conversation_id is not None:
-        # a missing or foreign id is a plain 404 before the stream starts
-        # and chatting in a conversation makes it the active one, as /switch would (one store write,
-        # skipped when it already is)
+        # chatting in a conversation makes it the active one, as /switch would (a store write, skipped
+        # when it already is); a missing or foreign id is a plain 404 before the stream starts
         active = await state.agent.active_conversation(scope, channel="web", create=False)
         if active is None or active.sid != conversation_id:
             await state.agent.set_active_conversation(scope, conversation_id)
-    if state.shutdown.is_set() and not is_stop(message):
-        raise ApiError(503, "shutting_down", "the server is shutting down")
     req = TurnRequest(scope=scope, channel="web", text=message, conversation_id=conversation_id)
 
     async def produce(emit: Emit) -> None:
