@@ -271,3 +271,15 @@ async def test_event_loop_keeps_running_during_writes(engine: Engine) -> None:
     assert ticks_during >= writes
     assert await engine.count(Kind.MESSAGE, ALICE) == writes
 
+
+
+async def test_text_search_on_conversation_titles(engine: Engine) -> None:
+    for title in ["Trip to Ghent", "Ghent trip budget and trip dates", "Groceries"]:
+        await engine.create(Kind.CONVERSATION, ALICE, {"title": title, "is_archived": False})
+    await engine.create(Kind.CONVERSATION, BOB, {"title": "Bob's trip", "is_archived": False})
+    page = await engine.list(Kind.CONVERSATION, ALICE, ListQuery(text="trip", limit=10))
+    assert [r["title"] for r in page.items] == ["Ghent trip budget and trip dates", "Trip to Ghent"]
+    archived_only = await engine.list(
+        Kind.CONVERSATION, ALICE, ListQuery(text="trip", filters={"is_archived": True}, limit=10)
+    )
+    assert archived_only.items == []
