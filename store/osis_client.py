@@ -2,9 +2,11 @@
 
 One pooled :class:`httpx.AsyncClient` per engine; every call carries ``X-Hero-Context`` (the scope's
 context) and the user as the ``user_id`` param. ``open()`` checks ``rpc.discover`` and names any method
-the service lacks. Only calls that are safe to repeat are retried (``store.retries`` times, on
-connection errors, timeouts and 502/503/504): every create carries a ``request_key`` (the caller's, or
-one generated per call) so a create whose answer was lost is repeated without doubling. Nothing is
+the service lacks. Every call this engine makes is safe to repeat, so each is retried (``store.retries``
+times, on connection errors, timeouts and 502/503/504, never after an answer): reads, updates, deletes,
+lease claims by the same holder and restores are idempotent, and every create carries a ``request_key``
+(the caller's, or one generated per call) so a create whose answer was lost is repeated without
+doubling. Nothing is
 sticky: after an outage the next call simply reconnects. The secret never appears in errors or logs.
 """
 
@@ -101,7 +103,7 @@ class OsisEngine(Engine):
             await client.aclose()
 
     async def _check_methods(self) -> None:
-        doc = await self._call("rpc.discover", {}, self._default_context, safe=True, check=False)
+        doc = await self._call("rpc.discover", {}, self._default_context, check=False)
         missing = sorted(REQUIRED_METHODS - methods_in(doc) - {"rpc.discover"})
         if missing:
             raise OsisProtocolError(
@@ -111,13 +113,13 @@ class OsisEngine(Engine):
         self._checked = True
 
     async def ping(self) -> None:
-        await self._call("store.ping", {}, self._default_context, safe=True)
+        await self._call("store.ping", {}, self._default_context)
 
     # -- transport ----------------------------------------------------------------------------
 
-    async def _call(
-        self, method: str, params: dict[str, Any], context: str, *, safe: bool, check: bool = True
-    ) -> Any:
+    async def _call(self, method: str, params: dict[str, Any], context: str, *, check: bool = True) -> Any:
+        """One call. Every call this engine makes is safe to repeat (see the module docstring), so
+        each is retried on connection errors, timeouts and gateway statuses -- never after an answer."""
         if self._client is None:
             raise StoreUnavailable("the osis engine is closed")
         if check and not self._checked:
@@ -132,7 +134,7 @@ class OsisEngine(Engine):
             ).encode()
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"a value is not JSON: {exc}") from None
-        attempts = 1 + (self._retries if safe else 0)
+        attempts = 1 + self._retries
         for attempt in range(attempts):
             try:
                 return await self._post(body, context)
@@ -175,7 +177,7 @@ class OsisEngine(Engine):
     async def get(self, kind: Kind, scope: Scope, sid: str) -> Record | None:
         try:
             rec = await self._call(
-                f"{kind.rpc_name}.get", {"user_id": scope.user_id, "sid": sid}, scope.context, safe=True
+                f"{kind.rpc_name}.get", {"user_id": scope.user_id, "sid": sid}, scope.context
             )
         except StoreError as exc:
             if _is_not_found(exc):
@@ -188,13 +190,13 @@ class OsisEngine(Engine):
     ) -> Record:
         key = request_key or f"osis-client:{uuid.uuid4().hex}"
         params = {"user_id": scope.user_id, "object": fields, "request_key": key}
-        result = await self._call(f"{kind.rpc_name}.set", params, scope.context, safe=True)
+        result = await self._call(f"{kind.rpc_name}.set", params, scope.context)
         return await self._set_result(kind, scope, result)
 
     async def update(self, kind: Kind, scope: Scope, sid: str, fields: Record) -> Record | None:
         params = {"user_id": scope.user_id, "object": fields, "sid": sid}
         try:
-            result = await self._call(f"{kind.rpc_name}.set", params, scope.context, safe=True)
+            result = await self._call(f"{kind.rpc_name}.set", params, scope.context)
         except StoreError as exc:
             if _is_not_found(exc):
                 return None
@@ -215,7 +217,7 @@ class OsisEngine(Engine):
 
     async def delete(self, kind: Kind, scope: Scope, sid: str) -> bool:
         params = {"user_id": scope.user_id, "sid": sid}
-        return bool(await self._call(f"{kind.rpc_name}.delete", params, scope.context, safe=True))
+        return bool(await self._call(f"{kind.rpc_name}.delete", params, scope.context))
 
     async def list(self, kind: Kind, scope: Scope, query: ListQuery) -> Page[Record]:
         params: dict[str, Any] = {
@@ -229,7 +231,7 @@ class OsisEngine(Engine):
             params["cursor"] = query.cursor
         if query.text is not None:
             params["text"] = query.text
-        result = await self._call(f"{kind.rpc_name}.list", params, scope.context, safe=True)
+        result = await self._call(f"{kind.rpc_name}.list", params, scope.context)
         if not isinstance(result, dict) or not isinstance(result.get("items"), list):
             raise OsisProtocolError(f"OSIS store at {self.where} answered list without items")
         return Page([_record(r) for r in result["items"]], result.get("next_cursor"))
@@ -238,18 +240,18 @@ class OsisEngine(Engine):
         params: dict[str, Any] = {"user_id": scope.user_id}
         if filters:
             params["filter"] = filters
-        return int(await self._call(f"{kind.rpc_name}.count", params, scope.context, safe=True))
+        return int(await self._call(f"{kind.rpc_name}.count", params, scope.context))
 
     async def claim(self, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
         params = {"user_id": scope.user_id, "key": key, "holder": holder, "ttl_ms": ttl_ms}
-        return bool(await self._call("agentlease.claim", params, scope.context, safe=True))
+        return bool(await self._call("agentlease.claim", params, scope.context))
 
     async def release(self, scope: Scope, key: str, holder: str) -> None:
         params = {"user_id": scope.user_id, "key": key, "holder": holder}
-        await self._call("agentlease.release", params, scope.context, safe=True)
+        await self._call("agentlease.release", params, scope.context)
 
     async def contexts(self) -> builtins.list[str]:
-        result = await self._call("store.contexts", {}, self._default_context, safe=True)
+        result = await self._call("store.contexts", {}, self._default_context)
         return [str(c) for c in result]
 
     async def dump(self, context: str) -> AsyncIterator[tuple[Kind, Record]]:
@@ -258,7 +260,7 @@ class OsisEngine(Engine):
             params: dict[str, Any] = {"limit": DUMP_PAGE}
             if cursor:
                 params["cursor"] = cursor
-            page = await self._call("store.dump", params, context, safe=True)
+            page = await self._call("store.dump", params, context)
             for item in page["items"]:
                 yield Kind(item["kind"]), _record(item["record"])
             cursor = page.get("next_cursor")
@@ -287,13 +289,13 @@ class OsisEngine(Engine):
         return written
 
     async def _restore_chunk(self, chunk: builtins.list[dict[str, Any]], context: str) -> int:
-        return int(await self._call("store.restore_batch", {"items": chunk}, context, safe=True))
+        return int(await self._call("store.restore_batch", {"items": chunk}, context))
 
     async def restore(self, kind: Kind, record: Record) -> bool:
         context = record.get("context")
         if not isinstance(context, str):
             raise InvalidInput("a restored record needs its context")
-        return bool(await self._call(f"{kind.rpc_name}.restore", {"record": record}, context, safe=True))
+        return bool(await self._call(f"{kind.rpc_name}.restore", {"record": record}, context))
 
 
 class _Retryable(Exception):

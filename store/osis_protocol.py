@@ -107,8 +107,6 @@ class Method:
     params: tuple[Param, ...]
     result: dict[str, Any]
     summary: str
-    #: repeating the call cannot change the outcome (the client may retry it)
-    safe_to_repeat: bool = True
     extension: bool = False
 
 
