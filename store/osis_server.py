@@ -90,7 +90,7 @@ class _RpcEndpoint:
             )
         try:
             payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
             return JSONResponse(_error(PARSE_ERROR, "parse error: the body is not valid JSON"))
         context = request.headers.get(CONTEXT_HEADER)
         if isinstance(payload, list):

@@ -87,6 +87,10 @@ async def test_bad_json_is_a_parse_error(served: ServedEngine, http: httpx.Async
     assert r.json()["error"]["code"] == PARSE_ERROR and r.json()["id"] is None
     junk = await http.post(served.rpc_url, content=b"\xff\xfe\x00junk", headers={CONTEXT_HEADER: "x"})
     assert junk.json()["error"]["code"] == PARSE_ERROR
+    deep = await http.post(
+        served.rpc_url, content=b"[" * 200_000 + b"]" * 200_000, headers={CONTEXT_HEADER: "x"}
+    )
+    assert deep.json()["error"]["code"] == PARSE_ERROR
 
 
 async def test_unknown_method(served: ServedEngine, http: httpx.AsyncClient) -> None:
