@@ -69,7 +69,7 @@ async def run_channels(settings: Settings, agent: Agent, stop: anyio.Event) -> N
         raise ChannelStartError(
             "no channel is enabled: set [web] enabled = true or [telegram] enabled = true"
         )
-    budget = max(settings.web.shutdown_deadline_s, 0.0) + STOP_MARGIN_S
+    budget = max(settings.web.shutdown_deadline_s, settings.telegram.shutdown_deadline_s, 0.0) + STOP_MARGIN_S
     failure: ChannelStartError | None = None
     async with anyio.create_task_group() as tg:
         for name in names:

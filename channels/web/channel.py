@@ -113,7 +113,9 @@ class WebChannel(Channel):
 
     async def start(self) -> None:
         web = self.settings.web
-        if not web.tokens and not web.trusted_user_header and not is_loopback(web.host):
+        # (config validation refuses this too; checked again here because a channel can be built
+        # from any Settings, and the rule is a security boundary)
+        if not web.tokens and not is_loopback(web.host):
             raise ChannelStartError(
                 f"web: refusing to listen on {web.host} without authentication: "
                 "configure [web] tokens or use a loopback host such as 127.0.0.1"
