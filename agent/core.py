@@ -29,7 +29,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from agent.commands import run_command
 from agent.compaction import Compactor
-from agent.events import CommandOutput, TurnError, TurnEvent
+from agent.events import CommandOutput, Done, TurnError, TurnEvent
 from agent.llm import LLM
 from agent.memory import MemoryManager
 from agent.providers.base import Provider
@@ -192,7 +192,16 @@ class Agent:
     ) -> None:
         turn_id = uuid.uuid4().hex[:12]
 
+        ended: list[TurnEvent] = []
+
         async def emit(event: TurnEvent) -> None:
+            if ended:
+                # a failure after Done (e.g. releasing the lock while the store is down) is logged,
+                # never a second final event: a stream ends with exactly one Done or TurnError
+                log.warning("turn.event_after_end", event=type(event).__name__)
+                return
+            if isinstance(event, Done | TurnError):
+                ended.append(event)
             # the consumer may have gone away; it cancels this task next
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await send.send(event)

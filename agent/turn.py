@@ -52,7 +52,7 @@ from agent.tools.registry import ToolRegistry
 from agent.turn_tools import run_calls, signature
 from agent.window import WindowCache
 from config.settings import Settings
-from store import Conflict, Conversation, Message, MessageStatus, Scope, Store, StoreError, UsageEntry
+from store import Conflict, Conversation, Memory, Message, MessageStatus, Scope, Store, StoreError, UsageEntry
 
 log = structlog.get_logger()
 
@@ -247,11 +247,26 @@ class Turn:
         """The system prompt and the history window for this turn; compacts first when over budget."""
         inp, s = self.inp, self.p.settings
         group = inp.is_group or inp.conversation.is_group
-        memories = await self.p.memory.recall(inp.scope, inp.text)
+        memories: list[Memory] = []
+        history = History("", [])
+
+        async def recall() -> None:
+            memories.extend(await self.p.memory.recall(inp.scope, inp.text))
+
+        async def load() -> None:
+            nonlocal history
+            history = await self._history(group)
+
+        # independent reads: over a remote store they overlap instead of queueing
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(recall)
+                tg.start_soon(load)
+        except ExceptionGroup as group_exc:
+            raise group_exc.exceptions[0] from None  # callers handle StoreError, not groups
         base = "\n\n".join(
             x for x in (s.agent.system_prompt, recall_section(memories), GROUP_NOTE if group else "") if x
         )
-        history = await self._history(group)
         ratio = self.p.llm.calibrator.ratio(s.llm.model)
         fixed = estimate_text(base) + estimate_text(history.summary) + estimate_tools(tools)
         budget = history_budget(s.llm.context_window, s.llm.max_output_tokens, int(fixed * ratio))

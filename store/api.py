@@ -503,7 +503,9 @@ class Store:
         key = (scope.context, scope.user_id, conversation_id)
         lock = self._local_locks.setdefault(key, anyio.Lock())
         lease = f"turn:{conversation_id}"
-        holder = f"{self._holder}:{uuid.uuid4().hex[:6]}"
+        # one holder per Store: the local lock already serializes this process, and a lease left
+        # behind when the release failed (store briefly down) is then retaken at once, not after ttl_s
+        holder = self._holder
         async with lock:
             delay = 0.005
             deadline = anyio.current_time() + wait_s

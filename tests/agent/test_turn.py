@@ -7,6 +7,8 @@ import pytest
 
 from agent.core import Agent
 from agent.events import Done, TextDelta, ToolFinished, ToolStarted, TurnError, TurnStarted, UsageInfo
+from agent.tools.base import Tool, ToolContext, ToolResult
+from agent.tools.registry import ToolRegistry
 from agent.turn import FINAL_NOTE
 from store import MessageStatus, Scope
 from tests.agent.conftest import (
@@ -230,3 +232,30 @@ async def test_a_closed_agent_refuses_turns_politely(kit: Kit) -> None:
         pass
     events = await turn(agent, "late message")
     assert len(events) == 1 and isinstance(events[0], TurnError) and events[0].code == "unavailable"
+
+
+class StoreKiller(Tool):
+    """A tool whose run takes the store away (the disk or the OSIS server going down mid-turn)."""
+
+    name = "kill_store"
+    description = "Close the store."
+    parameters = {"type": "object", "properties": {}}
+
+    async def run(self, args: dict[str, object], ctx: ToolContext) -> ToolResult:
+        await ctx.store.engine.aclose()
+        return ToolResult("closed")
+
+
+async def test_store_lost_mid_turn_then_recovered(kit: Kit, fake: FakeOpenAI) -> None:
+    fake.enqueue(reply_tool_calls([("call_k", "kill_store", "{}")]))
+    async with running(kit.settings, ToolRegistry([StoreKiller()])) as agent:
+        events = await turn(agent, "do it")
+        err = events[-1]
+        assert isinstance(err, TurnError) and err.code == "store_unavailable"
+        assert len(fake.requests) == 1
+        await agent.store.engine.open()
+        assert isinstance((await turn(agent, "are you back?"))[-1], Done)
+        sent = main_requests(fake)[-1]["messages"]
+        assert_valid_history(sent)  # the unanswered call was repaired in the copy sent
+        msgs = await all_messages(agent.store, err.conversation_id)
+        assert [m.role for m in msgs] == ["user", "assistant", "user", "assistant"]
