@@ -176,14 +176,20 @@ async def main(args: argparse.Namespace) -> None:
     )
     print(
         f"{'concurrency':>11} {'answered':>9} {'in order':>8} {'429s':>5} {'sends':>6} {'edits':>6} "
-        f"{'answers/s':>9} {'p50 s':>6} {'p99 s':>6} {'max s':>6}"
+        f"{'answers/s':>9} {'ops/s':>6} {'p50 s':>6} {'p99 s':>6} {'max s':>6}"
     )
     for r in results:
         print(
             f"{r.concurrency:>11} {r.answers:>4}/{r.expected:<4} {'yes' if r.in_order else 'NO':>8} "
             f"{r.rate_limited:>5} {r.sends:>6} {r.edits:>6} {r.answers / r.seconds:>9.1f} "
+            f"{(r.sends + r.edits) / r.seconds:>6.1f} "
             f"{pct(r.latencies, 0.5):>6.2f} {pct(r.latencies, 0.99):>6.2f} {max(r.latencies):>6.2f}"
         )
+    rate = TelegramSettings().global_rate_per_s
+    print(
+        f"floor: {args.chats * args.messages} answers need at least one send each, "
+        f"{args.chats * args.messages / rate:.1f} s at our bot-wide pacing of {rate:.0f} sends/s"
+    )
     for r in results:
         if r.rate_limited:
             print(f"concurrency {r.concurrency}: 429s by cause {r.rate_limited_by}")

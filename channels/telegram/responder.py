@@ -10,6 +10,7 @@ owner's scope in the default context, so it survives restarts.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anyio
@@ -148,7 +149,7 @@ class Responder:
         pacer = self._pacers.get(chat_id)
         if pacer is None:
             if len(self._pacers) > 10_000:  # forget chats that constrain nothing any more
-                now = anyio.current_time()
+                now = time.monotonic()
                 self._pacers = {k: p for k, p in self._pacers.items() if p.idle_since > now}
             pacer = self._pacers[chat_id] = ChatPacer(self._settings.telegram.edit_interval_s)
         return pacer

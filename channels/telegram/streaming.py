@@ -17,7 +17,7 @@ import anyio
 import structlog
 from telegram import Bot, ReplyParameters
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
 
 from channels.telegram.pacing import ChatPacer, GlobalLimiter
 from channels.telegram.render import escape, split_markdown, split_text, to_html
@@ -114,7 +114,7 @@ class ReplyStream:
         except RetryAfter as exc:
             self._on_retry_after(exc)
             return False
-        except (BadRequest, NetworkError) as exc:
+        except TelegramError as exc:  # cosmetic: the final delivery retries or reports it
             log.info("telegram.stream_edit_failed", chat_id=self.chat_id, error=type(exc).__name__)
             return False
         return True
