@@ -138,7 +138,7 @@ class Agent:
 
     def handle(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
         """A slash command (one CommandOutput) or a turn (TurnStarted ... Done | TurnError)."""
-        if COMMAND_RE.match(req.text.strip()) if isinstance(req.text, str) else False:
+        if isinstance(req.text, str) and COMMAND_RE.match(req.text.strip()):
             return self._command_events(req)
         return self.run_turn(req)
 
@@ -210,7 +210,6 @@ class Agent:
             running.active = True
 
         started = time.perf_counter()
-        outcome = "done"
         conversation_id = req.conversation_id or ""
         with structlog.contextvars.bound_contextvars(
             context=req.scope.context, user=req.scope.user_id, channel=req.channel, turn_id=turn_id
@@ -234,16 +233,12 @@ class Agent:
                         )
                         await Turn(self._parts, inp, emit, on_locked).run()
                     if running.cancel_scope.cancelled_caught:
-                        outcome = "cancelled"
                         await emit(TurnError("cancelled", "The turn was stopped.", conversation_id))
                 except NotFound:
-                    outcome = "not_found"
                     await emit(TurnError("not_found", "That conversation does not exist.", conversation_id))
                 except InvalidInput as exc:
-                    outcome = "invalid_input"
                     await emit(TurnError("invalid_input", str(exc), conversation_id))
                 except StoreUnavailable:
-                    outcome = "store_unavailable"
                     await emit(
                         TurnError(
                             "store_unavailable",
@@ -252,7 +247,6 @@ class Agent:
                         )
                     )
                 except StoreError as exc:
-                    outcome = "store_error"
                     log.warning("turn.store_error", error=str(exc), error_type=type(exc).__name__)
                     await emit(
                         TurnError(
@@ -260,16 +254,16 @@ class Agent:
                         )
                     )
                 except Exception:
-                    outcome = "internal"
                     log.exception("turn.crashed")
                     await emit(TurnError("internal", "Something went wrong on our side.", conversation_id))
                 finally:
                     if running in self._running:
                         self._running.remove(running)
                     running.done.set()
+                    final = ended[0] if ended else None
                     log.info(
                         "turn.finished",
-                        outcome=outcome,
+                        outcome=final.code if isinstance(final, TurnError) else "done" if final else "gone",
                         duration_ms=round((time.perf_counter() - started) * 1000, 3),
                     )
 

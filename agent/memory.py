@@ -189,6 +189,10 @@ class MemoryManager:
             # memory is best effort: a failed extraction is retried with the next turn's messages
             log.warning("memory.extraction_failed", conversation=conversation_id, error=str(exc))
             return 0
+        except Exception:
+            # a bug here must not reach the Agent's task group (it would cancel every running turn)
+            log.exception("memory.extraction_crashed", conversation=conversation_id)
+            return 0
 
     async def extract(self, scope: Scope, conversation_id: str, channel: str) -> int:
         """Extract memories from the messages not yet looked at; returns how many were new."""
