@@ -44,6 +44,7 @@ REFUSAL = (
     "Ask its owner to add your Telegram id to the allowed users."
 )
 MAX_REFUSED_REMEMBERED = 10_000
+UPDATER_STOP_DEADLINE_S = 5.0
 _HELP_LINE = re.compile(r"^/(\w+)(?:[ \t]+[\[A-Z][\w\]]*)?[ \t]{2,}(.+)$")
 #: loggers that may print request URLs, which contain the bot token
 _URL_LOGGERS = (
@@ -252,8 +253,11 @@ class TelegramChannel(Channel):
         if self._watch_scope is not None:
             self._watch_scope.cancel()
         if app is not None and app.updater is not None and app.updater.running:
-            with anyio.move_on_after(60):
+            # PTB's stop waits out its own retry sleep (up to 30 s after repeated errors): bound it
+            with anyio.move_on_after(UPDATER_STOP_DEADLINE_S) as waited:
                 await app.updater.stop()
+            if waited.cancelled_caught:
+                log.warning("telegram.updater_stop_timeout")
         if self._webhook is not None:
             await self._webhook.stop()
             self._webhook = None
