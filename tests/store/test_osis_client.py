@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from store.api import Store
 from store.embedded import EmbeddedEngine
@@ -65,6 +66,14 @@ async def test_startup_check_names_missing_methods() -> None:
     await engine.aclose()
 
 
+async def test_a_service_that_is_not_osis_is_named_clearly() -> None:
+    html = httpx.MockTransport(lambda request: httpx.Response(404, text="<html>Not Found</html>"))
+    engine = OsisEngine(client_settings("http://web.test/site"), transport=html)
+    with pytest.raises(OsisProtocolError, match="answered HTTP 404 without JSON-RPC"):
+        await engine.open()
+    await engine.aclose()
+
+
 async def test_plain_sid_answer_is_followed_by_a_get() -> None:
     engine = OsisEngine(client_settings("http://osis.test/x/rpc"), transport=_plain_osis())
     async with engine:
@@ -76,10 +85,11 @@ async def test_unreachable_names_the_url_without_credentials() -> None:
     port = free_port()
     url = f"http://admin:{SECRET}@127.0.0.1:{port}/hero_osis?token={SECRET}"
     engine = OsisEngine(client_settings(url, secret=SECRET, retries=1))
-    with pytest.raises(StoreUnavailable) as info:
+    with capture_logs() as logs, pytest.raises(StoreUnavailable) as info:
         await engine.open()
     assert str(info.value) == f"OSIS store unreachable at http://127.0.0.1:{port}/hero_osis_ai/rpc"
     assert SECRET not in repr(info.value)
+    assert [e["event"] for e in logs] == ["osis.unreachable"] and SECRET not in repr(logs)
     await engine.aclose()
     assert redacted(f"https://u:{SECRET}@h:8/p?k={SECRET}#f") == "https://h:8/p"
 
