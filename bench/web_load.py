@@ -88,7 +88,9 @@ async def one_chat(
                 if line.startswith("event:"):
                     name = line[6:].strip()
                 elif line.startswith("data:"):
-                    if name == "delta":
+                    if name == "start":
+                        out["start"].append(time.perf_counter() - sent)
+                    elif name == "delta":
                         arrivals.append(time.perf_counter())
                     elif name == "done":
                         done = True
@@ -114,7 +116,7 @@ async def run_load(
             resp = await client.post("/api/conversations", json={"title": f"bench {i}"})
             resp.raise_for_status()
             ids.append(resp.json()["id"])
-        out: dict[str, list[float]] = {"ttft": [], "gaps": []}
+        out: dict[str, list[float]] = {"ttft": [], "gaps": [], "start": []}
         errors: list[str] = []
         started = time.perf_counter()
         async with anyio.create_task_group() as tg:
@@ -200,6 +202,8 @@ def main() -> None:
             f"mean={statistics.fmean(added):.1f}ms (n={len(added)})"
         )
         print(f"time to first token: p50={pct(ttft, 50):.0f}ms p99={pct(ttft, 99):.0f}ms")
+        start = [t * 1000 for t in out["start"]]
+        print(f"time to the start event (message stored): p50={pct(start, 50):.0f}ms p99={pct(start, 99):.0f}ms")
     print(f"RSS hero-agent serve: idle={idle:.1f}MB after load={loaded:.1f}MB")
     raise SystemExit(1 if errors else 0)
 

@@ -104,11 +104,11 @@ async def chat(request: Request) -> Response:
     if state.shutdown.is_set() and not is_stop(message):
         raise ApiError(503, "shutting_down", "the server is shutting down")
     if conversation_id is not None:
-        # chatting in a conversation makes it the active one, as /switch would (a store write, skipped
-        # when it already is); a missing or foreign id is a plain 404 before the stream starts
-        active = await state.agent.active_conversation(scope, channel="web", create=False)
-        if active is None or active.sid != conversation_id:
-            await state.agent.set_active_conversation(scope, conversation_id)
+        # a missing or foreign id is a plain 404 before the stream starts. An explicit id does not
+        # change the user's active conversation (only /new, /switch and POST /api/conversations do):
+        # switching it on every message costs store writes under a per-user lock, a convoy when many
+        # chats of one user run at once (bench/web_load.py: time to first token x2)
+        await state.agent.store.get_conversation(scope, conversation_id)
     req = TurnRequest(scope=scope, channel="web", text=message, conversation_id=conversation_id)
 
     async def produce(emit: Emit) -> None:

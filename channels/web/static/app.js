@@ -97,11 +97,23 @@ async function loadConversations(selectActive = false) {
   const archived = $("show-archived").checked ? "all" : "false";
   const data = await api("GET", `/api/conversations?limit=200&archived=${archived}`);
   state.conversations = data.items;
-  if (selectActive && !state.conversationId) state.conversationId = data.active_id;
+  if (selectActive && !state.conversationId) {
+    // the page remembers its own selection per context; the user's active conversation otherwise
+    const remembered = localStorage.getItem(`hero.conversation.${state.context}`);
+    const known = data.items.some((c) => c.id === remembered);
+    state.conversationId = known ? remembered : data.active_id;
+  }
   renderConversations();
 }
 
+function rememberSelection() {
+  const key = `hero.conversation.${state.context}`;
+  if (state.conversationId) localStorage.setItem(key, state.conversationId);
+  else localStorage.removeItem(key);
+}
+
 function renderConversations() {
+  rememberSelection();
   const list = $("conversation-list");
   list.replaceChildren(...state.conversations.map(conversationItem));
   $("no-conversations").hidden = state.conversations.length > 0;
