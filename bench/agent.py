@@ -21,6 +21,7 @@ import argparse
 import builtins
 import contextlib
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -251,7 +252,9 @@ async def run(sizes: list[int], turns: int) -> None:
                     for size in sizes:
                         conv = await agent.new_conversation(SCOPE, channel="cli")
                         await fill(store, conv.sid, size)
-                        await embedded.checkpoint()  # the bulk load's WAL is not the turn's cost
+                        # the bulk load's WAL and its page write-back are not the turns' cost
+                        await embedded.checkpoint()
+                        await anyio.to_thread.run_sync(os.sync)
                         r = await measure(agent, timed, engine, conv.sid, turns)
                         print(row("fsync" if fsync else "no-fsync", size, r), flush=True)
                 await timed.aclose()
