@@ -94,7 +94,13 @@ class OsisEngine(Engine):
                 timeout=self._timeout,
                 limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
             )
-        await self._check_methods()
+        try:
+            await self._check_methods()
+        except BaseException:
+            # a failed open leaves nothing behind: the caller's __aexit__ will not run
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+            raise
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
