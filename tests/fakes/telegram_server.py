@@ -20,25 +20,24 @@ and count them in ``rate_limited``. Unknown methods answer 400, not 404 (PTB map
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import socket
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tests.fakes.served import ServedApp
 from tests.fakes.telegram_html import HTMLError, visible_text
+from tests.fakes.telegram_updates import UpdateBuilder
 
 TOKEN = "123456:TEST-token-abcdefghijklmnopqrstuvwxyz"
 BOT_ID = 123456
@@ -56,14 +55,6 @@ _JSON_FIELDS = {
 }
 #: methods that count against the send limits
 _LIMITED = {"sendMessage", "editMessageText"}
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn that leaves the process's signal handlers alone."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 @dataclass
@@ -99,7 +90,7 @@ class BotMessage:
     times: list[float] = field(default_factory=list)
 
 
-class FakeBotAPI:
+class FakeBotAPI(UpdateBuilder, ServedApp):
     """The fake server; see the module docstring. Thread-safe scripting (one lock around the state)."""
 
     def __init__(self, token: str = TOKEN, *, limits: Limits | None = None) -> None:
@@ -151,72 +142,6 @@ class FakeBotAPI:
             self._pending.append(update)
             self._pending.sort(key=lambda u: u["update_id"])
             return int(update["update_id"])
-
-    def text_update(
-        self,
-        chat_id: int,
-        user_id: int,
-        text: str,
-        *,
-        chat_type: str = "private",
-        reply_to_bot: int | None = None,
-        first_name: str = "User",
-    ) -> dict[str, Any]:
-        """A message update with the entities real Telegram adds (bot_command at 0, @mentions)."""
-        msg = self._user_message(chat_id, user_id, chat_type, first_name)
-        msg["text"] = text
-        entities = _entities(text)
-        if entities:
-            msg["entities"] = entities
-        if reply_to_bot is not None:
-            msg["reply_to_message"] = {
-                "message_id": reply_to_bot,
-                "date": int(time.time()),
-                "chat": msg["chat"],
-                "from": self.bot_user,
-                "text": "...",
-            }
-        return {"message": msg}
-
-    def group_update(self, chat_id: int, user_id: int, text: str, **kw: Any) -> dict[str, Any]:
-        return self.text_update(chat_id, user_id, text, chat_type="supergroup", **kw)
-
-    def media_update(
-        self, chat_id: int, user_id: int, kind: str = "voice", chat_type: str = "private"
-    ) -> dict[str, Any]:
-        """A voice/photo/document/sticker message (no text)."""
-        msg = self._user_message(chat_id, user_id, chat_type, "User")
-        file = {"file_id": "f1", "file_unique_id": "u1"}
-        msg[kind] = {
-            "voice": {**file, "duration": 2},
-            "photo": [{**file, "width": 10, "height": 10}],
-            "document": {**file, "file_name": "a.pdf"},
-            "sticker": {
-                **file,
-                "type": "regular",
-                "width": 10,
-                "height": 10,
-                "is_animated": False,
-                "is_video": False,
-            },
-        }[kind]
-        return {"message": msg}
-
-    def _user_message(self, chat_id: int, user_id: int, chat_type: str, first_name: str) -> dict[str, Any]:
-        chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
-        if chat_type == "private":
-            chat["first_name"] = first_name
-        else:
-            chat["title"] = f"group {chat_id}"
-        with self._lock:
-            self._chats[chat_id] = chat
-            mid = next(self._msg_ids[chat_id])
-        return {
-            "message_id": mid,
-            "date": int(time.time()),
-            "chat": chat,
-            "from": {"id": user_id, "is_bot": False, "first_name": first_name},
-        }
 
     # -- scripting: failures -------------------------------------------------------------------
 
@@ -435,75 +360,9 @@ class FakeBotAPI:
     def build_app(self) -> Starlette:
         return Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST"])])
 
-    @contextlib.asynccontextmanager
-    async def _serving(self, port: int = 0) -> AsyncIterator[FakeBotAPI]:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        self.port = sock.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}/bot"
-        self.base_file_url = f"http://127.0.0.1:{self.port}/file/bot"
-        config = uvicorn.Config(
-            self.build_app(),
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=1,
-            backlog=2048,
-        )
-        server = _QuietServer(config)
-        self._closing = False
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(lambda: server.serve(sockets=[sock]))
-                with anyio.fail_after(10):
-                    while not server.started:
-                        await anyio.sleep(0.005)
-                try:
-                    yield self
-                finally:
-                    self._closing = True
-                    server.should_exit = True
-        finally:
-            sock.close()
-
-    async def __aenter__(self) -> FakeBotAPI:
-        self._stack = contextlib.AsyncExitStack()
-        await self._stack.enter_async_context(self._serving())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._stack.aclose()
-
-    @contextlib.contextmanager
-    def running_in_thread(self) -> Iterator[FakeBotAPI]:
-        """Serve from a thread with its own event loop (benches, subprocess clients)."""
-        started, stop = threading.Event(), threading.Event()
-        failure: list[BaseException] = []
-
-        async def run() -> None:
-            async with self._serving():
-                started.set()
-                while not stop.is_set():
-                    await anyio.sleep(0.02)
-
-        def main() -> None:
-            try:
-                anyio.run(run)
-            except BaseException as exc:  # surfaced in the caller's thread below
-                failure.append(exc)
-                started.set()
-
-        thread = threading.Thread(target=main, name="FakeBotAPI", daemon=True)
-        thread.start()
-        started.wait(10)
-        if failure:
-            raise failure[0]
-        try:
-            yield self
-        finally:
-            stop.set()
-            thread.join(10)
+    def on_bound(self, port: int) -> None:
+        self.base_url = f"http://127.0.0.1:{port}/bot"
+        self.base_file_url = f"http://127.0.0.1:{port}/file/bot"
 
 
 _HANDLERS: dict[str, Callable[[FakeBotAPI, dict[str, Any]], JSONResponse]] = {
@@ -525,28 +384,6 @@ _HANDLERS: dict[str, Callable[[FakeBotAPI, dict[str, Any]], JSONResponse]] = {
     "getMyCommands": lambda f, p: _ok(f.commands),
     "close": lambda f, p: _ok(True),
 }
-
-
-def _entities(text: str) -> list[dict[str, Any]]:
-    """The entities Telegram's clients attach: a leading /command and @mentions (UTF-16 offsets)."""
-    out: list[dict[str, Any]] = []
-    if text.startswith("/"):
-        length = len(text.split(maxsplit=1)[0]) if text.split() else 1
-        out.append({"type": "bot_command", "offset": 0, "length": _u16(text[:length])})
-    i = 0
-    while (i := text.find("@", i)) != -1:
-        j = i + 1
-        while j < len(text) and (text[j].isalnum() or text[j] == "_"):
-            j += 1
-        in_command = bool(out) and out[0]["type"] == "bot_command" and i < len(text.split(maxsplit=1)[0])
-        if j - i > 1 and not in_command and (i == 0 or not text[i - 1].isalnum()):
-            out.append({"type": "mention", "offset": _u16(text[:i]), "length": _u16(text[i:j])})
-        i = j
-    return out
-
-
-def _u16(s: str) -> int:
-    return len(s.encode("utf-16-le")) // 2
 
 
 def _render(text: str, parse_mode: Any) -> tuple[str, str]:
