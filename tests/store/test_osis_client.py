@@ -252,3 +252,53 @@ async def test_restore_batch_goes_in_chunks_per_context(tmp_path: Path) -> None:
         assert await eng.restore_batch(items) == len(items) == 1402
         assert await eng.restore_batch(items) == 0
         assert [item async for item in eng.dump("aa")] + [item async for item in eng.dump("bb")] == items
+
+
+async def test_restart_while_appending_keeps_one_copy_of_each_message(tmp_path: Path) -> None:
+    """A writer appends without pause (retrying each message with its own request key after an error)
+    while the server is stopped and started again under it."""
+    port = free_port()
+    total = 60
+    acked: list[int] = []
+    failures = 0
+    async with EmbeddedEngine(tmp_path / "data", fsync_commits=False) as backend:
+        async with serve(backend, port=port) as served:
+            client = OsisEngine(client_settings(served.base_url, retries=0, timeout_s=2))
+            await client.open()
+            store = Store(client)
+            conv = await store.create_conversation(SCOPE, "restart")
+
+        async def writer() -> None:
+            nonlocal failures
+            for i in range(total):
+                while True:
+                    try:
+                        await store.append_message(
+                            SCOPE, conv.sid, "user", f"m{i}", channel="cli", request_key=f"k{i}"
+                        )
+                        break
+                    except StoreUnavailable:
+                        failures += 1
+                        await anyio.sleep(0.01)
+                acked.append(i)
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(writer)
+                # the server is already down here: the writer must see errors until it comes back
+                while failures < 3:
+                    await anyio.sleep(0.005)
+                async with serve(backend, port=port):
+                    while len(acked) < total // 2:
+                        await anyio.sleep(0.005)
+                # stopped again in the middle of the run, then started once more
+                while failures < 6:
+                    await anyio.sleep(0.005)
+                async with serve(backend, port=port):
+                    while len(acked) < total:
+                        await anyio.sleep(0.005)
+                    messages = (await store.list_messages(SCOPE, conv.sid, limit=1000)).items
+                    await client.aclose()
+    assert acked == list(range(total))
+    assert [m.content for m in messages] == [f"m{i}" for i in range(total)]
+    assert [m.seq for m in messages] == list(range(1, total + 1))
