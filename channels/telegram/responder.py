@@ -33,6 +33,8 @@ UNSUPPORTED_TEXT = (
     "not supported yet. Please type your message."
 )
 TYPING_EVERY_S = 4.0
+INTERRUPTED = "⏹ Interrupted: the bot is restarting. Send your message again if needed."
+INTERRUPTED_NOTE_DEADLINE_S = 3.0
 
 
 class Responder:
@@ -86,12 +88,19 @@ class Responder:
         )
         stream = self._stream(incoming)
         final = ""
-        async with anyio.create_task_group() as tg:
-            if incoming.kind is Kind.TEXT:
-                tg.start_soon(stream.run_flusher)
-                tg.start_soon(self._typing, incoming.chat_id, stream.pacer)
-            final = await self._consume(req, stream, incoming)
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                if incoming.kind is Kind.TEXT:
+                    tg.start_soon(stream.run_flusher)
+                    tg.start_soon(self._typing, incoming.chat_id, stream.pacer)
+                final = await self._consume(req, stream, incoming)
+                tg.cancel_scope.cancel()
+        except anyio.get_cancelled_exc_class():
+            # shutting down mid-reply: say so in the message the user already sees, briefly
+            if stream.sent:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(INTERRUPTED_NOTE_DEADLINE_S):
+                    await stream.finish(f"{stream.text}\n\n{INTERRUPTED}")
+            raise
         await self._deliver(stream, final)
 
     async def _consume(self, req: TurnRequest, stream: ReplyStream, incoming: Incoming) -> str:

@@ -69,6 +69,11 @@ class ReplyStream:
 
     # -- streaming -----------------------------------------------------------------------------
 
+    @property
+    def text(self) -> str:
+        """The reply so far."""
+        return self._text
+
     def push(self, text: str) -> None:
         """The reply so far (the whole text, not a delta)."""
         if text != self._text:

@@ -12,11 +12,14 @@ import pytest
 
 from channels.base import ChannelStartError
 from channels.telegram import TelegramChannel
+from channels.telegram.responder import INTERRUPTED
 from config.settings import Settings
 from store import Scope
+from store.factory import open_store
 from tests.channels.telegram.conftest import ALICE, running
 from tests.channels.telegram.helpers import stored_messages
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.sse_scripts import reply_text
 from tests.fakes.telegram_server import TOKEN, FakeBotAPI
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -136,3 +139,19 @@ class _NoAgent:
     """Start-up fails before the channel touches its agent; an agent is not needed to prove that."""
 
     store = None
+
+
+async def test_stopping_mid_reply_says_so_and_keeps_history_consistent(
+    settings: Settings, tg: FakeBotAPI, llm: FakeOpenAI
+) -> None:
+    tele = dataclasses.replace(settings.telegram, shutdown_deadline_s=0.2, edit_interval_s=0.1)
+    settings = dataclasses.replace(settings, telegram=tele)
+    llm.enqueue(reply_text("word " * 300, chunks=300, chunk_delay=0.05))
+    async with running(settings) as (_channel, _agent):
+        tg.push_update(tg.text_update(ALICE, ALICE, "a very long story please"))
+        await tg.wait_for(lambda: tg.messages_in(ALICE), timeout=10)  # streaming has begun
+    [text] = tg.messages_in(ALICE)
+    assert text.startswith("word word") and text.endswith(INTERRUPTED)
+    async with open_store(settings) as store:
+        stored = await stored_messages(store, Scope("default", f"tg:{ALICE}"))
+    assert [(m.role, m.status) for m in stored] == [("user", "complete"), ("assistant", "interrupted")]
