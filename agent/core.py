@@ -34,7 +34,8 @@ from agent.llm import LLM
 from agent.memory import MemoryManager
 from agent.providers.base import Provider
 from agent.tools.registry import ToolRegistry
-from agent.turn import Turn, TurnInput, TurnParts
+from agent.turn import Turn
+from agent.turn_context import TurnInput, TurnParts
 from agent.window import WindowCache
 from config.settings import Settings
 from store import Conversation, InvalidInput, NotFound, Scope, Store, StoreError, StoreUnavailable

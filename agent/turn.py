@@ -24,35 +24,15 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
-from agent.compaction import Compactor
-from agent.context import (
-    History,
-    calls_to_json,
-    estimate_message,
-    estimate_text,
-    estimate_tools,
-    fit,
-    history_budget,
-    history_from,
-)
+from agent.context import calls_to_json
 from agent.errors import ProviderError
-from agent.events import (
-    Done,
-    TextDelta,
-    TurnError,
-    TurnEvent,
-    TurnStarted,
-    UsageInfo,
-)
-from agent.llm import LLM, CallSite
-from agent.memory import MemoryManager, recall_section
-from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, ToolCall, ToolSpec
+from agent.events import Done, TextDelta, TurnError, TurnEvent, TurnStarted, UsageInfo
+from agent.llm import CallSite
+from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, ToolCall
 from agent.tools.base import ToolContext, ToolResult
-from agent.tools.registry import ToolRegistry
+from agent.turn_context import TurnInput, TurnParts, build_context
 from agent.turn_tools import run_calls, signature
-from agent.window import WindowCache
-from config.settings import Settings
-from store import Conflict, Conversation, Memory, Message, MessageStatus, Scope, Store, StoreError, UsageEntry
+from store import Conflict, Message, MessageStatus, StoreError, UsageEntry
 
 log = structlog.get_logger()
 
@@ -66,33 +46,6 @@ CANCELLED_RESULT = "error: cancelled (the turn was stopped before this tool fini
 EMPTY_FINAL = "(I could not finish this answer within the allowed number of tool calls.)"
 #: the most a cancelled or finished turn spends on its own bookkeeping writes
 BOOKKEEPING_DEADLINE_S = 5.0
-GROUP_NOTE = "This is a group chat: each user message starts with the id of its sender."
-SUMMARY_HEADER = "Summary of the earlier part of this conversation:"
-
-
-@dataclass(slots=True)
-class TurnParts:
-    """What a turn needs from its Agent."""
-
-    settings: Settings
-    store: Store
-    llm: LLM
-    memory: MemoryManager
-    compactor: Compactor
-    tools: ToolRegistry | None
-    window: WindowCache
-
-
-@dataclass(slots=True)
-class TurnInput:
-    scope: Scope
-    conversation: Conversation
-    channel: str
-    text: str
-    sender: str = ""
-    is_group: bool = False
-    request_key: str | None = None
-    turn_id: str = ""
 
 
 @dataclass(slots=True)
@@ -196,7 +149,7 @@ class Turn:
     async def _loop(self) -> None:
         a, llm_s = self.p.settings.agent, self.p.settings.llm
         tools = self.p.tools.specs() if self.p.tools is not None else ()
-        system, messages = await self._context(tools)
+        system, messages = await build_context(self.p, self.inp, tools)
         previous: set[tuple[str, str]] = set()
         force_final = False
         iteration = 0
@@ -242,55 +195,6 @@ class Turn:
                 force_final = True
             previous = signatures
             iteration += 1
-
-    async def _context(self, tools: tuple[ToolSpec, ...]) -> tuple[str, list[ChatMessage]]:
-        """The system prompt and the history window for this turn; compacts first when over budget."""
-        inp, s = self.inp, self.p.settings
-        group = inp.is_group or inp.conversation.is_group
-        memories: list[Memory] = []
-        history = History("", [])
-
-        async def recall() -> None:
-            memories.extend(await self.p.memory.recall(inp.scope, inp.text))
-
-        async def load() -> None:
-            nonlocal history
-            history = await self._history(group)
-
-        # independent reads: over a remote store they overlap instead of queueing
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(recall)
-                tg.start_soon(load)
-        except ExceptionGroup as group_exc:
-            raise group_exc.exceptions[0] from None  # callers handle StoreError, not groups
-        base = "\n\n".join(
-            x for x in (s.agent.system_prompt, recall_section(memories), GROUP_NOTE if group else "") if x
-        )
-        ratio = self.p.llm.calibrator.ratio(s.llm.model)
-        fixed = estimate_text(base) + estimate_text(history.summary) + estimate_tools(tools)
-        budget = history_budget(s.llm.context_window, s.llm.max_output_tokens, int(fixed * ratio))
-        used = int(sum(estimate_message(m) for m in history.messages) * ratio)
-        if used > budget:
-            log.info("turn.compacting", estimate=used, budget=budget)
-            if await self._compact(budget):
-                history = await self._history(group)
-                fixed = estimate_text(base) + estimate_text(history.summary) + estimate_tools(tools)
-                budget = history_budget(s.llm.context_window, s.llm.max_output_tokens, int(fixed * ratio))
-        system = f"{base}\n\n{SUMMARY_HEADER}\n{history.summary}" if history.summary else base
-        return system, fit(history.messages, budget, ratio)
-
-    async def _compact(self, budget: int) -> bool:
-        try:
-            return await self.p.compactor.compact(self.inp.scope, self.cid, self.inp.channel, budget=budget)
-        except ProviderError as exc:
-            # the answer matters more than the summary: fall back to trimming the oldest turns
-            log.warning("turn.compaction_failed", error=str(exc))
-            return False
-
-    async def _history(self, group: bool) -> History:
-        stored = await self.p.window.window(self.inp.scope, self.cid)
-        return history_from(stored, group=group)
 
     async def _call(self, request: ChatRequest) -> CollectedResponse:
         progress = self.progress

@@ -1,0 +1,117 @@
+"""What the model is sent at the start of a turn: the system prompt and the history window.
+
+The system prompt is the configured one, the recalled memories, a note in group chats and the
+conversation's compaction summary. The window is the cached history (:mod:`agent.window`), repaired
+and trimmed to the token budget (:mod:`agent.context`); when it is over budget the older turns are
+compacted first (:mod:`agent.compaction`), and if that fails the oldest turns are simply left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anyio
+import structlog
+
+from agent.compaction import Compactor
+from agent.context import (
+    History,
+    estimate_message,
+    estimate_text,
+    estimate_tools,
+    fit,
+    history_budget,
+    history_from,
+)
+from agent.errors import ProviderError
+from agent.llm import LLM
+from agent.memory import MemoryManager, recall_section
+from agent.providers.base import ChatMessage, ToolSpec
+from agent.tools.registry import ToolRegistry
+from agent.window import WindowCache
+from config.settings import Settings
+from store import Conversation, Memory, Scope, Store
+
+log = structlog.get_logger()
+
+GROUP_NOTE = "This is a group chat: each user message starts with the id of its sender."
+SUMMARY_HEADER = "Summary of the earlier part of this conversation:"
+
+
+@dataclass(slots=True)
+class TurnParts:
+    """What a turn needs from its Agent."""
+
+    settings: Settings
+    store: Store
+    llm: LLM
+    memory: MemoryManager
+    compactor: Compactor
+    tools: ToolRegistry | None
+    window: WindowCache
+
+
+@dataclass(slots=True)
+class TurnInput:
+    scope: Scope
+    conversation: Conversation
+    channel: str
+    text: str
+    sender: str = ""
+    is_group: bool = False
+    request_key: str | None = None
+    turn_id: str = ""
+
+
+async def build_context(
+    parts: TurnParts, inp: TurnInput, tools: tuple[ToolSpec, ...]
+) -> tuple[str, list[ChatMessage]]:
+    """The system prompt and the history window for this turn; compacts first when over budget."""
+    s = parts.settings
+    group = inp.is_group or inp.conversation.is_group
+    memories: list[Memory] = []
+    history = History("", [])
+
+    async def recall() -> None:
+        memories.extend(await parts.memory.recall(inp.scope, inp.text))
+
+    async def load() -> None:
+        nonlocal history
+        history = await _history(parts, inp, group)
+
+    # independent reads: over a remote store they overlap instead of queueing
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(recall)
+            tg.start_soon(load)
+    except ExceptionGroup as group_exc:
+        raise group_exc.exceptions[0] from None  # callers handle StoreError, not groups
+    base = "\n\n".join(
+        x for x in (s.agent.system_prompt, recall_section(memories), GROUP_NOTE if group else "") if x
+    )
+    ratio = parts.llm.calibrator.ratio(s.llm.model)
+    fixed = estimate_text(base) + estimate_text(history.summary) + estimate_tools(tools)
+    budget = history_budget(s.llm.context_window, s.llm.max_output_tokens, int(fixed * ratio))
+    used = int(sum(estimate_message(m) for m in history.messages) * ratio)
+    if used > budget:
+        log.info("turn.compacting", estimate=used, budget=budget)
+        if await _compact(parts, inp, budget):
+            history = await _history(parts, inp, group)
+            fixed = estimate_text(base) + estimate_text(history.summary) + estimate_tools(tools)
+            budget = history_budget(s.llm.context_window, s.llm.max_output_tokens, int(fixed * ratio))
+    system = f"{base}\n\n{SUMMARY_HEADER}\n{history.summary}" if history.summary else base
+    return system, fit(history.messages, budget, ratio)
+
+
+async def _compact(parts: TurnParts, inp: TurnInput, budget: int) -> bool:
+    try:
+        return await parts.compactor.compact(inp.scope, inp.conversation.sid, inp.channel, budget=budget)
+    except ProviderError as exc:
+        # the answer matters more than the summary: fall back to trimming the oldest turns
+        log.warning("turn.compaction_failed", error=str(exc))
+        return False
+
+
+async def _history(parts: TurnParts, inp: TurnInput, group: bool) -> History:
+    stored = await parts.window.window(inp.scope, inp.conversation.sid)
+    return history_from(stored, group=group)
