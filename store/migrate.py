@@ -150,7 +150,7 @@ async def migrate_rows(engine: Engine, scope: Scope, rows: LegacyRows, missing: 
                 continue
             mapped.append((legacy_id, fields, sort_key))
         if table == "messages":
-            # seq follows the legacy order: by conversation, then timestamp, then id
+            # seq follows the legacy order: by time, then numeric id, then id (rows without a time last)
             mapped.sort(key=lambda m: m[2])
         for legacy_id, fields, _ in mapped:
             await _write(engine, scope, table, legacy_id, fields, conv_sids=conv_sids, run=run, rep=rep)
