@@ -42,8 +42,9 @@ def _config(tmp_path: Path, secret: str = "") -> Path:
 
 
 @contextmanager
-def _serve(tmp_path: Path, port: int, *extra: str) -> Iterator[subprocess.Popen[str]]:
-    cmd = [HERO_AGENT, "--config", str(_config(tmp_path)), "osis", "serve", "--port", str(port), *extra]
+def _serve(tmp_path: Path, port: int, *extra: str, secret: str = "") -> Iterator[subprocess.Popen[str]]:
+    cfg = _config(tmp_path, secret)
+    cmd = [HERO_AGENT, "--config", str(cfg), "osis", "serve", "--port", str(port), *extra]
     proc = subprocess.Popen(
         cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -55,10 +56,11 @@ def _serve(tmp_path: Path, port: int, *extra: str) -> Iterator[subprocess.Popen[
         proc.communicate(timeout=10)
 
 
-async def _wait_ready(proc: subprocess.Popen[str], port: int) -> dict[str, object]:
+async def _wait_ready(proc: subprocess.Popen[str], port: int, secret: str = "") -> dict[str, object]:
     url = f"http://127.0.0.1:{port}/hero_osis_ai/rpc"
     body = {"jsonrpc": "2.0", "id": 1, "method": "rpc.discover"}
-    async with httpx.AsyncClient(timeout=2) as http:
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    async with httpx.AsyncClient(timeout=2, headers=headers) as http:
         with anyio.fail_after(30):
             while True:
                 assert proc.poll() is None, "osis serve exited during start-up"
@@ -97,6 +99,26 @@ async def test_serve_refuses_a_public_bind_without_secret(tmp_path: Path) -> Non
         assert await _wait_exit(proc) == 2
         _, err = proc.communicate(timeout=10)
     assert "store.secret" in err and "Traceback" not in err
+
+
+async def test_public_bind_with_a_secret_requires_it(tmp_path: Path) -> None:
+    port = free_port()
+    secret = "a-long-shared-secret"
+    with _serve(tmp_path, port, "--host", "0.0.0.0", secret=secret) as proc:
+        await _wait_ready(proc, port, secret)
+        async with httpx.AsyncClient(timeout=5) as http:
+            anonymous = await http.post(
+                f"http://127.0.0.1:{port}/hero_osis_ai/rpc",
+                json={"jsonrpc": "2.0", "id": 1, "method": "store.ping"},
+            )
+        assert anonymous.status_code == 401
+        url = f"http://127.0.0.1:{port}/hero_osis"
+        async with Store(OsisEngine(client_settings(url, secret=secret))) as store:
+            assert (await store.create_conversation(SCOPE, "authorized")).title == "authorized"
+        proc.send_signal(signal.SIGTERM)
+        assert await _wait_exit(proc) == 0
+        out, err = proc.communicate(timeout=10)
+    assert secret not in out + err
 
 
 async def test_two_processes_share_one_server(tmp_path: Path) -> None:
