@@ -1,0 +1,89 @@
+"""Several ``hero-agent`` processes on one ``hero-agent osis serve``: one store for all of them.
+
+The real CLI (``hero-agent ask``) with ``store.engine = "osis"``, a fake OpenAI server at the network
+seam, and the real OSIS server process in front of an embedded store.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import anyio
+import pytest
+
+from store.api import Store
+from store.models import Scope
+from store.osis_client import OsisEngine
+from tests.fakes.openai_server import FakeOpenAI
+from tests.store.osis_fixtures import client_settings, free_port
+from tests.store.test_osis_serve import HERO_AGENT, _env, _serve, _wait_exit, _wait_ready
+
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
+ALICE = Scope("default", "alice")
+
+
+def _agent_config(tmp_path: Path, osis_url: str, llm_url: str) -> Path:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        "\n".join(
+            [
+                "[store]",
+                'engine = "osis"',
+                f'url = "{osis_url}"',
+                "[llm]",
+                f'base_url = "{llm_url}"',
+                'api_key = "sk-test"',
+                'model = "fake-model"',
+                "[memory]",
+                "enabled = false",
+            ]
+        )
+        + "\n"
+    )
+    return cfg
+
+
+def _ask(cfg: Path, text: str, *extra: str) -> subprocess.Popen[str]:
+    cmd = [HERO_AGENT, "--config", str(cfg), "ask", "--context", "default", "--user", "alice", *extra, text]
+    return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+async def _finish(proc: subprocess.Popen[str]) -> str:
+    code = await _wait_exit(proc)
+    out, err = proc.communicate(timeout=10)
+    assert code == 0, err
+    return out
+
+
+async def test_cli_processes_share_one_osis_store(tmp_path: Path) -> None:
+    port = free_port()
+    osis_url = f"http://127.0.0.1:{port}/hero_osis"
+    with _serve(tmp_path, port) as server, FakeOpenAI().running_in_thread() as fake:
+        await _wait_ready(server, port)
+        cfg = _agent_config(tmp_path, osis_url, fake.base_url)
+        # one process starts the conversation, the next one continues it: it sees the first turn
+        assert "echo: first question" in await _finish(_ask(cfg, "first question"))
+        assert "echo: second question" in await _finish(_ask(cfg, "second question"))
+        sent = [m["content"] for m in fake.requests[-1]["messages"] if m["role"] in ("user", "assistant")]
+        assert sent[:3] == ["first question", "echo: first question", "second question"]
+        async with Store(OsisEngine(client_settings(osis_url))) as store:
+            convs = (await store.list_conversations(ALICE)).items
+            assert len(convs) == 1
+            conv = convs[0]
+        # two processes on the same conversation at once: their turns are serialized, never interleaved
+        with anyio.fail_after(120):
+            procs = [_ask(cfg, f"parallel {n}", "--conversation", conv.sid) for n in range(2)]
+            for proc in procs:
+                await _finish(proc)
+        async with Store(OsisEngine(client_settings(osis_url))) as store:
+            messages = (await store.list_messages(ALICE, conv.sid, limit=100)).items
+        server.send_signal(signal.SIGTERM)
+        assert await _wait_exit(server) == 0
+    assert [m.seq for m in messages] == list(range(1, 9))
+    assert [m.role for m in messages] == ["user", "assistant"] * 4
+    for q, a in zip(messages[::2], messages[1::2], strict=True):
+        assert a.content == f"echo: {q.content}"
+    assert {m.content for m in messages[4::2]} == {"parallel 0", "parallel 1"}
+    assert all(m.channel == "cli" for m in messages)
