@@ -54,8 +54,17 @@ class LivenessRequest(HTTPXRequest):
 class PollingWatchdog:
     """Starts, watches and restarts ``updater.start_polling``; see the module docstring."""
 
-    def __init__(self, updater: Updater, request: LivenessRequest, settings: TelegramSettings) -> None:
+    def __init__(
+        self,
+        updater: Updater,
+        request: LivenessRequest,
+        settings: TelegramSettings,
+        *,
+        stall_after_s: float | None = None,
+    ) -> None:
         self._updater = updater
+        #: no answer from getUpdates for this long counts as a stalled poller
+        self.stall_after_s = settings.poll_timeout_s + 60.0 if stall_after_s is None else stall_after_s
         self._request = request
         self._settings = settings
         self._restart = asyncio.Event()
@@ -97,7 +106,7 @@ class PollingWatchdog:
 
     async def run(self) -> None:
         """Watch until cancelled."""
-        stall_after = self._settings.poll_timeout_s + 60.0
+        stall_after = self.stall_after_s
         while True:
             with anyio.move_on_after(min(5.0, stall_after / 4)):
                 await self._restart.wait()

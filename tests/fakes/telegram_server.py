@@ -120,6 +120,8 @@ class FakeBotAPI(UpdateBuilder, ServedApp):
         self.webhook: dict[str, Any] = {}
         self.commands: list[dict[str, Any]] = []
         self.confirm_offsets = True  # False simulates a crash before the offset reached Telegram
+        #: long polls (timeout > 0) hang without an answer while this is set (a stalled connection)
+        self.stall_polls = False
         self._lock = threading.RLock()
         self._pending: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1000)
@@ -219,7 +221,7 @@ class FakeBotAPI(UpdateBuilder, ServedApp):
                 self.conflicts_sent += 1
             return _error(injected.error_code, injected.description, injected.retry_after)
         if method == "getUpdates":
-            return await self._get_updates(params)
+            return await self._get_updates(params, request)
         handler = _HANDLERS.get(method)
         if handler is None:
             return _error(400, f"Bad Request: method {method!r} not found")
@@ -261,7 +263,7 @@ class FakeBotAPI(UpdateBuilder, ServedApp):
         self._global_window.append(now)
         return False
 
-    async def _get_updates(self, params: dict[str, Any]) -> JSONResponse:
+    async def _get_updates(self, params: dict[str, Any], request: Request) -> JSONResponse:
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
         with self._lock:
@@ -271,6 +273,10 @@ class FakeBotAPI(UpdateBuilder, ServedApp):
             if offset and self.confirm_offsets:
                 self._pending = [u for u in self._pending if u["update_id"] >= offset]
         deadline = time.monotonic() + timeout
+        while self.stall_polls and timeout > 0 and not self._closing:
+            if await request.is_disconnected():
+                return _error(400, "client went away")
+            await anyio.sleep(0.01)
         while True:
             with self._lock:
                 if generation != self._poll_generation:
