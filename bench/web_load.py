@@ -106,6 +106,36 @@ async def one_chat(
     out["gaps"] += [b - a for a, b in itertools.pairwise(arrivals)]
 
 
+async def one_direct(
+    client: httpx.AsyncClient, llm_url: str, tokens: int, out: dict[str, list[float]], errors: list[str]
+) -> None:
+    """The same stream straight from the fake LLM: the baseline of what this machine can do."""
+    sent = time.perf_counter()
+    arrivals: list[float] = []
+    body = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": "bench"}]}
+    async with client.stream("POST", f"{llm_url}/chat/completions", json=body) as resp:
+        async for line in resp.aiter_lines():
+            if line.startswith("data:") and line != "data: [DONE]":
+                choices = json.loads(line[5:]).get("choices") or [{}]
+                if choices[0].get("delta", {}).get("content"):
+                    arrivals.append(time.perf_counter())
+    if len(arrivals) != tokens:
+        errors.append(f"baseline chunks={len(arrivals)}")
+        return
+    out["ttft"].append(arrivals[0] - sent)
+    out["gaps"] += [b - a for a, b in itertools.pairwise(arrivals)]
+
+
+async def run_baseline(llm_url: str, clients: int, tokens: int) -> tuple[dict[str, list[float]], list[str]]:
+    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
+    out: dict[str, list[float]] = {"ttft": [], "gaps": []}
+    errors: list[str] = []
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client, anyio.create_task_group() as tg:
+        for _ in range(clients):
+            tg.start_soon(one_direct, client, llm_url, tokens, out, errors)
+    return out, errors
+
+
 async def run_load(
     base_url: str, clients: int, tokens: int
 ) -> tuple[dict[str, list[float]], list[str], float]:
@@ -183,6 +213,9 @@ def main() -> None:
         idle = rss_mb(daemon.pid)
         out, errors, elapsed = anyio.run(run_load, base_url, args.clients, args.tokens)
         loaded = rss_mb(daemon.pid)
+        # the fake alone, same clients and tokens, measured in the same run (the machine's floor)
+        base, base_errors = anyio.run(run_baseline, ready.split()[1], args.clients, args.tokens)
+        errors += base_errors
     finally:
         daemon.terminate()
         fake.terminate()
@@ -202,8 +235,17 @@ def main() -> None:
             f"mean={statistics.fmean(added):.1f}ms (n={len(added)})"
         )
         print(f"time to first token: p50={pct(ttft, 50):.0f}ms p99={pct(ttft, 99):.0f}ms")
+        base_added = [(g - args.chunk_delay) * 1000 for g in base["gaps"]]
+        base_ttft = [t * 1000 for t in base["ttft"]]
+        print(
+            f"baseline, the fake LLM alone: added per token p50={pct(base_added, 50):.1f}ms "
+            f"p99={pct(base_added, 99):.1f}ms; first token p50={pct(base_ttft, 50):.0f}ms "
+            f"p99={pct(base_ttft, 99):.0f}ms"
+        )
         start = [t * 1000 for t in out["start"]]
-        print(f"time to the start event (message stored): p50={pct(start, 50):.0f}ms p99={pct(start, 99):.0f}ms")
+        print(
+            f"time to the start event (message stored): p50={pct(start, 50):.0f}ms p99={pct(start, 99):.0f}ms"
+        )
     print(f"RSS hero-agent serve: idle={idle:.1f}MB after load={loaded:.1f}MB")
     raise SystemExit(1 if errors else 0)
 
