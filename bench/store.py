@@ -3,6 +3,8 @@
     .venv/bin/python bench/store.py                      # sizes 1k, 10k, 100k, 1M
     .venv/bin/python bench/store.py --quick              # 1k, 10k, 100k and fewer samples
     .venv/bin/python bench/store.py --sizes 1000,50000 --samples 300
+    .venv/bin/python bench/store.py --no-fsync           # store.fsync_commits = false
+    .venv/bin/python bench/store.py --quick --with-osis  # then bench/store_osis.py (osis vs embedded)
     .venv/bin/python bench/store.py --quick --with-osis     # then the osis engine vs embedded (store_osis.py)
 
 One data dir, grown in steps. Before any message: one user with 10,000 conversations and another with
@@ -23,6 +25,7 @@ The measured operations go through the public ``Store`` API, one at a time, like
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 import sqlite3
 import subprocess
@@ -38,6 +41,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
 import anyio
+import structlog
 
 from store.api import Store, memory_hash
 from store.embedded import EmbeddedEngine
@@ -196,7 +200,8 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(store: Store, samples: int) -> dict[str, list[float]]:
+async def measure(store: Store, samples: int) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Wall-clock ms of every call per operation, and the mean CPU ms per call (all threads)."""
     sids = [to_base36(i) for i in range(2, CONVERSATIONS + 1)]
 
     async def append() -> None:
@@ -213,10 +218,13 @@ async def measure(store: Store, samples: int) -> dict[str, list[float]]:
     # round-robin over the operations, so that a burst of load from elsewhere on the machine hits
     # all of them alike instead of one operation's whole sample
     results: dict[str, list[float]] = {name: [] for name in ops}
+    cpu = dict.fromkeys(ops, 0.0)
     for _ in range(samples):
         for name, op in ops.items():
+            cpu_start = time.process_time()
             results[name] += await timed(1, op)
-    return results
+            cpu[name] += time.process_time() - cpu_start
+    return results, {name: total * 1000 / samples for name, total in cpu.items()}
 
 
 def disk_baseline(data_dir: Path, fsync: bool, samples: int) -> str:
@@ -256,17 +264,20 @@ async def run(sizes: list[int], samples: int, data_dir: Path, fsync: bool) -> in
             f"{time.perf_counter() - start:.1f}s",
             flush=True,
         )
-        print(f"{'messages':>10} {'big conv':>9} {'op':>8} {'p50 ms':>8} {'p99 ms':>8}   fill", flush=True)
+        print(
+            f"{'messages':>10} {'big conv':>9} {'op':>8} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms':>7}   fill",
+            flush=True,
+        )
         for size in sizes:
             start = time.perf_counter()
             await filler.grow_to(size)
             await engine.checkpoint()  # measure the steady state, not the bulk load's log
             fill_s = time.perf_counter() - start
-            table[size] = await measure(store, samples)
+            table[size], cpu = await measure(store, samples)
             for name, values in table[size].items():
                 print(
                     f"{size:>10} {filler.seq[to_base36(1)]:>9} {name:>8} {pct(values, 0.5):>8.3f} "
-                    f"{pct(values, 0.99):>8.3f}   {fill_s:.1f}s",
+                    f"{pct(values, 0.99):>8.3f} {cpu[name]:>7.3f}   {fill_s:.1f}s",
                     flush=True,
                 )
             filler.messages += samples + min(20, samples)  # the measured appends are messages too
@@ -305,6 +316,16 @@ def main() -> int:
     )
     parser.add_argument("--with-osis", action="store_true", help="then bench/store_osis.py: osis vs embedded")
     args = parser.parse_args()
+    # the engines log at debug level; a benchmark prints figures only
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    code = bench_embedded(args)
+    if args.with_osis:
+        osis = [sys.executable, str(Path(__file__).with_name("store_osis.py"))]
+        code |= subprocess.run(osis + ([] if args.no_fsync else ["--fsync"]), check=False).returncode
+    return code
+
+
+def bench_embedded(args: argparse.Namespace) -> int:
     sizes = [1000, 10_000, 100_000] if args.quick else sorted(int(s) for s in args.sizes.split(","))
     samples = 100 if args.quick else args.samples
     if args.dir:
