@@ -1,14 +1,19 @@
-"""Real OSIS servers for tests: the Starlette app on a real uvicorn on 127.0.0.1, serving an embedded
-engine in a tmp dir, in the test's own event loop."""
+"""Real OSIS servers for tests: the Starlette app on a real uvicorn on 127.0.0.1 serving an embedded
+engine in a tmp dir, in the test's own event loop; or the real ``hero-agent osis serve`` process."""
 
 from __future__ import annotations
 
+import os
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
+import httpx
 import uvicorn
 
 from config import StoreSettings
@@ -16,6 +21,9 @@ from store.embedded import EmbeddedEngine
 from store.engine import Engine
 from store.osis_client import OsisEngine
 from store.osis_server import bind_socket, build_app, running
+
+ROOT = Path(__file__).resolve().parents[2]
+HERO_AGENT = str(Path(sys.executable).with_name("hero-agent"))
 
 
 @dataclass
@@ -75,6 +83,60 @@ async def osis_engine(path: Path) -> AsyncIterator[Engine]:
         OsisEngine(client_settings(served.base_url)) as engine,
     ):
         yield engine
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for child processes: no hero-agent or OSIS settings leak in from outside."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HERO_AGENT_", "OSIS_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _config(tmp_path: Path, secret: str = "") -> Path:
+    cfg = tmp_path / "hero-agent.toml"
+    lines = ["[store]", f'path = "{tmp_path / "data"}"']
+    if secret:
+        lines.append(f'secret = "{secret}"')
+    cfg.write_text("\n".join(lines) + "\n")
+    return cfg
+
+
+@contextmanager
+def serve_process(
+    tmp_path: Path, port: int, *extra: str, secret: str = ""
+) -> Iterator[subprocess.Popen[str]]:
+    """``hero-agent osis serve`` on ``port``; its data dir and its log (``osis-serve.log``) in tmp_path."""
+    cfg = _config(tmp_path, secret)
+    cmd = [HERO_AGENT, "--config", str(cfg), "osis", "serve", "--port", str(port), *extra]
+    # output to a file, not a pipe: a pipe nobody reads would block a chatty server
+    with (tmp_path / "osis-serve.log").open("w") as log:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=subprocess_env(), stdout=log, stderr=log, text=True)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+
+
+async def wait_ready(proc: subprocess.Popen[str], port: int, secret: str = "") -> dict[str, object]:
+    url = f"http://127.0.0.1:{port}/hero_osis_ai/rpc"
+    body = {"jsonrpc": "2.0", "id": 1, "method": "rpc.discover"}
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    async with httpx.AsyncClient(timeout=2, headers=headers) as http:
+        with anyio.fail_after(30):
+            while True:
+                assert proc.poll() is None, "osis serve exited during start-up"
+                try:
+                    answer = (await http.post(url, json=body)).json()
+                    return dict(answer["result"])
+                except httpx.TransportError:
+                    await anyio.sleep(0.05)
+
+
+async def wait_exit(proc: subprocess.Popen[str]) -> int:
+    with anyio.fail_after(30):
+        return await anyio.to_thread.run_sync(proc.wait)
 
 
 def free_port() -> int:

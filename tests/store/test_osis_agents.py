@@ -17,8 +17,15 @@ from store.api import Store
 from store.models import Scope
 from store.osis_client import OsisEngine
 from tests.fakes.openai_server import FakeOpenAI
-from tests.store.osis_fixtures import client_settings, free_port
-from tests.store.test_osis_serve import HERO_AGENT, _env, _serve, _wait_exit, _wait_ready
+from tests.store.osis_fixtures import (
+    HERO_AGENT,
+    client_settings,
+    free_port,
+    serve_process,
+    subprocess_env,
+    wait_exit,
+    wait_ready,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 ALICE = Scope("default", "alice")
@@ -47,11 +54,13 @@ def _agent_config(tmp_path: Path, osis_url: str, llm_url: str) -> Path:
 
 def _ask(cfg: Path, text: str, *extra: str) -> subprocess.Popen[str]:
     cmd = [HERO_AGENT, "--config", str(cfg), "ask", "--context", "default", "--user", "alice", *extra, text]
-    return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 async def _finish(proc: subprocess.Popen[str]) -> str:
-    code = await _wait_exit(proc)
+    code = await wait_exit(proc)
     out, err = proc.communicate(timeout=10)
     assert code == 0, err
     return out
@@ -60,8 +69,8 @@ async def _finish(proc: subprocess.Popen[str]) -> str:
 async def test_cli_processes_share_one_osis_store(tmp_path: Path) -> None:
     port = free_port()
     osis_url = f"http://127.0.0.1:{port}/hero_osis"
-    with _serve(tmp_path, port) as server, FakeOpenAI().running_in_thread() as fake:
-        await _wait_ready(server, port)
+    with serve_process(tmp_path, port) as server, FakeOpenAI().running_in_thread() as fake:
+        await wait_ready(server, port)
         cfg = _agent_config(tmp_path, osis_url, fake.base_url)
         # one process starts the conversation, the next one continues it: it sees the first turn
         assert "echo: first question" in await _finish(_ask(cfg, "first question"))
@@ -80,7 +89,7 @@ async def test_cli_processes_share_one_osis_store(tmp_path: Path) -> None:
         async with Store(OsisEngine(client_settings(osis_url))) as store:
             messages = (await store.list_messages(ALICE, conv.sid, limit=100)).items
         server.send_signal(signal.SIGTERM)
-        assert await _wait_exit(server) == 0
+        assert await wait_exit(server) == 0
     assert [m.seq for m in messages] == list(range(1, 9))
     assert [m.role for m in messages] == ["user", "assistant"] * 4
     for q, a in zip(messages[::2], messages[1::2], strict=True):
