@@ -24,18 +24,21 @@ from typing import Any
 
 import anyio
 import structlog
+from anyio.abc import TaskGroup
 from telegram import BotCommand, Update
 from telegram.error import InvalidToken, NetworkError, TelegramError, TimedOut
 from telegram.ext import Application, ContextTypes, TypeHandler
 from telegram.request import HTTPXRequest
 
 from agent.commands import HELP
+from agent.core import Agent
 from channels.base import Channel, ChannelStartError
 from channels.telegram.chats import ChatQueues
 from channels.telegram.identity import Identity, Incoming, Kind, classify
 from channels.telegram.polling import LivenessRequest, PollingWatchdog
 from channels.telegram.responder import Responder
 from channels.telegram.webhook import WebhookServer
+from config import Settings
 
 log = structlog.get_logger("channels.telegram")
 
@@ -86,7 +89,7 @@ class TelegramChannel(Channel):
 
     name = "telegram"
 
-    def __init__(self, settings: Any, agent: Any) -> None:
+    def __init__(self, settings: Settings, agent: Agent) -> None:
         super().__init__(settings, agent)
         self._cfg = settings.telegram
         self._identity = Identity(settings)
@@ -99,7 +102,7 @@ class TelegramChannel(Channel):
         self._watch_scope: anyio.CancelScope | None = None
         self._webhook: WebhookServer | None = None
         self._queues: ChatQueues | None = None
-        self._tg: Any = None
+        self._tg: TaskGroup | None = None
         self._runner: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._closing = asyncio.Event()
@@ -111,7 +114,7 @@ class TelegramChannel(Channel):
         self.stats: dict[str, int] = {"answered": 0, "refused": 0, "duplicates": 0, "failed": 0}
 
     @classmethod
-    def enabled(cls, settings: Any) -> bool:
+    def enabled(cls, settings: Settings) -> bool:
         return bool(settings.telegram.enabled)
 
     @property
@@ -198,7 +201,7 @@ class TelegramChannel(Channel):
         await self._register_commands()
         await app.start()
         if polling:
-            assert app.updater is not None and self._poll_request is not None
+            assert app.updater is not None and self._poll_request is not None and self._tg is not None
             self._watchdog = PollingWatchdog(app.updater, self._poll_request, cfg)
             await self._watchdog.start_polling()
             self._tg.start_soon(self._watch)

@@ -11,14 +11,13 @@ owner's scope in the default context, so it survives restarts.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import anyio
 import structlog
 from telegram import Bot
 from telegram.error import TelegramError
 
-from agent.core import TurnRequest
+from agent.core import Agent, TurnRequest
 from agent.events import CommandOutput, Done, TextDelta, TurnError
 from channels.telegram.identity import Identity, Incoming, Kind
 from channels.telegram.pacing import ChatPacer, GlobalLimiter
@@ -41,7 +40,7 @@ class Responder:
     """Runs the jobs the channel queues per chat; see the module docstring."""
 
     def __init__(
-        self, settings: Settings, agent: Any, identity: Identity, bot: Bot, stats: dict[str, int]
+        self, settings: Settings, agent: Agent, identity: Identity, bot: Bot, stats: dict[str, int]
     ) -> None:
         self._settings = settings
         self._agent = agent
