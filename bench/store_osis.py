@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def records(messages: int) -> list[tuple[Kind, Record]]:
     """One conversation (sid 1) holding ``messages`` messages, shaped like the Store writes them."""
-    base = {"context": SCOPE.context, "user_id": SCOPE.user_id}
+    ctx, user = SCOPE.context, SCOPE.user_id
     conv = Conversation(
         sid=to_base36(1),
         created_at=T0,
@@ -66,7 +66,8 @@ def records(messages: int) -> list[tuple[Kind, Record]]:
         title="big",
         message_count=messages,
         last_channel="cli",
-        **base,
+        context=ctx,
+        user_id=user,
     ).to_record()
     out: list[tuple[Kind, Record]] = [(Kind.CONVERSATION, conv)]
     for i in range(1, messages + 1):
@@ -80,7 +81,8 @@ def records(messages: int) -> list[tuple[Kind, Record]]:
             content=f"message number {i} " * 4,
             channel="cli",
             timestamp=T0 + i,
-            **base,
+            context=ctx,
+            user_id=user,
         )
         out.append((Kind.MESSAGE, msg.to_record()))
     return out

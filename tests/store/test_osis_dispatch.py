@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from store.embedded import EmbeddedEngine
+from store.engine import Engine
 from store.models import Kind, Scope
 from store.osis_dispatch import Dispatcher, RpcError
 from store.osis_protocol import INVALID_PARAMS
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.anyio
 SCOPE = Scope("default", "ann")
 
 
-async def _fill(engine: EmbeddedEngine, n: int) -> None:
+async def _fill(engine: Engine, n: int) -> None:
     conv = await engine.create(Kind.CONVERSATION, SCOPE, {"title": "t"})
     for i in range(n):
         await engine.create(
