@@ -144,19 +144,28 @@ class TelegramChannel(Channel):
         except ChannelStartError:
             await self.stop()
             raise
-        except InvalidToken:
+        except Exception as exc:
+            problem = self._start_problem(exc)
             await self.stop()
-            raise ChannelStartError("telegram: the Bot API rejected the bot token") from None
-        except (TimedOut, NetworkError, OSError) as exc:
-            await self.stop()
-            what = "cannot listen for the webhook" if isinstance(exc, OSError) else "cannot reach the Bot API"
-            raise ChannelStartError(f"telegram: {what} at {self._public_base()}") from None
+            if problem is None:
+                raise
+            raise ChannelStartError(f"telegram: {problem}") from None
 
-    def _public_base(self) -> str:
-        if self._cfg.mode == "webhook" and self._webhook is not None:
-            return f"{self._cfg.webhook_host}:{self._cfg.webhook_port}"
-        base: str = self._cfg.api_base_url
-        return base.replace(self._cfg.token, "***").replace("{token}", "")
+    def _start_problem(self, exc: Exception) -> str | None:
+        """One secret-free line for a start failure (None: a bug, let it surface)."""
+        if isinstance(exc, InvalidToken):
+            return "the Bot API rejected the bot token"
+        if isinstance(exc, TimedOut | NetworkError):
+            base = self._cfg.api_base_url.replace(self._cfg.token, "***").replace("{token}", "")
+            return f"cannot reach the Bot API at {base}"
+        if isinstance(exc, TelegramError):  # e.g. setWebhook refused: "bad webhook: ..."
+            return f"the Bot API refused: {str(exc).replace(self._cfg.token, '***')}"
+        if isinstance(exc, OSError):
+            return (
+                f"cannot listen for the webhook on {self._cfg.webhook_host}:{self._cfg.webhook_port}"
+                f" ({exc.strerror or exc})"
+            )
+        return None
 
     async def _start(self) -> None:
         cfg = self._cfg

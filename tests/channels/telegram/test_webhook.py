@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 
 import httpx
 import pytest
@@ -65,3 +66,16 @@ async def test_webhook_mode_without_a_secret_refuses_to_start(settings: Settings
         await channel.start()
     await channel.stop()
     assert tg.counts["getMe"] == 0
+
+
+async def test_webhook_port_in_use_is_one_clear_line(settings: Settings, tg: FakeBotAPI) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = dataclasses.replace(webhook(settings).telegram, webhook_port=port)
+        channel = TelegramChannel(dataclasses.replace(settings, telegram=taken), None)  # type: ignore[arg-type]
+        with pytest.raises(ChannelStartError, match=f"cannot listen for the webhook on 127.0.0.1:{port}"):
+            await channel.start()
+        await channel.stop()
+    assert tg.webhook == {}  # the webhook is only set once we listen
