@@ -317,7 +317,9 @@ class TelegramChannel(Channel):
             self._tg.start_soon(self._responder.stop_turn, incoming)
             return
         assert self._responder is not None
-        self._queues.submit(incoming.chat_id, partial(self._responder.process, incoming))
+        if not self._queues.submit(incoming.chat_id, partial(self._responder.process, incoming)):
+            # stopping: unclaimed, so a redelivery after the restart is answered
+            log.info("telegram.update_not_taken", update_id=incoming.update_id, reason="stopping")
 
     def _refuse(self, incoming: Incoming) -> None:
         if incoming.sender_id in self._refused:
