@@ -18,7 +18,6 @@ import json
 import time
 from typing import Any
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -27,7 +26,7 @@ from agent.core import TurnRequest
 from agent.events import CommandOutput, TextDelta, TurnError, TurnEvent
 from channels.web.auth import authenticate, caller_scope
 from channels.web.errors import ApiError, error_body, read_json_object
-from channels.web.sse import Emit, EventStreamResponse, run_until_shutdown_deadline, sse_data
+from channels.web.sse import Emit, EventStreamResponse, run_guarded, sse_data
 from channels.web.state import WebState, web_state
 from channels.web.turns import TurnSummary, run_turn
 from store.errors import NotFound
@@ -45,8 +44,6 @@ _TURN_ERROR_STATUS = {
     "cancelled": 503,
     "deadline": 504,
 }
-#: one lock per (scope, user field) so that two first requests do not create two conversations
-_PICK_LOCKS: dict[tuple[str, str, str], anyio.Lock] = {}
 
 
 def _model_name(state: WebState) -> str:
@@ -90,8 +87,8 @@ async def pick_conversation(state: WebState, request: Request, scope: Scope, use
     if chosen:
         return (await store.get_conversation(scope, chosen.strip())).sid
     key = f"openai-user:{user_field}"
-    lock = _PICK_LOCKS.setdefault((scope.context, scope.user_id, user_field), anyio.Lock())
-    async with lock:
+    # one lock per (scope, user field): two first requests must not create two conversations
+    async with state.locks.hold((scope.context, scope.user_id, user_field)):
         known = await store.get_state(scope, key)
         if known:
             try:
@@ -144,8 +141,10 @@ async def chat_completions(request: Request) -> Response:
         nonlocal summary
         summary = await run_turn(state, req, on_event)
 
-    if not await run_until_shutdown_deadline(state, work):
-        raise ApiError(503, "shutting_down", "the server is shutting down; the reply was interrupted")
+    outcome = await run_guarded(state, request.receive, work)
+    if outcome != "complete":
+        # disconnected: nobody reads this answer; shutdown: the reply was stored as interrupted
+        raise ApiError(503, "shutting_down", "the reply was interrupted: the server is shutting down")
     if failure:
         err = failure[0]
         raise ApiError(_TURN_ERROR_STATUS.get(err.code, 500), err.code, err.message, headers=headers)

@@ -127,21 +127,29 @@ class EventStreamResponse(Response):
             await emit(b": keep-alive\n\n")
 
 
-async def run_until_shutdown_deadline(state: WebState, work: Callable[[], Awaitable[None]]) -> bool:
-    """Run ``work``; once shutdown starts, give it ``shutdown_deadline_s`` and then cancel it.
-
-    True when it finished, False when the deadline cut it (for answers that do not stream).
-    """
-    finished = False
+async def run_guarded(state: WebState, receive: Receive, work: Callable[[], Awaitable[None]]) -> str:
+    """Run ``work`` (an answer that does not stream) under the same rules as a stream: a client
+    disconnect cancels it, and once shutdown starts it gets ``shutdown_deadline_s`` before it is
+    cancelled. Returns "complete", "disconnected" or "shutdown"."""
+    outcome = "complete"
     async with anyio.create_task_group() as tg:
 
-        async def watch() -> None:
+        async def watch_shutdown() -> None:
+            nonlocal outcome
             await state.shutdown.wait()
             await anyio.sleep(state.deadline_s)
+            outcome = "shutdown"
             tg.cancel_scope.cancel()
 
-        tg.start_soon(watch)
+        async def watch_disconnect() -> None:
+            nonlocal outcome
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            outcome = "disconnected"
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch_shutdown)
+        tg.start_soon(watch_disconnect)
         await work()
-        finished = True
         tg.cancel_scope.cancel()
-    return finished
+    return outcome

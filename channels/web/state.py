@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -13,6 +15,31 @@ from channels.web.metrics import Metrics
 if TYPE_CHECKING:
     from agent.core import Agent
     from config import Settings
+
+
+class KeyedLocks:
+    """One lock per key, dropped again when nobody holds or waits for it (keys come from requests,
+    so a plain dict of locks would grow without bound)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[anyio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: Hashable) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (anyio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
 
 
 @dataclass
@@ -28,6 +55,7 @@ class WebState:
     agent: Agent
     metrics: Metrics = field(default_factory=Metrics)
     shutdown: anyio.Event = field(default_factory=anyio.Event)
+    locks: KeyedLocks = field(default_factory=KeyedLocks)
 
     @property
     def deadline_s(self) -> float:

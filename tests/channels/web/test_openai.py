@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 
+import anyio
 import httpx
 import openai
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from store import Scope
 from tests.channels.web.conftest import ALICE, Web
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.sse_scripts import reply_text
 
 pytestmark = pytest.mark.anyio
 
@@ -148,3 +151,27 @@ async def test_errors_in_openai_shape(web: Web, client: openai.AsyncOpenAI) -> N
         assert resp.json()["error"]["type"] == "invalid_request_error"
         assert set(resp.json()["error"]) == {"code", "message", "type", "param"}
     assert (await web.store.stats(ALICE_SCOPE)).messages == 0
+
+
+async def test_non_streaming_client_disconnect_cancels_the_turn(web: Web, fake: FakeOpenAI) -> None:
+    fake.enqueue(reply_text(" ".join(f"w{i}" for i in range(30)), chunks=30, chunk_delay=0.2))
+    body = {"model": "x", "messages": [{"role": "user", "content": "slow, not streamed"}]}
+    async with (
+        httpx.AsyncClient(base_url=web.base_url, headers=ALICE, timeout=30) as http,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(functools.partial(http.post, "/v1/chat/completions", json=body))
+        await fake.wait_for_requests(1, timeout=10)
+        tg.cancel_scope.cancel()  # the client gives up: its connection closes
+    # the turn ends as interrupted long before the 6 s reply could have finished
+    assert web.channel.state is not None
+    metrics = web.channel.state.metrics
+    with anyio.fail_after(10):
+        while not any(dict(labels).get("outcome") == "interrupted" for labels in metrics.turns):
+            await anyio.sleep(0.02)
+    (conv,) = (await web.store.list_conversations(ALICE_SCOPE)).items
+    msgs = (await web.store.list_messages(ALICE_SCOPE, conv.sid)).items
+    assert (msgs[0].role, msgs[0].content, msgs[0].channel) == ("user", "slow, not streamed", "api")
+    # a partial reply, if any text had arrived, is stored marked; never a complete one
+    assert [m.status for m in msgs[1:]] in ([], ["interrupted"])
+    assert len(web.channel.state.locks) == 0
