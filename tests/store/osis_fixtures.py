@@ -135,7 +135,7 @@ async def wait_ready(proc: subprocess.Popen[str], port: int, secret: str = "") -
 
 
 async def wait_exit(proc: subprocess.Popen[str]) -> int:
-    with anyio.fail_after(30):
+    with anyio.fail_after(60):
         return await anyio.to_thread.run_sync(proc.wait)
 
 
