@@ -1,71 +1,6 @@
-// hero-agent web page: plain JavaScript, no framework, no build step.
+// hero-agent web page: plain JavaScript modules, no framework, no build step.
 // Talks to the REST API and reads the /api/chat SSE stream with fetch + ReadableStream.
-"use strict";
-
-const $ = (id) => document.getElementById(id);
-const state = {
-  token: localStorage.getItem("hero.token") || "",
-  context: localStorage.getItem("hero.context") || "",
-  conversationId: null,
-  conversations: [],
-  streaming: null, // AbortController of the running /api/chat request
-};
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "class") node.className = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
-
-function setStatus(text, isError = false) {
-  const status = $("status");
-  status.textContent = text;
-  status.classList.toggle("error", isError);
-}
-
-function headers(json = true) {
-  const h = {};
-  if (json) h["Content-Type"] = "application/json";
-  if (state.token) h.Authorization = `Bearer ${state.token}`;
-  if (state.context) h["X-Hero-Context"] = state.context;
-  return h;
-}
-
-class ApiError extends Error {
-  constructor(status, code, message) {
-    super(message);
-    this.status = status;
-    this.code = code;
-  }
-}
-
-async function api(method, path, body) {
-  const res = await fetch(path, {
-    method,
-    headers: headers(body !== undefined),
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  if (res.status === 204) return null;
-  const data = await res.json().catch(() => ({}));
-  if (!res.ok) {
-    const err = data.error || {};
-    if (res.status === 401) askToken();
-    throw new ApiError(res.status, err.code || "error", err.message || `HTTP ${res.status}`);
-  }
-  return data;
-}
-
-function askToken() {
-  $("show-token").hidden = false;
-  const dialog = $("token-dialog");
-  if (!dialog.open) dialog.showModal();
-  $("token-input").focus();
-}
+import { $, api, askToken, el, headers, readEvents, setStatus, state } from "./api.js";
 
 // -- contexts ------------------------------------------------------------------------------------
 
@@ -250,17 +185,6 @@ function scrollDown() {
 
 // -- chat over SSE -------------------------------------------------------------------------------
 
-function parseBlock(block) {
-  let event = "message";
-  const data = [];
-  for (const line of block.split("\n")) {
-    if (line.startsWith(":")) continue; // keep-alive comment
-    if (line.startsWith("event:")) event = line.slice(6).trim();
-    else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
-  }
-  return data.length ? { event, data: JSON.parse(data.join("\n")) } : null;
-}
-
 async function send(text) {
   const body = { message: text, context_name: state.context };
   if (state.conversationId) body.conversation_id = state.conversationId;
@@ -282,19 +206,7 @@ async function send(text) {
       if (res.status === 401) askToken();
       throw new Error(err.message || `HTTP ${res.status}`);
     }
-    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const parsed = parseBlock(buffer.slice(0, cut));
-        buffer = buffer.slice(cut + 2);
-        if (parsed) await onEvent(parsed.event, parsed.data, reply);
-      }
-    }
+    await readEvents(res, (event, data) => onEvent(event, data, reply));
   } catch (err) {
     if (err.name === "AbortError") setStatus("Stopped.");
     else setStatus(err.message, true);

@@ -301,7 +301,7 @@ async def test_page_and_static_files(web: Web) -> None:
         page = await anonymous.get("/")
         assert page.status_code == 200 and "<title>hero-agent</title>" in page.text
         assert "default-src 'self'" in page.headers["content-security-policy"]
-        for name in ("app.js", "style.css"):
+        for name in ("app.js", "api.js", "style.css"):
             assert (await anonymous.get(f"/static/{name}")).status_code == 200
         assert (await anonymous.get("/static/../app.py")).status_code == 404
 

@@ -1,0 +1,214 @@
+"""Building blocks of the OpenAPI document: component schemas, shared parameters and helpers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Schema = dict[str, Any]
+
+CONTEXT_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"
+ID_PATTERN = "^[a-z0-9]{1,32}$"
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(props: dict[str, Schema], *, required: tuple[str, ...] | None = None, closed: bool = False) -> Schema:
+    out: Schema = {
+        "type": "object",
+        "properties": props,
+        "required": list(props if required is None else required),
+    }
+    if closed:
+        out["additionalProperties"] = False
+    return out
+
+
+def page(item: str, **extra: Schema) -> Schema:
+    props: dict[str, Schema] = {
+        "items": {"type": "array", "items": ref(item)},
+        "next_cursor": {"type": ["string", "null"]},
+        **extra,
+    }
+    return obj(props)
+
+
+STR = {"type": "string"}
+#: one server-sent event as schemathesis (and any SSE reader) sees it: a name and a data line
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {
+            "type": "string",
+            "enum": ["start", "delta", "tool_start", "tool_end", "usage", "done", "error", "command"],
+        },
+        "data": {"type": "string"},
+    },
+    "required": ["event", "data"],
+}
+OPENAI_EVENT = {"type": "object", "properties": {"data": {"type": "string"}}, "required": ["data"]}
+INT = {"type": "integer"}
+NUM = {"type": "number"}
+BOOL = {"type": "boolean"}
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": obj({"error": obj({"code": STR, "message": STR})}),
+    "Conversation": obj(
+        {
+            "id": STR,
+            "title": STR,
+            "message_count": INT,
+            "is_archived": BOOL,
+            "tags": {"type": "array", "items": STR},
+            "last_channel": STR,
+            "cleared_through_seq": INT,
+            "created_at": INT,
+            "updated_at": INT,
+        }
+    ),
+    "Message": obj(
+        {
+            "id": STR,
+            "conversation_id": STR,
+            "seq": INT,
+            "role": {"type": "string", "enum": ["system", "user", "assistant", "tool"]},
+            "content": STR,
+            "channel": STR,
+            "status": {"type": "string", "enum": ["complete", "interrupted", "error"]},
+            "timestamp": INT,
+            "tool_calls": {"type": "array"},
+            "tool_call_id": STR,
+            "name": STR,
+            "sender": STR,
+            "model": STR,
+            "prompt_tokens": INT,
+            "completion_tokens": INT,
+            "message_type": STR,
+            "archived": BOOL,
+        }
+    ),
+    "Memory": obj(
+        {
+            "id": STR,
+            "content": STR,
+            "kind": STR,
+            "source_conversation_id": STR,
+            "source_channel": STR,
+            "created_at": INT,
+        }
+    ),
+    "AuditEntry": obj(
+        {
+            "id": STR,
+            "tool": STR,
+            "arguments": STR,
+            "result_summary": STR,
+            "ok": BOOL,
+            "error": STR,
+            "duration_ms": NUM,
+            "conversation_id": STR,
+            "channel": STR,
+            "created_at": INT,
+        }
+    ),
+    "UsageEntry": obj(
+        {
+            "id": STR,
+            "provider": STR,
+            "model": STR,
+            "prompt_tokens": INT,
+            "completion_tokens": INT,
+            "latency_ms": NUM,
+            "conversation_id": STR,
+            "channel": STR,
+            "ok": BOOL,
+            "created_at": INT,
+        }
+    ),
+    "Aggregate": obj(
+        {
+            "key": STR,
+            "count": INT,
+            "prompt_tokens": INT,
+            "completion_tokens": INT,
+            "errors": INT,
+            "total_ms": NUM,
+        }
+    ),
+}
+
+#: optional body fields accept null as "not given"
+CONTEXT_BODY: Schema = {"type": ["string", "null"], "pattern": CONTEXT_PATTERN}
+CONTEXT_PARAMS: list[Schema] = [
+    {
+        "name": "context_name",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "pattern": CONTEXT_PATTERN},
+    },
+    {
+        "name": "X-Hero-Context",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "pattern": CONTEXT_PATTERN},
+    },
+]
+ID_PARAM = [
+    {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": ID_PATTERN}}
+]
+PAGING: list[Schema] = [
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+    },
+    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 512}},
+]
+CONVERSATION_FILTER = [
+    {
+        "name": "conversation_id",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "pattern": ID_PATTERN},
+    }
+]
+
+REASONS = {
+    400: "Invalid input (bad JSON, wrong field types, invalid id or context name)",
+    401: "Missing or invalid bearer token",
+    404: "Missing, or belonging to another user or context (indistinguishable)",
+    409: "The conversation is busy",
+    413: "The body or the message is too large",
+    503: "Shutting down, or the store is unavailable",
+}
+
+
+def json_answer(schema: Schema, description: str = "OK") -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def errors(*codes: int) -> dict[str, Schema]:
+    return {str(c): json_answer(ref("Error"), REASONS[c]) for c in (*codes, 401)}
+
+
+def op(
+    op_id: str,
+    summary: str,
+    responses: dict[str, Schema],
+    *,
+    params: list[Schema] | None = None,
+    body: Schema | None = None,
+    body_required: bool = True,
+    context: bool = True,
+) -> Schema:
+    op: Schema = {
+        "operationId": op_id,
+        "summary": summary,
+        "parameters": (params or []) + (CONTEXT_PARAMS if context else []),
+        "responses": responses,
+    }
+    if body is not None:
+        op["requestBody"] = {"required": body_required, "content": {"application/json": {"schema": body}}}
+    return op
