@@ -3,6 +3,7 @@ recalled into a group."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import anyio
@@ -118,3 +119,18 @@ def test_recall_ranks_relevance_then_recency() -> None:
     ]
     assert [m.sid for m in rank_memories(mems, "what tea should I buy", 2)] == ["1", "3"]
     assert [m.sid for m in rank_memories(mems + mems[:1], "hello", 3)] == ["3", "2", "1"]
+
+
+async def test_extraction_is_debounced_and_flushed_on_close(kit: Kit, fake: FakeOpenAI) -> None:
+    extractions = extraction_says(fake)
+    settings = dataclasses.replace(
+        kit.settings, memory=dataclasses.replace(kit.settings.memory, debounce_s=3600)
+    )
+    async with running(settings) as agent:
+        await turn(agent, "first thing")
+        await turn(agent, "second thing")
+        assert extractions == []  # still quiet-waiting
+    # closing ran the one pending extraction, covering both turns
+    assert len(extractions) == 1
+    text = extractions[0]["messages"][-1]["content"]
+    assert "first thing" in text and "second thing" in text

@@ -10,9 +10,9 @@ import pytest
 
 from agent.context import SUMMARY_TYPE
 from agent.core import Agent
-from agent.events import CommandOutput, Done, TurnEvent
+from agent.events import CommandOutput, Done, TurnError, TurnEvent
 from agent.window import CATCH_UP
-from store import Role
+from store import Role, Store
 from tests.agent.conftest import (
     SCOPE,
     Kit,
@@ -24,9 +24,10 @@ from tests.agent.conftest import (
     running,
     system_of,
     turn,
+    with_agent,
     with_llm,
 )
-from tests.fakes.openai_server import FakeOpenAI, reply_text, reply_tool_calls
+from tests.fakes.openai_server import FakeOpenAI, reply_error, reply_text, reply_tool_calls
 from tests.fakes.sse_scripts import COMPACTION_MARKER, DEFAULT_SUMMARY, MEMORY_MARKER, Reply
 
 pytestmark = pytest.mark.anyio
@@ -171,3 +172,33 @@ async def test_window_cache_sees_writes_from_other_processes(agent: Agent, fake:
     await st.clear_conversation(SCOPE, cid)  # another process's /clear
     await turn(agent, "four")
     assert [m["content"] for m in main_requests(fake)[-1]["messages"] if m["role"] != "system"] == ["four"]
+
+
+async def test_failed_compaction_falls_back_to_trimming(kit: Kit, fake: FakeOpenAI) -> None:
+    settings = with_llm(kit.settings, context_window=1_000, max_output_tokens=100)
+
+    def responder(body: dict[str, Any]) -> Reply | None:
+        return reply_error(500) if is_marked(body, COMPACTION_MARKER) else None
+
+    fake.responder = responder
+    async with running(settings) as agent:
+        for i in range(6):
+            events = await turn(agent, f"message {i} " + "words " * 120)
+            assert isinstance(events[-1], Done), events[-1]
+        assert any(is_marked(r, COMPACTION_MARKER) for r in fake.requests)
+        last = main_requests(fake)[-1]["messages"]
+        assert_valid_history(last)
+        users = [m["content"] for m in last if m["role"] == "user"]
+        assert users[-1].startswith("message 5") and not any(u.startswith("message 0") for u in users)
+
+
+async def test_busy_when_another_process_holds_the_conversation(kit: Kit) -> None:
+    settings = with_agent(kit.settings, turn_deadline_s=0.3)
+    async with running(settings) as agent:
+        conv = await agent.new_conversation(SCOPE, channel="cli")
+        other_process = Store(agent.store.engine)  # another Store: only the store lease separates them
+        async with other_process.conversation_lock(SCOPE, conv.sid):
+            events = await turn(agent, "hello", conversation_id=conv.sid)
+        assert len(events) == 1 and isinstance(events[0], TurnError) and events[0].code == "busy"
+        assert await all_messages(agent.store, conv.sid) == []
+        assert isinstance((await turn(agent, "hello", conversation_id=conv.sid))[-1], Done)
