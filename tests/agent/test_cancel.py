@@ -121,3 +121,17 @@ async def test_history_with_a_dangling_call_is_repaired(agent: Agent, fake: Fake
     sent = main_requests(fake)[-1]["messages"]
     assert_valid_history(sent)
     assert [m.get("tool_call_id") for m in sent if m["role"] == "tool"] == ["lost"]
+
+
+async def test_consumer_stopping_at_done_loses_nothing(agent: Agent, fake: FakeOpenAI) -> None:
+    stream = agent.handle(req("hi"))
+    with anyio.fail_after(10):
+        async for ev in stream:
+            if isinstance(ev, Done):
+                break
+        await stream.aclose()
+    assert isinstance(ev, Done)
+    msgs = await all_messages(agent.store, ev.conversation_id)
+    assert [(m.role, m.status) for m in msgs] == [("user", "complete"), ("assistant", "complete")]
+    assert len((await agent.store.list_usage(SCOPE)).items) == 1  # booked after Done, still booked
+    assert isinstance((await turn(agent, "next"))[-1], Done)  # and the lock was released
