@@ -25,6 +25,5 @@ async def conversation_with(store: Store, scope: Scope, n: int, title: str = "ch
     return await store.get_conversation(scope, conv.sid)
 
 
-def sids(page: Page[object] | list[object]) -> list[str]:
-    items = page.items if isinstance(page, Page) else page
-    return [item.sid for item in items]  # type: ignore[attr-defined]
+def sids(page: Page[Conversation]) -> list[str]:
+    return [item.sid for item in page.items]

@@ -107,7 +107,9 @@ async def test_fsync_setting_reaches_the_connection(tmp_path: Path) -> None:
 
 
 async def test_checkpoint_empties_the_log(tmp_path: Path) -> None:
-    async with EmbeddedEngine(tmp_path) as engine:
+    async with EmbeddedEngine(tmp_path) as opened:
+        engine = opened
+        assert isinstance(engine, EmbeddedEngine)
         for i in range(20):
             await engine.create(Kind.MEMORY, ALICE, {"content": f"m{i}", "hash": f"h{i}"})
         assert (tmp_path / f"{DB_FILE}-wal").stat().st_size > 0

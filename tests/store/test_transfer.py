@@ -18,7 +18,7 @@ from store.api import Store
 from store.embedded import EmbeddedEngine
 from store.engine import Engine
 from store.errors import ImportFormatError
-from store.models import AuditEntry, Kind, UsageEntry
+from store.models import AuditEntry, Kind, Record, UsageEntry
 from store.transfer import export_jsonl, import_jsonl
 from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB
 from tests.store.engines import ENGINES
@@ -88,12 +88,12 @@ async def test_round_trip_is_byte_exact_and_import_idempotent(
             assert fresh.sid not in before and after == before | {fresh.sid}
 
 
-def _lines(*records: dict[str, object]) -> str:
+def _lines(*records: Record) -> str:
     header = json.dumps({"format": "hero-agent-export", "version": 1})
     return "\n".join([header, *(json.dumps(r) for r in records)]) + "\n"
 
 
-CONV = {
+CONV: Record = {
     "kind": "AgentConversation",
     "record": {
         "sid": "0001",
@@ -106,7 +106,7 @@ CONV = {
         "message_count": 1,
     },
 }
-MSG = {
+MSG: Record = {
     "kind": "AgentMessage",
     "record": {
         "sid": "0001",
@@ -122,8 +122,8 @@ MSG = {
 }
 
 
-def _with(base: dict[str, object], **changes: object) -> dict[str, object]:
-    record = {**base["record"], **changes}  # type: ignore[dict-item]
+def _with(base: Record, **changes: object) -> Record:
+    record = {**base["record"], **changes}
     return {**base, "record": {k: v for k, v in record.items() if v is not ...}}
 
 
