@@ -97,6 +97,9 @@ class EventStreamResponse(Response):
                     except Exception as exc:
                         log.exception("web.stream_failed", error_type=type(exc).__name__)
                         self.outcome = "internal_error"
+                if not work.cancelled_caught and self.outcome != "internal_error":
+                    # finished on its own: a watcher that fired in the same instant changes nothing
+                    self.outcome = "complete"
                 tg.cancel_scope.cancel()
             if self.outcome in ("shutdown", "internal_error"):
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
