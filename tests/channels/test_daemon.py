@@ -22,6 +22,8 @@ from store import Scope
 from store.factory import open_store
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.sse_scripts import reply_text
+from tests.fakes.telegram_server import TOKEN as BOT_TOKEN
+from tests.fakes.telegram_server import FakeBotAPI
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -48,18 +50,16 @@ class Daemon:
         return self.log.read_text(errors="replace")
 
 
-def _write_config(tmp_path: Path, port: int) -> Path:
+def _write_config(tmp_path: Path, port: int, telegram: str = "[telegram]\nenabled = false\n") -> Path:
     config = tmp_path / "hero-agent.toml"
     config.write_text(
         f"""
+{telegram}
 [web]
 enabled = true
 host = "127.0.0.1"
 port = {port}
 shutdown_deadline_s = {DEADLINE_S}
-
-[telegram]
-enabled = false
 
 [llm]
 model = "fake-model"
@@ -73,9 +73,11 @@ enabled = false
 
 
 @asynccontextmanager
-async def run_daemon(tmp_path: Path, fake: FakeOpenAI, port: int | None = None) -> AsyncIterator[Daemon]:
+async def run_daemon(
+    tmp_path: Path, fake: FakeOpenAI, port: int | None = None, telegram: str | None = None
+) -> AsyncIterator[Daemon]:
     port = port or _free_port()
-    config = _write_config(tmp_path, port)
+    config = _write_config(tmp_path, port, *([telegram] if telegram else []))
     env = {
         **os.environ,
         "HERO_AGENT_DATA_DIR": str(tmp_path / "data"),
@@ -137,10 +139,10 @@ async def _stream_after_sigterm(daemon: Daemon, message: str) -> tuple[Events, i
     return events, code
 
 
-async def _stored(daemon: Daemon, conversation_id: str) -> list[tuple[str, str, str]]:
+async def _stored(daemon: Daemon, conversation_id: str, user: str = "local") -> list[tuple[str, str, str]]:
     settings = load_settings(str(daemon.config), env=daemon.env)
     async with open_store(settings) as store:
-        msgs = (await store.list_messages(Scope("default", "local"), conversation_id)).items
+        msgs = (await store.list_messages(Scope("default", user), conversation_id)).items
     return [(m.role, m.status, m.content) for m in msgs]
 
 
@@ -184,3 +186,35 @@ async def test_port_in_use_fails_fast_with_one_line(tmp_path: Path) -> None:
     lines = [line for line in daemon.output().splitlines() if not line.startswith("{")]
     expected = f"hero-agent: error: web: cannot listen on 127.0.0.1:{port}: the address is already in use"
     assert lines == [expected]
+
+
+async def test_web_and_telegram_in_one_process(tmp_path: Path) -> None:
+    async with FakeOpenAI() as llm, FakeBotAPI() as bot:
+        telegram = (
+            f'[telegram]\nenabled = true\ntoken = "{BOT_TOKEN}"\napi_base_url = "{bot.base_url}"\n'
+            "allowed_users = [5]\npoll_timeout_s = 1\n"
+        )
+        async with run_daemon(tmp_path, llm, telegram=telegram) as daemon:
+            await _wait_healthy(daemon)
+            bot.push_update(bot.text_update(chat_id=5, user_id=5, text="hello bot"))
+            await bot.wait_for(lambda: any("echo: hello bot" in m for m in bot.messages_in(5)), timeout=30)
+            async with httpx.AsyncClient(base_url=daemon.base_url, timeout=30) as client:
+                resp = await client.post("/api/chat", json={"message": "hello web"})
+            assert resp.status_code == 200 and "event: done" in resp.text
+            web_conv = json.loads(resp.text.split("data:", 1)[1].split("\n", 1)[0])["conversation_id"]
+            daemon.process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(DEADLINE_S + 30):
+                code = await daemon.process.wait()
+    assert code == 0, daemon.output()
+    settings = load_settings(str(daemon.config), env=daemon.env)
+    async with open_store(settings) as store:
+        (tg_conv,) = (await store.list_conversations(Scope("default", "tg:5"))).items
+        tg_msgs = (await store.list_messages(Scope("default", "tg:5"), tg_conv.sid)).items
+    assert [(m.role, m.channel, m.content) for m in tg_msgs] == [
+        ("user", "telegram", "hello bot"),
+        ("assistant", "telegram", "echo: hello bot"),
+    ]
+    assert await _stored(daemon, web_conv) == [
+        ("user", "complete", "hello web"),
+        ("assistant", "complete", "echo: hello web"),
+    ]
