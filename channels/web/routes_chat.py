@@ -97,6 +97,8 @@ async def chat(request: Request) -> Response:
     assert message is not None
     if not message.strip():
         raise ApiError(400, "invalid_field", "message is empty")
+    if "\x00" in message:
+        raise ApiError(400, "invalid_field", "message contains binary data")
     limit = state.settings.agent.max_message_chars
     if len(message) > limit:
         raise ApiError(413, "message_too_large", f"message is longer than {limit} characters")

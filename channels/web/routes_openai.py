@@ -77,6 +77,8 @@ def last_user_text(body: dict[str, Any]) -> str:
             raise ApiError(400, "invalid_messages", "message content must be a string or a list of parts")
         if not text.strip():
             raise ApiError(400, "invalid_messages", "the last user message is empty")
+        if "\x00" in text:
+            raise ApiError(400, "invalid_messages", "the last user message contains binary data")
         return text
     raise ApiError(400, "invalid_messages", "messages contain no user message")
 
