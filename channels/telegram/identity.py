@@ -90,32 +90,32 @@ def classify(update: Update, bot_username: str, bot_id: int) -> Incoming | None:
     if msg is None or msg.from_user is None or msg.from_user.is_bot:
         return None
     is_group = msg.chat.type in ("group", "supergroup")
-    base = {
-        "update_id": update.update_id,
-        "chat_id": msg.chat.id,
-        "sender_id": msg.from_user.id,
-        "is_group": is_group,
-        "message_id": msg.message_id,
-    }
+    sender_id, chat_id, message_id = msg.from_user.id, msg.chat.id, msg.message_id
+
+    def make(kind: Kind, text: str, command: str = "", media: str = "") -> Incoming:
+        return Incoming(
+            update.update_id, kind, chat_id, sender_id, is_group, message_id, text, command, media
+        )
+
     text = msg.text
     if text is None:
         media = next((name for name in UNSUPPORTED if getattr(msg, name, None)), "")
         if not media or (is_group and not _addressed(msg, msg.caption or "", bot_username, bot_id)):
             return None
-        return Incoming(kind=Kind.UNSUPPORTED, text="", media=media, **base)  # type: ignore[arg-type]
+        return make(Kind.UNSUPPORTED, "", media=media)
     command, rest, for_us = _command(msg, bot_username)
     if command:
         if not for_us:
             return None  # "/cmd@otherbot" in a shared group
         normalised = f"/{command} {rest}".strip()
-        return Incoming(kind=Kind.COMMAND, text=normalised, command=command, **base)  # type: ignore[arg-type]
+        return make(Kind.COMMAND, normalised, command=command)
     if is_group:
         if not _addressed(msg, text, bot_username, bot_id):
             return None
         text = _strip_mention(text, bot_username)
     if not text.strip():
         return None
-    return Incoming(kind=Kind.TEXT, text=text, **base)  # type: ignore[arg-type]
+    return make(Kind.TEXT, text)
 
 
 def _command(msg: Message, bot_username: str) -> tuple[str, str, bool]:

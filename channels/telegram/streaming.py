@@ -11,7 +11,9 @@ any ``retry_after`` and retries, so the final text always arrives (unless the tu
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 import anyio
 import structlog
@@ -104,18 +106,18 @@ class ReplyStream:
             if i < len(self.sent) and self.sent[i].text == part:
                 continue  # unchanged: Telegram would answer "message is not modified"
             if i < len(self.sent):
-                ok = await self._try(self._edit, i, part, False)
+                ok = await self._try(partial(self._edit, i, part, False))
             else:
-                ok = await self._try(self._send, part, False)
+                ok = await self._try(partial(self._send, part, False))
             if not ok:
                 return  # blocked or failed: the next tick retries from the current text
             if i < len(parts) - 1:
                 return  # one operation per tick; earlier parts first
 
-    async def _try(self, op: object, *args: object) -> bool:
+    async def _try(self, op: Callable[[], Awaitable[None]]) -> bool:
         """One best-effort streaming operation: a 429 blocks the chat and is not retried here."""
         try:
-            await op(*args)  # type: ignore[operator]
+            await op()
         except RetryAfter as exc:
             self._on_retry_after(exc)
             return False
@@ -138,26 +140,29 @@ class ReplyStream:
                     cur = self.sent[i]
                     if (cur.html and cur.text == markup) or (not cur.html and escape(cur.text) == markup):
                         continue  # already shows exactly this
-                    await self._deliver(self._edit, i, markup, part)
+                    await self._deliver(i, markup, part)
                 else:
-                    await self._deliver(self._send, markup, part)
+                    await self._deliver(None, markup, part)
             # parts the final text no longer has (it shrank): remove them
             for extra in reversed(self.sent[len(parts) :]):
                 await self._deliver_delete(extra.message_id)
             del self.sent[len(parts) :]
 
-    async def _deliver(self, op: object, *args: object) -> None:
-        """Retry ``op(*args[:-1], markup, html=True)`` until it succeeds; plain text when the markup
-        is refused. ``args`` ends with (markup, plain)."""
-        *head, markup, plain = args
+    async def _deliver(self, index: int | None, markup: str, plain: str) -> None:
+        """Edit part ``index`` (None: send a new message) until Telegram takes it: waits out 429s,
+        retries network errors, and falls back to ``plain`` when the markup is refused."""
         as_html = True
         delay = 0.5
         deadline = time.monotonic() + DELIVERY_DEADLINE_S
         while True:
             await self.pacer.wait()
             await self.limiter.acquire()
+            text = markup if as_html else plain
             try:
-                await op(*head, markup if as_html else plain, as_html)  # type: ignore[operator]
+                if index is None:
+                    await self._send(text, as_html)
+                else:
+                    await self._edit(index, text, as_html)
                 return
             except RetryAfter as exc:
                 self._on_retry_after(exc)
@@ -169,12 +174,10 @@ class ReplyStream:
                     log.info("telegram.html_rejected", chat_id=self.chat_id, error=str(exc))
                     as_html = False
                     continue
-                if "message to edit not found" in msg and op == self._edit:
-                    # the streamed message is gone (deleted by the user): send the part anew
-                    index = int(head[0])  # type: ignore[call-overload]
-                    del self.sent[index:]
-                    op, head = self._send, []
-                    continue
+                if "message to edit not found" in msg and index is not None:
+                    # the user deleted the streamed message: this part goes out as a new one
+                    await self._send(text, as_html, replace=index)
+                    return
                 raise DeliveryFailed(str(exc)) from None
             except Forbidden as exc:
                 raise DeliveryFailed(str(exc)) from None
@@ -200,7 +203,7 @@ class ReplyStream:
 
     # -- the two operations --------------------------------------------------------------------
 
-    async def _send(self, text: str, as_html: bool) -> None:
+    async def _send(self, text: str, as_html: bool, *, replace: int | None = None) -> None:
         reply = None
         if self.reply_to is not None and not self.sent:
             reply = ReplyParameters(message_id=self.reply_to, allow_sending_without_reply=True)
@@ -213,7 +216,10 @@ class ReplyStream:
             disable_notification=False,
         )
         self.pacer.sent()  # again: space the next one from when Telegram saw this one
-        self.sent.append(_Sent(msg.message_id, text, as_html))
+        if replace is None:
+            self.sent.append(_Sent(msg.message_id, text, as_html))
+        else:
+            self.sent[replace] = _Sent(msg.message_id, text, as_html)
 
     async def _edit(self, index: int, text: str, as_html: bool) -> None:
         target = self.sent[index]

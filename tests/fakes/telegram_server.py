@@ -183,6 +183,11 @@ class FakeBotAPI(UpdateBuilder, ServedApp):
         with self._lock:
             return [m for m in self._order if chat_id is None or m.chat_id == chat_id]
 
+    def delete_bot_message(self, chat_id: int, message_id: int) -> None:
+        """What a user deleting one of the bot's messages looks like to the bot: edits of it fail."""
+        with self._lock:
+            self._bot_msgs[(chat_id, message_id)].deleted = True
+
     def calls_of(self, method: str) -> list[dict[str, Any]]:
         with self._lock:
             return [p for m, p, _ in self.calls if m == method]

@@ -104,3 +104,16 @@ async def test_html_refused_by_telegram_falls_back_to_plain_text(
         calls = tg.calls_of("sendMessage")
         assert [c.get("parse_mode") for c in calls] == ["HTML", None]
         assert re.search(r"<b>bold</b>", calls[0]["text"])
+
+
+async def test_a_streamed_message_deleted_by_the_user_is_sent_again(
+    settings: Settings, tg: FakeBotAPI, llm: FakeOpenAI
+) -> None:
+    llm.enqueue(reply_text("**Bold** start, then the rest of the answer.", chunks=2, chunk_delay=0.5))
+    async with running(settings) as (channel, _agent):
+        tg.push_update(tg.text_update(ALICE, ALICE, "go"))
+        [first] = await tg.wait_for(lambda: tg.bot_messages(ALICE), timeout=10)
+        tg.delete_bot_message(ALICE, first.message_id)
+        await tg.wait_for(lambda: channel.stats["answered"] == 1, timeout=10)
+        assert tg.messages_in(ALICE) == ["Bold start, then the rest of the answer."]
+        assert channel.stats["failed"] == 0
