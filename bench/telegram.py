@@ -44,6 +44,7 @@ FIRST_CHAT = 10_000
 @dataclasses.dataclass
 class Result:
     concurrency: int
+    label: str
     answers: int
     expected: int
     in_order: bool
@@ -84,7 +85,9 @@ def fake_llm(tokens: int, chunk_delay: float) -> Iterator[str]:
         proc.wait(10)
 
 
-def make_settings(data: Path, llm_url: str, tg: FakeBotAPI, chats: int, concurrency: int) -> Settings:
+def make_settings(
+    data: Path, llm_url: str, tg: FakeBotAPI, chats: int, concurrency: int, unpaced: bool
+) -> Settings:
     return Settings(
         llm=LLMSettings(base_url=llm_url, api_key="sk-bench", model="fake-model", max_retries=0),
         memory=MemorySettings(enabled=False),
@@ -96,6 +99,9 @@ def make_settings(data: Path, llm_url: str, tg: FakeBotAPI, chats: int, concurre
             allowed_users=tuple(range(FIRST_CHAT, FIRST_CHAT + chats)),
             poll_timeout_s=1,
             max_concurrent_turns=concurrency,
+            # the ceiling run: no bot-wide pacing, and per-chat spacing only as long as a turn
+            global_rate_per_s=0.0 if unpaced else 25.0,
+            edit_interval_s=0.05 if unpaced else 1.0,
             shutdown_deadline_s=30.0,
         ),
     )
@@ -116,9 +122,12 @@ def answered_at(tg: FakeBotAPI, chat: int, text: str) -> float | None:
     return None
 
 
-async def one_run(llm_url: str, chats: int, messages: int, concurrency: int, tokens: int) -> Result:
-    with FakeBotAPI(limits=Limits()).running_in_thread() as tg, tempfile.TemporaryDirectory() as tmp:
-        settings = make_settings(Path(tmp), llm_url, tg, chats, concurrency)
+async def one_run(
+    llm_url: str, chats: int, messages: int, concurrency: int, tokens: int, *, unpaced: bool = False
+) -> Result:
+    fake = FakeBotAPI(limits=None if unpaced else Limits())
+    with fake.running_in_thread() as tg, tempfile.TemporaryDirectory() as tmp:
+        settings = make_settings(Path(tmp), llm_url, tg, chats, concurrency, unpaced)
         async with open_store(settings) as store, open_agent(settings, store) as agent:
             channel = TelegramChannel(settings, agent)
             await channel.start()
@@ -148,6 +157,7 @@ async def one_run(llm_url: str, chats: int, messages: int, concurrency: int, tok
                     latencies.append(at - pushed[(c, k)])
         return Result(
             concurrency,
+            f"{concurrency} no limits" if unpaced else str(concurrency),
             channel.stats["answered"],
             chats * messages,
             in_order,
@@ -170,17 +180,20 @@ async def main(args: argparse.Namespace) -> None:
     with fake_llm(args.tokens, args.chunk_delay) as llm_url:
         for concurrency in args.concurrency:
             results.append(await one_run(llm_url, args.chats, args.messages, concurrency, args.tokens))
+        if args.ceiling:
+            top = max(args.concurrency)
+            results.append(await one_run(llm_url, args.chats, args.messages, top, args.tokens, unpaced=True))
     print(
         f"{args.chats} chats x {args.messages} messages; answers streamed in {args.tokens} chunks "
         f"{args.chunk_delay * 1000:.0f} ms apart; fake Bot API limits: 0.9 s per chat, 30/s overall"
     )
     print(
-        f"{'concurrency':>11} {'answered':>9} {'in order':>8} {'429s':>5} {'sends':>6} {'edits':>6} "
+        f"{'concurrency':>14} {'answered':>9} {'in order':>8} {'429s':>5} {'sends':>6} {'edits':>6} "
         f"{'answers/s':>9} {'ops/s':>6} {'p50 s':>6} {'p99 s':>6} {'max s':>6}"
     )
     for r in results:
         print(
-            f"{r.concurrency:>11} {r.answers:>4}/{r.expected:<4} {'yes' if r.in_order else 'NO':>8} "
+            f"{r.label:>14} {r.answers:>4}/{r.expected:<4} {'yes' if r.in_order else 'NO':>8} "
             f"{r.rate_limited:>5} {r.sends:>6} {r.edits:>6} {r.answers / r.seconds:>9.1f} "
             f"{(r.sends + r.edits) / r.seconds:>6.1f} "
             f"{pct(r.latencies, 0.5):>6.2f} {pct(r.latencies, 0.99):>6.2f} {max(r.latencies):>6.2f}"
@@ -193,6 +206,8 @@ async def main(args: argparse.Namespace) -> None:
     for r in results:
         if r.rate_limited:
             print(f"concurrency {r.concurrency}: 429s by cause {r.rate_limited_by}")
+    print("'no limits': the fake enforces no flood limits and the channel paces nothing bot-wide: the")
+    print("channel's own ceiling on this machine, for comparison with the limit-bound runs above")
     if any(r.answers != r.expected or not r.in_order or r.rate_limited for r in results):
         raise SystemExit("FAILED: missing or out-of-order answers, or 429s from our own pacing")
 
@@ -203,6 +218,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, default=3, help="messages per chat, sent at once")
     parser.add_argument("--tokens", type=int, default=20, help="chunks per streamed answer")
     parser.add_argument("--chunk-delay", type=float, default=0.05, help="seconds between chunks")
+    parser.add_argument("--no-ceiling", dest="ceiling", action="store_false", help="skip the no-limits run")
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[16, 32, 64])
     return parser.parse_args(argv)
 
