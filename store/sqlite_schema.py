@@ -130,6 +130,10 @@ def configure(conn: sqlite3.Connection, busy_timeout_ms: int, *, fsync_commits: 
         raise sqlite3.OperationalError(f"cannot switch the database to WAL mode (got {mode})")
     conn.execute(f"PRAGMA synchronous = {'FULL' if fsync_commits else 'NORMAL'}")
     conn.execute("PRAGMA foreign_keys = OFF")
+    # An append writes ~17 pages to the log and the default checkpoint (every 1,000 pages) runs inside
+    # the committing append, so 1 append in 60 paid for it: inside the p99. At 4,000 pages (a 16 MB
+    # log) it is 1 in 235, four times longer each time (the cost moves to the p99.9).
+    conn.execute("PRAGMA wal_autocheckpoint = 4000")
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.execute("PRAGMA cache_size = -32000")
 
