@@ -42,6 +42,8 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 async def _send(page: Page, text: str) -> None:
+    # while a reply is still streaming the page does not send (Send is disabled until it ends)
+    await expect(page.get_by_role("button", name="Send")).to_be_enabled()
     box = page.get_by_label("Message (Enter sends")
     await box.fill(text)
     await box.press("Enter")
