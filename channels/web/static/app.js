@@ -308,7 +308,11 @@ function wire() {
     ev.preventDefault();
     const input = $("message-input");
     const text = input.value.trim();
-    if (!text || state.streaming) return;
+    if (state.streaming) {
+      setStatus("A reply is still streaming: wait for it, or press Stop.");
+      return;
+    }
+    if (!text) return;
     input.value = "";
     send(text);
   });

@@ -184,3 +184,23 @@ async def test_new_turns_refused_while_shutting_down(alice: httpx.AsyncClient, w
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
     assert (await alice.get("/readyz")).status_code == 503
     assert (await web.store.stats(ALICE_SCOPE)).messages == 0
+
+
+async def test_disconnect_as_a_fast_reply_ends_leaves_the_agent_healthy(
+    alice: httpx.AsyncClient, web: Web
+) -> None:
+    """Clients that close right after the first delta of a fast reply race the turn's own end (the
+    cancel can arrive after Done). The agent must absorb that: the fixture's teardown closes the agent,
+    which raises if a turn task crashed (regression: a log call in agent/core.py ``emit`` passed
+    ``event=`` twice to structlog and crashed the turn task, making ``hero-agent serve`` exit 1)."""
+    for _ in range(5):
+        resp = await alice.send(
+            alice.build_request("POST", "/api/chat", json={"message": "fast"}), stream=True
+        )
+        with anyio.fail_after(10):
+            async for line in resp.aiter_lines():
+                if line == "event: delta":
+                    break
+        await resp.aclose()
+    events = await chat(alice, {"message": "still fine"})
+    assert events[-1][0] == "done"
