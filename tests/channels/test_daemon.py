@@ -218,3 +218,22 @@ async def test_web_and_telegram_in_one_process(tmp_path: Path) -> None:
         ("user", "complete", "hello web"),
         ("assistant", "complete", "echo: hello web"),
     ]
+
+
+async def test_a_channel_that_cannot_start_stops_the_others(tmp_path: Path) -> None:
+    async with FakeOpenAI() as llm, FakeBotAPI() as bot:
+        telegram = (
+            f'[telegram]\nenabled = true\ntoken = "999:wrong-token-abcdefghijklmnopqrstuvwxyz"\n'
+            f'api_base_url = "{bot.base_url}"\nallowed_users = [5]\n'
+        )
+        async with run_daemon(tmp_path, llm, telegram=telegram) as daemon:
+            with anyio.fail_after(60):
+                code = await daemon.process.wait()
+    assert code == 1, daemon.output()
+    lines = [line for line in daemon.output().splitlines() if not line.startswith("{")]
+    assert len(lines) == 1 and lines[0].startswith("hero-agent: error: telegram"), lines
+    assert "wrong-token" not in daemon.output()  # the token never reaches the output
+    events = [json.loads(line)["event"] for line in daemon.output().splitlines() if line.startswith("{")]
+    # the web channel had started and was stopped again before the exit
+    assert events.index("daemon.channel_started") < events.index("daemon.channel_failed")
+    assert "web.stopped" in events
