@@ -118,6 +118,9 @@ def parse_line(lineno: int, text: str) -> tuple[Kind, Record]:
             raise ImportFormatError(lineno, f"{kind.value} record lacks the field {name!r}")
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
             raise ImportFormatError(lineno, f"field {name!r} has the wrong type")
+    for name in ("conversation_id",):  # indexed by the embedded engine when present: text or null
+        if record.get(name) is not None and not isinstance(record[name], str):
+            raise ImportFormatError(lineno, f"field {name!r} has the wrong type")
     if kind is Kind.MESSAGE and record["seq"] < 1:
         raise ImportFormatError(lineno, "seq must be a positive integer")
     return kind, record

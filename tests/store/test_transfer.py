@@ -140,6 +140,13 @@ BAD_FILES: dict[str, tuple[Callable[[], str], int, str]] = {
     "duplicate-sid": (lambda: _lines(CONV, MSG, _with(MSG, content="other")), 4, "appears twice"),
     "duplicate-seq": (lambda: _lines(CONV, MSG, _with(MSG, sid="0002")), 4, "seq 1 appears twice"),
     "bad-seq": (lambda: _lines(CONV, _with(MSG, seq=0)), 3, "positive"),
+    "bad-audit-conversation": (
+        lambda: _lines(
+            CONV, {"kind": "AgentAuditEntry", "record": {**CONV["record"], "tool": "t", "conversation_id": 5}}
+        ),
+        3,
+        "wrong type",
+    ),
     "no-header": (lambda: _lines(CONV).split("\n", 1)[1], 1, "header"),
     "future-version": (lambda: _lines(CONV).replace('"version": 1', '"version": 9'), 1, "version"),
     "empty": (lambda: "", 1, "empty"),
