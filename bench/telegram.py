@@ -1,14 +1,16 @@
 """Many Telegram chats at once, through the real channel, against Telegram-like flood limits.
 
-``FakeBotAPI`` (in a thread, with its own event loop) enforces limits like Telegram's: a chat gets a 429
-when it receives messages or edits less than 0.9 s apart, and every chat gets one when the bot sends
-more than 30 in a second; it counts those 429s. ``FakeOpenAI`` runs in its own process and streams each
-answer in ``--tokens`` chunks ``--chunk-delay`` apart. The real TelegramChannel, Agent and embedded
-store run in this process.
+``FakeBotAPI`` runs in its own process (``python -m tests.fakes.telegram_server --limits``; the bench
+pushes updates and reads the transcripts through its ``/_fake`` control routes) and enforces limits
+like Telegram's: a chat gets a 429 when it receives messages or edits less than 0.9 s apart, and every
+chat gets one when the bot sends more than 30 in a second; it counts those 429s. ``FakeOpenAI`` runs in
+its own process too and streams each answer in ``--tokens`` chunks ``--chunk-delay`` apart. The real
+TelegramChannel, Agent and embedded store run in this process.
 
-Every chat sends ``--messages`` messages at the same instant (all pushed before the bot polls). We
-measure, per message, the time from the push until the chat shows the complete answer, and check that
-every chat got every answer in order and that our own pacing caused no 429. Each ``--concurrency``
+Every chat sends ``--messages`` messages at the same instant (one batch, queued before the bot polls).
+We measure, per message, the time from the push until the chat shows the complete answer (the fake's
+CLOCK_MONOTONIC timestamps, comparable with ours), and check that every chat got every answer in order
+and that our own pacing caused no 429. Each ``--concurrency``
 value (turns running at once over all chats) is a separate run on a fresh store.
 
     .venv/bin/python -m bench.telegram [--chats 100] [--messages 3] [--concurrency 16,32,64]
@@ -28,15 +30,17 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
+import httpx
 import structlog
 
 from agent.factory import open_agent
 from channels.telegram import TelegramChannel
 from config.settings import LLMSettings, MemorySettings, Settings, StoreSettings, TelegramSettings
 from store.factory import open_store
-from tests.fakes.telegram_server import TOKEN, FakeBotAPI, Limits
+from tests.fakes.telegram_server import TOKEN
 
 FIRST_CHAT = 10_000
 
@@ -57,28 +61,19 @@ class Result:
 
 
 @contextlib.contextmanager
-def fake_llm(tokens: int, chunk_delay: float) -> Iterator[str]:
-    """FakeOpenAI in its own process, so its work never competes with the channel for the GIL."""
+def fake_process(module: str, *args: str) -> Iterator[str]:
+    """A fake server in its own process (its work never competes with the channel for the GIL);
+    yields the base URL it prints in its ``READY`` line."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [
-        sys.executable,
-        "-m",
-        "tests.fakes.openai_server",
-        "--port",
-        str(port),
-        "--chunk-delay",
-        str(chunk_delay),
-        "--tokens",
-        str(tokens),
-    ]
+    cmd = [sys.executable, "-m", module, "--port", str(port), *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if not line.startswith("READY "):
-            raise SystemExit(f"the fake LLM server did not start: {line!r}")
+            raise SystemExit(f"{module} did not start: {line!r}")
         yield line.split()[1]
     finally:
         proc.send_signal(signal.SIGINT)
@@ -86,7 +81,7 @@ def fake_llm(tokens: int, chunk_delay: float) -> Iterator[str]:
 
 
 def make_settings(
-    data: Path, llm_url: str, tg: FakeBotAPI, chats: int, concurrency: int, unpaced: bool
+    data: Path, llm_url: str, tg_url: str, chats: int, concurrency: int, unpaced: bool
 ) -> Settings:
     return Settings(
         llm=LLMSettings(base_url=llm_url, api_key="sk-bench", model="fake-model", max_retries=0),
@@ -95,13 +90,12 @@ def make_settings(
         telegram=TelegramSettings(
             enabled=True,
             token=TOKEN,
-            api_base_url=tg.base_url,
+            api_base_url=tg_url,
             allowed_users=tuple(range(FIRST_CHAT, FIRST_CHAT + chats)),
             poll_timeout_s=1,
             max_concurrent_turns=concurrency,
-            # the ceiling run: no bot-wide pacing, and per-chat spacing only as long as a turn
+            # the ceiling run: no bot-wide pacing (per-chat spacing stays: Telegram has it everywhere)
             global_rate_per_s=0.0 if unpaced else 25.0,
-            edit_interval_s=0.05 if unpaced else 1.0,
             shutdown_deadline_s=30.0,
         ),
     )
@@ -113,31 +107,39 @@ def expected_text(chat: int, k: int, tokens: int) -> str:
     return " ".join(words + ["tok"] * (tokens - len(words)))
 
 
-def answered_at(tg: FakeBotAPI, chat: int, text: str) -> float | None:
-    """When the chat first showed ``text`` as a complete answer (a send or an edit)."""
-    for msg in tg.bot_messages(chat):
-        for shown, at in zip(msg.history, msg.times, strict=True):
+def answered_at(messages: list[dict[str, Any]], text: str) -> float | None:
+    """When a chat first showed ``text`` as a complete answer (a send or an edit; the fake's clock,
+    CLOCK_MONOTONIC like ours)."""
+    for msg in messages:
+        for shown, at in zip(msg["history"], msg["times"], strict=True):
             if shown == text:
-                return at
+                return float(at)
     return None
 
 
 async def one_run(
     llm_url: str, chats: int, messages: int, concurrency: int, tokens: int, *, unpaced: bool = False
 ) -> Result:
-    fake = FakeBotAPI(limits=None if unpaced else Limits())
-    with fake.running_in_thread() as tg, tempfile.TemporaryDirectory() as tmp:
-        settings = make_settings(Path(tmp), llm_url, tg, chats, concurrency, unpaced)
-        async with open_store(settings) as store, open_agent(settings, store) as agent:
+    limits = [] if unpaced else ["--limits"]
+    with fake_process("tests.fakes.telegram_server", *limits) as tg_url, tempfile.TemporaryDirectory() as tmp:
+        control = tg_url.removesuffix("/bot") + "/_fake"
+        settings = make_settings(Path(tmp), llm_url, tg_url, chats, concurrency, unpaced)
+        async with (
+            httpx.AsyncClient(timeout=60) as http,
+            open_store(settings) as store,
+            open_agent(settings, store) as agent,
+        ):
             channel = TelegramChannel(settings, agent)
             await channel.start()
             try:
-                pushed: dict[tuple[int, int], float] = {}
-                for k in range(messages):
-                    for c in range(FIRST_CHAT, FIRST_CHAT + chats):
-                        pushed[(c, k)] = time.monotonic()
-                        tg.push_update(tg.text_update(c, c, f"chat {c} message {k}"))
-                start = min(pushed.values())
+                chat_ids = range(FIRST_CHAT, FIRST_CHAT + chats)
+                batch = [
+                    {"chat_id": c, "user_id": c, "text": f"chat {c} message {k}"}
+                    for k in range(messages)
+                    for c in chat_ids
+                ]
+                start = time.monotonic()
+                (await http.post(f"{control}/push", json=batch)).raise_for_status()
                 total = chats * messages
                 with anyio.fail_after(600):
                     while channel.stats["answered"] < total:  # noqa: ASYNC110 - a counter, polled
@@ -145,29 +147,33 @@ async def one_run(
                 seconds = time.monotonic() - start
             finally:
                 await channel.stop()
-        in_order = True
-        latencies = []
-        for c in range(FIRST_CHAT, FIRST_CHAT + chats):
-            texts = tg.messages_in(c)
-            want = [expected_text(c, k, tokens) for k in range(messages)]
-            in_order &= texts == want
-            for k in range(messages):
-                at = answered_at(tg, c, want[k])
-                if at is not None:
-                    latencies.append(at - pushed[(c, k)])
-        return Result(
-            concurrency,
-            f"{concurrency} no limits" if unpaced else str(concurrency),
-            channel.stats["answered"],
-            chats * messages,
-            in_order,
-            seconds,
-            latencies,
-            tg.rate_limited,
-            dict(tg.rate_limited_by),
-            tg.counts["sendMessage"],
-            tg.counts["editMessageText"],
-        )
+            state = (await http.get(f"{control}/state")).json()
+    by_chat: dict[int, list[dict[str, Any]]] = {}
+    for msg in state["messages"]:
+        by_chat.setdefault(msg["chat_id"], []).append(msg)
+    in_order = True
+    latencies = []
+    for c in range(FIRST_CHAT, FIRST_CHAT + chats):
+        shown = [m["text"] for m in by_chat.get(c, []) if not m["deleted"]]
+        want = [expected_text(c, k, tokens) for k in range(messages)]
+        in_order &= shown == want
+        for k in range(messages):
+            at = answered_at(by_chat.get(c, []), want[k])
+            if at is not None:
+                latencies.append(at - start)
+    return Result(
+        concurrency,
+        f"{concurrency} no limits" if unpaced else str(concurrency),
+        channel.stats["answered"],
+        chats * messages,
+        in_order,
+        seconds,
+        latencies,
+        state["rate_limited"],
+        state["rate_limited_by"],
+        state["counts"].get("sendMessage", 0),
+        state["counts"].get("editMessageText", 0),
+    )
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -177,7 +183,8 @@ def pct(values: Sequence[float], q: float) -> float:
 
 async def main(args: argparse.Namespace) -> None:
     results = []
-    with fake_llm(args.tokens, args.chunk_delay) as llm_url:
+    llm_args = ["--chunk-delay", str(args.chunk_delay), "--tokens", str(args.tokens)]
+    with fake_process("tests.fakes.openai_server", *llm_args) as llm_url:
         for concurrency in args.concurrency:
             results.append(await one_run(llm_url, args.chats, args.messages, concurrency, args.tokens))
         if args.ceiling:
@@ -206,8 +213,8 @@ async def main(args: argparse.Namespace) -> None:
     for r in results:
         if r.rate_limited:
             print(f"concurrency {r.concurrency}: 429s by cause {r.rate_limited_by}")
-    print("'no limits': the fake enforces no flood limits and the channel paces nothing bot-wide: the")
-    print("channel's own ceiling on this machine, for comparison with the limit-bound runs above")
+    print("'no limits': the fake enforces no flood limits and the channel does no bot-wide pacing (per-chat")
+    print("spacing stays): the ceiling of this machine and channel, to compare the limit-bound runs with")
     if any(r.answers != r.expected or not r.in_order or r.rate_limited for r in results):
         raise SystemExit("FAILED: missing or out-of-order answers, or 429s from our own pacing")
 

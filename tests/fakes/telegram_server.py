@@ -20,8 +20,10 @@ and count them in ``rate_limited``. Unknown methods answer 400, not 404 (PTB map
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
+import signal
 import threading
 import time
 from collections import defaultdict, deque
@@ -369,7 +371,51 @@ class FakeBotAPI(UpdateBuilder, ServedApp):
     # -- running -------------------------------------------------------------------------------
 
     def build_app(self) -> Starlette:
-        return Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST"])])
+        return Starlette(
+            routes=[
+                Route("/_fake/push", self._control_push, methods=["POST"]),
+                Route("/_fake/state", self._control_state, methods=["GET"]),
+                Route("/{path:path}", self._handle, methods=["GET", "POST"]),
+            ]
+        )
+
+    # -- control routes, for a fake running in another process (benches) ----------------------
+
+    async def _control_push(self, request: Request) -> JSONResponse:
+        """Body: a list of ``{"chat_id", "user_id", "text"}``; queues one text update each."""
+        items = await request.json()
+        ids = [self.push_update(self.text_update(i["chat_id"], i["user_id"], i["text"])) for i in items]
+        return JSONResponse({"update_ids": ids})
+
+    async def _control_state(self, request: Request) -> JSONResponse:
+        with self._lock:
+            messages = [
+                {
+                    "chat_id": m.chat_id,
+                    "message_id": m.message_id,
+                    "text": m.text,
+                    "deleted": m.deleted,
+                    "history": m.history,
+                    "times": m.times,
+                }
+                for m in self._order
+            ]
+            return JSONResponse(
+                {
+                    "counts": dict(self.counts),
+                    "rate_limited": self.rate_limited,
+                    "rate_limited_by": dict(self.rate_limited_by),
+                    "messages": messages,
+                }
+            )
+
+    async def serve_forever(self, port: int) -> None:
+        """Standalone mode: print ``READY <base_url>`` once listening, stop on SIGINT/SIGTERM."""
+        async with self._serving(port):
+            print(f"READY {self.base_url}", flush=True)
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    return
 
     def on_bound(self, port: int) -> None:
         self.base_url = f"http://127.0.0.1:{port}/bot"
@@ -437,3 +483,16 @@ def _error(code: int, description: str, retry_after: int | None = None) -> JSONR
     if retry_after is not None:
         body["parameters"] = {"retry_after": retry_after}
     return JSONResponse(body, status_code=code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A fake Telegram Bot API on 127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--limits", action="store_true", help="enforce Telegram-like flood limits")
+    args = parser.parse_args(argv)
+    fake = FakeBotAPI(limits=Limits() if args.limits else None)
+    anyio.run(fake.serve_forever, args.port)
+
+
+if __name__ == "__main__":
+    main()
