@@ -288,7 +288,7 @@ def _openai_paths(model_name: str) -> dict[str, Schema]:
                             "text/event-stream": {"schema": OPENAI_EVENT},
                         },
                     },
-                    **errors(400, 404, 409, 413, 503),
+                    **errors(400, 404, 409, 413, 500, 502, 503, 504),
                 },
                 params=[
                     {

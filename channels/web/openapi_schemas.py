@@ -181,7 +181,10 @@ REASONS = {
     404: "Missing, or belonging to another user or context (indistinguishable)",
     409: "The conversation is busy",
     413: "The body or the message is too large",
+    500: "An internal error (a bug; logged)",
+    502: "The LLM provider failed",
     503: "Shutting down, or the store is unavailable",
+    504: "The turn took longer than the turn deadline",
 }
 
 

@@ -43,6 +43,7 @@ _TURN_ERROR_STATUS = {
     "store_unavailable": 503,
     "cancelled": 503,
     "deadline": 504,
+    "internal": 500,
 }
 
 

@@ -66,8 +66,10 @@ async def test_chat_rename_delete_context_reload(browser: Browser, web: Web, fak
     await expect(page.locator("body")).to_have_attribute("data-loaded", "none")
 
     # a streamed reply, with tool activity
-    fake.enqueue(reply_tool_calls([("call_1", "current_datetime", "{}")]),
-                 reply_text("It is late, go to sleep.", chunks=6, chunk_delay=0.05))
+    fake.enqueue(
+        reply_tool_calls([("call_1", "current_datetime", "{}")]),
+        reply_text("It is late, go to sleep.", chunks=6, chunk_delay=0.05),
+    )
     await _send(page, "what time is it?")
     reply = page.locator(".message.assistant").last
     await expect(reply.locator(".text")).to_have_text("It is late, go to sleep.")

@@ -13,7 +13,7 @@ import pytest
 from store import Message, Scope
 from tests.channels.web.conftest import ALICE, Web, chat, parse_sse, serve_web, web_settings
 from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes.sse_scripts import reply_text, reply_tool_calls
+from tests.fakes.sse_scripts import reply_error, reply_text, reply_tool_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -204,3 +204,14 @@ async def test_disconnect_as_a_fast_reply_ends_leaves_the_agent_healthy(
         await resp.aclose()
     events = await chat(alice, {"message": "still fine"})
     assert events[-1][0] == "done"
+
+
+async def test_provider_failure_ends_the_stream_with_an_error_event(
+    alice: httpx.AsyncClient, fake: FakeOpenAI
+) -> None:
+    fake.enqueue(reply_error(500))
+    events = await chat(alice, {"message": "boom"})
+    assert events[0][0] == "start" and events[-1][0] == "error"
+    assert events[-1][1]["code"] == "provider_error" and events[-1][1]["message"]
+    metrics = (await alice.get("/metrics")).text
+    assert 'hero_turn_errors_total{channel="web",code="provider_error"} 1' in metrics

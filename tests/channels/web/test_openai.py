@@ -13,7 +13,7 @@ import pytest
 from store import Scope
 from tests.channels.web.conftest import ALICE, Web
 from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes.sse_scripts import reply_text
+from tests.fakes.sse_scripts import reply_error, reply_text
 
 pytestmark = pytest.mark.anyio
 
@@ -175,3 +175,16 @@ async def test_non_streaming_client_disconnect_cancels_the_turn(web: Web, fake: 
     # a partial reply, if any text had arrived, is stored marked; never a complete one
     assert [m.status for m in msgs[1:]] in ([], ["interrupted"])
     assert len(web.channel.state.locks) == 0
+
+
+async def test_provider_failure_is_a_502_in_openai_shape(
+    client: openai.AsyncOpenAI, web: Web, fake: FakeOpenAI
+) -> None:
+    fake.enqueue(reply_error(500))
+    with pytest.raises(openai.APIStatusError) as err:
+        await client.chat.completions.create(model="x", messages=[{"role": "user", "content": "boom"}])
+    assert err.value.status_code == 502
+    assert isinstance(err.value.body, dict) and err.value.body["code"] == "provider_error"
+    (conv,) = (await web.store.list_conversations(ALICE_SCOPE)).items
+    msgs = (await web.store.list_messages(ALICE_SCOPE, conv.sid)).items
+    assert msgs[0].content == "boom"  # the user's message was stored before the LLM was called
