@@ -115,8 +115,16 @@ async function deleteConversation(conv) {
   } catch (err) { setStatus(err.message, true); }
 }
 
+const narrow = window.matchMedia("(max-width: 700px)");
+
+function setSidebar(open) {
+  document.body.classList.toggle("sidebar-closed", !open);
+  $("toggle-sidebar").setAttribute("aria-expanded", String(open));
+}
+
 async function selectConversation(id) {
   state.conversationId = id;
+  if (narrow.matches) setSidebar(false); // on a phone the list overlays the chat
   renderConversations();
   await loadMessages();
   $("message-input").focus();
@@ -340,10 +348,7 @@ function wire() {
     $("show-memories").setAttribute("aria-expanded", String(!panel.hidden));
     if (!panel.hidden) await loadMemories().catch((err) => setStatus(err.message, true));
   });
-  $("toggle-sidebar").addEventListener("click", () => {
-    const open = document.body.classList.toggle("sidebar-closed");
-    $("toggle-sidebar").setAttribute("aria-expanded", String(!open));
-  });
+  $("toggle-sidebar").addEventListener("click", () => setSidebar(document.body.classList.contains("sidebar-closed")));
   $("show-token").addEventListener("click", askToken);
   $("token-form").addEventListener("submit", () => {
     state.token = $("token-input").value.trim();
@@ -358,7 +363,7 @@ function wire() {
     refreshAll();
   });
   $("show-token").hidden = !state.token;
-  if (window.matchMedia("(max-width: 700px)").matches) document.body.classList.add("sidebar-closed");
+  if (narrow.matches) setSidebar(false);
 }
 
 wire();

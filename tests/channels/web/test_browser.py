@@ -134,6 +134,15 @@ async def test_memories_view_and_archived_turns(browser: Browser, web: Web) -> N
     await page.get_by_role("button", name="Clear").click()
     await expect(page.locator(".message.archived")).to_have_count(2)  # cleared turns stay visible, dimmed
 
+    # on a phone the conversation list is an overlay: open it, pick the conversation, it closes again
+    sidebar = page.get_by_role("navigation", name="Conversations")
+    await expect(sidebar).to_be_hidden()
+    await page.locator("#toggle-sidebar").click()
+    await expect(sidebar).to_be_visible()
+    await sidebar.locator(".conversation-title").first.click()
+    await expect(sidebar).to_be_hidden()
+    await expect(page.locator("#toggle-sidebar")).to_have_attribute("aria-expanded", "false")
+
     await page.get_by_role("button", name="Memories").click()
     await expect(page.locator(".memory")).to_have_text([re.compile("Alice drinks tea")])
     await page.get_by_role("button", name="Forget: Alice drinks tea").click()
