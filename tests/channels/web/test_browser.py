@@ -148,4 +148,10 @@ async def test_memories_view_and_archived_turns(browser: Browser, web: Web) -> N
     await page.get_by_role("button", name="Forget: Alice drinks tea").click()
     await expect(page.locator("#no-memories")).to_be_visible()
     assert (await web.store.list_memories(alice)).items == []
+
+    # /context typed in the input switches the page's context
+    await page.get_by_role("button", name="Memories").click()
+    await _send(page, "/context lab")
+    await expect(page.get_by_role("combobox", name="Context")).to_have_value("lab")
+    await expect(page.locator(".message.command").last).to_contain_text("lab")
     await page.close()
