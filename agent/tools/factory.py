@@ -16,7 +16,6 @@ from agent.tools.base import Tool
 from agent.tools.builtin_memory import memory_tools
 from agent.tools.builtin_misc import misc_tools
 from agent.tools.http_fetch import HttpFetchTool
-from agent.tools.mcp_client import open_mcp_servers
 from agent.tools.registry import ToolRegistry
 from config.settings import Settings, ToolsSettings
 
@@ -42,5 +41,8 @@ async def open_tools(settings: Settings, *, errlog: TextIO | None = None) -> Asy
     if not settings.tools.mcp_servers:
         yield registry
         return
+    # Imported only when MCP servers are configured: the SDK costs ~1 s of start-up time.
+    from agent.tools.mcp_client import open_mcp_servers  # noqa: PLC0415
+
     async with open_mcp_servers(settings.tools.mcp_servers, registry, errlog=errlog):
         yield registry

@@ -51,7 +51,7 @@ async def serve(app: Starlette, host: str = "127.0.0.1", *, tls: bool = False) -
     ``tls``: serve HTTPS with ``tests/fakes/certs/server.pem`` (for ``pinned.test``, signed by
     ``ca.pem``); the yielded URL then starts with ``https://``."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
