@@ -68,10 +68,12 @@ async def test_chat_rename_delete_context_reload(browser: Browser, web: Web, fak
     # a streamed reply, with tool activity
     fake.enqueue(
         reply_tool_calls([("call_1", "current_datetime", "{}")]),
-        reply_text("It is late, go to sleep.", chunks=6, chunk_delay=0.05),
+        reply_text("It is late, go to sleep.", chunks=6, chunk_delay=0.3),
     )
     await _send(page, "what time is it?")
     reply = page.locator(".message.assistant").last
+    # streamed: the page shows a partial reply before the whole one
+    await expect(reply.locator(".text")).to_have_text(re.compile(r"^It(?!.*sleep\.$)"))
     await expect(reply.locator(".text")).to_have_text("It is late, go to sleep.")
     await expect(page.locator(".tool").first).to_contain_text("current_datetime")
     await _send(page, "hello browser")
