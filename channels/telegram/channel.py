@@ -250,6 +250,9 @@ class TelegramChannel(Channel):
                 await self._watchdog.run()
             except InvalidToken:
                 log.error("telegram.polling_stopped", reason="token rejected")
+            except Exception:
+                # never take the chat workers down with it; polling itself goes on without a watchdog
+                log.exception("telegram.watchdog_failed")
 
     async def _register_commands(self) -> None:
         assert self._app is not None
@@ -281,7 +284,10 @@ class TelegramChannel(Channel):
                 log.warning("telegram.stop_cancelled_turns", chats=self._queues.busy_chats)
         self._closing.set()
         if self._runner is not None:
-            await self._runner
+            try:
+                await self._runner
+            except Exception:
+                log.exception("telegram.workers_failed")
             self._runner = None
         self._app = None
         if app is not None:
