@@ -199,7 +199,7 @@ class Agent:
             if ended:
                 # a failure after Done (e.g. releasing the lock while the store is down) is logged,
                 # never a second final event: a stream ends with exactly one Done or TurnError
-                log.debug("turn.event_after_end", event=type(event).__name__)
+                log.debug("turn.event_after_end", event_type=type(event).__name__)
                 return
             if isinstance(event, Done | TurnError):
                 ended.append(event)
