@@ -18,7 +18,7 @@ from telegram import Bot
 from telegram.error import TelegramError
 
 from agent.core import Agent, TurnRequest
-from agent.events import CommandOutput, Done, TextDelta, TurnError
+from agent.events import CommandOutput, Done, TextDelta, ToolStarted, TurnError
 from channels.telegram.identity import Identity, Incoming, Kind
 from channels.telegram.pacing import ChatPacer, GlobalLimiter
 from channels.telegram.streaming import DeliveryFailed, ReplyStream
@@ -108,6 +108,10 @@ class Responder:
             if isinstance(event, TextDelta):
                 text += event.text
                 stream.push(text)
+            elif isinstance(event, ToolStarted):
+                # a compact hint while a tool runs and the model reads its result; the next text
+                # (or the final reply) replaces it
+                stream.push(f"{text}\n\n🔧 {event.name}…".strip())
             elif isinstance(event, Done):
                 return event.text or text
             elif isinstance(event, TurnError):

@@ -9,7 +9,7 @@ from store import Scope
 from tests.channels.telegram.conftest import ALICE, BOB, running
 from tests.channels.telegram.helpers import stored_messages
 from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes.sse_scripts import reply_text
+from tests.fakes.sse_scripts import reply_text, reply_tool_calls
 from tests.fakes.telegram_server import FakeBotAPI
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -85,3 +85,20 @@ async def test_media_gets_a_clear_not_supported_reply(
         assert "not supported" in text
         assert llm.request_count == 0
         assert await stored_messages(agent.store, Scope("default", f"tg:{ALICE}")) == []
+
+
+async def test_tool_use_shows_a_hint_then_the_answer(
+    settings: Settings, tg: FakeBotAPI, llm: FakeOpenAI
+) -> None:
+    llm.enqueue(
+        reply_tool_calls([("call_1", "current_datetime", "{}")]),
+        reply_text("It is a fine day.", chunks=2, delay=1.0),
+    )
+    async with running(settings) as (channel, agent):
+        tg.push_update(tg.text_update(ALICE, ALICE, "what time is it?"))
+        await tg.wait_for(lambda: channel.stats["answered"] == 1, timeout=15)
+        [msg] = tg.bot_messages(ALICE)
+        assert msg.history[0] == "🔧 current_datetime…"
+        assert msg.text == "It is a fine day."
+        audit = await agent.store.list_audit(Scope("default", f"tg:{ALICE}"))
+        assert [a.tool for a in audit.items] == ["current_datetime"]
