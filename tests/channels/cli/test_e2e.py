@@ -110,18 +110,31 @@ def test_ask_defaults_to_the_os_user(tmp_path: Path, fake: FakeOpenAI) -> None:
 # --- hero-agent chat in tmux -----------------------------------------------------------------------
 
 
+# tmux sometimes leaves an exited command as a zombie without reporting its status
+# (pane_dead_status stays empty), so a tiny wrapper that ignores SIGINT itself (the command keeps the
+# default, so Ctrl-C still reaches it) records the exit status in a file.
+STATUS_WRAPPER = (
+    "import signal, subprocess, sys\n"
+    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "rc = subprocess.call(sys.argv[2:], preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))\n"
+    "open(sys.argv[1], 'w').write(str(rc))\n"
+)
+
+
 class Tmux:
     """One tmux server (its own socket) running one command in a 120x40 pane."""
 
     def __init__(self, command: list[str], env: dict[str, str], workdir: Path) -> None:
         self.socket = f"hero-test-{uuid.uuid4().hex[:10]}"
         # no shell around the command (a shell may die of the Ctrl-C we send); the pane stays after
-        # the command exits so that its exit status can be read
+        # the command exits so that its last screen can be read
         conf = workdir / "tmux.conf"
         conf.write_text("set -g remain-on-exit on\n")
         exports = [f"{k}={v}" for k, v in env.items() if k.isidentifier()]
+        self.status_file = workdir / f"{self.socket}.status"
+        wrapped = [sys.executable, "-c", STATUS_WRAPPER, str(self.status_file), *command]
         self.run(
-            "-f", str(conf), "new-session", "-d", "-x", "120", "-y", "40", "env", "-i", *exports, *command
+            "-f", str(conf), "new-session", "-d", "-x", "120", "-y", "40", "env", "-i", *exports, *wrapped
         )
 
     def run(self, *args: str) -> str:
@@ -165,11 +178,9 @@ class Tmux:
 
     def wait_exit(self, timeout: float = 20.0) -> int:
         """The command's exit status, once it has exited."""
-        self.wait(lambda _s: self.pane("pane_dead") == "1", "the command to exit", timeout)
-        return int(self.pane("pane_dead_status"))
-
-    def pane(self, variable: str) -> str:
-        return self.run("display-message", "-p", "-t", "0", f"#{{{variable}}}").strip()
+        self.wait(lambda _s: self.status_file.exists() and bool(self.status_file.read_text()),
+                  "the command to exit", timeout)
+        return int(self.status_file.read_text())
 
     def kill(self) -> None:
         subprocess.run(
