@@ -78,4 +78,6 @@ class CommandOutput:
     conversation_id: str = ""
 
 
-TurnEvent: TypeAlias = TurnStarted | TextDelta | ToolStarted | ToolFinished | UsageInfo | Done | TurnError | CommandOutput
+TurnEvent: TypeAlias = (
+    TurnStarted | TextDelta | ToolStarted | ToolFinished | UsageInfo | Done | TurnError | CommandOutput
+)
