@@ -1,0 +1,134 @@
+"""Audit and usage entries: append, list with paging, aggregate per model/tool/day; scope stats."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from store.api_base import StoreBase, check_limit, store_fields
+from store.engine import MAX_LIMIT, ListQuery, Page
+from store.errors import InvalidInput
+from store.models import AuditEntry, Kind, Record, Scope, UsageEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    """One row of a usage or audit summary (``key`` is a model, a tool or a day ``YYYY-MM-DD``)."""
+
+    key: str
+    count: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors: int = 0
+    total_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeStats:
+    conversations: int
+    archived_conversations: int
+    messages: int
+    memories: int
+    tool_calls: int
+    llm_calls: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class RecordsMixin(StoreBase):
+
+    async def append_audit(self, scope: Scope, entry: AuditEntry) -> AuditEntry:
+        rec = await self.engine.create(Kind.AUDIT, scope, store_fields(entry.to_record()))
+        return AuditEntry.from_record(rec)
+
+    async def list_audit(
+        self, scope: Scope, *, limit: int = 100, cursor: str | None = None, conversation_id: str | None = None
+    ) -> Page[AuditEntry]:
+        filters = {"conversation_id": conversation_id} if conversation_id else {}
+        page = await self.engine.list(
+            Kind.AUDIT, scope,
+            ListQuery(filters=filters, order_by="created_at", descending=True, limit=check_limit(limit),
+                      cursor=cursor),
+        )
+        return Page([AuditEntry.from_record(r) for r in page.items], page.next_cursor)
+
+    async def append_usage(self, scope: Scope, entry: UsageEntry) -> UsageEntry:
+        rec = await self.engine.create(Kind.USAGE, scope, store_fields(entry.to_record()))
+        return UsageEntry.from_record(rec)
+
+    async def list_usage(
+        self, scope: Scope, *, limit: int = 100, cursor: str | None = None, conversation_id: str | None = None
+    ) -> Page[UsageEntry]:
+        filters = {"conversation_id": conversation_id} if conversation_id else {}
+        page = await self.engine.list(
+            Kind.USAGE, scope,
+            ListQuery(filters=filters, order_by="created_at", descending=True, limit=check_limit(limit),
+                      cursor=cursor),
+        )
+        return Page([UsageEntry.from_record(r) for r in page.items], page.next_cursor)
+
+    async def usage_summary(self, scope: Scope, *, by: str = "model") -> list[Aggregate]:
+        """Token and call totals per ``model`` or per ``day`` (UTC), largest first."""
+        if by not in ("model", "day"):
+            raise InvalidInput("group usage by 'model' or 'day'")
+        acc: dict[str, list[float]] = {}
+        async for rec in self._all(Kind.USAGE, scope):
+            key = rec.get("model", "") if by == "model" else _day(rec["created_at"])
+            a = acc.setdefault(key, [0, 0, 0, 0, 0.0])
+            a[0] += 1
+            a[1] += int(rec.get("prompt_tokens", 0))
+            a[2] += int(rec.get("completion_tokens", 0))
+            a[3] += 0 if rec.get("ok", True) else 1
+            a[4] += float(rec.get("latency_ms", 0.0))
+        return _aggregates(acc)
+
+    async def audit_summary(self, scope: Scope, *, by: str = "tool") -> list[Aggregate]:
+        """Tool executions per ``tool`` or per ``day`` (UTC)."""
+        if by not in ("tool", "day"):
+            raise InvalidInput("group audit by 'tool' or 'day'")
+        acc: dict[str, list[float]] = {}
+        async for rec in self._all(Kind.AUDIT, scope):
+            key = rec.get("tool", "") if by == "tool" else _day(rec["created_at"])
+            a = acc.setdefault(key, [0, 0, 0, 0, 0.0])
+            a[0] += 1
+            a[3] += 0 if rec.get("ok", True) else 1
+            a[4] += float(rec.get("duration_ms", 0.0))
+        return _aggregates(acc)
+
+    async def stats(self, scope: Scope) -> ScopeStats:
+        usage = await self.usage_summary(scope, by="model")
+        return ScopeStats(
+            conversations=await self.engine.count(Kind.CONVERSATION, scope, {"is_archived": False}),
+            archived_conversations=await self.engine.count(Kind.CONVERSATION, scope, {"is_archived": True}),
+            messages=await self.engine.count(Kind.MESSAGE, scope),
+            memories=await self.engine.count(Kind.MEMORY, scope),
+            tool_calls=await self.engine.count(Kind.AUDIT, scope),
+            llm_calls=sum(a.count for a in usage),
+            prompt_tokens=sum(a.prompt_tokens for a in usage),
+            completion_tokens=sum(a.completion_tokens for a in usage),
+        )
+
+    async def _all(self, kind: Kind, scope: Scope) -> AsyncIterator[Record]:
+        cursor: str | None = None
+        while True:
+            page = await self.engine.list(kind, scope, ListQuery(limit=MAX_LIMIT, cursor=cursor))
+            for rec in page.items:
+                yield rec
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+
+def _day(ms: object) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(int(ms) / 1000))  # type: ignore[call-overload]
+
+
+def _aggregates(acc: dict[str, list[float]]) -> list[Aggregate]:
+    rows = [
+        Aggregate(key=k, count=int(a[0]), prompt_tokens=int(a[1]), completion_tokens=int(a[2]),
+                  errors=int(a[3]), total_ms=a[4])
+        for k, a in acc.items()
+    ]
+    rows.sort(key=lambda r: (-r.count, r.key))
+    return rows
