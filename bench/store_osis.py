@@ -34,9 +34,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 # Run as a script, Python puts bench/ first on sys.path, where bench/store.py would shadow the `store`
-# package: drop that entry before importing it.
+# package: put the repository root there instead.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import anyio
 import httpx
