@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import httpx
 
+from agent.errors import ProviderAuthError
 from agent.providers.anthropic import AnthropicProvider
 from agent.providers.base import Provider
 from agent.providers.openai import OpenAIProvider
@@ -14,16 +15,24 @@ from config.settings import LLMSettings
 
 OPENAI_DEFAULT_URL = LLMSettings().base_url
 ANTHROPIC_DEFAULT_URL = "https://api.anthropic.com/v1"
+#: hosted APIs that never answer without a key: fail at start instead of at the first turn
+KEYED_HOSTS = {"api.openai.com": "OPENAI_API_KEY", "api.anthropic.com": "ANTHROPIC_API_KEY"}
 
 
 def build_provider(settings: LLMSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> Provider:
     """``settings.provider`` is "openai" (any compatible server) or "anthropic"."""
+    if settings.provider == "anthropic" and settings.base_url == OPENAI_DEFAULT_URL:
+        settings = replace(settings, base_url=ANTHROPIC_DEFAULT_URL)  # the section's default is OpenAI's
+    host = httpx.URL(settings.base_url).host
+    if not settings.api_key and host in KEYED_HOSTS:
+        raise ProviderAuthError(
+            f"no API key for {host}: set {KEYED_HOSTS[host]} or llm.api_key "
+            "(or point llm.base_url at a local OpenAI-compatible server)"
+        )
     inner: Provider
     if settings.provider == "openai":
         inner = OpenAIProvider(settings, transport=transport)
     elif settings.provider == "anthropic":
-        if settings.base_url == OPENAI_DEFAULT_URL:  # the section's default is OpenAI's URL
-            settings = replace(settings, base_url=ANTHROPIC_DEFAULT_URL)
         inner = AnthropicProvider(settings, transport=transport)
     else:
         raise ValueError(f"unknown LLM provider {settings.provider!r} (expected 'openai' or 'anthropic')")

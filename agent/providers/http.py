@@ -86,8 +86,10 @@ async def post_stream(
     except httpx.HTTPError as exc:
         # RemoteProtocolError (cut stream), ConnectError, ReadError, DecodingError...: no URL or
         # header in the text
+        url = client.base_url
+        origin = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
         raise ProviderUnavailable(
-            f"connection to the LLM provider failed ({type(exc).__name__})", retryable=True
+            f"connection to the LLM provider at {origin} failed ({type(exc).__name__})", retryable=True
         ) from None
 
 

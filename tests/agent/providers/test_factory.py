@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from agent.errors import ProviderAuthError, ProviderUnavailable
 from agent.providers.anthropic import AnthropicProvider
 from agent.providers.base import collect
 from agent.providers.factory import build_provider
@@ -41,4 +44,31 @@ async def test_anthropic_provider_is_built_with_retries(fake_anthropic: FakeAnth
 
 def test_unknown_provider_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown LLM provider"):
-        build_provider(LLMSettings(provider="cohere"))
+        build_provider(LLMSettings(provider="cohere", api_key="k"))
+
+
+@pytest.mark.parametrize(
+    ("provider", "variable"), [("openai", "OPENAI_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY")]
+)
+def test_a_hosted_api_without_a_key_fails_at_build_time(provider: str, variable: str) -> None:
+    with pytest.raises(ProviderAuthError, match=variable):
+        build_provider(LLMSettings(provider=provider, api_key=""))
+
+
+async def test_a_local_server_needs_no_key(fake_openai: FakeOpenAI) -> None:
+    fake_openai.enqueue(reply_text("keyless"))
+    provider = build_provider(replace(fast_settings(fake_openai.base_url), api_key=""))
+    try:
+        assert (await collect(provider, user_request())).text == "keyless"
+    finally:
+        await provider.aclose()
+
+
+async def test_an_unreachable_server_is_named_in_the_error() -> None:
+    settings = replace(fast_settings("http://127.0.0.1:9/v1"), max_retries=0)
+    provider = build_provider(settings)
+    try:
+        with pytest.raises(ProviderUnavailable, match=r"at http://127\.0\.0\.1:9 failed"):
+            await collect(provider, user_request())
+    finally:
+        await provider.aclose()
