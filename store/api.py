@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+import anyio
+
 from store.api_base import MAX_TAGS, MAX_TITLE_CHARS, check_limit, memory_hash, now_ms, store_fields
 from store.api_memories import MemoriesMixin
 from store.api_records import Aggregate, RecordsMixin, ScopeStats
@@ -209,19 +211,36 @@ class Store(MemoriesMixin, RecordsMixin, StateMixin):
 
         When the conversation has a compaction summary, the window starts at the summary message.
         """
-        conv = await self.get_conversation(scope, conversation_id)
-        floor = max(conv.clear_seq, conv.summary_seq - 1 if conv.summary_seq else 0)
-        page = await self.engine.list(
-            Kind.MESSAGE,
-            scope,
-            ListQuery(
-                filters={"conversation_id": conversation_id, "seq__gt": floor},
-                order_by="seq",
-                descending=True,
-                limit=check_limit(limit),
-            ),
+        validate_sid(conversation_id)
+        query = ListQuery(
+            filters={"conversation_id": conversation_id},
+            order_by="seq",
+            descending=True,
+            limit=check_limit(limit),
         )
-        return [Message.from_record(r) for r in reversed(page.items)]
+        # The conversation (for its boundaries) and the last ``limit`` messages are read at once, so a
+        # remote engine pays one round trip, not two. The last ``limit`` after the boundary are exactly
+        # the last ``limit`` overall minus those at or below it: if any of those is cut, everything
+        # above the boundary is already among them.
+        found: dict[str, object] = {}
+
+        async def read_conversation() -> None:
+            found["conv"] = await self.get_conversation(scope, conversation_id)
+
+        async def read_messages() -> None:
+            found["page"] = await self.engine.list(Kind.MESSAGE, scope, query)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read_conversation)
+                tg.start_soon(read_messages)
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
+        conv = found["conv"]
+        page = found["page"]
+        assert isinstance(conv, Conversation) and isinstance(page, Page)
+        floor = max(conv.clear_seq, conv.summary_seq - 1 if conv.summary_seq else 0)
+        return [Message.from_record(r) for r in reversed(page.items) if int(r["seq"]) > floor]
 
     async def list_messages(
         self,
