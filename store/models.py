@@ -98,26 +98,46 @@ class StoredObject:
     extra: dict[str, JSON] = field(default_factory=dict)
 
     def to_record(self) -> Record:
-        rec: Record = {}
-        for f in fields(self):
-            if f.name == "extra":
-                continue
-            rec[f.name] = getattr(self, f.name)
+        rec: Record = {name: getattr(self, name) for name in _field_order(type(self))}
         for k, v in self.extra.items():
             rec.setdefault(k, v)
         return rec
 
     @classmethod
     def from_record(cls, rec: Record) -> Self:
-        names = {f.name for f in fields(cls)} - {"extra"}
-        kwargs = {k: v for k, v in rec.items() if k in names}
-        extra = {k: v for k, v in rec.items() if k not in names}
-        for k in ("tags",):
-            if k in kwargs and isinstance(kwargs[k], list):
-                kwargs[k] = tuple(kwargs[k])
+        names = _field_names(cls)
+        kwargs: dict[str, JSON] = {}
+        extra: dict[str, JSON] = {}
+        for k, v in rec.items():
+            (kwargs if k in names else extra)[k] = v
+        tags = kwargs.get("tags")
+        if isinstance(tags, list):
+            kwargs["tags"] = tuple(tags)
         obj = cls(**kwargs)
         obj.extra = extra
         return obj
+
+
+_FIELDS: dict[type, tuple[tuple[str, ...], frozenset[str]]] = {}
+
+
+def _fields_of(cls: type) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The record fields of a model class (``extra`` excluded), in declaration order and as a set,
+    computed once per class: decoding a history window converts many records, and
+    ``dataclasses.fields`` is slow."""
+    known = _FIELDS.get(cls)
+    if known is None:
+        order = tuple(f.name for f in fields(cls) if f.name != "extra")
+        known = _FIELDS[cls] = (order, frozenset(order))
+    return known
+
+
+def _field_order(cls: type) -> tuple[str, ...]:
+    return _fields_of(cls)[0]
+
+
+def _field_names(cls: type) -> frozenset[str]:
+    return _fields_of(cls)[1]
 
 
 @dataclass(slots=True)
