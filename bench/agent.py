@@ -86,14 +86,22 @@ class TimedEngine(Engine):
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
         self.spent = 0.0
+        self._active = 0
+        self._busy_since = 0.0
 
     @contextlib.contextmanager
     def _timed(self) -> Iterator[None]:
-        started = time.perf_counter()
+        # wall time with at least one engine call in flight: calls may overlap (the history window
+        # reads the conversation and its messages at once), and overlap must not count twice
+        if self._active == 0:
+            self._busy_since = time.perf_counter()
+        self._active += 1
         try:
             yield
         finally:
-            self.spent += time.perf_counter() - started
+            self._active -= 1
+            if self._active == 0:
+                self.spent += time.perf_counter() - self._busy_since
 
     async def open(self) -> None:
         await self.inner.open()
