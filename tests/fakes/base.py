@@ -7,21 +7,19 @@ and dropped streams (the interesting cases) cannot be tested in-process (encode/
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
-import socket
 import threading
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, Self
+from collections.abc import Callable
+from typing import Any
 
 import anyio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 
+from tests.fakes.served import ServedApp
 from tests.fakes.sse_scripts import COMPACTION_MARKER, DEFAULT_SUMMARY, MEMORY_MARKER, Reply, reply_text
 
 Responder = Callable[[dict[str, Any]], Reply | None]
@@ -42,22 +40,7 @@ _drop_filter = _HideScriptedDrops()
 logging.getLogger("uvicorn.error").addFilter(_drop_filter)  # adding the same object twice is a no-op
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn that leaves the process's signal handlers alone (tests and daemons own them)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def main_loop(self) -> None:
-        # uvicorn polls should_exit every 100 ms; tests start and stop a server each, so poll faster
-        counter = 0
-        while not await self.on_tick(counter):
-            counter = (counter + 1) % 864000
-            await anyio.sleep(0.01)
-
-
-class FakeLLMServer(ABC):
+class FakeLLMServer(ServedApp):
     """Base of :class:`FakeOpenAI` and :class:`FakeAnthropic`; subclasses add routes and rendering."""
 
     #: path prefix of ``base_url`` ("/v1" for both APIs)
@@ -170,77 +153,10 @@ class FakeLLMServer(ABC):
     def build_app(self) -> Starlette:
         """The Starlette app with this API's routes."""
 
-    # -- running --------------------------------------------------------------------------------
+    # -- running (see ServedApp) -----------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _serving(self, port: int = 0) -> AsyncIterator[FakeLLMServer]:
-        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only when proto is TCP;
-        # without it every keep-alive request waits ~40 ms for a delayed ACK (Nagle)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-        self.port = sock.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}{self.prefix}"
-        config = uvicorn.Config(
-            self.build_app(),
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        server = _QuietServer(config)
-        self._closing = False
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(lambda: server.serve(sockets=[sock]))
-                with anyio.fail_after(10):
-                    while not server.started:
-                        await anyio.sleep(0.005)
-                try:
-                    yield self
-                finally:
-                    self._closing = True
-                    server.should_exit = True
-        finally:
-            sock.close()
-
-    async def __aenter__(self) -> Self:
-        self._stack = contextlib.AsyncExitStack()
-        await self._stack.enter_async_context(self._serving())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._stack.aclose()
-
-    @contextlib.contextmanager
-    def running_in_thread(self) -> Iterator[Self]:
-        """Serve from a thread with its own event loop (sync tests, subprocess clients)."""
-        started, stop = threading.Event(), threading.Event()
-        failure: list[BaseException] = []
-
-        async def run() -> None:
-            async with self._serving():
-                started.set()
-                while not stop.is_set():
-                    await anyio.sleep(0.02)
-
-        def main() -> None:
-            try:
-                anyio.run(run)
-            except BaseException as exc:  # surfaced in the caller's thread below
-                failure.append(exc)
-                started.set()
-
-        thread = threading.Thread(target=main, name=type(self).__name__, daemon=True)
-        thread.start()
-        started.wait(10)
-        if failure:
-            raise failure[0]
-        try:
-            yield self
-        finally:
-            stop.set()
-            thread.join(10)
+    def on_bound(self, port: int) -> None:
+        self.base_url = f"http://127.0.0.1:{port}{self.prefix}"
 
     async def serve_forever(self, port: int) -> None:
         """Standalone mode: print ``READY <base_url>`` once listening, stop on SIGINT/SIGTERM."""

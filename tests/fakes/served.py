@@ -16,11 +16,18 @@ from starlette.applications import Starlette
 
 
 class _QuietServer(uvicorn.Server):
-    """uvicorn that leaves the process's signal handlers alone."""
+    """uvicorn that leaves the process's signal handlers alone (tests and daemons own them)."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def main_loop(self) -> None:
+        # uvicorn polls should_exit every 100 ms; tests start and stop a server each, so poll faster
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 1) % 864000
+            await anyio.sleep(0.01)
 
 
 class ServedApp(ABC):
@@ -38,7 +45,9 @@ class ServedApp(ABC):
 
     @contextlib.asynccontextmanager
     async def _serving(self, port: int = 0) -> AsyncIterator[Self]:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only when proto is TCP;
+        # without it every keep-alive request waits ~40 ms for a delayed ACK (Nagle)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
         self.port = sock.getsockname()[1]

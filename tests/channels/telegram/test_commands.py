@@ -89,7 +89,10 @@ async def test_stop_cancels_the_running_reply(settings: Settings, tg: FakeBotAPI
         tg.push_update(tg.text_update(ALICE, ALICE, "/stop"))
         await tg.wait_for(lambda: channel.stats["answered"] == 1, timeout=10)
         [text] = tg.messages_in(ALICE)
-        assert text.endswith("⏹ Stopped.") and text.startswith("word word")
+        # some of the reply was shown, not all of it, and the stop is marked
+        partial = text.removesuffix("⏹ Stopped.")
+        assert partial != text and partial.startswith("word")
+        assert partial.split() == ["word"] * len(partial.split()) and len(partial.split()) < 200
         stored = await stored_messages(agent.store, HOME)
         assert [m.role for m in stored] == ["user", "assistant"]
         assert stored[1].status == "interrupted"
