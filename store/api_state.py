@@ -42,6 +42,15 @@ class StateMixin(StoreBase):
 
     # -- leases --------------------------------------------------------------------------------
 
+    async def try_lease(self, scope: Scope, key: str, *, ttl_s: float) -> bool:
+        """Take the expiring lease ``key`` for this Store (renewing it when already ours); False when
+        another Store, in this process or another, holds it and it has not expired."""
+        return await self.engine.claim(scope, f"lease:{key}", self._holder, int(ttl_s * 1000))
+
+    async def release_lease(self, scope: Scope, key: str) -> None:
+        """Drop the lease ``key`` if this Store holds it."""
+        await self.engine.release(scope, f"lease:{key}", self._holder)
+
     async def claim_once(self, scope: Scope, key: str) -> bool:
         """True the first time ``key`` is claimed in this scope, by anyone, ever (de-duplication)."""
         # a fresh holder per call: a holder re-claiming its own lease succeeds (renewal), which would

@@ -1,8 +1,12 @@
 """Answers one chat's updates: dedupe, the chat's context, the turn, and the streamed reply.
 
-The update id is claimed in the store before anything else (``claim_once`` in the chat owner's scope
-of the default context), so an update delivered twice -- after a restart before Telegram got our
-offset, or a webhook retry -- is answered once, by whichever process claimed it first.
+Every update is de-duplicated through the store, in the chat owner's scope of the default context:
+while it is handled, an expiring lease ``tg-update:<id>`` keeps any other process (or a webhook retry)
+from handling it at the same time; once it is answered, the state key ``telegram.done.<id>`` marks it
+for good. An update delivered twice -- after a restart before Telegram got our offset, or a webhook
+retry -- is therefore answered once; and one whose handler died before answering (kill -9) is
+answered when Telegram delivers it again, instead of being lost. Its user message is stored with the
+request key ``tg-update:<id>``, so a redelivery never stores it twice.
 
 A chat's context (``/context NAME``) is kept as the state key ``telegram.context.<chat id>`` of the
 owner's scope in the default context, so it survives restarts.
@@ -34,6 +38,7 @@ UNSUPPORTED_TEXT = (
 TYPING_EVERY_S = 4.0
 INTERRUPTED = "⏹ Interrupted: the bot is restarting. Send your message again if needed."
 INTERRUPTED_NOTE_DEADLINE_S = 3.0
+SETTLE_DEADLINE_S = 5.0
 
 
 class Responder:
@@ -51,15 +56,38 @@ class Responder:
         self._pacers: dict[int, ChatPacer] = {}
         self._contexts: dict[int, str] = {}
 
+    def _home(self, incoming: Incoming) -> Scope:
+        """Where the chat's de-duplication marks and context live."""
+        return Scope(self._settings.agent.default_context, self._identity.owner(incoming))
+
     async def _claim(self, incoming: Incoming) -> Scope | None:
-        """The chat's scope if this update was not handled before (by any process), else None."""
-        owner = self._identity.owner(incoming)
-        home = Scope(self._settings.agent.default_context, owner)
-        if not await self._agent.store.claim_once(home, f"tg-update:{incoming.update_id}"):
+        """The chat's scope if this update is neither answered nor being handled elsewhere, else None.
+
+        On success the update's lease is held: :meth:`_settle` releases it (and marks it answered)."""
+        home = self._home(incoming)
+        store = self._agent.store
+        if await store.get_state(home, f"telegram.done.{incoming.update_id}") is not None or not (
+            await store.try_lease(home, f"tg-update:{incoming.update_id}", ttl_s=self._lease_ttl_s)
+        ):
             self.stats["duplicates"] += 1
             log.info("telegram.duplicate_update", update_id=incoming.update_id, chat_id=incoming.chat_id)
             return None
-        return Scope(await self._context_for(incoming.chat_id, home), owner)
+        return Scope(await self._context_for(incoming.chat_id, home), home.user_id)
+
+    async def _settle(self, incoming: Incoming, *, answered: bool) -> None:
+        """Mark the update answered (when it was) and release its lease; shielded, bounded."""
+        home = self._home(incoming)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(SETTLE_DEADLINE_S):
+            try:
+                if answered:
+                    await self._agent.store.set_state(home, f"telegram.done.{incoming.update_id}", "1")
+                await self._agent.store.release_lease(home, f"tg-update:{incoming.update_id}")
+            except StoreError as exc:  # the lease expires by itself; a redelivery may answer again
+                log.warning("telegram.settle_failed", error=type(exc).__name__, update_id=incoming.update_id)
+
+    @property
+    def _lease_ttl_s(self) -> float:
+        return self._settings.agent.turn_lock_ttl_s
 
     async def process(self, incoming: Incoming) -> None:
         try:
@@ -70,11 +98,18 @@ class Responder:
             return
         if scope is None:
             return
-        if incoming.kind is Kind.UNSUPPORTED:
-            await self.reply(incoming, UNSUPPORTED_TEXT)
-            return
-        with structlog.contextvars.bound_contextvars(chat_id=incoming.chat_id, update_id=incoming.update_id):
-            await self._run_turn(incoming, scope)
+        answered = False
+        try:
+            if incoming.kind is Kind.UNSUPPORTED:
+                await self.reply(incoming, UNSUPPORTED_TEXT)
+            else:
+                with structlog.contextvars.bound_contextvars(
+                    chat_id=incoming.chat_id, update_id=incoming.update_id
+                ):
+                    await self._run_turn(incoming, scope)
+            answered = True
+        finally:
+            await self._settle(incoming, answered=answered)
 
     async def _run_turn(self, incoming: Incoming, scope: Scope) -> None:
         req = TurnRequest(
@@ -130,7 +165,10 @@ class Responder:
             scope = await self._claim(incoming)
             if scope is None:
                 return
-            stopped = await self._agent.stop_turn(scope)
+            try:
+                stopped = await self._agent.stop_turn(scope)
+            finally:
+                await self._settle(incoming, answered=True)
         except (StoreError, TimeoutError) as exc:
             log.warning("telegram.stop_failed", error=type(exc).__name__)
             stopped = False

@@ -19,7 +19,7 @@ from store.factory import open_store
 from tests.channels.telegram.conftest import ALICE, running
 from tests.channels.telegram.helpers import stored_messages
 from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes.sse_scripts import reply_text
+from tests.fakes.sse_scripts import reply_hang, reply_text
 from tests.fakes.telegram_server import TOKEN, FakeBotAPI
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -49,6 +49,31 @@ async def test_restart_with_unconfirmed_updates_answers_nothing_twice(
         stored = await stored_messages(agent.store, Scope("work", f"tg:{ALICE}"))
         assert [m.content for m in stored if m.role == "user"] == ["before the restart", "after the restart"]
     assert llm.request_count == 2
+
+
+async def test_an_update_cut_before_its_answer_is_answered_after_the_restart(
+    settings: Settings, tg: FakeBotAPI, llm: FakeOpenAI
+) -> None:
+    # the first process takes the update but goes away before it could answer (the model hangs);
+    # Telegram delivers the update again, and the second process answers it instead of skipping it
+    tg.confirm_offsets = False
+    llm.enqueue(reply_hang("thinking"))
+    async with running(settings) as (first, _agent):
+        tg.push_update(tg.text_update(ALICE, ALICE, "are you there?"))
+        await llm.wait_for_requests(1)
+    assert first.stats["answered"] == 0 and tg.pending_updates == 1
+
+    async with running(settings) as (second, agent):
+        await tg.wait_for(lambda: second.stats["answered"] == 1, timeout=10)
+        assert second.stats["duplicates"] == 0
+        assert tg.messages_in(ALICE)[-1] == "echo: are you there?"
+        stored = await stored_messages(agent.store, Scope(settings.agent.default_context, f"tg:{ALICE}"))
+        # one user message (the redelivery reuses it), the cut reply marked, then the answer
+        assert [(m.role, m.status) for m in stored] == [
+            ("user", "complete"),
+            ("assistant", "interrupted"),
+            ("assistant", "complete"),
+        ]
 
 
 async def test_a_second_poller_causes_conflicts_and_the_watchdog_recovers(
