@@ -1,10 +1,9 @@
-"""``hero-agent ask`` through ``main`` in-process (the console script itself runs in test_e2e.py)."""
+"""``hero-agent ask`` through ``main`` in-process (the console script itself, stdin included, runs in
+test_e2e.py)."""
 
 from __future__ import annotations
 
-import io
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,16 +52,6 @@ def test_answer_on_stdout_and_history_continues(fake: FakeOpenAI, capsys: pytest
         ("assistant", "first answer"),
         ("user", "second question"),
     ]
-
-
-def test_text_from_stdin(
-    fake: FakeOpenAI, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(sys, "stdin", io.StringIO("piped\nin\n"))
-    code, out, _err = ask(capsys, "-")
-    assert code == 0 and out.startswith("echo: piped\nin")
-    monkeypatch.setattr(sys, "stdin", io.StringIO("   \n"))
-    assert ask(capsys, "-") == (2, "", "hero-agent: error: the message is empty\n")
 
 
 def test_commands_run_without_the_model(fake: FakeOpenAI, capsys: pytest.CaptureFixture[str]) -> None:

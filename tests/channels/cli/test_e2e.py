@@ -71,6 +71,9 @@ def test_ask_console_script(tmp_path: Path, fake: FakeOpenAI) -> None:
     assert (first.returncode, first.stdout, first.stderr) == (0, "echo: hello there\n", "")
     piped = ask(env, "--user", "bob", "-", stdin="from stdin\nsecond line\n")
     assert (piped.returncode, piped.stdout) == (0, "echo: from stdin\nsecond line\n")
+    blank = ask(env, "--user", "bob", "-", stdin="   \n")
+    empty = (2, "", "hero-agent: error: the message is empty\n")
+    assert (blank.returncode, blank.stdout, blank.stderr) == empty
     cleared = ask(env, "--user", "bob", "/clear")
     assert cleared.returncode == 0 and cleared.stdout.startswith("Cleared")
     fake.enqueue(reply_error(401))
