@@ -8,11 +8,9 @@ set to the secret given to ``setWebhook``. Requests without the right secret get
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import socket
-from collections.abc import Iterator
 
 import anyio
 import structlog
@@ -23,18 +21,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from telegram import Bot, Update
 
+from channels.serving import NoSignalServer, listening_socket
+
 log = structlog.get_logger("channels.telegram")
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 MAX_BODY = 1_048_576
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn that leaves signal handling to the daemon."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 class WebhookServer:
@@ -49,7 +41,7 @@ class WebhookServer:
         self.port = port
         self.path = path if path.startswith("/") else f"/{path}"
         self._secret = secret
-        self._server: _QuietServer | None = None
+        self._server: NoSignalServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
         self.received = 0
@@ -78,19 +70,13 @@ class WebhookServer:
 
     async def start(self) -> None:
         """Bind and serve; raises OSError when the address is taken."""
-        sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self._host, self.port))
-        except OSError:
-            sock.close()
-            raise
+        sock = listening_socket(self._host, self.port)
         self._sock = sock
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app(), lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=2
         )
-        self._server = _QuietServer(config)
+        self._server = NoSignalServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="telegram-webhook")
         with anyio.fail_after(10):
             while not self._server.started:

@@ -19,8 +19,6 @@ import ipaddress
 import logging
 import math
 import socket
-from collections.abc import Generator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, ClassVar
 
 import anyio
@@ -28,6 +26,7 @@ import structlog
 import uvicorn
 
 from channels.base import Channel, ChannelStartError
+from channels.serving import NoSignalServer, listening_socket
 from channels.web.app import create_app
 from channels.web.state import WebState
 
@@ -40,14 +39,6 @@ log = structlog.get_logger("hero.web")
 #: uvicorn's own grace on top of our stream deadline, so streams end themselves first
 DRAIN_MARGIN_S = 3.0
 START_TIMEOUT_S = 30.0
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without signal handling: the daemon owns SIGINT/SIGTERM."""
-
-    @contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 def is_loopback(host: str) -> bool:
@@ -70,17 +61,10 @@ def is_loopback(host: str) -> bool:
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket, or ChannelStartError with one clear line."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except OSError:
+        return listening_socket(host, port)
+    except socket.gaierror:
         raise ChannelStartError(f"web: cannot resolve listen host {host!r}") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)
     except OSError as exc:
-        sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise ChannelStartError(
                 f"web: cannot listen on {host}:{port}: the address is already in use"
@@ -88,8 +72,6 @@ def bind_socket(host: str, port: int) -> socket.socket:
         if exc.errno == errno.EACCES:
             raise ChannelStartError(f"web: cannot listen on {host}:{port}: permission denied") from None
         raise ChannelStartError(f"web: cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.setblocking(False)
-    return sock
 
 
 class WebChannel(Channel):
@@ -103,7 +85,7 @@ class WebChannel(Channel):
     def __init__(self, settings: Settings, agent: Agent) -> None:
         super().__init__(settings, agent)
         self.state: WebState | None = None
-        self.server: _Server | None = None
+        self.server: NoSignalServer | None = None
         self.port: int = settings.web.port
         self._runner: asyncio.Task[None] | None = None
 
@@ -136,7 +118,7 @@ class WebChannel(Channel):
         )
         # uvicorn logs through stdlib logging; keep its chatter at warning level
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-        self.server = _Server(config)
+        self.server = NoSignalServer(config)
         # uvicorn is asyncio-only; its server runs as one task owned by this channel and awaited by
         # ``stop`` (a task group entered here and left in ``stop`` would break if the caller wraps
         # ``stop`` in a cancel scope, as the daemon does to bound it)
