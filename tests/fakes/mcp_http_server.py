@@ -9,20 +9,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import anyio
 import uvicorn
 
+from channels.serving import NoSignalServer
 from tests.fakes.mcp_stdio_server import build_server
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn that leaves the process's signal handlers alone."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 @contextlib.asynccontextmanager
@@ -39,7 +32,7 @@ async def serve_mcp_http(port: int = 0) -> AsyncIterator[str]:
         access_log=False,
         timeout_graceful_shutdown=1,
     )
-    server = _QuietServer(config)
+    server = NoSignalServer(config)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: server.serve(sockets=[sock]))

@@ -14,13 +14,11 @@ import anyio
 import uvicorn
 from starlette.applications import Starlette
 
+from channels.serving import NoSignalServer
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn that leaves the process's signal handlers alone (tests and daemons own them)."""
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+class _QuietServer(NoSignalServer):
+    """uvicorn that leaves the process's signal handlers alone and stops quickly."""
 
     async def main_loop(self) -> None:
         # uvicorn polls should_exit every 100 ms; tests start and stop a server each, so poll faster

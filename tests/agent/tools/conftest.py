@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from agent.tools.base import ToolContext
+from channels.serving import NoSignalServer
 from config.settings import Settings, StoreSettings
 from store import Scope, Store
 from store.factory import open_store
@@ -36,14 +37,6 @@ async def ctx(store: Store) -> ToolContext:
     return ToolContext(store=store, scope=SCOPE, conversation_id=conv.sid, channel="cli")
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn that leaves the process's signal handlers alone."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @contextlib.asynccontextmanager
 async def serve(app: Starlette, host: str = "127.0.0.1", *, tls: bool = False) -> AsyncIterator[str]:
     """Run ``app`` on a real uvicorn at ``host`` (any free port); yields ``http://host:port``.
@@ -55,7 +48,7 @@ async def serve(app: Starlette, host: str = "127.0.0.1", *, tls: bool = False) -
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    server = _QuietServer(
+    server = NoSignalServer(
         uvicorn.Config(
             app,
             lifespan="off",
