@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from agent.providers.base import ChatMessage, ChatRequest, ToolCall, ToolSpec
@@ -33,11 +33,16 @@ def estimate_text(text: str) -> int:
 
 
 def estimate_message(msg: ChatMessage) -> int:
+    """The message's token estimate; computed once per message (a turn re-estimates its whole window
+    several times, and the window's messages live on in :mod:`agent.window`)."""
+    if msg.tokens >= 0:
+        return msg.tokens
     n = MESSAGE_OVERHEAD + estimate_text(msg.content)
     for call in msg.tool_calls:
         n += CALL_OVERHEAD + estimate_text(call.name) + estimate_text(call.arguments)
     for block in msg.reasoning:
         n += estimate_text(json.dumps(block))
+    object.__setattr__(msg, "tokens", n)  # a memo on a frozen value: same inputs, same answer
     return n
 
 
@@ -147,14 +152,20 @@ class History:
     last_seq: int = 0
 
 
-def history_from(stored: Sequence[Message], *, group: bool = False) -> History:
+def history_from(
+    stored: Sequence[Message],
+    *,
+    group: bool = False,
+    convert: Callable[[Message, bool], ChatMessage | None] | None = None,
+) -> History:
+    """The window as the model sees it; ``convert`` (default :func:`to_chat`) may answer from a cache."""
     summary = ""
     out: list[ChatMessage] = []
     for m in stored:
         if m.message_type == SUMMARY_TYPE:
             summary = m.content  # the newest summary already covers the older ones
             continue
-        chat = to_chat(m, group=group)
+        chat = convert(m, group) if convert is not None else to_chat(m, group=group)
         if chat is not None:
             out.append(chat)
     return History(

@@ -39,6 +39,7 @@ from agent.turn_context import TurnInput, TurnParts
 from agent.window import WindowCache
 from config.settings import Settings
 from store import Conversation, InvalidInput, NotFound, Scope, Store, StoreError, StoreUnavailable
+from store.models import validate_sid
 
 log = structlog.get_logger()
 
@@ -218,13 +219,12 @@ class Agent:
             async with send:
                 try:
                     with running.cancel_scope:
-                        conv = await self._resolve(req)
-                        conversation_id = running.conversation_id = conv.sid
-                        structlog.contextvars.bind_contextvars(conversation=conv.sid)
+                        conversation_id = running.conversation_id = await self._resolve(req)
+                        structlog.contextvars.bind_contextvars(conversation=conversation_id)
                         log.info("turn.started", chars=len(req.text))
                         inp = TurnInput(
                             req.scope,
-                            conv,
+                            conversation_id,
                             req.channel,
                             req.text,
                             req.sender,
@@ -268,12 +268,14 @@ class Agent:
                         duration_ms=round((time.perf_counter() - started) * 1000, 3),
                     )
 
-    async def _resolve(self, req: TurnRequest) -> Conversation:
+    async def _resolve(self, req: TurnRequest) -> str:
+        """The conversation's id. A given one is only checked for its form here: the store call that
+        opens the turn answers NotFound for a missing or foreign one (before anything is stored)."""
         if req.conversation_id is None:
             conv = await self.active_conversation(req.scope, channel=req.channel, is_group=req.is_group)
             assert conv is not None  # create=True always answers one
-            return conv
-        return await self.store.get_conversation(req.scope, req.conversation_id)
+            return conv.sid
+        return validate_sid(req.conversation_id)
 
     async def stop_turn(self, scope: Scope, conversation_id: str | None = None) -> bool:
         """Cancel the running turn of a conversation (None: every running turn of this scope).

@@ -132,13 +132,18 @@ class MemoryManager:
 
     # -- recall ------------------------------------------------------------------------------------
 
-    async def recall(self, scope: Scope, text: str) -> list[Memory]:
+    def recall_plan(self, text: str) -> tuple[str, int, int]:
+        """What a turn reads to recall (in the store call that opens it): ``(words, how many
+        matching memories, how many of the newest)``."""
         limit = self.settings.recall_limit
         if limit <= 0:
-            return []
-        found = await self.store.search_memories(scope, text, limit=min(limit * 2, 100))
-        recent = await self.store.list_memories(scope, limit=RECENT_FOR_RECALL)
-        return rank_memories(found + recent.items, text, limit)
+            return "", 0, 0
+        return text, min(limit * 2, 100), RECENT_FOR_RECALL
+
+    def ranked(self, matching: list[Memory], recent: list[Memory], text: str) -> list[Memory]:
+        """The memories recalled into the system prompt, most relevant first."""
+        limit = self.settings.recall_limit
+        return rank_memories(matching + recent, text, limit) if limit > 0 else []
 
     # -- extraction --------------------------------------------------------------------------------
 

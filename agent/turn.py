@@ -2,8 +2,9 @@
 
 One :class:`Turn` answers one user message in one conversation::
 
-    lock the conversation (store lease: also across processes)
-    persist the user message                          -> TurnStarted
+    open the turn, in one store call: lock the conversation (a store lease: also across
+    processes), persist the user message, read the new messages and the memories to recall
+                                                      -> TurnStarted
     build the request (system prompt, recalled memories, summary, history window)
     loop: stream the model                            -> TextDelta..., UsageInfo
           tool calls? persist them, run them concurrently, persist results in call order
@@ -32,7 +33,8 @@ from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, To
 from agent.tools.base import ToolContext, ToolResult
 from agent.turn_context import TurnInput, TurnParts, build_context
 from agent.turn_tools import run_calls, signature
-from store import Conflict, Message, MessageStatus, StoreError, UsageEntry
+from store import Conflict, Conversation, Memory, Message, MessageStatus, StoreError, UsageEntry
+from store.api_turn import TurnReads
 
 log = structlog.get_logger()
 
@@ -73,20 +75,40 @@ class Turn:
         self.emit = emit
         self.on_locked = on_locked
         self.progress = _Progress()
-        self.site = CallSite(inp.scope, inp.conversation.sid, inp.channel)
-        self.cid = inp.conversation.sid
+        self.site = CallSite(inp.scope, inp.conversation_id, inp.channel)
+        self.cid = inp.conversation_id
+        self.memories: list[Memory] = []
+        self.stored: list[Message] = []
 
     async def run(self) -> None:
-        a = self.p.settings.agent
+        a, inp, p = self.p.settings.agent, self.inp, self.p
+        after_seq, window_limit = p.window.plan(inp.scope, self.cid)
+        recall_text, recall_limit, recent = p.memory.recall_plan(inp.text)
+        reads = TurnReads(window_limit, after_seq, recall_text, recall_limit, recent)
         try:
-            async with self.p.store.conversation_lock(
-                self.inp.scope, self.cid, ttl_s=a.turn_lock_ttl_s, wait_s=a.turn_deadline_s
-            ):
+            async with p.store.open_turn(
+                inp.scope,
+                self.cid,
+                inp.text,
+                channel=inp.channel,
+                sender=inp.sender,
+                request_key=inp.request_key,
+                reads=reads,
+                ttl_s=a.turn_lock_ttl_s,
+                wait_s=a.turn_deadline_s,
+            ) as opening:
                 self.on_locked()
-                user_msg = await self._persist_user()
-                await self.emit(TurnStarted(self.cid, user_msg.sid, self.inp.turn_id))
+                inp.conversation = opening.conversation
+                # the turn's usage entries are written when it closes, with the lease's release
+                self.progress.usage = opening.usage
+                await self.emit(TurnStarted(self.cid, opening.message.sid, inp.turn_id))
                 with anyio.move_on_after(a.turn_deadline_s) as deadline:
-                    await self._guarded()
+                    await self._title(opening.conversation)
+                    self.stored = await p.window.absorb(inp.scope, self.cid, after_seq, opening)
+                    self.memories = p.memory.ranked(
+                        opening.matching_memories, opening.recent_memories, inp.text
+                    )
+                    await self._turn()
                 if deadline.cancelled_caught:
                     await self.emit(
                         TurnError(
@@ -99,15 +121,6 @@ class Turn:
             await self.emit(
                 TurnError("busy", "This conversation is busy with another turn; try again.", self.cid)
             )
-
-    async def _guarded(self) -> None:
-        try:
-            await self._turn()
-        finally:
-            # usage is booked after Done (off the reply path) but inside the turn and its lock
-            with anyio.CancelScope(shield=True), anyio.move_on_after(BOOKKEEPING_DEADLINE_S):
-                await self.p.llm.book(self.inp.scope, self.progress.usage)
-            self.progress.usage.clear()
 
     async def _turn(self) -> None:
         try:
@@ -127,29 +140,21 @@ class Turn:
                 await self._settle(MessageStatus.ERROR)
             raise
 
-    async def _persist_user(self) -> Message:
-        inp = self.inp
-        msg = await self.p.store.append_message(
-            inp.scope,
-            self.cid,
-            "user",
-            inp.text,
-            channel=inp.channel,
-            sender=inp.sender,
-            request_key=inp.request_key,
-        )
-        if not inp.conversation.title:
-            title = inp.text.strip().splitlines()[0][:60] if inp.text.strip() else ""
-            if title.isprintable():
-                await self.p.store.rename_conversation(inp.scope, self.cid, title)
-        return msg
+    async def _title(self, conv: Conversation) -> None:
+        """A new conversation is named after its first message."""
+        if conv.title:
+            return
+        text = self.inp.text.strip()
+        title = text.splitlines()[0][:60] if text else ""
+        if title.isprintable():
+            self.inp.conversation = await self.p.store.rename_conversation(self.inp.scope, self.cid, title)
 
     # -- the loop ----------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
         a, llm_s = self.p.settings.agent, self.p.settings.llm
         tools = self.p.tools.specs() if self.p.tools is not None else ()
-        system, messages = await build_context(self.p, self.inp, tools)
+        system, messages = await build_context(self.p, self.inp, tools, self.memories, self.stored)
         previous: set[tuple[str, str]] = set()
         force_final = False
         iteration = 0
@@ -213,8 +218,7 @@ class Turn:
 
     async def _run_tools(self, calls: tuple[ToolCall, ...], repeated: set[str]) -> list[ToolResult]:
         inp = self.inp
-        group = inp.is_group or inp.conversation.is_group
-        ctx = ToolContext(self.p.store, inp.scope, self.cid, inp.channel, group)
+        ctx = ToolContext(self.p.store, inp.scope, self.cid, inp.channel, inp.group)
 
         def on_result(call: ToolCall, result: ToolResult) -> None:
             self.progress.results[call.id] = result
@@ -283,7 +287,7 @@ class Turn:
             self.inp.scope,
             self.cid,
             self.inp.channel,
-            is_group=self.inp.is_group or self.inp.conversation.is_group,
+            is_group=self.inp.group,
         )
 
     async def _settle(self, status: MessageStatus) -> None:

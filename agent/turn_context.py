@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import anyio
 import structlog
 
 from agent.compaction import Compactor
@@ -30,7 +29,7 @@ from agent.providers.base import ChatMessage, ToolSpec
 from agent.tools.registry import ToolRegistry
 from agent.window import WindowCache
 from config.settings import Settings
-from store import Conversation, Memory, Scope, Store
+from store import Conversation, Memory, Message, Scope, Store
 
 log = structlog.get_logger()
 
@@ -54,38 +53,36 @@ class TurnParts:
 @dataclass(slots=True)
 class TurnInput:
     scope: Scope
-    conversation: Conversation
+    conversation_id: str
     channel: str
     text: str
     sender: str = ""
     is_group: bool = False
     request_key: str | None = None
     turn_id: str = ""
+    #: as read when the turn was opened (None before)
+    conversation: Conversation | None = None
+
+    @property
+    def group(self) -> bool:
+        """A group scope: the request says so, or the conversation belongs to a group."""
+        return self.is_group or (self.conversation is not None and self.conversation.is_group)
 
 
 async def build_context(
-    parts: TurnParts, inp: TurnInput, tools: tuple[ToolSpec, ...]
+    parts: TurnParts,
+    inp: TurnInput,
+    tools: tuple[ToolSpec, ...],
+    memories: list[Memory],
+    stored: list[Message],
 ) -> tuple[str, list[ChatMessage]]:
-    """The system prompt and the history window for this turn; compacts first when over budget."""
+    """The system prompt and the history window for this turn, from the recalled memories and the
+    stored window read when the turn was opened; compacts first when over budget."""
     s = parts.settings
-    group = inp.is_group or inp.conversation.is_group
-    memories: list[Memory] = []
-    history = History("", [])
-
-    async def recall() -> None:
-        memories.extend(await parts.memory.recall(inp.scope, inp.text))
-
-    async def load() -> None:
-        nonlocal history
-        history = await _history(parts, inp, group)
-
-    # independent reads: over a remote store they overlap instead of queueing
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(recall)
-            tg.start_soon(load)
-    except ExceptionGroup as group_exc:
-        raise group_exc.exceptions[0] from None  # callers handle StoreError, not groups
+    group = inp.group
+    history = history_from(
+        stored, group=group, convert=parts.window.converter(inp.scope, inp.conversation_id)
+    )
     base = "\n\n".join(
         x for x in (s.agent.system_prompt, recall_section(memories), GROUP_NOTE if group else "") if x
     )
@@ -105,7 +102,7 @@ async def build_context(
 
 async def _compact(parts: TurnParts, inp: TurnInput, budget: int) -> bool:
     try:
-        return await parts.compactor.compact(inp.scope, inp.conversation.sid, inp.channel, budget=budget)
+        return await parts.compactor.compact(inp.scope, inp.conversation_id, inp.channel, budget=budget)
     except ProviderError as exc:
         # the answer matters more than the summary: fall back to trimming the oldest turns
         log.warning("turn.compaction_failed", error=str(exc))
@@ -113,5 +110,5 @@ async def _compact(parts: TurnParts, inp: TurnInput, budget: int) -> bool:
 
 
 async def _history(parts: TurnParts, inp: TurnInput, group: bool) -> History:
-    stored = await parts.window.window(inp.scope, inp.conversation.sid)
+    stored = await parts.window.window(inp.scope, inp.conversation_id)
     return history_from(stored, group=group)

@@ -46,6 +46,7 @@ from agent.providers.openai import OpenAIProvider
 from config.settings import LLMSettings, MemorySettings, Settings, StoreSettings
 from store import Engine, Kind, ListQuery, Page, Scope, Store
 from store.embedded import EmbeddedEngine
+from store.engine import Step
 from store.models import JSON, Record
 
 SCOPE = Scope("bench", "bencher")
@@ -142,6 +143,10 @@ class TimedEngine(Engine):
     async def release(self, scope: Scope, key: str, holder: str) -> None:
         with self._timed():
             await self.inner.release(scope, key, holder)
+
+    async def batch(self, scope: Scope, steps: Sequence[Step]) -> builtins.list[object]:
+        with self._timed():
+            return await self.inner.batch(scope, steps)
 
     async def contexts(self) -> builtins.list[str]:
         return await self.inner.contexts()

@@ -7,7 +7,6 @@ engine.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
 import anyio
@@ -15,7 +14,7 @@ import anyio
 from store.api_base import MAX_TAGS, MAX_TITLE_CHARS, check_limit, memory_hash, now_ms, store_fields
 from store.api_memories import MemoriesMixin
 from store.api_records import Aggregate, RecordsMixin, ScopeStats
-from store.api_state import StateMixin
+from store.api_turn import TurnMixin
 from store.engine import ListQuery, Page
 from store.errors import InvalidInput, NotFound
 from store.models import (
@@ -31,10 +30,11 @@ from store.models import (
 __all__ = ["MAX_TAGS", "MAX_TITLE_CHARS", "Aggregate", "ScopeStats", "Store", "memory_hash", "now_ms"]
 
 
-class Store(MemoriesMixin, RecordsMixin, StateMixin):
+class Store(MemoriesMixin, RecordsMixin, TurnMixin):
     """Domain operations over an engine. An async context manager that opens and closes the engine.
 
-    Conversations and messages live here; memories, audit/usage and state/leases in their mixins.
+    Conversations and messages live here; memories, audit/usage, state/leases and the start of a turn
+    in their mixins.
     """
 
     async def __aenter__(self) -> Store:
@@ -84,8 +84,13 @@ class Store(MemoriesMixin, RecordsMixin, StateMixin):
         page = await self.engine.list(
             Kind.CONVERSATION,
             scope,
-            ListQuery(filters=filters, order_by="updated_at", descending=True, limit=check_limit(limit),
-                      cursor=cursor),
+            ListQuery(
+                filters=filters,
+                order_by="updated_at",
+                descending=True,
+                limit=check_limit(limit),
+                cursor=cursor,
+            ),
         )
         return Page([Conversation.from_record(r) for r in page.items], page.next_cursor)
 
@@ -151,25 +156,11 @@ class Store(MemoriesMixin, RecordsMixin, StateMixin):
         extra: dict[str, object] | None = None,
     ) -> Message:
         """Append a message; the store assigns ``seq`` (gap-free per conversation)."""
-        role = Role(role).value if role in Role._value2member_map_ else _bad(f"invalid role {role!r}")
-        status = (
-            MessageStatus(status).value
-            if status in MessageStatus._value2member_map_
-            else _bad(f"invalid status {status!r}")
-        )
-        self._check_content(content)
-        if tool_calls:
-            try:
-                if not isinstance(json.loads(tool_calls), list):
-                    raise ValueError
-            except ValueError:
-                raise InvalidInput("tool_calls must be a JSON list") from None
-        msg = Message(
-            conversation_id=validate_sid(conversation_id),
-            role=role,
-            content=content,
+        fields = self._message_fields(
+            conversation_id,
+            role,
+            content,
             channel=channel,
-            timestamp=now_ms(),
             tool_calls=tool_calls,
             tool_call_id=tool_call_id,
             name=name,
@@ -179,12 +170,9 @@ class Store(MemoriesMixin, RecordsMixin, StateMixin):
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             message_type=message_type,
+            extra=extra,
         )
-        if extra:
-            msg.extra = dict(extra)
-        rec = await self.engine.create(
-            Kind.MESSAGE, scope, store_fields(msg.to_record()), request_key=request_key
-        )
+        rec = await self.engine.create(Kind.MESSAGE, scope, fields, request_key=request_key)
         return Message.from_record(rec)
 
     async def update_message(self, scope: Scope, sid: str, **fields: object) -> Message:
@@ -239,7 +227,7 @@ class Store(MemoriesMixin, RecordsMixin, StateMixin):
         conv = found["conv"]
         page = found["page"]
         assert isinstance(conv, Conversation) and isinstance(page, Page)
-        floor = max(conv.clear_seq, conv.summary_seq - 1 if conv.summary_seq else 0)
+        floor = conv.window_floor
         return [Message.from_record(r) for r in reversed(page.items) if int(r["seq"]) > floor]
 
     async def list_messages(
@@ -260,8 +248,13 @@ class Store(MemoriesMixin, RecordsMixin, StateMixin):
         page = await self.engine.list(
             Kind.MESSAGE,
             scope,
-            ListQuery(filters=filters, order_by="seq", descending=descending, limit=check_limit(limit),
-                      cursor=cursor),
+            ListQuery(
+                filters=filters,
+                order_by="seq",
+                descending=descending,
+                limit=check_limit(limit),
+                cursor=cursor,
+            ),
         )
         return Page([Message.from_record(r) for r in page.items], page.next_cursor)
 
@@ -271,7 +264,3 @@ class Store(MemoriesMixin, RecordsMixin, StateMixin):
             return []
         page = await self.engine.list(Kind.MESSAGE, scope, ListQuery(text=text, limit=check_limit(limit)))
         return [Message.from_record(r) for r in page.items]
-
-
-def _bad(reason: str) -> str:
-    raise InvalidInput(reason)

@@ -9,7 +9,6 @@ from store.models import Kind, Memory, Scope, validate_sid
 
 
 class MemoriesMixin(StoreBase):
-
     async def add_memory(
         self,
         scope: Scope,

@@ -37,7 +37,6 @@ class ScopeStats:
 
 
 class RecordsMixin(StoreBase):
-
     async def append_audit(self, scope: Scope, entry: AuditEntry) -> AuditEntry:
         rec = await self.engine.create(Kind.AUDIT, scope, store_fields(entry.to_record()))
         return AuditEntry.from_record(rec)
@@ -47,9 +46,15 @@ class RecordsMixin(StoreBase):
     ) -> Page[AuditEntry]:
         filters = {"conversation_id": conversation_id} if conversation_id else {}
         page = await self.engine.list(
-            Kind.AUDIT, scope,
-            ListQuery(filters=filters, order_by="created_at", descending=True, limit=check_limit(limit),
-                      cursor=cursor),
+            Kind.AUDIT,
+            scope,
+            ListQuery(
+                filters=filters,
+                order_by="created_at",
+                descending=True,
+                limit=check_limit(limit),
+                cursor=cursor,
+            ),
         )
         return Page([AuditEntry.from_record(r) for r in page.items], page.next_cursor)
 
@@ -62,9 +67,15 @@ class RecordsMixin(StoreBase):
     ) -> Page[UsageEntry]:
         filters = {"conversation_id": conversation_id} if conversation_id else {}
         page = await self.engine.list(
-            Kind.USAGE, scope,
-            ListQuery(filters=filters, order_by="created_at", descending=True, limit=check_limit(limit),
-                      cursor=cursor),
+            Kind.USAGE,
+            scope,
+            ListQuery(
+                filters=filters,
+                order_by="created_at",
+                descending=True,
+                limit=check_limit(limit),
+                cursor=cursor,
+            ),
         )
         return Page([UsageEntry.from_record(r) for r in page.items], page.next_cursor)
 
@@ -126,8 +137,14 @@ def _day(ms: object) -> str:
 
 def _aggregates(acc: dict[str, list[float]]) -> list[Aggregate]:
     rows = [
-        Aggregate(key=k, count=int(a[0]), prompt_tokens=int(a[1]), completion_tokens=int(a[2]),
-                  errors=int(a[3]), total_ms=a[4])
+        Aggregate(
+            key=k,
+            count=int(a[0]),
+            prompt_tokens=int(a[1]),
+            completion_tokens=int(a[2]),
+            errors=int(a[3]),
+            total_ms=a[4],
+        )
         for k, a in acc.items()
     ]
     rows.sort(key=lambda r: (-r.count, r.key))

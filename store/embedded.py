@@ -24,7 +24,7 @@ import anyio.to_thread
 import structlog
 
 from store import sqlite_ops as ops
-from store.engine import Engine, ListQuery, Page
+from store.engine import Engine, ListQuery, Page, Step
 from store.errors import Conflict, StoreError, StoreUnavailable
 from store.models import JSON, Kind, Record, Scope, validate_context
 from store.sqlite_schema import configure, migrate
@@ -177,6 +177,10 @@ class EmbeddedEngine(Engine):
 
     async def release(self, scope: Scope, key: str, holder: str) -> None:
         await self._run(ops.release, scope, key, holder)
+
+    async def batch(self, scope: Scope, steps: Sequence[Step]) -> builtins.list[object]:
+        """The whole batch in ONE transaction and one worker call (see ``sqlite_ops.batch``)."""
+        return await self._run(ops.batch, scope, list(steps))
 
     async def contexts(self) -> builtins.list[str]:
         return await self._run(ops.contexts)

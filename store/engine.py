@@ -9,7 +9,8 @@ the few atomic primitives the domain needs and that cannot be built safely from 
   conversation that is missing from the scope raises :class:`~store.errors.NotFound`;
 * deleting an ``AgentConversation`` deletes its messages in the same atomic step;
 * ``claim``/``release``: a named lease per scope (turn locks across processes, update de-duplication);
-* ``dump``/``restore``: raw records with their sids, for export/import.
+* ``dump``/``restore``: raw records with their sids, for export/import;
+* ``batch``: several of the calls above in one scope, in order (see :meth:`Engine.batch`).
 
 Records are ``dict`` with JSON values. The engine owns ``sid`` (short lower-case base-36, allocated on
 create unless ``restore`` brings one), ``context``/``user_id`` (always the scope's: a record is never
@@ -25,6 +26,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+import anyio
+
+from store.errors import LeaseHeld
 from store.models import JSON, Kind, Record, Scope
 
 T = TypeVar("T")
@@ -57,6 +61,68 @@ class ListQuery:
 class Page(Generic[T]):
     items: list[T]
     next_cursor: str | None = None
+
+
+# -- batch steps: one engine call each, run together by ``Engine.batch`` ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GetStep:
+    kind: Kind
+    sid: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListStep:
+    kind: Kind
+    query: ListQuery
+
+
+@dataclass(frozen=True, slots=True)
+class CountStep:
+    kind: Kind
+    filters: dict[str, JSON] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateStep:
+    kind: Kind
+    fields: Record
+    request_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateStep:
+    kind: Kind
+    sid: str
+    fields: Record
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteStep:
+    kind: Kind
+    sid: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimStep:
+    """``claim``; with ``required`` a refused claim stops the batch with :class:`LeaseHeld`."""
+
+    key: str
+    holder: str
+    ttl_ms: int | None
+    required: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseStep:
+    key: str
+    holder: str
+
+
+Step = GetStep | ListStep | CountStep | CreateStep | UpdateStep | DeleteStep | ClaimStep | ReleaseStep
+#: steps that only read
+READ_STEPS = (GetStep, ListStep, CountStep)
 
 
 class Engine(ABC):
@@ -147,3 +213,64 @@ class Engine(ABC):
     async def ping(self) -> None:
         """Raise StoreUnavailable when the engine cannot serve requests."""
         return None
+
+    async def batch(self, scope: Scope, steps: Sequence[Step]) -> builtins.list[object]:
+        """Run ``steps`` in ``scope`` in order; each step's result (what its own call returns), in order.
+
+        A refused :class:`ClaimStep` with ``required`` raises :class:`~store.errors.LeaseHeld`; any
+        failure stops the batch. Engines that can override this to run the whole batch as ONE
+        transaction (all or nothing, one commit; the embedded engine does). This default makes one
+        call per step, so the steps before a failure stay done (put required claims first), and
+        sends each run of adjacent reads at once (a remote engine pays one round trip for them).
+        """
+        results: builtins.list[object] = [None] * len(steps)
+        i = 0
+        while i < len(steps):
+            end = i + 1
+            if isinstance(steps[i], READ_STEPS):
+                while end < len(steps) and isinstance(steps[end], READ_STEPS):
+                    end += 1
+            if end - i == 1:
+                results[i] = await self.run_step(scope, steps[i])
+            else:
+                await self._reads_at_once(scope, steps, range(i, end), results)
+            i = end
+        return results
+
+    async def _reads_at_once(
+        self, scope: Scope, steps: Sequence[Step], indexes: range, results: builtins.list[object]
+    ) -> None:
+        async def one(i: int) -> None:
+            results[i] = await self.run_step(scope, steps[i])
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for i in indexes:
+                    tg.start_soon(one, i)
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
+
+    async def run_step(self, scope: Scope, step: Step) -> object:
+        """One step as its own call."""
+        match step:
+            case GetStep(kind, sid):
+                return await self.get(kind, scope, sid)
+            case ListStep(kind, query):
+                return await self.list(kind, scope, query)
+            case CountStep(kind, filters):
+                return await self.count(kind, scope, filters)
+            case CreateStep(kind, fields, request_key):
+                return await self.create(kind, scope, fields, request_key=request_key)
+            case UpdateStep(kind, sid, fields):
+                return await self.update(kind, scope, sid, fields)
+            case DeleteStep(kind, sid):
+                return await self.delete(kind, scope, sid)
+            case ClaimStep(key, holder, ttl_ms, required):
+                taken = await self.claim(scope, key, holder, ttl_ms)
+                if required and not taken:
+                    raise LeaseHeld(key)
+                return taken
+            case ReleaseStep(key, holder):
+                await self.release(scope, key, holder)
+                return None
+        raise TypeError(f"not a batch step: {step!r}")

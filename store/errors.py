@@ -6,6 +6,7 @@
     +-- InvalidInput     (user-safe, not retryable)   bad context name, oversized content, bad field
     +-- NotFound         (user-safe, not retryable)   missing id -- and a foreign id, indistinguishably
     +-- Conflict         (user-safe, not retryable)   a lease held by someone else, a duplicate key
+    |   +-- LeaseHeld                                  a batch's required lease is held by another holder
     +-- StoreUnavailable (user-safe, retryable)       the engine cannot be reached or is closed
     +-- ImportFormatError(user-safe, not retryable)   a malformed export line (``line`` says which)
 """
@@ -33,6 +34,14 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     user_safe = True
+
+
+class LeaseHeld(Conflict):
+    """A batch stopped at a required :class:`~store.engine.ClaimStep`: another holder has the lease."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"the lease {key!r} is held by another holder")
 
 
 class StoreUnavailable(StoreError):

@@ -77,14 +77,38 @@ ALIASES: Final[dict[str, dict[str, tuple[str, ...]]]] = {
     },
 }
 _ROLES: Final = {
-    "user": "user", "human": "user", "assistant": "assistant", "ai": "assistant", "bot": "assistant",
-    "model": "assistant", "system": "system", "tool": "tool", "function": "tool",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "ai": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "function": "tool",
 }
 _INT_FIELDS: Final = frozenset({"prompt_tokens", "completion_tokens"})
 _FLOAT_FIELDS: Final = frozenset({"duration_ms", "latency_ms"})
-_TEXT_FIELDS: Final = frozenset({"title", "content", "channel", "last_channel", "tool_call_id", "name",
-                                 "sender", "model", "kind", "source_channel", "tool", "arguments",
-                                 "result_summary", "error", "provider", "tool_calls"})
+_TEXT_FIELDS: Final = frozenset(
+    {
+        "title",
+        "content",
+        "channel",
+        "last_channel",
+        "tool_call_id",
+        "name",
+        "sender",
+        "model",
+        "kind",
+        "source_channel",
+        "tool",
+        "arguments",
+        "result_summary",
+        "error",
+        "provider",
+        "tool_calls",
+    }
+)
 _NO_TIME: Final = 2**62
 
 

@@ -156,6 +156,11 @@ class Conversation(StoredObject):
     #: group scopes: the conversation belongs to a group, personal memories are never recalled
     is_group: bool = False
 
+    @property
+    def window_floor(self) -> int:
+        """The model's view starts after this seq: the clear boundary, or the summary message itself."""
+        return max(self.clear_seq, self.summary_seq - 1 if self.summary_seq else 0)
+
     def to_record(self) -> Record:
         rec = StoredObject.to_record(self)
         rec["tags"] = list(self.tags)

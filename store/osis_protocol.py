@@ -198,27 +198,52 @@ def _store_methods() -> list[Method]:
     holder = Param("holder", _STR, description="who takes the lease")
     dump_item = {"type": "object", "properties": {"kind": _STR, "record": RECORD_RESULT}}
     return [
-        Method("agentlease.claim", (USER, key, holder, ttl), _BOOL,
-               "Take a named lease; true when free, expired or already ours (renewed).", extension=True),
-        Method("agentlease.release", (USER, key, holder), _NULL,
-               "Drop the lease if the holder has it.", extension=True),
-        Method("store.contexts", (), {"type": "array", "items": _STR},
-               "Every context holding at least one record.", extension=True),
+        Method(
+            "agentlease.claim",
+            (USER, key, holder, ttl),
+            _BOOL,
+            "Take a named lease; true when free, expired or already ours (renewed).",
+            extension=True,
+        ),
+        Method(
+            "agentlease.release",
+            (USER, key, holder),
+            _NULL,
+            "Drop the lease if the holder has it.",
+            extension=True,
+        ),
+        Method(
+            "store.contexts",
+            (),
+            {"type": "array", "items": _STR},
+            "Every context holding at least one record.",
+            extension=True,
+        ),
         Method(
             "store.dump",
             (
                 Param("cursor", _STR, False, "next_cursor of the previous page"),
                 Param("limit", {"type": "integer", "minimum": 1, "maximum": 5000}, False, "page size"),
             ),
-            {"type": "object", "properties": {"items": {"type": "array", "items": dump_item},
-                                              "next_cursor": {"type": ["string", "null"]}}},
+            {
+                "type": "object",
+                "properties": {
+                    "items": {"type": "array", "items": dump_item},
+                    "next_cursor": {"type": ["string", "null"]},
+                },
+            },
             "Every record of the header's context, all users, in the engine's dump order.",
             extension=True,
         ),
         Method(
             "store.restore_batch",
-            (Param("items", {"type": "array", "items": dump_item, "maxItems": RESTORE_BATCH},
-                   description="dumped records of the header's context"),),
+            (
+                Param(
+                    "items",
+                    {"type": "array", "items": dump_item, "maxItems": RESTORE_BATCH},
+                    description="dumped records of the header's context",
+                ),
+            ),
             _INT,
             "restore each item in one transaction (all or nothing); returns how many were written.",
             extension=True,
@@ -246,8 +271,12 @@ def openrpc_document(server_url: str = "/hero_osis_ai/rpc") -> dict[str, Any]:
             "summary": m.summary,
             "paramStructure": "by-name",
             "params": [
-                {"name": p.name, "required": p.required, "schema": p.schema,
-                 **({"description": p.description} if p.description else {})}
+                {
+                    "name": p.name,
+                    "required": p.required,
+                    "schema": p.schema,
+                    **({"description": p.description} if p.description else {}),
+                }
                 for p in m.params
             ],
             "result": {"name": "result", "schema": m.result},
@@ -268,8 +297,12 @@ def openrpc_document(server_url: str = "/hero_osis_ai/rpc") -> dict[str, Any]:
             "errors": {
                 name: {"code": code, "message": name}
                 for name, code in (
-                    ("NotFound", NOT_FOUND), ("InvalidInput", INVALID_INPUT), ("Conflict", CONFLICT),
-                    ("Unauthorized", UNAUTHORIZED), ("Unavailable", UNAVAILABLE), ("StoreError", STORE_ERROR),
+                    ("NotFound", NOT_FOUND),
+                    ("InvalidInput", INVALID_INPUT),
+                    ("Conflict", CONFLICT),
+                    ("Unauthorized", UNAUTHORIZED),
+                    ("Unavailable", UNAVAILABLE),
+                    ("StoreError", STORE_ERROR),
                 )
             }
         },
@@ -296,8 +329,13 @@ def endpoint_for(url: str, domain: str = DOMAIN) -> str:
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "integer": (int,), "boolean": (bool,), "object": (dict,),
-    "array": (list,), "null": (type(None),), "number": (int, float),
+    "string": (str,),
+    "integer": (int,),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+    "null": (type(None),),
+    "number": (int, float),
 }
 
 

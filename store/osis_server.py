@@ -137,8 +137,12 @@ class _RpcEndpoint:
         except Exception:
             log.exception("osis.internal_error", method=method)
             answer = _error(INTERNAL_ERROR, "internal error", id_)
-        log.debug("osis.call", method=method, ms=round((time.perf_counter() - started) * 1000, 3),
-                  error=answer.get("error", {}).get("code"))
+        log.debug(
+            "osis.call",
+            method=method,
+            ms=round((time.perf_counter() - started) * 1000, 3),
+            error=answer.get("error", {}).get("code"),
+        )
         return None if notification else answer
 
     @staticmethod
@@ -201,8 +205,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
 @asynccontextmanager
 async def running(app: Starlette, sockets: Sequence[socket.socket]) -> AsyncIterator[uvicorn.Server]:
     """Serve ``app`` on already bound sockets in the current event loop; stops on exit."""
-    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=5
+    )
     server = _Server(config)
     stopped = anyio.Event()
 

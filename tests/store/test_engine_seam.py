@@ -272,7 +272,6 @@ async def test_event_loop_keeps_running_during_writes(engine: Engine) -> None:
     assert await engine.count(Kind.MESSAGE, ALICE) == writes
 
 
-
 async def test_text_search_on_conversation_titles(engine: Engine) -> None:
     for title in ["Trip to Ghent", "Ghent trip budget and trip dates", "Groceries"]:
         await engine.create(Kind.CONVERSATION, ALICE, {"title": title, "is_archived": False})
