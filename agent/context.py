@@ -184,30 +184,32 @@ def repair(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
     no orphan tool results, and a user message first."""
     out: list[ChatMessage] = []
     open_calls: dict[str, ToolCall] = {}
-
-    def close_open() -> None:
-        for call in open_calls.values():
-            out.append(
-                ChatMessage(
-                    role="tool", content=MISSING_RESULT, tool_call_id=call.id, name=call.name, is_error=True
-                )
-            )
-        open_calls.clear()
-
     for msg in messages:
         if msg.role == "tool":
             if msg.tool_call_id in open_calls:
                 del open_calls[msg.tool_call_id]
                 out.append(msg)
             continue  # an orphan result (its call was trimmed or never stored)
-        close_open()
+        if open_calls:
+            _answer_missing(out, open_calls)
         if not out and msg.role != "user":
             continue
         out.append(msg)
-        if msg.role == "assistant":
+        if msg.tool_calls:
             open_calls = {c.id: c for c in msg.tool_calls}
-    close_open()
+    if open_calls:
+        _answer_missing(out, open_calls)
     return out
+
+
+def _answer_missing(out: list[ChatMessage], open_calls: dict[str, ToolCall]) -> None:
+    for call in open_calls.values():
+        out.append(
+            ChatMessage(
+                role="tool", content=MISSING_RESULT, tool_call_id=call.id, name=call.name, is_error=True
+            )
+        )
+    open_calls.clear()
 
 
 def split_turns(messages: Sequence[ChatMessage]) -> list[list[ChatMessage]]:
@@ -222,17 +224,23 @@ def split_turns(messages: Sequence[ChatMessage]) -> list[list[ChatMessage]]:
 
 
 def fit(messages: Sequence[ChatMessage], budget: int, ratio: float = 1.0) -> list[ChatMessage]:
-    """The newest whole turns whose estimate fits ``budget``; the last turn is always kept."""
-    turns = split_turns(messages)
-    kept: list[list[ChatMessage]] = []
+    """The newest whole turns whose estimate fits ``budget``; the last turn is always kept.
+
+    The kept turns are a suffix of ``messages`` starting at a user message: one pass from the end
+    finds where it starts (messages before the first user message never make a turn)."""
+    start = len(messages)
     used = 0
-    for turn in reversed(turns):
-        cost = int(sum(estimate_message(m) for m in turn) * ratio)
-        if kept and used + cost > budget:
+    turn_cost = 0
+    for i in range(len(messages) - 1, -1, -1):
+        msg = messages[i]
+        turn_cost += estimate_message(msg)
+        if msg.role != "user":
+            continue
+        cost = int(turn_cost * ratio)
+        if start < len(messages) and used + cost > budget:
             break
-        kept.append(turn)
-        used += cost
-    return [m for turn in reversed(kept) for m in turn]
+        start, used, turn_cost = i, used + cost, 0
+    return list(messages[start:])
 
 
 def history_budget(context_window: int, max_output_tokens: int, fixed: int) -> int:

@@ -35,6 +35,7 @@ CATCH_UP = 32
 MAX_CONVERSATIONS = 256
 
 _Key = tuple[str, str, str]
+_UNSEEN: ChatMessage | None = ChatMessage(role="unseen")  # a marker: None is a valid answer
 
 
 @dataclass(slots=True)
@@ -104,9 +105,9 @@ class WindowCache:
 
         def convert(msg: Message, group: bool) -> ChatMessage | None:
             key = (msg.sid, group)
-            if key in memo:
-                return memo[key]
-            chat = memo[key] = to_chat(msg, group=group)
+            chat = memo.get(key, _UNSEEN)
+            if chat is _UNSEEN:
+                chat = memo[key] = to_chat(msg, group=group)
             return chat
 
         return convert

@@ -116,3 +116,18 @@ async def test_checkpoint_empties_the_log(tmp_path: Path) -> None:
         await engine.checkpoint()
         assert (tmp_path / f"{DB_FILE}-wal").stat().st_size == 0
         assert await engine.count(Kind.MEMORY, ALICE) == 20
+
+
+async def test_a_checkpoint_without_truncate_keeps_the_log_file_for_reuse(tmp_path: Path) -> None:
+    wal = tmp_path / f"{DB_FILE}-wal"
+    async with EmbeddedEngine(tmp_path) as engine:
+        for i in range(20):
+            await engine.create(Kind.MEMORY, ALICE, {"content": f"m{i}", "hash": f"h{i}"})
+        size = wal.stat().st_size
+        await engine.checkpoint(truncate=False)
+        await engine.create(Kind.MEMORY, ALICE, {"content": "after", "hash": "after"})
+        # the next commit wrote over the start of the log instead of growing it
+        assert wal.stat().st_size == size
+        assert await engine.count(Kind.MEMORY, ALICE) == 21
+    async with EmbeddedEngine(tmp_path) as engine:
+        assert await engine.count(Kind.MEMORY, ALICE) == 21
