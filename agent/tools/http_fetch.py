@@ -11,7 +11,9 @@ Safety rules (docs/tools.md has the user-facing version):
 - redirects are followed by hand, at most ``tools.http_max_redirects``, each hop checked the same way;
 - proxies from the environment are ignored (a proxy would connect on our behalf, unchecked);
 - the whole fetch has one deadline (``tools.http_timeout_s``) and the body is read as a stream and cut
-  at ``tools.http_max_bytes`` (after decompression).
+  at ``tools.http_max_bytes`` (after decompression). Only ``gzip`` and ``deflate`` are accepted, and
+  they are inflated here, a bounded piece at a time (:class:`_Inflater`), so a small compressed body
+  that expands enormously (a "zip bomb") never holds more than the cap in memory.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import codecs
 import socket
 import ssl
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -36,6 +39,8 @@ log = structlog.get_logger()
 
 DEFAULT_MAX_CHARS = 20_000
 USER_AGENT = "hero-agent/0.1 (http_fetch tool)"
+#: the encodings :class:`_Inflater` decodes with a bound on its output
+ACCEPT_ENCODING = "gzip, deflate"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript", "+json", "+xml")
 
@@ -122,7 +127,7 @@ class HttpFetchTool(Tool):
             follow_redirects=False,
             timeout=timeout,
             verify=self.verify,
-            headers={"User-Agent": USER_AGENT},
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
         ) as client:
             for hop in range(self.settings.http_max_redirects + 1):
                 addresses = await self.resolve(current)
@@ -200,20 +205,68 @@ async def _open(client: httpx.AsyncClient, url: httpx.URL, addresses: list[IPAdd
 
 
 async def _read_limited(response: httpx.Response, max_bytes: int) -> tuple[bytes, bool]:
+    """The body, decoded, at most ``max_bytes`` of it (and whether it was cut)."""
+    inflater = _Inflater(response.headers.get("content-encoding", ""))
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in response.aiter_bytes():
+        async for raw in response.aiter_raw():
+            # one byte more than the room left tells "larger than the cap" from "exactly the cap"
+            chunk = inflater.feed(raw, max_bytes - size + 1)
             if size + len(chunk) > max_bytes:
                 chunks.append(chunk[: max_bytes - size])
                 return b"".join(chunks), True
             chunks.append(chunk)
             size += len(chunk)
+        tail = inflater.finish(max_bytes - size + 1)
     except httpx.HTTPError as exc:
         raise ToolError(
             f"reading {response.request.headers.get('host')} failed: {type(exc).__name__}"
         ) from None
-    return b"".join(chunks), False
+    if size + len(tail) > max_bytes:
+        return b"".join([*chunks, tail[: max_bytes - size]]), True
+    return b"".join([*chunks, tail]), False
+
+
+class _Inflater:
+    """Decodes a ``Content-Encoding`` body piece by piece, never producing more than asked for."""
+
+    def __init__(self, encoding: str) -> None:
+        name = encoding.strip().lower()
+        self.name = name
+        self._zlib: Any = None
+        #: "deflate" is sometimes sent without its zlib header: the first piece tells
+        self._may_be_raw = name == "deflate"
+        if name in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif name == "deflate":
+            self._zlib = zlib.decompressobj()
+        elif name not in ("", "identity"):
+            raise ToolError(f"the server sent an unsupported content encoding: {encoding[:40]!r}")
+
+    def feed(self, data: bytes, room: int) -> bytes:
+        """Up to ``room`` decoded bytes out of ``data`` (what does not fit is dropped: the caller
+        stops at the cap anyway)."""
+        if self._zlib is None:
+            return data[:room]
+        try:
+            out = bytes(self._zlib.decompress(data, room))
+        except zlib.error:
+            if not self._may_be_raw:
+                raise ToolError(f"the {self.name} body could not be decoded") from None
+            self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+            self._may_be_raw = False
+            out = self.feed(data, room)
+        self._may_be_raw = False
+        return out
+
+    def finish(self, room: int) -> bytes:
+        if self._zlib is None:
+            return b""
+        try:
+            return bytes(self._zlib.flush())[:room]
+        except zlib.error:
+            raise ToolError(f"the {self.name} body could not be decoded") from None
 
 
 def render_page(page: FetchedPage, requested: str, max_chars: int) -> ToolResult:

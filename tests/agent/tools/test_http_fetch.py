@@ -7,8 +7,11 @@ part of a private address, directly and as a redirect target.
 
 from __future__ import annotations
 
+import gzip
 import json
 import ssl
+import tracemalloc
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -32,6 +35,15 @@ PAGE = """<!doctype html><html><head><title>Test  Page</title><style>body { colo
 <script>var secret = "do not show";</script></head><body><nav><a href="/">Home</a> | <a href="/x">X</a></nav>
 <h1>Welcome</h1><p>First paragraph with <a href="/more">a link</a>.</p>
 <ul><li>one</li><li>two</li></ul></body></html>"""
+BOMB_BYTES = 32 * 1024 * 1024
+#: 32 MB of text in about 32 KB: what a hostile server sends to exhaust memory (made once, here, so
+#: that building it does not count in the memory the fetch is measured by)
+BOMB = gzip.compress(b"a" * BOMB_BYTES, compresslevel=9)
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(wbits=-15)
+    return packer.compress(data) + packer.flush()
 
 
 @dataclass
@@ -70,6 +82,24 @@ class Site:
             await record(request)
             return Response(b"\x89PNG\r\n\x1a\n" + bytes(100), media_type="image/png")
 
+        async def bomb(request: Request) -> Response:
+            await record(request)
+            return Response(BOMB, media_type="text/plain", headers={"content-encoding": "gzip"})
+
+        async def encoded(request: Request) -> Response:
+            await record(request)
+            encoding = request.query_params["as"]
+            text = b"hello from an encoded body " * 100
+            body = {
+                "gzip": lambda: gzip.compress(text),
+                "deflate": lambda: zlib.compress(text),
+                # a raw deflate stream without the zlib header, as some servers send "deflate"
+                "raw-deflate": lambda: _raw_deflate(text),
+                "br": lambda: b"not really brotli",
+            }[encoding]()
+            header = "deflate" if encoding == "raw-deflate" else encoding
+            return Response(body, media_type="text/plain", headers={"content-encoding": header})
+
         async def missing(request: Request) -> Response:
             await record(request)
             return PlainTextResponse("no such page", status_code=404)
@@ -83,6 +113,8 @@ class Site:
                 Route("/redirect", redirect),
                 Route("/binary", binary),
                 Route("/missing", missing),
+                Route("/bomb", bomb),
+                Route("/encoded", encoded),
             ]
         )
 
@@ -178,6 +210,45 @@ async def test_body_is_cut_at_the_byte_limit(servers: Servers, ctx: ToolContext)
     body = out.partition("\n\n")[2]
     assert body.startswith("x" * 1000) and "x" * 1001 not in body
     assert "[truncated: the response is larger than 1000 bytes" in out
+
+
+async def test_a_compressed_body_never_expands_past_the_cap_in_memory(
+    servers: Servers, ctx: ToolContext
+) -> None:
+    t = tool(http_max_bytes=100_000)
+    tracemalloc.start()
+    try:
+        out = await fetch(t, f"{servers.allowed}/bomb", ctx, max_chars=50)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "a" * 50 in out and "[truncated: the response is larger than 100000 bytes" in out
+    # the 32 MB the body inflates to were never held: only about the cap (and the server's own copy
+    # of the compressed body, which this process also holds, being the server too)
+    assert peak < 8 * 1024 * 1024, f"peak {peak} bytes"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate"])
+async def test_gzip_and_deflate_bodies_are_decoded(encoding: str, servers: Servers, ctx: ToolContext) -> None:
+    out = await fetch(tool(), f"{servers.allowed}/encoded?as={encoding}", ctx)
+    assert out.count("hello from an encoded body") == 100
+
+
+async def test_an_unsupported_content_encoding_is_an_error(servers: Servers, ctx: ToolContext) -> None:
+    message = await refused(tool(), f"{servers.allowed}/encoded?as=br", ctx)
+    assert "unsupported content encoding: 'br'" in message
+
+
+async def test_the_fetch_asks_only_for_encodings_it_can_bound(servers: Servers, ctx: ToolContext) -> None:
+    seen: list[str] = []
+
+    async def echo(request: Request) -> Response:
+        seen.append(request.headers.get("accept-encoding", ""))
+        return PlainTextResponse("ok")
+
+    async with serve(Starlette(routes=[Route("/", echo)]), "127.0.0.2") as base:
+        await fetch(tool(), f"{base}/", ctx)
+    assert seen == ["gzip, deflate"]
 
 
 async def test_text_is_cut_at_max_chars(servers: Servers, ctx: ToolContext) -> None:

@@ -181,8 +181,11 @@ class Tmux:
 
     def wait_exit(self, timeout: float = 20.0) -> int:
         """The command's exit status, once it has exited."""
-        self.wait(lambda _s: self.status_file.exists() and bool(self.status_file.read_text()),
-                  "the command to exit", timeout)
+        self.wait(
+            lambda _s: self.status_file.exists() and bool(self.status_file.read_text()),
+            "the command to exit",
+            timeout,
+        )
         return int(self.status_file.read_text())
 
     def kill(self) -> None:
