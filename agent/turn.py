@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
-from agent.context import calls_to_json
+from agent.context import calls_to_json, fit
 from agent.errors import ProviderError
 from agent.events import Done, TextDelta, TurnError, TurnEvent, TurnStarted, UsageInfo
 from agent.llm import CallSite
@@ -154,12 +154,16 @@ class Turn:
     async def _loop(self) -> None:
         a, llm_s = self.p.settings.agent, self.p.settings.llm
         tools = self.p.tools.specs() if self.p.tools is not None else ()
-        system, messages = await build_context(self.p, self.inp, tools, self.memories, self.stored)
+        context = await build_context(self.p, self.inp, tools, self.memories, self.stored)
+        system, messages = context.system, context.messages
         previous: set[tuple[str, str]] = set()
         force_final = False
         iteration = 0
         while True:
             final = force_final or iteration >= a.max_tool_iterations
+            if iteration:
+                # tool results grow the request: older turns make room (never the current one)
+                messages = self._refit(messages, context.budget)
             request = ChatRequest(
                 model=llm_s.model,
                 system=f"{system}\n\n{FINAL_NOTE}" if final and iteration else system,
@@ -200,6 +204,12 @@ class Turn:
                 force_final = True
             previous = signatures
             iteration += 1
+
+    def _refit(self, messages: list[ChatMessage], budget: int) -> list[ChatMessage]:
+        kept = fit(messages, budget, self.p.llm.calibrator.ratio(self.p.settings.llm.model))
+        if len(kept) < len(messages):
+            log.info("turn.trimmed", dropped=len(messages) - len(kept), budget=budget)
+        return kept
 
     async def _call(self, request: ChatRequest) -> CollectedResponse:
         progress = self.progress

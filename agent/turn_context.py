@@ -69,13 +69,23 @@ class TurnInput:
         return self.is_group or (self.conversation is not None and self.conversation.is_group)
 
 
+@dataclass(slots=True)
+class TurnContext:
+    """What the model is sent: the system prompt, the messages, and the token budget the messages
+    must fit (the turn trims its older turns to it again before each later call)."""
+
+    system: str
+    messages: list[ChatMessage]
+    budget: int
+
+
 async def build_context(
     parts: TurnParts,
     inp: TurnInput,
     tools: tuple[ToolSpec, ...],
     memories: list[Memory],
     stored: list[Message],
-) -> tuple[str, list[ChatMessage]]:
+) -> TurnContext:
     """The system prompt and the history window for this turn, from the recalled memories and the
     stored window read when the turn was opened; compacts first when over budget."""
     s = parts.settings
@@ -97,7 +107,7 @@ async def build_context(
             fixed = estimate_text(base) + estimate_text(history.summary) + estimate_tools(tools)
             budget = history_budget(s.llm.context_window, s.llm.max_output_tokens, int(fixed * ratio))
     system = f"{base}\n\n{SUMMARY_HEADER}\n{history.summary}" if history.summary else base
-    return system, fit(history.messages, budget, ratio)
+    return TurnContext(system, fit(history.messages, budget, ratio), budget)
 
 
 async def _compact(parts: TurnParts, inp: TurnInput, budget: int) -> bool:

@@ -11,6 +11,8 @@ import pytest
 from agent.context import SUMMARY_TYPE
 from agent.core import Agent
 from agent.events import CommandOutput, Done, TurnError, TurnEvent
+from agent.tools.base import Tool, ToolContext, ToolResult
+from agent.tools.registry import ToolRegistry
 from agent.window import CATCH_UP
 from store import Role, Store
 from tests.agent.conftest import (
@@ -202,3 +204,52 @@ async def test_busy_when_another_process_holds_the_conversation(kit: Kit) -> Non
         assert len(events) == 1 and isinstance(events[0], TurnError) and events[0].code == "busy"
         assert await all_messages(agent.store, conv.sid) == []
         assert isinstance((await turn(agent, "hello", conversation_id=conv.sid))[-1], Done)
+
+
+class _BigTool(Tool):
+    """``big()``: a long result, as a web page or a file listing would be."""
+
+    name = "big"
+    description = "A long result."
+    parameters: dict[str, Any] = {"type": "object", "properties": {}}
+
+    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        return ToolResult("result line with some words in it\n" * 110)  # ~1,000 tokens
+
+
+async def test_older_turns_make_room_for_tool_results_within_a_turn(kit: Kit, fake: FakeOpenAI) -> None:
+    """The budget holds for every call of a turn, not only the first: when tool results grow the
+    request, the oldest whole turns are left out (never the current one, never half a tool pair)."""
+    # history budget ~1,600 tokens: two earlier turns (~900) fit, adding the result (~1,000) does not
+    settings = with_llm(kit.settings, context_window=1_900, max_output_tokens=200)
+
+    def responder(body: dict[str, Any]) -> Reply | None:
+        if is_marked(body, MEMORY_MARKER) or is_marked(body, COMPACTION_MARKER):
+            return None
+        last = body["messages"][-1]
+        if last["role"] == "user" and last["content"].startswith("go"):
+            return reply_tool_calls([("call_big", "big", "{}")])
+        return None  # the echo
+
+    fake.responder = responder
+    async with running(settings, ToolRegistry([_BigTool()])) as agent:
+        for i in range(2):
+            await turn(agent, f"earlier turn {i}: " + "some words of history " * 40)  # ~230 tokens each way
+        before = len(main_requests(fake))
+        events = await turn(agent, "go fetch")
+        assert isinstance(events[-1], Done), events[-1]
+        first, second = main_requests(fake)[before:]
+        assert not any(is_marked(r, COMPACTION_MARKER) for r in fake.requests)
+        # the first call had room for the whole history
+        assert "earlier turn 0:" in str(first["messages"]) and "earlier turn 1:" in str(first["messages"])
+        # with the tool result in, the oldest turn went (the next one fits and stays); the current
+        # turn is whole
+        assert "earlier turn 0:" not in str(second["messages"])
+        assert "earlier turn 1:" in str(second["messages"])
+        assert_valid_history(second["messages"])
+        tail = [m for m in second["messages"] if m["role"] != "system"][-3:]
+        assert [m["role"] for m in tail] == ["user", "assistant", "tool"]
+        assert tail[0]["content"] == "go fetch" and tail[2]["content"].startswith("result line")
+        # the store keeps everything
+        msgs = await all_messages(agent.store, events[-1].conversation_id)  # type: ignore[union-attr]
+        assert sum(1 for m in msgs if m.content.startswith("earlier turn 0:")) == 1
