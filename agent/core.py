@@ -29,9 +29,10 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from agent.commands import run_command
 from agent.compaction import Compactor
-from agent.events import CommandOutput, Done, TurnError, TurnEvent
+from agent.events import CommandOutput, Done, TextDelta, TurnError, TurnEvent
 from agent.llm import LLM
 from agent.memory import MemoryManager
+from agent.metrics import TurnMetrics
 from agent.providers.base import Provider
 from agent.tools.registry import ToolRegistry
 from agent.turn import Turn
@@ -96,6 +97,8 @@ class Agent:
         self._running: list[_Running] = []
         self._create_locks: dict[tuple[str, str], anyio.Lock] = {}
         self._closed = False
+        #: every turn and command of every channel (shown by the web channel's /metrics)
+        self.metrics = TurnMetrics()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -145,7 +148,25 @@ class Agent:
         return self.run_turn(req)
 
     async def _command_events(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
-        yield await self.run_command(req)
+        started = time.perf_counter()
+        code = "internal"
+        try:
+            out = await self.run_command(req)
+            code = ""
+            yield out
+        except StoreError:
+            code = "store_unavailable"
+            raise
+        finally:
+            self.metrics.turn_finished(
+                req.channel,
+                "error" if code else "command",
+                seconds=time.perf_counter() - started,
+                ttft=None,
+                prompt_tokens=0,
+                completion_tokens=0,
+                error_code=code,
+            )
 
     async def run_command(self, req: TurnRequest) -> CommandOutput:
         return await run_command(self, req)
@@ -154,9 +175,11 @@ class Agent:
         """Run one turn; see the module docstring for why it is a task feeding a stream."""
         problem = self._invalid(req)
         if problem:
+            self._count_refused(req, "invalid_input")
             yield TurnError("invalid_input", problem, req.conversation_id or "")
             return
         if self._closed:
+            self._count_refused(req, "unavailable")
             yield TurnError(
                 "unavailable", "The agent is shutting down; try again shortly.", req.conversation_id or ""
             )
@@ -176,7 +199,38 @@ class Agent:
             with anyio.CancelScope(shield=True):
                 await running.done.wait()
 
+    def _count_refused(self, req: TurnRequest, code: str) -> None:
+        self.metrics.turn_finished(
+            req.channel,
+            "error",
+            seconds=0.0,
+            ttft=None,
+            prompt_tokens=0,
+            completion_tokens=0,
+            error_code=code,
+        )
+
+    def _count(self, req: TurnRequest, final: TurnEvent | None, seconds: float, ttft: float | None) -> None:
+        if isinstance(final, Done):
+            outcome, code = "complete", ""
+        elif isinstance(final, TurnError):
+            outcome, code = ("interrupted" if final.code == "cancelled" else "error"), final.code
+        else:  # the consumer went away before the end: the turn was cancelled
+            outcome, code = "interrupted", "cancelled"
+        self.metrics.turn_finished(
+            req.channel,
+            outcome,
+            seconds=seconds,
+            ttft=ttft,
+            prompt_tokens=final.prompt_tokens if isinstance(final, Done) else 0,
+            completion_tokens=final.completion_tokens if isinstance(final, Done) else 0,
+            error_code=code,
+        )
+
     def _invalid(self, req: TurnRequest) -> str:
+        scope: object = req.scope  # typed, but a caller's bug must be an error, not a crash
+        if not isinstance(scope, Scope):
+            return "The message has no valid scope."
         text = req.text
         if not isinstance(text, str) or not text.strip():
             return "The message is empty."
@@ -192,9 +246,25 @@ class Agent:
     async def _turn_task(
         self, req: TurnRequest, send: MemoryObjectSendStream[TurnEvent], running: _Running
     ) -> None:
+        try:
+            await self._run_turn_task(req, send, running)
+        except Exception:
+            # a bug outside the turn's own handling must neither leave its consumer waiting forever
+            # nor reach the Agent's task group (that would cancel every other running turn)
+            log.exception("turn.task_crashed")
+        finally:
+            send.close()
+            if running in self._running:
+                self._running.remove(running)
+            running.done.set()
+
+    async def _run_turn_task(
+        self, req: TurnRequest, send: MemoryObjectSendStream[TurnEvent], running: _Running
+    ) -> None:
         turn_id = uuid.uuid4().hex[:12]
 
         ended: list[TurnEvent] = []
+        first_text: list[float] = []
 
         async def emit(event: TurnEvent) -> None:
             if ended:
@@ -204,6 +274,8 @@ class Agent:
                 return
             if isinstance(event, Done | TurnError):
                 ended.append(event)
+            elif isinstance(event, TextDelta) and not first_text:
+                first_text.append(time.perf_counter())
             # the consumer may have gone away; it cancels this task next
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await send.send(event)
@@ -262,6 +334,8 @@ class Agent:
                         self._running.remove(running)
                     running.done.set()
                     final = ended[0] if ended else None
+                    seconds = time.perf_counter() - started
+                    self._count(req, final, seconds, first_text[0] - started if first_text else None)
                     log.info(
                         "turn.finished",
                         outcome=final.code if isinstance(final, TurnError) else "done" if final else "gone",

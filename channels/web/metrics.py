@@ -1,131 +1,31 @@
-"""Prometheus text exposition without a client library: a few counters, gauges and histograms.
-
-The web channel records the turns it serves (channel ``web`` for ``/api/chat``, ``api`` for the
-OpenAI-compatible endpoint). Everything runs on one event loop, so plain ints need no locks.
+"""The web channel's ``GET /metrics``: the Agent's turn metrics (every channel) plus the HTTP counters
+and open streams of this channel, in the Prometheus text format without a client library.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-#: seconds; turn latencies span tool calls and long replies
-TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-#: seconds; time to the first streamed token
-TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-Labels = tuple[tuple[str, str], ...]
-
-
-def _labels(**kv: str) -> Labels:
-    return tuple(sorted(kv.items()))
-
-
-def _fmt_labels(labels: Labels, extra: tuple[tuple[str, str], ...] = ()) -> str:
-    items = labels + extra
-    if not items:
-        return ""
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in items)
-    return "{" + inner + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _num(value: float) -> str:
-    return repr(float(value)) if not float(value).is_integer() else str(int(value))
-
-
-@dataclass
-class Histogram:
-    """A cumulative-bucket histogram per label set."""
-
-    buckets: tuple[float, ...]
-    counts: dict[Labels, list[int]] = field(default_factory=dict)
-    sums: dict[Labels, float] = field(default_factory=lambda: defaultdict(float))
-
-    def observe(self, value: float, labels: Labels) -> None:
-        row = self.counts.setdefault(labels, [0] * (len(self.buckets) + 1))
-        row[bisect.bisect_left(self.buckets, value)] += 1
-        self.sums[labels] += value
-
-    def render(self, name: str) -> list[str]:
-        lines: list[str] = []
-        for labels, row in sorted(self.counts.items()):
-            running = 0
-            for bound, n in zip(self.buckets, row, strict=False):
-                running += n
-                lines.append(f"{name}_bucket{_fmt_labels(labels, (('le', _num(bound)),))} {running}")
-            running += row[-1]
-            lines.append(f"{name}_bucket{_fmt_labels(labels, (('le', '+Inf'),))} {running}")
-            lines.append(f"{name}_sum{_fmt_labels(labels)} {_num(self.sums[labels])}")
-            lines.append(f"{name}_count{_fmt_labels(labels)} {running}")
-        return lines
+from agent.metrics import Labels, TurnMetrics, _labels, counter_lines
 
 
 @dataclass
 class Metrics:
-    """What ``GET /metrics`` exposes."""
+    """The web channel's own counters. Everything runs on one event loop: plain ints need no locks."""
 
-    turns: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
-    errors: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
-    tokens: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     requests: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
-    turn_seconds: Histogram = field(default_factory=lambda: Histogram(TURN_BUCKETS))
-    ttft_seconds: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
     active_streams: int = 0
-
-    def turn_finished(
-        self,
-        channel: str,
-        outcome: str,
-        *,
-        seconds: float,
-        ttft: float | None,
-        prompt_tokens: int,
-        completion_tokens: int,
-        error_code: str = "",
-    ) -> None:
-        """One turn ended; ``outcome`` is complete | error | interrupted | command."""
-        self.turns[_labels(channel=channel, outcome=outcome)] += 1
-        if error_code:
-            self.errors[_labels(channel=channel, code=error_code)] += 1
-        if outcome != "command":
-            self.turn_seconds.observe(seconds, _labels(channel=channel))
-        if ttft is not None:
-            self.ttft_seconds.observe(ttft, _labels(channel=channel))
-        if prompt_tokens:
-            self.tokens[_labels(channel=channel, kind="prompt")] += prompt_tokens
-        if completion_tokens:
-            self.tokens[_labels(channel=channel, kind="completion")] += completion_tokens
 
     def request_finished(self, method: str, status: int) -> None:
         self.requests[_labels(method=method, status=str(status))] += 1
 
-    def render(self) -> str:
-        out: list[str] = []
-        counters = (
-            ("hero_turns_total", "Turns served, by channel and outcome.", self.turns),
-            (
-                "hero_turn_errors_total",
-                "Turns that ended in an error, by channel and error code.",
-                self.errors,
-            ),
-            ("hero_tokens_total", "LLM tokens used by turns, by channel and kind.", self.tokens),
-            ("hero_http_requests_total", "HTTP requests answered, by method and status.", self.requests),
+    def render(self, turns: TurnMetrics) -> str:
+        out = turns.render_lines()
+        out += counter_lines(
+            "hero_http_requests_total", "HTTP requests answered, by method and status.", self.requests
         )
-        for name, help_text, values in counters:
-            out += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
-            out += [f"{name}{_fmt_labels(labels)} {n}" for labels, n in sorted(values.items())]
         out += [
-            "# HELP hero_turn_duration_seconds Turn latency from request to the final event.",
-            "# TYPE hero_turn_duration_seconds histogram",
-            *self.turn_seconds.render("hero_turn_duration_seconds"),
-            "# HELP hero_time_to_first_token_seconds Time from request to the first streamed text.",
-            "# TYPE hero_time_to_first_token_seconds histogram",
-            *self.ttft_seconds.render("hero_time_to_first_token_seconds"),
             "# HELP hero_active_streams Streaming responses open right now.",
             "# TYPE hero_active_streams gauge",
             f"hero_active_streams {self.active_streams}",

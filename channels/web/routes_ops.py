@@ -60,7 +60,8 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    body = web_state(request).metrics.render()
+    state = web_state(request)
+    body = state.metrics.render(state.agent.metrics)
     return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -82,15 +82,10 @@ async def run_turn(state: WebState, req: TurnRequest, on_event: OnEvent) -> Turn
         )
     finally:
         elapsed = anyio.current_time() - started
-        state.metrics.turn_finished(
-            req.channel,
-            summary.outcome,
-            seconds=elapsed,
-            ttft=summary.first_token_s,
-            prompt_tokens=summary.prompt_tokens,
-            completion_tokens=summary.completion_tokens,
-            error_code=summary.error_code or ("cancelled" if summary.outcome == "interrupted" else ""),
-        )
+        if is_stop(req.text):  # answered here, not by Agent.handle (which counts every other turn)
+            state.agent.metrics.turn_finished(
+                req.channel, "command", seconds=elapsed, ttft=None, prompt_tokens=0, completion_tokens=0
+            )
         log.info(
             "web.turn",
             channel=req.channel,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from agent.core import Agent
+from agent.core import Agent, TurnRequest
 from agent.events import Done, TextDelta, ToolFinished, ToolStarted, TurnError, TurnStarted, UsageInfo
 from agent.tools.base import Tool, ToolContext, ToolResult
 from agent.tools.registry import ToolRegistry
@@ -186,6 +186,15 @@ async def test_bad_input_is_refused_and_nothing_is_stored(agent: Agent, fake: Fa
         events = await turn(agent, text)
         assert len(events) == 1 and isinstance(events[0], TurnError) and events[0].code == "invalid_input"
     assert await all_messages(agent.store, conv.sid) == [] and fake.requests == []
+
+
+async def test_a_request_without_a_scope_is_an_error_not_a_hang(agent: Agent, fake: FakeOpenAI) -> None:
+    """A caller's bug (no Scope) is refused; the agent keeps serving other turns."""
+    bad = TurnRequest({"user": "alice"}, "cli", "hello")  # type: ignore[arg-type]
+    with anyio.fail_after(10):
+        events = [ev async for ev in agent.handle(bad)]
+        assert len(events) == 1 and isinstance(events[0], TurnError) and events[0].code == "invalid_input"
+        assert isinstance((await turn(agent, "still here"))[-1], Done)
 
 
 async def test_unknown_or_foreign_conversation_is_not_found(agent: Agent, fake: FakeOpenAI) -> None:

@@ -6,15 +6,20 @@ import re
 import socket
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from starlette.routing import Mount, Route
 
+from agent.core import TurnRequest
+from agent.events import CommandOutput, Done, TurnError
 from agent.factory import open_agent
+from agent.metrics import TurnMetrics
 from channels.base import ChannelStartError
 from channels.web import WebChannel, create_app
 from channels.web.metrics import Metrics
 from store.factory import open_store
+from store.models import Scope
 from tests.channels.web.conftest import ALICE, Web, chat, serve_web, web_settings, with_web
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -57,8 +62,32 @@ async def test_metrics_count_turns_tokens_and_latency(web: Web, alice: httpx.Asy
     assert "# TYPE hero_turn_duration_seconds histogram" in text
 
 
+async def test_metrics_count_the_turns_of_every_channel_the_agent_serves(
+    web: Web, alice: httpx.AsyncClient
+) -> None:
+    """Under ``serve`` one Agent serves every channel: a Telegram or CLI turn shows in /metrics too."""
+    await chat(alice, {"message": "from the web"})
+    scope = Scope("default", "alice")
+    with anyio.fail_after(20):
+        events = [ev async for ev in web.agent.handle(TurnRequest(scope, "telegram", "from telegram"))]
+        [out] = [ev async for ev in web.agent.handle(TurnRequest(scope, "cli", "/help"))]
+        bad = [ev async for ev in web.agent.handle(TurnRequest(scope, "cli", "x" * 10_000_000))]
+    assert isinstance(events[-1], Done)
+    assert isinstance(out, CommandOutput)
+    assert isinstance(bad[-1], TurnError)
+    text = (await alice.get("/metrics")).text
+    assert 'hero_turns_total{channel="web",outcome="complete"} 1' in text
+    assert 'hero_turns_total{channel="telegram",outcome="complete"} 1' in text
+    assert 'hero_turns_total{channel="cli",outcome="command"} 1' in text
+    assert 'hero_turns_total{channel="cli",outcome="error"} 1' in text
+    assert 'hero_turn_errors_total{channel="cli",code="invalid_input"} 1' in text
+    assert 'hero_time_to_first_token_seconds_count{channel="telegram"} 1' in text
+    assert re.search(r'hero_tokens_total\{channel="telegram",kind="prompt"\} [1-9]', text)
+    assert re.search(r'hero_http_requests_total\{method="POST",status="200"\} [1-9]', text)
+
+
 def test_metrics_histogram_buckets_are_cumulative() -> None:
-    metrics = Metrics()
+    metrics = TurnMetrics()
     for seconds in (0.01, 0.2, 0.2, 700.0):
         metrics.turn_finished(
             "web", "complete", seconds=seconds, ttft=None, prompt_tokens=0, completion_tokens=0
@@ -72,7 +101,7 @@ def test_metrics_histogram_buckets_are_cumulative() -> None:
         completion_tokens=0,
         error_code="provider_error",
     )
-    text = metrics.render()
+    text = Metrics().render(metrics)
     assert 'hero_turn_duration_seconds_bucket{channel="web",le="0.05"} 1' in text
     assert 'hero_turn_duration_seconds_bucket{channel="web",le="0.25"} 3' in text
     assert 'hero_turn_duration_seconds_bucket{channel="web",le="300"} 3' in text
