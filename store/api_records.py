@@ -44,18 +44,7 @@ class RecordsMixin(StoreBase):
     async def list_audit(
         self, scope: Scope, *, limit: int = 100, cursor: str | None = None, conversation_id: str | None = None
     ) -> Page[AuditEntry]:
-        filters = {"conversation_id": conversation_id} if conversation_id else {}
-        page = await self.engine.list(
-            Kind.AUDIT,
-            scope,
-            ListQuery(
-                filters=filters,
-                order_by="created_at",
-                descending=True,
-                limit=check_limit(limit),
-                cursor=cursor,
-            ),
-        )
+        page = await self._newest(Kind.AUDIT, scope, limit, cursor, conversation_id)
         return Page([AuditEntry.from_record(r) for r in page.items], page.next_cursor)
 
     async def append_usage(self, scope: Scope, entry: UsageEntry) -> UsageEntry:
@@ -65,19 +54,18 @@ class RecordsMixin(StoreBase):
     async def list_usage(
         self, scope: Scope, *, limit: int = 100, cursor: str | None = None, conversation_id: str | None = None
     ) -> Page[UsageEntry]:
-        filters = {"conversation_id": conversation_id} if conversation_id else {}
-        page = await self.engine.list(
-            Kind.USAGE,
-            scope,
-            ListQuery(
-                filters=filters,
-                order_by="created_at",
-                descending=True,
-                limit=check_limit(limit),
-                cursor=cursor,
-            ),
-        )
+        page = await self._newest(Kind.USAGE, scope, limit, cursor, conversation_id)
         return Page([UsageEntry.from_record(r) for r in page.items], page.next_cursor)
+
+    async def _newest(
+        self, kind: Kind, scope: Scope, limit: int, cursor: str | None, conversation_id: str | None
+    ) -> Page[dict[str, object]]:
+        """Entries of ``kind``, newest first, optionally of one conversation."""
+        filters: dict[str, object] = {"conversation_id": conversation_id} if conversation_id else {}
+        query = ListQuery(
+            filters=filters, order_by="created_at", descending=True, limit=check_limit(limit), cursor=cursor
+        )
+        return await self.engine.list(kind, scope, query)
 
     async def usage_summary(self, scope: Scope, *, by: str = "model") -> list[Aggregate]:
         """Token and call totals per ``model`` or per ``day`` (UTC), largest first."""

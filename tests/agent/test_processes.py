@@ -6,7 +6,6 @@ turn lease, taken in the same transaction as the user message, must keep the two
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import anyio
@@ -16,7 +15,7 @@ from store.api import Store
 from store.embedded import EmbeddedEngine
 from store.models import Scope
 from tests.fakes.openai_server import FakeOpenAI
-from tests.store.osis_fixtures import HERO_AGENT, subprocess_env, wait_exit
+from tests.store.osis_fixtures import answer_of, ask_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 ALICE = Scope("default", "alice")
@@ -32,29 +31,15 @@ def _config(tmp_path: Path, llm_url: str) -> Path:
     return cfg
 
 
-def _ask(cfg: Path, text: str, *extra: str) -> subprocess.Popen[str]:
-    cmd = [HERO_AGENT, "--config", str(cfg), "ask", "--context", "default", "--user", "alice", *extra, text]
-    return subprocess.Popen(
-        cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-async def _finish(proc: subprocess.Popen[str]) -> str:
-    code = await wait_exit(proc)
-    out, err = proc.communicate(timeout=10)
-    assert code == 0, err
-    return out
-
-
 async def test_turns_of_two_processes_on_one_embedded_store_never_interleave(tmp_path: Path) -> None:
     with FakeOpenAI(chunk_delay=0.4).running_in_thread() as fake:
         cfg = _config(tmp_path, fake.base_url)
-        assert "echo: first" in await _finish(_ask(cfg, "first"))
+        assert "echo: first" in await answer_of(ask_process(cfg, "first"))
         async with Store(EmbeddedEngine(tmp_path / "data")) as store:
             [conv] = (await store.list_conversations(ALICE)).items
         with anyio.fail_after(120):
-            procs = [_ask(cfg, f"parallel {n}", "--conversation", conv.sid) for n in range(3)]
-            answers = [await _finish(proc) for proc in procs]
+            procs = [ask_process(cfg, f"parallel {n}", "--conversation", conv.sid) for n in range(3)]
+            answers = [await answer_of(proc) for proc in procs]
         assert all(f"echo: parallel {n}" in answers[n] for n in range(3))
         requests = [r for r in fake.requests if r.get("messages")]
     async with Store(EmbeddedEngine(tmp_path / "data")) as store:

@@ -139,6 +139,22 @@ async def wait_exit(proc: subprocess.Popen[str]) -> int:
         return await anyio.to_thread.run_sync(proc.wait)
 
 
+def ask_process(cfg: Path, text: str, *extra: str) -> subprocess.Popen[str]:
+    """``hero-agent ask`` as alice in the default context, with the config ``cfg``."""
+    cmd = [HERO_AGENT, "--config", str(cfg), "ask", "--context", "default", "--user", "alice", *extra, text]
+    return subprocess.Popen(
+        cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+async def answer_of(proc: subprocess.Popen[str]) -> str:
+    """The standard output of a finished ``ask`` process, which must have exited 0."""
+    code = await wait_exit(proc)
+    out, err = proc.communicate(timeout=10)
+    assert code == 0, err
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,7 +7,6 @@ seam, and the real OSIS server process in front of an embedded store.
 from __future__ import annotations
 
 import signal
-import subprocess
 from pathlib import Path
 
 import anyio
@@ -18,11 +17,11 @@ from store.models import Scope
 from store.osis_client import OsisEngine
 from tests.fakes.openai_server import FakeOpenAI
 from tests.store.osis_fixtures import (
-    HERO_AGENT,
+    answer_of,
+    ask_process,
     client_settings,
     free_port,
     serve_process,
-    subprocess_env,
     wait_exit,
     wait_ready,
 )
@@ -52,20 +51,6 @@ def _agent_config(tmp_path: Path, osis_url: str, llm_url: str) -> Path:
     return cfg
 
 
-def _ask(cfg: Path, text: str, *extra: str) -> subprocess.Popen[str]:
-    cmd = [HERO_AGENT, "--config", str(cfg), "ask", "--context", "default", "--user", "alice", *extra, text]
-    return subprocess.Popen(
-        cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-async def _finish(proc: subprocess.Popen[str]) -> str:
-    code = await wait_exit(proc)
-    out, err = proc.communicate(timeout=10)
-    assert code == 0, err
-    return out
-
-
 async def test_cli_processes_share_one_osis_store(tmp_path: Path) -> None:
     port = free_port()
     osis_url = f"http://127.0.0.1:{port}/hero_osis"
@@ -73,8 +58,8 @@ async def test_cli_processes_share_one_osis_store(tmp_path: Path) -> None:
         await wait_ready(server, port)
         cfg = _agent_config(tmp_path, osis_url, fake.base_url)
         # one process starts the conversation, the next one continues it: it sees the first turn
-        assert "echo: first question" in await _finish(_ask(cfg, "first question"))
-        assert "echo: second question" in await _finish(_ask(cfg, "second question"))
+        assert "echo: first question" in await answer_of(ask_process(cfg, "first question"))
+        assert "echo: second question" in await answer_of(ask_process(cfg, "second question"))
         sent = [m["content"] for m in fake.requests[-1]["messages"] if m["role"] in ("user", "assistant")]
         assert sent[:3] == ["first question", "echo: first question", "second question"]
         async with Store(OsisEngine(client_settings(osis_url))) as store:
@@ -83,9 +68,9 @@ async def test_cli_processes_share_one_osis_store(tmp_path: Path) -> None:
             conv = convs[0]
         # two processes on the same conversation at once: their turns are serialized, never interleaved
         with anyio.fail_after(120):
-            procs = [_ask(cfg, f"parallel {n}", "--conversation", conv.sid) for n in range(2)]
+            procs = [ask_process(cfg, f"parallel {n}", "--conversation", conv.sid) for n in range(2)]
             for proc in procs:
-                await _finish(proc)
+                await answer_of(proc)
         async with Store(OsisEngine(client_settings(osis_url))) as store:
             messages = (await store.list_messages(ALICE, conv.sid, limit=100)).items
         server.send_signal(signal.SIGTERM)
