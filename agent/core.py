@@ -29,6 +29,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from agent.commands import run_command
 from agent.compaction import Compactor
+from agent.conversations import ACTIVE_KEY, ConversationsMixin
 from agent.events import CommandOutput, Done, TextDelta, TurnError, TurnEvent
 from agent.llm import LLM
 from agent.memory import MemoryManager
@@ -39,12 +40,11 @@ from agent.turn import Turn
 from agent.turn_context import TurnInput, TurnParts
 from agent.window import WindowCache
 from config.settings import Settings
-from store import Conversation, InvalidInput, NotFound, Scope, Store, StoreError, StoreUnavailable
+from store import InvalidInput, NotFound, Scope, Store, StoreError, StoreUnavailable
 from store.models import validate_sid
 
 log = structlog.get_logger()
 
-ACTIVE_KEY = "active_conversation"
 #: "/cmd", "/cmd args", "/cmd@botname args"; "/usr/bin ..." is a message, not a command
 COMMAND_RE = re.compile(r"^/([A-Za-z][A-Za-z0-9_]*)(?:@\w+)?(?:\s+(.*))?$", re.S)
 #: how long ``aclose`` may spend on pending memory extractions
@@ -78,7 +78,7 @@ class _Running:
     active: bool = False
 
 
-class Agent:
+class Agent(ConversationsMixin):
     """The agent core behind every channel. Use as an async context manager (``open_agent`` does)."""
 
     def __init__(
@@ -175,11 +175,11 @@ class Agent:
         """Run one turn; see the module docstring for why it is a task feeding a stream."""
         problem = self._invalid(req)
         if problem:
-            self._count_refused(req, "invalid_input")
+            self.metrics.refused(req.channel, "invalid_input")
             yield TurnError("invalid_input", problem, req.conversation_id or "")
             return
         if self._closed:
-            self._count_refused(req, "unavailable")
+            self.metrics.refused(req.channel, "unavailable")
             yield TurnError(
                 "unavailable", "The agent is shutting down; try again shortly.", req.conversation_id or ""
             )
@@ -198,34 +198,6 @@ class Agent:
             running.cancel_scope.cancel()
             with anyio.CancelScope(shield=True):
                 await running.done.wait()
-
-    def _count_refused(self, req: TurnRequest, code: str) -> None:
-        self.metrics.turn_finished(
-            req.channel,
-            "error",
-            seconds=0.0,
-            ttft=None,
-            prompt_tokens=0,
-            completion_tokens=0,
-            error_code=code,
-        )
-
-    def _count(self, req: TurnRequest, final: TurnEvent | None, seconds: float, ttft: float | None) -> None:
-        if isinstance(final, Done):
-            outcome, code = "complete", ""
-        elif isinstance(final, TurnError):
-            outcome, code = ("interrupted" if final.code == "cancelled" else "error"), final.code
-        else:  # the consumer went away before the end: the turn was cancelled
-            outcome, code = "interrupted", "cancelled"
-        self.metrics.turn_finished(
-            req.channel,
-            outcome,
-            seconds=seconds,
-            ttft=ttft,
-            prompt_tokens=final.prompt_tokens if isinstance(final, Done) else 0,
-            completion_tokens=final.completion_tokens if isinstance(final, Done) else 0,
-            error_code=code,
-        )
 
     def _invalid(self, req: TurnRequest) -> str:
         scope: object = req.scope  # typed, but a caller's bug must be an error, not a crash
@@ -335,7 +307,9 @@ class Agent:
                     running.done.set()
                     final = ended[0] if ended else None
                     seconds = time.perf_counter() - started
-                    self._count(req, final, seconds, first_text[0] - started if first_text else None)
+                    self.metrics.turn_ended(
+                        req.channel, final, seconds, first_text[0] - started if first_text else None
+                    )
                     log.info(
                         "turn.finished",
                         outcome=final.code if isinstance(final, TurnError) else "done" if final else "gone",
@@ -373,62 +347,7 @@ class Agent:
             r.active and r.scope == scope and r.conversation_id == conversation_id for r in self._running
         )
 
-    # -- conversations -----------------------------------------------------------------------------
-
-    async def active_conversation(
-        self, scope: Scope, *, channel: str, create: bool = True, is_group: bool = False
-    ) -> Conversation | None:
-        """The user's active conversation in this context; a new one when there is none (and ``create``)."""
-        lock = self._create_locks.setdefault((scope.context, scope.user_id), anyio.Lock())
-        async with lock:  # two first messages at once must not make two conversations
-            sid = await self.store.get_state(scope, ACTIVE_KEY)
-            if sid:
-                try:
-                    return await self.store.get_conversation(scope, sid)
-                except (NotFound, InvalidInput):
-                    pass  # deleted meanwhile
-            if not create:
-                return None
-            return await self.new_conversation(scope, channel=channel, is_group=is_group)
-
-    async def set_active_conversation(self, scope: Scope, conversation_id: str) -> None:
-        """Make ``conversation_id`` the active one; NotFound for a missing or foreign id."""
-        conv = await self.store.get_conversation(scope, conversation_id)
-        await self.store.set_state(scope, ACTIVE_KEY, conv.sid)
-
-    async def new_conversation(
-        self, scope: Scope, *, channel: str, title: str = "", is_group: bool = False
-    ) -> Conversation:
-        """Create a conversation and make it the active one."""
-        conv = await self.store.create_conversation(scope, title, channel=channel, is_group=is_group)
-        await self.store.set_state(scope, ACTIVE_KEY, conv.sid)
-        return conv
-
-    async def clear_conversation(self, scope: Scope, conversation_id: str) -> Conversation:
-        """Save what is worth keeping (memory flush), then hide the earlier turns from the model.
-        Waits for a running turn of the conversation to finish first."""
-        conv = await self.store.get_conversation(scope, conversation_id)
-        await self.memory.flush(scope, conv.sid, conv.last_channel)
-        async with self.store.conversation_lock(
-            scope,
-            conv.sid,
-            ttl_s=self.settings.agent.turn_lock_ttl_s,
-            wait_s=self.settings.agent.turn_deadline_s,
-        ):
-            self.window.forget(scope, conv.sid)
-            return await self.store.clear_conversation(scope, conv.sid)
-
-    async def compact_conversation(self, scope: Scope, conversation_id: str, *, channel: str) -> bool:
-        """``/compact``: summarise all but the newest turn now; False when there is too little."""
-        conv = await self.store.get_conversation(scope, conversation_id)
-        async with self.store.conversation_lock(
-            scope,
-            conv.sid,
-            ttl_s=self.settings.agent.turn_lock_ttl_s,
-            wait_s=self.settings.agent.turn_deadline_s,
-        ):
-            self.window.forget(scope, conv.sid)
-            return await self.compactor.compact(scope, conv.sid, channel)
+    # -- conversations (the others are in agent/conversations.py) ---------------------------------
 
     async def delete_conversation(self, scope: Scope, conversation_id: str) -> None:
         """Hard delete (the privacy delete); a deleted active conversation leaves no active one."""

@@ -12,6 +12,8 @@ import bisect
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from agent.events import Done, TurnError, TurnEvent
+
 #: seconds; turn latencies span tool calls and long replies
 TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 #: seconds; time to the first streamed token
@@ -100,6 +102,31 @@ class TurnMetrics:
             self.tokens[_labels(channel=channel, kind="prompt")] += prompt_tokens
         if completion_tokens:
             self.tokens[_labels(channel=channel, kind="completion")] += completion_tokens
+
+    def refused(self, channel: str, code: str) -> None:
+        """A turn refused before it started (invalid input, shutting down)."""
+        self.turn_finished(
+            channel, "error", seconds=0.0, ttft=None, prompt_tokens=0, completion_tokens=0, error_code=code
+        )
+
+    def turn_ended(self, channel: str, final: TurnEvent | None, seconds: float, ttft: float | None) -> None:
+        """A turn ended with ``final`` (None: its consumer went away first, which cancels it)."""
+        if isinstance(final, Done):
+            outcome, code = "complete", ""
+        elif isinstance(final, TurnError):
+            outcome, code = ("interrupted" if final.code == "cancelled" else "error"), final.code
+        else:
+            outcome, code = "interrupted", "cancelled"
+        done = final if isinstance(final, Done) else None
+        self.turn_finished(
+            channel,
+            outcome,
+            seconds=seconds,
+            ttft=ttft,
+            prompt_tokens=done.prompt_tokens if done else 0,
+            completion_tokens=done.completion_tokens if done else 0,
+            error_code=code,
+        )
 
     def render_lines(self) -> list[str]:
         out: list[str] = []

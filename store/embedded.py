@@ -29,6 +29,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import structlog
 
+from store import sqlite_batch, sqlite_leases
 from store import sqlite_ops as ops
 from store.engine import Engine, ListQuery, Page, Step
 from store.errors import Conflict, StoreError, StoreUnavailable
@@ -240,14 +241,14 @@ class EmbeddedEngine(Engine):
         return await self._run(ops.count, kind, scope, filters)
 
     async def claim(self, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
-        return await self._run(ops.claim, scope, key, holder, ttl_ms)
+        return await self._run(sqlite_leases.claim, scope, key, holder, ttl_ms)
 
     async def release(self, scope: Scope, key: str, holder: str) -> None:
-        await self._run(ops.release, scope, key, holder)
+        await self._run(sqlite_leases.release, scope, key, holder)
 
     async def batch(self, scope: Scope, steps: Sequence[Step]) -> builtins.list[object]:
-        """The whole batch in ONE transaction and one worker call (see ``sqlite_ops.batch``)."""
-        return await self._run(ops.batch, scope, list(steps))
+        """The whole batch in ONE transaction and one worker call (see ``sqlite_batch.batch``)."""
+        return await self._run(sqlite_batch.batch, scope, list(steps))
 
     async def contexts(self) -> builtins.list[str]:
         return await self._run(ops.contexts)

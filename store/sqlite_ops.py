@@ -14,21 +14,8 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from store.engine import (
-    READ_STEPS,
-    ClaimStep,
-    CountStep,
-    CreateStep,
-    DeleteStep,
-    GetStep,
-    ListQuery,
-    ListStep,
-    Page,
-    ReleaseStep,
-    Step,
-    UpdateStep,
-)
-from store.errors import Conflict, InvalidInput, LeaseHeld, NotFound
+from store.engine import ListQuery, Page
+from store.errors import Conflict, InvalidInput, NotFound
 from store.models import BASE_FIELDS, JSON, Kind, Record, Scope, validate_context, validate_sid, validate_user
 from store.sqlite_query import (
     SQL,
@@ -285,105 +272,6 @@ def count(conn: sqlite3.Connection, kind: Kind, scope: Scope, filters: dict[str,
     add_filters(spec, sql, filters or {})
     (n,) = conn.execute(f"SELECT count(*) FROM {spec.table} WHERE {sql.clause()}", sql.params).fetchone()
     return int(n)
-
-
-@contextmanager
-def unsynced(conn: sqlite3.Connection, enabled: bool = True) -> Iterator[None]:
-    """Commit without fsync: for expiring leases only.
-
-    A turn lease lost to a power cut is harmless (it would have expired, and its holder is gone too),
-    so its two commits per turn skip the fsync. WAL keeps the database consistent either way; later
-    synced commits make these frames durable as well.
-    """
-    if not enabled:
-        yield
-        return
-    (level,) = conn.execute("PRAGMA synchronous").fetchone()
-    if level <= 1:
-        yield
-        return
-    conn.execute("PRAGMA synchronous = OFF")
-    try:
-        yield
-    finally:
-        conn.execute(f"PRAGMA synchronous = {int(level)}")
-
-
-def claim(conn: sqlite3.Connection, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
-    # de-duplication marks (no ttl) stay fully durable; expiring leases skip the fsync
-    with unsynced(conn, ttl_ms is not None), write_txn(conn):
-        return _claim(conn, scope, key, holder, ttl_ms)
-
-
-def _claim(conn: sqlite3.Connection, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
-    now = now_ms()
-    row = conn.execute(
-        "SELECT holder, expires_at FROM leases WHERE context = ? AND user_id = ? AND key = ?",
-        (scope.context, scope.user_id, key),
-    ).fetchone()
-    if row is not None and row[0] != holder and (row[1] is None or row[1] > now):
-        return False
-    conn.execute(
-        "INSERT OR REPLACE INTO leases (context, user_id, key, holder, expires_at) VALUES (?, ?, ?, ?, ?)",
-        (scope.context, scope.user_id, key, holder, None if ttl_ms is None else now + int(ttl_ms)),
-    )
-    return True
-
-
-def release(conn: sqlite3.Connection, scope: Scope, key: str, holder: str) -> None:
-    with unsynced(conn), write_txn(conn):
-        _release(conn, scope, key, holder)
-
-
-def _release(conn: sqlite3.Connection, scope: Scope, key: str, holder: str) -> None:
-    conn.execute(
-        "DELETE FROM leases WHERE context = ? AND user_id = ? AND key = ? AND holder = ?",
-        (scope.context, scope.user_id, key, holder),
-    )
-
-
-def batch(conn: sqlite3.Connection, scope: Scope, steps: Sequence[Step]) -> list[object]:
-    """Every step in ONE transaction: all done or none (a failure, or a refused required claim, rolls
-    the whole batch back). Reads see the batch's own earlier writes. The commit skips the fsync only
-    when the batch writes nothing but expiring leases (see :func:`unsynced`)."""
-    writes = [s for s in steps if not isinstance(s, READ_STEPS)]
-    if not writes:
-        conn.execute("BEGIN")  # one snapshot for every read
-        try:
-            return [_step(conn, scope, s) for s in steps]
-        finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
-    leases_only = all(
-        isinstance(s, ReleaseStep) or (isinstance(s, ClaimStep) and s.ttl_ms is not None) for s in writes
-    )
-    with unsynced(conn, leases_only), write_txn(conn):
-        return [_step(conn, scope, s) for s in steps]
-
-
-def _step(conn: sqlite3.Connection, scope: Scope, step: Step) -> object:
-    match step:
-        case GetStep(kind, sid):
-            return get(conn, kind, scope, sid)
-        case ListStep(kind, query):
-            return list_records(conn, kind, scope, query)
-        case CountStep(kind, filters):
-            return count(conn, kind, scope, filters)
-        case CreateStep(kind, fields, request_key):
-            return create(conn, kind, scope, fields, request_key)
-        case UpdateStep(kind, sid, fields):
-            return update(conn, kind, scope, sid, fields)
-        case DeleteStep(kind, sid):
-            return delete(conn, kind, scope, sid)
-        case ClaimStep(key, holder, ttl_ms, required):
-            taken = _claim(conn, scope, key, holder, ttl_ms)
-            if required and not taken:
-                raise LeaseHeld(key)
-            return taken
-        case ReleaseStep(key, holder):
-            _release(conn, scope, key, holder)
-            return None
-    raise TypeError(f"not a batch step: {step!r}")
 
 
 def contexts(conn: sqlite3.Connection) -> list[str]:

@@ -1,0 +1,82 @@
+"""The Agent's conversation operations: the active conversation per (context, user), new, /clear and
+/compact (both wait for a running turn of the conversation: they take its turn lock).
+"""
+
+from __future__ import annotations
+
+import anyio
+
+from agent.compaction import Compactor
+from agent.memory import MemoryManager
+from agent.window import WindowCache
+from config.settings import Settings
+from store import Conversation, InvalidInput, NotFound, Scope, Store
+
+#: the per-scope state key holding the active conversation's id
+ACTIVE_KEY = "active_conversation"
+
+
+class ConversationsMixin:
+    """Part of :class:`~agent.core.Agent`, which provides these attributes."""
+
+    settings: Settings
+    store: Store
+    memory: MemoryManager
+    window: WindowCache
+    compactor: Compactor
+    _create_locks: dict[tuple[str, str], anyio.Lock]
+
+    async def active_conversation(
+        self, scope: Scope, *, channel: str, create: bool = True, is_group: bool = False
+    ) -> Conversation | None:
+        """The user's active conversation in this context; a new one when there is none (and ``create``)."""
+        lock = self._create_locks.setdefault((scope.context, scope.user_id), anyio.Lock())
+        async with lock:  # two first messages at once must not make two conversations
+            sid = await self.store.get_state(scope, ACTIVE_KEY)
+            if sid:
+                try:
+                    return await self.store.get_conversation(scope, sid)
+                except (NotFound, InvalidInput):
+                    pass  # deleted meanwhile
+            if not create:
+                return None
+            return await self.new_conversation(scope, channel=channel, is_group=is_group)
+
+    async def set_active_conversation(self, scope: Scope, conversation_id: str) -> None:
+        """Make ``conversation_id`` the active one; NotFound for a missing or foreign id."""
+        conv = await self.store.get_conversation(scope, conversation_id)
+        await self.store.set_state(scope, ACTIVE_KEY, conv.sid)
+
+    async def new_conversation(
+        self, scope: Scope, *, channel: str, title: str = "", is_group: bool = False
+    ) -> Conversation:
+        """Create a conversation and make it the active one."""
+        conv = await self.store.create_conversation(scope, title, channel=channel, is_group=is_group)
+        await self.store.set_state(scope, ACTIVE_KEY, conv.sid)
+        return conv
+
+    async def clear_conversation(self, scope: Scope, conversation_id: str) -> Conversation:
+        """Save what is worth keeping (memory flush), then hide the earlier turns from the model.
+        Waits for a running turn of the conversation to finish first."""
+        conv = await self.store.get_conversation(scope, conversation_id)
+        await self.memory.flush(scope, conv.sid, conv.last_channel)
+        async with self.store.conversation_lock(
+            scope,
+            conv.sid,
+            ttl_s=self.settings.agent.turn_lock_ttl_s,
+            wait_s=self.settings.agent.turn_deadline_s,
+        ):
+            self.window.forget(scope, conv.sid)
+            return await self.store.clear_conversation(scope, conv.sid)
+
+    async def compact_conversation(self, scope: Scope, conversation_id: str, *, channel: str) -> bool:
+        """``/compact``: summarise all but the newest turn now; False when there is too little."""
+        conv = await self.store.get_conversation(scope, conversation_id)
+        async with self.store.conversation_lock(
+            scope,
+            conv.sid,
+            ttl_s=self.settings.agent.turn_lock_ttl_s,
+            wait_s=self.settings.agent.turn_deadline_s,
+        ):
+            self.window.forget(scope, conv.sid)
+            return await self.compactor.compact(scope, conv.sid, channel)

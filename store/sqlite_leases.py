@@ -1,0 +1,69 @@
+"""Leases of the embedded engine: expiring turn locks and de-duplication marks (``leases`` table).
+
+``claim``/``release`` are whole transactions; ``claim_in``/``release_in`` run inside the caller's
+(a :func:`~store.sqlite_batch.batch`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from store.models import Scope
+from store.sqlite_ops import now_ms, write_txn
+
+
+@contextmanager
+def unsynced(conn: sqlite3.Connection, enabled: bool = True) -> Iterator[None]:
+    """Commit without fsync: for expiring leases only.
+
+    A turn lease lost to a power cut is harmless (it would have expired, and its holder is gone too),
+    so its two commits per turn skip the fsync. WAL keeps the database consistent either way; later
+    synced commits make these frames durable as well.
+    """
+    if not enabled:
+        yield
+        return
+    (level,) = conn.execute("PRAGMA synchronous").fetchone()
+    if level <= 1:
+        yield
+        return
+    conn.execute("PRAGMA synchronous = OFF")
+    try:
+        yield
+    finally:
+        conn.execute(f"PRAGMA synchronous = {int(level)}")
+
+
+def claim(conn: sqlite3.Connection, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
+    # de-duplication marks (no ttl) stay fully durable; expiring leases skip the fsync
+    with unsynced(conn, ttl_ms is not None), write_txn(conn):
+        return claim_in(conn, scope, key, holder, ttl_ms)
+
+
+def claim_in(conn: sqlite3.Connection, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
+    now = now_ms()
+    row = conn.execute(
+        "SELECT holder, expires_at FROM leases WHERE context = ? AND user_id = ? AND key = ?",
+        (scope.context, scope.user_id, key),
+    ).fetchone()
+    if row is not None and row[0] != holder and (row[1] is None or row[1] > now):
+        return False
+    conn.execute(
+        "INSERT OR REPLACE INTO leases (context, user_id, key, holder, expires_at) VALUES (?, ?, ?, ?, ?)",
+        (scope.context, scope.user_id, key, holder, None if ttl_ms is None else now + int(ttl_ms)),
+    )
+    return True
+
+
+def release(conn: sqlite3.Connection, scope: Scope, key: str, holder: str) -> None:
+    with unsynced(conn), write_txn(conn):
+        release_in(conn, scope, key, holder)
+
+
+def release_in(conn: sqlite3.Connection, scope: Scope, key: str, holder: str) -> None:
+    conn.execute(
+        "DELETE FROM leases WHERE context = ? AND user_id = ? AND key = ? AND holder = ?",
+        (scope.context, scope.user_id, key, holder),
+    )
