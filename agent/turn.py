@@ -33,7 +33,7 @@ from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, To
 from agent.tools.base import ToolContext, ToolResult
 from agent.turn_context import TurnInput, TurnParts, build_context
 from agent.turn_tools import run_calls, signature
-from store import Conflict, Conversation, Memory, Message, MessageStatus, StoreError, UsageEntry
+from store import Conflict, Conversation, Memory, Message, MessageStatus, Role, StoreError, UsageEntry
 from store.api_turn import TurnReads
 
 log = structlog.get_logger()
@@ -105,6 +105,10 @@ class Turn:
                 with anyio.move_on_after(a.turn_deadline_s) as deadline:
                     await self._title(opening.conversation)
                     self.stored = await p.window.absorb(inp.scope, self.cid, after_seq, opening)
+                    answered = earlier_answer(self.stored, opening.message)
+                    if answered is not None:
+                        await self._replay(answered)
+                        return
                     self.memories = p.memory.ranked(
                         opening.matching_memories, opening.recent_memories, inp.text
                     )
@@ -121,6 +125,21 @@ class Turn:
             await self.emit(
                 TurnError("busy", "This conversation is busy with another turn; try again.", self.cid)
             )
+
+    async def _replay(self, answer: Message) -> None:
+        """A request whose key was seen before and already answered: the same answer again, no call."""
+        log.info("turn.replayed", message=answer.sid)
+        await self.emit(TextDelta(answer.content))
+        await self.emit(
+            Done(
+                self.cid,
+                answer.sid,
+                answer.content,
+                answer.prompt_tokens,
+                answer.completion_tokens,
+                answer.model,
+            )
+        )
 
     async def _turn(self) -> None:
         try:
@@ -331,3 +350,24 @@ class Turn:
             return text
         note = "\n[truncated]"
         return text[: limit - len(note)] + note
+
+
+def earlier_answer(window: list[Message], user_message: Message) -> Message | None:
+    """The complete final answer already given to ``user_message`` (stored by an earlier delivery of
+    the same request key), or None: a new message, or one whose earlier turn ended without an answer
+    (that one is answered now)."""
+    seen = False
+    for msg in window:
+        if not seen:
+            seen = msg.sid == user_message.sid
+            continue
+        if msg.role == Role.USER:
+            return None  # the conversation moved on without an answer to it
+        if (
+            msg.role == Role.ASSISTANT
+            and msg.status == MessageStatus.COMPLETE
+            and not msg.tool_calls
+            and not msg.message_type
+        ):
+            return msg
+    return None

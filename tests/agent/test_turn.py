@@ -188,6 +188,35 @@ async def test_bad_input_is_refused_and_nothing_is_stored(agent: Agent, fake: Fa
     assert await all_messages(agent.store, conv.sid) == [] and fake.requests == []
 
 
+async def test_a_redelivered_request_gets_the_answer_it_already_got(agent: Agent, fake: FakeOpenAI) -> None:
+    """The same request key twice (a client retrying after a lost response): one user message, one
+    model call, and the second delivery gets the first answer."""
+    first = await turn(agent, "what time is it?", request_key="req-1")
+    again = await turn(agent, "what time is it?", request_key="req-1")
+    done, replayed = first[-1], again[-1]
+    assert isinstance(done, Done) and isinstance(replayed, Done)
+    assert (replayed.message_id, replayed.text) == (done.message_id, done.text)
+    assert "".join(e.text for e in again if isinstance(e, TextDelta)) == done.text
+    assert len(main_requests(fake)) == 1
+    msgs = await all_messages(agent.store, done.conversation_id)
+    assert [(m.role, m.content) for m in msgs] == [("user", "what time is it?"), ("assistant", done.text)]
+    # a new key is a new message
+    assert isinstance((await turn(agent, "what time is it?", request_key="req-2"))[-1], Done)
+    assert len(main_requests(fake)) == 2
+
+
+async def test_a_redelivered_request_whose_turn_failed_is_answered_now(
+    agent: Agent, fake: FakeOpenAI
+) -> None:
+    fake.enqueue(reply_error(400, "bad request"))
+    failed = await turn(agent, "hello", request_key="req-9")
+    assert isinstance(failed[-1], TurnError) and failed[-1].code == "provider_error"
+    again = await turn(agent, "hello", request_key="req-9")
+    assert isinstance(again[-1], Done) and again[-1].text == "echo: hello"
+    msgs = await all_messages(agent.store, again[-1].conversation_id)
+    assert [m.role for m in msgs if m.role == "user"] == ["user"]  # still one user message
+
+
 async def test_a_request_without_a_scope_is_an_error_not_a_hang(agent: Agent, fake: FakeOpenAI) -> None:
     """A caller's bug (no Scope) is refused; the agent keeps serving other turns."""
     bad = TurnRequest({"user": "alice"}, "cli", "hello")  # type: ignore[arg-type]
