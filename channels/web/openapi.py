@@ -14,6 +14,7 @@ from channels.web.openapi_schemas import (
     CONVERSATION_FILTER,
     ID_PARAM,
     ID_PATTERN,
+    IDEMPOTENCY_KEY,
     INT,
     OPENAI_EVENT,
     PAGING,
@@ -138,6 +139,7 @@ def _api_paths() -> dict[str, Schema]:
                     },
                     **errors(400, 404, 413, 503),
                 },
+                params=[IDEMPOTENCY_KEY],
                 body=obj(
                     {
                         "message": {"type": "string", "minLength": 1},
@@ -296,7 +298,8 @@ def _openai_paths(model_name: str) -> dict[str, Schema]:
                         "in": "header",
                         "required": False,
                         "schema": {"type": "string", "pattern": ID_PATTERN},
-                    }
+                    },
+                    IDEMPOTENCY_KEY,
                 ],
                 body={
                     "type": "object",

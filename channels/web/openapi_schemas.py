@@ -157,6 +157,14 @@ CONTEXT_PARAMS: list[Schema] = [
 ID_PARAM = [
     {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": ID_PATTERN}}
 ]
+IDEMPOTENCY_KEY: Schema = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "The same key again (a retry after a lost response) gets the first answer, "
+    "not a second turn",
+    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,200}$"},
+}
 PAGING: list[Schema] = [
     {
         "name": "limit",

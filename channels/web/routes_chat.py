@@ -30,7 +30,7 @@ from channels.web.auth import authenticate, caller_scope
 from channels.web.errors import ApiError, read_json_object
 from channels.web.sse import Emit, EventStreamResponse, sse_event
 from channels.web.state import web_state
-from channels.web.turns import is_stop, run_turn
+from channels.web.turns import is_stop, request_key, run_turn
 from channels.web.views import only_keys, str_field
 
 
@@ -111,7 +111,10 @@ async def chat(request: Request) -> Response:
         # switching it on every message costs store writes under a per-user lock, a convoy when many
         # chats of one user run at once (bench/web_load.py: time to first token x2)
         await state.agent.store.get_conversation(scope, conversation_id)
-    req = TurnRequest(scope=scope, channel="web", text=message, conversation_id=conversation_id)
+    key = request_key(request, "web")
+    req = TurnRequest(
+        scope=scope, channel="web", text=message, conversation_id=conversation_id, request_key=key
+    )
 
     async def produce(emit: Emit) -> None:
         async def on_event(event: TurnEvent) -> None:

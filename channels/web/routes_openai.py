@@ -28,7 +28,7 @@ from channels.web.auth import authenticate, caller_scope
 from channels.web.errors import ApiError, error_body, read_json_object
 from channels.web.sse import Emit, EventStreamResponse, run_guarded, sse_data
 from channels.web.state import WebState, web_state
-from channels.web.turns import TurnSummary, run_turn
+from channels.web.turns import TurnSummary, request_key, run_turn
 from store.errors import NotFound
 from store.models import Scope
 
@@ -126,8 +126,11 @@ async def chat_completions(request: Request) -> Response:
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     if state.shutdown.is_set():
         raise ApiError(503, "shutting_down", "the server is shutting down")
+    key = request_key(request, CHANNEL)
     conversation_id = await pick_conversation(state, request, scope, user_field)
-    req = TurnRequest(scope=scope, channel=CHANNEL, text=text, conversation_id=conversation_id)
+    req = TurnRequest(
+        scope=scope, channel=CHANNEL, text=text, conversation_id=conversation_id, request_key=key
+    )
     headers = {"X-Hero-Conversation": conversation_id}
     created = int(time.time())
     if stream:

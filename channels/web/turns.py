@@ -7,15 +7,17 @@ turn holds the conversation, so sending ``/stop`` through the agent would wait b
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
 import structlog
+from starlette.requests import Request
 
 from agent.core import TurnRequest
 from agent.events import CommandOutput, Done, TextDelta, TurnError, TurnEvent, TurnStarted, UsageInfo
-from channels.web.errors import store_error_message, store_error_status
+from channels.web.errors import ApiError, store_error_message, store_error_status
 from channels.web.state import WebState
 from store.errors import StoreError
 
@@ -36,6 +38,23 @@ class TurnSummary:
     completion_tokens: int = 0
     model: str = ""
     first_token_s: float | None = None
+
+
+#: ``Idempotency-Key``: printable ASCII, like the header's common use (Stripe, the IETF draft)
+_KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+def request_key(request: Request, channel: str) -> str | None:
+    """The turn's idempotency key from the optional ``Idempotency-Key`` header: a client that sends the
+    same request again (after a lost response) gets the first answer instead of a second turn."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not _KEY_RE.match(key):
+        raise ApiError(
+            400, "invalid_idempotency_key", "Idempotency-Key must be 1-200 printable ASCII characters"
+        )
+    return f"{channel}-request:{key}"
 
 
 def is_stop(text: str) -> bool:

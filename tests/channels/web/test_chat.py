@@ -215,3 +215,28 @@ async def test_provider_failure_ends_the_stream_with_an_error_event(
     assert events[-1][1]["code"] == "provider_error" and events[-1][1]["message"]
     metrics = (await alice.get("/metrics")).text
     assert 'hero_turn_errors_total{channel="web",code="provider_error"} 1' in metrics
+
+
+async def test_a_retried_request_with_its_idempotency_key_gets_the_first_answer(
+    web: Web, alice: httpx.AsyncClient, fake: FakeOpenAI
+) -> None:
+    key = {"Idempotency-Key": "retry-7f3a"}
+    first = await chat(alice, {"message": "count the stars"}, headers=key)
+    again = await chat(alice, {"message": "count the stars"}, headers=key)
+    done, replayed = first[-1], again[-1]
+    assert done[0] == replayed[0] == "done"
+    assert replayed[1]["message_id"] == done[1]["message_id"]
+    assert replayed[1]["text"] == done[1]["text"] == "echo: count the stars"
+    assert len([r for r in fake.requests if r.get("messages")]) == 1
+    msgs = (await web.store.list_messages(Scope("default", "alice"), done[1]["conversation_id"])).items
+    assert [m.role for m in msgs] == ["user", "assistant"]
+
+
+@pytest.mark.parametrize("key", ["", "x" * 201, "has space", "caf\u00e9"])
+async def test_a_bad_idempotency_key_is_refused_and_nothing_is_stored(
+    web: Web, alice: httpx.AsyncClient, fake: FakeOpenAI, key: str
+) -> None:
+    resp = await alice.post("/api/chat", json={"message": "hi"}, headers={"Idempotency-Key": key.encode()})
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_idempotency_key"
+    assert (await web.store.list_conversations(Scope("default", "alice"))).items == []
+    assert fake.requests == []

@@ -187,3 +187,17 @@ async def test_provider_failure_is_a_502_in_openai_shape(
     (conv,) = (await web.store.list_conversations(ALICE_SCOPE)).items
     msgs = (await web.store.list_messages(ALICE_SCOPE, conv.sid)).items
     assert msgs[0].content == "boom"  # the user's message was stored before the LLM was called
+
+
+async def test_the_openai_client_with_an_idempotency_key_gets_one_answer(
+    web: Web, client: openai.AsyncOpenAI, fake: FakeOpenAI
+) -> None:
+    ask = functools.partial(
+        client.chat.completions.create,
+        model="any",
+        messages=[{"role": "user", "content": "once only"}],
+        extra_headers={"Idempotency-Key": "k-1"},
+    )
+    first, again = await ask(), await ask()
+    assert first.choices[0].message.content == again.choices[0].message.content == "echo: once only"
+    assert len([r for r in fake.requests if r.get("messages")]) == 1
