@@ -4,7 +4,8 @@ Threading: a process holds ONE connection per database file, shared by every eng
 opens that file, and only ever used from that connection's own worker thread (:class:`_Worker`, one
 call at a time, in order). The event loop never touches the disk. A dedicated thread fed by a queue
 costs about half of what a hop through a thread pool costs (``anyio.to_thread``), and a turn makes
-two such hops before its answer is out.
+two such hops before its answer is out. Results come back with ``call_soon_threadsafe`` on the
+caller's asyncio loop (hero-agent runs anyio on asyncio only).
 
 Processes: several may open one data dir. Each write is ``BEGIN IMMEDIATE`` (the write lock up front)
 and waits up to ``busy_timeout`` for another process's transaction; see docs/store.md.
