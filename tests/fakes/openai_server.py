@@ -7,7 +7,7 @@
         ... point a client at fake.base_url ...
         fake.requests[-1]["model"]
     with FakeOpenAI().running_in_thread() as fake:   # its own loop in a thread
-        ...
+        run_a_subprocess_against(fake.base_url)
 
     python -m tests.fakes.openai_server --port P [--chunk-delay S] [--tokens N]   # prints READY <url>
 
