@@ -15,7 +15,7 @@ from __future__ import annotations
 import builtins
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -23,12 +23,26 @@ import httpx
 import structlog
 
 from config import StoreSettings
-from store.engine import Engine, ListQuery, Page
-from store.errors import InvalidInput, NotFound, StoreError, StoreUnavailable
+from store.engine import (
+    ClaimStep,
+    CountStep,
+    CreateStep,
+    DeleteStep,
+    Engine,
+    GetStep,
+    ListQuery,
+    ListStep,
+    Page,
+    ReleaseStep,
+    Step,
+    UpdateStep,
+)
+from store.errors import InvalidInput, LeaseHeld, NotFound, StoreError, StoreUnavailable
 from store.models import JSON, Kind, Record, Scope
 from store.osis_protocol import (
     CONTEXT_HEADER,
     DUMP_PAGE,
+    MAX_BATCH,
     MAX_BODY_BYTES,
     REQUIRED_METHODS,
     RESTORE_BATCH,
@@ -126,35 +140,73 @@ class OsisEngine(Engine):
     async def _call(self, method: str, params: dict[str, Any], context: str, *, check: bool = True) -> Any:
         """One call. Every call this engine makes is safe to repeat (see the module docstring), so
         each is retried on connection errors, timeouts and gateway statuses -- never after an answer."""
+        if check:
+            await self._ready()
+        self._next_id += 1
+        body = _encode({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params})
+
+        async def send() -> Any:
+            return _answer(await self._send(body, context), self.where)
+
+        return await self._retrying(method, send)
+
+    async def _call_many(
+        self, calls: builtins.list[tuple[str, dict[str, Any]]], context: str
+    ) -> builtins.list[Any]:
+        """Several calls as ONE JSON-RPC batch (one round trip; the server runs them in order, every
+        one of them). Each call's result, or its error as a StoreError, in the order of ``calls``."""
+        await self._ready()
+        ids = []
+        payload = []
+        for method, params in calls:
+            self._next_id += 1
+            ids.append(self._next_id)
+            payload.append({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params})
+        body = _encode(payload)
+
+        async def send() -> Any:
+            return await self._send(body, context)
+
+        raw = await self._retrying("batch", send)
+        if isinstance(raw, dict):  # the batch as a whole was refused
+            _answer(raw, self.where)
+        if not isinstance(raw, list):
+            raise OsisProtocolError(f"OSIS store at {self.where} answered a batch with a malformed response")
+        by_id = {a.get("id"): a for a in raw if isinstance(a, dict)}
+        out: builtins.list[Any] = []
+        for call_id in ids:
+            if call_id not in by_id:
+                raise OsisProtocolError(f"OSIS store at {self.where} answered a batch without call {call_id}")
+            try:
+                out.append(_answer(by_id[call_id], self.where))
+            except _RemoteError as exc:
+                out.append(store_error_for(exc.code, exc.message, exc.data))
+        return out
+
+    async def _ready(self) -> None:
         if self._client is None:
             raise StoreUnavailable("the osis engine is closed")
-        if check and not self._checked:
+        if not self._checked:
             await self._check_methods()
-        self._next_id += 1
-        try:
-            body = json.dumps(
-                {"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params},
-                ensure_ascii=False,
-                allow_nan=False,
-                separators=(",", ":"),
-            ).encode()
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"a value is not JSON: {exc}") from None
+
+    async def _retrying(self, label: str, send: Callable[[], Awaitable[Any]]) -> Any:
         attempts = 1 + self._retries
         for attempt in range(attempts):
             try:
-                return await self._post(body, context)
+                return await send()
             except _RemoteError as exc:
                 raise store_error_for(exc.code, exc.message, exc.data) from None
             except (httpx.TransportError, _Retryable) as exc:
                 if attempt + 1 >= attempts:
-                    log.warning("osis.unreachable", method=method, url=self.where, error=type(exc).__name__)
+                    log.warning("osis.unreachable", method=label, url=self.where, error=type(exc).__name__)
                     raise StoreUnavailable(f"OSIS store unreachable at {self.where}") from None
                 await anyio.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
         raise AssertionError("unreachable")
 
-    async def _post(self, body: bytes, context: str) -> Any:
-        assert self._client is not None
+    async def _send(self, body: bytes, context: str) -> Any:
+        """POST one request body; the decoded JSON answer (HTTP-level failures raised)."""
+        if self._client is None:
+            raise StoreUnavailable("the osis engine is closed")
         headers = {CONTEXT_HEADER: context, "Content-Type": "application/json"}
         resp = await self._client.post(self.endpoint, content=body, headers=headers)
         if resp.status_code in _RETRY_STATUS:
@@ -164,50 +216,141 @@ class OsisEngine(Engine):
         if resp.status_code == 401:
             raise OsisAuthError(f"OSIS store at {self.where} refused the credentials (check store.secret)")
         try:
-            answer = resp.json()
+            return resp.json()
         except ValueError:
             raise OsisProtocolError(
                 f"OSIS store at {self.where} answered HTTP {resp.status_code} without JSON-RPC"
             ) from None
-        if not isinstance(answer, dict) or ("result" not in answer and "error" not in answer):
-            raise OsisProtocolError(f"OSIS store at {self.where} answered a malformed JSON-RPC response")
-        err = answer.get("error")
-        if err is not None:
-            if not isinstance(err, dict):
-                raise OsisProtocolError(f"OSIS store at {self.where} answered a malformed error")
-            raise _RemoteError(int(err.get("code", 0)), str(err.get("message", "")), err.get("data"))
-        return answer["result"]
 
     # -- the engine seam ----------------------------------------------------------------------
 
     async def get(self, kind: Kind, scope: Scope, sid: str) -> Record | None:
-        try:
-            rec = await self._call(
-                f"{kind.rpc_name}.get", {"user_id": scope.user_id, "sid": sid}, scope.context
-            )
-        except StoreError as exc:
-            if _is_not_found(exc):
-                return None
-            raise
-        return _record(rec)
+        rec = await self._step(scope, GetStep(kind, sid))
+        return None if rec is None else _record(rec)
 
     async def create(
         self, kind: Kind, scope: Scope, fields: Record, *, request_key: str | None = None
     ) -> Record:
-        key = request_key or f"osis-client:{uuid.uuid4().hex}"
-        params = {"user_id": scope.user_id, "object": fields, "request_key": key}
-        result = await self._call(f"{kind.rpc_name}.set", params, scope.context)
-        return await self._set_result(kind, scope, result)
+        return _record(await self._step(scope, CreateStep(kind, fields, request_key)))
 
     async def update(self, kind: Kind, scope: Scope, sid: str, fields: Record) -> Record | None:
-        params = {"user_id": scope.user_id, "object": fields, "sid": sid}
+        rec = await self._step(scope, UpdateStep(kind, sid, fields))
+        return None if rec is None else _record(rec)
+
+    async def delete(self, kind: Kind, scope: Scope, sid: str) -> bool:
+        return bool(await self._step(scope, DeleteStep(kind, sid)))
+
+    async def list(self, kind: Kind, scope: Scope, query: ListQuery) -> Page[Record]:
+        page = await self._step(scope, ListStep(kind, query))
+        assert isinstance(page, Page)
+        return page
+
+    async def count(self, kind: Kind, scope: Scope, filters: dict[str, JSON] | None = None) -> int:
+        n = await self._step(scope, CountStep(kind, filters))
+        assert isinstance(n, int)
+        return n
+
+    async def claim(self, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
+        return bool(await self._step(scope, ClaimStep(key, holder, ttl_ms, required=False)))
+
+    async def release(self, scope: Scope, key: str, holder: str) -> None:
+        await self._step(scope, ReleaseStep(key, holder))
+
+    async def batch(self, scope: Scope, steps: Sequence[Step]) -> builtins.list[object]:
+        """A required claim is sent alone first (a refused one stops the batch, as the seam says); the
+        steps between required claims go as ONE JSON-RPC batch: one round trip, and the server runs
+        all of them in order (a failing step does not stop the later ones there); the first failure,
+        in step order, is raised here."""
+        out: builtins.list[object] = []
+        group: builtins.list[Step] = []
+        for step in steps:
+            if isinstance(step, ClaimStep) and step.required:
+                out += await self._group(scope, group)
+                group = []
+                out.append(await self._step(scope, step))
+            else:
+                group.append(step)
+        out += await self._group(scope, group)
+        return out
+
+    async def _group(self, scope: Scope, steps: builtins.list[Step]) -> builtins.list[object]:
+        if len(steps) <= 1:
+            return [await self._step(scope, step) for step in steps]
+        out: builtins.list[object] = []
+        for start in range(0, len(steps), MAX_BATCH):
+            chunk = steps[start : start + MAX_BATCH]
+            answers = await self._call_many([self._plan(scope, s) for s in chunk], scope.context)
+            for step, answer in zip(chunk, answers, strict=True):
+                out.append(await self._outcome(scope, step, answer))
+        return out
+
+    async def _step(self, scope: Scope, step: Step) -> object:
+        method, params = self._plan(scope, step)
         try:
-            result = await self._call(f"{kind.rpc_name}.set", params, scope.context)
+            answer = await self._call(method, params, scope.context)
         except StoreError as exc:
-            if _is_not_found(exc):
+            answer = exc
+        return await self._outcome(scope, step, answer)
+
+    @staticmethod
+    def _plan(scope: Scope, step: Step) -> tuple[str, dict[str, Any]]:
+        """The JSON-RPC method and params of one step."""
+        user = {"user_id": scope.user_id}
+        match step:
+            case GetStep(kind, sid):
+                return f"{kind.rpc_name}.get", {**user, "sid": sid}
+            case ListStep(kind, query):
+                params: dict[str, Any] = {
+                    **user,
+                    "order": ("-" if query.descending else "") + query.order_by,
+                    "limit": query.limit,
+                }
+                if query.filters:
+                    params["filter"] = query.filters
+                if query.cursor is not None:
+                    params["cursor"] = query.cursor
+                if query.text is not None:
+                    params["text"] = query.text
+                return f"{kind.rpc_name}.list", params
+            case CountStep(kind, filters):
+                return f"{kind.rpc_name}.count", {**user, "filter": filters} if filters else user
+            case CreateStep(kind, fields, request_key):
+                key = request_key or f"osis-client:{uuid.uuid4().hex}"
+                return f"{kind.rpc_name}.set", {**user, "object": fields, "request_key": key}
+            case UpdateStep(kind, sid, fields):
+                return f"{kind.rpc_name}.set", {**user, "object": fields, "sid": sid}
+            case DeleteStep(kind, sid):
+                return f"{kind.rpc_name}.delete", {**user, "sid": sid}
+            case ClaimStep(key, holder, ttl_ms):
+                return "agentlease.claim", {**user, "key": key, "holder": holder, "ttl_ms": ttl_ms}
+            case ReleaseStep(key, holder):
+                return "agentlease.release", {**user, "key": key, "holder": holder}
+        raise TypeError(f"not a batch step: {step!r}")
+
+    async def _outcome(self, scope: Scope, step: Step, answer: Any) -> object:
+        """What the engine call of ``step`` returns, from the server's answer (or its error)."""
+        if isinstance(answer, StoreError):
+            if isinstance(step, GetStep | UpdateStep) and _is_not_found(answer):
                 return None
-            raise
-        return await self._set_result(kind, scope, result)
+            raise answer
+        match step:
+            case GetStep():
+                return _record(answer)
+            case ListStep():
+                if not isinstance(answer, dict) or not isinstance(answer.get("items"), builtins.list):
+                    raise OsisProtocolError(f"OSIS store at {self.where} answered list without items")
+                return Page([_record(r) for r in answer["items"]], answer.get("next_cursor"))
+            case CountStep():
+                return int(answer)
+            case CreateStep(kind) | UpdateStep(kind):
+                return await self._set_result(kind, scope, answer)
+            case DeleteStep():
+                return bool(answer)
+            case ClaimStep(key, required=required):
+                if required and not answer:
+                    raise LeaseHeld(key)
+                return bool(answer)
+        return None  # ReleaseStep
 
     async def _set_result(self, kind: Kind, scope: Scope, result: Any) -> Record:
         """Our server answers ``{"sid", "object"}``; plain OSIS answers the sid (then fetch it)."""
@@ -220,41 +363,6 @@ class OsisEngine(Engine):
         if rec is None:
             raise StoreUnavailable(f"OSIS store at {self.where} lost {kind.value} {sid!r} right after set")
         return rec
-
-    async def delete(self, kind: Kind, scope: Scope, sid: str) -> bool:
-        params = {"user_id": scope.user_id, "sid": sid}
-        return bool(await self._call(f"{kind.rpc_name}.delete", params, scope.context))
-
-    async def list(self, kind: Kind, scope: Scope, query: ListQuery) -> Page[Record]:
-        params: dict[str, Any] = {
-            "user_id": scope.user_id,
-            "order": ("-" if query.descending else "") + query.order_by,
-            "limit": query.limit,
-        }
-        if query.filters:
-            params["filter"] = query.filters
-        if query.cursor is not None:
-            params["cursor"] = query.cursor
-        if query.text is not None:
-            params["text"] = query.text
-        result = await self._call(f"{kind.rpc_name}.list", params, scope.context)
-        if not isinstance(result, dict) or not isinstance(result.get("items"), list):
-            raise OsisProtocolError(f"OSIS store at {self.where} answered list without items")
-        return Page([_record(r) for r in result["items"]], result.get("next_cursor"))
-
-    async def count(self, kind: Kind, scope: Scope, filters: dict[str, JSON] | None = None) -> int:
-        params: dict[str, Any] = {"user_id": scope.user_id}
-        if filters:
-            params["filter"] = filters
-        return int(await self._call(f"{kind.rpc_name}.count", params, scope.context))
-
-    async def claim(self, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
-        params = {"user_id": scope.user_id, "key": key, "holder": holder, "ttl_ms": ttl_ms}
-        return bool(await self._call("agentlease.claim", params, scope.context))
-
-    async def release(self, scope: Scope, key: str, holder: str) -> None:
-        params = {"user_id": scope.user_id, "key": key, "holder": holder}
-        await self._call("agentlease.release", params, scope.context)
 
     async def contexts(self) -> builtins.list[str]:
         result = await self._call("store.contexts", {}, self._default_context)
@@ -302,6 +410,25 @@ class OsisEngine(Engine):
         if not isinstance(context, str):
             raise InvalidInput("a restored record needs its context")
         return bool(await self._call(f"{kind.rpc_name}.restore", {"record": record}, context))
+
+
+def _encode(payload: Any) -> bytes:
+    try:
+        return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"a value is not JSON: {exc}") from None
+
+
+def _answer(answer: Any, where: str) -> Any:
+    """The result of one JSON-RPC response object; its error raised as :class:`_RemoteError`."""
+    if not isinstance(answer, dict) or ("result" not in answer and "error" not in answer):
+        raise OsisProtocolError(f"OSIS store at {where} answered a malformed JSON-RPC response")
+    err = answer.get("error")
+    if err is not None:
+        if not isinstance(err, dict):
+            raise OsisProtocolError(f"OSIS store at {where} answered a malformed error")
+        raise _RemoteError(int(err.get("code", 0)), str(err.get("message", "")), err.get("data"))
+    return answer["result"]
 
 
 class _Retryable(Exception):

@@ -11,10 +11,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from store.api import Store
+from store.api_turn import TurnReads
 from store.embedded import EmbeddedEngine
-from store.engine import ListQuery
+from store.engine import CreateStep, GetStep, ListQuery, UpdateStep
 from store.errors import InvalidInput, NotFound, StoreUnavailable
-from store.models import Kind, Scope
+from store.models import Kind, Scope, UsageEntry
 from store.osis_client import OsisEngine, redacted
 from store.osis_protocol import OsisAuthError, OsisProtocolError, openrpc_document
 from tests.store.osis_fixtures import client_settings, embedded_server, free_port, serve
@@ -302,3 +303,93 @@ async def test_restart_while_appending_keeps_one_copy_of_each_message(tmp_path: 
     assert acked == list(range(total))
     assert [m.content for m in messages] == [f"m{i}" for i in range(total)]
     assert [m.seq for m in messages] == list(range(1, total + 1))
+
+
+class _Recording(httpx.AsyncBaseTransport):
+    """Real HTTP to the server; records the JSON-RPC methods of every request (a list per POST)."""
+
+    def __init__(self, *, lose_first_batch: bool = False) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.posts: list[list[str]] = []
+        self.lose_first_batch = lose_first_batch
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        calls = body if isinstance(body, list) else [body]
+        self.posts.append([c["method"] for c in calls])
+        response = await self.inner.handle_async_request(request)
+        if self.lose_first_batch and isinstance(body, list):
+            self.lose_first_batch = False
+            await response.aread()
+            raise httpx.ReadError("connection reset after the server answered", request=request)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_turn_opens_in_two_round_trips_and_closes_in_one(tmp_path: Path) -> None:
+    async with embedded_server(tmp_path / "srv") as served:
+        recording = _Recording()
+        async with OsisEngine(client_settings(served.base_url), transport=recording) as eng:
+            store = Store(eng)
+            conv = await store.create_conversation(SCOPE, "t")
+            await store.add_memory(SCOPE, "the user likes tea")
+            recording.posts.clear()
+            reads = TurnReads(window_limit=50, recall_text="tea please", recall_limit=5, recent_memories=5)
+            async with store.open_turn(SCOPE, conv.sid, "tea please", channel="cli", reads=reads) as opened:
+                assert [m.content for m in opened.window] == ["tea please"]
+                assert [m.content for m in opened.matching_memories] == ["the user likes tea"]
+                opened.usage.append(UsageEntry(model="m", conversation_id=conv.sid))
+                opening_posts = list(recording.posts)
+            closing_posts = recording.posts[len(opening_posts) :]
+    assert opening_posts == [
+        ["agentlease.claim"],
+        [
+            "agentmessage.set",
+            "agentconversation.get",
+            "agentmessage.list",
+            "agentmemory.list",
+            "agentmemory.list",
+        ],
+    ]
+    assert closing_posts == [["agentusageentry.set", "agentlease.release"]]
+
+
+async def test_a_batch_whose_answer_was_lost_is_repeated_without_doubling(tmp_path: Path) -> None:
+    async with embedded_server(tmp_path / "srv") as served:
+        recording = _Recording(lose_first_batch=True)
+        async with OsisEngine(client_settings(served.base_url), transport=recording) as eng:
+            store = Store(eng)
+            conv = await store.create_conversation(SCOPE, "t")
+            async with store.open_turn(SCOPE, conv.sid, "only once", channel="cli") as opened:
+                assert opened.message.seq == 1 and [m.content for m in opened.window] == ["only once"]
+            assert sum(1 for p in recording.posts if len(p) > 1) == 2  # sent twice, stored once
+            assert await eng.count(Kind.MESSAGE, SCOPE) == 1
+
+
+async def test_batch_errors_come_back_per_step_in_order(tmp_path: Path) -> None:
+    async with (
+        embedded_server(tmp_path / "srv") as served,
+        OsisEngine(client_settings(served.base_url)) as eng,
+    ):
+        kept = await eng.create(Kind.STATE, SCOPE, {"key": "k", "value": "v"})
+        # missing records: None for get and update, as their single calls answer
+        assert await eng.batch(
+            SCOPE,
+            [
+                GetStep(Kind.STATE, "zz99"),
+                UpdateStep(Kind.STATE, "zz99", {"value": "x"}),
+                GetStep(Kind.STATE, kept["sid"]),
+            ],
+        ) == [None, None, kept]
+        # a failing create raises, in step order; the server still ran the later steps
+        with pytest.raises(NotFound):
+            await eng.batch(
+                SCOPE,
+                [
+                    CreateStep(Kind.MESSAGE, {"conversation_id": "zz99", "role": "user", "content": "x"}),
+                    UpdateStep(Kind.STATE, kept["sid"], {"value": "after"}),
+                ],
+            )
+        assert (await eng.get(Kind.STATE, SCOPE, kept["sid"]) or {}).get("value") == "after"
