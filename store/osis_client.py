@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -52,20 +51,13 @@ from store.osis_protocol import (
     methods_in,
     store_error_for,
 )
+from store.osis_wire import RemoteError, Retryable, answer_of, encode, plan, record_of
 
 log = structlog.get_logger()
 _RETRY_STATUS = frozenset({502, 503, 504})
 _BACKOFF_S = (0.05, 0.2, 0.5, 1.0)
 #: restore_batch chunks stay well under the server's request size limit
 _CHUNK_BYTES = MAX_BODY_BYTES // 2
-
-
-class _RemoteError(Exception):
-    def __init__(self, code: int, message: str, data: Any) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
 
 
 def redacted(url: str) -> str:
@@ -143,10 +135,10 @@ class OsisEngine(Engine):
         if check:
             await self._ready()
         self._next_id += 1
-        body = _encode({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params})
+        body = encode({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params})
 
         async def send() -> Any:
-            return _answer(await self._send(body, context), self.where)
+            return answer_of(await self._send(body, context), self.where)
 
         return await self._retrying(method, send)
 
@@ -162,14 +154,14 @@ class OsisEngine(Engine):
             self._next_id += 1
             ids.append(self._next_id)
             payload.append({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params})
-        body = _encode(payload)
+        body = encode(payload)
 
         async def send() -> Any:
             return await self._send(body, context)
 
         raw = await self._retrying("batch", send)
         if isinstance(raw, dict):  # the batch as a whole was refused
-            _answer(raw, self.where)
+            answer_of(raw, self.where)
         if not isinstance(raw, list):
             raise OsisProtocolError(f"OSIS store at {self.where} answered a batch with a malformed response")
         by_id = {a.get("id"): a for a in raw if isinstance(a, dict)}
@@ -178,8 +170,8 @@ class OsisEngine(Engine):
             if call_id not in by_id:
                 raise OsisProtocolError(f"OSIS store at {self.where} answered a batch without call {call_id}")
             try:
-                out.append(_answer(by_id[call_id], self.where))
-            except _RemoteError as exc:
+                out.append(answer_of(by_id[call_id], self.where))
+            except RemoteError as exc:
                 out.append(store_error_for(exc.code, exc.message, exc.data))
         return out
 
@@ -194,9 +186,9 @@ class OsisEngine(Engine):
         for attempt in range(attempts):
             try:
                 return await send()
-            except _RemoteError as exc:
+            except RemoteError as exc:
                 raise store_error_for(exc.code, exc.message, exc.data) from None
-            except (httpx.TransportError, _Retryable) as exc:
+            except (httpx.TransportError, Retryable) as exc:
                 if attempt + 1 >= attempts:
                     log.warning("osis.unreachable", method=label, url=self.where, error=type(exc).__name__)
                     raise StoreUnavailable(f"OSIS store unreachable at {self.where}") from None
@@ -210,7 +202,7 @@ class OsisEngine(Engine):
         headers = {CONTEXT_HEADER: context, "Content-Type": "application/json"}
         resp = await self._client.post(self.endpoint, content=body, headers=headers)
         if resp.status_code in _RETRY_STATUS:
-            raise _Retryable
+            raise Retryable
         if resp.status_code == 413:
             raise InvalidInput(f"request too large for the OSIS store at {self.where}")
         if resp.status_code == 401:
@@ -226,16 +218,16 @@ class OsisEngine(Engine):
 
     async def get(self, kind: Kind, scope: Scope, sid: str) -> Record | None:
         rec = await self._step(scope, GetStep(kind, sid))
-        return None if rec is None else _record(rec)
+        return None if rec is None else record_of(rec)
 
     async def create(
         self, kind: Kind, scope: Scope, fields: Record, *, request_key: str | None = None
     ) -> Record:
-        return _record(await self._step(scope, CreateStep(kind, fields, request_key)))
+        return record_of(await self._step(scope, CreateStep(kind, fields, request_key)))
 
     async def update(self, kind: Kind, scope: Scope, sid: str, fields: Record) -> Record | None:
         rec = await self._step(scope, UpdateStep(kind, sid, fields))
-        return None if rec is None else _record(rec)
+        return None if rec is None else record_of(rec)
 
     async def delete(self, kind: Kind, scope: Scope, sid: str) -> bool:
         return bool(await self._step(scope, DeleteStep(kind, sid)))
@@ -279,53 +271,18 @@ class OsisEngine(Engine):
         out: builtins.list[object] = []
         for start in range(0, len(steps), MAX_BATCH):
             chunk = steps[start : start + MAX_BATCH]
-            answers = await self._call_many([self._plan(scope, s) for s in chunk], scope.context)
+            answers = await self._call_many([plan(scope, s) for s in chunk], scope.context)
             for step, answer in zip(chunk, answers, strict=True):
                 out.append(await self._outcome(scope, step, answer))
         return out
 
     async def _step(self, scope: Scope, step: Step) -> object:
-        method, params = self._plan(scope, step)
+        method, params = plan(scope, step)
         try:
             answer = await self._call(method, params, scope.context)
         except StoreError as exc:
             answer = exc
         return await self._outcome(scope, step, answer)
-
-    @staticmethod
-    def _plan(scope: Scope, step: Step) -> tuple[str, dict[str, Any]]:
-        """The JSON-RPC method and params of one step."""
-        user = {"user_id": scope.user_id}
-        match step:
-            case GetStep(kind, sid):
-                return f"{kind.rpc_name}.get", {**user, "sid": sid}
-            case ListStep(kind, query):
-                params: dict[str, Any] = {
-                    **user,
-                    "order": ("-" if query.descending else "") + query.order_by,
-                    "limit": query.limit,
-                }
-                if query.filters:
-                    params["filter"] = query.filters
-                if query.cursor is not None:
-                    params["cursor"] = query.cursor
-                if query.text is not None:
-                    params["text"] = query.text
-                return f"{kind.rpc_name}.list", params
-            case CountStep(kind, filters):
-                return f"{kind.rpc_name}.count", {**user, "filter": filters} if filters else user
-            case CreateStep(kind, fields, request_key):
-                key = request_key or f"osis-client:{uuid.uuid4().hex}"
-                return f"{kind.rpc_name}.set", {**user, "object": fields, "request_key": key}
-            case UpdateStep(kind, sid, fields):
-                return f"{kind.rpc_name}.set", {**user, "object": fields, "sid": sid}
-            case DeleteStep(kind, sid):
-                return f"{kind.rpc_name}.delete", {**user, "sid": sid}
-            case ClaimStep(key, holder, ttl_ms):
-                return "agentlease.claim", {**user, "key": key, "holder": holder, "ttl_ms": ttl_ms}
-            case ReleaseStep(key, holder):
-                return "agentlease.release", {**user, "key": key, "holder": holder}
-        raise TypeError(f"not a batch step: {step!r}")
 
     async def _outcome(self, scope: Scope, step: Step, answer: Any) -> object:
         """What the engine call of ``step`` returns, from the server's answer (or its error)."""
@@ -335,11 +292,11 @@ class OsisEngine(Engine):
             raise answer
         match step:
             case GetStep():
-                return _record(answer)
+                return record_of(answer)
             case ListStep():
                 if not isinstance(answer, dict) or not isinstance(answer.get("items"), builtins.list):
                     raise OsisProtocolError(f"OSIS store at {self.where} answered list without items")
-                return Page([_record(r) for r in answer["items"]], answer.get("next_cursor"))
+                return Page([record_of(r) for r in answer["items"]], answer.get("next_cursor"))
             case CountStep():
                 return int(answer)
             case CreateStep(kind) | UpdateStep(kind):
@@ -355,7 +312,7 @@ class OsisEngine(Engine):
     async def _set_result(self, kind: Kind, scope: Scope, result: Any) -> Record:
         """Our server answers ``{"sid", "object"}``; plain OSIS answers the sid (then fetch it)."""
         if isinstance(result, dict) and isinstance(result.get("object"), dict):
-            return _record(result["object"])
+            return record_of(result["object"])
         sid = result.get("sid") if isinstance(result, dict) else result
         if not isinstance(sid, str):
             raise OsisProtocolError(f"OSIS store at {self.where} answered set without a sid")
@@ -376,7 +333,7 @@ class OsisEngine(Engine):
                 params["cursor"] = cursor
             page = await self._call("store.dump", params, context)
             for item in page["items"]:
-                yield Kind(item["kind"]), _record(item["record"])
+                yield Kind(item["kind"]), record_of(item["record"])
             cursor = page.get("next_cursor")
             if not cursor:
                 return
@@ -412,34 +369,5 @@ class OsisEngine(Engine):
         return bool(await self._call(f"{kind.rpc_name}.restore", {"record": record}, context))
 
 
-def _encode(payload: Any) -> bytes:
-    try:
-        return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"a value is not JSON: {exc}") from None
-
-
-def _answer(answer: Any, where: str) -> Any:
-    """The result of one JSON-RPC response object; its error raised as :class:`_RemoteError`."""
-    if not isinstance(answer, dict) or ("result" not in answer and "error" not in answer):
-        raise OsisProtocolError(f"OSIS store at {where} answered a malformed JSON-RPC response")
-    err = answer.get("error")
-    if err is not None:
-        if not isinstance(err, dict):
-            raise OsisProtocolError(f"OSIS store at {where} answered a malformed error")
-        raise _RemoteError(int(err.get("code", 0)), str(err.get("message", "")), err.get("data"))
-    return answer["result"]
-
-
-class _Retryable(Exception):
-    """A gateway status (502/503/504): the service is restarting or overloaded."""
-
-
 def _is_not_found(exc: StoreError) -> bool:
     return isinstance(exc, NotFound)
-
-
-def _record(value: Any) -> Record:
-    if not isinstance(value, dict):
-        raise OsisProtocolError("OSIS store answered a record that is not an object")
-    return value
