@@ -85,6 +85,7 @@ SCHEMAS: dict[str, Schema] = {
             "prompt_tokens": INT,
             "completion_tokens": INT,
             "message_type": STR,
+            "duration_ms": {"type": ["number", "null"]},
             "archived": BOOL,
         }
     ),

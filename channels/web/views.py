@@ -54,9 +54,18 @@ def message_view(m: Message, clear_seq: int) -> dict[str, Any]:
         "prompt_tokens": m.prompt_tokens,
         "completion_tokens": m.completion_tokens,
         "message_type": m.message_type,
+        # a tool result: how long the tool ran (ms), None when not recorded (older messages)
+        "duration_ms": _duration(m),
         # behind the /clear boundary: stored, shown dimmed, never sent to the model again
         "archived": m.seq <= clear_seq,
     }
+
+
+def _duration(m: Message) -> float | None:
+    value = m.extra.get("duration_ms")
+    if m.role != "tool" or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 def memory_view(m: Memory) -> dict[str, Any]:
