@@ -345,8 +345,16 @@ async def test_page_and_static_files(web: Web) -> None:
         page = await anonymous.get("/")
         assert page.status_code == 200 and "<title>hero-agent</title>" in page.text
         assert "default-src 'self'" in page.headers["content-security-policy"]
-        for name in ("app.js", "api.js", "style.css"):
-            assert (await anonymous.get(f"/static/{name}")).status_code == 200
+        modules = ["app.js", "api.js", "chat.js", "messages.js", "markdown.js", "sidebar.js", "panels.js"]
+        modules += ["usage.js", "vendor/markdown-it.min.js", "vendor/purify.es.js", "vendor/highlight.min.js"]
+        for name in modules:  # module scripts load only with a JavaScript type
+            resp = await anonymous.get(f"/static/{name}")
+            assert resp.status_code == 200 and "javascript" in resp.headers["content-type"], name
+        for name in ("markdown-it", "dompurify", "highlight.js"):
+            assert (await anonymous.get(f"/static/vendor/LICENSE-{name}.txt")).status_code == 200
+        icon = await anonymous.get("/static/favicon.svg")
+        assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+        assert (await anonymous.get("/static/style.css")).status_code == 200
         assert (await anonymous.get("/static/../app.py")).status_code == 404
 
 
