@@ -4,13 +4,14 @@ every view in light and dark, desktop and phone (with screenshots saved as test 
 
 from __future__ import annotations
 
+import functools
 import itertools
 from pathlib import Path
 from typing import Any, Literal
 
 import axe_playwright_python
 import pytest
-from playwright.async_api import Browser, Dialog, Page, Request, expect
+from playwright.async_api import Browser, Dialog, Page, Request, Response, expect
 
 from store import Scope
 from tests.channels.web.conftest import ARTIFACTS, DESKTOP, PHONE, Web, open_page, send_message
@@ -233,6 +234,11 @@ async def _axe(page: Page, view: str) -> list[str]:
     ]
 
 
+def _note_failure(failed: list[str], response: Response) -> None:
+    if response.status >= 400:
+        failed.append(response.url)
+
+
 async def _seed(web: Web, fake: FakeOpenAI, browser: Browser) -> None:
     """A conversation with Markdown, a table, code, a tool block and a failed turn; a memory; usage."""
     await web.store.add_memory(ALICE, "Alice drinks tea")
@@ -257,7 +263,11 @@ async def test_layout_dark_mode_charts_and_accessibility(
     for name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
         page = await open_page(browser, web, viewport=viewport, color_scheme=scheme)
         view = f"{name}/{scheme}"
+        failed: list[str] = []
+        page.on("response", functools.partial(_note_failure, failed))
+        await page.reload()  # every file of the page is there (the favicon too): no 404 on a load
         await expect(page.locator(".code-block")).to_have_count(1)
+        assert failed == [], failed
         # the system setting decides the colours
         assert await page.evaluate("getComputedStyle(document.body).backgroundColor") == background
         # one header row, no sideways scrolling
