@@ -58,6 +58,8 @@ class _Progress:
     #: tool calls persisted in an assistant message whose results are not persisted yet
     pending: list[ToolCall] = field(default_factory=list)
     results: dict[str, ToolResult] = field(default_factory=dict)
+    #: how long each finished call ran (ms), stored with its result so a page can show it later
+    durations: dict[str, float] = field(default_factory=dict)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model: str = ""
@@ -249,8 +251,9 @@ class Turn:
         inp = self.inp
         ctx = ToolContext(self.p.store, inp.scope, self.cid, inp.channel, inp.group)
 
-        def on_result(call: ToolCall, result: ToolResult) -> None:
+        def on_result(call: ToolCall, result: ToolResult, ms: float) -> None:
             self.progress.results[call.id] = result
+            self.progress.durations[call.id] = ms
 
         return await run_calls(
             self.p.tools,
@@ -280,8 +283,10 @@ class Turn:
         self.progress.partial.clear()
         self.progress.pending = list(resp.tool_calls)
         self.progress.results.clear()
+        self.progress.durations.clear()
 
     async def _persist_result(self, call: ToolCall, result: ToolResult) -> None:
+        ms = self.progress.durations.get(call.id)
         await self.p.store.append_message(
             self.inp.scope,
             self.cid,
@@ -291,6 +296,7 @@ class Turn:
             tool_call_id=call.id,
             name=call.name,
             status=MessageStatus.COMPLETE if result.ok else MessageStatus.ERROR,
+            extra={"duration_ms": ms} if ms is not None else None,
         )
         self.progress.pending = [c for c in self.progress.pending if c.id != call.id]
 

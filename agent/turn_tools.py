@@ -47,10 +47,11 @@ async def run_calls(
     *,
     repeated: set[str],
     emit: Callable[[TurnEvent], Awaitable[None]],
-    on_result: Callable[[ToolCall, ToolResult], None],
+    on_result: Callable[[ToolCall, ToolResult, float], None],
 ) -> list[ToolResult]:
     """Run every call concurrently (a repeated one is answered without running); the results come
-    back in call order whatever order they finish in. ``on_result`` sees each as it finishes."""
+    back in call order whatever order they finish in. ``on_result`` sees each as it finishes, with
+    its duration in ms."""
     results: list[ToolResult] = [ToolResult("", ok=False)] * len(calls)
     for call in calls:
         await emit(ToolStarted(call.id, call.name, call.arguments))
@@ -66,9 +67,9 @@ async def run_calls(
                 call, ctx, timeout_s=settings.tool_timeout_s, max_result_chars=settings.max_tool_result_chars
             )
         results[i] = result
-        on_result(call, result)
-        ms = (time.perf_counter() - started) * 1000
-        await emit(ToolFinished(call.id, call.name, result.ok, summary(result.content), round(ms, 3)))
+        ms = round((time.perf_counter() - started) * 1000, 3)
+        on_result(call, result, ms)
+        await emit(ToolFinished(call.id, call.name, result.ok, summary(result.content), ms))
 
     async with anyio.create_task_group() as tg:
         for i, call in enumerate(calls):

@@ -13,7 +13,7 @@ import anyio
 
 from store.api_base import MAX_TAGS, MAX_TITLE_CHARS, check_limit, memory_hash, now_ms, store_fields
 from store.api_memories import MemoriesMixin
-from store.api_records import Aggregate, RecordsMixin, ScopeStats
+from store.api_records import Aggregate, RecordsMixin, ScopeStats, TimeRange
 from store.api_turn import TurnMixin
 from store.engine import ListQuery, Page
 from store.errors import InvalidInput, NotFound
@@ -27,7 +27,16 @@ from store.models import (
     validate_sid,
 )
 
-__all__ = ["MAX_TAGS", "MAX_TITLE_CHARS", "Aggregate", "ScopeStats", "Store", "memory_hash", "now_ms"]
+__all__ = [
+    "MAX_TAGS",
+    "MAX_TITLE_CHARS",
+    "Aggregate",
+    "ScopeStats",
+    "Store",
+    "TimeRange",
+    "memory_hash",
+    "now_ms",
+]
 
 
 class Store(MemoriesMixin, RecordsMixin, TurnMixin):
@@ -75,12 +84,18 @@ class Store(MemoriesMixin, RecordsMixin, TurnMixin):
         limit: int = 50,
         cursor: str | None = None,
         archived: bool | None = False,
+        text: str | None = None,
     ) -> Page[Conversation]:
         """Most recently updated first. ``archived``: False hides archived ones, True shows only
-        them, None shows all."""
+        them, None shows all. ``text``: only conversations whose title has a word of it, most
+        relevant first, in one page (the engines' text search has no cursor)."""
         filters: dict[str, object] = {}
         if archived is not None:
             filters["is_archived"] = archived
+        if text is not None and not text.strip():
+            text = None
+        if text is not None and cursor is not None:
+            raise InvalidInput("a text search has no further pages")
         page = await self.engine.list(
             Kind.CONVERSATION,
             scope,
@@ -90,6 +105,7 @@ class Store(MemoriesMixin, RecordsMixin, TurnMixin):
                 descending=True,
                 limit=check_limit(limit),
                 cursor=cursor,
+                text=text,
             ),
         )
         return Page([Conversation.from_record(r) for r in page.items], page.next_cursor)

@@ -18,7 +18,9 @@ from channels.web.openapi_schemas import (
     INT,
     OPENAI_EVENT,
     PAGING,
+    PERIOD_PARAMS,
     SCHEMAS,
+    SEARCH_PARAM,
     SSE_EVENT,
     STR,
     Schema,
@@ -54,6 +56,7 @@ def _api_paths() -> dict[str, Schema]:
                         "required": False,
                         "schema": {"type": "string", "enum": ["true", "false", "all"]},
                     },
+                    SEARCH_PARAM,
                 ],
             ),
             "post": op(
@@ -209,22 +212,26 @@ def _api_paths() -> dict[str, Schema]:
         "/api/usage": {
             "get": op(
                 "usage",
-                "LLM calls, newest first, with totals by model and by day",
+                "LLM calls, newest first, with totals by model, by UTC day and by day and model "
+                "(all over since/until when given)",
                 {
                     "200": json_answer(
                         page(
                             "UsageEntry",
+                            since={"type": ["integer", "null"]},
+                            until={"type": ["integer", "null"]},
                             summary=obj(
                                 {
                                     "by_model": {"type": "array", "items": ref("Aggregate")},
                                     "by_day": {"type": "array", "items": ref("Aggregate")},
+                                    "by_day_model": {"type": "array", "items": ref("DayModelUsage")},
                                 }
                             ),
                         )
                     ),
                     **errors(400, 503),
                 },
-                params=[*PAGING, *CONVERSATION_FILTER],
+                params=[*PAGING, *CONVERSATION_FILTER, *PERIOD_PARAMS],
             ),
         },
         "/api/contexts": {

@@ -70,6 +70,12 @@ async def test_tool_events(alice: httpx.AsyncClient, fake: FakeOpenAI) -> None:
     assert tool_start["name"] == tool_end["name"] == "current_datetime"
     assert tool_start["call_id"] == tool_end["call_id"] == "call_1" and tool_end["ok"] is True
     assert events[-1][1]["text"] == "It is now."
+    # the stored tool result keeps the duration the stream showed, so a reloaded page shows it too
+    cid = events[0][1]["conversation_id"]
+    stored = (await alice.get(f"/api/conversations/{cid}/messages")).json()["items"]
+    [result] = [m for m in stored if m["role"] == "tool"]
+    assert result["tool_call_id"] == "call_1" and result["duration_ms"] == tool_end["duration_ms"]
+    assert all(m["duration_ms"] is None for m in stored if m["role"] != "tool")
 
 
 async def test_slash_commands(alice: httpx.AsyncClient, web: Web, fake: FakeOpenAI) -> None:
