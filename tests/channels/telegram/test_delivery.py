@@ -212,7 +212,9 @@ async def test_a_part_refused_every_way_is_replaced_by_a_notice(
         tg.push_update(tg.text_update(ALICE, ALICE, "try"))
         await tg.wait_for(lambda: channel.stats["answered"] == 1, timeout=15)
         [notice] = tg.messages_in(ALICE)
-        assert notice.startswith("⚠️ Telegram refused to show this part of my answer (Text refused in this chat)")
+        assert notice.startswith(
+            "⚠️ Telegram refused to show this part of my answer (Text refused in this chat)"
+        )
         assert fallbacks(agent) == {"plain": 1, "failed": 1}
         # the answer itself is stored whole
         stored = await stored_messages(agent.store, Scope("default", f"tg:{ALICE}"))
