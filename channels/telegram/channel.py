@@ -320,6 +320,13 @@ class TelegramChannel(Channel):
             self._filter = None
         log.info("telegram.stopped")
 
+    async def serving(self) -> None:
+        """In webhook mode, the webhook server's death is a crash. Polling has no server of its own:
+        Bot API and network outages are retried by PTB and :mod:`.polling`'s watchdog, not crashes."""
+        if self._webhook is not None:
+            await self._webhook.serving()
+        await anyio.sleep_forever()
+
     async def send_typing(self, target: str) -> None:
         if self._app is not None:
             await self._app.bot.send_chat_action(int(target), "typing")
