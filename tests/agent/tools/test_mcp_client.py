@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 from agent.providers.base import ToolCall
 from agent.tools.base import ToolContext, ToolResult
 from agent.tools.factory import open_tools
+from agent.tools.health import degraded, health_lines
 from agent.tools.mcp_client import MCPTool, namespaced_name, open_mcp_servers
 from agent.tools.registry import ToolRegistry
 from config.settings import MCPServerSettings, Settings, ToolsSettings
@@ -111,14 +112,58 @@ async def test_servers_that_cannot_start_are_logged_and_skipped(ctx: ToolContext
     assert "No such file" in unavailable["broken"]["reason"]
 
 
-async def test_a_server_that_dies_later_answers_errors(ctx: ToolContext) -> None:
+async def test_a_server_that_dies_is_logged_once_and_restarted_with_backoff(
+    ctx: ToolContext, tmp_path: Path
+) -> None:
+    """``die`` ends the server's process mid-call (a real subprocess exiting). While the down file
+    exists the server cannot start again: the restart attempts fail and back off, logged once; the
+    state is ``restarting``. Once the file is gone, the next attempt brings the server back."""
+    down = tmp_path / "down"
     registry = ToolRegistry()
-    with anyio.fail_after(30):
-        async with open_mcp_servers((stdio_server("fragile"),), registry):
+    with anyio.fail_after(40), capture_logs() as logs:
+        async with open_mcp_servers(
+            (stdio_server("fragile", env=(("FAKE_MCP_DOWN_FILE", str(down)),)),), registry
+        ):
+            health = registry.servers["fragile"]
+            assert (health.state, health.deaths, health.restarts) == ("running", 0, 0)
+            down.touch()
             died = await call(registry, ctx, "fragile__die")
             assert not died.ok and died.content.startswith("error: MCP server 'fragile' failed")
             after = await call(registry, ctx, "fragile__add", a=1, b=1)
-            assert not after.ok and after.content.startswith("error: MCP server 'fragile' failed")
+            assert after.content == "error: MCP server 'fragile' is not running (restarting)"
+            while health.state != "restarting":  # the dead transport is torn down first
+                await anyio.sleep(0.01)
+            assert health.deaths == 1
+            # at least two failed restart attempts (after 1 s and 2 s), still one death logged
+            while sum(e["event"] == "mcp.restart_failed" for e in logs) < 2:
+                await anyio.sleep(0.05)
+            assert health.state == "restarting"
+            down.unlink()
+            while health.state != "running":
+                await anyio.sleep(0.05)
+            assert (health.deaths, health.restarts) == (1, 1)
+            assert await call(registry, ctx, "fragile__add", a=1, b=1) == ToolResult("2")
+    events = [e["event"] for e in logs if e["event"].startswith("mcp.")]
+    assert events.count("mcp.server_died") == 1 and events.count("mcp.server_restarted") == 1
+    [died_log] = [e for e in logs if e["event"] == "mcp.server_died"]
+    assert died_log["log_level"] == "error" and died_log["server"] == "fragile"
+    assert "exited" in died_log["reason"]
+
+
+async def test_the_servers_health_is_kept_in_the_registry(ctx: ToolContext) -> None:
+    broken = MCPServerSettings(name="broken", command="/nonexistent/mcp-server")
+    registry = ToolRegistry()
+    with anyio.fail_after(30):
+        async with open_mcp_servers((broken, stdio_server("ok")), registry):
+            assert {n: h.state for n, h in registry.servers.items()} == {
+                "broken": "unavailable",
+                "ok": "running",
+            }
+            assert degraded(registry.servers.values()) == [{"server": "broken", "state": "unavailable"}]
+            lines = health_lines(registry.servers.values())
+            assert 'hero_mcp_server_up{server="broken"} 0' in lines
+            assert 'hero_mcp_server_up{server="ok"} 1' in lines
+            assert 'hero_mcp_server_restarts_total{server="ok"} 0' in lines
 
 
 async def test_open_tools_adds_mcp_servers_to_the_builtins(ctx: ToolContext) -> None:
