@@ -31,7 +31,7 @@ import uvicorn
 
 from channels.base import Channel, ChannelCrashed, ChannelStartError
 from channels.serving import NoSignalServer, listening_socket, watch_server
-from channels.web.app import create_app
+from channels.web.app import MAX_HEAD_READ_BYTES, create_app
 from channels.web.state import WebState
 
 if TYPE_CHECKING:
@@ -121,6 +121,10 @@ class WebChannel(Channel):
             access_log=False,
             timeout_graceful_shutdown=math.ceil(web.shutdown_deadline_s + DRAIN_MARGIN_S),
             timeout_keep_alive=5,
+            # oversized request heads get their 431 from the app instead of a reset (HeaderLimit);
+            # h11 named explicitly, as the limit below is an h11 setting
+            http="h11",
+            h11_max_incomplete_event_size=MAX_HEAD_READ_BYTES,
         )
         # uvicorn logs through stdlib logging; keep its chatter at warning level
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)

@@ -319,7 +319,10 @@ def _openai_paths(model_name: str) -> dict[str, Schema]:
 
 
 def _ops_paths() -> dict[str, Schema]:
-    down = {"type": "array", "items": obj({"server": STR, "state": {"enum": ["starting", "restarting", "unavailable"]}})}
+    down = {
+        "type": "array",
+        "items": obj({"server": STR, "state": {"enum": ["starting", "restarting", "unavailable"]}}),
+    }
     readiness = obj(
         {
             "status": {"enum": ["ready", "degraded"]},

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ from agent.tools.factory import open_tools
 from agent.tools.health import degraded, health_lines
 from agent.tools.mcp_client import MCPTool, namespaced_name, open_mcp_servers
 from agent.tools.registry import ToolRegistry
-from config.settings import MCPServerSettings, Settings, ToolsSettings
+from config.logging import MASK, configure_logging, reset_logging
+from config.settings import LoggingSettings, MCPServerSettings, Settings, ToolsSettings
 from tests.agent.tools.conftest import SCOPE
 from tests.fakes.mcp_http_server import serve_mcp_http
 
@@ -179,3 +181,27 @@ def test_namespaced_names_are_valid_tool_names() -> None:
     long = namespaced_name("s" * 40, "t" * 40)
     assert len(long) == 64
     assert long != namespaced_name("s" * 40, "t" * 41)
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+async def test_mcp_http_chatter_and_session_ids_stay_out_of_the_logs(ctx: ToolContext, level: str) -> None:
+    """Through the real SDK against a real streamable-HTTP server: at info the SDK's HTTP client
+    (``httpx2``) and its "Received session ID" lines are quiet; at debug they show, the id masked."""
+    buf = io.StringIO()
+    configure_logging(LoggingSettings(level=level), stream=buf, force_json=True)
+    try:
+        with anyio.fail_after(30):
+            async with serve_mcp_http() as url:
+                settings = MCPServerSettings(name="web", transport="http", url=url)
+                async with open_mcp_servers((settings,), ToolRegistry()) as started:
+                    assert started == ["web"]
+    finally:
+        reset_logging()
+    records = [json.loads(line) for line in buf.getvalue().splitlines() if line.startswith("{")]
+    library = [r for r in records if str(r.get("logger", "")).startswith(("httpx2", "mcp"))]
+    if level == "info":
+        assert library == []
+    else:
+        sessions = [str(r["event"]) for r in library if "session ID" in str(r["event"])]
+        assert sessions and all(s.endswith(f"session ID: {MASK}") for s in sessions)
+        assert any(r["logger"] == "httpx2" for r in library)

@@ -211,3 +211,16 @@ async def test_cors_when_configured(tmp_path: Path, fake: FakeOpenAI) -> None:
         assert ok.headers["access-control-allow-origin"] == "https://app.example"
         other = await client.get("/api/stats", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+async def test_a_huge_request_header_gets_431_not_a_reset(web: Web) -> None:
+    """200 KB of header: a real uvicorn reads it and answers 431 with the usual error body (before,
+    h11 gave up at 16 KB and closed the connection under the client: a TCP reset)."""
+    async with web.client() as anonymous:
+        resp = await anonymous.get("/healthz", headers={"X-Junk": "j" * 200_000})
+        assert resp.status_code == 431
+        assert resp.json()["error"]["code"] == "headers_too_large"
+        # the server is fine afterwards
+        assert (await anonymous.get("/healthz")).status_code == 200
+        text = (await anonymous.get("/metrics")).text
+        assert 'hero_http_requests_total{method="GET",status="431"} 1' in text
