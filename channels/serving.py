@@ -15,7 +15,7 @@ import logging
 import math
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import anyio
@@ -89,12 +89,17 @@ def still_listening(sock: socket.socket) -> bool:
         return False
 
 
-async def watch_server(task: asyncio.Task[None], sock: socket.socket, what: str) -> None:
+async def watch_server(
+    task: asyncio.Task[None], sock: socket.socket, what: str, stopping: Callable[[], bool]
+) -> None:
     """Return never while the server ``task`` runs and ``sock`` listens; raise ChannelCrashed (one
-    line saying ``what`` died and why) when either ends. Stops uvicorn's accept attempts on a dead
-    socket at once: asyncio would otherwise log a traceback per attempt until the server is stopped."""
+    line saying ``what`` died and why) when either ends, unless ``stopping()`` says the channel is
+    being stopped (its own stop closes both). Stops uvicorn's accept attempts on a dead socket at
+    once: asyncio would otherwise log a traceback per attempt until the server is stopped."""
     _quiet_accept_errors()
     while True:
+        if stopping():
+            await anyio.sleep_forever()
         if task.done():
             error = None if task.cancelled() else task.exception()
             why = f"{type(error).__name__}: {error}" if error else "it returned"

@@ -92,8 +92,12 @@ class WebhookServer:
         """Raises ChannelCrashed when the webhook's server dies (see ``watch_server``)."""
         if self._task is None or self._sock is None:
             raise ChannelCrashed("telegram: the webhook server is not running")
+        server = self._server
         await watch_server(
-            self._task, self._sock, f"telegram: the webhook server on {self._host}:{self.port}"
+            self._task,
+            self._sock,
+            f"telegram: the webhook server on {self._host}:{self.port}",
+            stopping=lambda: server is None or server.should_exit,
         )
 
     async def stop(self) -> None:

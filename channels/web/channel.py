@@ -157,8 +157,12 @@ class WebChannel(Channel):
         daemon still wants the channel (see :func:`~channels.serving.watch_server`)."""
         if self._runner is None or self._sock is None:
             raise ChannelCrashed("web: the server is not running")
+        state = self.state
         await watch_server(
-            self._runner, self._sock, f"web: the server on {self.settings.web.host}:{self.port}"
+            self._runner,
+            self._sock,
+            f"web: the server on {self.settings.web.host}:{self.port}",
+            stopping=lambda: state is None or state.shutdown.is_set(),
         )
 
     async def stop(self) -> None:
