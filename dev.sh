@@ -11,10 +11,12 @@ VENV=${HERO_AGENT_VENV:-.venv}
 PY=${PYTHON:-python3}
 
 need_apt() {
-  # Debian packages the test suite drives for real: a browser and a terminal multiplexer.
+  # Debian packages the test suite drives for real: a browser, a terminal multiplexer, and ss (iproute2)
+  # to close a daemon's listening socket from outside.
   local missing=()
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+  command -v ss >/dev/null 2>&1 || missing+=(iproute2)
   if [ ${#missing[@]} -gt 0 ]; then
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

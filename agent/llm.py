@@ -83,7 +83,12 @@ class LLM:
         except ProviderError as exc:
             latency = (time.perf_counter() - started) * 1000
             log.warning(
-                "llm.failed", model=request.model, status=exc.status, error=str(exc), ms=round(latency, 1)
+                "llm.failed",
+                model=request.model,
+                status=exc.status,
+                error=str(exc),
+                detail=exc.detail or None,
+                ms=round(latency, 1),
             )
             entry = self._entry(site, request.model, 0, 0, latency, ok=False)
             if defer_usage is not None:

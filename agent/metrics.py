@@ -70,14 +70,42 @@ class Histogram:
 
 
 @dataclass
+class Counters:
+    """Named counters any part of the daemon may bump (Telegram delivery fallbacks, MCP server restarts,
+    channel crashes ...), rendered after the turn metrics. A name is declared once with its help text;
+    bumping an undeclared name is a programming error (a typo would otherwise make a silent series)."""
+
+    help: dict[str, str] = field(default_factory=dict)
+    values: dict[str, dict[Labels, int]] = field(default_factory=dict)
+
+    def declare(self, name: str, help_text: str) -> None:
+        """Make ``name`` known (idempotent), so it renders with its help even before the first bump."""
+        self.help.setdefault(name, help_text)
+        self.values.setdefault(name, defaultdict(int))
+
+    def inc(self, name: str, n: int = 1, **labels: str) -> None:
+        self.values[name][_labels(**labels)] += n
+
+    def get(self, name: str, **labels: str) -> int:
+        return self.values.get(name, {}).get(_labels(**labels), 0)
+
+    def render_lines(self) -> list[str]:
+        out: list[str] = []
+        for name in sorted(self.help):
+            out += counter_lines(name, self.help[name], self.values[name])
+        return out
+
+
+@dataclass
 class TurnMetrics:
-    """Counters and histograms of the turns an Agent ran."""
+    """Counters and histograms of the turns an Agent ran, plus the daemon's other :class:`Counters`."""
 
     turns: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     errors: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     tokens: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     turn_seconds: Histogram = field(default_factory=lambda: Histogram(TURN_BUCKETS))
     ttft_seconds: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
+    counters: Counters = field(default_factory=Counters)
 
     def turn_finished(
         self,
@@ -149,6 +177,7 @@ class TurnMetrics:
             "# HELP hero_time_to_first_token_seconds Time from request to the first streamed text.",
             "# TYPE hero_time_to_first_token_seconds histogram",
             *self.ttft_seconds.render("hero_time_to_first_token_seconds"),
+            *self.counters.render_lines(),
         ]
 
 

@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from agent.errors import AgentError
-from channels.base import ChannelStartError
+from channels.base import ChannelError
 from channels.commands import ask, chat, config_cmd, osis, serve, transfer
 from config import ConfigError, Settings
 from config.loader import load_settings
@@ -82,7 +82,7 @@ def _user_message(exc: BaseException) -> tuple[str, int] | None:
         return f"config error: {exc}", 2
     if isinstance(exc, StoreError | AgentError) and exc.user_safe:
         return f"error: {exc}", 1
-    if isinstance(exc, ChannelStartError):
+    if isinstance(exc, ChannelError):
         return f"error: {exc}", 1
     return None
 

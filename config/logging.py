@@ -34,8 +34,21 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), MASK),
     # secrets passed as query parameters
     (re.compile(r"(?i)([?&](?:api_?key|token|secret|key)=)[^&\s]+"), r"\1" + MASK),
+    # MCP session ids (the SDK logs "Received session ID: ..."; the header is mcp-session-id)
+    (re.compile(r"(?i)(session[ _-]?id\b[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9._~+/=-]{6,}"), r"\1" + MASK),
 )
-LIBRARY_LOGGERS = ("httpx", "httpcore", "uvicorn", "uvicorn.access", "uvicorn.error", "telegram", "mcp")
+LIBRARY_LOGGERS = (
+    "httpx",
+    "httpx2",  # the MCP SDK's HTTP client
+    "httpcore",
+    "uvicorn",
+    "uvicorn.access",
+    "uvicorn.error",
+    "telegram",
+    "mcp",
+)
+#: libraries that log every request (or MCP session ids) at info: warnings only unless debugging
+CHATTY_LOGGERS = frozenset({"httpx", "httpx2", "httpcore", "mcp"})
 
 
 class Redactor:
@@ -131,13 +144,13 @@ def configure_logging(
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # library loggers propagate to the root handler; httpx/httpcore log every request at INFO/DEBUG,
-    # noise unless we are debugging
+    # library loggers propagate to the root handler; httpx/httpx2/httpcore log every request at
+    # INFO/DEBUG and the MCP SDK its session ids: noise (and identifiers) unless we are debugging
     for name in LIBRARY_LOGGERS:
         lib = logging.getLogger(name)
         lib.handlers.clear()
         lib.propagate = True
-        chatty = name in ("httpx", "httpcore") and level > logging.DEBUG
+        chatty = name in CHATTY_LOGGERS and level > logging.DEBUG
         lib.setLevel(max(level, logging.WARNING) if chatty else logging.NOTSET)
     structlog.configure(
         processors=[

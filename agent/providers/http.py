@@ -86,10 +86,13 @@ async def post_stream(
     except httpx.HTTPError as exc:
         # RemoteProtocolError (cut stream), ConnectError, ReadError, DecodingError...: no URL or
         # header in the text
+        # the provider's address is for the operator's logs (``detail``), not for the chat user
         url = client.base_url
         origin = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
         raise ProviderUnavailable(
-            f"connection to the LLM provider at {origin} failed ({type(exc).__name__})", retryable=True
+            f"connection to the LLM provider failed ({type(exc).__name__})",
+            retryable=True,
+            detail=f"base_url {origin}",
         ) from None
 
 

@@ -326,7 +326,18 @@ def _openai_paths(model_name: str) -> dict[str, Schema]:
 
 
 def _ops_paths() -> dict[str, Schema]:
-    ready = {"200": json_answer(obj({"status": STR})), "503": json_answer(ref("Error"), "Not ready")}
+    down = {
+        "type": "array",
+        "items": obj({"server": STR, "state": {"enum": ["starting", "restarting", "unavailable"]}}),
+    }
+    readiness = obj(
+        {
+            "status": {"enum": ["ready", "degraded"]},
+            "degraded": obj({"mcp_servers": down}),
+        },
+        required=("status",),
+    )
+    ready = {"200": json_answer(readiness), "503": json_answer(ref("Error"), "Not ready")}
     return {
         "/healthz": {
             "get": {
@@ -336,7 +347,11 @@ def _ops_paths() -> dict[str, Schema]:
             }
         },
         "/readyz": {
-            "get": {"operationId": "readyz", "summary": "Store and provider reachable", "responses": ready}
+            "get": {
+                "operationId": "readyz",
+                "summary": "Store and provider reachable (degraded: MCP servers down)",
+                "responses": ready,
+            }
         },
         "/metrics": {
             "get": {
