@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -59,8 +60,17 @@ def _add_globals_everywhere(parser: argparse.ArgumentParser) -> None:
             _add_globals_everywhere(sub)
 
 
+def version() -> str:
+    """The installed distribution's version (``0+unknown`` when run from a tree never installed)."""
+    try:
+        return importlib.metadata.version("hero-agent")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Self-hosted, multi-channel AI agent.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     _add_globals(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMAND_MODULES:

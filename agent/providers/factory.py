@@ -16,7 +16,7 @@ from config.settings import LLMSettings
 OPENAI_DEFAULT_URL = LLMSettings().base_url
 ANTHROPIC_DEFAULT_URL = "https://api.anthropic.com/v1"
 #: hosted APIs that never answer without a key: fail at start instead of at the first turn
-KEYED_HOSTS = {"api.openai.com": "OPENAI_API_KEY", "api.anthropic.com": "ANTHROPIC_API_KEY"}
+KEYED_HOSTS = frozenset({"api.openai.com", "api.anthropic.com"})
 
 
 def build_provider(settings: LLMSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> Provider:
@@ -26,8 +26,9 @@ def build_provider(settings: LLMSettings, *, transport: httpx.AsyncBaseTransport
     host = httpx.URL(settings.base_url).host
     if not settings.api_key and host in KEYED_HOSTS:
         raise ProviderAuthError(
-            f"no API key for {host}: set {KEYED_HOSTS[host]} or llm.api_key "
-            "(or point llm.base_url at a local OpenAI-compatible server)"
+            f"no API key for {host}: set OPENAI_API_KEY (OpenAI) or ANTHROPIC_API_KEY (Anthropic), "
+            "or llm.api_key (or point llm.base_url at a local OpenAI-compatible server; "
+            "`hero-agent init` sets this up)"
         )
     inner: Provider
     if settings.provider == "openai":

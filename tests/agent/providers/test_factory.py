@@ -47,12 +47,12 @@ def test_unknown_provider_is_refused() -> None:
         build_provider(LLMSettings(provider="cohere", api_key="k"))
 
 
-@pytest.mark.parametrize(
-    ("provider", "variable"), [("openai", "OPENAI_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY")]
-)
-def test_a_hosted_api_without_a_key_fails_at_build_time(provider: str, variable: str) -> None:
-    with pytest.raises(ProviderAuthError, match=variable):
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_hosted_api_without_a_key_fails_at_build_time(provider: str) -> None:
+    """The error names both conventional variables: the user may hold either key."""
+    with pytest.raises(ProviderAuthError) as raised:
         build_provider(LLMSettings(provider=provider, api_key=""))
+    assert "OPENAI_API_KEY" in str(raised.value) and "ANTHROPIC_API_KEY" in str(raised.value)
 
 
 async def test_a_local_server_needs_no_key(fake_openai: FakeOpenAI) -> None:
