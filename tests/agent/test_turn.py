@@ -16,9 +16,9 @@ from agent.events import (
     TurnStarted,
     UsageInfo,
 )
+from agent.providers.factory import build_provider
 from agent.tools.base import Tool, ToolContext, ToolResult
 from agent.tools.registry import ToolRegistry
-from agent.providers.factory import build_provider
 from agent.turn import FINAL_NOTE
 from agent.turn_tools import SUMMARY_CHARS
 from store import MessageStatus, Scope
