@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.metadata
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from collections.abc import Callable, Sequence
 from agent.errors import AgentError
 from channels.base import ChannelStartError
 from channels.commands import ask, chat, config_cmd, osis, serve, transfer
+from channels.version import version
 from config import ConfigError, Settings
 from config.loader import load_settings
 from config.logging import configure_logging, redact_text
@@ -58,14 +58,6 @@ def _add_globals_everywhere(parser: argparse.ArgumentParser) -> None:
             if "--config" not in known:
                 _add_globals(sub)
             _add_globals_everywhere(sub)
-
-
-def version() -> str:
-    """The installed distribution's version (``0+unknown`` when run from a tree never installed)."""
-    try:
-        return importlib.metadata.version("hero-agent")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:

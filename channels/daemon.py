@@ -2,7 +2,8 @@
 
 Lifecycle::
 
-    open store -> open agent -> start each enabled channel (in its own task) -> wait for SIGINT/SIGTERM
+    open store -> open agent -> ping the provider (warn, never stop: channels.startup)
+    -> start each enabled channel (in its own task) -> wait for SIGINT/SIGTERM
     -> stop every channel at once (each refuses new work, lets running turns finish up to its shutdown
     deadline, then cancels them: interrupted markers, consistent history) -> close the agent (flushes
     auto-memory) -> close the store -> exit 0
@@ -16,6 +17,7 @@ answers while its web page is dead), so there is no degraded mode.
 from __future__ import annotations
 
 import signal
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import anyio
@@ -24,6 +26,7 @@ from anyio.abc import TaskStatus
 
 from channels.base import Channel, ChannelStartError
 from channels.registry import CHANNELS
+from channels.startup import check_provider, print_banner, startup_facts
 
 if TYPE_CHECKING:
     from agent.core import Agent
@@ -59,8 +62,11 @@ async def _run_channel(
             log.info("daemon.channel_stopped", channel=channel.name)
 
 
-async def run_channels(settings: Settings, agent: Agent, stop: anyio.Event) -> None:
+async def run_channels(
+    settings: Settings, agent: Agent, stop: anyio.Event, ready_facts: Mapping[str, str] | None = None
+) -> None:
     """Start the enabled channels, run them until ``stop`` is set, stop them all concurrently.
+    ``ready_facts`` (see :mod:`channels.startup`) go into the ``daemon.ready`` event and the banner.
 
     Raises ChannelStartError (after stopping the started ones) when a channel cannot start.
     """
@@ -82,7 +88,10 @@ async def run_channels(settings: Settings, agent: Agent, stop: anyio.Event) -> N
                 stop.set()
                 break
         if failure is None:
-            log.info("daemon.ready", channels=names)
+            facts = dict(ready_facts or {})
+            log.info("daemon.ready", **{**facts, "channels": names})
+            if facts:
+                print_banner(facts)
     if failure is not None:
         raise failure
 
@@ -105,10 +114,10 @@ async def serve(settings: Settings) -> int:
             tg.start_soon(watch_signals)
             try:
                 async with open_store(settings) as store, open_agent(settings, store) as agent:
-                    log.info(
-                        "daemon.starting", store=settings.store.engine, channels=enabled_channels(settings)
-                    )
-                    await run_channels(settings, agent, stop)
+                    names = enabled_channels(settings)
+                    log.info("daemon.starting", store=settings.store.engine, channels=names)
+                    problem = await check_provider(agent.provider)
+                    await run_channels(settings, agent, stop, startup_facts(settings, names, problem))
                     log.info("daemon.closing")
             finally:
                 tg.cancel_scope.cancel()
