@@ -3,7 +3,8 @@
 ``main`` parses the arguments, loads the settings (the only place that calls :func:`load_settings`),
 configures logging and runs the sub-command's handler. Every sub-command lives in one module of
 :mod:`channels.commands` exposing ``register(subparsers)``; each parser sets ``handler=fn`` with
-``fn(args, settings) -> int``.
+``fn(args, settings) -> int``; a command that must also run when the configuration does not load
+(``init``, ``doctor``) sets ``config_error_handler=fn(args, config_error) -> int`` as well.
 
 Errors are one line on stderr: a configuration error exits 2, a user-safe store/agent/channel error
 exits 1, Ctrl-C exits 130. An unexpected exception prints one line and a hint; with
@@ -20,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 from agent.errors import AgentError
 from channels.base import ChannelStartError
-from channels.commands import ask, chat, config_cmd, osis, serve, transfer
+from channels.commands import ask, chat, config_cmd, doctor, osis, serve, transfer
 from channels.version import version
 from config import ConfigError, Settings
 from config.loader import load_settings
@@ -30,8 +31,11 @@ from store.errors import StoreError
 
 PROG = "hero-agent"
 COMMAND_MODULES = (config_cmd, chat, ask, transfer, osis, serve)
+#: first run and operations (issue 19): set-up, diagnosis, systemd unit, backup
+SETUP_MODULES = (doctor,)
 LEVELS = ("debug", "info", "warning", "error", "critical")
 Handler = Callable[[argparse.Namespace, Settings], int]
+BadConfigHandler = Callable[[argparse.Namespace, ConfigError], int]
 
 
 def _add_globals(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     _add_globals(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMAND_MODULES:
+    for module in (*COMMAND_MODULES, *SETUP_MODULES):
         module.register(subparsers)
     _add_globals_everywhere(parser)
     return parser
@@ -102,7 +106,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     debug = getattr(args, "log_level", None) == "debug"
     try:
-        settings = load_settings(getattr(args, "config", None))
+        try:
+            settings = load_settings(getattr(args, "config", None))
+        except ConfigError as exc:
+            # commands that repair or diagnose a configuration (init, doctor) run without one
+            on_bad_config: BadConfigHandler | None = getattr(args, "config_error_handler", None)
+            if on_bad_config is None:
+                raise
+            return on_bad_config(args, exc)
         if getattr(args, "log_level", None):
             settings = dataclasses.replace(
                 settings, logging=dataclasses.replace(settings.logging, level=args.log_level)

@@ -120,6 +120,11 @@ class Provider(ABC):
         """Raise ProviderError when the provider cannot be reached (used by readiness checks)."""
         return None
 
+    async def list_models(self) -> list[str] | None:
+        """The models the server offers (``init`` lists them, ``doctor`` checks ``llm.model``), or None
+        when it cannot say. Raises ProviderError when unreachable or the key is refused."""
+        return None
+
 
 @dataclass(slots=True)
 class CollectedResponse:

@@ -72,6 +72,9 @@ class RetryingProvider(Provider):
     async def ping(self) -> None:
         await self.inner.ping()
 
+    async def list_models(self) -> list[str] | None:
+        return await self.inner.list_models()
+
     def backoff(self, attempt: int, retry_after: float | None) -> float:
         """Seconds before retry number ``attempt + 1``: equal jitter over an exponential step."""
         s = self._settings
