@@ -49,9 +49,14 @@ def discover_config(path: str | None, env: Mapping[str, str]) -> Path | None:
     local = Path("hero-agent.toml")
     if local.is_file():
         return local.absolute()
-    xdg = env.get("XDG_CONFIG_HOME") or str(_home(env) / ".config")
-    user_file = Path(xdg).expanduser() / "hero-agent" / "config.toml"
+    user_file = user_config_path(env)
     return user_file if user_file.is_file() else None
+
+
+def user_config_path(env: Mapping[str, str]) -> Path:
+    """``$XDG_CONFIG_HOME/hero-agent/config.toml`` (``~/.config`` by default), existing or not."""
+    xdg = env.get("XDG_CONFIG_HOME") or str(_home(env) / ".config")
+    return Path(xdg).expanduser() / "hero-agent" / "config.toml"
 
 
 def load_settings(path: str | None = None, env: Mapping[str, str] | None = None) -> Settings:

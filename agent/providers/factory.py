@@ -23,6 +23,9 @@ def build_provider(settings: LLMSettings, *, transport: httpx.AsyncBaseTransport
     """``settings.provider`` is "openai" (any compatible server) or "anthropic"."""
     if settings.provider == "anthropic" and settings.base_url == OPENAI_DEFAULT_URL:
         settings = replace(settings, base_url=ANTHROPIC_DEFAULT_URL)  # the section's default is OpenAI's
+    elif settings.provider == "anthropic" and httpx.URL(settings.base_url).path in ("", "/"):
+        # ANTHROPIC_BASE_URL is a bare origin by convention (the official SDKs add /v1 themselves)
+        settings = replace(settings, base_url=settings.base_url.rstrip("/") + "/v1")
     host = httpx.URL(settings.base_url).host
     if not settings.api_key and host in KEYED_HOSTS:
         raise ProviderAuthError(

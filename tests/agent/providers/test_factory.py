@@ -72,3 +72,14 @@ async def test_an_unreachable_server_is_named_in_the_error() -> None:
             await collect(provider, user_request())
     finally:
         await provider.aclose()
+
+
+async def test_an_anthropic_origin_gets_the_api_version_path(fake_anthropic: FakeAnthropic) -> None:
+    """``ANTHROPIC_BASE_URL=https://api.anthropic.com`` (the loader's default) is a bare origin."""
+    origin = fake_anthropic.base_url.removesuffix("/v1")
+    fake_anthropic.enqueue(reply_text("from the origin"))
+    provider = build_provider(replace(fast_settings(origin), provider="anthropic"))
+    try:
+        assert (await collect(provider, user_request())).text == "from the origin"
+    finally:
+        await provider.aclose()
