@@ -127,7 +127,9 @@ def test_telegram_token_checked_with_get_me_and_a_web_token(
     assert out.count(token) == 1 and BOT_TOKEN not in out and OPENAI_KEY not in out
     # a wrong bot token: one line, nothing written
     user_config(world).unlink()
-    code, out, err = init(capsys, monkeypatch, *flags, "--telegram-token-stdin", stdin=f"{OPENAI_KEY}\n1:bad\n")
+    code, out, err = init(
+        capsys, monkeypatch, *flags, "--telegram-token-stdin", stdin=f"{OPENAI_KEY}\n1:bad\n"
+    )
     assert code == 1 and "rejected the token" in err and not user_config(world).exists()
 
 
