@@ -21,7 +21,18 @@ from collections.abc import Callable, Sequence
 
 from agent.errors import AgentError
 from channels.base import ChannelStartError
-from channels.commands import ask, chat, config_cmd, doctor, init, osis, serve, service, transfer
+from channels.commands import (
+    ask,
+    backup,
+    chat,
+    config_cmd,
+    doctor,
+    init,
+    osis,
+    serve,
+    service,
+    transfer,
+)
 from channels.version import version
 from config import ConfigError, Settings
 from config.loader import load_settings
@@ -32,7 +43,7 @@ from store.errors import StoreError
 PROG = "hero-agent"
 COMMAND_MODULES = (config_cmd, chat, ask, transfer, osis, serve)
 #: first run and operations (issue 19): set-up, diagnosis, systemd unit, backup
-SETUP_MODULES = (init, doctor, service)
+SETUP_MODULES = (init, doctor, service, backup)
 LEVELS = ("debug", "info", "warning", "error", "critical")
 Handler = Callable[[argparse.Namespace, Settings], int]
 BadConfigHandler = Callable[[argparse.Namespace, ConfigError], int]
