@@ -326,6 +326,7 @@ async def test_retries_reach_the_channel_as_events_before_the_first_token(kit: K
     retry = next(e for e in events if isinstance(e, Retrying))
     assert (retry.attempt, retry.max_retries) == (1, 2) and retry.reason
     assert isinstance(events[-1], Done) and events[-1].text == "back again"
+    assert 'hero_provider_retries_total{channel="cli"} 1' in agent.metrics.render_lines()
 
 
 async def test_a_failed_tools_reason_reaches_the_channel_whole(kit: Kit, fake: FakeOpenAI) -> None:
