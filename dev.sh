@@ -2,6 +2,7 @@
 # One entry point for people and CI: sets everything up on a fresh machine, then runs the job.
 #   ./dev.sh serve [ARGS]   set up, then run the daemon (`hero-agent serve`) on the embedded store
 #   ./dev.sh chat  [ARGS]   set up, then an interactive terminal chat on the embedded store
+#   ./dev.sh init / doctor  set up, then write the configuration file / check everything
 #   ./dev.sh test  [ARGS]   set up (incl. chromium, tmux and systemd from Debian), then the full test suite
 #   ./dev.sh setup          only the set-up
 set -euo pipefail
@@ -15,6 +16,8 @@ usage() {
 usage: ./dev.sh COMMAND [ARGS]
   serve [ARGS]   set up, then run the daemon (`hero-agent serve`) on the embedded store
   chat  [ARGS]   set up, then an interactive terminal chat on the embedded store
+  init  [ARGS]   set up, then `hero-agent init`: write the configuration file (provider, key, model...)
+  doctor         set up, then `hero-agent doctor`: check everything, with a fix for each failure
   test  [ARGS]   set up (incl. chromium, tmux and systemd from Debian), then the full test suite
   setup          only the set-up
 TEXT
@@ -69,7 +72,7 @@ case "$cmd" in
     need_apt
     setup_python dev
     ;;
-  serve|chat)
+  serve|chat|init|doctor)
     setup_python run
     exec "$VENV/bin/hero-agent" "$cmd" "$@"
     ;;

@@ -29,7 +29,7 @@ def test_bare_usage_names_every_command_and_no_script_line() -> None:
     assert done.returncode == 2 and done.stdout == ""
     lines = done.stderr.splitlines()
     assert lines[0] == "usage: ./dev.sh COMMAND [ARGS]"
-    assert [line.split()[0] for line in lines[1:]] == ["serve", "chat", "test", "setup"]
+    assert [line.split()[0] for line in lines[1:]] == ["serve", "chat", "init", "doctor", "test", "setup"]
     assert "set -euo" not in done.stderr and "#" not in done.stderr
     helped = run("help")
     assert helped.returncode == 0 and helped.stdout == done.stderr
