@@ -29,17 +29,14 @@ from agent.events import (
     TurnEvent,
     TurnStarted,
 )
+from channels.cli.logs import SHOWN_EVENTS, quiet_logging
 from channels.cli.waiting import WaitLine, retry_label
 from channels.commands.chat import add_scope_arguments, scope_of
-from config import LoggingSettings, Settings
-from config.logging import LEVEL_NAMES, configure_logging
+from config import Settings
+from config.logging import configure_logging
 from config.redact import secret_values
 
 CHANNEL = "cli"
-#: the quietest default: warnings and errors only
-DEFAULT_LEVEL = "warning"
-#: what ``ask`` reports itself (its error line, its progress line): not repeated as log lines
-SHOWN_EVENTS = ("llm.failed", "provider.retry", "provider.fallback")
 TICK_S = 0.2
 
 
@@ -51,16 +48,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("text", metavar="TEXT", help="the message or /command; - reads stdin")
     parser.set_defaults(handler=run)
-
-
-def quiet_logging(settings: LoggingSettings, explicit_level: str | None) -> tuple[LoggingSettings, bool]:
-    """The logging of ``ask`` (settings, and whether to hide :data:`SHOWN_EVENTS`): readable, at warning
-    or stricter unless ``--log-level`` asked for a level."""
-    fmt = "json" if settings.format == "json" else "console"
-    if explicit_level:
-        return LoggingSettings(level=explicit_level, format=fmt), False
-    stricter = max(settings.level, DEFAULT_LEVEL, key=LEVEL_NAMES.index)
-    return LoggingSettings(level=stricter, format=fmt), True
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from channels.commands.ask import SHOWN_EVENTS, quiet_logging
+from channels.cli.logs import SHOWN_EVENTS, quiet_logging
 from config.logging import configure_logging
 from config.redact import secret_values
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from channels.commands.ask import SHOWN_EVENTS, quiet_logging
+from channels.cli.logs import SHOWN_EVENTS, quiet_logging
 from config import ConfigError, LoggingSettings
 from config.logging import configure_logging
 from config.settings import TelegramSettings
@@ -156,7 +156,7 @@ async def _ask(edit: ConfigEdit, tg: TelegramSettings) -> Choices:
     asker = Asker(print)
     env_keys = {var: env_value(var) for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
     choices = await interview(asker, edit, env_keys, tg)
-    choices.notes.append("interactive")
+    choices.interactive = True
     return choices
 
 
@@ -174,7 +174,7 @@ def _write(args: argparse.Namespace, edit: ConfigEdit, choices: Choices, *, load
             print(f"{PROG}: error: the result would not load: {exc}; nothing written", file=sys.stderr)
             return 2
         print(f"{PROG}: warning: the file still does not load: {exc}", file=sys.stderr)
-    if "interactive" in choices.notes and edit.exists:
+    if choices.interactive and edit.exists:
         print(f"changes: {', '.join(edit.changed)}")
         if not anyio.run(_confirm, f"Write them to {edit.path}?"):
             print("nothing written")

@@ -14,14 +14,13 @@ from __future__ import annotations
 import getpass
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import WordCompleter
 
 from channels.setup.probes import Finding, probe_bot, probe_provider, trial_call
-from config import ConfigError
 from config.settings import LLMSettings, TelegramSettings
 
 if TYPE_CHECKING:
@@ -57,7 +56,8 @@ class Choices:
     model: str = ""
     telegram_token: str | None = None
     web_token_user: str | None = None
-    notes: list[str] = field(default_factory=list)
+    #: asked at the prompt: the write of an existing file is confirmed first
+    interactive: bool = False
 
 
 def current_provider(edit: ConfigEdit) -> str:
@@ -261,4 +261,4 @@ def _os_user() -> str:
         return "local"
 
 
-__all__ = ["Asker", "Choices", "ConfigError", "InitFailed", "apply", "check_choices", "interview"]
+__all__ = ["Asker", "Choices", "InitFailed", "apply", "check_choices", "interview"]
