@@ -18,8 +18,8 @@ SHOWN_EVENTS = ("llm.failed", "provider.retry", "provider.fallback")
 
 
 def quiet_logging(settings: LoggingSettings, explicit_level: str | None) -> tuple[LoggingSettings, bool]:
-    """The logging of a one-shot command (settings, and whether to hide :data:`SHOWN_EVENTS`): readable, at warning
-    or stricter unless ``--log-level`` asked for a level."""
+    """A one-shot command's logging, and whether to hide :data:`SHOWN_EVENTS`: readable, at warning or
+    stricter unless ``--log-level`` asked for a level."""
     fmt = "json" if settings.format == "json" else "console"
     if explicit_level:
         return LoggingSettings(level=explicit_level, format=fmt), False
