@@ -103,6 +103,7 @@ class TurnMetrics:
     turns: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     errors: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     tokens: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
+    retries: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     turn_seconds: Histogram = field(default_factory=lambda: Histogram(TURN_BUCKETS))
     ttft_seconds: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
     counters: Counters = field(default_factory=Counters)
@@ -130,6 +131,10 @@ class TurnMetrics:
             self.tokens[_labels(channel=channel, kind="prompt")] += prompt_tokens
         if completion_tokens:
             self.tokens[_labels(channel=channel, kind="completion")] += completion_tokens
+
+    def retried(self, channel: str) -> None:
+        """The provider was retried during a turn (the channel showed "retrying (n/max)")."""
+        self.retries[_labels(channel=channel)] += 1
 
     def refused(self, channel: str, code: str) -> None:
         """A turn refused before it started (invalid input, shutting down)."""
@@ -166,6 +171,11 @@ class TurnMetrics:
                 self.errors,
             ),
             ("hero_tokens_total", "LLM tokens used by turns, by channel and kind.", self.tokens),
+            (
+                "hero_provider_retries_total",
+                "Provider calls retried during turns (before any text was shown), by channel.",
+                self.retries,
+            ),
         )
         for name, help_text, values in counters:
             out += counter_lines(name, help_text, values)

@@ -6,7 +6,7 @@ One :class:`Turn` answers one user message in one conversation::
     processes), persist the user message, read the new messages and the memories to recall
                                                       -> TurnStarted
     build the request (system prompt, recalled memories, summary, history window)
-    loop: stream the model                            -> TextDelta..., UsageInfo
+    loop: stream the model                            -> Retrying..., TextDelta..., UsageInfo
           tool calls? persist them, run them concurrently, persist results in call order
                                                       -> ToolStarted..., ToolFinished...
           up to ``agent.max_tool_iterations``, then one final call without tools
@@ -27,9 +27,9 @@ import structlog
 
 from agent.context import calls_to_json, fit
 from agent.errors import ProviderError
-from agent.events import Done, TextDelta, TurnError, TurnEvent, TurnStarted, UsageInfo
+from agent.events import Done, Retrying, TextDelta, TurnError, TurnEvent, TurnStarted, UsageInfo
 from agent.llm import CallSite
-from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, ToolCall
+from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, RetryNotice, ToolCall
 from agent.tools.base import ToolContext, ToolResult
 from agent.turn_context import TurnInput, TurnParts, build_context
 from agent.turn_tools import run_calls, signature
@@ -240,7 +240,12 @@ class Turn:
             progress.partial.append(text)
             await self.emit(TextDelta(text))
 
-        resp = await self.p.llm.call(request, self.site, on_text, defer_usage=progress.usage)
+        async def on_retry(notice: RetryNotice) -> None:
+            await self.emit(Retrying(notice.attempt, notice.max_retries, notice.delay_s, notice.reason))
+
+        resp = await self.p.llm.call(
+            request, self.site, on_text, defer_usage=progress.usage, on_retry=on_retry
+        )
         progress.prompt_tokens += resp.prompt_tokens
         progress.completion_tokens += resp.completion_tokens
         progress.model = resp.model

@@ -23,6 +23,7 @@ REPEAT_RESULT = (
     "run again. Do not repeat it: answer with what you have."
 )
 SUMMARY_CHARS = 200
+ERROR_SUMMARY_CHARS = 2000
 
 
 def signature(call: ToolCall) -> tuple[str, str]:
@@ -34,9 +35,12 @@ def signature(call: ToolCall) -> tuple[str, str]:
     return call.name, args
 
 
-def summary(content: str) -> str:
+def summary(content: str, ok: bool = True) -> str:
+    """One line for channels: a success is cut short, a failure's reason is kept whole (up to a
+    bound that only a tool dumping a whole body into its error reaches)."""
+    limit = SUMMARY_CHARS if ok else ERROR_SUMMARY_CHARS
     line = " ".join(content.split())
-    return line if len(line) <= SUMMARY_CHARS else line[: SUMMARY_CHARS - 1] + "…"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 async def run_calls(
@@ -67,9 +71,17 @@ async def run_calls(
                 call, ctx, timeout_s=settings.tool_timeout_s, max_result_chars=settings.max_tool_result_chars
             )
         results[i] = result
+<<<<<<< HEAD
         ms = round((time.perf_counter() - started) * 1000, 3)
         on_result(call, result, ms)
         await emit(ToolFinished(call.id, call.name, result.ok, summary(result.content), ms))
+=======
+        on_result(call, result)
+        ms = (time.perf_counter() - started) * 1000
+        await emit(
+            ToolFinished(call.id, call.name, result.ok, summary(result.content, result.ok), round(ms, 3))
+        )
+>>>>>>> h4
 
     async with anyio.create_task_group() as tg:
         for i, call in enumerate(calls):

@@ -2,7 +2,8 @@
 
 Lifecycle::
 
-    open store -> open agent -> start each enabled channel (in its own task) -> wait for SIGINT/SIGTERM
+    open store -> open agent -> ping the provider (warn, never stop: channels.startup)
+    -> start each enabled channel (in its own task) -> wait for SIGINT/SIGTERM
     -> stop every channel at once (each refuses new work, lets running turns finish up to its shutdown
     deadline, then cancels them: interrupted markers, consistent history) -> close the agent (flushes
     auto-memory) -> close the store -> exit 0
@@ -23,6 +24,7 @@ Crashes are counted in ``hero_channel_crashes_total``.
 from __future__ import annotations
 
 import signal
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import anyio
@@ -31,6 +33,7 @@ from anyio.abc import TaskStatus
 
 from channels.base import Channel, ChannelCrashed, ChannelStartError
 from channels.registry import CHANNELS
+from channels.startup import check_provider, print_banner, startup_facts
 
 if TYPE_CHECKING:
     from agent.core import Agent
@@ -80,6 +83,7 @@ async def _run_channel(
             log.info("daemon.channel_stopped", channel=channel.name)
 
 
+<<<<<<< HEAD
 async def _serve_until(channel: Channel, stop: anyio.Event) -> ChannelCrashed | None:
     """Wait for ``stop``; the channel's crash instead, when :meth:`Channel.serving` reports one first."""
     crash: ChannelCrashed | None = None
@@ -101,7 +105,13 @@ async def _serve_until(channel: Channel, stop: anyio.Event) -> ChannelCrashed | 
 
 
 async def run_channels(settings: Settings, agent: Agent, stop: anyio.Event) -> None:
+=======
+async def run_channels(
+    settings: Settings, agent: Agent, stop: anyio.Event, ready_facts: Mapping[str, str] | None = None
+) -> None:
+>>>>>>> h4
     """Start the enabled channels, run them until ``stop`` is set, stop them all concurrently.
+    ``ready_facts`` (see :mod:`channels.startup`) go into the ``daemon.ready`` event and the banner.
 
     Raises ChannelStartError (after stopping the started ones) when a channel cannot start, and
     ChannelCrashed (after stopping them all) when a started channel stopped serving on its own.
@@ -126,7 +136,10 @@ async def run_channels(settings: Settings, agent: Agent, stop: anyio.Event) -> N
                 stop.set()
                 break
         if failure is None:
-            log.info("daemon.ready", channels=names)
+            facts = dict(ready_facts or {})
+            log.info("daemon.ready", **{**facts, "channels": names})
+            if facts:
+                print_banner(facts)
     if failure is not None:
         raise failure
     if crashes:
@@ -151,10 +164,10 @@ async def serve(settings: Settings) -> int:
             tg.start_soon(watch_signals)
             try:
                 async with open_store(settings) as store, open_agent(settings, store) as agent:
-                    log.info(
-                        "daemon.starting", store=settings.store.engine, channels=enabled_channels(settings)
-                    )
-                    await run_channels(settings, agent, stop)
+                    names = enabled_channels(settings)
+                    log.info("daemon.starting", store=settings.store.engine, channels=names)
+                    problem = await check_provider(agent.provider)
+                    await run_channels(settings, agent, stop, startup_facts(settings, names, problem))
                     log.info("daemon.closing")
             finally:
                 tg.cancel_scope.cancel()

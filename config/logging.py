@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Collection, Iterable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -21,6 +21,8 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 from config.settings import LoggingSettings
 
 MASK = "***"
+#: ``logging.level`` values, quietest last
+LEVEL_NAMES = ("debug", "info", "warning", "error", "critical")
 _SECRET_KEY = re.compile(r"token|api_?key|secret|authorization|password|cookie", re.IGNORECASE)
 # keys that contain a secret-looking word but hold numbers, not secrets
 _NOT_SECRET_KEYS = frozenset(
@@ -102,11 +104,13 @@ def configure_logging(
     stream: TextIO | None = None,
     force_json: bool | None = None,
     secrets: Iterable[str] = (),
+    hidden_events: Collection[str] = (),
 ) -> None:
     """(Re)configure structlog and the stdlib root logger. Calling it again replaces the setup.
 
     ``force_json`` overrides ``settings.format``; ``secrets`` are literal values (API keys, tokens)
-    masked wherever they appear.
+    masked wherever they appear; ``hidden_events`` are event names not written at all (a command that
+    shows those facts to the user itself, like ``ask``'s one error line, must not repeat them).
     """
     _redactor.set_secrets(secrets)
     level = logging.getLevelNamesMapping()[settings.level.upper()]
@@ -138,6 +142,8 @@ def configure_logging(
     handler = _CurrentStderrHandler() if stream is None else logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     handler.set_name("hero-agent")
+    if hidden_events:
+        handler.addFilter(_HideEvents(hidden_events))
     root = logging.getLogger()
     for old in list(root.handlers):  # only ours: pytest's capture handlers must stay
         if old.get_name() == "hero-agent":
@@ -164,6 +170,17 @@ def configure_logging(
         # under pytest, caching would pin loggers to the first configuration (and defeat capture_logs)
         cache_logger_on_first_use="pytest" not in sys.modules,
     )
+
+
+class _HideEvents(logging.Filter):
+    """Drops our structlog events by name (their stdlib record carries the event dict as ``msg``)."""
+
+    def __init__(self, names: Collection[str]) -> None:
+        super().__init__()
+        self.names = frozenset(names)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, dict) and record.msg.get("event") in self.names)
 
 
 class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

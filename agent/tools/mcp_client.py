@@ -212,6 +212,23 @@ async def _list_tools(session: ClientSession) -> list[RemoteTool]:
     return tools
 
 
+class MCPStartError(Exception):
+    """An MCP server did not start; the message is one line naming the cause."""
+
+
+async def probe_server(settings: MCPServerSettings, errlog: TextIO) -> int:
+    """Start one server, list its tools and stop it again (``hero-agent doctor``): the number of tools,
+    or MCPStartError within the server's start-up deadline."""
+    try:
+        with anyio.fail_after(settings.timeout_s):
+            async with _connect(settings, errlog) as session:
+                return len(await _list_tools(session))
+    except TimeoutError:
+        raise MCPStartError(f"no answer within {settings.timeout_s:g} s") from None
+    except Exception as exc:  # a bad command, a crash, an unreachable URL: the same as at start-up
+        raise MCPStartError(_describe(exc)) from None
+
+
 async def _serve(
     link: _ServerLink,
     stop: anyio.Event,

@@ -136,8 +136,8 @@ def _api_paths() -> dict[str, Schema]:
                 "Send a message; the answer is an SSE stream of typed events",
                 {
                     "200": {
-                        "description": "text/event-stream: start, delta, tool_start, tool_end, usage, done | "
-                        "error; or one command event",
+                        "description": "text/event-stream: start, delta, tool_start, tool_end, usage, retry, "
+                        "done | error; or one command event",
                         "content": {"text/event-stream": {"schema": SSE_EVENT}},
                     },
                     **errors(400, 404, 413, 503),

@@ -41,7 +41,17 @@ SSE_EVENT = {
     "properties": {
         "event": {
             "type": "string",
-            "enum": ["start", "delta", "tool_start", "tool_end", "usage", "done", "error", "command"],
+            "enum": [
+                "start",
+                "delta",
+                "tool_start",
+                "tool_end",
+                "usage",
+                "retry",
+                "done",
+                "error",
+                "command",
+            ],
         },
         "data": {"type": "string"},
     },
