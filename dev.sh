@@ -24,21 +24,14 @@ TEXT
 }
 
 need_apt() {
-<<<<<<< HEAD
-  # Debian packages the test suite drives for real: a browser, a terminal multiplexer, and ss (iproute2)
-  # to close a daemon's listening socket from outside.
+  # Debian packages the test suite drives for real: a browser, a terminal multiplexer, ss (iproute2)
+  # to close a daemon's listening socket from outside, and systemd-analyze (checks the unit
+  # `hero-agent service install` writes).
   local missing=()
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v tmux >/dev/null 2>&1 || missing+=(tmux)
   command -v ss >/dev/null 2>&1 || missing+=(iproute2)
-=======
-  # Debian packages the test suite drives for real: a browser, a terminal multiplexer, and
-  # systemd-analyze (checks the unit `hero-agent service install` writes).
-  local missing=()
-  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-  command -v tmux >/dev/null 2>&1 || missing+=(tmux)
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
->>>>>>> h4
   if [ ${#missing[@]} -gt 0 ]; then
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

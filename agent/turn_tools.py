@@ -71,17 +71,9 @@ async def run_calls(
                 call, ctx, timeout_s=settings.tool_timeout_s, max_result_chars=settings.max_tool_result_chars
             )
         results[i] = result
-<<<<<<< HEAD
         ms = round((time.perf_counter() - started) * 1000, 3)
         on_result(call, result, ms)
-        await emit(ToolFinished(call.id, call.name, result.ok, summary(result.content), ms))
-=======
-        on_result(call, result)
-        ms = (time.perf_counter() - started) * 1000
-        await emit(
-            ToolFinished(call.id, call.name, result.ok, summary(result.content, result.ok), round(ms, 3))
-        )
->>>>>>> h4
+        await emit(ToolFinished(call.id, call.name, result.ok, summary(result.content, result.ok), ms))
 
     async with anyio.create_task_group() as tg:
         for i, call in enumerate(calls):

@@ -20,11 +20,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from agent.errors import AgentError
-<<<<<<< HEAD
 from channels.base import ChannelError
-from channels.commands import ask, chat, config_cmd, osis, serve, transfer
-=======
-from channels.base import ChannelStartError
 from channels.commands import (
     ask,
     backup,
@@ -38,7 +34,6 @@ from channels.commands import (
     transfer,
 )
 from channels.version import version
->>>>>>> h4
 from config import ConfigError, Settings
 from config.loader import load_settings
 from config.logging import configure_logging, redact_text

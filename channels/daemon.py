@@ -83,7 +83,6 @@ async def _run_channel(
             log.info("daemon.channel_stopped", channel=channel.name)
 
 
-<<<<<<< HEAD
 async def _serve_until(channel: Channel, stop: anyio.Event) -> ChannelCrashed | None:
     """Wait for ``stop``; the channel's crash instead, when :meth:`Channel.serving` reports one first."""
     crash: ChannelCrashed | None = None
@@ -104,12 +103,9 @@ async def _serve_until(channel: Channel, stop: anyio.Event) -> ChannelCrashed | 
     return crash
 
 
-async def run_channels(settings: Settings, agent: Agent, stop: anyio.Event) -> None:
-=======
 async def run_channels(
     settings: Settings, agent: Agent, stop: anyio.Event, ready_facts: Mapping[str, str] | None = None
 ) -> None:
->>>>>>> h4
     """Start the enabled channels, run them until ``stop`` is set, stop them all concurrently.
     ``ready_facts`` (see :mod:`channels.startup`) go into the ``daemon.ready`` event and the banner.
 

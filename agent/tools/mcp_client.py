@@ -221,7 +221,7 @@ async def probe_server(settings: MCPServerSettings, errlog: TextIO) -> int:
     or MCPStartError within the server's start-up deadline."""
     try:
         with anyio.fail_after(settings.timeout_s):
-            async with _connect(settings, errlog) as session:
+            async with _connect(settings, errlog, anyio.Event()) as session:
                 return len(await _list_tools(session))
     except TimeoutError:
         raise MCPStartError(f"no answer within {settings.timeout_s:g} s") from None
