@@ -28,10 +28,12 @@ def rename_user(conn: sqlite3.Connection, context: str, old: str, new: str, merg
     ``"dropped"`` how many of ``old``'s clashed with ``new``'s and were dropped."""
     moved: dict[str, int] = {}
     with write_txn(conn):
-        if not merge and old != new and _holds_records(conn, context, new):
-            raise Conflict(f"user {new!r} already has data in context {context!r} (use --merge to merge)")
-        if old == new:
+        # nothing to move answers before the target check: a retried call that already moved
+        # everything (its answer lost) is then a no-op, not a Conflict
+        if old == new or not _holds_records(conn, context, old):
             return moved
+        if not merge and _holds_records(conn, context, new):
+            raise Conflict(f"user {new!r} already has data in context {context!r} (use --merge to merge)")
         for kind, spec in TABLES.items():
             t = spec.table
             scope_old = (context, old)
