@@ -195,6 +195,11 @@ class Settings:
         """The configured models: ``llm.model`` then ``llm.fallback_models``, each once."""
         return tuple(dict.fromkeys((self.llm.model, *self.llm.fallback_models)))
 
+    def model_for(self, chosen: str) -> str:
+        """The model a conversation uses: its ``/model`` choice while that is still configured,
+        else ``llm.model``."""
+        return chosen if chosen and chosen in self.models else self.llm.model
+
     def user_for_telegram_id(self, telegram_id: int) -> str | None:
         """The linked canonical user for a Telegram id, if any ``[users.<name>]`` claims it."""
         for link in self.users:

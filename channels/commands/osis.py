@@ -80,4 +80,3 @@ def migrate_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     for line in report.lines():
         print(line)
     return 0
-

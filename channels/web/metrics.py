@@ -20,8 +20,9 @@ class Metrics:
     def request_finished(self, method: str, status: int) -> None:
         self.requests[_labels(method=method, status=str(status))] += 1
 
-    def render(self, turns: TurnMetrics) -> str:
-        out = turns.render_lines()
+    def render(self, turns: TurnMetrics, more: list[str] | None = None) -> str:
+        """Turn metrics, ``more`` lines (Telegram pairing), then this channel's counters."""
+        out = turns.render_lines() + (more or [])
         out += counter_lines(
             "hero_http_requests_total", "HTTP requests answered, by method and status.", self.requests
         )
