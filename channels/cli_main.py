@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from agent.errors import AgentError
 from channels.base import ChannelStartError
-from channels.commands import ask, chat, config_cmd, osis, serve, transfer
+from channels.commands import ask, chat, config_cmd, osis, pair, serve, store_cmd, transfer
 from config import ConfigError, Settings
 from config.loader import load_settings
 from config.logging import configure_logging, redact_text
@@ -28,7 +28,7 @@ from config.redact import secret_values
 from store.errors import StoreError
 
 PROG = "hero-agent"
-COMMAND_MODULES = (config_cmd, chat, ask, transfer, osis, serve)
+COMMAND_MODULES = (config_cmd, chat, ask, transfer, osis, serve, pair, store_cmd)
 LEVELS = ("debug", "info", "warning", "error", "critical")
 Handler = Callable[[argparse.Namespace, Settings], int]
 
