@@ -4,8 +4,9 @@
 sender is looked up in the store's identity links on each message (:mod:`agent.pairing`), so an
 approval (``hero-agent pair approve CODE``, from any process) or an unlink takes effect with the next
 message. A stranger's private message is answered with their Telegram id and a pairing code; in a group
-only with their id and a pointer to a private chat (a code is personal). Attempts are rate-limited per
-Telegram id: beyond ``pairing_attempts_per_hour`` nothing is answered.
+only once per process lifetime, with their id and a pointer to a private chat (a code is personal, and
+a group should not hear it repeated). Attempts are rate-limited per Telegram id: beyond
+``pairing_attempts_per_hour`` nothing is answered.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ PAIRING = (
     "Pairing code: {code} (valid for {minutes} minutes)\n\n"
     "Ask the owner to approve it with: hero-agent pair approve {code}"
 )
+MAX_REFUSED_REMEMBERED = 10_000
 GROUP = (
     "Sorry, this is a private assistant and I do not know you yet (your Telegram id: {id}). "
     "Write to me in a private chat to get a pairing code."
@@ -43,6 +45,8 @@ class Gate:
         self._cfg = cfg
         self._identity = identity
         self._pairing = pairing
+        #: senders already refused in a group (answered there once per process lifetime)
+        self._refused_in_groups: set[int] = set()
 
     async def admit(self, incoming: Incoming) -> bool:
         """True when the sender is linked (read from the store now, and remembered for this update)."""
@@ -53,10 +57,15 @@ class Gate:
     async def refusal(self, incoming: Incoming) -> str | None:
         """The refusal to send, or None when this sender's attempts of the hour are used up."""
         sender = incoming.sender_id
-        if incoming.is_group or not self._cfg.pairing:
-            if not self._pairing.attempt(sender):
+        if incoming.is_group:
+            if not self._pairing.attempt(sender) or sender in self._refused_in_groups:
                 return None
-            return (GROUP if incoming.is_group and self._cfg.pairing else NOT_ALLOWED).format(id=sender)
+            if len(self._refused_in_groups) >= MAX_REFUSED_REMEMBERED:
+                self._refused_in_groups.clear()
+            self._refused_in_groups.add(sender)
+            return (GROUP if self._cfg.pairing else NOT_ALLOWED).format(id=sender)
+        if not self._cfg.pairing:
+            return NOT_ALLOWED.format(id=sender) if self._pairing.attempt(sender) else None
         code = await self._pairing.request(sender, incoming.sender_name, incoming.sender_username)
         if code is None:
             return None

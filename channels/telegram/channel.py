@@ -92,7 +92,7 @@ class TelegramChannel(Channel):
         super().__init__(settings, agent)
         self._cfg = settings.telegram
         self._identity = Identity(settings)
-        self._gate = Gate(self._cfg, self._identity, agent.pairing)
+        self._gate: Gate | None = None
         self._responder: Responder | None = None
         self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self._poll_request: LivenessRequest | None = None
@@ -331,6 +331,8 @@ class TelegramChannel(Channel):
     async def _gated(self, incoming: Incoming) -> None:
         """A sender the config does not know: answered when a pairing linked them, else refused."""
         assert self._responder is not None
+        if self._gate is None:
+            self._gate = Gate(self._cfg, self._identity, self.agent.pairing)
         try:
             admitted = await self._gate.admit(incoming)
             refusal = None if admitted else await self._gate.refusal(incoming)
