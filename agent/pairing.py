@@ -26,6 +26,7 @@ from agent.metrics import Labels, counter_lines
 from config.settings import Settings
 from store import Store
 from store.api_links import MAX_PENDING_CODES, IdentityLink, PairingCode
+from store.errors import InvalidInput
 from store.models import validate_user
 
 CHANNEL = "telegram"
@@ -37,7 +38,12 @@ MAX_TRACKED = 10_000
 
 
 class PairingError(AgentError):
-    """A pairing request that cannot be done (unknown code, an id the config links). User-safe."""
+    """A pairing request that cannot be done. User-safe. ``reason``: ``invalid`` (not a code),
+    ``not_found`` (no such pending code, or expired; no link), ``config`` (the config links that id)."""
+
+    def __init__(self, message: str, reason: str = "not_found") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def normalise_code(code: str) -> str:
@@ -134,13 +140,17 @@ class Pairing:
 
     async def approve(self, code: str, user: str, *, by: str) -> IdentityLink:
         """Link the code's Telegram id to ``user``; the code is used up."""
-        validate_user(user)
+        try:
+            validate_user(user)
+        except InvalidInput as exc:
+            raise PairingError(str(exc), "invalid") from None
         taken = await self._take(code)
         telegram_id = int(taken.external_id)
         configured = self.config_user(telegram_id)
         if configured is not None:
             raise PairingError(
-                f"Telegram id {telegram_id} is already {configured!r} in the config ([users.{configured}])"
+                f"Telegram id {telegram_id} is already {configured!r} in the config ([users.{configured}])",
+                "config",
             )
         link = IdentityLink(CHANNEL, taken.external_id, user, self._now_ms(), by)
         await self._store.set_link(link)
@@ -159,7 +169,8 @@ class Pairing:
         if configured is not None:
             raise PairingError(
                 f"Telegram id {telegram_id} is linked to {configured!r} by the config "
-                f"([users.{configured}]): edit the config to change it"
+                f"([users.{configured}]): edit the config to change it",
+                "config",
             )
         link = await self._store.get_link(CHANNEL, str(telegram_id))
         if link is None or not await self._store.delete_link(CHANNEL, str(telegram_id)):
@@ -169,7 +180,7 @@ class Pairing:
     async def _take(self, code: str) -> PairingCode:
         wanted = normalise_code(code)
         if len(wanted) != CODE_LENGTH:
-            raise PairingError(f"{code.strip()!r} is not a pairing code (8 letters and digits)")
+            raise PairingError(f"{code.strip()!r} is not a pairing code (8 letters and digits)", "invalid")
         taken = await self._store.take_pairing_code(CHANNEL, wanted)
         if taken is None or taken.expires_at <= self._now_ms():
             raise PairingError(f"no pending pairing code {wanted} (it may have expired: ask for a new one)")
