@@ -298,6 +298,19 @@ async function forget(id) {
   catch (err) { setStatus(err.message, true); }
 }
 
+// -- Telegram pairing ----------------------------------------------------------------------------
+
+async function approvePairing() {
+  const code = (window.prompt("The pairing code the bot gave the Telegram user:") || "").trim();
+  if (!code) return;
+  try {
+    const link = await api("POST", "/api/pairing/approve", { code });
+    setStatus(`Linked Telegram id ${link.telegram_id} to you (${link.user}).`);
+  } catch (err) {
+    setStatus(err.message, true);
+  }
+}
+
 // -- wiring --------------------------------------------------------------------------------------
 
 async function refreshAll() {
@@ -350,6 +363,7 @@ function wire() {
   });
   $("toggle-sidebar").addEventListener("click", () => setSidebar(document.body.classList.contains("sidebar-closed")));
   $("show-token").addEventListener("click", askToken);
+  $("link-telegram").addEventListener("click", approvePairing);
   $("token-form").addEventListener("submit", () => {
     state.token = $("token-input").value.trim();
     localStorage.setItem("hero.token", state.token);
