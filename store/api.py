@@ -142,17 +142,18 @@ class Store(MemoriesMixin, RecordsMixin, TurnMixin, LinksMixin):
         ``old``'s identity links at ``new``; per context, the counts moved.
 
         Refused with Conflict, before anything moves, when ``new`` already has records and ``merge``
-        is false."""
+        is false (a user with nothing to move is no conflict: a repeated rename does nothing)."""
         validate_user(old)
         validate_user(new)
         if old == new:
             raise InvalidInput("the two user names are the same")
-        if not merge:
+        contexts = await self.users_with_data(old)
+        if contexts and not merge:
             taken = await self.users_with_data(new)
             if taken:
                 raise Conflict(f"user {new!r} already has data (in {', '.join(taken)}): add --merge to merge")
         moved: dict[str, dict[str, int]] = {}
-        for context in await self.users_with_data(old):
+        for context in contexts:
             counts = await self.engine.rename_user(context, old, new, merge=merge)
             if counts:
                 moved[context] = counts
