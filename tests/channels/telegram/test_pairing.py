@@ -7,10 +7,14 @@ subprocess on the same data dir (the embedded store is shared between processes)
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -23,7 +27,7 @@ from store.api_links import PairingCode
 from tests.channels.telegram.conftest import ALICE, BOB, MALLORY, running
 from tests.channels.telegram.helpers import stored_messages
 from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes.telegram_server import FakeBotAPI
+from tests.fakes.telegram_server import TOKEN, FakeBotAPI
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -40,10 +44,12 @@ def cli_config(settings: Settings, tmp_path: Path) -> Path:
     return path
 
 
-async def pair(config: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+async def pair(
+    config: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     cmd = [sys.executable, "-m", "channels.cli_main", "--config", str(config), "pair", *args]
     with anyio.fail_after(60):
-        return await anyio.run_process(cmd, check=False)
+        return await anyio.run_process(cmd, check=False, env=env)
 
 
 async def ask_bot(
@@ -190,3 +196,62 @@ async def test_a_config_linked_id_cannot_be_paired_away(
         # bob is answered as bob, never asked to pair
         tg.push_update(tg.text_update(BOB, BOB, "hello"))
         await tg.wait_for(lambda: tg.messages_in(BOB) == ["echo: hello"], timeout=10)
+
+
+@pytest.mark.e2e
+async def test_a_link_survives_a_daemon_restart(tmp_path: Path, tg: FakeBotAPI, llm: FakeOpenAI) -> None:
+    """``hero-agent serve`` as a real process: pair, approve from the CLI, restart, still linked."""
+    config = tmp_path / "hero-agent.toml"
+    config.write_text(
+        f"""
+[llm]
+base_url = "{llm.base_url}"
+api_key = "sk-test-key"
+model = "fake-model"
+
+[memory]
+enabled = false
+
+[store]
+path = "{tmp_path / "data"}"
+
+[web]
+enabled = false
+
+[telegram]
+enabled = true
+api_base_url = "{tg.base_url}"
+poll_timeout_s = 1
+""",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "TELEGRAM_BOT_TOKEN": TOKEN, "HERO_AGENT_LOGGING__FORMAT": "json"}
+    cmd = [sys.executable, "-m", "channels.cli_main", "serve", "--config", str(config)]
+
+    async with _daemon(cmd, env, tg, tmp_path / "first.log"):
+        code = CODE_RE.search(await ask_bot(tg, MALLORY, "hello", 1))
+        assert code is not None
+        approved = await pair(config, "approve", code.group(1), "--user", "mallory", env=env)
+        assert approved.returncode == 0, approved.stderr
+        assert await ask_bot(tg, MALLORY, "linked now?", 2) == "echo: linked now?"
+    async with _daemon(cmd, env, tg, tmp_path / "second.log"):
+        assert await ask_bot(tg, MALLORY, "after the restart", 3) == "echo: after the restart"
+    assert tg.messages_in(MALLORY)[0].startswith("Hello User!")
+
+
+@asynccontextmanager
+async def _daemon(cmd: list[str], env: dict[str, str], tg: FakeBotAPI, log: Path) -> AsyncIterator[None]:
+    polls = tg.counts["getUpdates"]
+    with log.open("wb") as out:
+        proc = await anyio.open_process(cmd, env=env, stdout=subprocess.DEVNULL, stderr=out)
+    try:
+        await tg.wait_for(lambda: tg.counts["getUpdates"] > polls, timeout=30)
+        yield
+        proc.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await proc.aclose()
