@@ -85,6 +85,8 @@ async def test_status_and_model_commands_on_the_web(tmp_path: Path, fake: FakeOp
         assert fake.requests[-1]["model"] == "fake-big"
         [(_, after)] = await chat(alice, {"message": "/status"})
         assert after["data"]["model"] == "fake-big"
+        conv = (await alice.get(f"/api/conversations/{after['data']['conversation']['id']}")).json()
+        assert conv["model"] == "fake-big"
         [(_, unknown)] = await chat(alice, {"message": "/model gpt-9"})
         assert unknown["ok"] is False and "fake-model, fake-big" in unknown["text"]
 
