@@ -48,7 +48,7 @@ class PairingError(AgentError):
 
 def normalise_code(code: str) -> str:
     """``"abcd-2345 "`` -> ``"ABCD2345"`` (what a person may type back)."""
-    return "".join(ch for ch in code.upper() if ch.isalnum())
+    return "".join(ch for ch in code.upper() if ch.isascii() and ch.isalnum())
 
 
 class Pairing:
