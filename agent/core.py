@@ -34,6 +34,7 @@ from agent.events import CommandOutput, Done, Retrying, TextDelta, TurnError, Tu
 from agent.llm import LLM
 from agent.memory import MemoryManager
 from agent.metrics import TurnMetrics
+from agent.pairing import Pairing
 from agent.providers.base import Provider
 from agent.tools.registry import ToolRegistry
 from agent.turn import Turn
@@ -99,6 +100,8 @@ class Agent(ConversationsMixin):
         self._closed = False
         #: every turn and command of every channel (shown by the web channel's /metrics)
         self.metrics = TurnMetrics()
+        #: Telegram pairing codes and identity links (the Telegram channel, the web page)
+        self.pairing = Pairing(settings, store)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

@@ -174,6 +174,8 @@ class Turn:
 
     async def _loop(self) -> None:
         a, llm_s = self.p.settings.agent, self.p.settings.llm
+        # the conversation's /model choice (stored with it), else the configured model
+        model = self.p.settings.model_for(self.inp.conversation.model if self.inp.conversation else "")
         tools = self.p.tools.specs() if self.p.tools is not None else ()
         context = await build_context(self.p, self.inp, tools, self.memories, self.stored)
         system, messages = context.system, context.messages
@@ -186,7 +188,7 @@ class Turn:
                 # tool results grow the request: older turns make room (never the current one)
                 messages = self._refit(messages, context.budget)
             request = ChatRequest(
-                model=llm_s.model,
+                model=model,
                 system=f"{system}\n\n{FINAL_NOTE}" if final and iteration else system,
                 messages=tuple(messages),
                 tools=() if final else tools,

@@ -66,6 +66,7 @@ AT_LEAST_ONE = frozenset(
         "agent.max_message_chars",
         "agent.max_tool_result_chars",
         "agent.history_limit",
+        "telegram.pairing_attempts_per_hour",
         "llm.context_window",
         "llm.max_output_tokens",
         "tools.http_max_bytes",

@@ -86,7 +86,9 @@ class WebSettings:
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 1_048_576
     shutdown_deadline_s: float = 10.0
-    local_user: str = "local"
+    #: the one user of a page without tokens; "" (default): the OS user, the CLI's default user, so
+    #: one person on one machine is one user on every channel
+    local_user: str = ""
     #: the model name the OpenAI-compatible endpoint reports (``GET /v1/models``)
     api_model_name: str = "hero-agent"
 
@@ -114,6 +116,12 @@ class TelegramSettings:
     watchdog_backoff_s: float = 1.0
     #: how long ``stop`` lets queued and running turns finish before cancelling them
     shutdown_deadline_s: float = 10.0
+    #: strangers get a pairing code the owner approves with ``hero-agent pair approve CODE``
+    pairing: bool = True
+    #: how long a pairing code stays valid
+    pairing_code_ttl_s: float = 3600.0
+    #: messages per Telegram user and hour a stranger is answered (with their code); more are ignored
+    pairing_attempts_per_hour: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +182,23 @@ class Settings:
     users: tuple[UserLink, ...] = ()
     #: where the settings came from (None: defaults only)
     source: Path | None = None
+    #: the OS user running this process (the CLI's default user), found by the loader
+    os_user: str = "local"
+
+    @property
+    def web_local_user(self) -> str:
+        """The web page's user when no tokens are configured: ``[web] local_user``, else the OS user."""
+        return self.web.local_user or self.os_user
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The configured models: ``llm.model`` then ``llm.fallback_models``, each once."""
+        return tuple(dict.fromkeys((self.llm.model, *self.llm.fallback_models)))
+
+    def model_for(self, chosen: str) -> str:
+        """The model a conversation uses: its ``/model`` choice while that is still configured,
+        else ``llm.model``."""
+        return chosen if chosen and chosen in self.models else self.llm.model
 
     def user_for_telegram_id(self, telegram_id: int) -> str | None:
         """The linked canonical user for a Telegram id, if any ``[users.<name>]`` claims it."""

@@ -30,11 +30,11 @@ import anyio.lowlevel
 import anyio.to_thread
 import structlog
 
-from store import sqlite_batch, sqlite_leases
+from store import sqlite_batch, sqlite_leases, sqlite_users
 from store import sqlite_ops as ops
 from store.engine import Engine, ListQuery, Page, Step
 from store.errors import Conflict, StoreError, StoreUnavailable
-from store.models import JSON, Kind, Record, Scope, validate_context
+from store.models import JSON, Kind, Record, Scope, validate_stored_context, validate_user
 from store.sqlite_schema import configure, migrate
 
 DB_FILE = "hero-agent.db"
@@ -255,7 +255,7 @@ class EmbeddedEngine(Engine):
         return await self._run(ops.contexts)
 
     async def dump(self, context: str) -> AsyncIterator[tuple[Kind, Record]]:
-        validate_context(context)
+        validate_stored_context(context)
         for kind in Kind:
             after = ""
             while True:
@@ -272,6 +272,13 @@ class EmbeddedEngine(Engine):
     async def restore_batch(self, items: Sequence[tuple[Kind, Record]]) -> int:
         """All of ``items`` in ONE transaction: all written or none."""
         return await self._run(ops.restore_batch, list(items))
+
+    async def rename_user(self, context: str, old: str, new: str, *, merge: bool = False) -> dict[str, int]:
+        """One transaction (see ``sqlite_users``)."""
+        validate_stored_context(context)
+        return await self._run(
+            sqlite_users.rename_user, context, validate_user(old), validate_user(new), merge
+        )
 
 
 def _ping(conn: sqlite3.Connection) -> None:

@@ -28,7 +28,7 @@ from typing import Generic, TypeVar
 
 import anyio
 
-from store.errors import LeaseHeld
+from store.errors import LeaseHeld, UnsupportedOperation
 from store.models import JSON, Kind, Record, Scope
 
 T = TypeVar("T")
@@ -213,6 +213,17 @@ class Engine(ABC):
     async def ping(self) -> None:
         """Raise StoreUnavailable when the engine cannot serve requests."""
         return None
+
+    async def rename_user(self, context: str, old: str, new: str, *, merge: bool = False) -> dict[str, int]:
+        """Move every record of user ``old`` in ``context`` to user ``new``, atomically; how many
+        records of each kind moved (``"dropped"``: ``old``'s records that clashed with ``new``'s).
+
+        Sids stay (they are unique per context), so conversations keep their messages. Raises
+        :class:`~store.errors.Conflict` when ``new`` already holds records there and ``merge`` is
+        false. With ``merge`` the target's records win each clash (a state key, a memory hash).
+        An optional capability: an engine that cannot do this atomically says so.
+        """
+        raise UnsupportedOperation(f"the {self.name} store engine cannot move records between users")
 
     async def batch(self, scope: Scope, steps: Sequence[Step]) -> builtins.list[object]:
         """Run ``steps`` in ``scope`` in order; each step's result (what its own call returns), in order.

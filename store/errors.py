@@ -9,6 +9,7 @@
     |   +-- LeaseHeld                                  a batch's required lease is held by another holder
     +-- StoreUnavailable (user-safe, retryable)       the engine cannot be reached or is closed
     +-- ImportFormatError(user-safe, not retryable)   a malformed export line (``line`` says which)
+    +-- UnsupportedOperation (user-safe, not retryable) an optional capability this engine lacks
 """
 
 from __future__ import annotations
@@ -56,3 +57,9 @@ class ImportFormatError(StoreError):
         self.line = line
         self.reason = reason
         super().__init__(f"line {line}: {reason}")
+
+
+class UnsupportedOperation(StoreError):
+    """An optional engine capability (e.g. ``rename_user``) that this engine or server does not offer."""
+
+    user_safe = True

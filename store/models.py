@@ -19,14 +19,23 @@ Record: TypeAlias = dict[str, JSON]
 
 CONTEXT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SID_RE = re.compile(r"^[a-z0-9]{1,32}$")
+#: the reserved context of deployment-wide records (Telegram links, pairing codes). A context name
+#: cannot start with ``_``, so no user's context can collide with it; channels never accept it.
+SYSTEM_CONTEXT = "_system"
 
 
 def validate_context(name: str) -> str:
+    """A context name a user may choose (the reserved :data:`SYSTEM_CONTEXT` is refused)."""
     if not isinstance(name, str) or not CONTEXT_RE.match(name):
         raise InvalidInput(
             f"invalid context name {name!r}: use 1-64 of a-z 0-9 _ - starting with a letter or digit"
         )
     return name
+
+
+def validate_stored_context(name: str) -> str:
+    """A context the store holds: a user's, or the reserved :data:`SYSTEM_CONTEXT`."""
+    return name if name == SYSTEM_CONTEXT else validate_context(name)
 
 
 def validate_sid(sid: str) -> str:
@@ -49,7 +58,7 @@ class Scope:
     user_id: str
 
     def __post_init__(self) -> None:
-        validate_context(self.context)
+        validate_stored_context(self.context)
         validate_user(self.user_id)
 
 
@@ -155,6 +164,8 @@ class Conversation(StoredObject):
     summary_seq: int = 0
     #: group scopes: the conversation belongs to a group, personal memories are never recalled
     is_group: bool = False
+    #: the model chosen for this conversation with ``/model NAME`` ("": the configured ``llm.model``)
+    model: str = ""
 
     @property
     def window_floor(self) -> int:

@@ -36,7 +36,7 @@ from store.engine import (
     Step,
     UpdateStep,
 )
-from store.errors import InvalidInput, LeaseHeld, NotFound, StoreError, StoreUnavailable
+from store.errors import InvalidInput, LeaseHeld, NotFound, StoreError, StoreUnavailable, UnsupportedOperation
 from store.models import JSON, Kind, Record, Scope
 from store.osis_protocol import (
     CONTEXT_HEADER,
@@ -87,6 +87,8 @@ class OsisEngine(Engine):
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._checked = False
+        #: the methods the server's rpc.discover listed (optional extensions are used only if there)
+        self._methods: set[str] = set()
         self._next_id = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -116,7 +118,8 @@ class OsisEngine(Engine):
 
     async def _check_methods(self) -> None:
         doc = await self._call("rpc.discover", {}, self._default_context, check=False)
-        missing = sorted(REQUIRED_METHODS - methods_in(doc) - {"rpc.discover"})
+        self._methods = methods_in(doc)
+        missing = sorted(REQUIRED_METHODS - self._methods - {"rpc.discover"})
         if missing:
             raise OsisProtocolError(
                 f"OSIS store at {self.where} lacks {len(missing)} method(s) hero-agent needs: "
@@ -361,6 +364,15 @@ class OsisEngine(Engine):
 
     async def _restore_chunk(self, chunk: builtins.list[dict[str, Any]], context: str) -> int:
         return int(await self._call("store.restore_batch", {"items": chunk}, context))
+
+    async def rename_user(self, context: str, old: str, new: str, *, merge: bool = False) -> dict[str, int]:
+        """``store.rename_user``: one transaction on the server, when the server offers it."""
+        await self._ready()
+        if "store.rename_user" not in self._methods:
+            raise UnsupportedOperation(f"the OSIS store at {self.where} does not offer store.rename_user")
+        params = {"from_user": old, "to_user": new, "merge": merge}
+        result = await self._call("store.rename_user", params, context)
+        return {str(k): int(v) for k, v in result.items()}
 
     async def restore(self, kind: Kind, record: Record) -> bool:
         context = record.get("context")

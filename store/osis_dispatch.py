@@ -172,6 +172,9 @@ class Dispatcher:
         if method == "store.ping":
             await self.engine.ping()
             return "pong"
+        if method == "store.rename_user":
+            old, new = validate_user(args["from_user"]), validate_user(args["to_user"])
+            return await self.engine.rename_user(context, old, new, merge=bool(args.get("merge", False)))
         return openrpc_document()  # rpc.discover
 
     # -- paged dump ---------------------------------------------------------------------------

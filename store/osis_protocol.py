@@ -249,6 +249,18 @@ def _store_methods() -> list[Method]:
             extension=True,
         ),
         Method("store.ping", (), {"const": "pong"}, "The engine can serve requests.", extension=True),
+        Method(
+            "store.rename_user",
+            (
+                Param("from_user", _STR, description="the user whose records move"),
+                Param("to_user", _STR, description="the user they move to"),
+                Param("merge", {"type": "boolean"}, False, "allow a target that already has records"),
+            ),
+            {"type": "object", "additionalProperties": {"type": "integer"}},
+            "Move every record of a user in the header's context to another user, atomically; "
+            "counts per kind. Optional: clients say so when a server lacks it.",
+            extension=True,
+        ),
         Method("rpc.discover", (), _OBJ, "This service's OpenRPC document."),
     ]
 
@@ -258,8 +270,10 @@ METHODS: Final[dict[str, Method]] = {m.name: m for k in Kind for m in _kind_meth
 }
 KIND_BY_OBJECT: Final[dict[str, Kind]] = {k.rpc_name: k for k in Kind}
 
+#: methods a client uses only when rpc.discover lists them (an operator's command, not the daemon's path)
+OPTIONAL_METHODS: Final[frozenset[str]] = frozenset({"store.rename_user"})
 #: methods the osis client needs; rpc.discover on a server lacking any of them fails the start-up check
-REQUIRED_METHODS: Final[frozenset[str]] = frozenset(METHODS)
+REQUIRED_METHODS: Final[frozenset[str]] = frozenset(METHODS) - OPTIONAL_METHODS
 
 
 def openrpc_document(server_url: str = "/hero_osis_ai/rpc") -> dict[str, Any]:

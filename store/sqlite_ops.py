@@ -16,7 +16,16 @@ from contextlib import contextmanager
 
 from store.engine import ListQuery, Page
 from store.errors import Conflict, InvalidInput, NotFound
-from store.models import BASE_FIELDS, JSON, Kind, Record, Scope, validate_context, validate_sid, validate_user
+from store.models import (
+    BASE_FIELDS,
+    JSON,
+    Kind,
+    Record,
+    Scope,
+    validate_sid,
+    validate_stored_context,
+    validate_user,
+)
 from store.sqlite_query import (
     SQL,
     add_cursor,
@@ -323,7 +332,7 @@ def _restore_one(conn: sqlite3.Connection, kind: Kind, rec: Record) -> bool:
         raise InvalidInput("a record must be a JSON object")
     spec = TABLES[kind]
     sid = validate_sid(rec.get("sid"))  # type: ignore[arg-type]
-    scope = Scope(validate_context(rec.get("context")), validate_user(rec.get("user_id")))  # type: ignore[arg-type]
+    scope = Scope(validate_stored_context(rec.get("context")), validate_user(rec.get("user_id")))  # type: ignore[arg-type]
     for name in ("created_at", "updated_at"):
         if not isinstance(rec.get(name), int) or isinstance(rec.get(name), bool):
             raise InvalidInput(f"{kind.value} {sid}: {name} must be an integer")

@@ -24,7 +24,7 @@ import anyio.to_thread
 
 from store.engine import Engine
 from store.errors import ImportFormatError, InvalidInput
-from store.models import Kind, Record, Scope, validate_context, validate_sid, validate_user
+from store.models import Kind, Record, Scope, validate_sid, validate_stored_context, validate_user
 
 FORMAT = "hero-agent-export"
 VERSION = 1
@@ -56,7 +56,7 @@ def _dumps(obj: object) -> str:
 
 async def export_lines(engine: Engine, context: str | None) -> AsyncIterator[str]:
     """The export, line by line (each without its newline): one context, or all when None."""
-    contexts = [validate_context(context)] if context is not None else await engine.contexts()
+    contexts = [validate_stored_context(context)] if context is not None else await engine.contexts()
     yield header_line()
     for ctx in contexts:
         async for kind, record in engine.dump(ctx):
@@ -107,7 +107,7 @@ def parse_line(lineno: int, text: str) -> tuple[Kind, Record]:
         raise ImportFormatError(lineno, "record must be a JSON object")
     try:
         validate_sid(record.get("sid"))  # type: ignore[arg-type]
-        validate_context(record.get("context"))  # type: ignore[arg-type]
+        validate_stored_context(record.get("context"))  # type: ignore[arg-type]
         validate_user(record.get("user_id"))  # type: ignore[arg-type]
     except InvalidInput as exc:
         raise ImportFormatError(lineno, str(exc)) from None

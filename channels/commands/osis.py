@@ -7,7 +7,6 @@ engine) happen inside the handlers so that ``hero-agent --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from typing import TYPE_CHECKING
 
@@ -71,7 +70,7 @@ def migrate_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     from store.migrate import migrate_file  # noqa: PLC0415 (load on use)
 
     context = args.context or settings.store.context or settings.agent.default_context
-    user = args.user or _os_user()
+    user = args.user or settings.os_user
     try:
         scope = Scope(context, user)
         report = anyio.run(migrate_file, settings, scope, args.path)
@@ -81,10 +80,3 @@ def migrate_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     for line in report.lines():
         print(line)
     return 0
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "local"

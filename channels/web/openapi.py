@@ -19,6 +19,7 @@ from channels.web.openapi_schemas import (
     OPENAI_EVENT,
     PAGING,
     PERIOD_PARAMS,
+    REASONS,
     SCHEMAS,
     SEARCH_PARAM,
     SSE_EVENT,
@@ -249,6 +250,35 @@ def _api_paths() -> dict[str, Schema]:
     }
 
 
+def _pairing_paths() -> dict[str, Schema]:
+    link = obj({"telegram_id": STR, "user": STR, "linked_at": INT, "by": STR})
+    return {
+        "/api/pairing/approve": {
+            "post": op(
+                "approvePairing",
+                "Link the Telegram id that asked for this pairing code to the caller",
+                {
+                    "200": json_answer(link),
+                    **errors(400, 413),
+                    "404": json_answer(ref("Error"), "No such pending code (or it expired)"),
+                    "409": json_answer(ref("Error"), "The config links that Telegram id ([users.*])"),
+                    "503": json_answer(ref("Error"), REASONS[503]),
+                },
+                body=obj({"code": {"type": "string", "maxLength": 64}}, required=("code",), closed=True),
+                context=False,
+            ),
+        },
+        "/api/pairing/links": {
+            "get": op(
+                "pairingLinks",
+                "The Telegram ids linked to the caller by approved pairings",
+                {"200": json_answer(obj({"items": {"type": "array", "items": link}})), **errors(503)},
+                context=False,
+            ),
+        },
+    }
+
+
 def _openai_paths(model_name: str) -> dict[str, Schema]:
     message = {
         "type": "object",
@@ -366,7 +396,7 @@ def _ops_paths() -> dict[str, Schema]:
 def openapi_document(settings: Settings) -> Schema:
     """The document for this configuration."""
     secured = bool(settings.web.tokens)
-    api = {**_api_paths(), **_openai_paths(settings.web.api_model_name)}
+    api = {**_api_paths(), **_pairing_paths(), **_openai_paths(settings.web.api_model_name)}
     for item in api.values():
         for operation in item.values():
             if secured:

@@ -73,6 +73,10 @@ SCHEMAS: dict[str, Schema] = {
             "tags": {"type": "array", "items": STR},
             "last_channel": STR,
             "cleared_through_seq": INT,
+            "model": {
+                "type": "string",
+                "description": "chosen with /model NAME; empty: the configured model",
+            },
             "created_at": INT,
             "updated_at": INT,
         }

@@ -27,6 +27,7 @@ def conversation_view(c: Conversation) -> dict[str, Any]:
         "tags": list(c.tags),
         "last_channel": c.last_channel,
         "cleared_through_seq": c.clear_seq,
+        "model": c.model,
         "created_at": c.created_at,
         "updated_at": c.updated_at,
     }
