@@ -82,6 +82,7 @@ class OsisEngine(Engine):
         self.where = redacted(self.endpoint)
         self._secret = settings.secret
         self._timeout = httpx.Timeout(settings.timeout_s, connect=min(settings.timeout_s, 5.0))
+        self._attempt_s = settings.timeout_s
         self._retries = max(0, settings.retries)
         self._default_context = settings.context or "default"
         self._transport = transport
@@ -182,13 +183,21 @@ class OsisEngine(Engine):
             await self._check_methods()
 
     async def _retrying(self, label: str, send: Callable[[], Awaitable[Any]]) -> Any:
+        """Each attempt runs under ONE deadline of ``store.timeout_s`` for the whole exchange.
+
+        httpx's timeouts bound each socket operation, not the request: a server that answers a byte
+        at a time (a stalled proxy, a peer dying slowly) would hold a call forever with every single
+        read inside its limit. The deadline makes ``timeout_s`` what the docs say it is, the longest
+        one attempt may take; an attempt cut by it is retried like any other timeout (every call is
+        safe to repeat)."""
         attempts = 1 + self._retries
         for attempt in range(attempts):
             try:
-                return await send()
+                with anyio.fail_after(self._attempt_s):
+                    return await send()
             except RemoteError as exc:
                 raise store_error_for(exc.code, exc.message, exc.data) from None
-            except (httpx.TransportError, Retryable) as exc:
+            except (httpx.TransportError, Retryable, TimeoutError) as exc:
                 if attempt + 1 >= attempts:
                     log.warning("osis.unreachable", method=label, url=self.where, error=type(exc).__name__)
                     raise StoreUnavailable(f"OSIS store unreachable at {self.where}") from None
