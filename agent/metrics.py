@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from agent.events import Done, TurnError, TurnEvent
+from agent.tools.storable import ResultCounts
 
 #: seconds; turn latencies span tool calls and long replies
 TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -78,6 +79,8 @@ class TurnMetrics:
     tokens: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     turn_seconds: Histogram = field(default_factory=lambda: Histogram(TURN_BUCKETS))
     ttft_seconds: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
+    #: the tool registry's repairs of tool output (the Agent passes its registry's counts)
+    tool_results: ResultCounts = field(default_factory=ResultCounts)
 
     def turn_finished(
         self,
@@ -141,6 +144,20 @@ class TurnMetrics:
         )
         for name, help_text, values in counters:
             out += counter_lines(name, help_text, values)
+        repairs = (
+            (
+                "hero_tool_results_sanitised_total",
+                "Tool results with characters no store takes (NUL, controls, lone surrogates) replaced.",
+                self.tool_results.sanitised,
+            ),
+            (
+                "hero_tool_results_truncated_total",
+                "Tool results cut at agent.max_tool_result_chars.",
+                self.tool_results.truncated,
+            ),
+        )
+        for name, help_text, by_tool in repairs:
+            out += counter_lines(name, help_text, {_labels(tool=t): n for t, n in by_tool.items()})
         return [
             *out,
             "# HELP hero_turn_duration_seconds Turn latency from request to the final event.",
