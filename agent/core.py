@@ -98,7 +98,9 @@ class Agent(ConversationsMixin):
         self._create_locks: dict[tuple[str, str], anyio.Lock] = {}
         self._closed = False
         #: every turn and command of every channel (shown by the web channel's /metrics)
-        self.metrics = TurnMetrics(tool_results=tools.result_counts) if tools else TurnMetrics()
+        self.metrics = TurnMetrics(store_engine=store.engine)
+        if tools is not None:
+            self.metrics.tool_results = tools.result_counts
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

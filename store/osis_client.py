@@ -56,6 +56,8 @@ from store.osis_wire import RemoteError, Retryable, answer_of, encode, plan, rec
 log = structlog.get_logger()
 _RETRY_STATUS = frozenset({502, 503, 504})
 _BACKOFF_S = (0.05, 0.2, 0.5, 1.0)
+#: what ``counters()`` counts: a failed attempt by reason, and a call that stayed unreachable
+_EVENTS = ("deadline", "timeout", "connection", "gateway", "unreachable")
 #: restore_batch chunks stay well under the server's request size limit
 _CHUNK_BYTES = MAX_BODY_BYTES // 2
 
@@ -89,6 +91,8 @@ class OsisEngine(Engine):
         self._client: httpx.AsyncClient | None = None
         self._checked = False
         self._next_id = 0
+        #: failed attempts by reason, and calls that failed after every attempt (for /metrics)
+        self._events = dict.fromkeys(_EVENTS, 0)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -127,6 +131,9 @@ class OsisEngine(Engine):
 
     async def ping(self) -> None:
         await self._call("store.ping", {}, self._default_context)
+
+    def counters(self) -> dict[str, int]:
+        return dict(self._events)
 
     # -- transport ----------------------------------------------------------------------------
 
@@ -198,7 +205,9 @@ class OsisEngine(Engine):
             except RemoteError as exc:
                 raise store_error_for(exc.code, exc.message, exc.data) from None
             except (httpx.TransportError, Retryable, TimeoutError) as exc:
+                self._events[_failure_reason(exc)] += 1
                 if attempt + 1 >= attempts:
+                    self._events["unreachable"] += 1
                     log.warning("osis.unreachable", method=label, url=self.where, error=type(exc).__name__)
                     raise StoreUnavailable(f"OSIS store unreachable at {self.where}") from None
                 await anyio.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
@@ -376,6 +385,17 @@ class OsisEngine(Engine):
         if not isinstance(context, str):
             raise InvalidInput("a restored record needs its context")
         return bool(await self._call(f"{kind.rpc_name}.restore", {"record": record}, context))
+
+
+def _failure_reason(exc: Exception) -> str:
+    """Why an attempt failed: our whole-attempt deadline, an httpx timeout, the connection, a gateway."""
+    if isinstance(exc, Retryable):
+        return "gateway"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx.TransportError):
+        return "connection"
+    return "deadline"
 
 
 def _is_not_found(exc: StoreError) -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from agent.metrics import TurnMetrics
 from store.api import Store
 from store.errors import StoreUnavailable
 from store.models import Message, Scope
@@ -108,5 +109,15 @@ async def test_a_trickled_answer_is_cut_at_the_attempt_deadline(tmp_path: Path) 
             await proxy.arm("answer_trickle")
             with anyio.fail_after(CALL_DEADLINE_S), pytest.raises(StoreUnavailable):
                 await _append_once(store, conv)
+            assert eng.counters() == {
+                "deadline": 1,
+                "timeout": 0,
+                "connection": 0,
+                "gateway": 0,
+                "unreachable": 1,
+            }
+            shown = TurnMetrics(store_engine=eng).render_lines()
         assert proxy.fired == ["answer_trickle"]
+        assert 'hero_store_attempts_failed_total{engine="osis",reason="deadline"} 1' in shown
+        assert 'hero_store_calls_unreachable_total{engine="osis"} 1' in shown
     assert len(BODY) * TRICKLE_S > CALL_DEADLINE_S  # whole, the answer would outlast the deadline
