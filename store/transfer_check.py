@@ -82,7 +82,6 @@ class FileMessage:
 class ImportPlan:
     """What the file holds (as much as the checks need) and, after the store pass, what to write."""
 
-    records: int = 0
     #: (kind, context, sid) -> (user, line, conversation sid of a message or "")
     records_at: dict[tuple[str, str, str], tuple[str, int, str]] = field(default_factory=dict)
     #: per conversation the file writes messages into: message sid -> where it goes
@@ -228,7 +227,6 @@ def scan_file(path: Path, max_message_chars: int) -> tuple[ImportPlan, Problems]
             plan.records_at[key] = (rec["user_id"], lineno, rec.get("conversation_id") or "")
             if kind is Kind.MESSAGE:
                 _scan_message(plan, problems, seqs, lineno, rec)
-            plan.records += 1
     if lineno == 0:
         raise ImportFormatError(1, "the file is empty")
     return plan, problems
