@@ -13,6 +13,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from agent.events import Done, TurnError, TurnEvent
+from agent.tools.storable import ResultCounts
+from store import Engine
 
 #: seconds; turn latencies span tool calls and long replies
 TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -107,6 +109,10 @@ class TurnMetrics:
     turn_seconds: Histogram = field(default_factory=lambda: Histogram(TURN_BUCKETS))
     ttft_seconds: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
     counters: Counters = field(default_factory=Counters)
+    #: the tool registry's repairs of tool output (the Agent passes its registry's counts)
+    tool_results: ResultCounts = field(default_factory=ResultCounts)
+    #: the store engine, whose own event counts (a remote engine's failed attempts) are shown too
+    store_engine: Engine | None = None
 
     def turn_finished(
         self,
@@ -179,6 +185,21 @@ class TurnMetrics:
         )
         for name, help_text, values in counters:
             out += counter_lines(name, help_text, values)
+        repairs = (
+            (
+                "hero_tool_results_sanitised_total",
+                "Tool results with characters no store takes (NUL, controls, lone surrogates) replaced.",
+                self.tool_results.sanitised,
+            ),
+            (
+                "hero_tool_results_truncated_total",
+                "Tool results cut at agent.max_tool_result_chars.",
+                self.tool_results.truncated,
+            ),
+        )
+        for name, help_text, by_tool in repairs:
+            out += counter_lines(name, help_text, {_labels(tool=t): n for t, n in by_tool.items()})
+        out += self._store_lines()
         return [
             *out,
             "# HELP hero_turn_duration_seconds Turn latency from request to the final event.",
@@ -189,6 +210,23 @@ class TurnMetrics:
             *self.ttft_seconds.render("hero_time_to_first_token_seconds"),
             *self.counters.render_lines(),
         ]
+
+    def _store_lines(self) -> list[str]:
+        """A remote engine's failed attempts and unreachable calls (an engine without counters: none)."""
+        events = self.store_engine.counters() if self.store_engine is not None else {}
+        if self.store_engine is None or not events:
+            return []
+        engine = self.store_engine.name
+        failed = {_labels(engine=engine, reason=r): n for r, n in events.items() if r != "unreachable"}
+        return counter_lines(
+            "hero_store_attempts_failed_total",
+            "Store calls' attempts that failed (deadline, timeout, connection, gateway), retried or not.",
+            failed,
+        ) + counter_lines(
+            "hero_store_calls_unreachable_total",
+            "Store calls that failed after every attempt (StoreUnavailable).",
+            {_labels(engine=engine): events.get("unreachable", 0)},
+        )
 
 
 def counter_lines(name: str, help_text: str, values: dict[Labels, int]) -> list[str]:

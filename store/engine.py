@@ -225,6 +225,10 @@ class Engine(ABC):
         """
         raise UnsupportedOperation(f"the {self.name} store engine cannot move records between users")
 
+    def counters(self) -> dict[str, int]:
+        """Event counts for ``/metrics`` (a remote engine's failed attempts...); none by default."""
+        return {}
+
     async def batch(self, scope: Scope, steps: Sequence[Step]) -> builtins.list[object]:
         """Run ``steps`` in ``scope`` in order; each step's result (what its own call returns), in order.
 

@@ -9,6 +9,7 @@
     |   +-- LeaseHeld                                  a batch's required lease is held by another holder
     +-- StoreUnavailable (user-safe, retryable)       the engine cannot be reached or is closed
     +-- ImportFormatError(user-safe, not retryable)   a malformed export line (``line`` says which)
+        +-- ImportRejected                             an import refused whole: every problem found
     +-- UnsupportedOperation (user-safe, not retryable) an optional capability this engine lacks
 """
 
@@ -63,3 +64,22 @@ class UnsupportedOperation(StoreError):
     """An optional engine capability (e.g. ``rename_user``) that this engine or server does not offer."""
 
     user_safe = True
+
+
+#: an import refusal lists at most this many problems (and counts the rest)
+MAX_IMPORT_PROBLEMS = 100
+
+
+class ImportRejected(ImportFormatError):
+    """An import refused as a whole, nothing written: every problem found (up to
+    ``MAX_IMPORT_PROBLEMS``), each naming its line. ``line``/``reason`` are the first problem's."""
+
+    def __init__(self, problems: list[ImportFormatError], total: int) -> None:
+        self.problems = problems
+        self.total = total
+        super().__init__(problems[0].line, problems[0].reason)
+        if total > 1:
+            lines = [str(p) for p in problems]
+            if total > len(problems):
+                lines.append(f"... and {total - len(problems)} more")
+            self.args = (f"{total} problems, nothing was imported:\n" + "\n".join(lines),)

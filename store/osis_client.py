@@ -56,6 +56,8 @@ from store.osis_wire import RemoteError, Retryable, answer_of, encode, plan, rec
 log = structlog.get_logger()
 _RETRY_STATUS = frozenset({502, 503, 504})
 _BACKOFF_S = (0.05, 0.2, 0.5, 1.0)
+#: what ``counters()`` counts: a failed attempt by reason, and a call that stayed unreachable
+_EVENTS = ("deadline", "timeout", "connection", "gateway", "unreachable")
 #: restore_batch chunks stay well under the server's request size limit
 _CHUNK_BYTES = MAX_BODY_BYTES // 2
 
@@ -82,6 +84,7 @@ class OsisEngine(Engine):
         self.where = redacted(self.endpoint)
         self._secret = settings.secret
         self._timeout = httpx.Timeout(settings.timeout_s, connect=min(settings.timeout_s, 5.0))
+        self._attempt_s = settings.timeout_s
         self._retries = max(0, settings.retries)
         self._default_context = settings.context or "default"
         self._transport = transport
@@ -90,6 +93,8 @@ class OsisEngine(Engine):
         #: the methods the server's rpc.discover listed (optional extensions are used only if there)
         self._methods: set[str] = set()
         self._next_id = 0
+        #: failed attempts by reason, and calls that failed after every attempt (for /metrics)
+        self._events = dict.fromkeys(_EVENTS, 0)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -129,6 +134,9 @@ class OsisEngine(Engine):
 
     async def ping(self) -> None:
         await self._call("store.ping", {}, self._default_context)
+
+    def counters(self) -> dict[str, int]:
+        return dict(self._events)
 
     # -- transport ----------------------------------------------------------------------------
 
@@ -185,14 +193,24 @@ class OsisEngine(Engine):
             await self._check_methods()
 
     async def _retrying(self, label: str, send: Callable[[], Awaitable[Any]]) -> Any:
+        """Each attempt runs under ONE deadline of ``store.timeout_s`` for the whole exchange.
+
+        httpx's timeouts bound each socket operation, not the request: a server that answers a byte
+        at a time (a stalled proxy, a peer dying slowly) would hold a call forever with every single
+        read inside its limit. The deadline makes ``timeout_s`` what the docs say it is, the longest
+        one attempt may take; an attempt cut by it is retried like any other timeout (every call is
+        safe to repeat)."""
         attempts = 1 + self._retries
         for attempt in range(attempts):
             try:
-                return await send()
+                with anyio.fail_after(self._attempt_s):
+                    return await send()
             except RemoteError as exc:
                 raise store_error_for(exc.code, exc.message, exc.data) from None
-            except (httpx.TransportError, Retryable) as exc:
+            except (httpx.TransportError, Retryable, TimeoutError) as exc:
+                self._events[_failure_reason(exc)] += 1
                 if attempt + 1 >= attempts:
+                    self._events["unreachable"] += 1
                     log.warning("osis.unreachable", method=label, url=self.where, error=type(exc).__name__)
                     raise StoreUnavailable(f"OSIS store unreachable at {self.where}") from None
                 await anyio.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
@@ -379,6 +397,17 @@ class OsisEngine(Engine):
         if not isinstance(context, str):
             raise InvalidInput("a restored record needs its context")
         return bool(await self._call(f"{kind.rpc_name}.restore", {"record": record}, context))
+
+
+def _failure_reason(exc: Exception) -> str:
+    """Why an attempt failed: our whole-attempt deadline, an httpx timeout, the connection, a gateway."""
+    if isinstance(exc, Retryable):
+        return "gateway"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx.TransportError):
+        return "connection"
+    return "deadline"
 
 
 def _is_not_found(exc: StoreError) -> bool:

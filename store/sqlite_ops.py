@@ -356,6 +356,15 @@ def _restore_one(conn: sqlite3.Connection, kind: Kind, rec: Record) -> bool:
         seq = rec.get("seq")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
             raise InvalidInput(f"message {sid}: seq must be a positive integer")
+        # said here rather than by the UNIQUE index, whose IntegrityError text means nothing to a user
+        holder = conn.execute(
+            "SELECT sid FROM messages WHERE context = ? AND user_id = ? AND conversation_id = ? AND seq = ?",
+            (scope.context, scope.user_id, conv, seq),
+        ).fetchone()
+        if holder is not None and holder[0] != sid:
+            raise Conflict(
+                f"message {sid}: seq {seq} of conversation {conv!r} is held by message {holder[0]}"
+            )
     if row is None:
         _insert(conn, spec, rec, None)
     else:

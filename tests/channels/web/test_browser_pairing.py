@@ -9,12 +9,12 @@ from playwright.async_api import Browser, Dialog, expect
 
 from store.api_links import PairingCode
 from tests.channels.web.conftest import Web
-from tests.channels.web.test_browser import TIMEOUT_MS, browser  # noqa: F401 (the fixture)
+from tests.channels.web.test_browser import TIMEOUT_MS
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
 
-async def test_link_telegram_with_a_pairing_code(browser: Browser, web: Web) -> None:  # noqa: F811
+async def test_link_telegram_with_a_pairing_code(browser: Browser, web: Web) -> None:
     expect.set_options(timeout=TIMEOUT_MS)
     now = int(time.time() * 1000)
     await web.store.add_pairing_code(
