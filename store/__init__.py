@@ -15,7 +15,9 @@ from store.errors import (
     StoreError,
     StoreUnavailable,
 )
+from store.api_attachments import NewAttachment, attachment_bytes
 from store.models import (
+    Attachment,
     AuditEntry,
     Conversation,
     Kind,
@@ -30,6 +32,7 @@ from store.models import (
 
 __all__ = [
     "Aggregate",
+    "Attachment",
     "AuditEntry",
     "Conflict",
     "Conversation",
@@ -41,6 +44,7 @@ __all__ = [
     "Memory",
     "Message",
     "MessageStatus",
+    "NewAttachment",
     "NotFound",
     "Page",
     "Role",
@@ -50,6 +54,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "UsageEntry",
+    "attachment_bytes",
     "memory_hash",
     "now_ms",
     "validate_context",

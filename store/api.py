@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import anyio
 
 from store.api_base import MAX_TAGS, MAX_TITLE_CHARS, check_limit, memory_hash, now_ms, store_fields
+from store.api_attachments import AttachmentsMixin
 from store.api_memories import MemoriesMixin
 from store.api_records import Aggregate, RecordsMixin, ScopeStats, TimeRange
 from store.api_turn import TurnMixin
@@ -39,11 +40,11 @@ __all__ = [
 ]
 
 
-class Store(MemoriesMixin, RecordsMixin, TurnMixin):
+class Store(MemoriesMixin, RecordsMixin, TurnMixin, AttachmentsMixin):
     """Domain operations over an engine. An async context manager that opens and closes the engine.
 
-    Conversations and messages live here; memories, audit/usage, state/leases and the start of a turn
-    in their mixins.
+    Conversations and messages live here; memories, audit/usage, state/leases, the start of a turn
+    and attachments in their mixins.
     """
 
     async def __aenter__(self) -> Store:

@@ -39,6 +39,7 @@ _REQUIRED: dict[Kind, dict[str, type | tuple[type, ...]]] = {
     Kind.AUDIT: {"tool": str},
     Kind.USAGE: {"model": str},
     Kind.STATE: {"key": str, "value": str},
+    Kind.ATTACHMENT: {"conversation_id": str, "mime": str, "size": int, "data": str},
 }
 
 
@@ -168,6 +169,8 @@ def _validate(path: Path) -> _Plan:
             seen[key] = rec["user_id"]
             if kind is Kind.MESSAGE:
                 _check_message(plan, seen, seqs, lineno, rec)
+            elif kind is Kind.ATTACHMENT:
+                _check_owner(plan, seen, lineno, rec, "attachment")
             plan.records += 1
     if lineno == 0:
         raise ImportFormatError(1, "the file is empty")
@@ -181,13 +184,20 @@ def _check_message(
     lineno: int,
     rec: Record,
 ) -> None:
-    conv = (Kind.CONVERSATION.value, rec["context"], rec["conversation_id"])
-    if seen.get(conv, rec["user_id"]) != rec["user_id"]:
-        raise ImportFormatError(lineno, "message belongs to another user's conversation")
-    if conv not in seen:
-        plan.external.setdefault((rec["context"], rec["user_id"], rec["conversation_id"]), lineno)
+    _check_owner(plan, seen, lineno, rec, "message")
     if seqs.setdefault((rec["context"], rec["conversation_id"], rec["seq"]), rec["sid"]) != rec["sid"]:
         raise ImportFormatError(lineno, f"seq {rec['seq']} appears twice in one conversation")
+
+
+def _check_owner(
+    plan: _Plan, seen: dict[tuple[str, str, str], str], lineno: int, rec: Record, what: str
+) -> None:
+    """A message's or attachment's conversation: the same user's, earlier in the file or in the store."""
+    conv = (Kind.CONVERSATION.value, rec["context"], rec["conversation_id"])
+    if seen.get(conv, rec["user_id"]) != rec["user_id"]:
+        raise ImportFormatError(lineno, f"{what} belongs to another user's conversation")
+    if conv not in seen:
+        plan.external.setdefault((rec["context"], rec["user_id"], rec["conversation_id"]), lineno)
 
 
 def _lines(fp: IO[bytes]) -> Iterator[tuple[int, str]]:
@@ -207,7 +217,7 @@ async def import_jsonl(engine: Engine, path: Path) -> ImportResult:
         if await engine.get(Kind.CONVERSATION, Scope(ctx, user), conv) is None:
             raise ImportFormatError(
                 lineno,
-                f"message refers to conversation {conv!r}, neither earlier in the file nor in the store",
+                f"record refers to conversation {conv!r}, neither earlier in the file nor in the store",
             )
     result = ImportResult()
     with path.open("rb") as fp:
