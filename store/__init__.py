@@ -6,6 +6,7 @@ The store knows nothing of LLMs or channels.
 from __future__ import annotations
 
 from store.api import Aggregate, ScopeStats, Store, memory_hash, now_ms
+from store.api_attachments import NewAttachment, attachment_bytes
 from store.engine import Engine, ListQuery, Page
 from store.errors import (
     Conflict,
@@ -15,7 +16,6 @@ from store.errors import (
     StoreError,
     StoreUnavailable,
 )
-from store.api_attachments import NewAttachment, attachment_bytes
 from store.models import (
     Attachment,
     AuditEntry,

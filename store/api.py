@@ -11,8 +11,8 @@ from collections.abc import Iterable
 
 import anyio
 
-from store.api_base import MAX_TAGS, MAX_TITLE_CHARS, check_limit, memory_hash, now_ms, store_fields
 from store.api_attachments import AttachmentsMixin
+from store.api_base import MAX_TAGS, MAX_TITLE_CHARS, check_limit, memory_hash, now_ms, store_fields
 from store.api_memories import MemoriesMixin
 from store.api_records import Aggregate, RecordsMixin, ScopeStats, TimeRange
 from store.api_turn import TurnMixin

@@ -76,7 +76,8 @@ class AttachmentsMixin(StoreBase):
             raise InvalidInput("the attachment is empty")
         if len(item.data) > self.max_attachment_bytes:
             raise InvalidInput(
-                f"the attachment is too large: {len(item.data)} bytes, the limit is {self.max_attachment_bytes}"
+                f"the attachment is too large: {len(item.data)} bytes, "
+                f"the limit is {self.max_attachment_bytes}"
             )
         name = (item.name or "").strip()[:MAX_NAME_CHARS]
         if not name.isprintable():

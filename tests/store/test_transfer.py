@@ -14,11 +14,11 @@ import pytest
 
 from channels.commands.transfer import register, run_export, run_import
 from config.settings import Settings, StoreSettings
+from store import NewAttachment
 from store.api import Store
 from store.embedded import EmbeddedEngine
 from store.engine import Engine
 from store.errors import ImportFormatError
-from store import NewAttachment
 from store.models import AuditEntry, Kind, Record, UsageEntry
 from store.transfer import export_jsonl, import_jsonl
 from tests.media_files import png
