@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from agent.media import MediaMetrics
 from agent.metrics import Labels, TurnMetrics, _labels, counter_lines
 
 
@@ -20,8 +21,10 @@ class Metrics:
     def request_finished(self, method: str, status: int) -> None:
         self.requests[_labels(method=method, status=str(status))] += 1
 
-    def render(self, turns: TurnMetrics) -> str:
+    def render(self, turns: TurnMetrics, media: MediaMetrics | None = None) -> str:
         out = turns.render_lines()
+        if media is not None:
+            out += media.render_lines()
         out += counter_lines(
             "hero_http_requests_total", "HTTP requests answered, by method and status.", self.requests
         )

@@ -48,21 +48,24 @@ async def voice_chat(request: Request) -> Response:
         form = await Request(request.scope, replay).form(max_files=1, max_fields=len(_VOICE_FIELDS))
     except Exception:  # Starlette raises its own and python-multipart's errors for a broken form
         raise ApiError(400, "invalid_form", "the multipart form could not be read") from None
-    unknown = set(form.keys()) - _VOICE_FIELDS - {"audio"}
-    if unknown:
-        raise ApiError(400, "unknown_field", f"unknown field {sorted(unknown)[0]!r}")
-    audio = form.get("audio")
-    if not isinstance(audio, UploadFile):
-        raise ApiError(400, "missing_field", "the audio file (field 'audio') is missing")
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    try:
+        unknown = set(form.keys()) - _VOICE_FIELDS - {"audio"}
+        if unknown:
+            raise ApiError(400, "unknown_field", f"unknown field {sorted(unknown)[0]!r}")
+        audio = form.get("audio")
+        if not isinstance(audio, UploadFile):
+            raise ApiError(400, "missing_field", "the audio file (field 'audio') is missing")
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        data, declared = await audio.read(), audio.content_type or ""
+    finally:
+        await form.close()
     scope = caller_scope(request, dict(fields))
     conversation_id = fields.get("conversation_id") or None
     if state.shutdown.is_set():
         raise ApiError(503, "shutting_down", "the server is shutting down")
     await check_conversation(state, scope, conversation_id)
-    data = await audio.read()
     try:
-        spoken = await media.transcribe(data, audio.content_type or "", "web")
+        spoken = await media.transcribe(data, declared, "web")
     except MediaError as exc:
         raise media_api_error(exc) from None
     req = TurnRequest(

@@ -61,7 +61,7 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     state = web_state(request)
-    body = state.metrics.render(state.agent.metrics)
+    body = state.metrics.render(state.agent.metrics, state.agent.media.metrics)
     return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

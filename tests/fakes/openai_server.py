@@ -129,6 +129,7 @@ class FakeOpenAI(FakeLLMServer):
         }
         if upload is not None and not isinstance(upload, str):
             record |= {"filename": upload.filename, "type": upload.content_type, "data": await upload.read()}
+        await form.close()
         self.audio_requests.append(record)
         if self.audio_status is not None:
             return _error(self.audio_status, "the audio service failed", "server_error")
