@@ -16,8 +16,9 @@ import httpx
 import openai
 import pytest
 
-from config.settings import AgentSettings, LLMSettings
-from store.models import Kind
+from config.settings import LLMSettings
+from store.engine import ListQuery
+from store.models import Kind, Scope
 from tests.channels.web.conftest import ALICE, BOB, Web, chat, parse_sse, serve_web, web_settings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.media_files import png, wav
@@ -54,7 +55,7 @@ async def test_an_image_reaches_the_model_and_is_shown_from_the_same_origin(
         events = await chat(
             alice, {"message": "what is this?", "images": [{"data_url": data_url(image), "name": "red.png"}]}
         )
-        assert [e for e, _ in events][0] == "start" and events[-1][0] == "done"
+        assert next(e for e, _ in events) == "start" and events[-1][0] == "done"
         body = fake.requests[-1]
         assert fake.image_urls(body) == [data_url(image)]
         conv = events[0][1]["conversation_id"]
@@ -94,20 +95,16 @@ async def test_an_image_goes_with_its_turn_and_the_next_two_then_as_a_placeholde
             await chat(alice, {"message": f"more {i}", "conversation_id": conv})
     sent = [len(fake.image_urls(b)) for b in fake.requests]
     assert sent == [1, 1, 1, 0]
-    last_user = [m for m in fake.requests[-1]["messages"] if m["role"] == "user"][0]
+    last_user = next(m for m in fake.requests[-1]["messages"] if m["role"] == "user")
     att_id = (await web.store.engine.list(Kind.ATTACHMENT, web_scope(), _q())).items[0]["sid"]
     assert last_user["content"] == f"see\n[image: dot.png, 3x2, {att_id}]"
 
 
-def web_scope() -> Any:
-    from store.models import Scope
-
+def web_scope() -> Scope:
     return Scope("default", "alice")
 
 
-def _q() -> Any:
-    from store.engine import ListQuery
-
+def _q() -> ListQuery:
     return ListQuery()
 
 
@@ -195,9 +192,11 @@ async def test_voice_is_refused_clearly_when_no_transcription_model_is_set(
 
 
 async def test_voice_over_the_size_cap_is_413(tmp_path: Path, fake: FakeOpenAI) -> None:
-    async with serve_web(voice_settings(tmp_path, fake, max_audio_bytes=1000)) as running:
-        async with running.client(ALICE) as alice:
-            resp = await alice.post("/api/voice/chat", files={"audio": ("a.wav", wav(1.0), "audio/wav")})
+    async with (
+        serve_web(voice_settings(tmp_path, fake, max_audio_bytes=1000)) as running,
+        running.client(ALICE) as alice,
+    ):
+        resp = await alice.post("/api/voice/chat", files={"audio": ("a.wav", wav(1.0), "audio/wav")})
     assert resp.status_code == 413 and fake.audio_requests == []
 
 
@@ -222,11 +221,11 @@ async def test_a_model_refusing_images_gets_a_clear_message_under_vision_auto(
 
 async def test_vision_false_refuses_images(tmp_path: Path, fake: FakeOpenAI) -> None:
     s = web_settings(tmp_path, fake.base_url)
-    async with serve_web(replace(s, llm=replace(s.llm, vision="false"))) as running:
-        async with running.client(ALICE) as alice:
-            resp = await alice.post(
-                "/api/chat", json={"message": "x", "images": [{"data_url": data_url(png())}]}
-            )
+    async with (
+        serve_web(replace(s, llm=replace(s.llm, vision="false"))) as running,
+        running.client(ALICE) as alice,
+    ):
+        resp = await alice.post("/api/chat", json={"message": "x", "images": [{"data_url": data_url(png())}]})
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "vision_disabled"
 
 
