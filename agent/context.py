@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from agent.providers.base import ChatMessage, ChatRequest, ToolCall, ToolSpec
+from agent.providers.base import ChatMessage, ChatRequest, ImagePart, ToolCall, ToolSpec
 from store import Message, MessageStatus, Role
 
 #: tokens every message costs beyond its text (role, separators)
@@ -25,6 +25,8 @@ MESSAGE_OVERHEAD = 4
 CALL_OVERHEAD = 8
 INTERRUPTED_MARK = "[interrupted]"
 SUMMARY_TYPE = "summary"
+IMAGE_MIN_TOKENS = 85
+IMAGE_MAX_TOKENS = 1600
 MISSING_RESULT = "error: no result was recorded for this call (the turn was interrupted)"
 
 
@@ -38,12 +40,20 @@ def estimate_message(msg: ChatMessage) -> int:
     if msg.tokens >= 0:
         return msg.tokens
     n = MESSAGE_OVERHEAD + estimate_text(msg.content)
+    for img in msg.images:
+        n += estimate_image(img.width, img.height) if img.data else estimate_text(img.placeholder()) + 1
     for call in msg.tool_calls:
         n += CALL_OVERHEAD + estimate_text(call.name) + estimate_text(call.arguments)
     for block in msg.reasoning:
         n += estimate_text(json.dumps(block))
     object.__setattr__(msg, "tokens", n)  # a memo on a frozen value: same inputs, same answer
     return n
+
+
+def estimate_image(width: int, height: int) -> int:
+    """An image's tokens: Anthropic's documented width * height / 750, at most 1,600 (a larger image
+    is scaled down by the provider), at least OpenAI's 85 of a low-detail image."""
+    return max(IMAGE_MIN_TOKENS, min(IMAGE_MAX_TOKENS, -(-max(width, 1) * max(height, 1) // 750)))
 
 
 def estimate_tools(tools: Sequence[ToolSpec]) -> int:
@@ -117,7 +127,7 @@ def to_chat(msg: Message, *, group: bool = False) -> ChatMessage | None:
     """One stored message as the model sees it (None: nothing to show, e.g. an empty error marker)."""
     if msg.role == Role.USER:
         text = f"{msg.sender}: {msg.content}" if group and msg.sender else msg.content
-        return ChatMessage(role="user", content=text)
+        return ChatMessage(role="user", content=text, images=images_of(msg))
     if msg.role == Role.TOOL:
         return ChatMessage(
             role="tool",
@@ -139,6 +149,27 @@ def to_chat(msg: Message, *, group: bool = False) -> ChatMessage | None:
         )
         return ChatMessage(role="assistant", content=text, tool_calls=calls, reasoning=reasoning)
     return None  # system messages (compaction summaries) go into the system prompt instead
+
+
+def images_of(msg: Message) -> tuple[ImagePart, ...]:
+    """The image descriptors of a stored message's ``attachments`` field (without their bytes)."""
+    if not msg.attachments:
+        return ()
+    try:
+        items = json.loads(msg.attachments)
+    except ValueError:
+        return ()
+    return tuple(
+        ImagePart(
+            str(it.get("id", "")),
+            str(it.get("name", "")),
+            str(it.get("mime", "")),
+            int(it.get("width") or 0),
+            int(it.get("height") or 0),
+        )
+        for it in (items if isinstance(items, list) else ())
+        if isinstance(it, dict) and it.get("kind") == "image" and it.get("id")
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,10 @@ class Turn:
         self.cid = inp.conversation_id
         self.memories: list[Memory] = []
         self.stored: list[Message] = []
+        #: the stored user message, once the turn is open
+        self.message: Message | None = None
+        #: the last request sent images (a refusal may be the model's lack of vision)
+        self.sent_images = False
 
     async def run(self) -> None:
         a, inp, p = self.p.settings.agent, self.inp, self.p
@@ -95,11 +99,13 @@ class Turn:
                 channel=inp.channel,
                 sender=inp.sender,
                 request_key=inp.request_key,
+                attachments=inp.attachments,
                 reads=reads,
                 ttl_s=a.turn_lock_ttl_s,
                 wait_s=a.turn_deadline_s,
             ) as opening:
                 self.on_locked()
+                self.message = opening.message
                 inp.conversation = opening.conversation
                 # the turn's usage entries are written when it closes, with the lease's release
                 self.progress.usage = opening.usage
@@ -153,6 +159,9 @@ class Turn:
             raise
         except ProviderError as exc:
             await self._settle(MessageStatus.ERROR)
+            if self._vision_refused(exc):
+                await self.emit(TurnError("vision_unsupported", self._vision_message(exc), self.cid))
+                return
             await self.emit(TurnError("provider_error", str(exc) or "The model provider failed.", self.cid))
         except StoreError:
             raise
@@ -160,6 +169,25 @@ class Turn:
             with anyio.CancelScope(shield=True), anyio.move_on_after(BOOKKEEPING_DEADLINE_S):
                 await self._settle(MessageStatus.ERROR)
             raise
+
+    def _vision_refused(self, exc: ProviderError) -> bool:
+        """Under ``vision = "auto"`` a client error (4xx but auth, quota, rate) answering a request
+        with images is taken as the model's refusal of images; it then sees placeholders until restart."""
+        media = self.p.media
+        if media is None or not self.sent_images or self.p.settings.llm.vision != "auto":
+            return False
+        if exc.status is None or not 400 <= exc.status < 500 or exc.status in (401, 403, 404, 408, 409, 429):
+            return False
+        media.blind_models.add(self.p.settings.llm.model)
+        log.info("turn.vision_refused", model=self.p.settings.llm.model, status=exc.status)
+        return True
+
+    def _vision_message(self, exc: ProviderError) -> str:
+        model = self.p.settings.llm.model
+        return (
+            f"The model {model} did not accept the image ({exc}). The image is kept; from now on the "
+            f"model sees it as a placeholder. Use a model that accepts images, or set [llm] vision = false."
+        )
 
     async def _title(self, conv: Conversation) -> None:
         """A new conversation is named after its first message."""
@@ -195,6 +223,7 @@ class Turn:
                 max_tokens=llm_s.max_output_tokens,
                 temperature=llm_s.temperature,
             )
+            self.sent_images = any(img.data for m in request.messages for img in m.images)
             resp = await self._call(request)
             if not resp.tool_calls or final:
                 await self._finish(resp)

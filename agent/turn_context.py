@@ -8,7 +8,7 @@ compacted first (:mod:`agent.compaction`), and if that fails the oldest turns ar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -24,15 +24,18 @@ from agent.context import (
 )
 from agent.errors import ProviderError
 from agent.llm import LLM
+from agent.media import MediaIntake
 from agent.memory import MemoryManager, recall_section
 from agent.providers.base import ChatMessage, ToolSpec
 from agent.tools.registry import ToolRegistry
 from agent.window import WindowCache
 from config.settings import Settings
-from store import Conversation, Memory, Message, Scope, Store
+from store import Conversation, InvalidInput, Memory, Message, NotFound, Scope, Store, attachment_bytes
 
 log = structlog.get_logger()
 
+#: an image is sent with its own turn and the next two, then as a placeholder
+IMAGE_TURNS = 3
 GROUP_NOTE = "This is a group chat: each user message starts with the id of its sender."
 SUMMARY_HEADER = "Summary of the earlier part of this conversation:"
 
@@ -48,6 +51,7 @@ class TurnParts:
     compactor: Compactor
     tools: ToolRegistry | None
     window: WindowCache
+    media: MediaIntake | None = None
 
 
 @dataclass(slots=True)
@@ -60,6 +64,8 @@ class TurnInput:
     is_group: bool = False
     request_key: str | None = None
     turn_id: str = ""
+    #: the user message's ``attachments`` descriptor (JSON text, "" for text only)
+    attachments: str = ""
     #: as read when the turn was opened (None before)
     conversation: Conversation | None = None
 
@@ -107,7 +113,32 @@ async def build_context(
             fixed = estimate_text(base) + estimate_text(history.summary) + estimate_tools(tools)
             budget = history_budget(s.llm.context_window, s.llm.max_output_tokens, int(fixed * ratio))
     system = f"{base}\n\n{SUMMARY_HEADER}\n{history.summary}" if history.summary else base
-    return TurnContext(system, fit(history.messages, budget, ratio), budget)
+    messages = await with_images(parts, inp.scope, fit(history.messages, budget, ratio))
+    return TurnContext(system, fit(messages, budget, ratio), budget)
+
+
+async def with_images(parts: TurnParts, scope: Scope, messages: list[ChatMessage]) -> list[ChatMessage]:
+    """The images of the newest :data:`IMAGE_TURNS` user messages with their bytes (so an image goes
+    to the model with its own turn and the next two); older ones stay placeholders, and so does every
+    image when the model cannot see. A missing attachment stays a placeholder too."""
+    model = parts.settings.llm.model
+    if parts.media is None or not parts.media.vision_on(model):
+        return messages
+    out = list(messages)
+    users = [i for i, m in enumerate(out) if m.role == "user"][-IMAGE_TURNS:]
+    for i in users:
+        msg = out[i]
+        if not msg.images:
+            continue
+        loaded = []
+        for img in msg.images:
+            try:
+                att = await parts.store.get_attachment(scope, img.id)
+                loaded.append(replace(img, data=attachment_bytes(att)))
+            except (NotFound, InvalidInput):
+                loaded.append(img)
+        out[i] = replace(msg, images=tuple(loaded), tokens=-1)
+    return out
 
 
 async def _compact(parts: TurnParts, inp: TurnInput, budget: int) -> bool:

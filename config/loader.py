@@ -257,6 +257,9 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], source: Path | None) -> 
         if section == "store" and "path" not in table:
             xdg_data = env.get("XDG_DATA_HOME") or str(_home(env) / ".local" / "share")
             table["path"] = str(Path(xdg_data) / "hero-agent")
+        if section == "llm" and isinstance(table.get("vision"), bool):
+            # vision = true | false | "auto": TOML booleans are kept as their names
+            table["vision"] = "true" if table["vision"] else "false"
         if section == "llm" and table.get("provider") == "anthropic":
             table.setdefault("base_url", ANTHROPIC_BASE_URL)
             table.setdefault("model", ANTHROPIC_MODEL)

@@ -27,6 +27,15 @@ class AgentSettings:
     #: how long a conversation lock is held before another process may take it over
     turn_lock_ttl_s: float = 600.0
     history_limit: int = 200
+    #: largest image (bytes) a message may carry; stored as an attachment (at most 10 MiB)
+    max_attachment_bytes: int = 5 * 1024 * 1024
+    #: images one message may carry
+    max_images_per_message: int = 4
+    #: largest voice message or audio upload (bytes) sent for transcription
+    max_audio_bytes: int = 20 * 1024 * 1024
+    #: longest voice message (seconds), as Telegram or the transcription reports it (the daemon has
+    #: no audio decoder)
+    max_audio_seconds: int = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +55,19 @@ class LLMSettings:
     max_retries: int = 3
     retry_base_delay_s: float = 0.5
     retry_max_delay_s: float = 30.0
+    #: speech to text (``POST {transcription_base_url}/audio/transcriptions``); "" turns voice off
+    transcription_model: str = ""
+    #: "" : ``base_url`` (an OpenAI-compatible provider); a local Whisper server can be named here
+    transcription_base_url: str = ""
+    #: "" : ``api_key`` when the transcription server is the provider's
+    transcription_api_key: str = field(default="", repr=False)  # secret
+    #: spoken replies (``POST {transcription_base_url}/audio/speech``, opus); "" turns them off
+    speech_model: str = ""
+    speech_voice: str = "alloy"
+    #: does the model accept images: "auto" (send them; a refusal becomes a clear message and the
+    #: model is treated as text-only until restart), "true", "false" (images are refused)
+    vision: str = "auto"
+    audio_timeout_s: float = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +127,9 @@ class TelegramSettings:
     webhook_secret: str = field(default="", repr=False)  # secret
     poll_timeout_s: int = 30
     edit_interval_s: float = 1.0
+    #: where files are downloaded (``{file_base_url}{token}/{file_path}``); "" derives it from
+    #: ``api_base_url`` (``.../bot`` -> ``.../file/bot``)
+    file_base_url: str = ""
     #: webhook mode: where our own small HTTP server listens (a reverse proxy terminates TLS)
     webhook_host: str = "127.0.0.1"
     webhook_port: int = 8443

@@ -6,6 +6,7 @@ The store knows nothing of LLMs or channels.
 from __future__ import annotations
 
 from store.api import Aggregate, ScopeStats, Store, memory_hash, now_ms
+from store.api_attachments import NewAttachment, attachment_bytes
 from store.engine import Engine, ListQuery, Page
 from store.errors import (
     Conflict,
@@ -16,6 +17,7 @@ from store.errors import (
     StoreUnavailable,
 )
 from store.models import (
+    Attachment,
     AuditEntry,
     Conversation,
     Kind,
@@ -30,6 +32,7 @@ from store.models import (
 
 __all__ = [
     "Aggregate",
+    "Attachment",
     "AuditEntry",
     "Conflict",
     "Conversation",
@@ -41,6 +44,7 @@ __all__ = [
     "Memory",
     "Message",
     "MessageStatus",
+    "NewAttachment",
     "NotFound",
     "Page",
     "Role",
@@ -50,6 +54,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "UsageEntry",
+    "attachment_bytes",
     "memory_hash",
     "now_ms",
     "validate_context",

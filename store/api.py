@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 import anyio
 
+from store.api_attachments import AttachmentsMixin
 from store.api_base import MAX_TAGS, MAX_TITLE_CHARS, check_limit, memory_hash, now_ms, store_fields
 from store.api_links import LinksMixin
 from store.api_memories import MemoriesMixin
@@ -42,11 +43,11 @@ __all__ = [
 ]
 
 
-class Store(MemoriesMixin, RecordsMixin, TurnMixin, LinksMixin):
+class Store(MemoriesMixin, RecordsMixin, TurnMixin, LinksMixin, AttachmentsMixin):
     """Domain operations over an engine. An async context manager that opens and closes the engine.
 
-    Conversations and messages live here; memories, audit/usage, state/leases, the start of a turn and
-    identity links in their mixins.
+    Conversations and messages live here; memories, audit/usage, state/leases, the start of a turn,
+    identity links and attachments in their mixins.
     """
 
     async def __aenter__(self) -> Store:

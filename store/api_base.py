@@ -95,6 +95,7 @@ class StoreBase:
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
         message_type: str = "",
+        attachments: str = "",
         extra: dict[str, object] | None = None,
     ) -> Record:
         """A new message's fields, validated (the engine adds sid, timestamps and seq)."""
@@ -124,6 +125,7 @@ class StoreBase:
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             message_type=message_type,
+            attachments=attachments,
         )
         if extra:
             msg.extra = dict(extra)

@@ -68,6 +68,7 @@ class TurnMixin(StateMixin):
         channel: str,
         sender: str = "",
         request_key: str | None = None,
+        attachments: str = "",
         reads: TurnReads = TurnReads(),
         ttl_s: float = 600.0,
         wait_s: float = 600.0,
@@ -75,9 +76,12 @@ class TurnMixin(StateMixin):
         """Take the turn lease of the conversation (waiting like :meth:`conversation_lock`), append the
         user message and read ``reads``, all in one engine batch; yields the :class:`TurnOpening` and
         releases the lease on exit, writing the opening's ``usage`` in the same call. NotFound when
-        the conversation is missing (nothing is stored)."""
+        the conversation is missing (nothing is stored). ``attachments`` is the message's
+        descriptor of the attachments stored just before it (see ``store.api_attachments``)."""
         validate_sid(conversation_id)
-        fields = self._message_fields(conversation_id, "user", text, channel=channel, sender=sender)
+        fields = self._message_fields(
+            conversation_id, "user", text, channel=channel, sender=sender, attachments=attachments
+        )
         window_query = ListQuery(
             filters={"conversation_id": conversation_id, "seq__gt": max(0, int(reads.window_after_seq))},
             order_by="seq",

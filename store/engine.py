@@ -7,7 +7,7 @@ the few atomic primitives the domain needs and that cannot be built safely from 
   atomic across processes) and, in the same atomic step, touches the conversation (``message_count``
   +1, ``updated_at`` = now, ``last_channel`` = the message's channel); creating a message in a
   conversation that is missing from the scope raises :class:`~store.errors.NotFound`;
-* deleting an ``AgentConversation`` deletes its messages in the same atomic step;
+* deleting an ``AgentConversation`` deletes its messages and attachments in the same atomic step;
 * ``claim``/``release``: a named lease per scope (turn locks across processes, update de-duplication);
 * ``dump``/``restore``: raw records with their sids, for export/import;
 * ``batch``: several of the calls above in one scope, in order (see :meth:`Engine.batch`).
@@ -163,7 +163,7 @@ class Engine(ABC):
 
     @abstractmethod
     async def delete(self, kind: Kind, scope: Scope, sid: str) -> bool:
-        """Delete; False when missing. Deleting a conversation deletes its messages."""
+        """Delete; False when missing. Deleting a conversation deletes its messages and attachments."""
 
     @abstractmethod
     async def list(self, kind: Kind, scope: Scope, query: ListQuery) -> Page[Record]: ...

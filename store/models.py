@@ -72,6 +72,8 @@ class Kind(StrEnum):
     USAGE = "AgentUsageEntry"
     #: small per-scope key/value state (active conversation, channel offsets); hero-agent extension
     STATE = "AgentState"
+    #: an image (or other file) sent with a user message, stored apart from the message text
+    ATTACHMENT = "AgentAttachment"
 
     @property
     def rpc_name(self) -> str:
@@ -200,6 +202,11 @@ class Message(StoredObject):
     completion_tokens: int = 0
     #: "summary" for compaction summaries, "" for ordinary turns
     message_type: str = ""
+    #: JSON text: what came with the message besides its text, a list of small descriptors:
+    #: images ``{"kind": "image", "id", "name", "mime", "width", "height", "size"}`` (``id`` is the
+    #: :class:`Attachment`'s sid) and a transcribed voice message ``{"kind": "voice", "mime", "size",
+    #: "duration_s"}`` (its audio is not kept); "" when the message is text only
+    attachments: str = ""
 
 
 @dataclass(slots=True)
@@ -249,6 +256,29 @@ class StateEntry(StoredObject):
     value: str = ""
 
 
+@dataclass(slots=True)
+class Attachment(StoredObject):
+    """The bytes of one file a user sent with a message (an image), bounded in size by the store's
+    ``max_attachment_bytes``. Kept apart from the message so that reading history never reads them;
+    deleted with its conversation."""
+
+    KIND: ClassVar[Kind] = Kind.ATTACHMENT
+
+    conversation_id: str = ""
+    #: "image"
+    kind: str = "image"
+    name: str = ""
+    mime: str = ""
+    size: int = 0
+    width: int = 0
+    height: int = 0
+    #: hex SHA-256 of the bytes
+    sha256: str = ""
+    channel: str = ""
+    #: the bytes, base64 (standard alphabet, padded): JSON-safe on every engine and in exports
+    data: str = ""
+
+
 MODEL_FOR_KIND: dict[Kind, type[StoredObject]] = {
     Kind.CONVERSATION: Conversation,
     Kind.MESSAGE: Message,
@@ -256,4 +286,5 @@ MODEL_FOR_KIND: dict[Kind, type[StoredObject]] = {
     Kind.AUDIT: AuditEntry,
     Kind.USAGE: UsageEntry,
     Kind.STATE: StateEntry,
+    Kind.ATTACHMENT: Attachment,
 }

@@ -42,7 +42,6 @@ from store.osis_protocol import (
     CONTEXT_HEADER,
     DUMP_PAGE,
     MAX_BATCH,
-    MAX_BODY_BYTES,
     REQUIRED_METHODS,
     RESTORE_BATCH,
     OsisAuthError,
@@ -59,7 +58,8 @@ _BACKOFF_S = (0.05, 0.2, 0.5, 1.0)
 #: what ``counters()`` counts: a failed attempt by reason, and a call that stayed unreachable
 _EVENTS = ("deadline", "timeout", "connection", "gateway", "unreachable")
 #: restore_batch chunks stay well under the server's request size limit
-_CHUNK_BYTES = MAX_BODY_BYTES // 2
+#: restore requests stay small (a record larger than this goes alone, up to MAX_BODY_BYTES)
+_CHUNK_BYTES = 512 * 1024
 
 
 def redacted(url: str) -> str:

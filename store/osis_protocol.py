@@ -23,7 +23,8 @@ from store.models import Kind
 PROTOCOL_VERSION: Final = "1.0.0"
 DOMAIN: Final = "ai"
 CONTEXT_HEADER: Final = "X-Hero-Context"
-MAX_BODY_BYTES: Final = 1_048_576
+#: 16 MiB: one attachment (at most 10 MiB, 13.4 MiB as base64) fits in one request
+MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 MAX_BATCH: Final = 100
 DUMP_PAGE: Final = 500
 RESTORE_BATCH: Final = 500

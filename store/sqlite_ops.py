@@ -35,7 +35,7 @@ from store.sqlite_query import (
     fts_query,
     order_expr,
 )
-from store.sqlite_schema import TABLES, KindTable
+from store.sqlite_schema import CASCADE_TABLES, TABLES, KindTable
 
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 SID_WIDTH = 4
@@ -227,10 +227,11 @@ def delete(conn: sqlite3.Connection, kind: Kind, scope: Scope, sid: str) -> bool
         if found is None:
             return False
         if kind is Kind.CONVERSATION:
-            conn.execute(
-                "DELETE FROM messages WHERE context = ? AND user_id = ? AND conversation_id = ?",
-                (scope.context, scope.user_id, sid),
-            )
+            for table in CASCADE_TABLES:
+                conn.execute(
+                    f"DELETE FROM {table} WHERE context = ? AND user_id = ? AND conversation_id = ?",
+                    (scope.context, scope.user_id, sid),
+                )
         conn.execute(f"DELETE FROM {spec.table} WHERE id = ?", (found[0],))
         return True
 

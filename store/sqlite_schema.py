@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from store.models import Kind
 
-SCHEMA_VERSION = 1
+#: 1: the first schema; 2: the ``attachments`` table (a data dir of version 1 gains it when opened)
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,11 @@ TABLES: dict[Kind, KindTable] = {
     Kind.AUDIT: KindTable("audit", (("conversation_id", "TEXT"),)),
     Kind.USAGE: KindTable("usage", (("conversation_id", "TEXT"),)),
     Kind.STATE: KindTable("state", (("key", "TEXT"),)),
+    Kind.ATTACHMENT: KindTable("attachments", (("conversation_id", "TEXT"),)),
 }
+
+#: tables whose rows belong to a conversation and are deleted with it, in the same transaction
+CASCADE_TABLES = (TABLES[Kind.MESSAGE].table, TABLES[Kind.ATTACHMENT].table)
 
 #: extra indexes per kind, beyond the ones every table gets; each serves a hot query of store.api
 _EXTRA_INDEXES: dict[Kind, tuple[tuple[str, str], ...]] = {
@@ -64,6 +69,8 @@ _EXTRA_INDEXES: dict[Kind, tuple[tuple[str, str], ...]] = {
     Kind.AUDIT: (("conv", "context, user_id, conversation_id, created_at, sid"),),
     Kind.USAGE: (("conv", "context, user_id, conversation_id, created_at, sid"),),
     Kind.STATE: (("key", "context, user_id, key, created_at, sid"),),
+    # deleted with their conversation
+    Kind.ATTACHMENT: (("conv", "context, user_id, conversation_id, created_at, sid"),),
 }
 
 

@@ -48,6 +48,7 @@ _REQUIRED: dict[Kind, dict[str, type | tuple[type, ...]]] = {
     Kind.AUDIT: {"tool": str},
     Kind.USAGE: {"model": str},
     Kind.STATE: {"key": str, "value": str},
+    Kind.ATTACHMENT: {"conversation_id": str, "mime": str, "size": int, "data": str},
 }
 
 ConvKey = tuple[str, str]  # (context, conversation sid)
@@ -88,6 +89,8 @@ class ImportPlan:
     messages: dict[ConvKey, dict[str, FileMessage]] = field(default_factory=lambda: defaultdict(dict))
     #: conversations that messages refer to before (or without) the file defining them -> first line
     external: dict[ConvKey, int] = field(default_factory=dict)
+    #: attachments: conversation -> (line, user) of each attachment the file puts into it
+    attachments: dict[ConvKey, list[tuple[int, str]]] = field(default_factory=lambda: defaultdict(list))
     #: after the store pass: the message_count of every touched conversation once imported
     counts: dict[ConvKey, int] = field(default_factory=dict)
     #: after the store pass: conversations only in the store whose count the import changes -> owner
@@ -96,7 +99,7 @@ class ImportPlan:
     def touched(self) -> set[ConvKey]:
         """Every conversation the import writes or writes messages into."""
         defined = {(ctx, sid) for kind, ctx, sid in self.records_at if kind == Kind.CONVERSATION.value}
-        return defined | set(self.messages)
+        return defined | set(self.messages) | set(self.attachments)
 
     def conversation_owner(self, key: ConvKey) -> str | None:
         found = self.records_at.get((Kind.CONVERSATION.value, *key))
@@ -227,6 +230,8 @@ def scan_file(path: Path, max_message_chars: int) -> tuple[ImportPlan, Problems]
             plan.records_at[key] = (rec["user_id"], lineno, rec.get("conversation_id") or "")
             if kind is Kind.MESSAGE:
                 _scan_message(plan, problems, seqs, lineno, rec)
+            elif kind is Kind.ATTACHMENT:
+                _scan_attachment(plan, lineno, rec)
     if lineno == 0:
         raise ImportFormatError(1, "the file is empty")
     return plan, problems
@@ -242,6 +247,14 @@ def _scan_message(
     if first != lineno:
         problems.add(lineno, f"seq {rec['seq']} appears twice in one conversation (also on line {first})")
     plan.messages[conv][rec["sid"]] = FileMessage(rec["seq"], lineno, rec["user_id"])
+
+
+def _scan_attachment(plan: ImportPlan, lineno: int, rec: Record) -> None:
+    """An attachment belongs to a conversation of its own user, like a message (no seq)."""
+    conv: ConvKey = (rec["context"], rec["conversation_id"])
+    if plan.conversation_owner(conv) is None:
+        plan.external.setdefault(conv, lineno)
+    plan.attachments[conv].append((lineno, rec["user_id"]))
 
 
 # -- pass 2: the file against the store ---------------------------------------------------------------
@@ -307,9 +320,12 @@ def _check_conversation(plan: ImportPlan, view: _StoreView, conv: ConvKey, probl
     if conv in plan.external and conv not in view.conv_owner:
         problems.add(
             plan.external[conv],
-            f"message refers to conversation {conv[1]!r}, neither earlier in the file nor in the store",
+            f"record refers to conversation {conv[1]!r}, neither earlier in the file nor in the store",
         )
         return
+    for line, user in plan.attachments.get(conv, []):
+        if owner is not None and user != owner:
+            problems.add(line, "attachment belongs to another user's conversation")
     foreign = {sid for sid, msg in incoming.items() if owner is not None and msg.user != owner}
     for sid in sorted(foreign, key=lambda sid: incoming[sid].line):
         problems.add(incoming[sid].line, "message belongs to another user's conversation")

@@ -186,7 +186,8 @@ class TelegramChannel(Channel):
                 "telegram: webhook mode needs telegram.webhook_url and telegram.webhook_secret"
             )
         base = cfg.api_base_url
-        file_base = base[: -len("/bot")] + "/file/bot" if base.endswith("/bot") else base
+        derived = base[: -len("/bot")] + "/file/bot" if base.endswith("/bot") else base
+        file_base = cfg.file_base_url or derived
         sends = BotAPIRequest(
             connection_pool_size=max(16, cfg.max_concurrent_turns * 2),
             read_timeout=20.0,

@@ -8,6 +8,7 @@ API has no authentication).
 
 from __future__ import annotations
 
+from agent.media import IMAGE_TYPES
 from channels.web.openapi_schemas import (
     BOOL,
     CONTEXT_BODY,
@@ -15,6 +16,7 @@ from channels.web.openapi_schemas import (
     ID_PARAM,
     ID_PATTERN,
     IDEMPOTENCY_KEY,
+    IMAGE_UPLOAD,
     INT,
     OPENAI_EVENT,
     PAGING,
@@ -33,6 +35,43 @@ from channels.web.openapi_schemas import (
     ref,
 )
 from config import Settings
+
+
+def voice_chat_op() -> Schema:
+    """``POST /api/voice/chat``: multipart audio in, the SSE stream of /api/chat out."""
+    operation = op(
+        "voiceChat",
+        "Send a voice message: transcribed, then answered like /api/chat (a transcript event follows start)",
+        {
+            "200": {
+                "description": "text/event-stream: start, transcript, then as /api/chat",
+                "content": {"text/event-stream": {"schema": SSE_EVENT}},
+            },
+            **errors(400, 404, 413, 415, 502, 503),
+        },
+        params=[IDEMPOTENCY_KEY],
+    )
+    operation["requestBody"] = {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": obj(
+                    {
+                        "audio": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "OGG/Opus, WAV, MP3, M4A, WebM or FLAC",
+                        },
+                        "conversation_id": {"type": "string", "pattern": ID_PATTERN},
+                        "context_name": CONTEXT_BODY,
+                    },
+                    required=("audio",),
+                    closed=True,
+                )
+            }
+        },
+    }
+    return operation
 
 
 def _api_paths() -> dict[str, Schema]:
@@ -146,13 +185,37 @@ def _api_paths() -> dict[str, Schema]:
                 params=[IDEMPOTENCY_KEY],
                 body=obj(
                     {
-                        "message": {"type": "string", "minLength": 1},
+                        "message": {"type": "string", "description": "may be empty when images are sent"},
                         "conversation_id": {"type": ["string", "null"], "pattern": ID_PATTERN},
                         "context_name": CONTEXT_BODY,
+                        "images": {"type": "array", "items": IMAGE_UPLOAD, "maxItems": 16},
                     },
                     required=("message",),
                     closed=True,
                 ),
+            ),
+        },
+        "/api/voice/chat": {
+            "post": voice_chat_op(),
+        },
+        "/api/attachments/{id}": {
+            "get": op(
+                "getAttachment",
+                "A stored image; with the signed ?t= of a message's attachment url no bearer token is needed",
+                {
+                    "200": {
+                        "description": "the image bytes",
+                        "content": {
+                            t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES
+                        },
+                    },
+                    **errors(400, 404, 503),
+                },
+                params=[
+                    *ID_PARAM,
+                    {"name": "t", "in": "query", "required": False, "schema": {"type": "string"}},
+                ],
+                context=False,
             ),
         },
         "/api/memories": {

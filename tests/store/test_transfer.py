@@ -14,12 +14,14 @@ import pytest
 
 from channels.commands.transfer import register, run_export, run_import
 from config.settings import AgentSettings, Settings, StoreSettings
+from store import NewAttachment
 from store.api import Store
 from store.embedded import EmbeddedEngine
 from store.engine import Engine
 from store.errors import Conflict, ImportFormatError, ImportRejected
 from store.models import AuditEntry, Kind, Record, UsageEntry
 from store.transfer import export_jsonl, import_jsonl
+from tests.media_files import png
 from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB
 from tests.store.engines import ENGINES
 
@@ -48,6 +50,7 @@ async def populate(store: Store) -> None:
     await store.append_audit(ALICE, AuditEntry(tool="get_time", duration_ms=1.5, conversation_id=conv.sid))
     await store.append_usage(ALICE, UsageEntry(model="m", prompt_tokens=3, completion_tokens=4))
     await store.set_state(ALICE, "active", conv.sid)
+    await store.add_attachments(ALICE, conv.sid, [NewAttachment(png(3, 2), "image/png", "dot.png", 3, 2)])
     other = await store.create_conversation(ALICE_ELSEWHERE, "elsewhere")
     await store.append_message(ALICE_ELSEWHERE, other.sid, "user", "other context", channel="cli")
 
