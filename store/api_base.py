@@ -19,6 +19,7 @@ import anyio
 
 from store.engine import MAX_LIMIT, Engine
 from store.errors import InvalidInput
+from store.leases import LeaseStats, this_process
 from store.models import BASE_FIELDS, Message, MessageStatus, Record, Role, validate_sid
 
 MAX_TITLE_CHARS = 200
@@ -55,7 +56,11 @@ class StoreBase:
         self.engine = engine
         self.max_message_chars = max_message_chars
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        #: this process, recorded with every lease it takes (see store.leases)
+        self._owner = this_process()
         self._local_locks: dict[tuple[str, str, str], anyio.Lock] = {}
+        #: lease and cut-turn counters, shown in /metrics
+        self.lease_stats = LeaseStats()
 
     async def __aenter__(self) -> StoreBase:
         await self.engine.open()

@@ -194,10 +194,10 @@ async def test_two_clients_see_one_store(tmp_path: Path) -> None:
         conv = await Store(a).create_conversation(SCOPE, "shared")
         seen = await Store(b).list_conversations(SCOPE)
         assert [c.sid for c in seen.items] == [conv.sid]
-        assert await b.claim(SCOPE, "turn:x", "holder-a", 60_000) is True
-        assert await a.claim(SCOPE, "turn:x", "holder-b", 60_000) is False
+        assert await b.claim(SCOPE, "turn:x", "holder-a", 60_000)
+        assert not await a.claim(SCOPE, "turn:x", "holder-b", 60_000)
         await b.release(SCOPE, "turn:x", "holder-a")
-        assert await a.claim(SCOPE, "turn:x", "holder-b", 60_000) is True
+        assert await a.claim(SCOPE, "turn:x", "holder-b", 60_000)
 
 
 async def test_paged_dump_and_list_cursor(tmp_path: Path) -> None:
@@ -346,6 +346,7 @@ async def test_a_turn_opens_in_two_round_trips_and_closes_in_one(tmp_path: Path)
     assert opening_posts == [
         ["agentlease.claim"],
         [
+            "store.mark_interrupted",
             "agentmessage.set",
             "agentconversation.get",
             "agentmessage.list",
