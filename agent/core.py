@@ -98,7 +98,7 @@ class Agent(ConversationsMixin):
         self._create_locks: dict[tuple[str, str], anyio.Lock] = {}
         self._closed = False
         #: every turn and command of every channel (shown by the web channel's /metrics)
-        self.metrics = TurnMetrics()
+        self.metrics = TurnMetrics(leases=store.lease_stats)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ The store knows nothing of LLMs or channels.
 from __future__ import annotations
 
 from store.api import Aggregate, ScopeStats, Store, memory_hash, now_ms
+from store.cut_turns import INTERRUPTED_RESULT, INTERRUPTED_TEXT, INTERRUPTED_TYPE
 from store.engine import Engine, ListQuery, Page
 from store.errors import (
     Conflict,
@@ -15,6 +16,7 @@ from store.errors import (
     StoreError,
     StoreUnavailable,
 )
+from store.leases import LEASE_S, LeaseStats
 from store.models import (
     AuditEntry,
     Conversation,
@@ -29,6 +31,10 @@ from store.models import (
 )
 
 __all__ = [
+    "INTERRUPTED_RESULT",
+    "INTERRUPTED_TEXT",
+    "INTERRUPTED_TYPE",
+    "LEASE_S",
     "Aggregate",
     "AuditEntry",
     "Conflict",
@@ -37,6 +43,7 @@ __all__ = [
     "ImportFormatError",
     "InvalidInput",
     "Kind",
+    "LeaseStats",
     "ListQuery",
     "Memory",
     "Message",

@@ -88,19 +88,13 @@ class LeaseMixin(StoreBase):
     # -- held leases ---------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def hold_lease(self, scope: Scope, key: str, *, max_hold_s: float) -> AsyncIterator[bool]:
-        """Try once to take the lease ``key`` (a dead holder of this host is taken over); yields
-        whether it is ours. While the block runs it is renewed; on exit it is released."""
+    async def keep_lease(self, scope: Scope, key: str, *, max_hold_s: float) -> AsyncIterator[None]:
+        """Renew the lease ``key`` (taken with :meth:`try_lease` and a ``ttl_s`` of at most
+        :data:`~store.leases.LEASE_S`) while the block runs, for at most ``max_hold_s``; raises
+        LeaseLost when it lapsed and another holder took it."""
         claim = ClaimStep(f"lease:{key}", self._holder, lease_ms(max_hold_s), owner=self._owner)
-        if not await self._claim(scope, claim):
-            yield False
-            return
-        try:
-            async with self._renewing(scope, claim, max_hold_s):
-                yield True
-        finally:
-            with anyio.CancelScope(shield=True), contextlib.suppress(StoreError):
-                await self._drop(scope, claim)
+        async with self._renewing(scope, claim, max_hold_s):
+            yield
 
     @asynccontextmanager
     async def conversation_lock(

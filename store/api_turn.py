@@ -106,9 +106,7 @@ class TurnMixin(LeaseMixin, StateMixin):
             steps.append(ListStep(Kind.MEMORY, query))
 
         async def take(claim: ClaimStep) -> tuple[object, TurnOpening]:
-            outcome, marks, created, conv, window, *memories = await self.engine.batch(
-                scope, [claim, *steps]
-            )
+            outcome, marks, created, conv, window, *memories = await self.engine.batch(scope, [claim, *steps])
             self.lease_stats.marked(marks)
             matching = memories.pop(0) if recall else None
             recent = memories.pop(0) if reads.recent_memories > 0 else None

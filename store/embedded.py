@@ -32,7 +32,7 @@ import structlog
 
 from store import sqlite_batch, sqlite_leases
 from store import sqlite_ops as ops
-from store.engine import Engine, ListQuery, Page, Step
+from store.engine import ClaimStep, Engine, ListQuery, Page, Step
 from store.errors import Conflict, StoreError, StoreUnavailable
 from store.leases import Claimed, Lease, LeaseOwner
 from store.models import JSON, Kind, Record, Scope, validate_context
@@ -252,7 +252,8 @@ class EmbeddedEngine(Engine):
         owner: LeaseOwner | None = None,
         replace: str | None = None,
     ) -> Claimed:
-        return await self._run(sqlite_leases.claim, scope, key, holder, ttl_ms, owner, replace)
+        step = ClaimStep(key, holder, ttl_ms, required=False, owner=owner, replace=replace)
+        return await self._run(sqlite_leases.claim, scope, step)
 
     async def release(self, scope: Scope, key: str, holder: str) -> None:
         await self._run(sqlite_leases.release, scope, key, holder)

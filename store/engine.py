@@ -160,7 +160,8 @@ READ_STEPS = (GetStep, ListStep, CountStep)
 
 def tail_query(conversation_id: str, limit: int) -> ListQuery:
     """The newest ``limit`` messages of a conversation, newest first (what :class:`MarkCutStep` reads)."""
-    return ListQuery(filters={"conversation_id": conversation_id}, order_by="seq", descending=True, limit=limit)
+    filters: dict[str, JSON] = {"conversation_id": conversation_id}
+    return ListQuery(filters=filters, order_by="seq", descending=True, limit=limit)
 
 
 class Engine(ABC):

@@ -162,7 +162,7 @@ class Dispatcher:
             scope = _scope(context, args["user_id"])
             owner = LeaseOwner.from_json(args["owner"]) if "owner" in args else None
             if "owner" in args and owner is None:
-                raise RpcError(INVALID_PARAMS, "param 'owner': needs host (string), pid and started (integers)")
+                raise RpcError(INVALID_PARAMS, "param 'owner': needs a host string, pid and started integers")
             outcome = await self.engine.claim(
                 scope,
                 args["key"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+from store import cut_turns
 from store import sqlite_ops as ops
 from store.engine import (
     READ_STEPS,
@@ -20,7 +21,6 @@ from store.engine import (
     UpdateStep,
     tail_query,
 )
-from store import cut_turns
 from store.errors import LeaseHeld
 from store.models import Kind, Record, Scope
 from store.sqlite_leases import claim_in, release_in, unsynced
@@ -60,10 +60,10 @@ def _step(conn: sqlite3.Connection, scope: Scope, step: Step) -> object:
             return ops.update(conn, kind, scope, sid, fields)
         case DeleteStep(kind, sid):
             return ops.delete(conn, kind, scope, sid)
-        case ClaimStep(key, holder, ttl_ms, required, owner, replace):
-            taken = claim_in(conn, scope, key, holder, ttl_ms, owner, replace)
-            if required and not taken:
-                raise LeaseHeld(key)
+        case ClaimStep():
+            taken = claim_in(conn, scope, step)
+            if step.required and not taken:
+                raise LeaseHeld(step.key)
             return taken
         case ReleaseStep(key, holder):
             release_in(conn, scope, key, holder)

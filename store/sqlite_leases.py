@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from store.engine import ClaimStep
 from store.leases import Claimed, Lease, LeaseOwner
 from store.models import Scope
 from store.sqlite_ops import now_ms, write_txn
@@ -39,29 +40,14 @@ def unsynced(conn: sqlite3.Connection, enabled: bool = True) -> Iterator[None]:
         conn.execute(f"PRAGMA synchronous = {int(level)}")
 
 
-def claim(
-    conn: sqlite3.Connection,
-    scope: Scope,
-    key: str,
-    holder: str,
-    ttl_ms: int | None,
-    owner: LeaseOwner | None = None,
-    replace: str | None = None,
-) -> Claimed:
+def claim(conn: sqlite3.Connection, scope: Scope, step: ClaimStep) -> Claimed:
     # de-duplication marks (no ttl) stay fully durable; expiring leases skip the fsync
-    with unsynced(conn, ttl_ms is not None), write_txn(conn):
-        return claim_in(conn, scope, key, holder, ttl_ms, owner, replace)
+    with unsynced(conn, step.ttl_ms is not None), write_txn(conn):
+        return claim_in(conn, scope, step)
 
 
-def claim_in(
-    conn: sqlite3.Connection,
-    scope: Scope,
-    key: str,
-    holder: str,
-    ttl_ms: int | None,
-    owner: LeaseOwner | None = None,
-    replace: str | None = None,
-) -> Claimed:
+def claim_in(conn: sqlite3.Connection, scope: Scope, step: ClaimStep) -> Claimed:
+    key, holder, ttl_ms, owner, replace = step.key, step.holder, step.ttl_ms, step.owner, step.replace
     now = now_ms()
     row = conn.execute(
         "SELECT holder, expires_at FROM leases WHERE context = ? AND user_id = ? AND key = ?",

@@ -16,7 +16,7 @@ from agent.context import (
     split_turns,
 )
 from agent.providers.base import ChatMessage, ToolCall
-from store import Message
+from store import INTERRUPTED_TEXT, Message
 
 
 def user(text: str) -> ChatMessage:
@@ -74,6 +74,8 @@ def test_interrupted_and_error_replies_in_the_model_view() -> None:
         ("user", "hi"),
         ("assistant", f"half an ans\n{INTERRUPTED_MARK}"),
         ("user", "again"),
+        # the empty error marker is not shown, so the repair puts a visible note between the users
+        ("assistant", INTERRUPTED_TEXT),
         ("user", "tg:1: third"),
     ]
 
