@@ -24,7 +24,7 @@ import structlog
 from store.api_base import StoreBase
 from store.engine import ClaimStep, MarkCutStep, ReleaseStep, Step
 from store.errors import Conflict, LeaseHeld, LeaseLost, StoreError
-from store.leases import LEASE_S, RENEW_FRACTION, Claimed, known_dead, this_host
+from store.leases import RENEW_FRACTION, Claimed, known_dead, this_host
 from store.models import Scope
 
 T = TypeVar("T")
@@ -34,12 +34,12 @@ log = structlog.get_logger()
 TURN_PREFIX = "turn:"
 
 
-def lease_ms(max_hold_s: float) -> int:
-    """The lease of a holder that keeps it at most ``max_hold_s``: short, never longer than that."""
-    return max(1, int(min(LEASE_S, max_hold_s) * 1000))
-
-
 class LeaseMixin(StoreBase):
+    def lease_ms(self, max_hold_s: float) -> int:
+        """The lease of a holder that keeps it at most ``max_hold_s``: short (``lease_s``, at most
+        :data:`~store.leases.LEASE_S` by default), never longer than that."""
+        return max(1, int(min(self.lease_s, max_hold_s) * 1000))
+
     # -- single claims -------------------------------------------------------------------------
 
     async def try_lease(self, scope: Scope, key: str, *, ttl_s: float) -> bool:
@@ -92,7 +92,7 @@ class LeaseMixin(StoreBase):
         """Renew the lease ``key`` (taken with :meth:`try_lease` and a ``ttl_s`` of at most
         :data:`~store.leases.LEASE_S`) while the block runs, for at most ``max_hold_s``; raises
         LeaseLost when it lapsed and another holder took it."""
-        claim = ClaimStep(f"lease:{key}", self._holder, lease_ms(max_hold_s), owner=self._owner)
+        claim = ClaimStep(f"lease:{key}", self._holder, self.lease_ms(max_hold_s), owner=self._owner)
         async with self._renewing(scope, claim, max_hold_s):
             yield
 
@@ -134,7 +134,9 @@ class LeaseMixin(StoreBase):
         lock = self._local_locks.setdefault(key, anyio.Lock())
         # one holder per Store: the local lock already serializes this process, and a lease left
         # behind when the release failed (store briefly down) is then retaken at once
-        claim = ClaimStep(f"{TURN_PREFIX}{conversation_id}", self._holder, lease_ms(ttl_s), owner=self._owner)
+        claim = ClaimStep(
+            f"{TURN_PREFIX}{conversation_id}", self._holder, self.lease_ms(ttl_s), owner=self._owner
+        )
         async with lock:
             outcome, taken = await self._take(scope, claim, take, wait_s)
             self._count_claim(outcome, claim.key)
@@ -247,7 +249,11 @@ class LeaseMixin(StoreBase):
                     continue
                 scope = Scope(context, lease.user_id)
                 claim = ClaimStep(
-                    lease.key, self._holder, lease_ms(LEASE_S), owner=self._owner, replace=lease.holder
+                    lease.key,
+                    self._holder,
+                    self.lease_ms(self.lease_s),
+                    owner=self._owner,
+                    replace=lease.holder,
                 )
                 mark = MarkCutStep(lease.key.removeprefix(TURN_PREFIX))
                 try:

@@ -322,9 +322,11 @@ class OsisEngine(Engine):
     def _plan(self, scope: Scope, step: Step) -> tuple[str, dict[str, Any]]:
         """The call of ``step``; an older service (no ``agentlease.get``) gets claims without the
         owner and replace params it would refuse."""
+        method, params = plan(scope, step)
         if isinstance(step, ClaimStep) and "agentlease.get" not in self._optional:
-            step = ClaimStep(step.key, step.holder, step.ttl_ms, step.required)
-        return plan(scope, step)
+            params.pop("owner", None)
+            params.pop("replace", None)
+        return method, params
 
     async def _step(self, scope: Scope, step: Step) -> object:
         if isinstance(step, MarkCutStep):

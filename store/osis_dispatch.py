@@ -160,8 +160,8 @@ class Dispatcher:
     async def _store_call(self, method: str, args: dict[str, Any], context: str) -> Any:
         if method == "agentlease.claim":
             scope = _scope(context, args["user_id"])
-            owner = LeaseOwner.from_json(args["owner"]) if "owner" in args else None
-            if "owner" in args and owner is None:
+            owner = LeaseOwner.from_json(args.get("owner"))
+            if args.get("owner") is not None and owner is None:
                 raise RpcError(INVALID_PARAMS, "param 'owner': needs a host string, pid and started integers")
             outcome = await self.engine.claim(
                 scope,
@@ -171,8 +171,9 @@ class Dispatcher:
                 owner=owner,
                 replace=args.get("replace"),
             )
-            # a client that sends its owner reads the outcome's name; older clients read a boolean
-            return outcome.value if owner is not None else bool(outcome)
+            # a client that sends the owner param (null: unknown) reads the outcome's name; older
+            # clients, which never send it, read a boolean
+            return outcome.value if "owner" in args else bool(outcome)
         if method == "agentlease.get":
             lease = await self.engine.get_lease(_scope(context, args["user_id"]), args["key"])
             return None if lease is None else lease.to_json()

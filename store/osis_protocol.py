@@ -215,7 +215,12 @@ def _store_methods() -> list[Method]:
     ttl = Param("ttl_ms", {"type": ["integer", "null"]}, description="lease lifetime; null never expires")
     key = Param("key", _STR, description="lease name, unique per scope")
     holder = Param("holder", _STR, description="who takes the lease")
-    owner = Param("owner", LEASE_OWNER, False, "the holder's process: host (boot id/pid ns), pid, started")
+    owner = Param(
+        "owner",
+        {**LEASE_OWNER, "type": ["object", "null"]},
+        False,
+        "the holder's process (host: boot id/pid ns, pid, started), null when unknown",
+    )
     replace = Param("replace", _STR, False, "take the lease also while this (dead) holder has it")
     dump_item = {"type": "object", "properties": {"kind": _STR, "record": RECORD_RESULT}}
     return [

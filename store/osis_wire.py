@@ -66,9 +66,9 @@ def plan(scope: Scope, step: Step) -> tuple[str, dict[str, Any]]:
         case DeleteStep(kind, sid):
             return f"{kind.rpc_name}.delete", {**user, "sid": sid}
         case ClaimStep(key, holder, ttl_ms, _, owner, replace):
+            # the owner param (null when unknown) also asks for the claim's outcome by name
             params = {**user, "key": key, "holder": holder, "ttl_ms": ttl_ms}
-            if owner is not None:
-                params["owner"] = owner.to_json()
+            params["owner"] = owner.to_json() if owner is not None else None
             if replace is not None:
                 params["replace"] = replace
             return "agentlease.claim", params
