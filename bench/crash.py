@@ -142,7 +142,10 @@ class SlowPage(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the daemon that fetched it was killed meanwhile
 
     def log_message(self, *args: object) -> None:
         pass
