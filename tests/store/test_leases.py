@@ -17,7 +17,7 @@ import pytest
 from store.api import Store
 from store.cut_turns import INTERRUPTED_RESULT, INTERRUPTED_TEXT, INTERRUPTED_TYPE
 from store.engine import ClaimStep, Engine, MarkCutStep
-from store.errors import Conflict
+from store.errors import Conflict, LeaseLost
 from store.leases import Claimed, LeaseOwner, known_dead, owner_of, this_process
 from store.models import Message
 from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB
@@ -194,3 +194,19 @@ async def test_a_required_claim_with_replace_in_a_batch(engine: Engine) -> None:
         ALICE, [ClaimStep("turn:z", "me", 60_000, replace="dead"), MarkCutStep("zz1")]
     )
     assert outcome == Claimed.REPLACED and marks == []
+
+
+async def test_a_lease_taken_from_its_holder_cancels_the_holder(store: Store) -> None:
+    """The holder's next renewal is refused: its block is cancelled and LeaseLost raised."""
+    conv = await store.create_conversation(ALICE, "t")
+    holder = Store(store.engine, lease_s=0.3)
+    reached_the_end = False
+    with anyio.fail_after(10), pytest.raises(LeaseLost):
+        async with holder.conversation_lock(ALICE, conv.sid, ttl_s=60):
+            lease = await store.engine.get_lease(ALICE, f"turn:{conv.sid}")
+            assert lease is not None
+            # a claimer that (wrongly) judged the holder dead swaps it out
+            assert await store.engine.claim(ALICE, f"turn:{conv.sid}", "thief", 60_000, replace=lease.holder)
+            await anyio.sleep(5)
+            reached_the_end = True
+    assert not reached_the_end and holder.lease_stats.lost == 1
