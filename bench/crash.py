@@ -32,6 +32,7 @@ Exit status 1 when anything is lost, duplicated, dangling, unmarked or stuck.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.server
 import itertools
 import json
@@ -142,10 +143,9 @@ class SlowPage(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        try:
+        # the daemon that fetched it may have been killed meanwhile
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the daemon that fetched it was killed meanwhile
 
     def log_message(self, *args: object) -> None:
         pass
