@@ -479,7 +479,7 @@ class AskScenario:
             self.rig.ledger.conversations.add((self.data, user, self.conversations[user]))
         control_text = f"normal: ask control {next(self.controls)}"
         control = self.ask("control", control_text)
-        await self.wait_arrivals([text for _, text, _ in jobs[1:]] + [control_text])
+        await self.wait_arrivals([text for _, text, _ in jobs] + [control_text])
         await anyio.sleep(self.rig.rng.uniform(0.0, 2.0))
         doomed = self.rig.rng.sample(range(len(jobs)), self.rig.rng.randint(1, len(jobs)))
         for i in doomed:
@@ -490,8 +490,14 @@ class AskScenario:
                 self.rig.ledger.acked.append(Acked(self.data, user, self.conversations[user], text))
         control.communicate(timeout=self.rig.deadline)
         startup = self.rig.log.arrivals.get(control_text, launched) - launched
-        for _, text, _ in jobs[1:]:  # the second ask on one conversation waits for the first by design
+        # per conversation, its first turn to start (of the two asks on one conversation, the second
+        # waits for the first by design)
+        first: dict[str, float | None] = {}
+        for user, text, _ in jobs:
             arrived = self.rig.log.arrivals.get(text)
+            known = first.get(user)
+            first[user] = arrived if known is None else known if arrived is None else min(known, arrived)
+        for arrived in first.values():
             if arrived is None:
                 self.rig.ledger.stuck += 1
             else:
