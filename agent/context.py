@@ -4,8 +4,13 @@
   the ``prompt_tokens`` the provider reports (:class:`TokenCalibrator`, in memory).
 * Stored messages become :class:`~agent.providers.base.ChatMessage` values; an interrupted or failed
   partial reply stays as text marked ``[interrupted]``.
+* The marker of a cut turn (``message_type`` ``interrupted``, :mod:`store.cut_turns`) is shown as its
+  visible text. An interrupted answer is left out once a later answer to the same user message
+  exists, and in the turn being answered now (a repeated request answers its message again).
 * :func:`repair` fixes the copy sent to the model: a tool call without a result gets an error result, a
-  result without its call is dropped, leading non-user messages are dropped. The store is never changed.
+  result without its call is dropped, leading non-user messages are dropped, and two user messages in
+  a row (an unmarked cut turn of data older than the markers) get the marker's text between them.
+  The store is never changed.
 * :func:`split_turns` / :func:`fit` trim only at user-turn boundaries, so a tool call and its result are
   never separated.
 """
@@ -17,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from agent.providers.base import ChatMessage, ChatRequest, ImagePart, ToolCall, ToolSpec
-from store import Message, MessageStatus, Role
+from store import INTERRUPTED_TEXT, INTERRUPTED_TYPE, Message, MessageStatus, Role
 
 #: tokens every message costs beyond its text (role, separators)
 MESSAGE_OVERHEAD = 4
@@ -139,6 +144,8 @@ def to_chat(msg: Message, *, group: bool = False) -> ChatMessage | None:
     if msg.role == Role.ASSISTANT:
         calls = calls_from_json(msg.tool_calls)
         text = msg.content
+        if msg.message_type == INTERRUPTED_TYPE:
+            return ChatMessage(role="assistant", content=text or INTERRUPTED_TEXT)
         if msg.status != MessageStatus.COMPLETE and not calls:
             if not text.strip():
                 return None
@@ -192,7 +199,10 @@ def history_from(
     """The window as the model sees it; ``convert`` (default :func:`to_chat`) may answer from a cache."""
     summary = ""
     out: list[ChatMessage] = []
+    superseded = superseded_answers(stored)
     for m in stored:
+        if m.sid in superseded:
+            continue
         if m.message_type == SUMMARY_TYPE:
             summary = m.content  # the newest summary already covers the older ones
             continue
@@ -205,6 +215,24 @@ def history_from(
         first_seq=stored[0].seq if stored else 0,
         last_seq=stored[-1].seq if stored else 0,
     )
+
+
+def superseded_answers(stored: Sequence[Message]) -> set[str]:
+    """Sids of interrupted answers the model should not see: in each user message's group (it and
+    what follows up to the next user message), those followed by a later answer, and every one of
+    the last group, which the turn now opening answers (again, for a repeated request)."""
+    out: set[str] = set()
+    pending: list[str] = []  # interrupted answers of the current group, not superseded yet
+    for m in stored:
+        if m.role == Role.USER:
+            pending = []
+        elif m.role == Role.ASSISTANT and not m.tool_calls:
+            if m.status == MessageStatus.INTERRUPTED:
+                pending.append(m.sid)
+            else:
+                out.update(pending)
+                pending = []
+    return out | set(pending)
 
 
 # -- repair and trimming ------------------------------------------------------------------------
@@ -225,6 +253,8 @@ def repair(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
             _answer_missing(out, open_calls)
         if not out and msg.role != "user":
             continue
+        if msg.role == "user" and out and out[-1].role == "user":
+            out.append(ChatMessage(role="assistant", content=INTERRUPTED_TEXT))
         out.append(msg)
         if msg.tool_calls:
             open_calls = {c.id: c for c in msg.tool_calls}

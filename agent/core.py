@@ -108,7 +108,7 @@ class Agent(ConversationsMixin):
         self._create_locks: dict[tuple[str, str], anyio.Lock] = {}
         self._closed = False
         #: every turn and command of every channel (shown by the web channel's /metrics)
-        self.metrics = TurnMetrics(store_engine=store.engine)
+        self.metrics = TurnMetrics(store_engine=store.engine, leases=store.lease_stats)
         if tools is not None:
             self.metrics.tool_results = tools.result_counts
         #: Telegram pairing codes and identity links (the Telegram channel, the web page)

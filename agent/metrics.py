@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from agent.events import Done, TurnError, TurnEvent
 from agent.tools.storable import ResultCounts
-from store import Engine
+from store import Engine, LeaseStats
 
 #: seconds; turn latencies span tool calls and long replies
 TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -113,6 +113,8 @@ class TurnMetrics:
     tool_results: ResultCounts = field(default_factory=ResultCounts)
     #: the store engine, whose own event counts (a remote engine's failed attempts) are shown too
     store_engine: Engine | None = None
+    #: the store's turn-lock and cut-turn counters (the Agent's Store keeps them)
+    leases: LeaseStats = field(default_factory=LeaseStats)
 
     def turn_finished(
         self,
@@ -200,6 +202,7 @@ class TurnMetrics:
         for name, help_text, by_tool in repairs:
             out += counter_lines(name, help_text, {_labels(tool=t): n for t, n in by_tool.items()})
         out += self._store_lines()
+        out += lease_lines(self.leases)
         return [
             *out,
             "# HELP hero_turn_duration_seconds Turn latency from request to the final event.",
@@ -227,6 +230,30 @@ class TurnMetrics:
             "Store calls that failed after every attempt (StoreUnavailable).",
             {_labels(engine=engine): events.get("unreachable", 0)},
         )
+
+
+def lease_lines(stats: LeaseStats) -> list[str]:
+    """The turn-lock counters: take-overs by reason (always both, so a rate can be taken from 0),
+    renewals, leases lost, and the interrupted markers written by kind."""
+    takeovers = {_labels(reason=r): stats.takeovers.get(r, 0) for r in ("dead_holder", "lapsed")}
+    markers = {_labels(kind=k): stats.markers.get(k, 0) for k in ("user", "tool")}
+    return [
+        *counter_lines(
+            "hero_lease_takeovers_total",
+            "Turn locks taken over from another holder: dead_holder (a gone process of this host), "
+            "lapsed (its lease expired).",
+            takeovers,
+        ),
+        *counter_lines("hero_lease_renewals_total", "Turn lock lease renewals.", {(): stats.renewals}),
+        *counter_lines(
+            "hero_lease_lost_total", "Held turn locks lost to another holder after lapsing.", {(): stats.lost}
+        ),
+        *counter_lines(
+            "hero_interrupted_markers_total",
+            "Marks of cut turns written: user (an interrupted answer), tool (an interrupted result).",
+            markers,
+        ),
+    ]
 
 
 def counter_lines(name: str, help_text: str, values: dict[Labels, int]) -> list[str]:

@@ -13,8 +13,10 @@ One :class:`Turn` answers one user message in one conversation::
     persist the final assistant message               -> Done
 
 Cancellation (``/stop``, the consumer going away, the turn deadline) runs a shielded cleanup that
-persists the partial reply as ``interrupted`` and answers every unanswered tool call, so the history
-never holds a dangling call. A provider failure persists an ``error`` marker.
+persists the partial reply as ``interrupted`` (or, with no text yet, the interrupted marker of
+:mod:`store.cut_turns`) and answers every unanswered tool call, so the history never holds a
+dangling call. A provider failure persists an ``error`` marker. A turn cut harder (kill -9, a lost
+store) is marked by the store when the conversation's next turn opens, or when a daemon starts.
 """
 
 from __future__ import annotations
@@ -33,7 +35,18 @@ from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, Re
 from agent.tools.base import ToolContext, ToolResult
 from agent.turn_context import TurnInput, TurnParts, build_context
 from agent.turn_tools import run_calls, signature
-from store import Conflict, Conversation, Memory, Message, MessageStatus, Role, StoreError, UsageEntry
+from store import (
+    INTERRUPTED_TEXT,
+    INTERRUPTED_TYPE,
+    Conflict,
+    Conversation,
+    Memory,
+    Message,
+    MessageStatus,
+    Role,
+    StoreError,
+    UsageEntry,
+)
 from store.api_turn import TurnReads
 
 log = structlog.get_logger()
@@ -85,6 +98,8 @@ class Turn:
         self.message: Message | None = None
         #: the last request sent images (a refusal may be the model's lack of vision)
         self.sent_images = False
+        #: the user message this turn answers (set once the turn is open)
+        self.user_sid = ""
 
     async def run(self) -> None:
         a, inp, p = self.p.settings.agent, self.inp, self.p
@@ -107,6 +122,7 @@ class Turn:
                 self.on_locked()
                 self.message = opening.message
                 inp.conversation = opening.conversation
+                self.user_sid = opening.message.sid
                 # the turn's usage entries are written when it closes, with the lease's release
                 self.progress.usage = opening.usage
                 await self.emit(TurnStarted(self.cid, opening.message.sid, inp.turn_id))
@@ -369,7 +385,9 @@ class Turn:
                 done = pr.results.get(call.id)
                 await self._persist_result(call, done or ToolResult(CANCELLED_RESULT, ok=False))
             text = "".join(pr.partial)
-            if text or status == MessageStatus.ERROR:
+            if not text and status == MessageStatus.INTERRUPTED:
+                await self._mark_unanswered()
+            elif text or status == MessageStatus.ERROR:
                 await store.append_message(
                     inp.scope,
                     self.cid,
@@ -385,6 +403,20 @@ class Turn:
         except StoreError as exc:
             # nothing more can be done now; the repair pass keeps the next request valid anyway
             log.warning("turn.cleanup_failed", error=str(exc))
+
+    async def _mark_unanswered(self) -> None:
+        """The interrupted marker a cut turn gets from the store, written now (same request key, so
+        the store's own marking later finds it and adds nothing)."""
+        await self.p.store.append_message(
+            self.inp.scope,
+            self.cid,
+            "assistant",
+            INTERRUPTED_TEXT,
+            channel=self.inp.channel,
+            status=MessageStatus.INTERRUPTED,
+            message_type=INTERRUPTED_TYPE,
+            request_key=f"interrupted:{self.cid}:{self.user_sid}",
+        )
 
     def _clip(self, text: str) -> str:
         limit = self.p.store.max_message_chars

@@ -54,6 +54,7 @@ from config.settings import LLMSettings, MemorySettings, Settings, StoreSettings
 from store import Engine, Kind, ListQuery, Page, Scope, Store
 from store.embedded import EmbeddedEngine
 from store.engine import Step
+from store.leases import Claimed, Lease, LeaseOwner
 from store.models import JSON, Record
 
 SCOPE = Scope("bench", "bencher")
@@ -145,9 +146,24 @@ class TimedEngine(Engine):
         with self._timed():
             return await self.inner.count(kind, scope, filters)
 
-    async def claim(self, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
+    async def claim(
+        self,
+        scope: Scope,
+        key: str,
+        holder: str,
+        ttl_ms: int | None,
+        *,
+        owner: LeaseOwner | None = None,
+        replace: str | None = None,
+    ) -> Claimed:
         with self._timed():
-            return await self.inner.claim(scope, key, holder, ttl_ms)
+            return await self.inner.claim(scope, key, holder, ttl_ms, owner=owner, replace=replace)
+
+    async def get_lease(self, scope: Scope, key: str) -> Lease | None:
+        return await self.inner.get_lease(scope, key)
+
+    async def list_leases(self, context: str, prefix: str) -> builtins.list[Lease]:
+        return await self.inner.list_leases(context, prefix)
 
     async def release(self, scope: Scope, key: str, holder: str) -> None:
         with self._timed():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from store.api import Aggregate, ScopeStats, Store, memory_hash, now_ms
 from store.api_attachments import NewAttachment, attachment_bytes
+from store.cut_turns import INTERRUPTED_RESULT, INTERRUPTED_TEXT, INTERRUPTED_TYPE
 from store.engine import Engine, ListQuery, Page
 from store.errors import (
     Conflict,
@@ -16,6 +17,7 @@ from store.errors import (
     StoreError,
     StoreUnavailable,
 )
+from store.leases import LEASE_S, LeaseStats
 from store.models import (
     Attachment,
     AuditEntry,
@@ -31,6 +33,10 @@ from store.models import (
 )
 
 __all__ = [
+    "INTERRUPTED_RESULT",
+    "INTERRUPTED_TEXT",
+    "INTERRUPTED_TYPE",
+    "LEASE_S",
     "Aggregate",
     "Attachment",
     "AuditEntry",
@@ -40,6 +46,7 @@ __all__ = [
     "ImportFormatError",
     "InvalidInput",
     "Kind",
+    "LeaseStats",
     "ListQuery",
     "Memory",
     "Message",

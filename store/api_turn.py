@@ -10,13 +10,15 @@ engine sends the reads at once. The user message is durable before ``open_turn``
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from store.api_base import check_limit, store_fields
+from store.api_leases import LeaseMixin
 from store.api_state import StateMixin
-from store.engine import ClaimStep, CreateStep, GetStep, ListQuery, ListStep, Page, Step
+from store.engine import ClaimStep, CreateStep, GetStep, ListQuery, ListStep, MarkCutStep, Page, Step
 from store.errors import NotFound
 from store.models import Conversation, Kind, Memory, Message, Scope, UsageEntry, validate_sid
 
@@ -57,7 +59,7 @@ class TurnOpening:
     usage: list[UsageEntry] = field(default_factory=list)
 
 
-class TurnMixin(StateMixin):
+class TurnMixin(LeaseMixin, StateMixin):
     @asynccontextmanager
     async def open_turn(
         self,
@@ -73,11 +75,12 @@ class TurnMixin(StateMixin):
         ttl_s: float = 600.0,
         wait_s: float = 600.0,
     ) -> AsyncIterator[TurnOpening]:
-        """Take the turn lease of the conversation (waiting like :meth:`conversation_lock`), append the
-        user message and read ``reads``, all in one engine batch; yields the :class:`TurnOpening` and
-        releases the lease on exit, writing the opening's ``usage`` in the same call. NotFound when
-        the conversation is missing (nothing is stored). ``attachments`` is the message's
-        descriptor of the attachments stored just before it (see ``store.api_attachments``)."""
+        """Take the turn lease of the conversation (waiting like :meth:`conversation_lock`), mark the
+        turn a crash may have cut there (:mod:`store.cut_turns`), append the user message and read
+        ``reads``, all in one engine batch; yields the :class:`TurnOpening` and releases the lease on
+        exit, writing the opening's ``usage`` in the same call. NotFound when the conversation is
+        missing (nothing is stored). ``attachments`` is the message's descriptor of the attachments
+        stored just before it (see ``store.api_attachments``)."""
         validate_sid(conversation_id)
         fields = self._message_fields(
             conversation_id, "user", text, channel=channel, sender=sender, attachments=attachments
@@ -89,7 +92,10 @@ class TurnMixin(StateMixin):
             limit=check_limit(reads.window_limit),
         )
         recall = reads.recall_limit > 0 and bool(reads.recall_text.strip())
+        # always keyed: a repeated batch must see its own user message as its own, not as a cut turn
+        request_key = request_key or f"turn:{uuid.uuid4().hex}"
         steps: list[Step] = [
+            MarkCutStep(conversation_id, request_key),
             CreateStep(Kind.MESSAGE, fields, request_key),
             GetStep(Kind.CONVERSATION, conversation_id),
             ListStep(Kind.MESSAGE, window_query),
@@ -103,11 +109,12 @@ class TurnMixin(StateMixin):
             )
             steps.append(ListStep(Kind.MEMORY, query))
 
-        async def take(claim: ClaimStep) -> TurnOpening:
-            created, conv, window, *memories = (await self.engine.batch(scope, [claim, *steps]))[1:]
+        async def take(claim: ClaimStep) -> tuple[object, TurnOpening]:
+            outcome, marks, created, conv, window, *memories = await self.engine.batch(scope, [claim, *steps])
+            self.lease_stats.marked(marks)
             matching = memories.pop(0) if recall else None
             recent = memories.pop(0) if reads.recent_memories > 0 else None
-            return _opening(
+            return outcome, _opening(
                 conversation_id,
                 reads.window_limit,
                 created=created,

@@ -32,8 +32,9 @@ import structlog
 
 from store import sqlite_batch, sqlite_leases, sqlite_users
 from store import sqlite_ops as ops
-from store.engine import Engine, ListQuery, Page, Step
+from store.engine import ClaimStep, Engine, ListQuery, Page, Step
 from store.errors import Conflict, StoreError, StoreUnavailable
+from store.leases import Claimed, Lease, LeaseOwner
 from store.models import JSON, Kind, Record, Scope, validate_stored_context, validate_user
 from store.sqlite_schema import configure, migrate
 
@@ -241,11 +242,28 @@ class EmbeddedEngine(Engine):
     async def count(self, kind: Kind, scope: Scope, filters: dict[str, JSON] | None = None) -> int:
         return await self._run(ops.count, kind, scope, filters)
 
-    async def claim(self, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
-        return await self._run(sqlite_leases.claim, scope, key, holder, ttl_ms)
+    async def claim(
+        self,
+        scope: Scope,
+        key: str,
+        holder: str,
+        ttl_ms: int | None,
+        *,
+        owner: LeaseOwner | None = None,
+        replace: str | None = None,
+    ) -> Claimed:
+        step = ClaimStep(key, holder, ttl_ms, required=False, owner=owner, replace=replace)
+        return await self._run(sqlite_leases.claim, scope, step)
 
     async def release(self, scope: Scope, key: str, holder: str) -> None:
         await self._run(sqlite_leases.release, scope, key, holder)
+
+    async def get_lease(self, scope: Scope, key: str) -> Lease | None:
+        return await self._run(sqlite_leases.get_lease, scope, key)
+
+    async def list_leases(self, context: str, prefix: str) -> builtins.list[Lease]:
+        validate_stored_context(context)
+        return await self._run(sqlite_leases.list_leases, context, prefix)
 
     async def batch(self, scope: Scope, steps: Sequence[Step]) -> builtins.list[object]:
         """The whole batch in ONE transaction and one worker call (see ``sqlite_batch.batch``)."""

@@ -8,7 +8,10 @@ the few atomic primitives the domain needs and that cannot be built safely from 
   +1, ``updated_at`` = now, ``last_channel`` = the message's channel); creating a message in a
   conversation that is missing from the scope raises :class:`~store.errors.NotFound`;
 * deleting an ``AgentConversation`` deletes its messages and attachments in the same atomic step;
-* ``claim``/``release``: a named lease per scope (turn locks across processes, update de-duplication);
+* ``claim``/``release``: a named lease per scope (turn locks across processes, update de-duplication),
+  with the holder's process identity and a compare-and-swap take-over (``replace``, see
+  :mod:`store.leases`); ``get_lease``/``list_leases`` read them back;
+* ``MarkCutStep``: the markers of a conversation's cut turn (see :mod:`store.cut_turns`);
 * ``dump``/``restore``: raw records with their sids, for export/import;
 * ``batch``: several of the calls above in one scope, in order (see :meth:`Engine.batch`).
 
@@ -28,7 +31,9 @@ from typing import Generic, TypeVar
 
 import anyio
 
+from store import cut_turns
 from store.errors import LeaseHeld, UnsupportedOperation
+from store.leases import Claimed, Lease, LeaseOwner
 from store.models import JSON, Kind, Record, Scope
 
 T = TypeVar("T")
@@ -112,6 +117,8 @@ class ClaimStep:
     holder: str
     ttl_ms: int | None
     required: bool = True
+    owner: LeaseOwner | None = None
+    replace: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +127,41 @@ class ReleaseStep:
     holder: str
 
 
-Step = GetStep | ListStep | CountStep | CreateStep | UpdateStep | DeleteStep | ClaimStep | ReleaseStep
+@dataclass(frozen=True, slots=True)
+class MarkCutStep:
+    """Mark the conversation's cut turn, if its tail has one: every tool call without a result gets an
+    ``error: interrupted`` result and an unanswered user message an ``interrupted`` assistant marker
+    (request keys make it idempotent). Answers the created messages, oldest first.
+
+    ``request_key``: the key under which the same batch stores its user message. A user message
+    already stored under it is that very message (the batch was repeated after a lost answer, or the
+    request redelivered), answered by the turn now opening: it gets no marker. Engines that cannot
+    look request keys up (the default :meth:`Engine.mark_cut`) mark it anyway; an older answer is
+    then followed by the turn's new one, which history readers prefer (see agent.context)."""
+
+    conversation_id: str
+    request_key: str | None = None
+
+
+Step = (
+    GetStep
+    | ListStep
+    | CountStep
+    | CreateStep
+    | UpdateStep
+    | DeleteStep
+    | ClaimStep
+    | ReleaseStep
+    | MarkCutStep
+)
 #: steps that only read
 READ_STEPS = (GetStep, ListStep, CountStep)
+
+
+def tail_query(conversation_id: str, limit: int) -> ListQuery:
+    """The newest ``limit`` messages of a conversation, newest first (what :class:`MarkCutStep` reads)."""
+    filters: dict[str, JSON] = {"conversation_id": conversation_id}
+    return ListQuery(filters=filters, order_by="seq", descending=True, limit=limit)
 
 
 class Engine(ABC):
@@ -172,16 +211,35 @@ class Engine(ABC):
     async def count(self, kind: Kind, scope: Scope, filters: dict[str, JSON] | None = None) -> int: ...
 
     @abstractmethod
-    async def claim(self, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
-        """Take the lease ``key`` for ``holder``.
+    async def claim(
+        self,
+        scope: Scope,
+        key: str,
+        holder: str,
+        ttl_ms: int | None,
+        *,
+        owner: LeaseOwner | None = None,
+        replace: str | None = None,
+    ) -> Claimed:
+        """Take the lease ``key`` for ``holder``, recording ``owner`` (its process) with it.
 
-        True when it was free, expired, or already held by ``holder`` (then renewed); False when
-        another holder has it. ``ttl_ms=None`` never expires (used for de-duplication marks).
+        Truthy (the :class:`~store.leases.Claimed` says how) when it was free, lapsed, already held
+        by ``holder`` (then renewed), or held by ``replace`` (a compare-and-swap: the claimer found
+        that holder dead); ``Claimed.REFUSED`` (falsy) when another holder has it. ``ttl_ms=None``
+        never expires (used for de-duplication marks).
         """
 
     @abstractmethod
     async def release(self, scope: Scope, key: str, holder: str) -> None:
         """Drop the lease if ``holder`` has it; otherwise do nothing."""
+
+    @abstractmethod
+    async def get_lease(self, scope: Scope, key: str) -> Lease | None:
+        """The lease ``key`` as stored (also when it has lapsed), or None."""
+
+    @abstractmethod
+    async def list_leases(self, context: str, prefix: str) -> builtins.list[Lease]:
+        """Every lease of the context (all users) whose key starts with ``prefix``, lapsed ones too."""
 
     @abstractmethod
     async def contexts(self) -> builtins.list[str]:
@@ -280,12 +338,25 @@ class Engine(ABC):
                 return await self.update(kind, scope, sid, fields)
             case DeleteStep(kind, sid):
                 return await self.delete(kind, scope, sid)
-            case ClaimStep(key, holder, ttl_ms, required):
-                taken = await self.claim(scope, key, holder, ttl_ms)
+            case ClaimStep(key, holder, ttl_ms, required, owner, replace):
+                taken = await self.claim(scope, key, holder, ttl_ms, owner=owner, replace=replace)
                 if required and not taken:
                     raise LeaseHeld(key)
                 return taken
             case ReleaseStep(key, holder):
                 await self.release(scope, key, holder)
                 return None
+            case MarkCutStep(conversation_id):
+                return await self.mark_cut(scope, conversation_id)
         raise TypeError(f"not a batch step: {step!r}")
+
+    async def mark_cut(self, scope: Scope, conversation_id: str) -> builtins.list[Record]:
+        """:class:`MarkCutStep` made of plain calls (engines with transactions run it inside one)."""
+        head = await self.list(Kind.MESSAGE, scope, tail_query(conversation_id, 1))
+        if cut_turns.settled(head.items):
+            return []
+        tail = await self.list(Kind.MESSAGE, scope, tail_query(conversation_id, cut_turns.TAIL))
+        return [
+            await self.create(Kind.MESSAGE, scope, fields, request_key=key)
+            for fields, key in cut_turns.markers(conversation_id, tail.items)
+        ]

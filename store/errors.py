@@ -7,6 +7,7 @@
     +-- NotFound         (user-safe, not retryable)   missing id -- and a foreign id, indistinguishably
     +-- Conflict         (user-safe, not retryable)   a lease held by someone else, a duplicate key
     |   +-- LeaseHeld                                  a batch's required lease is held by another holder
+    |   +-- LeaseLost                                  a held lease lapsed and another holder took it
     +-- StoreUnavailable (user-safe, retryable)       the engine cannot be reached or is closed
     +-- ImportFormatError(user-safe, not retryable)   a malformed export line (``line`` says which)
         +-- ImportRejected                             an import refused whole: every problem found
@@ -44,6 +45,15 @@ class LeaseHeld(Conflict):
     def __init__(self, key: str) -> None:
         self.key = key
         super().__init__(f"the lease {key!r} is held by another holder")
+
+
+class LeaseLost(Conflict):
+    """A held lease could not be renewed in time (the store was unreachable longer than the lease)
+    and another holder took it: the block that held it was cancelled."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__("the conversation's lock was lost while the store was unreachable")
 
 
 class StoreUnavailable(StoreError):

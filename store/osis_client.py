@@ -31,17 +31,20 @@ from store.engine import (
     GetStep,
     ListQuery,
     ListStep,
+    MarkCutStep,
     Page,
     ReleaseStep,
     Step,
     UpdateStep,
 )
 from store.errors import InvalidInput, LeaseHeld, NotFound, StoreError, StoreUnavailable, UnsupportedOperation
+from store.leases import Claimed, Lease, LeaseOwner
 from store.models import JSON, Kind, Record, Scope
 from store.osis_protocol import (
     CONTEXT_HEADER,
     DUMP_PAGE,
     MAX_BATCH,
+    OPTIONAL_METHODS,
     REQUIRED_METHODS,
     RESTORE_BATCH,
     OsisAuthError,
@@ -92,6 +95,8 @@ class OsisEngine(Engine):
         self._checked = False
         #: the methods the server's rpc.discover listed (optional extensions are used only if there)
         self._methods: set[str] = set()
+        #: the optional methods (OPTIONAL_METHODS) the service lists
+        self._optional: frozenset[str] = frozenset()
         self._next_id = 0
         #: failed attempts by reason, and calls that failed after every attempt (for /metrics)
         self._events = dict.fromkeys(_EVENTS, 0)
@@ -130,6 +135,7 @@ class OsisEngine(Engine):
                 f"OSIS store at {self.where} lacks {len(missing)} method(s) hero-agent needs: "
                 + ", ".join(missing)
             )
+        self._optional = frozenset(methods_in(doc) & OPTIONAL_METHODS)
         self._checked = True
 
     async def ping(self) -> None:
@@ -263,17 +269,49 @@ class OsisEngine(Engine):
         assert isinstance(n, int)
         return n
 
-    async def claim(self, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
-        return bool(await self._step(scope, ClaimStep(key, holder, ttl_ms, required=False)))
+    async def claim(
+        self,
+        scope: Scope,
+        key: str,
+        holder: str,
+        ttl_ms: int | None,
+        *,
+        owner: LeaseOwner | None = None,
+        replace: str | None = None,
+    ) -> Claimed:
+        step = ClaimStep(key, holder, ttl_ms, required=False, owner=owner, replace=replace)
+        outcome = await self._step(scope, step)
+        assert isinstance(outcome, Claimed)
+        return outcome
 
     async def release(self, scope: Scope, key: str, holder: str) -> None:
         await self._step(scope, ReleaseStep(key, holder))
+
+    async def get_lease(self, scope: Scope, key: str) -> Lease | None:
+        """None from a service without ``agentlease.get``: its dead holders are only seen to lapse."""
+        await self._ready()
+        if "agentlease.get" not in self._optional:
+            return None
+        answer = await self._call("agentlease.get", {"user_id": scope.user_id, "key": key}, scope.context)
+        return None if answer is None else _lease(answer, self.where)
+
+    async def list_leases(self, context: str, prefix: str) -> builtins.list[Lease]:
+        """Empty from a service without ``agentlease.list`` (a daemon start then marks nothing: the
+        conversations' next turns do)."""
+        await self._ready()
+        if "agentlease.list" not in self._optional:
+            return []
+        answer = await self._call("agentlease.list", {"prefix": prefix}, context)
+        if not isinstance(answer, builtins.list):
+            raise OsisProtocolError(f"OSIS store at {self.where} answered agentlease.list without a list")
+        return [_lease(item, self.where) for item in answer]
 
     async def batch(self, scope: Scope, steps: Sequence[Step]) -> builtins.list[object]:
         """A required claim is sent alone first (a refused one stops the batch, as the seam says); the
         steps between required claims go as ONE JSON-RPC batch: one round trip, and the server runs
         all of them in order (a failing step does not stop the later ones there); the first failure,
         in step order, is raised here."""
+        await self._ready()  # the optional methods are known from here on
         out: builtins.list[object] = []
         group: builtins.list[Step] = []
         for step in steps:
@@ -281,6 +319,11 @@ class OsisEngine(Engine):
                 out += await self._group(scope, group)
                 group = []
                 out.append(await self._step(scope, step))
+            elif isinstance(step, MarkCutStep) and "store.mark_interrupted" not in self._optional:
+                # an older service: the marks are read and written by plain calls, in step order
+                out += await self._group(scope, group)
+                group = []
+                out.append(await self.mark_cut(scope, step.conversation_id))
             else:
                 group.append(step)
         out += await self._group(scope, group)
@@ -292,13 +335,26 @@ class OsisEngine(Engine):
         out: builtins.list[object] = []
         for start in range(0, len(steps), MAX_BATCH):
             chunk = steps[start : start + MAX_BATCH]
-            answers = await self._call_many([plan(scope, s) for s in chunk], scope.context)
+            answers = await self._call_many([self._plan(scope, s) for s in chunk], scope.context)
             for step, answer in zip(chunk, answers, strict=True):
                 out.append(await self._outcome(scope, step, answer))
         return out
 
-    async def _step(self, scope: Scope, step: Step) -> object:
+    def _plan(self, scope: Scope, step: Step) -> tuple[str, dict[str, Any]]:
+        """The call of ``step``; an older service (no ``agentlease.get``) gets claims without the
+        owner and replace params it would refuse."""
         method, params = plan(scope, step)
+        if isinstance(step, ClaimStep) and "agentlease.get" not in self._optional:
+            params.pop("owner", None)
+            params.pop("replace", None)
+        return method, params
+
+    async def _step(self, scope: Scope, step: Step) -> object:
+        if isinstance(step, MarkCutStep):
+            await self._ready()
+            if "store.mark_interrupted" not in self._optional:
+                return await self.mark_cut(scope, step.conversation_id)
+        method, params = self._plan(scope, step)
         try:
             answer = await self._call(method, params, scope.context)
         except StoreError as exc:
@@ -325,9 +381,14 @@ class OsisEngine(Engine):
             case DeleteStep():
                 return bool(answer)
             case ClaimStep(key, required=required):
-                if required and not answer:
+                outcome = _claimed(answer)
+                if required and not outcome:
                     raise LeaseHeld(key)
-                return bool(answer)
+                return outcome
+            case MarkCutStep():
+                if not isinstance(answer, builtins.list):
+                    raise OsisProtocolError(f"OSIS store at {self.where} answered mark_interrupted badly")
+                return [record_of(r) for r in answer]
         return None  # ReleaseStep
 
     async def _set_result(self, kind: Kind, scope: Scope, result: Any) -> Record:
@@ -408,6 +469,21 @@ def _failure_reason(exc: Exception) -> str:
     if isinstance(exc, httpx.TransportError):
         return "connection"
     return "deadline"
+
+
+def _claimed(answer: Any) -> Claimed:
+    """A claim's answer: the outcome's name from a service that knows owners, else a boolean (then a
+    take-over of a lapsed lease is not told apart from a free one)."""
+    if isinstance(answer, str) and answer in Claimed._value2member_map_:
+        return Claimed(answer)
+    return Claimed.TAKEN if answer else Claimed.REFUSED
+
+
+def _lease(value: Any, where: str) -> Lease:
+    try:
+        return Lease.from_json(value)
+    except ValueError as exc:
+        raise OsisProtocolError(f"OSIS store at {where} answered a malformed lease: {exc}") from None
 
 
 def _is_not_found(exc: StoreError) -> bool:

@@ -15,6 +15,7 @@ from store.engine import (
     DeleteStep,
     GetStep,
     ListStep,
+    MarkCutStep,
     ReleaseStep,
     Step,
     UpdateStep,
@@ -64,8 +65,18 @@ def plan(scope: Scope, step: Step) -> tuple[str, dict[str, Any]]:
             return f"{kind.rpc_name}.set", {**user, "object": fields, "sid": sid}
         case DeleteStep(kind, sid):
             return f"{kind.rpc_name}.delete", {**user, "sid": sid}
-        case ClaimStep(key, holder, ttl_ms):
-            return "agentlease.claim", {**user, "key": key, "holder": holder, "ttl_ms": ttl_ms}
+        case ClaimStep(key, holder, ttl_ms, _, owner, replace):
+            # the owner param (null when unknown) also asks for the claim's outcome by name
+            params = {**user, "key": key, "holder": holder, "ttl_ms": ttl_ms}
+            params["owner"] = owner.to_json() if owner is not None else None
+            if replace is not None:
+                params["replace"] = replace
+            return "agentlease.claim", params
+        case MarkCutStep(conversation_id, request_key):
+            params = {**user, "conversation_id": conversation_id}
+            if request_key is not None:
+                params["request_key"] = request_key
+            return "store.mark_interrupted", params
         case ReleaseStep(key, holder):
             return "agentlease.release", {**user, "key": key, "holder": holder}
     raise TypeError(f"not a batch step: {step!r}")

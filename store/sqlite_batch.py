@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+from store import cut_turns
 from store import sqlite_ops as ops
 from store.engine import (
     READ_STEPS,
@@ -14,12 +15,14 @@ from store.engine import (
     DeleteStep,
     GetStep,
     ListStep,
+    MarkCutStep,
     ReleaseStep,
     Step,
     UpdateStep,
+    tail_query,
 )
 from store.errors import LeaseHeld
-from store.models import Scope
+from store.models import Kind, Record, Scope
 from store.sqlite_leases import claim_in, release_in, unsynced
 from store.sqlite_ops import write_txn
 
@@ -57,12 +60,35 @@ def _step(conn: sqlite3.Connection, scope: Scope, step: Step) -> object:
             return ops.update(conn, kind, scope, sid, fields)
         case DeleteStep(kind, sid):
             return ops.delete(conn, kind, scope, sid)
-        case ClaimStep(key, holder, ttl_ms, required):
-            taken = claim_in(conn, scope, key, holder, ttl_ms)
-            if required and not taken:
-                raise LeaseHeld(key)
+        case ClaimStep():
+            taken = claim_in(conn, scope, step)
+            if step.required and not taken:
+                raise LeaseHeld(step.key)
             return taken
         case ReleaseStep(key, holder):
             release_in(conn, scope, key, holder)
             return None
+        case MarkCutStep(conversation_id, request_key):
+            return mark_cut(conn, scope, conversation_id, request_key)
     raise TypeError(f"not a batch step: {step!r}")
+
+
+def mark_cut(
+    conn: sqlite3.Connection, scope: Scope, conversation_id: str, request_key: str | None
+) -> list[Record]:
+    """:class:`MarkCutStep` inside the caller's transaction."""
+    head = ops.list_records(conn, Kind.MESSAGE, scope, tail_query(conversation_id, 1))
+    if cut_turns.settled(head.items):
+        return []
+    tail = ops.list_records(conn, Kind.MESSAGE, scope, tail_query(conversation_id, cut_turns.TAIL))
+    own = None
+    if request_key is not None:
+        row = conn.execute(
+            "SELECT sid FROM messages WHERE context = ? AND user_id = ? AND request_key = ?",
+            (scope.context, scope.user_id, request_key),
+        ).fetchone()
+        own = row[0] if row else None
+    return [
+        ops.create(conn, Kind.MESSAGE, scope, fields, key)
+        for fields, key in cut_turns.markers(conversation_id, tail.items, own)
+    ]

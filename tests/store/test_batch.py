@@ -26,6 +26,7 @@ from store.engine import (
     UpdateStep,
 )
 from store.errors import InvalidInput, LeaseHeld, NotFound
+from store.leases import Claimed, Lease, LeaseOwner
 from store.models import JSON, Kind, Record, Scope
 from tests.store.conftest import ALICE, BOB
 from tests.store.engines import ENGINES
@@ -72,8 +73,23 @@ class _DefaultBatch(Engine):
     async def count(self, kind: Kind, scope: Scope, filters: dict[str, JSON] | None = None) -> int:
         return await self.inner.count(kind, scope, filters)
 
-    async def claim(self, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
-        return await self.inner.claim(scope, key, holder, ttl_ms)
+    async def claim(
+        self,
+        scope: Scope,
+        key: str,
+        holder: str,
+        ttl_ms: int | None,
+        *,
+        owner: LeaseOwner | None = None,
+        replace: str | None = None,
+    ) -> Claimed:
+        return await self.inner.claim(scope, key, holder, ttl_ms, owner=owner, replace=replace)
+
+    async def get_lease(self, scope: Scope, key: str) -> Lease | None:
+        return await self.inner.get_lease(scope, key)
+
+    async def list_leases(self, context: str, prefix: str) -> builtins.list[Lease]:
+        return await self.inner.list_leases(context, prefix)
 
     async def release(self, scope: Scope, key: str, holder: str) -> None:
         await self.inner.release(scope, key, holder)
@@ -178,12 +194,12 @@ async def test_a_refused_required_claim_stops_the_batch(any_engine: Engine) -> N
         ALICE,
         [ClaimStep("lease:x", "me", 60_000, required=False), CreateStep(Kind.STATE, _state("after", "1"))],
     )
-    assert taken is False and isinstance(created, dict)
+    assert taken == Claimed.REFUSED and not taken and isinstance(created, dict)
 
 
 async def test_claim_and_release_steps(any_engine: Engine) -> None:
     engine = any_engine
-    assert await engine.batch(ALICE, [ClaimStep("lease:y", "me", 60_000)]) == [True]
+    assert await engine.batch(ALICE, [ClaimStep("lease:y", "me", 60_000)]) == [Claimed.TAKEN]
     assert not await engine.claim(ALICE, "lease:y", "other", 60_000)
     assert await engine.batch(ALICE, [ReleaseStep("lease:y", "me")]) == [None]
     assert await engine.claim(ALICE, "lease:y", "other", 60_000)

@@ -13,12 +13,13 @@ from structlog.testing import capture_logs
 
 from store.api import Store
 from store.api_turn import TurnReads
+from store.cut_turns import INTERRUPTED_TEXT
 from store.embedded import EmbeddedEngine
 from store.engine import CreateStep, GetStep, ListQuery, UpdateStep
-from store.errors import InvalidInput, NotFound, StoreUnavailable
+from store.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 from store.models import Kind, Scope, UsageEntry
 from store.osis_client import OsisEngine, redacted
-from store.osis_protocol import OsisAuthError, OsisProtocolError, openrpc_document
+from store.osis_protocol import OPTIONAL_METHODS, OsisAuthError, OsisProtocolError, openrpc_document
 from tests.store.osis_fixtures import client_settings, embedded_server, free_port, serve
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -195,10 +196,10 @@ async def test_two_clients_see_one_store(tmp_path: Path) -> None:
         conv = await Store(a).create_conversation(SCOPE, "shared")
         seen = await Store(b).list_conversations(SCOPE)
         assert [c.sid for c in seen.items] == [conv.sid]
-        assert await b.claim(SCOPE, "turn:x", "holder-a", 60_000) is True
-        assert await a.claim(SCOPE, "turn:x", "holder-b", 60_000) is False
+        assert await b.claim(SCOPE, "turn:x", "holder-a", 60_000)
+        assert not await a.claim(SCOPE, "turn:x", "holder-b", 60_000)
         await b.release(SCOPE, "turn:x", "holder-a")
-        assert await a.claim(SCOPE, "turn:x", "holder-b", 60_000) is True
+        assert await a.claim(SCOPE, "turn:x", "holder-b", 60_000)
 
 
 async def test_paged_dump_and_list_cursor(tmp_path: Path) -> None:
@@ -362,6 +363,7 @@ async def test_a_turn_opens_in_two_round_trips_and_closes_in_one(tmp_path: Path)
     assert opening_posts == [
         ["agentlease.claim"],
         [
+            "store.mark_interrupted",
             "agentmessage.set",
             "agentconversation.get",
             "agentmessage.list",
@@ -409,3 +411,49 @@ async def test_batch_errors_come_back_per_step_in_order(tmp_path: Path) -> None:
                 ],
             )
         assert (await eng.get(Kind.STATE, SCOPE, kept["sid"]) or {}).get("value") == "after"
+
+
+class _OlderServer(httpx.AsyncBaseTransport):
+    """Real HTTP to the server, which then looks like an older one: ``rpc.discover`` lists none of the
+    optional methods, and a claim carrying the newer params fails the test."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.methods: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        calls = body if isinstance(body, list) else [body]
+        for call in calls:
+            self.methods.append(call["method"])
+            assert not {"owner", "replace"} & set(call.get("params") or {}), call
+        response = await self.inner.handle_async_request(request)
+        if calls[0]["method"] != "rpc.discover":
+            return response
+        answer = json.loads(await response.aread())
+        methods = answer["result"]["methods"]
+        answer["result"]["methods"] = [m for m in methods if m["name"] not in OPTIONAL_METHODS]
+        return httpx.Response(200, json=answer)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_an_older_server_without_the_optional_methods(tmp_path: Path) -> None:
+    async with embedded_server(tmp_path / "srv") as served:
+        older = _OlderServer()
+        async with OsisEngine(client_settings(served.base_url), transport=older) as eng:
+            store = Store(eng)
+            conv = await store.create_conversation(SCOPE, "t")
+            await store.append_message(SCOPE, conv.sid, "user", "cut off", channel="cli")
+            # the cut turn is still marked, by plain reads and creates before the opening batch
+            async with store.open_turn(SCOPE, conv.sid, "again", channel="cli") as opened:
+                assert [m.content for m in opened.window][-2:] == [INTERRUPTED_TEXT, "again"]
+            assert await eng.get_lease(SCOPE, "turn:x") is None
+            assert await eng.list_leases("default", "turn:") == []
+            # without owners, a holder is never known dead: its lease only lapses
+            await eng.claim(SCOPE, f"turn:{conv.sid}", "someone", 600_000)
+            with pytest.raises(Conflict):
+                async with store.conversation_lock(SCOPE, conv.sid, wait_s=0.05):
+                    pytest.fail("taken over without knowing the holder")
+    assert not {"store.mark_interrupted", "agentlease.get", "agentlease.list"} & set(older.methods)
