@@ -34,7 +34,7 @@ from agent.tools.base import ToolContext, ToolResult
 from agent.turn_context import TurnInput, TurnParts, build_context
 from agent.turn_tools import run_calls, signature
 from store import Conflict, Conversation, Memory, Message, MessageStatus, Role, StoreError, UsageEntry
-from store.api_turn import TurnReads
+from store.api.turn import TurnReads
 
 log = structlog.get_logger()
 

@@ -5,7 +5,7 @@ The store knows nothing of LLMs or channels.
 
 from __future__ import annotations
 
-from store.api import Aggregate, ScopeStats, Store, memory_hash, now_ms
+from store.api.store import Aggregate, ScopeStats, Store, memory_hash, now_ms
 from store.engine import Engine, ListQuery, Page
 from store.errors import (
     Conflict,

@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def osis_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the OSIS server in front of the embedded engine until SIGINT/SIGTERM; 0 on a clean stop."""
-    from store.osis_server import ServeRefused, serve_embedded  # noqa: PLC0415 (uvicorn: load on use)
+    from store.osis.server import ServeRefused, serve_embedded  # noqa: PLC0415 (uvicorn: load on use)
 
     try:
         anyio.run(serve_embedded, settings, args.host, int(args.port))
@@ -68,7 +68,7 @@ def osis_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def migrate_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     """Import a legacy database; prints one line of counts per table."""
-    from store.migrate import migrate_file  # noqa: PLC0415 (load on use)
+    from store.legacy.migrate import migrate_file  # noqa: PLC0415 (load on use)
 
     context = args.context or settings.store.context or settings.agent.default_context
     user = args.user or _os_user()

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import anyio
 
-from store.api import Store
-from store.embedded import EmbeddedEngine
+from store.api.store import Store
 from store.models import Scope
+from store.sqlite.engine import EmbeddedEngine
 
 SCOPE = Scope("default", "alice")
 

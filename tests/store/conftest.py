@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from store.api import Store
+from store.api.store import Store
 from store.engine import Engine
 from store.models import Scope
 from tests.store.engines import ENGINES

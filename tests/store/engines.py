@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
-from store.embedded import EmbeddedEngine
 from store.engine import Engine
+from store.sqlite.engine import EmbeddedEngine
 from tests.store.osis_fixtures import osis_engine
 
 

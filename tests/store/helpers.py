@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import anyio
 
-from store.api import Store, now_ms
+from store.api.store import Store, now_ms
 from store.engine import Page
 from store.models import Conversation, Scope
 

@@ -17,10 +17,10 @@ import httpx
 import uvicorn
 
 from config import StoreSettings
-from store.embedded import EmbeddedEngine
 from store.engine import Engine
-from store.osis_client import OsisEngine
-from store.osis_server import bind_socket, build_app, running
+from store.osis.client import OsisEngine
+from store.osis.server import bind_socket, build_app, running
+from store.sqlite.engine import EmbeddedEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 HERO_AGENT = str(Path(sys.executable).with_name("hero-agent"))

@@ -15,9 +15,9 @@ import sys
 import anyio
 
 from config import StoreSettings
-from store.api import Store
+from store.api.store import Store
 from store.models import Scope
-from store.osis_client import OsisEngine
+from store.osis.client import OsisEngine
 
 SCOPE = Scope("default", "alice")
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from store.embedded import EmbeddedEngine
 from store.engine import (
     ClaimStep,
     CountStep,
@@ -27,6 +26,7 @@ from store.engine import (
 )
 from store.errors import InvalidInput, LeaseHeld, NotFound
 from store.models import JSON, Kind, Record, Scope
+from store.sqlite.engine import EmbeddedEngine
 from tests.store.conftest import ALICE, BOB
 from tests.store.engines import ENGINES
 

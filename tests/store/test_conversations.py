@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from store.api import Store
+from store.api.store import Store
 from store.errors import InvalidInput, NotFound
 from store.models import SID_RE, Scope
 from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB

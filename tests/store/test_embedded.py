@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from config.settings import AgentSettings, Settings, StoreSettings
-from store.embedded import DB_FILE, EmbeddedEngine
 from store.errors import InvalidInput, StoreUnavailable
 from store.factory import open_store
 from store.models import Kind
+from store.sqlite.engine import DB_FILE, EmbeddedEngine
 from tests.store.conftest import ALICE
 
 pytestmark = pytest.mark.anyio

@@ -8,7 +8,7 @@ import json
 import anyio
 import pytest
 
-from store.api import Store
+from store.api.store import Store
 from store.errors import InvalidInput, NotFound
 from store.models import MessageStatus
 from tests.store.conftest import ALICE, BOB, MAX_CHARS

@@ -6,8 +6,8 @@ import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
 
-from store.api import Store
-from store.api_turn import TurnReads
+from store.api.store import Store
+from store.api.turn import TurnReads
 from store.errors import Conflict, InvalidInput, NotFound
 from store.models import UsageEntry
 from tests.store.conftest import ALICE, BOB, MAX_CHARS

@@ -10,14 +10,14 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from store.api import Store
-from store.api_turn import TurnReads
-from store.embedded import EmbeddedEngine
+from store.api.store import Store
+from store.api.turn import TurnReads
 from store.engine import CreateStep, GetStep, ListQuery, UpdateStep
 from store.errors import InvalidInput, NotFound, StoreUnavailable
 from store.models import Kind, Scope, UsageEntry
-from store.osis_client import OsisEngine, redacted
-from store.osis_protocol import OsisAuthError, OsisProtocolError, openrpc_document
+from store.osis.client import OsisEngine, redacted
+from store.osis.protocol import OsisAuthError, OsisProtocolError, openrpc_document
+from store.sqlite.engine import EmbeddedEngine
 from tests.store.osis_fixtures import client_settings, embedded_server, free_port, serve
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from store.api import Store
+from store.api.store import Store
 from store.errors import NotFound
 from store.models import AuditEntry, Scope
 from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB

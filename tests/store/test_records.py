@@ -6,7 +6,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from store.api import Store
+from store.api.store import Store
 from store.engine import Engine
 from store.errors import Conflict, InvalidInput
 from store.models import AuditEntry, UsageEntry

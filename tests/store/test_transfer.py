@@ -14,11 +14,11 @@ import pytest
 
 from channels.commands.transfer import register, run_export, run_import
 from config.settings import Settings, StoreSettings
-from store.api import Store
-from store.embedded import EmbeddedEngine
+from store.api.store import Store
 from store.engine import Engine
 from store.errors import ImportFormatError
 from store.models import AuditEntry, Kind, Record, UsageEntry
+from store.sqlite.engine import EmbeddedEngine
 from store.transfer import export_jsonl, import_jsonl
 from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB
 from tests.store.engines import ENGINES

@@ -1,7 +1,7 @@
 """Leases of the embedded engine: expiring turn locks and de-duplication marks (``leases`` table).
 
 ``claim``/``release`` are whole transactions; ``claim_in``/``release_in`` run inside the caller's
-(a :func:`~store.sqlite_batch.batch`).
+(a :func:`~store.sqlite.batch.batch`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from store.models import Scope
-from store.sqlite_ops import now_ms, write_txn
+from store.sqlite.ops import now_ms, write_txn
 
 
 @contextmanager

@@ -34,8 +34,8 @@ from starlette.routing import Route
 from store.engine import Engine
 from store.errors import InvalidInput
 from store.models import validate_context
-from store.osis_dispatch import Dispatcher, RpcError
-from store.osis_protocol import (
+from store.osis.dispatch import Dispatcher, RpcError
+from store.osis.protocol import (
     CONTEXT_HEADER,
     INTERNAL_ERROR,
     INVALID_REQUEST,

@@ -30,12 +30,13 @@ import anyio.lowlevel
 import anyio.to_thread
 import structlog
 
-from store import sqlite_batch, sqlite_leases
-from store import sqlite_ops as ops
 from store.engine import Engine, ListQuery, Page, Step
 from store.errors import Conflict, StoreError, StoreUnavailable
 from store.models import JSON, Kind, Record, Scope, validate_context
-from store.sqlite_schema import configure, migrate
+from store.sqlite import batch as sqlite_batch
+from store.sqlite import leases as sqlite_leases
+from store.sqlite import ops
+from store.sqlite.schema import configure, migrate
 
 DB_FILE = "hero-agent.db"
 DUMP_PAGE = 500

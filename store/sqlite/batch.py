@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from store import sqlite_ops as ops
 from store.engine import (
     READ_STEPS,
     ClaimStep,
@@ -20,8 +19,9 @@ from store.engine import (
 )
 from store.errors import LeaseHeld
 from store.models import Scope
-from store.sqlite_leases import claim_in, release_in, unsynced
-from store.sqlite_ops import write_txn
+from store.sqlite import ops
+from store.sqlite.leases import claim_in, release_in, unsynced
+from store.sqlite.ops import write_txn
 
 
 def batch(conn: sqlite3.Connection, scope: Scope, steps: Sequence[Step]) -> list[object]:

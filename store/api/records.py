@@ -6,7 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from store.api_base import StoreBase, check_limit, store_fields
+from store.api.base import StoreBase, check_limit, store_fields
 from store.engine import MAX_LIMIT, ListQuery, Page
 from store.errors import InvalidInput
 from store.models import AuditEntry, Kind, Record, Scope, UsageEntry

@@ -1,6 +1,6 @@
 """The embedded engine's operations as plain blocking functions on one ``sqlite3.Connection``.
 
-They run on the engine's worker thread only (see :mod:`store.embedded`), never on the event loop.
+They run on the engine's worker thread only (see :mod:`store.sqlite.engine`), never on the event loop.
 Every write is one ``BEGIN IMMEDIATE`` transaction: the write lock is taken up front, so two processes
 never both read ``max(seq)`` and then race to insert; the loser waits (``busy_timeout``) and then sees
 the winner's row.
@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from store.engine import ListQuery, Page
 from store.errors import Conflict, InvalidInput, NotFound
 from store.models import BASE_FIELDS, JSON, Kind, Record, Scope, validate_context, validate_sid, validate_user
-from store.sqlite_query import (
+from store.sqlite.query import (
     SQL,
     add_cursor,
     add_filters,
@@ -26,7 +26,7 @@ from store.sqlite_query import (
     fts_query,
     order_expr,
 )
-from store.sqlite_schema import TABLES, KindTable
+from store.sqlite.schema import TABLES, KindTable
 
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 SID_WIDTH = 4

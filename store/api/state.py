@@ -11,7 +11,7 @@ from typing import TypeVar
 import anyio
 import structlog
 
-from store.api_base import StoreBase, store_fields
+from store.api.base import StoreBase, store_fields
 from store.engine import ClaimStep, ListQuery, ReleaseStep, Step
 from store.errors import Conflict, LeaseHeld, StoreError
 from store.models import Kind, Scope, StateEntry

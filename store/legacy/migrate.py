@@ -2,7 +2,7 @@
 
 The legacy tables ``conversations``, ``messages``, ``memories``, ``audit_log`` and ``usage_log`` are read
 (read-only, in a worker thread) and written through the engine seam under one scope. Column names are
-matched case-insensitively against the aliases in :mod:`store.migrate_columns` (documented in
+matched case-insensitively against the aliases in :mod:`store.legacy.columns` (documented in
 docs/osis.md); columns no alias claims are kept in the record's ``legacy`` field. A row that cannot be
 mapped is skipped with a reason, never fatal.
 
@@ -24,10 +24,10 @@ from urllib.parse import quote
 
 import anyio
 
-from store.api import memory_hash
+from store.api.store import memory_hash
 from store.engine import Engine
 from store.errors import InvalidInput, NotFound
-from store.migrate_columns import TABLES, RowError, map_row
+from store.legacy.columns import TABLES, RowError, map_row
 from store.models import Kind, Record, Scope
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Server side of the OSIS protocol: one JSON-RPC call -> one :class:`~store.engine.Engine` call.
 
-Transport concerns (HTTP, auth, batches, size limits) live in :mod:`store.osis_server`; this module only
+Transport concerns (HTTP, auth, batches, size limits) live in :mod:`store.osis.server`; this module only
 knows methods, params and engines. ``store.dump`` pages are served from a background task per dump
 that walks ``Engine.dump`` once (an async generator must stay in one task), so paging a large context
 costs one pass; a cursor that does not match a live dump (a retried page, a restarted server) restarts
@@ -22,7 +22,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from store.engine import Engine, ListQuery
 from store.errors import InvalidInput, StoreError
 from store.models import Kind, Record, Scope, validate_sid, validate_user
-from store.osis_protocol import (
+from store.osis.protocol import (
     DUMP_PAGE,
     INVALID_PARAMS,
     KIND_BY_OBJECT,

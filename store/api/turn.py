@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from store.api_base import check_limit, store_fields
-from store.api_state import StateMixin
+from store.api.base import check_limit, store_fields
+from store.api.state import StateMixin
 from store.engine import ClaimStep, CreateStep, GetStep, ListQuery, ListStep, Page, Step
 from store.errors import NotFound
 from store.models import Conversation, Kind, Memory, Message, Scope, UsageEntry, validate_sid

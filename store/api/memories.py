@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from store.api_base import StoreBase, check_limit, memory_hash, store_fields
+from store.api.base import StoreBase, check_limit, memory_hash, store_fields
 from store.engine import ListQuery, Page
 from store.errors import InvalidInput, NotFound
 from store.models import Kind, Memory, Scope, validate_sid

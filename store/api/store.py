@@ -11,10 +11,10 @@ from collections.abc import Iterable
 
 import anyio
 
-from store.api_base import MAX_TAGS, MAX_TITLE_CHARS, check_limit, memory_hash, now_ms, store_fields
-from store.api_memories import MemoriesMixin
-from store.api_records import Aggregate, RecordsMixin, ScopeStats
-from store.api_turn import TurnMixin
+from store.api.base import MAX_TAGS, MAX_TITLE_CHARS, check_limit, memory_hash, now_ms, store_fields
+from store.api.memories import MemoriesMixin
+from store.api.records import Aggregate, RecordsMixin, ScopeStats
+from store.api.turn import TurnMixin
 from store.engine import ListQuery, Page
 from store.errors import InvalidInput, NotFound
 from store.models import (

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from store.engine import FILTER_OPS, MAX_LIMIT, ListQuery
 from store.errors import InvalidInput
 from store.models import JSON
-from store.sqlite_schema import KindTable
+from store.sqlite.schema import KindTable
 
 _FIELD_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 _WORD_RE = re.compile(r"\w+", re.UNICODE)

@@ -1,5 +1,5 @@
 """The wire side of the ``osis`` engine: each engine step as a JSON-RPC method and params, the
-encoding of requests, and the reading of one response object (used by :mod:`store.osis_client`).
+encoding of requests, and the reading of one response object (used by :mod:`store.osis.client`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from store.engine import (
 )
 from store.errors import InvalidInput
 from store.models import Record, Scope
-from store.osis_protocol import OsisProtocolError
+from store.osis.protocol import OsisProtocolError
 
 
 class RemoteError(Exception):

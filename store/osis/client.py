@@ -38,7 +38,7 @@ from store.engine import (
 )
 from store.errors import InvalidInput, LeaseHeld, NotFound, StoreError, StoreUnavailable
 from store.models import JSON, Kind, Record, Scope
-from store.osis_protocol import (
+from store.osis.protocol import (
     CONTEXT_HEADER,
     DUMP_PAGE,
     MAX_BATCH,
@@ -51,7 +51,7 @@ from store.osis_protocol import (
     methods_in,
     store_error_for,
 )
-from store.osis_wire import RemoteError, Retryable, answer_of, encode, plan, record_of
+from store.osis.wire import RemoteError, Retryable, answer_of, encode, plan, record_of
 
 log = structlog.get_logger()
 _RETRY_STATUS = frozenset({502, 503, 504})

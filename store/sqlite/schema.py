@@ -49,7 +49,7 @@ TABLES: dict[Kind, KindTable] = {
     Kind.STATE: KindTable("state", (("key", "TEXT"),)),
 }
 
-#: extra indexes per kind, beyond the ones every table gets; each serves a hot query of store.api
+#: extra indexes per kind, beyond the ones every table gets; each serves a hot query of store.api.store
 _EXTRA_INDEXES: dict[Kind, tuple[tuple[str, str], ...]] = {
     # list by recency, default view hides archived ones
     Kind.CONVERSATION: (
