@@ -40,8 +40,7 @@ from agent.turn import Turn
 from agent.turn_context import TurnInput, TurnParts
 from agent.window import WindowCache
 from config.settings import Settings
-from store import InvalidInput, NotFound, Scope, Store, StoreError, StoreUnavailable
-from store.models import validate_sid
+from store import InvalidInput, NotFound, Scope, Store, StoreError, StoreUnavailable, validate_sid
 
 log = structlog.get_logger()
 

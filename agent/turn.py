@@ -33,8 +33,17 @@ from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, To
 from agent.tools.base import ToolContext, ToolResult
 from agent.turn_context import TurnInput, TurnParts, build_context
 from agent.turn_tools import run_calls, signature
-from store import Conflict, Conversation, Memory, Message, MessageStatus, Role, StoreError, UsageEntry
-from store.api.turn import TurnReads
+from store import (
+    Conflict,
+    Conversation,
+    Memory,
+    Message,
+    MessageStatus,
+    Role,
+    StoreError,
+    TurnReads,
+    UsageEntry,
+)
 
 log = structlog.get_logger()
 

@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 
 from agent.context import SUMMARY_TYPE, to_chat
 from agent.providers.base import ChatMessage
-from store import Message, Scope, Store
-from store.api.turn import TurnOpening
+from store import Message, Scope, Store, TurnOpening
 
 #: how many new messages a turn reads to catch up (a turn with many tool rounds adds more and
 #: simply falls back to a whole read)

@@ -51,10 +51,7 @@ from agent.events import Done, TextDelta
 from agent.providers.base import ChatRequest, Provider, ProviderEvent, TextChunk
 from agent.providers.openai import OpenAIProvider
 from config.settings import LLMSettings, MemorySettings, Settings, StoreSettings
-from store import Engine, Kind, ListQuery, Page, Scope, Store
-from store.engine import Step
-from store.models import JSON, Record
-from store.sqlite.engine import EmbeddedEngine
+from store import JSON, EmbeddedEngine, Engine, Kind, ListQuery, Page, Record, Scope, Step, Store
 
 SCOPE = Scope("bench", "bencher")
 TEXT = "a line of ordinary chat, about as long as people write them in a messenger"

@@ -43,10 +43,18 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 import anyio
 import structlog
 
-from store.api.store import Store, memory_hash
-from store.models import Conversation, Kind, Memory, Message, Record, Scope
-from store.sqlite.engine import EmbeddedEngine
-from store.sqlite.ops import to_base36
+from store import (
+    Conversation,
+    EmbeddedEngine,
+    Kind,
+    Memory,
+    Message,
+    Record,
+    Scope,
+    Store,
+    memory_hash,
+    to_base36,
+)
 
 USER = Scope("bench", "user")
 MEMO = Scope("bench", "memo")

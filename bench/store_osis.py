@@ -43,12 +43,18 @@ import httpx
 import structlog
 
 from config import StoreSettings
-from store.api.store import Store
-from store.engine import Engine
-from store.models import Conversation, Kind, Message, Record, Scope
-from store.osis.client import OsisEngine
-from store.sqlite.engine import EmbeddedEngine
-from store.sqlite.ops import to_base36
+from store import (
+    Conversation,
+    EmbeddedEngine,
+    Engine,
+    Kind,
+    Message,
+    OsisEngine,
+    Record,
+    Scope,
+    Store,
+    to_base36,
+)
 
 SCOPE = Scope("bench", "user")
 T0 = 1_700_000_000_000

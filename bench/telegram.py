@@ -44,7 +44,7 @@ import structlog
 from agent.factory import open_agent
 from channels.telegram import TelegramChannel
 from config.settings import LLMSettings, MemorySettings, Settings, StoreSettings, TelegramSettings
-from store.factory import open_store
+from store import open_store
 from tests.fakes.telegram_server import TOKEN
 
 FIRST_CHAT = 10_000

@@ -29,8 +29,7 @@ from agent.tools.base import Tool, ToolContext, ToolResult
 from agent.tools.mcp_client import open_mcp_servers
 from agent.tools.registry import ToolRegistry
 from config.settings import MCPServerSettings, Settings, StoreSettings
-from store import Scope
-from store.factory import open_store
+from store import Scope, open_store
 
 FAKE_MCP = Path(__file__).resolve().parents[1] / "tests" / "fakes" / "mcp_stdio_server.py"
 

@@ -25,7 +25,7 @@ from config import ConfigError, Settings
 from config.loader import load_settings
 from config.logging import configure_logging, redact_text
 from config.redact import secret_values
-from store.errors import StoreError
+from store import StoreError
 
 PROG = "hero-agent"
 COMMAND_MODULES = (config_cmd, chat, ask, transfer, osis, serve)

@@ -91,7 +91,7 @@ async def serve(settings: Settings) -> int:
     """The daemon's main: returns 0 after a signal-driven shutdown (errors raise, see module docs)."""
     # imported here so that importing the registry (for `--help`) does not load providers and engines
     from agent.factory import open_agent  # noqa: PLC0415
-    from store.factory import open_store  # noqa: PLC0415
+    from store import open_store  # noqa: PLC0415
 
     stop = anyio.Event()
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -1,56 +1,140 @@
-"""The OSIS-shaped object store: models, the engine seam, engines and the domain API.
+"""The OSIS-shaped object store: its face, the only module imported from outside ``store/``.
 
-The store knows nothing of LLMs or channels.
+The store knows nothing of LLMs or channels. Inside, one subpackage per concept:
+
+* ``store.models``, ``store.errors``: the objects (and :class:`Scope`) and the error tree;
+* ``store.engine``: the engine seam every engine implements (:class:`Engine` and its batch steps);
+* ``store.api``: the domain :class:`Store` the agent talks to, over one engine;
+* ``store.sqlite``: the embedded engine (SQLite, WAL); ``store.osis``: the OSIS JSON-RPC protocol,
+  its client engine and its server app; ``store.legacy``: the one-time legacy SQLite import;
+* ``store.factory`` (:func:`open_store`), ``store.transfer`` (export/import).
+
+Deep imports (``store.api.turn``, ``store.sqlite.engine`` ...) from outside ``store/`` are banned by
+lint (ruff's banned-api): import from here. The engines, the OSIS server and the legacy import load on
+first use (module ``__getattr__``), so that importing the face stays as light as it was: the embedded
+path never loads the RPC client, and ``hero-agent --help`` loads neither SQLite nor uvicorn.
 """
 
 from __future__ import annotations
 
-from store.api.store import Aggregate, ScopeStats, Store, memory_hash, now_ms
-from store.engine import Engine, ListQuery, Page
+import importlib
+from typing import TYPE_CHECKING
+
+from store.api.base import MAX_TAGS, MAX_TITLE_CHARS, memory_hash, now_ms
+from store.api.records import Aggregate, ScopeStats
+from store.api.store import Store
+from store.api.turn import TurnOpening, TurnReads
+from store.engine import MAX_LIMIT, Engine, ListQuery, Page, Step
 from store.errors import (
     Conflict,
     ImportFormatError,
     InvalidInput,
+    LeaseHeld,
     NotFound,
     StoreError,
     StoreUnavailable,
 )
 from store.models import (
+    JSON,
+    SID_RE,
     AuditEntry,
     Conversation,
     Kind,
     Memory,
     Message,
     MessageStatus,
+    Record,
     Role,
     Scope,
     UsageEntry,
     validate_context,
+    validate_sid,
+    validate_user,
 )
 
+if TYPE_CHECKING:
+    from store.factory import build_engine, open_store
+    from store.legacy.migrate import MigrationReport, migrate_file
+    from store.osis.client import OsisEngine
+    from store.osis.server import ServeRefused, serve_embedded
+    from store.sqlite.engine import DB_FILE, EmbeddedEngine
+    from store.sqlite.ops import to_base36
+    from store.transfer import ImportResult, export_jsonl, import_jsonl
+
+#: names that load their module on first use: name -> the module that defines it (``to_base36``:
+#: the n-th sid as engines allocate them, for tools that write records with sids of their own)
+_ON_USE = {
+    "build_engine": "store.factory",
+    "open_store": "store.factory",
+    "MigrationReport": "store.legacy.migrate",
+    "migrate_file": "store.legacy.migrate",
+    "OsisEngine": "store.osis.client",
+    "ServeRefused": "store.osis.server",
+    "serve_embedded": "store.osis.server",
+    "DB_FILE": "store.sqlite.engine",
+    "EmbeddedEngine": "store.sqlite.engine",
+    "to_base36": "store.sqlite.ops",
+    "ImportResult": "store.transfer",
+    "export_jsonl": "store.transfer",
+    "import_jsonl": "store.transfer",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _ON_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'store' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
 __all__ = [
+    "DB_FILE",
+    "JSON",
+    "MAX_LIMIT",
+    "MAX_TAGS",
+    "MAX_TITLE_CHARS",
+    "SID_RE",
     "Aggregate",
     "AuditEntry",
     "Conflict",
     "Conversation",
+    "EmbeddedEngine",
     "Engine",
     "ImportFormatError",
+    "ImportResult",
     "InvalidInput",
     "Kind",
+    "LeaseHeld",
     "ListQuery",
     "Memory",
     "Message",
     "MessageStatus",
+    "MigrationReport",
     "NotFound",
+    "OsisEngine",
     "Page",
+    "Record",
     "Role",
     "Scope",
     "ScopeStats",
+    "ServeRefused",
+    "Step",
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "TurnOpening",
+    "TurnReads",
     "UsageEntry",
+    "build_engine",
+    "export_jsonl",
+    "import_jsonl",
     "memory_hash",
+    "migrate_file",
     "now_ms",
+    "open_store",
+    "serve_embedded",
+    "to_base36",
     "validate_context",
+    "validate_sid",
+    "validate_user",
 ]

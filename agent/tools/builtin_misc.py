@@ -15,8 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from agent.tools.base import Tool, ToolContext, ToolError, ToolResult
-from store import InvalidInput, Message, NotFound
-from store.engine import MAX_LIMIT
+from store import MAX_LIMIT, InvalidInput, Message, NotFound
 
 SNIPPET_CHARS = 240
 _WORD_RE = re.compile(r"\w+", re.UNICODE)

@@ -31,8 +31,7 @@ from agent.events import TurnError
 from channels.base import Channel
 from channels.cli.completion import SlashCompleter
 from channels.cli.printer import STYLE, ReplyPrinter, Screen, closing_events
-from store.errors import StoreError
-from store.models import Scope
+from store import Scope, StoreError
 
 if TYPE_CHECKING:
     from agent.core import Agent

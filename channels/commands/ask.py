@@ -40,8 +40,7 @@ async def _ask(args: argparse.Namespace, settings: Settings, text: str) -> int:
     from agent.core import TurnRequest  # noqa: PLC0415
     from agent.factory import open_agent  # noqa: PLC0415
     from channels.cli.printer import closing_events  # noqa: PLC0415
-    from store.factory import open_store  # noqa: PLC0415
-    from store.models import Scope  # noqa: PLC0415
+    from store import Scope, open_store  # noqa: PLC0415
 
     context, user = scope_of(args, settings)
     scope = Scope(context, user)

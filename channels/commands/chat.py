@@ -66,7 +66,7 @@ async def _chat(args: argparse.Namespace, settings: Settings) -> int:
 
     from agent.factory import open_agent  # noqa: PLC0415
     from channels.cli.session import CliChat, history_path  # noqa: PLC0415
-    from store.factory import open_store  # noqa: PLC0415
+    from store import open_store  # noqa: PLC0415
 
     context, user = scope_of(args, settings)
     async with open_store(settings) as store, open_agent(settings, store) as agent:

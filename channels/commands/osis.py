@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from store.errors import StoreError
-from store.models import Scope
+from store import Scope, StoreError
 
 if TYPE_CHECKING:
     from config import Settings
@@ -49,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def osis_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the OSIS server in front of the embedded engine until SIGINT/SIGTERM; 0 on a clean stop."""
-    from store.osis.server import ServeRefused, serve_embedded  # noqa: PLC0415 (uvicorn: load on use)
+    from store import ServeRefused, serve_embedded  # noqa: PLC0415 (uvicorn: load on use)
 
     try:
         anyio.run(serve_embedded, settings, args.host, int(args.port))
@@ -68,7 +67,7 @@ def osis_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def migrate_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     """Import a legacy database; prints one line of counts per table."""
-    from store.legacy.migrate import migrate_file  # noqa: PLC0415 (load on use)
+    from store import migrate_file  # noqa: PLC0415 (load on use)
 
     context = args.context or settings.store.context or settings.agent.default_context
     user = args.user or _os_user()

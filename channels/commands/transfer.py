@@ -12,10 +12,7 @@ from typing import IO, TYPE_CHECKING
 
 import anyio
 
-from store.errors import StoreError
-from store.factory import open_store
-from store.models import validate_context
-from store.transfer import ImportResult, export_jsonl, import_jsonl
+from store import ImportResult, StoreError, export_jsonl, import_jsonl, open_store, validate_context
 
 if TYPE_CHECKING:
     from config.settings import Settings

@@ -29,8 +29,7 @@ from channels.web.errors import ApiError, error_body, read_json_object
 from channels.web.sse import Emit, EventStreamResponse, run_guarded, sse_data
 from channels.web.state import WebState, web_state
 from channels.web.turns import TurnSummary, request_key, run_turn
-from store.errors import NotFound
-from store.models import Scope
+from store import NotFound, Scope
 
 CHANNEL = "api"
 CONVERSATION_HEADER = "x-hero-conversation"

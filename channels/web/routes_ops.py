@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 from channels.web.errors import error_response
 from channels.web.openapi import openapi_document
 from channels.web.state import web_state
-from store.errors import StoreError
+from store import StoreError
 
 log = structlog.get_logger("hero.web")
 

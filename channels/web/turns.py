@@ -19,7 +19,7 @@ from agent.core import TurnRequest
 from agent.events import CommandOutput, Done, TextDelta, TurnError, TurnEvent, TurnStarted, UsageInfo
 from channels.web.errors import ApiError, store_error_message, store_error_status
 from channels.web.state import WebState
-from store.errors import StoreError
+from store import StoreError
 
 log = structlog.get_logger("hero.web")
 

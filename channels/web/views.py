@@ -11,8 +11,7 @@ from typing import Any
 from starlette.requests import Request
 
 from channels.web.errors import ApiError
-from store.api.store import Aggregate, ScopeStats
-from store.models import AuditEntry, Conversation, Memory, Message, UsageEntry
+from store import Aggregate, AuditEntry, Conversation, Memory, Message, ScopeStats, UsageEntry
 
 MAX_PAGE = 200
 

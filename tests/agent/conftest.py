@@ -19,8 +19,7 @@ from agent.providers.openai import OpenAIProvider
 from agent.tools.base import Tool, ToolContext, ToolResult
 from agent.tools.registry import ToolRegistry
 from config.settings import AgentSettings, LLMSettings, MemorySettings, Settings, StoreSettings
-from store import Scope, Store
-from store.factory import open_store
+from store import Scope, Store, open_store
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.sse_scripts import COMPACTION_MARKER, MEMORY_MARKER
 

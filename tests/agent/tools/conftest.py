@@ -17,8 +17,7 @@ from starlette.applications import Starlette
 from agent.tools.base import ToolContext
 from channels.serving import NoSignalServer
 from config.settings import Settings, StoreSettings
-from store import Scope, Store
-from store.factory import open_store
+from store import Scope, Store, open_store
 
 SCOPE = Scope("work", "alice")
 CERTS = Path(__file__).resolve().parents[2] / "fakes" / "certs"

@@ -20,7 +20,7 @@ from channels.cli.session import CliChat
 from config import Settings
 from config.loader import load_settings
 from config.logging import reset_logging
-from store.factory import open_store
+from store import open_store
 from tests.fakes.openai_server import FakeOpenAI
 
 

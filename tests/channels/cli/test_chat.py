@@ -13,8 +13,7 @@ from prompt_toolkit.history import FileHistory
 
 from channels.cli.completion import SLASH_COMMANDS, SlashCompleter
 from channels.cli.session import HELP_KEYS, STOP_HINT, CliChat
-from store.errors import InvalidInput, NotFound
-from store.models import Scope
+from store import InvalidInput, NotFound, Scope
 from tests.channels.cli.conftest import Runtime, Terminal, wait_until
 from tests.fakes.openai_server import reply_error, reply_text, reply_tool_calls
 

@@ -21,7 +21,7 @@ from config.settings import (
     TelegramSettings,
     UserLink,
 )
-from store.factory import open_store
+from store import open_store
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.telegram_server import TOKEN, FakeBotAPI
 

@@ -14,8 +14,7 @@ from channels.base import ChannelStartError
 from channels.telegram import TelegramChannel
 from channels.telegram.responder import INTERRUPTED
 from config.settings import Settings
-from store import Scope
-from store.factory import open_store
+from store import Scope, open_store
 from tests.channels.telegram.conftest import ALICE, running
 from tests.channels.telegram.helpers import stored_messages
 from tests.fakes.openai_server import FakeOpenAI

@@ -19,8 +19,7 @@ from agent.factory import open_agent
 from channels.daemon import _run_channel
 from channels.web import WebChannel
 from config.settings import LLMSettings, MemorySettings, Settings, StoreSettings, WebSettings
-from store import Store
-from store.factory import open_store
+from store import Store, open_store
 from tests.fakes.openai_server import FakeOpenAI
 
 TOKENS = (("tok-alice", "alice"), ("tok-bob", "bob"))

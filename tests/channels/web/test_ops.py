@@ -18,8 +18,7 @@ from agent.metrics import TurnMetrics
 from channels.base import ChannelStartError
 from channels.web import WebChannel, create_app
 from channels.web.metrics import Metrics
-from store.factory import open_store
-from store.models import Scope
+from store import Scope, open_store
 from tests.channels.web.conftest import ALICE, Web, chat, serve_web, web_settings, with_web
 from tests.fakes.openai_server import FakeOpenAI
 

@@ -7,8 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from store import Scope
-from store.models import AuditEntry
+from store import AuditEntry, Scope
 from tests.channels.web.conftest import ALICE, Web, chat, serve_web, web_settings
 from tests.fakes.openai_server import FakeOpenAI
 
