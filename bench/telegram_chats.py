@@ -13,7 +13,7 @@ CLOCK_MONOTONIC timestamps, comparable with ours), and check that every chat got
 and that our own pacing caused no 429. Each ``--concurrency``
 value (turns running at once over all chats) is a separate run on a fresh store.
 
-    .venv/bin/python -m bench.telegram [--chats 100] [--messages 3] [--concurrency 16,32,64]
+    .venv/bin/python -m bench.telegram_chats [--chats 100] [--messages 3] [--concurrency 16,32,64]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-# Run as a script, Python puts bench/ first on sys.path, where bench/agent.py and bench/store.py would
+# Run as a script, Python puts bench/ first on sys.path, where bench/agent_turns.py and bench/store_growth.py would
 # shadow the `agent` and `store` packages: put the repository root there instead.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)

@@ -1,11 +1,11 @@
 """Benchmark of the embedded store: per-operation latency as the store grows from 1k to 1M messages.
 
-    .venv/bin/python bench/store.py                      # sizes 1k, 10k, 100k, 1M
-    .venv/bin/python bench/store.py --quick              # 1k, 10k, 100k and fewer samples
-    .venv/bin/python bench/store.py --sizes 1000,50000 --samples 300
-    .venv/bin/python bench/store.py --no-fsync           # store.fsync_commits = false
-    .venv/bin/python bench/store.py --quick --with-osis  # then bench/store_osis.py (osis vs embedded)
-    .venv/bin/python bench/store.py --quick --with-osis     # then the osis engine vs embedded (store_osis.py)
+    .venv/bin/python bench/store_growth.py                      # sizes 1k, 10k, 100k, 1M
+    .venv/bin/python bench/store_growth.py --quick              # 1k, 10k, 100k and fewer samples
+    .venv/bin/python bench/store_growth.py --sizes 1000,50000 --samples 300
+    .venv/bin/python bench/store_growth.py --no-fsync           # store.fsync_commits = false
+    .venv/bin/python bench/store_growth.py --quick --with-osis  # then bench/store_osis.py (osis vs embedded)
+    .venv/bin/python bench/store_growth.py --quick --with-osis     # then the osis engine vs embedded (store_osis.py)
 
 One data dir, grown in steps. Before any message: one user with 10,000 conversations and another with
 5,000 memories. Messages then fill a "big" conversation up to 100,000 and spread over the other

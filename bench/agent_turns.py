@@ -19,7 +19,7 @@ and an fsync has no file-size change to flush. ``--fresh-log`` measures a brand-
 (the log truncated after each bulk load and growing with every commit: about 0.15 ms more per
 durable commit on this machine's disk, until the log reaches its working size of ~16 MB).
 
-    .venv/bin/python -m bench.agent [--turns 60] [--sizes 10,200,10000] [--fresh-log]
+    .venv/bin/python -m bench.agent_turns [--turns 60] [--sizes 10,200,10000] [--fresh-log]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
-# Run as a script, Python puts bench/ first on sys.path, where bench/agent.py and bench/store.py would
+# Run as a script, Python puts bench/ first on sys.path, where bench/agent_turns.py and bench/store_growth.py would
 # shadow the `agent` and `store` packages: put the repository root there instead.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
