@@ -5,7 +5,6 @@
     .venv/bin/python bench/store_growth.py --sizes 1000,50000 --samples 300
     .venv/bin/python bench/store_growth.py --no-fsync           # store.fsync_commits = false
     .venv/bin/python bench/store_growth.py --quick --with-osis  # then bench/store_osis.py (osis vs embedded)
-    .venv/bin/python bench/store_growth.py --quick --with-osis     # then the osis engine vs embedded (store_osis.py)
 
 One data dir, grown in steps. Before any message: one user with 10,000 conversations and another with
 5,000 memories. Messages then fill a "big" conversation up to 100,000 and spread over the other
@@ -34,11 +33,6 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-
-# Run as a script, Python puts bench/ first on sys.path, where this very file would shadow the `store`
-# package: put the repository root there instead.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import anyio
 import structlog

@@ -33,11 +33,6 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-# Run as a script, Python puts bench/ first on sys.path, where bench/store_growth.py would shadow the `store`
-# package: put the repository root there instead.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import anyio
 import httpx
 import structlog

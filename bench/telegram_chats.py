@@ -32,11 +32,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-# Run as a script, Python puts bench/ first on sys.path, where bench/agent_turns.py and bench/store_growth.py would
-# shadow the `agent` and `store` packages: put the repository root there instead.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import anyio
 import httpx
 import structlog

@@ -16,11 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-# Run as a script, Python puts bench/ first on sys.path, where bench/agent.py and bench/store.py would
-# shadow the `agent` and `store` packages: put the repository root there instead.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import anyio
 import structlog
 

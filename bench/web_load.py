@@ -29,11 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-# Run as a script, Python puts bench/ first on sys.path, where bench/agent.py and bench/store.py would
-# shadow the `agent` and `store` packages: put the repository root there instead.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import anyio
 import httpx
 

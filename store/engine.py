@@ -24,7 +24,7 @@ import builtins
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Self, TypeVar
 
 import anyio
 
@@ -130,7 +130,7 @@ class Engine(ABC):
 
     name: str = "engine"
 
-    async def __aenter__(self) -> Engine:
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 

@@ -116,7 +116,7 @@ def with_llm(settings: Settings, **llm: Any) -> Settings:
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeOpenAI]:
     async with FakeOpenAI() as server:
-        yield server  # type: ignore[misc]
+        yield server
 
 
 @pytest.fixture

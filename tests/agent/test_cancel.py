@@ -3,6 +3,8 @@ call answered, and the next request to the model valid."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+
 import anyio
 import pytest
 
@@ -21,6 +23,7 @@ async def test_consumer_leaving_mid_stream(agent: Agent, fake: FakeOpenAI) -> No
     conv = await agent.new_conversation(SCOPE, channel="cli")
     got: list[TurnEvent] = []
     stream = agent.handle(req("tell me"))
+    assert isinstance(stream, AsyncGenerator)  # a turn is an async generator: it can be closed
     with anyio.fail_after(10):
         async for ev in stream:
             got.append(ev)
@@ -125,6 +128,7 @@ async def test_history_with_a_dangling_call_is_repaired(agent: Agent, fake: Fake
 
 async def test_consumer_stopping_at_done_loses_nothing(agent: Agent, fake: FakeOpenAI) -> None:
     stream = agent.handle(req("hi"))
+    assert isinstance(stream, AsyncGenerator)
     with anyio.fail_after(10):
         async for ev in stream:
             if isinstance(ev, Done):

@@ -251,5 +251,5 @@ async def test_older_turns_make_room_for_tool_results_within_a_turn(kit: Kit, fa
         assert [m["role"] for m in tail] == ["user", "assistant", "tool"]
         assert tail[0]["content"] == "go fetch" and tail[2]["content"].startswith("result line")
         # the store keeps everything
-        msgs = await all_messages(agent.store, events[-1].conversation_id)  # type: ignore[union-attr]
+        msgs = await all_messages(agent.store, events[-1].conversation_id)
         assert sum(1 for m in msgs if m.content.startswith("earlier turn 0:")) == 1

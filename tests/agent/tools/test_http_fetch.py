@@ -12,7 +12,7 @@ import json
 import ssl
 import tracemalloc
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -90,13 +90,14 @@ class Site:
             await record(request)
             encoding = request.query_params["as"]
             text = b"hello from an encoded body " * 100
-            body = {
+            makers: dict[str, Callable[[], bytes]] = {
                 "gzip": lambda: gzip.compress(text),
                 "deflate": lambda: zlib.compress(text),
                 # a raw deflate stream without the zlib header, as some servers send "deflate"
                 "raw-deflate": lambda: _raw_deflate(text),
                 "br": lambda: b"not really brotli",
-            }[encoding]()
+            }
+            body = makers[encoding]()
             header = "deflate" if encoding == "raw-deflate" else encoding
             return Response(body, media_type="text/plain", headers={"content-encoding": header})
 

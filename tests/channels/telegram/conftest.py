@@ -40,7 +40,7 @@ def ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def llm() -> AsyncIterator[FakeOpenAI]:
     async with FakeOpenAI() as fake:
-        yield fake  # type: ignore[misc]
+        yield fake
 
 
 @pytest.fixture
