@@ -27,18 +27,18 @@ import structlog
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
-from agent.commands import run_command
-from agent.compaction import Compactor
 from agent.conversations import ACTIVE_KEY, ConversationsMixin
 from agent.events import CommandOutput, Done, TextDelta, TurnError, TurnEvent
 from agent.llm import LLM
 from agent.memory import MemoryManager
 from agent.metrics import TurnMetrics
+from agent.prompt.builder import TurnInput, TurnParts
+from agent.prompt.compaction import Compactor
+from agent.prompt.window import WindowCache
 from agent.providers.base import Provider
+from agent.slash_commands import run_command
 from agent.tools.registry import ToolRegistry
 from agent.turn import Turn
-from agent.turn_context import TurnInput, TurnParts
-from agent.window import WindowCache
 from config.settings import Settings
 from store import InvalidInput, NotFound, Scope, Store, StoreError, StoreUnavailable, validate_sid
 

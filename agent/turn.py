@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
-from agent.context import calls_to_json, fit
 from agent.errors import ProviderError
 from agent.events import Done, TextDelta, TurnError, TurnEvent, TurnStarted, UsageInfo
 from agent.llm import CallSite
+from agent.prompt.builder import TurnInput, TurnParts, build_context
+from agent.prompt.history import calls_to_json, fit
 from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, ToolCall
 from agent.tools.base import ToolContext, ToolResult
-from agent.turn_context import TurnInput, TurnParts, build_context
 from agent.turn_tools import run_calls, signature
 from store import (
     Conflict,

@@ -201,7 +201,7 @@ def main() -> None:
     }
     hero = [str(Path(sys.executable).parent / "hero-agent")]
     if args.profile:
-        hero = [sys.executable, "-m", "cProfile", "-o", args.profile, "-m", "channels.cli_main"]
+        hero = [sys.executable, "-m", "cProfile", "-o", args.profile, "-m", "channels.main"]
     with (tmp / "daemon.log").open("wb") as log:
         daemon = subprocess.Popen(
             [*hero, "serve", "--config", str(config)], env=daemon_env, stdout=log, stderr=log, cwd=ROOT

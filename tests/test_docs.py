@@ -19,9 +19,7 @@ def _documents() -> list[Path]:
 
 
 def _py_names() -> set[str]:
-    return {
-        path.name for path in ROOT.rglob("*.py") if not SKIP.intersection(path.relative_to(ROOT).parts)
-    }
+    return {path.name for path in ROOT.rglob("*.py") if not SKIP.intersection(path.relative_to(ROOT).parts)}
 
 
 def _named_paths() -> list[tuple[str, str]]:

@@ -33,7 +33,7 @@ class ChatMessage:
     #: opaque provider blocks (e.g. Anthropic thinking blocks) passed back unchanged
     reasoning: tuple[dict[str, Any], ...] = ()
     is_error: bool = False
-    #: the token estimate, filled in once by ``agent.context.estimate_message`` (-1: not yet)
+    #: the token estimate, filled in once by ``agent.prompt.history.estimate_message`` (-1: not yet)
     tokens: int = field(default=-1, compare=False, repr=False)
 
 

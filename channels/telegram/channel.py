@@ -30,8 +30,8 @@ from telegram.error import InvalidToken, NetworkError, TelegramError, TimedOut
 from telegram.ext import Application, ContextTypes, TypeHandler
 from telegram.request import HTTPXRequest
 
-from agent.commands import HELP
 from agent.core import Agent
+from agent.slash_commands import HELP
 from channels.base import Channel, ChannelStartError
 from channels.telegram.chats import ChatQueues
 from channels.telegram.identity import Identity, Incoming, Kind, classify

@@ -8,9 +8,9 @@ from collections.abc import AsyncGenerator
 import anyio
 import pytest
 
-from agent.context import INTERRUPTED_MARK
 from agent.core import Agent
 from agent.events import Done, TextDelta, ToolStarted, TurnError, TurnEvent
+from agent.prompt.history import INTERRUPTED_MARK
 from agent.turn import CANCELLED_RESULT
 from tests.agent.conftest import SCOPE, Kit, all_messages, assert_valid_history, main_requests, req, turn
 from tests.fakes.openai_server import FakeOpenAI, reply_text, reply_tool_calls

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from channels.commands.osis import migrate_sqlite
+from channels.subcommands.osis import migrate_sqlite
 from config import Settings, StoreSettings
 from store.api.store import Store
 from store.engine import Engine, ListQuery

@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from channels.commands.transfer import register, run_export, run_import
+from channels.subcommands.transfer import register, run_export, run_import
 from config.settings import Settings, StoreSettings
 from store.api.store import Store
 from store.engine import Engine

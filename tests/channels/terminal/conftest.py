@@ -16,7 +16,7 @@ from prompt_toolkit.output.plain_text import PlainTextOutput
 
 from agent.core import Agent
 from agent.factory import open_agent
-from channels.cli.session import CliChat
+from channels.terminal.session import CliChat
 from config import Settings
 from config.loader import load_settings
 from config.logging import reset_logging

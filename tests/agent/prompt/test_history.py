@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.context import (
+from agent.prompt.history import (
     INTERRUPTED_MARK,
     MISSING_RESULT,
     TokenCalibrator,

@@ -11,10 +11,10 @@ from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory
 
-from channels.cli.completion import SLASH_COMMANDS, SlashCompleter
-from channels.cli.session import HELP_KEYS, STOP_HINT, CliChat
+from channels.terminal.completion import SLASH_COMMANDS, SlashCompleter
+from channels.terminal.session import HELP_KEYS, STOP_HINT, CliChat
 from store import InvalidInput, NotFound, Scope
-from tests.channels.cli.conftest import Runtime, Terminal, wait_until
+from tests.channels.terminal.conftest import Runtime, Terminal, wait_until
 from tests.fakes.openai_server import reply_error, reply_text, reply_tool_calls
 
 pytestmark = pytest.mark.anyio

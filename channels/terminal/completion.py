@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
-from agent.commands import HELP
+from agent.slash_commands import HELP
 
 
 def _commands_from_help(help_text: str) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from channels.cli.render import (
+from channels.terminal.render import (
     STYLE_BOLD,
     STYLE_CODE,
     STYLE_FENCE,

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agent.context import SUMMARY_TYPE, to_chat
+from agent.prompt.history import SUMMARY_TYPE, to_chat
 from agent.providers.base import ChatMessage
 from store import Message, Scope, Store, TurnOpening
 
@@ -98,7 +98,7 @@ class WindowCache:
         return self._keep(_key(scope, conversation_id), conv.window_floor, messages)
 
     def converter(self, scope: Scope, conversation_id: str) -> Callable[[Message, bool], ChatMessage | None]:
-        """:func:`~agent.context.to_chat` remembering its answers for the conversation's window."""
+        """:func:`~agent.prompt.history.to_chat` remembering its answers for the conversation's window."""
         entry = self._entries.get(_key(scope, conversation_id))
         memo = entry.chats if entry is not None else {}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from channels.cli_main import main
+from channels.main import main
 from tests.fakes.openai_server import FakeOpenAI, reply_error, reply_text, reply_tool_calls
 
 

@@ -1,6 +1,6 @@
 """``hero-agent config check`` and ``hero-agent config show [--json]``.
 
-Loading and validation happen in :func:`channels.cli_main.main` before a handler runs, so an invalid
+Loading and validation happen in :func:`channels.main.main` before a handler runs, so an invalid
 configuration never reaches these handlers: it exits 2 with ``hero-agent: config error: <key>: <reason>``.
 """
 

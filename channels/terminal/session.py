@@ -29,8 +29,8 @@ from agent.core import TurnRequest
 from agent.errors import AgentError
 from agent.events import TurnError
 from channels.base import Channel
-from channels.cli.completion import SlashCompleter
-from channels.cli.printer import STYLE, ReplyPrinter, Screen, closing_events
+from channels.terminal.completion import SlashCompleter
+from channels.terminal.printer import STYLE, ReplyPrinter, Screen, closing_events
 from store import Scope, StoreError
 
 if TYPE_CHECKING:

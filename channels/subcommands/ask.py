@@ -12,7 +12,7 @@ import sys
 import anyio
 
 from agent.events import CommandOutput, Done, TextDelta, TurnError
-from channels.commands.chat import add_scope_arguments, scope_of
+from channels.subcommands.chat import add_scope_arguments, scope_of
 from config import Settings
 
 CHANNEL = "cli"
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 async def _ask(args: argparse.Namespace, settings: Settings, text: str) -> int:
     from agent.core import TurnRequest  # noqa: PLC0415
     from agent.factory import open_agent  # noqa: PLC0415
-    from channels.cli.printer import closing_events  # noqa: PLC0415
+    from channels.terminal.printer import closing_events  # noqa: PLC0415
     from store import Scope, open_store  # noqa: PLC0415
 
     context, user = scope_of(args, settings)

@@ -15,9 +15,9 @@ import itertools
 
 import structlog
 
-from agent.context import SUMMARY_TYPE, calls_from_json, estimate_text
 from agent.llm import LLM, CallSite
 from agent.memory import MemoryManager
+from agent.prompt.history import SUMMARY_TYPE, calls_from_json, estimate_text
 from agent.providers.base import ChatMessage, ChatRequest
 from config.settings import Settings
 from store import Message, Role, Scope, Store

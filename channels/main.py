@@ -2,7 +2,7 @@
 
 ``main`` parses the arguments, loads the settings (the only place that calls :func:`load_settings`),
 configures logging and runs the sub-command's handler. Every sub-command lives in one module of
-:mod:`channels.commands` exposing ``register(subparsers)``; each parser sets ``handler=fn`` with
+:mod:`channels.subcommands` exposing ``register(subparsers)``; each parser sets ``handler=fn`` with
 ``fn(args, settings) -> int``.
 
 Errors are one line on stderr: a configuration error exits 2, a user-safe store/agent/channel error
@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from agent.errors import AgentError
 from channels.base import ChannelStartError
-from channels.commands import ask, chat, config_cmd, osis, serve, transfer
+from channels.subcommands import ask, chat, config_cmd, osis, serve, transfer
 from config import ConfigError, Settings
 from config.loader import load_settings
 from config.logging import configure_logging, redact_text

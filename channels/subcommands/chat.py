@@ -65,7 +65,7 @@ async def _chat(args: argparse.Namespace, settings: Settings) -> int:
     from prompt_toolkit.history import FileHistory  # noqa: PLC0415
 
     from agent.factory import open_agent  # noqa: PLC0415
-    from channels.cli.session import CliChat, history_path  # noqa: PLC0415
+    from channels.terminal.session import CliChat, history_path  # noqa: PLC0415
     from store import open_store  # noqa: PLC0415
 
     context, user = scope_of(args, settings)

@@ -26,7 +26,7 @@ from agent.events import (
     TurnStarted,
     UsageInfo,
 )
-from channels.cli.render import Fragment, MarkdownStream, render_markdown
+from channels.terminal.render import Fragment, MarkdownStream, render_markdown
 
 STYLE = Style.from_dict(
     {

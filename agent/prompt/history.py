@@ -34,7 +34,7 @@ def estimate_text(text: str) -> int:
 
 def estimate_message(msg: ChatMessage) -> int:
     """The message's token estimate; computed once per message (a turn re-estimates its whole window
-    several times, and the window's messages live on in :mod:`agent.window`)."""
+    several times, and the window's messages live on in :mod:`agent.prompt.window`)."""
     if msg.tokens >= 0:
         return msg.tokens
     n = MESSAGE_OVERHEAD + estimate_text(msg.content)

@@ -8,12 +8,12 @@ from typing import Any
 import anyio
 import pytest
 
-from agent.context import SUMMARY_TYPE
 from agent.core import Agent
 from agent.events import CommandOutput, Done, TurnError, TurnEvent
+from agent.prompt.history import SUMMARY_TYPE
+from agent.prompt.window import CATCH_UP
 from agent.tools.base import Tool, ToolContext, ToolResult
 from agent.tools.registry import ToolRegistry
-from agent.window import CATCH_UP
 from store import Role, Store
 from tests.agent.conftest import (
     SCOPE,

@@ -1,9 +1,9 @@
 """What the model is sent at the start of a turn: the system prompt and the history window.
 
 The system prompt is the configured one, the recalled memories, a note in group chats and the
-conversation's compaction summary. The window is the cached history (:mod:`agent.window`), repaired
-and trimmed to the token budget (:mod:`agent.context`); when it is over budget the older turns are
-compacted first (:mod:`agent.compaction`), and if that fails the oldest turns are simply left out.
+conversation's compaction summary. The window is the cached history (:mod:`agent.prompt.window`), repaired
+and trimmed to the token budget (:mod:`agent.prompt.history`); when it is over budget the older turns are
+compacted first (:mod:`agent.prompt.compaction`), and if that fails the oldest turns are simply left out.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from agent.compaction import Compactor
-from agent.context import (
+from agent.errors import ProviderError
+from agent.llm import LLM
+from agent.memory import MemoryManager, recall_section
+from agent.prompt.compaction import Compactor
+from agent.prompt.history import (
     History,
     estimate_message,
     estimate_text,
@@ -22,12 +25,9 @@ from agent.context import (
     history_budget,
     history_from,
 )
-from agent.errors import ProviderError
-from agent.llm import LLM
-from agent.memory import MemoryManager, recall_section
+from agent.prompt.window import WindowCache
 from agent.providers.base import ChatMessage, ToolSpec
 from agent.tools.registry import ToolRegistry
-from agent.window import WindowCache
 from config.settings import Settings
 from store import Conversation, Memory, Message, Scope, Store
 
