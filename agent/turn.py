@@ -28,10 +28,10 @@ import structlog
 from agent.errors import ProviderError
 from agent.events import Done, TextDelta, TurnError, TurnEvent, TurnStarted, UsageInfo
 from agent.llm import CallSite
-from agent.prompt.builder import TurnInput, TurnParts, build_context
+from agent.prompt.builder import TurnInput, TurnParts, build_prompt
 from agent.prompt.history import calls_to_json, fit
 from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, ToolCall
-from agent.tools.base import ToolContext, ToolResult
+from agent.tools.base import ToolCaller, ToolResult
 from agent.turn_tools import run_calls, signature
 from store import (
     Conflict,
@@ -182,8 +182,8 @@ class Turn:
     async def _loop(self) -> None:
         a, llm_s = self.p.settings.agent, self.p.settings.llm
         tools = self.p.tools.specs() if self.p.tools is not None else ()
-        context = await build_context(self.p, self.inp, tools, self.memories, self.stored)
-        system, messages = context.system, context.messages
+        prompt = await build_prompt(self.p, self.inp, tools, self.memories, self.stored)
+        system, messages = prompt.system, prompt.messages
         previous: set[tuple[str, str]] = set()
         force_final = False
         iteration = 0
@@ -191,7 +191,7 @@ class Turn:
             final = force_final or iteration >= a.max_tool_iterations
             if iteration:
                 # tool results grow the request: older turns make room (never the current one)
-                messages = self._refit(messages, context.budget)
+                messages = self._refit(messages, prompt.budget)
             request = ChatRequest(
                 model=llm_s.model,
                 system=f"{system}\n\n{FINAL_NOTE}" if final and iteration else system,
@@ -256,7 +256,7 @@ class Turn:
 
     async def _run_tools(self, calls: tuple[ToolCall, ...], repeated: set[str]) -> list[ToolResult]:
         inp = self.inp
-        ctx = ToolContext(self.p.store, inp.scope, self.cid, inp.channel, inp.group)
+        ctx = ToolCaller(self.p.store, inp.scope, self.cid, inp.channel, inp.group)
 
         def on_result(call: ToolCall, result: ToolResult) -> None:
             self.progress.results[call.id] = result

@@ -20,7 +20,7 @@ import anyio
 import structlog
 
 from agent.providers.base import ToolCall
-from agent.tools.base import Tool, ToolContext, ToolResult
+from agent.tools.base import Tool, ToolCaller, ToolResult
 from agent.tools.mcp_client import open_mcp_servers
 from agent.tools.registry import ToolRegistry
 from config.settings import MCPServerSettings, Settings, StoreSettings
@@ -39,7 +39,7 @@ class Echo(Tool):
         "additionalProperties": False,
     }
 
-    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         return ToolResult(args["text"])
 
 
@@ -57,7 +57,7 @@ async def main(n: int) -> None:
         settings = replace(Settings(), store=StoreSettings(path=Path(tmp)))
         async with open_store(settings) as store:
             conv = await store.create_conversation(scope, "bench")
-            ctx = ToolContext(store, scope, conv.sid, "cli")
+            ctx = ToolCaller(store, scope, conv.sid, "cli")
             tool = Echo()
             registry = ToolRegistry([tool])
             call = ToolCall("c", "echo", '{"text": "hello"}')

@@ -14,7 +14,7 @@ import structlog
 
 from agent.errors import ProviderError
 from agent.llm import LLM
-from agent.memory import MemoryManager, recall_section
+from agent.memory import MemoryManager
 from agent.prompt.compaction import Compactor
 from agent.prompt.history import (
     History,
@@ -70,7 +70,7 @@ class TurnInput:
 
 
 @dataclass(slots=True)
-class TurnContext:
+class Prompt:
     """What the model is sent: the system prompt, the messages, and the token budget the messages
     must fit (the turn trims its older turns to it again before each later call)."""
 
@@ -79,13 +79,13 @@ class TurnContext:
     budget: int
 
 
-async def build_context(
+async def build_prompt(
     parts: TurnParts,
     inp: TurnInput,
     tools: tuple[ToolSpec, ...],
     memories: list[Memory],
     stored: list[Message],
-) -> TurnContext:
+) -> Prompt:
     """The system prompt and the history window for this turn, from the recalled memories and the
     stored window read when the turn was opened; compacts first when over budget."""
     s = parts.settings
@@ -107,7 +107,15 @@ async def build_context(
             fixed = estimate_text(base) + estimate_text(history.summary) + estimate_tools(tools)
             budget = history_budget(s.llm.context_window, s.llm.max_output_tokens, int(fixed * ratio))
     system = f"{base}\n\n{SUMMARY_HEADER}\n{history.summary}" if history.summary else base
-    return TurnContext(system, fit(history.messages, budget, ratio), budget)
+    return Prompt(system, fit(history.messages, budget, ratio), budget)
+
+
+def recall_section(memories: list[Memory]) -> str:
+    """The recalled memories as the system prompt shows them (empty when there are none)."""
+    if not memories:
+        return ""
+    lines = "\n".join(f"- {m.content}" for m in memories)
+    return f"What you remember about the user from earlier conversations:\n{lines}"
 
 
 async def _compact(parts: TurnParts, inp: TurnInput, budget: int) -> bool:

@@ -14,7 +14,7 @@ import zoneinfo
 from datetime import datetime
 from typing import Any
 
-from agent.tools.base import Tool, ToolContext, ToolError, ToolResult
+from agent.tools.base import Tool, ToolCaller, ToolError, ToolResult
 from store import MAX_LIMIT, InvalidInput, Message, NotFound
 
 SNIPPET_CHARS = 240
@@ -38,7 +38,7 @@ class CurrentDateTimeTool(Tool):
         "additionalProperties": False,
     }
 
-    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         name = str(args.get("timezone") or "UTC").strip()
         try:
             zone = zoneinfo.ZoneInfo(name)
@@ -76,7 +76,7 @@ class SearchConversationsTool(Tool):
         "additionalProperties": False,
     }
 
-    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         query = str(args["query"]).strip()
         limit = int(args.get("limit", 10))
         if not _WORD_RE.search(query):
@@ -101,7 +101,7 @@ class SearchConversationsTool(Tool):
         return ToolResult(f"{len(hits)} matching messages:\n" + "\n".join(lines))
 
 
-async def _visible_floor(ctx: ToolContext) -> int:
+async def _visible_floor(ctx: ToolCaller) -> int:
     """The seq after which the current conversation's messages are in the model's context already."""
     try:
         conv = await ctx.store.get_conversation(ctx.scope, ctx.conversation_id)
@@ -110,7 +110,7 @@ async def _visible_floor(ctx: ToolContext) -> int:
     return conv.clear_seq
 
 
-async def _titles(ctx: ToolContext, ids: set[str]) -> dict[str, str]:
+async def _titles(ctx: ToolCaller, ids: set[str]) -> dict[str, str]:
     titles: dict[str, str] = {}
     for sid in ids:
         try:

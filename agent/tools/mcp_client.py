@@ -33,7 +33,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client  # the SDK's own defa
 from mcp.types import CallToolResult, ContentBlock, EmbeddedResource, PaginatedRequestParams, TextContent
 from mcp.types import Tool as RemoteTool
 
-from agent.tools.base import Tool, ToolContext, ToolError, ToolResult
+from agent.tools.base import Tool, ToolCaller, ToolError, ToolResult
 from agent.tools.registry import ToolRegistry
 from config.settings import MCPServerSettings
 
@@ -62,7 +62,7 @@ class MCPTool(Tool):
         self.description += f" (from MCP server '{link.name}')"
         self.parameters = _object_schema(remote.input_schema)
 
-    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         session = self.link.session
         if session is None:
             raise ToolError(f"MCP server '{self.link.name}' is not running")

@@ -7,7 +7,7 @@ import pytest
 
 from agent.core import Agent, TurnRequest
 from agent.events import Done, TextDelta, ToolFinished, ToolStarted, TurnError, TurnStarted, UsageInfo
-from agent.tools.base import Tool, ToolContext, ToolResult
+from agent.tools.base import Tool, ToolCaller, ToolResult
 from agent.tools.registry import ToolRegistry
 from agent.turn import FINAL_NOTE
 from store import MessageStatus, Scope
@@ -279,7 +279,7 @@ class StoreKiller(Tool):
     description = "Close the store."
     parameters = {"type": "object", "properties": {}}
 
-    async def run(self, args: dict[str, object], ctx: ToolContext) -> ToolResult:
+    async def run(self, args: dict[str, object], ctx: ToolCaller) -> ToolResult:
         await ctx.store.engine.aclose()
         return ToolResult("closed")
 

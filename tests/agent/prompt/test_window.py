@@ -12,7 +12,7 @@ from agent.core import Agent
 from agent.events import CommandOutput, Done, TurnError, TurnEvent
 from agent.prompt.history import SUMMARY_TYPE
 from agent.prompt.window import CATCH_UP
-from agent.tools.base import Tool, ToolContext, ToolResult
+from agent.tools.base import Tool, ToolCaller, ToolResult
 from agent.tools.registry import ToolRegistry
 from store import Role, Store
 from tests.agent.conftest import (
@@ -213,7 +213,7 @@ class _BigTool(Tool):
     description = "A long result."
     parameters: dict[str, Any] = {"type": "object", "properties": {}}
 
-    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         return ToolResult("result line with some words in it\n" * 110)  # ~1,000 tokens
 
 

@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from agent.tools.base import ToolContext
+from agent.tools.base import ToolCaller
 from channels.serving import NoSignalServer
 from config.settings import Settings, StoreSettings
 from store import Scope, Store, open_store
@@ -31,9 +31,9 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-async def ctx(store: Store) -> ToolContext:
+async def ctx(store: Store) -> ToolCaller:
     conv = await store.create_conversation(SCOPE, "tools test", channel="cli")
-    return ToolContext(store=store, scope=SCOPE, conversation_id=conv.sid, channel="cli")
+    return ToolCaller(store=store, scope=SCOPE, conversation_id=conv.sid, channel="cli")
 
 
 @contextlib.asynccontextmanager

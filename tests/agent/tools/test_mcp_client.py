@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent.providers.base import ToolCall
-from agent.tools.base import ToolContext, ToolResult
+from agent.tools.base import ToolCaller, ToolResult
 from agent.tools.factory import open_tools
 from agent.tools.mcp_client import MCPTool, namespaced_name, open_mcp_servers
 from agent.tools.registry import ToolRegistry
@@ -32,14 +32,14 @@ def stdio_server(name: str, env: tuple[tuple[str, str], ...] = ()) -> MCPServerS
     )
 
 
-async def call(registry: ToolRegistry, ctx: ToolContext, tool: str, **args: object) -> ToolResult:
+async def call(registry: ToolRegistry, ctx: ToolCaller, tool: str, **args: object) -> ToolResult:
     with anyio.fail_after(20):
         return await registry.execute(
             ToolCall("c", tool, json.dumps(args)), ctx, timeout_s=15, max_result_chars=2000
         )
 
 
-async def test_stdio_tools_are_listed_namespaced_and_called(ctx: ToolContext) -> None:
+async def test_stdio_tools_are_listed_namespaced_and_called(ctx: ToolCaller) -> None:
     registry = ToolRegistry()
     servers = (stdio_server("fake", env=(("FAKE_SETTING", "from-config"),)), stdio_server("other"))
     with anyio.fail_after(30):
@@ -76,7 +76,7 @@ async def test_stdio_tools_are_listed_namespaced_and_called(ctx: ToolContext) ->
     ]
 
 
-async def test_streamable_http_server(ctx: ToolContext) -> None:
+async def test_streamable_http_server(ctx: ToolCaller) -> None:
     with anyio.fail_after(30):
         async with serve_mcp_http() as url:
             settings = MCPServerSettings(name="web", transport="http", url=url, headers=(("X-Api-Key", "k"),))
@@ -89,7 +89,7 @@ async def test_streamable_http_server(ctx: ToolContext) -> None:
                 assert not failed.ok and "nope" in failed.content
 
 
-async def test_servers_that_cannot_start_are_logged_and_skipped(ctx: ToolContext) -> None:
+async def test_servers_that_cannot_start_are_logged_and_skipped(ctx: ToolCaller) -> None:
     broken = MCPServerSettings(name="broken", command="/nonexistent/mcp-server")
     crashing = MCPServerSettings(name="crashing", command=sys.executable, args=("-c", "raise SystemExit(3)"))
     silent = MCPServerSettings(
@@ -111,7 +111,7 @@ async def test_servers_that_cannot_start_are_logged_and_skipped(ctx: ToolContext
     assert "No such file" in unavailable["broken"]["reason"]
 
 
-async def test_a_server_that_dies_later_answers_errors(ctx: ToolContext) -> None:
+async def test_a_server_that_dies_later_answers_errors(ctx: ToolCaller) -> None:
     registry = ToolRegistry()
     with anyio.fail_after(30):
         async with open_mcp_servers((stdio_server("fragile"),), registry):
@@ -121,7 +121,7 @@ async def test_a_server_that_dies_later_answers_errors(ctx: ToolContext) -> None
             assert not after.ok and after.content.startswith("error: MCP server 'fragile' failed")
 
 
-async def test_open_tools_adds_mcp_servers_to_the_builtins(ctx: ToolContext) -> None:
+async def test_open_tools_adds_mcp_servers_to_the_builtins(ctx: ToolCaller) -> None:
     settings = Settings(tools=ToolsSettings(http_fetch=False, mcp_servers=(stdio_server("fake"),)))
     with anyio.fail_after(30):
         async with open_tools(settings) as registry:
