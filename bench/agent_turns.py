@@ -46,7 +46,7 @@ from agent.events import Done, TextDelta
 from agent.providers.base import ChatRequest, Provider, ProviderEvent, TextChunk
 from agent.providers.openai import OpenAIProvider
 from config.settings import LLMSettings, MemorySettings, Settings, StoreSettings
-from store import JSON, EmbeddedEngine, Engine, Kind, ListQuery, Page, Record, Scope, Step, Store
+from store import EmbeddedEngine, Engine, Kind, Record, Results, Scope, Step, Store
 
 SCOPE = Scope("bench", "bencher")
 TEXT = "a line of ordinary chat, about as long as people write them in a messenger"
@@ -111,41 +111,7 @@ class TimedEngine(Engine):
     async def aclose(self) -> None:
         await self.inner.aclose()
 
-    async def get(self, kind: Kind, scope: Scope, sid: str) -> Record | None:
-        with self._timed():
-            return await self.inner.get(kind, scope, sid)
-
-    async def create(
-        self, kind: Kind, scope: Scope, fields: Record, *, request_key: str | None = None
-    ) -> Record:
-        with self._timed():
-            return await self.inner.create(kind, scope, fields, request_key=request_key)
-
-    async def update(self, kind: Kind, scope: Scope, sid: str, fields: Record) -> Record | None:
-        with self._timed():
-            return await self.inner.update(kind, scope, sid, fields)
-
-    async def delete(self, kind: Kind, scope: Scope, sid: str) -> bool:
-        with self._timed():
-            return await self.inner.delete(kind, scope, sid)
-
-    async def list(self, kind: Kind, scope: Scope, query: ListQuery) -> Page[Record]:
-        with self._timed():
-            return await self.inner.list(kind, scope, query)
-
-    async def count(self, kind: Kind, scope: Scope, filters: dict[str, JSON] | None = None) -> int:
-        with self._timed():
-            return await self.inner.count(kind, scope, filters)
-
-    async def claim(self, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
-        with self._timed():
-            return await self.inner.claim(scope, key, holder, ttl_ms)
-
-    async def release(self, scope: Scope, key: str, holder: str) -> None:
-        with self._timed():
-            await self.inner.release(scope, key, holder)
-
-    async def batch(self, scope: Scope, steps: Sequence[Step]) -> builtins.list[object]:
+    async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
         with self._timed():
             return await self.inner.batch(scope, steps)
 
@@ -156,8 +122,8 @@ class TimedEngine(Engine):
         async for item in self.inner.dump(context):
             yield item
 
-    async def restore(self, kind: Kind, record: Record) -> bool:
-        return await self.inner.restore(kind, record)
+    async def restore_batch(self, items: Sequence[tuple[Kind, Record]]) -> int:
+        return await self.inner.restore_batch(items)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from store.api.base import MAX_TAGS, MAX_TITLE_CHARS, memory_hash, now_ms
 from store.api.records import Aggregate, ScopeStats
 from store.api.store import Store
 from store.api.turn import TurnOpening, TurnReads
-from store.engine import MAX_LIMIT, Engine, ListQuery, Page, Step
+from store.engine import MAX_LIMIT, Capabilities, Engine, ListQuery, Page, Results, Step
 from store.errors import (
     Conflict,
     ImportFormatError,
@@ -96,6 +96,7 @@ __all__ = [
     "SID_RE",
     "Aggregate",
     "AuditEntry",
+    "Capabilities",
     "Conflict",
     "Conversation",
     "EmbeddedEngine",
@@ -114,6 +115,7 @@ __all__ = [
     "OsisEngine",
     "Page",
     "Record",
+    "Results",
     "Role",
     "Scope",
     "ScopeStats",

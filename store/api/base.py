@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 import anyio
 
+from store.api.fallbacks import with_fallbacks
 from store.engine import MAX_LIMIT, Engine
 from store.errors import InvalidInput
 from store.models import BASE_FIELDS, Message, MessageStatus, Record, Role, validate_sid
@@ -52,7 +53,8 @@ class StoreBase:
     the validation every operation shares."""
 
     def __init__(self, engine: Engine, *, max_message_chars: int = 32_000) -> None:
-        self.engine = engine
+        #: the engine, behind the fallbacks for any capability it lacks (see ``store.api.fallbacks``)
+        self.engine = with_fallbacks(engine)
         self.max_message_chars = max_message_chars
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._local_locks: dict[tuple[str, str, str], anyio.Lock] = {}

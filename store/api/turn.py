@@ -18,7 +18,7 @@ from store.api.base import check_limit, store_fields
 from store.api.state import StateMixin
 from store.engine import ClaimStep, CreateStep, GetStep, ListQuery, ListStep, Page, Step
 from store.errors import NotFound
-from store.models import Conversation, Kind, Memory, Message, Scope, UsageEntry, validate_sid
+from store.models import Conversation, Kind, Memory, Message, Record, Scope, UsageEntry, validate_sid
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,32 +85,38 @@ class TurnMixin(StateMixin):
             limit=check_limit(reads.window_limit),
         )
         recall = reads.recall_limit > 0 and bool(reads.recall_text.strip())
-        steps: list[Step] = [
-            CreateStep(Kind.MESSAGE, fields, request_key),
-            GetStep(Kind.CONVERSATION, conversation_id),
-            ListStep(Kind.MESSAGE, window_query),
-        ]
-        if recall:
-            query = ListQuery(text=reads.recall_text, limit=check_limit(reads.recall_limit))
-            steps.append(ListStep(Kind.MEMORY, query))
-        if reads.recent_memories > 0:
-            query = ListQuery(
-                order_by="created_at", descending=True, limit=check_limit(reads.recent_memories)
+        create = CreateStep(Kind.MESSAGE, fields, request_key)
+        get_conv = GetStep(Kind.CONVERSATION, conversation_id)
+        list_window = ListStep(Kind.MESSAGE, window_query)
+        list_matching = (
+            ListStep(Kind.MEMORY, ListQuery(text=reads.recall_text, limit=check_limit(reads.recall_limit)))
+            if recall
+            else None
+        )
+        list_recent = (
+            ListStep(
+                Kind.MEMORY,
+                ListQuery(order_by="created_at", descending=True, limit=check_limit(reads.recent_memories)),
             )
-            steps.append(ListStep(Kind.MEMORY, query))
+            if reads.recent_memories > 0
+            else None
+        )
+        steps: list[Step] = [create, get_conv, list_window]
+        steps += [s for s in (list_matching, list_recent) if s is not None]
 
         async def take(claim: ClaimStep) -> TurnOpening:
-            created, conv, window, *memories = (await self.engine.batch(scope, [claim, *steps]))[1:]
-            matching = memories.pop(0) if recall else None
-            recent = memories.pop(0) if reads.recent_memories > 0 else None
+            results = await self.engine.batch(scope, [claim, *steps])
+            conv_rec = results.of(get_conv)
+            if conv_rec is None:
+                # deleted between the message's create and the read: only a non-atomic engine gets here
+                raise NotFound("conversation", conversation_id)
             return _opening(
-                conversation_id,
                 reads.window_limit,
-                created=created,
-                conv_rec=conv,
-                window_page=window,
-                matching=matching,
-                recent=recent,
+                created=results.of(create),
+                conv_rec=conv_rec,
+                window_page=results.of(list_window),
+                matching=results.of(list_matching) if list_matching is not None else None,
+                recent=results.of(list_recent) if list_recent is not None else None,
             )
 
         def closing(opening: TurnOpening) -> list[Step]:
@@ -123,19 +129,14 @@ class TurnMixin(StateMixin):
 
 
 def _opening(
-    conversation_id: str,
     window_limit: int,
     *,
-    created: object,
-    conv_rec: object,
-    window_page: object,
-    matching: object,
-    recent: object,
+    created: Record,
+    conv_rec: Record,
+    window_page: Page[Record],
+    matching: Page[Record] | None,
+    recent: Page[Record] | None,
 ) -> TurnOpening:
-    if conv_rec is None:
-        # deleted between the message's create and the read: only a non-atomic engine can get here
-        raise NotFound("conversation", conversation_id)
-    assert isinstance(created, dict) and isinstance(conv_rec, dict) and isinstance(window_page, Page)
     conv = Conversation.from_record(conv_rec)
     floor = conv.window_floor
     return TurnOpening(
@@ -148,5 +149,5 @@ def _opening(
     )
 
 
-def _memories(page: object) -> list[Memory]:
-    return [Memory.from_record(r) for r in page.items] if isinstance(page, Page) else []
+def _memories(page: Page[Record] | None) -> list[Memory]:
+    return [Memory.from_record(r) for r in page.items] if page is not None else []

@@ -23,21 +23,18 @@ import structlog
 
 from config import StoreSettings
 from store.engine import (
+    Capabilities,
     ClaimStep,
-    CountStep,
     CreateStep,
-    DeleteStep,
     Engine,
     GetStep,
-    ListQuery,
-    ListStep,
-    Page,
-    ReleaseStep,
+    Results,
     Step,
     UpdateStep,
+    settled,
 )
-from store.errors import InvalidInput, LeaseHeld, NotFound, StoreError, StoreUnavailable
-from store.models import JSON, Kind, Record, Scope
+from store.errors import InvalidInput, NotFound, StoreError, StoreUnavailable
+from store.models import Kind, Record, Scope
 from store.osis.protocol import (
     CONTEXT_HEADER,
     DUMP_PAGE,
@@ -51,7 +48,7 @@ from store.osis.protocol import (
     methods_in,
     store_error_for,
 )
-from store.osis.wire import RemoteError, Retryable, answer_of, encode, plan, record_of
+from store.osis.wire import ANSWERS, RemoteError, Retryable, answer_of, encode, plan, record_of
 
 log = structlog.get_logger()
 _RETRY_STATUS = frozenset({502, 503, 504})
@@ -74,6 +71,8 @@ class OsisEngine(Engine):
     """A remote OSIS service as a store engine. Selected by ``store.engine = "osis"``."""
 
     name = "osis"
+    #: the server runs a batch's calls one by one (each its own transaction)
+    capabilities = Capabilities(atomic_batch=False)
 
     def __init__(self, settings: StoreSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         if not settings.url:
@@ -216,39 +215,7 @@ class OsisEngine(Engine):
 
     # -- the engine seam ----------------------------------------------------------------------
 
-    async def get(self, kind: Kind, scope: Scope, sid: str) -> Record | None:
-        rec = await self._step(scope, GetStep(kind, sid))
-        return None if rec is None else record_of(rec)
-
-    async def create(
-        self, kind: Kind, scope: Scope, fields: Record, *, request_key: str | None = None
-    ) -> Record:
-        return record_of(await self._step(scope, CreateStep(kind, fields, request_key)))
-
-    async def update(self, kind: Kind, scope: Scope, sid: str, fields: Record) -> Record | None:
-        rec = await self._step(scope, UpdateStep(kind, sid, fields))
-        return None if rec is None else record_of(rec)
-
-    async def delete(self, kind: Kind, scope: Scope, sid: str) -> bool:
-        return bool(await self._step(scope, DeleteStep(kind, sid)))
-
-    async def list(self, kind: Kind, scope: Scope, query: ListQuery) -> Page[Record]:
-        page = await self._step(scope, ListStep(kind, query))
-        assert isinstance(page, Page)
-        return page
-
-    async def count(self, kind: Kind, scope: Scope, filters: dict[str, JSON] | None = None) -> int:
-        n = await self._step(scope, CountStep(kind, filters))
-        assert isinstance(n, int)
-        return n
-
-    async def claim(self, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
-        return bool(await self._step(scope, ClaimStep(key, holder, ttl_ms, required=False)))
-
-    async def release(self, scope: Scope, key: str, holder: str) -> None:
-        await self._step(scope, ReleaseStep(key, holder))
-
-    async def batch(self, scope: Scope, steps: Sequence[Step]) -> builtins.list[object]:
+    async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
         """A required claim is sent alone first (a refused one stops the batch, as the seam says); the
         steps between required claims go as ONE JSON-RPC batch: one round trip, and the server runs
         all of them in order (a failing step does not stop the later ones there); the first failure,
@@ -263,7 +230,7 @@ class OsisEngine(Engine):
             else:
                 group.append(step)
         out += await self._group(scope, group)
-        return out
+        return Results(steps, out)
 
     async def _group(self, scope: Scope, steps: builtins.list[Step]) -> builtins.list[object]:
         if len(steps) <= 1:
@@ -285,37 +252,18 @@ class OsisEngine(Engine):
         return await self._outcome(scope, step, answer)
 
     async def _outcome(self, scope: Scope, step: Step, answer: Any) -> object:
-        """What the engine call of ``step`` returns, from the server's answer (or its error)."""
+        """What ``step`` returns, from the server's answer (or its error)."""
         if isinstance(answer, StoreError):
-            if isinstance(step, GetStep | UpdateStep) and _is_not_found(answer):
+            if isinstance(step, GetStep | UpdateStep) and isinstance(answer, NotFound):
                 return None
             raise answer
-        match step:
-            case GetStep():
-                return record_of(answer)
-            case ListStep():
-                if not isinstance(answer, dict) or not isinstance(answer.get("items"), builtins.list):
-                    raise OsisProtocolError(f"OSIS store at {self.where} answered list without items")
-                return Page([record_of(r) for r in answer["items"]], answer.get("next_cursor"))
-            case CountStep():
-                return int(answer)
-            case CreateStep(kind) | UpdateStep(kind):
-                return await self._set_result(kind, scope, answer)
-            case DeleteStep():
-                return bool(answer)
-            case ClaimStep(key, required=required):
-                if required and not answer:
-                    raise LeaseHeld(key)
-                return bool(answer)
-        return None  # ReleaseStep
+        result = ANSWERS[type(step)](answer)
+        if isinstance(step, CreateStep | UpdateStep) and isinstance(result, str):
+            return await self._fetch_set(step.kind, scope, result)
+        return settled(step, result)
 
-    async def _set_result(self, kind: Kind, scope: Scope, result: Any) -> Record:
-        """Our server answers ``{"sid", "object"}``; plain OSIS answers the sid (then fetch it)."""
-        if isinstance(result, dict) and isinstance(result.get("object"), dict):
-            return record_of(result["object"])
-        sid = result.get("sid") if isinstance(result, dict) else result
-        if not isinstance(sid, str):
-            raise OsisProtocolError(f"OSIS store at {self.where} answered set without a sid")
+    async def _fetch_set(self, kind: Kind, scope: Scope, sid: str) -> Record:
+        """Plain OSIS answers ``set`` with the sid alone: the record is read back."""
         rec = await self.get(kind, scope, sid)
         if rec is None:
             raise StoreUnavailable(f"OSIS store at {self.where} lost {kind.value} {sid!r} right after set")
@@ -367,7 +315,3 @@ class OsisEngine(Engine):
         if not isinstance(context, str):
             raise InvalidInput("a restored record needs its context")
         return bool(await self._call(f"{kind.rpc_name}.restore", {"record": record}, context))
-
-
-def _is_not_found(exc: StoreError) -> bool:
-    return isinstance(exc, NotFound)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
 
 from store.engine import (
     ClaimStep,
@@ -15,12 +16,15 @@ from store.engine import (
     DeleteStep,
     GetStep,
     ListStep,
+    Page,
     ReleaseStep,
     Step,
     UpdateStep,
+    check_handlers,
+    row_of,
 )
 from store.errors import InvalidInput
-from store.models import Record, Scope
+from store.models import Kind, Record, Scope
 from store.osis.protocol import OsisProtocolError
 
 
@@ -37,38 +41,81 @@ class Retryable(Exception):
 
 
 def plan(scope: Scope, step: Step) -> tuple[str, dict[str, Any]]:
-    """The JSON-RPC method and params of one step."""
-    user = {"user_id": scope.user_id}
-    match step:
-        case GetStep(kind, sid):
-            return f"{kind.rpc_name}.get", {**user, "sid": sid}
-        case ListStep(kind, query):
-            params: dict[str, Any] = {
-                **user,
-                "order": ("-" if query.descending else "") + query.order_by,
-                "limit": query.limit,
-            }
-            if query.filters:
-                params["filter"] = query.filters
-            if query.cursor is not None:
-                params["cursor"] = query.cursor
-            if query.text is not None:
-                params["text"] = query.text
-            return f"{kind.rpc_name}.list", params
-        case CountStep(kind, filters):
-            return f"{kind.rpc_name}.count", {**user, "filter": filters} if filters else user
-        case CreateStep(kind, fields, request_key):
-            key = request_key or f"osis-client:{uuid.uuid4().hex}"
-            return f"{kind.rpc_name}.set", {**user, "object": fields, "request_key": key}
-        case UpdateStep(kind, sid, fields):
-            return f"{kind.rpc_name}.set", {**user, "object": fields, "sid": sid}
-        case DeleteStep(kind, sid):
-            return f"{kind.rpc_name}.delete", {**user, "sid": sid}
-        case ClaimStep(key, holder, ttl_ms):
-            return "agentlease.claim", {**user, "key": key, "holder": holder, "ttl_ms": ttl_ms}
-        case ReleaseStep(key, holder):
-            return "agentlease.release", {**user, "key": key, "holder": holder}
-    raise TypeError(f"not a batch step: {step!r}")
+    """The JSON-RPC method (from the step table) and params of one step."""
+    method = row_of(step).method
+    kind = getattr(step, "kind", None)
+    if isinstance(kind, Kind):
+        method = method.format(object=kind.rpc_name)
+    return method, {"user_id": scope.user_id, **PARAMS[type(step)](step)}
+
+
+def _list_params(step: ListStep) -> dict[str, Any]:
+    query = step.query
+    order = ("-" if query.descending else "") + query.order_by
+    params: dict[str, Any] = {"order": order, "limit": query.limit}
+    if query.filters:
+        params["filter"] = query.filters
+    if query.cursor is not None:
+        params["cursor"] = query.cursor
+    if query.text is not None:
+        params["text"] = query.text
+    return params
+
+
+def _create_params(step: CreateStep) -> dict[str, Any]:
+    # every create carries a request key, so a create whose answer was lost can be repeated
+    return {"object": step.fields, "request_key": step.request_key or f"osis-client:{uuid.uuid4().hex}"}
+
+
+#: this engine's column of the step table: each step's params (besides ``user_id``)
+PARAMS: Final[dict[type[Step], Callable[[Any], dict[str, Any]]]] = {
+    GetStep: lambda step: {"sid": step.sid},
+    ListStep: _list_params,
+    CountStep: lambda step: {"filter": step.filters} if step.filters else {},
+    CreateStep: _create_params,
+    UpdateStep: lambda step: {"object": step.fields, "sid": step.sid},
+    DeleteStep: lambda step: {"sid": step.sid},
+    ClaimStep: lambda step: {"key": step.key, "holder": step.holder, "ttl_ms": step.ttl_ms},
+    ReleaseStep: lambda step: {"key": step.key, "holder": step.holder},
+}
+check_handlers(PARAMS, "the osis wire mapping (params)")
+
+
+def record_of(value: Any) -> Record:
+    if not isinstance(value, dict):
+        raise OsisProtocolError("OSIS store answered a record that is not an object")
+    return value
+
+
+def _page_of(answer: Any) -> Page[Record]:
+    if not isinstance(answer, dict) or not isinstance(answer.get("items"), list):
+        raise OsisProtocolError("OSIS store answered list without items")
+    return Page([record_of(r) for r in answer["items"]], answer.get("next_cursor"))
+
+
+def _set_answer_of(answer: Any) -> Record | str:
+    """Our server answers ``{"sid", "object"}`` (the record); plain OSIS answers the sid (a str: the
+    caller fetches the record)."""
+    if isinstance(answer, dict) and isinstance(answer.get("object"), dict):
+        return record_of(answer["object"])
+    sid = answer.get("sid") if isinstance(answer, dict) else answer
+    if not isinstance(sid, str):
+        raise OsisProtocolError("OSIS store answered set without a sid")
+    return sid
+
+
+#: this engine's column of the step table: each step's result, read from the server's answer
+ANSWERS: Final[dict[type[Step], Callable[[Any], object]]] = {
+    GetStep: record_of,
+    ListStep: _page_of,
+    CountStep: int,
+    CreateStep: _set_answer_of,
+    UpdateStep: _set_answer_of,
+    DeleteStep: bool,
+    ClaimStep: bool,
+    ReleaseStep: lambda answer: None,
+}
+check_handlers(ANSWERS, "the osis wire mapping (answers)")
 
 
 def encode(payload: Any) -> bytes:
@@ -88,9 +135,3 @@ def answer_of(answer: Any, where: str) -> Any:
             raise OsisProtocolError(f"OSIS store at {where} answered a malformed error")
         raise RemoteError(int(err.get("code", 0)), str(err.get("message", "")), err.get("data"))
     return answer["result"]
-
-
-def record_of(value: Any) -> Record:
-    if not isinstance(value, dict):
-        raise OsisProtocolError("OSIS store answered a record that is not an object")
-    return value

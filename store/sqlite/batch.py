@@ -1,12 +1,16 @@
-"""``Engine.batch`` on the embedded engine: every step in one SQLite transaction."""
+"""``Engine.batch`` on the embedded engine: every step in one SQLite transaction.
+
+:data:`HANDLERS` is this engine's column of the step table (:data:`store.engine.STEPS`): one function
+per step type, run on the worker thread inside the batch's transaction.
+"""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 from store.engine import (
-    READ_STEPS,
     ClaimStep,
     CountStep,
     CreateStep,
@@ -14,25 +18,44 @@ from store.engine import (
     GetStep,
     ListStep,
     ReleaseStep,
+    Results,
     Step,
     UpdateStep,
+    check_handlers,
+    reads_only,
+    settled,
 )
-from store.errors import LeaseHeld
 from store.models import Scope
 from store.sqlite import ops
 from store.sqlite.leases import claim_in, release_in, unsynced
 from store.sqlite.ops import write_txn
 
+Handler = Callable[[sqlite3.Connection, Scope, Any], object]
 
-def batch(conn: sqlite3.Connection, scope: Scope, steps: Sequence[Step]) -> list[object]:
+HANDLERS: Final[dict[type[Step], Handler]] = {
+    GetStep: lambda conn, scope, s: ops.get(conn, s.kind, scope, s.sid),
+    ListStep: lambda conn, scope, s: ops.list_records(conn, s.kind, scope, s.query),
+    CountStep: lambda conn, scope, s: ops.count(conn, s.kind, scope, s.filters),
+    CreateStep: lambda conn, scope, s: ops.create(conn, s.kind, scope, s.fields, s.request_key),
+    UpdateStep: lambda conn, scope, s: ops.update(conn, s.kind, scope, s.sid, s.fields),
+    DeleteStep: lambda conn, scope, s: ops.delete(conn, s.kind, scope, s.sid),
+    ClaimStep: lambda conn, scope, s: claim_in(conn, scope, s.key, s.holder, s.ttl_ms),
+    ReleaseStep: lambda conn, scope, s: release_in(conn, scope, s.key, s.holder),
+}
+check_handlers(HANDLERS, "the embedded engine")
+
+
+def batch(conn: sqlite3.Connection, scope: Scope, steps: Sequence[Step]) -> Results:
     """Every step in ONE transaction: all done or none (a failure, or a refused required claim, rolls
     the whole batch back). Reads see the batch's own earlier writes. The commit skips the fsync only
     when the batch writes nothing but expiring leases (see :func:`unsynced`)."""
-    writes = [s for s in steps if not isinstance(s, READ_STEPS)]
+    writes = [s for s in steps if not reads_only(s)]
     if not writes:
+        if len(steps) == 1:  # one read is one statement: no transaction to open
+            return Results(steps, [_step(conn, scope, steps[0])])
         conn.execute("BEGIN")  # one snapshot for every read
         try:
-            return [_step(conn, scope, s) for s in steps]
+            return Results(steps, [_step(conn, scope, s) for s in steps])
         finally:
             if conn.in_transaction:
                 conn.execute("COMMIT")
@@ -40,29 +63,8 @@ def batch(conn: sqlite3.Connection, scope: Scope, steps: Sequence[Step]) -> list
         isinstance(s, ReleaseStep) or (isinstance(s, ClaimStep) and s.ttl_ms is not None) for s in writes
     )
     with unsynced(conn, leases_only), write_txn(conn):
-        return [_step(conn, scope, s) for s in steps]
+        return Results(steps, [_step(conn, scope, s) for s in steps])
 
 
 def _step(conn: sqlite3.Connection, scope: Scope, step: Step) -> object:
-    match step:
-        case GetStep(kind, sid):
-            return ops.get(conn, kind, scope, sid)
-        case ListStep(kind, query):
-            return ops.list_records(conn, kind, scope, query)
-        case CountStep(kind, filters):
-            return ops.count(conn, kind, scope, filters)
-        case CreateStep(kind, fields, request_key):
-            return ops.create(conn, kind, scope, fields, request_key)
-        case UpdateStep(kind, sid, fields):
-            return ops.update(conn, kind, scope, sid, fields)
-        case DeleteStep(kind, sid):
-            return ops.delete(conn, kind, scope, sid)
-        case ClaimStep(key, holder, ttl_ms, required):
-            taken = claim_in(conn, scope, key, holder, ttl_ms)
-            if required and not taken:
-                raise LeaseHeld(key)
-            return taken
-        case ReleaseStep(key, holder):
-            release_in(conn, scope, key, holder)
-            return None
-    raise TypeError(f"not a batch step: {step!r}")
+    return settled(step, HANDLERS[type(step)](conn, scope, step))

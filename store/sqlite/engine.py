@@ -30,11 +30,10 @@ import anyio.lowlevel
 import anyio.to_thread
 import structlog
 
-from store.engine import Engine, ListQuery, Page, Step
+from store.engine import Engine, Results, Step
 from store.errors import Conflict, StoreError, StoreUnavailable
-from store.models import JSON, Kind, Record, Scope, validate_context
+from store.models import Kind, Record, Scope, validate_context
 from store.sqlite import batch as sqlite_batch
-from store.sqlite import leases as sqlite_leases
 from store.sqlite import ops
 from store.sqlite.schema import configure, migrate
 
@@ -222,35 +221,9 @@ class EmbeddedEngine(Engine):
         size does not change, so an fsync has no metadata to flush)."""
         await self._run(_checkpoint, "TRUNCATE" if truncate else "RESTART")
 
-    async def get(self, kind: Kind, scope: Scope, sid: str) -> Record | None:
-        return await self._run(ops.get, kind, scope, sid)
-
-    async def create(
-        self, kind: Kind, scope: Scope, fields: Record, *, request_key: str | None = None
-    ) -> Record:
-        return await self._run(ops.create, kind, scope, fields, request_key)
-
-    async def update(self, kind: Kind, scope: Scope, sid: str, fields: Record) -> Record | None:
-        return await self._run(ops.update, kind, scope, sid, fields)
-
-    async def delete(self, kind: Kind, scope: Scope, sid: str) -> bool:
-        return await self._run(ops.delete, kind, scope, sid)
-
-    async def list(self, kind: Kind, scope: Scope, query: ListQuery) -> Page[Record]:
-        return await self._run(ops.list_records, kind, scope, query)
-
-    async def count(self, kind: Kind, scope: Scope, filters: dict[str, JSON] | None = None) -> int:
-        return await self._run(ops.count, kind, scope, filters)
-
-    async def claim(self, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
-        return await self._run(sqlite_leases.claim, scope, key, holder, ttl_ms)
-
-    async def release(self, scope: Scope, key: str, holder: str) -> None:
-        await self._run(sqlite_leases.release, scope, key, holder)
-
-    async def batch(self, scope: Scope, steps: Sequence[Step]) -> builtins.list[object]:
+    async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
         """The whole batch in ONE transaction and one worker call (see ``sqlite_batch.batch``)."""
-        return await self._run(sqlite_batch.batch, scope, list(steps))
+        return await self._run(sqlite_batch.batch, scope, builtins.list(steps))
 
     async def contexts(self) -> builtins.list[str]:
         return await self._run(ops.contexts)
@@ -266,9 +239,6 @@ class EmbeddedEngine(Engine):
                 if len(page) < DUMP_PAGE:
                     break
                 after = page[-1]["sid"]
-
-    async def restore(self, kind: Kind, record: Record) -> bool:
-        return await self._run(ops.restore_batch, [(kind, record)]) == 1
 
     async def restore_batch(self, items: Sequence[tuple[Kind, Record]]) -> int:
         """All of ``items`` in ONE transaction: all written or none."""

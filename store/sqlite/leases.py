@@ -1,7 +1,8 @@
 """Leases of the embedded engine: expiring turn locks and de-duplication marks (``leases`` table).
 
-``claim``/``release`` are whole transactions; ``claim_in``/``release_in`` run inside the caller's
-(a :func:`~store.sqlite.batch.batch`).
+``claim_in``/``release_in`` run inside the caller's transaction (a :func:`~store.sqlite.batch.batch`,
+which skips the fsync when it writes nothing but expiring leases: de-duplication marks, which never
+expire, stay fully durable).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from store.models import Scope
-from store.sqlite.ops import now_ms, write_txn
+from store.sqlite.ops import now_ms
 
 
 @contextmanager
@@ -36,12 +37,6 @@ def unsynced(conn: sqlite3.Connection, enabled: bool = True) -> Iterator[None]:
         conn.execute(f"PRAGMA synchronous = {int(level)}")
 
 
-def claim(conn: sqlite3.Connection, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
-    # de-duplication marks (no ttl) stay fully durable; expiring leases skip the fsync
-    with unsynced(conn, ttl_ms is not None), write_txn(conn):
-        return claim_in(conn, scope, key, holder, ttl_ms)
-
-
 def claim_in(conn: sqlite3.Connection, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
     now = now_ms()
     row = conn.execute(
@@ -55,11 +50,6 @@ def claim_in(conn: sqlite3.Connection, scope: Scope, key: str, holder: str, ttl_
         (scope.context, scope.user_id, key, holder, None if ttl_ms is None else now + int(ttl_ms)),
     )
     return True
-
-
-def release(conn: sqlite3.Connection, scope: Scope, key: str, holder: str) -> None:
-    with unsynced(conn), write_txn(conn):
-        release_in(conn, scope, key, holder)
 
 
 def release_in(conn: sqlite3.Connection, scope: Scope, key: str, holder: str) -> None:

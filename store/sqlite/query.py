@@ -15,78 +15,11 @@ from dataclasses import dataclass
 from store.engine import FILTER_OPS, MAX_LIMIT, ListQuery
 from store.errors import InvalidInput
 from store.models import JSON
+from store.search import search_words
 from store.sqlite.schema import KindTable
 
 _FIELD_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
-_WORD_RE = re.compile(r"\w+", re.UNICODE)
 _SQL_OPS = {"eq": "=", "ne": "IS NOT", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-MAX_SEARCH_WORDS = 32
-#: words too common to say anything about relevance; dropped from queries (unless nothing else is left)
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "but",
-        "by",
-        "did",
-        "do",
-        "does",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "he",
-        "her",
-        "his",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "me",
-        "my",
-        "no",
-        "not",
-        "of",
-        "on",
-        "or",
-        "our",
-        "s",
-        "she",
-        "so",
-        "t",
-        "that",
-        "the",
-        "their",
-        "them",
-        "there",
-        "they",
-        "this",
-        "to",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "why",
-        "will",
-        "with",
-        "you",
-        "your",
-    ]
-)
 
 
 @dataclass(slots=True)
@@ -180,8 +113,7 @@ def add_cursor(sql: SQL, expr: str, query: ListQuery) -> None:
 
 def fts_query(text: str) -> str | None:
     """Any word of ``text`` (each quoted, so FTS5 syntax in user input is inert); None when no words."""
-    words = list(dict.fromkeys(w.lower() for w in _WORD_RE.findall(text)))
-    words = ([w for w in words if w not in STOPWORDS] or words)[:MAX_SEARCH_WORDS]
+    words = search_words(text)
     if not words:
         return None
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)

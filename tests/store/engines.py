@@ -7,11 +7,13 @@ an OPEN engine, closing it (and anything it started, such as a server) on exit.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
-from store.engine import Engine
+from store.engine import Capabilities, Engine, Results, Step
+from store.errors import StoreError
+from store.models import Kind, Record, Scope
 from store.sqlite.engine import EmbeddedEngine
 from tests.store.osis_fixtures import osis_engine
 
@@ -22,8 +24,54 @@ async def embedded_engine(path: Path) -> AsyncIterator[Engine]:
         yield engine
 
 
+class CoreEngine(Engine):
+    """A real embedded engine that declares (and has) only the core capabilities: no counts, no text
+    search, no leases, no atomic batch. A step outside them is refused, so that a passing test shows
+    the Store's fallback ran (``store.api.fallbacks``)."""
+
+    name = "core"
+    capabilities = Capabilities(atomic_batch=False, leases=False, counts=False, text_search=False)
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
+        refused = [step for step in steps if not self.capabilities.runs(step)]
+        if refused:
+            raise StoreError(f"the core engine has no {type(refused[0]).__name__}")
+        out: list[object] = []
+        for step in steps:  # one by one: not atomic, as declared
+            out += await self.inner.batch(scope, [step])
+        return Results(steps, out)
+
+    async def contexts(self) -> list[str]:
+        return await self.inner.contexts()
+
+    async def dump(self, context: str) -> AsyncIterator[tuple[Kind, Record]]:
+        async for item in self.inner.dump(context):
+            yield item
+
+    async def restore_batch(self, items: Sequence[tuple[Kind, Record]]) -> int:
+        return await self.inner.restore_batch(items)
+
+
+@asynccontextmanager
+async def core_engine(path: Path) -> AsyncIterator[Engine]:
+    async with CoreEngine(EmbeddedEngine(path)) as engine:
+        yield engine
+
+
 ENGINES: dict[str, Callable[[Path], AbstractAsyncContextManager[Engine]]] = {
     "embedded": embedded_engine,
     # the osis engine over HTTP to a real server (uvicorn on 127.0.0.1) in front of an embedded engine
     "osis": osis_engine,
 }
+#: the engines the Store-level tests run on: every engine, and the embedded one with only the core
+#: capabilities (the Store's fallbacks do the rest)
+STORE_ENGINES = {**ENGINES, "core": core_engine}
