@@ -276,15 +276,17 @@ class Turn:
     async def _persist_calls(self, resp: CollectedResponse) -> None:
         await self.p.store.append_message(
             self.inp.scope,
-            self.cid,
-            "assistant",
-            self._clip(resp.text),
-            channel=self.inp.channel,
-            tool_calls=calls_to_json(resp.tool_calls),
-            model=resp.model,
-            prompt_tokens=resp.prompt_tokens,
-            completion_tokens=resp.completion_tokens,
-            extra={"reasoning": list(resp.reasoning)} if resp.reasoning else None,
+            Message(
+                conversation_id=self.cid,
+                role="assistant",
+                content=self._clip(resp.text),
+                channel=self.inp.channel,
+                tool_calls=calls_to_json(resp.tool_calls),
+                model=resp.model,
+                prompt_tokens=resp.prompt_tokens,
+                completion_tokens=resp.completion_tokens,
+                extra={"reasoning": list(resp.reasoning)} if resp.reasoning else {},
+            ),
         )
         self.progress.partial.clear()
         self.progress.pending = list(resp.tool_calls)
@@ -293,13 +295,15 @@ class Turn:
     async def _persist_result(self, call: ToolCall, result: ToolResult) -> None:
         await self.p.store.append_message(
             self.inp.scope,
-            self.cid,
-            "tool",
-            self._clip(result.content),
-            channel=self.inp.channel,
-            tool_call_id=call.id,
-            name=call.name,
-            status=MessageStatus.COMPLETE if result.ok else MessageStatus.ERROR,
+            Message(
+                conversation_id=self.cid,
+                role="tool",
+                content=self._clip(result.content),
+                channel=self.inp.channel,
+                tool_call_id=call.id,
+                name=call.name,
+                status=MessageStatus.COMPLETE if result.ok else MessageStatus.ERROR,
+            ),
         )
         self.progress.pending = [c for c in self.progress.pending if c.id != call.id]
 
@@ -309,15 +313,17 @@ class Turn:
         text = resp.text or (EMPTY_FINAL if resp.tool_calls else "")
         msg = await self.p.store.append_message(
             self.inp.scope,
-            self.cid,
-            "assistant",
-            self._clip(text),
-            channel=self.inp.channel,
-            model=resp.model,
-            status=MessageStatus.COMPLETE,
-            prompt_tokens=pr.prompt_tokens,
-            completion_tokens=pr.completion_tokens,
-            extra={"reasoning": list(resp.reasoning)} if resp.reasoning else None,
+            Message(
+                conversation_id=self.cid,
+                role="assistant",
+                content=self._clip(text),
+                channel=self.inp.channel,
+                model=resp.model,
+                status=MessageStatus.COMPLETE,
+                prompt_tokens=pr.prompt_tokens,
+                completion_tokens=pr.completion_tokens,
+                extra={"reasoning": list(resp.reasoning)} if resp.reasoning else {},
+            ),
         )
         pr.partial.clear()
         await self.emit(Done(self.cid, msg.sid, text, pr.prompt_tokens, pr.completion_tokens, resp.model))
@@ -339,14 +345,16 @@ class Turn:
             if text or status == MessageStatus.ERROR:
                 await store.append_message(
                     inp.scope,
-                    self.cid,
-                    "assistant",
-                    self._clip(text),
-                    channel=inp.channel,
-                    status=status,
-                    model=pr.model,
-                    prompt_tokens=pr.prompt_tokens,
-                    completion_tokens=pr.completion_tokens,
+                    Message(
+                        conversation_id=self.cid,
+                        role="assistant",
+                        content=self._clip(text),
+                        channel=inp.channel,
+                        status=status,
+                        model=pr.model,
+                        prompt_tokens=pr.prompt_tokens,
+                        completion_tokens=pr.completion_tokens,
+                    ),
                 )
             pr.partial.clear()
         except StoreError as exc:

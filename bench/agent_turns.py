@@ -25,7 +25,6 @@ durable commit on this machine's disk, until the log reaches its working size of
 from __future__ import annotations
 
 import argparse
-import builtins
 import contextlib
 import logging
 import os
@@ -46,7 +45,7 @@ from agent.events import Done, TextDelta
 from agent.providers.base import ChatRequest, Provider, ProviderEvent, TextChunk
 from agent.providers.openai import OpenAIProvider
 from config.settings import LLMSettings, MemorySettings, Settings, StoreSettings
-from store import EmbeddedEngine, Engine, Kind, Record, Results, Scope, Step, Store
+from store import DelegatingEngine, EmbeddedEngine, Engine, Message, Results, Scope, Step, Store
 
 SCOPE = Scope("bench", "bencher")
 TEXT = "a line of ordinary chat, about as long as people write them in a messenger"
@@ -82,11 +81,11 @@ class TimedProvider(Provider):
         await self.inner.aclose()
 
 
-class TimedEngine(Engine):
+class TimedEngine(DelegatingEngine):
     """Delegates to a real engine; records the time spent in it."""
 
     def __init__(self, inner: Engine) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.spent = 0.0
         self._active = 0
         self._busy_since = 0.0
@@ -105,25 +104,9 @@ class TimedEngine(Engine):
             if self._active == 0:
                 self.spent += time.perf_counter() - self._busy_since
 
-    async def open(self) -> None:
-        await self.inner.open()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
     async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
         with self._timed():
             return await self.inner.batch(scope, steps)
-
-    async def contexts(self) -> builtins.list[str]:
-        return await self.inner.contexts()
-
-    async def dump(self, context: str) -> AsyncIterator[tuple[Kind, Record]]:
-        async for item in self.inner.dump(context):
-            yield item
-
-    async def restore_batch(self, items: Sequence[tuple[Kind, Record]]) -> int:
-        return await self.inner.restore_batch(items)
 
 
 @contextlib.contextmanager
@@ -154,14 +137,24 @@ async def warm_log(store: Store, engine: EmbeddedEngine) -> None:
     conv = await store.create_conversation(scratch, "scratch", channel="cli")
     wal = anyio.Path(f"{engine.db_path}-wal")
     while (await wal.stat()).st_size < WORKING_LOG_BYTES:
-        await store.append_message(scratch, conv.sid, "user", TEXT * 20, channel="cli")
+        await store.append_message(
+            scratch, Message(conversation_id=conv.sid, role="user", content=TEXT * 20, channel="cli")
+        )
     await store.delete_conversation(scratch, conv.sid)
 
 
 async def fill(store: Store, conversation_id: str, n: int) -> None:
     for i in range(n // 2):
-        await store.append_message(SCOPE, conversation_id, "user", f"{TEXT} #{i}", channel="cli")
-        await store.append_message(SCOPE, conversation_id, "assistant", f"echo: {TEXT} #{i}", channel="cli")
+        await store.append_message(
+            SCOPE,
+            Message(conversation_id=conversation_id, role="user", content=f"{TEXT} #{i}", channel="cli"),
+        )
+        await store.append_message(
+            SCOPE,
+            Message(
+                conversation_id=conversation_id, role="assistant", content=f"echo: {TEXT} #{i}", channel="cli"
+            ),
+        )
 
 
 def pct(values: Sequence[float], q: float) -> float:

@@ -207,7 +207,9 @@ async def measure(store: Store, samples: int) -> tuple[dict[str, list[float]], d
     sids = [to_base36(i) for i in range(2, CONVERSATIONS + 1)]
 
     async def append() -> None:
-        await store.append_message(USER, rng.choice(sids), "user", words(20), channel="cli")
+        await store.append_message(
+            USER, Message(conversation_id=rng.choice(sids), role="user", content=words(20), channel="cli")
+        )
 
     ops: dict[str, Callable[[], Awaitable[object]]] = {
         "append": append,

@@ -202,7 +202,10 @@ async def run(messages: int, samples: int, data_dir: Path, fsync: bool) -> int:
 
 def _append(store: Store, conv: str) -> Callable[[], Awaitable[object]]:
     return lambda: store.append_message(
-        SCOPE, conv, "user", "a benchmark message of some words", channel="cli"
+        SCOPE,
+        Message(
+            conversation_id=conv, role="user", content="a benchmark message of some words", channel="cli"
+        ),
     )
 
 

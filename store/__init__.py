@@ -24,7 +24,7 @@ from store.api.base import MAX_TAGS, MAX_TITLE_CHARS, memory_hash, now_ms
 from store.api.records import Aggregate, ScopeStats
 from store.api.store import Store
 from store.api.turn import TurnOpening, TurnReads
-from store.engine import MAX_LIMIT, Capabilities, Engine, ListQuery, Page, Results, Step
+from store.engine import MAX_LIMIT, Capabilities, DelegatingEngine, Engine, ListQuery, Page, Results, Step
 from store.errors import (
     Conflict,
     ImportFormatError,
@@ -99,6 +99,7 @@ __all__ = [
     "Capabilities",
     "Conflict",
     "Conversation",
+    "DelegatingEngine",
     "EmbeddedEngine",
     "Engine",
     "ImportFormatError",

@@ -333,3 +333,35 @@ class Engine(ABC):
 
     async def release(self, scope: Scope, key: str, holder: str) -> None:
         await self.run(scope, ReleaseStep(key, holder))
+
+
+class DelegatingEngine(Engine):
+    """An engine that hands every call to ``inner``: the base of engines that wrap another (the Store's
+    fallbacks, a timing wrapper); a subclass overrides what it changes, usually :meth:`batch`."""
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.capabilities = inner.capabilities
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+    async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
+        return await self.inner.batch(scope, steps)
+
+    async def contexts(self) -> builtins.list[str]:
+        return await self.inner.contexts()
+
+    async def dump(self, context: str) -> AsyncIterator[tuple[Kind, Record]]:
+        async for item in self.inner.dump(context):
+            yield item
+
+    async def restore_batch(self, items: Sequence[tuple[Kind, Record]]) -> int:
+        return await self.inner.restore_batch(items)

@@ -82,15 +82,17 @@ class Compactor:
         through = older[-1].seq
         await self.store.append_message(
             scope,
-            conversation_id,
-            "system",
-            summary,
-            channel=channel,
-            message_type=SUMMARY_TYPE,
-            model=resp.model,
-            prompt_tokens=resp.prompt_tokens,
-            completion_tokens=resp.completion_tokens,
-            extra={"summary_through": through},
+            Message(
+                conversation_id=conversation_id,
+                role="system",
+                content=summary,
+                channel=channel,
+                message_type=SUMMARY_TYPE,
+                model=resp.model,
+                prompt_tokens=resp.prompt_tokens,
+                completion_tokens=resp.completion_tokens,
+                extra={"summary_through": through},
+            ),
         )
         await self.store.set_summary_boundary(scope, conversation_id, through + 1)
         log.info("compaction.done", conversation=conversation_id, summarised=len(older), through=through)

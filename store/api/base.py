@@ -81,55 +81,25 @@ class StoreBase:
         if "\x00" in content:
             raise InvalidInput("content contains NUL characters")
 
-    def _message_fields(
-        self,
-        conversation_id: str,
-        role: Role | str,
-        content: str,
-        *,
-        channel: str,
-        tool_calls: str = "",
-        tool_call_id: str = "",
-        name: str = "",
-        sender: str = "",
-        status: MessageStatus | str = MessageStatus.COMPLETE,
-        model: str = "",
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-        message_type: str = "",
-        extra: dict[str, object] | None = None,
-    ) -> Record:
+    def _message_fields(self, message: Message) -> Record:
         """A new message's fields, validated (the engine adds sid, timestamps and seq)."""
-        if role not in Role._value2member_map_:
-            raise InvalidInput(f"invalid role {role!r}")
-        if status not in MessageStatus._value2member_map_:
-            raise InvalidInput(f"invalid status {status!r}")
-        self._check_content(content)
-        if tool_calls:
+        if message.role not in Role._value2member_map_:
+            raise InvalidInput(f"invalid role {message.role!r}")
+        if message.status not in MessageStatus._value2member_map_:
+            raise InvalidInput(f"invalid status {message.status!r}")
+        self._check_content(message.content)
+        if message.tool_calls:
             try:
-                if not isinstance(json.loads(tool_calls), list):
+                if not isinstance(json.loads(message.tool_calls), list):
                     raise ValueError
             except ValueError:
                 raise InvalidInput("tool_calls must be a JSON list") from None
-        msg = Message(
-            conversation_id=validate_sid(conversation_id),
-            role=Role(role).value,
-            content=content,
-            channel=channel,
-            timestamp=now_ms(),
-            tool_calls=tool_calls,
-            tool_call_id=tool_call_id,
-            name=name,
-            sender=sender,
-            status=MessageStatus(status).value,
-            model=model,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            message_type=message_type,
-        )
-        if extra:
-            msg.extra = dict(extra)
-        return store_fields(msg.to_record())
+        validate_sid(message.conversation_id)
+        rec = message.to_record()
+        rec["role"] = Role(message.role).value
+        rec["status"] = MessageStatus(message.status).value
+        rec["timestamp"] = message.timestamp or now_ms()
+        return store_fields(rec)
 
     @staticmethod
     def _title(title: str) -> str:

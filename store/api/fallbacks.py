@@ -25,7 +25,7 @@ from __future__ import annotations
 import builtins
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from store.engine import (
@@ -34,6 +34,7 @@ from store.engine import (
     ClaimStep,
     CountStep,
     CreateStep,
+    DelegatingEngine,
     DeleteStep,
     Engine,
     ListQuery,
@@ -63,32 +64,12 @@ def with_fallbacks(engine: Engine) -> Engine:
     return FallbackEngine(engine)
 
 
-class FallbackEngine(Engine):
+class FallbackEngine(DelegatingEngine):
     """An engine with every capability but ``atomic_batch``, over one that lacks some."""
 
     def __init__(self, inner: Engine) -> None:
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.capabilities = Capabilities(atomic_batch=False)
-
-    async def open(self) -> None:
-        await self.inner.open()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    async def ping(self) -> None:
-        await self.inner.ping()
-
-    async def contexts(self) -> builtins.list[str]:
-        return await self.inner.contexts()
-
-    async def dump(self, context: str) -> AsyncIterator[tuple[Kind, Record]]:
-        async for item in self.inner.dump(context):
-            yield item
-
-    async def restore_batch(self, items: Sequence[tuple[Kind, Record]]) -> int:
-        return await self.inner.restore_batch(items)
 
     async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
         """Runs of steps the engine has go to it as one batch each; the others run here, in order."""

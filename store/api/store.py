@@ -9,20 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import anyio
-
 from store.api.base import MAX_TAGS, MAX_TITLE_CHARS, check_limit, memory_hash, now_ms, store_fields
 from store.api.memories import MemoriesMixin
 from store.api.records import Aggregate, RecordsMixin, ScopeStats
 from store.api.turn import TurnMixin
-from store.engine import ListQuery, Page
+from store.engine import GetStep, ListQuery, ListStep, Page
 from store.errors import InvalidInput, NotFound
 from store.models import (
     Conversation,
     Kind,
     Message,
     MessageStatus,
-    Role,
     Scope,
     validate_sid,
 )
@@ -136,42 +133,11 @@ class Store(MemoriesMixin, RecordsMixin, TurnMixin):
     # -- messages ------------------------------------------------------------------------------
 
     async def append_message(
-        self,
-        scope: Scope,
-        conversation_id: str,
-        role: Role | str,
-        content: str,
-        *,
-        channel: str,
-        tool_calls: str = "",
-        tool_call_id: str = "",
-        name: str = "",
-        sender: str = "",
-        status: MessageStatus | str = MessageStatus.COMPLETE,
-        model: str = "",
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-        message_type: str = "",
-        request_key: str | None = None,
-        extra: dict[str, object] | None = None,
+        self, scope: Scope, message: Message, *, request_key: str | None = None
     ) -> Message:
-        """Append a message; the store assigns ``seq`` (gap-free per conversation)."""
-        fields = self._message_fields(
-            conversation_id,
-            role,
-            content,
-            channel=channel,
-            tool_calls=tool_calls,
-            tool_call_id=tool_call_id,
-            name=name,
-            sender=sender,
-            status=status,
-            model=model,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            message_type=message_type,
-            extra=extra,
-        )
+        """Append ``message`` (its conversation, role, content, channel and details): the store assigns
+        its sid, timestamps and ``seq`` (gap-free per conversation) and answers it as stored."""
+        fields = self._message_fields(message)
         rec = await self.engine.create(Kind.MESSAGE, scope, fields, request_key=request_key)
         return Message.from_record(rec)
 
@@ -206,28 +172,18 @@ class Store(MemoriesMixin, RecordsMixin, TurnMixin):
             descending=True,
             limit=check_limit(limit),
         )
-        # The conversation (for its boundaries) and the last ``limit`` messages are read at once, so a
-        # remote engine pays one round trip, not two. The last ``limit`` after the boundary are exactly
-        # the last ``limit`` overall minus those at or below it: if any of those is cut, everything
-        # above the boundary is already among them.
-        found: dict[str, object] = {}
-
-        async def read_conversation() -> None:
-            found["conv"] = await self.get_conversation(scope, conversation_id)
-
-        async def read_messages() -> None:
-            found["page"] = await self.engine.list(Kind.MESSAGE, scope, query)
-
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(read_conversation)
-                tg.start_soon(read_messages)
-        except BaseExceptionGroup as group:
-            raise group.exceptions[0] from None
-        conv = found["conv"]
-        page = found["page"]
-        assert isinstance(conv, Conversation) and isinstance(page, Page)
-        floor = conv.window_floor
+        # The conversation (for its boundaries) and the last ``limit`` messages are read in one batch,
+        # so a remote engine pays one round trip, not two. The last ``limit`` after the boundary are
+        # exactly the last ``limit`` overall minus those at or below it: if any of those is cut,
+        # everything above the boundary is already among them.
+        get_conv = GetStep(Kind.CONVERSATION, conversation_id)
+        list_messages = ListStep(Kind.MESSAGE, query)
+        results = await self.engine.batch(scope, [get_conv, list_messages])
+        conv_rec = results.of(get_conv)
+        if conv_rec is None:
+            raise NotFound("conversation", conversation_id)
+        floor = Conversation.from_record(conv_rec).window_floor
+        page = results.of(list_messages)
         return [Message.from_record(r) for r in reversed(page.items) if int(r["seq"]) > floor]
 
     async def list_messages(

@@ -77,7 +77,10 @@ class TurnMixin(StateMixin):
         releases the lease on exit, writing the opening's ``usage`` in the same call. NotFound when
         the conversation is missing (nothing is stored)."""
         validate_sid(conversation_id)
-        fields = self._message_fields(conversation_id, "user", text, channel=channel, sender=sender)
+        message = Message(
+            conversation_id=conversation_id, role="user", content=text, channel=channel, sender=sender
+        )
+        fields = self._message_fields(message)
         window_query = ListQuery(
             filters={"conversation_id": conversation_id, "seq__gt": max(0, int(reads.window_after_seq))},
             order_by="seq",

@@ -12,6 +12,7 @@ from agent.core import Agent
 from agent.events import Done, TextDelta, ToolStarted, TurnError, TurnEvent
 from agent.prompt.history import INTERRUPTED_MARK
 from agent.turn import CANCELLED_RESULT
+from store import Message
 from tests.agent.conftest import SCOPE, Kit, all_messages, assert_valid_history, main_requests, req, turn
 from tests.fakes.openai_server import FakeOpenAI, reply_text, reply_tool_calls
 
@@ -108,17 +109,29 @@ async def test_history_with_a_dangling_call_is_repaired(agent: Agent, fake: Fake
     still answers the call, and an orphan result is dropped."""
     conv = await agent.new_conversation(SCOPE, channel="cli")
     st = agent.store
-    await st.append_message(SCOPE, conv.sid, "user", "before the crash", channel="cli")
     await st.append_message(
-        SCOPE,
-        conv.sid,
-        "assistant",
-        "",
-        channel="cli",
-        tool_calls='[{"id": "lost", "name": "count", "arguments": "{}"}]',
+        SCOPE, Message(conversation_id=conv.sid, role="user", content="before the crash", channel="cli")
     )
     await st.append_message(
-        SCOPE, conv.sid, "tool", "stray", channel="cli", tool_call_id="ghost", name="count"
+        SCOPE,
+        Message(
+            conversation_id=conv.sid,
+            role="assistant",
+            content="",
+            channel="cli",
+            tool_calls='[{"id": "lost", "name": "count", "arguments": "{}"}]',
+        ),
+    )
+    await st.append_message(
+        SCOPE,
+        Message(
+            conversation_id=conv.sid,
+            role="tool",
+            content="stray",
+            channel="cli",
+            tool_call_id="ghost",
+            name="count",
+        ),
     )
     assert isinstance((await turn(agent, "after the restart"))[-1], Done)
     sent = main_requests(fake)[-1]["messages"]

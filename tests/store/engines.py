@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
-from store.engine import Capabilities, Engine, Results, Step
+from store.engine import Capabilities, DelegatingEngine, Engine, Results, Step
 from store.errors import StoreError
-from store.models import Kind, Record, Scope
+from store.models import Scope
 from store.sqlite.engine import EmbeddedEngine
 from tests.store.osis_fixtures import osis_engine
 
@@ -24,22 +24,15 @@ async def embedded_engine(path: Path) -> AsyncIterator[Engine]:
         yield engine
 
 
-class CoreEngine(Engine):
+class CoreEngine(DelegatingEngine):
     """A real embedded engine that declares (and has) only the core capabilities: no counts, no text
     search, no leases, no atomic batch. A step outside them is refused, so that a passing test shows
     the Store's fallback ran (``store.api.fallbacks``)."""
 
-    name = "core"
-    capabilities = Capabilities(atomic_batch=False, leases=False, counts=False, text_search=False)
-
     def __init__(self, inner: Engine) -> None:
-        self.inner = inner
-
-    async def open(self) -> None:
-        await self.inner.open()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+        super().__init__(inner)
+        self.name = "core"
+        self.capabilities = Capabilities(atomic_batch=False, leases=False, counts=False, text_search=False)
 
     async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
         refused = [step for step in steps if not self.capabilities.runs(step)]
@@ -49,16 +42,6 @@ class CoreEngine(Engine):
         for step in steps:  # one by one: not atomic, as declared
             out += await self.inner.batch(scope, [step])
         return Results(steps, out)
-
-    async def contexts(self) -> list[str]:
-        return await self.inner.contexts()
-
-    async def dump(self, context: str) -> AsyncIterator[tuple[Kind, Record]]:
-        async for item in self.inner.dump(context):
-            yield item
-
-    async def restore_batch(self, items: Sequence[tuple[Kind, Record]]) -> int:
-        return await self.inner.restore_batch(items)
 
 
 @asynccontextmanager

@@ -11,7 +11,7 @@ import pytest
 from config.settings import AgentSettings, Settings, StoreSettings
 from store.errors import InvalidInput, StoreUnavailable
 from store.factory import open_store
-from store.models import Kind
+from store.models import Kind, Message
 from store.sqlite.engine import DB_FILE, EmbeddedEngine
 from tests.store.conftest import ALICE
 
@@ -72,9 +72,13 @@ async def test_open_store_from_settings(tmp_path: Path) -> None:
     )
     async with open_store(settings) as store:
         conv = await store.create_conversation(ALICE, "t")
-        await store.append_message(ALICE, conv.sid, "user", "x" * 10, channel="cli")
+        await store.append_message(
+            ALICE, Message(conversation_id=conv.sid, role="user", content="x" * 10, channel="cli")
+        )
         with pytest.raises(InvalidInput):
-            await store.append_message(ALICE, conv.sid, "user", "x" * 11, channel="cli")
+            await store.append_message(
+                ALICE, Message(conversation_id=conv.sid, role="user", content="x" * 11, channel="cli")
+            )
     assert (tmp_path / "new" / "dir" / DB_FILE).exists()
     with pytest.raises(StoreUnavailable):
         await store.get_conversation(ALICE, conv.sid)

@@ -23,6 +23,7 @@ FACE = [
     "Capabilities",
     "Conflict",
     "Conversation",
+    "DelegatingEngine",
     "EmbeddedEngine",
     "Engine",
     "ImportFormatError",

@@ -14,7 +14,7 @@ from store.api.store import Store
 from store.api.turn import TurnReads
 from store.engine import CreateStep, GetStep, ListQuery, UpdateStep
 from store.errors import InvalidInput, NotFound, StoreUnavailable
-from store.models import Kind, Scope, UsageEntry
+from store.models import Kind, Message, Scope, UsageEntry
 from store.osis.client import OsisEngine, redacted
 from store.osis.protocol import OsisAuthError, OsisProtocolError, openrpc_document
 from store.sqlite.engine import EmbeddedEngine
@@ -148,7 +148,9 @@ async def test_lost_create_answer_is_retried_without_doubling(tmp_path: Path) ->
         async with OsisEngine(client_settings(served.base_url), transport=lossy) as eng:
             store = Store(eng)
             conv = await store.create_conversation(SCOPE, "t")
-            msg = await store.append_message(SCOPE, conv.sid, "user", "once", channel="cli")
+            msg = await store.append_message(
+                SCOPE, Message(conversation_id=conv.sid, role="user", content="once", channel="cli")
+            )
             assert lossy.lost == 1 and msg.seq == 1
             assert await eng.count(Kind.MESSAGE, SCOPE) == 1
 
@@ -165,18 +167,25 @@ async def test_outage_then_recovery_loses_and_doubles_nothing(tmp_path: Path) ->
             store = Store(client)
             conv = await store.create_conversation(scope, "outage")
             for i in range(10):
-                await store.append_message(scope, conv.sid, "user", f"before {i}", channel="cli")
+                await store.append_message(
+                    scope,
+                    Message(conversation_id=conv.sid, role="user", content=f"before {i}", channel="cli"),
+                )
                 acked.append(f"before {i}")
         # the server is down: clear errors, nothing sticky
         for i in range(3):
             with pytest.raises(StoreUnavailable, match=f"unreachable at http://127.0.0.1:{port}/"):
-                await store.append_message(scope, conv.sid, "user", f"down {i}", channel="cli")
+                await store.append_message(
+                    scope, Message(conversation_id=conv.sid, role="user", content=f"down {i}", channel="cli")
+                )
             failed += 1
         with pytest.raises(StoreUnavailable):
             await store.history(scope, conv.sid)
         async with serve(backend, port=port):
             for i in range(10):
-                await store.append_message(scope, conv.sid, "user", f"after {i}", channel="cli")
+                await store.append_message(
+                    scope, Message(conversation_id=conv.sid, role="user", content=f"after {i}", channel="cli")
+                )
                 acked.append(f"after {i}")
             history = await store.history(scope, conv.sid, limit=100)
             await client.aclose()
@@ -275,7 +284,9 @@ async def test_restart_while_appending_keeps_one_copy_of_each_message(tmp_path: 
                 while True:
                     try:
                         await store.append_message(
-                            SCOPE, conv.sid, "user", f"m{i}", channel="cli", request_key=f"k{i}"
+                            SCOPE,
+                            Message(conversation_id=conv.sid, role="user", content=f"m{i}", channel="cli"),
+                            request_key=f"k{i}",
                         )
                         break
                     except StoreUnavailable:

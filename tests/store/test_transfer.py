@@ -17,7 +17,7 @@ from config.settings import Settings, StoreSettings
 from store.api.store import Store
 from store.engine import Engine
 from store.errors import ImportFormatError
-from store.models import AuditEntry, Kind, Record, UsageEntry
+from store.models import AuditEntry, Kind, Message, Record, UsageEntry
 from store.sqlite.engine import EmbeddedEngine
 from store.transfer import export_jsonl, import_jsonl
 from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB
@@ -31,25 +31,37 @@ async def populate(store: Store) -> None:
     for i in range(5):
         await store.append_message(
             ALICE,
-            conv.sid,
-            "user",
-            f'héllo {i} "quoted"\n',
-            channel="web",
-            extra={"legacy": {"n": i}} if i == 0 else None,
+            Message(
+                conversation_id=conv.sid,
+                role="user",
+                content=f'héllo {i} "quoted"\n',
+                channel="web",
+                extra={"legacy": {"n": i}} if i == 0 else {},
+            ),
         )
     await store.clear_conversation(ALICE, conv.sid)
-    await store.append_message(ALICE, conv.sid, "assistant", "after clear", channel="web")
+    await store.append_message(
+        ALICE, Message(conversation_id=conv.sid, role="assistant", content="after clear", channel="web")
+    )
     old = await store.create_conversation(ALICE, "old")
     await store.archive_conversation(ALICE, old.sid)
     bob_conv = await store.create_conversation(BOB, "bob's")
-    await store.append_message(BOB, bob_conv.sid, "user", "bob here", channel="telegram", sender="tg:7")
+    await store.append_message(
+        BOB,
+        Message(
+            conversation_id=bob_conv.sid, role="user", content="bob here", channel="telegram", sender="tg:7"
+        ),
+    )
     await store.add_memory(ALICE, "Alice likes tea")
     await store.add_memory(BOB, "Bob likes coffee")
     await store.append_audit(ALICE, AuditEntry(tool="get_time", duration_ms=1.5, conversation_id=conv.sid))
     await store.append_usage(ALICE, UsageEntry(model="m", prompt_tokens=3, completion_tokens=4))
     await store.set_state(ALICE, "active", conv.sid)
     other = await store.create_conversation(ALICE_ELSEWHERE, "elsewhere")
-    await store.append_message(ALICE_ELSEWHERE, other.sid, "user", "other context", channel="cli")
+    await store.append_message(
+        ALICE_ELSEWHERE,
+        Message(conversation_id=other.sid, role="user", content="other context", channel="cli"),
+    )
 
 
 async def export_text(engine: Engine, context: str | None) -> str:
@@ -80,7 +92,9 @@ async def test_round_trip_is_byte_exact_and_import_idempotent(
             # the imported store keeps working: seq continues, new sids do not collide
             imported = Store(target)
             conv = (await imported.list_conversations(ALICE)).items[0]
-            msg = await imported.append_message(ALICE, conv.sid, "user", "new", channel="cli")
+            msg = await imported.append_message(
+                ALICE, Message(conversation_id=conv.sid, role="user", content="new", channel="cli")
+            )
             assert msg.seq == conv.message_count + 1
             before = {c.sid for c in (await imported.list_conversations(ALICE, archived=None)).items}
             fresh = await imported.create_conversation(ALICE, "fresh")

@@ -14,7 +14,7 @@ from agent.prompt.history import SUMMARY_TYPE
 from agent.prompt.window import CATCH_UP
 from agent.tools.base import Tool, ToolCaller, ToolResult
 from agent.tools.registry import ToolRegistry
-from store import Role, Store
+from store import Message, Role, Store
 from tests.agent.conftest import (
     SCOPE,
     Kit,
@@ -157,15 +157,27 @@ async def test_window_cache_sees_writes_from_other_processes(agent: Agent, fake:
     """The store stays the truth: what another process appends or clears shows in the next turn."""
     cid = (await turn(agent, "one"))[-1].conversation_id  # type: ignore[union-attr]
     st = agent.store
-    await st.append_message(SCOPE, cid, "user", "from elsewhere", channel="web")
-    await st.append_message(SCOPE, cid, "assistant", "answered elsewhere", channel="web")
+    await st.append_message(
+        SCOPE, Message(conversation_id=cid, role="user", content="from elsewhere", channel="web")
+    )
+    await st.append_message(
+        SCOPE, Message(conversation_id=cid, role="assistant", content="answered elsewhere", channel="web")
+    )
     await turn(agent, "two")
     users = [m["content"] for m in main_requests(fake)[-1]["messages"] if m["role"] == "user"]
     assert users == ["one", "from elsewhere", "two"]
     assert agent.window.hits >= 1
 
     for i in range(CATCH_UP + 5):  # more than one catch-up read covers
-        await st.append_message(SCOPE, cid, "user" if i % 2 == 0 else "assistant", f"bulk {i}", channel="web")
+        await st.append_message(
+            SCOPE,
+            Message(
+                conversation_id=cid,
+                role="user" if i % 2 == 0 else "assistant",
+                content=f"bulk {i}",
+                channel="web",
+            ),
+        )
     await turn(agent, "three")
     sent = [m["content"] for m in main_requests(fake)[-1]["messages"] if m["role"] != "system"]
     stored = [m.content for m in await st.history(SCOPE, cid, limit=200)]

@@ -14,7 +14,7 @@ from agent.tools.builtin_misc import CurrentDateTimeTool, SearchConversationsToo
 from agent.tools.factory import builtin_tools, open_tools
 from agent.tools.registry import ToolRegistry
 from config.settings import Settings, ToolsSettings
-from store import Scope
+from store import Message, Scope
 from tests.agent.tools.conftest import SCOPE
 
 pytestmark = pytest.mark.anyio
@@ -101,21 +101,50 @@ async def test_search_conversations_stays_in_scope_and_skips_what_the_model_sees
     store = ctx.store
     old = await store.create_conversation(SCOPE, "Holiday plans", channel="telegram")
     await store.append_message(
-        SCOPE, old.sid, "user", "Book the ferry to Sardinia in June", channel="telegram"
+        SCOPE,
+        Message(
+            conversation_id=old.sid,
+            role="user",
+            content="Book the ferry to Sardinia in June",
+            channel="telegram",
+        ),
     )
     await store.append_message(
-        SCOPE, old.sid, "assistant", "The Sardinia ferry leaves Genoa daily", channel="telegram"
+        SCOPE,
+        Message(
+            conversation_id=old.sid,
+            role="assistant",
+            content="The Sardinia ferry leaves Genoa daily",
+            channel="telegram",
+        ),
     )
-    await store.append_message(SCOPE, old.sid, "tool", "Sardinia tool output", channel="telegram")
+    await store.append_message(
+        SCOPE,
+        Message(conversation_id=old.sid, role="tool", content="Sardinia tool output", channel="telegram"),
+    )
     # the current conversation: an archived (cleared) turn stays searchable, the visible one does not
     await store.append_message(
-        SCOPE, ctx.conversation_id, "user", "Sardinia beaches before clear", channel="cli"
+        SCOPE,
+        Message(
+            conversation_id=ctx.conversation_id,
+            role="user",
+            content="Sardinia beaches before clear",
+            channel="cli",
+        ),
     )
     await store.clear_conversation(SCOPE, ctx.conversation_id)
-    await store.append_message(SCOPE, ctx.conversation_id, "user", "Search Sardinia please", channel="cli")
+    await store.append_message(
+        SCOPE,
+        Message(
+            conversation_id=ctx.conversation_id, role="user", content="Search Sardinia please", channel="cli"
+        ),
+    )
     for scope in (OTHER_USER, OTHER_CONTEXT):
         other = await store.create_conversation(scope, "Not yours")
-        await store.append_message(scope, other.sid, "user", "Sardinia is lovely", channel="web")
+        await store.append_message(
+            scope,
+            Message(conversation_id=other.sid, role="user", content="Sardinia is lovely", channel="web"),
+        )
 
     result = await SearchConversationsTool().run({"query": "Sardinia"}, ctx)
     lines = result.content.splitlines()
