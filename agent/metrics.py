@@ -12,7 +12,7 @@ import bisect
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from agent.events import Done, TurnError, TurnEvent
+from agent.events import Done, TurnEvent, TurnFailed
 
 #: seconds; turn latencies span tool calls and long replies
 TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -113,7 +113,7 @@ class TurnMetrics:
         """A turn ended with ``final`` (None: its consumer went away first, which cancels it)."""
         if isinstance(final, Done):
             outcome, code = "complete", ""
-        elif isinstance(final, TurnError):
+        elif isinstance(final, TurnFailed):
             outcome, code = ("interrupted" if final.code == "cancelled" else "error"), final.code
         else:
             outcome, code = "interrupted", "cancelled"

@@ -19,19 +19,20 @@ never holds a dangling call. A provider failure persists an ``error`` marker.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
 import structlog
 
 from agent.errors import ProviderError
-from agent.events import Done, TextDelta, TurnError, TurnEvent, TurnStarted, UsageInfo
+from agent.events import Done, EventSink, TextDelta, TurnFailed, TurnStarted, UsageInfo
 from agent.llm import CallSite
-from agent.prompt.builder import TurnInput, TurnParts, build_prompt
+from agent.prompt.builder import build_prompt
 from agent.prompt.history import calls_to_json, fit
 from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, ToolCall
 from agent.tools.base import ToolCaller, ToolResult
+from agent.turn_input import TurnInput, TurnServices
 from agent.turn_tools import run_calls, signature
 from store import (
     Conflict,
@@ -46,8 +47,6 @@ from store import (
 )
 
 log = structlog.get_logger()
-
-Emit = Callable[[TurnEvent], Awaitable[None]]
 
 FINAL_NOTE = (
     "You cannot call tools any more in this turn. Answer the user now with what you have, "
@@ -78,61 +77,65 @@ class Turn:
     """One user message answered; ``run`` emits the events and never raises except for cancellation
     of its caller (store errors are left to the caller to report)."""
 
-    def __init__(self, parts: TurnParts, inp: TurnInput, emit: Emit, on_locked: Callable[[], None]) -> None:
-        self.p = parts
+    def __init__(
+        self, services: TurnServices, inp: TurnInput, emit: EventSink, on_locked: Callable[[], None]
+    ) -> None:
+        self.services = services
         self.inp = inp
         self.emit = emit
         self.on_locked = on_locked
         self.progress = _Progress()
-        self.site = CallSite(inp.scope, inp.conversation_id, inp.channel)
+        self.site = CallSite(inp.request.scope, inp.conversation_id, inp.request.channel)
         self.cid = inp.conversation_id
         self.memories: list[Memory] = []
         self.stored: list[Message] = []
 
     async def run(self) -> None:
-        a, inp, p = self.p.settings.agent, self.inp, self.p
-        after_seq, window_limit = p.window.plan(inp.scope, self.cid)
-        recall_text, recall_limit, recent = p.memory.recall_plan(inp.text)
+        agent_cfg, inp, services = self.services.settings.agent, self.inp, self.services
+        after_seq, window_limit = services.window.plan(inp.request.scope, self.cid)
+        recall_text, recall_limit, recent = services.memory.recall_plan(inp.request.text)
         reads = TurnReads(window_limit, after_seq, recall_text, recall_limit, recent)
         try:
-            async with p.store.open_turn(
-                inp.scope,
+            async with services.store.open_turn(
+                inp.request.scope,
                 self.cid,
-                inp.text,
-                channel=inp.channel,
-                sender=inp.sender,
-                request_key=inp.request_key,
+                inp.request.text,
+                channel=inp.request.channel,
+                sender=inp.request.sender,
+                request_key=inp.request.request_key,
                 reads=reads,
-                ttl_s=a.turn_lock_ttl_s,
-                wait_s=a.turn_deadline_s,
+                ttl_s=agent_cfg.turn_lock_ttl_s,
+                wait_s=agent_cfg.turn_deadline_s,
             ) as opening:
                 self.on_locked()
                 inp.conversation = opening.conversation
                 # the turn's usage entries are written when it closes, with the lease's release
                 self.progress.usage = opening.usage
                 await self.emit(TurnStarted(self.cid, opening.message.sid, inp.turn_id))
-                with anyio.move_on_after(a.turn_deadline_s) as deadline:
+                with anyio.move_on_after(agent_cfg.turn_deadline_s) as deadline:
                     await self._title(opening.conversation)
-                    self.stored = await p.window.absorb(inp.scope, self.cid, after_seq, opening)
+                    self.stored = await services.window.absorb(
+                        inp.request.scope, self.cid, after_seq, opening
+                    )
                     answered = earlier_answer(self.stored, opening.message)
                     if answered is not None:
                         await self._replay(answered)
                         return
-                    self.memories = p.memory.ranked(
-                        opening.matching_memories, opening.recent_memories, inp.text
+                    self.memories = services.memory.ranked(
+                        opening.matching_memories, opening.recent_memories, inp.request.text
                     )
                     await self._turn()
                 if deadline.cancelled_caught:
                     await self.emit(
-                        TurnError(
+                        TurnFailed(
                             "deadline",
-                            f"The turn took longer than {a.turn_deadline_s:g} s and was stopped.",
+                            f"The turn took longer than {agent_cfg.turn_deadline_s:g} s and was stopped.",
                             self.cid,
                         )
                     )
         except Conflict:
             await self.emit(
-                TurnError("busy", "This conversation is busy with another turn; try again.", self.cid)
+                TurnFailed("busy", "This conversation is busy with another turn; try again.", self.cid)
             )
 
     async def _replay(self, answer: Message) -> None:
@@ -160,7 +163,7 @@ class Turn:
             raise
         except ProviderError as exc:
             await self._settle(MessageStatus.ERROR)
-            await self.emit(TurnError("provider_error", str(exc) or "The model provider failed.", self.cid))
+            await self.emit(TurnFailed("provider_error", str(exc) or "The model provider failed.", self.cid))
         except StoreError:
             raise
         except Exception:
@@ -172,33 +175,35 @@ class Turn:
         """A new conversation is named after its first message."""
         if conv.title:
             return
-        text = self.inp.text.strip()
+        text = self.inp.request.text.strip()
         title = text.splitlines()[0][:60] if text else ""
         if title.isprintable():
-            self.inp.conversation = await self.p.store.rename_conversation(self.inp.scope, self.cid, title)
+            self.inp.conversation = await self.services.store.rename_conversation(
+                self.inp.request.scope, self.cid, title
+            )
 
     # -- the loop ----------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        a, llm_s = self.p.settings.agent, self.p.settings.llm
-        tools = self.p.tools.specs() if self.p.tools is not None else ()
-        prompt = await build_prompt(self.p, self.inp, tools, self.memories, self.stored)
+        agent_cfg, llm_cfg = self.services.settings.agent, self.services.settings.llm
+        tools = self.services.tools.specs() if self.services.tools is not None else ()
+        prompt = await build_prompt(self.services, self.inp, tools, self.memories, self.stored)
         system, messages = prompt.system, prompt.messages
         previous: set[tuple[str, str]] = set()
         force_final = False
         iteration = 0
         while True:
-            final = force_final or iteration >= a.max_tool_iterations
+            final = force_final or iteration >= agent_cfg.max_tool_iterations
             if iteration:
                 # tool results grow the request: older turns make room (never the current one)
                 messages = self._refit(messages, prompt.budget)
             request = ChatRequest(
-                model=llm_s.model,
+                model=llm_cfg.model,
                 system=f"{system}\n\n{FINAL_NOTE}" if final and iteration else system,
                 messages=tuple(messages),
                 tools=() if final else tools,
-                max_tokens=llm_s.max_output_tokens,
-                temperature=llm_s.temperature,
+                max_tokens=llm_cfg.max_output_tokens,
+                temperature=llm_cfg.temperature,
             )
             resp = await self._call(request)
             if not resp.tool_calls or final:
@@ -234,7 +239,7 @@ class Turn:
             iteration += 1
 
     def _refit(self, messages: list[ChatMessage], budget: int) -> list[ChatMessage]:
-        kept = fit(messages, budget, self.p.llm.calibrator.ratio(self.p.settings.llm.model))
+        kept = fit(messages, budget, self.services.llm.calibrator.ratio(self.services.settings.llm.model))
         if len(kept) < len(messages):
             log.info("turn.trimmed", dropped=len(messages) - len(kept), budget=budget)
         return kept
@@ -247,7 +252,7 @@ class Turn:
             progress.partial.append(text)
             await self.emit(TextDelta(text))
 
-        resp = await self.p.llm.call(request, self.site, on_text, defer_usage=progress.usage)
+        resp = await self.services.llm.call(request, self.site, on_text, defer_usage=progress.usage)
         progress.prompt_tokens += resp.prompt_tokens
         progress.completion_tokens += resp.completion_tokens
         progress.model = resp.model
@@ -256,16 +261,16 @@ class Turn:
 
     async def _run_tools(self, calls: tuple[ToolCall, ...], repeated: set[str]) -> list[ToolResult]:
         inp = self.inp
-        ctx = ToolCaller(self.p.store, inp.scope, self.cid, inp.channel, inp.group)
+        ctx = ToolCaller(self.services.store, inp.request.scope, self.cid, inp.request.channel, inp.group)
 
         def on_result(call: ToolCall, result: ToolResult) -> None:
             self.progress.results[call.id] = result
 
         return await run_calls(
-            self.p.tools,
+            self.services.tools,
             calls,
             ctx,
-            self.p.settings.agent,
+            self.services.settings.agent,
             repeated=repeated,
             emit=self.emit,
             on_result=on_result,
@@ -274,13 +279,13 @@ class Turn:
     # -- persistence -------------------------------------------------------------------------------
 
     async def _persist_calls(self, resp: CollectedResponse) -> None:
-        await self.p.store.append_message(
-            self.inp.scope,
+        await self.services.store.append_message(
+            self.inp.request.scope,
             Message(
                 conversation_id=self.cid,
                 role="assistant",
                 content=self._clip(resp.text),
-                channel=self.inp.channel,
+                channel=self.inp.request.channel,
                 tool_calls=calls_to_json(resp.tool_calls),
                 model=resp.model,
                 prompt_tokens=resp.prompt_tokens,
@@ -293,13 +298,13 @@ class Turn:
         self.progress.results.clear()
 
     async def _persist_result(self, call: ToolCall, result: ToolResult) -> None:
-        await self.p.store.append_message(
-            self.inp.scope,
+        await self.services.store.append_message(
+            self.inp.request.scope,
             Message(
                 conversation_id=self.cid,
                 role="tool",
                 content=self._clip(result.content),
-                channel=self.inp.channel,
+                channel=self.inp.request.channel,
                 tool_call_id=call.id,
                 name=call.name,
                 status=MessageStatus.COMPLETE if result.ok else MessageStatus.ERROR,
@@ -308,61 +313,63 @@ class Turn:
         self.progress.pending = [c for c in self.progress.pending if c.id != call.id]
 
     async def _finish(self, resp: CollectedResponse) -> None:
-        pr = self.progress
+        progress = self.progress
         # a final call may still answer with tool calls only (no tools offered, a stubborn model)
         text = resp.text or (EMPTY_FINAL if resp.tool_calls else "")
-        msg = await self.p.store.append_message(
-            self.inp.scope,
+        msg = await self.services.store.append_message(
+            self.inp.request.scope,
             Message(
                 conversation_id=self.cid,
                 role="assistant",
                 content=self._clip(text),
-                channel=self.inp.channel,
+                channel=self.inp.request.channel,
                 model=resp.model,
                 status=MessageStatus.COMPLETE,
-                prompt_tokens=pr.prompt_tokens,
-                completion_tokens=pr.completion_tokens,
+                prompt_tokens=progress.prompt_tokens,
+                completion_tokens=progress.completion_tokens,
                 extra={"reasoning": list(resp.reasoning)} if resp.reasoning else {},
             ),
         )
-        pr.partial.clear()
-        await self.emit(Done(self.cid, msg.sid, text, pr.prompt_tokens, pr.completion_tokens, resp.model))
-        self.p.memory.schedule(
-            self.inp.scope,
+        progress.partial.clear()
+        await self.emit(
+            Done(self.cid, msg.sid, text, progress.prompt_tokens, progress.completion_tokens, resp.model)
+        )
+        self.services.memory.schedule(
+            self.inp.request.scope,
             self.cid,
-            self.inp.channel,
+            self.inp.request.channel,
             is_group=self.inp.group,
         )
 
     async def _settle(self, status: MessageStatus) -> None:
         """After a cancel or failure: answer unanswered calls, keep the partial reply, marked."""
-        pr, store, inp = self.progress, self.p.store, self.inp
+        progress, store, inp = self.progress, self.services.store, self.inp
         try:
-            for call in list(pr.pending):
-                done = pr.results.get(call.id)
+            for call in list(progress.pending):
+                done = progress.results.get(call.id)
                 await self._persist_result(call, done or ToolResult(CANCELLED_RESULT, ok=False))
-            text = "".join(pr.partial)
+            text = "".join(progress.partial)
             if text or status == MessageStatus.ERROR:
                 await store.append_message(
-                    inp.scope,
+                    inp.request.scope,
                     Message(
                         conversation_id=self.cid,
                         role="assistant",
                         content=self._clip(text),
-                        channel=inp.channel,
+                        channel=inp.request.channel,
                         status=status,
-                        model=pr.model,
-                        prompt_tokens=pr.prompt_tokens,
-                        completion_tokens=pr.completion_tokens,
+                        model=progress.model,
+                        prompt_tokens=progress.prompt_tokens,
+                        completion_tokens=progress.completion_tokens,
                     ),
                 )
-            pr.partial.clear()
+            progress.partial.clear()
         except StoreError as exc:
             # nothing more can be done now; the repair pass keeps the next request valid anyway
             log.warning("turn.cleanup_failed", error=str(exc))
 
     def _clip(self, text: str) -> str:
-        limit = self.p.store.max_message_chars
+        limit = self.services.store.max_message_chars
         if len(text) <= limit:
             return text
         note = "\n[truncated]"

@@ -13,9 +13,6 @@ from dataclasses import dataclass
 import structlog
 
 from agent.errors import ProviderError
-from agent.llm import LLM
-from agent.memory import MemoryManager
-from agent.prompt.compaction import Compactor
 from agent.prompt.history import (
     History,
     estimate_message,
@@ -25,48 +22,14 @@ from agent.prompt.history import (
     history_budget,
     history_from,
 )
-from agent.prompt.window import WindowCache
 from agent.providers.base import ChatMessage, ToolSpec
-from agent.tools.registry import ToolRegistry
-from config.settings import Settings
-from store import Conversation, Memory, Message, Scope, Store
+from agent.turn_input import TurnInput, TurnServices
+from store import Memory, Message
 
 log = structlog.get_logger()
 
 GROUP_NOTE = "This is a group chat: each user message starts with the id of its sender."
 SUMMARY_HEADER = "Summary of the earlier part of this conversation:"
-
-
-@dataclass(slots=True)
-class TurnParts:
-    """What a turn needs from its Agent."""
-
-    settings: Settings
-    store: Store
-    llm: LLM
-    memory: MemoryManager
-    compactor: Compactor
-    tools: ToolRegistry | None
-    window: WindowCache
-
-
-@dataclass(slots=True)
-class TurnInput:
-    scope: Scope
-    conversation_id: str
-    channel: str
-    text: str
-    sender: str = ""
-    is_group: bool = False
-    request_key: str | None = None
-    turn_id: str = ""
-    #: as read when the turn was opened (None before)
-    conversation: Conversation | None = None
-
-    @property
-    def group(self) -> bool:
-        """A group scope: the request says so, or the conversation belongs to a group."""
-        return self.is_group or (self.conversation is not None and self.conversation.is_group)
 
 
 @dataclass(slots=True)
@@ -80,7 +43,7 @@ class Prompt:
 
 
 async def build_prompt(
-    parts: TurnParts,
+    services: TurnServices,
     inp: TurnInput,
     tools: tuple[ToolSpec, ...],
     memories: list[Memory],
@@ -88,24 +51,26 @@ async def build_prompt(
 ) -> Prompt:
     """The system prompt and the history window for this turn, from the recalled memories and the
     stored window read when the turn was opened; compacts first when over budget."""
-    s = parts.settings
+    settings = services.settings
     group = inp.group
     history = history_from(
-        stored, group=group, convert=parts.window.converter(inp.scope, inp.conversation_id)
+        stored, group=group, convert=services.window.converter(inp.request.scope, inp.conversation_id)
     )
     base = "\n\n".join(
-        x for x in (s.agent.system_prompt, recall_section(memories), GROUP_NOTE if group else "") if x
+        x for x in (settings.agent.system_prompt, recall_section(memories), GROUP_NOTE if group else "") if x
     )
-    ratio = parts.llm.calibrator.ratio(s.llm.model)
+    ratio = services.llm.calibrator.ratio(settings.llm.model)
     fixed = estimate_text(base) + estimate_text(history.summary) + estimate_tools(tools)
-    budget = history_budget(s.llm.context_window, s.llm.max_output_tokens, int(fixed * ratio))
+    budget = history_budget(settings.llm.context_window, settings.llm.max_output_tokens, int(fixed * ratio))
     used = int(sum(estimate_message(m) for m in history.messages) * ratio)
     if used > budget:
         log.info("turn.compacting", estimate=used, budget=budget)
-        if await _compact(parts, inp, budget):
-            history = await _history(parts, inp, group)
+        if await _compact(services, inp, budget):
+            history = await _history(services, inp, group)
             fixed = estimate_text(base) + estimate_text(history.summary) + estimate_tools(tools)
-            budget = history_budget(s.llm.context_window, s.llm.max_output_tokens, int(fixed * ratio))
+            budget = history_budget(
+                settings.llm.context_window, settings.llm.max_output_tokens, int(fixed * ratio)
+            )
     system = f"{base}\n\n{SUMMARY_HEADER}\n{history.summary}" if history.summary else base
     return Prompt(system, fit(history.messages, budget, ratio), budget)
 
@@ -118,15 +83,17 @@ def recall_section(memories: list[Memory]) -> str:
     return f"What you remember about the user from earlier conversations:\n{lines}"
 
 
-async def _compact(parts: TurnParts, inp: TurnInput, budget: int) -> bool:
+async def _compact(services: TurnServices, inp: TurnInput, budget: int) -> bool:
     try:
-        return await parts.compactor.compact(inp.scope, inp.conversation_id, inp.channel, budget=budget)
+        return await services.compactor.compact(
+            inp.request.scope, inp.conversation_id, inp.request.channel, budget=budget
+        )
     except ProviderError as exc:
         # the answer matters more than the summary: fall back to trimming the oldest turns
         log.warning("turn.compaction_failed", error=str(exc))
         return False
 
 
-async def _history(parts: TurnParts, inp: TurnInput, group: bool) -> History:
-    stored = await parts.window.window(inp.scope, inp.conversation_id)
+async def _history(services: TurnServices, inp: TurnInput, group: bool) -> History:
+    stored = await services.window.window(inp.request.scope, inp.conversation_id)
     return history_from(stored, group=group)

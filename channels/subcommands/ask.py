@@ -11,7 +11,7 @@ import sys
 
 import anyio
 
-from agent.events import CommandOutput, Done, TextDelta, TurnError
+from agent.events import CommandOutput, Done, TextDelta, TurnFailed
 from channels.subcommands.chat import add_scope_arguments, scope_of
 from config import Settings
 
@@ -67,7 +67,7 @@ def _render(event: object, ok: bool) -> bool:
             out.write("\n")
         out.flush()
         return True
-    elif isinstance(event, TurnError):
+    elif isinstance(event, TurnFailed):
         out.flush()
         print(f"hero-agent: error: {event.message}", file=sys.stderr)
         return False

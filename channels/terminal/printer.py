@@ -21,8 +21,8 @@ from agent.events import (
     TextDelta,
     ToolFinished,
     ToolStarted,
-    TurnError,
     TurnEvent,
+    TurnFailed,
     TurnStarted,
     UsageInfo,
 )
@@ -99,7 +99,7 @@ class ReplyPrinter:
                 self.conversation_id = cid or self.conversation_id
                 self._end_text()
                 self.screen.ensure_newline()
-            case TurnError(message=message, conversation_id=cid):
+            case TurnFailed(message=message, conversation_id=cid):
                 self.failed = True
                 self.conversation_id = cid or self.conversation_id
                 self._end_text()

@@ -27,7 +27,7 @@ from prompt_toolkit.output import Output
 
 from agent.core import TurnRequest
 from agent.errors import AgentError
-from agent.events import TurnError
+from agent.events import TurnFailed
 from channels.base import Channel
 from channels.terminal.completion import SlashCompleter
 from channels.terminal.printer import STYLE, ReplyPrinter, Screen, closing_events
@@ -163,7 +163,7 @@ class CliChat(Channel):
                 # a command hit a store/agent error: show it and keep the chat going
                 if not exc.user_safe:
                     raise
-                printer.handle(TurnError("error", str(exc)))
+                printer.handle(TurnFailed("error", str(exc)))
             finally:
                 self._cancel_scope = None
             tg.cancel_scope.cancel()  # stop the signal watcher

@@ -21,14 +21,14 @@ from agent.events import (
     TextDelta,
     ToolFinished,
     ToolStarted,
-    TurnError,
     TurnEvent,
+    TurnFailed,
     TurnStarted,
     UsageInfo,
 )
 from channels.web.auth import authenticate, caller_scope
 from channels.web.errors import ApiError, read_json_object
-from channels.web.sse import Emit, EventStreamResponse, sse_event
+from channels.web.sse import EventStreamResponse, SendChunk, sse_event
 from channels.web.state import web_state
 from channels.web.turns import is_stop, request_key, run_turn
 from channels.web.views import only_keys, str_field
@@ -72,7 +72,7 @@ def event_payload(event: TurnEvent, context: str) -> tuple[str, dict[str, Any]]:
                 "completion_tokens": event.completion_tokens,
             },
         }
-    if isinstance(event, TurnError):
+    if isinstance(event, TurnFailed):
         return "error", {
             "code": event.code,
             "message": event.message,
@@ -116,14 +116,14 @@ async def chat(request: Request) -> Response:
         scope=scope, channel="web", text=message, conversation_id=conversation_id, request_key=key
     )
 
-    async def produce(emit: Emit) -> None:
+    async def produce(emit: SendChunk) -> None:
         async def on_event(event: TurnEvent) -> None:
             name, data = event_payload(event, scope.context)
             await emit(sse_event(name, data))
 
         await run_turn(state, req, on_event)
 
-    async def on_cut(emit: Emit, reason: str) -> None:
+    async def on_cut(emit: SendChunk, reason: str) -> None:
         message = (
             "the server is shutting down; the reply was interrupted"
             if reason == "shutdown"

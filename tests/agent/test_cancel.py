@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from agent.core import Agent
-from agent.events import Done, TextDelta, ToolStarted, TurnError, TurnEvent
+from agent.events import Done, TextDelta, ToolStarted, TurnEvent, TurnFailed
 from agent.prompt.history import INTERRUPTED_MARK
 from agent.turn import CANCELLED_RESULT
 from store import Message
@@ -82,7 +82,7 @@ async def test_stop_mid_tool_answers_every_call(agent: Agent, fake: FakeOpenAI, 
             out = [ev async for ev in agent.handle(req("/stop"))]
     assert out[0].text == "Stopped."  # type: ignore[union-attr]
     assert any(isinstance(e, ToolStarted) for e in events)
-    assert isinstance(events[-1], TurnError) and events[-1].code == "cancelled"
+    assert isinstance(events[-1], TurnFailed) and events[-1].code == "cancelled"
     msgs = await all_messages(agent.store, conv.sid)
     assert [m.role for m in msgs] == ["user", "assistant", "tool", "tool"]
     results = {m.tool_call_id: m for m in msgs if m.role == "tool"}

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from agent.core import Agent
-from agent.events import CommandOutput, Done, TurnError, TurnEvent
+from agent.events import CommandOutput, Done, TurnEvent, TurnFailed
 from agent.prompt.history import SUMMARY_TYPE
 from agent.prompt.window import CATCH_UP
 from agent.tools.base import Tool, ToolCaller, ToolResult
@@ -213,7 +213,7 @@ async def test_busy_when_another_process_holds_the_conversation(kit: Kit) -> Non
         other_process = Store(agent.store.engine)  # another Store: only the store lease separates them
         async with other_process.conversation_lock(SCOPE, conv.sid):
             events = await turn(agent, "hello", conversation_id=conv.sid)
-        assert len(events) == 1 and isinstance(events[0], TurnError) and events[0].code == "busy"
+        assert len(events) == 1 and isinstance(events[0], TurnFailed) and events[0].code == "busy"
         assert await all_messages(agent.store, conv.sid) == []
         assert isinstance((await turn(agent, "hello", conversation_id=conv.sid))[-1], Done)
 

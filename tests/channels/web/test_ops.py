@@ -12,7 +12,7 @@ import pytest
 from starlette.routing import Mount, Route
 
 from agent.core import TurnRequest
-from agent.events import CommandOutput, Done, TurnError
+from agent.events import CommandOutput, Done, TurnFailed
 from agent.factory import open_agent
 from agent.metrics import TurnMetrics
 from channels.base import ChannelStartError
@@ -73,7 +73,7 @@ async def test_metrics_count_the_turns_of_every_channel_the_agent_serves(
         bad = [ev async for ev in web.agent.handle(TurnRequest(scope, "cli", "x" * 10_000_000))]
     assert isinstance(events[-1], Done)
     assert isinstance(out, CommandOutput)
-    assert isinstance(bad[-1], TurnError)
+    assert isinstance(bad[-1], TurnFailed)
     text = (await alice.get("/metrics")).text
     assert 'hero_turns_total{channel="web",outcome="complete"} 1' in text
     assert 'hero_turns_total{channel="telegram",outcome="complete"} 1' in text
