@@ -14,7 +14,7 @@ from typing import TextIO
 
 from agent.tools.base import Tool
 from agent.tools.builtin_memory import memory_tools
-from agent.tools.builtin_misc import misc_tools
+from agent.tools.builtin_search import misc_tools
 from agent.tools.http_fetch import HttpFetchTool
 from agent.tools.registry import ToolRegistry
 from config.settings import Settings, ToolsSettings
