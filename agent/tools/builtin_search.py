@@ -1,17 +1,14 @@
-"""Built-in tools ``current_datetime`` and ``search_conversations``.
+"""Built-in tool ``search_conversations``: the user's earlier messages, in the turn's scope only.
 
-``search_conversations`` searches the user's messages in the turn's scope only (this context, this
-user; or this group in a group chat). It leaves out what the model already sees: the current
-conversation's messages after its ``/clear`` boundary (turns archived by ``/clear`` remain
-searchable). Only user and assistant messages are searched; tool output is not.
+The scope is this context and this user (or this group in a group chat). It leaves out what the
+model already sees: the current conversation's messages after its ``/clear`` boundary (turns archived
+by ``/clear`` remain searchable). Only user and assistant messages are searched; tool output is not.
 """
 
 from __future__ import annotations
 
 import re
 import time
-import zoneinfo
-from datetime import datetime
 from typing import Any
 
 from agent.tools.base import Tool, ToolCaller, ToolError, ToolResult
@@ -19,38 +16,6 @@ from store import MAX_LIMIT, InvalidInput, Message, NotFound
 
 SNIPPET_CHARS = 240
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
-
-
-class CurrentDateTimeTool(Tool):
-    """The current date and time, in UTC or a named IANA time zone."""
-
-    name = "current_datetime"
-    description = "The current date, time and weekday, in UTC or in an IANA time zone (e.g. Europe/Brussels)."
-    parameters: dict[str, Any] = {
-        "type": "object",
-        "properties": {
-            "timezone": {
-                "type": "string",
-                "description": "IANA time zone name; default UTC.",
-                "maxLength": 64,
-            }
-        },
-        "additionalProperties": False,
-    }
-
-    async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
-        name = str(args.get("timezone") or "UTC").strip()
-        try:
-            zone = zoneinfo.ZoneInfo(name)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ToolError(
-                f"unknown time zone {name!r}: use an IANA name such as 'Europe/Brussels' or 'UTC'"
-            ) from None
-        now = datetime.now(zone)
-        return ToolResult(
-            f"{now:%A %Y-%m-%d %H:%M:%S} {now.tzname()} ({name}, UTC{now:%z})\n"
-            f"ISO 8601: {now.isoformat(timespec='seconds')}\nUnix time: {int(now.timestamp())}"
-        )
 
 
 class SearchConversationsTool(Tool):
@@ -136,12 +101,3 @@ def snippet(content: str, query: str, width: int = SNIPPET_CHARS) -> str:
     start = max(0, min(at - width // 3, len(flat) - width))
     end = start + width
     return ("…" if start else "") + flat[start:end] + ("…" if end < len(flat) else "")
-
-
-def misc_tools(*, datetime_tool: bool = True, search: bool = True) -> list[Tool]:
-    tools: list[Tool] = []
-    if datetime_tool:
-        tools.append(CurrentDateTimeTool())
-    if search:
-        tools.append(SearchConversationsTool())
-    return tools
