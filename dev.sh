@@ -2,7 +2,8 @@
 # One entry point for people and CI: sets everything up on a fresh machine, then runs the job.
 #   ./dev.sh serve [ARGS]   set up, then run the daemon (`hero-agent serve`) on the embedded store
 #   ./dev.sh chat  [ARGS]   set up, then an interactive terminal chat on the embedded store
-#   ./dev.sh test  [ARGS]   set up (incl. chromium and tmux from Debian), then the full test suite
+#   ./dev.sh init / doctor  set up, then write the configuration file / check everything
+#   ./dev.sh test  [ARGS]   set up (incl. chromium, tmux and systemd from Debian), then the full test suite
 #   ./dev.sh setup          only the set-up
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,11 +11,27 @@ cd "$(dirname "$0")"
 VENV=${HERO_AGENT_VENV:-.venv}
 PY=${PYTHON:-python3}
 
+usage() {
+  cat <<'TEXT'
+usage: ./dev.sh COMMAND [ARGS]
+  serve [ARGS]   set up, then run the daemon (`hero-agent serve`) on the embedded store
+  chat  [ARGS]   set up, then an interactive terminal chat on the embedded store
+  init  [ARGS]   set up, then `hero-agent init`: write the configuration file (provider, key, model...)
+  doctor         set up, then `hero-agent doctor`: check everything, with a fix for each failure
+  test  [ARGS]   set up (incl. chromium, tmux and systemd from Debian), then the full test suite
+  setup          only the set-up
+TEXT
+}
+
 need_apt() {
-  # Debian packages the test suite drives for real: a browser and a terminal multiplexer.
+  # Debian packages the test suite drives for real: a browser, a terminal multiplexer, ss (iproute2)
+  # to close a daemon's listening socket from outside, and systemd-analyze (checks the unit
+  # `hero-agent service install` writes).
   local missing=()
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+  command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
   if [ ${#missing[@]} -gt 0 ]; then
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -24,31 +41,40 @@ need_apt() {
   fi
 }
 
+fresh() {
+  # an install stamp newer than pyproject.toml
+  [ -f "$1" ] && [ ! pyproject.toml -nt "$1" ]
+}
+
 setup_python() {
+  # One editable install serves every command: the dev extra is a superset of the run set, so after
+  # `./dev.sh test` a `./dev.sh serve` installs nothing.
   local extra=$1
+  local dev_stamp="$VENV/.installed-dev" run_stamp="$VENV/.installed-run"
+  if fresh "$dev_stamp" || { [ "$extra" = run ] && fresh "$run_stamp"; }; then
+    return
+  fi
   if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
   fi
-  local stamp="$VENV/.installed-$extra"
-  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-    if [ "$extra" = dev ]; then
-      "$VENV/bin/python" -m pip install -q -e '.[dev]'
-    else
-      "$VENV/bin/python" -m pip install -q -e .
-    fi
-    touch "$stamp"
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+  if [ "$extra" = dev ]; then
+    "$VENV/bin/python" -m pip install -q -e '.[dev]'
+    touch "$dev_stamp"
+  else
+    "$VENV/bin/python" -m pip install -q -e .
+    touch "$run_stamp"
   fi
 }
 
-cmd=${1:-help}
+cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
   setup)
     need_apt
     setup_python dev
     ;;
-  serve|chat)
+  serve|chat|init|doctor)
     setup_python run
     exec "$VENV/bin/hero-agent" "$cmd" "$@"
     ;;
@@ -65,8 +91,11 @@ case "$cmd" in
     fi
     exit $rc
     ;;
+  help|-h|--help)
+    usage
+    ;;
   *)
-    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    usage >&2
     exit 2
     ;;
 esac

@@ -28,7 +28,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from agent.conversations import ACTIVE_KEY, ConversationsMixin
-from agent.events import CommandOutput, Done, TextDelta, TurnEvent, TurnFailed
+from agent.events import CommandOutput, Done, Retrying, TextDelta, TurnEvent, TurnFailed
 from agent.llm import LLM
 from agent.memory import MemoryManager
 from agent.metrics import TurnMetrics
@@ -234,6 +234,8 @@ class Agent(ConversationsMixin):
                 ended.append(event)
             elif isinstance(event, TextDelta) and not first_text:
                 first_text.append(time.perf_counter())
+            elif isinstance(event, Retrying):
+                self.metrics.retried(req.channel)
             # the consumer may have gone away; it cancels this task next
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await send.send(event)

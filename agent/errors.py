@@ -11,7 +11,8 @@
     +-- TurnBusy                        the conversation is running another turn (user-safe)
     +-- ToolError                       a tool failed; becomes an error result the model sees
 
-Messages never contain API keys or tokens.
+Messages never contain API keys or tokens, nor the provider's address: they reach end users (a chat,
+a web page). ``ProviderError.detail`` carries what only the operator's logs should show.
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ class ProviderError(AgentError):
         status: int | None = None,
         retryable: bool = False,
         retry_after: float | None = None,
+        detail: str = "",
     ) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
+        #: for the logs only (e.g. the provider's address): the message is what users see
+        self.detail = detail
 
 
 class ProviderAuthError(ProviderError):

@@ -1,7 +1,7 @@
 """Typed events of a turn, rendered by every channel.
 
 A turn's stream is: ``TurnStarted``, then any of ``TextDelta``/``ToolStarted``/``ToolFinished``/
-``UsageInfo``, then exactly one of ``Done`` or ``TurnFailed``. A slash command yields one
+``UsageInfo``/``Retrying``, then exactly one of ``Done`` or ``TurnFailed``. A slash command yields one
 ``CommandOutput`` instead.
 """
 
@@ -48,6 +48,17 @@ class UsageInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Retrying:
+    """The provider failed transiently and is tried again after ``delay_s`` (before any text of that
+    call was shown): "retrying (``attempt``/``max_retries``)". ``reason`` is one user-safe line."""
+
+    attempt: int
+    max_retries: int
+    delay_s: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Done:
     conversation_id: str
     #: the final assistant message's id
@@ -80,7 +91,15 @@ class CommandOutput:
 
 
 TurnEvent: TypeAlias = (
-    TurnStarted | TextDelta | ToolStarted | ToolFinished | UsageInfo | Done | TurnFailed | CommandOutput
+    TurnStarted
+    | TextDelta
+    | ToolStarted
+    | ToolFinished
+    | UsageInfo
+    | Retrying
+    | Done
+    | TurnFailed
+    | CommandOutput
 )
 
 #: where a turn's events go (the agent's turn loop emits into one; a channel hands one to the agent)

@@ -19,6 +19,7 @@ from agent.providers.base import (
     CollectedResponse,
     Provider,
     ReasoningBlock,
+    RetryNotice,
     StreamEnd,
     TextChunk,
     ToolCallsReady,
@@ -29,6 +30,7 @@ from store import Scope, Store, StoreError, UsageEntry
 log = structlog.get_logger()
 
 TextSink = Callable[[str], Awaitable[None]]
+RetrySink = Callable[[RetryNotice], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +57,10 @@ class LLM:
         on_text: TextSink | None = None,
         *,
         defer_usage: list[UsageEntry] | None = None,
+        on_retry: RetrySink | None = None,
     ) -> CollectedResponse:
-        """Stream one response, handing each text chunk to ``on_text`` as it arrives.
+        """Stream one response, handing each text chunk to ``on_text`` as it arrives and each retry
+        announcement to ``on_retry``.
 
         Raises :class:`~agent.errors.ProviderError` (after the provider's own retries); the failed
         call is still booked in the usage log. With ``defer_usage`` the entry is appended to that list
@@ -80,10 +84,17 @@ class LLM:
                     out.prompt_tokens, out.completion_tokens = ev.prompt_tokens, ev.completion_tokens
                 elif isinstance(ev, StreamEnd):
                     out.finish_reason, out.model = ev.finish_reason, ev.model
+                elif isinstance(ev, RetryNotice) and on_retry is not None:
+                    await on_retry(ev)
         except ProviderError as exc:
             latency = (time.perf_counter() - started) * 1000
             log.warning(
-                "llm.failed", model=request.model, status=exc.status, error=str(exc), ms=round(latency, 1)
+                "llm.failed",
+                model=request.model,
+                status=exc.status,
+                error=str(exc),
+                detail=exc.detail or None,
+                ms=round(latency, 1),
             )
             entry = self._entry(site, request.model, 0, 0, latency, ok=False)
             if defer_usage is not None:

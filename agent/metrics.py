@@ -70,14 +70,43 @@ class Histogram:
 
 
 @dataclass
+class Counters:
+    """Named counters any part of the daemon may bump (Telegram delivery fallbacks, MCP server restarts,
+    channel crashes ...), rendered after the turn metrics. A name is declared once with its help text;
+    bumping an undeclared name is a programming error (a typo would otherwise make a silent series)."""
+
+    help: dict[str, str] = field(default_factory=dict)
+    values: dict[str, dict[Labels, int]] = field(default_factory=dict)
+
+    def declare(self, name: str, help_text: str) -> None:
+        """Make ``name`` known (idempotent), so it renders with its help even before the first bump."""
+        self.help.setdefault(name, help_text)
+        self.values.setdefault(name, defaultdict(int))
+
+    def inc(self, name: str, n: int = 1, **labels: str) -> None:
+        self.values[name][_labels(**labels)] += n
+
+    def get(self, name: str, **labels: str) -> int:
+        return self.values.get(name, {}).get(_labels(**labels), 0)
+
+    def render_lines(self) -> list[str]:
+        out: list[str] = []
+        for name in sorted(self.help):
+            out += counter_lines(name, self.help[name], self.values[name])
+        return out
+
+
+@dataclass
 class TurnMetrics:
-    """Counters and histograms of the turns an Agent ran."""
+    """Counters and histograms of the turns an Agent ran, plus the daemon's other :class:`Counters`."""
 
     turns: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     errors: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     tokens: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
+    retries: dict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     turn_seconds: Histogram = field(default_factory=lambda: Histogram(TURN_BUCKETS))
     ttft_seconds: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
+    counters: Counters = field(default_factory=Counters)
 
     def turn_finished(
         self,
@@ -102,6 +131,10 @@ class TurnMetrics:
             self.tokens[_labels(channel=channel, kind="prompt")] += prompt_tokens
         if completion_tokens:
             self.tokens[_labels(channel=channel, kind="completion")] += completion_tokens
+
+    def retried(self, channel: str) -> None:
+        """The provider was retried during a turn (the channel showed "retrying (n/max)")."""
+        self.retries[_labels(channel=channel)] += 1
 
     def refused(self, channel: str, code: str) -> None:
         """A turn refused before it started (invalid input, shutting down)."""
@@ -138,6 +171,11 @@ class TurnMetrics:
                 self.errors,
             ),
             ("hero_tokens_total", "LLM tokens used by turns, by channel and kind.", self.tokens),
+            (
+                "hero_provider_retries_total",
+                "Provider calls retried during turns (before any text was shown), by channel.",
+                self.retries,
+            ),
         )
         for name, help_text, values in counters:
             out += counter_lines(name, help_text, values)
@@ -149,6 +187,7 @@ class TurnMetrics:
             "# HELP hero_time_to_first_token_seconds Time from request to the first streamed text.",
             "# TYPE hero_time_to_first_token_seconds histogram",
             *self.ttft_seconds.render("hero_time_to_first_token_seconds"),
+            *self.counters.render_lines(),
         ]
 
 

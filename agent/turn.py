@@ -6,7 +6,7 @@ One :class:`Turn` answers one user message in one conversation::
     processes), persist the user message, read the new messages and the memories to recall
                                                       -> TurnStarted
     build the request (system prompt, recalled memories, summary, history window)
-    loop: stream the model                            -> TextDelta..., UsageInfo
+    loop: stream the model                            -> Retrying..., TextDelta..., UsageInfo
           tool calls? persist them, run them concurrently, persist results in call order
                                                       -> ToolStarted..., ToolFinished...
           up to ``agent.max_tool_iterations``, then one final call without tools
@@ -26,11 +26,11 @@ import anyio
 import structlog
 
 from agent.errors import ProviderError
-from agent.events import Done, EventSink, TextDelta, TurnFailed, TurnStarted, UsageInfo
+from agent.events import Done, EventSink, Retrying, TextDelta, TurnFailed, TurnStarted, UsageInfo
 from agent.llm import CallSite
 from agent.prompt.builder import build_prompt
 from agent.prompt.history import calls_to_json, fit
-from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, ToolCall
+from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, RetryNotice, ToolCall
 from agent.tools.base import ToolCaller, ToolResult
 from agent.turn_input import TurnInput, TurnServices
 from agent.turn_tools import run_calls, signature
@@ -66,6 +66,8 @@ class _Progress:
     #: tool calls persisted in an assistant message whose results are not persisted yet
     pending: list[ToolCall] = field(default_factory=list)
     results: dict[str, ToolResult] = field(default_factory=dict)
+    #: how long each finished call ran (ms), stored with its result so a page can show it later
+    durations: dict[str, float] = field(default_factory=dict)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model: str = ""
@@ -252,7 +254,12 @@ class Turn:
             progress.partial.append(text)
             await self.emit(TextDelta(text))
 
-        resp = await self.services.llm.call(request, self.site, on_text, defer_usage=progress.usage)
+        async def on_retry(notice: RetryNotice) -> None:
+            await self.emit(Retrying(notice.attempt, notice.max_retries, notice.delay_s, notice.reason))
+
+        resp = await self.services.llm.call(
+            request, self.site, on_text, defer_usage=progress.usage, on_retry=on_retry
+        )
         progress.prompt_tokens += resp.prompt_tokens
         progress.completion_tokens += resp.completion_tokens
         progress.model = resp.model
@@ -263,8 +270,9 @@ class Turn:
         inp = self.inp
         ctx = ToolCaller(self.services.store, inp.request.scope, self.cid, inp.request.channel, inp.group)
 
-        def on_result(call: ToolCall, result: ToolResult) -> None:
+        def on_result(call: ToolCall, result: ToolResult, ms: float) -> None:
             self.progress.results[call.id] = result
+            self.progress.durations[call.id] = ms
 
         return await run_calls(
             self.services.tools,
@@ -296,8 +304,10 @@ class Turn:
         self.progress.partial.clear()
         self.progress.pending = list(resp.tool_calls)
         self.progress.results.clear()
+        self.progress.durations.clear()
 
     async def _persist_result(self, call: ToolCall, result: ToolResult) -> None:
+        ms = self.progress.durations.get(call.id)
         await self.services.store.append_message(
             self.inp.request.scope,
             Message(
@@ -308,6 +318,7 @@ class Turn:
                 tool_call_id=call.id,
                 name=call.name,
                 status=MessageStatus.COMPLETE if result.ok else MessageStatus.ERROR,
+                extra={"duration_ms": ms} if ms is not None else {},
             ),
         )
         self.progress.pending = [c for c in self.progress.pending if c.id != call.id]

@@ -23,6 +23,7 @@ REPEAT_RESULT = (
     "run again. Do not repeat it: answer with what you have."
 )
 SUMMARY_CHARS = 200
+ERROR_SUMMARY_CHARS = 2000
 
 
 def signature(call: ToolCall) -> tuple[str, str]:
@@ -34,9 +35,12 @@ def signature(call: ToolCall) -> tuple[str, str]:
     return call.name, args
 
 
-def summary(content: str) -> str:
+def summary(content: str, ok: bool = True) -> str:
+    """One line for channels: a success is cut short, a failure's reason is kept whole (up to a
+    bound that only a tool dumping a whole body into its error reaches)."""
+    limit = SUMMARY_CHARS if ok else ERROR_SUMMARY_CHARS
     line = " ".join(content.split())
-    return line if len(line) <= SUMMARY_CHARS else line[: SUMMARY_CHARS - 1] + "…"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 async def run_calls(
@@ -47,10 +51,11 @@ async def run_calls(
     *,
     repeated: set[str],
     emit: Callable[[TurnEvent], Awaitable[None]],
-    on_result: Callable[[ToolCall, ToolResult], None],
+    on_result: Callable[[ToolCall, ToolResult, float], None],
 ) -> list[ToolResult]:
     """Run every call concurrently (a repeated one is answered without running); the results come
-    back in call order whatever order they finish in. ``on_result`` sees each as it finishes."""
+    back in call order whatever order they finish in. ``on_result`` sees each as it finishes, with
+    its duration in ms."""
     results: list[ToolResult] = [ToolResult("", ok=False)] * len(calls)
     for call in calls:
         await emit(ToolStarted(call.id, call.name, call.arguments))
@@ -66,9 +71,9 @@ async def run_calls(
                 call, ctx, timeout_s=settings.tool_timeout_s, max_result_chars=settings.max_tool_result_chars
             )
         results[i] = result
-        on_result(call, result)
-        ms = (time.perf_counter() - started) * 1000
-        await emit(ToolFinished(call.id, call.name, result.ok, summary(result.content), round(ms, 3)))
+        ms = round((time.perf_counter() - started) * 1000, 3)
+        on_result(call, result, ms)
+        await emit(ToolFinished(call.id, call.name, result.ok, summary(result.content, result.ok), ms))
 
     async with anyio.create_task_group() as tg:
         for i, call in enumerate(calls):

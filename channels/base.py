@@ -1,8 +1,10 @@
 """The channel interface: one ABC with an explicit, idempotent lifecycle and optional hooks.
 
 A channel is started inside the daemon's task group and stopped on shutdown. ``start`` may fail part
-way; ``stop`` must then still release whatever was acquired. Capabilities that not every channel has
-(streaming edits, a typing indicator) are hooks with harmless defaults.
+way; ``stop`` must then still release whatever was acquired. While it runs, the daemon awaits
+:meth:`Channel.serving`, which a channel with a server of its own uses to report that server's death.
+Capabilities that not every channel has (streaming edits, a typing indicator) are hooks with harmless
+defaults.
 """
 
 from __future__ import annotations
@@ -10,13 +12,23 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
+import anyio
+
 if TYPE_CHECKING:
     from agent.core import Agent
     from config import Settings
 
 
-class ChannelStartError(Exception):
-    """A channel could not start (bad token, port in use); the message is one clear, secret-free line."""
+class ChannelError(Exception):
+    """A channel cannot serve; the message is one clear, secret-free line (the daemon exits 1)."""
+
+
+class ChannelStartError(ChannelError):
+    """A channel could not start (bad token, port in use)."""
+
+
+class ChannelCrashed(ChannelError):
+    """A started channel stopped serving on its own (its server died): see :meth:`Channel.serving`."""
 
 
 class Channel(ABC):
@@ -40,6 +52,13 @@ class Channel(ABC):
     async def stop(self) -> None:
         """Stop accepting work, finish or cancel running turns, release everything. Idempotent and
         safe after a partial ``start``."""
+
+    async def serving(self) -> None:
+        """Optional hook, awaited by the daemon while the channel runs: raise :class:`ChannelCrashed`
+        when the channel stops serving on its own (its server task ended, its listening socket was
+        closed). Outages of what the channel talks to (the Bot API, the network) are not crashes: the
+        channel retries those itself. The default never returns."""
+        await anyio.sleep_forever()
 
     async def send_typing(self, target: str) -> None:
         """Optional hook: show that the agent is working."""

@@ -2,7 +2,8 @@
 
 Lifecycle::
 
-    open store -> open agent -> start each enabled channel (in its own task) -> wait for SIGINT/SIGTERM
+    open store -> open agent -> ping the provider (warn, never stop: channels.startup)
+    -> start each enabled channel (in its own task) -> wait for SIGINT/SIGTERM
     -> stop every channel at once (each refuses new work, lets running turns finish up to its shutdown
     deadline, then cancels them: interrupted markers, consistent history) -> close the agent (flushes
     auto-memory) -> close the store -> exit 0
@@ -11,19 +12,28 @@ A channel that cannot start (port in use, bad bot token) fails the whole daemon 
 already started are stopped again, and :class:`~channels.base.ChannelStartError` reaches the command
 line, which prints its one line and exits 1. A half-started daemon would be a surprise (a bot that
 answers while its web page is dead), so there is no degraded mode.
+
+The same holds after start: a channel whose server dies (:meth:`Channel.serving` raises
+:class:`~channels.base.ChannelCrashed`: uvicorn's task ended, its listening socket was closed) stops
+the daemon like a signal would, every channel draining as usual, and the crash reaches the command line
+(one line, exit 1) so that the supervisor restarts the daemon. Outages of what a channel talks to (the
+Bot API, the network) are not crashes: channels retry those with backoff and the daemon runs on.
+Crashes are counted in ``hero_channel_crashes_total``.
 """
 
 from __future__ import annotations
 
 import signal
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from channels.base import Channel, ChannelStartError
+from channels.base import Channel, ChannelCrashed, ChannelStartError
 from channels.registry import CHANNELS
+from channels.startup import check_provider, print_banner, startup_facts
 
 if TYPE_CHECKING:
     from agent.core import Agent
@@ -33,6 +43,8 @@ log = structlog.get_logger("hero.daemon")
 
 #: added to the largest shutdown deadline before a channel's stop is abandoned
 STOP_MARGIN_S = 15.0
+CHANNEL_CRASHES = "hero_channel_crashes_total"
+CHANNEL_CRASHES_HELP = "Channels that stopped serving on their own (the daemon then exits 1), by channel."
 
 
 def enabled_channels(settings: Settings) -> list[str]:
@@ -41,15 +53,27 @@ def enabled_channels(settings: Settings) -> list[str]:
 
 
 async def _run_channel(
-    channel: Channel, stop: anyio.Event, stop_budget_s: float, *, task_status: TaskStatus[None]
+    channel: Channel,
+    stop: anyio.Event,
+    stop_budget_s: float,
+    crashes: list[ChannelCrashed] | None = None,
+    *,
+    task_status: TaskStatus[None],
 ) -> None:
-    """Start ``channel``, report it started, serve until ``stop``, then stop it (also after a failed or
+    """Start ``channel``, report it started, serve until ``stop`` (or until it crashes: then the crash
+    goes to ``crashes`` and ``stop`` is set for every channel), then stop it (also after a failed or
     partial start). Start and stop happen in this one task, as channels may require."""
     try:
         await channel.start()
         task_status.started()
         log.info("daemon.channel_started", channel=channel.name)
-        await stop.wait()
+        crash = await _serve_until(channel, stop)
+        if crash is not None:
+            log.error("daemon.channel_crashed", channel=channel.name, error=str(crash))
+            channel.agent.metrics.counters.inc(CHANNEL_CRASHES, channel=channel.name)
+            if crashes is not None:
+                crashes.append(crash)
+            stop.set()
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(stop_budget_s) as budget:
             await channel.stop()
@@ -59,10 +83,34 @@ async def _run_channel(
             log.info("daemon.channel_stopped", channel=channel.name)
 
 
-async def run_channels(settings: Settings, agent: Agent, stop: anyio.Event) -> None:
-    """Start the enabled channels, run them until ``stop`` is set, stop them all concurrently.
+async def _serve_until(channel: Channel, stop: anyio.Event) -> ChannelCrashed | None:
+    """Wait for ``stop``; the channel's crash instead, when :meth:`Channel.serving` reports one first."""
+    crash: ChannelCrashed | None = None
+    async with anyio.create_task_group() as tg:
 
-    Raises ChannelStartError (after stopping the started ones) when a channel cannot start.
+        async def watch() -> None:
+            nonlocal crash
+            try:
+                await channel.serving()
+                crash = ChannelCrashed(f"{channel.name}: stopped serving")
+            except ChannelCrashed as exc:
+                crash = exc
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        await stop.wait()
+        tg.cancel_scope.cancel()
+    return crash
+
+
+async def run_channels(
+    settings: Settings, agent: Agent, stop: anyio.Event, ready_facts: Mapping[str, str] | None = None
+) -> None:
+    """Start the enabled channels, run them until ``stop`` is set, stop them all concurrently.
+    ``ready_facts`` (see :mod:`channels.startup`) go into the ``daemon.ready`` event and the banner.
+
+    Raises ChannelStartError (after stopping the started ones) when a channel cannot start, and
+    ChannelCrashed (after stopping them all) when a started channel stopped serving on its own.
     """
     names = enabled_channels(settings)
     if not names:
@@ -71,20 +119,27 @@ async def run_channels(settings: Settings, agent: Agent, stop: anyio.Event) -> N
         )
     budget = max(settings.web.shutdown_deadline_s, settings.telegram.shutdown_deadline_s, 0.0) + STOP_MARGIN_S
     failure: ChannelStartError | None = None
+    crashes: list[ChannelCrashed] = []
+    agent.metrics.counters.declare(CHANNEL_CRASHES, CHANNEL_CRASHES_HELP)
     async with anyio.create_task_group() as tg:
         for name in names:
             channel = CHANNELS[name](settings, agent)
             try:
-                await tg.start(_run_channel, channel, stop, budget)
+                await tg.start(_run_channel, channel, stop, budget, crashes)
             except ChannelStartError as exc:
                 log.error("daemon.channel_failed", channel=name, error=str(exc))
                 failure = exc
                 stop.set()
                 break
         if failure is None:
-            log.info("daemon.ready", channels=names)
+            facts = dict(ready_facts or {})
+            log.info("daemon.ready", **{**facts, "channels": names})
+            if facts:
+                print_banner(facts)
     if failure is not None:
         raise failure
+    if crashes:
+        raise crashes[0]
 
 
 async def serve(settings: Settings) -> int:
@@ -105,10 +160,10 @@ async def serve(settings: Settings) -> int:
             tg.start_soon(watch_signals)
             try:
                 async with open_store(settings) as store, open_agent(settings, store) as agent:
-                    log.info(
-                        "daemon.starting", store=settings.store.engine, channels=enabled_channels(settings)
-                    )
-                    await run_channels(settings, agent, stop)
+                    names = enabled_channels(settings)
+                    log.info("daemon.starting", store=settings.store.engine, channels=names)
+                    problem = await check_provider(agent.provider)
+                    await run_channels(settings, agent, stop, startup_facts(settings, names, problem))
                     log.info("daemon.closing")
             finally:
                 tg.cancel_scope.cancel()

@@ -3,7 +3,8 @@
 ``main`` parses the arguments, loads the settings (the only place that calls :func:`load_settings`),
 configures logging and runs the sub-command's handler. Every sub-command lives in one module of
 :mod:`channels.subcommands` exposing ``register(subparsers)``; each parser sets ``handler=fn`` with
-``fn(args, settings) -> int``.
+``fn(args, settings) -> int``; a command that must also run when the configuration does not load
+(``init``, ``doctor``) sets ``config_error_handler=fn(args, config_error) -> int`` as well.
 
 Errors are one line on stderr: a configuration error exits 2, a user-safe store/agent/channel error
 exits 1, Ctrl-C exits 130. An unexpected exception prints one line and a hint; with
@@ -19,8 +20,20 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from agent.errors import AgentError
-from channels.base import ChannelStartError
-from channels.subcommands import ask, chat, config_cmd, osis, serve, transfer
+from channels.base import ChannelError
+from channels.subcommands import (
+    ask,
+    backup,
+    chat,
+    config_cmd,
+    doctor,
+    init,
+    osis,
+    serve,
+    service,
+    transfer,
+)
+from channels.version import version
 from config import ConfigError, Settings
 from config.loader import load_settings
 from config.logging import configure_logging, redact_text
@@ -29,8 +42,11 @@ from store import StoreError
 
 PROG = "hero-agent"
 COMMAND_MODULES = (config_cmd, chat, ask, transfer, osis, serve)
+#: first run and operations (issue 19): set-up, diagnosis, systemd unit, backup
+SETUP_MODULES = (init, doctor, service, backup)
 LEVELS = ("debug", "info", "warning", "error", "critical")
 Handler = Callable[[argparse.Namespace, Settings], int]
+BadConfigHandler = Callable[[argparse.Namespace, ConfigError], int]
 
 
 def _add_globals(parser: argparse.ArgumentParser) -> None:
@@ -61,9 +77,10 @@ def _add_globals_everywhere(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Self-hosted, multi-channel AI agent.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     _add_globals(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMAND_MODULES:
+    for module in (*COMMAND_MODULES, *SETUP_MODULES):
         module.register(subparsers)
     _add_globals_everywhere(parser)
     return parser
@@ -82,7 +99,7 @@ def _user_message(exc: BaseException) -> tuple[str, int] | None:
         return f"config error: {exc}", 2
     if isinstance(exc, StoreError | AgentError) and exc.user_safe:
         return f"error: {exc}", 1
-    if isinstance(exc, ChannelStartError):
+    if isinstance(exc, ChannelError):
         return f"error: {exc}", 1
     return None
 
@@ -100,7 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     debug = getattr(args, "log_level", None) == "debug"
     try:
-        settings = load_settings(getattr(args, "config", None))
+        try:
+            settings = load_settings(getattr(args, "config", None))
+        except ConfigError as exc:
+            # commands that repair or diagnose a configuration (init, doctor) run without one
+            on_bad_config: BadConfigHandler | None = getattr(args, "config_error_handler", None)
+            if on_bad_config is None:
+                raise
+            return on_bad_config(args, exc)
         if getattr(args, "log_level", None):
             settings = dataclasses.replace(
                 settings, logging=dataclasses.replace(settings.logging, level=args.log_level)

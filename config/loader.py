@@ -6,7 +6,8 @@ Discovery: ``--config FILE``, else ``$HERO_AGENT_CONFIG``, else ``./hero-agent.t
 Precedence, lowest first: built-in defaults < the TOML file < conventional variables (``OPENAI_API_KEY``,
 ``OSIS_URL`` ...) < ``HERO_AGENT_<SECTION>__<KEY>`` variables. ``OSIS_URL`` also switches ``store.engine``
 to ``osis`` unless the file or ``HERO_AGENT_STORE__ENGINE`` names an engine: someone who points at an
-OSIS server wants to use it.
+OSIS server wants to use it. Likewise ``ANTHROPIC_API_KEY`` alone (no ``OPENAI_API_KEY``, no provider in
+the file or ``HERO_AGENT_LLM__PROVIDER``) selects ``llm.provider = "anthropic"``.
 
 This package is the only one that reads files and the environment.
 """
@@ -48,9 +49,14 @@ def discover_config(path: str | None, env: Mapping[str, str]) -> Path | None:
     local = Path("hero-agent.toml")
     if local.is_file():
         return local.absolute()
-    xdg = env.get("XDG_CONFIG_HOME") or str(_home(env) / ".config")
-    user_file = Path(xdg).expanduser() / "hero-agent" / "config.toml"
+    user_file = user_config_path(env)
     return user_file if user_file.is_file() else None
+
+
+def user_config_path(env: Mapping[str, str]) -> Path:
+    """``$XDG_CONFIG_HOME/hero-agent/config.toml`` (``~/.config`` by default), existing or not."""
+    xdg = env.get("XDG_CONFIG_HOME") or str(_home(env) / ".config")
+    return Path(xdg).expanduser() / "hero-agent" / "config.toml"
 
 
 def load_settings(path: str | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -196,7 +202,12 @@ def _apply_conventional(
     """The conventional variables; each applies only when set to a non-empty value."""
     llm_raw = raw.get("llm")
     llm: dict[str, Any] = llm_raw if isinstance(llm_raw, dict) else {}
-    provider = overrides.get(("llm", "provider"), llm.get("provider", "openai"))
+    provider = overrides.get(("llm", "provider"), llm.get("provider"))
+    if provider is None:
+        provider = _provider_from_keys(env)
+        if provider == "anthropic":
+            _put(raw, "llm", "provider", value=provider)
+            origins["llm.provider"] = "ANTHROPIC_API_KEY"
     conventional: list[tuple[str, tuple[str, str]]] = [
         ("TELEGRAM_BOT_TOKEN", ("telegram", "token")),
         ("OSIS_URL", ("store", "url")),
@@ -217,6 +228,14 @@ def _apply_conventional(
     if env.get("OSIS_URL") and not explicit_engine:
         _put(raw, "store", "engine", value="osis")
         origins["store.engine"] = "OSIS_URL"
+
+
+def _provider_from_keys(env: Mapping[str, str]) -> str:
+    """No provider named anywhere: ``ANTHROPIC_API_KEY`` alone means Anthropic (someone who only has
+    that key wants to use it); otherwise the default, OpenAI-compatible."""
+    if env.get("ANTHROPIC_API_KEY") and not env.get("OPENAI_API_KEY"):
+        return "anthropic"
+    return "openai"
 
 
 def _build(raw: dict[str, Any], env: Mapping[str, str], source: Path | None) -> Settings:

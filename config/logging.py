@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Collection, Iterable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -21,6 +21,8 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 from config.settings import LoggingSettings
 
 MASK = "***"
+#: ``logging.level`` values, quietest last
+LEVEL_NAMES = ("debug", "info", "warning", "error", "critical")
 _SECRET_KEY = re.compile(r"token|api_?key|secret|authorization|password|cookie", re.IGNORECASE)
 # keys that contain a secret-looking word but hold numbers, not secrets
 _NOT_SECRET_KEYS = frozenset(
@@ -34,8 +36,21 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), MASK),
     # secrets passed as query parameters
     (re.compile(r"(?i)([?&](?:api_?key|token|secret|key)=)[^&\s]+"), r"\1" + MASK),
+    # MCP session ids (the SDK logs "Received session ID: ..."; the header is mcp-session-id)
+    (re.compile(r"(?i)(session[ _-]?id\b[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9._~+/=-]{6,}"), r"\1" + MASK),
 )
-LIBRARY_LOGGERS = ("httpx", "httpcore", "uvicorn", "uvicorn.access", "uvicorn.error", "telegram", "mcp")
+LIBRARY_LOGGERS = (
+    "httpx",
+    "httpx2",  # the MCP SDK's HTTP client
+    "httpcore",
+    "uvicorn",
+    "uvicorn.access",
+    "uvicorn.error",
+    "telegram",
+    "mcp",
+)
+#: libraries that log every request (or MCP session ids) at info: warnings only unless debugging
+CHATTY_LOGGERS = frozenset({"httpx", "httpx2", "httpcore", "mcp"})
 
 
 class Redactor:
@@ -89,11 +104,13 @@ def configure_logging(
     stream: TextIO | None = None,
     force_json: bool | None = None,
     secrets: Iterable[str] = (),
+    hidden_events: Collection[str] = (),
 ) -> None:
     """(Re)configure structlog and the stdlib root logger. Calling it again replaces the setup.
 
     ``force_json`` overrides ``settings.format``; ``secrets`` are literal values (API keys, tokens)
-    masked wherever they appear.
+    masked wherever they appear; ``hidden_events`` are event names not written at all (a command that
+    shows those facts to the user itself, like ``ask``'s one error line, must not repeat them).
     """
     _redactor.set_secrets(secrets)
     level = logging.getLevelNamesMapping()[settings.level.upper()]
@@ -125,19 +142,21 @@ def configure_logging(
     handler = _CurrentStderrHandler() if stream is None else logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     handler.set_name("hero-agent")
+    if hidden_events:
+        handler.addFilter(_HideEvents(hidden_events))
     root = logging.getLogger()
     for old in list(root.handlers):  # only ours: pytest's capture handlers must stay
         if old.get_name() == "hero-agent":
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # library loggers propagate to the root handler; httpx/httpcore log every request at INFO/DEBUG,
-    # noise unless we are debugging
+    # library loggers propagate to the root handler; httpx/httpx2/httpcore log every request at
+    # INFO/DEBUG and the MCP SDK its session ids: noise (and identifiers) unless we are debugging
     for name in LIBRARY_LOGGERS:
         lib = logging.getLogger(name)
         lib.handlers.clear()
         lib.propagate = True
-        chatty = name in ("httpx", "httpcore") and level > logging.DEBUG
+        chatty = name in CHATTY_LOGGERS and level > logging.DEBUG
         lib.setLevel(max(level, logging.WARNING) if chatty else logging.NOTSET)
     structlog.configure(
         processors=[
@@ -151,6 +170,17 @@ def configure_logging(
         # under pytest, caching would pin loggers to the first configuration (and defeat capture_logs)
         cache_logger_on_first_use="pytest" not in sys.modules,
     )
+
+
+class _HideEvents(logging.Filter):
+    """Drops our structlog events by name (their stdlib record carries the event dict as ``msg``)."""
+
+    def __init__(self, names: Collection[str]) -> None:
+        super().__init__()
+        self.names = frozenset(names)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, dict) and record.msg.get("event") in self.names)
 
 
 class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

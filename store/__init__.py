@@ -4,7 +4,7 @@ The store knows nothing of LLMs or channels. Inside, one subpackage per concept:
 
 * ``store.models``, ``store.errors``: the objects (and :class:`Scope`) and the error tree;
 * ``store.engine``: the engine seam every engine implements (:class:`Engine` and its batch steps);
-* ``store.api``: the domain :class:`Store` the agent talks to, over one engine;
+* ``store.api.store``: the domain :class:`Store` the agent talks to, over one engine;
 * ``store.sqlite``: the embedded engine (SQLite, WAL); ``store.osis``: the OSIS JSON-RPC protocol,
   its client engine and its server app; ``store.legacy``: the one-time legacy SQLite import;
 * ``store.factory`` (:func:`open_store`), ``store.transfer`` (export/import).
@@ -21,7 +21,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from store.api.base import MAX_TAGS, MAX_TITLE_CHARS, memory_hash, now_ms
-from store.api.records import Aggregate, ScopeStats
+from store.api.records import Aggregate, ScopeStats, TimeRange
 from store.api.store import Store
 from store.api.turn import TurnOpening, TurnReads
 from store.engine import MAX_LIMIT, Capabilities, DelegatingEngine, Engine, ListQuery, Page, Results, Step
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from store.legacy.migrate import MigrationReport, migrate_file
     from store.osis.client import OsisEngine
     from store.osis.server import ServeRefused, serve_embedded
+    from store.sqlite.backup import BackupReport, backup_embedded, backup_target
     from store.sqlite.engine import DB_FILE, EmbeddedEngine
     from store.sqlite.ops import to_base36
     from store.transfer import ImportResult, export_jsonl, import_jsonl
@@ -71,6 +72,9 @@ _ON_USE = {
     "OsisEngine": "store.osis.client",
     "ServeRefused": "store.osis.server",
     "serve_embedded": "store.osis.server",
+    "BackupReport": "store.sqlite.backup",
+    "backup_embedded": "store.sqlite.backup",
+    "backup_target": "store.sqlite.backup",
     "DB_FILE": "store.sqlite.engine",
     "EmbeddedEngine": "store.sqlite.engine",
     "to_base36": "store.sqlite.ops",
@@ -96,6 +100,7 @@ __all__ = [
     "SID_RE",
     "Aggregate",
     "AuditEntry",
+    "BackupReport",
     "Capabilities",
     "Conflict",
     "Conversation",
@@ -125,9 +130,12 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "TimeRange",
     "TurnOpening",
     "TurnReads",
     "UsageEntry",
+    "backup_embedded",
+    "backup_target",
     "build_engine",
     "export_jsonl",
     "import_jsonl",

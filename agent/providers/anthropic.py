@@ -38,7 +38,13 @@ from agent.providers.base import (
     ToolCallsReady,
     UsageReport,
 )
-from agent.providers.http import error_from_payload, error_from_response, make_client, post_stream
+from agent.providers.http import (
+    error_from_payload,
+    error_from_response,
+    list_models,
+    make_client,
+    post_stream,
+)
 from agent.providers.sse import drain, iter_sse
 from config.settings import LLMSettings
 
@@ -75,6 +81,9 @@ class AnthropicProvider(Provider):
             raise ProviderUnavailable("the LLM provider cannot be reached", retryable=True) from None
         if resp.status_code in (401, 403) or resp.status_code >= 500:
             raise error_from_response(resp.status_code, resp.headers, resp.text, self._secret)
+
+    async def list_models(self) -> list[str] | None:
+        return await list_models(self._client, self._secret)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
         async with (

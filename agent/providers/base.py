@@ -89,7 +89,19 @@ class StreamEnd:
     model: str = ""
 
 
-ProviderEvent: TypeAlias = TextChunk | ToolCallsReady | ReasoningBlock | UsageReport | StreamEnd
+@dataclass(frozen=True, slots=True)
+class RetryNotice:
+    """The retry layer is about to wait ``delay_s`` and try again (never yielded by an adapter): channels
+    show it while the user waits for a first token. ``attempt`` counts from 1 up to ``max_retries``."""
+
+    attempt: int
+    max_retries: int
+    delay_s: float
+    #: one user-safe line: why the last attempt failed
+    reason: str
+
+
+ProviderEvent: TypeAlias = TextChunk | ToolCallsReady | ReasoningBlock | UsageReport | StreamEnd | RetryNotice
 
 
 class Provider(ABC):
@@ -106,6 +118,11 @@ class Provider(ABC):
 
     async def ping(self) -> None:
         """Raise ProviderError when the provider cannot be reached (used by readiness checks)."""
+        return None
+
+    async def list_models(self) -> list[str] | None:
+        """The models the server offers (``init`` lists them, ``doctor`` checks ``llm.model``), or None
+        when it cannot say. Raises ProviderError when unreachable or the key is refused."""
         return None
 
 
@@ -134,7 +151,7 @@ async def collect(provider: Provider, request: ChatRequest) -> CollectedResponse
             out.reasoning.append(ev.block)
         elif isinstance(ev, UsageReport):
             out.prompt_tokens, out.completion_tokens = ev.prompt_tokens, ev.completion_tokens
-        else:
+        elif isinstance(ev, StreamEnd):
             out.finish_reason, out.model = ev.finish_reason, ev.model
     out.text = "".join(parts)
     return out

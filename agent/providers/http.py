@@ -86,11 +86,41 @@ async def post_stream(
     except httpx.HTTPError as exc:
         # RemoteProtocolError (cut stream), ConnectError, ReadError, DecodingError...: no URL or
         # header in the text
+        # the provider's address is for the operator's logs (``detail``), not for the chat user
         url = client.base_url
         origin = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
         raise ProviderUnavailable(
-            f"connection to the LLM provider at {origin} failed ({type(exc).__name__})", retryable=True
+            f"connection to the LLM provider failed ({type(exc).__name__})",
+            retryable=True,
+            detail=f"base_url {origin}",
         ) from None
+
+
+async def list_models(client: httpx.AsyncClient, secret: str) -> list[str] | None:
+    """``GET models`` of either API (both answer ``{"data": [{"id": ...}, ...]}``): the model ids, or
+    None when the server has no such route or answers another shape (local servers vary). Raises
+    ProviderUnavailable when it cannot be reached and the mapped error for 401/403/429/5xx."""
+    try:
+        resp = await client.get("models", params={"limit": 1000})
+    except httpx.UnsupportedProtocol:
+        raise ProviderError("the LLM base_url is not an http(s) URL") from None
+    except httpx.HTTPError as exc:
+        url = client.base_url
+        origin = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+        raise ProviderUnavailable(
+            f"the LLM provider at {origin} cannot be reached ({type(exc).__name__})", retryable=True
+        ) from None
+    if resp.status_code in (401, 403, 429) or resp.status_code >= 500:
+        raise error_from_response(resp.status_code, resp.headers, resp.text, secret)
+    if resp.status_code != 200:
+        return None
+    try:
+        data = resp.json().get("data")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(data, list):
+        return None
+    return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
 
 
 def scrub(text: str, secret: str) -> str:

@@ -30,7 +30,13 @@ from agent.providers.base import (
     ToolCallsReady,
     UsageReport,
 )
-from agent.providers.http import error_from_payload, error_from_response, make_client, post_stream
+from agent.providers.http import (
+    error_from_payload,
+    error_from_response,
+    list_models,
+    make_client,
+    post_stream,
+)
 from agent.providers.sse import drain, iter_sse
 from agent.providers.toolcalls import ToolCallAssembler
 from config.settings import LLMSettings
@@ -73,6 +79,9 @@ class OpenAIProvider(Provider):
             raise ProviderUnavailable("the LLM provider cannot be reached", retryable=True) from None
         if resp.status_code in (401, 403) or resp.status_code >= 500:
             raise error_from_response(resp.status_code, resp.headers, resp.text, self._secret)
+
+    async def list_models(self) -> list[str] | None:
+        return await list_models(self._client, self._secret)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
         body = build_body(request, completion_tokens_key=self._tokens_key)

@@ -6,6 +6,8 @@ Policy (SPEC 9):
   timeouts, connection errors, dropped streams) are retried up to ``max_retries`` times with
   jittered exponential backoff (``retry_base_delay_s`` doubling, capped at ``retry_max_delay_s``);
   a server's ``Retry-After`` / ``retry-after-ms`` is waited at least, within the same cap;
+- each retry is announced with a :class:`RetryNotice` event before the wait, so a channel can show
+  "retrying (2/3)" while the user waits for a first token;
 - never once text or tool calls reached the caller: a retry would repeat or contradict what the
   user already saw, so the error propagates (reasoning blocks are held back until then, so a retry
   never duplicates them either);
@@ -34,6 +36,7 @@ from agent.providers.base import (
     Provider,
     ProviderEvent,
     ReasoningBlock,
+    RetryNotice,
     StreamEnd,
     TextChunk,
     ToolCallsReady,
@@ -68,6 +71,9 @@ class RetryingProvider(Provider):
 
     async def ping(self) -> None:
         await self.inner.ping()
+
+    async def list_models(self) -> list[str] | None:
+        return await self.inner.list_models()
 
     def backoff(self, attempt: int, retry_after: float | None) -> float:
         """Seconds before retry number ``attempt + 1``: equal jitter over an exponential step."""
@@ -125,7 +131,10 @@ class RetryingProvider(Provider):
                     status=exc.status,
                     error=type(exc).__name__,
                 )
-                await self._sleep(delay)
+                reason = str(exc) or type(exc).__name__
+            # outside the except block: the consumer's code runs while we are suspended here
+            yield RetryNotice(attempt, self._settings.max_retries, round(delay, 3), reason)
+            await self._sleep(delay)
 
     async def _idle_guarded(self, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
         """The inner stream, failing when it stays silent for ``stream_idle_timeout_s``."""

@@ -24,6 +24,7 @@ from jsonschema.validators import validator_for  # type: ignore[import-untyped]
 
 from agent.providers.base import ToolCall, ToolSpec
 from agent.tools.base import Tool, ToolCaller, ToolError, ToolResult
+from agent.tools.health import ServerHealth
 from store import AuditEntry, StoreError
 
 log = structlog.get_logger()
@@ -45,6 +46,8 @@ class ToolRegistry:
     def __init__(self, tools: list[Tool] | tuple[Tool, ...] = ()) -> None:
         self._tools: dict[str, Tool] = {}
         self._validators: dict[str, Any] = {}
+        #: the tool servers behind some of the tools (MCP), by name: for /readyz and /metrics
+        self.servers: dict[str, ServerHealth] = {}
         for tool in tools:
             self.register(tool)
 

@@ -28,11 +28,11 @@ from anyio.abc import TaskGroup
 from telegram import BotCommand, Update
 from telegram.error import InvalidToken, NetworkError, TelegramError, TimedOut
 from telegram.ext import Application, ContextTypes, TypeHandler
-from telegram.request import HTTPXRequest
 
 from agent.core import Agent
 from agent.slash_commands import HELP
 from channels.base import Channel, ChannelStartError
+from channels.telegram.botapi import BotAPIAnswerError, BotAPIRequest
 from channels.telegram.chats import ChatQueues
 from channels.telegram.identity import Identity, Incoming, Kind, classify
 from channels.telegram.polling import LivenessRequest, PollingWatchdog
@@ -74,6 +74,15 @@ class _TokenFilter(logging.Filter):
         return True
 
 
+def _wrong_shape(exc: BaseException | None) -> BotAPIAnswerError | None:
+    """The shape error behind ``exc``: PTB re-raises it as other errors (a 404 as InvalidToken)."""
+    for _ in range(10):
+        if exc is None or isinstance(exc, BotAPIAnswerError):
+            return exc
+        exc = exc.__cause__
+    return None
+
+
 def bot_commands() -> list[BotCommand]:
     """The shared slash commands with their help lines, for ``setMyCommands``."""
     out = []
@@ -97,7 +106,7 @@ class TelegramChannel(Channel):
         self._responder: Responder | None = None
         self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self._poll_request: LivenessRequest | None = None
-        self._send_request: HTTPXRequest | None = None
+        self._send_request: BotAPIRequest | None = None
         self._watchdog: PollingWatchdog | None = None
         self._watch_scope: anyio.CancelScope | None = None
         self._webhook: WebhookServer | None = None
@@ -153,10 +162,13 @@ class TelegramChannel(Channel):
 
     def _start_problem(self, exc: Exception) -> str | None:
         """One secret-free line for a start failure (None: a bug, let it surface)."""
+        base = self._cfg.api_base_url.replace(self._cfg.token, "***").replace("{token}", "")
+        wrong_shape = _wrong_shape(exc)
+        if wrong_shape is not None:  # also an HTML 404 page, which PTB reports as InvalidToken
+            return f"telegram.api_base_url ({base}) does not answer like the Bot API: {wrong_shape}"
         if isinstance(exc, InvalidToken):
             return "the Bot API rejected the bot token"
         if isinstance(exc, TimedOut | NetworkError):
-            base = self._cfg.api_base_url.replace(self._cfg.token, "***").replace("{token}", "")
             return f"cannot reach the Bot API at {base}"
         if isinstance(exc, TelegramError):  # e.g. setWebhook refused: "bad webhook: ..."
             return f"the Bot API refused: {str(exc).replace(self._cfg.token, '***')}"
@@ -176,7 +188,7 @@ class TelegramChannel(Channel):
             )
         base = cfg.api_base_url
         file_base = base[: -len("/bot")] + "/file/bot" if base.endswith("/bot") else base
-        sends = HTTPXRequest(
+        sends = BotAPIRequest(
             connection_pool_size=max(16, cfg.max_concurrent_turns * 2),
             read_timeout=20.0,
             write_timeout=20.0,
@@ -202,7 +214,11 @@ class TelegramChannel(Channel):
         app = builder.build()
         app.add_handler(TypeHandler(Update, self._on_update))
         self._app = app
-        await app.initialize()  # getMe: validates the token and the base URL
+        try:
+            await app.initialize()  # getMe: validates the token and the base URL
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            # a well-formed answer whose result is not a bot user: PTB fails reading it
+            raise BotAPIAnswerError(f"getMe answered no bot user ({type(exc).__name__})") from None
         self.bot_username, self.bot_id = app.bot.username, app.bot.id
         self._responder = Responder(self.settings, self.agent, self._identity, app.bot, self.stats)
         self._runner = asyncio.create_task(self._run(), name="telegram-channel")
@@ -303,6 +319,13 @@ class TelegramChannel(Channel):
                 logging.getLogger(name).removeFilter(self._filter)
             self._filter = None
         log.info("telegram.stopped")
+
+    async def serving(self) -> None:
+        """In webhook mode, the webhook server's death is a crash. Polling has no server of its own:
+        Bot API and network outages are retried by PTB and :mod:`.polling`'s watchdog, not crashes."""
+        if self._webhook is not None:
+            await self._webhook.serving()
+        await anyio.sleep_forever()
 
     async def send_typing(self, target: str) -> None:
         if self._app is not None:

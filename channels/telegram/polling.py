@@ -24,8 +24,8 @@ import anyio
 import structlog
 from telegram.error import Conflict, InvalidToken, NetworkError, TelegramError, TimedOut
 from telegram.ext import Updater
-from telegram.request import HTTPXRequest
 
+from channels.telegram.botapi import BotAPIRequest
 from config.settings import TelegramSettings
 
 log = structlog.get_logger("channels.telegram")
@@ -35,7 +35,7 @@ MAX_BACKOFF_S = 60.0
 NETWORK_ERRORS_BEFORE_RESTART = 10
 
 
-class LivenessRequest(HTTPXRequest):
+class LivenessRequest(BotAPIRequest):
     """The ``getUpdates`` transport: remembers when the Bot API last answered (any status)."""
 
     def __init__(self, **kwargs: Any) -> None:

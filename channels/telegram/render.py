@@ -6,9 +6,12 @@ code, fenced code blocks, links, headings, quotes). Its output is checked for ba
 falls back to escaped plain text, and the sender falls back again to plain text if Telegram still answers
 "can't parse entities".
 
-Splitting happens on the *source* text (Telegram's limit of 4096 applies to the visible text after
-entity parsing, measured in UTF-16 code units), so a cut can never land inside a tag or an entity. A
-fenced code block cut in two is closed at the end of one part and reopened in the next.
+Telegram's limit of 4096 applies to the visible text after entity parsing, measured in UTF-16 code
+units: ``<b>x</b>`` counts 1, a link counts its text and not its URL, most emoji count 2. Plain text is
+split by that count directly (:func:`split_text`). A Markdown reply is cut on its *source* (so a cut can
+never land inside a tag or an entity) at the longest prefix whose rendered visible text fits
+(:func:`split_markdown`); a fenced code block cut in two is closed at the end of one part and reopened
+in the next.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import re
 
 #: Telegram's limit on the visible text of one message (UTF-16 code units)
 TELEGRAM_LIMIT = 4096
-#: where we cut the source: below the limit, leaving room to close and reopen a code fence
+#: where streamed plain text is cut: a little below the limit, so the formatted final text (which may
+#: close and reopen a code fence) usually keeps the same cuts
 PART_LIMIT = 4000
 
 _FENCE_RE = re.compile(r"^```[ \t]*([\w+#.-]*)[ \t]*\n(.*?)(?:^```[ \t]*$|\Z)", re.S | re.M)
@@ -171,21 +175,58 @@ def _best_cut(window: str) -> int:
     return len(window)
 
 
-def split_markdown(markdown: str, limit: int = PART_LIMIT) -> list[str]:
-    """Like :func:`split_text`, but a code fence cut by a split is closed and reopened."""
-    parts = split_text(markdown, limit)
-    fixed: list[str] = []
-    reopen = ""
-    for raw in parts:
-        part = reopen + raw
-        lang = _open_fence(part)
-        if lang is not None:
-            part += "\n```"
-            reopen = f"```{lang}\n"
+def shown_len(markdown: str) -> int:
+    """How long Telegram counts ``markdown`` once rendered: UTF-16 units of the visible text."""
+    return utf16_len(visible(to_html(markdown)))
+
+
+def split_markdown(markdown: str, limit: int = TELEGRAM_LIMIT) -> list[str]:
+    """Markdown parts whose rendered visible text is at most ``limit`` UTF-16 units each, cut at the
+    boundaries :func:`split_text` prefers; a code fence cut by a split is closed and reopened."""
+    parts: list[str] = []
+    rest, reopen = markdown.strip(), ""
+    while rest:
+        n = _longest_fitting_prefix(rest, reopen, limit)
+        if n == len(rest):
+            parts.append(_closed(reopen + rest)[0])
+            break
+        cut = _best_cut(rest[:n])
+        while True:
+            raw = rest[:cut].rstrip()
+            part, next_reopen = _closed(reopen + raw)
+            # rendering is not strictly monotonic (an unclosed ``**`` shows its stars): shrink if needed
+            if shown_len(part) <= limit or cut <= 1:
+                break
+            cut = max(1, cut * 9 // 10)
+        if raw:
+            parts.append(part)
+        rest, reopen = rest[cut:].lstrip(), next_reopen
+    return parts
+
+
+def _longest_fitting_prefix(rest: str, reopen: str, limit: int) -> int:
+    """Binary search for the longest prefix of ``rest`` (in characters) whose rendered part fits. The
+    source of a part can be far longer than what it shows (link URLs), but not endlessly: the search
+    looks at most ``8 * limit`` characters ahead."""
+    lo, hi = 1, min(len(rest), 8 * limit)
+    if shown_len(_closed(reopen + rest[:hi])[0]) <= limit:
+        return hi
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if shown_len(_closed(reopen + rest[:mid])[0]) <= limit:
+            lo = mid
         else:
-            reopen = ""
-        fixed.append(part)
-    return fixed
+            hi = mid - 1
+    # never cut a surrogate pair's worth of nothing: at least one character per part
+    return max(lo, 1)
+
+
+def _closed(part: str) -> tuple[str, str]:
+    """``part`` with a code fence left open closed, and the line that reopens it in the next part."""
+    lang = _open_fence(part)
+    if lang is None:
+        return part, ""
+    return part + "\n```", f"```{lang}\n"
 
 
 def _open_fence(text: str) -> str | None:

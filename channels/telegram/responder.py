@@ -25,7 +25,7 @@ from agent.core import Agent, TurnRequest
 from agent.events import CommandOutput, Done, TextDelta, ToolStarted, TurnFailed
 from channels.telegram.identity import Identity, Incoming, Kind
 from channels.telegram.pacing import ChatPacer, GlobalLimiter
-from channels.telegram.streaming import DeliveryFailed, ReplyStream
+from channels.telegram.streaming import DELIVERY_FALLBACKS, DeliveryFailed, ReplyStream
 from config import Settings
 from store import Scope, StoreError, validate_context
 
@@ -212,6 +212,7 @@ class Responder:
             self._limiter,
             interval=self._settings.telegram.edit_interval_s,
             reply_to=incoming.message_id if incoming.is_group else None,
+            counters=self._agent.metrics.counters,
         )
 
     async def reply(self, incoming: Incoming, text: str) -> None:
@@ -223,6 +224,7 @@ class Responder:
             self.stats["answered"] += 1
         except DeliveryFailed as exc:
             self.stats["failed"] += 1
+            self._agent.metrics.counters.inc(DELIVERY_FALLBACKS, fallback="undelivered")
             log.warning("telegram.delivery_failed", chat_id=stream.chat_id, error=str(exc)[:200])
 
     async def _typing(self, chat_id: int, pacer: ChatPacer) -> None:

@@ -4,8 +4,13 @@ While the model writes, :meth:`ReplyStream.push` records the text so far and a f
 plain text: the first message after ``first_delay`` (a quick answer is then one single message), later
 edits at most once per ``interval``, skipping unchanged text and skipping (not queueing) edits when the
 chat is blocked by a 429 or the bot-wide budget is spent. :meth:`ReplyStream.finish` then delivers the
-final text, split into parts of at most 4096 characters, each formatted as Telegram HTML; it waits out
-any ``retry_after`` and retries, so the final text always arrives (unless the turn's deadline passes).
+final text, split into parts whose visible text is at most 4096 UTF-16 units (what Telegram counts),
+each formatted as Telegram HTML; it waits out any ``retry_after`` and retries network errors.
+
+A final answer never vanishes silently: a part the Bot API refuses ("message is too long", entities it
+cannot parse, any other 400) is retried split in halves, then as plain text, and a part refused every
+way is replaced by a short notice in the chat. Each fallback is counted in
+``hero_telegram_delivery_fallbacks_total``.
 """
 
 from __future__ import annotations
@@ -21,13 +26,21 @@ from telegram import Bot, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
 
+from agent.metrics import Counters
 from channels.telegram.pacing import ChatPacer, GlobalLimiter
-from channels.telegram.render import escape, split_markdown, split_text, to_html
+from channels.telegram.render import TELEGRAM_LIMIT, escape, split_markdown, split_text, to_html
 
 log = structlog.get_logger("channels.telegram")
 
 #: give up delivering one message after this long (Telegram is down, or the chat is gone)
 DELIVERY_DEADLINE_S = 300.0
+#: a part refused as too long is split in halves down to this visible length, then sent plain
+MIN_PART_LIMIT = 512
+DELIVERY_FALLBACKS = "hero_telegram_delivery_fallbacks_total"
+DELIVERY_FALLBACKS_HELP = (
+    "Final Telegram reply parts the Bot API refused, by the fallback taken: split (smaller parts), "
+    "plain (without formatting), failed (a notice in the chat instead), undelivered (not even the notice)."
+)
 
 
 @dataclass
@@ -39,6 +52,36 @@ class _Sent:
 
 class DeliveryFailed(Exception):
     """A message could not be delivered (the chat is gone, or the deadline passed)."""
+
+
+class _Refused(Exception):
+    """Telegram answered 400 to one part (too long, entities it cannot parse, ...)."""
+
+    def __init__(self, reason: str, *, too_long: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.too_long = too_long
+
+
+@dataclass
+class _Part:
+    """One message of the final reply: Markdown to format (``html``) or plain text as it is."""
+
+    source: str
+    html: bool
+    #: the visible length it was split for (UTF-16 units)
+    limit: int = TELEGRAM_LIMIT
+    #: the notice that replaces a part refused every way (if Telegram refuses it too, give up)
+    notice: bool = False
+
+
+def refused_notice(reason: str) -> str:
+    """What the user sees instead of a part Telegram would not show, in any form."""
+    reason = reason.removeprefix("Bad Request: ").strip()[:200] or "no reason given"
+    return (
+        f"⚠️ Telegram refused to show this part of my answer ({reason}). "
+        "It is kept in the conversation history."
+    )
 
 
 class ReplyStream:
@@ -54,6 +97,7 @@ class ReplyStream:
         interval: float,
         first_delay: float | None = None,
         reply_to: int | None = None,
+        counters: Counters | None = None,
     ) -> None:
         self.bot = bot
         self.chat_id = chat_id
@@ -68,6 +112,8 @@ class ReplyStream:
         self._started = time.monotonic()
         self._op_lock = anyio.Lock()
         self.rate_limited = 0
+        self.counters = counters if counters is not None else Counters()
+        self.counters.declare(DELIVERY_FALLBACKS, DELIVERY_FALLBACKS_HELP)
 
     # -- streaming -----------------------------------------------------------------------------
 
@@ -129,40 +175,70 @@ class ReplyStream:
     # -- final delivery ------------------------------------------------------------------------
 
     async def finish(self, text: str) -> None:
-        """Deliver ``text`` formatted, as one message per part; waits out 429s. Raises
-        :class:`DeliveryFailed` when the chat is unreachable."""
+        """Deliver ``text`` formatted, as one message per part; waits out 429s and retries network
+        errors. A part Telegram refuses is retried split smaller, then as plain text; a part refused
+        every way is replaced by a short notice in the chat. Raises :class:`DeliveryFailed` when the chat
+        is unreachable (blocked bot, deadline passed, or even the notice was refused)."""
         text = text if text.strip() else "(empty reply)"
         async with self._op_lock:
-            parts = split_markdown(text)
-            for i, part in enumerate(parts):
-                markup = to_html(part)
-                if i < len(self.sent):
-                    cur = self.sent[i]
-                    if (cur.html and cur.text == markup) or (not cur.html and escape(cur.text) == markup):
-                        continue  # already shows exactly this
-                    await self._deliver(i, markup, part)
-                else:
-                    await self._deliver(None, markup, part)
+            parts = [_Part(p, html=True) for p in split_markdown(text)]
+            i = 0
+            while i < len(parts):
+                try:
+                    await self._deliver(i, parts[i])
+                    i += 1
+                except _Refused as refused:
+                    parts[i : i + 1] = self._fallback(parts[i], refused)
             # parts the final text no longer has (it shrank): remove them
             for extra in reversed(self.sent[len(parts) :]):
                 await self._deliver_delete(extra.message_id)
             del self.sent[len(parts) :]
 
-    async def _deliver(self, index: int | None, markup: str, plain: str) -> None:
-        """Edit part ``index`` (None: send a new message) until Telegram takes it: waits out 429s,
-        retries network errors, and falls back to ``plain`` when the markup is refused."""
-        as_html = True
+    def _fallback(self, part: _Part, refused: _Refused) -> list[_Part]:
+        """What to send instead of a refused part: the next step of split smaller -> plain -> notice."""
+        log.info(
+            "telegram.part_refused",
+            chat_id=self.chat_id,
+            html=part.html,
+            limit=part.limit,
+            too_long=refused.too_long,
+            error=refused.reason,
+        )
+        if part.notice:
+            raise DeliveryFailed(f"Telegram refused even the notice: {refused.reason}")
+        smaller = part.limit // 2
+        if refused.too_long and smaller >= MIN_PART_LIMIT:
+            self._count("split")
+            split = split_markdown if part.html else split_text
+            return [_Part(p, html=part.html, limit=smaller) for p in split(part.source, smaller)]
+        if part.html:
+            self._count("plain")
+            return [_Part(p, html=False) for p in split_text(part.source, TELEGRAM_LIMIT)]
+        self._count("failed")
+        log.warning("telegram.part_undeliverable", chat_id=self.chat_id, error=refused.reason)
+        return [_Part(refused_notice(refused.reason), html=False, notice=True)]
+
+    def _count(self, fallback: str) -> None:
+        self.counters.inc(DELIVERY_FALLBACKS, fallback=fallback)
+
+    async def _deliver(self, index: int, part: _Part) -> None:
+        """Put ``part`` in message ``index`` (editing the streamed one, or sending a new one) until
+        Telegram takes it: waits out 429s and retries network errors until the deadline. Raises
+        :class:`_Refused` when Telegram answers 400 (other than "not modified")."""
+        payload = to_html(part.source) if part.html else part.source
+        if index < len(self.sent) and self._shows(self.sent[index], payload, part.html):
+            return  # already shows exactly this
         delay = 0.5
         deadline = time.monotonic() + DELIVERY_DEADLINE_S
+        replace: int | None = None  # the streamed message was deleted: send anew in its place
         while True:
             await self.pacer.wait()
             await self.limiter.acquire()
-            text = markup if as_html else plain
             try:
-                if index is None:
-                    await self._send(text, as_html)
+                if index < len(self.sent) and replace is None:
+                    await self._edit(index, payload, part.html)
                 else:
-                    await self._edit(index, text, as_html)
+                    await self._send(payload, part.html, replace=replace)
                 return
             except RetryAfter as exc:
                 self._on_retry_after(exc)
@@ -170,15 +246,11 @@ class ReplyStream:
                 msg = str(exc).lower()
                 if "not modified" in msg:
                     return
-                if as_html and ("parse entities" in msg or "can't parse" in msg or "unsupported" in msg):
-                    log.info("telegram.html_rejected", chat_id=self.chat_id, error=str(exc))
-                    as_html = False
-                    continue
-                if "message to edit not found" in msg and index is not None:
+                if "message to edit not found" in msg and index < len(self.sent) and replace is None:
                     # the user deleted the streamed message: this part goes out as a new one
-                    await self._send(text, as_html, replace=index)
-                    return
-                raise DeliveryFailed(str(exc)) from None
+                    replace = index
+                    continue
+                raise _Refused(str(exc), too_long="too long" in msg or "too_long" in msg) from None
             except Forbidden as exc:
                 raise DeliveryFailed(str(exc)) from None
             except (TimedOut, NetworkError) as exc:
@@ -187,6 +259,13 @@ class ReplyStream:
                 delay = min(delay * 2, 10.0)
             if time.monotonic() > deadline:
                 raise DeliveryFailed("delivery deadline passed")
+
+    @staticmethod
+    def _shows(sent: _Sent, payload: str, as_html: bool) -> bool:
+        if sent.html == as_html:
+            return sent.text == payload
+        # a streamed plain message already equals a formatted part without any markup
+        return not sent.html and as_html and escape(sent.text) == payload
 
     async def _deliver_delete(self, message_id: int) -> None:
         try:

@@ -3,11 +3,13 @@
 Telegram POSTs each update to ``webhook_url`` (a reverse proxy terminating TLS forwards it to
 ``webhook_host:webhook_port`` + ``webhook_path``) with the header ``X-Telegram-Bot-Api-Secret-Token``
 set to the secret given to ``setWebhook``. Requests without the right secret get 403 and are dropped.
+A webhook server that dies while the daemon runs stops the daemon (exit 1), as the web channel's does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import socket
@@ -21,7 +23,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from telegram import Bot, Update
 
-from channels.serving import NoSignalServer, listening_socket
+from channels.base import ChannelCrashed
+from channels.serving import NoSignalServer, listening_socket, watch_server
 
 log = structlog.get_logger("channels.telegram")
 
@@ -85,11 +88,23 @@ class WebhookServer:
                 await anyio.sleep(0.01)
         log.info("telegram.webhook_listening", host=self._host, port=self.port, path=self.path)
 
+    async def serving(self) -> None:
+        """Raises ChannelCrashed when the webhook's server dies (see ``watch_server``)."""
+        if self._task is None or self._sock is None:
+            raise ChannelCrashed("telegram: the webhook server is not running")
+        server = self._server
+        await watch_server(
+            self._task,
+            self._sock,
+            f"telegram: the webhook server on {self._host}:{self.port}",
+            stopping=lambda: server is None or server.should_exit,
+        )
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
         if self._task is not None:
-            with anyio.move_on_after(5):
+            with anyio.move_on_after(5), contextlib.suppress(Exception):  # a crash was reported already
                 await asyncio.shield(self._task)
             if not self._task.done():
                 self._task.cancel()

@@ -7,6 +7,7 @@ tokens appear as they come. No prompt is active while a reply streams, so nothin
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,6 +19,7 @@ from prompt_toolkit.styles import Style
 from agent.events import (
     CommandOutput,
     Done,
+    Retrying,
     TextDelta,
     ToolFinished,
     ToolStarted,
@@ -27,6 +29,7 @@ from agent.events import (
     UsageInfo,
 )
 from channels.terminal.render import Fragment, MarkdownStream, render_markdown
+from channels.terminal.waiting import WaitLine, retry_label
 
 STYLE = Style.from_dict(
     {
@@ -44,6 +47,8 @@ STYLE = Style.from_dict(
     }
 )
 ARGS_SHOWN = 60
+#: indent of a failed tool's reason under its line
+REASON_INDENT = "    "
 
 
 class Screen:
@@ -68,21 +73,49 @@ class Screen:
         if not self.at_line_start:
             self.write([("", "\n")])
 
+    def raw(self, text: str) -> None:
+        """Control sequences and text as they are (the waiting line draws itself in place)."""
+        self.output.write_raw(text)
+        self.output.flush()
+
+    def columns(self) -> int:
+        return max(20, self.output.get_size().columns)
+
 
 class ReplyPrinter:
-    """Renders one turn's (or one command's) events on a :class:`Screen`."""
+    """Renders one turn's (or one command's) events on a :class:`Screen`.
 
-    def __init__(self, screen: Screen) -> None:
+    While the model has not answered yet (after the turn starts, after tools finish) a waiting line
+    shows "waiting for <model>", or "retrying (n/max)" when the provider is retried; any other output
+    erases it first.
+    """
+
+    def __init__(self, screen: Screen, *, model: str = "the model") -> None:
         self.screen = screen
         self.markdown = MarkdownStream()
         self.conversation_id = ""
         self.failed = False
         self.command: CommandOutput | None = None
+        self.waiting_label = f"waiting for {model}"
+        self.wait = WaitLine(screen.raw)
+
+    def tick(self) -> None:
+        self.wait.tick()
+
+    def _wait(self, label: str) -> None:
+        self.screen.ensure_newline()
+        self.wait.show(label)
 
     def handle(self, event: TurnEvent) -> None:
+        if isinstance(event, Retrying):
+            self._end_text()
+            self._wait(retry_label(event))
+            return
+        self.wait.clear()
         match event:
             case TurnStarted(conversation_id=cid):
                 self.conversation_id = cid
+                self._wait(self.waiting_label)
             case TextDelta(text=text):
                 self.screen.write(self.markdown.feed(text))
             case ToolStarted(name=name, arguments=arguments):
@@ -92,7 +125,10 @@ class ReplyPrinter:
                 if ok:
                     self.screen.line("class:tool.ok", f"  ✓ {name} ({ms:.0f} ms)")
                 else:
-                    self.screen.line("class:tool.fail", f"  ✗ {name}: {_short(summary)} ({ms:.0f} ms)")
+                    self.screen.line("class:tool.fail", f"  ✗ {name} failed ({ms:.0f} ms):")
+                    for line in wrap_reason(summary, self.screen.columns()):
+                        self.screen.line("class:tool.fail", line)
+                self._wait(self.waiting_label)
             case UsageInfo():
                 pass
             case Done(conversation_id=cid):
@@ -112,11 +148,24 @@ class ReplyPrinter:
 
     def interrupted(self) -> None:
         """Ctrl-C cut the reply: the agent stored what streamed as an interrupted message."""
+        self.wait.clear()
         self._end_text()
         self.screen.line("class:notice", "⏹ interrupted")
 
     def _end_text(self) -> None:
         self.screen.write(self.markdown.flush())
+
+
+def wrap_reason(reason: str, columns: int) -> list[str]:
+    """A failed tool's reason, whole, wrapped to the terminal under its tool line."""
+    return textwrap.wrap(
+        reason or "(no reason given)",
+        width=columns - 1,
+        initial_indent=REASON_INDENT,
+        subsequent_indent=REASON_INDENT,
+        break_long_words=True,
+        break_on_hyphens=False,
+    )
 
 
 def _short(text: str) -> str:

@@ -3,7 +3,8 @@
 Keys: Enter sends, Alt-Enter (Esc then Enter) inserts a newline, Tab completes slash commands,
 Up/Down walk the history (a file under the data dir), Ctrl-C at the prompt clears the line, Ctrl-C
 during a reply cancels that turn, Ctrl-D on an empty line exits. The bottom toolbar shows the context,
-the user and the conversation.
+the user and the conversation. Resuming a conversation shows its last few exchanges first; while the
+model has not answered yet a waiting line shows "waiting for <model>" or "retrying (n/max)".
 
 Ctrl-C during a reply: no prompt is active then, so the terminal is in cooked mode and Ctrl-C is a
 SIGINT; a signal receiver cancels the task group iterating ``agent.handle`` and the agent stores the
@@ -31,6 +32,7 @@ from agent.events import TurnFailed
 from channels.base import Channel
 from channels.terminal.completion import SlashCompleter
 from channels.terminal.printer import STYLE, ReplyPrinter, Screen, closing_events
+from channels.terminal.recap import last_exchanges, show_recap
 from store import Scope, StoreError
 
 if TYPE_CHECKING:
@@ -43,12 +45,24 @@ HELP_KEYS = (
     "Keys: Enter sends · Alt-Enter (Esc Enter) new line · Tab completes · "
     "Ctrl-C cancels a reply or clears the line · Ctrl-D exits"
 )
+TICK_S = 0.2
+#: user/assistant exchanges shown when a chat resumes a conversation
+RESUME_TURNS = 3
+#: lines of one message shown when resuming (the rest is elided)
+RESUME_LINES = 8
 STOP_HINT = "Nothing is running. To stop a reply while it streams, press Ctrl-C."
 
 
 def history_path(settings: Settings) -> Path:
     """The persistent input history: ``<store.path>/cli_history``."""
     return settings.store.path / "cli_history"
+
+
+async def _animate(printer: ReplyPrinter) -> None:
+    """Keep the waiting line alive (its spinner and seconds) until the send's task group ends."""
+    while True:
+        await anyio.sleep(TICK_S)
+        printer.tick()
 
 
 def _key_bindings() -> KeyBindings:
@@ -87,6 +101,7 @@ class CliChat(Channel):
         self.conversation_id = ""
         self.title = ""
         self._cancel_scope: anyio.CancelScope | None = None
+        self._resumed = False
         self._interrupted = False
         self.session: PromptSession[str] = PromptSession(
             input=input,
@@ -111,6 +126,23 @@ class CliChat(Channel):
         elif new:
             await self.agent.new_conversation(self.scope, channel=CHANNEL)
         await self._refresh()
+        self._resumed = not new and bool(self.conversation_id)
+
+    async def _recap(self) -> None:
+        """The last few exchanges of the conversation being resumed (a store failure skips it)."""
+        try:
+            page = await self.agent.store.list_messages(
+                self.scope,
+                self.conversation_id,
+                limit=RESUME_TURNS * 8,
+                include_archived=False,
+                descending=True,
+            )
+        except StoreError as exc:
+            if not exc.user_safe:
+                raise
+            return
+        show_recap(self.screen, last_exchanges(page.items, RESUME_TURNS), RESUME_LINES)
 
     async def stop(self) -> None:
         self.cancel_turn()
@@ -130,6 +162,8 @@ class CliChat(Channel):
         self.screen.line(
             "class:info", f"hero-agent chat · {self._where()} · /help for commands, Ctrl-D to exit"
         )
+        if self._resumed:
+            await self._recap()
         while True:
             try:
                 text = await self.session.prompt_async(self._prompt_message)
@@ -146,7 +180,7 @@ class CliChat(Channel):
 
     async def send(self, text: str) -> ReplyPrinter:
         """One message or command through the agent, rendered as it streams."""
-        printer = ReplyPrinter(self.screen)
+        printer = ReplyPrinter(self.screen, model=self.settings.llm.model)
         if text.split(maxsplit=1)[0] == "/stop":
             self.screen.line("class:info", STOP_HINT)
             return printer
@@ -154,6 +188,7 @@ class CliChat(Channel):
         self._interrupted = False
         async with anyio.create_task_group() as tg:
             await tg.start(self._cancel_on_sigint)
+            tg.start_soon(_animate, printer)
             self._cancel_scope = tg.cancel_scope
             try:
                 async with closing_events(self.agent.handle(request)) as events:

@@ -9,6 +9,10 @@ Stopping: the app's shutdown event makes new turns answer 503 and gives open str
 ``[web] shutdown_deadline_s`` to finish (then their turns are cancelled, stored as interrupted, and the
 streams end with a final ``error`` event); uvicorn stops accepting at once and waits a little longer
 than that deadline for connections to drain.
+
+Dying: when uvicorn's task ends or the kernel closes the listening socket while the daemon runs,
+:meth:`WebChannel.serving` raises :class:`~channels.base.ChannelCrashed` and the daemon stops with exit
+status 1, for its supervisor to restart it (a daemon without its web server is worse than a restart).
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ import anyio
 import structlog
 import uvicorn
 
-from channels.base import Channel, ChannelStartError
-from channels.serving import NoSignalServer, listening_socket
-from channels.web.app import create_app
+from channels.base import Channel, ChannelCrashed, ChannelStartError
+from channels.serving import NoSignalServer, listening_socket, watch_server
+from channels.web.app import MAX_HEAD_READ_BYTES, create_app
 from channels.web.state import WebState
 
 if TYPE_CHECKING:
@@ -88,6 +92,7 @@ class WebChannel(Channel):
         self.server: NoSignalServer | None = None
         self.port: int = settings.web.port
         self._runner: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
 
     @classmethod
     def enabled(cls, settings: Settings) -> bool:
@@ -105,6 +110,7 @@ class WebChannel(Channel):
         if self._runner is not None:
             return
         sock = bind_socket(web.host, web.port)
+        self._sock = sock
         self.port = int(sock.getsockname()[1])
         self.state = WebState(self.settings, self.agent)
         app = create_app(self.settings, self.agent, state=self.state)
@@ -115,6 +121,10 @@ class WebChannel(Channel):
             access_log=False,
             timeout_graceful_shutdown=math.ceil(web.shutdown_deadline_s + DRAIN_MARGIN_S),
             timeout_keep_alive=5,
+            # oversized request heads get their 431 from the app instead of a reset (HeaderLimit);
+            # h11 named explicitly, as the limit below is an h11 setting
+            http="h11",
+            h11_max_incomplete_event_size=MAX_HEAD_READ_BYTES,
         )
         # uvicorn logs through stdlib logging; keep its chatter at warning level
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
@@ -139,10 +149,21 @@ class WebChannel(Channel):
         assert self.server is not None
         try:
             await self.server.serve([sock])
-        except Exception as exc:
-            log.error("web.server_failed", error_type=type(exc).__name__, error=str(exc))
         finally:
             sock.close()
+
+    async def serving(self) -> None:
+        """Raises ChannelCrashed when uvicorn's task ends or the listening socket is gone while the
+        daemon still wants the channel (see :func:`~channels.serving.watch_server`)."""
+        if self._runner is None or self._sock is None:
+            raise ChannelCrashed("web: the server is not running")
+        state = self.state
+        await watch_server(
+            self._runner,
+            self._sock,
+            f"web: the server on {self.settings.web.host}:{self.port}",
+            stopping=lambda: state is None or state.shutdown.is_set(),
+        )
 
     async def stop(self) -> None:
         """Refuse new turns, give running ones the shutdown deadline, then close the server."""
@@ -153,5 +174,9 @@ class WebChannel(Channel):
         runner, self._runner = self._runner, None
         if runner is not None:
             # uvicorn itself bounds this: timeout_graceful_shutdown, then it cancels connections
-            await asyncio.shield(runner)
+            try:
+                await asyncio.shield(runner)
+            except Exception as exc:  # it crashed before: the daemon's watch reported it already
+                log.error("web.server_failed", error_type=type(exc).__name__, error=str(exc))
             log.info("web.stopped", port=self.port)
+        self._sock = None

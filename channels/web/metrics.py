@@ -5,6 +5,7 @@ and open streams of this channel, in the Prometheus text format without a client
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from agent.metrics import Labels, TurnMetrics, _labels, counter_lines
@@ -20,8 +21,10 @@ class Metrics:
     def request_finished(self, method: str, status: int) -> None:
         self.requests[_labels(method=method, status=str(status))] += 1
 
-    def render(self, turns: TurnMetrics) -> str:
-        out = turns.render_lines()
+    def render(self, turns: TurnMetrics, extra: Sequence[str] = ()) -> str:
+        """The whole ``/metrics`` text: the agent's metrics, ``extra`` lines (tool server health), and
+        this channel's HTTP counters."""
+        out = [*turns.render_lines(), *extra]
         out += counter_lines(
             "hero_http_requests_total", "HTTP requests answered, by method and status.", self.requests
         )

@@ -18,7 +18,9 @@ from channels.web.openapi_schemas import (
     INT,
     OPENAI_EVENT,
     PAGING,
+    PERIOD_PARAMS,
     SCHEMAS,
+    SEARCH_PARAM,
     SSE_EVENT,
     STR,
     Schema,
@@ -54,6 +56,7 @@ def _api_paths() -> dict[str, Schema]:
                         "required": False,
                         "schema": {"type": "string", "enum": ["true", "false", "all"]},
                     },
+                    SEARCH_PARAM,
                 ],
             ),
             "post": op(
@@ -133,8 +136,8 @@ def _api_paths() -> dict[str, Schema]:
                 "Send a message; the answer is an SSE stream of typed events",
                 {
                     "200": {
-                        "description": "text/event-stream: start, delta, tool_start, tool_end, usage, done | "
-                        "error; or one command event",
+                        "description": "text/event-stream: start, delta, tool_start, tool_end, usage, retry, "
+                        "done | error; or one command event",
                         "content": {"text/event-stream": {"schema": SSE_EVENT}},
                     },
                     **errors(400, 404, 413, 503),
@@ -209,22 +212,26 @@ def _api_paths() -> dict[str, Schema]:
         "/api/usage": {
             "get": op(
                 "usage",
-                "LLM calls, newest first, with totals by model and by day",
+                "LLM calls, newest first, with totals by model, by UTC day and by day and model "
+                "(all over since/until when given)",
                 {
                     "200": json_answer(
                         page(
                             "UsageEntry",
+                            since={"type": ["integer", "null"]},
+                            until={"type": ["integer", "null"]},
                             summary=obj(
                                 {
                                     "by_model": {"type": "array", "items": ref("Aggregate")},
                                     "by_day": {"type": "array", "items": ref("Aggregate")},
+                                    "by_day_model": {"type": "array", "items": ref("DayModelUsage")},
                                 }
                             ),
                         )
                     ),
                     **errors(400, 503),
                 },
-                params=[*PAGING, *CONVERSATION_FILTER],
+                params=[*PAGING, *CONVERSATION_FILTER, *PERIOD_PARAMS],
             ),
         },
         "/api/contexts": {
@@ -319,7 +326,18 @@ def _openai_paths(model_name: str) -> dict[str, Schema]:
 
 
 def _ops_paths() -> dict[str, Schema]:
-    ready = {"200": json_answer(obj({"status": STR})), "503": json_answer(ref("Error"), "Not ready")}
+    down = {
+        "type": "array",
+        "items": obj({"server": STR, "state": {"enum": ["starting", "restarting", "unavailable"]}}),
+    }
+    readiness = obj(
+        {
+            "status": {"enum": ["ready", "degraded"]},
+            "degraded": obj({"mcp_servers": down}),
+        },
+        required=("status",),
+    )
+    ready = {"200": json_answer(readiness), "503": json_answer(ref("Error"), "Not ready")}
     return {
         "/healthz": {
             "get": {
@@ -329,7 +347,11 @@ def _ops_paths() -> dict[str, Schema]:
             }
         },
         "/readyz": {
-            "get": {"operationId": "readyz", "summary": "Store and provider reachable", "responses": ready}
+            "get": {
+                "operationId": "readyz",
+                "summary": "Store and provider reachable (degraded: MCP servers down)",
+                "responses": ready,
+            }
         },
         "/metrics": {
             "get": {

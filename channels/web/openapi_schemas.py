@@ -41,7 +41,17 @@ SSE_EVENT = {
     "properties": {
         "event": {
             "type": "string",
-            "enum": ["start", "delta", "tool_start", "tool_end", "usage", "done", "error", "command"],
+            "enum": [
+                "start",
+                "delta",
+                "tool_start",
+                "tool_end",
+                "usage",
+                "retry",
+                "done",
+                "error",
+                "command",
+            ],
         },
         "data": {"type": "string"},
     },
@@ -85,6 +95,7 @@ SCHEMAS: dict[str, Schema] = {
             "prompt_tokens": INT,
             "completion_tokens": INT,
             "message_type": STR,
+            "duration_ms": {"type": ["number", "null"]},
             "archived": BOOL,
         }
     ),
@@ -136,6 +147,18 @@ SCHEMAS: dict[str, Schema] = {
             "total_ms": NUM,
         }
     ),
+    "DayModelUsage": obj(
+        {
+            "day": {"type": "string", "description": "UTC day, YYYY-MM-DD"},
+            "model": STR,
+            "count": INT,
+            "prompt_tokens": INT,
+            "completion_tokens": INT,
+            "errors": INT,
+            "total_ms": NUM,
+            "avg_ms": NUM,
+        }
+    ),
 }
 
 #: optional body fields accept null as "not given"
@@ -181,6 +204,30 @@ CONVERSATION_FILTER = [
         "required": False,
         "schema": {"type": "string", "pattern": ID_PATTERN},
     }
+]
+
+SEARCH_PARAM: Schema = {
+    "name": "q",
+    "in": "query",
+    "required": False,
+    "description": "Only conversations whose title has a word of this text, most relevant first, in one "
+    "page (no cursor)",
+    "schema": {"type": "string", "maxLength": 200},
+}
+#: the latest time ``since``/``until`` may name (the last ms of the year 9999)
+MAX_TIME_MS = 253_402_300_799_999
+PERIOD_PARAMS: list[Schema] = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_TIME_MS},
+    }
+    for name, description in (
+        ("since", "Only calls at or after this time (ms since the epoch)"),
+        ("until", "Only calls before this time (ms since the epoch)"),
+    )
 ]
 
 REASONS = {

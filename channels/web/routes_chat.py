@@ -1,10 +1,10 @@
 """``POST /api/chat``: one message in, a typed SSE stream out.
 
-Events, in order: ``start`` (ids), then any of ``delta`` / ``tool_start`` / ``tool_end`` / ``usage``,
-then exactly one of ``done`` (ids + usage) or ``error``. A slash command answers a single ``command``
-event instead. When the client disconnects, the turn is cancelled and the agent stores the partial reply
-marked ``interrupted``. On shutdown the turn gets ``[web] shutdown_deadline_s`` to finish, then it is
-cancelled the same way and the stream ends with ``error`` (code ``shutdown``).
+Events, in order: ``start`` (ids), then any of ``delta`` / ``tool_start`` / ``tool_end`` / ``usage`` /
+``retry``, then exactly one of ``done`` (ids + usage) or ``error``. A slash command answers a single
+``command`` event instead. When the client disconnects, the turn is cancelled and the agent stores the
+partial reply marked ``interrupted``. On shutdown the turn gets ``[web] shutdown_deadline_s`` to finish,
+then it is cancelled the same way and the stream ends with ``error`` (code ``shutdown``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from starlette.routing import Route
 from agent.core import TurnRequest
 from agent.events import (
     Done,
+    Retrying,
     TextDelta,
     ToolFinished,
     ToolStarted,
@@ -60,6 +61,13 @@ def event_payload(event: TurnEvent, context: str) -> tuple[str, dict[str, Any]]:
             "model": event.model,
             "prompt_tokens": event.prompt_tokens,
             "completion_tokens": event.completion_tokens,
+        }
+    if isinstance(event, Retrying):
+        return "retry", {
+            "attempt": event.attempt,
+            "max_retries": event.max_retries,
+            "delay_s": event.delay_s,
+            "reason": event.reason,
         }
     if isinstance(event, Done):
         return "done", {

@@ -21,10 +21,13 @@ from channels.web.views import (
     audit_view,
     bool_param,
     conversation_view,
+    day_model_view,
     memory_view,
     message_view,
     only_keys,
     page_params,
+    period_params,
+    search_param,
     stats_view,
     str_field,
     usage_view,
@@ -51,8 +54,13 @@ async def list_conversations(request: Request) -> Response:
     scope = caller_scope(request)
     limit, cursor = page_params(request)
     archived = bool_param(request, "archived", False, allow_all=True)
+    text = search_param(request)
+    if text is not None and cursor is not None:
+        raise ApiError(400, "invalid_parameter", "a search (q) answers one page: no cursor")
     agent = web_state(request).agent
-    page = await agent.store.list_conversations(scope, limit=limit, cursor=cursor, archived=archived)
+    page = await agent.store.list_conversations(
+        scope, limit=limit, cursor=cursor, archived=archived, text=text
+    )
     active = await agent.active_conversation(scope, channel=CHANNEL, create=False)
     return JSONResponse(
         {
@@ -187,21 +195,28 @@ async def audit(request: Request) -> Response:
 
 
 async def usage(request: Request) -> Response:
+    """LLM calls newest first, and sums per model, per UTC day and per (day, model) for charts; all
+    of them over ``since``/``until`` (ms since the epoch; ``until`` exclusive) when given."""
     scope = caller_scope(request)
     limit, cursor = page_params(request)
+    period = period_params(request)
     store = web_state(request).agent.store
     page = await store.list_usage(
-        scope, limit=limit, cursor=cursor, conversation_id=_conversation_filter(request)
+        scope, limit=limit, cursor=cursor, conversation_id=_conversation_filter(request), period=period
     )
-    by_model = await store.usage_summary(scope, by="model")
-    by_day = await store.usage_summary(scope, by="day")
+    by_model = await store.usage_summary(scope, by="model", period=period)
+    by_day = await store.usage_summary(scope, by="day", period=period)
+    by_day_model = await store.usage_summary(scope, by="day_model", period=period)
     return JSONResponse(
         {
             "items": [usage_view(u) for u in page.items],
             "next_cursor": page.next_cursor,
+            "since": period.since,
+            "until": period.until,
             "summary": {
                 "by_model": [aggregate_view(a) for a in by_model],
                 "by_day": [aggregate_view(a) for a in by_day],
+                "by_day_model": [day_model_view(a) for a in by_day_model],
             },
         }
     )

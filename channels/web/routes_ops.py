@@ -2,7 +2,9 @@
 web page.
 
 They expose no user data: ``/metrics`` holds counts only, ``/readyz`` names the failing dependency
-without its address or credentials.
+without its address or credentials. ``/readyz`` answers 503 when the store or the provider cannot be
+reached, and 200 ``{"status": "degraded", ...}`` naming the MCP servers that are not running (the agent
+answers, without their tools).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from agent.tools.health import ServerHealth, degraded, health_lines
 from channels.web.errors import error_response
 from channels.web.openapi import openapi_document
-from channels.web.state import web_state
+from channels.web.state import WebState, web_state
 from store import StoreError
 
 log = structlog.get_logger("hero.web")
@@ -56,12 +59,21 @@ async def readyz(request: Request) -> Response:
         return error_response(503, "not_ready", "the LLM provider is not reachable")
     if state.shutdown.is_set():
         return error_response(503, "shutting_down", "the server is shutting down")
+    # a tool server that is down degrades the agent (it answers without those tools): still ready
+    down = degraded(_tool_servers(state))
+    if down:
+        return JSONResponse({"status": "degraded", "degraded": {"mcp_servers": down}})
     return JSONResponse({"status": "ready"})
+
+
+def _tool_servers(state: WebState) -> list[ServerHealth]:
+    tools = state.agent.tools
+    return list(tools.servers.values()) if tools is not None else []
 
 
 async def metrics(request: Request) -> Response:
     state = web_state(request)
-    body = state.metrics.render(state.agent.metrics)
+    body = state.metrics.render(state.agent.metrics, health_lines(_tool_servers(state)))
     return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

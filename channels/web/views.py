@@ -11,7 +11,8 @@ from typing import Any
 from starlette.requests import Request
 
 from channels.web.errors import ApiError
-from store import Aggregate, AuditEntry, Conversation, Memory, Message, ScopeStats, UsageEntry
+from channels.web.openapi_schemas import MAX_TIME_MS
+from store import Aggregate, AuditEntry, Conversation, Memory, Message, ScopeStats, TimeRange, UsageEntry
 
 MAX_PAGE = 200
 
@@ -52,9 +53,18 @@ def message_view(m: Message, clear_seq: int) -> dict[str, Any]:
         "prompt_tokens": m.prompt_tokens,
         "completion_tokens": m.completion_tokens,
         "message_type": m.message_type,
+        # a tool result: how long the tool ran (ms), None when not recorded (older messages)
+        "duration_ms": _duration(m),
         # behind the /clear boundary: stored, shown dimmed, never sent to the model again
         "archived": m.seq <= clear_seq,
     }
+
+
+def _duration(m: Message) -> float | None:
+    value = m.extra.get("duration_ms")
+    if m.role != "tool" or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 def memory_view(m: Memory) -> dict[str, Any]:
@@ -109,6 +119,20 @@ def aggregate_view(a: Aggregate) -> dict[str, Any]:
     }
 
 
+def day_model_view(a: Aggregate) -> dict[str, Any]:
+    """One model's usage on one UTC day (``avg_ms``: mean latency of its calls)."""
+    return {
+        "day": a.day,
+        "model": a.model,
+        "count": a.count,
+        "prompt_tokens": a.prompt_tokens,
+        "completion_tokens": a.completion_tokens,
+        "errors": a.errors,
+        "total_ms": a.total_ms,
+        "avg_ms": round(a.total_ms / a.count, 3) if a.count else 0.0,
+    }
+
+
 def stats_view(s: ScopeStats) -> dict[str, Any]:
     return {
         "conversations": s.conversations,
@@ -137,6 +161,39 @@ def page_params(request: Request, default: int = 50) -> tuple[int, str | None]:
     if cursor is not None and (len(cursor) > 512 or not cursor.isprintable()):
         raise ApiError(400, "invalid_cursor", "invalid cursor")
     return limit, cursor
+
+
+#: a search text: at most this many characters
+MAX_SEARCH_CHARS = 200
+
+
+def search_param(request: Request) -> str | None:
+    """``q``: the words to look for (None when absent or blank)."""
+    raw = request.query_params.get("q")
+    if raw is None or not raw.strip():
+        return None
+    if len(raw) > MAX_SEARCH_CHARS or not raw.isprintable():
+        raise ApiError(
+            400, "invalid_parameter", f"q must be printable text of at most {MAX_SEARCH_CHARS} characters"
+        )
+    return raw
+
+
+def _time_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_TIME_MS:
+        raise ApiError(400, "invalid_parameter", f"{name} must be a time in milliseconds since the epoch")
+    return int(raw)
+
+
+def period_params(request: Request) -> TimeRange:
+    """``since`` (inclusive) and ``until`` (exclusive), in ms since the epoch; either may be absent."""
+    since, until = _time_param(request, "since"), _time_param(request, "until")
+    if since is not None and until is not None and until <= since:
+        raise ApiError(400, "invalid_parameter", "until must be after since")
+    return TimeRange(since, until)
 
 
 def bool_param(request: Request, name: str, default: bool | None, *, allow_all: bool = False) -> bool | None:

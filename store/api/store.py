@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from store.api.base import MAX_TAGS, MAX_TITLE_CHARS, check_limit, memory_hash, now_ms, store_fields
 from store.api.memories import MemoriesMixin
-from store.api.records import Aggregate, RecordsMixin, ScopeStats
+from store.api.records import Aggregate, RecordsMixin, ScopeStats, TimeRange
 from store.api.turn import TurnMixin
 from store.engine import GetStep, ListQuery, ListStep, Page
 from store.errors import InvalidInput, NotFound
@@ -24,7 +24,16 @@ from store.models import (
     validate_sid,
 )
 
-__all__ = ["MAX_TAGS", "MAX_TITLE_CHARS", "Aggregate", "ScopeStats", "Store", "memory_hash", "now_ms"]
+__all__ = [
+    "MAX_TAGS",
+    "MAX_TITLE_CHARS",
+    "Aggregate",
+    "ScopeStats",
+    "Store",
+    "TimeRange",
+    "memory_hash",
+    "now_ms",
+]
 
 
 class Store(MemoriesMixin, RecordsMixin, TurnMixin):
@@ -72,12 +81,18 @@ class Store(MemoriesMixin, RecordsMixin, TurnMixin):
         limit: int = 50,
         cursor: str | None = None,
         archived: bool | None = False,
+        text: str | None = None,
     ) -> Page[Conversation]:
         """Most recently updated first. ``archived``: False hides archived ones, True shows only
-        them, None shows all."""
+        them, None shows all. ``text``: only conversations whose title has a word of it, most
+        relevant first, in one page (the engines' text search has no cursor)."""
         filters: dict[str, object] = {}
         if archived is not None:
             filters["is_archived"] = archived
+        if text is not None and not text.strip():
+            text = None
+        if text is not None and cursor is not None:
+            raise InvalidInput("a text search has no further pages")
         page = await self.engine.list(
             Kind.CONVERSATION,
             scope,
@@ -87,6 +102,7 @@ class Store(MemoriesMixin, RecordsMixin, TurnMixin):
                 descending=True,
                 limit=check_limit(limit),
                 cursor=cursor,
+                text=text,
             ),
         )
         return Page([Conversation.from_record(r) for r in page.items], page.next_cursor)

@@ -6,11 +6,22 @@ import anyio
 import pytest
 
 from agent.core import Agent, TurnRequest
-from agent.events import Done, TextDelta, ToolFinished, ToolStarted, TurnFailed, TurnStarted, UsageInfo
+from agent.events import (
+    Done,
+    Retrying,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+    TurnFailed,
+    TurnStarted,
+    UsageInfo,
+)
+from agent.providers.factory import build_provider
 from agent.tools.base import Tool, ToolCaller, ToolResult
 from agent.tools.registry import ToolRegistry
 from agent.turn import FINAL_NOTE
-from store import MessageStatus, Scope
+from agent.turn_tools import SUMMARY_CHARS
+from store import MessageStatus, Scope, open_store
 from tests.agent.conftest import (
     SCOPE,
     Kit,
@@ -23,6 +34,7 @@ from tests.agent.conftest import (
     tool_args,
     turn,
     with_agent,
+    with_llm,
 )
 from tests.fakes.openai_server import FakeOpenAI, reply_error, reply_hang, reply_text, reply_tool_calls
 
@@ -299,3 +311,39 @@ async def test_store_lost_mid_turn_then_recovered(kit: Kit, fake: FakeOpenAI) ->
         assert_valid_history(sent)  # the unanswered call was repaired in the copy sent
         msgs = await all_messages(agent.store, err.conversation_id)
         assert [m.role for m in msgs] == ["user", "assistant", "user", "assistant"]
+
+
+async def test_retries_reach_the_channel_as_events_before_the_first_token(kit: Kit, fake: FakeOpenAI) -> None:
+    settings = with_llm(kit.settings, max_retries=2, retry_base_delay_s=0.01, retry_max_delay_s=0.02)
+    provider = build_provider(settings.llm)
+    fake.enqueue(reply_error(503), reply_text("back again"))
+    try:
+        async with open_store(settings) as store, Agent(settings, store, provider) as agent:
+            events = await turn(agent, "hello")
+    finally:
+        await provider.aclose()
+    kinds = [type(e) for e in events]
+    assert kinds.index(Retrying) < kinds.index(TextDelta)
+    retry = next(e for e in events if isinstance(e, Retrying))
+    assert (retry.attempt, retry.max_retries) == (1, 2) and retry.reason
+    assert isinstance(events[-1], Done) and events[-1].text == "back again"
+    assert 'hero_provider_retries_total{channel="cli"} 1' in agent.metrics.render_lines()
+
+
+async def test_a_failed_tools_reason_reaches_the_channel_whole(kit: Kit, fake: FakeOpenAI) -> None:
+    reason = "error: the service refused: " + " ".join(f"detail{i}" for i in range(60))
+    assert len(reason) > SUMMARY_CHARS
+
+    class Refusing(Tool):
+        name = "refuse"
+        description = "Always fails."
+        parameters = {"type": "object", "properties": {}}
+
+        async def run(self, args: dict[str, object], ctx: ToolCaller) -> ToolResult:
+            return ToolResult(reason, ok=False)
+
+    fake.enqueue(reply_tool_calls([("c1", "refuse", {})]), reply_text("ok"))
+    async with running(kit.settings, ToolRegistry([Refusing()])) as agent:
+        events = await turn(agent, "call it")
+    failed = next(e for e in events if isinstance(e, ToolFinished))
+    assert not failed.ok and failed.summary == reason

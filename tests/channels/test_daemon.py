@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -236,3 +237,62 @@ async def test_a_channel_that_cannot_start_stops_the_others(tmp_path: Path) -> N
     # the web channel had started and was stopped again before the exit
     assert events.index("daemon.channel_started") < events.index("daemon.channel_failed")
     assert "web.stopped" in events
+
+
+@pytest.mark.parametrize("victim", ["web", "webhook"])
+async def test_a_server_that_dies_after_start_stops_the_daemon_with_exit_1(
+    tmp_path: Path, victim: str
+) -> None:
+    """The kernel closes a server's listening socket under it (``ss -K``, what an operator's tool or a
+    network namespace teardown does): uvicorn runs on without accepting anything, which is the death a
+    daemon must not swallow. Both servers are checked: the web channel's and the Telegram webhook's. A
+    Bot API outage just before is retried, not fatal.
+
+    ``ss -K`` is the honest way to kill the server from outside without touching our code: it destroys
+    the socket in the kernel (SOCK_DESTROY), as a real failure would; nothing in the process is patched."""
+    ss = shutil.which("ss")
+    assert ss is not None, "the test needs ss (Debian package iproute2; ./dev.sh installs it)"
+    port, hook_port = _free_port(), _free_port()
+    async with FakeOpenAI() as llm, FakeBotAPI() as bot:
+        telegram = (
+            f'[telegram]\nenabled = true\ntoken = "{BOT_TOKEN}"\napi_base_url = "{bot.base_url}"\n'
+            "allowed_users = [5]\npoll_timeout_s = 1\nwatchdog_backoff_s = 0.1\n"
+        )
+        if victim == "webhook":
+            telegram += (
+                'mode = "webhook"\nwebhook_url = "https://bot.example.org/hook"\n'
+                f'webhook_secret = "a-secret-for-tests"\nwebhook_port = {hook_port}\n'
+            )
+        async with run_daemon(tmp_path, llm, port=port, telegram=telegram) as daemon:
+            await _wait_healthy(daemon)
+            if victim == "web":
+                # an outage of the Bot API is retried: the daemon runs on and answers afterwards
+                bot.inject_error("getUpdates", error_code=502, times=3)
+                await bot.wait_for(lambda: bot.errors_sent["getUpdates"] == 3, timeout=30)
+                bot.push_update(bot.text_update(chat_id=5, user_id=5, text="after the outage"))
+                await bot.wait_for(lambda: "echo: after the outage" in bot.messages_in(5), timeout=30)
+            else:
+                await bot.wait_for(lambda: bot.webhook.get("url"), timeout=30)
+            assert daemon.process.returncode is None
+            target = port if victim == "web" else hook_port
+            killed = await anyio.run_process(
+                [ss, "-K", "-t", "state", "listening", f"sport = :{target}"], check=False
+            )
+            assert str(target) in killed.stdout.decode(), killed.stdout.decode() + killed.stderr.decode()
+            with anyio.fail_after(30):
+                code = await daemon.process.wait()
+    output = daemon.output()
+    assert code == 1, output
+    lines = [line for line in output.splitlines() if not line.startswith("{")]
+    what = "web: the server" if victim == "web" else "telegram: the webhook server"
+    assert lines[-1] == f"hero-agent: error: {what} on 127.0.0.1:{target}: its listening socket was closed"
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    names = [e["event"] for e in events]
+    crashed = [e["channel"] for e in events if e["event"] == "daemon.channel_crashed"]
+    assert crashed == ["web" if victim == "web" else "telegram"]
+    # the other channel was stopped the orderly way before the exit
+    other = "telegram.stopped" if victim == "web" else "web.stopped"
+    assert names.index("daemon.channel_crashed") < names.index(other)
+    assert "daemon.stopped" not in names
+    # asyncio's busy accept loop on the dead socket logged one traceback, not hundreds
+    assert output.count("Exception in callback") <= 1

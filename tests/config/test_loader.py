@@ -169,6 +169,19 @@ def test_anthropic_provider_takes_its_own_key_and_defaults(home: Path) -> None:
     assert (s.llm.model, s.llm.base_url, s.llm.api_key) == ("claude-x", "http://x", "an-key")
 
 
+def test_anthropic_key_alone_selects_anthropic(home: Path) -> None:
+    s = load_settings(None, {"HOME": str(home), "ANTHROPIC_API_KEY": "an-key"})
+    assert (s.llm.provider, s.llm.api_key, s.llm.base_url) == ("anthropic", "an-key", ANTHROPIC_BASE_URL)
+    # both keys: the default provider stays; a provider named in the file or environment wins
+    both = {"HOME": str(home), "ANTHROPIC_API_KEY": "an-key", "OPENAI_API_KEY": "oa-key"}
+    assert load_settings(None, both).llm.provider == "openai"
+    cfg = write(home / "o.toml", '[llm]\nprovider = "openai"\n')
+    named = load_settings(str(cfg), {"HOME": str(home), "ANTHROPIC_API_KEY": "an-key"})
+    assert (named.llm.provider, named.llm.api_key) == ("openai", "")
+    env_named = {"HOME": str(home), "ANTHROPIC_API_KEY": "an-key", "HERO_AGENT_LLM__PROVIDER": "openai"}
+    assert load_settings(None, env_named).llm.provider == "openai"
+
+
 # --- file validation -------------------------------------------------------------------------------
 
 

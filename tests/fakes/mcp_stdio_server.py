@@ -4,6 +4,9 @@ Tools: ``add(a, b)``, ``shout(text)``, ``fail(reason)`` (a tool error), ``env.va
 the server's environment, to check the client passes ``env``; its dotted name needs sanitising) and
 ``die()`` (the process exits mid-call). Built on the official SDK's
 ``MCPServer`` (mcp 2.x's name for FastMCP).
+
+``FAKE_MCP_DOWN_FILE=PATH`` in its environment: while that file exists, the server exits at once when
+started (a server that stays dead after ``die()`` until the test removes the file).
 """
 
 from __future__ import annotations
@@ -47,5 +50,8 @@ def build_server() -> MCPServer:
 
 
 if __name__ == "__main__":
+    down = os.environ.get("FAKE_MCP_DOWN_FILE")
+    if down and os.path.exists(down):
+        raise SystemExit(4)
     logging.disable(logging.WARNING)  # keep the test output free of the SDK's rich tracebacks
     build_server().run("stdio")

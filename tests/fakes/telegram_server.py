@@ -12,6 +12,10 @@ Scripting::
         fake.inject_conflict(times=2)                # 409 on the next getUpdates
         await fake.wait_for(lambda: fake.messages_in(5), timeout=5)
 
+Texts are checked as the Bot API checks them: HTML is parsed strictly (``telegram_html``; an error
+answers 400 "can't parse entities"), and a text whose visible part is longer than 4096 UTF-16 code
+units answers 400 "message is too long".
+
 Optional Telegram-like limits (``FakeBotAPI(limits=Limits())``) answer 429 when a chat gets messages or
 edits faster than ``per_chat_interval_s`` or all chats together more than ``global_per_s`` in one second,
 and count them in ``rate_limited``. Unknown methods answer 400, not 404 (PTB maps 401/404 to
@@ -444,18 +448,28 @@ _HANDLERS: dict[str, Callable[[FakeBotAPI, dict[str, Any]], JSONResponse]] = {
 
 
 def _render(text: str, parse_mode: Any) -> tuple[str, str]:
-    """(visible text, error description) like Telegram: validates HTML and the 4096 limit."""
+    """(visible text, error description) like Telegram: parses the entities (HTML errors answer "can't
+    parse entities"), trims the result, and measures the 4096 limit on it in UTF-16 code units, as
+    the Bot API does (markup is free, a link counts its text only, most emoji count 2)."""
     shown = text
     if parse_mode == "HTML":
         try:
             shown = visible_text(text)
         except HTMLError as exc:
             return "", f"Bad Request: can't parse entities: {exc}"
-    if not shown.strip():
+    elif parse_mode not in (None, ""):
+        return "", f"Bad Request: unsupported parse_mode {parse_mode!r}"
+    shown = shown.strip()
+    if not shown:
         return "", "Bad Request: message text is empty"
-    if len(shown) > MAX_TEXT:
+    if utf16_len(shown) > MAX_TEXT:
         return "", "Bad Request: message is too long"
     return shown, ""
+
+
+def utf16_len(text: str) -> int:
+    """Length in UTF-16 code units, the unit of every Bot API length and offset."""
+    return len(text.encode("utf-16-le")) // 2
 
 
 async def _params(request: Request) -> dict[str, Any]:

@@ -182,3 +182,26 @@ async def test_foreign_ids_behave_like_missing(store: Store, intruder: Scope) ->
     after = await store.get_conversation(ALICE, conv.sid)
     assert after == conv
     assert [m.content for m in await store.history(ALICE, conv.sid)] == ["chat message 1", "chat message 2"]
+
+
+async def test_list_with_text_finds_titles_in_scope(store: Store) -> None:
+    for title in ["Trip to Ghent", "Ghent trip budget and trip dates", "Groceries"]:
+        await store.create_conversation(ALICE, title)
+    old = await store.create_conversation(ALICE, "Old trip")
+    await store.archive_conversation(ALICE, old.sid)
+    await store.create_conversation(BOB, "Bob's trip")
+    await store.create_conversation(ALICE_ELSEWHERE, "Trip elsewhere")
+    found = await store.list_conversations(ALICE, text="trip")
+    assert [c.title for c in found.items] == ["Ghent trip budget and trip dates", "Trip to Ghent"]
+    assert found.next_cursor is None
+    everything = await store.list_conversations(ALICE, text="TRIP", archived=None)
+    assert {c.title for c in everything.items} == {
+        "Ghent trip budget and trip dates",
+        "Trip to Ghent",
+        "Old trip",
+    }
+    assert (await store.list_conversations(ALICE, text="nothing-like-it")).items == []
+    # blank text is no filter: the plain most-recent-first list
+    assert len((await store.list_conversations(ALICE, text="  ")).items) == 3
+    with pytest.raises(InvalidInput):
+        await store.list_conversations(ALICE, text="trip", cursor="abc")

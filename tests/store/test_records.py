@@ -6,10 +6,10 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from store.api.store import Store
+from store.api.store import Store, TimeRange
 from store.engine import Engine
 from store.errors import Conflict, InvalidInput
-from store.models import AuditEntry, UsageEntry
+from store.models import AuditEntry, Kind, UsageEntry
 from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB
 from tests.store.helpers import conversation_with
 
@@ -163,3 +163,43 @@ async def test_conversation_lock_across_stores(store: Store) -> None:
     with anyio.fail_after(5):
         async with other.conversation_lock(ALICE, conv.sid, wait_s=1):
             pass
+
+
+DAY_MS = 86_400_000
+#: 2024-03-01T00:00:00Z
+MARCH_1 = 1_709_251_200_000
+
+
+async def test_usage_by_day_and_model_in_a_period(store: Store, engine: Engine) -> None:
+    """Entries restored with their own times (as an import would) land on their UTC days."""
+    rows = [
+        ("u1", MARCH_1 + 10, "big", 100, 10, 200.0, True),
+        ("u2", MARCH_1 + DAY_MS - 1, "big", 50, 5, 100.0, False),  # 23:59:59.999 UTC: still March 1
+        ("u3", MARCH_1 + 5, "small", 7, 1, 30.0, True),
+        ("u4", MARCH_1 + DAY_MS, "big", 1, 1, 10.0, True),  # March 2
+        ("u5", MARCH_1 + 3 * DAY_MS, "small", 2, 2, 20.0, True),  # March 4
+    ]
+    for sid, at, model, p, c, ms, ok in rows:
+        entry = UsageEntry(model=model, prompt_tokens=p, completion_tokens=c, latency_ms=ms, ok=ok)
+        record = {**entry.to_record(), "sid": sid, "context": ALICE.context, "user_id": ALICE.user_id}
+        await engine.restore(Kind.USAGE, {**record, "created_at": at, "updated_at": at})
+    await store.append_usage(BOB, UsageEntry(model="big", prompt_tokens=1000))
+
+    rows_all = await store.usage_summary(ALICE, by="day_model")
+    assert [(a.day, a.model, a.count, a.prompt_tokens, a.errors, a.total_ms) for a in rows_all] == [
+        ("2024-03-01", "big", 2, 150, 1, 300.0),
+        ("2024-03-01", "small", 1, 7, 0, 30.0),
+        ("2024-03-02", "big", 1, 1, 0, 10.0),
+        ("2024-03-04", "small", 1, 2, 0, 20.0),
+    ]
+    march_2_3 = TimeRange(since=MARCH_1 + DAY_MS, until=MARCH_1 + 3 * DAY_MS)
+    assert [a.key for a in await store.usage_summary(ALICE, by="day_model", period=march_2_3)] == [
+        "2024-03-02 big"
+    ]
+    since_2 = TimeRange(since=MARCH_1 + DAY_MS)
+    by_model = await store.usage_summary(ALICE, by="model", period=since_2)
+    assert [(a.key, a.count) for a in by_model] == [("big", 1), ("small", 1)]
+    listed = await store.list_usage(ALICE, period=TimeRange(until=MARCH_1 + DAY_MS))
+    assert sorted(u.sid for u in listed.items) == ["u1", "u2", "u3"]
+    with pytest.raises(InvalidInput):
+        await store.usage_summary(ALICE, by="week")

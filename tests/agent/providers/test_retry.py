@@ -18,7 +18,7 @@ from agent.errors import (
     ProviderUnavailable,
 )
 from agent.providers.anthropic import AnthropicProvider
-from agent.providers.base import ReasoningBlock, StreamEnd, TextChunk, collect
+from agent.providers.base import ReasoningBlock, RetryNotice, StreamEnd, TextChunk, collect
 from agent.providers.openai import OpenAIProvider
 from agent.providers.retry import RetryingProvider
 from config.settings import LLMSettings
@@ -320,3 +320,20 @@ async def test_outer_cancellation_mid_stream_propagates_and_leaves_the_provider_
     finally:
         await provider.aclose()
     assert seen and fake_openai.request_count == 2
+
+
+async def test_each_retry_is_announced_in_the_stream_before_its_wait(fake_openai: FakeOpenAI) -> None:
+    """Channels show "retrying (n/max)" from these notices; they come before the wait, in order."""
+    fake_openai.enqueue(reply_error(503), reply_error(429, headers={"retry-after": "0"}), reply_text("up"))
+    sleep = RecordingSleep()
+    provider = _retrying(fast_settings(fake_openai.base_url, max_retries=3), sleep)
+    try:
+        with anyio.fail_after(10):
+            events = [ev async for ev in provider.stream(user_request())]
+    finally:
+        await provider.aclose()
+    notices = [ev for ev in events if isinstance(ev, RetryNotice)]
+    assert [(n.attempt, n.max_retries) for n in notices] == [(1, 3), (2, 3)]
+    assert [n.delay_s for n in notices] == [round(d, 3) for d in sleep.delays]
+    assert "503" in notices[0].reason or "unavailable" in notices[0].reason.lower()
+    assert events.index(notices[-1]) < min(i for i, ev in enumerate(events) if isinstance(ev, TextChunk))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -14,9 +15,11 @@ from structlog.testing import capture_logs
 from agent.providers.base import ToolCall
 from agent.tools.base import ToolCaller, ToolResult
 from agent.tools.factory import open_tools
+from agent.tools.health import degraded, health_lines
 from agent.tools.mcp_client import MCPTool, namespaced_name, open_mcp_servers
 from agent.tools.registry import ToolRegistry
-from config.settings import MCPServerSettings, Settings, ToolsSettings
+from config.logging import MASK, configure_logging, reset_logging
+from config.settings import LoggingSettings, MCPServerSettings, Settings, ToolsSettings
 from tests.agent.tools.conftest import SCOPE
 from tests.fakes.mcp_http_server import serve_mcp_http
 
@@ -111,14 +114,58 @@ async def test_servers_that_cannot_start_are_logged_and_skipped(ctx: ToolCaller)
     assert "No such file" in unavailable["broken"]["reason"]
 
 
-async def test_a_server_that_dies_later_answers_errors(ctx: ToolCaller) -> None:
+async def test_a_server_that_dies_is_logged_once_and_restarted_with_backoff(
+    ctx: ToolCaller, tmp_path: Path
+) -> None:
+    """``die`` ends the server's process mid-call (a real subprocess exiting). While the down file
+    exists the server cannot start again: the restart attempts fail and back off, logged once; the
+    state is ``restarting``. Once the file is gone, the next attempt brings the server back."""
+    down = tmp_path / "down"
     registry = ToolRegistry()
-    with anyio.fail_after(30):
-        async with open_mcp_servers((stdio_server("fragile"),), registry):
+    with anyio.fail_after(40), capture_logs() as logs:
+        async with open_mcp_servers(
+            (stdio_server("fragile", env=(("FAKE_MCP_DOWN_FILE", str(down)),)),), registry
+        ):
+            health = registry.servers["fragile"]
+            assert (health.state, health.deaths, health.restarts) == ("running", 0, 0)
+            down.touch()
             died = await call(registry, ctx, "fragile__die")
             assert not died.ok and died.content.startswith("error: MCP server 'fragile' failed")
             after = await call(registry, ctx, "fragile__add", a=1, b=1)
-            assert not after.ok and after.content.startswith("error: MCP server 'fragile' failed")
+            assert after.content == "error: MCP server 'fragile' is not running (restarting)"
+            while health.state != "restarting":  # the dead transport is torn down first
+                await anyio.sleep(0.01)
+            assert health.deaths == 1
+            # at least two failed restart attempts (after 1 s and 2 s), still one death logged
+            while sum(e["event"] == "mcp.restart_failed" for e in logs) < 2:
+                await anyio.sleep(0.05)
+            assert health.state == "restarting"
+            down.unlink()
+            while health.state != "running":
+                await anyio.sleep(0.05)
+            assert (health.deaths, health.restarts) == (1, 1)
+            assert await call(registry, ctx, "fragile__add", a=1, b=1) == ToolResult("2")
+    events = [e["event"] for e in logs if e["event"].startswith("mcp.")]
+    assert events.count("mcp.server_died") == 1 and events.count("mcp.server_restarted") == 1
+    [died_log] = [e for e in logs if e["event"] == "mcp.server_died"]
+    assert died_log["log_level"] == "error" and died_log["server"] == "fragile"
+    assert "exited" in died_log["reason"]
+
+
+async def test_the_servers_health_is_kept_in_the_registry(ctx: ToolCaller) -> None:
+    broken = MCPServerSettings(name="broken", command="/nonexistent/mcp-server")
+    registry = ToolRegistry()
+    with anyio.fail_after(30):
+        async with open_mcp_servers((broken, stdio_server("ok")), registry):
+            assert {n: h.state for n, h in registry.servers.items()} == {
+                "broken": "unavailable",
+                "ok": "running",
+            }
+            assert degraded(registry.servers.values()) == [{"server": "broken", "state": "unavailable"}]
+            lines = health_lines(registry.servers.values())
+            assert 'hero_mcp_server_up{server="broken"} 0' in lines
+            assert 'hero_mcp_server_up{server="ok"} 1' in lines
+            assert 'hero_mcp_server_restarts_total{server="ok"} 0' in lines
 
 
 async def test_open_tools_adds_mcp_servers_to_the_builtins(ctx: ToolCaller) -> None:
@@ -134,3 +181,27 @@ def test_namespaced_names_are_valid_tool_names() -> None:
     long = namespaced_name("s" * 40, "t" * 40)
     assert len(long) == 64
     assert long != namespaced_name("s" * 40, "t" * 41)
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+async def test_mcp_http_chatter_and_session_ids_stay_out_of_the_logs(ctx: ToolCaller, level: str) -> None:
+    """Through the real SDK against a real streamable-HTTP server: at info the SDK's HTTP client
+    (``httpx2``) and its "Received session ID" lines are quiet; at debug they show, the id masked."""
+    buf = io.StringIO()
+    configure_logging(LoggingSettings(level=level), stream=buf, force_json=True)
+    try:
+        with anyio.fail_after(30):
+            async with serve_mcp_http() as url:
+                settings = MCPServerSettings(name="web", transport="http", url=url)
+                async with open_mcp_servers((settings,), ToolRegistry()) as started:
+                    assert started == ["web"]
+    finally:
+        reset_logging()
+    records = [json.loads(line) for line in buf.getvalue().splitlines() if line.startswith("{")]
+    library = [r for r in records if str(r.get("logger", "")).startswith(("httpx2", "mcp"))]
+    if level == "info":
+        assert library == []
+    else:
+        sessions = [str(r["event"]) for r in library if "session ID" in str(r["event"])]
+        assert sessions and all(s.endswith(f"session ID: {MASK}") for s in sessions)
+        assert any(r["logger"] == "httpx2" for r in library)

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from agent.core import Agent
 from config.settings import Settings
 from store import Scope
 from tests.channels.telegram.conftest import ALICE, BOB, running
@@ -117,3 +118,116 @@ async def test_a_streamed_message_deleted_by_the_user_is_sent_again(
         await tg.wait_for(lambda: channel.stats["answered"] == 1, timeout=10)
         assert tg.messages_in(ALICE) == ["Bold start, then the rest of the answer."]
         assert channel.stats["failed"] == 0
+
+
+# -- refusals of the final delivery: split smaller, then plain, then a notice -------------------------
+
+TOO_LONG = "Bad Request: message is too long"
+
+
+def fallbacks(agent: Agent) -> dict[str, int]:
+    """The delivery fallback counters, as /metrics shows them."""
+    found = re.findall(
+        r'^hero_telegram_delivery_fallbacks_total\{fallback="(\w+)"\} (\d+)$',
+        "\n".join(agent.metrics.render_lines()),
+        re.M,
+    )
+    return {kind: int(n) for kind, n in found}
+
+
+def sentences(n: int) -> str:
+    return " ".join(f"Sentence {i} is **bold** and fine." for i in range(n))
+
+
+async def test_a_part_refused_as_too_long_is_split_smaller(
+    settings: Settings, tg: FakeBotAPI, llm: FakeOpenAI
+) -> None:
+    reply = sentences(90)  # one part of about 2,600 visible characters
+    llm.enqueue(reply_text(reply, chunks=1))
+    tg.inject_error("sendMessage", error_code=400, description=TOO_LONG, times=1)
+    async with running(settings) as (channel, agent):
+        tg.push_update(tg.text_update(ALICE, ALICE, "long-ish"))
+        await tg.wait_for(lambda: channel.stats["answered"] == 1, timeout=15)
+        msgs = tg.bot_messages(ALICE)
+        assert len(msgs) == 2 and all(m.parse_mode == "HTML" for m in msgs)
+        assert words(" ".join(m.text for m in msgs)) == words(reply.replace("**", ""))
+        assert fallbacks(agent) == {"split": 1}
+
+
+async def test_a_part_too_long_even_when_small_goes_out_as_plain_text(
+    settings: Settings, tg: FakeBotAPI, llm: FakeOpenAI
+) -> None:
+    llm.enqueue(reply_text("A **bold** claim.", chunks=1))
+    # refused at 4096, 2048, 1024 and 512: smaller than that is not worth it, plain text goes out
+    tg.inject_error("sendMessage", error_code=400, description=TOO_LONG, times=4)
+    async with running(settings) as (channel, agent):
+        tg.push_update(tg.text_update(ALICE, ALICE, "format it"))
+        await tg.wait_for(lambda: channel.stats["answered"] == 1, timeout=15)
+        [msg] = tg.bot_messages(ALICE)
+        assert msg.parse_mode is None and msg.text == "A **bold** claim."
+        assert fallbacks(agent) == {"split": 3, "plain": 1}
+
+
+async def test_a_plain_fallback_longer_than_the_limit_is_split_by_what_telegram_counts(
+    settings: Settings, tg: FakeBotAPI, llm: FakeOpenAI
+) -> None:
+    # 40 links: about 900 characters shown, 5,000 characters of Markdown source
+    links = " ".join(f"[link{i}](https://example.org/{'p' * 100}/{i})" for i in range(40))
+    assert len(links) > 4096
+    llm.enqueue(reply_text(links, chunks=1))
+    tg.inject_error(
+        "sendMessage", error_code=400, description="Bad Request: can't parse entities: nope", times=1
+    )
+    async with running(settings) as (channel, agent):
+        tg.push_update(tg.text_update(ALICE, ALICE, "links"))
+        await tg.wait_for(lambda: channel.stats["answered"] == 1, timeout=15)
+        msgs = tg.bot_messages(ALICE)
+        # formatted it was one message; as plain source it needs two
+        assert [m.parse_mode for m in msgs] == [None, None]
+        assert words(" ".join(m.text for m in msgs)) == words(links)
+        assert fallbacks(agent) == {"plain": 1}
+
+
+async def test_a_reply_whose_markup_is_long_but_visible_text_short_is_one_message(
+    settings: Settings, tg: FakeBotAPI, llm: FakeOpenAI
+) -> None:
+    links = " ".join(f"[link{i}](https://example.org/{'p' * 100}/{i})" for i in range(40))
+    llm.enqueue(reply_text(links, chunks=1))
+    async with running(settings) as (channel, agent):
+        tg.push_update(tg.text_update(ALICE, ALICE, "links"))
+        await tg.wait_for(lambda: channel.stats["answered"] == 1, timeout=15)
+        [msg] = tg.bot_messages(ALICE)
+        assert msg.parse_mode == "HTML" and len(msg.raw) > 4096
+        assert msg.text == " ".join(f"link{i}" for i in range(40))
+        assert fallbacks(agent) == {}
+
+
+async def test_a_part_refused_every_way_is_replaced_by_a_notice(
+    settings: Settings, tg: FakeBotAPI, llm: FakeOpenAI
+) -> None:
+    llm.enqueue(reply_text("Something Telegram dislikes.", chunks=1))
+    refusal = "Bad Request: text refused in this chat"
+    tg.inject_error("sendMessage", error_code=400, description=refusal, times=2)  # HTML, then plain
+    async with running(settings) as (channel, agent):
+        tg.push_update(tg.text_update(ALICE, ALICE, "try"))
+        await tg.wait_for(lambda: channel.stats["answered"] == 1, timeout=15)
+        [notice] = tg.messages_in(ALICE)
+        assert notice.startswith(
+            "⚠️ Telegram refused to show this part of my answer (Text refused in this chat)"
+        )
+        assert fallbacks(agent) == {"plain": 1, "failed": 1}
+        # the answer itself is stored whole
+        stored = await stored_messages(agent.store, Scope("default", f"tg:{ALICE}"))
+        assert stored[-1].content == "Something Telegram dislikes."
+
+
+async def test_when_even_the_notice_is_refused_the_failure_is_counted(
+    settings: Settings, tg: FakeBotAPI, llm: FakeOpenAI
+) -> None:
+    llm.enqueue(reply_text("Nothing gets through.", chunks=1))
+    tg.inject_error("sendMessage", error_code=400, description="Bad Request: CHAT_RESTRICTED", times=3)
+    async with running(settings) as (channel, agent):
+        tg.push_update(tg.text_update(ALICE, ALICE, "try"))
+        await tg.wait_for(lambda: channel.stats["failed"] == 1, timeout=15)
+        assert tg.messages_in(ALICE) == []
+        assert fallbacks(agent) == {"plain": 1, "failed": 1, "undelivered": 1}

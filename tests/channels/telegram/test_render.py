@@ -5,7 +5,15 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from channels.telegram.render import TELEGRAM_LIMIT, split_markdown, split_text, to_html, utf16_len, visible
+from channels.telegram.render import (
+    TELEGRAM_LIMIT,
+    shown_len,
+    split_markdown,
+    split_text,
+    to_html,
+    utf16_len,
+    visible,
+)
 from tests.fakes.telegram_html import visible_text
 
 
@@ -91,3 +99,21 @@ def test_split_of_a_growing_text_keeps_finished_parts() -> None:
     first = split_text(text[:9000])
     later = split_text(text)
     assert first[:-1] == later[: len(first) - 1]
+
+
+def test_markdown_is_split_by_the_visible_length_telegram_counts() -> None:
+    # the source is over 3x the limit (long link URLs), the visible text about 1,000 units: one part
+    links = " ".join(f"[link{i}](https://example.org/{'p' * 300}/{i})" for i in range(40))
+    assert split_markdown(links) == [links]
+    # emoji count 2 units each: 3,000 of them shown need two parts, each within the limit
+    emoji = " ".join("😀" * 10 for _ in range(300))
+    parts = split_markdown(emoji)
+    assert len(parts) == 2
+    assert all(shown_len(p) <= TELEGRAM_LIMIT for p in parts)
+    assert "".join(visible(to_html(p)) for p in parts).replace(" ", "") == emoji.replace(" ", "")
+
+
+def test_a_smaller_limit_gives_smaller_parts() -> None:
+    text = " ".join(f"Word {i} **in bold**." for i in range(400))
+    parts = split_markdown(text, 1000)
+    assert len(parts) > 4 and all(shown_len(p) <= 1000 for p in parts)

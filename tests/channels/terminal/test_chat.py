@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import anyio
 import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory
+from prompt_toolkit.input import create_pipe_input
 
+from agent.factory import open_agent
 from channels.terminal.completion import SLASH_COMMANDS, SlashCompleter
 from channels.terminal.session import HELP_KEYS, STOP_HINT, CliChat
-from store import InvalidInput, NotFound, Scope
-from tests.channels.terminal.conftest import Runtime, Terminal, wait_until
-from tests.fakes.openai_server import reply_error, reply_text, reply_tool_calls
+from store import InvalidInput, NotFound, Scope, open_store
+from tests.channels.terminal.conftest import Runtime, Terminal, make_settings, wait_until
+from tests.fakes.openai_server import FakeOpenAI, reply_error, reply_text, reply_tool_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -198,3 +201,78 @@ async def test_provider_failure_is_one_clear_line_and_chat_goes_on(
     assert "✗ " in terminal.text
     ok = await chat.send("again")
     assert not ok.failed and "echo: again" in terminal.text
+
+
+def visible(raw: str) -> str:
+    """What a terminal shows of ``raw``: on each line, a carriage return plus erase-line wipes what
+    came before it (the waiting line draws and erases itself that way)."""
+    return "\n".join(line.rsplit("\r\x1b[K", 1)[-1] for line in raw.split("\n"))
+
+
+async def test_a_waiting_line_shows_retries_and_is_erased_by_the_reply(
+    tmp_path: Path, terminal: Terminal
+) -> None:
+    async with FakeOpenAI() as fake:
+        settings = make_settings(
+            tmp_path,
+            fake.base_url,
+            HERO_AGENT_LLM__MAX_RETRIES="2",
+            HERO_AGENT_LLM__RETRY_BASE_DELAY_S="0.01",
+        )
+        fake.enqueue(reply_error(503), reply_text("recovered", chunks=2))
+        async with open_store(settings) as store, open_agent(settings, store) as agent:
+            chat = terminal.chat(Runtime(fake, settings, agent))
+            await chat.start()
+            printer = await chat.send("are you there?")
+    assert not printer.failed
+    raw = terminal.text
+    assert "waiting for fake-model" in raw and "retrying (1/2) · " in raw
+    assert raw.index("waiting for fake-model") < raw.index("retrying (1/2)") < raw.index("recovered")
+    shown = visible(raw)
+    assert "recovered\n" in shown and "retrying" not in shown and "waiting for" not in shown
+
+
+async def test_a_failed_tools_reason_is_shown_whole_and_wrapped(runtime: Runtime, terminal: Terminal) -> None:
+    runtime.fake.enqueue(reply_tool_calls([("c1", "no_such_tool", "{}")]), reply_text("Sorry.", chunks=1))
+    chat = terminal.chat(runtime)
+    await chat.start()
+    await chat.send("use a tool")
+    shown = visible(terminal.text)
+    reason = " ".join(runtime.fake.requests[1]["messages"][-1]["content"].split())  # what the model read
+    assert reason.startswith("error: unknown tool") and len(reason) > 80
+    start = shown.index("  ✗ no_such_tool failed (")
+    block = shown[start:].split("\n")[1:]
+    wrapped = [line for line in block[: block.index("Sorry.")] if line.strip()]
+    assert len(wrapped) > 1 and all(line.startswith("    ") and len(line) < 80 for line in wrapped)
+    assert " ".join(line.strip() for line in wrapped) == reason
+
+
+async def test_resuming_shows_the_last_exchanges_and_new_does_not(runtime: Runtime, tmp_path: Path) -> None:
+    with create_pipe_input() as pipe:
+        first = Terminal(pipe)
+        chat = first.chat(runtime)
+        await chat.start()
+        for text in ("one", "two", "three", "four"):
+            await chat.send(text)
+    with create_pipe_input() as pipe:
+        again = Terminal(pipe)
+        pipe.send_text("\x04")
+        await run_chat(again.chat(runtime))
+    shown = visible(again.text)
+    recap = shown[shown.index("── earlier in this conversation ──") : shown.rindex("──\n")]
+    assert [line for line in recap.splitlines()[1:] if line] == [
+        "you > two",
+        "echo: two",
+        "you > three",
+        "echo: three",
+        "you > four",
+        "echo: four",
+    ]
+    with create_pipe_input() as pipe:
+        fresh = Terminal(pipe)
+        pipe.send_text("\x04")
+        chat = fresh.chat(runtime)
+        with anyio.fail_after(20):
+            await chat.start(new=True)
+            await chat.run()
+    assert "earlier in this conversation" not in fresh.text

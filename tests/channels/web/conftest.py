@@ -4,15 +4,17 @@ on the real embedded store in a tmp dir and the real agent talking HTTP to ``Fak
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import httpx
 import pytest
+from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
 
 from agent.core import Agent
 from agent.factory import open_agent
@@ -117,3 +119,59 @@ async def chat(
 
 def with_web(settings: Settings, **web: Any) -> Settings:
     return replace(settings, web=replace(settings.web, **web))
+
+
+# -- the page in a real browser (Playwright's async API driving Debian's chromium) ----------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+#: screenshots of the browser tests (ignored by git; docs/img holds the copies the docs show)
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """One chromium per test module (each test opens its own context: separate storage)."""
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def open_page(
+    browser: Browser,
+    web: Web,
+    *,
+    token: str | None = "tok-alice",
+    viewport: ViewportSize | None = None,
+    color_scheme: Literal["light", "dark"] = "light",
+) -> Page:
+    """A page of a fresh browser context, the token already in its localStorage, loaded."""
+    context = await browser.new_context(viewport=viewport or DESKTOP, color_scheme=color_scheme)
+    if token:
+        await context.add_init_script(f"localStorage.setItem('hero.token', {json.dumps(token)})")
+    page = await context.new_page()
+    await page.goto(web.base_url + "/")
+    if token:  # without one, a server with tokens shows the token dialog instead
+        await expect(page.locator("body")).to_have_attribute("data-loaded", re.compile(".+"))
+    return page
+
+
+async def send_message(page: Page, text: str) -> None:
+    # while a reply is still streaming the page does not send (Send is disabled until it ends)
+    await expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    box = page.get_by_label("Message (Enter sends")
+    await box.fill(text)
+    await box.press("Enter")

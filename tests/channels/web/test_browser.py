@@ -1,97 +1,85 @@
-"""The web page in a real browser: Playwright's async API drives Debian's chromium against the real
+"""The web page in a real browser: conversations, streaming, tool blocks, failures, Retry, an
+unreachable daemon. Playwright's async API drives Debian's chromium (one per module) against the real
 server running in the test's event loop."""
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import AsyncIterator
+import socket
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Request, expect
 
 from store import Scope
-from tests.channels.web.conftest import Web
+from tests.channels.web.conftest import (
+    PHONE,
+    Web,
+    open_page,
+    send_message,
+    serve_web,
+    web_settings,
+    with_web,
+)
 from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes.sse_scripts import reply_text, reply_tool_calls
+from tests.fakes.sse_scripts import reply_error, reply_text, reply_tool_calls
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
 TIMEOUT_MS = 15_000
+ALICE = Scope("default", "alice")
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
-async def _send(page: Page, text: str) -> None:
-    # while a reply is still streaming the page does not send (Send is disabled until it ends)
-    await expect(page.get_by_role("button", name="Send")).to_be_enabled()
-    box = page.get_by_label("Message (Enter sends")
-    await box.fill(text)
-    await box.press("Enter")
+@pytest.fixture(autouse=True)
+def _expect_timeout() -> None:
+    expect.set_options(timeout=TIMEOUT_MS)
 
 
 async def test_chat_rename_delete_context_reload(browser: Browser, web: Web, fake: FakeOpenAI) -> None:
-    expect.set_options(timeout=TIMEOUT_MS)
-    page = await browser.new_page(viewport={"width": 1200, "height": 800})
+    page = await open_page(browser, web, token=None)
 
     async def accept(dialog: Dialog) -> None:
         await dialog.accept()
 
     page.on("dialog", accept)
-    await page.goto(web.base_url + "/")
 
-    # the server has tokens: the page asks once and keeps it in localStorage
-    await expect(page.locator("#token-dialog")).to_be_visible()
+    # the server has tokens: the page asks once; a wrong token's error shows inside the dialog
+    dialog = page.locator("#token-dialog")
+    await expect(dialog).to_be_visible()
+    await page.get_by_label("Token", exact=True).fill("tok-wrong")
+    await page.get_by_role("button", name="Save").click()
+    await expect(dialog.get_by_role("alert")).to_have_text("That token was not accepted.")
+    await expect(dialog).to_be_visible()
     await page.get_by_label("Token", exact=True).fill("tok-alice")
     await page.get_by_role("button", name="Save").click()
+    await expect(dialog).to_be_hidden()
     await expect(page.locator("body")).to_have_attribute("data-loaded", "none")
 
-    # a streamed reply, with tool activity
-    fake.enqueue(
-        reply_tool_calls([("call_1", "current_datetime", "{}")]),
-        reply_text("It is late, go to sleep.", chunks=6, chunk_delay=0.3),
-    )
-    await _send(page, "what time is it?")
+    # a streamed reply
+    fake.enqueue(reply_text("It is late, go to **sleep**.", chunks=6, chunk_delay=0.3))
+    await send_message(page, "what time is it?")
     reply = page.locator(".message.assistant").last
-    # streamed: the page shows a partial reply before the whole one
-    await expect(reply.locator(".text")).to_have_text(re.compile(r"^It(?!.*sleep\.$)"))
+    await expect(reply.locator(".text")).to_have_text(re.compile(r"^It(?!.*sleep\.$)"))  # partial first
     await expect(reply.locator(".text")).to_have_text("It is late, go to sleep.")
-    await expect(page.locator(".tool").first).to_contain_text("current_datetime")
-    await _send(page, "hello browser")
+    await expect(reply.locator(".text strong")).to_have_text("sleep")
+    await expect(page.locator("#model-name")).to_have_text("fake-model")
+    await expect(reply.locator(".meta")).to_have_text("Agent · fake-model")
+    await send_message(page, "hello browser")
     await expect(page.locator(".message.assistant .text").last).to_have_text("echo: hello browser")
 
     # slash commands typed in the input show their output
-    await _send(page, "/help")
+    await send_message(page, "/help")
     await expect(page.locator(".message.command").last).to_contain_text("/clear")
 
-    # rename from the sidebar (keyboard: Enter saves)
-    item = page.locator(".conversation").first
-    await item.get_by_role("button", name=re.compile("^Rename")).click()
+    # rename from the item's menu (keyboard: Enter saves)
+    await page.get_by_role("button", name="Actions for what time is it?").click()
+    await page.get_by_role("menuitem", name="Rename").click()
     title = page.get_by_label("New title")
     await title.fill("Bedtime chat")
     await title.press("Enter")
     await expect(page.locator(".conversation .conversation-title").first).to_have_text("Bedtime chat")
-    alice = Scope("default", "alice")
-    (conv,) = (await web.store.list_conversations(alice)).items
+    (conv,) = (await web.store.list_conversations(ALICE)).items
     assert conv.title == "Bedtime chat"
 
     # reload: the token is remembered and the history is shown
@@ -101,37 +89,44 @@ async def test_chat_rename_delete_context_reload(browser: Browser, web: Web, fak
     await expect(page.locator(".message.assistant .text").last).to_have_text("echo: hello browser")
     await expect(page.locator("#conversation-title")).to_have_text("Bedtime chat")
 
+    # search: the list route's text filter
+    await _create_conversation(web, "Groceries for the week")
+    await page.get_by_label("Search conversations").fill("groceries")
+    await expect(page.locator(".conversation .conversation-title")).to_have_text(["Groceries for the week"])
+    await page.get_by_label("Search conversations").fill("")
+    await expect(page.locator(".conversation")).to_have_count(2)
+
     # switch context: an empty workspace, then a turn stored there
     await page.get_by_role("combobox", name="Context").fill("work")
     await page.get_by_role("button", name="Switch").click()
     await expect(page.locator("#no-conversations")).to_be_visible()
     await expect(page.locator(".message")).to_have_count(0)
-    await _send(page, "in the work context")
+    await send_message(page, "in the work context")
     await expect(page.locator(".message.assistant .text").last).to_have_text("echo: in the work context")
     work = (await web.store.list_conversations(Scope("work", "alice"))).items
     assert len(work) == 1 and work[0].message_count == 2
 
-    # back to default, then delete the renamed conversation (the confirm dialog is accepted)
+    # back to default, then delete the renamed conversation from its menu (the confirm is accepted)
     await page.get_by_role("combobox", name="Context").fill("default")
     await page.get_by_role("button", name="Switch").click()
-    await expect(page.locator(".conversation .conversation-title")).to_have_text(["Bedtime chat"])
-    ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / "web.png"), full_page=True)
-    await page.get_by_role("button", name="Delete Bedtime chat").click()
-    await expect(page.locator(".conversation")).to_have_count(0)
-    assert (await web.store.list_conversations(alice, archived=None)).items == []
-    await page.close()
+    await expect(page.locator(".conversation")).to_have_count(2)
+    await page.get_by_role("button", name="Actions for Bedtime chat").click()
+    await page.get_by_role("menuitem", name="Delete").click()
+    await expect(page.locator(".conversation .conversation-title")).to_have_text(["Groceries for the week"])
+    assert [c.title for c in (await web.store.list_conversations(ALICE, archived=None)).items] == [
+        "Groceries for the week"
+    ]
+    await page.context.close()
 
 
-async def test_memories_view_and_archived_turns(browser: Browser, web: Web) -> None:
-    expect.set_options(timeout=TIMEOUT_MS)
-    alice = Scope("default", "alice")
-    await web.store.add_memory(alice, "Alice drinks tea")
-    page = await browser.new_page(viewport={"width": 420, "height": 800})  # phone-sized
-    await page.goto(web.base_url + "/")
-    await page.evaluate("localStorage.setItem('hero.token', 'tok-alice')")
-    await page.reload()
-    await _send(page, "before clear")
+async def _create_conversation(web: Web, title: str) -> None:
+    await web.store.create_conversation(ALICE, title)
+
+
+async def test_memories_panel_and_archived_turns_on_a_phone(browser: Browser, web: Web) -> None:
+    await web.store.add_memory(ALICE, "Alice drinks tea")
+    page = await open_page(browser, web, viewport=PHONE)
+    await send_message(page, "before clear")
     await expect(page.locator(".message.assistant .text").last).to_have_text("echo: before clear")
     await page.get_by_role("button", name="Clear").click()
     await expect(page.locator(".message.archived")).to_have_count(2)  # cleared turns stay visible, dimmed
@@ -145,15 +140,146 @@ async def test_memories_view_and_archived_turns(browser: Browser, web: Web) -> N
     await expect(sidebar).to_be_hidden()
     await expect(page.locator("#toggle-sidebar")).to_have_attribute("aria-expanded", "false")
 
+    # memories are behind the header's menu; the panel shows kind, date and id, and closes
+    await expect(page.get_by_role("button", name="Memories")).to_be_hidden()
+    await page.get_by_role("button", name="Menu").click()
     await page.get_by_role("button", name="Memories").click()
-    await expect(page.locator(".memory")).to_have_text([re.compile("Alice drinks tea")])
+    panel = page.get_by_role("complementary", name="Memories")
+    (memory,) = (await web.store.list_memories(ALICE)).items
+    await expect(panel.locator(".memory")).to_have_count(1)
+    await expect(panel.locator(".memory-text")).to_have_text("Alice drinks tea")
+    await expect(panel.locator(".memory-meta")).to_contain_text(f"id {memory.sid}")
+    await expect(panel.locator(".memory-meta time")).to_have_attribute("datetime", re.compile(r"^\d{4}-"))
+    await page.get_by_role("button", name="Close memories").click()
+    await expect(panel).to_be_hidden()
+    await expect(page.locator(".message.archived")).to_have_count(2)  # the chat is back
+
+    await page.get_by_role("button", name="Menu").click()
+    await page.get_by_role("button", name="Memories").click()
     await page.get_by_role("button", name="Forget: Alice drinks tea").click()
     await expect(page.locator("#no-memories")).to_be_visible()
-    assert (await web.store.list_memories(alice)).items == []
+    assert (await web.store.list_memories(ALICE)).items == []
+    await page.keyboard.press("Escape")
+    await expect(panel).to_be_hidden()
 
     # /context typed in the input switches the page's context
-    await page.get_by_role("button", name="Memories").click()
-    await _send(page, "/context lab")
+    await send_message(page, "/context lab")
+    await page.get_by_role("button", name="Menu").click()
     await expect(page.get_by_role("combobox", name="Context")).to_have_value("lab")
     await expect(page.locator(".message.command").last).to_contain_text("lab")
-    await page.close()
+    await page.context.close()
+
+
+async def test_tool_blocks_live_and_after_reload(browser: Browser, web: Web, fake: FakeOpenAI) -> None:
+    page = await open_page(browser, web)
+    fake.enqueue(
+        reply_tool_calls([("call_1", "current_datetime", '{"timezone": "UTC"}')]),
+        reply_text("It is late.", chunks=2),
+    )
+    await send_message(page, "what time is it?")
+    await expect(page.locator(".message.assistant .text").last).to_have_text("It is late.")
+
+    async def block_texts() -> tuple[str, str, str, str]:
+        block = page.locator(".tool-block")
+        await expect(block).to_have_count(1)
+        await expect(block).to_have_class(re.compile(r"\bok\b"))
+        summary = await block.locator("summary").inner_text()
+        await block.locator("summary").click()  # collapsed until opened
+        await expect(block.locator(".tool-result")).to_be_visible()
+        return (
+            summary,
+            await block.locator(".tool-args").inner_text(),
+            await block.locator(".tool-result").inner_text(),
+            await block.locator(".tool-state").inner_text(),
+        )
+
+    live = await block_texts()
+    assert live[0].startswith("⚙ current_datetime")
+    assert json.loads(live[1]) == {"timezone": "UTC"}
+    assert re.fullmatch(r"ok · \d+ ms", live[3]), live[3]
+    assert live[2] and live[2] != "…"
+    await page.reload()
+    await expect(page.locator(".message.assistant .text").last).to_have_text("It is late.")
+    assert await block_texts() == live  # one block, the same name, arguments, result and duration
+    await page.context.close()
+
+
+async def test_failure_keeps_its_reason_after_reload_and_offers_retry(
+    browser: Browser, web: Web, fake: FakeOpenAI
+) -> None:
+    page = await open_page(browser, web)
+    fake.enqueue(reply_error(500))
+    await send_message(page, "this one fails")
+    failed = page.locator(".message.assistant").last
+    await expect(failed.locator(".failure-reason")).to_contain_text("⚠")
+    reason = await failed.locator(".failure-reason").inner_text()
+    assert "500" in reason or "provider" in reason.lower(), reason
+    await expect(failed.get_by_role("button", name=re.compile("^Retry"))).to_be_visible()
+    await expect(page.get_by_label("Message (Enter sends")).to_have_value("")  # the server had it
+
+    # after a reload the failed turn still says it failed (from the stored status) and offers Retry
+    await page.reload()
+    failed = page.locator(".message.assistant").last
+    await expect(failed.locator(".meta")).to_contain_text("error")
+    await expect(failed.locator(".failure-reason")).to_have_text("⚠ The reply failed.")
+    conv = (await web.store.list_conversations(ALICE)).items[0]
+    [user] = [m for m in (await web.store.list_messages(ALICE, conv.sid)).items if m.role == "user"]
+
+    # Retry is one call: POST /api/chat naming the stored user message (retry_of), no new text
+    posted: list[dict[str, object]] = []
+
+    def on_request(request: Request) -> None:
+        if request.url.endswith("/api/chat") and request.method == "POST":
+            posted.append(json.loads(request.post_data or "{}"))
+
+    page.on("request", on_request)
+    await failed.get_by_role("button", name=re.compile("^Retry")).click()
+    await expect(failed.locator(".failure-reason")).to_contain_text("Retry failed")
+    assert posted == [{"retry_of": user.sid, "conversation_id": conv.sid, "context_name": "default"}]
+    # this server does not know retry_of yet (issue 16): it refuses, and nothing was stored twice
+    await expect(failed.locator(".failure-reason")).to_contain_text("retry_of")
+    users = [m for m in (await web.store.list_messages(ALICE, conv.sid)).items if m.role == "user"]
+    assert [m.sid for m in users] == [user.sid]
+    await page.context.close()
+
+
+async def test_a_refused_message_stays_in_the_composer(browser: Browser, web: Web) -> None:
+    page = await open_page(browser, web)
+    too_long = "x" * (web.settings.agent.max_message_chars + 1)
+    box = page.get_by_label("Message (Enter sends")
+    await box.fill(too_long)
+    await box.press("Enter")
+    await expect(page.locator("#status")).to_contain_text("Not sent")
+    await expect(box).to_have_value(too_long)
+    await expect(page.locator(".message")).to_have_count(0)  # no bubble for a message never stored
+    assert (await web.store.list_conversations(ALICE)).items == []
+    await page.context.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_daemon_down_then_back(browser: Browser, tmp_path: Path, fake: FakeOpenAI) -> None:
+    settings = with_web(web_settings(tmp_path, fake.base_url), port=_free_port())
+    async with serve_web(settings) as web:
+        page = await open_page(browser, web)
+        await send_message(page, "first")
+        await expect(page.locator(".message.assistant .text").last).to_have_text("echo: first")
+    # the daemon is gone: sending says so, keeps the text, and the banner stays up
+    box = page.get_by_label("Message (Enter sends")
+    await box.fill("while it is down")
+    await box.press("Enter")
+    banner = page.get_by_role("alert").filter(has_text="not reachable")
+    await expect(banner).to_be_visible()
+    await expect(page.locator("#status")).to_contain_text("The server is not reachable.")
+    await expect(box).to_have_value("while it is down")
+    # back on the same address: the page notices by itself and sends again without a reload
+    async with serve_web(settings) as web:
+        await expect(banner).to_be_hidden()
+        await expect(page.locator(".message.user .text")).to_have_text(["first"])
+        await box.press("Enter")
+        await expect(page.locator(".message.assistant .text").last).to_have_text("echo: while it is down")
+        await page.context.close()

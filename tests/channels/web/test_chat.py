@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from store import Message, Scope
 from tests.channels.web.conftest import ALICE, Web, chat, parse_sse, serve_web, web_settings
@@ -70,6 +72,12 @@ async def test_tool_events(alice: httpx.AsyncClient, fake: FakeOpenAI) -> None:
     assert tool_start["name"] == tool_end["name"] == "current_datetime"
     assert tool_start["call_id"] == tool_end["call_id"] == "call_1" and tool_end["ok"] is True
     assert events[-1][1]["text"] == "It is now."
+    # the stored tool result keeps the duration the stream showed, so a reloaded page shows it too
+    cid = events[0][1]["conversation_id"]
+    stored = (await alice.get(f"/api/conversations/{cid}/messages")).json()["items"]
+    [result] = [m for m in stored if m["role"] == "tool"]
+    assert result["tool_call_id"] == "call_1" and result["duration_ms"] == tool_end["duration_ms"]
+    assert all(m["duration_ms"] is None for m in stored if m["role"] != "tool")
 
 
 async def test_slash_commands(alice: httpx.AsyncClient, web: Web, fake: FakeOpenAI) -> None:
@@ -215,6 +223,22 @@ async def test_provider_failure_ends_the_stream_with_an_error_event(
     assert events[-1][1]["code"] == "provider_error" and events[-1][1]["message"]
     metrics = (await alice.get("/metrics")).text
     assert 'hero_turn_errors_total{channel="web",code="provider_error"} 1' in metrics
+
+
+async def test_an_unreachable_provider_is_named_in_the_logs_not_to_the_user(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = web_settings(tmp_path, f"http://127.0.0.1:{port}/v1")
+    with capture_logs() as logs:
+        async with serve_web(settings) as web, web.client(ALICE) as alice:
+            events = await chat(alice, {"message": "anyone there?"})
+    assert events[-1][0] == "error"
+    message = events[-1][1]["message"]
+    assert message == "connection to the LLM provider failed (ConnectError)"
+    assert "127.0.0.1" not in json.dumps(events)
+    [failed] = [e for e in logs if e["event"] == "llm.failed"]
+    assert failed["detail"] == f"base_url http://127.0.0.1:{port}"
 
 
 async def test_a_retried_request_with_its_idempotency_key_gets_the_first_answer(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -15,14 +17,19 @@ from agent.core import TurnRequest
 from agent.events import CommandOutput, Done, TurnFailed
 from agent.factory import open_agent
 from agent.metrics import TurnMetrics
+from agent.providers.base import ToolCall
+from agent.tools.base import ToolCaller
 from channels.base import ChannelStartError
 from channels.web import WebChannel, create_app
 from channels.web.metrics import Metrics
+from config.settings import MCPServerSettings
 from store import Scope, open_store
 from tests.channels.web.conftest import ALICE, Web, chat, serve_web, web_settings, with_web
 from tests.fakes.openai_server import FakeOpenAI
 
 pytestmark = pytest.mark.anyio
+
+MCP_SERVER = Path(__file__).resolve().parents[2] / "fakes" / "mcp_stdio_server.py"
 
 
 def _closed_port() -> int:
@@ -45,6 +52,50 @@ async def test_not_ready_when_the_provider_is_unreachable(tmp_path: Path) -> Non
         assert resp.status_code == 503
         assert resp.json()["error"] == {"code": "not_ready", "message": "the LLM provider is not reachable"}
         assert (await anonymous.get("/healthz")).status_code == 200  # alive all the same
+
+
+async def test_a_dead_mcp_server_shows_as_degraded_while_ready_stays_200(
+    tmp_path: Path, fake: FakeOpenAI
+) -> None:
+    """A stdio MCP server whose process exits mid-session (``die``) and cannot start again while its
+    down file exists: /readyz stays 200 but says ``degraded`` with the server's name, /metrics counts
+    the death; once it is back, /readyz says ``ready`` again and /metrics counts the restart."""
+    down = tmp_path / "down"
+    server = MCPServerSettings(
+        name="files",
+        command=sys.executable,
+        args=(str(MCP_SERVER),),
+        env=(("FAKE_MCP_DOWN_FILE", str(down)),),
+    )
+    settings = web_settings(tmp_path, fake.base_url)
+    settings = replace(settings, tools=replace(settings.tools, mcp_servers=(server,)))
+    async with serve_web(settings) as web, web.client() as anonymous:
+        assert (await anonymous.get("/readyz")).json() == {"status": "ready"}
+        assert web.agent.tools is not None
+        down.touch()
+        ctx = ToolCaller(web.store, Scope("default", "alice"), "c1", "web")
+        with anyio.fail_after(20):
+            await web.agent.tools.execute(
+                ToolCall("1", "files__die", "{}"), ctx, timeout_s=10, max_result_chars=500
+            )
+        with anyio.fail_after(20):
+            while (ready := await anonymous.get("/readyz")).json()["status"] == "ready":
+                await anyio.sleep(0.05)
+        assert ready.status_code == 200
+        assert ready.json() == {
+            "status": "degraded",
+            "degraded": {"mcp_servers": [{"server": "files", "state": "restarting"}]},
+        }
+        text = (await anonymous.get("/metrics")).text
+        assert 'hero_mcp_server_up{server="files"} 0' in text
+        assert 'hero_mcp_server_deaths_total{server="files"} 1' in text
+        down.unlink()
+        with anyio.fail_after(30):
+            while (await anonymous.get("/readyz")).json() != {"status": "ready"}:
+                await anyio.sleep(0.1)
+        text = (await anonymous.get("/metrics")).text
+        assert 'hero_mcp_server_up{server="files"} 1' in text
+        assert 'hero_mcp_server_restarts_total{server="files"} 1' in text
 
 
 async def test_metrics_count_turns_tokens_and_latency(web: Web, alice: httpx.AsyncClient) -> None:
@@ -159,3 +210,16 @@ async def test_cors_when_configured(tmp_path: Path, fake: FakeOpenAI) -> None:
         assert ok.headers["access-control-allow-origin"] == "https://app.example"
         other = await client.get("/api/stats", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+async def test_a_huge_request_header_gets_431_not_a_reset(web: Web) -> None:
+    """200 KB of header: a real uvicorn reads it and answers 431 with the usual error body (before,
+    h11 gave up at 16 KB and closed the connection under the client: a TCP reset)."""
+    async with web.client() as anonymous:
+        resp = await anonymous.get("/healthz", headers={"X-Junk": "j" * 200_000})
+        assert resp.status_code == 431
+        assert resp.json()["error"]["code"] == "headers_too_large"
+        # the server is fine afterwards
+        assert (await anonymous.get("/healthz")).status_code == 200
+        text = (await anonymous.get("/metrics")).text
+        assert 'hero_http_requests_total{method="GET",status="431"} 1' in text

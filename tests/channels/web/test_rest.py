@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -126,6 +127,41 @@ async def test_memories_stats_audit_usage_contexts(alice: httpx.AsyncClient, web
     await _create(alice, "elsewhere", params={"context_name": "work"})
     contexts = (await alice.get("/api/contexts")).json()
     assert contexts == {"default": "default", "current": "default", "contexts": ["default", "work"]}
+
+
+async def test_conversation_search(alice: httpx.AsyncClient, bob: httpx.AsyncClient) -> None:
+    trip = await _create(alice, "Trip to Ghent")
+    await _create(alice, "Groceries")
+    old = await _create(alice, "Old trip notes")
+    await alice.patch(f"/api/conversations/{old['id']}", json={"is_archived": True})
+    await _create(bob, "Bob's trip")
+    found = (await alice.get("/api/conversations", params={"q": "trip"})).json()
+    assert [c["id"] for c in found["items"]] == [trip["id"]] and found["next_cursor"] is None
+    every = (await alice.get("/api/conversations", params={"q": "trip", "archived": "all"})).json()
+    assert {c["title"] for c in every["items"]} == {"Trip to Ghent", "Old trip notes"}
+    assert len((await alice.get("/api/conversations", params={"q": " "})).json()["items"]) == 2
+    for bad in ({"q": "x" * 201}, {"q": "tab\there"}, {"q": "trip", "cursor": "abc"}):
+        resp = await alice.get("/api/conversations", params=bad)
+        assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_parameter", bad
+
+
+async def test_usage_period_and_day_model_sums(alice: httpx.AsyncClient, web: Web) -> None:
+    await chat(alice, {"message": "one"})
+    await chat(alice, {"message": "two"})
+    usage = (await alice.get("/api/usage")).json()
+    assert usage["since"] is None and usage["until"] is None
+    [row] = usage["summary"]["by_day_model"]
+    assert row["model"] == "fake-model" and row["count"] == 2
+    assert row["day"] == time.strftime("%Y-%m-%d", time.gmtime(usage["items"][0]["created_at"] / 1000))
+    assert row["avg_ms"] == pytest.approx(row["total_ms"] / 2, abs=1e-3)
+    newest = max(u["created_at"] for u in usage["items"])
+    later = (await alice.get("/api/usage", params={"since": str(newest + 1)})).json()
+    assert later["items"] == [] and later["summary"]["by_day_model"] == [] and later["since"] == newest + 1
+    window = (await alice.get("/api/usage", params={"since": "0", "until": str(newest + 1)})).json()
+    assert len(window["items"]) == 2 and window["summary"]["by_model"][0]["count"] == 2
+    for bad in ({"since": "-1"}, {"until": "soon"}, {"since": "10", "until": "10"}, {"since": "9" * 20}):
+        resp = await alice.get("/api/usage", params=bad)
+        assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_parameter", bad
 
 
 async def test_context_selection(alice: httpx.AsyncClient) -> None:
@@ -309,8 +345,16 @@ async def test_page_and_static_files(web: Web) -> None:
         page = await anonymous.get("/")
         assert page.status_code == 200 and "<title>hero-agent</title>" in page.text
         assert "default-src 'self'" in page.headers["content-security-policy"]
-        for name in ("app.js", "api.js", "style.css"):
-            assert (await anonymous.get(f"/static/{name}")).status_code == 200
+        modules = ["app.js", "api.js", "chat.js", "messages.js", "markdown.js", "sidebar.js", "panels.js"]
+        modules += ["usage.js", "vendor/markdown-it.min.js", "vendor/purify.es.js", "vendor/highlight.min.js"]
+        for name in modules:  # module scripts load only with a JavaScript type
+            resp = await anonymous.get(f"/static/{name}")
+            assert resp.status_code == 200 and "javascript" in resp.headers["content-type"], name
+        for name in ("markdown-it", "dompurify", "highlight.js"):
+            assert (await anonymous.get(f"/static/vendor/LICENSE-{name}.txt")).status_code == 200
+        icon = await anonymous.get("/static/favicon.svg")
+        assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+        assert (await anonymous.get("/static/style.css")).status_code == 200
         assert (await anonymous.get("/static/../app.py")).status_code == 404
 
 

@@ -1,0 +1,200 @@
+// Sending a message and reading its reply stream (POST /api/chat, server-sent events), Stop, Retry
+// and slash commands.
+import { $, ApiError, el, errorOf, headers, readEvents, request, setStatus, state } from "./api.js";
+import { clearFailure, finishTool, replyBubble, showFailure, toolBlock, updateMeta, userBubble } from "./messages.js";
+
+// what the rest of the page does after a turn (set by app.js)
+const host = {
+  reloadConversations: async () => {},
+  reloadMessages: async () => {},
+  switchContext: async () => {},
+  showModel: () => {},
+};
+
+export function configureChat(callbacks) { Object.assign(host, callbacks); }
+
+// the same rule as the agent's: "/cmd" or "/cmd args" is a command, "/usr/bin x" is a message
+const COMMAND_RE = /^\/[A-Za-z][A-Za-z0-9_]*(@\w+)?(\s|$)/;
+
+export function scrollDown(force = false) {
+  const log = $("message-log");
+  const near = log.scrollHeight - log.scrollTop - log.clientHeight < 120;
+  if (force || near) log.scrollTop = log.scrollHeight;
+}
+
+function busy(on) {
+  $("send").disabled = on;
+  $("stop").hidden = !on;
+}
+
+// Send the composer's text. The text stays in the composer until the server has stored the message
+// (the `start` event): a message that never reached the server can be sent again as it is.
+export async function send(text) {
+  const body = { message: text, context_name: state.context };
+  if (state.conversationId) body.conversation_id = state.conversationId;
+  if (COMMAND_RE.test(text)) { await runCommand(body); return; }
+  const user = userBubble(text);
+  user.classList.add("pending");
+  const reply = replyBubble();
+  $("messages").append(user, reply);
+  scrollDown(true);
+  const turn = await stream(body, reply, (data) => {
+    user.dataset.id = data.user_message_id;
+    user.classList.remove("pending");
+    const input = $("message-input");
+    if (input.value.trim() === text) input.value = "";
+  });
+  if (!turn.started) { user.remove(); reply.remove(); }
+}
+
+/**
+ * Retry a failed turn: ask the server to answer the stored user message `userMessageId` of
+ * `conversationId` again. One documented call: POST /api/chat with
+ * `{"retry_of": userMessageId, "conversation_id": conversationId, "context_name": ...}`; the answer
+ * is the usual event stream. The server answers the stored message (no second copy of it is
+ * stored); the failed reply stays stored, marked, and is not sent to the model again. The new reply
+ * is shown under the failed one; if the server refuses, the failed reply says why.
+ */
+export async function retryTurn(conversationId, userMessageId, failedReply) {
+  if (state.streaming) { setStatus("A reply is still streaming: wait for it, or press Stop."); return; }
+  const body = { retry_of: userMessageId, conversation_id: conversationId, context_name: state.context };
+  const reply = replyBubble();
+  failedReply.after(reply);
+  const turn = await stream(body, reply, () => {
+    clearFailure(failedReply);
+    failedReply.classList.add("superseded");
+    updateMeta(failedReply, { status: "failed, retried below" });
+  });
+  if (!turn.started) {
+    reply.remove();
+    showFailure(failedReply, `Retry failed: ${turn.error}`, () => retryTurn(conversationId, userMessageId, failedReply));
+  }
+}
+
+// Run one /api/chat request into `reply`; onStart(data) runs when the server has the message.
+// Answers what happened: {started, ended, error, conversationId, userMessageId}.
+async function stream(body, reply, onStart) {
+  const controller = new AbortController();
+  const turn = { started: false, ended: false, error: "", conversationId: body.conversation_id || null, userMessageId: null };
+  state.streaming = controller;
+  busy(true);
+  setStatus("Thinking…");
+  reply.setAttribute("aria-busy", "true");
+  try {
+    const res = await request("/api/chat", { method: "POST", headers: headers(), body: JSON.stringify(body),
+      signal: controller.signal });
+    if (!res.ok) throw await errorOf(res);
+    await readEvents(res, (event, data) => onEvent(event, data, reply, turn, onStart));
+    if (!turn.ended) throw new ApiError(0, "cut", "The reply ended without a result.");
+  } catch (err) {
+    reply.md.finish();
+    const stopped = err.name === "AbortError";
+    turn.error = stopped ? "Stopped." : err.message;
+    if (!turn.started) {
+      // the server does not have the message: the text is still in the composer
+      setStatus(stopped ? "Stopped; the message was not sent." : `Not sent: ${err.message}`, !stopped);
+    } else if (stopped) {
+      reply.classList.add("interrupted");
+      updateMeta(reply, { status: "stopped" });
+      setStatus("Stopped.");
+    } else {
+      failTurn(reply, turn, err.message);
+    }
+  } finally {
+    reply.removeAttribute("aria-busy");
+    state.streaming = null;
+    busy(false);
+  }
+  return turn;
+}
+
+function failTurn(reply, turn, message) {
+  updateMeta(reply, { status: "failed" });
+  const retry = turn.userMessageId ? () => retryTurn(turn.conversationId, turn.userMessageId, reply) : null;
+  showFailure(reply, message, retry);
+  setStatus(message, true);
+}
+
+async function onEvent(event, data, reply, turn, onStart) {
+  switch (event) {
+    case "start":
+      turn.started = true;
+      turn.userMessageId = data.user_message_id;
+      turn.conversationId = data.conversation_id;
+      state.conversationId = data.conversation_id;
+      onStart(data);
+      break;
+    case "delta":
+      reply.md.append(data.text);
+      setStatus("");
+      scrollDown();
+      break;
+    case "tool_start":
+      toolBlock(reply, data.call_id, data.name, data.arguments);
+      break;
+    case "tool_end":
+      finishTool(reply, data.call_id, { ok: data.ok, summary: data.summary, durationMs: data.duration_ms });
+      break;
+    case "usage":
+      if (data.model) { updateMeta(reply, { model: data.model }); host.showModel(data.model); }
+      break;
+    case "done":
+      turn.ended = true;
+      if (!reply.md.text && data.text) reply.md.set(data.text);
+      else reply.md.finish();
+      setStatus("");
+      scrollDown();
+      await host.reloadConversations();
+      break;
+    case "error":
+      turn.ended = true;
+      reply.md.finish();
+      failTurn(reply, turn, data.message);
+      await host.reloadConversations();
+      break;
+    default:
+      break;
+  }
+}
+
+// A slash command answers one `command` event; its card is shown until the page reloads (commands
+// are not part of the conversation: docs/web.md).
+async function runCommand(body) {
+  const controller = new AbortController();
+  state.streaming = controller;
+  busy(true);
+  let answer = null;
+  try {
+    const res = await request("/api/chat", { method: "POST", headers: headers(), body: JSON.stringify(body),
+      signal: controller.signal });
+    if (!res.ok) throw await errorOf(res);
+    await readEvents(res, (event, data) => {
+      if (event === "command") answer = data;
+      else if (event === "error") setStatus(data.message, true);
+    });
+  } catch (err) {
+    setStatus(err.name === "AbortError" ? "Stopped." : `Not sent: ${err.message}`, err.name !== "AbortError");
+  } finally {
+    state.streaming = null;
+    busy(false);
+  }
+  if (answer) {
+    $("message-input").value = "";
+    await onCommand(answer);
+  }
+}
+
+async function onCommand(data) {
+  if (data.data && typeof data.data.context === "string" && data.data.context !== state.context) {
+    await host.switchContext(data.data.context);
+  } else if (data.conversation_id) {
+    state.conversationId = data.conversation_id;
+    await host.reloadConversations();
+    await host.reloadMessages();
+  } else {
+    await host.reloadConversations(true);
+  }
+  $("messages").append(el("li", { class: `message command${data.ok ? "" : " error"}` },
+    el("div", { class: "meta" }, `/${data.command}`), el("div", { class: "text plain" }, data.text)));
+  scrollDown(true);
+}

@@ -1,0 +1,172 @@
+// The conversation as the page shows it: one bubble per user message, one reply bubble per turn
+// (its tool calls as collapsible blocks, its text as Markdown, a failure with its reason and Retry).
+// The same builders serve the live stream and the stored history, so a reload shows what the
+// stream showed.
+import { el } from "./api.js";
+import { StreamingMarkdown } from "./markdown.js";
+
+const SUMMARY_CHARS = 200; // the server's tool_end summary: whitespace collapsed, at most 200 chars
+const NO_REPLY = /^\[no reply: ([^\]]*)\]\s*/;
+
+export function userBubble(text, { archived = false, channel = "", id = "" } = {}) {
+  const meta = ["You"];
+  if (channel && channel !== "web") meta.push(`via ${channel}`);
+  if (archived) meta.push("cleared");
+  return el("li", { class: `message user${archived ? " archived" : ""}`, "data-id": id || null },
+    el("div", { class: "meta" }, meta.join(" · ")),
+    el("div", { class: "text plain" }, text));
+}
+
+// A reply bubble; `reply.md` renders its text, `reply.tools` holds its tool blocks.
+export function replyBubble({ archived = false, channel = "", model = "" } = {}) {
+  const text = el("div", { class: "text markdown" });
+  const li = el("li", { class: `message assistant${archived ? " archived" : ""}` },
+    el("div", { class: "meta" }), el("div", { class: "tools" }), text);
+  li.md = new StreamingMarkdown(text);
+  li.info = { channel, model, archived, status: "" };
+  updateMeta(li);
+  return li;
+}
+
+export function updateMeta(li, changes = {}) {
+  Object.assign(li.info, changes);
+  const { channel, model, archived, status } = li.info;
+  const meta = ["Agent"];
+  if (model) meta.push(model);
+  if (channel && channel !== "web") meta.push(`via ${channel}`);
+  if (status) meta.push(status);
+  if (archived) meta.push("cleared");
+  li.querySelector(".meta").textContent = meta.join(" · ");
+}
+
+// -- tool blocks -------------------------------------------------------------------------------
+
+export function summarize(content) {
+  const line = String(content || "").split(/\s+/).filter(Boolean).join(" ");
+  return line.length <= SUMMARY_CHARS ? line : `${line.slice(0, SUMMARY_CHARS - 1)}…`;
+}
+
+function prettyArguments(raw) {
+  try { return JSON.stringify(JSON.parse(raw || "{}"), null, 2); } catch { return String(raw || ""); }
+}
+
+function duration(ms) {
+  if (typeof ms !== "number") return "";
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+export function toolBlock(li, callId, name, args) {
+  const block = el("details", { class: "tool-block running", "data-call": callId },
+    el("summary", {}, el("span", { class: "tool-name" }, `⚙ ${name}`), " ",
+      el("span", { class: "tool-state" }, "running…")),
+    el("div", { class: "tool-body" },
+      el("div", { class: "tool-label" }, "Arguments"),
+      el("pre", { class: "tool-args", tabindex: "0" }, prettyArguments(args)),
+      el("div", { class: "tool-label" }, "Result"),
+      el("pre", { class: "tool-result", tabindex: "0" }, "…")));
+  li.querySelector(".tools").append(block);
+  return block;
+}
+
+export function finishTool(li, callId, { ok, summary, durationMs }) {
+  const block = li.querySelector(`.tool-block[data-call="${CSS.escape(callId)}"]`);
+  if (!block) return;
+  block.classList.remove("running");
+  block.classList.add(ok ? "ok" : "failed");
+  const took = duration(durationMs);
+  block.querySelector(".tool-state").textContent = `${ok ? "ok" : "failed"}${took ? ` · ${took}` : ""}`;
+  block.querySelector(".tool-result").textContent = summary || "(empty)";
+}
+
+// -- failures ----------------------------------------------------------------------------------
+
+// Show why the turn failed, with a Retry button when `retry` is given (the newest turn only).
+export function showFailure(li, reason, retry) {
+  li.classList.add("failed");
+  let box = li.querySelector(".failure");
+  if (!box) {
+    box = el("div", { class: "failure" });
+    li.append(box);
+  }
+  const children = [el("span", { class: "failure-reason" }, `⚠ ${reason}`)];
+  if (retry) {
+    children.push(el("button", { type: "button", class: "retry", onclick: retry,
+      "aria-label": `Retry: ${reason}` }, "Retry"));
+  }
+  box.replaceChildren(...children);
+}
+
+export function clearFailure(li) {
+  li.classList.remove("failed");
+  const box = li.querySelector(".failure");
+  if (box) box.remove();
+}
+
+// -- stored history ----------------------------------------------------------------------------
+
+// Group stored messages into turns: a user message and everything after it up to the next one.
+function turnsOf(items) {
+  const turns = [];
+  for (const m of items) {
+    if (m.role === "user") turns.push({ user: m, rest: [] });
+    else if (turns.length) turns[turns.length - 1].rest.push(m);
+    else turns.push({ user: null, rest: [m] }); // a window that starts mid-turn
+  }
+  return turns;
+}
+
+// The stored history as bubbles. onRetry(userMessage, replyBubble) makes the Retry button of the
+// newest turn when that turn has no complete answer.
+export function renderHistory(items, onRetry) {
+  const out = [];
+  const turns = turnsOf(items.filter((m) => m.role !== "system"));
+  turns.forEach((turn, i) => {
+    if (turn.user) {
+      out.push(userBubble(turn.user.content, { archived: turn.user.archived, channel: turn.user.channel, id: turn.user.id }));
+    }
+    const li = storedReply(turn);
+    if (!li) return;
+    const last = i === turns.length - 1;
+    if (li.failure) {
+      const retry = last && turn.user && onRetry ? () => onRetry(turn.user, li) : null;
+      showFailure(li, li.failure, retry);
+    }
+    out.push(li);
+  });
+  return out;
+}
+
+function storedReply(turn) {
+  const archived = turn.user ? turn.user.archived : turn.rest.some((m) => m.archived);
+  const first = turn.rest[0];
+  const li = replyBubble({ archived, channel: first ? first.channel : "" });
+  const texts = [];
+  let answered = false;
+  let failure = "";
+  for (const m of turn.rest) {
+    if (m.role === "assistant") {
+      if (m.model) updateMeta(li, { model: m.model });
+      for (const call of m.tool_calls || []) toolBlock(li, call.id, call.name, call.arguments);
+      let content = m.content || "";
+      if (m.status === "complete") {
+        if (!(m.tool_calls || []).length) answered = true;
+      } else {
+        const marker = NO_REPLY.exec(content);
+        if (marker) content = content.slice(marker[0].length);
+        failure = marker ? marker[1] : m.status === "interrupted" ? "The reply was interrupted." : "The reply failed.";
+        updateMeta(li, { status: m.status });
+      }
+      if (content.trim()) texts.push(content);
+    } else if (m.role === "tool") {
+      finishTool(li, m.tool_call_id, { ok: m.status === "complete", summary: summarize(m.content), durationMs: m.duration_ms });
+    }
+  }
+  if (!turn.rest.length && !turn.user) return null;
+  for (const block of li.querySelectorAll(".tool-block.running")) {
+    finishTool(li, block.dataset.call, { ok: false, summary: "No result was recorded (the turn was cut off)." });
+  }
+  li.md.set(texts.join("\n\n"));
+  if (!answered && turn.user) li.failure = failure || "No reply was stored for this message.";
+  else if (failure) li.failure = failure;
+  return li;
+}
