@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from store.factory import build_engine, open_store
     from store.legacy.migrate import MigrationReport, migrate_file
     from store.osis.client import OsisEngine
-    from store.osis.server import ServeRefused, serve_embedded
+    from store.osis.server import OSIS_RPC_PATH, build_osis_app
     from store.sqlite.backup import BackupReport, backup_embedded, backup_target
     from store.sqlite.engine import DB_FILE, EmbeddedEngine
     from store.sqlite.ops import to_base36
@@ -70,8 +70,8 @@ _ON_USE = {
     "MigrationReport": "store.legacy.migrate",
     "migrate_file": "store.legacy.migrate",
     "OsisEngine": "store.osis.client",
-    "ServeRefused": "store.osis.server",
-    "serve_embedded": "store.osis.server",
+    "OSIS_RPC_PATH": "store.osis.server",
+    "build_osis_app": "store.osis.server",
     "BackupReport": "store.sqlite.backup",
     "backup_embedded": "store.sqlite.backup",
     "backup_target": "store.sqlite.backup",
@@ -97,6 +97,7 @@ __all__ = [
     "MAX_LIMIT",
     "MAX_TAGS",
     "MAX_TITLE_CHARS",
+    "OSIS_RPC_PATH",
     "SID_RE",
     "Aggregate",
     "AuditEntry",
@@ -125,7 +126,6 @@ __all__ = [
     "Role",
     "Scope",
     "ScopeStats",
-    "ServeRefused",
     "Step",
     "Store",
     "StoreError",
@@ -137,13 +137,13 @@ __all__ = [
     "backup_embedded",
     "backup_target",
     "build_engine",
+    "build_osis_app",
     "export_jsonl",
     "import_jsonl",
     "memory_hash",
     "migrate_file",
     "now_ms",
     "open_store",
-    "serve_embedded",
     "to_base36",
     "validate_context",
     "validate_sid",

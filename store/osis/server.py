@@ -1,4 +1,7 @@
-"""``hero-agent osis serve``: any :class:`~store.engine.Engine` over OSIS JSON-RPC 2.0 on HTTP (SPEC 7.3).
+"""The OSIS app: any :class:`~store.engine.Engine` over OSIS JSON-RPC 2.0 on HTTP (SPEC 7.3).
+
+The command that serves it (binding, signals, settings) is ``hero-agent osis serve``, in
+``channels/subcommands/osis.py``; this module is the app only.
 
 Routes: ``POST /hero_osis_ai/rpc`` (and ``POST /rpc``), ``GET /openrpc.json``. Transport rules:
 
@@ -12,20 +15,14 @@ Routes: ``POST /hero_osis_ai/rpc`` (and ``POST /rpc``), ``GET /openrpc.json``. T
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
-import ipaddress
 import json
-import signal
-import socket
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, nullcontext
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
-import anyio
 import structlog
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -46,15 +43,8 @@ from store.osis.protocol import (
     openrpc_document,
 )
 
-if TYPE_CHECKING:
-    from config import Settings
-
 log = structlog.get_logger()
-RPC_PATH = "/hero_osis_ai/rpc"
-
-
-class ServeRefused(Exception):
-    """The serve command refuses to start (e.g. a public bind without a secret). User-safe."""
+OSIS_RPC_PATH = "/hero_osis_ai/rpc"
 
 
 def _error(code: int, message: str, id_: Any = None, data: Any = None) -> dict[str, Any]:
@@ -162,7 +152,7 @@ class _RpcEndpoint:
         return JSONResponse(openrpc_document())
 
 
-def build_app(engine: Engine, *, secret: str = "", max_body: int = MAX_BODY_BYTES) -> Starlette:
+def build_osis_app(engine: Engine, *, secret: str = "", max_body: int = MAX_BODY_BYTES) -> Starlette:
     """The ASGI app serving ``engine``. The caller opens and closes the engine."""
     dispatcher = Dispatcher(engine)
     endpoint = _RpcEndpoint(dispatcher, secret, max_body)
@@ -174,87 +164,9 @@ def build_app(engine: Engine, *, secret: str = "", max_body: int = MAX_BODY_BYTE
 
     return Starlette(
         routes=[
-            Route(RPC_PATH, endpoint.rpc, methods=["POST"]),
+            Route(OSIS_RPC_PATH, endpoint.rpc, methods=["POST"]),
             Route("/rpc", endpoint.rpc, methods=["POST"]),
             Route("/openrpc.json", endpoint.openrpc, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal capture: the caller owns SIGINT/SIGTERM (uvicorn would re-raise
-    the signal after shutdown and the process would die by it instead of exiting 0)."""
-
-    def capture_signals(self) -> nullcontext[None]:  # type: ignore[override]
-        return nullcontext()
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto says TCP;
-    # with proto 0 every small answer waits ~40 ms for a delayed ACK (Nagle)
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
-
-
-@asynccontextmanager
-async def running(app: Starlette, sockets: Sequence[socket.socket]) -> AsyncIterator[uvicorn.Server]:
-    """Serve ``app`` on already bound sockets in the current event loop; stops on exit."""
-    config = uvicorn.Config(
-        app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=5
-    )
-    server = _Server(config)
-    stopped = anyio.Event()
-
-    async def serve() -> None:
-        try:
-            await server.serve(list(sockets))
-        finally:
-            stopped.set()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(serve)
-        with anyio.fail_after(30):
-            while not server.started:
-                if stopped.is_set():  # uvicorn gave up (lifespan failure): it logged why
-                    raise OSError("the OSIS server failed to start")
-                await anyio.sleep(0.005)
-        try:
-            yield server
-        finally:
-            server.should_exit = True
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-async def serve_embedded(settings: Settings, host: str, port: int) -> None:
-    """The ``osis serve`` command: the embedded engine at ``store.path`` until SIGINT/SIGTERM."""
-    from store.factory import build_engine  # noqa: PLC0415 (store.factory imports every engine)
-
-    secret = settings.store.secret
-    if not secret and not is_loopback(host):
-        raise ServeRefused(f"refusing to serve on non-loopback {host} without store.secret")
-    sock = bind_socket(host, port)
-    # whatever store.engine says, `osis serve` fronts the embedded store at store.path
-    async with build_engine(dataclasses.replace(settings.store, engine="embedded")) as engine:
-        app = build_app(engine, secret=secret)
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with running(app, [sock]) as server:
-                bound = sock.getsockname()[1]
-                log.info("osis.serving", url=f"http://{host}:{bound}{RPC_PATH}", auth=bool(secret))
-                async for signum in signals:
-                    log.info("osis.stopping", signal=signal.Signals(signum).name)
-                    server.should_exit = True
-                    break

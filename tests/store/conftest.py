@@ -29,6 +29,9 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 @pytest.fixture(params=sorted(STORE_ENGINES))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """The Store on every engine, and on the core-only one (its fallbacks then run)."""
+    """The Store on every engine, and on the core-only one (its fallbacks then run). A test that needs
+    the engine under it uses ``store.engine`` (the ``engine`` fixture would be another engine)."""
+    if "engine" in request.fixturenames:
+        raise pytest.UsageError("a test takes `store` or `engine`, not both: use store.engine")
     async with STORE_ENGINES[request.param](tmp_path) as opened:
         yield Store(opened, max_message_chars=MAX_CHARS)

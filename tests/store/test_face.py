@@ -11,15 +11,64 @@ import sys
 
 import store
 
-FACE = """
-    Aggregate AuditEntry BackupReport Capabilities Conflict Conversation DB_FILE DelegatingEngine
-    EmbeddedEngine Engine ImportFormatError ImportResult InvalidInput JSON Kind LeaseHeld ListQuery
-    MAX_LIMIT MAX_TAGS MAX_TITLE_CHARS Memory Message MessageStatus MigrationReport NotFound
-    OsisEngine Page Record Results Role SID_RE Scope ScopeStats ServeRefused Step Store StoreError
-    StoreUnavailable TimeRange TurnOpening TurnReads UsageEntry backup_embedded backup_target
-    build_engine export_jsonl import_jsonl memory_hash migrate_file now_ms open_store serve_embedded
-    to_base36 validate_context validate_sid validate_user
-""".split()
+FACE = [
+    "Aggregate",
+    "AuditEntry",
+    "BackupReport",
+    "Capabilities",
+    "Conflict",
+    "Conversation",
+    "DB_FILE",
+    "DelegatingEngine",
+    "EmbeddedEngine",
+    "Engine",
+    "ImportFormatError",
+    "ImportResult",
+    "InvalidInput",
+    "JSON",
+    "Kind",
+    "LeaseHeld",
+    "ListQuery",
+    "MAX_LIMIT",
+    "MAX_TAGS",
+    "MAX_TITLE_CHARS",
+    "Memory",
+    "Message",
+    "MessageStatus",
+    "MigrationReport",
+    "NotFound",
+    "OSIS_RPC_PATH",
+    "OsisEngine",
+    "Page",
+    "Record",
+    "Results",
+    "Role",
+    "SID_RE",
+    "Scope",
+    "ScopeStats",
+    "Step",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "TimeRange",
+    "TurnOpening",
+    "TurnReads",
+    "UsageEntry",
+    "backup_embedded",
+    "backup_target",
+    "build_engine",
+    "build_osis_app",
+    "export_jsonl",
+    "import_jsonl",
+    "memory_hash",
+    "migrate_file",
+    "now_ms",
+    "open_store",
+    "to_base36",
+    "validate_context",
+    "validate_sid",
+    "validate_user",
+]
 
 
 def test_the_face_exports_exactly_the_pinned_names() -> None:

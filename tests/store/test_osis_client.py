@@ -293,7 +293,13 @@ async def test_restart_while_appending_keeps_one_copy_of_each_message(tmp_path: 
                         failures += 1
                         await anyio.sleep(0.01)
                 acked.append(i)
+                if len(acked) == total // 2:
+                    # the middle of the run: wait until the server is down again (without this, a fast
+                    # writer may finish all its messages before the server is stopped)
+                    half_way.set()
+                    await resumed.wait()
 
+        half_way, resumed = anyio.Event(), anyio.Event()
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(writer)
@@ -301,9 +307,9 @@ async def test_restart_while_appending_keeps_one_copy_of_each_message(tmp_path: 
                 while failures < 3:
                     await anyio.sleep(0.005)
                 async with serve(backend, port=port):
-                    while len(acked) < total // 2:
-                        await anyio.sleep(0.005)
+                    await half_way.wait()
                 # stopped again in the middle of the run, then started once more
+                resumed.set()
                 while failures < 6:
                     await anyio.sleep(0.005)
                 async with serve(backend, port=port):
