@@ -30,8 +30,10 @@ from anyio.streams.memory import MemoryObjectSendStream
 from agent.conversations import ACTIVE_KEY, ConversationsMixin
 from agent.events import CommandOutput, Done, Retrying, TextDelta, TurnEvent, TurnFailed
 from agent.llm import LLM
+from agent.media import AudioService, MediaIntake, descriptors
 from agent.memory import MemoryManager
 from agent.metrics import TurnMetrics
+from agent.pairing import Pairing
 from agent.prompt.compaction import Compactor
 from agent.prompt.window import WindowCache
 from agent.providers.base import Provider
@@ -76,15 +78,21 @@ class Agent(ConversationsMixin):
         self.memory = MemoryManager(store, self.llm, settings.memory, settings.llm.model)
         self.compactor = Compactor(store, self.llm, self.memory, settings)
         self.window = WindowCache(store, settings.agent.history_limit)
+        #: voice and images in (checks, transcription, spoken replies); see agent/media
+        self.media = MediaIntake(settings, AudioService(settings.llm))
         self._services = TurnServices(
-            settings, store, self.llm, self.memory, self.compactor, tools, self.window
+            settings, store, self.llm, self.memory, self.compactor, tools, self.window, self.media
         )
         self._tg: TaskGroup | None = None
         self._running: list[_Running] = []
         self._create_locks: dict[tuple[str, str], anyio.Lock] = {}
         self._closed = False
         #: every turn and command of every channel (shown by the web channel's /metrics)
-        self.metrics = TurnMetrics()
+        self.metrics = TurnMetrics(store_engine=store.engine, leases=store.lease_stats)
+        if tools is not None:
+            self.metrics.tool_results = tools.result_counts
+        #: Telegram pairing codes and identity links (the Telegram channel, the web page)
+        self.pairing = Pairing(settings, store)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -114,6 +122,7 @@ class Agent(ConversationsMixin):
             for running in list(self._running):
                 await running.done.wait()
             await self.memory.flush_all(FLUSH_DEADLINE_S)
+            await self.media.audio.aclose()
         self.memory.bind(None)
         # outside the shield: cancel scopes must be exited in the order they were entered
         tg, self._tg = self._tg, None
@@ -190,8 +199,13 @@ class Agent(ConversationsMixin):
         if not isinstance(scope, Scope):
             return "The message has no valid scope."
         text = req.text
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str) or (not text.strip() and not req.images):
             return "The message is empty."
+        if len(req.images) > self.settings.agent.max_images_per_message:
+            return (
+                f"Too many images in one message: {len(req.images)}, "
+                f"the limit is {self.settings.agent.max_images_per_message}."
+            )
         limit = min(self.settings.agent.max_message_chars, self.store.max_message_chars)
         if len(text) > limit:
             return f"The message is too long: {len(text)} characters, the limit is {limit}."
@@ -255,7 +269,7 @@ class Agent(ConversationsMixin):
                         structlog.contextvars.bind_contextvars(conversation=conversation_id)
                         log.info("turn.started", chars=len(req.text))
                         inp = TurnInput(req, conversation_id, turn_id)
-                        await Turn(self._services, inp, emit, on_locked).run()
+                        await self._run_with_attachments(req, inp, Turn(self._services, inp, emit, on_locked))
                     if running.cancel_scope.cancelled_caught:
                         await emit(TurnFailed("cancelled", "The turn was stopped.", conversation_id))
                 except NotFound:
@@ -294,6 +308,31 @@ class Agent(ConversationsMixin):
                         outcome=final.code if isinstance(final, TurnFailed) else "done" if final else "gone",
                         duration_ms=round((time.perf_counter() - started) * 1000, 3),
                     )
+
+    async def _run_with_attachments(self, req: TurnRequest, inp: TurnInput, turn: Turn) -> None:
+        """Store the request's images (one batch) before the turn stores its message naming them;
+        when the message is not stored after all (missing conversation, busy, store failure,
+        cancel, or a replayed request whose earlier message is kept), delete them again."""
+        stored: list[str] = []
+        if req.images:
+            made = await self.store.add_attachments(
+                req.scope, inp.conversation_id, list(req.images), channel=req.channel
+            )
+            stored = [a.sid for a in made]
+            for a in made:
+                self.media.metrics.stored(req.channel, a.size)
+        inp.attachments = descriptors(list(zip(stored, req.images, strict=True)), req.voice)
+        kept = False
+        try:
+            await turn.run()
+            kept = turn.message is not None and turn.message.attachments == inp.attachments
+        finally:
+            if stored and not kept:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(FLUSH_DEADLINE_S):
+                    try:
+                        await self.store.drop_attachments(req.scope, stored)
+                    except StoreError as exc:
+                        log.warning("turn.attachments_not_dropped", error=str(exc), sids=stored)
 
     async def _resolve(self, req: TurnRequest) -> str:
         """The conversation's id. A given one is only checked for its form here: the store call that

@@ -13,6 +13,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from agent.events import Done, TurnEvent, TurnFailed
+from agent.tools.storable import ResultCounts
+from store import Engine, LeaseStats
 
 #: seconds; turn latencies span tool calls and long replies
 TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -107,6 +109,12 @@ class TurnMetrics:
     turn_seconds: Histogram = field(default_factory=lambda: Histogram(TURN_BUCKETS))
     ttft_seconds: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
     counters: Counters = field(default_factory=Counters)
+    #: the tool registry's repairs of tool output (the Agent passes its registry's counts)
+    tool_results: ResultCounts = field(default_factory=ResultCounts)
+    #: the store engine, whose own event counts (a remote engine's failed attempts) are shown too
+    store_engine: Engine | None = None
+    #: the store's turn-lock and cut-turn counters (the Agent's Store keeps them)
+    leases: LeaseStats = field(default_factory=LeaseStats)
 
     def turn_finished(
         self,
@@ -179,6 +187,22 @@ class TurnMetrics:
         )
         for name, help_text, values in counters:
             out += counter_lines(name, help_text, values)
+        repairs = (
+            (
+                "hero_tool_results_sanitised_total",
+                "Tool results with characters no store takes (NUL, controls, lone surrogates) replaced.",
+                self.tool_results.sanitised,
+            ),
+            (
+                "hero_tool_results_truncated_total",
+                "Tool results cut at agent.max_tool_result_chars.",
+                self.tool_results.truncated,
+            ),
+        )
+        for name, help_text, by_tool in repairs:
+            out += counter_lines(name, help_text, {_labels(tool=t): n for t, n in by_tool.items()})
+        out += self._store_lines()
+        out += lease_lines(self.leases)
         return [
             *out,
             "# HELP hero_turn_duration_seconds Turn latency from request to the final event.",
@@ -189,6 +213,47 @@ class TurnMetrics:
             *self.ttft_seconds.render("hero_time_to_first_token_seconds"),
             *self.counters.render_lines(),
         ]
+
+    def _store_lines(self) -> list[str]:
+        """A remote engine's failed attempts and unreachable calls (an engine without counters: none)."""
+        events = self.store_engine.counters() if self.store_engine is not None else {}
+        if self.store_engine is None or not events:
+            return []
+        engine = self.store_engine.name
+        failed = {_labels(engine=engine, reason=r): n for r, n in events.items() if r != "unreachable"}
+        return counter_lines(
+            "hero_store_attempts_failed_total",
+            "Store calls' attempts that failed (deadline, timeout, connection, gateway), retried or not.",
+            failed,
+        ) + counter_lines(
+            "hero_store_calls_unreachable_total",
+            "Store calls that failed after every attempt (StoreUnavailable).",
+            {_labels(engine=engine): events.get("unreachable", 0)},
+        )
+
+
+def lease_lines(stats: LeaseStats) -> list[str]:
+    """The turn-lock counters: take-overs by reason (always both, so a rate can be taken from 0),
+    renewals, leases lost, and the interrupted markers written by kind."""
+    takeovers = {_labels(reason=r): stats.takeovers.get(r, 0) for r in ("dead_holder", "lapsed")}
+    markers = {_labels(kind=k): stats.markers.get(k, 0) for k in ("user", "tool")}
+    return [
+        *counter_lines(
+            "hero_lease_takeovers_total",
+            "Turn locks taken over from another holder: dead_holder (a gone process of this host), "
+            "lapsed (its lease expired).",
+            takeovers,
+        ),
+        *counter_lines("hero_lease_renewals_total", "Turn lock lease renewals.", {(): stats.renewals}),
+        *counter_lines(
+            "hero_lease_lost_total", "Held turn locks lost to another holder after lapsing.", {(): stats.lost}
+        ),
+        *counter_lines(
+            "hero_interrupted_markers_total",
+            "Marks of cut turns written: user (an interrupted answer), tool (an interrupted result).",
+            markers,
+        ),
+    ]
 
 
 def counter_lines(name: str, help_text: str, values: dict[Labels, int]) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -36,8 +37,14 @@ HELP = """Commands:
 /memory           what I remember about you
 /forget ID        forget one memory
 /compact          summarise the older turns of this conversation now
+/model [NAME]     show the models, or switch this conversation's model
+/status           model, provider, context, conversation and store in use
 /stop             stop the running answer
 /help             this help"""
+GREETING = (
+    "Hello! I am your assistant. Just write to me; I keep our conversations and remember what "
+    "matters across them. /help lists the commands."
+)
 
 LIST_LIMIT = 20
 MEMORY_LIMIT = 50
@@ -236,6 +243,70 @@ async def _stop(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
     )
 
 
+async def _model(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
+    settings = agent.settings
+    models = settings.models
+    if not arg:
+        conv = await _target(agent, req)
+        current = settings.model_for(conv.model if conv else "")
+        lines = [f"{m} (in use)" if m == current else m for m in models]
+        return CommandOutput(
+            "model",
+            "Models (switch with /model NAME):\n" + "\n".join(lines),
+            data={"models": list(models), "model": current},
+            conversation_id=conv.sid if conv else "",
+        )
+    if arg not in models:
+        return CommandOutput("model", f"Unknown model {arg!r}. Configured: {', '.join(models)}.", ok=False)
+    conv = await _target(agent, req)
+    if conv is None:
+        conv = await agent.new_conversation(req.scope, channel=req.channel, is_group=req.is_group)
+    # the configured default is stored as "" so the conversation follows a change of llm.model
+    conv = await agent.store.set_conversation_model(
+        req.scope, conv.sid, "" if arg == settings.llm.model else arg
+    )
+    return CommandOutput(
+        "model",
+        f"This conversation now uses {arg}.",
+        data={"model": arg, "conversation": _conv_data(conv, conv.sid)},
+        conversation_id=conv.sid,
+    )
+
+
+async def _status(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
+    settings = agent.settings
+    conv = await _target(agent, req)
+    model = settings.model_for(conv.model if conv else "")
+    where = urlsplit(settings.llm.base_url)
+    host = f"{where.hostname}:{where.port}" if where.port else str(where.hostname or "")
+    data: dict[str, Any] = {
+        "model": model,
+        "provider": settings.llm.provider,
+        "provider_host": host,
+        "context": req.scope.context,
+        "user": req.scope.user_id,
+        "conversation": _conv_data(conv, conv.sid) if conv else None,
+        "store": agent.store.engine.name,
+    }
+    shown = f"{conv.sid} {conv.title!r}" if conv and conv.title else conv.sid if conv else "none yet"
+    count = f" ({conv.message_count} messages)" if conv else ""
+    text = "\n".join(
+        [
+            f"Model: {model}",
+            f"Provider: {settings.llm.provider} at {host}",
+            f"Context: {req.scope.context} (you are {req.scope.user_id})",
+            f"Conversation: {shown}{count}",
+            f"Store: {agent.store.engine.name}",
+        ]
+    )
+    return CommandOutput("status", text, data=data, conversation_id=conv.sid if conv else "")
+
+
+async def _start(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
+    """Telegram's first message (``/start``): a greeting instead of "unknown command"."""
+    return CommandOutput("start", GREETING)
+
+
 async def _help(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
     return CommandOutput("help", HELP, data={"commands": sorted(COMMANDS)})
 
@@ -251,6 +322,9 @@ COMMANDS: dict[str, Handler] = {
     "memory": _memory,
     "forget": _forget,
     "compact": _compact,
+    "model": _model,
+    "status": _status,
     "stop": _stop,
+    "start": _start,
     "help": _help,
 }

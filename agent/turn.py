@@ -13,8 +13,10 @@ One :class:`Turn` answers one user message in one conversation::
     persist the final assistant message               -> Done
 
 Cancellation (``/stop``, the consumer going away, the turn deadline) runs a shielded cleanup that
-persists the partial reply as ``interrupted`` and answers every unanswered tool call, so the history
-never holds a dangling call. A provider failure persists an ``error`` marker.
+persists the partial reply as ``interrupted`` (or, with no text yet, the interrupted marker of
+:mod:`store.cut_turns`) and answers every unanswered tool call, so the history never holds a
+dangling call. A provider failure persists an ``error`` marker. A turn cut harder (kill -9, a lost
+store) is marked by the store when the conversation's next turn opens, or when a daemon starts.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from agent.tools.base import ToolCaller, ToolResult
 from agent.turn_input import TurnInput, TurnServices
 from agent.turn_tools import run_calls, signature
 from store import (
+    INTERRUPTED_TEXT,
+    INTERRUPTED_TYPE,
     Conflict,
     Conversation,
     Memory,
@@ -91,6 +95,12 @@ class Turn:
         self.cid = inp.conversation_id
         self.memories: list[Memory] = []
         self.stored: list[Message] = []
+        #: the stored user message, once the turn is open
+        self.message: Message | None = None
+        #: the last request sent images (a refusal may be the model's lack of vision)
+        self.sent_images = False
+        #: the user message this turn answers (set once the turn is open)
+        self.user_sid = ""
 
     async def run(self) -> None:
         agent_cfg, inp, services = self.services.settings.agent, self.inp, self.services
@@ -105,12 +115,15 @@ class Turn:
                 channel=inp.request.channel,
                 sender=inp.request.sender,
                 request_key=inp.request.request_key,
+                attachments=inp.attachments,
                 reads=reads,
                 ttl_s=agent_cfg.turn_lock_ttl_s,
                 wait_s=agent_cfg.turn_deadline_s,
             ) as opening:
                 self.on_locked()
+                self.message = opening.message
                 inp.conversation = opening.conversation
+                self.user_sid = opening.message.sid
                 # the turn's usage entries are written when it closes, with the lease's release
                 self.progress.usage = opening.usage
                 await self.emit(TurnStarted(self.cid, opening.message.sid, inp.turn_id))
@@ -165,6 +178,9 @@ class Turn:
             raise
         except ProviderError as exc:
             await self._settle(MessageStatus.ERROR)
+            if self._vision_refused(exc):
+                await self.emit(TurnFailed("vision_unsupported", self._vision_message(exc), self.cid))
+                return
             await self.emit(TurnFailed("provider_error", str(exc) or "The model provider failed.", self.cid))
         except StoreError:
             raise
@@ -172,6 +188,25 @@ class Turn:
             with anyio.CancelScope(shield=True), anyio.move_on_after(BOOKKEEPING_DEADLINE_S):
                 await self._settle(MessageStatus.ERROR)
             raise
+
+    def _vision_refused(self, exc: ProviderError) -> bool:
+        """Under ``vision = "auto"`` a client error (4xx but auth, quota, rate) answering a request
+        with images is taken as the model's refusal of images; it then sees placeholders until restart."""
+        media = self.services.media
+        if media is None or not self.sent_images or self.services.settings.llm.vision != "auto":
+            return False
+        if exc.status is None or not 400 <= exc.status < 500 or exc.status in (401, 403, 404, 408, 409, 429):
+            return False
+        media.blind_models.add(self.services.settings.llm.model)
+        log.info("turn.vision_refused", model=self.services.settings.llm.model, status=exc.status)
+        return True
+
+    def _vision_message(self, exc: ProviderError) -> str:
+        model = self.services.settings.llm.model
+        return (
+            f"The model {model} did not accept the image ({exc}). The image is kept; from now on the "
+            f"model sees it as a placeholder. Use a model that accepts images, or set [llm] vision = false."
+        )
 
     async def _title(self, conv: Conversation) -> None:
         """A new conversation is named after its first message."""
@@ -188,6 +223,8 @@ class Turn:
 
     async def _loop(self) -> None:
         agent_cfg, llm_cfg = self.services.settings.agent, self.services.settings.llm
+        # the conversation's /model choice (stored with it), else the configured model
+        model = self.services.settings.model_for(self.inp.conversation.model if self.inp.conversation else "")
         tools = self.services.tools.specs() if self.services.tools is not None else ()
         prompt = await build_prompt(self.services, self.inp, tools, self.memories, self.stored)
         system, messages = prompt.system, prompt.messages
@@ -200,13 +237,14 @@ class Turn:
                 # tool results grow the request: older turns make room (never the current one)
                 messages = self._refit(messages, prompt.budget)
             request = ChatRequest(
-                model=llm_cfg.model,
+                model=model,
                 system=f"{system}\n\n{FINAL_NOTE}" if final and iteration else system,
                 messages=tuple(messages),
                 tools=() if final else tools,
                 max_tokens=llm_cfg.max_output_tokens,
                 temperature=llm_cfg.temperature,
             )
+            self.sent_images = any(img.data for m in request.messages for img in m.images)
             resp = await self._call(request)
             if not resp.tool_calls or final:
                 await self._finish(resp)
@@ -360,7 +398,9 @@ class Turn:
                 done = progress.results.get(call.id)
                 await self._persist_result(call, done or ToolResult(CANCELLED_RESULT, ok=False))
             text = "".join(progress.partial)
-            if text or status == MessageStatus.ERROR:
+            if not text and status == MessageStatus.INTERRUPTED:
+                await self._mark_unanswered()
+            elif text or status == MessageStatus.ERROR:
                 await store.append_message(
                     inp.request.scope,
                     Message(
@@ -378,6 +418,22 @@ class Turn:
         except StoreError as exc:
             # nothing more can be done now; the repair pass keeps the next request valid anyway
             log.warning("turn.cleanup_failed", error=str(exc))
+
+    async def _mark_unanswered(self) -> None:
+        """The interrupted marker a cut turn gets from the store, written now (same request key, so
+        the store's own marking later finds it and adds nothing)."""
+        await self.services.store.append_message(
+            self.inp.request.scope,
+            Message(
+                conversation_id=self.cid,
+                role="assistant",
+                content=INTERRUPTED_TEXT,
+                channel=self.inp.request.channel,
+                status=MessageStatus.INTERRUPTED,
+                message_type=INTERRUPTED_TYPE,
+            ),
+            request_key=f"interrupted:{self.cid}:{self.user_sid}",
+        )
 
     def _clip(self, text: str) -> str:
         limit = self.services.store.max_message_chars

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.llm import LLM
+from agent.media import MediaIntake, VoiceNote
 from agent.memory import MemoryManager
 from agent.prompt.compaction import Compactor
 from agent.prompt.window import WindowCache
 from agent.tools.registry import ToolRegistry
 from config.settings import Settings
-from store import Conversation, Scope, Store
+from store import Conversation, NewAttachment, Scope, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,10 @@ class TurnRequest:
     is_group: bool = False
     #: idempotency key for the user message (e.g. "tg-update:991")
     request_key: str | None = None
+    #: images checked by ``Agent.media`` (stored as attachments with the user message)
+    images: tuple[NewAttachment, ...] = ()
+    #: the text was transcribed from this voice message
+    voice: VoiceNote | None = None
 
 
 @dataclass(slots=True)
@@ -42,6 +47,7 @@ class TurnServices:
     compactor: Compactor
     tools: ToolRegistry | None
     window: WindowCache
+    media: MediaIntake | None = None
 
 
 @dataclass(slots=True)
@@ -51,6 +57,8 @@ class TurnInput:
     request: TurnRequest
     conversation_id: str
     turn_id: str = ""
+    #: the user message's ``attachments`` descriptor (JSON text, "" for text only)
+    attachments: str = ""
     #: as read when the turn was opened (None before)
     conversation: Conversation | None = None
 

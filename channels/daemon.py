@@ -34,10 +34,12 @@ from anyio.abc import TaskStatus
 from channels.base import Channel, ChannelCrashed, ChannelStartError
 from channels.registry import CHANNELS
 from channels.startup import check_provider, print_banner, startup_facts
+from store import StoreError
 
 if TYPE_CHECKING:
     from agent.core import Agent
     from config import Settings
+    from store import Store
 
 log = structlog.get_logger("hero.daemon")
 
@@ -142,6 +144,18 @@ async def run_channels(
         raise crashes[0]
 
 
+async def _mark_cut_turns(store: Store) -> None:
+    """The turns a dead process of this host held (a crashed daemon, a killed ``ask``) get their
+    interrupted marks now, before any channel takes a message (see store.api.leases)."""
+    try:
+        marked = await store.mark_dead_holders_turns()
+    except StoreError as exc:  # the conversations' next turns mark them instead
+        log.warning("daemon.cut_turns_unmarked", error=type(exc).__name__)
+        return
+    if marked:
+        log.info("daemon.cut_turns_marked", conversations=marked)
+
+
 async def serve(settings: Settings) -> int:
     """The daemon's main: returns 0 after a signal-driven shutdown (errors raise, see module docs)."""
     # imported here so that importing the registry (for `--help`) does not load providers and engines
@@ -163,6 +177,7 @@ async def serve(settings: Settings) -> int:
                     names = enabled_channels(settings)
                     log.info("daemon.starting", store=settings.store.engine, channels=names)
                     problem = await check_provider(agent.provider)
+                    await _mark_cut_turns(store)
                     await run_channels(settings, agent, stop, startup_facts(settings, names, problem))
                     log.info("daemon.closing")
             finally:

@@ -29,8 +29,10 @@ from channels.subcommands import (
     doctor,
     init,
     osis,
+    pair,
     serve,
     service,
+    store_cmd,
     transfer,
 )
 from channels.version import version
@@ -41,7 +43,7 @@ from config.redact import secret_values
 from store import StoreError
 
 PROG = "hero-agent"
-COMMAND_MODULES = (config_cmd, chat, ask, transfer, osis, serve)
+COMMAND_MODULES = (config_cmd, chat, ask, transfer, osis, serve, pair, store_cmd)
 #: first run and operations (issue 19): set-up, diagnosis, systemd unit, backup
 SETUP_MODULES = (init, doctor, service, backup)
 LEVELS = ("debug", "info", "warning", "error", "critical")

@@ -46,13 +46,16 @@ SECTIONS: dict[str, type[Any]] = {
 }
 
 #: keys whose values are secrets: never echoed in an error, redacted by ``config show``
-SECRET_KEYS = frozenset({"llm.api_key", "telegram.token", "telegram.webhook_secret", "store.secret"})
+SECRET_KEYS = frozenset(
+    {"llm.api_key", "llm.transcription_api_key", "telegram.token", "telegram.webhook_secret", "store.secret"}
+)
 
 CONTEXT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 USER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
 
 ENUMS: dict[str, tuple[str, ...]] = {
     "llm.provider": ("openai", "anthropic"),
+    "llm.vision": ("auto", "true", "false"),
     "store.engine": ("embedded", "osis"),
     "telegram.mode": ("polling", "webhook"),
     "logging.level": ("debug", "info", "warning", "error", "critical"),
@@ -66,14 +69,20 @@ AT_LEAST_ONE = frozenset(
         "agent.max_message_chars",
         "agent.max_tool_result_chars",
         "agent.history_limit",
+        "telegram.pairing_attempts_per_hour",
         "llm.context_window",
         "llm.max_output_tokens",
         "tools.http_max_bytes",
         "web.max_body_bytes",
         "memory.max_memories_shown",
         "telegram.max_concurrent_turns",
+        "agent.max_attachment_bytes",
+        "agent.max_audio_bytes",
+        "agent.max_audio_seconds",
     }
 )
+#: the most one attachment may hold: it must fit one OSIS request (16 MiB, base64 in JSON)
+MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 PORT_KEYS_SUFFIX = "port"
 #: the type of fields written as a TOML table of strings
 PAIRS = tuple[tuple[str, str], ...]
@@ -166,6 +175,8 @@ def _check_value(key: str, value: Any) -> None:
     elif leaf == "temperature":
         if not 0 <= value <= 2:
             raise ConfigError(key, f"must be between 0 and 2{shown}")
+    elif generic == "agent.max_attachment_bytes" and not 1 <= value <= MAX_ATTACHMENT_BYTES:
+        raise ConfigError(key, f"must be 1-{MAX_ATTACHMENT_BYTES}{shown}")
     elif generic in AT_LEAST_ONE:
         if value < 1:
             raise ConfigError(key, f"must be at least 1{shown}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import pwd
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -256,13 +257,28 @@ def _build(raw: dict[str, Any], env: Mapping[str, str], source: Path | None) -> 
         if section == "store" and "path" not in table:
             xdg_data = env.get("XDG_DATA_HOME") or str(_home(env) / ".local" / "share")
             table["path"] = str(Path(xdg_data) / "hero-agent")
+        if section == "llm" and isinstance(table.get("vision"), bool):
+            # vision = true | false | "auto": TOML booleans are kept as their names
+            table["vision"] = "true" if table["vision"] else "false"
         if section == "llm" and table.get("provider") == "anthropic":
             table.setdefault("base_url", ANTHROPIC_BASE_URL)
             table.setdefault("model", ANTHROPIC_MODEL)
         built[section] = v.build_dataclass(v.SECTIONS[section], section, table, extra)
-    settings = Settings(**built, source=source)
+    settings = Settings(**built, source=source, os_user=os_user(env))
     _cross_checks(settings)
     return settings
+
+
+def os_user(env: Mapping[str, str]) -> str:
+    """The OS user name as ``getpass.getuser`` finds it (``LOGNAME``, ``USER``, ... then the password
+    database); ``local`` when there is none (a container running as an unnamed uid)."""
+    for var in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        if env.get(var):
+            return env[var]
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (KeyError, OSError):
+        return "local"
 
 
 def _cross_checks(s: Settings) -> None:
@@ -274,6 +290,8 @@ def _cross_checks(s: Settings) -> None:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
             raise ConfigError(f"tools.http_allow_cidrs[{i}]", f"not an IP network: {cidr!r}") from None
+    if s.web.local_user and not v.USER_NAME_RE.match(s.web.local_user):
+        raise ConfigError("web.local_user", "must be a user name (letters, digits, _ . @ : -)")
     if s.store.engine == "osis" and not s.store.url:
         raise ConfigError("store.url", 'is required when store.engine is "osis" (or set OSIS_URL)')
     if s.web.enabled and not s.web.tokens and not v.is_loopback(s.web.host):

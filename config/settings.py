@@ -27,6 +27,15 @@ class AgentSettings:
     #: how long a conversation lock is held before another process may take it over
     turn_lock_ttl_s: float = 600.0
     history_limit: int = 200
+    #: largest image (bytes) a message may carry; stored as an attachment (at most 10 MiB)
+    max_attachment_bytes: int = 5 * 1024 * 1024
+    #: images one message may carry
+    max_images_per_message: int = 4
+    #: largest voice message or audio upload (bytes) sent for transcription
+    max_audio_bytes: int = 20 * 1024 * 1024
+    #: longest voice message (seconds), as Telegram or the transcription reports it (the daemon has
+    #: no audio decoder)
+    max_audio_seconds: int = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +55,19 @@ class LLMSettings:
     max_retries: int = 3
     retry_base_delay_s: float = 0.5
     retry_max_delay_s: float = 30.0
+    #: speech to text (``POST {transcription_base_url}/audio/transcriptions``); "" turns voice off
+    transcription_model: str = ""
+    #: "" : ``base_url`` (an OpenAI-compatible provider); a local Whisper server can be named here
+    transcription_base_url: str = ""
+    #: "" : ``api_key`` when the transcription server is the provider's
+    transcription_api_key: str = field(default="", repr=False)  # secret
+    #: spoken replies (``POST {transcription_base_url}/audio/speech``, opus); "" turns them off
+    speech_model: str = ""
+    speech_voice: str = "alloy"
+    #: does the model accept images: "auto" (send them; a refusal becomes a clear message and the
+    #: model is treated as text-only until restart), "true", "false" (images are refused)
+    vision: str = "auto"
+    audio_timeout_s: float = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +108,9 @@ class WebSettings:
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 1_048_576
     shutdown_deadline_s: float = 10.0
-    local_user: str = "local"
+    #: the one user of a page without tokens; "" (default): the OS user, the CLI's default user, so
+    #: one person on one machine is one user on every channel
+    local_user: str = ""
     #: the model name the OpenAI-compatible endpoint reports (``GET /v1/models``)
     api_model_name: str = "hero-agent"
 
@@ -103,6 +127,9 @@ class TelegramSettings:
     webhook_secret: str = field(default="", repr=False)  # secret
     poll_timeout_s: int = 30
     edit_interval_s: float = 1.0
+    #: where files are downloaded (``{file_base_url}{token}/{file_path}``); "" derives it from
+    #: ``api_base_url`` (``.../bot`` -> ``.../file/bot``)
+    file_base_url: str = ""
     #: webhook mode: where our own small HTTP server listens (a reverse proxy terminates TLS)
     webhook_host: str = "127.0.0.1"
     webhook_port: int = 8443
@@ -114,6 +141,12 @@ class TelegramSettings:
     watchdog_backoff_s: float = 1.0
     #: how long ``stop`` lets queued and running turns finish before cancelling them
     shutdown_deadline_s: float = 10.0
+    #: strangers get a pairing code the owner approves with ``hero-agent pair approve CODE``
+    pairing: bool = True
+    #: how long a pairing code stays valid
+    pairing_code_ttl_s: float = 3600.0
+    #: messages per Telegram user and hour a stranger is answered (with their code); more are ignored
+    pairing_attempts_per_hour: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +207,23 @@ class Settings:
     users: tuple[UserLink, ...] = ()
     #: where the settings came from (None: defaults only)
     source: Path | None = None
+    #: the OS user running this process (the CLI's default user), found by the loader
+    os_user: str = "local"
+
+    @property
+    def web_local_user(self) -> str:
+        """The web page's user when no tokens are configured: ``[web] local_user``, else the OS user."""
+        return self.web.local_user or self.os_user
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The configured models: ``llm.model`` then ``llm.fallback_models``, each once."""
+        return tuple(dict.fromkeys((self.llm.model, *self.llm.fallback_models)))
+
+    def model_for(self, chosen: str) -> str:
+        """The model a conversation uses: its ``/model`` choice while that is still configured,
+        else ``llm.model``."""
+        return chosen if chosen and chosen in self.models else self.llm.model
 
     def user_for_telegram_id(self, telegram_id: int) -> str | None:
         """The linked canonical user for a Telegram id, if any ``[users.<name>]`` claims it."""

@@ -20,10 +20,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from store.api.attachments import NewAttachment, attachment_bytes
 from store.api.base import MAX_TAGS, MAX_TITLE_CHARS, memory_hash, now_ms
+from store.api.links import MAX_PENDING_CODES, IdentityLink, PairingCode
 from store.api.records import Aggregate, ScopeStats, TimeRange
 from store.api.store import Store
 from store.api.turn import TurnOpening, TurnReads
+from store.cut_turns import INTERRUPTED_RESULT, INTERRUPTED_TEXT, INTERRUPTED_TYPE
 from store.engine import MAX_LIMIT, Capabilities, DelegatingEngine, Engine, ListQuery, Page, Results, Step
 from store.errors import (
     Conflict,
@@ -34,9 +37,11 @@ from store.errors import (
     StoreError,
     StoreUnavailable,
 )
+from store.leases import LEASE_S, Claimed, Lease, LeaseOwner, LeaseStats, owner_of
 from store.models import (
     JSON,
     SID_RE,
+    Attachment,
     AuditEntry,
     Conversation,
     Kind,
@@ -93,34 +98,47 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "DB_FILE",
+    "INTERRUPTED_RESULT",
+    "INTERRUPTED_TEXT",
+    "INTERRUPTED_TYPE",
     "JSON",
+    "LEASE_S",
     "MAX_LIMIT",
+    "MAX_PENDING_CODES",
     "MAX_TAGS",
     "MAX_TITLE_CHARS",
     "OSIS_RPC_PATH",
     "SID_RE",
     "Aggregate",
+    "Attachment",
     "AuditEntry",
     "BackupReport",
     "Capabilities",
+    "Claimed",
     "Conflict",
     "Conversation",
     "DelegatingEngine",
     "EmbeddedEngine",
     "Engine",
+    "IdentityLink",
     "ImportFormatError",
     "ImportResult",
     "InvalidInput",
     "Kind",
+    "Lease",
     "LeaseHeld",
+    "LeaseOwner",
+    "LeaseStats",
     "ListQuery",
     "Memory",
     "Message",
     "MessageStatus",
     "MigrationReport",
+    "NewAttachment",
     "NotFound",
     "OsisEngine",
     "Page",
+    "PairingCode",
     "Record",
     "Results",
     "Role",
@@ -134,6 +152,7 @@ __all__ = [
     "TurnOpening",
     "TurnReads",
     "UsageEntry",
+    "attachment_bytes",
     "backup_embedded",
     "backup_target",
     "build_engine",
@@ -144,6 +163,7 @@ __all__ = [
     "migrate_file",
     "now_ms",
     "open_store",
+    "owner_of",
     "to_base36",
     "validate_context",
     "validate_sid",

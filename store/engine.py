@@ -7,8 +7,11 @@ the few atomic primitives the domain needs and that cannot be built safely from 
   atomic across processes) and, in the same atomic step, touches the conversation (``message_count``
   +1, ``updated_at`` = now, ``last_channel`` = the message's channel); creating a message in a
   conversation that is missing from the scope raises :class:`~store.errors.NotFound`;
-* deleting an ``AgentConversation`` deletes its messages in the same atomic step;
-* ``claim``/``release``: a named lease per scope (turn locks across processes, update de-duplication);
+* deleting an ``AgentConversation`` deletes its messages and attachments in the same atomic step;
+* ``claim``/``release``: a named lease per scope (turn locks across processes, update de-duplication),
+  with the holder's process identity and a compare-and-swap take-over (``replace``, see
+  :mod:`store.leases`); ``get_lease``/``list_leases`` read them back;
+* ``MarkCutStep``: the markers of a conversation's cut turn (see :mod:`store.cut_turns`);
 * ``dump``/``restore``: raw records with their sids, for export/import;
 * ``batch``: several of the calls above in one scope, in order (see :meth:`Engine.batch`).
 
@@ -26,7 +29,9 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Generic, Self, TypeVar, cast
 
-from store.errors import LeaseHeld
+from store import cut_turns
+from store.errors import LeaseHeld, UnsupportedOperation
+from store.leases import Claimed, Lease, LeaseOwner
 from store.models import JSON, Kind, Record, Scope
 
 T = TypeVar("T")
@@ -124,16 +129,21 @@ class DeleteStep(StepOf[bool]):
 
 
 @dataclass(frozen=True, slots=True)
-class ClaimStep(StepOf[bool]):
-    """Take the lease ``key`` for ``holder``: True when it was free, expired, or already held by
-    ``holder`` (then renewed); False when another holder has it. ``ttl_ms=None`` never expires (used
-    for de-duplication marks). With ``required`` a refused claim stops the batch with
+class ClaimStep(StepOf[Claimed]):
+    """Take the lease ``key`` for ``holder``, recording ``owner`` (its process) with it.
+
+    Truthy (the :class:`~store.leases.Claimed` says how) when it was free, lapsed, already held by
+    ``holder`` (then renewed), or held by ``replace`` (a compare-and-swap: the claimer found that
+    holder dead); ``Claimed.REFUSED`` (falsy) when another holder has it. ``ttl_ms=None`` never
+    expires (used for de-duplication marks). With ``required`` a refused claim stops the batch with
     :class:`LeaseHeld`."""
 
     key: str
     holder: str
     ttl_ms: int | None
     required: bool = True
+    owner: LeaseOwner | None = None
+    replace: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +154,30 @@ class ReleaseStep(StepOf[None]):
     holder: str
 
 
+@dataclass(frozen=True, slots=True)
+class MarkCutStep(StepOf["builtins.list[Record]"]):
+    """Mark the conversation's cut turn, if its tail has one: every tool call without a result gets an
+    ``error: interrupted`` result and an unanswered user message an ``interrupted`` assistant marker
+    (request keys make it idempotent). Answers the created messages, oldest first.
+
+    ``request_key``: the key under which the same batch stores its user message. A user message
+    already stored under it is that very message (the batch was repeated after a lost answer, or the
+    request redelivered), answered by the turn now opening: it gets no marker. Engines that cannot
+    look request keys up (the plain-steps :meth:`Engine.mark_cut`) mark it anyway; an older answer is
+    then followed by the turn's new one, which history readers prefer (see agent.prompt.history)."""
+
+    conversation_id: str
+    request_key: str | None = None
+
+
 #: any batch step (the step types are the rows of :data:`STEPS`)
 Step = StepOf[object]
+
+
+def tail_query(conversation_id: str, limit: int) -> ListQuery:
+    """The newest ``limit`` messages of a conversation, newest first (what :class:`MarkCutStep` reads)."""
+    filters: dict[str, JSON] = {"conversation_id": conversation_id}
+    return ListQuery(filters=filters, order_by="seq", descending=True, limit=limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +204,7 @@ STEPS: Final[dict[type[Step], StepRow]] = {
     DeleteStep: StepRow(reads=False, method="{object}.delete"),
     ClaimStep: StepRow(reads=False, method="agentlease.claim", capability="leases"),
     ReleaseStep: StepRow(reads=False, method="agentlease.release", capability="leases"),
+    MarkCutStep: StepRow(reads=False, method="store.mark_interrupted"),
 }
 
 
@@ -281,6 +314,14 @@ class Engine(ABC):
         return (await self.batch(scope, [step])).of(step)
 
     @abstractmethod
+    async def get_lease(self, scope: Scope, key: str) -> Lease | None:
+        """The lease ``key`` as stored (also when it has lapsed), or None."""
+
+    @abstractmethod
+    async def list_leases(self, context: str, prefix: str) -> builtins.list[Lease]:
+        """Every lease of the context (all users) whose key starts with ``prefix``, lapsed ones too."""
+
+    @abstractmethod
     async def contexts(self) -> builtins.list[str]:
         """Every context that holds at least one record, sorted."""
 
@@ -306,6 +347,33 @@ class Engine(ABC):
         """Raise StoreUnavailable when the engine cannot serve requests."""
         return None
 
+    async def rename_user(self, context: str, old: str, new: str, *, merge: bool = False) -> dict[str, int]:
+        """Move every record of user ``old`` in ``context`` to user ``new``, atomically; how many
+        records of each kind moved (``"dropped"``: ``old``'s records that clashed with ``new``'s).
+
+        Sids stay (they are unique per context), so conversations keep their messages. Raises
+        :class:`~store.errors.Conflict` when ``new`` already holds records there and ``merge`` is
+        false. With ``merge`` the target's records win each clash (a state key, a memory hash).
+        An optional capability: an engine that cannot do this atomically says so.
+        """
+        raise UnsupportedOperation(f"the {self.name} store engine cannot move records between users")
+
+    def counters(self) -> dict[str, int]:
+        """Event counts for ``/metrics`` (a remote engine's failed attempts...); none by default."""
+        return {}
+
+    async def mark_cut(self, scope: Scope, conversation_id: str) -> builtins.list[Record]:
+        """:class:`MarkCutStep` made of plain steps, for an engine that cannot run it itself (the
+        embedded engine runs it inside its batch's transaction)."""
+        head = await self.run(scope, ListStep(Kind.MESSAGE, tail_query(conversation_id, 1)))
+        if cut_turns.settled(head.items):
+            return []
+        tail = await self.run(scope, ListStep(Kind.MESSAGE, tail_query(conversation_id, cut_turns.TAIL)))
+        return [
+            await self.run(scope, CreateStep(Kind.MESSAGE, fields, key))
+            for fields, key in cut_turns.markers(conversation_id, tail.items)
+        ]
+
     # -- the single-call verbs, each one step ----------------------------------------------------
 
     async def get(self, kind: Kind, scope: Scope, sid: str) -> Record | None:
@@ -328,8 +396,18 @@ class Engine(ABC):
     async def count(self, kind: Kind, scope: Scope, filters: dict[str, JSON] | None = None) -> int:
         return await self.run(scope, CountStep(kind, filters))
 
-    async def claim(self, scope: Scope, key: str, holder: str, ttl_ms: int | None) -> bool:
-        return await self.run(scope, ClaimStep(key, holder, ttl_ms, required=False))
+    async def claim(
+        self,
+        scope: Scope,
+        key: str,
+        holder: str,
+        ttl_ms: int | None,
+        *,
+        owner: LeaseOwner | None = None,
+        replace: str | None = None,
+    ) -> Claimed:
+        step = ClaimStep(key, holder, ttl_ms, required=False, owner=owner, replace=replace)
+        return await self.run(scope, step)
 
     async def release(self, scope: Scope, key: str, holder: str) -> None:
         await self.run(scope, ReleaseStep(key, holder))
@@ -365,3 +443,15 @@ class DelegatingEngine(Engine):
 
     async def restore_batch(self, items: Sequence[tuple[Kind, Record]]) -> int:
         return await self.inner.restore_batch(items)
+
+    async def get_lease(self, scope: Scope, key: str) -> Lease | None:
+        return await self.inner.get_lease(scope, key)
+
+    async def list_leases(self, context: str, prefix: str) -> builtins.list[Lease]:
+        return await self.inner.list_leases(context, prefix)
+
+    async def rename_user(self, context: str, old: str, new: str, *, merge: bool = False) -> dict[str, int]:
+        return await self.inner.rename_user(context, old, new, merge=merge)
+
+    def counters(self) -> dict[str, int]:
+        return self.inner.counters()

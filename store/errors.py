@@ -7,8 +7,11 @@
     +-- NotFound         (user-safe, not retryable)   missing id -- and a foreign id, indistinguishably
     +-- Conflict         (user-safe, not retryable)   a lease held by someone else, a duplicate key
     |   +-- LeaseHeld                                  a batch's required lease is held by another holder
+    |   +-- LeaseLost                                  a held lease lapsed and another holder took it
     +-- StoreUnavailable (user-safe, retryable)       the engine cannot be reached or is closed
     +-- ImportFormatError(user-safe, not retryable)   a malformed export line (``line`` says which)
+        +-- ImportRejected                             an import refused whole: every problem found
+    +-- UnsupportedOperation (user-safe, not retryable) an optional capability this engine lacks
 """
 
 from __future__ import annotations
@@ -44,6 +47,15 @@ class LeaseHeld(Conflict):
         super().__init__(f"the lease {key!r} is held by another holder")
 
 
+class LeaseLost(Conflict):
+    """A held lease could not be renewed in time (the store was unreachable longer than the lease)
+    and another holder took it: the block that held it was cancelled."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__("the conversation's lock was lost while the store was unreachable")
+
+
 class StoreUnavailable(StoreError):
     user_safe = True
     retryable = True
@@ -56,3 +68,28 @@ class ImportFormatError(StoreError):
         self.line = line
         self.reason = reason
         super().__init__(f"line {line}: {reason}")
+
+
+class UnsupportedOperation(StoreError):
+    """An optional engine capability (e.g. ``rename_user``) that this engine or server does not offer."""
+
+    user_safe = True
+
+
+#: an import refusal lists at most this many problems (and counts the rest)
+MAX_IMPORT_PROBLEMS = 100
+
+
+class ImportRejected(ImportFormatError):
+    """An import refused as a whole, nothing written: every problem found (up to
+    ``MAX_IMPORT_PROBLEMS``), each naming its line. ``line``/``reason`` are the first problem's."""
+
+    def __init__(self, problems: list[ImportFormatError], total: int) -> None:
+        self.problems = problems
+        self.total = total
+        super().__init__(problems[0].line, problems[0].reason)
+        if total > 1:
+            lines = [str(p) for p in problems]
+            if total > len(problems):
+                lines.append(f"... and {total - len(problems)} more")
+            self.args = (f"{total} problems, nothing was imported:\n" + "\n".join(lines),)

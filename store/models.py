@@ -19,14 +19,23 @@ Record: TypeAlias = dict[str, JSON]
 
 CONTEXT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 SID_RE = re.compile(r"^[a-z0-9]{1,32}$")
+#: the reserved context of deployment-wide records (Telegram links, pairing codes). A context name
+#: cannot start with ``_``, so no user's context can collide with it; channels never accept it.
+SYSTEM_CONTEXT = "_system"
 
 
 def validate_context(name: str) -> str:
+    """A context name a user may choose (the reserved :data:`SYSTEM_CONTEXT` is refused)."""
     if not isinstance(name, str) or not CONTEXT_RE.match(name):
         raise InvalidInput(
             f"invalid context name {name!r}: use 1-64 of a-z 0-9 _ - starting with a letter or digit"
         )
     return name
+
+
+def validate_stored_context(name: str) -> str:
+    """A context the store holds: a user's, or the reserved :data:`SYSTEM_CONTEXT`."""
+    return name if name == SYSTEM_CONTEXT else validate_context(name)
 
 
 def validate_sid(sid: str) -> str:
@@ -49,7 +58,7 @@ class Scope:
     user_id: str
 
     def __post_init__(self) -> None:
-        validate_context(self.context)
+        validate_stored_context(self.context)
         validate_user(self.user_id)
 
 
@@ -63,6 +72,8 @@ class Kind(StrEnum):
     USAGE = "AgentUsageEntry"
     #: small per-scope key/value state (active conversation, channel offsets); hero-agent extension
     STATE = "AgentState"
+    #: an image (or other file) sent with a user message, stored apart from the message text
+    ATTACHMENT = "AgentAttachment"
 
     @property
     def rpc_name(self) -> str:
@@ -155,6 +166,8 @@ class Conversation(StoredObject):
     summary_seq: int = 0
     #: group scopes: the conversation belongs to a group, personal memories are never recalled
     is_group: bool = False
+    #: the model chosen for this conversation with ``/model NAME`` ("": the configured ``llm.model``)
+    model: str = ""
 
     @property
     def window_floor(self) -> int:
@@ -189,6 +202,11 @@ class Message(StoredObject):
     completion_tokens: int = 0
     #: "summary" for compaction summaries, "" for ordinary turns
     message_type: str = ""
+    #: JSON text: what came with the message besides its text, a list of small descriptors:
+    #: images ``{"kind": "image", "id", "name", "mime", "width", "height", "size"}`` (``id`` is the
+    #: :class:`Attachment`'s sid) and a transcribed voice message ``{"kind": "voice", "mime", "size",
+    #: "duration_s"}`` (its audio is not kept); "" when the message is text only
+    attachments: str = ""
 
 
 @dataclass(slots=True)
@@ -238,6 +256,29 @@ class StateEntry(StoredObject):
     value: str = ""
 
 
+@dataclass(slots=True)
+class Attachment(StoredObject):
+    """The bytes of one file a user sent with a message (an image), bounded in size by the store's
+    ``max_attachment_bytes``. Kept apart from the message so that reading history never reads them;
+    deleted with its conversation."""
+
+    KIND: ClassVar[Kind] = Kind.ATTACHMENT
+
+    conversation_id: str = ""
+    #: "image"
+    kind: str = "image"
+    name: str = ""
+    mime: str = ""
+    size: int = 0
+    width: int = 0
+    height: int = 0
+    #: hex SHA-256 of the bytes
+    sha256: str = ""
+    channel: str = ""
+    #: the bytes, base64 (standard alphabet, padded): JSON-safe on every engine and in exports
+    data: str = ""
+
+
 MODEL_FOR_KIND: dict[Kind, type[StoredObject]] = {
     Kind.CONVERSATION: Conversation,
     Kind.MESSAGE: Message,
@@ -245,4 +286,5 @@ MODEL_FOR_KIND: dict[Kind, type[StoredObject]] = {
     Kind.AUDIT: AuditEntry,
     Kind.USAGE: UsageEntry,
     Kind.STATE: StateEntry,
+    Kind.ATTACHMENT: Attachment,
 }

@@ -7,8 +7,9 @@ Format (version 1), one JSON object per line, UTF-8, keys sorted, no spaces::
     {"kind":"AgentMessage","record":{...}}
 
 Records come in the engine's dump order (per context: kinds in ``Kind`` order, then by sid), so an
-export of an imported export is byte-identical. Import validates the WHOLE file before writing
-anything, then restores records in batches; restoring is idempotent, so importing twice adds nothing.
+export of an imported export is byte-identical. Import checks the WHOLE file, against itself and
+against what the store holds (:mod:`store.transfer_check`), before writing anything, then restores
+records in batches; restoring is idempotent, so importing twice adds nothing.
 """
 
 from __future__ import annotations
@@ -23,23 +24,21 @@ import anyio
 import anyio.to_thread
 
 from store.engine import Engine
-from store.errors import ImportFormatError, InvalidInput
-from store.models import Kind, Record, Scope, validate_context, validate_sid, validate_user
+from store.models import Kind, Record, Scope, validate_stored_context
+from store.transfer_check import (
+    FORMAT,
+    VERSION,
+    ImportPlan,
+    check_against_store,
+    file_lines,
+    parse_line,
+    scan_file,
+)
 
-FORMAT = "hero-agent-export"
-VERSION = 1
 BATCH = 1000
 _WRITE_CHUNK = 1 << 16
-
-#: fields a record of each kind must carry, with their JSON types (besides the base fields)
-_REQUIRED: dict[Kind, dict[str, type | tuple[type, ...]]] = {
-    Kind.CONVERSATION: {"title": str, "is_archived": bool},
-    Kind.MESSAGE: {"conversation_id": str, "seq": int, "role": str, "content": str},
-    Kind.MEMORY: {"content": str, "hash": str},
-    Kind.AUDIT: {"tool": str},
-    Kind.USAGE: {"model": str},
-    Kind.STATE: {"key": str, "value": str},
-}
+#: the store's default message size limit (``agent.max_message_chars``); the CLI passes the configured one
+DEFAULT_MAX_MESSAGE_CHARS = 32_000
 
 
 def header_line() -> str:
@@ -56,7 +55,7 @@ def _dumps(obj: object) -> str:
 
 async def export_lines(engine: Engine, context: str | None) -> AsyncIterator[str]:
     """The export, line by line (each without its newline): one context, or all when None."""
-    contexts = [validate_context(context)] if context is not None else await engine.contexts()
+    contexts = [validate_stored_context(context)] if context is not None else await engine.contexts()
     yield header_line()
     for ctx in contexts:
         async for kind, record in engine.dump(ctx):
@@ -90,144 +89,53 @@ class ImportResult:
     read: int = 0
     written: int = 0
     per_kind: dict[str, int] = field(default_factory=dict)
+    #: conversations only the store held whose message_count the import's messages changed
+    recounted: int = 0
 
 
-def parse_line(lineno: int, text: str) -> tuple[Kind, Record]:
-    """One record line, checked; raises ImportFormatError naming the 1-based line."""
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ImportFormatError(lineno, f"not valid JSON ({exc.msg})") from None
-    if not isinstance(obj, dict) or set(obj) != {"kind", "record"}:
-        raise ImportFormatError(lineno, 'expected an object with exactly "kind" and "record"')
-    if obj["kind"] not in Kind._value2member_map_:
-        raise ImportFormatError(lineno, f"unknown kind {obj['kind']!r}")
-    kind, record = Kind(obj["kind"]), obj["record"]
-    if not isinstance(record, dict):
-        raise ImportFormatError(lineno, "record must be a JSON object")
-    try:
-        validate_sid(record.get("sid"))  # type: ignore[arg-type]
-        validate_context(record.get("context"))  # type: ignore[arg-type]
-        validate_user(record.get("user_id"))  # type: ignore[arg-type]
-    except InvalidInput as exc:
-        raise ImportFormatError(lineno, str(exc)) from None
-    checks: dict[str, type | tuple[type, ...]] = {"created_at": int, "updated_at": int, **_REQUIRED[kind]}
-    for name, typ in checks.items():
-        value = record.get(name)
-        if name not in record:
-            raise ImportFormatError(lineno, f"{kind.value} record lacks the field {name!r}")
-        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-            raise ImportFormatError(lineno, f"field {name!r} has the wrong type")
-    for name in ("conversation_id",):  # indexed by the embedded engine when present: text or null
-        if record.get(name) is not None and not isinstance(record[name], str):
-            raise ImportFormatError(lineno, f"field {name!r} has the wrong type")
-    if kind is Kind.MESSAGE and record["seq"] < 1:
-        raise ImportFormatError(lineno, "seq must be a positive integer")
-    return kind, record
+async def import_jsonl(
+    engine: Engine, path: Path, *, max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS
+) -> ImportResult:
+    """Check the whole of ``path`` against itself and the store, then restore its records.
 
-
-def _check_header(text: str) -> None:
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        obj = None
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise ImportFormatError(1, f"not a hero-agent export (the first line must be the {FORMAT} header)")
-    if obj.get("version") != VERSION:
-        raise ImportFormatError(
-            1, f"unsupported export version {obj.get('version')!r} (this one reads {VERSION})"
-        )
-
-
-@dataclass(slots=True)
-class _Plan:
-    """What the validation pass learned: record count, and conversations the file relies on."""
-
-    records: int = 0
-    #: (context, user, conversation sid) that messages refer to before (or without) the file defining
-    #: them -> the first such line; each must already be in the store
-    external: dict[tuple[str, str, str], int] = field(default_factory=dict)
-
-
-def _validate(path: Path) -> _Plan:
-    plan = _Plan()
-    seen: dict[tuple[str, str, str], str] = {}  # (kind, context, sid) -> user
-    seqs: dict[tuple[str, str, int], str] = {}  # (context, conversation, seq) -> message sid
-    lineno = 0
-    with path.open("rb") as fp:
-        for lineno, raw in _lines(fp):
-            if lineno == 1:
-                _check_header(raw)
-                continue
-            kind, rec = parse_line(lineno, raw)
-            key = (kind.value, rec["context"], rec["sid"])
-            if key in seen:
-                raise ImportFormatError(
-                    lineno, f"{kind.value} {rec['sid']} appears twice in {rec['context']!r}"
-                )
-            seen[key] = rec["user_id"]
-            if kind is Kind.MESSAGE:
-                _check_message(plan, seen, seqs, lineno, rec)
-            plan.records += 1
-    if lineno == 0:
-        raise ImportFormatError(1, "the file is empty")
-    return plan
-
-
-def _check_message(
-    plan: _Plan,
-    seen: dict[tuple[str, str, str], str],
-    seqs: dict[tuple[str, str, int], str],
-    lineno: int,
-    rec: Record,
-) -> None:
-    conv = (Kind.CONVERSATION.value, rec["context"], rec["conversation_id"])
-    if seen.get(conv, rec["user_id"]) != rec["user_id"]:
-        raise ImportFormatError(lineno, "message belongs to another user's conversation")
-    if conv not in seen:
-        plan.external.setdefault((rec["context"], rec["user_id"], rec["conversation_id"]), lineno)
-    if seqs.setdefault((rec["context"], rec["conversation_id"], rec["seq"]), rec["sid"]) != rec["sid"]:
-        raise ImportFormatError(lineno, f"seq {rec['seq']} appears twice in one conversation")
-
-
-def _lines(fp: IO[bytes]) -> Iterator[tuple[int, str]]:
-    """(1-based line number, text) of every line; decoded one by one so a bad byte names its line."""
-    for lineno, raw in enumerate(fp, start=1):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ImportFormatError(lineno, "not UTF-8 text") from None
-        yield lineno, text.rstrip("\n").rstrip("\r")
-
-
-async def import_jsonl(engine: Engine, path: Path) -> ImportResult:
-    """Validate every line of ``path``, then restore its records. Nothing is written when a line is bad."""
-    plan = await anyio.to_thread.run_sync(_validate, path)
-    for (ctx, user, conv), lineno in plan.external.items():
-        if await engine.get(Kind.CONVERSATION, Scope(ctx, user), conv) is None:
-            raise ImportFormatError(
-                lineno,
-                f"message refers to conversation {conv!r}, neither earlier in the file nor in the store",
-            )
+    Nothing is written when anything is wrong: :class:`~store.errors.ImportRejected` lists every
+    problem as ``line N: reason`` (see :mod:`store.transfer_check`). Conversations are written with
+    their ``message_count`` recomputed from the messages they hold once imported."""
+    plan, problems = await anyio.to_thread.run_sync(scan_file, path, max_message_chars)
+    await check_against_store(engine, plan, problems)
     result = ImportResult()
     with path.open("rb") as fp:
-        lines = _lines(fp)
+        lines = file_lines(fp)
         next(lines)  # the header
         while True:
-            batch = await anyio.to_thread.run_sync(_read_batch, lines)
+            batch = await anyio.to_thread.run_sync(_read_batch, lines, plan)
             if not batch:
                 break
             result.written += await engine.restore_batch(batch)
             result.read += len(batch)
             for kind, _ in batch:
                 result.per_kind[kind.value] = result.per_kind.get(kind.value, 0) + 1
+    result.recounted = await engine.restore_batch(await _store_counts(engine, plan))
     return result
 
 
-def _read_batch(lines: Iterator[tuple[int, str]]) -> list[tuple[Kind, Record]]:
+def _read_batch(lines: Iterator[tuple[int, str]], plan: ImportPlan) -> list[tuple[Kind, Record]]:
     batch: list[tuple[Kind, Record]] = []
     for lineno, raw in lines:
-        batch.append(parse_line(lineno, raw))
+        kind, record = parse_line(lineno, raw)
+        if kind is Kind.CONVERSATION:
+            record = {**record, "message_count": plan.counts[(record["context"], record["sid"])]}
+        batch.append((kind, record))
         if len(batch) >= BATCH:
             break
     return batch
+
+
+async def _store_counts(engine: Engine, plan: ImportPlan) -> list[tuple[Kind, Record]]:
+    """The conversations only the store holds whose message count the import changed, corrected."""
+    fixed: list[tuple[Kind, Record]] = []
+    for (context, sid), owner in sorted(plan.store_counts_to_fix.items()):
+        record = await engine.get(Kind.CONVERSATION, Scope(context, owner), sid)
+        if record is not None:
+            fixed.append((Kind.CONVERSATION, {**record, "message_count": plan.counts[(context, sid)]}))
+    return fixed

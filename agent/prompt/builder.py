@@ -8,7 +8,7 @@ compacted first (:mod:`agent.prompt.compaction`), and if that fails the oldest t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -24,10 +24,12 @@ from agent.prompt.history import (
 )
 from agent.providers.base import ChatMessage, ToolSpec
 from agent.turn_input import TurnInput, TurnServices
-from store import Memory, Message
+from store import InvalidInput, Memory, Message, NotFound, Scope, attachment_bytes
 
 log = structlog.get_logger()
 
+#: an image is sent with its own turn and the next two, then as a placeholder
+IMAGE_TURNS = 3
 GROUP_NOTE = "This is a group chat: each user message starts with the id of its sender."
 SUMMARY_HEADER = "Summary of the earlier part of this conversation:"
 
@@ -72,7 +74,32 @@ async def build_prompt(
                 settings.llm.context_window, settings.llm.max_output_tokens, int(fixed * ratio)
             )
     system = f"{base}\n\n{SUMMARY_HEADER}\n{history.summary}" if history.summary else base
-    return Prompt(system, fit(history.messages, budget, ratio), budget)
+    messages = await with_images(services, inp.request.scope, fit(history.messages, budget, ratio))
+    return Prompt(system, fit(messages, budget, ratio), budget)
+
+
+async def with_images(services: TurnServices, scope: Scope, messages: list[ChatMessage]) -> list[ChatMessage]:
+    """The images of the newest :data:`IMAGE_TURNS` user messages with their bytes (so an image goes
+    to the model with its own turn and the next two); older ones stay placeholders, and so does every
+    image when the model cannot see. A missing attachment stays a placeholder too."""
+    model = services.settings.llm.model
+    if services.media is None or not services.media.vision_on(model):
+        return messages
+    out = list(messages)
+    users = [i for i, m in enumerate(out) if m.role == "user"][-IMAGE_TURNS:]
+    for i in users:
+        msg = out[i]
+        if not msg.images:
+            continue
+        loaded = []
+        for img in msg.images:
+            try:
+                att = await services.store.get_attachment(scope, img.id)
+                loaded.append(replace(img, data=attachment_bytes(att)))
+            except (NotFound, InvalidInput):
+                loaded.append(img)
+        out[i] = replace(msg, images=tuple(loaded), tokens=-1)
+    return out
 
 
 def recall_section(memories: list[Memory]) -> str:

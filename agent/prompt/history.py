@@ -4,8 +4,13 @@
   the ``prompt_tokens`` the provider reports (:class:`TokenCalibrator`, in memory).
 * Stored messages become :class:`~agent.providers.base.ChatMessage` values; an interrupted or failed
   partial reply stays as text marked ``[interrupted]``.
+* The marker of a cut turn (``message_type`` ``interrupted``, :mod:`store.cut_turns`) is shown as its
+  visible text. An interrupted answer is left out once a later answer to the same user message
+  exists, and in the turn being answered now (a repeated request answers its message again).
 * :func:`repair` fixes the copy sent to the model: a tool call without a result gets an error result, a
-  result without its call is dropped, leading non-user messages are dropped. The store is never changed.
+  result without its call is dropped, leading non-user messages are dropped, and two user messages in
+  a row (an unmarked cut turn of data older than the markers) get the marker's text between them.
+  The store is never changed.
 * :func:`split_turns` / :func:`fit` trim only at user-turn boundaries, so a tool call and its result are
   never separated.
 """
@@ -16,8 +21,8 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from agent.providers.base import ChatMessage, ChatRequest, ToolCall, ToolSpec
-from store import Message, MessageStatus, Role
+from agent.providers.base import ChatMessage, ChatRequest, ImagePart, ToolCall, ToolSpec
+from store import INTERRUPTED_TEXT, INTERRUPTED_TYPE, Message, MessageStatus, Role
 
 #: tokens every message costs beyond its text (role, separators)
 MESSAGE_OVERHEAD = 4
@@ -25,6 +30,8 @@ MESSAGE_OVERHEAD = 4
 CALL_OVERHEAD = 8
 INTERRUPTED_MARK = "[interrupted]"
 SUMMARY_TYPE = "summary"
+IMAGE_MIN_TOKENS = 85
+IMAGE_MAX_TOKENS = 1600
 MISSING_RESULT = "error: no result was recorded for this call (the turn was interrupted)"
 
 
@@ -38,12 +45,20 @@ def estimate_message(msg: ChatMessage) -> int:
     if msg.tokens >= 0:
         return msg.tokens
     n = MESSAGE_OVERHEAD + estimate_text(msg.content)
+    for img in msg.images:
+        n += estimate_image(img.width, img.height) if img.data else estimate_text(img.placeholder()) + 1
     for call in msg.tool_calls:
         n += CALL_OVERHEAD + estimate_text(call.name) + estimate_text(call.arguments)
     for block in msg.reasoning:
         n += estimate_text(json.dumps(block))
     object.__setattr__(msg, "tokens", n)  # a memo on a frozen value: same inputs, same answer
     return n
+
+
+def estimate_image(width: int, height: int) -> int:
+    """An image's tokens: Anthropic's documented width * height / 750, at most 1,600 (a larger image
+    is scaled down by the provider), at least OpenAI's 85 of a low-detail image."""
+    return max(IMAGE_MIN_TOKENS, min(IMAGE_MAX_TOKENS, -(-max(width, 1) * max(height, 1) // 750)))
 
 
 def estimate_tools(tools: Sequence[ToolSpec]) -> int:
@@ -117,7 +132,7 @@ def to_chat(msg: Message, *, group: bool = False) -> ChatMessage | None:
     """One stored message as the model sees it (None: nothing to show, e.g. an empty error marker)."""
     if msg.role == Role.USER:
         text = f"{msg.sender}: {msg.content}" if group and msg.sender else msg.content
-        return ChatMessage(role="user", content=text)
+        return ChatMessage(role="user", content=text, images=images_of(msg))
     if msg.role == Role.TOOL:
         return ChatMessage(
             role="tool",
@@ -129,6 +144,8 @@ def to_chat(msg: Message, *, group: bool = False) -> ChatMessage | None:
     if msg.role == Role.ASSISTANT:
         calls = calls_from_json(msg.tool_calls)
         text = msg.content
+        if msg.message_type == INTERRUPTED_TYPE:
+            return ChatMessage(role="assistant", content=text or INTERRUPTED_TEXT)
         if msg.status != MessageStatus.COMPLETE and not calls:
             if not text.strip():
                 return None
@@ -139,6 +156,27 @@ def to_chat(msg: Message, *, group: bool = False) -> ChatMessage | None:
         )
         return ChatMessage(role="assistant", content=text, tool_calls=calls, reasoning=reasoning)
     return None  # system messages (compaction summaries) go into the system prompt instead
+
+
+def images_of(msg: Message) -> tuple[ImagePart, ...]:
+    """The image descriptors of a stored message's ``attachments`` field (without their bytes)."""
+    if not msg.attachments:
+        return ()
+    try:
+        items = json.loads(msg.attachments)
+    except ValueError:
+        return ()
+    return tuple(
+        ImagePart(
+            str(it.get("id", "")),
+            str(it.get("name", "")),
+            str(it.get("mime", "")),
+            int(it.get("width") or 0),
+            int(it.get("height") or 0),
+        )
+        for it in (items if isinstance(items, list) else ())
+        if isinstance(it, dict) and it.get("kind") == "image" and it.get("id")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +199,10 @@ def history_from(
     """The window as the model sees it; ``convert`` (default :func:`to_chat`) may answer from a cache."""
     summary = ""
     out: list[ChatMessage] = []
+    superseded = superseded_answers(stored)
     for m in stored:
+        if m.sid in superseded:
+            continue
         if m.message_type == SUMMARY_TYPE:
             summary = m.content  # the newest summary already covers the older ones
             continue
@@ -174,6 +215,24 @@ def history_from(
         first_seq=stored[0].seq if stored else 0,
         last_seq=stored[-1].seq if stored else 0,
     )
+
+
+def superseded_answers(stored: Sequence[Message]) -> set[str]:
+    """Sids of interrupted answers the model should not see: in each user message's group (it and
+    what follows up to the next user message), those followed by a later answer, and every one of
+    the last group, which the turn now opening answers (again, for a repeated request)."""
+    out: set[str] = set()
+    pending: list[str] = []  # interrupted answers of the current group, not superseded yet
+    for m in stored:
+        if m.role == Role.USER:
+            pending = []
+        elif m.role == Role.ASSISTANT and not m.tool_calls:
+            if m.status == MessageStatus.INTERRUPTED:
+                pending.append(m.sid)
+            else:
+                out.update(pending)
+                pending = []
+    return out | set(pending)
 
 
 # -- repair and trimming ------------------------------------------------------------------------
@@ -194,6 +253,8 @@ def repair(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
             _answer_missing(out, open_calls)
         if not out and msg.role != "user":
             continue
+        if msg.role == "user" and out and out[-1].role == "user":
+            out.append(ChatMessage(role="assistant", content=INTERRUPTED_TEXT))
         out.append(msg)
         if msg.tool_calls:
             open_calls = {c.id: c for c in msg.tool_calls}

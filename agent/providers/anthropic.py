@@ -18,6 +18,7 @@ Translation (the differences the seam hides):
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -37,6 +38,7 @@ from agent.providers.base import (
     ToolCall,
     ToolCallsReady,
     UsageReport,
+    text_with_placeholders,
 )
 from agent.providers.http import (
     error_from_payload,
@@ -246,7 +248,22 @@ def _blocks(msg: ChatMessage) -> tuple[str, list[dict[str, Any]]]:
             for c in msg.tool_calls
         ]
         return "assistant", content
-    return "user", [{"type": "text", "text": msg.content}] if msg.content else []
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "image",
+            "source": {
+                "type": "base64",
+                "media_type": img.mime,
+                "data": base64.b64encode(img.data).decode("ascii"),
+            },
+        }
+        for img in msg.images
+        if img.data
+    ]
+    text = text_with_placeholders(msg)
+    if text:
+        blocks.append({"type": "text", "text": text})
+    return "user", blocks
 
 
 def _tool_input(arguments: str) -> dict[str, Any]:

@@ -21,6 +21,22 @@ class ToolCall:
 
 
 @dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image of a user message. With ``data`` it goes to the model as an image; without (older
+    turns, or a model that cannot see) as its :meth:`placeholder` text."""
+
+    id: str
+    name: str
+    mime: str
+    width: int
+    height: int
+    data: bytes = field(default=b"", repr=False)
+
+    def placeholder(self) -> str:
+        return f"[image: {self.name}, {self.width}x{self.height}, {self.id}]"
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     """One message in the internal format. ``role`` is system|user|assistant|tool."""
 
@@ -33,8 +49,16 @@ class ChatMessage:
     #: opaque provider blocks (e.g. Anthropic thinking blocks) passed back unchanged
     reasoning: tuple[dict[str, Any], ...] = ()
     is_error: bool = False
+    #: role=user: the message's images (see :class:`ImagePart`)
+    images: tuple[ImagePart, ...] = ()
     #: the token estimate, filled in once by ``agent.prompt.history.estimate_message`` (-1: not yet)
     tokens: int = field(default=-1, compare=False, repr=False)
+
+
+def text_with_placeholders(msg: ChatMessage) -> str:
+    """The message's text followed by the placeholder of every image not sent as an image."""
+    marks = [img.placeholder() for img in msg.images if not img.data]
+    return "\n".join([msg.content, *marks]) if marks and msg.content else "\n".join(marks) or msg.content
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ raises :class:`~agent.errors.ProviderUnavailable`: a cut answer is never passed 
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -29,6 +30,7 @@ from agent.providers.base import (
     TextChunk,
     ToolCallsReady,
     UsageReport,
+    text_with_placeholders,
 )
 from agent.providers.http import (
     error_from_payload,
@@ -198,7 +200,22 @@ def _message(msg: ChatMessage) -> dict[str, Any]:
             ]
         return out
     # reasoning blocks are Anthropic's; Chat Completions has nowhere to send them back
-    return {"role": msg.role, "content": msg.content}
+    if any(img.data for img in msg.images):
+        parts: list[dict[str, Any]] = []
+        text = text_with_placeholders(msg)
+        if text:
+            parts.append({"type": "text", "text": text})
+        parts += [
+            {"type": "image_url", "image_url": {"url": f"data:{img.mime};base64,{_b64(img.data)}"}}
+            for img in msg.images
+            if img.data
+        ]
+        return {"role": msg.role, "content": parts}
+    return {"role": msg.role, "content": text_with_placeholders(msg)}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _json_objects(data: str) -> list[dict[str, Any]]:

@@ -2,8 +2,9 @@
 
 Every failure the model can cause or recover from (an unknown tool, arguments that are not JSON or
 break the schema, a timeout, an exception inside the tool) becomes ``ToolResult(ok=False,
-content="error: ...")`` worded so the model can act on it. Results are capped in size with a visible
-note. Every execution, ok or not and also a cancelled one, is written to the audit log.
+content="error: ...")`` worded so the model can act on it. Results are made storable (characters no
+store takes replaced) and capped in size with a visible note (:mod:`agent.tools.storable`). Every
+execution, ok or not and also a cancelled one, is written to the audit log.
 Cancellation itself propagates: a ``/stop`` must stop the turn, not turn into a tool result.
 """
 
@@ -25,6 +26,7 @@ from jsonschema.validators import validator_for  # type: ignore[import-untyped]
 from agent.providers.base import ToolCall, ToolSpec
 from agent.tools.base import Tool, ToolCaller, ToolError, ToolResult
 from agent.tools.health import ServerHealth
+from agent.tools.storable import ResultCounts, storable_result
 from store import AuditEntry, StoreError
 
 log = structlog.get_logger()
@@ -48,6 +50,8 @@ class ToolRegistry:
         self._validators: dict[str, Any] = {}
         #: the tool servers behind some of the tools (MCP), by name: for /readyz and /metrics
         self.servers: dict[str, ServerHealth] = {}
+        #: results repaired by :func:`~agent.tools.storable.storable_result`, shown in ``/metrics``
+        self.result_counts = ResultCounts()
         for tool in tools:
             self.register(tool)
 
@@ -92,7 +96,10 @@ class ToolRegistry:
         started = time.perf_counter()
         result: ToolResult | None = None
         try:
-            result = cap_result(await self._execute(call, ctx, timeout_s), max_result_chars)
+            # the one place every tool's output passes (built-in, MCP, http_fetch, error texts
+            # quoting an exception): made storable here, the turn can store it whatever it holds
+            raw = await self._execute(call, ctx, timeout_s)
+            result = storable_result(call.name, raw, max_result_chars, self.result_counts)
             return result
         finally:
             duration_ms = (time.perf_counter() - started) * 1000
@@ -184,16 +191,6 @@ def parse_arguments(text: str) -> tuple[dict[str, Any] | None, str]:
     if not isinstance(value, dict):
         return None, f"expected a JSON object, got {type(value).__name__}"
     return value, ""
-
-
-def cap_result(result: ToolResult, max_chars: int) -> ToolResult:
-    """Cut content longer than ``max_chars`` and say so; the whole stays within ``max_chars``."""
-    content = result.content
-    if len(content) <= max_chars:
-        return result
-    note = f"\n[truncated: showing the first {{n}} of {len(content)} characters]"
-    keep = max(0, max_chars - len(note) - 8)
-    return ToolResult(content=content[:keep] + note.format(n=keep), ok=result.ok)
 
 
 def redact_arguments(text: str) -> str:

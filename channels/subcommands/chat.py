@@ -7,7 +7,6 @@ lines to ``<store.path>/logs/cli.log`` at the configured level.
 from __future__ import annotations
 
 import argparse
-import getpass
 from pathlib import Path
 from typing import TextIO
 
@@ -16,6 +15,7 @@ import anyio
 from config import Settings
 from config.logging import configure_logging
 from config.redact import secret_values
+from store import validate_context
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,8 +38,9 @@ def add_scope_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def scope_of(args: argparse.Namespace, settings: Settings) -> tuple[str, str]:
-    """(context, user) from the arguments and the settings; validated when the Scope is built."""
-    return args.context or settings.agent.default_context, args.user or getpass.getuser()
+    """(context, user) from the arguments and the settings. The context is checked here (the store's
+    reserved context is no user's); the user when the Scope is built."""
+    return validate_context(args.context or settings.agent.default_context), args.user or settings.os_user
 
 
 def log_file(settings: Settings) -> Path:

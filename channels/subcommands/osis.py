@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import getpass
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -130,7 +129,7 @@ def migrate_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     from store import migrate_file  # noqa: PLC0415 (load on use)
 
     context = args.context or settings.store.context or settings.agent.default_context
-    user = args.user or _os_user()
+    user = args.user or settings.os_user
     try:
         scope = Scope(context, user)
         report = anyio.run(migrate_file, settings, scope, args.path)
@@ -140,10 +139,3 @@ def migrate_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     for line in report.lines():
         print(line)
     return 0
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "local"

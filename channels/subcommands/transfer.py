@@ -90,9 +90,10 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
             result = anyio.run(_import, settings, Path(args.input))
     except (StoreError, OSError) as exc:
         return _fail("import", exc)
+    recounted = f"; message count updated in {result.recounted} conversation(s)" if result.recounted else ""
     print(
         f"imported {result.written} new or changed records ({result.read} read, "
-        f"{result.read - result.written} already present)",
+        f"{result.read - result.written} already present){recounted}",
         file=sys.stderr,
     )
     return 0
@@ -100,4 +101,4 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _import(settings: Settings, path: Path) -> ImportResult:
     async with open_store(settings) as store:
-        return await import_jsonl(store.engine, path)
+        return await import_jsonl(store.engine, path, max_message_chars=store.max_message_chars)

@@ -2,15 +2,17 @@
 
 Flow of one update: PTB (long polling via :mod:`.polling`, or our :mod:`.webhook` route) puts it in
 ``app.update_queue``; the Application hands it to :meth:`TelegramChannel._on_update`, which classifies
-it (:mod:`.identity`), refuses strangers once, and queues it on its chat (:mod:`.chats`), so a chat's
-messages run in order while different chats run concurrently. The job claims the update id in the store
+it (:mod:`.identity`), checks who may talk (:mod:`.access`: strangers get a pairing code) and queues
+it on its chat (:mod:`.chats`), so a chat's messages run in order while different chats run
+concurrently. The job claims the update id in the store
 (no double answer after a restart), runs the turn through :meth:`Agent.handle` and streams the reply
 (:mod:`.streaming`). ``/stop`` skips the chat queue: it must reach the turn that is blocking that queue.
 
 Per chat state kept by the channel: the chat's context (``/context NAME``), persisted in the store as
 the state key ``telegram.context.<chat id>`` of the chat owner's scope in the default context, so it
-survives restarts; the pacing of sends (in memory). Refused Telegram ids are remembered in memory: a
-stranger gets one refusal per process lifetime, and nothing is stored for them.
+survives restarts; the pacing of sends (in memory). A stranger's messages are answered with one
+polite refusal carrying their Telegram id and a pairing code, a few times an hour at most; nothing but
+the pending code is stored for them.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from telegram.ext import Application, ContextTypes, TypeHandler
 from agent.core import Agent
 from agent.slash_commands import HELP
 from channels.base import Channel, ChannelStartError
+from channels.telegram.access import Gate
 from channels.telegram.botapi import BotAPIAnswerError, BotAPIRequest
 from channels.telegram.chats import ChatQueues
 from channels.telegram.identity import Identity, Incoming, Kind, classify
@@ -39,14 +42,10 @@ from channels.telegram.polling import LivenessRequest, PollingWatchdog
 from channels.telegram.responder import Responder
 from channels.telegram.webhook import WebhookServer
 from config import Settings
+from store import StoreError
 
 log = structlog.get_logger("channels.telegram")
 
-REFUSAL = (
-    "Sorry, this is a private assistant and I am not allowed to talk with you. "
-    "Ask its owner to add your Telegram id to the allowed users."
-)
-MAX_REFUSED_REMEMBERED = 10_000
 UPDATER_STOP_DEADLINE_S = 5.0
 _HELP_LINE = re.compile(r"^/(\w+)(?:[ \t]+[\[A-Z][\w\]]*)?[ \t]{2,}(.+)$")
 #: loggers that may print request URLs, which contain the bot token
@@ -102,7 +101,7 @@ class TelegramChannel(Channel):
         super().__init__(settings, agent)
         self._cfg = settings.telegram
         self._identity = Identity(settings)
-        self._refused: set[int] = set()
+        self._gate: Gate | None = None
         self._responder: Responder | None = None
         self._app: Application[Any, Any, Any, Any, Any, Any] | None = None
         self._poll_request: LivenessRequest | None = None
@@ -187,7 +186,8 @@ class TelegramChannel(Channel):
                 "telegram: webhook mode needs telegram.webhook_url and telegram.webhook_secret"
             )
         base = cfg.api_base_url
-        file_base = base[: -len("/bot")] + "/file/bot" if base.endswith("/bot") else base
+        derived = base[: -len("/bot")] + "/file/bot" if base.endswith("/bot") else base
+        file_base = cfg.file_base_url or derived
         sends = BotAPIRequest(
             connection_pool_size=max(16, cfg.max_concurrent_turns * 2),
             read_timeout=20.0,
@@ -245,7 +245,10 @@ class TelegramChannel(Channel):
             )
         if not cfg.allowed_users and not any(u.telegram_ids for u in self.settings.users):
             log.warning(
-                "telegram.nobody_allowed", hint="set telegram.allowed_users or [users.<name>] telegram_ids"
+                "telegram.nobody_allowed",
+                hint="write to the bot for a pairing code, then: hero-agent pair approve CODE"
+                if cfg.pairing
+                else "set telegram.allowed_users or [users.<name>] telegram_ids",
             )
         log.info("telegram.started", bot=self.bot_username, mode=cfg.mode)
 
@@ -338,31 +341,41 @@ class TelegramChannel(Channel):
         incoming = classify(update, self.bot_username, self.bot_id)
         if incoming is None or self._queues is None or self._tg is None:
             return
-        if not self._identity.allowed(incoming.sender_id):
-            self._refuse(incoming)
-            return
-        if incoming.kind is Kind.COMMAND and incoming.command == "stop":
-            assert self._responder is not None
+        assert self._responder is not None
+        configured = self._identity.configured(incoming.sender_id)
+        stop = incoming.kind is Kind.COMMAND and incoming.command == "stop"
+        if stop and (configured or self._identity.linked(incoming.sender_id)):
             self._tg.start_soon(self._responder.stop_turn, incoming)
             return
-        assert self._responder is not None
-        if not self._queues.submit(incoming.chat_id, partial(self._responder.process, incoming)):
+        job = partial(self._responder.process, incoming) if configured else partial(self._gated, incoming)
+        if not self._queues.submit(incoming.chat_id, job):
             # stopping: unclaimed, so a redelivery after the restart is answered
             log.info("telegram.update_not_taken", update_id=incoming.update_id, reason="stopping")
 
-    def _refuse(self, incoming: Incoming) -> None:
-        if incoming.sender_id in self._refused:
-            log.debug("telegram.refused_again", telegram_id=incoming.sender_id)
+    async def _gated(self, incoming: Incoming) -> None:
+        """A sender the config does not know: answered when a pairing linked them, else refused."""
+        assert self._responder is not None
+        if self._gate is None:
+            self._gate = Gate(self._cfg, self._identity, self.agent.pairing)
+        try:
+            admitted = await self._gate.admit(incoming)
+            refusal = None if admitted else await self._gate.refusal(incoming)
+        except StoreError as exc:
+            log.warning("telegram.gate_store_error", error=type(exc).__name__, chat_id=incoming.chat_id)
             return
-        if len(self._refused) >= MAX_REFUSED_REMEMBERED:
-            self._refused.clear()
-        self._refused.add(incoming.sender_id)
-        self.stats["refused"] += 1
+        if admitted:
+            if incoming.kind is Kind.COMMAND and incoming.command == "stop":
+                await self._responder.stop_turn(incoming)
+            else:
+                await self._responder.process(incoming)
+            return
         log.warning(
             "telegram.refused",
             telegram_id=incoming.sender_id,
             chat_id=incoming.chat_id,
             is_group=incoming.is_group,
+            answered=refusal is not None,
         )
-        assert self._queues is not None and self._responder is not None
-        self._queues.submit(incoming.chat_id, partial(self._responder.reply, incoming, REFUSAL))
+        if refusal is not None:
+            self.stats["refused"] += 1
+            await self._responder.reply(incoming, refusal)

@@ -5,7 +5,10 @@
 * A group chat is its own scope, ``tg-group:<chat id>``; each message records its sender ``tg:<id>``.
   In a group the bot only reacts when mentioned (``@botname``), replied to, or commanded (``/cmd`` or
   ``/cmd@botname``).
-* Only ``allowed_users`` and linked ids are answered.
+* Only ``allowed_users`` and linked ids are answered: linked by a ``[users.<name>]`` section, or by an
+  approved pairing (:mod:`agent.pairing`, stored). Stored links are checked in the store for every
+  message (an unlink takes effect at once) and remembered here so the rest of the update's handling
+  sees the same user.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ UNSUPPORTED = (
 )
 
 
+#: stored links kept in memory at most (each is read again from the store on every message anyway)
+MAX_REMEMBERED = 10_000
+
+
 class Kind(StrEnum):
     TEXT = "text"
     COMMAND = "command"
@@ -57,6 +64,9 @@ class Incoming:
     command: str = ""
     #: what was not supported ("voice", "photo", ...)
     media: str = ""
+    #: the sender's name and @username as Telegram shows them (for pairing requests)
+    sender_name: str = ""
+    sender_username: str = ""
 
 
 class Identity:
@@ -65,12 +75,32 @@ class Identity:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._allowed = frozenset(settings.telegram.allowed_users)
+        #: stored links as last read from the store (see :meth:`remember`)
+        self._links: dict[int, str] = {}
 
     def user_for(self, telegram_id: int) -> str:
-        return self._settings.user_for_telegram_id(telegram_id) or f"tg:{telegram_id}"
+        return (
+            self._settings.user_for_telegram_id(telegram_id)
+            or self._links.get(telegram_id)
+            or f"tg:{telegram_id}"
+        )
 
-    def allowed(self, telegram_id: int) -> bool:
+    def configured(self, telegram_id: int) -> bool:
+        """Answered by the config alone: ``allowed_users`` or a ``[users.<name>]`` section."""
         return telegram_id in self._allowed or self._settings.user_for_telegram_id(telegram_id) is not None
+
+    def linked(self, telegram_id: int) -> bool:
+        """Linked by an approved pairing, as last read from the store."""
+        return telegram_id in self._links
+
+    def remember(self, telegram_id: int, user: str | None) -> None:
+        """What the store said this id is (None: not linked, or no longer)."""
+        if user is None:
+            self._links.pop(telegram_id, None)
+        else:
+            if len(self._links) >= MAX_REMEMBERED and telegram_id not in self._links:
+                self._links.clear()
+            self._links[telegram_id] = user
 
     def owner(self, incoming: Incoming) -> str:
         """The user id that owns the chat's scope."""
@@ -92,9 +122,21 @@ def classify(update: Update, bot_username: str, bot_id: int) -> Incoming | None:
     is_group = msg.chat.type in ("group", "supergroup")
     sender_id, chat_id, message_id = msg.from_user.id, msg.chat.id, msg.message_id
 
+    sender = msg.from_user
+
     def make(kind: Kind, text: str, command: str = "", media: str = "") -> Incoming:
         return Incoming(
-            update.update_id, kind, chat_id, sender_id, is_group, message_id, text, command, media
+            update.update_id,
+            kind,
+            chat_id,
+            sender_id,
+            is_group,
+            message_id,
+            text,
+            command,
+            media,
+            sender.full_name,
+            sender.username or "",
         )
 
     text = msg.text

@@ -1,8 +1,9 @@
 """Answers one chat's updates: dedupe, the chat's context, the turn, and the streamed reply.
 
 Every update is de-duplicated through the store, in the chat owner's scope of the default context:
-while it is handled, an expiring lease ``tg-update:<id>`` keeps any other process (or a webhook retry)
-from handling it at the same time; once it is answered, the state key ``telegram.done.<id>`` marks it
+while it is handled, a lease ``tg-update:<id>`` (short, renewed while the update is handled, for at
+most ``agent.turn_lock_ttl_s``, like a turn lock) keeps any other process (or a webhook retry) from
+handling it at the same time; once it is answered, the state key ``telegram.done.<id>`` marks it
 for good. An update delivered twice -- after a restart before Telegram got our offset, or a webhook
 retry -- is therefore answered once; and one whose handler died before answering (kill -9) is
 answered when Telegram delivers it again, instead of being lost. Its user message is stored with the
@@ -27,7 +28,7 @@ from channels.telegram.identity import Identity, Incoming, Kind
 from channels.telegram.pacing import ChatPacer, GlobalLimiter
 from channels.telegram.streaming import DELIVERY_FALLBACKS, DeliveryFailed, ReplyStream
 from config import Settings
-from store import Scope, StoreError, validate_context
+from store import LEASE_S, Scope, StoreError, validate_context
 
 log = structlog.get_logger("channels.telegram")
 
@@ -67,7 +68,9 @@ class Responder:
         home = self._home(incoming)
         store = self._agent.store
         if await store.get_state(home, f"telegram.done.{incoming.update_id}") is not None or not (
-            await store.try_lease(home, f"tg-update:{incoming.update_id}", ttl_s=self._lease_ttl_s)
+            await store.try_lease(
+                home, f"tg-update:{incoming.update_id}", ttl_s=min(LEASE_S, self._lease_ttl_s)
+            )
         ):
             self.stats["duplicates"] += 1
             log.info("telegram.duplicate_update", update_id=incoming.update_id, chat_id=incoming.chat_id)
@@ -99,14 +102,16 @@ class Responder:
         if scope is None:
             return
         answered = False
+        key, home = f"tg-update:{incoming.update_id}", self._home(incoming)
         try:
-            if incoming.kind is Kind.UNSUPPORTED:
-                await self.reply(incoming, UNSUPPORTED_TEXT)
-            else:
-                with structlog.contextvars.bound_contextvars(
-                    chat_id=incoming.chat_id, update_id=incoming.update_id
-                ):
-                    await self._run_turn(incoming, scope)
+            async with self._agent.store.keep_lease(home, key, max_hold_s=self._lease_ttl_s):
+                if incoming.kind is Kind.UNSUPPORTED:
+                    await self.reply(incoming, UNSUPPORTED_TEXT)
+                else:
+                    with structlog.contextvars.bound_contextvars(
+                        chat_id=incoming.chat_id, update_id=incoming.update_id
+                    ):
+                        await self._run_turn(incoming, scope)
             answered = True
         finally:
             await self._settle(incoming, answered=answered)

@@ -11,7 +11,14 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from channels.web import routes_chat, routes_conversations, routes_openai, routes_ops
+from channels.web import (
+    routes_chat,
+    routes_conversations,
+    routes_media,
+    routes_openai,
+    routes_ops,
+    routes_pairing,
+)
 from channels.web.errors import (
     ApiError,
     handle_api_error,
@@ -106,8 +113,10 @@ def create_app(settings: Settings, agent: Agent, *, state: WebState | None = Non
         routes=[
             *routes_conversations.ROUTES,
             *routes_chat.ROUTES,
+            *routes_media.ROUTES,
             *routes_openai.ROUTES,
             *routes_ops.ROUTES,
+            *routes_pairing.ROUTES,
         ],
         middleware=middleware,
         exception_handlers={

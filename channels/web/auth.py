@@ -4,8 +4,9 @@
   enable this behind a proxy that sets it and strips it from clients).
 * ``[web] tokens`` configured: ``Authorization: Bearer <token>`` is required and maps to a user
   (``settings.user_for_token``); anything else answers 401.
-* no tokens configured: every request is the one local user ``[web] local_user`` (the channel then
-  refuses to listen on a non-loopback address).
+* no tokens configured: every request is the one local user: ``[web] local_user``, by default the OS
+  user running the daemon, who is also the CLI's default user (the channel then refuses to listen on
+  a non-loopback address).
 
 The context comes from ``context_name`` (JSON body, then query string), else the ``X-Hero-Context``
 header, else ``[agent] default_context``; an invalid name answers 400.
@@ -38,7 +39,7 @@ def authenticate(request: Request) -> str:
             except InvalidInput:
                 raise _unauthorized("the proxy user header is not a valid user id") from None
     if not web.tokens:
-        return web.local_user
+        return settings.web_local_user
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

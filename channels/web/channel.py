@@ -30,6 +30,7 @@ from channels.base import Channel, ChannelStartError
 from channels.serving import NoSignalServer, ServedApp, is_loopback
 from channels.web.app import MAX_HEAD_READ_BYTES, create_app
 from channels.web.state import WebState
+from store import StoreError
 
 if TYPE_CHECKING:
     from agent.core import Agent
@@ -40,6 +41,8 @@ log = structlog.get_logger("hero.web")
 #: uvicorn's own grace on top of our stream deadline, so streams end themselves first
 DRAIN_MARGIN_S = 3.0
 START_TIMEOUT_S = 30.0
+#: the page's user without tokens before it became the OS user by default
+LEGACY_LOCAL_USER = "local"
 
 
 def listen_error(host: str, port: int, exc: OSError) -> ChannelStartError:
@@ -111,6 +114,27 @@ class WebChannel(Channel):
         except OSError as exc:
             raise listen_error(web.host, web.port, exc) from None
         log.info("web.started", host=web.host, port=self.port, auth="tokens" if web.tokens else "local-user")
+        await self._warn_of_old_local_data()
+
+    async def _warn_of_old_local_data(self) -> None:
+        """Before the page's user became the OS user by default it was ``local``: say how to move
+        that data when some is there (it stays stored, but the page no longer shows it)."""
+        web, user = self.settings.web, self.settings.web_local_user
+        if web.tokens or web.local_user or user == LEGACY_LOCAL_USER:
+            return
+        try:
+            contexts = await self.agent.store.users_with_data(LEGACY_LOCAL_USER)
+        except StoreError as exc:
+            log.debug("web.local_data_check_failed", error_type=type(exc).__name__)
+            return
+        if contexts:
+            log.warning(
+                "web.local_user_data",
+                message=f"the web page's user is now {user!r}: data of the former local user "
+                f"{LEGACY_LOCAL_USER!r} is not shown (contexts: {', '.join(contexts)})",
+                fix=f"hero-agent store rename-user {LEGACY_LOCAL_USER} {user}",
+                keep_old_user=f'or set [web] local_user = "{LEGACY_LOCAL_USER}"',
+            )
 
     async def serving(self) -> None:
         """Raises ChannelCrashed when uvicorn's task ends or the listening socket is gone while the

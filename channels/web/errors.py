@@ -121,12 +121,8 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal_error", "internal error", openai=_is_openai(request))
 
 
-async def read_json_object(request: Request, max_bytes: int, *, allow_empty: bool = False) -> dict[str, Any]:
-    """The request body as a JSON object, read with a hard size cap.
-
-    413 when the body (declared or actual) exceeds ``max_bytes``; 400 for anything that is not a JSON
-    object. Nothing is stored before this returns, so a rejected body changes nothing.
-    """
+async def read_limited(request: Request, max_bytes: int) -> bytes:
+    """The whole body, or 413 as soon as it (declared or actual) exceeds ``max_bytes``."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -139,12 +135,22 @@ async def read_json_object(request: Request, max_bytes: int, *, allow_empty: boo
         body += chunk
         if len(body) > max_bytes:
             raise _too_large(max_bytes)
+    return bytes(body)
+
+
+async def read_json_object(request: Request, max_bytes: int, *, allow_empty: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object, read with a hard size cap.
+
+    413 when the body (declared or actual) exceeds ``max_bytes``; 400 for anything that is not a JSON
+    object. Nothing is stored before this returns, so a rejected body changes nothing.
+    """
+    body = await read_limited(request, max_bytes)
     if not body.strip():
         if allow_empty:
             return {}
         raise ApiError(400, "invalid_json", "the request body must be a JSON object")
     try:
-        data = json.loads(bytes(body))
+        data = json.loads(body)
     except (ValueError, RecursionError):
         raise ApiError(400, "invalid_json", "the request body is not valid JSON") from None
     if not isinstance(data, dict):

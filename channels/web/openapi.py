@@ -8,6 +8,7 @@ API has no authentication).
 
 from __future__ import annotations
 
+from agent.media import IMAGE_TYPES
 from channels.web.openapi_schemas import (
     BOOL,
     CONTEXT_BODY,
@@ -15,10 +16,12 @@ from channels.web.openapi_schemas import (
     ID_PARAM,
     ID_PATTERN,
     IDEMPOTENCY_KEY,
+    IMAGE_UPLOAD,
     INT,
     OPENAI_EVENT,
     PAGING,
     PERIOD_PARAMS,
+    REASONS,
     SCHEMAS,
     SEARCH_PARAM,
     SSE_EVENT,
@@ -32,6 +35,43 @@ from channels.web.openapi_schemas import (
     ref,
 )
 from config import Settings
+
+
+def voice_chat_op() -> Schema:
+    """``POST /api/voice/chat``: multipart audio in, the SSE stream of /api/chat out."""
+    operation = op(
+        "voiceChat",
+        "Send a voice message: transcribed, then answered like /api/chat (a transcript event follows start)",
+        {
+            "200": {
+                "description": "text/event-stream: start, transcript, then as /api/chat",
+                "content": {"text/event-stream": {"schema": SSE_EVENT}},
+            },
+            **errors(400, 404, 413, 415, 502, 503),
+        },
+        params=[IDEMPOTENCY_KEY],
+    )
+    operation["requestBody"] = {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": obj(
+                    {
+                        "audio": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "OGG/Opus, WAV, MP3, M4A, WebM or FLAC",
+                        },
+                        "conversation_id": {"type": "string", "pattern": ID_PATTERN},
+                        "context_name": CONTEXT_BODY,
+                    },
+                    required=("audio",),
+                    closed=True,
+                )
+            }
+        },
+    }
+    return operation
 
 
 def _api_paths() -> dict[str, Schema]:
@@ -145,13 +185,37 @@ def _api_paths() -> dict[str, Schema]:
                 params=[IDEMPOTENCY_KEY],
                 body=obj(
                     {
-                        "message": {"type": "string", "minLength": 1},
+                        "message": {"type": "string", "description": "may be empty when images are sent"},
                         "conversation_id": {"type": ["string", "null"], "pattern": ID_PATTERN},
                         "context_name": CONTEXT_BODY,
+                        "images": {"type": "array", "items": IMAGE_UPLOAD, "maxItems": 16},
                     },
                     required=("message",),
                     closed=True,
                 ),
+            ),
+        },
+        "/api/voice/chat": {
+            "post": voice_chat_op(),
+        },
+        "/api/attachments/{id}": {
+            "get": op(
+                "getAttachment",
+                "A stored image; with the signed ?t= of a message's attachment url no bearer token is needed",
+                {
+                    "200": {
+                        "description": "the image bytes",
+                        "content": {
+                            t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES
+                        },
+                    },
+                    **errors(400, 404, 503),
+                },
+                params=[
+                    *ID_PARAM,
+                    {"name": "t", "in": "query", "required": False, "schema": {"type": "string"}},
+                ],
+                context=False,
             ),
         },
         "/api/memories": {
@@ -244,6 +308,35 @@ def _api_paths() -> dict[str, Schema]:
                     ),
                     **errors(400, 503),
                 },
+            ),
+        },
+    }
+
+
+def _pairing_paths() -> dict[str, Schema]:
+    link = obj({"telegram_id": STR, "user": STR, "linked_at": INT, "by": STR})
+    return {
+        "/api/pairing/approve": {
+            "post": op(
+                "approvePairing",
+                "Link the Telegram id that asked for this pairing code to the caller",
+                {
+                    "200": json_answer(link),
+                    **errors(400, 413),
+                    "404": json_answer(ref("Error"), "No such pending code (or it expired)"),
+                    "409": json_answer(ref("Error"), "The config links that Telegram id ([users.*])"),
+                    "503": json_answer(ref("Error"), REASONS[503]),
+                },
+                body=obj({"code": {"type": "string", "maxLength": 64}}, required=("code",), closed=True),
+                context=False,
+            ),
+        },
+        "/api/pairing/links": {
+            "get": op(
+                "pairingLinks",
+                "The Telegram ids linked to the caller by approved pairings",
+                {"200": json_answer(obj({"items": {"type": "array", "items": link}})), **errors(503)},
+                context=False,
             ),
         },
     }
@@ -366,7 +459,7 @@ def _ops_paths() -> dict[str, Schema]:
 def openapi_document(settings: Settings) -> Schema:
     """The document for this configuration."""
     secured = bool(settings.web.tokens)
-    api = {**_api_paths(), **_openai_paths(settings.web.api_model_name)}
+    api = {**_api_paths(), **_pairing_paths(), **_openai_paths(settings.web.api_model_name)}
     for item in api.values():
         for operation in item.values():
             if secured:

@@ -43,6 +43,7 @@ SSE_EVENT = {
             "type": "string",
             "enum": [
                 "start",
+                "transcript",
                 "delta",
                 "tool_start",
                 "tool_end",
@@ -73,6 +74,10 @@ SCHEMAS: dict[str, Schema] = {
             "tags": {"type": "array", "items": STR},
             "last_channel": STR,
             "cleared_through_seq": INT,
+            "model": {
+                "type": "string",
+                "description": "chosen with /model NAME; empty: the configured model",
+            },
             "created_at": INT,
             "updated_at": INT,
         }
@@ -97,8 +102,26 @@ SCHEMAS: dict[str, Schema] = {
             "message_type": STR,
             "duration_ms": {"type": ["number", "null"]},
             "archived": BOOL,
+            "attachments": {"type": "array", "items": ref("AttachmentInfo")},
         }
     ),
+    "AttachmentInfo": {
+        "type": "object",
+        "description": "an image (kind image: id, name, mime, width, height, size, url) or a transcribed "
+        "voice message (kind voice: mime, size, duration_s; its audio is not kept)",
+        "properties": {
+            "kind": {"type": "string", "enum": ["image", "voice"]},
+            "id": STR,
+            "name": STR,
+            "mime": STR,
+            "width": INT,
+            "height": INT,
+            "size": INT,
+            "duration_s": NUM,
+            "url": {"type": "string", "description": "same-origin link that works without the bearer token"},
+        },
+        "required": ["kind"],
+    },
     "Memory": obj(
         {
             "id": STR,
@@ -235,10 +258,11 @@ REASONS = {
     401: "Missing or invalid bearer token",
     404: "Missing, or belonging to another user or context (indistinguishable)",
     409: "The conversation is busy",
-    413: "The body or the message is too large",
+    413: "The body, the message, an image or the audio is too large",
+    415: "The body is not of the expected content type",
     500: "An internal error (a bug; logged)",
-    502: "The LLM provider failed",
-    503: "Shutting down, or the store is unavailable",
+    502: "The LLM provider, the transcription service or an image URL failed",
+    503: "Shutting down, or the store or the transcription service is unavailable",
     504: "The turn took longer than the turn deadline",
 }
 
@@ -270,3 +294,13 @@ def op(
     if body is not None:
         op["requestBody"] = {"required": body_required, "content": {"application/json": {"schema": body}}}
     return op
+
+
+IMAGE_UPLOAD: Schema = obj(
+    {
+        "data_url": {"type": "string", "pattern": "^data:", "description": "data:image/...;base64,..."},
+        "name": STR,
+    },
+    required=("data_url",),
+    closed=True,
+)

@@ -1,5 +1,7 @@
 """``POST /api/chat``: one message in, a typed SSE stream out.
 
+The body may carry ``images`` (base64 ``data:`` URLs, see ``channels.web.media``).
+
 Events, in order: ``start`` (ids), then any of ``delta`` / ``tool_start`` / ``tool_end`` / ``usage`` /
 ``retry``, then exactly one of ``done`` (ids + usage) or ``error``. A slash command answers a single
 ``command`` event instead. When the client disconnects, the turn is cancelled and the agent stores the
@@ -29,10 +31,12 @@ from agent.events import (
 )
 from channels.web.auth import authenticate, caller_scope
 from channels.web.errors import ApiError, read_json_object
+from channels.web.media import images_field, upload_limit
 from channels.web.sse import EventStreamResponse, SendChunk, sse_event
-from channels.web.state import web_state
+from channels.web.state import WebState, web_state
 from channels.web.turns import is_stop, request_key, run_turn
 from channels.web.views import only_keys, str_field
+from store import Scope
 
 
 def event_payload(event: TurnEvent, context: str) -> tuple[str, dict[str, Any]]:
@@ -98,36 +102,63 @@ def event_payload(event: TurnEvent, context: str) -> tuple[str, dict[str, Any]]:
 async def chat(request: Request) -> Response:
     authenticate(request)  # 401 before the body is read
     state = web_state(request)
-    body = await read_json_object(request, state.settings.web.max_body_bytes)
+    media = state.agent.media
+    body = await read_json_object(request, upload_limit(media, state.settings.web.max_body_bytes))
     scope = caller_scope(request, body)
-    only_keys(body, {"message", "conversation_id"})
+    only_keys(body, {"message", "conversation_id", "images"})
     message = str_field(body, "message", required=True, max_len=state.settings.web.max_body_bytes)
     assert message is not None
-    if not message.strip():
+    images = images_field(media, body, "web")
+    if not message.strip() and not images:
         raise ApiError(400, "invalid_field", "message is empty")
+    check_message(state, message)
+    conversation_id = str_field(body, "conversation_id", max_len=64)
+    if state.shutdown.is_set() and not is_stop(message):
+        raise ApiError(503, "shutting_down", "the server is shutting down")
+    await check_conversation(state, scope, conversation_id)
+    key = request_key(request, "web")
+    req = TurnRequest(
+        scope=scope,
+        channel="web",
+        text=message,
+        conversation_id=conversation_id,
+        request_key=key,
+        images=images,
+    )
+    return stream_turn(state, req)
+
+
+def check_message(state: WebState, message: str) -> None:
     if "\x00" in message:
         raise ApiError(400, "invalid_field", "message contains binary data")
     limit = state.settings.agent.max_message_chars
     if len(message) > limit:
         raise ApiError(413, "message_too_large", f"message is longer than {limit} characters")
-    conversation_id = str_field(body, "conversation_id", max_len=64)
-    if state.shutdown.is_set() and not is_stop(message):
-        raise ApiError(503, "shutting_down", "the server is shutting down")
+
+
+async def check_conversation(state: WebState, scope: Scope, conversation_id: str | None) -> None:
     if conversation_id is not None:
         # a missing or foreign id is a plain 404 before the stream starts. An explicit id does not
         # change the user's active conversation (only /new, /switch and POST /api/conversations do):
         # switching it on every message costs store writes under a per-user lock, a convoy when many
         # chats of one user run at once (bench/web_load.py: time to first token x2)
         await state.agent.store.get_conversation(scope, conversation_id)
-    key = request_key(request, "web")
-    req = TurnRequest(
-        scope=scope, channel="web", text=message, conversation_id=conversation_id, request_key=key
-    )
+
+
+def stream_turn(
+    state: WebState, req: TurnRequest, after_start: tuple[tuple[str, dict[str, Any]], ...] = ()
+) -> Response:
+    """The turn as an SSE stream; ``after_start`` events follow the ``start`` event (the voice
+    route's ``transcript``)."""
+    context = req.scope.context
 
     async def produce(emit: SendChunk) -> None:
         async def on_event(event: TurnEvent) -> None:
-            name, data = event_payload(event, scope.context)
+            name, data = event_payload(event, context)
             await emit(sse_event(name, data))
+            if name == "start":
+                for extra_name, extra in after_start:
+                    await emit(sse_event(extra_name, extra))
 
         await run_turn(state, req, on_event)
 
@@ -138,7 +169,9 @@ async def chat(request: Request) -> Response:
             else "internal error; the reply was interrupted"
         )
         await emit(
-            sse_event("error", {"code": reason, "message": message, "conversation_id": conversation_id or ""})
+            sse_event(
+                "error", {"code": reason, "message": message, "conversation_id": req.conversation_id or ""}
+            )
         )
 
     return EventStreamResponse(state, produce, on_cut)

@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from channels.web.auth import caller_scope
 from channels.web.errors import ApiError, read_json_object
+from channels.web.media import sign_link
 from channels.web.state import web_state
 from channels.web.views import (
     aggregate_view,
@@ -131,14 +132,19 @@ async def list_messages(request: Request) -> Response:
     scope = caller_scope(request)
     limit, cursor = page_params(request, default=100)
     include_archived = bool_param(request, "include_archived", True) is True
-    store = web_state(request).agent.store
+    state = web_state(request)
+    store = state.agent.store
     conv = await store.get_conversation(scope, request.path_params["id"])
     page = await store.list_messages(
         scope, conv.sid, limit=limit, cursor=cursor, include_archived=include_archived
     )
+
+    def link(sid: str) -> str:
+        return sign_link(state.link_key, scope, sid)
+
     return JSONResponse(
         {
-            "items": [message_view(m, conv.clear_seq) for m in page.items],
+            "items": [message_view(m, conv.clear_seq, link) for m in page.items],
             "next_cursor": page.next_cursor,
             "conversation": conversation_view(conv),
         }

@@ -1,6 +1,8 @@
 """The OpenAI-compatible endpoint: ``POST /v1/chat/completions`` (streaming and not), ``GET /v1/models``.
 
-The agent keeps its own history, so only the **last user message** of ``messages`` is the turn input;
+The agent keeps its own history, so only the **last user message** of ``messages`` is the turn input
+(its ``text`` parts; ``image_url`` parts as images, ``data:`` URLs or http(s) fetched under
+``http_fetch``'s address policy; ``input_audio`` parts transcribed like voice messages);
 earlier messages (and system prompts) in the request are ignored. The conversation is picked by:
 
 1. the header ``X-Hero-Conversation: <id>`` (must exist in the caller's scope, else 404);
@@ -14,8 +16,11 @@ Turns are stored with channel ``api``; the chosen conversation id is echoed in t
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -24,12 +29,14 @@ from starlette.routing import Route
 
 from agent.core import TurnRequest
 from agent.events import CommandOutput, TextDelta, TurnEvent, TurnFailed
+from agent.media import MediaError, VoiceNote
 from channels.web.auth import authenticate, caller_scope
 from channels.web.errors import ApiError, error_body, read_json_object
+from channels.web.media import media_api_error, upload_limit
 from channels.web.sse import EventStreamResponse, SendChunk, run_guarded, sse_data
 from channels.web.state import WebState, web_state
 from channels.web.turns import TurnSummary, request_key, run_turn
-from store import NotFound, Scope
+from store import NewAttachment, NotFound, Scope
 
 CHANNEL = "api"
 CONVERSATION_HEADER = "x-hero-conversation"
@@ -39,6 +46,7 @@ _TURN_ERROR_STATUS = {
     "busy": 409,
     "conflict": 409,
     "provider_error": 502,
+    "vision_unsupported": 400,
     "store_unavailable": 503,
     "cancelled": 503,
     "deadline": 504,
@@ -58,7 +66,17 @@ async def list_models(request: Request) -> Response:
     )
 
 
-def last_user_text(body: dict[str, Any]) -> str:
+@dataclass(frozen=True, slots=True)
+class UserInput:
+    """The last user message of a request: its text parts, image URLs and audio parts."""
+
+    text: str
+    image_urls: tuple[str, ...] = ()
+    #: (base64 data, format) of each ``input_audio`` part
+    audio: tuple[tuple[str, str], ...] = ()
+
+
+def last_user_input(body: dict[str, Any]) -> UserInput:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "invalid_messages", "messages must be a non-empty list")
@@ -69,18 +87,68 @@ def last_user_text(body: dict[str, Any]) -> str:
             continue
         content = msg.get("content")
         if isinstance(content, str):
-            text = content
+            found = UserInput(content)
         elif isinstance(content, list):
-            parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-            text = "\n".join(p for p in parts if isinstance(p, str))
+            found = _parts(content)
         else:
             raise ApiError(400, "invalid_messages", "message content must be a string or a list of parts")
-        if not text.strip():
+        if not found.text.strip() and not found.image_urls and not found.audio:
             raise ApiError(400, "invalid_messages", "the last user message is empty")
-        if "\x00" in text:
+        if "\x00" in found.text:
             raise ApiError(400, "invalid_messages", "the last user message contains binary data")
-        return text
+        return found
     raise ApiError(400, "invalid_messages", "messages contain no user message")
+
+
+def _parts(content: list[Any]) -> UserInput:
+    """Text, ``image_url`` and ``input_audio`` parts; any other part is a 400, never a silent drop."""
+    texts: list[str] = []
+    images: list[str] = []
+    audio: list[tuple[str, str]] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url":
+            raw = part.get("image_url")
+            url = raw.get("url") if isinstance(raw, dict) else raw
+            if not isinstance(url, str) or not url.startswith(("data:", "http://", "https://")):
+                raise ApiError(400, "invalid_messages", "image_url needs a data:, http:// or https:// url")
+            images.append(url)
+        elif kind == "input_audio":
+            raw = part.get("input_audio")
+            if not isinstance(raw, dict) or not isinstance(raw.get("data"), str):
+                raise ApiError(400, "invalid_messages", "input_audio needs base64 data and a format")
+            audio.append((raw["data"], str(raw.get("format") or "")))
+        else:
+            raise ApiError(
+                400,
+                "invalid_messages",
+                f"unsupported content part {kind!r}: use text, image_url or input_audio",
+            )
+    return UserInput("\n".join(texts), tuple(images), tuple(audio))
+
+
+async def media_of(
+    state: WebState, found: UserInput
+) -> tuple[str, tuple[NewAttachment, ...], VoiceNote | None]:
+    """The turn's text (with the transcript of its audio), checked images and voice note."""
+    media = state.agent.media
+    text, voice = found.text, None
+    try:
+        media.check_count(len(found.image_urls), CHANNEL)
+        images = tuple([await media.image_from_url(url, CHANNEL) for url in found.image_urls])
+        for data, fmt in found.audio:
+            try:
+                raw = base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                raise ApiError(400, "invalid_messages", "input_audio data is not valid base64") from None
+            spoken = await media.transcribe(raw, f"audio/{fmt}" if fmt else "", CHANNEL)
+            text = f"{text}\n{spoken.text}" if text.strip() else spoken.text
+            voice = spoken.voice
+    except MediaError as exc:
+        raise media_api_error(exc) from None
+    return text, images, voice
 
 
 async def pick_conversation(state: WebState, request: Request, scope: Scope, user_field: str) -> str:
@@ -106,11 +174,15 @@ async def pick_conversation(state: WebState, request: Request, scope: Scope, use
 async def chat_completions(request: Request) -> Response:
     authenticate(request)
     state = web_state(request)
-    body = await read_json_object(request, state.settings.web.max_body_bytes)
+    media = state.agent.media
+    cap = (
+        upload_limit(media, state.settings.web.max_body_bytes) + state.settings.agent.max_audio_bytes * 4 // 3
+    )
+    body = await read_json_object(request, cap)
     scope = caller_scope(request, body)
-    text = last_user_text(body)
+    found = last_user_input(body)
     limit = state.settings.agent.max_message_chars
-    if len(text) > limit:
+    if len(found.text) > limit:
         raise ApiError(413, "message_too_large", f"message is longer than {limit} characters")
     user_field = body.get("user", "")
     if not isinstance(user_field, str) or len(user_field) > 256:
@@ -126,9 +198,16 @@ async def chat_completions(request: Request) -> Response:
     if state.shutdown.is_set():
         raise ApiError(503, "shutting_down", "the server is shutting down")
     key = request_key(request, CHANNEL)
+    text, images, voice = await media_of(state, found)
     conversation_id = await pick_conversation(state, request, scope, user_field)
     req = TurnRequest(
-        scope=scope, channel=CHANNEL, text=text, conversation_id=conversation_id, request_key=key
+        scope=scope,
+        channel=CHANNEL,
+        text=text,
+        conversation_id=conversation_id,
+        request_key=key,
+        images=images,
+        voice=voice,
     )
     headers = {"X-Hero-Conversation": conversation_id}
     created = int(time.time())

@@ -73,7 +73,14 @@ def _tool_servers(state: WebState) -> list[ServerHealth]:
 
 async def metrics(request: Request) -> Response:
     state = web_state(request)
-    body = state.metrics.render(state.agent.metrics, health_lines(_tool_servers(state)))
+    body = state.metrics.render(
+        state.agent.metrics,
+        [
+            *health_lines(_tool_servers(state)),
+            *state.agent.pairing.render_lines(),
+            *state.agent.media.metrics.render_lines(),
+        ],
+    )
     return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ class WebState:
     metrics: Metrics = field(default_factory=Metrics)
     shutdown: anyio.Event = field(default_factory=anyio.Event)
     locks: KeyedLocks = field(default_factory=KeyedLocks)
+    #: signs attachment links (``channels.web.media``); made at start, so links die with the process
+    link_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
     @property
     def deadline_s(self) -> float:

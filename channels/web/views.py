@@ -6,6 +6,7 @@ The field names here are the public API (documented in ``openapi.py`` and ``docs
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -26,12 +27,14 @@ def conversation_view(c: Conversation) -> dict[str, Any]:
         "tags": list(c.tags),
         "last_channel": c.last_channel,
         "cleared_through_seq": c.clear_seq,
+        "model": c.model,
         "created_at": c.created_at,
         "updated_at": c.updated_at,
     }
 
 
-def message_view(m: Message, clear_seq: int) -> dict[str, Any]:
+def message_view(m: Message, clear_seq: int, link: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """A message as the API shows it; ``link`` makes the URL of an image attachment (by sid)."""
     try:
         calls = json.loads(m.tool_calls) if m.tool_calls else []
     except ValueError:
@@ -57,7 +60,25 @@ def message_view(m: Message, clear_seq: int) -> dict[str, Any]:
         "duration_ms": _duration(m),
         # behind the /clear boundary: stored, shown dimmed, never sent to the model again
         "archived": m.seq <= clear_seq,
+        # images (with a URL for the page) and a voice note's type, size and duration
+        "attachments": attachments_view(m, link),
     }
+
+
+def attachments_view(m: Message, link: Callable[[str], str] | None) -> list[dict[str, Any]]:
+    try:
+        items = json.loads(m.attachments) if m.attachments else []
+    except ValueError:
+        items = []
+    out: list[dict[str, Any]] = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        view = dict(item)
+        if item.get("kind") == "image" and isinstance(item.get("id"), str):
+            view["url"] = link(item["id"]) if link is not None else f"/api/attachments/{item['id']}"
+        out.append(view)
+    return out
 
 
 def _duration(m: Message) -> float | None:

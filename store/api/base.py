@@ -20,6 +20,7 @@ import anyio
 from store.api.fallbacks import with_fallbacks
 from store.engine import MAX_LIMIT, Engine
 from store.errors import InvalidInput
+from store.leases import LEASE_S, LeaseStats, this_process
 from store.models import BASE_FIELDS, Message, MessageStatus, Record, Role, validate_sid
 
 MAX_TITLE_CHARS = 200
@@ -52,12 +53,18 @@ class StoreBase:
     """The engine, the lifecycle (an async context manager that opens and closes the engine) and
     the validation every operation shares."""
 
-    def __init__(self, engine: Engine, *, max_message_chars: int = 32_000) -> None:
+    def __init__(self, engine: Engine, *, max_message_chars: int = 32_000, lease_s: float = LEASE_S) -> None:
         #: the engine, behind the fallbacks for any capability it lacks (see ``store.api.fallbacks``)
         self.engine = with_fallbacks(engine)
         self.max_message_chars = max_message_chars
+        #: how long a held turn lock outlives its holder's last renewal (tests shorten it)
+        self.lease_s = lease_s
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        #: this process, recorded with every lease it takes (see store.leases)
+        self._owner = this_process()
         self._local_locks: dict[tuple[str, str, str], anyio.Lock] = {}
+        #: lease and cut-turn counters, shown in /metrics
+        self.lease_stats = LeaseStats()
 
     async def __aenter__(self) -> StoreBase:
         await self.engine.open()

@@ -47,6 +47,7 @@ from store.engine import (
     settled,
 )
 from store.errors import InvalidInput
+from store.leases import Claimed, Lease
 from store.models import JSON, Kind, Record, Scope
 from store.search import search_words
 
@@ -70,6 +71,14 @@ class FallbackEngine(DelegatingEngine):
     def __init__(self, inner: Engine) -> None:
         super().__init__(inner)
         self.capabilities = Capabilities(atomic_batch=False)
+
+    async def get_lease(self, scope: Scope, key: str) -> Lease | None:
+        """None without engine leases (a lease record has no process identity): a dead holder is only
+        seen when its lease lapses."""
+        return await self.inner.get_lease(scope, key) if self.inner.capabilities.leases else None
+
+    async def list_leases(self, context: str, prefix: str) -> builtins.list[Lease]:
+        return await self.inner.list_leases(context, prefix) if self.inner.capabilities.leases else []
 
     async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
         """Runs of steps the engine has go to it as one batch each; the others run here, in order."""
@@ -136,7 +145,7 @@ async def _lease_record(engine: Engine, scope: Scope, key: str) -> Record | None
     return items[0] if items else None
 
 
-async def _claim(engine: Engine, scope: Scope, step: ClaimStep) -> bool:
+async def _claim(engine: Engine, scope: Scope, step: ClaimStep) -> Claimed:
     now = int(time.time() * 1000)
     rec = await _lease_record(engine, scope, step.key)
     expires = None if step.ttl_ms is None else now + int(step.ttl_ms)
@@ -144,14 +153,17 @@ async def _claim(engine: Engine, scope: Scope, step: ClaimStep) -> bool:
     if rec is None:
         fields: Record = {"key": LEASE_PREFIX + step.key, "value": value}
         await engine.run(scope, CreateStep(Kind.STATE, fields))
-        return True
+        return Claimed.TAKEN
     held: Any = rec.get("value")
     held_by = held.get("holder") if isinstance(held, dict) else None
     until = held.get("expires_at") if isinstance(held, dict) else None
-    if held_by != step.holder and (until is None or int(until) > now):
-        return False
+    lapsed = until is not None and int(until) <= now
+    if held_by not in (step.holder, step.replace) and not lapsed:
+        return Claimed.REFUSED
     await engine.run(scope, UpdateStep(Kind.STATE, str(rec["sid"]), {"value": value}))
-    return True
+    if held_by == step.holder:
+        return Claimed.RENEWED
+    return Claimed.LAPSED if lapsed else Claimed.REPLACED
 
 
 async def _release(engine: Engine, scope: Scope, step: ReleaseStep) -> None:

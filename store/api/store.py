@@ -9,19 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from store.api.attachments import AttachmentsMixin
 from store.api.base import MAX_TAGS, MAX_TITLE_CHARS, check_limit, memory_hash, now_ms, store_fields
+from store.api.links import LinksMixin
 from store.api.memories import MemoriesMixin
 from store.api.records import Aggregate, RecordsMixin, ScopeStats, TimeRange
 from store.api.turn import TurnMixin
 from store.engine import GetStep, ListQuery, ListStep, Page
-from store.errors import InvalidInput, NotFound
+from store.errors import Conflict, InvalidInput, NotFound
 from store.models import (
+    SYSTEM_CONTEXT,
     Conversation,
     Kind,
     Message,
     MessageStatus,
     Scope,
     validate_sid,
+    validate_user,
 )
 
 __all__ = [
@@ -36,11 +40,11 @@ __all__ = [
 ]
 
 
-class Store(MemoriesMixin, RecordsMixin, TurnMixin):
+class Store(MemoriesMixin, RecordsMixin, TurnMixin, LinksMixin, AttachmentsMixin):
     """Domain operations over an engine. An async context manager that opens and closes the engine.
 
-    Conversations and messages live here; memories, audit/usage, state/leases and the start of a turn
-    in their mixins.
+    Conversations and messages live here; memories, audit/usage, state/leases, the start of a turn,
+    identity links and attachments in their mixins.
     """
 
     async def __aenter__(self) -> Store:
@@ -127,6 +131,48 @@ class Store(MemoriesMixin, RecordsMixin, TurnMixin):
         conv = await self.get_conversation(scope, sid)
         last = await self._last_seq(scope, sid)
         return await self._update_conversation(scope, sid, {"clear_seq": max(last, conv.clear_seq)})
+
+    async def set_conversation_model(self, scope: Scope, sid: str, model: str) -> Conversation:
+        """The model this conversation uses from now on ("" goes back to the configured one)."""
+        if not isinstance(model, str) or len(model) > 200 or not model.isprintable():
+            raise InvalidInput("invalid model name")
+        return await self._update_conversation(scope, sid, {"model": model.strip()})
+
+    async def users_with_data(self, user: str) -> list[str]:
+        """The contexts in which ``user`` holds at least one record (of any kind), sorted."""
+        found = []
+        for context in await self.engine.contexts():
+            if context == SYSTEM_CONTEXT:
+                continue
+            scope = Scope(context, user)
+            for kind in Kind:
+                if await self.engine.count(kind, scope):
+                    found.append(context)
+                    break
+        return found
+
+    async def rename_user(self, old: str, new: str, *, merge: bool = False) -> dict[str, dict[str, int]]:
+        """Move every record of ``old`` to ``new`` in every context (each context atomically) and point
+        ``old``'s identity links at ``new``; per context, the counts moved.
+
+        Refused with Conflict, before anything moves, when ``new`` already has records and ``merge``
+        is false (a user with nothing to move is no conflict: a repeated rename does nothing)."""
+        validate_user(old)
+        validate_user(new)
+        if old == new:
+            raise InvalidInput("the two user names are the same")
+        contexts = await self.users_with_data(old)
+        if contexts and not merge:
+            taken = await self.users_with_data(new)
+            if taken:
+                raise Conflict(f"user {new!r} already has data (in {', '.join(taken)}): add --merge to merge")
+        moved: dict[str, dict[str, int]] = {}
+        for context in contexts:
+            counts = await self.engine.rename_user(context, old, new, merge=merge)
+            if counts:
+                moved[context] = counts
+        await self.relink(old, new)
+        return moved
 
     async def set_summary_boundary(self, scope: Scope, sid: str, summary_seq: int) -> Conversation:
         """Record that the summary message at ``summary_seq`` stands for every earlier message."""

@@ -10,14 +10,17 @@ engine sends the reads at once. The user message is durable before ``open_turn``
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from store.api.base import check_limit, store_fields
+from store.api.leases import LeaseMixin
 from store.api.state import StateMixin
-from store.engine import ClaimStep, CreateStep, GetStep, ListQuery, ListStep, Page, Step
+from store.engine import ClaimStep, CreateStep, GetStep, ListQuery, ListStep, MarkCutStep, Page, Step
 from store.errors import NotFound
+from store.leases import Claimed
 from store.models import Conversation, Kind, Memory, Message, Record, Scope, UsageEntry, validate_sid
 
 
@@ -57,7 +60,7 @@ class TurnOpening:
     usage: list[UsageEntry] = field(default_factory=list)
 
 
-class TurnMixin(StateMixin):
+class TurnMixin(LeaseMixin, StateMixin):
     @asynccontextmanager
     async def open_turn(
         self,
@@ -68,17 +71,25 @@ class TurnMixin(StateMixin):
         channel: str,
         sender: str = "",
         request_key: str | None = None,
+        attachments: str = "",
         reads: TurnReads = TurnReads(),
         ttl_s: float = 600.0,
         wait_s: float = 600.0,
     ) -> AsyncIterator[TurnOpening]:
-        """Take the turn lease of the conversation (waiting like :meth:`conversation_lock`), append the
-        user message and read ``reads``, all in one engine batch; yields the :class:`TurnOpening` and
-        releases the lease on exit, writing the opening's ``usage`` in the same call. NotFound when
-        the conversation is missing (nothing is stored)."""
+        """Take the turn lease of the conversation (waiting like :meth:`conversation_lock`), mark the
+        turn a crash may have cut there (:mod:`store.cut_turns`), append the user message and read
+        ``reads``, all in one engine batch; yields the :class:`TurnOpening` and releases the lease on
+        exit, writing the opening's ``usage`` in the same call. NotFound when the conversation is
+        missing (nothing is stored). ``attachments`` is the message's descriptor of the attachments
+        stored just before it (see ``store.api.attachments``)."""
         validate_sid(conversation_id)
         message = Message(
-            conversation_id=conversation_id, role="user", content=text, channel=channel, sender=sender
+            conversation_id=conversation_id,
+            role="user",
+            content=text,
+            channel=channel,
+            sender=sender,
+            attachments=attachments,
         )
         fields = self._message_fields(message)
         window_query = ListQuery(
@@ -88,6 +99,9 @@ class TurnMixin(StateMixin):
             limit=check_limit(reads.window_limit),
         )
         recall = reads.recall_limit > 0 and bool(reads.recall_text.strip())
+        # always keyed: a repeated batch must see its own user message as its own, not as a cut turn
+        request_key = request_key or f"turn:{uuid.uuid4().hex}"
+        mark = MarkCutStep(conversation_id, request_key)
         create = CreateStep(Kind.MESSAGE, fields, request_key)
         get_conv = GetStep(Kind.CONVERSATION, conversation_id)
         list_window = ListStep(Kind.MESSAGE, window_query)
@@ -104,16 +118,17 @@ class TurnMixin(StateMixin):
             if reads.recent_memories > 0
             else None
         )
-        steps: list[Step] = [create, get_conv, list_window]
+        steps: list[Step] = [mark, create, get_conv, list_window]
         steps += [s for s in (list_matching, list_recent) if s is not None]
 
-        async def take(claim: ClaimStep) -> TurnOpening:
+        async def take(claim: ClaimStep) -> tuple[Claimed, TurnOpening]:
             results = await self.engine.batch(scope, [claim, *steps])
+            self.lease_stats.marked(results.of(mark))
             conv_rec = results.of(get_conv)
             if conv_rec is None:
                 # deleted between the message's create and the read: only a non-atomic engine gets here
                 raise NotFound("conversation", conversation_id)
-            return _opening(
+            return results.of(claim), _opening(
                 reads.window_limit,
                 created=results.of(create),
                 conv_rec=conv_rec,

@@ -81,11 +81,19 @@ LegacyRows = dict[str, list[dict[str, Any]]]
 
 def read_legacy(path: Path) -> tuple[LegacyRows, list[str]]:
     """Every row of the legacy tables (blocking: run in a worker thread). Raises InvalidInput."""
-    if not path.is_file():
+    if path.is_dir():
+        raise InvalidInput(f"{path}: is a directory, not an SQLite database file")
+    if not path.exists():
         raise InvalidInput(f"{path}: no such file")
-    with path.open("rb") as fh:
-        if fh.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
-            raise InvalidInput(f"{path}: not an SQLite database")
+    if not path.is_file():
+        raise InvalidInput(f"{path}: not a regular file, so not an SQLite database")
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    if magic != _SQLITE_MAGIC:
+        raise InvalidInput(f"{path}: not an SQLite database")
     try:
         conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
     except sqlite3.Error as exc:

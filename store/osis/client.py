@@ -28,18 +28,20 @@ from store.engine import (
     CreateStep,
     Engine,
     GetStep,
+    MarkCutStep,
     Results,
     Step,
     UpdateStep,
     settled,
 )
-from store.errors import InvalidInput, NotFound, StoreError, StoreUnavailable
+from store.errors import InvalidInput, NotFound, StoreError, StoreUnavailable, UnsupportedOperation
+from store.leases import Lease
 from store.models import Kind, Record, Scope
 from store.osis.protocol import (
     CONTEXT_HEADER,
     DUMP_PAGE,
     MAX_BATCH,
-    MAX_BODY_BYTES,
+    OPTIONAL_METHODS,
     REQUIRED_METHODS,
     RESTORE_BATCH,
     OsisAuthError,
@@ -53,8 +55,11 @@ from store.osis.wire import ANSWERS, RemoteError, Retryable, answer_of, encode, 
 log = structlog.get_logger()
 _RETRY_STATUS = frozenset({502, 503, 504})
 _BACKOFF_S = (0.05, 0.2, 0.5, 1.0)
+#: what ``counters()`` counts: a failed attempt by reason, and a call that stayed unreachable
+_EVENTS = ("deadline", "timeout", "connection", "gateway", "unreachable")
 #: restore_batch chunks stay well under the server's request size limit
-_CHUNK_BYTES = MAX_BODY_BYTES // 2
+#: restore requests stay small (a record larger than this goes alone, up to MAX_BODY_BYTES)
+_CHUNK_BYTES = 512 * 1024
 
 
 def redacted(url: str) -> str:
@@ -81,12 +86,19 @@ class OsisEngine(Engine):
         self.where = redacted(self.endpoint)
         self._secret = settings.secret
         self._timeout = httpx.Timeout(settings.timeout_s, connect=min(settings.timeout_s, 5.0))
+        self._attempt_s = settings.timeout_s
         self._retries = max(0, settings.retries)
         self._default_context = settings.context or "default"
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._checked = False
+        #: the methods the server's rpc.discover listed (optional extensions are used only if there)
+        self._methods: set[str] = set()
+        #: the optional methods (OPTIONAL_METHODS) the service lists
+        self._optional: frozenset[str] = frozenset()
         self._next_id = 0
+        #: failed attempts by reason, and calls that failed after every attempt (for /metrics)
+        self._events = dict.fromkeys(_EVENTS, 0)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -115,16 +127,21 @@ class OsisEngine(Engine):
 
     async def _check_methods(self) -> None:
         doc = await self._call("rpc.discover", {}, self._default_context, check=False)
-        missing = sorted(REQUIRED_METHODS - methods_in(doc) - {"rpc.discover"})
+        self._methods = methods_in(doc)
+        missing = sorted(REQUIRED_METHODS - self._methods - {"rpc.discover"})
         if missing:
             raise OsisProtocolError(
                 f"OSIS store at {self.where} lacks {len(missing)} method(s) hero-agent needs: "
                 + ", ".join(missing)
             )
+        self._optional = frozenset(methods_in(doc) & OPTIONAL_METHODS)
         self._checked = True
 
     async def ping(self) -> None:
         await self._call("store.ping", {}, self._default_context)
+
+    def counters(self) -> dict[str, int]:
+        return dict(self._events)
 
     # -- transport ----------------------------------------------------------------------------
 
@@ -181,14 +198,24 @@ class OsisEngine(Engine):
             await self._check_methods()
 
     async def _retrying(self, label: str, send: Callable[[], Awaitable[Any]]) -> Any:
+        """Each attempt runs under ONE deadline of ``store.timeout_s`` for the whole exchange.
+
+        httpx's timeouts bound each socket operation, not the request: a server that answers a byte
+        at a time (a stalled proxy, a peer dying slowly) would hold a call forever with every single
+        read inside its limit. The deadline makes ``timeout_s`` what the docs say it is, the longest
+        one attempt may take; an attempt cut by it is retried like any other timeout (every call is
+        safe to repeat)."""
         attempts = 1 + self._retries
         for attempt in range(attempts):
             try:
-                return await send()
+                with anyio.fail_after(self._attempt_s):
+                    return await send()
             except RemoteError as exc:
                 raise store_error_for(exc.code, exc.message, exc.data) from None
-            except (httpx.TransportError, Retryable) as exc:
+            except (httpx.TransportError, Retryable, TimeoutError) as exc:
+                self._events[_failure_reason(exc)] += 1
                 if attempt + 1 >= attempts:
+                    self._events["unreachable"] += 1
                     log.warning("osis.unreachable", method=label, url=self.where, error=type(exc).__name__)
                     raise StoreUnavailable(f"OSIS store unreachable at {self.where}") from None
                 await anyio.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
@@ -215,11 +242,31 @@ class OsisEngine(Engine):
 
     # -- the engine seam ----------------------------------------------------------------------
 
+    async def get_lease(self, scope: Scope, key: str) -> Lease | None:
+        """None from a service without ``agentlease.get``: its dead holders are only seen to lapse."""
+        await self._ready()
+        if "agentlease.get" not in self._optional:
+            return None
+        answer = await self._call("agentlease.get", {"user_id": scope.user_id, "key": key}, scope.context)
+        return None if answer is None else _lease(answer, self.where)
+
+    async def list_leases(self, context: str, prefix: str) -> builtins.list[Lease]:
+        """Empty from a service without ``agentlease.list`` (a daemon start then marks nothing: the
+        conversations' next turns do)."""
+        await self._ready()
+        if "agentlease.list" not in self._optional:
+            return []
+        answer = await self._call("agentlease.list", {"prefix": prefix}, context)
+        if not isinstance(answer, builtins.list):
+            raise OsisProtocolError(f"OSIS store at {self.where} answered agentlease.list without a list")
+        return [_lease(item, self.where) for item in answer]
+
     async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
         """A required claim is sent alone first (a refused one stops the batch, as the seam says); the
         steps between required claims go as ONE JSON-RPC batch: one round trip, and the server runs
         all of them in order (a failing step does not stop the later ones there); the first failure,
         in step order, is raised here."""
+        await self._ready()  # the optional methods are known from here on
         out: builtins.list[object] = []
         group: builtins.list[Step] = []
         for step in steps:
@@ -227,6 +274,11 @@ class OsisEngine(Engine):
                 out += await self._group(scope, group)
                 group = []
                 out.append(await self._step(scope, step))
+            elif isinstance(step, MarkCutStep) and "store.mark_interrupted" not in self._optional:
+                # an older service: the marks are read and written by plain calls, in step order
+                out += await self._group(scope, group)
+                group = []
+                out.append(await self.mark_cut(scope, step.conversation_id))
             else:
                 group.append(step)
         out += await self._group(scope, group)
@@ -238,13 +290,26 @@ class OsisEngine(Engine):
         out: builtins.list[object] = []
         for start in range(0, len(steps), MAX_BATCH):
             chunk = steps[start : start + MAX_BATCH]
-            answers = await self._call_many([plan(scope, s) for s in chunk], scope.context)
+            answers = await self._call_many([self._plan(scope, s) for s in chunk], scope.context)
             for step, answer in zip(chunk, answers, strict=True):
                 out.append(await self._outcome(scope, step, answer))
         return out
 
-    async def _step(self, scope: Scope, step: Step) -> object:
+    def _plan(self, scope: Scope, step: Step) -> tuple[str, dict[str, Any]]:
+        """The call of ``step``; an older service (no ``agentlease.get``) gets claims without the
+        owner and replace params it would refuse."""
         method, params = plan(scope, step)
+        if isinstance(step, ClaimStep) and "agentlease.get" not in self._optional:
+            params.pop("owner", None)
+            params.pop("replace", None)
+        return method, params
+
+    async def _step(self, scope: Scope, step: Step) -> object:
+        if isinstance(step, MarkCutStep):
+            await self._ready()
+            if "store.mark_interrupted" not in self._optional:
+                return await self.mark_cut(scope, step.conversation_id)
+        method, params = self._plan(scope, step)
         try:
             answer = await self._call(method, params, scope.context)
         except StoreError as exc:
@@ -310,8 +375,35 @@ class OsisEngine(Engine):
     async def _restore_chunk(self, chunk: builtins.list[dict[str, Any]], context: str) -> int:
         return int(await self._call("store.restore_batch", {"items": chunk}, context))
 
+    async def rename_user(self, context: str, old: str, new: str, *, merge: bool = False) -> dict[str, int]:
+        """``store.rename_user``: one transaction on the server, when the server offers it."""
+        await self._ready()
+        if "store.rename_user" not in self._methods:
+            raise UnsupportedOperation(f"the OSIS store at {self.where} does not offer store.rename_user")
+        params = {"from_user": old, "to_user": new, "merge": merge}
+        result = await self._call("store.rename_user", params, context)
+        return {str(k): int(v) for k, v in result.items()}
+
     async def restore(self, kind: Kind, record: Record) -> bool:
         context = record.get("context")
         if not isinstance(context, str):
             raise InvalidInput("a restored record needs its context")
         return bool(await self._call(f"{kind.rpc_name}.restore", {"record": record}, context))
+
+
+def _failure_reason(exc: Exception) -> str:
+    """Why an attempt failed: our whole-attempt deadline, an httpx timeout, the connection, a gateway."""
+    if isinstance(exc, Retryable):
+        return "gateway"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx.TransportError):
+        return "connection"
+    return "deadline"
+
+
+def _lease(value: Any, where: str) -> Lease:
+    try:
+        return Lease.from_json(value)
+    except ValueError as exc:
+        raise OsisProtocolError(f"OSIS store at {where} answered a malformed lease: {exc}") from None

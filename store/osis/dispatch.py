@@ -19,8 +19,9 @@ import structlog
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from store.engine import Engine, ListQuery
+from store.engine import Engine, ListQuery, MarkCutStep
 from store.errors import InvalidInput, StoreError
+from store.leases import LeaseOwner
 from store.models import Kind, Record, Scope, validate_sid, validate_user
 from store.osis.protocol import (
     DUMP_PAGE,
@@ -159,7 +160,30 @@ class Dispatcher:
     async def _store_call(self, method: str, args: dict[str, Any], context: str) -> Any:
         if method == "agentlease.claim":
             scope = _scope(context, args["user_id"])
-            return await self.engine.claim(scope, args["key"], args["holder"], args["ttl_ms"])
+            owner = LeaseOwner.from_json(args.get("owner"))
+            if args.get("owner") is not None and owner is None:
+                raise RpcError(INVALID_PARAMS, "param 'owner': needs a host string, pid and started integers")
+            outcome = await self.engine.claim(
+                scope,
+                args["key"],
+                args["holder"],
+                args["ttl_ms"],
+                owner=owner,
+                replace=args.get("replace"),
+            )
+            # a client that sends the owner param (null: unknown) reads the outcome's name; older
+            # clients, which never send it, read a boolean
+            return outcome.value if "owner" in args else bool(outcome)
+        if method == "agentlease.get":
+            lease = await self.engine.get_lease(_scope(context, args["user_id"]), args["key"])
+            return None if lease is None else lease.to_json()
+        if method == "agentlease.list":
+            return [lease.to_json() for lease in await self.engine.list_leases(context, args["prefix"])]
+        if method == "store.mark_interrupted":
+            scope = _scope(context, args["user_id"])
+            step = MarkCutStep(_sid(args["conversation_id"]), args.get("request_key"))
+            (created,) = await self.engine.batch(scope, [step])  # one transaction where the engine can
+            return created
         if method == "agentlease.release":
             await self.engine.release(_scope(context, args["user_id"]), args["key"], args["holder"])
             return None
@@ -172,6 +196,9 @@ class Dispatcher:
         if method == "store.ping":
             await self.engine.ping()
             return "pong"
+        if method == "store.rename_user":
+            old, new = validate_user(args["from_user"]), validate_user(args["to_user"])
+            return await self.engine.rename_user(context, old, new, merge=bool(args.get("merge", False)))
         return openrpc_document()  # rpc.discover
 
     # -- paged dump ---------------------------------------------------------------------------

@@ -4,7 +4,11 @@ Methods are ``<object>.<verb>`` with the lower-cased object name (``agentmessage
 params. Plain OSIS verbs: ``get``, ``set``, ``delete``, ``exist``, ``list``. hero-agent extensions, needed
 by the engine seam and absent from plain OSIS: ``<object>.count``, ``<object>.restore``,
 ``agentlease.claim``/``agentlease.release``, ``store.contexts``, ``store.dump`` (paged),
-``store.restore_batch`` and ``store.ping``.
+``store.restore_batch`` and ``store.ping``; newer, optional ones (:data:`OPTIONAL_METHODS`: the client
+works without them, at the documented cost): ``agentlease.get``/``agentlease.list`` and the ``owner``/
+``replace`` params of ``agentlease.claim`` (a dead holder on the claimer's host is taken over at once
+instead of after its lease lapses), ``store.mark_interrupted`` (the marks of a cut turn in the same
+request batch that opens the next turn, instead of a read and a create per mark).
 
 Both sides use this module: the method table (params and result shapes) drives the server's param
 validation, the client's start-up check and the OpenRPC document; the error table maps store errors to
@@ -23,7 +27,8 @@ from store.models import Kind
 PROTOCOL_VERSION: Final = "1.0.0"
 DOMAIN: Final = "ai"
 CONTEXT_HEADER: Final = "X-Hero-Context"
-MAX_BODY_BYTES: Final = 1_048_576
+#: 16 MiB: one attachment (at most 10 MiB, 13.4 MiB as base64) fits in one request
+MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 MAX_BATCH: Final = 100
 DUMP_PAGE: Final = 500
 RESTORE_BATCH: Final = 500
@@ -130,6 +135,21 @@ SET_RESULT: dict[str, Any] = {
         },
     ]
 }
+LEASE_OWNER: dict[str, Any] = {
+    "type": "object",
+    "properties": {"host": _STR, "pid": _INT, "started": _INT},
+    "required": ["host", "pid", "started"],
+}
+LEASE_RESULT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "user_id": _STR,
+        "key": _STR,
+        "holder": _STR,
+        "owner": {"oneOf": [LEASE_OWNER, _NULL]},
+        "expires_in_ms": {"type": ["integer", "null"], "description": "<= 0: lapsed; null: never"},
+    },
+}
 PAGE_RESULT: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -196,13 +216,55 @@ def _store_methods() -> list[Method]:
     ttl = Param("ttl_ms", {"type": ["integer", "null"]}, description="lease lifetime; null never expires")
     key = Param("key", _STR, description="lease name, unique per scope")
     holder = Param("holder", _STR, description="who takes the lease")
+    owner = Param(
+        "owner",
+        {**LEASE_OWNER, "type": ["object", "null"]},
+        False,
+        "the holder's process (host: boot id/pid ns, pid, started), null when unknown",
+    )
+    replace = Param("replace", _STR, False, "take the lease also while this (dead) holder has it")
     dump_item = {"type": "object", "properties": {"kind": _STR, "record": RECORD_RESULT}}
     return [
         Method(
             "agentlease.claim",
-            (USER, key, holder, ttl),
-            _BOOL,
-            "Take a named lease; true when free, expired or already ours (renewed).",
+            (USER, key, holder, ttl, owner, replace),
+            {
+                "oneOf": [
+                    _BOOL,
+                    {"enum": ["", "taken", "renewed", "lapsed", "replaced"], "description": "with owner"},
+                ]
+            },
+            "Take a named lease: free, lapsed, ours (renewed) or held by 'replace'; refused: false or ''.",
+            extension=True,
+        ),
+        Method(
+            "agentlease.get",
+            (USER, key),
+            {"oneOf": [LEASE_RESULT, _NULL]},
+            "The lease as stored (lapsed ones too), or null.",
+            extension=True,
+        ),
+        Method(
+            "agentlease.list",
+            (Param("prefix", _STR, description="key prefix"),),
+            {"type": "array", "items": LEASE_RESULT},
+            "Every lease of the header's context (all users) whose key starts with the prefix.",
+            extension=True,
+        ),
+        Method(
+            "store.mark_interrupted",
+            (
+                USER,
+                Param("conversation_id", SID.schema, description="the conversation"),
+                Param(
+                    "request_key",
+                    {"type": "string", "maxLength": 200},
+                    False,
+                    "the key of the user message the same batch stores (that one gets no marker)",
+                ),
+            ),
+            {"type": "array", "items": RECORD_RESULT},
+            "Mark the conversation's cut turn (interrupted markers); the messages created.",
             extension=True,
         ),
         Method(
@@ -249,6 +311,18 @@ def _store_methods() -> list[Method]:
             extension=True,
         ),
         Method("store.ping", (), {"const": "pong"}, "The engine can serve requests.", extension=True),
+        Method(
+            "store.rename_user",
+            (
+                Param("from_user", _STR, description="the user whose records move"),
+                Param("to_user", _STR, description="the user they move to"),
+                Param("merge", {"type": "boolean"}, False, "allow a target that already has records"),
+            ),
+            {"type": "object", "additionalProperties": {"type": "integer"}},
+            "Move every record of a user in the header's context to another user, atomically; "
+            "counts per kind. Optional: clients say so when a server lacks it.",
+            extension=True,
+        ),
         Method("rpc.discover", (), _OBJ, "This service's OpenRPC document."),
     ]
 
@@ -258,8 +332,13 @@ METHODS: Final[dict[str, Method]] = {m.name: m for k in Kind for m in _kind_meth
 }
 KIND_BY_OBJECT: Final[dict[str, Kind]] = {k.rpc_name: k for k in Kind}
 
+#: methods the client uses only when rpc.discover lists them (see the module docstring for the
+#: fallbacks; ``store.rename_user`` is an operator's command, not the daemon's path)
+OPTIONAL_METHODS: Final[frozenset[str]] = frozenset(
+    {"agentlease.get", "agentlease.list", "store.mark_interrupted", "store.rename_user"}
+)
 #: methods the osis client needs; rpc.discover on a server lacking any of them fails the start-up check
-REQUIRED_METHODS: Final[frozenset[str]] = frozenset(METHODS)
+REQUIRED_METHODS: Final[frozenset[str]] = frozenset(METHODS) - OPTIONAL_METHODS
 
 
 def openrpc_document(server_url: str = "/hero_osis_ai/rpc") -> dict[str, Any]:

@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from store.engine import Engine
 from store.errors import InvalidInput
-from store.models import validate_context
+from store.models import validate_stored_context
 from store.osis.dispatch import Dispatcher, RpcError
 from store.osis.protocol import (
     CONTEXT_HEADER,
@@ -142,7 +142,7 @@ class _RpcEndpoint:
         if not value:
             raise RpcError(INVALID_REQUEST, f"missing {CONTEXT_HEADER} header")
         try:
-            return validate_context(value)
+            return validate_stored_context(value)
         except InvalidInput as exc:
             raise RpcError(INVALID_REQUEST, f"invalid {CONTEXT_HEADER} header: {exc}") from None
 

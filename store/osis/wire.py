@@ -16,6 +16,7 @@ from store.engine import (
     DeleteStep,
     GetStep,
     ListStep,
+    MarkCutStep,
     Page,
     ReleaseStep,
     Step,
@@ -24,6 +25,7 @@ from store.engine import (
     row_of,
 )
 from store.errors import InvalidInput
+from store.leases import Claimed
 from store.models import Kind, Record, Scope
 from store.osis.protocol import OsisProtocolError
 
@@ -67,6 +69,22 @@ def _create_params(step: CreateStep) -> dict[str, Any]:
     return {"object": step.fields, "request_key": step.request_key or f"osis-client:{uuid.uuid4().hex}"}
 
 
+def _claim_params(step: ClaimStep) -> dict[str, Any]:
+    # the owner param (null when unknown) also asks for the claim's outcome by name
+    params: dict[str, Any] = {"key": step.key, "holder": step.holder, "ttl_ms": step.ttl_ms}
+    params["owner"] = step.owner.to_json() if step.owner is not None else None
+    if step.replace is not None:
+        params["replace"] = step.replace
+    return params
+
+
+def _mark_cut_params(step: MarkCutStep) -> dict[str, Any]:
+    params: dict[str, Any] = {"conversation_id": step.conversation_id}
+    if step.request_key is not None:
+        params["request_key"] = step.request_key
+    return params
+
+
 #: this engine's column of the step table: each step's params (besides ``user_id``)
 PARAMS: Final[dict[type[Step], Callable[[Any], dict[str, Any]]]] = {
     GetStep: lambda step: {"sid": step.sid},
@@ -75,8 +93,9 @@ PARAMS: Final[dict[type[Step], Callable[[Any], dict[str, Any]]]] = {
     CreateStep: _create_params,
     UpdateStep: lambda step: {"object": step.fields, "sid": step.sid},
     DeleteStep: lambda step: {"sid": step.sid},
-    ClaimStep: lambda step: {"key": step.key, "holder": step.holder, "ttl_ms": step.ttl_ms},
+    ClaimStep: _claim_params,
     ReleaseStep: lambda step: {"key": step.key, "holder": step.holder},
+    MarkCutStep: _mark_cut_params,
 }
 check_handlers(PARAMS, "the osis wire mapping (params)")
 
@@ -104,6 +123,20 @@ def _set_answer_of(answer: Any) -> Record | str:
     return sid
 
 
+def _claimed(answer: Any) -> Claimed:
+    """A claim's answer: the outcome's name from a service that knows owners, else a boolean (then a
+    take-over of a lapsed lease is not told apart from a free one)."""
+    if isinstance(answer, str) and answer in Claimed._value2member_map_:
+        return Claimed(answer)
+    return Claimed.TAKEN if answer else Claimed.REFUSED
+
+
+def _records_of(answer: Any) -> list[Record]:
+    if not isinstance(answer, list):
+        raise OsisProtocolError("OSIS store answered mark_interrupted badly")
+    return [record_of(r) for r in answer]
+
+
 #: this engine's column of the step table: each step's result, read from the server's answer
 ANSWERS: Final[dict[type[Step], Callable[[Any], object]]] = {
     GetStep: record_of,
@@ -112,8 +145,9 @@ ANSWERS: Final[dict[type[Step], Callable[[Any], object]]] = {
     CreateStep: _set_answer_of,
     UpdateStep: _set_answer_of,
     DeleteStep: bool,
-    ClaimStep: bool,
+    ClaimStep: _claimed,
     ReleaseStep: lambda answer: None,
+    MarkCutStep: _records_of,
 }
 check_handlers(ANSWERS, "the osis wire mapping (answers)")
 

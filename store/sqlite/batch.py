@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from store import cut_turns
 from store.engine import (
     ClaimStep,
     CountStep,
@@ -17,6 +18,7 @@ from store.engine import (
     DeleteStep,
     GetStep,
     ListStep,
+    MarkCutStep,
     ReleaseStep,
     Results,
     Step,
@@ -24,8 +26,9 @@ from store.engine import (
     check_handlers,
     reads_only,
     settled,
+    tail_query,
 )
-from store.models import Scope
+from store.models import Kind, Record, Scope
 from store.sqlite import ops
 from store.sqlite.leases import claim_in, release_in, unsynced
 from store.sqlite.ops import write_txn
@@ -39,8 +42,9 @@ HANDLERS: Final[dict[type[Step], Handler]] = {
     CreateStep: lambda conn, scope, s: ops.create(conn, s.kind, scope, s.fields, s.request_key),
     UpdateStep: lambda conn, scope, s: ops.update(conn, s.kind, scope, s.sid, s.fields),
     DeleteStep: lambda conn, scope, s: ops.delete(conn, s.kind, scope, s.sid),
-    ClaimStep: lambda conn, scope, s: claim_in(conn, scope, s.key, s.holder, s.ttl_ms),
+    ClaimStep: claim_in,
     ReleaseStep: lambda conn, scope, s: release_in(conn, scope, s.key, s.holder),
+    MarkCutStep: lambda conn, scope, s: mark_cut(conn, scope, s.conversation_id, s.request_key),
 }
 check_handlers(HANDLERS, "the embedded engine")
 
@@ -68,3 +72,24 @@ def batch(conn: sqlite3.Connection, scope: Scope, steps: Sequence[Step]) -> Resu
 
 def _step(conn: sqlite3.Connection, scope: Scope, step: Step) -> object:
     return settled(step, HANDLERS[type(step)](conn, scope, step))
+
+
+def mark_cut(
+    conn: sqlite3.Connection, scope: Scope, conversation_id: str, request_key: str | None
+) -> list[Record]:
+    """:class:`MarkCutStep` inside the caller's transaction."""
+    head = ops.list_records(conn, Kind.MESSAGE, scope, tail_query(conversation_id, 1))
+    if cut_turns.settled(head.items):
+        return []
+    tail = ops.list_records(conn, Kind.MESSAGE, scope, tail_query(conversation_id, cut_turns.TAIL))
+    own = None
+    if request_key is not None:
+        row = conn.execute(
+            "SELECT sid FROM messages WHERE context = ? AND user_id = ? AND request_key = ?",
+            (scope.context, scope.user_id, request_key),
+        ).fetchone()
+        own = row[0] if row else None
+    return [
+        ops.create(conn, Kind.MESSAGE, scope, fields, key)
+        for fields, key in cut_turns.markers(conversation_id, tail.items, own)
+    ]

@@ -32,9 +32,12 @@ import structlog
 
 from store.engine import Engine, Results, Step
 from store.errors import Conflict, StoreError, StoreUnavailable
-from store.models import Kind, Record, Scope, validate_context
+from store.leases import Lease
+from store.models import Kind, Record, Scope, validate_stored_context, validate_user
 from store.sqlite import batch as sqlite_batch
+from store.sqlite import leases as sqlite_leases
 from store.sqlite import ops
+from store.sqlite import users as sqlite_users
 from store.sqlite.schema import configure, migrate
 
 DB_FILE = "hero-agent.db"
@@ -221,6 +224,13 @@ class EmbeddedEngine(Engine):
         size does not change, so an fsync has no metadata to flush)."""
         await self._run(_checkpoint, "TRUNCATE" if truncate else "RESTART")
 
+    async def get_lease(self, scope: Scope, key: str) -> Lease | None:
+        return await self._run(sqlite_leases.get_lease, scope, key)
+
+    async def list_leases(self, context: str, prefix: str) -> builtins.list[Lease]:
+        validate_stored_context(context)
+        return await self._run(sqlite_leases.list_leases, context, prefix)
+
     async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
         """The whole batch in ONE transaction and one worker call (see ``sqlite_batch.batch``)."""
         return await self._run(sqlite_batch.batch, scope, builtins.list(steps))
@@ -229,7 +239,7 @@ class EmbeddedEngine(Engine):
         return await self._run(ops.contexts)
 
     async def dump(self, context: str) -> AsyncIterator[tuple[Kind, Record]]:
-        validate_context(context)
+        validate_stored_context(context)
         for kind in Kind:
             after = ""
             while True:
@@ -243,6 +253,13 @@ class EmbeddedEngine(Engine):
     async def restore_batch(self, items: Sequence[tuple[Kind, Record]]) -> int:
         """All of ``items`` in ONE transaction: all written or none."""
         return await self._run(ops.restore_batch, list(items))
+
+    async def rename_user(self, context: str, old: str, new: str, *, merge: bool = False) -> dict[str, int]:
+        """One transaction (see ``sqlite_users``)."""
+        validate_stored_context(context)
+        return await self._run(
+            sqlite_users.rename_user, context, validate_user(old), validate_user(new), merge
+        )
 
 
 def _ping(conn: sqlite3.Connection) -> None:

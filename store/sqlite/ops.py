@@ -16,7 +16,16 @@ from contextlib import contextmanager
 
 from store.engine import ListQuery, Page
 from store.errors import Conflict, InvalidInput, NotFound
-from store.models import BASE_FIELDS, JSON, Kind, Record, Scope, validate_context, validate_sid, validate_user
+from store.models import (
+    BASE_FIELDS,
+    JSON,
+    Kind,
+    Record,
+    Scope,
+    validate_sid,
+    validate_stored_context,
+    validate_user,
+)
 from store.sqlite.query import (
     SQL,
     add_cursor,
@@ -26,7 +35,7 @@ from store.sqlite.query import (
     fts_query,
     order_expr,
 )
-from store.sqlite.schema import TABLES, KindTable
+from store.sqlite.schema import CASCADE_TABLES, TABLES, KindTable
 
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 SID_WIDTH = 4
@@ -218,10 +227,11 @@ def delete(conn: sqlite3.Connection, kind: Kind, scope: Scope, sid: str) -> bool
         if found is None:
             return False
         if kind is Kind.CONVERSATION:
-            conn.execute(
-                "DELETE FROM messages WHERE context = ? AND user_id = ? AND conversation_id = ?",
-                (scope.context, scope.user_id, sid),
-            )
+            for table in CASCADE_TABLES:
+                conn.execute(
+                    f"DELETE FROM {table} WHERE context = ? AND user_id = ? AND conversation_id = ?",
+                    (scope.context, scope.user_id, sid),
+                )
         conn.execute(f"DELETE FROM {spec.table} WHERE id = ?", (found[0],))
         return True
 
@@ -323,7 +333,7 @@ def _restore_one(conn: sqlite3.Connection, kind: Kind, rec: Record) -> bool:
         raise InvalidInput("a record must be a JSON object")
     spec = TABLES[kind]
     sid = validate_sid(rec.get("sid"))  # type: ignore[arg-type]
-    scope = Scope(validate_context(rec.get("context")), validate_user(rec.get("user_id")))  # type: ignore[arg-type]
+    scope = Scope(validate_stored_context(rec.get("context")), validate_user(rec.get("user_id")))  # type: ignore[arg-type]
     for name in ("created_at", "updated_at"):
         if not isinstance(rec.get(name), int) or isinstance(rec.get(name), bool):
             raise InvalidInput(f"{kind.value} {sid}: {name} must be an integer")
@@ -347,6 +357,15 @@ def _restore_one(conn: sqlite3.Connection, kind: Kind, rec: Record) -> bool:
         seq = rec.get("seq")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
             raise InvalidInput(f"message {sid}: seq must be a positive integer")
+        # said here rather than by the UNIQUE index, whose IntegrityError text means nothing to a user
+        holder = conn.execute(
+            "SELECT sid FROM messages WHERE context = ? AND user_id = ? AND conversation_id = ? AND seq = ?",
+            (scope.context, scope.user_id, conv, seq),
+        ).fetchone()
+        if holder is not None and holder[0] != sid:
+            raise Conflict(
+                f"message {sid}: seq {seq} of conversation {conv!r} is held by message {holder[0]}"
+            )
     if row is None:
         _insert(conn, spec, rec, None)
     else:

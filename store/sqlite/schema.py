@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 from store.models import Kind
 
-SCHEMA_VERSION = 1
+#: 1: the first schema; 2: the ``attachments`` table, and lease rows carry their holder's process
+#: identity (owner_host, owner_pid, owner_started); a data dir of version 1 gains both when opened
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +49,11 @@ TABLES: dict[Kind, KindTable] = {
     Kind.AUDIT: KindTable("audit", (("conversation_id", "TEXT"),)),
     Kind.USAGE: KindTable("usage", (("conversation_id", "TEXT"),)),
     Kind.STATE: KindTable("state", (("key", "TEXT"),)),
+    Kind.ATTACHMENT: KindTable("attachments", (("conversation_id", "TEXT"),)),
 }
+
+#: tables whose rows belong to a conversation and are deleted with it, in the same transaction
+CASCADE_TABLES = (TABLES[Kind.MESSAGE].table, TABLES[Kind.ATTACHMENT].table)
 
 #: extra indexes per kind, beyond the ones every table gets; each serves a hot query of store.api.store
 _EXTRA_INDEXES: dict[Kind, tuple[tuple[str, str], ...]] = {
@@ -64,6 +70,8 @@ _EXTRA_INDEXES: dict[Kind, tuple[tuple[str, str], ...]] = {
     Kind.AUDIT: (("conv", "context, user_id, conversation_id, created_at, sid"),),
     Kind.USAGE: (("conv", "context, user_id, conversation_id, created_at, sid"),),
     Kind.STATE: (("key", "context, user_id, key, created_at, sid"),),
+    # deleted with their conversation
+    Kind.ATTACHMENT: (("conv", "context, user_id, conversation_id, created_at, sid"),),
 }
 
 
@@ -109,6 +117,7 @@ def schema_ddl() -> list[str]:
         "last INTEGER NOT NULL, PRIMARY KEY (context, kind)) WITHOUT ROWID",
         "CREATE TABLE IF NOT EXISTS leases (context TEXT NOT NULL, user_id TEXT NOT NULL, "
         "key TEXT NOT NULL, holder TEXT NOT NULL, expires_at INTEGER, "
+        "owner_host TEXT, owner_pid INTEGER, owner_started INTEGER, "
         "PRIMARY KEY (context, user_id, key)) WITHOUT ROWID",
     ]
     for kind, spec in TABLES.items():
@@ -138,6 +147,17 @@ def configure(conn: sqlite3.Connection, busy_timeout_ms: int, *, fsync_commits: 
     conn.execute("PRAGMA cache_size = -32000")
 
 
+#: columns added to ``leases`` by schema 2; a data dir of schema 1 gets them in place (NULL: no owner)
+_LEASE_OWNER_COLUMNS = (("owner_host", "TEXT"), ("owner_pid", "INTEGER"), ("owner_started", "INTEGER"))
+
+
+def _upgrade_leases(conn: sqlite3.Connection) -> None:
+    present = {row[1] for row in conn.execute("PRAGMA table_info(leases)")}
+    for name, sqltype in _LEASE_OWNER_COLUMNS:
+        if name not in present:
+            conn.execute(f"ALTER TABLE leases ADD COLUMN {name} {sqltype}")
+
+
 def migrate(conn: sqlite3.Connection) -> None:
     """Create the schema (idempotent; several processes may race here, BEGIN IMMEDIATE orders them)."""
     conn.execute("BEGIN IMMEDIATE")
@@ -150,6 +170,7 @@ def migrate(conn: sqlite3.Connection) -> None:
             )
         for stmt in schema_ddl():
             conn.execute(stmt)
+        _upgrade_leases(conn)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

@@ -12,7 +12,7 @@ from agent.core import Agent
 from agent.events import Done, TextDelta, ToolStarted, TurnEvent, TurnFailed
 from agent.prompt.history import INTERRUPTED_MARK
 from agent.turn import CANCELLED_RESULT
-from store import Message
+from store import INTERRUPTED_TEXT, Message
 from tests.agent.conftest import SCOPE, Kit, all_messages, assert_valid_history, main_requests, req, turn
 from tests.fakes.openai_server import FakeOpenAI, reply_text, reply_tool_calls
 
@@ -84,7 +84,9 @@ async def test_stop_mid_tool_answers_every_call(agent: Agent, fake: FakeOpenAI, 
     assert any(isinstance(e, ToolStarted) for e in events)
     assert isinstance(events[-1], TurnFailed) and events[-1].code == "cancelled"
     msgs = await all_messages(agent.store, conv.sid)
-    assert [m.role for m in msgs] == ["user", "assistant", "tool", "tool"]
+    assert [m.role for m in msgs] == ["user", "assistant", "tool", "tool", "assistant"]
+    # no text came after the calls: the turn ends with the visible interrupted marker
+    assert (msgs[-1].status, msgs[-1].content) == ("interrupted", INTERRUPTED_TEXT)
     results = {m.tool_call_id: m for m in msgs if m.role == "tool"}
     assert results["call_1"].content == CANCELLED_RESULT and results["call_1"].status == "error"
     # a call that had finished keeps its real result

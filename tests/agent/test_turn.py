@@ -21,7 +21,7 @@ from agent.tools.base import Tool, ToolCaller, ToolResult
 from agent.tools.registry import ToolRegistry
 from agent.turn import FINAL_NOTE
 from agent.turn_tools import SUMMARY_CHARS
-from store import MessageStatus, Scope, open_store
+from store import INTERRUPTED_RESULT, INTERRUPTED_TEXT, MessageStatus, Scope, open_store
 from tests.agent.conftest import (
     SCOPE,
     Kit,
@@ -310,7 +310,10 @@ async def test_store_lost_mid_turn_then_recovered(kit: Kit, fake: FakeOpenAI) ->
         sent = main_requests(fake)[-1]["messages"]
         assert_valid_history(sent)  # the unanswered call was repaired in the copy sent
         msgs = await all_messages(agent.store, err.conversation_id)
-        assert [m.role for m in msgs] == ["user", "assistant", "user", "assistant"]
+        # the next turn's opening marked the cut one: its call got a result, its user message a marker
+        assert [m.role for m in msgs] == ["user", "assistant", "tool", "assistant", "user", "assistant"]
+        assert (msgs[2].tool_call_id, msgs[2].content) == ("call_k", INTERRUPTED_RESULT)
+        assert (msgs[3].status, msgs[3].content) == ("interrupted", INTERRUPTED_TEXT)
 
 
 async def test_retries_reach_the_channel_as_events_before_the_first_token(kit: Kit, fake: FakeOpenAI) -> None:

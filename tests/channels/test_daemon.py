@@ -139,10 +139,12 @@ async def _stream_after_sigterm(daemon: Daemon, message: str) -> tuple[Events, i
     return events, code
 
 
-async def _stored(daemon: Daemon, conversation_id: str, user: str = "local") -> list[tuple[str, str, str]]:
+async def _stored(daemon: Daemon, conversation_id: str, user: str = "") -> list[tuple[str, str, str]]:
+    """The stored messages; ``user`` defaults to the page's local user (the daemon's OS user)."""
     settings = load_settings(str(daemon.config), env=daemon.env)
     async with open_store(settings) as store:
-        msgs = (await store.list_messages(Scope("default", user), conversation_id)).items
+        scope = Scope("default", user or settings.web_local_user)
+        msgs = (await store.list_messages(scope, conversation_id)).items
     return [(m.role, m.status, m.content) for m in msgs]
 
 

@@ -14,6 +14,7 @@ thinking_delta + signature_delta, input_json_delta), message_delta (stop_reason,
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -86,7 +87,20 @@ _ERROR_TYPES = {
 
 
 class FakeAnthropic(FakeLLMServer):
-    """A scripted ``/v1/messages`` server speaking the Anthropic wire format."""
+    """A scripted ``/v1/messages`` server speaking the Anthropic wire format. Image blocks are checked
+    as the real API does (base64 source of a supported type); ``blind`` refuses them like a model
+    without vision."""
+
+    blind = False
+
+    def image_blocks(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            block
+            for m in body.get("messages") or []
+            if isinstance(m.get("content"), list)
+            for block in m["content"]
+            if isinstance(block, dict) and block.get("type") == "image"
+        ]
 
     def system_text(self, body: dict[str, Any]) -> str:
         return content_text(body.get("system"))
@@ -113,6 +127,11 @@ class FakeAnthropic(FakeLLMServer):
         headers = self.record(body, request)
         if self.api_key is not None and headers.get("x-api-key") != self.api_key:
             return _error(401, "invalid x-api-key")
+        images = self.image_blocks(body)
+        if images and self.blind:
+            return _error(400, "this model does not support image input")
+        if any(not image_block_ok(b) for b in images):
+            return _error(400, "messages: invalid image block")
         reply = self.next_reply(body)
         if reply.delay:
             await self.pause(reply.delay, request)
@@ -148,6 +167,18 @@ class FakeAnthropic(FakeLLMServer):
             await self.stall(request)
         if reply.drop:
             raise DropConnection("scripted connection drop")
+
+
+def image_block_ok(block: dict[str, Any]) -> bool:
+    source = block.get("source")
+    if not isinstance(source, dict) or source.get("type") != "base64":
+        return False
+    if source.get("media_type") not in ("image/png", "image/jpeg", "image/gif", "image/webp"):
+        return False
+    try:
+        return bool(base64.b64decode(str(source.get("data")), validate=True))
+    except ValueError:
+        return False
 
 
 def _blocks(reply: Reply) -> list[dict[str, Any]]:

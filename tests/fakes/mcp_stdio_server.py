@@ -2,7 +2,8 @@
 
 Tools: ``add(a, b)``, ``shout(text)``, ``fail(reason)`` (a tool error), ``env.value(name)`` (reads
 the server's environment, to check the client passes ``env``; its dotted name needs sanitising) and
-``die()`` (the process exits mid-call). Built on the official SDK's
+``die()`` (the process exits mid-call) and ``junk(size)`` (text with NUL bytes, control characters and
+``size`` more characters: output no store would take as is). Built on the official SDK's
 ``MCPServer`` (mcp 2.x's name for FastMCP).
 
 ``FAKE_MCP_DOWN_FILE=PATH`` in its environment: while that file exists, the server exits at once when
@@ -40,6 +41,11 @@ def build_server() -> MCPServer:
     def env_value(name: str) -> str:
         """The value of one environment variable of the server process."""
         return os.environ.get(name, "<unset>")
+
+    @server.tool()
+    def junk(size: int = 0) -> str:
+        """Text with NUL bytes and terminal control characters, then ``size`` filler characters."""
+        return "before\x00after \x1b[31mred\x07 bell\x00" + "z" * size
 
     @server.tool()
     def die() -> str:

@@ -13,11 +13,16 @@
 
 With nothing scripted it streams ``echo: <last user message>``; prompts carrying the agent's
 memory-extraction marker get ``{"memories": []}`` and compaction prompts a short summary.
+
+Audio: ``POST /v1/audio/transcriptions`` (multipart, as OpenAI's) answers ``verbose_json`` with
+``transcript`` and ``transcript_duration`` (or ``audio_status`` as an error); ``POST /v1/audio/speech``
+answers Ogg bytes. Both record what they got in ``audio_requests`` (fields, file name, type, bytes).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import time
 from collections.abc import AsyncIterator
@@ -60,8 +65,36 @@ __all__ = [
 ]
 
 
+#: what the fake's speech endpoint answers: the start of an Ogg stream (enough for a voice note)
+FAKE_OGG = b"OggS\x00\x02" + b"\x00" * 20 + b"OpusHead fake opus audio"
+
+
 class FakeOpenAI(FakeLLMServer):
-    """A scripted ``/v1/chat/completions`` + ``/v1/models`` server speaking the real wire format."""
+    """A scripted ``/v1/chat/completions`` + ``/v1/models`` + ``/v1/audio/*`` server speaking the real
+    wire format."""
+
+    #: what a transcription answers; ``audio_status`` set: answer that HTTP error instead
+    transcript = "hello from a voice note"
+    transcript_duration = 1.5
+    audio_status: int | None = None
+    #: refuse requests with images, like a model without vision
+    blind = False
+
+    @property
+    def audio_requests(self) -> list[dict[str, Any]]:
+        if not hasattr(self, "_audio_requests"):
+            self._audio_requests: list[dict[str, Any]] = []
+        return self._audio_requests
+
+    def image_urls(self, body: dict[str, Any]) -> list[str]:
+        """The ``image_url`` parts of every message of a recorded chat request."""
+        return [
+            str(part["image_url"]["url"])
+            for m in body.get("messages") or []
+            if isinstance(m.get("content"), list)
+            for part in m["content"]
+            if isinstance(part, dict) and part.get("type") == "image_url"
+        ]
 
     def system_text(self, body: dict[str, Any]) -> str:
         return "\n".join(
@@ -75,6 +108,8 @@ class FakeOpenAI(FakeLLMServer):
             routes=[
                 Route("/v1/chat/completions", self._completions, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route("/v1/audio/transcriptions", self._transcriptions, methods=["POST"]),
+                Route("/v1/audio/speech", self._speech, methods=["POST"]),
             ]
         )
 
@@ -83,6 +118,36 @@ class FakeOpenAI(FakeLLMServer):
             return _error(401, "Incorrect API key provided.", "invalid_request_error")
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models]
         return JSONResponse({"object": "list", "data": data})
+
+    async def _transcriptions(self, request: Request) -> Response:
+        form = await request.form()
+        upload = form.get("file")
+        record: dict[str, Any] = {
+            "endpoint": "transcriptions",
+            "fields": {k: v for k, v in form.items() if isinstance(v, str)},
+            "authorization": request.headers.get("authorization"),
+        }
+        if upload is not None and not isinstance(upload, str):
+            record |= {"filename": upload.filename, "type": upload.content_type, "data": await upload.read()}
+        await form.close()
+        self.audio_requests.append(record)
+        if self.audio_status is not None:
+            return _error(self.audio_status, "the audio service failed", "server_error")
+        return JSONResponse(
+            {
+                "task": "transcribe",
+                "language": "english",
+                "duration": self.transcript_duration,
+                "text": self.transcript,
+            }
+        )
+
+    async def _speech(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        self.audio_requests.append({"endpoint": "speech", "body": body})
+        if self.audio_status is not None:
+            return _error(self.audio_status, "the audio service failed", "server_error")
+        return Response(FAKE_OGG, media_type="audio/ogg")
 
     async def _completions(self, request: Request) -> Response:
         try:
@@ -94,6 +159,15 @@ class FakeOpenAI(FakeLLMServer):
             # Like the real API, the message quotes the key it got: clients must not echo it.
             got = headers.get("authorization", "").removeprefix("Bearer ")
             return _error(401, f"Incorrect API key provided: {got}.", "invalid_request_error")
+        images = self.image_urls(body)
+        if images and self.blind:
+            return _error(
+                400,
+                "Invalid content type. image_url is only supported by certain models.",
+                "invalid_request_error",
+            )
+        if any(not _data_url_ok(url) for url in images):
+            return _error(400, "Invalid image data.", "invalid_request_error")
         reply = self.next_reply(body)
         if reply.delay:
             await self.pause(reply.delay, request)
@@ -126,6 +200,16 @@ class FakeOpenAI(FakeLLMServer):
             await self.stall(request)
         if reply.drop:
             raise DropConnection("scripted connection drop")
+
+
+def _data_url_ok(url: str) -> bool:
+    head, _, data = url.partition(",")
+    if not head.startswith("data:image/") or not head.endswith(";base64"):
+        return False
+    try:
+        return bool(base64.b64decode(data, validate=True))
+    except ValueError:
+        return False
 
 
 def _stream_pieces(reply: Reply, body: dict[str, Any], model: str) -> list[str]:

@@ -25,9 +25,12 @@ class UpdateBuilder:
         chat_type: str = "private",
         reply_to_bot: int | None = None,
         first_name: str = "User",
+        username: str | None = None,
     ) -> dict[str, Any]:
         """A message update with the entities real Telegram adds (bot_command at 0, @mentions)."""
         msg = self._user_message(chat_id, user_id, chat_type, first_name)
+        if username is not None:
+            msg["from"]["username"] = username
         msg["text"] = text
         entities = _entities(text)
         if entities:

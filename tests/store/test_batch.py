@@ -29,6 +29,7 @@ from store.engine import (
     row_of,
 )
 from store.errors import InvalidInput, LeaseHeld, NotFound
+from store.leases import Claimed
 from store.models import Kind, Record
 from store.osis import wire
 from store.sqlite import batch as sqlite_batch
@@ -124,12 +125,12 @@ async def test_a_refused_required_claim_stops_the_batch(any_engine: Engine) -> N
         ALICE,
         [ClaimStep("lease:x", "me", 60_000, required=False), CreateStep(Kind.STATE, _state("after", "1"))],
     )
-    assert taken is False and isinstance(created, dict)
+    assert taken == Claimed.REFUSED and not taken and isinstance(created, dict)
 
 
 async def test_claim_and_release_steps(any_engine: Engine) -> None:
     engine = any_engine
-    assert await engine.batch(ALICE, [ClaimStep("lease:y", "me", 60_000)]) == [True]
+    assert await engine.batch(ALICE, [ClaimStep("lease:y", "me", 60_000)]) == [Claimed.TAKEN]
     assert not await engine.claim(ALICE, "lease:y", "other", 60_000)
     assert await engine.batch(ALICE, [ReleaseStep("lease:y", "me")]) == [None]
     assert await engine.claim(ALICE, "lease:y", "other", 60_000)

@@ -11,8 +11,10 @@ import pytest
 from config.settings import AgentSettings, Settings, StoreSettings
 from store.errors import InvalidInput, StoreUnavailable
 from store.factory import open_store
+from store.leases import this_process
 from store.models import Kind, Message
 from store.sqlite.engine import DB_FILE, EmbeddedEngine
+from store.sqlite.schema import SCHEMA_VERSION, schema_ddl
 from tests.store.conftest import ALICE
 
 pytestmark = pytest.mark.anyio
@@ -135,3 +137,35 @@ async def test_a_checkpoint_without_truncate_keeps_the_log_file_for_reuse(tmp_pa
         assert await engine.count(Kind.MEMORY, ALICE) == 21
     async with EmbeddedEngine(tmp_path) as engine:
         assert await engine.count(Kind.MEMORY, ALICE) == 21
+
+
+#: the leases table of schema 1 (main at f3ae3be), before the holder's identity columns
+SCHEMA_1_LEASES = (
+    "CREATE TABLE IF NOT EXISTS leases (context TEXT NOT NULL, user_id TEXT NOT NULL, "
+    "key TEXT NOT NULL, holder TEXT NOT NULL, expires_at INTEGER, "
+    "PRIMARY KEY (context, user_id, key)) WITHOUT ROWID"
+)
+
+
+async def test_a_schema_1_data_dir_upgrades_in_place(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / DB_FILE)
+    for stmt in schema_ddl():
+        conn.execute(SCHEMA_1_LEASES if stmt.startswith("CREATE TABLE IF NOT EXISTS leases") else stmt)
+    conn.execute("INSERT INTO leases VALUES ('default', 'alice', 'turn:0001', 'old-holder', 9999999999999)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    async with EmbeddedEngine(tmp_path) as engine:
+        old = await engine.get_lease(ALICE, "turn:0001")
+        assert old is not None and old.holder == "old-holder" and old.owner is None
+        assert not await engine.claim(ALICE, "turn:0001", "new", 5000)  # still held, as before
+        me = this_process()
+        assert await engine.claim(ALICE, "turn:0001", "new", 5000, owner=me, replace="old-holder")
+        lease = await engine.get_lease(ALICE, "turn:0001")
+        assert lease is not None and lease.owner == me
+    conn = sqlite3.connect(tmp_path / DB_FILE)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        conn.close()

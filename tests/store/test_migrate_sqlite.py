@@ -147,6 +147,8 @@ async def test_refuses_files_that_are_not_legacy_databases(engine: Engine, tmp_p
         await migrate(engine, SCOPE, other)
     with pytest.raises(InvalidInput, match="no such file"):
         await migrate(engine, SCOPE, tmp_path / "absent.db")
+    with pytest.raises(InvalidInput, match="is a directory, not an SQLite database file"):
+        await migrate(engine, SCOPE, tmp_path)
     assert await engine.contexts() == []
 
 
@@ -165,6 +167,13 @@ def test_command_reports_counts_and_refuses_junk(tmp_path: Path, capsys: pytest.
     assert migrate_sqlite(argparse.Namespace(path=str(junk), context="legacy", user="carol"), settings) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not an SQLite database" in err
+    data_dir = tmp_path / "fresh-data"
+    fresh = Settings(store=StoreSettings(path=data_dir))
+    folder = argparse.Namespace(path=str(tmp_path), context="legacy", user="carol")
+    assert migrate_sqlite(folder, fresh) == 1
+    err = capsys.readouterr().err
+    assert err == f"hero-agent migrate-sqlite: {tmp_path}: is a directory, not an SQLite database file\n"
+    assert not data_dir.exists()  # nothing written, not even an empty store
     bad_ctx = argparse.Namespace(path=str(legacy), context="Bad Context", user="carol")
     assert migrate_sqlite(bad_ctx, settings) == 1
     assert "invalid context" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from anyio import wait_all_tasks_blocked
 from store.api.store import Store
 from store.api.turn import TurnReads
 from store.errors import Conflict, InvalidInput, NotFound
-from store.models import UsageEntry
+from store.models import Message, UsageEntry
 from tests.store.conftest import ALICE, BOB, MAX_CHARS
 from tests.store.helpers import conversation_with
 
@@ -32,9 +32,12 @@ async def test_reads_only_what_follows_after_seq_and_flags_a_full_read(store: St
     conv = await conversation_with(store, ALICE, 6)
     async with store.open_turn(ALICE, conv.sid, "x", channel="cli", reads=TurnReads(10, 4)) as opened:
         assert [m.seq for m in opened.window] == [5, 6, 7] and not opened.window_full
+    await store.append_message(
+        ALICE, Message(conversation_id=conv.sid, role="assistant", content="answer to x", channel="cli")
+    )
     async with store.open_turn(ALICE, conv.sid, "y", channel="cli", reads=TurnReads(2, 4)) as opened:
         # the newest two of seq > 4; what lies between is not read, and the flag says so
-        assert [m.seq for m in opened.window] == [7, 8] and opened.window_full
+        assert [m.seq for m in opened.window] == [8, 9] and opened.window_full
 
 
 async def test_the_window_starts_after_the_clear_boundary(store: Store) -> None:
@@ -66,9 +69,12 @@ async def test_holds_the_turn_lease_until_it_exits(store: Store) -> None:
         with pytest.raises(Conflict):
             async with other.conversation_lock(ALICE, conv.sid, wait_s=0.05):
                 pytest.fail("the lease was taken twice")
+        await store.append_message(
+            ALICE, Message(conversation_id=conv.sid, role="assistant", content="", channel="cli")
+        )
     with anyio.fail_after(5):
         async with other.open_turn(ALICE, conv.sid, "theirs", channel="cli") as opened:
-            assert [m.content for m in opened.window] == ["mine", "theirs"]
+            assert [m.content for m in opened.window] == ["mine", "", "theirs"]
 
 
 async def test_waits_for_the_lease_then_opens(store: Store) -> None:
@@ -79,12 +85,15 @@ async def test_waits_for_the_lease_then_opens(store: Store) -> None:
     async def second() -> None:
         async with other.open_turn(ALICE, conv.sid, "second", channel="cli", wait_s=10) as opened:
             order.append("second opened")
-            assert [m.content for m in opened.window] == ["first", "second"]
+            assert [m.content for m in opened.window] == ["first", "answer", "second"]
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg, store.open_turn(ALICE, conv.sid, "first", channel="cli"):
             tg.start_soon(second)
             await wait_all_tasks_blocked()  # the second one is trying (and waiting) by now
+            await store.append_message(
+                ALICE, Message(conversation_id=conv.sid, role="assistant", content="answer", channel="cli")
+            )
             order.append("first closed")
     assert order == ["first closed", "second opened"]
 
@@ -95,6 +104,7 @@ async def test_a_repeated_request_key_stores_one_message(store: Store) -> None:
         pass
     async with store.open_turn(ALICE, conv.sid, "hi", channel="tg", request_key="upd:1") as again:
         assert again.message.sid == first.message.sid
+    # the redelivered request answers its own message now: no interrupted marker for it
     assert len(await store.history(ALICE, conv.sid)) == 1
 
 

@@ -15,6 +15,7 @@ from store.osis.protocol import (
     CONTEXT_HEADER,
     INVALID_PARAMS,
     INVALID_REQUEST,
+    MAX_BODY_BYTES,
     METHOD_NOT_FOUND,
     METHODS,
     NOT_FOUND,
@@ -198,7 +199,7 @@ async def test_batch_answers_in_order_and_skips_notifications(
 
 
 async def test_oversized_body_is_refused(served: ServedEngine, http: httpx.AsyncClient) -> None:
-    huge = call("agentmemory.set", {"user_id": "ann", "object": {"content": "x" * 1_100_000}})
+    huge = call("agentmemory.set", {"user_id": "ann", "object": {"content": "x" * (MAX_BODY_BYTES + 1)}})
     r = await rpc(http, served.rpc_url, huge)
     assert r.status_code == 413 and r.json()["error"]["code"] == INVALID_REQUEST
     count = await rpc(http, served.rpc_url, call("agentmemory.count", {"user_id": "ann"}))

@@ -13,13 +13,15 @@ import anyio
 import pytest
 
 from channels.subcommands.transfer import register, run_export, run_import
-from config.settings import Settings, StoreSettings
+from config.settings import AgentSettings, Settings, StoreSettings
+from store import NewAttachment
 from store.api.store import Store
 from store.engine import Engine
-from store.errors import ImportFormatError
+from store.errors import Conflict, ImportFormatError, ImportRejected
 from store.models import AuditEntry, Kind, Message, Record, UsageEntry
 from store.sqlite.engine import EmbeddedEngine
 from store.transfer import export_jsonl, import_jsonl
+from tests.media_files import png
 from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB
 from tests.store.engines import ENGINES
 
@@ -57,6 +59,7 @@ async def populate(store: Store) -> None:
     await store.append_audit(ALICE, AuditEntry(tool="get_time", duration_ms=1.5, conversation_id=conv.sid))
     await store.append_usage(ALICE, UsageEntry(model="m", prompt_tokens=3, completion_tokens=4))
     await store.set_state(ALICE, "active", conv.sid)
+    await store.add_attachments(ALICE, conv.sid, [NewAttachment(png(3, 2), "image/png", "dot.png", 3, 2)])
     other = await store.create_conversation(ALICE_ELSEWHERE, "elsewhere")
     await store.append_message(
         ALICE_ELSEWHERE,
@@ -201,8 +204,144 @@ async def test_message_may_join_a_conversation_already_in_the_store(engine: Engi
     assert (await engine.get(Kind.MESSAGE, ALICE, "0001")) == MSG["record"]
     bobs = tmp_path / "bob.jsonl"
     bobs.write_text(_lines(_with(MSG, user_id="bob", sid="0002")))
-    with pytest.raises(ImportFormatError, match="neither earlier"):
+    with pytest.raises(ImportFormatError, match="line 2: message belongs to another user's conversation"):
         await import_jsonl(engine, bobs)  # alice's conversation is not bob's
+
+
+# -- the file against the store: seqs, counts, limits, owners (issue 10, point 4) -------------------
+
+
+async def _conversation_with(store: Store, n: int) -> str:
+    """Alice's conversation 0001 in the store with ``n`` messages (seqs 1..n)."""
+    conv = await store.create_conversation(ALICE, "held")
+    for i in range(n):
+        await store.append_message(
+            ALICE, Message(conversation_id=conv.sid, role="user", content=f"held {i}", channel="cli")
+        )
+    assert conv.sid == "0001"
+    return conv.sid
+
+
+def _message(sid: str, seq: int, **changes: object) -> Record:
+    return _with(MSG, sid=sid, seq=seq, content=f"imported {seq}", **changes)
+
+
+async def _refused(engine: Engine, path: Path, text: str, **kwargs: int) -> ImportRejected:
+    """Import ``text`` and expect a refusal that left the store exactly as it was."""
+    path.write_text(text, encoding="utf-8")
+    before = await export_text(engine, None)
+    with pytest.raises(ImportRejected) as caught:
+        await import_jsonl(engine, path, **kwargs)
+    assert await export_text(engine, None) == before
+    return caught.value
+
+
+async def test_a_gap_against_the_store_is_refused_naming_the_line(store: Store, tmp_path: Path) -> None:
+    engine = store.engine
+    await _conversation_with(store, 3)
+    refusal = await _refused(
+        engine, tmp_path / "gap.jsonl", _lines(_message("00a1", 4), _message("00a2", 99))
+    )
+    assert str(refusal) == (
+        "line 3: seq 99 leaves a gap in conversation '0001': seqs 5 to 98 in neither the file nor the store"
+    )
+
+
+async def test_a_seq_the_store_already_holds_is_refused_without_sqlite_text(
+    store: Store, tmp_path: Path
+) -> None:
+    engine = store.engine
+    await _conversation_with(store, 3)
+    refusal = await _refused(engine, tmp_path / "dup.jsonl", _lines(_message("00a1", 2)))
+    assert str(refusal) == "line 2: seq 2 of conversation '0001' is already held by message 0002 in the store"
+    # and should the store change between the check and the write, the engine says it clearly too
+    with pytest.raises(Conflict, match="seq 2 of conversation '0001' is held by message 0002"):
+        await engine.restore(Kind.MESSAGE, _message("00a1", 2)["record"])
+
+
+async def test_moving_or_renumbering_a_stored_message_is_refused(store: Store, tmp_path: Path) -> None:
+    engine = store.engine
+    await _conversation_with(store, 2)
+    other = await store.create_conversation(ALICE, "other")
+    text = _lines(_message("0001", 2), _message("0002", 1, conversation_id=other.sid))
+    refusal = await _refused(engine, tmp_path / "move.jsonl", text)
+    assert [str(p) for p in refusal.problems] == [
+        "line 2: message 0001 is already stored at seq 1: it cannot move",
+        "line 3: message 0002 is already in conversation '0001': it cannot move",
+    ]
+
+
+async def test_message_counts_are_recomputed(store: Store, tmp_path: Path) -> None:
+    engine = store.engine
+    conv = await _conversation_with(store, 3)
+    more = tmp_path / "more.jsonl"
+    more.write_text(_lines(_message("00a1", 4), _message("00a2", 5)))
+    result = await import_jsonl(engine, more)
+    assert (result.read, result.written, result.recounted) == (2, 2, 1)
+    assert (await store.get_conversation(ALICE, conv)).message_count == 5
+    assert (
+        await store.append_message(
+            ALICE, Message(conversation_id=conv, role="user", content="next", channel="cli")
+        )
+    ).seq == 6
+    # a file whose conversation claims a wrong count is stored with the count of its messages
+    claims = tmp_path / "claims.jsonl"
+    claims.write_text(
+        _lines(_with(CONV, sid="00b1", message_count=7), _message("00b1", 1, conversation_id="00b1"))
+    )
+    await import_jsonl(engine, claims)
+    assert (await store.get_conversation(ALICE, "00b1")).message_count == 1
+    assert (await import_jsonl(engine, claims)).written == 0  # idempotent with the corrected count
+
+
+async def test_sizes_and_text_beyond_the_limits_are_refused(engine: Engine, tmp_path: Path) -> None:
+    text = _lines(
+        CONV,
+        _with(MSG, content="x" * 101),
+        _with(MSG, sid="0002", seq=2, content="nul\x00byte"),
+        {"kind": "AgentMemory", "record": {**CONV["record"], "content": "y" * 101, "hash": "h"}},
+        _with(CONV, sid="0003", title="t" * 201),
+        _with(MSG, sid="0004", seq=3, role="wizard"),
+    ).replace("nul\\u0000", "nul\\u0000")
+    refusal = await _refused(engine, tmp_path / "big.jsonl", text, max_message_chars=100)
+    assert [str(p) for p in refusal.problems] == [
+        "line 3: content of 101 characters is over the limit of 100 (agent.max_message_chars)",
+        "line 4: content contains NUL characters",
+        "line 5: content of 101 characters is over the limit of 100 (agent.max_message_chars)",
+        "line 6: title must be at most 200 printable characters",
+        "line 7: invalid role 'wizard'",
+    ]
+    assert str(refusal).startswith("5 problems, nothing was imported:\nline 3: ")
+
+
+async def test_a_lone_surrogate_is_refused(engine: Engine, tmp_path: Path) -> None:
+    text = (
+        _lines(CONV).rstrip("\n")
+        + "\n"
+        + json.dumps(_with(MSG, content="x")).replace('"x"', '"\\ud800"')
+        + "\n"
+    )
+    refusal = await _refused(engine, tmp_path / "surrogate.jsonl", text)
+    assert str(refusal) == "line 3: text holds a lone surrogate (not valid Unicode)"
+
+
+async def test_a_sid_another_user_holds_is_refused(store: Store, tmp_path: Path) -> None:
+    engine = store.engine
+    await _conversation_with(store, 1)
+    bobs = _lines(_with(CONV, user_id="bob"), _with(MSG, user_id="bob", sid="00c1"))
+    refusal = await _refused(engine, tmp_path / "bob.jsonl", bobs)
+    assert (
+        str(refusal.problems[0])
+        == "line 2: AgentConversation 0001 already belongs to another user in 'default'"
+    )
+
+
+async def test_every_problem_is_listed_and_the_list_is_capped(engine: Engine, tmp_path: Path) -> None:
+    text = _lines(CONV, *(_message(f"0{i:03d}", 1) for i in range(2, 150)))
+    refusal = await _refused(engine, tmp_path / "many.jsonl", text)
+    assert refusal.total == 147 and len(refusal.problems) == 100
+    assert str(refusal).splitlines()[1] == "line 4: seq 1 appears twice in one conversation (also on line 3)"
+    assert str(refusal).endswith("\n... and 47 more")
 
 
 # -- the command handlers (synchronous: they run their own event loop) --------------------------------
@@ -258,3 +397,23 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "No such file" in capsys.readouterr().err
     assert run_export(_parse("export", "--output", str(tmp_path / "nodir" / "x.jsonl")), settings) == 1
     assert capsys.readouterr().err.startswith("hero-agent export: ")
+
+
+def test_cli_import_lists_every_problem_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(
+        agent=AgentSettings(max_message_chars=50), store=StoreSettings(engine="embedded", path=tmp_path / "s")
+    )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        _lines(CONV, MSG, _with(MSG, sid="0002", seq=9), _with(MSG, sid="0003", seq=2, content="z" * 51))
+    )
+    assert run_import(_parse("import", "--input", str(bad)), settings) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "hero-agent import: 2 problems, nothing was imported:",
+        "line 4: seq 9 leaves a gap in conversation '0001': seqs 3 to 8 in neither the file nor the store",
+        "line 5: content of 51 characters is over the limit of 50 (agent.max_message_chars)",
+    ]
+    assert run_export(_parse("export", "--all", "--output", str(tmp_path / "after.jsonl")), settings) == 0
+    assert len((tmp_path / "after.jsonl").read_text().splitlines()) == 1  # the header alone

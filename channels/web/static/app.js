@@ -97,6 +97,19 @@ function showMessages(items) {
   scrollDown(true);
 }
 
+// -- Telegram pairing ----------------------------------------------------------------------------
+
+async function approvePairing() {
+  const code = (window.prompt("The pairing code the bot gave the Telegram user:") || "").trim();
+  if (!code) return;
+  try {
+    const link = await api("POST", "/api/pairing/approve", { code });
+    setStatus(`Linked Telegram id ${link.telegram_id} to you (${link.user}).`);
+  } catch (err) {
+    setStatus(err.message, true);
+  }
+}
+
 // -- loading everything --------------------------------------------------------------------------
 
 async function refreshAll() {
@@ -165,6 +178,7 @@ function wireHeader() {
     switchContext($("context-input").value.trim());
   });
   $("toggle-sidebar").addEventListener("click", () => setSidebar(document.body.classList.contains("sidebar-closed")));
+  $("link-telegram").addEventListener("click", approvePairing);
   $("header-menu-button").addEventListener("click", () => setHeaderMenu(!document.body.classList.contains("header-menu-open")));
   document.addEventListener("keydown", (ev) => {
     if (ev.key === "Escape" && document.body.classList.contains("header-menu-open")) {

@@ -16,7 +16,7 @@ from agent.prompt.history import (
     split_turns,
 )
 from agent.providers.base import ChatMessage, ToolCall
-from store import Message
+from store import INTERRUPTED_TEXT, Message
 
 
 def user(text: str) -> ChatMessage:
@@ -74,6 +74,8 @@ def test_interrupted_and_error_replies_in_the_model_view() -> None:
         ("user", "hi"),
         ("assistant", f"half an ans\n{INTERRUPTED_MARK}"),
         ("user", "again"),
+        # the empty error marker is not shown, so the repair puts a visible note between the users
+        ("assistant", INTERRUPTED_TEXT),
         ("user", "tg:1: third"),
     ]
 
@@ -136,3 +138,36 @@ def test_repair_then_fit_is_always_valid(script: list[tuple[str, int]], budget: 
             open_ids = {c.id for c in m.tool_calls}
     assert not open_ids
     assert all(t[0].role == "user" for t in split_turns(out))
+
+
+def test_a_cut_turn_marker_is_shown_and_superseded_answers_are_not() -> None:
+    stored = [
+        Message(sid="1", seq=1, role="user", content="first"),
+        Message(
+            sid="2",
+            seq=2,
+            role="assistant",
+            content=INTERRUPTED_TEXT,
+            status="interrupted",
+            message_type="interrupted",
+        ),
+        Message(sid="3", seq=3, role="user", content="second"),
+        Message(sid="4", seq=4, role="assistant", content="half", status="interrupted"),
+        Message(sid="5", seq=5, role="assistant", content="the later answer"),
+        Message(sid="6", seq=6, role="user", content="third (a repeated request)"),
+        Message(
+            sid="7",
+            seq=7,
+            role="assistant",
+            content=INTERRUPTED_TEXT,
+            status="interrupted",
+            message_type="interrupted",
+        ),
+    ]
+    assert [(m.role, m.content) for m in history_from(stored).messages] == [
+        ("user", "first"),
+        ("assistant", INTERRUPTED_TEXT),  # as it is: no "[interrupted]" suffix on the marker
+        ("user", "second"),
+        ("assistant", "the later answer"),  # the interrupted "half" before it is left out
+        ("user", "third (a repeated request)"),  # the turn answering it now: its marker left out
+    ]

@@ -24,7 +24,7 @@ from tests.agent.tools.conftest import SCOPE
 from tests.fakes.mcp_http_server import serve_mcp_http
 
 SERVER = Path(__file__).resolve().parents[2] / "fakes" / "mcp_stdio_server.py"
-FAKE_TOOLS = ("add", "shout", "fail", "env_value", "die")
+FAKE_TOOLS = ("add", "shout", "fail", "env_value", "junk", "die")
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 

@@ -11,7 +11,8 @@ from structlog.testing import capture_logs
 
 from agent.providers.base import ToolCall, ToolSpec
 from agent.tools.base import Tool, ToolCaller, ToolError, ToolResult
-from agent.tools.registry import ToolRegistry, cap_result
+from agent.tools.registry import ToolRegistry
+from agent.tools.storable import cap_result
 from store import AuditEntry, InvalidInput
 from tests.agent.tools.conftest import SCOPE
 

@@ -30,7 +30,9 @@ async def say(tg: FakeBotAPI, channel: TelegramChannel, text: str) -> str:
 
 async def test_every_shared_command(settings: Settings, tg: FakeBotAPI, llm: FakeOpenAI) -> None:
     async with running(settings) as (channel, agent):
-        assert {c["command"] for c in tg.commands} == set(COMMANDS)
+        # /start is Telegram's own first message (its START button), not a menu entry
+        assert {c["command"] for c in tg.commands} == set(COMMANDS) - {"start"}
+        assert {"status", "model"} <= {c["command"] for c in tg.commands}
         assert all(c["description"] for c in tg.commands)
         store = agent.store
 
@@ -70,7 +72,7 @@ async def test_every_shared_command(settings: Settings, tg: FakeBotAPI, llm: Fak
         assert "Current context: work" in await say(tg, channel, "/context")
 
         help_text = await say(tg, channel, "/help")
-        assert all(f"/{name}" in help_text for name in COMMANDS)
+        assert all(f"/{name}" in help_text for name in COMMANDS if name != "start")
         unknown = await say(tg, channel, "/frobnicate")
         assert "Unknown command /frobnicate" in unknown and "/help" in unknown
         assert await say(tg, channel, "/stop") == "Nothing is running."
@@ -99,3 +101,31 @@ async def test_stop_cancels_the_running_reply(settings: Settings, tg: FakeBotAPI
         # the chat is free again
         tg.push_update(tg.text_update(ALICE, ALICE, "still there?"))
         await tg.wait_for(lambda: tg.messages_in(ALICE)[-1:] == ["echo: still there?"], timeout=10)
+
+
+async def test_start_status_and_model(settings: Settings, tg: FakeBotAPI, llm: FakeOpenAI) -> None:
+    llm_settings = dataclasses.replace(settings.llm, fallback_models=("fake-big",))
+    settings = dataclasses.replace(settings, llm=llm_settings)
+    async with running(settings) as (channel, agent):
+        greeting = await say(tg, channel, "/start")
+        assert greeting.startswith("Hello!") and "Unknown command" not in greeting
+        status = await say(tg, channel, "/status")
+        assert "Model: fake-model" in status and "Provider: openai at 127.0.0.1:" in status
+        assert "Context: default" in status and "Store: embedded" in status
+        assert "Conversation: none yet" in status
+        listing = await say(tg, channel, "/model")
+        assert "fake-model (in use)" in listing and "fake-big" in listing
+        assert "Unknown model 'nope'" in await say(tg, channel, "/model nope")
+        assert "now uses fake-big" in await say(tg, channel, "/model fake-big")
+        await say(tg, channel, "which model?")
+        assert llm.requests[-1]["model"] == "fake-big"
+        [conv] = (await agent.store.list_conversations(HOME)).items
+        assert conv.model == "fake-big"
+        assert "Model: fake-big" in await say(tg, channel, "/status")
+    # a restart keeps the conversation's model: it is stored with the conversation
+    async with running(settings) as (channel, agent):
+        await say(tg, channel, "still the big one?")
+        assert llm.requests[-1]["model"] == "fake-big"
+        assert "now uses fake-model" in await say(tg, channel, "/model fake-model")
+        await say(tg, channel, "back to the default")
+        assert llm.requests[-1]["model"] == "fake-model"

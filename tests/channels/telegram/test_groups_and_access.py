@@ -49,7 +49,7 @@ async def test_group_answers_mentions_replies_and_commands_only(
         assert first["reply_parameters"]["message_id"] == 2
 
 
-async def test_a_stranger_gets_exactly_one_refusal_and_nothing_is_stored(
+async def test_a_stranger_is_refused_with_a_pairing_code_and_nothing_is_stored(
     settings: Settings, tg: FakeBotAPI, llm: FakeOpenAI
 ) -> None:
     async with running(settings) as (channel, agent):
@@ -58,10 +58,12 @@ async def test_a_stranger_gets_exactly_one_refusal_and_nothing_is_stored(
         # then a message from an allowed user proves the stranger's updates were all processed
         tg.push_update(tg.text_update(ALICE, ALICE, "hi"))
         await tg.wait_for(lambda: tg.messages_in(ALICE) == ["echo: hi"], timeout=10)
-        await tg.wait_for(lambda: channel.stats["answered"] == 2, timeout=10)
-        [refusal] = tg.messages_in(MALLORY)
-        assert "not allowed" in refusal
-        assert channel.stats["refused"] == 1
+        await tg.wait_for(lambda: channel.stats["answered"] == 4, timeout=10)
+        refusals = tg.messages_in(MALLORY)
+        # each attempt (up to pairing_attempts_per_hour) shows the one pending code and the id
+        assert len(refusals) == 3 and len(set(refusals)) == 1
+        assert f"Your Telegram id: {MALLORY}" in refusals[0] and "Pairing code:" in refusals[0]
+        assert channel.stats["refused"] == 3
         assert llm.request_count == 1
         stats = await agent.store.stats(Scope("default", f"tg:{MALLORY}"))
         assert (stats.conversations, stats.messages) == (0, 0)
@@ -77,6 +79,6 @@ async def test_a_stranger_in_a_group_is_refused_once_when_addressing_the_bot(
         tg.push_update(tg.group_update(GROUP, ALICE, f"@{BOT_USERNAME} hello"))
         await tg.wait_for(lambda: channel.stats["answered"] == 2, timeout=10)
         texts = tg.messages_in(GROUP)
-        assert len(texts) == 2 and "not allowed" in texts[0] and texts[1] == f"echo: tg:{ALICE}: hello"
+        assert len(texts) == 2 and "do not know you" in texts[0] and texts[1] == f"echo: tg:{ALICE}: hello"
         stored = await stored_messages(agent.store, Scope("default", f"tg-group:{GROUP}"))
         assert {m.sender for m in stored if m.role == "user"} == {f"tg:{ALICE}"}

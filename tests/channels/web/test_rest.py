@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from channels.web.media import upload_limit
 from store import AuditEntry, Scope
 from tests.channels.web.conftest import ALICE, Web, chat, serve_web, web_settings
 from tests.fakes.openai_server import FakeOpenAI
@@ -303,7 +304,9 @@ async def test_bad_input_changes_nothing(alice: httpx.AsyncClient, web: Web) -> 
 
 async def test_oversized_bodies_are_refused(web: Web, alice: httpx.AsyncClient) -> None:
     limit = web.settings.web.max_body_bytes
-    huge = b'{"message": "' + b"a" * (limit + 10) + b'"}'
+    # a chat body may carry base64 images: its cap is [web] max_body_bytes plus room for them
+    chat_cap = upload_limit(web.agent.media, limit)
+    huge = b'{"message": "' + b"a" * (chat_cap + 10) + b'"}'
     resp = await alice.post("/api/chat", content=huge, headers={"Content-Type": "application/json"})
     assert resp.status_code == 413 and resp.json()["error"]["code"] == "body_too_large"
 

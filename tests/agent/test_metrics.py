@@ -1,0 +1,42 @@
+"""The turn-lock and cut-turn counters in the Prometheus text of ``TurnMetrics`` (what ``/metrics``
+shows), fed by a real store's take-over and marks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.metrics import TurnMetrics
+from store import EmbeddedEngine, Message, Scope, Store, owner_of
+
+pytestmark = pytest.mark.anyio
+
+SCOPE = Scope("default", "alice")
+
+
+async def test_takeovers_renewals_and_markers_are_counted(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    owner = owner_of(child.pid)
+    child.kill()
+    child.wait(timeout=30)
+    async with Store(EmbeddedEngine(tmp_path)) as store:
+        metrics = TurnMetrics(leases=store.lease_stats)
+        before = "\n".join(metrics.render_lines())
+        assert 'hero_lease_takeovers_total{reason="dead_holder"} 0' in before
+        assert "hero_lease_renewals_total 0" in before
+        conv = await store.create_conversation(SCOPE, "t")
+        await store.append_message(
+            SCOPE, Message(conversation_id=conv.sid, role="user", content="cut off", channel="cli")
+        )
+        await store.engine.claim(SCOPE, f"turn:{conv.sid}", "crashed", 600_000, owner=owner)
+        async with store.open_turn(SCOPE, conv.sid, "again", channel="cli"):
+            pass
+        text = "\n".join(metrics.render_lines())
+    assert 'hero_lease_takeovers_total{reason="dead_holder"} 1' in text
+    assert 'hero_lease_takeovers_total{reason="lapsed"} 0' in text
+    assert 'hero_interrupted_markers_total{kind="user"} 1' in text
+    assert 'hero_interrupted_markers_total{kind="tool"} 0' in text
+    assert "# TYPE hero_lease_lost_total counter" in text

@@ -1,0 +1,131 @@
+"""Attachments (conformance, every engine): stored apart from the message, scoped, capped, deleted
+with their conversation; and a data dir of schema version 1 (main at f3ae3be) opens and gains them."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from store import Attachment, InvalidInput, NewAttachment, NotFound, attachment_bytes
+from store.api.store import Store
+from store.models import Kind, Message
+from store.sqlite.engine import DB_FILE, EmbeddedEngine
+from store.sqlite.schema import SCHEMA_VERSION
+from tests.media_files import png
+from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB
+
+pytestmark = pytest.mark.anyio
+
+V1_SQL = Path(__file__).parent / "data" / "schema_v1.sql"
+
+
+async def test_attachments_are_stored_whole_and_read_back(store: Store) -> None:
+    conv = await store.create_conversation(ALICE, "pics")
+    image = png(5, 7)
+    [att] = await store.add_attachments(
+        ALICE, conv.sid, [NewAttachment(image, "image/png", "cat.png", 5, 7)], channel="web"
+    )
+    got = await store.get_attachment(ALICE, att.sid)
+    assert isinstance(got, Attachment)
+    assert attachment_bytes(got) == image
+    assert (got.name, got.mime, got.size, got.width, got.height, got.channel) == (
+        "cat.png",
+        "image/png",
+        len(image),
+        5,
+        7,
+        "web",
+    )
+    assert got.conversation_id == conv.sid and len(got.sha256) == 64
+    # the history never carries the bytes: a message refers to the attachment by its sid
+    msg = await store.append_message(
+        ALICE, Message(conversation_id=conv.sid, role="user", content="look", channel="web")
+    )
+    assert att.data not in msg.content
+
+
+async def test_attachments_are_scoped(store: Store) -> None:
+    conv = await store.create_conversation(ALICE, "pics")
+    [att] = await store.add_attachments(ALICE, conv.sid, [NewAttachment(png(), "image/png")])
+    for other in (BOB, ALICE_ELSEWHERE):
+        with pytest.raises(NotFound):
+            await store.get_attachment(other, att.sid)
+
+
+async def test_attachment_cap_and_empty_are_refused_and_store_nothing(store: Store) -> None:
+    conv = await store.create_conversation(ALICE, "pics")
+    store.max_attachment_bytes = 100
+    with pytest.raises(InvalidInput, match="too large: 101 bytes, the limit is 100"):
+        await store.add_attachments(
+            ALICE, conv.sid, [NewAttachment(png(), "image/png"), NewAttachment(b"x" * 101, "image/png")]
+        )
+    with pytest.raises(InvalidInput, match="empty"):
+        await store.add_attachments(ALICE, conv.sid, [NewAttachment(b"", "image/png")])
+    assert await store.engine.count(Kind.ATTACHMENT, ALICE) == 0
+
+
+async def test_attachments_go_with_their_conversation(store: Store) -> None:
+    conv = await store.create_conversation(ALICE, "pics")
+    keep = await store.create_conversation(ALICE, "other")
+    [gone] = await store.add_attachments(ALICE, conv.sid, [NewAttachment(png(), "image/png")])
+    [kept] = await store.add_attachments(ALICE, keep.sid, [NewAttachment(png(), "image/png")])
+    await store.delete_conversation(ALICE, conv.sid)
+    with pytest.raises(NotFound):
+        await store.get_attachment(ALICE, gone.sid)
+    assert (await store.get_attachment(ALICE, kept.sid)).sid == kept.sid
+
+
+async def test_dropped_attachments_are_gone(store: Store) -> None:
+    conv = await store.create_conversation(ALICE, "pics")
+    made = await store.add_attachments(
+        ALICE, conv.sid, [NewAttachment(png(), "image/png"), NewAttachment(png(2, 2), "image/png")]
+    )
+    await store.drop_attachments(ALICE, [a.sid for a in made])
+    assert await store.engine.count(Kind.ATTACHMENT, ALICE) == 0
+
+
+async def test_a_large_attachment_fits_every_engine(store: Store) -> None:
+    """5 MB (the default cap) crosses the OSIS transport in one call."""
+    conv = await store.create_conversation(ALICE, "big")
+    blob = bytes(range(256)) * (5 * 1024 * 1024 // 256)
+    [att] = await store.add_attachments(ALICE, conv.sid, [NewAttachment(blob, "image/png", "big.png")])
+    assert attachment_bytes(await store.get_attachment(ALICE, att.sid)) == blob
+
+
+async def test_a_schema_v1_data_dir_opens_and_upgrades(tmp_path: Path) -> None:
+    """A data dir written by the old code (schema version 1, before attachments) keeps its data and
+    gains the attachments table when opened."""
+    conn = sqlite3.connect(tmp_path / DB_FILE)
+    conn.executescript(V1_SQL.read_text())
+    conn.execute(
+        "INSERT INTO conversations (sid, context, user_id, created_at, updated_at, is_archived, data) "
+        "VALUES ('0001', 'default', 'alice', 1, 1, 0, ?)",
+        (
+            '{"sid":"0001","context":"default","user_id":"alice","created_at":1,"updated_at":1,'
+            '"title":"old","message_count":0,"is_archived":false,"tags":[]}',
+        ),
+    )
+    conn.execute("INSERT INTO counters VALUES ('default', 'AgentConversation', 1)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    assert "attachments" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+
+    async with EmbeddedEngine(tmp_path) as engine:
+        store = Store(engine)
+        conv = await store.get_conversation(ALICE, "0001")
+        assert conv.title == "old"
+        await store.append_message(
+            ALICE, Message(conversation_id=conv.sid, role="user", content="still here", channel="cli")
+        )
+        [att] = await store.add_attachments(ALICE, conv.sid, [NewAttachment(png(), "image/png")])
+        assert attachment_bytes(await store.get_attachment(ALICE, att.sid)) == png()
+    conn = sqlite3.connect(tmp_path / DB_FILE)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert conn.execute("SELECT count(*) FROM attachments").fetchone() == (1,)
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        conn.close()

@@ -1,0 +1,85 @@
+"""A data dir made by the code before identity links and per-conversation models (main at f3ae3be)
+opens with this code and gains both in place: nothing to migrate (the schema is unchanged), old
+conversations answer ``model == ""`` and links go in beside the old data."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from store.api.links import IdentityLink
+from store.api.store import Store
+from store.models import Scope
+from store.sqlite.engine import EmbeddedEngine
+
+pytestmark = pytest.mark.anyio
+
+OLD_COMMIT = "f3ae3be"
+REPO = Path(__file__).resolve().parents[2]
+WRITER = """
+import anyio, sys
+from store.embedded import EmbeddedEngine
+from store.api import Store
+from store.models import Scope
+
+async def main() -> None:
+    async with EmbeddedEngine(sys.argv[1]) as engine:
+        store = Store(engine)
+        scope = Scope("default", "local")
+        conv = await store.create_conversation(scope, "from the old page", channel="web")
+        await store.append_message(scope, conv.sid, "user", "old words", channel="web")
+        await store.add_memory(scope, "an old memory")
+        await store.set_state(scope, "active_conversation", conv.sid)
+
+anyio.run(main)
+"""
+
+
+def old_code(target: Path) -> Path:
+    """The packages of the old commit, extracted from git."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", OLD_COMMIT, "store", "config"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+    return target
+
+
+async def test_an_old_data_dir_gains_links_and_models(tmp_path: Path) -> None:
+    old = old_code(tmp_path / "old")
+    data = tmp_path / "data"
+    subprocess.run(
+        [sys.executable, "-c", WRITER, str(data)],
+        cwd=old,
+        env={"PYTHONPATH": str(old)},
+        check=True,
+        timeout=60,
+    )
+    local, ann = Scope("default", "local"), Scope("default", "ann")
+    async with EmbeddedEngine(data) as engine:
+        store = Store(engine)
+        [conv] = (await store.list_conversations(local)).items
+        assert conv.title == "from the old page" and conv.model == ""
+        assert (await store.set_conversation_model(local, conv.sid, "big")).model == "big"
+        assert await store.list_links("telegram") == []
+        await store.set_link(IdentityLink("telegram", "42", "local", 1, "cli:test"))
+        moved = await store.rename_user("local", "ann")
+        assert moved == {
+            "default": {"AgentConversation": 1, "AgentMessage": 1, "AgentMemory": 1, "AgentState": 1}
+        }
+        assert [m.content for m in (await store.list_messages(ann, conv.sid)).items] == ["old words"]
+        link = await store.get_link("telegram", "42")
+        assert link is not None and link.user == "ann"
+    # and the upgraded dir opens again with everything in place
+    async with EmbeddedEngine(data) as engine:
+        store = Store(engine)
+        assert (await store.get_conversation(ann, conv.sid)).model == "big"
+        assert [x.user for x in await store.list_links("telegram")] == ["ann"]
