@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from store.api_base import MAX_TAGS, MAX_TITLE_CHARS
+from store.api.base import MAX_TAGS, MAX_TITLE_CHARS
 from store.engine import Engine
 from store.errors import MAX_IMPORT_PROBLEMS, ImportFormatError, ImportRejected, InvalidInput
 from store.models import (

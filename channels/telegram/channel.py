@@ -31,8 +31,8 @@ from telegram import BotCommand, Update
 from telegram.error import InvalidToken, NetworkError, TelegramError, TimedOut
 from telegram.ext import Application, ContextTypes, TypeHandler
 
-from agent.commands import HELP
 from agent.core import Agent
+from agent.slash_commands import HELP
 from channels.base import Channel, ChannelStartError
 from channels.telegram.access import Gate
 from channels.telegram.botapi import BotAPIAnswerError, BotAPIRequest

@@ -23,7 +23,7 @@ from telegram import Bot
 from telegram.error import TelegramError
 
 from agent.core import Agent, TurnRequest
-from agent.events import CommandOutput, Done, TextDelta, ToolStarted, TurnError
+from agent.events import CommandOutput, Done, TextDelta, ToolStarted, TurnFailed
 from channels.telegram.identity import Identity, Incoming, Kind
 from channels.telegram.pacing import ChatPacer, GlobalLimiter
 from channels.telegram.streaming import DELIVERY_FALLBACKS, DeliveryFailed, ReplyStream
@@ -154,7 +154,7 @@ class Responder:
                 stream.push(f"{text}\n\n🔧 {event.name}…".strip())
             elif isinstance(event, Done):
                 return event.text or text
-            elif isinstance(event, TurnError):
+            elif isinstance(event, TurnFailed):
                 note = "⏹ Stopped." if event.code == "cancelled" else f"⚠️ {event.message}"
                 return f"{text}\n\n{note}" if text.strip() else note
             elif isinstance(event, CommandOutput):

@@ -19,9 +19,7 @@ from typing import Any
 
 from agent.media import MediaError, MediaIntake
 from channels.web.errors import ApiError
-from store import NewAttachment, Scope
-from store.errors import InvalidInput
-from store.models import validate_context, validate_sid, validate_user
+from store import InvalidInput, NewAttachment, Scope, validate_context, validate_sid, validate_user
 
 LINK_TTL_S = 6 * 3600
 #: HTTP status per media error code (anything else: 400)

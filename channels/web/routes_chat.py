@@ -24,15 +24,15 @@ from agent.events import (
     TextDelta,
     ToolFinished,
     ToolStarted,
-    TurnError,
     TurnEvent,
+    TurnFailed,
     TurnStarted,
     UsageInfo,
 )
 from channels.web.auth import authenticate, caller_scope
 from channels.web.errors import ApiError, read_json_object
 from channels.web.media import images_field, upload_limit
-from channels.web.sse import Emit, EventStreamResponse, sse_event
+from channels.web.sse import EventStreamResponse, SendChunk, sse_event
 from channels.web.state import WebState, web_state
 from channels.web.turns import is_stop, request_key, run_turn
 from channels.web.views import only_keys, str_field
@@ -84,7 +84,7 @@ def event_payload(event: TurnEvent, context: str) -> tuple[str, dict[str, Any]]:
                 "completion_tokens": event.completion_tokens,
             },
         }
-    if isinstance(event, TurnError):
+    if isinstance(event, TurnFailed):
         return "error", {
             "code": event.code,
             "message": event.message,
@@ -152,7 +152,7 @@ def stream_turn(
     route's ``transcript``)."""
     context = req.scope.context
 
-    async def produce(emit: Emit) -> None:
+    async def produce(emit: SendChunk) -> None:
         async def on_event(event: TurnEvent) -> None:
             name, data = event_payload(event, context)
             await emit(sse_event(name, data))
@@ -162,7 +162,7 @@ def stream_turn(
 
         await run_turn(state, req, on_event)
 
-    async def on_cut(emit: Emit, reason: str) -> None:
+    async def on_cut(emit: SendChunk, reason: str) -> None:
         message = (
             "the server is shutting down; the reply was interrupted"
             if reason == "shutdown"

@@ -28,17 +28,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agent.core import TurnRequest
-from agent.events import CommandOutput, TextDelta, TurnError, TurnEvent
+from agent.events import CommandOutput, TextDelta, TurnEvent, TurnFailed
 from agent.media import MediaError, VoiceNote
 from channels.web.auth import authenticate, caller_scope
 from channels.web.errors import ApiError, error_body, read_json_object
 from channels.web.media import media_api_error, upload_limit
-from channels.web.sse import Emit, EventStreamResponse, run_guarded, sse_data
+from channels.web.sse import EventStreamResponse, SendChunk, run_guarded, sse_data
 from channels.web.state import WebState, web_state
 from channels.web.turns import TurnSummary, request_key, run_turn
-from store import NewAttachment
-from store.errors import NotFound
-from store.models import Scope
+from store import NewAttachment, NotFound, Scope
 
 CHANNEL = "api"
 CONVERSATION_HEADER = "x-hero-conversation"
@@ -217,10 +215,10 @@ async def chat_completions(request: Request) -> Response:
         return _stream(state, req, model, created, include_usage=include_usage, headers=headers)
 
     summary = TurnSummary()
-    failure: list[TurnError] = []
+    failure: list[TurnFailed] = []
 
     async def on_event(event: TurnEvent) -> None:
-        if isinstance(event, TurnError):
+        if isinstance(event, TurnFailed):
             failure.append(event)
 
     async def work() -> None:
@@ -282,13 +280,13 @@ def _stream(
         }
         return sse_data(json.dumps(body, separators=(",", ":"), ensure_ascii=False))
 
-    async def produce(emit: Emit) -> None:
+    async def produce(emit: SendChunk) -> None:
         await emit(chunk({"role": "assistant", "content": ""}))
 
         async def on_event(event: TurnEvent) -> None:
             if (isinstance(event, TextDelta) and event.text) or isinstance(event, CommandOutput):
                 await emit(chunk({"content": event.text}))
-            elif isinstance(event, TurnError):
+            elif isinstance(event, TurnFailed):
                 status = _TURN_ERROR_STATUS.get(event.code, 500)
                 await emit(sse_data(json.dumps(error_body(status, event.code, event.message, openai=True))))
 
@@ -307,7 +305,7 @@ def _stream(
                 await emit(sse_data(json.dumps(usage, separators=(",", ":"))))
         await emit(sse_data("[DONE]"))
 
-    async def on_cut(emit: Emit, reason: str) -> None:
+    async def on_cut(emit: SendChunk, reason: str) -> None:
         err = error_body(503, reason, "the reply was interrupted: the server is shutting down", openai=True)
         await emit(sse_data(json.dumps(err)))
         await emit(sse_data("[DONE]"))

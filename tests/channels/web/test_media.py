@@ -17,8 +17,7 @@ import openai
 import pytest
 
 from config.settings import LLMSettings
-from store.engine import ListQuery
-from store.models import Kind, Scope
+from store import Kind, ListQuery, Scope
 from tests.channels.web.conftest import ALICE, BOB, Web, chat, parse_sse, serve_web, web_settings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.media_files import png, wav
@@ -263,7 +262,7 @@ async def test_v1_image_and_audio_parts_through_the_openai_sdk(vweb: Web, fake: 
         with pytest.raises(openai.BadRequestError, match="unsupported content part"):
             await client.chat.completions.create(
                 model="hero-agent",
-                messages=[{"role": "user", "content": [{"type": "file", "file": {"file_id": "x"}}]}],  # type: ignore[list-item]
+                messages=[{"role": "user", "content": [{"type": "file", "file": {"file_id": "x"}}]}],
             )
         with pytest.raises(openai.BadRequestError, match="Refused to fetch"):
             await client.chat.completions.create(

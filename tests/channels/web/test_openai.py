@@ -173,7 +173,7 @@ async def test_non_streaming_client_disconnect_cancels_the_turn(web: Web, fake: 
     assert (msgs[0].role, msgs[0].content, msgs[0].channel) == ("user", "slow, not streamed", "api")
     # a partial reply, if any text had arrived, is stored marked; never a complete one
     assert [m.status for m in msgs[1:]] in ([], ["interrupted"])
-    assert len(web.channel.state.locks) == 0
+    assert web.channel.state is not None and len(web.channel.state.locks) == 0
 
 
 async def test_provider_failure_is_a_502_in_openai_shape(
