@@ -8,7 +8,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from agent.media import MediaMetrics
 from agent.metrics import Labels, TurnMetrics, _labels, counter_lines
 
 
