@@ -17,9 +17,10 @@ answers 400 "can't parse entities"), and a text whose visible part is longer tha
 units answers 400 "message is too long".
 
 Files: ``voice_update``/``photo_update``/``document_update`` store the media as files the bot fetches
-the real way, ``getFile`` then ``GET /file/bot<token>/<file_path>`` (``base_file_url``); every download
-is recorded in ``downloads``; ``fail_downloads`` answers them 502. ``sendVoice`` (multipart, like
-Telegram's) is recorded in ``voices`` with the uploaded bytes.
+the real way, ``getFile`` then ``GET /file/bot<token>/<file_path>`` (``base_file_url``; also served
+under ``/cdn/file/bot...`` for a configured file base URL); every download is recorded in
+``downloads``; ``fail_downloads`` answers them 502. ``sendVoice`` (multipart, like Telegram's) is
+recorded in ``voices`` with the uploaded bytes.
 
 Optional Telegram-like limits (``FakeBotAPI(limits=Limits())``) answer 429 when a chat gets messages or
 edits faster than ``per_chat_interval_s`` or all chats together more than ``global_per_s`` in one second,
@@ -147,7 +148,7 @@ class FakeBotAPI(UpdateBuilder, ServedApp):
         self._closing = False
         self.files: dict[str, tuple[str, bytes]] = {}
         self._file_ids = itertools.count(1)
-        #: file paths the bot downloaded, in order
+        #: URL paths of the bot's file downloads, in order
         self.downloads: list[str] = []
         #: downloads answer 502 while this is set (a Telegram file server outage)
         self.fail_downloads = False
@@ -377,7 +378,7 @@ class FakeBotAPI(UpdateBuilder, ServedApp):
             return _error(401, "Unauthorized")
         path = request.path_params["file_path"]
         with self._lock:
-            self.downloads.append(path)
+            self.downloads.append(request.url.path)
             data = next((d for p, d in self.files.values() if p == path), None)
         if self.fail_downloads:
             return _error(502, "Bad Gateway")
@@ -435,6 +436,8 @@ class FakeBotAPI(UpdateBuilder, ServedApp):
                 Route("/_fake/push", self._control_push, methods=["POST"]),
                 Route("/_fake/state", self._control_state, methods=["GET"]),
                 Route("/file/bot{token}/{file_path:path}", self._download, methods=["GET"]),
+                # the same files on another base, for a configured ``file_base_url``
+                Route("/cdn/file/bot{token}/{file_path:path}", self._download, methods=["GET"]),
                 Route("/{path:path}", self._handle, methods=["GET", "POST"]),
             ]
         )

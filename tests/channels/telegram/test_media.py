@@ -64,7 +64,8 @@ async def test_voice_note_is_transcribed_and_answered_as_text(
         [heard] = [r for r in llm.audio_requests if r["endpoint"] == "transcriptions"]
         assert heard["data"] == audio and heard["type"] == "audio/ogg"
         assert heard["fields"]["model"] == "whisper-1"
-        assert len(tg.downloads) == 1 and tg.downloads[0].endswith(".oga")
+        [download] = tg.downloads
+        assert download.startswith(f"/file/bot{tg.token}/") and download.endswith(".oga")
         user, reply = await stored_messages(agent.store, HOME)
         assert (user.content, user.channel) == ("hello from a voice note", "telegram")
         [note] = attachments(user.attachments)
@@ -130,6 +131,18 @@ async def test_transcription_service_down_is_one_clear_message_and_nothing_store
         assert await stored_messages(agent.store, HOME) == []
         assert await agent.store.list_conversations(HOME, limit=10) is not None
         assert agent.metrics.counters.get(MEDIA_TOTAL, kind="voice", outcome="refused") == 1
+
+
+async def test_files_come_from_the_configured_file_base_url(
+    tmp_path: Path, tg: FakeBotAPI, llm: FakeOpenAI
+) -> None:
+    cdn = f"http://127.0.0.1:{tg.port}/cdn/file/bot"
+    async with running(media_settings(tmp_path, llm, tg, file_base_url=cdn)) as (channel, _agent):
+        tg.push_update(tg.voice_update(ALICE, ALICE, ogg_opus()))
+        await tg.wait_for(lambda: channel.stats["answered"] == 1, timeout=10)
+        assert tg.messages_in(ALICE) == ["echo: hello from a voice note"]
+        [download] = tg.downloads
+        assert download.startswith(f"/cdn/file/bot{tg.token}/")
 
 
 async def test_voice_note_over_the_caps_is_refused_before_downloading(
