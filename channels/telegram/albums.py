@@ -62,8 +62,6 @@ class Albums:
         self._tg = task_group
         self._wait_s = wait_s
         self._open: dict[tuple[int, str], Album] = {}
-        #: albums collected (for /metrics)
-        self.opened = 0
 
     def add(self, part: Incoming) -> Album | None:
         """The new album when ``part`` opens one (the caller queues its job); None when it joined."""
@@ -75,7 +73,6 @@ class Albums:
                 self._close(key, album)
             return None
         album = self._open[key] = Album(part)
-        self.opened += 1
         self._tg.start_soon(self._close_when_quiet, key, album, name=f"telegram-album-{part.chat_id}")
         return album
 

@@ -95,6 +95,13 @@ class MediaFetcher:
     async def transcript(self, voice: TgFile, duration_s: float) -> SpokenInput:
         """The voice note's text (MediaError for every way it can fail)."""
         a = self._intake.settings.agent
+        if not self._intake.audio.can_transcribe:  # said before downloading anything
+            self._intake.metrics.transcription_failed("telegram", "voice_disabled")
+            raise MediaError(
+                "voice_disabled",
+                "Voice messages are not enabled on this bot (its owner can set [llm] "
+                "transcription_model); please type your message.",
+            )
         # refused before downloading when Telegram's numbers already break a cap
         if voice.size > a.max_audio_bytes:
             raise self._refused(

@@ -128,7 +128,8 @@ class UpdateBuilder:
     def media_update(
         self, chat_id: int, user_id: int, kind: str = "voice", chat_type: str = "private"
     ) -> dict[str, Any]:
-        """A voice/photo/document/sticker message (no text)."""
+        """A voice/photo/document/sticker message (no text) whose file the fake does not serve (for the
+        kinds the bot refuses; ``voice_update``/``photo_update`` make servable ones)."""
         msg = self._user_message(chat_id, user_id, chat_type, "User")
         file = {"file_id": "f1", "file_unique_id": "u1"}
         msg[kind] = {

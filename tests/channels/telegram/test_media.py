@@ -145,6 +145,18 @@ async def test_files_come_from_the_configured_file_base_url(
         assert download.startswith(f"/cdn/file/bot{tg.token}/")
 
 
+async def test_voice_note_without_a_transcription_model_is_one_clear_message(
+    settings: Settings, tg: FakeBotAPI, llm: FakeOpenAI
+) -> None:
+    async with running(settings) as (channel, agent):
+        tg.push_update(tg.voice_update(ALICE, ALICE, ogg_opus()))
+        await tg.wait_for(lambda: channel.stats["answered"] == 1, timeout=10)
+        [text] = tg.messages_in(ALICE)
+        assert text.startswith("⚠️ Voice messages are not enabled on this bot")
+        assert tg.downloads == [] and llm.audio_requests == [] and llm.request_count == 0
+        assert await stored_messages(agent.store, HOME) == []
+
+
 async def test_voice_note_over_the_caps_is_refused_before_downloading(
     tmp_path: Path, tg: FakeBotAPI, llm: FakeOpenAI
 ) -> None:
