@@ -79,6 +79,8 @@ async def test_an_image_reaches_the_model_and_is_shown_from_the_same_origin(
             assert (await anonymous.get(f"/api/attachments/{att['id']}")).status_code == 401
             tampered = att["url"].replace("?t=", "?t=x")
             assert (await anonymous.get(tampered)).status_code == 404
+            # a link with non-ASCII characters is just as wrong (not a server error)
+            assert (await anonymous.get(f"/api/attachments/{att['id']}?t=é.é")).status_code == 404
     async with web.client(BOB) as bob:
         assert (await bob.get(f"/api/attachments/{att['id']}")).status_code == 404
 
