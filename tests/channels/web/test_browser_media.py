@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, FilePayload, Page, async_playwright, expect
 
 from tests.channels.web.conftest import CHROMIUM, CHROMIUM_FLAGS, Web, open_page, serve_web, web_settings
 from tests.channels.web.test_page import _axe
@@ -89,7 +89,7 @@ async def test_images_by_button_paste_and_drop_reach_the_model_and_stay_in_histo
     page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
     await expect(page.locator("#media-caps")).to_contain_text("Images: up to 4, 5 MB each")
     await page.locator("#image-input").set_input_files(
-        [{"name": "red.png", "mimeType": "image/png", "buffer": RED}]
+        [FilePayload(name="red.png", mimeType="image/png", buffer=RED)]
     )
     await dispatch(page, "paste", "green.png", GREEN)
     await dispatch(page, "drop", "blue.png", BLUE)
@@ -135,8 +135,8 @@ async def test_an_image_over_the_cap_or_not_an_image_is_refused_in_the_page(
         await expect(page.locator("#media-caps")).to_contain_text("Images: up to 4, 2 KB each")
         await page.locator("#image-input").set_input_files(
             [
-                {"name": "big.png", "mimeType": "image/png", "buffer": big},
-                {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"},
+                FilePayload(name="big.png", mimeType="image/png", buffer=big),
+                FilePayload(name="notes.txt", mimeType="text/plain", buffer=b"hello"),
             ]
         )
         status = page.get_by_role("status")
@@ -154,7 +154,7 @@ async def test_microphone_records_and_the_transcript_is_the_users_bubble(
     record = page.get_by_role("button", name="Record voice")
     await expect(record).to_be_visible()
     await page.locator("#image-input").set_input_files(
-        [{"name": "red.png", "mimeType": "image/png", "buffer": RED}]
+        [FilePayload(name="red.png", mimeType="image/png", buffer=RED)]
     )
     assert await _axe(page, "composer with a preview and the microphone") == []
     await page.get_by_role("button", name="Remove red.png").click()

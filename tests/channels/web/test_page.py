@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import axe_playwright_python
 import pytest
-from playwright.async_api import Browser, Dialog, Page, Request, Response, expect
+from playwright.async_api import Browser, Dialog, FilePayload, Page, Request, Response, expect
 
 from store import Scope
 from tests.channels.web.conftest import ARTIFACTS, DESKTOP, PHONE, Web, open_page, send_message
@@ -246,7 +246,7 @@ async def _seed(web: Web, fake: FakeOpenAI, browser: Browser) -> None:
     await web.store.add_memory(ALICE, "Alice drinks tea")
     page = await open_page(browser, web)
     await page.locator("#image-input").set_input_files(
-        [{"name": "dot.png", "mimeType": "image/png", "buffer": png()}]
+        [FilePayload(name="dot.png", mimeType="image/png", buffer=png())]
     )
     await send_message(page, "a picture")
     await expect(page.locator(".message.assistant .text").last).to_have_text("echo: a picture")
@@ -292,7 +292,7 @@ async def test_layout_dark_mode_charts_and_accessibility(
         await expect(page.locator(".message.user .images img")).to_have_count(1)  # the stored image
         # an image waiting in the composer: its preview and Remove button are checked too
         await page.locator("#image-input").set_input_files(
-            [{"name": "dot.png", "mimeType": "image/png", "buffer": png()}]
+            [FilePayload(name="dot.png", mimeType="image/png", buffer=png())]
         )
         await expect(page.get_by_role("button", name="Remove dot.png")).to_be_visible()
         findings += await _axe(page, f"{view} chat")
