@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from agent.errors import AgentError
-from channels.base import ChannelError
+from channels.errors import ChannelError
 from channels.subcommands import (
     ask,
     backup,

@@ -19,7 +19,7 @@ from agent.factory import open_agent
 from agent.metrics import TurnMetrics
 from agent.providers.base import ToolCall
 from agent.tools.base import ToolCaller
-from channels.base import ChannelStartError
+from channels.errors import ChannelStartError
 from channels.web import WebChannel, create_app
 from channels.web.metrics import Metrics
 from config.settings import MCPServerSettings
