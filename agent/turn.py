@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
-from agent.errors import ProviderError
+from agent.errors import ProviderError, TurnTimedOut, VisionRefused
 from agent.events import Done, EventSink, Retrying, TextDelta, TurnFailed, TurnStarted, UsageInfo
 from agent.llm import CallSite
 from agent.prompt.builder import build_prompt
@@ -141,17 +141,9 @@ class Turn:
                     )
                     await self._turn()
                 if deadline.cancelled_caught:
-                    await self.emit(
-                        TurnFailed(
-                            "deadline",
-                            f"The turn took longer than {agent_cfg.turn_deadline_s:g} s and was stopped.",
-                            self.cid,
-                        )
-                    )
-        except Conflict:
-            await self.emit(
-                TurnFailed("busy", "This conversation is busy with another turn; try again.", self.cid)
-            )
+                    await self.emit(TurnFailed.of(TurnTimedOut(agent_cfg.turn_deadline_s), self.cid))
+        except Conflict as exc:
+            await self.emit(TurnFailed.of(exc, self.cid))
 
     async def _replay(self, answer: Message) -> None:
         """A request whose key was seen before and already answered: the same answer again, no call."""
@@ -179,9 +171,10 @@ class Turn:
         except ProviderError as exc:
             await self._settle(MessageStatus.ERROR)
             if self._vision_refused(exc):
-                await self.emit(TurnFailed("vision_unsupported", self._vision_message(exc), self.cid))
+                refused = VisionRefused(self.services.settings.llm.model, exc)
+                await self.emit(TurnFailed.of(refused, self.cid))
                 return
-            await self.emit(TurnFailed("provider_error", str(exc) or "The model provider failed.", self.cid))
+            await self.emit(TurnFailed.of(exc, self.cid))
         except StoreError:
             raise
         except Exception:
@@ -200,13 +193,6 @@ class Turn:
         media.blind_models.add(self.services.settings.llm.model)
         log.info("turn.vision_refused", model=self.services.settings.llm.model, status=exc.status)
         return True
-
-    def _vision_message(self, exc: ProviderError) -> str:
-        model = self.services.settings.llm.model
-        return (
-            f"The model {model} did not accept the image ({exc}). The image is kept; from now on the "
-            f"model sees it as a placeholder. Use a model that accepts images, or set [llm] vision = false."
-        )
 
     async def _title(self, conv: Conversation) -> None:
         """A new conversation is named after its first message."""

@@ -29,7 +29,7 @@ from agent.events import (
     TurnStarted,
     UsageInfo,
 )
-from channels.web.auth import authenticate, caller_scope
+from channels.web.auth import authenticate, scope_of
 from channels.web.errors import ApiError, read_json_object
 from channels.web.media import images_field, upload_limit
 from channels.web.sse import EventStreamResponse, SendChunk, sse_event
@@ -100,40 +100,27 @@ def event_payload(event: TurnEvent, context: str) -> tuple[str, dict[str, Any]]:
 
 
 async def chat(request: Request) -> Response:
-    authenticate(request)  # 401 before the body is read
+    user = authenticate(request)  # 401 before the body is read
     state = web_state(request)
     media = state.agent.media
     body = await read_json_object(request, upload_limit(media, state.settings.web.max_body_bytes))
-    scope = caller_scope(request, body)
+    scope = scope_of(request, user, body)
     only_keys(body, {"message", "conversation_id", "images"})
     message = str_field(body, "message", required=True, max_len=state.settings.web.max_body_bytes)
     assert message is not None
-    images = images_field(media, body, "web")
-    if not message.strip() and not images:
-        raise ApiError(400, "invalid_field", "message is empty")
-    check_message(state, message)
-    conversation_id = str_field(body, "conversation_id", max_len=64)
-    if state.shutdown.is_set() and not is_stop(message):
-        raise ApiError(503, "shutting_down", "the server is shutting down")
-    await check_conversation(state, scope, conversation_id)
-    key = request_key(request, "web")
     req = TurnRequest(
         scope=scope,
         channel="web",
         text=message,
-        conversation_id=conversation_id,
-        request_key=key,
-        images=images,
+        conversation_id=str_field(body, "conversation_id", max_len=64),
+        request_key=request_key(request, "web"),
+        images=images_field(media, body, "web"),
     )
+    state.agent.check_request(req)  # the one message check: a 400 (413 when too long) before the stream
+    if state.shutdown.is_set() and not is_stop(message):
+        raise ApiError(503, "shutting_down", "the server is shutting down")
+    await check_conversation(state, scope, req.conversation_id)
     return stream_turn(state, req)
-
-
-def check_message(state: WebState, message: str) -> None:
-    if "\x00" in message:
-        raise ApiError(400, "invalid_field", "message contains binary data")
-    limit = state.settings.agent.max_message_chars
-    if len(message) > limit:
-        raise ApiError(413, "message_too_large", f"message is longer than {limit} characters")
 
 
 async def check_conversation(state: WebState, scope: Scope, conversation_id: str | None) -> None:

@@ -275,9 +275,9 @@ async def test_bad_input_changes_nothing(alice: httpx.AsyncClient, web: Web) -> 
             400,
             "invalid_field",
         ),
-        ("POST", "/api/chat", b'{"message": ""}', 400, "invalid_field"),
+        ("POST", "/api/chat", b'{"message": ""}', 400, "invalid_input"),
         ("POST", "/api/chat", b'{"message": 7}', 400, "invalid_field"),
-        ("POST", "/api/chat", b'{"message": "nul \\u0000 inside"}', 400, "invalid_field"),
+        ("POST", "/api/chat", b'{"message": "nul \\u0000 inside"}', 400, "invalid_input"),
         (
             "POST",
             "/v1/chat/completions",
