@@ -333,7 +333,8 @@ class OsisEngine(Engine):
         out: builtins.list[object] = []
         for step in steps:
             if isinstance(step, MarkCutStep):
-                out.append(await self.mark_cut(scope, step.conversation_id))
+                repeated = await self._core.answered_here(scope, step.conversation_id, step.request_key)
+                out.append([] if repeated else await self.mark_cut(scope, step.conversation_id))
             else:
                 out.append(await self._core.run(scope, step))
         return Results(steps, out)

@@ -347,6 +347,17 @@ class CoreMode:
                     out.append(shown)
         return out
 
+    async def answered_here(self, scope: Scope, conversation_id: str, request_key: str | None) -> bool:
+        """The conversation's newest message is the user message stored under ``request_key``: a
+        repeated opening, which the turn now opening answers (no cut-turn marker for it)."""
+        if request_key is None:
+            return False
+        found = await self._find_key(Kind.MESSAGE, scope, request_key)
+        if found is None or found.get("conversation_id") != conversation_id:
+            return False
+        conv = await self._raw_get(Kind.CONVERSATION, scope, conversation_id)
+        return conv is not None and found.get("seq") == conv.get("message_count")
+
     # -- writes --------------------------------------------------------------------------------
 
     async def _find_key(self, kind: Kind, scope: Scope, key: str) -> Record | None:

@@ -60,3 +60,5 @@ ENGINES: dict[str, Callable[[Path], AbstractAsyncContextManager[Engine]]] = {
 #: capabilities (the Store's fallbacks do the rest), and the osis engine in core mode on the strict
 #: generated-CRUD server (its differences: docs/osis.md, "Core mode")
 STORE_ENGINES = {**ENGINES, "core": core_engine, "osis-core": osis_core_engine}
+#: engines whose server allocates every sid (an import gets new ones; see the ``sid_store`` fixture)
+NEW_SIDS = frozenset({"osis-core"})
