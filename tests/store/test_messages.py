@@ -14,7 +14,7 @@ from store.api.store import Store
 from store.errors import InvalidInput, NotFound
 from store.models import Message, MessageStatus
 from tests.store.conftest import ALICE, BOB, MAX_CHARS
-from tests.store.helpers import keeps_unknown_fields, conversation_with
+from tests.store.helpers import conversation_with, keeps_unknown_fields
 
 pytestmark = pytest.mark.anyio
 
