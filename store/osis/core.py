@@ -81,6 +81,11 @@ _TEXT_FIELDS: Final = {Kind.CONVERSATION: "title", Kind.MESSAGE: "content", Kind
 _WORD_RE: Final = re.compile(r"\w+", re.UNICODE)
 _OPS: Final = ("eq", "ne", "gt", "gte", "lt", "lte", "in")
 
+#: what core mode counts (``/metrics``: hero_store_core_fallbacks_total): messages numbered here, gets
+#: and lists answered "missing" for another scope's record, lists read block by block, seqs repaired
+#: after a crash, fields sent that the schema does not declare
+EVENTS: Final = ("seq_assigned", "scope_refusals", "block_reads", "seq_repairs", "undeclared_fields_sent")
+
 Call = Callable[..., Awaitable[Any]]
 
 
@@ -113,7 +118,7 @@ class CoreMode:
         self._known_users: set[tuple[str, str]] = set()
         self._leases: dict[tuple[str, str, str], _HeldLease] = {}
         #: events for /metrics: client-side seq assignments, scope refusals, undeclared fields sent...
-        self.events: dict[str, int] = defaultdict(int)
+        self.events: dict[str, int] = defaultdict(int, dict.fromkeys(EVENTS, 0))
 
     # -- the steps -----------------------------------------------------------------------------
 

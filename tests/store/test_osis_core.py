@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent.metrics import TurnMetrics
 from store.api.attachments import NewAttachment
 from store.api.links import IdentityLink
 from store.api.store import Store
@@ -341,3 +342,16 @@ async def test_a_scope_outside_the_default_context_works(store: Store) -> None:
     with pytest.raises(NotFound):
         await store.get_conversation(ALICE, conv.sid)
     assert "work" in await store.engine.contexts()
+
+
+async def test_metrics_show_what_core_mode_did(store: Store) -> None:
+    conv = await store.create_conversation(ALICE, "t")
+    await store.append_message(
+        ALICE, Message(conversation_id=conv.sid, role="user", content="x", channel="c")
+    )
+    with pytest.raises(NotFound):
+        await store.get_conversation(BOB, conv.sid)
+    shown = "\n".join(TurnMetrics(store_engine=store.engine).render_lines())
+    assert 'hero_store_core_fallbacks_total{engine="osis",event="seq_assigned"} 1' in shown
+    assert 'hero_store_core_fallbacks_total{engine="osis",event="scope_refusals"} 1' in shown
+    assert 'hero_store_core_fallbacks_total{engine="osis",event="block_reads"} 0' in shown
