@@ -229,6 +229,22 @@ def _apply_conventional(
     if env.get("OSIS_URL") and not explicit_engine:
         _put(raw, "store", "engine", value="osis")
         origins["store.engine"] = "OSIS_URL"
+    _apply_osis_context(raw, env, origins)
+
+
+def _apply_osis_context(raw: dict[str, Any], env: Mapping[str, str], origins: dict[str, str]) -> None:
+    """``OSIS_CONTEXT`` names the context the agent's data lives in (hero_agent's meaning): it is every
+    channel's default context unless the file's ``[agent] default_context`` says otherwise (and
+    ``HERO_AGENT_AGENT__DEFAULT_CONTEXT``, applied after this, beats both)."""
+    agent = raw.get("agent")
+    if not env.get("OSIS_CONTEXT") or (isinstance(agent, dict) and "default_context" in agent):
+        return
+    try:
+        v.check_context("agent.default_context", env["OSIS_CONTEXT"])
+    except ConfigError as exc:
+        raise ConfigError(exc.key, f"{exc.reason} (from $OSIS_CONTEXT)") from None
+    _put(raw, "agent", "default_context", value=env["OSIS_CONTEXT"])
+    origins["agent.default_context"] = "OSIS_CONTEXT"
 
 
 def _provider_from_keys(env: Mapping[str, str]) -> str:
