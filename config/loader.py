@@ -310,6 +310,10 @@ def _cross_checks(s: Settings) -> None:
         raise ConfigError("web.local_user", "must be a user name (letters, digits, _ . @ : -)")
     if s.store.engine == "osis" and not s.store.url:
         raise ConfigError("store.url", 'is required when store.engine is "osis" (or set OSIS_URL)')
+    if s.store.url.startswith("unix:") and not s.store.url.startswith("unix:///"):
+        raise ConfigError("store.url", "a unix socket URL names an absolute path: unix:///run/hero/osis.sock")
+    if s.store.rpc_path and not s.store.rpc_path.startswith("/"):
+        raise ConfigError("store.rpc_path", "must start with / (e.g. /hero_osis_ai/rpc)")
     if s.web.enabled and not s.web.tokens and not v.is_loopback(s.web.host):
         raise ConfigError(
             "web.host",

@@ -40,6 +40,7 @@ from store.models import Kind, Record, Scope
 from store.osis.core import CoreMode
 from store.osis.protocol import (
     CONTEXT_HEADER,
+    DOMAIN,
     DUMP_PAGE,
     MAX_BATCH,
     OPTIONAL_METHODS,
@@ -54,6 +55,8 @@ from store.osis.protocol import (
 from store.osis.wire import ANSWERS, RemoteError, Retryable, answer_of, encode, plan, record_of
 
 log = structlog.get_logger()
+#: the endpoint's path over a unix socket unless ``store.rpc_path`` says otherwise
+SOCKET_RPC_PATH = f"/hero_osis_{DOMAIN}/rpc"
 _RETRY_STATUS = frozenset({502, 503, 504})
 _BACKOFF_S = (0.05, 0.2, 0.5, 1.0)
 #: what ``counters()`` counts: a failed attempt by reason, and a call that stayed unreachable
@@ -83,8 +86,15 @@ class OsisEngine(Engine):
     def __init__(self, settings: StoreSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         if not settings.url:
             raise StoreError("store.url must name the OSIS service when store.engine is 'osis'")
-        self.endpoint = endpoint_for(settings.url)
-        self.where = redacted(self.endpoint)
+        self.socket_path = unix_socket_path(settings.url)
+        if self.socket_path is not None:
+            # HTTP over the socket; the host is a placeholder, the path the usual endpoint
+            self.endpoint = "http://localhost" + (settings.rpc_path or SOCKET_RPC_PATH)
+            self.where = f"unix://{self.socket_path}{settings.rpc_path or SOCKET_RPC_PATH}"
+            transport = transport or httpx.AsyncHTTPTransport(uds=self.socket_path)
+        else:
+            self.endpoint = endpoint_for(settings.url)
+            self.where = redacted(self.endpoint)
         self._secret = settings.secret
         self._timeout = httpx.Timeout(settings.timeout_s, connect=min(settings.timeout_s, 5.0))
         self._attempt_s = settings.timeout_s
@@ -491,6 +501,16 @@ def _log_core_mode(where: str, missing: Sequence[str]) -> None:
     )
     for name, cost in CORE_COSTS.items():
         log.info("osis.core_mode.cost", extension=name, cost=cost)
+
+
+def unix_socket_path(url: str) -> str | None:
+    """The socket of a ``unix:///path`` store URL; None for an HTTP URL."""
+    if not url.startswith("unix://"):
+        return None
+    path = url[len("unix://") :]
+    if not path.startswith("/"):
+        raise StoreError(f"store.url {url!r}: a unix socket URL names an absolute path (unix:///run/x.sock)")
+    return path
 
 
 def _failure_reason(exc: Exception) -> str:
