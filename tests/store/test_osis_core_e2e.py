@@ -210,6 +210,7 @@ async def test_a_daemon_on_osis_serve_over_a_unix_socket(tmp_path: Path) -> None
             env=subprocess_env(),
             stdout=sink,
             stderr=sink,
+            text=True,
         )
         try:
             with anyio.fail_after(30):
@@ -271,6 +272,7 @@ async def test_a_daemon_on_osis_serve_over_a_unix_socket(tmp_path: Path) -> None
             env=subprocess_env(),
             stdout=sink,
             stderr=sink,
+            text=True,
         )
         with anyio.fail_after(30):
             while not sock.exists():
@@ -283,6 +285,7 @@ async def test_a_daemon_on_osis_serve_over_a_unix_socket(tmp_path: Path) -> None
             env=subprocess_env(),
             stdout=sink,
             stderr=sink,
+            text=True,
         )
         try:
             async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(sock))) as http:
