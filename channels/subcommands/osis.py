@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -54,7 +55,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     migrate.add_argument(
         "--context", default=None, help="target context (default: store.context, else agent.default_context)"
     )
-    migrate.add_argument("--user", default=None, help="target user (default: the OS user name)")
+    migrate.add_argument(
+        "--user",
+        default=None,
+        help="the user of rows without a user column (default: the OS user name)",
+    )
+    migrate.add_argument(
+        "--all-to-user",
+        action="store_true",
+        help="every row to --user, ignoring the legacy user columns",
+    )
     migrate.set_defaults(handler=migrate_sqlite)
 
 
@@ -141,7 +151,8 @@ def migrate_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     user = args.user or settings.os_user
     try:
         scope = Scope(context, user)
-        report = anyio.run(migrate_file, settings, scope, args.path)
+        keep_users = not getattr(args, "all_to_user", False)
+        report = anyio.run(functools.partial(migrate_file, keep_users=keep_users), settings, scope, args.path)
     except StoreError as exc:
         print(f"hero-agent migrate-sqlite: {exc}", file=sys.stderr)
         return 1
