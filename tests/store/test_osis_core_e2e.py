@@ -4,10 +4,13 @@ and ``migrate-sqlite``. Fakes only at the network seam (LLM, Bot API, the OSIS s
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
+import socket
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +19,7 @@ import anyio
 import httpx
 import pytest
 
+from channels.serving import unix_listening_socket
 from config import StoreSettings
 from store.api.store import Store
 from store.engine import ListQuery
@@ -306,3 +310,24 @@ async def test_a_daemon_on_osis_serve_over_a_unix_socket(tmp_path: Path) -> None
                 again.kill()
             again.wait(timeout=10)
     sock_dir.rmdir()
+
+
+def test_the_unix_socket_is_0660_a_live_one_refused_a_stale_one_replaced() -> None:
+    with tempfile.TemporaryDirectory(prefix="h11-") as folder:
+        path = str(Path(folder) / "s.sock")
+        live = unix_listening_socket(path)
+        assert oct(os.stat(path).st_mode & 0o777) == "0o660"
+        with pytest.raises(OSError) as refused:
+            unix_listening_socket(path)
+        assert refused.value.errno == errno.EADDRINUSE
+        live.close()  # the file stays behind, nobody listens: stale
+        assert os.path.exists(path)
+        again = unix_listening_socket(path)
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(path)
+        again.close()
+        plain = Path(folder) / "plain"
+        plain.write_text("not a socket")
+        with pytest.raises(OSError, match="is not a socket"):
+            unix_listening_socket(str(plain))
+        assert plain.read_text() == "not a socket"
