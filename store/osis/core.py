@@ -27,11 +27,9 @@ Nothing here is atomic across calls; the write order is the Store's crash-safe o
 
 from __future__ import annotations
 
-import base64
 import builtins
 import contextlib
 import json
-import re
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -58,6 +56,16 @@ from store.engine import (
 from store.errors import InvalidInput, NotFound, StoreUnavailable
 from store.leases import Claimed, Lease, LeaseOwner
 from store.models import BASE_FIELDS, SID_RE, SYSTEM_CONTEXT, Kind, Record, Scope
+from store.osis.core_query import (
+    beyond,
+    decode_cursor,
+    encode_cursor,
+    matches,
+    pushed,
+    seq_bounds,
+    sort_key,
+    words,
+)
 from store.osis.oschema import Field, fields_of, type_ok
 from store.search import search_words
 
@@ -78,8 +86,6 @@ LEASE_PREFIX: Final = "lease:"
 #: the newest two blocks (at most 200 messages each)
 SEARCH_BOUND: Final = 10
 _TEXT_FIELDS: Final = {Kind.CONVERSATION: "title", Kind.MESSAGE: "content", Kind.MEMORY: "content"}
-_WORD_RE: Final = re.compile(r"\w+", re.UNICODE)
-_OPS: Final = ("eq", "ne", "gt", "gte", "lt", "lte", "in")
 
 #: what core mode counts (``/metrics``: hero_store_core_fallbacks_total): messages numbered here, gets
 #: and lists answered "missing" for another scope's record, lists read block by block, seqs repaired
@@ -255,9 +261,9 @@ class CoreMode:
         return out
 
     async def _candidates(self, kind: Kind, scope: Scope, filters: dict[str, Any]) -> builtins.list[Record]:
-        eq = _pushed(kind, filters)
+        eq = pushed(kind, filters)
         if kind is Kind.MESSAGE and isinstance(eq.get("conversation_id"), str):
-            low, high = _seq_bounds(filters)
+            low, high = seq_bounds(filters)
             return await self._message_blocks(scope, eq, low, high)
         return await self._all(kind, scope, eq)
 
@@ -267,7 +273,7 @@ class CoreMode:
             shown = self._shown(rec)
             if kind is Kind.STATE and shown.get("key") == BLOCKS_KEY:
                 continue
-            if all(_matches(shown, key, want) for key, want in filters.items()):
+            if all(matches(shown, key, want) for key, want in filters.items()):
                 out.append(shown)
         return out
 
@@ -279,27 +285,25 @@ class CoreMode:
         else:
             rows = await self._matching(kind, scope, query.filters)
         rows.sort(
-            key=lambda r: (_sort_key(r.get(query.order_by)), str(r.get("sid"))), reverse=query.descending
+            key=lambda r: (sort_key(r.get(query.order_by)), str(r.get("sid"))), reverse=query.descending
         )
         if query.cursor is not None:
-            after = _decode_cursor(query.cursor)
-            rows = [
-                r for r in rows if _beyond((_sort_key(r.get(query.order_by)), str(r["sid"])), after, query)
-            ]
+            after = decode_cursor(query.cursor)
+            rows = [r for r in rows if beyond((sort_key(r.get(query.order_by)), str(r["sid"])), after, query)]
         page = rows[: query.limit]
         more = len(rows) > query.limit
-        cursor = _encode_cursor(page[-1], query.order_by) if more and page else None
+        cursor = encode_cursor(page[-1], query.order_by) if more and page else None
         return Page(page, cursor)
 
     async def _newest_or_oldest(self, scope: Scope, query: ListQuery) -> builtins.list[Record]:
         """A conversation's messages in seq order: blocks from the wanted end until ``limit`` match
         (the history window: one call, two when it straddles a block)."""
-        eq = _pushed(Kind.MESSAGE, query.filters)
+        eq = pushed(Kind.MESSAGE, query.filters)
         if not isinstance(eq.get("conversation_id"), str):
             return await self._matching(Kind.MESSAGE, scope, query.filters)
         conv = await self._raw_get(Kind.CONVERSATION, scope, str(eq["conversation_id"]))
         count = int(conv.get("message_count") or 0) if conv is not None else 0
-        low, high = _seq_bounds(query.filters)
+        low, high = seq_bounds(query.filters)
         first = max(0, ((low or 1) - 1) // BLOCK)
         last = (min(count, high) if high is not None else count) - 1
         if count == 0 or last < 0:
@@ -309,7 +313,7 @@ class CoreMode:
         for block in reversed(blocks) if query.descending else blocks:
             for rec in await self._list_call(Kind.MESSAGE, scope, {**eq, "block": block}):
                 shown = self._shown(rec)
-                if all(_matches(shown, key, want) for key, want in query.filters.items()):
+                if all(matches(shown, key, want) for key, want in query.filters.items()):
                     out.append(shown)
             if len(out) > query.limit:
                 break
@@ -330,8 +334,8 @@ class CoreMode:
             rows = await self._matching(kind, scope, query.filters)
         scored = []
         for rec in rows:
-            words = [w.lower() for w in _words(str(rec.get(field) or ""))]
-            shared = sum(1 for w in words if any(w.startswith(x) for x in wanted))
+            found = [w.lower() for w in words(str(rec.get(field) or ""))]
+            shared = sum(1 for w in found if any(w.startswith(x) for x in wanted))
             if shared:
                 scored.append((shared, int(rec.get("created_at") or 0), rec))
         scored.sort(key=lambda item: (item[0], item[1]), reverse=True)
@@ -348,7 +352,7 @@ class CoreMode:
             eq = {"conversation_id": conv["sid"]}
             for rec in await self._message_blocks(scope, eq, max(1, count - BLOCK), None):
                 shown = self._shown(rec)
-                if all(_matches(shown, key, want) for key, want in filters.items()):
+                if all(matches(shown, key, want) for key, want in filters.items()):
                     out.append(shown)
         return out
 
@@ -671,91 +675,3 @@ def _coerced(field: Field, value: Any) -> Any:
     if field.type == "f64" and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
-
-
-def _pushed(kind: Kind, filters: dict[str, Any]) -> dict[str, Any]:
-    """The filters the server can apply: equality on a declared scalar field."""
-    declared = fields_of(kind)
-    out: dict[str, Any] = {}
-    for key, want in filters.items():
-        name = key[: -len("__eq")] if key.endswith("__eq") else key
-        field = declared.get(name)
-        if (
-            "__" not in name
-            and field is not None
-            and not field.type.startswith("[")
-            and type_ok(field.type, want)
-        ):
-            out[name] = want
-    return out
-
-
-def _seq_bounds(filters: dict[str, Any]) -> tuple[int | None, int | None]:
-    """The seq range the filters allow (for picking message blocks)."""
-    low: int | None = None
-    high: int | None = None
-    for key, want in filters.items():
-        if not key.startswith("seq") or isinstance(want, bool) or not isinstance(want, int):
-            continue
-        op = key.partition("__")[2] or "eq"
-        if op in ("eq", "gte", "gt"):
-            low = max(low or 0, want + (1 if op == "gt" else 0))
-        if op in ("eq", "lte", "lt"):
-            bound = want - (1 if op == "lt" else 0)
-            high = bound if high is None else min(high, bound)
-    return low, high
-
-
-def _matches(rec: Record, key: str, want: Any) -> bool:
-    name, _, op = key.partition("__")
-    if op and op not in _OPS:
-        raise InvalidInput(f"unknown filter operator {op!r}")
-    have = rec.get(name)
-    if op in ("", "eq"):
-        return bool(have == want)
-    if op == "ne":
-        return bool(have != want)
-    if op == "in":
-        return isinstance(want, list) and have in want
-    if have is None:
-        return False
-    try:
-        if op == "gt":
-            return bool(have > want)
-        if op == "gte":
-            return bool(have >= want)
-        if op == "lt":
-            return bool(have < want)
-        return bool(have <= want)
-    except TypeError:
-        return False
-
-
-def _sort_key(value: Any) -> tuple[int, Any]:
-    """Sortable across types: None first, then numbers, then text."""
-    if value is None:
-        return (0, 0)
-    if isinstance(value, bool | int | float):
-        return (1, value)
-    return (2, str(value))
-
-
-def _encode_cursor(rec: Record, order_by: str) -> str:
-    raw = json.dumps([_sort_key(rec.get(order_by)), str(rec["sid"])])
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[tuple[int, Any], str]:
-    try:
-        value, sid = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return (int(value[0]), value[1]), str(sid)
-    except (ValueError, TypeError, IndexError):
-        raise InvalidInput("invalid cursor") from None
-
-
-def _beyond(key: tuple[tuple[int, Any], str], after: tuple[tuple[int, Any], str], query: ListQuery) -> bool:
-    return key < after if query.descending else key > after
-
-
-def _words(text: str) -> builtins.list[str]:
-    return _WORD_RE.findall(text)
