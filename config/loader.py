@@ -294,6 +294,10 @@ def _cross_checks(s: Settings) -> None:
         raise ConfigError("web.local_user", "must be a user name (letters, digits, _ . @ : -)")
     if s.store.engine == "osis" and not s.store.url:
         raise ConfigError("store.url", 'is required when store.engine is "osis" (or set OSIS_URL)')
+    if s.store.engine == "postgres" and not s.store.url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            "store.url", 'must be a postgresql://user@host:port/db URL when store.engine is "postgres"'
+        )
     if s.web.enabled and not s.web.tokens and not v.is_loopback(s.web.host):
         raise ConfigError(
             "web.host",

@@ -10,7 +10,6 @@ a cut turn need the client between statements: such a batch runs step by step in
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -27,6 +26,7 @@ from store.engine import (
     GetStep,
     ListStep,
     MarkCutStep,
+    Page,
     ReleaseStep,
     Results,
     Step,
@@ -35,7 +35,7 @@ from store.engine import (
     reads_only,
     tail_query,
 )
-from store.errors import LeaseHeld, NotFound
+from store.errors import InvalidInput, LeaseHeld, NotFound
 from store.models import BASE_FIELDS, Kind, Record, Scope
 from store.postgres import ops
 from store.postgres.ops import OWNED_FIELDS, Plan, Rows, Statement
@@ -72,8 +72,6 @@ async def update_in(conn: Conn, scope: Scope, step: UpdateStep) -> Record | None
     owned = OWNED_FIELDS.get(step.kind, frozenset())
     for key, value in step.fields.items():
         if not isinstance(key, str):
-            from store.errors import InvalidInput  # noqa: PLC0415
-
             raise InvalidInput(f"invalid field name {key!r}")
         if key not in BASE_FIELDS and key not in owned:
             rec[key] = value
@@ -84,13 +82,15 @@ async def update_in(conn: Conn, scope: Scope, step: UpdateStep) -> Record | None
 
 async def mark_cut_in(conn: Conn, scope: Scope, step: MarkCutStep) -> list[Record]:
     """:class:`MarkCutStep` in full (``store.cut_turns``), inside the batch's transaction."""
-    tail = await run_plan(conn, ops.list_plan(scope, ListStep(Kind.MESSAGE, tail_query(step.conversation_id, 1))))
-    assert isinstance(tail, ops.Page)
+    tail = await run_plan(
+        conn, ops.list_plan(scope, ListStep(Kind.MESSAGE, tail_query(step.conversation_id, 1)))
+    )
+    assert isinstance(tail, Page)
     if cut_turns.settled(tail.items):
         return []
     query = tail_query(step.conversation_id, cut_turns.TAIL)
     tail = await run_plan(conn, ops.list_plan(scope, ListStep(Kind.MESSAGE, query)))
-    assert isinstance(tail, ops.Page)
+    assert isinstance(tail, Page)
     own = None
     if step.request_key is not None:
         cur = await conn.execute(
@@ -186,7 +186,3 @@ async def stepwise(conn: Conn, scope: Scope, steps: Sequence[Step]) -> Results:
                 assert handling.plan is not None
                 out.append(await run_plan(conn, handling.plan(scope, step)))
     return Results(steps, out)
-
-
-def dumps_json(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"))

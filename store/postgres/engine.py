@@ -16,6 +16,7 @@ is StoreUnavailable naming host and port; the pool reconnects by itself when it 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import select
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -30,7 +31,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from config.settings import StoreSettings
 from store.engine import Capabilities, CreateStep, DeleteStep, Engine, Results, Step, reads_only
-from store.errors import Conflict, InvalidInput, StoreError, StoreUnavailable
+from store.errors import Conflict, InvalidInput, StoreUnavailable
 from store.leases import Lease
 from store.models import Kind, Record, Scope, validate_stored_context, validate_user
 from store.postgres import batch as pg_batch
@@ -92,7 +93,9 @@ class PostgresEngine(Engine):
         self.where = where(settings.url)
         self.timeout_s = settings.timeout_s
         self.retries = max(0, settings.retries)
-        self._kwargs: dict[str, Any] = {"autocommit": True}
+        # no server-side prepared statements: a pipeline aborted by hero_fail skips the Parse of the
+        # statements after the failure, and psycopg's cache would then name statements that do not exist
+        self._kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
         if settings.secret:
             self._kwargs["password"] = settings.secret
         self._min, self._max = min_size, max_size
@@ -141,15 +144,15 @@ class PostgresEngine(Engine):
         return StoreUnavailable(f"the PostgreSQL store at {self.where} is unavailable{detail}")
 
     def counters(self) -> dict[str, int]:
-        return dict(self._events)
+        return {event: self._events[event] for event in EVENTS}
 
     def gauges(self) -> dict[str, int]:
-        """The pool: connections open (``size``) and lent out (``in_use``)."""
+        """The pool: connections ``open`` and lent out (``in_use``)."""
         if self._pool is None:
-            return {"size": 0, "in_use": 0}
+            return {"open": 0, "in_use": 0}
         stats = self._pool.get_stats()
         size = stats.get("pool_size", 0)
-        return {"size": size, "in_use": size - stats.get("pool_available", 0)}
+        return {"open": size, "in_use": size - stats.get("pool_available", 0)}
 
     # -- transport --------------------------------------------------------------------------------
 
@@ -176,12 +179,10 @@ class PostgresEngine(Engine):
             async with pool.connection() as conn:
                 try:
                     return await fn(conn, *args)
-                except psycopg.Error as exc:
+                except psycopg.Error:
                     if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                        try:
+                        with contextlib.suppress(psycopg.Error):
                             await conn.execute("ROLLBACK")
-                        except psycopg.Error:
-                            pass
                     raise
         except PoolTimeout as exc:
             raise _Retry("connection", exc) from exc
@@ -219,9 +220,10 @@ class PostgresEngine(Engine):
         if not steps:
             return Results(steps, [])
         writes = not all(reads_only(s) for s in steps)
-        return await self._with_conn(
+        results: Results = await self._with_conn(
             _batch, scope, steps, writes=writes, safe=not writes or repeatable(steps)
         )
+        return results
 
     async def get_lease(self, scope: Scope, key: str) -> Lease | None:
         rows = await self._with_conn(
@@ -309,6 +311,3 @@ async def _batch(conn: AsyncConnection[Any], scope: Scope, steps: list[Step]) ->
 async def _rollback(conn: AsyncConnection[Any]) -> None:
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         await conn.execute("ROLLBACK")
-
-
-__all__ = ["PostgresEngine", "StoreError", "where"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,7 @@ from store.postgres.schema import CASCADE_TABLES, TABLES, PgTable
 from store.sqlite.query import check_limit, encode_cursor
 
 Rows = list[tuple[Any, ...]]
-Statement = tuple[str, dict[str, object] | Sequence[object]]
+Statement = tuple[str, Mapping[str, object] | Sequence[object]]
 
 #: fields the store maintains itself besides BASE_FIELDS; ``update`` ignores them
 OWNED_FIELDS: dict[Kind, frozenset[str]] = {
@@ -149,7 +149,7 @@ def row_values(spec: PgTable, rec: Record) -> dict[str, object]:
 
 def insert_sql(spec: PgTable) -> str:
     cols = ("sid", "context", "user_id", "created_at", "updated_at", *spec.hot_names, *spec.owned_names)
-    params = ("%(sid)s", "%(c)s", "%(u)s", "%(created_at)s", "%(updated_at)s")
+    params: tuple[str, ...] = ("%(sid)s", "%(c)s", "%(u)s", "%(created_at)s", "%(updated_at)s")
     params += tuple(f"%({n})s" for n in (*spec.hot_names, *spec.owned_names))
     fts_col, fts_val = _fts_sql(spec)
     return (
@@ -216,9 +216,7 @@ def _search_plan(spec: PgTable, where: Where, step: ListStep, limit: int) -> Pla
         f"SELECT {spec.select} FROM {spec.table}, to_tsquery('simple', %s) AS q "
         f"WHERE fts @@ q AND {where.clause()} ORDER BY ts_rank(fts, q) DESC, sid LIMIT %s"
     )
-    return Plan(
-        [(sql, [words, *where.params, limit])], lambda rows: Page([record(spec, r) for r in rows[0]])
-    )
+    return Plan([(sql, [words, *where.params, limit])], lambda rows: Page([record(spec, r) for r in rows[0]]))
 
 
 def count_plan(scope: Scope, step: CountStep) -> Plan:
@@ -296,9 +294,7 @@ def _message_plan(spec: PgTable, body: Record, params: dict[str, object]) -> Pla
         "AND conversation_id = %(conv)s)"
     )
     insert = _insert_cte(spec, seq, guard=f" AND EXISTS (SELECT 1 {conv})")
-    return Plan(
-        [(touch, params), (check, params), (insert, params)], lambda rows: record(spec, rows[-1][0])
-    )
+    return Plan([(touch, params), (check, params), (insert, params)], lambda rows: record(spec, rows[-1][0]))
 
 
 def delete_plan(scope: Scope, step: DeleteStep) -> Plan:
@@ -400,4 +396,3 @@ def lease(row: Sequence[Any]) -> Lease:
     user_id, key, holder, expires_in, host, pid, started = row
     owner = LeaseOwner.from_json({"host": host, "pid": pid, "started": started})
     return Lease(str(user_id), str(key), str(holder), owner, None if expires_in is None else int(expires_in))
-

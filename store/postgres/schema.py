@@ -93,7 +93,7 @@ def _table_ddl(kind: Kind, spec: PgTable) -> list[str]:
     ddl = [
         f"CREATE TABLE {t} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, sid {_TEXT}, "
         f"context {_TEXT}, user_id {_TEXT}, created_at bigint NOT NULL, updated_at bigint NOT NULL"
-        f"{cols}, request_key text COLLATE \"C\", data text NOT NULL{fts})",
+        f'{cols}, request_key text COLLATE "C", data text NOT NULL{fts})',
         f"CREATE UNIQUE INDEX {t}_sid ON {t} (context, sid)",
         f"CREATE INDEX {t}_created ON {t} (context, user_id, created_at, sid)",
         f"CREATE UNIQUE INDEX {t}_request_key ON {t} (context, user_id, request_key) "
@@ -111,7 +111,7 @@ _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 #: migration 1: the whole schema of this first version
 _V1 = [
-    "CREATE TABLE counters (context text COLLATE \"C\" NOT NULL, kind text NOT NULL, "
+    'CREATE TABLE counters (context text COLLATE "C" NOT NULL, kind text NOT NULL, '
     "last bigint NOT NULL, PRIMARY KEY (context, kind))",
     f"CREATE TABLE leases (context {_TEXT}, user_id {_TEXT}, key {_TEXT}, holder text NOT NULL, "
     "expires_at bigint, owner_host text, owner_pid bigint, owner_started bigint, "

@@ -3,7 +3,6 @@ each, run by :class:`~store.postgres.engine.PostgresEngine` on a pooled connecti
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,7 +83,10 @@ async def _restore_one(conn: Conn, kind: Kind, rec: Record) -> bool:
     if kind is Kind.MESSAGE:
         conv = rec.get("conversation_id")
         exists = "SELECT 1 FROM conversations WHERE context = %s AND sid = %s AND user_id = %s"
-        if not isinstance(conv, str) or await _one(conn, exists, (scope.context, conv, scope.user_id)) is None:
+        if (
+            not isinstance(conv, str)
+            or await _one(conn, exists, (scope.context, conv, scope.user_id)) is None
+        ):
             raise InvalidInput(f"message {sid}: its conversation {conv!r} is missing")
         seq = rec.get("seq")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
@@ -96,7 +98,9 @@ async def _restore_one(conn: Conn, kind: Kind, rec: Record) -> bool:
             (scope.context, scope.user_id, conv, seq),
         )
         if holder is not None and holder[0] != sid:
-            raise Conflict(f"message {sid}: seq {seq} of conversation {conv!r} is held by message {holder[0]}")
+            raise Conflict(
+                f"message {sid}: seq {seq} of conversation {conv!r} is held by message {holder[0]}"
+            )
     values = ops.row_values(spec, rec)
     if row is None:
         await conn.execute(ops.insert_sql(spec), values)
@@ -135,7 +139,8 @@ async def rename_user(conn: Conn, context: str, old: str, new: str, merge: bool)
                 dropped = cur.rowcount
             await conn.execute(
                 f"UPDATE {t} SET request_key = NULL WHERE context = %s AND user_id = %s AND request_key IN "
-                f"(SELECT request_key FROM {t} WHERE context = %s AND user_id = %s AND request_key IS NOT NULL)",
+                f"(SELECT request_key FROM {t} WHERE context = %s AND user_id = %s "
+                "AND request_key IS NOT NULL)",
                 (context, old, context, new),
             )
             cur = await conn.execute(
@@ -154,6 +159,3 @@ async def rename_user(conn: Conn, context: str, old: str, new: str, merge: bool)
             "UPDATE leases SET user_id = %s WHERE context = %s AND user_id = %s", (new, context, old)
         )
     return moved
-
-
-__all__ = ["contexts", "dump_page", "json", "rename_user", "restore_batch"]

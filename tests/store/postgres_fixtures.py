@@ -77,7 +77,9 @@ class Cluster:
         return " ".join(opts)
 
     def start(self) -> None:
-        self.run("pg_ctl", "-D", str(self.data), "-o", self.options(), "-l", str(self.root / "log"), "-w", "start")
+        self.run(
+            "pg_ctl", "-D", str(self.data), "-o", self.options(), "-l", str(self.root / "log"), "-w", "start"
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self.run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
@@ -101,8 +103,18 @@ def make_cluster(*extra: str, init_args: tuple[str, ...] = ()) -> Cluster:
         shutil.chown(root, "postgres")
     cluster = Cluster(root, free_port(), binaries, as_postgres, tuple(extra))
     try:
-        cluster.run("initdb", "-D", str(cluster.data), "-U", "hero", "--auth=trust", "-E", "UTF8",
-                    "--locale=C", *init_args)
+        cluster.run(
+            "initdb",
+            "-D",
+            str(cluster.data),
+            "-U",
+            "hero",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            *init_args,
+        )
         cluster.start()
     except FileNotFoundError:
         pytest.fail(INSTALL_HINT, pytrace=False)
@@ -116,41 +128,41 @@ def remove_cluster(cluster: Cluster) -> None:
     shutil.rmtree(cluster.root, ignore_errors=True)
 
 
-_cluster: Cluster | None = None
+@dataclass
+class _Session:
+    cluster: Cluster | None = None
+    template_ready: bool = False
+
+
+_session = _Session()
 _numbers = itertools.count(1)
 
 
 def shared_cluster() -> Cluster:
     """The session's cluster (started on first use), with the template database migrated."""
-    global _cluster
-    if _cluster is None:
+    if _session.cluster is None:
         # fsync off: a crash of the test machine is not a case the tests make (a kill -9 of the server
         # is, and it loses nothing the OS page cache holds)
         cluster = make_cluster("-c fsync=off", "-c full_page_writes=off", "-c max_connections=300")
-        _cluster = cluster
+        _session.cluster = cluster
         with psycopg.connect(cluster.url(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {TEMPLATE}")
-    return _cluster
+    return _session.cluster
 
 
 def stop_cluster() -> None:
-    global _cluster
-    if _cluster is not None:
-        remove_cluster(_cluster)
-        _cluster = None
-
-
-_template_ready = False
+    if _session.cluster is not None:
+        remove_cluster(_session.cluster)
+        _session.cluster = None
 
 
 async def new_database() -> str:
     """A fresh database with the schema (copied from the template, which is migrated once)."""
-    global _template_ready
     cluster = shared_cluster()
-    if not _template_ready:
+    if not _session.template_ready:
         async with PostgresEngine(settings_for(cluster.url(TEMPLATE))):
             pass
-        _template_ready = True
+        _session.template_ready = True
     name = f"test_{os.getpid()}_{next(_numbers)}"
     async with await psycopg.AsyncConnection.connect(cluster.url(), autocommit=True) as conn:
         await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
@@ -158,7 +170,7 @@ async def new_database() -> str:
 
 
 async def drop_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1].split("?")[0]
+    name = url.rsplit("/", 1)[1].split("?", maxsplit=1)[0]
     async with await psycopg.AsyncConnection.connect(shared_cluster().url(), autocommit=True) as conn:
         await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
