@@ -78,7 +78,9 @@ def repeatable(steps: Sequence[Step]) -> bool:
 async def _fresh(conn: AsyncConnection[Any]) -> None:
     """The pool's check on lending a connection, without a round trip: an idle connection that has
     something to read was closed (or told to close) by the server."""
-    if conn.closed or select.select([conn.fileno()], [], [], 0)[0]:
+    if not conn.closed and select.select([conn.fileno()], [], [], 0)[0]:
+        await conn.close()  # closed, the pool drops it and connects anew
+    if conn.closed:
         raise psycopg.OperationalError("the server closed this connection")
 
 

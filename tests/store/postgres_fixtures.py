@@ -9,12 +9,15 @@ PostgreSQL never skips: without the server binaries it fails with one line sayin
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -85,10 +88,17 @@ class Cluster:
         self.run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
 
     def kill9(self) -> None:
-        """SIGKILL the postmaster and every backend (a crash: what was not committed is lost)."""
+        """SIGKILL the postmaster and every backend (a crash: what was not committed is lost), and
+        wait until they are gone (a new server cannot start while the old backends hold its memory)."""
         pid = int((self.data / "postmaster.pid").read_text().split()[0])
-        subprocess.run(["pkill", "-KILL", "-P", str(pid)], check=False)
-        os.kill(pid, 9)
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+        pids = [pid, *(int(p) for p in children.stdout.split())]
+        for p in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def version(self) -> str:
         return self.run("postgres", "--version").stdout.strip()
