@@ -86,7 +86,7 @@ async def test_open_while_down_is_unavailable_without_the_password(tmp_path: Pat
     assert "s3cret" not in str(info.value) and "other-secret" not in str(info.value)
 
 
-class socketless_port:  # noqa: N801 - used as a context manager
+class socketless_port:
     """A loopback port nothing listens on (bound, not listening, for the test's duration)."""
 
     def __enter__(self) -> int:
