@@ -13,6 +13,7 @@ import anyio
 import psycopg
 import pytest
 
+from agent.metrics import TurnMetrics
 from store import Kind, Scope, StoreUnavailable
 from store.postgres.engine import PostgresEngine
 from store.postgres.schema import SCHEMA_VERSION
@@ -75,6 +76,19 @@ async def test_down_names_host_and_port_then_recovers(own_cluster: Cluster) -> N
                 except StoreUnavailable:
                     await anyio.sleep(0.1)
         assert engine.gauges()["open"] >= 1
+        shown = TurnMetrics(store_engine=engine).render_lines()
+    unreachable = engine.counters()["unreachable"]
+    assert f'hero_store_calls_unreachable_total{{engine="postgres"}} {unreachable}' in shown
+    assert any(
+        line.startswith('hero_store_attempts_failed_total{engine="postgres",reason="connection"} ')
+        for line in shown
+    )
+    assert any(
+        line.startswith('hero_store_pool_connections{engine="postgres",state="in_use"} ') for line in shown
+    )
+    assert any(
+        line.startswith('hero_store_pool_connections{engine="postgres",state="open"} ') for line in shown
+    )
 
 
 async def test_open_while_down_is_unavailable_without_the_password(tmp_path: Path) -> None:
