@@ -220,6 +220,19 @@ class TurnMetrics:
         if self.store_engine is None or not events:
             return []
         engine = self.store_engine.name
+        gauges = self.store_engine.gauges()
+        pool = (
+            [
+                "# HELP hero_store_pool_connections The store engine's connection pool: open, in use.",
+                "# TYPE hero_store_pool_connections gauge",
+                *(
+                    f"hero_store_pool_connections{_fmt_labels(_labels(engine=engine, state=k))} {n}"
+                    for k, n in sorted(gauges.items())
+                ),
+            ]
+            if gauges
+            else []
+        )
         core = {_labels(engine=engine, event=k[5:]): n for k, n in events.items() if k.startswith("core:")}
         events = {k: n for k, n in events.items() if not k.startswith("core:")}
         failed = {_labels(engine=engine, reason=r): n for r, n in events.items() if r != "unreachable"}
@@ -237,7 +250,9 @@ class TurnMetrics:
             core_lines
             + counter_lines(
                 "hero_store_attempts_failed_total",
-                "Store calls' attempts that failed (deadline, timeout, connection, gateway), retried or not.",
+                "Store calls' attempts that failed (deadline, timeout, connection, gateway; postgres: "
+                "connection, serialization, unknown_commit: a write retried under its request key after "
+                "its COMMIT went unanswered), retried or not.",
                 failed,
             )
             + counter_lines(
@@ -245,6 +260,7 @@ class TurnMetrics:
                 "Store calls that failed after every attempt (StoreUnavailable).",
                 {_labels(engine=engine): events.get("unreachable", 0)},
             )
+            + pool
         )
 
 

@@ -314,6 +314,10 @@ def _cross_checks(s: Settings) -> None:
         raise ConfigError("store.url", "a unix socket URL names an absolute path: unix:///run/hero/osis.sock")
     if s.store.rpc_path and not s.store.rpc_path.startswith("/"):
         raise ConfigError("store.rpc_path", "must start with / (e.g. /hero_osis_ai/rpc)")
+    if s.store.engine == "postgres" and not s.store.url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            "store.url", 'must be a postgresql://user@host:port/db URL when store.engine is "postgres"'
+        )
     if s.web.enabled and not s.web.tokens and not v.is_loopback(s.web.host):
         raise ConfigError(
             "web.host",

@@ -81,7 +81,7 @@ class MemorySettings:
 
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
-    engine: str = "embedded"  # "embedded" | "osis"
+    engine: str = "embedded"  # "embedded" | "osis" | "postgres"
     path: Path = Path("~/.local/share/hero-agent")
     url: str = ""
     context: str = ""  # OSIS_CONTEXT: default context for the remote store

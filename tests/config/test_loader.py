@@ -220,6 +220,7 @@ def test_anthropic_key_alone_selects_anthropic(home: Path) -> None:
         ('[agent]\ndefault_context = "Bad Name"\n', "agent.default_context", "invalid context name"),
         ('[store]\ncontext = "-x"\n', "store.context", "invalid context name"),
         ('[store]\nengine = "osis"\n', "store.url", "required"),
+        ('[store]\nengine = "postgres"\nurl = "http://db"\n', "store.url", "postgresql://"),
         ("[web]\nenabled = true\nport = 1.5\n", "web.port", "must be an integer"),
         ('[llm]\nfallback_models = "a"\n', "llm.fallback_models", "must be a list"),
         ('[web]\nhost = "0.0.0.0"\n', "web.host", "not a loopback address"),

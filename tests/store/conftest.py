@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ from store.api.store import Store
 from store.engine import Engine
 from store.models import Scope
 from tests.store.engines import ENGINES, NEW_SIDS, STORE_ENGINES
+from tests.store.postgres_fixtures import stop_cluster
 
 #: the message size limit the conformance stores are built with
 MAX_CHARS = 2000
@@ -19,6 +20,13 @@ MAX_CHARS = 2000
 ALICE = Scope("default", "alice")
 BOB = Scope("default", "bob")
 ALICE_ELSEWHERE = Scope("other", "alice")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def postgres_cluster() -> Iterator[None]:
+    """Stops the session's PostgreSQL cluster at the end (it starts on first use)."""
+    yield
+    stop_cluster()
 
 
 @pytest.fixture(params=sorted(ENGINES))

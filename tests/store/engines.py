@@ -17,6 +17,7 @@ from store.models import Scope
 from store.sqlite.engine import EmbeddedEngine
 from tests.store.osis_core_fixtures import osis_core_engine
 from tests.store.osis_fixtures import osis_engine
+from tests.store.postgres_fixtures import postgres_engine
 
 
 @asynccontextmanager
@@ -55,6 +56,8 @@ ENGINES: dict[str, Callable[[Path], AbstractAsyncContextManager[Engine]]] = {
     "embedded": embedded_engine,
     # the osis engine over HTTP to a real server (uvicorn on 127.0.0.1) in front of an embedded engine
     "osis": osis_engine,
+    # the postgres engine on a database of its own in the session's throwaway cluster
+    "postgres": postgres_engine,
 }
 #: the engines the Store-level tests run on: every engine, the embedded one with only the core
 #: capabilities (the Store's fallbacks do the rest), and the osis engine in core mode on the strict
