@@ -75,6 +75,7 @@ FACE = [
     "build_engine",
     "build_osis_app",
     "check_text",
+    "copy_store",
     "export_jsonl",
     "import_jsonl",
     "memory_hash",
