@@ -82,8 +82,6 @@ def last_user_input(body: dict[str, Any]) -> UserInput:
             raise ApiError(400, "invalid_messages", "message content must be a string or a list of parts")
         if not found.text.strip() and not found.image_urls and not found.audio:
             raise ApiError(400, "invalid_messages", "the last user message is empty")
-        if "\x00" in found.text:
-            raise ApiError(400, "invalid_messages", "the last user message contains binary data")
         return found
     raise ApiError(400, "invalid_messages", "messages contain no user message")
 

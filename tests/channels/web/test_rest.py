@@ -283,7 +283,7 @@ async def test_bad_input_changes_nothing(alice: httpx.AsyncClient, web: Web) -> 
             "/v1/chat/completions",
             b'{"messages": [{"role": "user", "content": "a\\u0000"}]}',
             400,
-            "invalid_messages",
+            "invalid_input",
         ),
         ("POST", "/api/chat", b"", 400, "invalid_json"),
         ("POST", "/api/chat", b"\xff\xfe\x00binary", 400, "invalid_json"),
