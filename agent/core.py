@@ -37,6 +37,7 @@ from agent.memory import MemoryManager
 from agent.metrics import TurnMetrics
 from agent.pairing import Pairing
 from agent.providers.base import Provider
+from agent.rerun import RERUNS, RERUNS_HELP, Rerun
 from agent.tools.registry import ToolRegistry
 from agent.turn import Turn
 from agent.turn_context import TurnInput, TurnParts
@@ -72,6 +73,9 @@ class TurnRequest:
     images: tuple[NewAttachment, ...] = ()
     #: the text was transcribed from this voice message
     voice: VoiceNote | None = None
+    #: answer the stored user message again, or replace it (``agent/rerun.py``); for a retry or
+    #: regenerate ``text`` is that message's text, for an edit the new text
+    rerun: Rerun | None = None
 
 
 @dataclass(slots=True)
@@ -111,6 +115,8 @@ class Agent(ConversationsMixin):
         self.metrics = TurnMetrics(store_engine=store.engine, leases=store.lease_stats)
         if tools is not None:
             self.metrics.tool_results = tools.result_counts
+        self.metrics.counters.declare(RERUNS, RERUNS_HELP)
+        self._parts.counters = self.metrics.counters
         #: Telegram pairing codes and identity links (the Telegram channel, the web page)
         self.pairing = Pairing(settings, store)
 
@@ -253,7 +259,8 @@ class Agent(ConversationsMixin):
     async def _run_turn_task(
         self, req: TurnRequest, send: MemoryObjectSendStream[TurnEvent], running: _Running
     ) -> None:
-        turn_id = uuid.uuid4().hex[:12]
+        # unique across contexts and daemons: the OpenAI endpoint's completion id is chatcmpl-<turn id>
+        turn_id = uuid.uuid4().hex
 
         ended: list[TurnEvent] = []
         first_text: list[float] = []
@@ -297,6 +304,7 @@ class Agent(ConversationsMixin):
                             req.is_group,
                             req.request_key,
                             turn_id,
+                            rerun=req.rerun,
                         )
                         await self._run_with_attachments(req, inp, Turn(self._parts, inp, emit, on_locked))
                     if running.cancel_scope.cancelled_caught:

@@ -31,6 +31,7 @@ from agent.context import calls_to_json, fit
 from agent.errors import ProviderError
 from agent.events import Done, Retrying, TextDelta, TurnError, TurnEvent, TurnStarted, UsageInfo
 from agent.llm import CallSite
+from agent.rerun import RERUNS, Rerun, RerunKind, RerunRefused, to_supersede
 from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, RetryNotice, ToolCall
 from agent.tools.base import ToolContext, ToolResult
 from agent.turn_context import TurnInput, TurnParts, build_context
@@ -103,6 +104,8 @@ class Turn:
 
     async def run(self) -> None:
         a, inp, p = self.p.settings.agent, self.inp, self.p
+        if inp.rerun is not None:
+            p.window.forget(inp.scope, self.cid)  # the marks below change messages it may hold
         after_seq, window_limit = p.window.plan(inp.scope, self.cid)
         recall_text, recall_limit, recent = p.memory.recall_plan(inp.text)
         reads = TurnReads(window_limit, after_seq, recall_text, recall_limit, recent)
@@ -118,18 +121,23 @@ class Turn:
                 reads=reads,
                 ttl_s=a.turn_lock_ttl_s,
                 wait_s=a.turn_deadline_s,
+                turn_id=inp.turn_id,
+                rerun_of=inp.rerun.user_message_id if inp.rerun is not None else None,
             ) as opening:
                 self.on_locked()
                 self.message = opening.message
                 inp.conversation = opening.conversation
-                self.user_sid = opening.message.sid
                 # the turn's usage entries are written when it closes, with the lease's release
                 self.progress.usage = opening.usage
-                await self.emit(TurnStarted(self.cid, opening.message.sid, inp.turn_id))
                 with anyio.move_on_after(a.turn_deadline_s) as deadline:
-                    await self._title(opening.conversation)
                     self.stored = await p.window.absorb(inp.scope, self.cid, after_seq, opening)
-                    answered = earlier_answer(self.stored, opening.message)
+                    answered = None if inp.rerun else earlier_answer(self.stored, opening.message)
+                    if answered is None and not await self._settle_earlier(opening.message):
+                        return
+                    self.user_sid = self.message.sid
+                    shown_id = answered.turn_id if answered is not None and answered.turn_id else inp.turn_id
+                    await self.emit(TurnStarted(self.cid, self.message.sid, shown_id))
+                    await self._title(opening.conversation)
                     if answered is not None:
                         await self._replay(answered)
                         return
@@ -149,6 +157,39 @@ class Turn:
             await self.emit(
                 TurnError("busy", "This conversation is busy with another turn; try again.", self.cid)
             )
+
+    async def _settle_earlier(self, message: Message) -> bool:
+        """Before answering: a re-run (or a repeated request whose earlier answer was cut or failed)
+        marks what the earlier attempt left as superseded (:mod:`agent.rerun`); an edit stores its new
+        user message. False (and a ``conflict`` error) when the re-run is refused."""
+        inp = self.inp
+        rerun = inp.rerun
+        if rerun is None and message.turn_id == inp.turn_id:
+            return True  # a new message: nothing came before it
+        plan = rerun or Rerun(RerunKind.RETRY, message.sid)
+        try:
+            replaced = to_supersede(self.stored, plan)
+        except RerunRefused as exc:
+            await self.emit(TurnError("conflict", str(exc), self.cid))
+            return False
+        if replaced:
+            await self.p.store.supersede(inp.scope, [m.sid for m in replaced], inp.turn_id)
+            for m in replaced:
+                m.superseded_by = inp.turn_id
+            log.info("turn.rerun", kind=plan.kind.value, superseded=len(replaced))
+        self.p.counters.inc(RERUNS, kind=plan.kind.value, channel=inp.channel)
+        if plan.kind == RerunKind.EDIT:
+            self.message = await self.p.store.append_message(
+                inp.scope,
+                self.cid,
+                "user",
+                inp.text,
+                channel=inp.channel,
+                sender=inp.sender,
+                turn_id=inp.turn_id,
+            )
+            self.stored.append(self.message)
+        return True
 
     async def _replay(self, answer: Message) -> None:
         """A request whose key was seen before and already answered: the same answer again, no call."""
@@ -331,6 +372,7 @@ class Turn:
             prompt_tokens=resp.prompt_tokens,
             completion_tokens=resp.completion_tokens,
             extra={"reasoning": list(resp.reasoning)} if resp.reasoning else None,
+            turn_id=self.inp.turn_id,
         )
         self.progress.partial.clear()
         self.progress.pending = list(resp.tool_calls)
@@ -349,6 +391,7 @@ class Turn:
             name=call.name,
             status=MessageStatus.COMPLETE if result.ok else MessageStatus.ERROR,
             extra={"duration_ms": ms} if ms is not None else None,
+            turn_id=self.inp.turn_id,
         )
         self.progress.pending = [c for c in self.progress.pending if c.id != call.id]
 
@@ -367,6 +410,7 @@ class Turn:
             prompt_tokens=pr.prompt_tokens,
             completion_tokens=pr.completion_tokens,
             extra={"reasoning": list(resp.reasoning)} if resp.reasoning else None,
+            turn_id=self.inp.turn_id,
         )
         pr.partial.clear()
         await self.emit(Done(self.cid, msg.sid, text, pr.prompt_tokens, pr.completion_tokens, resp.model))
@@ -398,6 +442,7 @@ class Turn:
                     model=pr.model,
                     prompt_tokens=pr.prompt_tokens,
                     completion_tokens=pr.completion_tokens,
+                    turn_id=inp.turn_id,
                 )
             pr.partial.clear()
         except StoreError as exc:
@@ -416,6 +461,7 @@ class Turn:
             status=MessageStatus.INTERRUPTED,
             message_type=INTERRUPTED_TYPE,
             request_key=f"interrupted:{self.cid}:{self.user_sid}",
+            turn_id=self.inp.turn_id,
         )
 
     def _clip(self, text: str) -> str:

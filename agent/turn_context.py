@@ -8,7 +8,7 @@ compacted first (:mod:`agent.compaction`), and if that fails the oldest turns ar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -26,6 +26,8 @@ from agent.errors import ProviderError
 from agent.llm import LLM
 from agent.media import MediaIntake
 from agent.memory import MemoryManager, recall_section
+from agent.metrics import Counters
+from agent.rerun import Rerun
 from agent.providers.base import ChatMessage, ToolSpec
 from agent.tools.registry import ToolRegistry
 from agent.window import WindowCache
@@ -52,6 +54,8 @@ class TurnParts:
     tools: ToolRegistry | None
     window: WindowCache
     media: MediaIntake | None = None
+    #: the daemon's named counters (the Agent's ``metrics.counters``)
+    counters: Counters = field(default_factory=Counters)
 
 
 @dataclass(slots=True)
@@ -64,6 +68,8 @@ class TurnInput:
     is_group: bool = False
     request_key: str | None = None
     turn_id: str = ""
+    #: a retry, regenerate or edit of the conversation's last user message (``agent/rerun.py``)
+    rerun: Rerun | None = None
     #: the user message's ``attachments`` descriptor (JSON text, "" for text only)
     attachments: str = ""
     #: as read when the turn was opened (None before)

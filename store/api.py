@@ -181,6 +181,31 @@ class Store(MemoriesMixin, RecordsMixin, TurnMixin, LinksMixin, AttachmentsMixin
         """Record that the summary message at ``summary_seq`` stands for every earlier message."""
         return await self._update_conversation(scope, sid, {"summary_seq": int(summary_seq)})
 
+    async def set_tail_digest(self, scope: Scope, sid: str, digest: str) -> Conversation:
+        """The conversation's ``tail_digest`` (the OpenAI endpoint's history match)."""
+        if not isinstance(digest, str) or len(digest) > 128 or not digest.isalnum():
+            raise InvalidInput("invalid tail digest")
+        return await self._update_conversation(scope, sid, {"tail_digest": digest})
+
+    async def find_by_tail_digest(self, scope: Scope, digest: str) -> Conversation | None:
+        """The most recently updated conversation of the scope whose ``tail_digest`` is ``digest``:
+        one indexed read (the ``conversations_tail`` index on the embedded engine)."""
+        if not digest:
+            return None
+        page = await self.engine.list(
+            Kind.CONVERSATION,
+            scope,
+            ListQuery(filters={"tail_digest": digest}, order_by="updated_at", descending=True, limit=1),
+        )
+        return Conversation.from_record(page.items[0]) if page.items else None
+
+    async def supersede(self, scope: Scope, sids: Iterable[str], turn_id: str) -> None:
+        """Mark messages as replaced by the turn ``turn_id`` (they stay stored, never sent again)."""
+        if not turn_id:
+            raise InvalidInput("a superseding turn id is required")
+        for sid in sids:
+            await self.update_message(scope, sid, superseded_by=turn_id)
+
     async def _update_conversation(self, scope: Scope, sid: str, fields: dict[str, object]) -> Conversation:
         rec = await self.engine.update(Kind.CONVERSATION, scope, validate_sid(sid), fields)
         if rec is None:
@@ -216,6 +241,7 @@ class Store(MemoriesMixin, RecordsMixin, TurnMixin, LinksMixin, AttachmentsMixin
         message_type: str = "",
         request_key: str | None = None,
         extra: dict[str, object] | None = None,
+        turn_id: str = "",
     ) -> Message:
         """Append a message; the store assigns ``seq`` (gap-free per conversation)."""
         fields = self._message_fields(
@@ -233,6 +259,7 @@ class Store(MemoriesMixin, RecordsMixin, TurnMixin, LinksMixin, AttachmentsMixin
             completion_tokens=completion_tokens,
             message_type=message_type,
             extra=extra,
+            turn_id=turn_id,
         )
         rec = await self.engine.create(Kind.MESSAGE, scope, fields, request_key=request_key)
         return Message.from_record(rec)

@@ -104,6 +104,7 @@ class StoreBase:
         message_type: str = "",
         attachments: str = "",
         extra: dict[str, object] | None = None,
+        turn_id: str = "",
     ) -> Record:
         """A new message's fields, validated (the engine adds sid, timestamps and seq)."""
         if role not in Role._value2member_map_:
@@ -133,6 +134,7 @@ class StoreBase:
             completion_tokens=completion_tokens,
             message_type=message_type,
             attachments=attachments,
+            turn_id=turn_id,
         )
         if extra:
             msg.extra = dict(extra)

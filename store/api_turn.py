@@ -20,7 +20,7 @@ from store.api_leases import LeaseMixin
 from store.api_state import StateMixin
 from store.engine import ClaimStep, CreateStep, GetStep, ListQuery, ListStep, MarkCutStep, Page, Step
 from store.errors import NotFound
-from store.models import Conversation, Kind, Memory, Message, Scope, UsageEntry, validate_sid
+from store.models import Conversation, Kind, Memory, Message, Role, Scope, UsageEntry, validate_sid
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,16 +74,28 @@ class TurnMixin(LeaseMixin, StateMixin):
         reads: TurnReads = TurnReads(),
         ttl_s: float = 600.0,
         wait_s: float = 600.0,
+        turn_id: str = "",
+        rerun_of: str | None = None,
     ) -> AsyncIterator[TurnOpening]:
         """Take the turn lease of the conversation (waiting like :meth:`conversation_lock`), mark the
         turn a crash may have cut there (:mod:`store.cut_turns`), append the user message and read
         ``reads``, all in one engine batch; yields the :class:`TurnOpening` and releases the lease on
         exit, writing the opening's ``usage`` in the same call. NotFound when the conversation is
         missing (nothing is stored). ``attachments`` is the message's descriptor of the attachments
-        stored just before it (see ``store.api_attachments``)."""
+        stored just before it (see ``store.api_attachments``). ``turn_id`` is stored with the message.
+
+        ``rerun_of``: the turn answers this stored user message again (a retry, regenerate: see
+        ``agent/rerun.py``) and stores no new one; ``text`` is then unused. NotFound when it is not a
+        user message of this conversation."""
         validate_sid(conversation_id)
         fields = self._message_fields(
-            conversation_id, "user", text, channel=channel, sender=sender, attachments=attachments
+            conversation_id,
+            "user",
+            text,
+            channel=channel,
+            sender=sender,
+            attachments=attachments,
+            turn_id=turn_id,
         )
         window_query = ListQuery(
             filters={"conversation_id": conversation_id, "seq__gt": max(0, int(reads.window_after_seq))},
@@ -95,8 +107,10 @@ class TurnMixin(LeaseMixin, StateMixin):
         # always keyed: a repeated batch must see its own user message as its own, not as a cut turn
         request_key = request_key or f"turn:{uuid.uuid4().hex}"
         steps: list[Step] = [
-            MarkCutStep(conversation_id, request_key),
-            CreateStep(Kind.MESSAGE, fields, request_key),
+            MarkCutStep(conversation_id, None if rerun_of else request_key),
+            GetStep(Kind.MESSAGE, validate_sid(rerun_of))
+            if rerun_of
+            else CreateStep(Kind.MESSAGE, fields, request_key),
             GetStep(Kind.CONVERSATION, conversation_id),
             ListStep(Kind.MESSAGE, window_query),
         ]
@@ -112,6 +126,8 @@ class TurnMixin(LeaseMixin, StateMixin):
         async def take(claim: ClaimStep) -> tuple[object, TurnOpening]:
             outcome, marks, created, conv, window, *memories = await self.engine.batch(scope, [claim, *steps])
             self.lease_stats.marked(marks)
+            if rerun_of and not _user_message_of(created, conversation_id):
+                raise NotFound("message", rerun_of)
             matching = memories.pop(0) if recall else None
             recent = memories.pop(0) if reads.recent_memories > 0 else None
             return outcome, _opening(
@@ -156,6 +172,14 @@ def _opening(
         window_full=len(window_page.items) >= window_limit,
         matching_memories=_memories(matching),
         recent_memories=_memories(recent),
+    )
+
+
+def _user_message_of(rec: object, conversation_id: str) -> bool:
+    return (
+        isinstance(rec, dict)
+        and rec.get("conversation_id") == conversation_id
+        and rec.get("role") == Role.USER.value
     )
 
 
