@@ -26,7 +26,6 @@ from enum import StrEnum
 
 from store import Message, MessageStatus, Role
 
-
 #: the counter of re-runs, by kind and channel (``/metrics``)
 RERUNS = "hero_turn_reruns_total"
 RERUNS_HELP = "Turns that answered a stored user message again (retry, regenerate) or replaced it (edit)."

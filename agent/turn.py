@@ -31,8 +31,8 @@ from agent.context import calls_to_json, fit
 from agent.errors import ProviderError
 from agent.events import Done, Retrying, TextDelta, TurnError, TurnEvent, TurnStarted, UsageInfo
 from agent.llm import CallSite
-from agent.rerun import RERUNS, Rerun, RerunKind, RerunRefused, to_supersede
 from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, RetryNotice, ToolCall
+from agent.rerun import RERUNS, Rerun, RerunKind, RerunRefused, to_supersede
 from agent.tools.base import ToolContext, ToolResult
 from agent.turn_context import TurnInput, TurnParts, build_context
 from agent.turn_tools import run_calls, signature

@@ -27,8 +27,8 @@ from agent.llm import LLM
 from agent.media import MediaIntake
 from agent.memory import MemoryManager, recall_section
 from agent.metrics import Counters
-from agent.rerun import Rerun
 from agent.providers.base import ChatMessage, ToolSpec
+from agent.rerun import Rerun
 from agent.tools.registry import ToolRegistry
 from agent.window import WindowCache
 from config.settings import Settings

@@ -183,16 +183,42 @@ def _api_paths() -> dict[str, Schema]:
                     **errors(400, 404, 413, 503),
                 },
                 params=[IDEMPOTENCY_KEY],
-                body=obj(
-                    {
-                        "message": {"type": "string", "description": "may be empty when images are sent"},
-                        "conversation_id": {"type": ["string", "null"], "pattern": ID_PATTERN},
-                        "context_name": CONTEXT_BODY,
-                        "images": {"type": "array", "items": IMAGE_UPLOAD, "maxItems": 16},
-                    },
-                    required=("message",),
-                    closed=True,
-                ),
+                body={
+                    **obj(
+                        {
+                            "message": {
+                                "type": "string",
+                                "description": "may be empty when images are sent; absent with retry_of "
+                                "and regenerate_of",
+                            },
+                            "conversation_id": {"type": ["string", "null"], "pattern": ID_PATTERN},
+                            "context_name": CONTEXT_BODY,
+                            "images": {"type": "array", "items": IMAGE_UPLOAD, "maxItems": 16},
+                            "retry_of": {
+                                "type": "string",
+                                "pattern": ID_PATTERN,
+                                "description": "answer this stored user message (the last) again",
+                            },
+                            "regenerate_of": {
+                                "type": "string",
+                                "pattern": ID_PATTERN,
+                                "description": "answer the last user message again although it was answered",
+                            },
+                            "edit_of": {
+                                "type": "string",
+                                "pattern": ID_PATTERN,
+                                "description": "message replaces this user message (the last)",
+                            },
+                        },
+                        required=(),
+                        closed=True,
+                    ),
+                    "anyOf": [
+                        {"required": ["message"]},
+                        {"required": ["retry_of", "conversation_id"]},
+                        {"required": ["regenerate_of", "conversation_id"]},
+                    ],
+                },
             ),
         },
         "/api/voice/chat": {
