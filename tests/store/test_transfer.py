@@ -40,7 +40,12 @@ async def populate(store: Store) -> None:
             extra={"legacy": {"n": i}} if i == 0 else None,
         )
     await store.clear_conversation(ALICE, conv.sid)
-    await store.append_message(ALICE, conv.sid, "assistant", "after clear", channel="web")
+    replaced = await store.append_message(
+        ALICE, conv.sid, "assistant", "replaced", channel="web", turn_id="t1"
+    )
+    await store.supersede(ALICE, [replaced.sid], "t2")
+    await store.append_message(ALICE, conv.sid, "assistant", "after clear", channel="web", turn_id="t2")
+    await store.set_tail_digest(ALICE, conv.sid, "ab12")
     old = await store.create_conversation(ALICE, "old")
     await store.archive_conversation(ALICE, old.sid)
     bob_conv = await store.create_conversation(BOB, "bob's")
@@ -77,6 +82,10 @@ async def test_round_trip_is_byte_exact_and_import_idempotent(
             result = await import_jsonl(target, dump_file)
             assert result.read == result.written == len(lines) - 1
             assert await export_text(target, context) == first
+            # the re-run and history-match fields came along, the digest still found by its index
+            assert '"superseded_by":"t2"' in first and '"turn_id":"t1"' in first
+            found = await Store(target).find_by_tail_digest(ALICE, "ab12")
+            assert found is not None and found.title == "Ünïcode 🌍"
             again = await import_jsonl(target, dump_file)
             assert (again.read, again.written) == (len(lines) - 1, 0)
             assert await export_text(target, context) == first
