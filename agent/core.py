@@ -41,6 +41,7 @@ from agent.rerun import RERUNS, RERUNS_HELP, Rerun
 from agent.tools.registry import ToolRegistry
 from agent.turn import Turn
 from agent.turn_context import TurnInput, TurnParts
+from agent.turn_options import TurnOptions
 from agent.window import WindowCache
 from config.settings import Settings
 from store import InvalidInput, NewAttachment, NotFound, Scope, Store, StoreError, StoreUnavailable
@@ -76,6 +77,8 @@ class TurnRequest:
     #: answer the stored user message again, or replace it (``agent/rerun.py``); for a retry or
     #: regenerate ``text`` is that message's text, for an edit the new text
     rerun: Rerun | None = None
+    #: generation parameters and the client's system text (the OpenAI endpoint)
+    options: TurnOptions = field(default_factory=TurnOptions)
 
 
 @dataclass(slots=True)
@@ -305,6 +308,7 @@ class Agent(ConversationsMixin):
                             req.request_key,
                             turn_id,
                             rerun=req.rerun,
+                            options=req.options,
                         )
                         await self._run_with_attachments(req, inp, Turn(self._parts, inp, emit, on_locked))
                     if running.cancel_scope.cancelled_caught:

@@ -35,6 +35,7 @@ from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, Re
 from agent.rerun import RERUNS, Rerun, RerunKind, RerunRefused, to_supersede
 from agent.tools.base import ToolContext, ToolResult
 from agent.turn_context import TurnInput, TurnParts, build_context
+from agent.turn_options import CLIENT_SYSTEM_TYPE, client_system_changed
 from agent.turn_tools import run_calls, signature
 from store import (
     INTERRUPTED_TEXT,
@@ -141,6 +142,7 @@ class Turn:
                     if answered is not None:
                         await self._replay(answered)
                         return
+                    await self._store_client_system()
                     self.memories = p.memory.ranked(
                         opening.matching_memories, opening.recent_memories, inp.text
                     )
@@ -190,6 +192,20 @@ class Turn:
             )
             self.stored.append(self.message)
         return True
+
+    async def _store_client_system(self) -> None:
+        """The client's system message is stored with the conversation when it is new or changed."""
+        text = self.inp.options.system
+        if text and client_system_changed(self.stored, text):
+            await self.p.store.append_message(
+                self.inp.scope,
+                self.cid,
+                "system",
+                self._clip(text),
+                channel=self.inp.channel,
+                message_type=CLIENT_SYSTEM_TYPE,
+                turn_id=self.inp.turn_id,
+            )
 
     async def _replay(self, answer: Message) -> None:
         """A request whose key was seen before and already answered: the same answer again, no call."""
@@ -272,13 +288,15 @@ class Turn:
             if iteration:
                 # tool results grow the request: older turns make room (never the current one)
                 messages = self._refit(messages, context.budget)
+            opts = self.inp.options
             request = ChatRequest(
                 model=model,
                 system=f"{system}\n\n{FINAL_NOTE}" if final and iteration else system,
                 messages=tuple(messages),
                 tools=() if final else tools,
-                max_tokens=llm_s.max_output_tokens,
-                temperature=llm_s.temperature,
+                max_tokens=min(opts.max_tokens or llm_s.max_output_tokens, llm_s.max_output_tokens),
+                temperature=llm_s.temperature if opts.temperature is None else opts.temperature,
+                sampling=opts.sampling,
             )
             self.sent_images = any(img.data for m in request.messages for img in m.images)
             resp = await self._call(request)

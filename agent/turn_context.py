@@ -30,6 +30,7 @@ from agent.metrics import Counters
 from agent.providers.base import ChatMessage, ToolSpec
 from agent.rerun import Rerun
 from agent.tools.registry import ToolRegistry
+from agent.turn_options import TurnOptions
 from agent.window import WindowCache
 from config.settings import Settings
 from store import Conversation, InvalidInput, Memory, Message, NotFound, Scope, Store, attachment_bytes
@@ -70,6 +71,7 @@ class TurnInput:
     turn_id: str = ""
     #: a retry, regenerate or edit of the conversation's last user message (``agent/rerun.py``)
     rerun: Rerun | None = None
+    options: TurnOptions = field(default_factory=TurnOptions)
     #: the user message's ``attachments`` descriptor (JSON text, "" for text only)
     attachments: str = ""
     #: as read when the turn was opened (None before)
@@ -105,9 +107,8 @@ async def build_context(
     history = history_from(
         stored, group=group, convert=parts.window.converter(inp.scope, inp.conversation_id)
     )
-    base = "\n\n".join(
-        x for x in (s.agent.system_prompt, recall_section(memories), GROUP_NOTE if group else "") if x
-    )
+    own = (s.agent.system_prompt, recall_section(memories), GROUP_NOTE if group else "")
+    base = "\n\n".join(x for x in (*own, inp.options.system) if x)
     ratio = parts.llm.calibrator.ratio(s.llm.model)
     fixed = estimate_text(base) + estimate_text(history.summary) + estimate_tools(tools)
     budget = history_budget(s.llm.context_window, s.llm.max_output_tokens, int(fixed * ratio))
