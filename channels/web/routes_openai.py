@@ -229,11 +229,13 @@ async def chat_completions(request: Request) -> Response:
     ident = await identify(store, request, scope, namespace, raw)
     text, images, voice = await media_of(state, found)
     history = visible_history(messages)
-    conversation_id, prior = await pick_conversation(
-        state, request, scope, namespace, history=history, last=found.text
-    )
     if ident.conversation_id is not None and not request.headers.get(CONVERSATION_HEADER):
-        conversation_id = ident.conversation_id  # a retry goes where its first attempt went
+        # a retry goes where its first attempt went
+        conversation_id, prior = ident.conversation_id, extend(seed(namespace), history)
+    else:
+        conversation_id, prior = await pick_conversation(
+            state, request, scope, namespace, history=history, last=found.text
+        )
     await remember(store, scope, namespace, raw, ident=ident, conversation_id=conversation_id)
     completion = Completion(
         TurnRequest(
