@@ -250,7 +250,9 @@ async def test_failure_keeps_its_reason_after_reload_and_offers_retry(
     # a reload shows the same: the replaced attempt collapsed, the answer last, Regenerate on it
     await page.reload()
     await expect(page.locator(".superseded-group")).to_have_count(1)
-    await expect(page.locator("#messages > .message.assistant .text").last).to_have_text("echo: this one fails")
+    await expect(page.locator("#messages > .message.assistant .text").last).to_have_text(
+        "echo: this one fails"
+    )
     await expect(page.get_by_role("button", name="Regenerate the last reply")).to_have_count(1)
     await page.context.close()
 
@@ -286,7 +288,10 @@ async def test_regenerate_the_last_reply(browser: Browser, web: Web, fake: FakeO
     ]
     # what the model got for the regenerate: the user's message last, not the replaced answer
     sent = [r for r in fake.requests if r.get("messages")][-1]["messages"]
-    assert [(m["role"], m["content"]) for m in sent if m["role"] != "system"][-1] == ("user", "tell me a joke")
+    assert [(m["role"], m["content"]) for m in sent if m["role"] != "system"][-1] == (
+        "user",
+        "tell me a joke",
+    )
     assert "echo: tell me a joke" not in json.dumps(sent)
     await expect(page.get_by_role("button", name="Regenerate the last reply")).to_have_count(1)
     await page.context.close()

@@ -106,7 +106,9 @@ async def test_edit_replaces_the_last_user_message_as_a_new_turn(
     web: Web, alice: httpx.AsyncClient, fake: FakeOpenAI
 ) -> None:
     conv, user = await _first_turn(alice, fake, fail=False)
-    events = await chat(alice, {"edit_of": user, "message": "what is three and three?", "conversation_id": conv})
+    events = await chat(
+        alice, {"edit_of": user, "message": "what is three and three?", "conversation_id": conv}
+    )
     start, done = events[0][1], events[-1][1]
     assert done["text"] == "echo: what is three and three?"
     msgs = await _messages(web, conv)
@@ -129,7 +131,7 @@ async def test_edit_replaces_the_last_user_message_as_a_new_turn(
 async def test_only_the_last_user_message_can_be_re_run(
     web: Web, alice: httpx.AsyncClient, fake: FakeOpenAI
 ) -> None:
-    conv, user = await _first_turn(alice, fake, fail=False)
+    conv, _ = await _first_turn(alice, fake, fail=False)
     first_user = (await _messages(web, conv))[0].sid
     before = await _messages(web, conv)
     for body in (
