@@ -369,21 +369,38 @@ def _pairing_paths() -> dict[str, Schema]:
 
 
 def _openai_paths(model_name: str) -> dict[str, Schema]:
+    part = {"type": "object", "properties": {"type": STR}, "required": ["type"]}
     message = {
         "type": "object",
-        "properties": {"role": STR, "content": {"type": ["string", "array"]}},
+        "properties": {
+            "role": STR,
+            "content": {
+                "anyOf": [STR, {"type": "array", "items": part}, {"type": "null"}],
+                "description": "text, or parts: text, image_url, input_audio",
+            },
+            "name": STR,
+            "tool_call_id": STR,
+        },
         "required": ["role"],
     }
+    choice = obj(
+        {
+            "index": INT,
+            "message": obj({"role": STR, "content": {"type": ["string", "null"]}}),
+            "finish_reason": STR,
+        }
+    )
     completion = obj(
         {
-            "id": STR,
+            "id": {"type": "string", "description": "chatcmpl-<turn id>, the same for a replayed answer"},
             "object": {"const": "chat.completion"},
             "created": INT,
             "model": STR,
-            "choices": {"type": "array"},
+            "choices": {"type": "array", "items": choice},
             "usage": obj({"prompt_tokens": INT, "completion_tokens": INT, "total_tokens": INT}),
         }
     )
+    model = obj({"id": STR, "object": STR, "created": INT, "owned_by": STR})
     return {
         "/v1/models": {
             "get": op(
@@ -394,12 +411,21 @@ def _openai_paths(model_name: str) -> dict[str, Schema]:
                         obj(
                             {
                                 "object": STR,
-                                "data": {"type": "array", "items": obj({"id": STR, "object": STR})},
+                                "data": {"type": "array", "items": model},
                             }
                         )
                     ),
                     **errors(),
                 },
+                context=False,
+            ),
+        },
+        "/v1/models/{model}": {
+            "get": op(
+                "retrieveModel",
+                f"The model {model_name!r} (404 for any other id)",
+                {"200": json_answer(model), **errors(404)},
+                params=[{"name": "model", "in": "path", "required": True, "schema": STR}],
                 context=False,
             ),
         },
@@ -437,6 +463,18 @@ def _openai_paths(model_name: str) -> dict[str, Schema]:
                         "user": {"type": "string", "maxLength": 256},
                         "stream_options": {"type": "object"},
                         "context_name": CONTEXT_BODY,
+                        "n": {"type": "integer", "minimum": 1, "maximum": 1},
+                        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+                        "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+                        "seed": INT,
+                        "max_tokens": {"type": "integer", "minimum": 1},
+                        "max_completion_tokens": {"type": "integer", "minimum": 1},
+                        "stop": {
+                            "anyOf": [STR, {"type": "array", "items": STR, "maxItems": 4}, {"type": "null"}]
+                        },
+                        "response_format": {"type": "object"},
+                        "tool_choice": {"anyOf": [STR, {"type": "object"}]},
+                        "parallel_tool_calls": BOOL,
                     },
                 },
             ),
