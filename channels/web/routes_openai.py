@@ -373,6 +373,6 @@ async def retrieve_model(request: Request) -> Response:
 
 ROUTES = [
     Route("/v1/models", list_models, methods=["GET"]),
-    Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
+    Route("/v1/models/{model}", retrieve_model, methods=["GET"]),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
 ]

@@ -101,6 +101,13 @@ async def test_litellm_completion_and_stream(web: Web, fake: FakeOpenAI) -> None
     import litellm  # noqa: PLC0415
 
     litellm.telemetry = False
+    try:
+        await _litellm_turns(web, fake, litellm)
+    finally:
+        await litellm.close_litellm_async_clients()  # its cached HTTP clients hold connections
+
+
+async def _litellm_turns(web: Web, fake: FakeOpenAI, litellm: Any) -> None:
     resp = await litellm.acompletion(
         model="openai/hero-agent",
         api_base=f"{web.base_url}/v1",

@@ -58,20 +58,20 @@ async def test_a_generated_client_calls_the_chat_route_and_lists_messages(web: W
         completions = importlib.import_module("hero_generated.api.default.chat_completions")
         messages = importlib.import_module("hero_generated.api.default.list_messages")
         body_mod = importlib.import_module("hero_generated.models.chat_completions_body")
-        client = client_mod.AuthenticatedClient(base_url=web.base_url, token="tok-alice")
-        body = body_mod.ChatCompletionsBody.from_dict(
-            {"model": "hero-agent", "messages": [{"role": "user", "content": "generated hello"}]}
-        )
-        answer = await completions.asyncio(client=client, body=body)
-        assert answer.choices[0].message.content == "echo: generated hello"
-        assert answer.id.startswith("chatcmpl-")
-        (conv,) = (await web.store.list_conversations(Scope("default", "alice"))).items
-        listed = await messages.asyncio(conv.sid, client=client)
-        assert [(m.role.value, m.content) for m in listed.items] == [
-            ("user", "generated hello"),
-            ("assistant", "echo: generated hello"),
-        ]
-        assert listed.items[1].turn_id == answer.id.removeprefix("chatcmpl-")
+        async with client_mod.AuthenticatedClient(base_url=web.base_url, token="tok-alice") as client:
+            body = body_mod.ChatCompletionsBody.from_dict(
+                {"model": "hero-agent", "messages": [{"role": "user", "content": "generated hello"}]}
+            )
+            answer = await completions.asyncio(client=client, body=body)
+            assert answer.choices[0].message.content == "echo: generated hello"
+            assert answer.id.startswith("chatcmpl-")
+            (conv,) = (await web.store.list_conversations(Scope("default", "alice"))).items
+            listed = await messages.asyncio(conv.sid, client=client)
+            assert [(m.role.value, m.content) for m in listed.items] == [
+                ("user", "generated hello"),
+                ("assistant", "echo: generated hello"),
+            ]
+            assert listed.items[1].turn_id == answer.id.removeprefix("chatcmpl-")
     finally:
         sys.path.remove(str(tmp_path))
         for name in [n for n in sys.modules if n.startswith("hero_generated")]:
