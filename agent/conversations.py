@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import anyio
 
-from agent.compaction import Compactor
 from agent.memory import MemoryManager
-from agent.window import WindowCache
+from agent.prompt.compaction import Compactor
+from agent.prompt.window import WindowCache
 from config.settings import Settings
 from store import Conversation, InvalidInput, NotFound, Scope, Store
 

@@ -2,7 +2,7 @@
 
 ``Agent.handle(TurnRequest)`` yields typed events: a slash command gives exactly one
 :class:`~agent.events.CommandOutput`; a message gives ``TurnStarted``, text deltas, tool and usage
-events, then ``Done`` or ``TurnError``.
+events, then ``Done`` or ``TurnFailed``.
 
 Why a task and a stream: the turn runs as a task in the Agent's own task group and pushes its events
 into a memory object stream that ``handle`` iterates. A consumer that stops iterating, is cancelled
@@ -27,25 +27,25 @@ import structlog
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
-from agent.commands import run_command
-from agent.compaction import Compactor
 from agent.conversations import ACTIVE_KEY, ConversationsMixin
-from agent.events import CommandOutput, Done, Retrying, TextDelta, TurnError, TurnEvent
+from agent.events import CommandOutput, Done, Retrying, TextDelta, TurnEvent, TurnFailed
 from agent.llm import LLM
-from agent.media import AudioService, MediaIntake, VoiceNote, descriptors
+from agent.media import AudioService, MediaIntake, descriptors
 from agent.memory import MemoryManager
 from agent.metrics import TurnMetrics
 from agent.pairing import Pairing
+from agent.prompt.compaction import Compactor
+from agent.prompt.window import WindowCache
 from agent.providers.base import Provider
-from agent.rerun import RERUNS, RERUNS_HELP, Rerun
+from agent.rerun import RERUNS, RERUNS_HELP
+from agent.slash_commands import run_command
 from agent.tools.registry import ToolRegistry
 from agent.turn import Turn
-from agent.turn_context import TurnInput, TurnParts
-from agent.turn_options import TurnOptions
-from agent.window import WindowCache
+from agent.turn_input import TurnInput, TurnRequest, TurnServices
 from config.settings import Settings
-from store import InvalidInput, NewAttachment, NotFound, Scope, Store, StoreError, StoreUnavailable
-from store.models import validate_sid
+from store import InvalidInput, NotFound, Scope, Store, StoreError, StoreUnavailable, validate_sid
+
+__all__ = ["Agent", "TurnRequest"]
 
 log = structlog.get_logger()
 
@@ -53,32 +53,6 @@ log = structlog.get_logger()
 COMMAND_RE = re.compile(r"^/([A-Za-z][A-Za-z0-9_]*)(?:@\w+)?(?:\s+(.*))?$", re.S)
 #: how long ``aclose`` may spend on pending memory extractions
 FLUSH_DEADLINE_S = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class TurnRequest:
-    """One message from a channel."""
-
-    scope: Scope
-    channel: str
-    text: str
-    #: None: the user's active conversation in this context (created if none)
-    conversation_id: str | None = None
-    #: group chats: who sent it (e.g. "tg:123")
-    sender: str = ""
-    #: the scope is a group: personal memories are never recalled
-    is_group: bool = False
-    #: idempotency key for the user message (e.g. "tg-update:991")
-    request_key: str | None = None
-    #: images checked by ``Agent.media`` (stored as attachments with the user message)
-    images: tuple[NewAttachment, ...] = ()
-    #: the text was transcribed from this voice message
-    voice: VoiceNote | None = None
-    #: answer the stored user message again, or replace it (``agent/rerun.py``); for a retry or
-    #: regenerate ``text`` is that message's text, for an edit the new text
-    rerun: Rerun | None = None
-    #: generation parameters and the client's system text (the OpenAI endpoint)
-    options: TurnOptions = field(default_factory=TurnOptions)
 
 
 @dataclass(slots=True)
@@ -107,7 +81,7 @@ class Agent(ConversationsMixin):
         self.window = WindowCache(store, settings.agent.history_limit)
         #: voice and images in (checks, transcription, spoken replies); see agent/media
         self.media = MediaIntake(settings, AudioService(settings.llm))
-        self._parts = TurnParts(
+        self._services = TurnServices(
             settings, store, self.llm, self.memory, self.compactor, tools, self.window, self.media
         )
         self._tg: TaskGroup | None = None
@@ -119,7 +93,7 @@ class Agent(ConversationsMixin):
         if tools is not None:
             self.metrics.tool_results = tools.result_counts
         self.metrics.counters.declare(RERUNS, RERUNS_HELP)
-        self._parts.counters = self.metrics.counters
+        self._services.counters = self.metrics.counters
         #: Telegram pairing codes and identity links (the Telegram channel, the web page)
         self.pairing = Pairing(settings, store)
 
@@ -166,7 +140,7 @@ class Agent(ConversationsMixin):
     # -- messages and commands ---------------------------------------------------------------------
 
     def handle(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
-        """A slash command (one CommandOutput) or a turn (TurnStarted ... Done | TurnError)."""
+        """A slash command (one CommandOutput) or a turn (TurnStarted ... Done | TurnFailed)."""
         if isinstance(req.text, str) and COMMAND_RE.match(req.text.strip()):
             return self._command_events(req)
         return self.run_turn(req)
@@ -200,11 +174,11 @@ class Agent(ConversationsMixin):
         problem = self._invalid(req)
         if problem:
             self.metrics.refused(req.channel, "invalid_input")
-            yield TurnError("invalid_input", problem, req.conversation_id or "")
+            yield TurnFailed("invalid_input", problem, req.conversation_id or "")
             return
         if self._closed:
             self.metrics.refused(req.channel, "unavailable")
-            yield TurnError(
+            yield TurnFailed(
                 "unavailable", "The agent is shutting down; try again shortly.", req.conversation_id or ""
             )
             return
@@ -271,10 +245,10 @@ class Agent(ConversationsMixin):
         async def emit(event: TurnEvent) -> None:
             if ended:
                 # a failure after Done (e.g. releasing the lock while the store is down) is logged,
-                # never a second final event: a stream ends with exactly one Done or TurnError
+                # never a second final event: a stream ends with exactly one Done or TurnFailed
                 log.debug("turn.event_after_end", event_type=type(event).__name__)
                 return
-            if isinstance(event, Done | TurnError):
+            if isinstance(event, Done | TurnFailed):
                 ended.append(event)
             elif isinstance(event, TextDelta) and not first_text:
                 first_text.append(time.perf_counter())
@@ -298,28 +272,17 @@ class Agent(ConversationsMixin):
                         conversation_id = running.conversation_id = await self._resolve(req)
                         structlog.contextvars.bind_contextvars(conversation=conversation_id)
                         log.info("turn.started", chars=len(req.text))
-                        inp = TurnInput(
-                            req.scope,
-                            conversation_id,
-                            req.channel,
-                            req.text,
-                            req.sender,
-                            req.is_group,
-                            req.request_key,
-                            turn_id,
-                            rerun=req.rerun,
-                            options=req.options,
-                        )
-                        await self._run_with_attachments(req, inp, Turn(self._parts, inp, emit, on_locked))
+                        inp = TurnInput(req, conversation_id, turn_id)
+                        await self._run_with_attachments(req, inp, Turn(self._services, inp, emit, on_locked))
                     if running.cancel_scope.cancelled_caught:
-                        await emit(TurnError("cancelled", "The turn was stopped.", conversation_id))
+                        await emit(TurnFailed("cancelled", "The turn was stopped.", conversation_id))
                 except NotFound:
-                    await emit(TurnError("not_found", "That conversation does not exist.", conversation_id))
+                    await emit(TurnFailed("not_found", "That conversation does not exist.", conversation_id))
                 except InvalidInput as exc:
-                    await emit(TurnError("invalid_input", str(exc), conversation_id))
+                    await emit(TurnFailed("invalid_input", str(exc), conversation_id))
                 except StoreUnavailable:
                     await emit(
-                        TurnError(
+                        TurnFailed(
                             "store_unavailable",
                             "The store is unavailable; try again shortly.",
                             conversation_id,
@@ -328,13 +291,13 @@ class Agent(ConversationsMixin):
                 except StoreError as exc:
                     log.warning("turn.store_error", error=str(exc), error_type=type(exc).__name__)
                     await emit(
-                        TurnError(
+                        TurnFailed(
                             "store_unavailable", "The store failed; try again shortly.", conversation_id
                         )
                     )
                 except Exception:
                     log.exception("turn.crashed")
-                    await emit(TurnError("internal", "Something went wrong on our side.", conversation_id))
+                    await emit(TurnFailed("internal", "Something went wrong on our side.", conversation_id))
                 finally:
                     if running in self._running:
                         self._running.remove(running)
@@ -346,7 +309,7 @@ class Agent(ConversationsMixin):
                     )
                     log.info(
                         "turn.finished",
-                        outcome=final.code if isinstance(final, TurnError) else "done" if final else "gone",
+                        outcome=final.code if isinstance(final, TurnFailed) else "done" if final else "gone",
                         duration_ms=round((time.perf_counter() - started) * 1000, 3),
                     )
 

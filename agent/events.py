@@ -1,12 +1,13 @@
 """Typed events of a turn, rendered by every channel.
 
 A turn's stream is: ``TurnStarted``, then any of ``TextDelta``/``ToolStarted``/``ToolFinished``/
-``UsageInfo``/``Retrying``, then exactly one of ``Done`` or ``TurnError``. A slash command yields one
+``UsageInfo``/``Retrying``, then exactly one of ``Done`` or ``TurnFailed``. A slash command yields one
 ``CommandOutput`` instead.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -69,7 +70,7 @@ class Done:
 
 
 @dataclass(frozen=True, slots=True)
-class TurnError:
+class TurnFailed:
     """The turn failed or was cancelled; ``code`` is machine-readable (provider_error, cancelled,
     store_unavailable, busy, invalid_input, deadline), ``message`` is one clear user-safe line."""
 
@@ -97,6 +98,9 @@ TurnEvent: TypeAlias = (
     | UsageInfo
     | Retrying
     | Done
-    | TurnError
+    | TurnFailed
     | CommandOutput
 )
+
+#: where a turn's events go (the agent's turn loop emits into one; a channel hands one to the agent)
+EventSink: TypeAlias = Callable[[TurnEvent], Awaitable[None]]

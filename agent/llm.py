@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from agent.context import TokenCalibrator, estimate_request
 from agent.errors import ProviderError
+from agent.prompt.history import TokenCalibrator, estimate_request
 from agent.providers.base import (
     ChatRequest,
     CollectedResponse,

@@ -99,13 +99,6 @@ def rank_memories(candidates: list[Memory], text: str, limit: int) -> list[Memor
     return [m for _, m in scored[:limit]]
 
 
-def recall_section(memories: list[Memory]) -> str:
-    if not memories:
-        return ""
-    lines = "\n".join(f"- {m.content}" for m in memories)
-    return f"What you remember about the user from earlier conversations:\n{lines}"
-
-
 @dataclass(slots=True)
 class _Pending:
     scope: Scope

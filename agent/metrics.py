@@ -12,7 +12,7 @@ import bisect
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from agent.events import Done, TurnError, TurnEvent
+from agent.events import Done, TurnEvent, TurnFailed
 from agent.tools.storable import ResultCounts
 from store import Engine, LeaseStats
 
@@ -154,7 +154,7 @@ class TurnMetrics:
         """A turn ended with ``final`` (None: its consumer went away first, which cancels it)."""
         if isinstance(final, Done):
             outcome, code = "complete", ""
-        elif isinstance(final, TurnError):
+        elif isinstance(final, TurnFailed):
             outcome, code = ("interrupted" if final.code == "cancelled" else "error"), final.code
         else:
             outcome, code = "interrupted", "cancelled"

@@ -2,7 +2,7 @@
 
 Who a Telegram id is, in order: a ``[users.<name>]`` section of the config that lists it (never
 changed from here: such an id cannot be paired away or unlinked), else a link stored by an approved
-pairing (:mod:`store.api_links`: the reserved context ``_system``, global to the deployment), else
+pairing (:mod:`store.api.links`: the reserved context ``_system``, global to the deployment), else
 nobody (``tg:<id>`` when ``[telegram] allowed_users`` lets them in, otherwise a stranger).
 
 A stranger who writes to the bot gets a code (:meth:`Pairing.request`): the one still pending for
@@ -24,10 +24,7 @@ from collections.abc import Callable
 from agent.errors import AgentError
 from agent.metrics import Labels, counter_lines
 from config.settings import Settings
-from store import Store
-from store.api_links import MAX_PENDING_CODES, IdentityLink, PairingCode
-from store.errors import InvalidInput
-from store.models import validate_user
+from store import MAX_PENDING_CODES, IdentityLink, InvalidInput, PairingCode, Store, validate_user
 
 CHANNEL = "telegram"
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"

@@ -11,7 +11,7 @@ endpoint's retries of an interrupted or failed request, the web page's Retry, Re
 What the earlier attempt left -- partial or failed answers, the interrupted marker, tool calls and
 their results, the replaced answer, and for an edit the replaced user message -- stays stored, marked
 ``superseded_by`` with the id of the turn that replaced it. Superseded messages are exported and shown
-(collapsed) by the page, and never sent to the model again (:func:`agent.context.history_from`).
+(collapsed) by the page, and never sent to the model again (:func:`agent.prompt.history.history_from`).
 
 Only the *last* user message can be re-run: a conversation that moved on is refused (``conflict``),
 before anything is written. The check and the marks happen under the conversation's turn lease, so

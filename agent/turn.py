@@ -21,20 +21,21 @@ store) is marked by the store when the conversation's next turn opens, or when a
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
 import structlog
 
-from agent.context import calls_to_json, fit
 from agent.errors import ProviderError
-from agent.events import Done, Retrying, TextDelta, TurnError, TurnEvent, TurnStarted, UsageInfo
+from agent.events import Done, EventSink, Retrying, TextDelta, TurnFailed, TurnStarted, UsageInfo
 from agent.llm import CallSite
+from agent.prompt.builder import build_prompt
+from agent.prompt.history import calls_to_json, fit
 from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, RetryNotice, ToolCall
 from agent.rerun import RERUNS, Rerun, RerunKind, RerunRefused, to_supersede
-from agent.tools.base import ToolContext, ToolResult
-from agent.turn_context import TurnInput, TurnParts, build_context
+from agent.tools.base import ToolCaller, ToolResult
+from agent.turn_input import TurnInput, TurnServices
 from agent.turn_options import CLIENT_SYSTEM_TYPE, client_system_changed
 from agent.turn_tools import run_calls, signature
 from store import (
@@ -47,13 +48,11 @@ from store import (
     MessageStatus,
     Role,
     StoreError,
+    TurnReads,
     UsageEntry,
 )
-from store.api_turn import TurnReads
 
 log = structlog.get_logger()
-
-Emit = Callable[[TurnEvent], Awaitable[None]]
 
 FINAL_NOTE = (
     "You cannot call tools any more in this turn. Answer the user now with what you have, "
@@ -86,13 +85,15 @@ class Turn:
     """One user message answered; ``run`` emits the events and never raises except for cancellation
     of its caller (store errors are left to the caller to report)."""
 
-    def __init__(self, parts: TurnParts, inp: TurnInput, emit: Emit, on_locked: Callable[[], None]) -> None:
-        self.p = parts
+    def __init__(
+        self, services: TurnServices, inp: TurnInput, emit: EventSink, on_locked: Callable[[], None]
+    ) -> None:
+        self.services = services
         self.inp = inp
         self.emit = emit
         self.on_locked = on_locked
         self.progress = _Progress()
-        self.site = CallSite(inp.scope, inp.conversation_id, inp.channel)
+        self.site = CallSite(inp.request.scope, inp.conversation_id, inp.request.channel)
         self.cid = inp.conversation_id
         self.memories: list[Memory] = []
         self.stored: list[Message] = []
@@ -104,38 +105,42 @@ class Turn:
         self.user_sid = ""
 
     async def run(self) -> None:
-        a, inp, p = self.p.settings.agent, self.inp, self.p
-        if inp.rerun is not None:
-            p.window.forget(inp.scope, self.cid)  # the marks below change messages it may hold
-        after_seq, window_limit = p.window.plan(inp.scope, self.cid)
-        recall_text, recall_limit, recent = p.memory.recall_plan(inp.text)
+        agent_cfg, inp, services = self.services.settings.agent, self.inp, self.services
+        rerun = inp.request.rerun
+        if rerun is not None:
+            services.window.forget(inp.request.scope, self.cid)  # the marks below change messages it may hold
+        after_seq, window_limit = services.window.plan(inp.request.scope, self.cid)
+        recall_text, recall_limit, recent = services.memory.recall_plan(inp.request.text)
         reads = TurnReads(window_limit, after_seq, recall_text, recall_limit, recent)
         try:
-            async with p.store.open_turn(
-                inp.scope,
+            async with services.store.open_turn(
+                inp.request.scope,
                 self.cid,
-                inp.text,
-                channel=inp.channel,
-                sender=inp.sender,
-                request_key=inp.request_key,
+                inp.request.text,
+                channel=inp.request.channel,
+                sender=inp.request.sender,
+                request_key=inp.request.request_key,
                 attachments=inp.attachments,
                 reads=reads,
-                ttl_s=a.turn_lock_ttl_s,
-                wait_s=a.turn_deadline_s,
+                ttl_s=agent_cfg.turn_lock_ttl_s,
+                wait_s=agent_cfg.turn_deadline_s,
                 turn_id=inp.turn_id,
-                rerun_of=inp.rerun.user_message_id if inp.rerun is not None else None,
+                rerun_of=rerun.user_message_id if rerun is not None else None,
             ) as opening:
                 self.on_locked()
                 self.message = opening.message
                 inp.conversation = opening.conversation
                 # the turn's usage entries are written when it closes, with the lease's release
                 self.progress.usage = opening.usage
-                with anyio.move_on_after(a.turn_deadline_s) as deadline:
-                    self.stored = await p.window.absorb(inp.scope, self.cid, after_seq, opening)
-                    answered = None if inp.rerun else earlier_answer(self.stored, opening.message)
+                with anyio.move_on_after(agent_cfg.turn_deadline_s) as deadline:
+                    self.stored = await services.window.absorb(
+                        inp.request.scope, self.cid, after_seq, opening
+                    )
+                    answered = None if rerun else earlier_answer(self.stored, opening.message)
                     if answered is None and not await self._settle_earlier(opening.message):
                         return
                     self.user_sid = self.message.sid
+                    # a replayed answer shows the turn id it was stored with (the completion id)
                     shown_id = answered.turn_id if answered is not None and answered.turn_id else inp.turn_id
                     await self.emit(TurnStarted(self.cid, self.message.sid, shown_id))
                     await self._title(opening.conversation)
@@ -143,68 +148,73 @@ class Turn:
                         await self._replay(answered)
                         return
                     await self._store_client_system()
-                    self.memories = p.memory.ranked(
-                        opening.matching_memories, opening.recent_memories, inp.text
+                    self.memories = services.memory.ranked(
+                        opening.matching_memories, opening.recent_memories, inp.request.text
                     )
                     await self._turn()
                 if deadline.cancelled_caught:
                     await self.emit(
-                        TurnError(
+                        TurnFailed(
                             "deadline",
-                            f"The turn took longer than {a.turn_deadline_s:g} s and was stopped.",
+                            f"The turn took longer than {agent_cfg.turn_deadline_s:g} s and was stopped.",
                             self.cid,
                         )
                     )
         except Conflict:
             await self.emit(
-                TurnError("busy", "This conversation is busy with another turn; try again.", self.cid)
+                TurnFailed("busy", "This conversation is busy with another turn; try again.", self.cid)
             )
 
     async def _settle_earlier(self, message: Message) -> bool:
         """Before answering: a re-run (or a repeated request whose earlier answer was cut or failed)
         marks what the earlier attempt left as superseded (:mod:`agent.rerun`); an edit stores its new
         user message. False (and a ``conflict`` error) when the re-run is refused."""
-        inp = self.inp
-        rerun = inp.rerun
+        inp, req = self.inp, self.inp.request
+        rerun = req.rerun
         if rerun is None and message.turn_id == inp.turn_id:
             return True  # a new message: nothing came before it
         plan = rerun or Rerun(RerunKind.RETRY, message.sid)
         try:
             replaced = to_supersede(self.stored, plan)
         except RerunRefused as exc:
-            await self.emit(TurnError("conflict", str(exc), self.cid))
+            await self.emit(TurnFailed("conflict", str(exc), self.cid))
             return False
         if replaced:
-            await self.p.store.supersede(inp.scope, [m.sid for m in replaced], inp.turn_id)
+            await self.services.store.supersede(req.scope, [m.sid for m in replaced], inp.turn_id)
             for m in replaced:
                 m.superseded_by = inp.turn_id
             log.info("turn.rerun", kind=plan.kind.value, superseded=len(replaced))
-        self.p.counters.inc(RERUNS, kind=plan.kind.value, channel=inp.channel)
+        self.services.counters.inc(RERUNS, kind=plan.kind.value, channel=req.channel)
         if plan.kind == RerunKind.EDIT:
-            self.message = await self.p.store.append_message(
-                inp.scope,
-                self.cid,
-                "user",
-                inp.text,
-                channel=inp.channel,
-                sender=inp.sender,
-                turn_id=inp.turn_id,
+            self.message = await self.services.store.append_message(
+                req.scope,
+                Message(
+                    conversation_id=self.cid,
+                    role="user",
+                    content=req.text,
+                    channel=req.channel,
+                    sender=req.sender,
+                    turn_id=inp.turn_id,
+                ),
             )
             self.stored.append(self.message)
         return True
 
     async def _store_client_system(self) -> None:
         """The client's system message is stored with the conversation when it is new or changed."""
-        text = self.inp.options.system
+        req = self.inp.request
+        text = req.options.system
         if text and client_system_changed(self.stored, text):
-            await self.p.store.append_message(
-                self.inp.scope,
-                self.cid,
-                "system",
-                self._clip(text),
-                channel=self.inp.channel,
-                message_type=CLIENT_SYSTEM_TYPE,
-                turn_id=self.inp.turn_id,
+            await self.services.store.append_message(
+                req.scope,
+                Message(
+                    conversation_id=self.cid,
+                    role="system",
+                    content=self._clip(text),
+                    channel=req.channel,
+                    message_type=CLIENT_SYSTEM_TYPE,
+                    turn_id=self.inp.turn_id,
+                ),
             )
 
     async def _replay(self, answer: Message) -> None:
@@ -233,9 +243,9 @@ class Turn:
         except ProviderError as exc:
             await self._settle(MessageStatus.ERROR)
             if self._vision_refused(exc):
-                await self.emit(TurnError("vision_unsupported", self._vision_message(exc), self.cid))
+                await self.emit(TurnFailed("vision_unsupported", self._vision_message(exc), self.cid))
                 return
-            await self.emit(TurnError("provider_error", str(exc) or "The model provider failed.", self.cid))
+            await self.emit(TurnFailed("provider_error", str(exc) or "The model provider failed.", self.cid))
         except StoreError:
             raise
         except Exception:
@@ -246,17 +256,17 @@ class Turn:
     def _vision_refused(self, exc: ProviderError) -> bool:
         """Under ``vision = "auto"`` a client error (4xx but auth, quota, rate) answering a request
         with images is taken as the model's refusal of images; it then sees placeholders until restart."""
-        media = self.p.media
-        if media is None or not self.sent_images or self.p.settings.llm.vision != "auto":
+        media = self.services.media
+        if media is None or not self.sent_images or self.services.settings.llm.vision != "auto":
             return False
         if exc.status is None or not 400 <= exc.status < 500 or exc.status in (401, 403, 404, 408, 409, 429):
             return False
-        media.blind_models.add(self.p.settings.llm.model)
-        log.info("turn.vision_refused", model=self.p.settings.llm.model, status=exc.status)
+        media.blind_models.add(self.services.settings.llm.model)
+        log.info("turn.vision_refused", model=self.services.settings.llm.model, status=exc.status)
         return True
 
     def _vision_message(self, exc: ProviderError) -> str:
-        model = self.p.settings.llm.model
+        model = self.services.settings.llm.model
         return (
             f"The model {model} did not accept the image ({exc}). The image is kept; from now on the "
             f"model sees it as a placeholder. Use a model that accepts images, or set [llm] vision = false."
@@ -266,36 +276,39 @@ class Turn:
         """A new conversation is named after its first message."""
         if conv.title:
             return
-        text = self.inp.text.strip()
+        text = self.inp.request.text.strip()
         title = text.splitlines()[0][:60] if text else ""
         if title.isprintable():
-            self.inp.conversation = await self.p.store.rename_conversation(self.inp.scope, self.cid, title)
+            self.inp.conversation = await self.services.store.rename_conversation(
+                self.inp.request.scope, self.cid, title
+            )
 
     # -- the loop ----------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        a, llm_s = self.p.settings.agent, self.p.settings.llm
+        agent_cfg, llm_cfg = self.services.settings.agent, self.services.settings.llm
         # the conversation's /model choice (stored with it), else the configured model
-        model = self.p.settings.model_for(self.inp.conversation.model if self.inp.conversation else "")
-        tools = self.p.tools.specs() if self.p.tools is not None else ()
-        context = await build_context(self.p, self.inp, tools, self.memories, self.stored)
-        system, messages = context.system, context.messages
+        model = self.services.settings.model_for(self.inp.conversation.model if self.inp.conversation else "")
+        tools = self.services.tools.specs() if self.services.tools is not None else ()
+        prompt = await build_prompt(self.services, self.inp, tools, self.memories, self.stored)
+        system, messages = prompt.system, prompt.messages
         previous: set[tuple[str, str]] = set()
         force_final = False
         iteration = 0
         while True:
-            final = force_final or iteration >= a.max_tool_iterations
+            final = force_final or iteration >= agent_cfg.max_tool_iterations
             if iteration:
                 # tool results grow the request: older turns make room (never the current one)
-                messages = self._refit(messages, context.budget)
-            opts = self.inp.options
+                messages = self._refit(messages, prompt.budget)
+            opts = self.inp.request.options
             request = ChatRequest(
                 model=model,
                 system=f"{system}\n\n{FINAL_NOTE}" if final and iteration else system,
                 messages=tuple(messages),
                 tools=() if final else tools,
-                max_tokens=min(opts.max_tokens or llm_s.max_output_tokens, llm_s.max_output_tokens),
-                temperature=llm_s.temperature if opts.temperature is None else opts.temperature,
+                # a client's max_tokens applies to each model call, capped by the configured one
+                max_tokens=min(opts.max_tokens or llm_cfg.max_output_tokens, llm_cfg.max_output_tokens),
+                temperature=llm_cfg.temperature if opts.temperature is None else opts.temperature,
                 sampling=opts.sampling,
             )
             self.sent_images = any(img.data for m in request.messages for img in m.images)
@@ -333,7 +346,7 @@ class Turn:
             iteration += 1
 
     def _refit(self, messages: list[ChatMessage], budget: int) -> list[ChatMessage]:
-        kept = fit(messages, budget, self.p.llm.calibrator.ratio(self.p.settings.llm.model))
+        kept = fit(messages, budget, self.services.llm.calibrator.ratio(self.services.settings.llm.model))
         if len(kept) < len(messages):
             log.info("turn.trimmed", dropped=len(messages) - len(kept), budget=budget)
         return kept
@@ -349,7 +362,7 @@ class Turn:
         async def on_retry(notice: RetryNotice) -> None:
             await self.emit(Retrying(notice.attempt, notice.max_retries, notice.delay_s, notice.reason))
 
-        resp = await self.p.llm.call(
+        resp = await self.services.llm.call(
             request, self.site, on_text, defer_usage=progress.usage, on_retry=on_retry
         )
         progress.prompt_tokens += resp.prompt_tokens
@@ -360,17 +373,17 @@ class Turn:
 
     async def _run_tools(self, calls: tuple[ToolCall, ...], repeated: set[str]) -> list[ToolResult]:
         inp = self.inp
-        ctx = ToolContext(self.p.store, inp.scope, self.cid, inp.channel, inp.group)
+        ctx = ToolCaller(self.services.store, inp.request.scope, self.cid, inp.request.channel, inp.group)
 
         def on_result(call: ToolCall, result: ToolResult, ms: float) -> None:
             self.progress.results[call.id] = result
             self.progress.durations[call.id] = ms
 
         return await run_calls(
-            self.p.tools,
+            self.services.tools,
             calls,
             ctx,
-            self.p.settings.agent,
+            self.services.settings.agent,
             repeated=repeated,
             emit=self.emit,
             on_result=on_result,
@@ -379,18 +392,20 @@ class Turn:
     # -- persistence -------------------------------------------------------------------------------
 
     async def _persist_calls(self, resp: CollectedResponse) -> None:
-        await self.p.store.append_message(
-            self.inp.scope,
-            self.cid,
-            "assistant",
-            self._clip(resp.text),
-            channel=self.inp.channel,
-            tool_calls=calls_to_json(resp.tool_calls),
-            model=resp.model,
-            prompt_tokens=resp.prompt_tokens,
-            completion_tokens=resp.completion_tokens,
-            extra={"reasoning": list(resp.reasoning)} if resp.reasoning else None,
-            turn_id=self.inp.turn_id,
+        await self.services.store.append_message(
+            self.inp.request.scope,
+            Message(
+                conversation_id=self.cid,
+                role="assistant",
+                content=self._clip(resp.text),
+                channel=self.inp.request.channel,
+                tool_calls=calls_to_json(resp.tool_calls),
+                model=resp.model,
+                prompt_tokens=resp.prompt_tokens,
+                completion_tokens=resp.completion_tokens,
+                extra={"reasoning": list(resp.reasoning)} if resp.reasoning else {},
+                turn_id=self.inp.turn_id,
+            ),
         )
         self.progress.partial.clear()
         self.progress.pending = list(resp.tool_calls)
@@ -399,70 +414,78 @@ class Turn:
 
     async def _persist_result(self, call: ToolCall, result: ToolResult) -> None:
         ms = self.progress.durations.get(call.id)
-        await self.p.store.append_message(
-            self.inp.scope,
-            self.cid,
-            "tool",
-            self._clip(result.content),
-            channel=self.inp.channel,
-            tool_call_id=call.id,
-            name=call.name,
-            status=MessageStatus.COMPLETE if result.ok else MessageStatus.ERROR,
-            extra={"duration_ms": ms} if ms is not None else None,
-            turn_id=self.inp.turn_id,
+        await self.services.store.append_message(
+            self.inp.request.scope,
+            Message(
+                conversation_id=self.cid,
+                role="tool",
+                content=self._clip(result.content),
+                channel=self.inp.request.channel,
+                tool_call_id=call.id,
+                name=call.name,
+                status=MessageStatus.COMPLETE if result.ok else MessageStatus.ERROR,
+                extra={"duration_ms": ms} if ms is not None else {},
+                turn_id=self.inp.turn_id,
+            ),
         )
         self.progress.pending = [c for c in self.progress.pending if c.id != call.id]
 
     async def _finish(self, resp: CollectedResponse) -> None:
-        pr = self.progress
+        progress = self.progress
         # a final call may still answer with tool calls only (no tools offered, a stubborn model)
         text = resp.text or (EMPTY_FINAL if resp.tool_calls else "")
-        msg = await self.p.store.append_message(
-            self.inp.scope,
-            self.cid,
-            "assistant",
-            self._clip(text),
-            channel=self.inp.channel,
-            model=resp.model,
-            status=MessageStatus.COMPLETE,
-            prompt_tokens=pr.prompt_tokens,
-            completion_tokens=pr.completion_tokens,
-            extra={"reasoning": list(resp.reasoning)} if resp.reasoning else None,
-            turn_id=self.inp.turn_id,
+        msg = await self.services.store.append_message(
+            self.inp.request.scope,
+            Message(
+                conversation_id=self.cid,
+                role="assistant",
+                content=self._clip(text),
+                channel=self.inp.request.channel,
+                model=resp.model,
+                status=MessageStatus.COMPLETE,
+                prompt_tokens=progress.prompt_tokens,
+                completion_tokens=progress.completion_tokens,
+                extra={"reasoning": list(resp.reasoning)} if resp.reasoning else {},
+                turn_id=self.inp.turn_id,
+            ),
         )
-        pr.partial.clear()
-        await self.emit(Done(self.cid, msg.sid, text, pr.prompt_tokens, pr.completion_tokens, resp.model))
-        self.p.memory.schedule(
-            self.inp.scope,
+        progress.partial.clear()
+        await self.emit(
+            Done(self.cid, msg.sid, text, progress.prompt_tokens, progress.completion_tokens, resp.model)
+        )
+        self.services.memory.schedule(
+            self.inp.request.scope,
             self.cid,
-            self.inp.channel,
+            self.inp.request.channel,
             is_group=self.inp.group,
         )
 
     async def _settle(self, status: MessageStatus) -> None:
         """After a cancel or failure: answer unanswered calls, keep the partial reply, marked."""
-        pr, store, inp = self.progress, self.p.store, self.inp
+        progress, store, inp = self.progress, self.services.store, self.inp
         try:
-            for call in list(pr.pending):
-                done = pr.results.get(call.id)
+            for call in list(progress.pending):
+                done = progress.results.get(call.id)
                 await self._persist_result(call, done or ToolResult(CANCELLED_RESULT, ok=False))
-            text = "".join(pr.partial)
+            text = "".join(progress.partial)
             if not text and status == MessageStatus.INTERRUPTED:
                 await self._mark_unanswered()
             elif text or status == MessageStatus.ERROR:
                 await store.append_message(
-                    inp.scope,
-                    self.cid,
-                    "assistant",
-                    self._clip(text),
-                    channel=inp.channel,
-                    status=status,
-                    model=pr.model,
-                    prompt_tokens=pr.prompt_tokens,
-                    completion_tokens=pr.completion_tokens,
-                    turn_id=inp.turn_id,
+                    inp.request.scope,
+                    Message(
+                        conversation_id=self.cid,
+                        role="assistant",
+                        content=self._clip(text),
+                        channel=inp.request.channel,
+                        status=status,
+                        model=progress.model,
+                        prompt_tokens=progress.prompt_tokens,
+                        completion_tokens=progress.completion_tokens,
+                        turn_id=inp.turn_id,
+                    ),
                 )
-            pr.partial.clear()
+            progress.partial.clear()
         except StoreError as exc:
             # nothing more can be done now; the repair pass keeps the next request valid anyway
             log.warning("turn.cleanup_failed", error=str(exc))
@@ -470,20 +493,22 @@ class Turn:
     async def _mark_unanswered(self) -> None:
         """The interrupted marker a cut turn gets from the store, written now (same request key, so
         the store's own marking later finds it and adds nothing)."""
-        await self.p.store.append_message(
-            self.inp.scope,
-            self.cid,
-            "assistant",
-            INTERRUPTED_TEXT,
-            channel=self.inp.channel,
-            status=MessageStatus.INTERRUPTED,
-            message_type=INTERRUPTED_TYPE,
+        await self.services.store.append_message(
+            self.inp.request.scope,
+            Message(
+                conversation_id=self.cid,
+                role="assistant",
+                content=INTERRUPTED_TEXT,
+                channel=self.inp.request.channel,
+                status=MessageStatus.INTERRUPTED,
+                message_type=INTERRUPTED_TYPE,
+                turn_id=self.inp.turn_id,
+            ),
             request_key=f"interrupted:{self.cid}:{self.user_sid}",
-            turn_id=self.inp.turn_id,
         )
 
     def _clip(self, text: str) -> str:
-        limit = self.p.store.max_message_chars
+        limit = self.services.store.max_message_chars
         if len(text) <= limit:
             return text
         note = "\n[truncated]"

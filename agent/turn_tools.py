@@ -14,7 +14,7 @@ import anyio
 
 from agent.events import ToolFinished, ToolStarted, TurnEvent
 from agent.providers.base import ToolCall
-from agent.tools.base import ToolContext, ToolResult
+from agent.tools.base import ToolCaller, ToolResult
 from agent.tools.registry import ToolRegistry
 from config.settings import AgentSettings
 
@@ -46,7 +46,7 @@ def summary(content: str, ok: bool = True) -> str:
 async def run_calls(
     registry: ToolRegistry | None,
     calls: tuple[ToolCall, ...],
-    ctx: ToolContext,
+    ctx: ToolCaller,
     settings: AgentSettings,
     *,
     repeated: set[str],

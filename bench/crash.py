@@ -61,8 +61,7 @@ import anyio
 import httpx
 import structlog
 
-from store import Message, Scope, Store
-from store.embedded import EmbeddedEngine
+from store import EmbeddedEngine, Message, Scope, Store
 from tests.fakes.openai_server import FakeOpenAI, reply_text, reply_tool_calls
 from tests.fakes.sse_scripts import Reply
 

@@ -33,22 +33,23 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-# Run as a script, Python puts bench/ first on sys.path, where bench/store.py would shadow the `store`
-# package: put the repository root there instead.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import anyio
 import httpx
 import structlog
 
 from config import StoreSettings
-from store.api import Store
-from store.embedded import EmbeddedEngine
-from store.engine import Engine
-from store.models import Conversation, Kind, Message, Record, Scope
-from store.osis_client import OsisEngine
-from store.sqlite_ops import to_base36
+from store import (
+    Conversation,
+    EmbeddedEngine,
+    Engine,
+    Kind,
+    Message,
+    OsisEngine,
+    Record,
+    Scope,
+    Store,
+    to_base36,
+)
 
 SCOPE = Scope("bench", "user")
 T0 = 1_700_000_000_000
@@ -201,7 +202,10 @@ async def run(messages: int, samples: int, data_dir: Path, fsync: bool) -> int:
 
 def _append(store: Store, conv: str) -> Callable[[], Awaitable[object]]:
     return lambda: store.append_message(
-        SCOPE, conv, "user", "a benchmark message of some words", channel="cli"
+        SCOPE,
+        Message(
+            conversation_id=conv, role="user", content="a benchmark message of some words", channel="cli"
+        ),
     )
 
 

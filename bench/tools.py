@@ -16,21 +16,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-# Run as a script, Python puts bench/ first on sys.path, where bench/agent.py and bench/store.py would
-# shadow the `agent` and `store` packages: put the repository root there instead.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import anyio
 import structlog
 
 from agent.providers.base import ToolCall
-from agent.tools.base import Tool, ToolContext, ToolResult
+from agent.tools.base import Tool, ToolCaller, ToolResult
 from agent.tools.mcp_client import open_mcp_servers
 from agent.tools.registry import ToolRegistry
 from config.settings import MCPServerSettings, Settings, StoreSettings
-from store import Scope
-from store.factory import open_store
+from store import Scope, open_store
 
 FAKE_MCP = Path(__file__).resolve().parents[1] / "tests" / "fakes" / "mcp_stdio_server.py"
 
@@ -45,7 +39,7 @@ class Echo(Tool):
         "additionalProperties": False,
     }
 
-    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         return ToolResult(args["text"])
 
 
@@ -63,7 +57,7 @@ async def main(n: int) -> None:
         settings = replace(Settings(), store=StoreSettings(path=Path(tmp)))
         async with open_store(settings) as store:
             conv = await store.create_conversation(scope, "bench")
-            ctx = ToolContext(store, scope, conv.sid, "cli")
+            ctx = ToolCaller(store, scope, conv.sid, "cli")
             tool = Echo()
             registry = ToolRegistry([tool])
             call = ToolCall("c", "echo", '{"text": "hello"}')

@@ -29,11 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-# Run as a script, Python puts bench/ first on sys.path, where bench/agent.py and bench/store.py would
-# shadow the `agent` and `store` packages: put the repository root there instead.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
 import anyio
 import httpx
 
@@ -206,7 +201,7 @@ def main() -> None:
     }
     hero = [str(Path(sys.executable).parent / "hero-agent")]
     if args.profile:
-        hero = [sys.executable, "-m", "cProfile", "-o", args.profile, "-m", "channels.cli_main"]
+        hero = [sys.executable, "-m", "cProfile", "-o", args.profile, "-m", "channels.main"]
     with (tmp / "daemon.log").open("wb") as log:
         daemon = subprocess.Popen(
             [*hero, "serve", "--config", str(config)], env=daemon_env, stdout=log, stderr=log, cwd=ROOT

@@ -146,7 +146,7 @@ async def run_channels(
 
 async def _mark_cut_turns(store: Store) -> None:
     """The turns a dead process of this host held (a crashed daemon, a killed ``ask``) get their
-    interrupted marks now, before any channel takes a message (see store.api_leases)."""
+    interrupted marks now, before any channel takes a message (see store.api.leases)."""
     try:
         marked = await store.mark_dead_holders_turns()
     except StoreError as exc:  # the conversations' next turns mark them instead
@@ -160,7 +160,7 @@ async def serve(settings: Settings) -> int:
     """The daemon's main: returns 0 after a signal-driven shutdown (errors raise, see module docs)."""
     # imported here so that importing the registry (for `--help`) does not load providers and engines
     from agent.factory import open_agent  # noqa: PLC0415
-    from store.factory import open_store  # noqa: PLC0415
+    from store import open_store  # noqa: PLC0415
 
     stop = anyio.Event()
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -1,5 +1,6 @@
-"""Serving an ASGI app on uvicorn inside our own event loop, shared by the web channel and the
-Telegram webhook.
+"""Serving an ASGI app on uvicorn inside our own event loop: :class:`ServedApp`, the one way the web
+channel, the Telegram webhook and ``hero-agent osis serve`` serve their apps (bind, serve, report a
+crash after start, stop).
 
 uvicorn must not own the process's signals (the daemon does, through ``anyio.open_signal_receiver``),
 and a pre-bound listening socket must say it is TCP: asyncio sets ``TCP_NODELAY`` on accepted
@@ -11,17 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import math
 import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import anyio
 import uvicorn
 
-from channels.base import ChannelCrashed
+from channels.base import ChannelCrashed, ChannelStartError
 
 #: how often a running server's task and listening socket are checked
 WATCH_INTERVAL_S = 0.25
@@ -109,3 +111,103 @@ async def watch_server(
                 asyncio.get_running_loop().remove_reader(sock)
             raise ChannelCrashed(f"{what}: its listening socket was closed")
         await anyio.sleep(WATCH_INTERVAL_S)
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address ``host`` names is a loopback address (names are resolved)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(
+        ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos
+    )
+
+
+class ServedApp:
+    """One ASGI app on uvicorn in the current event loop: binds, serves, reports a crash after start.
+
+    ``start(config)`` binds ``host:port`` (port 0: a free one; :attr:`port` says which; OSError when the
+    address cannot be bound, for the caller to word) and returns once uvicorn accepts connections.
+    :meth:`serving` returns never while the server runs and raises :class:`ChannelCrashed` when its task
+    ends or its listening socket is closed under it, unless :meth:`stop` (or the caller's ``stopping``)
+    says the stop is ours. uvicorn runs as one task owned by this object and awaited by ``stop`` (a
+    task group entered in ``start`` and left in ``stop`` would break when the caller wraps ``stop`` in
+    a cancel scope, as the daemon does to bound it).
+    """
+
+    def __init__(self, what: str, host: str, port: int, *, start_timeout_s: float = 30.0) -> None:
+        self.what = what
+        self.host = host
+        self.port = port
+        self.start_timeout_s = start_timeout_s
+        self.server: NoSignalServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
+        self._stopping = False
+
+    async def start(self, config: uvicorn.Config) -> None:
+        if self._task is not None:
+            return
+        sock = listening_socket(self.host, self.port)
+        self._sock = sock
+        self.port = int(sock.getsockname()[1])
+        self._stopping = False
+        server = self.server = NoSignalServer(config)
+        self._task = asyncio.get_running_loop().create_task(self._serve(server, sock), name=self.what)
+        try:
+            with anyio.fail_after(self.start_timeout_s):
+                while not server.started:
+                    if self._task.done():  # uvicorn gave up (e.g. a lifespan failure): it logged why
+                        raise ChannelStartError(f"{self.what}: the server stopped while starting")
+                    await anyio.sleep(0.01)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.stop()
+            raise
+
+    @staticmethod
+    async def _serve(server: NoSignalServer, sock: socket.socket) -> None:
+        try:
+            await server.serve([sock])
+        finally:
+            sock.close()
+
+    async def serving(self, stopping: Callable[[], bool] = lambda: False) -> None:
+        """Raises ChannelCrashed when the server dies while nobody is stopping it."""
+        if self._task is None or self._sock is None:
+            raise ChannelCrashed(f"{self.what}: the server is not running")
+        await watch_server(
+            self._task,
+            self._sock,
+            f"{self.what} on {self.host}:{self.port}",
+            stopping=lambda: self._stopping or stopping(),
+        )
+
+    async def stop(self, *, wait_s: float | None = None) -> BaseException | None:
+        """Ask uvicorn to stop and wait for it (uvicorn bounds the wait by its graceful-shutdown
+        timeout; ``wait_s`` bounds it here too, then the task is cancelled). Answers the error the
+        server task ended with, if any (a crash the watch has reported already)."""
+        self._stopping = True
+        if self.server is not None:
+            self.server.should_exit = True
+        task, self._task = self._task, None
+        error: BaseException | None = None
+        if task is not None:
+            with anyio.move_on_after(wait_s) if wait_s is not None else nullcontext():
+                try:
+                    await asyncio.shield(task)
+                except Exception as exc:
+                    error = exc
+            if not task.done():
+                task.cancel()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        return error

@@ -130,6 +130,10 @@ class TelegramSettings:
     #: where files are downloaded (``{file_base_url}{token}/{file_path}``); "" derives it from
     #: ``api_base_url`` (``.../bot`` -> ``.../file/bot``)
     file_base_url: str = ""
+    #: answer a voice note with a voice note too (``sendVoice``), when ``[llm] speech_model`` is set
+    voice_replies: bool = True
+    #: how long the bot waits for more photos of an album (``media_group_id``) after the last one
+    media_group_wait_s: float = 1.0
     #: webhook mode: where our own small HTTP server listens (a reverse proxy terminates TLS)
     webhook_host: str = "127.0.0.1"
     webhook_port: int = 8443

@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
-
-import anyio
+from typing import Final, Generic, Self, TypeVar, cast
 
 from store import cut_turns
 from store.errors import LeaseHeld, UnsupportedOperation
@@ -70,48 +68,75 @@ class Page(Generic[T]):
 
 # -- batch steps: one engine call each, run together by ``Engine.batch`` ---------------------------
 
+R_co = TypeVar("R_co", covariant=True)
+R = TypeVar("R")
+
+
+class StepOf(Generic[R_co]):
+    """Base of the batch steps: ``R_co`` is what the step returns (see :meth:`Results.of`)."""
+
+    __slots__ = ()
+
 
 @dataclass(frozen=True, slots=True)
-class GetStep:
+class GetStep(StepOf["Record | None"]):
+    """The record, or None when missing or not in this scope."""
+
     kind: Kind
     sid: str
 
 
 @dataclass(frozen=True, slots=True)
-class ListStep:
+class ListStep(StepOf["Page[Record]"]):
     kind: Kind
     query: ListQuery
 
 
 @dataclass(frozen=True, slots=True)
-class CountStep:
+class CountStep(StepOf[int]):
     kind: Kind
     filters: dict[str, JSON] | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class CreateStep:
+class CreateStep(StepOf[Record]):
+    """Store a new record; it comes back whole (sid, timestamps and, for messages, seq).
+
+    ``request_key`` makes the create safe to repeat: a second create with the same key in the same
+    scope returns the first record unchanged instead of creating another.
+    """
+
     kind: Kind
     fields: Record
     request_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class UpdateStep:
+class UpdateStep(StepOf["Record | None"]):
+    """Merge ``fields`` into the record (store-owned fields are ignored); None when missing."""
+
     kind: Kind
     sid: str
     fields: Record
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteStep:
+class DeleteStep(StepOf[bool]):
+    """Delete; False when missing. Deleting a conversation deletes its messages."""
+
     kind: Kind
     sid: str
 
 
 @dataclass(frozen=True, slots=True)
-class ClaimStep:
-    """``claim``; with ``required`` a refused claim stops the batch with :class:`LeaseHeld`."""
+class ClaimStep(StepOf[Claimed]):
+    """Take the lease ``key`` for ``holder``, recording ``owner`` (its process) with it.
+
+    Truthy (the :class:`~store.leases.Claimed` says how) when it was free, lapsed, already held by
+    ``holder`` (then renewed), or held by ``replace`` (a compare-and-swap: the claimer found that
+    holder dead); ``Claimed.REFUSED`` (falsy) when another holder has it. ``ttl_ms=None`` never
+    expires (used for de-duplication marks). With ``required`` a refused claim stops the batch with
+    :class:`LeaseHeld`."""
 
     key: str
     holder: str
@@ -122,13 +147,15 @@ class ClaimStep:
 
 
 @dataclass(frozen=True, slots=True)
-class ReleaseStep:
+class ReleaseStep(StepOf[None]):
+    """Drop the lease if ``holder`` has it; otherwise do nothing."""
+
     key: str
     holder: str
 
 
 @dataclass(frozen=True, slots=True)
-class MarkCutStep:
+class MarkCutStep(StepOf["builtins.list[Record]"]):
     """Mark the conversation's cut turn, if its tail has one: every tool call without a result gets an
     ``error: interrupted`` result and an unanswered user message an ``interrupted`` assistant marker
     (request keys make it idempotent). Answers the created messages, oldest first.
@@ -136,26 +163,15 @@ class MarkCutStep:
     ``request_key``: the key under which the same batch stores its user message. A user message
     already stored under it is that very message (the batch was repeated after a lost answer, or the
     request redelivered), answered by the turn now opening: it gets no marker. Engines that cannot
-    look request keys up (the default :meth:`Engine.mark_cut`) mark it anyway; an older answer is
-    then followed by the turn's new one, which history readers prefer (see agent.context)."""
+    look request keys up (the plain-steps :meth:`Engine.mark_cut`) mark it anyway; an older answer is
+    then followed by the turn's new one, which history readers prefer (see agent.prompt.history)."""
 
     conversation_id: str
     request_key: str | None = None
 
 
-Step = (
-    GetStep
-    | ListStep
-    | CountStep
-    | CreateStep
-    | UpdateStep
-    | DeleteStep
-    | ClaimStep
-    | ReleaseStep
-    | MarkCutStep
-)
-#: steps that only read
-READ_STEPS = (GetStep, ListStep, CountStep)
+#: any batch step (the step types are the rows of :data:`STEPS`)
+Step = StepOf[object]
 
 
 def tail_query(conversation_id: str, limit: int) -> ListQuery:
@@ -164,12 +180,113 @@ def tail_query(conversation_id: str, limit: int) -> ListQuery:
     return ListQuery(filters=filters, order_by="seq", descending=True, limit=limit)
 
 
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    """One row of the step table: what every engine, and the OSIS wire mapping, know of a step type."""
+
+    #: the step only reads: runs of reads may be sent at once, and need no write transaction
+    reads: bool
+    #: its OSIS JSON-RPC method; ``{object}`` stands for the kind's object name (``agentmessage``)
+    method: str
+    #: the capability an engine declares when it runs the step itself (None: every engine does)
+    capability: str | None = None
+
+
+#: THE step table. A new step is one row here, plus its handling in each engine (the embedded
+#: engine's ``store.sqlite.batch``, the wire mapping ``store.osis.wire`` and the server's
+#: ``store.osis.dispatch``); :func:`check_handlers` refuses a handler table that misses a row.
+STEPS: Final[dict[type[Step], StepRow]] = {
+    GetStep: StepRow(reads=True, method="{object}.get"),
+    ListStep: StepRow(reads=True, method="{object}.list", capability="text_search"),
+    CountStep: StepRow(reads=True, method="{object}.count", capability="counts"),
+    CreateStep: StepRow(reads=False, method="{object}.set"),
+    UpdateStep: StepRow(reads=False, method="{object}.set"),
+    DeleteStep: StepRow(reads=False, method="{object}.delete"),
+    ClaimStep: StepRow(reads=False, method="agentlease.claim", capability="leases"),
+    ReleaseStep: StepRow(reads=False, method="agentlease.release", capability="leases"),
+    MarkCutStep: StepRow(reads=False, method="store.mark_interrupted"),
+}
+
+
+def row_of(step: Step) -> StepRow:
+    """The step table's row for ``step``'s type."""
+    row = STEPS.get(type(step))
+    if row is None:
+        raise TypeError(f"not a batch step: {step!r}")
+    return row
+
+
+def reads_only(step: Step) -> bool:
+    return row_of(step).reads
+
+
+def check_handlers(handlers: Mapping[type, object], where: str) -> None:
+    """Refuse (at import) a handler table that does not handle every step of :data:`STEPS`."""
+    missing = sorted(t.__name__ for t in STEPS if t not in handlers)
+    if missing:
+        raise TypeError(f"{where} does not handle the steps {', '.join(missing)}")
+
+
+def settled(step: Step, result: object) -> object:
+    """``result`` as the step's answer: a refused required claim raises :class:`LeaseHeld`."""
+    if isinstance(step, ClaimStep) and step.required and not result:
+        raise LeaseHeld(step.key)
+    return result
+
+
+class Results(builtins.list[object]):
+    """A batch's results in step order; :meth:`of` gives one step's result, typed by the step."""
+
+    __slots__ = ("_steps",)
+
+    def __init__(self, steps: Sequence[Step], values: Iterable[object]) -> None:
+        super().__init__(values)
+        self._steps = steps
+        if len(self) != len(steps):
+            raise ValueError(f"{len(self)} results for {len(steps)} steps")
+
+    def of(self, step: StepOf[R]) -> R:
+        """The result of ``step`` (the very object that was in the batch)."""
+        for i, s in enumerate(self._steps):
+            if s is step:
+                # the engine's handler for this step type returned it: its type is the step's R
+                return cast(R, self[i])
+        raise KeyError(f"not a step of this batch: {step!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an engine does itself. Where one is missing the :class:`~store.api.store.Store` runs a
+    documented fallback (docs/store.md, "Capabilities and fallbacks") through the steps it has."""
+
+    #: a batch is ONE transaction (all or nothing); without it the steps run in order and a failure
+    #: leaves the earlier ones done (the Store puts required claims first and the lease release last)
+    atomic_batch: bool = True
+    #: ``ClaimStep``/``ReleaseStep`` (compare-and-set in the engine); fallback: lease records
+    leases: bool = True
+    #: ``CountStep``; fallback: paging through ``ListStep`` and counting
+    counts: bool = True
+    #: ``ListQuery.text``; fallback: paging through the records and ranking them by shared words
+    text_search: bool = True
+
+    def runs(self, step: Step) -> bool:
+        """The engine runs ``step`` itself (else the Store's fallback does)."""
+        name = row_of(step).capability
+        if name is None:
+            return True
+        if name == "text_search":
+            return not (isinstance(step, ListStep) and step.query.text is not None) or self.text_search
+        return bool(getattr(self, name))
+
+
 class Engine(ABC):
-    """A store engine. An async context manager; ``open``/``aclose`` are idempotent."""
+    """A store engine: ONE abstract I/O method, :meth:`batch`; the single-call verbs are derived from
+    it. An async context manager; ``open``/``aclose`` are idempotent."""
 
     name: str = "engine"
+    capabilities: Capabilities = Capabilities()
 
-    async def __aenter__(self) -> Engine:
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 
@@ -183,55 +300,18 @@ class Engine(ABC):
     async def aclose(self) -> None: ...
 
     @abstractmethod
-    async def get(self, kind: Kind, scope: Scope, sid: str) -> Record | None:
-        """The record, or None when missing or not in this scope."""
+    async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
+        """Run ``steps`` in ``scope`` in order; each step's result (what its own verb returns), in order.
 
-    @abstractmethod
-    async def create(
-        self, kind: Kind, scope: Scope, fields: Record, *, request_key: str | None = None
-    ) -> Record:
-        """Store a new record and return it whole (with sid, timestamps and, for messages, seq).
-
-        ``request_key`` makes the create safe to repeat: a second create with the same key in the same
-        scope returns the first record unchanged instead of creating another.
+        With ``capabilities.atomic_batch`` the batch is ONE transaction (all or nothing, one commit);
+        without, the steps before a failure stay done (put required claims first). A refused
+        :class:`ClaimStep` with ``required`` raises :class:`~store.errors.LeaseHeld`; any failure
+        stops the batch. Reads see the batch's own earlier writes.
         """
 
-    @abstractmethod
-    async def update(self, kind: Kind, scope: Scope, sid: str, fields: Record) -> Record | None:
-        """Merge ``fields`` into the record (store-owned fields are ignored); None when missing."""
-
-    @abstractmethod
-    async def delete(self, kind: Kind, scope: Scope, sid: str) -> bool:
-        """Delete; False when missing. Deleting a conversation deletes its messages and attachments."""
-
-    @abstractmethod
-    async def list(self, kind: Kind, scope: Scope, query: ListQuery) -> Page[Record]: ...
-
-    @abstractmethod
-    async def count(self, kind: Kind, scope: Scope, filters: dict[str, JSON] | None = None) -> int: ...
-
-    @abstractmethod
-    async def claim(
-        self,
-        scope: Scope,
-        key: str,
-        holder: str,
-        ttl_ms: int | None,
-        *,
-        owner: LeaseOwner | None = None,
-        replace: str | None = None,
-    ) -> Claimed:
-        """Take the lease ``key`` for ``holder``, recording ``owner`` (its process) with it.
-
-        Truthy (the :class:`~store.leases.Claimed` says how) when it was free, lapsed, already held
-        by ``holder`` (then renewed), or held by ``replace`` (a compare-and-swap: the claimer found
-        that holder dead); ``Claimed.REFUSED`` (falsy) when another holder has it. ``ttl_ms=None``
-        never expires (used for de-duplication marks).
-        """
-
-    @abstractmethod
-    async def release(self, scope: Scope, key: str, holder: str) -> None:
-        """Drop the lease if ``holder`` has it; otherwise do nothing."""
+    async def run(self, scope: Scope, step: StepOf[R]) -> R:
+        """One step as its own batch, its result typed by the step."""
+        return (await self.batch(scope, [step])).of(step)
 
     @abstractmethod
     async def get_lease(self, scope: Scope, key: str) -> Lease | None:
@@ -251,22 +331,17 @@ class Engine(ABC):
         kinds in ``Kind`` order, then by sid; messages after their conversations."""
 
     @abstractmethod
-    async def restore(self, kind: Kind, record: Record) -> bool:
-        """Write a dumped record as it is (sid, scope, timestamps, seq kept).
-
-        Idempotent: an identical record already present is left alone and False is returned.
-        A message whose conversation is missing is refused with InvalidInput.
-        """
-
     async def restore_batch(self, items: Sequence[tuple[Kind, Record]]) -> int:
-        """``restore`` each item in order; returns how many were written (not already identical).
+        """Write dumped records as they are (sid, scope, timestamps, seq kept); how many were written.
 
-        Engines that can should override this to write the batch atomically (all or nothing).
+        Idempotent: an identical record already present is left alone (not counted). A message whose
+        conversation is missing is refused with InvalidInput. Engines write a batch atomically where
+        they can (all or nothing).
         """
-        written = 0
-        for kind, record in items:
-            written += await self.restore(kind, record)
-        return written
+
+    async def restore(self, kind: Kind, record: Record) -> bool:
+        """One dumped record (see :meth:`restore_batch`); False when an identical one was present."""
+        return await self.restore_batch([(kind, record)]) == 1
 
     async def ping(self) -> None:
         """Raise StoreUnavailable when the engine cannot serve requests."""
@@ -287,76 +362,96 @@ class Engine(ABC):
         """Event counts for ``/metrics`` (a remote engine's failed attempts...); none by default."""
         return {}
 
-    async def batch(self, scope: Scope, steps: Sequence[Step]) -> builtins.list[object]:
-        """Run ``steps`` in ``scope`` in order; each step's result (what its own call returns), in order.
-
-        A refused :class:`ClaimStep` with ``required`` raises :class:`~store.errors.LeaseHeld`; any
-        failure stops the batch. Engines that can override this to run the whole batch as ONE
-        transaction (all or nothing, one commit; the embedded engine does). This default makes one
-        call per step, so the steps before a failure stay done (put required claims first), and
-        sends each run of adjacent reads at once (a remote engine pays one round trip for them).
-        """
-        results: builtins.list[object] = [None] * len(steps)
-        i = 0
-        while i < len(steps):
-            end = i + 1
-            if isinstance(steps[i], READ_STEPS):
-                while end < len(steps) and isinstance(steps[end], READ_STEPS):
-                    end += 1
-            if end - i == 1:
-                results[i] = await self.run_step(scope, steps[i])
-            else:
-                await self._reads_at_once(scope, steps, range(i, end), results)
-            i = end
-        return results
-
-    async def _reads_at_once(
-        self, scope: Scope, steps: Sequence[Step], indexes: range, results: builtins.list[object]
-    ) -> None:
-        async def one(i: int) -> None:
-            results[i] = await self.run_step(scope, steps[i])
-
-        try:
-            async with anyio.create_task_group() as tg:
-                for i in indexes:
-                    tg.start_soon(one, i)
-        except BaseExceptionGroup as group:
-            raise group.exceptions[0] from None
-
-    async def run_step(self, scope: Scope, step: Step) -> object:
-        """One step as its own call."""
-        match step:
-            case GetStep(kind, sid):
-                return await self.get(kind, scope, sid)
-            case ListStep(kind, query):
-                return await self.list(kind, scope, query)
-            case CountStep(kind, filters):
-                return await self.count(kind, scope, filters)
-            case CreateStep(kind, fields, request_key):
-                return await self.create(kind, scope, fields, request_key=request_key)
-            case UpdateStep(kind, sid, fields):
-                return await self.update(kind, scope, sid, fields)
-            case DeleteStep(kind, sid):
-                return await self.delete(kind, scope, sid)
-            case ClaimStep(key, holder, ttl_ms, required, owner, replace):
-                taken = await self.claim(scope, key, holder, ttl_ms, owner=owner, replace=replace)
-                if required and not taken:
-                    raise LeaseHeld(key)
-                return taken
-            case ReleaseStep(key, holder):
-                await self.release(scope, key, holder)
-                return None
-            case MarkCutStep(conversation_id):
-                return await self.mark_cut(scope, conversation_id)
-        raise TypeError(f"not a batch step: {step!r}")
-
     async def mark_cut(self, scope: Scope, conversation_id: str) -> builtins.list[Record]:
-        """:class:`MarkCutStep` made of plain calls (engines with transactions run it inside one)."""
-        head = await self.list(Kind.MESSAGE, scope, tail_query(conversation_id, 1))
+        """:class:`MarkCutStep` made of plain steps, for an engine that cannot run it itself (the
+        embedded engine runs it inside its batch's transaction)."""
+        head = await self.run(scope, ListStep(Kind.MESSAGE, tail_query(conversation_id, 1)))
         if cut_turns.settled(head.items):
             return []
-        tail = await self.list(Kind.MESSAGE, scope, tail_query(conversation_id, cut_turns.TAIL))
+        tail = await self.run(scope, ListStep(Kind.MESSAGE, tail_query(conversation_id, cut_turns.TAIL)))
         return [
-            await self.create(Kind.MESSAGE, scope, fields, request_key=key)
+            await self.run(scope, CreateStep(Kind.MESSAGE, fields, key))
             for fields, key in cut_turns.markers(conversation_id, tail.items)
         ]
+
+    # -- the single-call verbs, each one step ----------------------------------------------------
+
+    async def get(self, kind: Kind, scope: Scope, sid: str) -> Record | None:
+        return await self.run(scope, GetStep(kind, sid))
+
+    async def create(
+        self, kind: Kind, scope: Scope, fields: Record, *, request_key: str | None = None
+    ) -> Record:
+        return await self.run(scope, CreateStep(kind, fields, request_key))
+
+    async def update(self, kind: Kind, scope: Scope, sid: str, fields: Record) -> Record | None:
+        return await self.run(scope, UpdateStep(kind, sid, fields))
+
+    async def delete(self, kind: Kind, scope: Scope, sid: str) -> bool:
+        return await self.run(scope, DeleteStep(kind, sid))
+
+    async def list(self, kind: Kind, scope: Scope, query: ListQuery) -> Page[Record]:
+        return await self.run(scope, ListStep(kind, query))
+
+    async def count(self, kind: Kind, scope: Scope, filters: dict[str, JSON] | None = None) -> int:
+        return await self.run(scope, CountStep(kind, filters))
+
+    async def claim(
+        self,
+        scope: Scope,
+        key: str,
+        holder: str,
+        ttl_ms: int | None,
+        *,
+        owner: LeaseOwner | None = None,
+        replace: str | None = None,
+    ) -> Claimed:
+        step = ClaimStep(key, holder, ttl_ms, required=False, owner=owner, replace=replace)
+        return await self.run(scope, step)
+
+    async def release(self, scope: Scope, key: str, holder: str) -> None:
+        await self.run(scope, ReleaseStep(key, holder))
+
+
+class DelegatingEngine(Engine):
+    """An engine that hands every call to ``inner``: the base of engines that wrap another (the Store's
+    fallbacks, a timing wrapper); a subclass overrides what it changes, usually :meth:`batch`."""
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.capabilities = inner.capabilities
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+    async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
+        return await self.inner.batch(scope, steps)
+
+    async def contexts(self) -> builtins.list[str]:
+        return await self.inner.contexts()
+
+    async def dump(self, context: str) -> AsyncIterator[tuple[Kind, Record]]:
+        async for item in self.inner.dump(context):
+            yield item
+
+    async def restore_batch(self, items: Sequence[tuple[Kind, Record]]) -> int:
+        return await self.inner.restore_batch(items)
+
+    async def get_lease(self, scope: Scope, key: str) -> Lease | None:
+        return await self.inner.get_lease(scope, key)
+
+    async def list_leases(self, context: str, prefix: str) -> builtins.list[Lease]:
+        return await self.inner.list_leases(context, prefix)
+
+    async def rename_user(self, context: str, old: str, new: str, *, merge: bool = False) -> dict[str, int]:
+        return await self.inner.rename_user(context, old, new, merge=merge)
+
+    def counters(self) -> dict[str, int]:
+        return self.inner.counters()

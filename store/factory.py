@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from config.settings import Settings, StoreSettings
-from store.api import Store
-from store.embedded import EmbeddedEngine
+from store.api.store import Store
 from store.engine import Engine
 from store.errors import StoreUnavailable
+from store.sqlite.engine import EmbeddedEngine
 
 
 def build_engine(settings: StoreSettings) -> Engine:
@@ -20,7 +20,7 @@ def build_engine(settings: StoreSettings) -> Engine:
         )
     if settings.engine == "osis":
         # imported here so that the embedded path never loads the RPC client and its dependencies
-        from store.osis_client import OsisEngine  # noqa: PLC0415
+        from store.osis.client import OsisEngine  # noqa: PLC0415
 
         return OsisEngine(settings)
     raise StoreUnavailable(f"unknown store engine {settings.engine!r}: use 'embedded' or 'osis'")

@@ -39,3 +39,30 @@ def wav(seconds: float = 0.5, rate: int = 8000, tone_hz: float = 440.0) -> bytes
         w.setframerate(rate)
         w.writeframes(samples)
     return buf.getvalue()
+
+
+def ogg_opus(packets: int = 3) -> bytes:
+    """An Ogg stream of Opus headers and silent packets, as Telegram's voice notes are (the daemon
+    only looks at the container; the fake transcription server does not decode)."""
+
+    def crc(data: bytes) -> int:
+        # Ogg's CRC-32: polynomial 0x04C11DB7, not reflected, initial value 0
+        value = 0
+        for byte in data:
+            value ^= byte << 24
+            for _ in range(8):
+                value = ((value << 1) ^ 0x04C11DB7 if value & 0x80000000 else value << 1) & 0xFFFFFFFF
+        return value
+
+    def page(seq: int, flags: int, granule: int, packet: bytes) -> bytes:
+        lacing = bytes([255] * (len(packet) // 255) + [len(packet) % 255])
+        head = struct.pack("<4sBBqIIIB", b"OggS", 0, flags, granule, 7, seq, 0, len(lacing)) + lacing
+        raw = head + packet
+        return raw[:22] + struct.pack("<I", crc(raw)) + raw[26:]
+
+    opus_head = b"OpusHead" + struct.pack("<BBHIhB", 1, 1, 312, 48000, 0, 0)
+    opus_tags = b"OpusTags" + struct.pack("<I", 4) + b"test" + struct.pack("<I", 0)
+    pages = [page(0, 2, 0, opus_head), page(1, 0, 0, opus_tags)]
+    for i in range(packets):
+        pages.append(page(2 + i, 4 if i == packets - 1 else 0, 960 * (i + 1), b"\xf8\xff\xfe"))
+    return b"".join(pages)

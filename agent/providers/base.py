@@ -51,7 +51,7 @@ class ChatMessage:
     is_error: bool = False
     #: role=user: the message's images (see :class:`ImagePart`)
     images: tuple[ImagePart, ...] = ()
-    #: the token estimate, filled in once by ``agent.context.estimate_message`` (-1: not yet)
+    #: the token estimate, filled in once by ``agent.prompt.history.estimate_message`` (-1: not yet)
     tokens: int = field(default=-1, compare=False, repr=False)
 
 

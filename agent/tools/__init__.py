@@ -7,7 +7,7 @@ registry does not import the MCP client.
 
 from __future__ import annotations
 
-from agent.tools.base import Tool, ToolContext, ToolError, ToolResult
+from agent.tools.base import Tool, ToolCaller, ToolError, ToolResult
 from agent.tools.registry import ToolRegistry
 
-__all__ = ["Tool", "ToolContext", "ToolError", "ToolRegistry", "ToolResult"]
+__all__ = ["Tool", "ToolCaller", "ToolError", "ToolRegistry", "ToolResult"]

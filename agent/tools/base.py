@@ -14,7 +14,7 @@ from store import Scope, Store
 
 
 @dataclass(frozen=True, slots=True)
-class ToolContext:
+class ToolCaller:
     """Who is calling: handed to every tool run."""
 
     store: Store
@@ -48,4 +48,4 @@ class Tool(ABC):
     parameters: dict[str, Any]
 
     @abstractmethod
-    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult: ...
+    async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult: ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agent.tools.base import Tool, ToolContext, ToolError, ToolResult
+from agent.tools.base import Tool, ToolCaller, ToolError, ToolResult
 from store import InvalidInput, Memory, NotFound
 
 MEMORY_KINDS = ("fact", "preference", "instruction", "note")
@@ -47,7 +47,7 @@ class MemorySaveTool(Tool):
         "additionalProperties": False,
     }
 
-    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         try:
             mem, created = await ctx.store.add_memory(
                 ctx.scope,
@@ -81,7 +81,7 @@ class MemorySearchTool(Tool):
         "additionalProperties": False,
     }
 
-    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         query = str(args["query"]).strip()
         limit = int(args.get("limit", 10))
         if query:
@@ -106,7 +106,7 @@ class MemoryForgetTool(Tool):
         "additionalProperties": False,
     }
 
-    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         sid = str(args["id"]).strip().strip("[]")
         try:
             mem = await ctx.store.get_memory(ctx.scope, sid)

@@ -13,8 +13,9 @@ from contextlib import asynccontextmanager
 from typing import TextIO
 
 from agent.tools.base import Tool
+from agent.tools.builtin_clock import CurrentDateTimeTool
 from agent.tools.builtin_memory import memory_tools
-from agent.tools.builtin_misc import misc_tools
+from agent.tools.builtin_search import SearchConversationsTool
 from agent.tools.http_fetch import HttpFetchTool
 from agent.tools.registry import ToolRegistry
 from config.settings import Settings, ToolsSettings
@@ -25,7 +26,10 @@ def builtin_tools(settings: ToolsSettings) -> list[Tool]:
     tools: list[Tool] = []
     if settings.memory:
         tools.extend(memory_tools())
-    tools.extend(misc_tools(datetime_tool=settings.datetime, search=settings.search_conversations))
+    if settings.datetime:
+        tools.append(CurrentDateTimeTool())
+    if settings.search_conversations:
+        tools.append(SearchConversationsTool())
     if settings.http_fetch:
         tools.append(HttpFetchTool(settings))
     return tools

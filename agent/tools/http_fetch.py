@@ -30,7 +30,7 @@ import anyio
 import httpx
 import structlog
 
-from agent.tools.base import Tool, ToolContext, ToolError, ToolResult
+from agent.tools.base import Tool, ToolCaller, ToolError, ToolResult
 from agent.tools.html_text import html_to_text
 from agent.tools.net_policy import AddressPolicy, AddressRefused, IPAddress
 from config.settings import ToolsSettings
@@ -105,7 +105,7 @@ class HttpFetchTool(Tool):
         self.resolver: Resolver = resolver or system_resolver
         self.verify: ssl.SSLContext | bool = verify if verify is not None else True
 
-    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         url = str(args["url"]).strip()
         max_chars = int(args.get("max_chars", DEFAULT_MAX_CHARS))
         try:

@@ -47,7 +47,7 @@ from mcp.types import (
 )
 from mcp.types import Tool as RemoteTool
 
-from agent.tools.base import Tool, ToolContext, ToolError, ToolResult
+from agent.tools.base import Tool, ToolCaller, ToolError, ToolResult
 from agent.tools.health import ServerHealth
 from agent.tools.registry import ToolRegistry
 from config.settings import MCPServerSettings
@@ -80,7 +80,7 @@ class MCPTool(Tool):
         self.description += f" (from MCP server '{link.name}')"
         self.parameters = _object_schema(remote.input_schema)
 
-    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         session = self.link.session
         if session is None:
             # "running" here means its death was seen a moment ago and the restart loop not yet entered

@@ -24,7 +24,7 @@ from jsonschema.exceptions import SchemaError, best_match  # type: ignore[import
 from jsonschema.validators import validator_for  # type: ignore[import-untyped]
 
 from agent.providers.base import ToolCall, ToolSpec
-from agent.tools.base import Tool, ToolContext, ToolError, ToolResult
+from agent.tools.base import Tool, ToolCaller, ToolError, ToolResult
 from agent.tools.health import ServerHealth
 from agent.tools.storable import ResultCounts, storable_result
 from store import AuditEntry, StoreError
@@ -90,7 +90,7 @@ class ToolRegistry:
         return tuple(ToolSpec(t.name, t.description, t.parameters) for t in self._tools.values())
 
     async def execute(
-        self, call: ToolCall, ctx: ToolContext, *, timeout_s: float, max_result_chars: int
+        self, call: ToolCall, ctx: ToolCaller, *, timeout_s: float, max_result_chars: int
     ) -> ToolResult:
         """Run one tool call. Never raises for tool failures; cancellation propagates (and is audited)."""
         started = time.perf_counter()
@@ -107,7 +107,7 @@ class ToolRegistry:
             with anyio.CancelScope(shield=True), anyio.move_on_after(AUDIT_DEADLINE_S):
                 await self._audit(call, ctx, result, duration_ms)
 
-    async def _execute(self, call: ToolCall, ctx: ToolContext, timeout_s: float) -> ToolResult:
+    async def _execute(self, call: ToolCall, ctx: ToolCaller, timeout_s: float) -> ToolResult:
         tool = self._tools.get(call.name)
         if tool is None:
             available = ", ".join(sorted(self._tools)) or "none"
@@ -144,7 +144,7 @@ class ToolRegistry:
         return f"{error.message} (at '{where}')" if where else error.message
 
     async def _audit(
-        self, call: ToolCall, ctx: ToolContext, result: ToolResult | None, duration_ms: float
+        self, call: ToolCall, ctx: ToolCaller, result: ToolResult | None, duration_ms: float
     ) -> None:
         if result is None:
             ok, error, summary = False, "cancelled", ""

@@ -1,2 +1,2 @@
 """First run and operations: ``init`` (the set-up wizard), ``doctor`` (checks with fixes), the systemd
-unit of ``service install``. The commands themselves live in :mod:`channels.commands`."""
+unit of ``service install``. The commands themselves live in :mod:`channels.subcommands`."""

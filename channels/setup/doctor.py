@@ -26,8 +26,7 @@ import httpx
 
 from channels.serving import listening_socket
 from channels.setup.probes import Finding, model_finding, probe_bot, probe_provider
-from store.errors import StoreError
-from store.models import Scope
+from store import Scope, StoreError
 
 if TYPE_CHECKING:
     from config import ConfigError, Settings
@@ -88,7 +87,7 @@ async def telegram_check(settings: Settings) -> Check:
 
 
 async def store_check(settings: Settings) -> Check:
-    from store.factory import open_store  # noqa: PLC0415 (loads the engines)
+    from store import open_store  # noqa: PLC0415 (loads the engines)
 
     engine = settings.store.engine
     where = str(settings.store.path) if engine == "embedded" else settings.store.url

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -31,10 +32,11 @@ from telegram import BotCommand, Update
 from telegram.error import InvalidToken, NetworkError, TelegramError, TimedOut
 from telegram.ext import Application, ContextTypes, TypeHandler
 
-from agent.commands import HELP
 from agent.core import Agent
+from agent.slash_commands import HELP
 from channels.base import Channel, ChannelStartError
 from channels.telegram.access import Gate
+from channels.telegram.albums import Album, Albums
 from channels.telegram.botapi import BotAPIAnswerError, BotAPIRequest
 from channels.telegram.chats import ChatQueues
 from channels.telegram.identity import Identity, Incoming, Kind, classify
@@ -110,6 +112,7 @@ class TelegramChannel(Channel):
         self._watch_scope: anyio.CancelScope | None = None
         self._webhook: WebhookServer | None = None
         self._queues: ChatQueues | None = None
+        self._albums: Albums | None = None
         self._tg: TaskGroup | None = None
         self._runner: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -257,6 +260,7 @@ class TelegramChannel(Channel):
         async with anyio.create_task_group() as tg:
             self._tg = tg
             self._queues = ChatQueues(tg, self._cfg.max_concurrent_turns)
+            self._albums = Albums(tg, self._cfg.media_group_wait_s)
             self._ready.set()
             await self._closing.wait()
             tg.cancel_scope.cancel()
@@ -338,8 +342,9 @@ class TelegramChannel(Channel):
 
     async def _on_update(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Called by PTB for every update, one at a time and in order: classify and queue, fast."""
-        incoming = classify(update, self.bot_username, self.bot_id)
-        if incoming is None or self._queues is None or self._tg is None:
+        cap = self.settings.agent.max_attachment_bytes
+        incoming = classify(update, self.bot_username, self.bot_id, cap)
+        if incoming is None or self._queues is None or self._tg is None or self._albums is None:
             return
         assert self._responder is not None
         configured = self._identity.configured(incoming.sender_id)
@@ -347,10 +352,23 @@ class TelegramChannel(Channel):
         if stop and (configured or self._identity.linked(incoming.sender_id)):
             self._tg.start_soon(self._responder.stop_turn, incoming)
             return
-        job = partial(self._responder.process, incoming) if configured else partial(self._gated, incoming)
+        handle = self._responder.process if configured else self._gated
+        job = partial(handle, incoming)
+        if incoming.media_group_id:
+            album = self._albums.add(incoming)
+            if album is None:
+                return  # joined an open album: its job, already queued, answers it
+            job = partial(self._album_job, album, handle)
         if not self._queues.submit(incoming.chat_id, job):
             # stopping: unclaimed, so a redelivery after the restart is answered
             log.info("telegram.update_not_taken", update_id=incoming.update_id, reason="stopping")
+
+    async def _album_job(self, album: Album, handle: Callable[[Incoming], Awaitable[None]]) -> None:
+        """Waits (in the chat's queue) for the album to close, then answers it as one message."""
+        await album.closed.wait()
+        merged = album.merged()
+        if merged.addressed:
+            await handle(merged)
 
     async def _gated(self, incoming: Incoming) -> None:
         """A sender the config does not know: answered when a pairing linked them, else refused."""

@@ -13,18 +13,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
 
 from telegram import Message, MessageEntity, Update
 
+from channels.telegram.media import Attached, media_of
 from config import Settings
 
-#: message attributes we recognise but do not support (answered with a clear "not supported")
+#: message attributes we recognise but do not support (answered with a clear "not supported");
+#: voice notes, photos and image documents are read (:mod:`.media`)
 UNSUPPORTED = (
-    "voice",
     "audio",
-    "photo",
     "document",
     "sticker",
     "video",
@@ -45,6 +46,10 @@ MAX_REMEMBERED = 10_000
 class Kind(StrEnum):
     TEXT = "text"
     COMMAND = "command"
+    #: a voice note: transcribed, the transcript is the message
+    VOICE = "voice"
+    #: a photo, an image document or an album of them, with its caption as the text
+    IMAGES = "images"
     UNSUPPORTED = "unsupported"
 
 
@@ -67,6 +72,15 @@ class Incoming:
     #: the sender's name and @username as Telegram shows them (for pairing requests)
     sender_name: str = ""
     sender_username: str = ""
+    #: the voice note or images of a VOICE or IMAGES message
+    attached: Attached | None = None
+    #: an album's id (its photos arrive as one update each and are answered as one turn)
+    media_group_id: str = ""
+    #: False only for an album part in a group that does not itself address the bot (another part
+    #: of the album may, usually the one with the caption)
+    addressed: bool = True
+    #: the other updates of an album answered by this one
+    also: tuple[int, ...] = ()
 
 
 class Identity:
@@ -114,8 +128,9 @@ class Identity:
         return f"tg:{incoming.sender_id}" if incoming.is_group else ""
 
 
-def classify(update: Update, bot_username: str, bot_id: int) -> Incoming | None:
-    """The update as something to react to, or None (not a message, from a bot, not addressed)."""
+def classify(update: Update, bot_username: str, bot_id: int, image_cap: int) -> Incoming | None:
+    """The update as something to react to, or None (not a message, from a bot, not addressed).
+    ``image_cap`` picks the size of a photo to fetch (``[agent] max_attachment_bytes``)."""
     msg = update.message
     if msg is None or msg.from_user is None or msg.from_user.is_bot:
         return None
@@ -140,6 +155,21 @@ def classify(update: Update, bot_username: str, bot_id: int) -> Incoming | None:
         )
 
     text = msg.text
+    attached = media_of(msg, image_cap) if text is None else None
+    if attached is not None:
+        caption = msg.caption or ""
+        addressed = not is_group or _addressed(msg, caption, bot_username, bot_id)
+        if not addressed and not msg.media_group_id:
+            return None
+        if is_group:
+            caption = _strip_mention(caption, bot_username)
+        kind = Kind.VOICE if attached.voice is not None else Kind.IMAGES
+        return dataclasses.replace(
+            make(kind, caption.strip()),
+            attached=attached,
+            media_group_id=msg.media_group_id or "",
+            addressed=addressed,
+        )
     if text is None:
         media = next((name for name in UNSUPPORTED if getattr(msg, name, None)), "")
         if not media or (is_group and not _addressed(msg, msg.caption or "", bot_username, bot_id)):

@@ -11,6 +11,13 @@ request key ``tg-update:<id>``, so a redelivery never stores it twice.
 
 A chat's context (``/context NAME``) is kept as the state key ``telegram.context.<chat id>`` of the
 owner's scope in the default context, so it survives restarts.
+
+Voice notes and images (:mod:`.media`) are fetched and checked before the turn starts: a voice note
+too large or too long, a corrupt image, Telegram's file server or the transcription service down --
+each answers one clear message in the chat and nothing is stored. A voice note's transcript is the
+user message (stored as spoken, with its duration); the reply is text, and also a voice note
+(``sendVoice``, Ogg/Opus from ``/v1/audio/speech``) when ``[llm] speech_model`` is set and
+``[telegram] voice_replies`` is on.
 """
 
 from __future__ import annotations
@@ -19,23 +26,37 @@ import time
 
 import anyio
 import structlog
-from telegram import Bot
-from telegram.error import TelegramError
+from telegram import Bot, ReplyParameters
+from telegram.error import RetryAfter, TelegramError
 
 from agent.core import Agent, TurnRequest
-from agent.events import CommandOutput, Done, TextDelta, ToolStarted, TurnError
+from agent.events import CommandOutput, Done, TextDelta, ToolStarted, TurnFailed
+from agent.media import MediaError
 from channels.telegram.identity import Identity, Incoming, Kind
+from channels.telegram.media import MediaFetcher
 from channels.telegram.pacing import ChatPacer, GlobalLimiter
+from channels.telegram.render import to_html, visible
 from channels.telegram.streaming import DELIVERY_FALLBACKS, DeliveryFailed, ReplyStream
 from config import Settings
-from store import LEASE_S, Scope, StoreError, validate_context
+from store import LEASE_S, NewAttachment, Scope, StoreError, validate_context
 
 log = structlog.get_logger("channels.telegram")
 
 UNSUPPORTED_TEXT = (
-    "Sorry, I can only read text messages: voice, photos, documents and stickers are "
-    "not supported yet. Please type your message."
+    "Sorry, I can read text, voice notes and photos (also images sent as files), but not this kind "
+    "of message (audio files, other documents, stickers, videos, locations ...). Please type it."
 )
+MEDIA_TOTAL = "hero_telegram_media_total"
+MEDIA_HELP = (
+    "Telegram voice notes, photos (and image documents) and albums received, by kind (voice, photo, "
+    "media_group) and outcome: accepted (went to the model), refused (a clear message in the chat)."
+)
+VOICE_REPLIES = "hero_telegram_voice_replies_total"
+VOICE_REPLIES_HELP = (
+    "Spoken replies to voice notes sent with sendVoice, by outcome: sent, failed (the speech service or "
+    "the Bot API failed; the text reply went out anyway)."
+)
+VOICE_DEADLINE_S = 60.0
 TYPING_EVERY_S = 4.0
 INTERRUPTED = "⏹ Interrupted: the bot is restarting. Send your message again if needed."
 INTERRUPTED_NOTE_DEADLINE_S = 3.0
@@ -56,6 +77,7 @@ class Responder:
         self._limiter = GlobalLimiter(settings.telegram.global_rate_per_s)
         self._pacers: dict[int, ChatPacer] = {}
         self._contexts: dict[int, str] = {}
+        self._fetcher: MediaFetcher | None = None
 
     def _home(self, incoming: Incoming) -> Scope:
         """Where the chat's de-duplication marks and context live."""
@@ -83,7 +105,8 @@ class Responder:
         with anyio.CancelScope(shield=True), anyio.move_on_after(SETTLE_DEADLINE_S):
             try:
                 if answered:
-                    await self._agent.store.set_state(home, f"telegram.done.{incoming.update_id}", "1")
+                    for update_id in (incoming.update_id, *incoming.also):
+                        await self._agent.store.set_state(home, f"telegram.done.{update_id}", "1")
                 await self._agent.store.release_lease(home, f"tg-update:{incoming.update_id}")
             except StoreError as exc:  # the lease expires by itself; a redelivery may answer again
                 log.warning("telegram.settle_failed", error=type(exc).__name__, update_id=incoming.update_id)
@@ -117,22 +140,19 @@ class Responder:
             await self._settle(incoming, answered=answered)
 
     async def _run_turn(self, incoming: Incoming, scope: Scope) -> None:
-        req = TurnRequest(
-            scope,
-            "telegram",
-            incoming.text,
-            sender=self._identity.sender(incoming),
-            is_group=incoming.is_group,
-            request_key=f"tg-update:{incoming.update_id}",
-        )
         stream = self._stream(incoming)
-        final = ""
+        final, spoken = "", False
         try:
             async with anyio.create_task_group() as tg:
-                if incoming.kind is Kind.TEXT:
-                    tg.start_soon(stream.run_flusher)
+                if incoming.kind is not Kind.COMMAND:
                     tg.start_soon(self._typing, incoming.chat_id, stream.pacer)
-                final = await self._consume(req, stream, incoming)
+                req = await self._request(incoming, scope)
+                if isinstance(req, TurnRequest):
+                    if incoming.kind is not Kind.COMMAND:
+                        tg.start_soon(stream.run_flusher)
+                    final, spoken = await self._consume(req, stream, incoming)
+                else:
+                    final = req
                 tg.cancel_scope.cancel()
         except anyio.get_cancelled_exc_class():
             # shutting down mid-reply: say so in the message the user already sees, briefly
@@ -141,8 +161,74 @@ class Responder:
                     await stream.finish(f"{stream.text}\n\n{INTERRUPTED}")
             raise
         await self._deliver(stream, final)
+        if spoken and incoming.kind is Kind.VOICE:
+            await self._voice_reply(incoming, stream, final)
 
-    async def _consume(self, req: TurnRequest, stream: ReplyStream, incoming: Incoming) -> str:
+    async def _request(self, incoming: Incoming, scope: Scope) -> TurnRequest | str:
+        """The turn's request, its media fetched and checked; a refusal's message instead."""
+        text, voice = incoming.text, None
+        images: tuple[NewAttachment, ...] = ()
+        att, kind = incoming.attached, _media_kind(incoming)
+        if att is not None:
+            if self._fetcher is None:
+                self._fetcher = MediaFetcher(self._bot, self._agent.media)
+            try:
+                if att.voice is not None:
+                    heard = await self._fetcher.transcript(att.voice, att.duration_s)
+                    text, voice = heard.text, heard.voice
+                else:
+                    images = await self._fetcher.images(att.images)
+            except MediaError as exc:
+                self._agent.metrics.counters.inc(MEDIA_TOTAL, kind=kind, outcome="refused")
+                log.info("telegram.media_refused", kind=kind, code=exc.code)
+                return f"⚠️ {exc}"
+            self._agent.metrics.counters.inc(MEDIA_TOTAL, kind=kind, outcome="accepted")
+        return TurnRequest(
+            scope,
+            "telegram",
+            text,
+            sender=self._identity.sender(incoming),
+            is_group=incoming.is_group,
+            request_key=f"tg-update:{incoming.update_id}",
+            images=images,
+            voice=voice,
+        )
+
+    async def _voice_reply(self, incoming: Incoming, stream: ReplyStream, text: str) -> None:
+        """The reply spoken, as a voice note after the text (when spoken replies are on)."""
+        media = self._agent.media
+        if not self._settings.telegram.voice_replies or not media.audio.can_speak:
+            return
+        audio = await media.speak(visible(to_html(text)), "telegram")
+        outcome = "failed"
+        if audio is not None:
+            reply = None
+            if incoming.is_group:
+                reply = ReplyParameters(message_id=incoming.message_id, allow_sending_without_reply=True)
+            with anyio.move_on_after(VOICE_DEADLINE_S):
+                outcome = await self._send_voice(stream, audio, reply)
+        self._agent.metrics.counters.inc(VOICE_REPLIES, outcome=outcome)
+
+    async def _send_voice(self, stream: ReplyStream, audio: bytes, reply: ReplyParameters | None) -> str:
+        for _ in range(3):
+            await stream.pacer.wait()
+            await self._limiter.acquire()
+            stream.pacer.sent()
+            try:
+                await self._bot.send_voice(
+                    stream.chat_id, audio, filename="reply.ogg", reply_parameters=reply
+                )
+                return "sent"
+            except RetryAfter as exc:
+                # the public ``retry_after`` warns about its coming type change; the timedelta is stable
+                stream.pacer.block(exc._retry_after.total_seconds())
+            except TelegramError as exc:
+                log.warning("telegram.voice_reply_failed", chat_id=stream.chat_id, error=type(exc).__name__)
+                return "failed"
+        return "failed"
+
+    async def _consume(self, req: TurnRequest, stream: ReplyStream, incoming: Incoming) -> tuple[str, bool]:
+        """The final text, and whether it is the model's answer (not an error or a command's output)."""
         text = ""
         async for event in self._agent.handle(req):
             if isinstance(event, TextDelta):
@@ -153,16 +239,16 @@ class Responder:
                 # (or the final reply) replaces it
                 stream.push(f"{text}\n\n🔧 {event.name}…".strip())
             elif isinstance(event, Done):
-                return event.text or text
-            elif isinstance(event, TurnError):
+                return event.text or text, True
+            elif isinstance(event, TurnFailed):
                 note = "⏹ Stopped." if event.code == "cancelled" else f"⚠️ {event.message}"
-                return f"{text}\n\n{note}" if text.strip() else note
+                return (f"{text}\n\n{note}" if text.strip() else note), False
             elif isinstance(event, CommandOutput):
                 context = event.data.get("context")
                 if event.ok and isinstance(context, str):
                     await self._switch_context(incoming, context)
-                return event.text
-        return text
+                return event.text, False
+        return text, False
 
     async def stop_turn(self, incoming: Incoming) -> None:
         """``/stop``: cancel the chat's running turn now (its queue is blocked by that very turn)."""
@@ -210,6 +296,9 @@ class Responder:
         return pacer
 
     def _stream(self, incoming: Incoming) -> ReplyStream:
+        counters = self._agent.metrics.counters
+        counters.declare(MEDIA_TOTAL, MEDIA_HELP)  # idempotent: shown from the first reply on
+        counters.declare(VOICE_REPLIES, VOICE_REPLIES_HELP)
         return ReplyStream(
             self._bot,
             incoming.chat_id,
@@ -241,3 +330,12 @@ class Responder:
                 except TelegramError as exc:
                     log.debug("telegram.typing_failed", error=type(exc).__name__)
             await anyio.sleep(TYPING_EVERY_S)
+
+
+def _media_kind(incoming: Incoming) -> str:
+    """The counters' ``kind`` of a message's media ("" for none)."""
+    if incoming.attached is None:
+        return ""
+    if incoming.attached.voice is not None:
+        return "voice"
+    return "media_group" if incoming.media_group_id else "photo"

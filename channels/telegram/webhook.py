@@ -9,12 +9,9 @@ A webhook server that dies while the daemon runs stops the daemon (exit 1), as t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
-import socket
 
-import anyio
 import structlog
 import uvicorn
 from starlette.applications import Starlette
@@ -23,8 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from telegram import Bot, Update
 
-from channels.base import ChannelCrashed
-from channels.serving import NoSignalServer, listening_socket, watch_server
+from channels.serving import ServedApp
 
 log = structlog.get_logger("channels.telegram")
 
@@ -40,13 +36,9 @@ class WebhookServer:
     ) -> None:
         self._bot = bot
         self._queue = queue
-        self._host = host
-        self.port = port
         self.path = path if path.startswith("/") else f"/{path}"
         self._secret = secret
-        self._server: NoSignalServer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._sock: socket.socket | None = None
+        self._served = ServedApp("telegram: the webhook server", host, port, start_timeout_s=10)
         self.received = 0
 
     def app(self) -> Starlette:
@@ -71,43 +63,22 @@ class WebhookServer:
         await self._queue.put(update)
         return JSONResponse({"ok": True})
 
+    @property
+    def port(self) -> int:
+        """The bound port after ``start`` (port 0 picks a free one)."""
+        return self._served.port
+
     async def start(self) -> None:
         """Bind and serve; raises OSError when the address is taken."""
-        sock = listening_socket(self._host, self.port)
-        self._sock = sock
-        self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app(), lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=2
         )
-        self._server = NoSignalServer(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="telegram-webhook")
-        with anyio.fail_after(10):
-            while not self._server.started:
-                if self._task.done():
-                    self._task.result()  # surfaces the start error
-                await anyio.sleep(0.01)
-        log.info("telegram.webhook_listening", host=self._host, port=self.port, path=self.path)
+        await self._served.start(config)
+        log.info("telegram.webhook_listening", host=self._served.host, port=self.port, path=self.path)
 
     async def serving(self) -> None:
-        """Raises ChannelCrashed when the webhook's server dies (see ``watch_server``)."""
-        if self._task is None or self._sock is None:
-            raise ChannelCrashed("telegram: the webhook server is not running")
-        server = self._server
-        await watch_server(
-            self._task,
-            self._sock,
-            f"telegram: the webhook server on {self._host}:{self.port}",
-            stopping=lambda: server is None or server.should_exit,
-        )
+        """Raises ChannelCrashed when the webhook's server dies (see ``ServedApp.serving``)."""
+        await self._served.serving()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._task is not None:
-            with anyio.move_on_after(5), contextlib.suppress(Exception):  # a crash was reported already
-                await asyncio.shield(self._task)
-            if not self._task.done():
-                self._task.cancel()
-        if self._sock is not None:
-            self._sock.close()
-        self._server = self._task = self._sock = None
+        await self._served.stop(wait_s=5)  # a crash was reported already

@@ -27,7 +27,7 @@ from channels.web.errors import (
     handle_unexpected,
 )
 from channels.web.state import WebState
-from store.errors import StoreError
+from store import StoreError
 
 if TYPE_CHECKING:
     from agent.core import Agent

@@ -21,8 +21,7 @@ from starlette.requests import Request
 
 from channels.web.errors import ApiError
 from channels.web.state import web_state
-from store.errors import InvalidInput
-from store.models import Scope, validate_context, validate_user
+from store import InvalidInput, Scope, validate_context, validate_user
 
 CONTEXT_HEADER = "x-hero-context"
 INVALID_CONTEXT = "invalid context name: use 1-64 of a-z 0-9 _ - starting with a letter or digit"

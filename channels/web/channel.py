@@ -17,23 +17,20 @@ status 1, for its supervisor to restart it (a daemon without its web server is w
 
 from __future__ import annotations
 
-import asyncio
 import errno
-import ipaddress
 import logging
 import math
 import socket
 from typing import TYPE_CHECKING, ClassVar
 
-import anyio
 import structlog
 import uvicorn
 
-from channels.base import Channel, ChannelCrashed, ChannelStartError
-from channels.serving import NoSignalServer, listening_socket, watch_server
+from channels.base import Channel, ChannelStartError
+from channels.serving import NoSignalServer, ServedApp, is_loopback
 from channels.web.app import MAX_HEAD_READ_BYTES, create_app
 from channels.web.state import WebState
-from store.errors import StoreError
+from store import StoreError
 
 if TYPE_CHECKING:
     from agent.core import Agent
@@ -48,37 +45,15 @@ START_TIMEOUT_S = 30.0
 LEGACY_LOCAL_USER = "local"
 
 
-def is_loopback(host: str) -> bool:
-    """True when every address ``host`` names is a loopback address."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    return bool(infos) and all(
-        ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos
-    )
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket, or ChannelStartError with one clear line."""
-    try:
-        return listening_socket(host, port)
-    except socket.gaierror:
-        raise ChannelStartError(f"web: cannot resolve listen host {host!r}") from None
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise ChannelStartError(
-                f"web: cannot listen on {host}:{port}: the address is already in use"
-            ) from None
-        if exc.errno == errno.EACCES:
-            raise ChannelStartError(f"web: cannot listen on {host}:{port}: permission denied") from None
-        raise ChannelStartError(f"web: cannot listen on {host}:{port}: {exc.strerror}") from None
+def listen_error(host: str, port: int, exc: OSError) -> ChannelStartError:
+    """The one clear line for a listening socket that could not be made."""
+    if isinstance(exc, socket.gaierror):
+        return ChannelStartError(f"web: cannot resolve listen host {host!r}")
+    if exc.errno == errno.EADDRINUSE:
+        return ChannelStartError(f"web: cannot listen on {host}:{port}: the address is already in use")
+    if exc.errno == errno.EACCES:
+        return ChannelStartError(f"web: cannot listen on {host}:{port}: permission denied")
+    return ChannelStartError(f"web: cannot listen on {host}:{port}: {exc.strerror}")
 
 
 class WebChannel(Channel):
@@ -92,10 +67,16 @@ class WebChannel(Channel):
     def __init__(self, settings: Settings, agent: Agent) -> None:
         super().__init__(settings, agent)
         self.state: WebState | None = None
-        self.server: NoSignalServer | None = None
-        self.port: int = settings.web.port
-        self._runner: asyncio.Task[None] | None = None
-        self._sock: socket.socket | None = None
+        self.served = ServedApp("web: the server", settings.web.host, settings.web.port)
+
+    @property
+    def port(self) -> int:
+        """The bound port after ``start`` (useful with ``port = 0``)."""
+        return self.served.port
+
+    @property
+    def server(self) -> NoSignalServer | None:
+        return self.served.server
 
     @classmethod
     def enabled(cls, settings: Settings) -> bool:
@@ -110,11 +91,8 @@ class WebChannel(Channel):
                 f"web: refusing to listen on {web.host} without authentication: "
                 "configure [web] tokens or use a loopback host such as 127.0.0.1"
             )
-        if self._runner is not None:
+        if self.server is not None:
             return
-        sock = bind_socket(web.host, web.port)
-        self._sock = sock
-        self.port = int(sock.getsockname()[1])
         self.state = WebState(self.settings, self.agent)
         app = create_app(self.settings, self.agent, state=self.state)
         config = uvicorn.Config(
@@ -131,21 +109,10 @@ class WebChannel(Channel):
         )
         # uvicorn logs through stdlib logging; keep its chatter at warning level
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-        self.server = NoSignalServer(config)
-        # uvicorn is asyncio-only; its server runs as one task owned by this channel and awaited by
-        # ``stop`` (a task group entered here and left in ``stop`` would break if the caller wraps
-        # ``stop`` in a cancel scope, as the daemon does to bound it)
-        self._runner = asyncio.get_running_loop().create_task(self._serve(sock), name="web-channel")
         try:
-            with anyio.fail_after(START_TIMEOUT_S):
-                while not self.server.started:
-                    if self._runner.done():
-                        raise ChannelStartError("web: the server stopped while starting")
-                    await anyio.sleep(0.01)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self.stop()
-            raise
+            await self.served.start(config)
+        except OSError as exc:
+            raise listen_error(web.host, web.port, exc) from None
         log.info("web.started", host=web.host, port=self.port, auth="tokens" if web.tokens else "local-user")
         await self._warn_of_old_local_data()
 
@@ -169,38 +136,20 @@ class WebChannel(Channel):
                 keep_old_user=f'or set [web] local_user = "{LEGACY_LOCAL_USER}"',
             )
 
-    async def _serve(self, sock: socket.socket) -> None:
-        assert self.server is not None
-        try:
-            await self.server.serve([sock])
-        finally:
-            sock.close()
-
     async def serving(self) -> None:
         """Raises ChannelCrashed when uvicorn's task ends or the listening socket is gone while the
-        daemon still wants the channel (see :func:`~channels.serving.watch_server`)."""
-        if self._runner is None or self._sock is None:
-            raise ChannelCrashed("web: the server is not running")
+        daemon still wants the channel (see :class:`~channels.serving.ServedApp`)."""
         state = self.state
-        await watch_server(
-            self._runner,
-            self._sock,
-            f"web: the server on {self.settings.web.host}:{self.port}",
-            stopping=lambda: state is None or state.shutdown.is_set(),
-        )
+        await self.served.serving(stopping=lambda: state is None or state.shutdown.is_set())
 
     async def stop(self) -> None:
         """Refuse new turns, give running ones the shutdown deadline, then close the server."""
         if self.state is not None:
             self.state.shutdown.set()
-        if self.server is not None:
-            self.server.should_exit = True
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            # uvicorn itself bounds this: timeout_graceful_shutdown, then it cancels connections
-            try:
-                await asyncio.shield(runner)
-            except Exception as exc:  # it crashed before: the daemon's watch reported it already
-                log.error("web.server_failed", error_type=type(exc).__name__, error=str(exc))
+        started = self.server is not None
+        # uvicorn itself bounds this: timeout_graceful_shutdown, then it cancels connections
+        error = await self.served.stop()
+        if error is not None:  # it crashed before: the daemon's watch reported it already
+            log.error("web.server_failed", error_type=type(error).__name__, error=str(error))
+        if started:
             log.info("web.stopped", port=self.port)
-        self._sock = None

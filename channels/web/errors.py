@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from store.errors import Conflict, InvalidInput, NotFound, StoreError, StoreUnavailable
+from store import Conflict, InvalidInput, NotFound, StoreError, StoreUnavailable
 
 log = structlog.get_logger("hero.web")
 

@@ -19,9 +19,7 @@ from typing import Any
 
 from agent.media import MediaError, MediaIntake
 from channels.web.errors import ApiError
-from store import NewAttachment, Scope
-from store.errors import InvalidInput
-from store.models import validate_context, validate_sid, validate_user
+from store import InvalidInput, NewAttachment, Scope, validate_context, validate_sid, validate_user
 
 LINK_TTL_S = 6 * 3600
 #: HTTP status per media error code (anything else: 400)
@@ -54,7 +52,8 @@ def check_link(key: bytes, token: str, sid: str) -> Scope:
     missing = ApiError(404, "not_found", "attachment not found")
     body, _, mac = token.partition(".")
     want = base64.urlsafe_b64encode(hmac.digest(key, body.encode(), hashlib.sha256)[:18]).decode()
-    if not hmac.compare_digest(want, mac):
+    # bytes: compare_digest refuses str with non-ASCII characters (a TypeError, then a 500)
+    if not hmac.compare_digest(want.encode(), mac.encode("utf-8", "surrogatepass")):
         raise missing
     try:
         context, user, linked, expires = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))

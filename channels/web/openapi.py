@@ -224,6 +224,29 @@ def _api_paths() -> dict[str, Schema]:
         "/api/voice/chat": {
             "post": voice_chat_op(),
         },
+        "/api/media": {
+            "get": op(
+                "mediaLimits",
+                "What the caller may send: image and voice caps, and whether images and voice are on",
+                {
+                    "200": json_answer(
+                        obj(
+                            {
+                                "images": BOOL,
+                                "max_image_bytes": INT,
+                                "max_images": INT,
+                                "image_types": {"type": "array", "items": STR},
+                                "voice": BOOL,
+                                "max_audio_bytes": INT,
+                                "max_audio_seconds": INT,
+                            }
+                        )
+                    ),
+                    **errors(),
+                },
+                context=False,
+            ),
+        },
         "/api/attachments/{id}": {
             "get": op(
                 "getAttachment",

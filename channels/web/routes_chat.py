@@ -30,8 +30,8 @@ from agent.events import (
     TextDelta,
     ToolFinished,
     ToolStarted,
-    TurnError,
     TurnEvent,
+    TurnFailed,
     TurnStarted,
     UsageInfo,
 )
@@ -39,7 +39,7 @@ from agent.rerun import Rerun, RerunKind
 from channels.web.auth import authenticate, caller_scope
 from channels.web.errors import ApiError, read_json_object
 from channels.web.media import images_field, upload_limit
-from channels.web.sse import Emit, EventStreamResponse, sse_event
+from channels.web.sse import EventStreamResponse, SendChunk, sse_event
 from channels.web.state import WebState, web_state
 from channels.web.turns import is_stop, request_key, run_turn
 from channels.web.views import only_keys, str_field
@@ -91,7 +91,7 @@ def event_payload(event: TurnEvent, context: str) -> tuple[str, dict[str, Any]]:
                 "completion_tokens": event.completion_tokens,
             },
         }
-    if isinstance(event, TurnError):
+    if isinstance(event, TurnFailed):
         return "error", {
             "code": event.code,
             "message": event.message,
@@ -232,7 +232,7 @@ def stream_turn(
     route's ``transcript``)."""
     context = req.scope.context
 
-    async def produce(emit: Emit) -> None:
+    async def produce(emit: SendChunk) -> None:
         async def on_event(event: TurnEvent) -> None:
             name, data = event_payload(event, context)
             await emit(sse_event(name, data))
@@ -242,7 +242,7 @@ def stream_turn(
 
         await run_turn(state, req, on_event)
 
-    async def on_cut(emit: Emit, reason: str) -> None:
+    async def on_cut(emit: SendChunk, reason: str) -> None:
         message = (
             "the server is shutting down; the reply was interrupted"
             if reason == "shutdown"

@@ -33,8 +33,7 @@ from channels.web.views import (
     str_field,
     usage_view,
 )
-from store.api import MAX_TAGS, MAX_TITLE_CHARS
-from store.models import Kind, Scope
+from store import MAX_TAGS, MAX_TITLE_CHARS, Kind, Scope
 
 CHANNEL = "web"
 

@@ -1,5 +1,5 @@
-"""``POST /api/voice/chat`` (audio in, a chat turn out) and ``GET /api/attachments/{id}`` (a stored
-image, for the page's ``<img>``).
+"""``POST /api/voice/chat`` (audio in, a chat turn out), ``GET /api/attachments/{id}`` (a stored
+image, for the page's ``<img>``) and ``GET /api/media`` (the caps the page shows).
 
 ``/api/voice/chat`` takes ``multipart/form-data``: the audio as the file field ``audio`` and the
 options of ``/api/chat`` as fields (``conversation_id``, ``context_name``). The audio is checked and
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message
 
 from agent.core import TurnRequest
-from agent.media import MediaError
+from agent.media import IMAGE_TYPES, MediaError
 from channels.web.auth import authenticate, caller_scope
 from channels.web.errors import ApiError, read_limited
 from channels.web.media import check_link, media_api_error
@@ -80,6 +80,25 @@ async def voice_chat(request: Request) -> Response:
     return stream_turn(state, req, (("transcript", transcript),))
 
 
+async def media_limits(request: Request) -> Response:
+    """What the page may send: the image and voice caps, and whether voice and images are on (the
+    page shows the caps next to its attachment and microphone buttons, and hides what is off)."""
+    authenticate(request)
+    state = web_state(request)
+    media, a = state.agent.media, state.settings.agent
+    return JSONResponse(
+        {
+            "images": media.vision_on(state.settings.llm.model),
+            "max_image_bytes": a.max_attachment_bytes,
+            "max_images": a.max_images_per_message,
+            "image_types": list(IMAGE_TYPES),
+            "voice": media.audio.can_transcribe,
+            "max_audio_bytes": a.max_audio_bytes,
+            "max_audio_seconds": a.max_audio_seconds,
+        }
+    )
+
+
 async def get_attachment(request: Request) -> Response:
     state = web_state(request)
     sid = request.path_params["id"]
@@ -100,5 +119,6 @@ async def get_attachment(request: Request) -> Response:
 
 ROUTES = [
     Route("/api/voice/chat", voice_chat, methods=["POST"]),
+    Route("/api/media", media_limits, methods=["GET"]),
     Route("/api/attachments/{id}", get_attachment, methods=["GET"]),
 ]

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from agent.core import TurnRequest
-from agent.events import CommandOutput, TextDelta, TurnError, TurnEvent, TurnStarted
+from agent.events import CommandOutput, TextDelta, TurnEvent, TurnFailed, TurnStarted
 from agent.media import MediaError, VoiceNote
 from channels.web.auth import authenticate, caller_scope
 from channels.web.errors import ApiError, error_body, read_json_object
@@ -39,11 +39,10 @@ from channels.web.media import media_api_error, upload_limit
 from channels.web.openai_history import extend, seed, title_from, visible_history
 from channels.web.openai_params import client_system, turn_options
 from channels.web.openai_retry import body_digest, identify, remember
-from channels.web.sse import Emit, EventStreamResponse, run_guarded, sse_data
+from channels.web.sse import EventStreamResponse, SendChunk, run_guarded, sse_data
 from channels.web.state import WebState, web_state
 from channels.web.turns import TurnSummary, run_turn
-from store import NewAttachment
-from store.models import Scope
+from store import Message, NewAttachment, Scope
 
 CHANNEL = "api"
 CONVERSATION_HEADER = "x-hero-conversation"
@@ -180,7 +179,9 @@ async def pick_conversation(
     conv = await store.create_conversation(scope, title_from(history, last), channel=CHANNEL)
     # the history the client sent becomes the new conversation's start: the model sees it
     for role, text in history:
-        await store.append_message(scope, conv.sid, role, text, channel=CHANNEL)
+        await store.append_message(
+            scope, Message(conversation_id=conv.sid, role=role, content=text, channel=CHANNEL)
+        )
     return conv.sid, prior
 
 
@@ -266,10 +267,10 @@ async def _advance(state: WebState, c: Completion, answer: str) -> None:
 
 async def _complete(state: WebState, request: Request, c: Completion) -> Response:
     summary = TurnSummary()
-    failure: list[TurnError] = []
+    failure: list[TurnFailed] = []
 
     async def on_event(event: TurnEvent) -> None:
-        if isinstance(event, TurnError):
+        if isinstance(event, TurnFailed):
             failure.append(event)
 
     async def work() -> None:
@@ -329,7 +330,7 @@ def _stream(state: WebState, c: Completion, *, include_usage: bool) -> Response:
         }
         return sse_data(json.dumps(body, separators=(",", ":"), ensure_ascii=False))
 
-    async def produce(emit: Emit) -> None:
+    async def produce(emit: SendChunk) -> None:
         async def on_event(event: TurnEvent) -> None:
             if isinstance(event, TurnStarted | CommandOutput) and not ids:
                 ids.append(f"chatcmpl-{event.turn_id}" if isinstance(event, TurnStarted) else _command_id())
@@ -337,7 +338,7 @@ def _stream(state: WebState, c: Completion, *, include_usage: bool) -> Response:
             if (isinstance(event, TextDelta) and event.text) or isinstance(event, CommandOutput):
                 seen.append(event.text)
                 await emit(chunk({"content": event.text}))
-            elif isinstance(event, TurnError):
+            elif isinstance(event, TurnFailed):
                 status = _TURN_ERROR_STATUS.get(event.code, 500)
                 await emit(sse_data(json.dumps(error_body(status, event.code, event.message, openai=True))))
 
@@ -350,7 +351,7 @@ def _stream(state: WebState, c: Completion, *, include_usage: bool) -> Response:
                 await _advance(state, c, "".join(seen))
         await emit(sse_data("[DONE]"))
 
-    async def on_cut(emit: Emit, reason: str) -> None:
+    async def on_cut(emit: SendChunk, reason: str) -> None:
         err = error_body(503, reason, "the reply was interrupted: the server is shutting down", openai=True)
         await emit(sse_data(json.dumps(err)))
         await emit(sse_data("[DONE]"))

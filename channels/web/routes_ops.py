@@ -22,7 +22,7 @@ from agent.tools.health import ServerHealth, degraded, health_lines
 from channels.web.errors import error_response
 from channels.web.openapi import openapi_document
 from channels.web.state import WebState, web_state
-from store.errors import StoreError
+from store import StoreError
 
 log = structlog.get_logger("hero.web")
 

@@ -18,7 +18,7 @@ from channels.web.auth import authenticate
 from channels.web.errors import ApiError, read_json_object
 from channels.web.state import web_state
 from channels.web.views import only_keys, str_field
-from store.api_links import IdentityLink
+from store import IdentityLink
 
 _STATUS = {"invalid": 400, "not_found": 404, "config": 409}
 

@@ -25,10 +25,10 @@ from channels.web.state import WebState
 
 log = structlog.get_logger("hero.web")
 
-Emit = Callable[[bytes], Awaitable[None]]
-Producer = Callable[[Emit], Awaitable[None]]
+SendChunk = Callable[[bytes], Awaitable[None]]
+Producer = Callable[[SendChunk], Awaitable[None]]
 #: writes the final event when the producer was cut short; the reason is "shutdown" or "internal_error"
-OnCut = Callable[[Emit, str], Awaitable[None]]
+OnCut = Callable[[SendChunk, str], Awaitable[None]]
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -124,7 +124,7 @@ class EventStreamResponse(Response):
             self.outcome = "shutdown"
         work.cancel()
 
-    async def _keepalive(self, emit: Emit) -> None:
+    async def _keepalive(self, emit: SendChunk) -> None:
         while True:
             await anyio.sleep(self.keepalive_s)
             await emit(b": keep-alive\n\n")

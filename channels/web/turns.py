@@ -8,7 +8,7 @@ turn holds the conversation, so sending ``/stop`` through the agent would wait b
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import anyio
@@ -16,14 +16,21 @@ import structlog
 from starlette.requests import Request
 
 from agent.core import TurnRequest
-from agent.events import CommandOutput, Done, TextDelta, TurnError, TurnEvent, TurnStarted, UsageInfo
+from agent.events import (
+    CommandOutput,
+    Done,
+    EventSink,
+    TextDelta,
+    TurnEvent,
+    TurnFailed,
+    TurnStarted,
+    UsageInfo,
+)
 from channels.web.errors import ApiError, store_error_message, store_error_status
 from channels.web.state import WebState
-from store.errors import StoreError
+from store import StoreError
 
 log = structlog.get_logger("hero.web")
-
-OnEvent = Callable[[TurnEvent], Awaitable[None]]
 
 
 @dataclass
@@ -63,10 +70,10 @@ def is_stop(text: str) -> bool:
     return text.strip().split(maxsplit=1)[:1] == ["/stop"]
 
 
-async def run_turn(state: WebState, req: TurnRequest, on_event: OnEvent) -> TurnSummary:
+async def run_turn(state: WebState, req: TurnRequest, on_event: EventSink) -> TurnSummary:
     """Drive ``Agent.handle`` for ``req``, handing every event to ``on_event``.
 
-    Store errors raised before the turn starts become a ``TurnError`` event. Cancellation (client gone,
+    Store errors raised before the turn starts become a ``TurnFailed`` event. Cancellation (client gone,
     shutdown deadline) propagates; the agent stores the partial reply marked interrupted.
     """
     started = anyio.current_time()
@@ -96,7 +103,7 @@ async def run_turn(state: WebState, req: TurnRequest, on_event: OnEvent) -> Turn
         if status >= 500 and code == "internal_error":
             raise
         await _deliver(
-            TurnError(code=code, message=store_error_message(exc), conversation_id=summary.conversation_id),
+            TurnFailed(code=code, message=store_error_message(exc), conversation_id=summary.conversation_id),
             summary,
             started,
             on_event,
@@ -123,7 +130,7 @@ async def run_turn(state: WebState, req: TurnRequest, on_event: OnEvent) -> Turn
     return summary
 
 
-async def _deliver(event: TurnEvent, summary: TurnSummary, started: float, on_event: OnEvent) -> None:
+async def _deliver(event: TurnEvent, summary: TurnSummary, started: float, on_event: EventSink) -> None:
     if isinstance(event, TurnStarted):
         summary.conversation_id = event.conversation_id
         summary.turn_id = event.turn_id
@@ -140,7 +147,7 @@ async def _deliver(event: TurnEvent, summary: TurnSummary, started: float, on_ev
         summary.prompt_tokens = event.prompt_tokens
         summary.completion_tokens = event.completion_tokens
         summary.model = event.model or summary.model
-    elif isinstance(event, TurnError):
+    elif isinstance(event, TurnFailed):
         summary.outcome = "error"
         summary.error_code = event.code
         summary.conversation_id = event.conversation_id or summary.conversation_id

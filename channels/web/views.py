@@ -13,8 +13,7 @@ from starlette.requests import Request
 
 from channels.web.errors import ApiError
 from channels.web.openapi_schemas import MAX_TIME_MS
-from store.api import Aggregate, ScopeStats, TimeRange
-from store.models import AuditEntry, Conversation, Memory, Message, UsageEntry
+from store import Aggregate, AuditEntry, Conversation, Memory, Message, ScopeStats, TimeRange, UsageEntry
 
 MAX_PAGE = 200
 

@@ -16,11 +16,10 @@ import pytest
 from agent.core import Agent, TurnRequest
 from agent.events import TurnEvent
 from agent.providers.openai import OpenAIProvider
-from agent.tools.base import Tool, ToolContext, ToolResult
+from agent.tools.base import Tool, ToolCaller, ToolResult
 from agent.tools.registry import ToolRegistry
 from config.settings import AgentSettings, LLMSettings, MemorySettings, Settings, StoreSettings
-from store import Scope, Store
-from store.factory import open_store
+from store import Scope, Store, open_store
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.sse_scripts import COMPACTION_MARKER, MEMORY_MARKER
 
@@ -46,7 +45,7 @@ class GateTool(Tool):
     def event(self, key: str) -> anyio.Event:
         return self.finished.setdefault(key, anyio.Event())
 
-    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         if args.get("wait_for"):
             await self.event(args["wait_for"]).wait()
         self.order.append(args["key"])
@@ -64,7 +63,7 @@ class CountTool(Tool):
     def __init__(self) -> None:
         self.runs = 0
 
-    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         self.runs += 1
         return ToolResult(f"count {self.runs} for {args.get('q')}")
 
@@ -79,7 +78,7 @@ class BlockTool(Tool):
     def __init__(self) -> None:
         self.started = anyio.Event()
 
-    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         self.started.set()
         await anyio.sleep_forever()
         raise AssertionError("unreachable")
@@ -117,7 +116,7 @@ def with_llm(settings: Settings, **llm: Any) -> Settings:
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeOpenAI]:
     async with FakeOpenAI() as server:
-        yield server  # type: ignore[misc]
+        yield server
 
 
 @pytest.fixture

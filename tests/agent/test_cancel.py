@@ -3,14 +3,16 @@ call answered, and the next request to the model valid."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+
 import anyio
 import pytest
 
-from agent.context import INTERRUPTED_MARK
 from agent.core import Agent
-from agent.events import Done, TextDelta, ToolStarted, TurnError, TurnEvent
+from agent.events import Done, TextDelta, ToolStarted, TurnEvent, TurnFailed
+from agent.prompt.history import INTERRUPTED_MARK
 from agent.turn import CANCELLED_RESULT
-from store import INTERRUPTED_TEXT
+from store import INTERRUPTED_TEXT, Message
 from tests.agent.conftest import SCOPE, Kit, all_messages, assert_valid_history, main_requests, req, turn
 from tests.fakes.openai_server import FakeOpenAI, reply_text, reply_tool_calls
 
@@ -22,6 +24,7 @@ async def test_consumer_leaving_mid_stream(agent: Agent, fake: FakeOpenAI) -> No
     conv = await agent.new_conversation(SCOPE, channel="cli")
     got: list[TurnEvent] = []
     stream = agent.handle(req("tell me"))
+    assert isinstance(stream, AsyncGenerator)  # a turn is an async generator: it can be closed
     with anyio.fail_after(10):
         async for ev in stream:
             got.append(ev)
@@ -79,7 +82,7 @@ async def test_stop_mid_tool_answers_every_call(agent: Agent, fake: FakeOpenAI, 
             out = [ev async for ev in agent.handle(req("/stop"))]
     assert out[0].text == "Stopped."  # type: ignore[union-attr]
     assert any(isinstance(e, ToolStarted) for e in events)
-    assert isinstance(events[-1], TurnError) and events[-1].code == "cancelled"
+    assert isinstance(events[-1], TurnFailed) and events[-1].code == "cancelled"
     msgs = await all_messages(agent.store, conv.sid)
     assert [m.role for m in msgs] == ["user", "assistant", "tool", "tool", "assistant"]
     # no text came after the calls: the turn ends with the visible interrupted marker
@@ -108,17 +111,29 @@ async def test_history_with_a_dangling_call_is_repaired(agent: Agent, fake: Fake
     still answers the call, and an orphan result is dropped."""
     conv = await agent.new_conversation(SCOPE, channel="cli")
     st = agent.store
-    await st.append_message(SCOPE, conv.sid, "user", "before the crash", channel="cli")
     await st.append_message(
-        SCOPE,
-        conv.sid,
-        "assistant",
-        "",
-        channel="cli",
-        tool_calls='[{"id": "lost", "name": "count", "arguments": "{}"}]',
+        SCOPE, Message(conversation_id=conv.sid, role="user", content="before the crash", channel="cli")
     )
     await st.append_message(
-        SCOPE, conv.sid, "tool", "stray", channel="cli", tool_call_id="ghost", name="count"
+        SCOPE,
+        Message(
+            conversation_id=conv.sid,
+            role="assistant",
+            content="",
+            channel="cli",
+            tool_calls='[{"id": "lost", "name": "count", "arguments": "{}"}]',
+        ),
+    )
+    await st.append_message(
+        SCOPE,
+        Message(
+            conversation_id=conv.sid,
+            role="tool",
+            content="stray",
+            channel="cli",
+            tool_call_id="ghost",
+            name="count",
+        ),
     )
     assert isinstance((await turn(agent, "after the restart"))[-1], Done)
     sent = main_requests(fake)[-1]["messages"]
@@ -128,6 +143,7 @@ async def test_history_with_a_dangling_call_is_repaired(agent: Agent, fake: Fake
 
 async def test_consumer_stopping_at_done_loses_nothing(agent: Agent, fake: FakeOpenAI) -> None:
     stream = agent.handle(req("hi"))
+    assert isinstance(stream, AsyncGenerator)
     with anyio.fail_after(10):
         async for ev in stream:
             if isinstance(ev, Done):

@@ -10,7 +10,7 @@ import pytest
 
 from agent.events import Done, ToolFinished
 from agent.factory import open_agent
-from store.factory import open_store
+from store import open_store
 from tests.agent.conftest import SCOPE, all_messages, main_requests, make_settings, turn, with_llm
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI, reply_error, reply_text, reply_tool_calls

@@ -11,16 +11,15 @@ from pathlib import Path
 import anyio
 import pytest
 
-from agent.context import estimate_image, estimate_message
 from agent.core import Agent
-from agent.events import Done, TurnError
+from agent.events import Done, TurnFailed
 from agent.media import MediaError, image_info
 from agent.media.sniff import audio_type
+from agent.prompt.history import estimate_image, estimate_message
 from agent.providers.anthropic import AnthropicProvider
 from agent.providers.base import ChatMessage, ImagePart
 from config.settings import LLMSettings
-from store import Kind, NewAttachment
-from store.factory import open_store
+from store import Kind, NewAttachment, open_store
 from tests.agent.conftest import SCOPE, make_settings, req, running
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI
@@ -72,7 +71,7 @@ async def test_attachments_are_dropped_when_the_message_is_not_stored(tmp_path: 
     async with FakeOpenAI() as fake, running(make_settings(tmp_path / "data", fake.base_url)) as agent:
         with anyio.fail_after(20):
             events = [e async for e in agent.handle(req("x", images=(image(),), conversation_id="0zzz"))]
-        assert isinstance(events[-1], TurnError) and events[-1].code == "not_found"
+        assert isinstance(events[-1], TurnFailed) and events[-1].code == "not_found"
         assert await agent.store.engine.count(Kind.ATTACHMENT, SCOPE) == 0
         assert agent.media.metrics.attachments  # counted when stored, even though dropped after
 

@@ -10,10 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.metrics import TurnMetrics
-from store import Store
-from store.embedded import EmbeddedEngine
-from store.leases import owner_of
-from store.models import Scope
+from store import EmbeddedEngine, Message, Scope, Store, owner_of
 
 pytestmark = pytest.mark.anyio
 
@@ -31,7 +28,9 @@ async def test_takeovers_renewals_and_markers_are_counted(tmp_path: Path) -> Non
         assert 'hero_lease_takeovers_total{reason="dead_holder"} 0' in before
         assert "hero_lease_renewals_total 0" in before
         conv = await store.create_conversation(SCOPE, "t")
-        await store.append_message(SCOPE, conv.sid, "user", "cut off", channel="cli")
+        await store.append_message(
+            SCOPE, Message(conversation_id=conv.sid, role="user", content="cut off", channel="cli")
+        )
         await store.engine.claim(SCOPE, f"turn:{conv.sid}", "crashed", 600_000, owner=owner)
         async with store.open_turn(SCOPE, conv.sid, "again", channel="cli"):
             pass

@@ -11,9 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from store.api import Store
-from store.embedded import EmbeddedEngine
-from store.models import Scope
+from store import EmbeddedEngine, Scope, Store
 from tests.fakes.openai_server import FakeOpenAI
 from tests.store.osis_fixtures import answer_of, ask_process
 

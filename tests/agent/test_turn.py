@@ -12,17 +12,16 @@ from agent.events import (
     TextDelta,
     ToolFinished,
     ToolStarted,
-    TurnError,
+    TurnFailed,
     TurnStarted,
     UsageInfo,
 )
 from agent.providers.factory import build_provider
-from agent.tools.base import Tool, ToolContext, ToolResult
+from agent.tools.base import Tool, ToolCaller, ToolResult
 from agent.tools.registry import ToolRegistry
 from agent.turn import FINAL_NOTE
 from agent.turn_tools import SUMMARY_CHARS
-from store import INTERRUPTED_RESULT, INTERRUPTED_TEXT, MessageStatus, Scope
-from store.factory import open_store
+from store import INTERRUPTED_RESULT, INTERRUPTED_TEXT, MessageStatus, Scope, open_store
 from tests.agent.conftest import (
     SCOPE,
     Kit,
@@ -80,7 +79,7 @@ async def test_user_message_is_stored_before_the_model_is_called(agent: Agent, f
         assert [(m.role, m.content, m.channel) for m in msgs] == [("user", "remember this", "web")]
         with anyio.fail_after(10):
             assert await agent.stop_turn(SCOPE, conv.sid)
-    assert isinstance(seen[-1], TurnError) and seen[-1].code == "cancelled"
+    assert isinstance(seen[-1], TurnFailed) and seen[-1].code == "cancelled"
 
 
 async def test_one_tool_call_then_answer(agent: Agent, fake: FakeOpenAI, kit: Kit) -> None:
@@ -182,7 +181,7 @@ async def test_provider_failure_is_one_clear_error_and_a_marker(agent: Agent, fa
     fake.enqueue(reply_error(401))
     events = await turn(agent, "hello")
     err = events[-1]
-    assert isinstance(err, TurnError) and err.code == "provider_error" and "sk-test" not in err.message
+    assert isinstance(err, TurnFailed) and err.code == "provider_error" and "sk-test" not in err.message
     msgs = await all_messages(agent.store, err.conversation_id)
     assert [(m.role, m.status) for m in msgs] == [("user", "complete"), ("assistant", "error")]
     usage = (await agent.store.list_usage(SCOPE)).items
@@ -197,7 +196,7 @@ async def test_bad_input_is_refused_and_nothing_is_stored(agent: Agent, fake: Fa
     conv = await agent.new_conversation(SCOPE, channel="cli")
     for text in ("", "   ", "x" * (agent.settings.agent.max_message_chars + 1), "bin\x00ary"):
         events = await turn(agent, text)
-        assert len(events) == 1 and isinstance(events[0], TurnError) and events[0].code == "invalid_input"
+        assert len(events) == 1 and isinstance(events[0], TurnFailed) and events[0].code == "invalid_input"
     assert await all_messages(agent.store, conv.sid) == [] and fake.requests == []
 
 
@@ -223,7 +222,7 @@ async def test_a_redelivered_request_whose_turn_failed_is_answered_now(
 ) -> None:
     fake.enqueue(reply_error(400, "bad request"))
     failed = await turn(agent, "hello", request_key="req-9")
-    assert isinstance(failed[-1], TurnError) and failed[-1].code == "provider_error"
+    assert isinstance(failed[-1], TurnFailed) and failed[-1].code == "provider_error"
     again = await turn(agent, "hello", request_key="req-9")
     assert isinstance(again[-1], Done) and again[-1].text == "echo: hello"
     msgs = await all_messages(agent.store, again[-1].conversation_id)
@@ -235,7 +234,7 @@ async def test_a_request_without_a_scope_is_an_error_not_a_hang(agent: Agent, fa
     bad = TurnRequest({"user": "alice"}, "cli", "hello")  # type: ignore[arg-type]
     with anyio.fail_after(10):
         events = [ev async for ev in agent.handle(bad)]
-        assert len(events) == 1 and isinstance(events[0], TurnError) and events[0].code == "invalid_input"
+        assert len(events) == 1 and isinstance(events[0], TurnFailed) and events[0].code == "invalid_input"
         assert isinstance((await turn(agent, "still here"))[-1], Done)
 
 
@@ -244,7 +243,7 @@ async def test_unknown_or_foreign_conversation_is_not_found(agent: Agent, fake: 
     bobs = await agent.new_conversation(bob, channel="cli")
     for cid, code in ((bobs.sid, "not_found"), ("zzzz9", "not_found"), ("Not-An-Id!", "invalid_input")):
         events = await turn(agent, "hi", conversation_id=cid)
-        assert isinstance(events[-1], TurnError) and events[-1].code == code, cid
+        assert isinstance(events[-1], TurnFailed) and events[-1].code == code, cid
     assert await all_messages(agent.store, bobs.sid, scope=bob) == [] and fake.requests == []
 
 
@@ -254,7 +253,7 @@ async def test_deadline_marks_the_partial_reply_interrupted(kit: Kit, fake: Fake
     async with running(settings) as agent:
         events = await turn(agent, "slow")
         err = events[-1]
-        assert isinstance(err, TurnError) and err.code == "deadline"
+        assert isinstance(err, TurnFailed) and err.code == "deadline"
         assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "partial answer"
         msgs = await all_messages(agent.store, err.conversation_id)
         assert [(m.role, m.content, m.status) for m in msgs] == [
@@ -268,7 +267,9 @@ async def test_store_unavailable_is_one_clear_error(kit: Kit, fake: FakeOpenAI) 
         conv = await agent.new_conversation(SCOPE, channel="cli")
         await agent.store.engine.aclose()  # the store goes away under the running agent
         events = await turn(agent, "hello?", conversation_id=conv.sid)
-        assert len(events) == 1 and isinstance(events[0], TurnError) and events[0].code == "store_unavailable"
+        assert (
+            len(events) == 1 and isinstance(events[0], TurnFailed) and events[0].code == "store_unavailable"
+        )
         [out] = await turn(agent, "/list")
         assert not out.ok and "store is unavailable" in out.text  # type: ignore[union-attr]
         assert fake.requests == []
@@ -282,7 +283,7 @@ async def test_a_closed_agent_refuses_turns_politely(kit: Kit) -> None:
     async with running(kit.settings) as agent:
         pass
     events = await turn(agent, "late message")
-    assert len(events) == 1 and isinstance(events[0], TurnError) and events[0].code == "unavailable"
+    assert len(events) == 1 and isinstance(events[0], TurnFailed) and events[0].code == "unavailable"
 
 
 class StoreKiller(Tool):
@@ -292,7 +293,7 @@ class StoreKiller(Tool):
     description = "Close the store."
     parameters = {"type": "object", "properties": {}}
 
-    async def run(self, args: dict[str, object], ctx: ToolContext) -> ToolResult:
+    async def run(self, args: dict[str, object], ctx: ToolCaller) -> ToolResult:
         await ctx.store.engine.aclose()
         return ToolResult("closed")
 
@@ -302,7 +303,7 @@ async def test_store_lost_mid_turn_then_recovered(kit: Kit, fake: FakeOpenAI) ->
     async with running(kit.settings, ToolRegistry([StoreKiller()])) as agent:
         events = await turn(agent, "do it")
         err = events[-1]
-        assert isinstance(err, TurnError) and err.code == "store_unavailable"
+        assert isinstance(err, TurnFailed) and err.code == "store_unavailable"
         assert len(fake.requests) == 1
         await agent.store.engine.open()
         assert isinstance((await turn(agent, "are you back?"))[-1], Done)
@@ -341,7 +342,7 @@ async def test_a_failed_tools_reason_reaches_the_channel_whole(kit: Kit, fake: F
         description = "Always fails."
         parameters = {"type": "object", "properties": {}}
 
-        async def run(self, args: dict[str, object], ctx: ToolContext) -> ToolResult:
+        async def run(self, args: dict[str, object], ctx: ToolCaller) -> ToolResult:
             return ToolResult(reason, ok=False)
 
     fake.enqueue(reply_tool_calls([("c1", "refuse", {})]), reply_text("ok"))

@@ -19,8 +19,7 @@ import pytest
 from anyio.abc import Process
 
 from config.loader import load_settings
-from store import Scope
-from store.factory import open_store
+from store import Scope, open_store
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.sse_scripts import reply_text
 from tests.fakes.telegram_server import TOKEN as BOT_TOKEN

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from channels.cli_main import main
+from channels.main import main
 
 SCRIPT = Path(sys.executable).parent / "hero-agent"
 SECRET = "sk-DONOTPRINT-0123456789"

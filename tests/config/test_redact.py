@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from channels.cli_main import main
+from channels.main import main
 from config.loader import load_settings
 from config.redact import REDACTED, UNSET, settings_to_toml_dict, to_toml
 

@@ -77,6 +77,8 @@ class FakeOpenAI(FakeLLMServer):
     transcript = "hello from a voice note"
     transcript_duration = 1.5
     audio_status: int | None = None
+    #: the speech endpoint alone answers this HTTP error (transcription keeps working)
+    speech_status: int | None = None
     #: refuse requests with images, like a model without vision
     blind = False
 
@@ -145,8 +147,9 @@ class FakeOpenAI(FakeLLMServer):
     async def _speech(self, request: Request) -> Response:
         body = json.loads(await request.body())
         self.audio_requests.append({"endpoint": "speech", "body": body})
-        if self.audio_status is not None:
-            return _error(self.audio_status, "the audio service failed", "server_error")
+        status = self.speech_status or self.audio_status
+        if status is not None:
+            return _error(status, "the audio service failed", "server_error")
         return Response(FAKE_OGG, media_type="audio/ogg")
 
     async def _completions(self, request: Request) -> Response:

@@ -16,6 +16,12 @@ Texts are checked as the Bot API checks them: HTML is parsed strictly (``telegra
 answers 400 "can't parse entities"), and a text whose visible part is longer than 4096 UTF-16 code
 units answers 400 "message is too long".
 
+Files: ``voice_update``/``photo_update``/``document_update`` store the media as files the bot fetches
+the real way, ``getFile`` then ``GET /file/bot<token>/<file_path>`` (``base_file_url``; also served
+under ``/cdn/file/bot...`` for a configured file base URL); every download is recorded in
+``downloads``; ``fail_downloads`` answers them 502. ``sendVoice`` (multipart, like Telegram's) is
+recorded in ``voices`` with the uploaded bytes.
+
 Optional Telegram-like limits (``FakeBotAPI(limits=Limits())``) answer 429 when a chat gets messages or
 edits faster than ``per_chat_interval_s`` or all chats together more than ``global_per_s`` in one second,
 and count them in ``rate_limited``. Unknown methods answer 400, not 404 (PTB maps 401/404 to
@@ -38,7 +44,7 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.fakes.served import ServedApp
@@ -140,6 +146,14 @@ class FakeBotAPI(UpdateBuilder, ServedApp):
         self._chat_last_send: dict[int, float] = {}
         self._global_window: deque[float] = deque()
         self._closing = False
+        self.files: dict[str, tuple[str, bytes]] = {}
+        self._file_ids = itertools.count(1)
+        #: URL paths of the bot's file downloads, in order
+        self.downloads: list[str] = []
+        #: downloads answer 502 while this is set (a Telegram file server outage)
+        self.fail_downloads = False
+        #: every sendVoice: chat_id, the uploaded bytes, file name, content type, other params
+        self.voices: list[dict[str, Any]] = []
 
     # -- scripting: updates --------------------------------------------------------------------
 
@@ -345,6 +359,48 @@ class FakeBotAPI(UpdateBuilder, ServedApp):
         msg.deleted = True
         return _ok(True)
 
+    def _get_file(self, params: dict[str, Any]) -> JSONResponse:
+        found = self.files.get(str(params.get("file_id", "")))
+        if found is None:
+            return _error(400, "Bad Request: invalid file_id")
+        path, data = found
+        return _ok(
+            {
+                "file_id": params["file_id"],
+                "file_unique_id": "U" + str(params["file_id"]),
+                "file_size": len(data),
+                "file_path": path,
+            }
+        )
+
+    async def _download(self, request: Request) -> Response:
+        if request.path_params["token"] != self.token:
+            return _error(401, "Unauthorized")
+        path = request.path_params["file_path"]
+        with self._lock:
+            self.downloads.append(request.url.path)
+            data = next((d for p, d in self.files.values() if p == path), None)
+        if self.fail_downloads:
+            return _error(502, "Bad Gateway")
+        if data is None:
+            return _error(404, "Not Found")
+        return Response(data, media_type="application/octet-stream")
+
+    def _send_voice(self, params: dict[str, Any]) -> JSONResponse:
+        upload = params.get("_files", {}).get("voice")
+        if upload is None:
+            return _error(400, "Bad Request: there is no voice in the request")
+        name, ctype, data = upload
+        chat_id = int(params["chat_id"])
+        record = {k: v for k, v in params.items() if k != "_files"}
+        self.voices.append({**record, "chat_id": chat_id, "data": data, "filename": name, "type": ctype})
+        mid = next(self._msg_ids[chat_id])
+        chat = self._chats.get(chat_id, {"id": chat_id, "type": "private", "first_name": "U"})
+        file = {"file_id": f"SENT{mid}", "file_unique_id": f"S{mid}", "duration": 1, "file_size": len(data)}
+        return _ok(
+            {"message_id": mid, "date": int(time.time()), "chat": chat, "from": self.bot_user, "voice": file}
+        )
+
     def _message_json(self, msg: BotMessage) -> dict[str, Any]:
         chat = self._chats.get(msg.chat_id, {"id": msg.chat_id, "type": "private", "first_name": "U"})
         out: dict[str, Any] = {
@@ -379,6 +435,9 @@ class FakeBotAPI(UpdateBuilder, ServedApp):
             routes=[
                 Route("/_fake/push", self._control_push, methods=["POST"]),
                 Route("/_fake/state", self._control_state, methods=["GET"]),
+                Route("/file/bot{token}/{file_path:path}", self._download, methods=["GET"]),
+                # the same files on another base, for a configured ``file_base_url``
+                Route("/cdn/file/bot{token}/{file_path:path}", self._download, methods=["GET"]),
                 Route("/{path:path}", self._handle, methods=["GET", "POST"]),
             ]
         )
@@ -441,6 +500,8 @@ _HANDLERS: dict[str, Callable[[FakeBotAPI, dict[str, Any]], JSONResponse]] = {
     "editMessageText": FakeBotAPI._edit_message_text,
     "deleteMessage": FakeBotAPI._delete_message,
     "sendChatAction": lambda f, p: _ok(True),
+    "getFile": FakeBotAPI._get_file,
+    "sendVoice": FakeBotAPI._send_voice,
     "setMyCommands": FakeBotAPI._set_my_commands,
     "getMyCommands": lambda f, p: _ok(f.commands),
     "close": lambda f, p: _ok(True),
@@ -480,10 +541,15 @@ async def _params(request: Request) -> dict[str, Any]:
         return dict(data) if isinstance(data, dict) else {}
     form = await request.form()
     params: dict[str, Any] = {}
+    files: dict[str, tuple[str, str, bytes]] = {}
     for key, value in form.items():
         if not isinstance(value, str):
+            files[key] = (value.filename or "", value.content_type or "", await value.read())
             continue
         params[key] = json.loads(value) if key in _JSON_FIELDS else value
+    await form.close()
+    if files:
+        params["_files"] = files
     params.update({k: v for k, v in request.query_params.items() if k not in params})
     return params
 

@@ -9,12 +9,86 @@ from typing import Any
 
 
 class UpdateBuilder:
-    """Mixin of the fake: message updates with realistic chats, senders, ids and entities."""
+    """Mixin of the fake: message updates with realistic chats, senders, ids and entities; voice notes,
+    photos and albums whose files the fake then serves through ``getFile`` and its file path."""
 
     bot_user: dict[str, Any]
     _lock: threading.RLock
     _chats: dict[int, dict[str, Any]]
     _msg_ids: dict[int, itertools.count[int]]
+    #: file_id -> (file_path, bytes): what ``getFile`` and the file path serve
+    files: dict[str, tuple[str, bytes]]
+    _file_ids: itertools.count[int]
+
+    def add_file(self, data: bytes, ext: str) -> dict[str, Any]:
+        """Store ``data`` as a Telegram file; returns its ``file_id``/``file_unique_id``/``file_size``."""
+        with self._lock:
+            n = next(self._file_ids)
+            file_id = f"FILE{n:04d}-AgADBAAD"
+            self.files[file_id] = (f"files/file_{n}.{ext}", data)
+        return {"file_id": file_id, "file_unique_id": f"U{n}", "file_size": len(data)}
+
+    def voice_update(
+        self,
+        chat_id: int,
+        user_id: int,
+        audio: bytes,
+        *,
+        duration: int = 2,
+        chat_type: str = "private",
+        mime_type: str = "audio/ogg",
+        reply_to_bot: int | None = None,
+    ) -> dict[str, Any]:
+        """A voice note as Telegram's clients send it (Ogg/Opus, ``duration`` in whole seconds)."""
+        msg = self._user_message(chat_id, user_id, chat_type, "User")
+        msg["voice"] = {**self.add_file(audio, "oga"), "duration": duration, "mime_type": mime_type}
+        if reply_to_bot is not None:
+            msg["reply_to_message"] = self._bot_reply(msg, reply_to_bot)
+        return {"message": msg}
+
+    def photo_update(
+        self,
+        chat_id: int,
+        user_id: int,
+        sizes: list[tuple[bytes, int, int]],
+        *,
+        caption: str | None = None,
+        media_group_id: str | None = None,
+        chat_type: str = "private",
+    ) -> dict[str, Any]:
+        """A photo: Telegram sends every size it made (``(bytes, width, height)``, smallest first),
+        each a file of its own; an album's photos share ``media_group_id``, one update each."""
+        msg = self._user_message(chat_id, user_id, chat_type, "User")
+        msg["photo"] = [{**self.add_file(data, "jpg"), "width": w, "height": h} for data, w, h in sizes]
+        if caption is not None:
+            msg["caption"] = caption
+            entities = _entities(caption)
+            if entities:
+                msg["caption_entities"] = entities
+        if media_group_id is not None:
+            msg["media_group_id"] = media_group_id
+        return {"message": msg}
+
+    def document_update(
+        self,
+        chat_id: int,
+        user_id: int,
+        data: bytes,
+        *,
+        file_name: str,
+        mime_type: str,
+        caption: str | None = None,
+    ) -> dict[str, Any]:
+        """A file sent as a document (uncompressed), with the name and type the client reported."""
+        msg = self._user_message(chat_id, user_id, "private", "User")
+        msg["document"] = {
+            **self.add_file(data, file_name.rsplit(".", 1)[-1]),
+            "file_name": file_name,
+            "mime_type": mime_type,
+        }
+        if caption is not None:
+            msg["caption"] = caption
+        return {"message": msg}
 
     def text_update(
         self,
@@ -36,14 +110,17 @@ class UpdateBuilder:
         if entities:
             msg["entities"] = entities
         if reply_to_bot is not None:
-            msg["reply_to_message"] = {
-                "message_id": reply_to_bot,
-                "date": int(time.time()),
-                "chat": msg["chat"],
-                "from": self.bot_user,
-                "text": "...",
-            }
+            msg["reply_to_message"] = self._bot_reply(msg, reply_to_bot)
         return {"message": msg}
+
+    def _bot_reply(self, msg: dict[str, Any], message_id: int) -> dict[str, Any]:
+        return {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": msg["chat"],
+            "from": self.bot_user,
+            "text": "...",
+        }
 
     def group_update(self, chat_id: int, user_id: int, text: str, **kw: Any) -> dict[str, Any]:
         return self.text_update(chat_id, user_id, text, chat_type="supergroup", **kw)
@@ -51,7 +128,8 @@ class UpdateBuilder:
     def media_update(
         self, chat_id: int, user_id: int, kind: str = "voice", chat_type: str = "private"
     ) -> dict[str, Any]:
-        """A voice/photo/document/sticker message (no text)."""
+        """A voice/photo/document/sticker message (no text) whose file the fake does not serve (for the
+        kinds the bot refuses; ``voice_update``/``photo_update`` make servable ones)."""
         msg = self._user_message(chat_id, user_id, chat_type, "User")
         file = {"file_id": "f1", "file_unique_id": "u1"}
         msg[kind] = {

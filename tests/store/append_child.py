@@ -14,9 +14,9 @@ from pathlib import Path
 
 import anyio
 
-from store.api import Store
-from store.embedded import EmbeddedEngine
-from store.models import Scope
+from store.api.store import Store
+from store.models import Message, Scope
+from store.sqlite.engine import EmbeddedEngine
 
 SCOPE = Scope("default", "alice")
 
@@ -27,7 +27,10 @@ async def main(data_dir: Path, conversation: str, prefix: str, count: int, wait:
         if wait:
             await anyio.to_thread.run_sync(sys.stdin.readline)
         for i in range(count):
-            msg = await store.append_message(SCOPE, conversation, "user", f"{prefix}-{i}", channel="cli")
+            msg = await store.append_message(
+                SCOPE,
+                Message(conversation_id=conversation, role="user", content=f"{prefix}-{i}", channel="cli"),
+            )
             print(f"ack {msg.seq} {msg.content}", flush=True)
 
 

@@ -1,4 +1,5 @@
-"""Fixtures of the store conformance suite: every test using ``engine``/``store`` runs per engine."""
+"""Fixtures of the store conformance suite: every test using ``engine``/``store`` runs per engine
+(``store`` also on the core-only engine, through the Store's fallbacks)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from store.api import Store
+from store.api.store import Store
 from store.engine import Engine
 from store.models import Scope
-from tests.store.engines import ENGINES
+from tests.store.engines import ENGINES, STORE_ENGINES
 
 #: the message size limit the conformance stores are built with
 MAX_CHARS = 2000
@@ -26,6 +27,11 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield opened
 
 
-@pytest.fixture
-async def store(engine: Engine) -> Store:
-    return Store(engine, max_message_chars=MAX_CHARS)
+@pytest.fixture(params=sorted(STORE_ENGINES))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """The Store on every engine, and on the core-only one (its fallbacks then run). A test that needs
+    the engine under it uses ``store.engine`` (the ``engine`` fixture would be another engine)."""
+    if "engine" in request.fixturenames:
+        raise pytest.UsageError("a test takes `store` or `engine`, not both: use store.engine")
+    async with STORE_ENGINES[request.param](tmp_path) as opened:
+        yield Store(opened, max_message_chars=MAX_CHARS)

@@ -7,12 +7,14 @@ an OPEN engine, closing it (and anything it started, such as a server) on exit.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
-from store.embedded import EmbeddedEngine
-from store.engine import Engine
+from store.engine import Capabilities, DelegatingEngine, Engine, Results, Step
+from store.errors import StoreError
+from store.models import Scope
+from store.sqlite.engine import EmbeddedEngine
 from tests.store.osis_fixtures import osis_engine
 
 
@@ -22,8 +24,37 @@ async def embedded_engine(path: Path) -> AsyncIterator[Engine]:
         yield engine
 
 
+class CoreEngine(DelegatingEngine):
+    """A real embedded engine that declares (and has) only the core capabilities: no counts, no text
+    search, no leases, no atomic batch. A step outside them is refused, so that a passing test shows
+    the Store's fallback ran (``store.api.fallbacks``)."""
+
+    def __init__(self, inner: Engine) -> None:
+        super().__init__(inner)
+        self.name = "core"
+        self.capabilities = Capabilities(atomic_batch=False, leases=False, counts=False, text_search=False)
+
+    async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
+        refused = [step for step in steps if not self.capabilities.runs(step)]
+        if refused:
+            raise StoreError(f"the core engine has no {type(refused[0]).__name__}")
+        out: list[object] = []
+        for step in steps:  # one by one: not atomic, as declared
+            out += await self.inner.batch(scope, [step])
+        return Results(steps, out)
+
+
+@asynccontextmanager
+async def core_engine(path: Path) -> AsyncIterator[Engine]:
+    async with CoreEngine(EmbeddedEngine(path)) as engine:
+        yield engine
+
+
 ENGINES: dict[str, Callable[[Path], AbstractAsyncContextManager[Engine]]] = {
     "embedded": embedded_engine,
     # the osis engine over HTTP to a real server (uvicorn on 127.0.0.1) in front of an embedded engine
     "osis": osis_engine,
 }
+#: the engines the Store-level tests run on: every engine, and the embedded one with only the core
+#: capabilities (the Store's fallbacks do the rest)
+STORE_ENGINES = {**ENGINES, "core": core_engine}

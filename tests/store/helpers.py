@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import anyio
 
-from store.api import Store, now_ms
+from store.api.store import Store, now_ms
 from store.engine import Page
-from store.models import Conversation, Scope
+from store.models import Conversation, Message, Scope
 
 
 async def next_ms() -> None:
@@ -21,7 +21,10 @@ async def conversation_with(store: Store, scope: Scope, n: int, title: str = "ch
     conv = await store.create_conversation(scope, title, channel="cli")
     for i in range(n):
         role = "user" if i % 2 == 0 else "assistant"
-        await store.append_message(scope, conv.sid, role, f"{title} message {i + 1}", channel="cli")
+        await store.append_message(
+            scope,
+            Message(conversation_id=conv.sid, role=role, content=f"{title} message {i + 1}", channel="cli"),
+        )
     return await store.get_conversation(scope, conv.sid)
 
 

@@ -16,11 +16,12 @@ import anyio
 import httpx
 import uvicorn
 
+from channels.serving import ServedApp
 from config import StoreSettings
-from store.embedded import EmbeddedEngine
 from store.engine import Engine
-from store.osis_client import OsisEngine
-from store.osis_server import bind_socket, build_app, running
+from store.osis.client import OsisEngine
+from store.osis.server import build_osis_app
+from store.sqlite.engine import EmbeddedEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 HERO_AGENT = str(Path(sys.executable).with_name("hero-agent"))
@@ -46,19 +47,24 @@ class ServedEngine:
 async def serve(
     engine: Engine, *, secret: str = "", port: int = 0, max_body: int | None = None
 ) -> AsyncIterator[ServedEngine]:
-    """Serve an (already open) engine on 127.0.0.1:``port`` (0: a free one) until the block ends."""
-    sock = bind_socket("127.0.0.1", port)
-    bound = sock.getsockname()[1]
+    """Serve an (already open) engine on 127.0.0.1:``port`` (0: a free one) until the block ends, the
+    way ``hero-agent osis serve`` does (:class:`~channels.serving.ServedApp`)."""
     app = (
-        build_app(engine, secret=secret)
+        build_osis_app(engine, secret=secret)
         if max_body is None
-        else build_app(engine, secret=secret, max_body=max_body)
+        else build_osis_app(engine, secret=secret, max_body=max_body)
     )
+    config = uvicorn.Config(
+        app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=5
+    )
+    served = ServedApp("osis test server", "127.0.0.1", port)
+    await served.start(config)
     try:
-        async with running(app, [sock]) as server:
-            yield ServedEngine(engine, bound, server)
+        assert served.server is not None
+        yield ServedEngine(engine, served.port, served.server)
     finally:
-        sock.close()
+        with anyio.CancelScope(shield=True):
+            await served.stop()
 
 
 @asynccontextmanager

@@ -15,9 +15,9 @@ import sys
 import anyio
 
 from config import StoreSettings
-from store.api import Store
-from store.models import Scope
-from store.osis_client import OsisEngine
+from store.api.store import Store
+from store.models import Message, Scope
+from store.osis.client import OsisEngine
 
 SCOPE = Scope("default", "alice")
 
@@ -28,9 +28,22 @@ async def main(url: str, conversation: str, prefix: str, count: int) -> None:
         await anyio.to_thread.run_sync(sys.stdin.readline)
         for i in range(count):
             async with store.conversation_lock(SCOPE, conversation, wait_s=60):
-                await store.append_message(SCOPE, conversation, "user", f"{prefix}-{i}-q", channel="cli")
+                await store.append_message(
+                    SCOPE,
+                    Message(
+                        conversation_id=conversation, role="user", content=f"{prefix}-{i}-q", channel="cli"
+                    ),
+                )
                 await anyio.sleep(0)  # let the other process try to get in between
-                await store.append_message(SCOPE, conversation, "assistant", f"{prefix}-{i}-a", channel="cli")
+                await store.append_message(
+                    SCOPE,
+                    Message(
+                        conversation_id=conversation,
+                        role="assistant",
+                        content=f"{prefix}-{i}-a",
+                        channel="cli",
+                    ),
+                )
         print("done", flush=True)
 
 

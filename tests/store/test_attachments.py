@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from store import Attachment, InvalidInput, NewAttachment, NotFound, attachment_bytes
-from store.api import Store
-from store.embedded import DB_FILE, EmbeddedEngine
-from store.models import Kind
-from store.sqlite_schema import SCHEMA_VERSION
+from store.api.store import Store
+from store.models import Kind, Message
+from store.sqlite.engine import DB_FILE, EmbeddedEngine
+from store.sqlite.schema import SCHEMA_VERSION
 from tests.media_files import png
 from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB
 
@@ -40,7 +40,9 @@ async def test_attachments_are_stored_whole_and_read_back(store: Store) -> None:
     )
     assert got.conversation_id == conv.sid and len(got.sha256) == 64
     # the history never carries the bytes: a message refers to the attachment by its sid
-    msg = await store.append_message(ALICE, conv.sid, "user", "look", channel="web")
+    msg = await store.append_message(
+        ALICE, Message(conversation_id=conv.sid, role="user", content="look", channel="web")
+    )
     assert att.data not in msg.content
 
 
@@ -115,7 +117,9 @@ async def test_a_schema_v1_data_dir_opens_and_upgrades(tmp_path: Path) -> None:
         store = Store(engine)
         conv = await store.get_conversation(ALICE, "0001")
         assert conv.title == "old"
-        await store.append_message(ALICE, conv.sid, "user", "still here", channel="cli")
+        await store.append_message(
+            ALICE, Message(conversation_id=conv.sid, role="user", content="still here", channel="cli")
+        )
         [att] = await store.add_attachments(ALICE, conv.sid, [NewAttachment(png(), "image/png")])
         assert attachment_bytes(await store.get_attachment(ALICE, att.sid)) == png()
     conn = sqlite3.connect(tmp_path / DB_FILE)

@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from store.embedded import DB_FILE
+from store.sqlite.engine import DB_FILE
 from tests.store.test_durability import _acks, _all_messages, _integrity, _new_conversation, _spawn
 
 pytestmark = [pytest.mark.durability, pytest.mark.timeout(180)]

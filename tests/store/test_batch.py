@@ -1,18 +1,17 @@
 """``Engine.batch``: several engine calls in one, per engine (embedded: one transaction; osis: one
-JSON-RPC batch request after each required claim) and for the ABC's own default (one call per step,
-adjacent reads at once), run by an engine that delegates every call to a real embedded engine and
-does not override ``batch``."""
+JSON-RPC batch request after each required claim), its results read by step, and the step table every
+engine's handling is checked against."""
 
 from __future__ import annotations
 
-import builtins
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from store.embedded import EmbeddedEngine
 from store.engine import (
+    STEPS,
     ClaimStep,
     CountStep,
     CreateStep,
@@ -23,97 +22,29 @@ from store.engine import (
     ListStep,
     Page,
     ReleaseStep,
+    Results,
+    StepOf,
     UpdateStep,
+    check_handlers,
+    row_of,
 )
 from store.errors import InvalidInput, LeaseHeld, NotFound
-from store.leases import Claimed, Lease, LeaseOwner
-from store.models import JSON, Kind, Record, Scope
+from store.leases import Claimed
+from store.models import Kind, Record
+from store.osis import wire
+from store.sqlite import batch as sqlite_batch
+from store.sqlite.engine import EmbeddedEngine
 from tests.store.conftest import ALICE, BOB
 from tests.store.engines import ENGINES
 
 pytestmark = pytest.mark.anyio
 
 
-class _DefaultBatch(Engine):
-    """Every engine call goes to a real embedded engine; ``batch`` is the ABC's default."""
-
-    def __init__(self, inner: Engine) -> None:
-        self.inner = inner
-        self.reads_in_flight = 0
-        self.most_reads_at_once = 0
-
-    async def open(self) -> None:
-        await self.inner.open()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    async def get(self, kind: Kind, scope: Scope, sid: str) -> Record | None:
-        self.reads_in_flight += 1
-        self.most_reads_at_once = max(self.most_reads_at_once, self.reads_in_flight)
-        try:
-            return await self.inner.get(kind, scope, sid)
-        finally:
-            self.reads_in_flight -= 1
-
-    async def create(
-        self, kind: Kind, scope: Scope, fields: Record, *, request_key: str | None = None
-    ) -> Record:
-        return await self.inner.create(kind, scope, fields, request_key=request_key)
-
-    async def update(self, kind: Kind, scope: Scope, sid: str, fields: Record) -> Record | None:
-        return await self.inner.update(kind, scope, sid, fields)
-
-    async def delete(self, kind: Kind, scope: Scope, sid: str) -> bool:
-        return await self.inner.delete(kind, scope, sid)
-
-    async def list(self, kind: Kind, scope: Scope, query: ListQuery) -> Page[Record]:
-        return await self.inner.list(kind, scope, query)
-
-    async def count(self, kind: Kind, scope: Scope, filters: dict[str, JSON] | None = None) -> int:
-        return await self.inner.count(kind, scope, filters)
-
-    async def claim(
-        self,
-        scope: Scope,
-        key: str,
-        holder: str,
-        ttl_ms: int | None,
-        *,
-        owner: LeaseOwner | None = None,
-        replace: str | None = None,
-    ) -> Claimed:
-        return await self.inner.claim(scope, key, holder, ttl_ms, owner=owner, replace=replace)
-
-    async def get_lease(self, scope: Scope, key: str) -> Lease | None:
-        return await self.inner.get_lease(scope, key)
-
-    async def list_leases(self, context: str, prefix: str) -> builtins.list[Lease]:
-        return await self.inner.list_leases(context, prefix)
-
-    async def release(self, scope: Scope, key: str, holder: str) -> None:
-        await self.inner.release(scope, key, holder)
-
-    async def contexts(self) -> builtins.list[str]:
-        return await self.inner.contexts()
-
-    async def dump(self, context: str) -> AsyncIterator[tuple[Kind, Record]]:
-        async for item in self.inner.dump(context):
-            yield item
-
-    async def restore(self, kind: Kind, record: Record) -> bool:
-        return await self.inner.restore(kind, record)
-
-
-@pytest.fixture(params=[*sorted(ENGINES), "default"])
+@pytest.fixture(params=sorted(ENGINES))
 async def any_engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engine]:
-    """The conformance engines (embedded, osis), then the ABC's default batch."""
-    if request.param in ENGINES:
-        async with ENGINES[request.param](tmp_path) as engine:
-            yield engine
-        return
-    async with _DefaultBatch(EmbeddedEngine(tmp_path / "default")) as default:
-        yield default
+    """Every conformance engine (embedded, osis)."""
+    async with ENGINES[request.param](tmp_path) as engine:
+        yield engine
 
 
 def _state(key: str, value: str) -> Record:
@@ -235,21 +166,32 @@ async def test_the_embedded_batch_is_all_or_nothing(tmp_path: Path) -> None:
         assert await engine.claim(ALICE, "turn:x", "someone else", 60_000)  # the lease was rolled back
 
 
-async def test_the_default_sends_adjacent_reads_at_once_and_stops_at_the_first_failure(
-    tmp_path: Path,
-) -> None:
-    async with _DefaultBatch(EmbeddedEngine(tmp_path)) as engine:
-        recs = [await engine.create(Kind.STATE, ALICE, _state(f"k{i}", "v")) for i in range(3)]
-        got = await engine.batch(ALICE, [GetStep(Kind.STATE, r["sid"]) for r in recs])
-        assert got == recs and engine.most_reads_at_once == 3
-        with pytest.raises(NotFound):
-            await engine.batch(
-                ALICE,
-                [
-                    CreateStep(Kind.STATE, _state("before", "1")),
-                    CreateStep(Kind.MESSAGE, {"conversation_id": "zzzz", "role": "user", "content": "x"}),
-                    CreateStep(Kind.STATE, _state("after", "1")),
-                ],
-            )
-        keys = {r["key"] for r in (await engine.list(Kind.STATE, ALICE, ListQuery(limit=50))).items}
-        assert "before" in keys and "after" not in keys  # done before the failure, not after it
+async def test_results_are_read_by_step(any_engine: Engine) -> None:
+    engine = any_engine
+    rec = await engine.create(Kind.STATE, ALICE, _state("k", "v"))
+    get, count = GetStep(Kind.STATE, rec["sid"]), CountStep(Kind.STATE)
+    results = await engine.batch(ALICE, [get, count])
+    assert results.of(get) == rec and results.of(count) == 1
+    with pytest.raises(KeyError):
+        results.of(GetStep(Kind.STATE, rec["sid"]))  # an equal step, but not one of this batch
+
+
+def test_every_handler_table_covers_the_step_table() -> None:
+    for table in (sqlite_batch.HANDLERS, wire.PARAMS, wire.ANSWERS):
+        assert set(table) == set(STEPS)
+    with pytest.raises(TypeError, match="GetStep"):
+        check_handlers({t: None for t in STEPS if t is not GetStep}, "an engine")
+
+
+def test_a_step_outside_the_table_is_refused() -> None:
+    @dataclass(frozen=True)
+    class Stranger(StepOf[int]):
+        n: int
+
+    with pytest.raises(TypeError, match="not a batch step"):
+        row_of(Stranger(1))
+
+
+def test_results_need_one_value_per_step() -> None:
+    with pytest.raises(ValueError, match="1 results for 2 steps"):
+        Results([CountStep(Kind.STATE), CountStep(Kind.MEMORY)], [1])

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from store.api import Store
+from store.api.store import Store
 from store.errors import InvalidInput, NotFound
-from store.models import SID_RE, Scope
+from store.models import SID_RE, Message, Scope
 from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB
 from tests.store.helpers import conversation_with, next_ms, sids
 
@@ -39,7 +39,9 @@ async def test_list_most_recent_first_and_touch_on_append(store: Store) -> None:
     third = await store.create_conversation(ALICE, "third")
     assert sids(await store.list_conversations(ALICE)) == [third.sid, second.sid, first.sid]
     await next_ms()
-    await store.append_message(ALICE, first.sid, "user", "hello", channel="telegram")
+    await store.append_message(
+        ALICE, Message(conversation_id=first.sid, role="user", content="hello", channel="telegram")
+    )
     listed = (await store.list_conversations(ALICE)).items
     assert [c.sid for c in listed] == [first.sid, third.sid, second.sid]
     assert listed[0].message_count == 1
@@ -120,7 +122,9 @@ async def test_clear_keeps_archived_turns(store: Store) -> None:
     assert await store.history(ALICE, conv.sid) == []
     assert len((await store.list_messages(ALICE, conv.sid)).items) == 3
     assert (await store.list_messages(ALICE, conv.sid, include_archived=False)).items == []
-    after = await store.append_message(ALICE, conv.sid, "user", "fresh start", channel="cli")
+    after = await store.append_message(
+        ALICE, Message(conversation_id=conv.sid, role="user", content="fresh start", channel="cli")
+    )
     assert after.seq == 4
     assert [m.content for m in await store.history(ALICE, conv.sid)] == ["fresh start"]
     again = await store.clear_conversation(ALICE, conv.sid)
@@ -162,7 +166,9 @@ async def test_foreign_ids_behave_like_missing(store: Store, intruder: Scope) ->
         store.tag_conversation(intruder, conv.sid, ["x"]),
         store.clear_conversation(intruder, conv.sid),
         store.delete_conversation(intruder, conv.sid),
-        store.append_message(intruder, conv.sid, "user", "hi", channel="cli"),
+        store.append_message(
+            intruder, Message(conversation_id=conv.sid, role="user", content="hi", channel="cli")
+        ),
         store.history(intruder, conv.sid),
         store.list_messages(intruder, conv.sid),
         store.get_message(intruder, msg.sid),

@@ -17,9 +17,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from store.api import Store
-from store.embedded import DB_FILE, EmbeddedEngine
+from store.api.store import Store
 from store.models import Message, Scope
+from store.sqlite.engine import DB_FILE, EmbeddedEngine
 
 CHILD = Path(__file__).with_name("append_child.py")
 ROOT = Path(__file__).resolve().parents[2]

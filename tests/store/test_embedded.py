@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from config.settings import AgentSettings, Settings, StoreSettings
-from store.embedded import DB_FILE, EmbeddedEngine
 from store.errors import InvalidInput, StoreUnavailable
 from store.factory import open_store
 from store.leases import this_process
-from store.models import Kind
-from store.sqlite_schema import SCHEMA_VERSION, schema_ddl
+from store.models import Kind, Message
+from store.sqlite.engine import DB_FILE, EmbeddedEngine
+from store.sqlite.schema import SCHEMA_VERSION, schema_ddl
 from tests.store.conftest import ALICE
 
 pytestmark = pytest.mark.anyio
@@ -74,9 +74,13 @@ async def test_open_store_from_settings(tmp_path: Path) -> None:
     )
     async with open_store(settings) as store:
         conv = await store.create_conversation(ALICE, "t")
-        await store.append_message(ALICE, conv.sid, "user", "x" * 10, channel="cli")
+        await store.append_message(
+            ALICE, Message(conversation_id=conv.sid, role="user", content="x" * 10, channel="cli")
+        )
         with pytest.raises(InvalidInput):
-            await store.append_message(ALICE, conv.sid, "user", "x" * 11, channel="cli")
+            await store.append_message(
+                ALICE, Message(conversation_id=conv.sid, role="user", content="x" * 11, channel="cli")
+            )
     assert (tmp_path / "new" / "dir" / DB_FILE).exists()
     with pytest.raises(StoreUnavailable):
         await store.get_conversation(ALICE, conv.sid)

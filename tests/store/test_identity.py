@@ -10,10 +10,10 @@ import io
 
 import pytest
 
-from store.api import Store
-from store.api_links import IDENTITY_SCOPE, IdentityLink, PairingCode
+from store.api.links import IDENTITY_SCOPE, IdentityLink, PairingCode
+from store.api.store import Store
 from store.errors import Conflict, InvalidInput, NotFound
-from store.models import SYSTEM_CONTEXT, Scope, validate_context
+from store.models import SYSTEM_CONTEXT, Message, Scope, validate_context
 from store.transfer import export_jsonl, import_jsonl
 from tests.store.conftest import ALICE, BOB
 from tests.store.engines import ENGINES
@@ -109,7 +109,11 @@ async def test_conversation_model_is_stored(store: Store) -> None:
 
 async def _fill(store: Store, scope: Scope, text: str) -> str:
     conv = await store.create_conversation(scope, text)
-    await store.append_message(scope, conv.sid, "user", text, channel="web", request_key=f"rk-{text}")
+    await store.append_message(
+        scope,
+        Message(conversation_id=conv.sid, role="user", content=text, channel="web"),
+        request_key=f"rk-{text}",
+    )
     await store.add_memory(scope, f"remember {text}")
     await store.set_state(scope, "active_conversation", conv.sid)
     return conv.sid
@@ -135,7 +139,9 @@ async def test_rename_user_moves_everything_in_every_context(store: Store) -> No
     assert [m.content for m in await store.search_messages(ROOT, "one")] == ["one"]
     assert await store.search_messages(LOCAL, "one") == []
     # the new owner keeps appending to the moved conversation, seq continues
-    appended = await store.append_message(ROOT, first, "assistant", "hi", channel="cli")
+    appended = await store.append_message(
+        ROOT, Message(conversation_id=first, role="assistant", content="hi", channel="cli")
+    )
     assert appended.seq == 2
     link = await store.get_link("telegram", "42")
     assert link is not None and link.user == "root"

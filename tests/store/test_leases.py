@@ -10,19 +10,30 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import pytest
 
-from store.api import Store
+from store.api.store import Store
 from store.cut_turns import INTERRUPTED_RESULT, INTERRUPTED_TEXT, INTERRUPTED_TYPE
 from store.engine import ClaimStep, Engine, MarkCutStep
 from store.errors import Conflict, LeaseLost
 from store.leases import Claimed, LeaseOwner, known_dead, owner_of, this_process
 from store.models import Message
-from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB
+from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB, MAX_CHARS
+from tests.store.engines import ENGINES
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=sorted(ENGINES))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """These tests are about the engines' own leases (holder identity, take-over): the engines that
+    have them, not the core-only one, whose lease records know no owner (see docs/store.md)."""
+    async with ENGINES[request.param](tmp_path) as opened:
+        yield Store(opened, max_message_chars=MAX_CHARS)
 
 
 def dead_owner() -> LeaseOwner:
@@ -130,12 +141,22 @@ def _roles(messages: list[Message]) -> list[tuple[str, str, str]]:
 
 async def test_the_next_turn_marks_a_cut_turn_before_its_user_message(store: Store) -> None:
     conv = await store.create_conversation(ALICE, "t")
-    await store.append_message(ALICE, conv.sid, "user", "look it up", channel="web")
+    await store.append_message(
+        ALICE, Message(conversation_id=conv.sid, role="user", content="look it up", channel="web")
+    )
     calls = json.dumps(
         [{"id": "c1", "name": "a", "arguments": "{}"}, {"id": "c2", "name": "b", "arguments": ""}]
     )
-    await store.append_message(ALICE, conv.sid, "assistant", "", channel="web", tool_calls=calls)
-    await store.append_message(ALICE, conv.sid, "tool", "found", channel="web", tool_call_id="c1", name="a")
+    await store.append_message(
+        ALICE,
+        Message(conversation_id=conv.sid, role="assistant", content="", channel="web", tool_calls=calls),
+    )
+    await store.append_message(
+        ALICE,
+        Message(
+            conversation_id=conv.sid, role="tool", content="found", channel="web", tool_call_id="c1", name="a"
+        ),
+    )
     # ... and the process died here
     async with store.open_turn(ALICE, conv.sid, "hello?", channel="cli") as opened:
         assert [m.content for m in opened.window][-3:] == [INTERRUPTED_RESULT, INTERRUPTED_TEXT, "hello?"]
@@ -152,7 +173,8 @@ async def test_the_next_turn_marks_a_cut_turn_before_its_user_message(store: Sto
     assert history[4].message_type == INTERRUPTED_TYPE and history[4].channel == "web"
     assert dict(store.lease_stats.markers) == {"tool": 1, "user": 1}
     # that turn ended unanswered too: marked once, and marking again changes nothing
-    [[marker]] = await store.engine.batch(ALICE, [MarkCutStep(conv.sid)])
+    mark = MarkCutStep(conv.sid)
+    [marker] = (await store.engine.batch(ALICE, [mark])).of(mark)
     assert marker["content"] == INTERRUPTED_TEXT
     assert await store.engine.batch(ALICE, [MarkCutStep(conv.sid)]) == [[]]
     assert len(await store.history(ALICE, conv.sid)) == 7
@@ -161,7 +183,9 @@ async def test_the_next_turn_marks_a_cut_turn_before_its_user_message(store: Sto
 async def test_a_settled_tail_gets_no_marks(store: Store) -> None:
     conv = await store.create_conversation(ALICE, "t")
     async with store.open_turn(ALICE, conv.sid, "one", channel="cli"):
-        await store.append_message(ALICE, conv.sid, "assistant", "answer", channel="cli")
+        await store.append_message(
+            ALICE, Message(conversation_id=conv.sid, role="assistant", content="answer", channel="cli")
+        )
     async with store.open_turn(ALICE, conv.sid, "two", channel="cli"):
         pass
     assert [m.content for m in await store.history(ALICE, conv.sid)] == ["one", "answer", "two"]
@@ -173,7 +197,9 @@ async def test_daemon_start_marks_the_turns_a_dead_process_held(store: Store) ->
     cut = await store.create_conversation(ALICE, "cut")
     busy = await store.create_conversation(BOB, "busy")
     for scope, conv, holder, owner in ((ALICE, cut, "crashed", dead), (BOB, busy, "alive", me)):
-        await store.append_message(scope, conv.sid, "user", "are you there?", channel="web")
+        await store.append_message(
+            scope, Message(conversation_id=conv.sid, role="user", content="are you there?", channel="web")
+        )
         await store.engine.claim(scope, f"turn:{conv.sid}", holder, 600_000, owner=owner)
     assert await store.mark_dead_holders_turns() == 1
     assert _roles(await store.history(ALICE, cut.sid))[-1] == ("assistant", "interrupted", INTERRUPTED_TEXT)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from store.api import Store, memory_hash
+from store.api.store import Store, memory_hash
 from store.errors import InvalidInput, NotFound
 from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB
 from tests.store.helpers import next_ms

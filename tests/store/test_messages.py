@@ -3,14 +3,16 @@ search, idempotent appends) and bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from typing import Any
 
 import anyio
 import pytest
 
-from store.api import Store
+from store.api.store import Store
 from store.errors import InvalidInput, NotFound
-from store.models import MessageStatus
+from store.models import Message, MessageStatus
 from tests.store.conftest import ALICE, BOB, MAX_CHARS
 from tests.store.helpers import conversation_with
 
@@ -20,7 +22,9 @@ pytestmark = pytest.mark.anyio
 async def test_append_assigns_gap_free_seq_and_touches_conversation(store: Store) -> None:
     conv = await store.create_conversation(ALICE, "c")
     made = [
-        await store.append_message(ALICE, conv.sid, role, f"m{i}", channel=ch)
+        await store.append_message(
+            ALICE, Message(conversation_id=conv.sid, role=role, content=f"m{i}", channel=ch)
+        )
         for i, (role, ch) in enumerate([("user", "cli"), ("assistant", "cli"), ("user", "web")])
     ]
     assert [m.seq for m in made] == [1, 2, 3]
@@ -38,21 +42,31 @@ async def test_every_field_round_trips(store: Store) -> None:
     calls = json.dumps([{"id": "c1", "name": "get_time", "arguments": "{}"}])
     msg = await store.append_message(
         ALICE,
-        conv.sid,
-        "assistant",
-        "",
-        channel="api",
-        tool_calls=calls,
-        sender="tg:1",
-        status="interrupted",
-        model="m1",
-        prompt_tokens=5,
-        completion_tokens=7,
-        message_type="summary",
-        extra={"future_field": {"nested": [1, 2]}},
+        Message(
+            conversation_id=conv.sid,
+            role="assistant",
+            content="",
+            channel="api",
+            tool_calls=calls,
+            sender="tg:1",
+            status="interrupted",
+            model="m1",
+            prompt_tokens=5,
+            completion_tokens=7,
+            message_type="summary",
+            extra={"future_field": {"nested": [1, 2]}},
+        ),
     )
     tool = await store.append_message(
-        ALICE, conv.sid, "tool", "12:00", channel="api", tool_call_id="c1", name="get_time"
+        ALICE,
+        Message(
+            conversation_id=conv.sid,
+            role="tool",
+            content="12:00",
+            channel="api",
+            tool_call_id="c1",
+            name="get_time",
+        ),
     )
     got = await store.get_message(ALICE, msg.sid)
     assert got.tool_calls == calls
@@ -66,7 +80,9 @@ async def test_concurrent_appends_stay_gap_free(store: Store) -> None:
     conv = await store.create_conversation(ALICE)
 
     async def append(i: int) -> None:
-        await store.append_message(ALICE, conv.sid, "user", f"m{i}", channel="cli")
+        await store.append_message(
+            ALICE, Message(conversation_id=conv.sid, role="user", content=f"m{i}", channel="cli")
+        )
 
     async with anyio.create_task_group() as tg:
         for i in range(25):
@@ -79,14 +95,30 @@ async def test_concurrent_appends_stay_gap_free(store: Store) -> None:
 
 async def test_request_key_makes_append_idempotent(store: Store) -> None:
     conv = await store.create_conversation(ALICE)
-    first = await store.append_message(ALICE, conv.sid, "user", "hi", channel="telegram", request_key="tg:1")
-    again = await store.append_message(ALICE, conv.sid, "user", "hi", channel="telegram", request_key="tg:1")
+    first = await store.append_message(
+        ALICE,
+        Message(conversation_id=conv.sid, role="user", content="hi", channel="telegram"),
+        request_key="tg:1",
+    )
+    again = await store.append_message(
+        ALICE,
+        Message(conversation_id=conv.sid, role="user", content="hi", channel="telegram"),
+        request_key="tg:1",
+    )
     assert again == first
-    other = await store.append_message(ALICE, conv.sid, "user", "hi2", channel="telegram", request_key="tg:2")
+    other = await store.append_message(
+        ALICE,
+        Message(conversation_id=conv.sid, role="user", content="hi2", channel="telegram"),
+        request_key="tg:2",
+    )
     assert other.seq == 2
     assert (await store.get_conversation(ALICE, conv.sid)).message_count == 2
     bob_conv = await store.create_conversation(BOB)
-    bobs = await store.append_message(BOB, bob_conv.sid, "user", "b", channel="telegram", request_key="tg:1")
+    bobs = await store.append_message(
+        BOB,
+        Message(conversation_id=bob_conv.sid, role="user", content="b", channel="telegram"),
+        request_key="tg:1",
+    )
     assert (bobs.user_id, bobs.conversation_id, bobs.seq) == ("bob", bob_conv.sid, 1)
 
 
@@ -100,9 +132,18 @@ async def test_history_window_is_last_n_oldest_first(store: Store) -> None:
 async def test_summary_boundary_starts_the_window_at_the_summary(store: Store) -> None:
     conv = await conversation_with(store, ALICE, 6)
     summary = await store.append_message(
-        ALICE, conv.sid, "system", "summary of 1-6", channel="cli", message_type="summary"
+        ALICE,
+        Message(
+            conversation_id=conv.sid,
+            role="system",
+            content="summary of 1-6",
+            channel="cli",
+            message_type="summary",
+        ),
     )
-    await store.append_message(ALICE, conv.sid, "user", "next", channel="cli")
+    await store.append_message(
+        ALICE, Message(conversation_id=conv.sid, role="user", content="next", channel="cli")
+    )
     await store.set_summary_boundary(ALICE, conv.sid, summary.seq)
     assert [m.seq for m in await store.history(ALICE, conv.sid)] == [7, 8]
 
@@ -140,9 +181,16 @@ async def test_update_message(store: Store) -> None:
 async def test_search_messages_ranks_and_is_scoped(store: Store) -> None:
     conv = await store.create_conversation(ALICE)
     for text in ["the weather in Ghent is rainy", "rainy days and rainy weather in Ghent", "pasta recipe"]:
-        await store.append_message(ALICE, conv.sid, "user", text, channel="cli")
+        await store.append_message(
+            ALICE, Message(conversation_id=conv.sid, role="user", content=text, channel="cli")
+        )
     bob_conv = await store.create_conversation(BOB)
-    await store.append_message(BOB, bob_conv.sid, "user", "rainy weather in Ghent too", channel="cli")
+    await store.append_message(
+        BOB,
+        Message(
+            conversation_id=bob_conv.sid, role="user", content="rainy weather in Ghent too", channel="cli"
+        ),
+    )
     found = await store.search_messages(ALICE, "rainy Ghent weather")
     assert [m.content for m in found] == [
         "rainy days and rainy weather in Ghent",
@@ -154,10 +202,15 @@ async def test_search_messages_ranks_and_is_scoped(store: Store) -> None:
 
 async def test_content_limit(store: Store) -> None:
     conv = await store.create_conversation(ALICE)
-    ok = await store.append_message(ALICE, conv.sid, "user", "x" * MAX_CHARS, channel="cli")
+    ok = await store.append_message(
+        ALICE, Message(conversation_id=conv.sid, role="user", content="x" * MAX_CHARS, channel="cli")
+    )
     assert len(ok.content) == MAX_CHARS
     with pytest.raises(InvalidInput, match="too large"):
-        await store.append_message(ALICE, conv.sid, "user", "x" * (MAX_CHARS + 1), channel="cli")
+        await store.append_message(
+            ALICE,
+            Message(conversation_id=conv.sid, role="user", content="x" * (MAX_CHARS + 1), channel="cli"),
+        )
     assert (await store.get_conversation(ALICE, conv.sid)).message_count == 1
 
 
@@ -171,33 +224,37 @@ async def test_content_limit(store: Store) -> None:
         ({"tool_calls": '{"a": 1}'}, "tool_calls"),
     ],
 )
-async def test_bad_messages_change_nothing(store: Store, kwargs: dict[str, str], reason: str) -> None:
+async def test_bad_messages_change_nothing(store: Store, kwargs: dict[str, Any], reason: str) -> None:
     conv = await store.create_conversation(ALICE)
-    args = {"role": "user", "content": "hello", **kwargs}
+    message = dataclasses.replace(Message(conversation_id=conv.sid, content="hello", channel="cli"), **kwargs)
     with pytest.raises(InvalidInput, match=reason):
-        await store.append_message(
-            ALICE,
-            conv.sid,
-            args.pop("role"),
-            args.pop("content"),
-            channel="cli",
-            **args,  # type: ignore[arg-type]
-        )
+        await store.append_message(ALICE, message)
     assert (await store.get_conversation(ALICE, conv.sid)).message_count == 0
     assert (await store.list_messages(ALICE, conv.sid)).items == []
 
 
 async def test_append_to_missing_conversation(store: Store) -> None:
     with pytest.raises(NotFound):
-        await store.append_message(ALICE, "zzzz", "user", "hi", channel="cli")
+        await store.append_message(
+            ALICE, Message(conversation_id="zzzz", role="user", content="hi", channel="cli")
+        )
     with pytest.raises(InvalidInput):
-        await store.append_message(ALICE, "Not An Id", "user", "hi", channel="cli")
+        await store.append_message(
+            ALICE, Message(conversation_id="Not An Id", role="user", content="hi", channel="cli")
+        )
     assert (await store.stats(ALICE)).messages == 0
 
 
 async def test_interrupted_status_value(store: Store) -> None:
     conv = await store.create_conversation(ALICE)
     msg = await store.append_message(
-        ALICE, conv.sid, "assistant", "partial", channel="cli", status=MessageStatus.INTERRUPTED
+        ALICE,
+        Message(
+            conversation_id=conv.sid,
+            role="assistant",
+            content="partial",
+            channel="cli",
+            status=MessageStatus.INTERRUPTED,
+        ),
     )
     assert msg.status == "interrupted"

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from channels.commands.osis import migrate_sqlite
+from channels.subcommands.osis import migrate_sqlite
 from config import Settings, StoreSettings
-from store.api import Store
+from store.api.store import Store
 from store.engine import Engine, ListQuery
 from store.errors import InvalidInput
-from store.migrate import migrate
+from store.legacy.migrate import migrate
 from store.models import Kind, Scope
 
 SCOPE = Scope("legacy", "carol")

@@ -6,10 +6,10 @@ import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
 
-from store.api import Store
-from store.api_turn import TurnReads
+from store.api.store import Store
+from store.api.turn import TurnReads
 from store.errors import Conflict, InvalidInput, NotFound
-from store.models import UsageEntry
+from store.models import Message, UsageEntry
 from tests.store.conftest import ALICE, BOB, MAX_CHARS
 from tests.store.helpers import conversation_with
 
@@ -32,7 +32,9 @@ async def test_reads_only_what_follows_after_seq_and_flags_a_full_read(store: St
     conv = await conversation_with(store, ALICE, 6)
     async with store.open_turn(ALICE, conv.sid, "x", channel="cli", reads=TurnReads(10, 4)) as opened:
         assert [m.seq for m in opened.window] == [5, 6, 7] and not opened.window_full
-    await store.append_message(ALICE, conv.sid, "assistant", "answer to x", channel="cli")
+    await store.append_message(
+        ALICE, Message(conversation_id=conv.sid, role="assistant", content="answer to x", channel="cli")
+    )
     async with store.open_turn(ALICE, conv.sid, "y", channel="cli", reads=TurnReads(2, 4)) as opened:
         # the newest two of seq > 4; what lies between is not read, and the flag says so
         assert [m.seq for m in opened.window] == [8, 9] and opened.window_full
@@ -67,7 +69,9 @@ async def test_holds_the_turn_lease_until_it_exits(store: Store) -> None:
         with pytest.raises(Conflict):
             async with other.conversation_lock(ALICE, conv.sid, wait_s=0.05):
                 pytest.fail("the lease was taken twice")
-        await store.append_message(ALICE, conv.sid, "assistant", "", channel="cli")
+        await store.append_message(
+            ALICE, Message(conversation_id=conv.sid, role="assistant", content="", channel="cli")
+        )
     with anyio.fail_after(5):
         async with other.open_turn(ALICE, conv.sid, "theirs", channel="cli") as opened:
             assert [m.content for m in opened.window] == ["mine", "", "theirs"]
@@ -87,7 +91,9 @@ async def test_waits_for_the_lease_then_opens(store: Store) -> None:
         async with anyio.create_task_group() as tg, store.open_turn(ALICE, conv.sid, "first", channel="cli"):
             tg.start_soon(second)
             await wait_all_tasks_blocked()  # the second one is trying (and waiting) by now
-            await store.append_message(ALICE, conv.sid, "assistant", "answer", channel="cli")
+            await store.append_message(
+                ALICE, Message(conversation_id=conv.sid, role="assistant", content="answer", channel="cli")
+            )
             order.append("first closed")
     assert order == ["first closed", "second opened"]
 

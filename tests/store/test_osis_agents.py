@@ -12,9 +12,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from store.api import Store
+from store.api.store import Store
 from store.models import Scope
-from store.osis_client import OsisEngine
+from store.osis.client import OsisEngine
 from tests.fakes.openai_server import FakeOpenAI
 from tests.store.osis_fixtures import (
     answer_of,

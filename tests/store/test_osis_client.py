@@ -11,15 +11,15 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from store.api import Store
-from store.api_turn import TurnReads
+from store.api.store import Store
+from store.api.turn import TurnReads
 from store.cut_turns import INTERRUPTED_TEXT
-from store.embedded import EmbeddedEngine
 from store.engine import CreateStep, GetStep, ListQuery, UpdateStep
 from store.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
-from store.models import Kind, Scope, UsageEntry
-from store.osis_client import OsisEngine, redacted
-from store.osis_protocol import OPTIONAL_METHODS, OsisAuthError, OsisProtocolError, openrpc_document
+from store.models import Kind, Message, Scope, UsageEntry
+from store.osis.client import OsisEngine, redacted
+from store.osis.protocol import OPTIONAL_METHODS, OsisAuthError, OsisProtocolError, openrpc_document
+from store.sqlite.engine import EmbeddedEngine
 from tests.store.osis_fixtures import client_settings, embedded_server, free_port, serve
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -150,7 +150,9 @@ async def test_lost_create_answer_is_retried_without_doubling(tmp_path: Path) ->
         async with OsisEngine(client_settings(served.base_url), transport=lossy) as eng:
             store = Store(eng)
             conv = await store.create_conversation(SCOPE, "t")
-            msg = await store.append_message(SCOPE, conv.sid, "user", "once", channel="cli")
+            msg = await store.append_message(
+                SCOPE, Message(conversation_id=conv.sid, role="user", content="once", channel="cli")
+            )
             assert lossy.lost == 1 and msg.seq == 1
             assert await eng.count(Kind.MESSAGE, SCOPE) == 1
 
@@ -167,18 +169,25 @@ async def test_outage_then_recovery_loses_and_doubles_nothing(tmp_path: Path) ->
             store = Store(client)
             conv = await store.create_conversation(scope, "outage")
             for i in range(10):
-                await store.append_message(scope, conv.sid, "user", f"before {i}", channel="cli")
+                await store.append_message(
+                    scope,
+                    Message(conversation_id=conv.sid, role="user", content=f"before {i}", channel="cli"),
+                )
                 acked.append(f"before {i}")
         # the server is down: clear errors, nothing sticky
         for i in range(3):
             with pytest.raises(StoreUnavailable, match=f"unreachable at http://127.0.0.1:{port}/"):
-                await store.append_message(scope, conv.sid, "user", f"down {i}", channel="cli")
+                await store.append_message(
+                    scope, Message(conversation_id=conv.sid, role="user", content=f"down {i}", channel="cli")
+                )
             failed += 1
         with pytest.raises(StoreUnavailable):
             await store.history(scope, conv.sid)
         async with serve(backend, port=port):
             for i in range(10):
-                await store.append_message(scope, conv.sid, "user", f"after {i}", channel="cli")
+                await store.append_message(
+                    scope, Message(conversation_id=conv.sid, role="user", content=f"after {i}", channel="cli")
+                )
                 acked.append(f"after {i}")
             history = await store.history(scope, conv.sid, limit=100)
             await client.aclose()
@@ -284,7 +293,9 @@ async def test_restart_while_appending_keeps_one_copy_of_each_message(tmp_path: 
             while not stop_writing.is_set():
                 try:
                     await store.append_message(
-                        SCOPE, conv.sid, "user", f"m{i}", channel="cli", request_key=f"k{i}"
+                        SCOPE,
+                        Message(conversation_id=conv.sid, role="user", content=f"m{i}", channel="cli"),
+                        request_key=f"k{i}",
                     )
                 except StoreUnavailable:
                     failures += 1
@@ -445,7 +456,9 @@ async def test_an_older_server_without_the_optional_methods(tmp_path: Path) -> N
         async with OsisEngine(client_settings(served.base_url), transport=older) as eng:
             store = Store(eng)
             conv = await store.create_conversation(SCOPE, "t")
-            await store.append_message(SCOPE, conv.sid, "user", "cut off", channel="cli")
+            await store.append_message(
+                SCOPE, Message(conversation_id=conv.sid, role="user", content="cut off", channel="cli")
+            )
             # the cut turn is still marked, by plain reads and creates before the opening batch
             async with store.open_turn(SCOPE, conv.sid, "again", channel="cli") as opened:
                 assert [m.content for m in opened.window][-2:] == [INTERRUPTED_TEXT, "again"]

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from store.embedded import EmbeddedEngine
 from store.engine import Engine
 from store.models import Kind, Scope
-from store.osis_dispatch import Dispatcher, RpcError
-from store.osis_protocol import INVALID_PARAMS
+from store.osis.dispatch import Dispatcher, RpcError
+from store.osis.protocol import INVALID_PARAMS
+from store.sqlite.engine import EmbeddedEngine
 
 pytestmark = pytest.mark.anyio
 SCOPE = Scope("default", "ann")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from store import osis_protocol as proto
-from store.migrate_columns import ALIASES
+from store.legacy.columns import ALIASES
 from store.models import Kind
+from store.osis import protocol as proto
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "osis.md").read_text(encoding="utf-8")
 

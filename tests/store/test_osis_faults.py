@@ -14,10 +14,10 @@ import anyio
 import pytest
 
 from agent.metrics import TurnMetrics
-from store.api import Store
+from store.api.store import Store
 from store.errors import StoreUnavailable
 from store.models import Message, Scope
-from store.osis_client import OsisEngine
+from store.osis.client import OsisEngine
 from tests.fakes.fault_proxy import STAGES, TRICKLE_S, fault_proxy
 from tests.store.osis_fixtures import ServedEngine, client_settings, embedded_server
 
@@ -42,12 +42,20 @@ async def _stored(served: ServedEngine, conversation_id: str) -> list[Message]:
 async def _prepared(store: Store) -> str:
     """A conversation with one message, so the client holds a keep-alive connection that has served."""
     conv = await store.create_conversation(SCOPE, "faults")
-    await store.append_message(SCOPE, conv.sid, "user", "before", channel="cli", request_key="k0")
+    await store.append_message(
+        SCOPE,
+        Message(conversation_id=conv.sid, role="user", content="before", channel="cli"),
+        request_key="k0",
+    )
     return conv.sid
 
 
 async def _append_once(store: Store, conversation_id: str) -> Message:
-    return await store.append_message(SCOPE, conversation_id, "user", BODY, channel="cli", request_key="k1")
+    return await store.append_message(
+        SCOPE,
+        Message(conversation_id=conversation_id, role="user", content=BODY, channel="cli"),
+        request_key="k1",
+    )
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -61,7 +69,11 @@ async def test_a_call_broken_at_any_stage_is_retried_and_stored_once(tmp_path: P
             with anyio.fail_after(CALL_DEADLINE_S):
                 msg = await _append_once(store, conv)
             with anyio.fail_after(CALL_DEADLINE_S):  # the connection after the fault works too
-                await store.append_message(SCOPE, conv, "user", "after", channel="cli", request_key="k2")
+                await store.append_message(
+                    SCOPE,
+                    Message(conversation_id=conv, role="user", content="after", channel="cli"),
+                    request_key="k2",
+                )
         assert proxy.fired == [stage]
         assert msg.seq == 2 and msg.content == BODY
         stored = await _stored(served, conv)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from store.models import Kind
-from store.osis_protocol import (
+from store.osis.protocol import (
     CONTEXT_HEADER,
     INVALID_PARAMS,
     INVALID_REQUEST,

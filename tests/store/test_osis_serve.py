@@ -11,9 +11,9 @@ import anyio
 import httpx
 import pytest
 
-from store.api import Store
+from store.api.store import Store
 from store.models import Message, Scope
-from store.osis_client import OsisEngine
+from store.osis.client import OsisEngine
 from tests.store.osis_fixtures import ROOT, client_settings, free_port, subprocess_env, wait_exit, wait_ready
 from tests.store.osis_fixtures import serve_process as _serve
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from store.api import Store
-from store.embedded import EmbeddedEngine
-from store.osis_client import OsisEngine
+from store.api.store import Store
+from store.osis.client import OsisEngine
+from store.sqlite.engine import EmbeddedEngine
 from store.transfer import import_jsonl
 from tests.store.osis_fixtures import client_settings, embedded_server
 from tests.store.test_transfer import export_text, populate

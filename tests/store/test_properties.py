@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from store.api import Store
+from store.api.store import Store
 from store.errors import NotFound
-from store.models import AuditEntry, Scope
+from store.models import AuditEntry, Message, Scope
 from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB
 from tests.store.engines import ENGINES
 
@@ -51,7 +51,10 @@ def test_order_and_clear_boundaries(engine_name: str, ops: list[tuple[str, int]]
         cleared = [0, 0]
         for n, (op, idx) in enumerate(ops):
             if op == "append":
-                msg = await store.append_message(ALICE, convs[idx].sid, "user", f"m{n}", channel="cli")
+                msg = await store.append_message(
+                    ALICE,
+                    Message(conversation_id=convs[idx].sid, role="user", content=f"m{n}", channel="cli"),
+                )
                 model[idx].append(msg.content)
                 assert msg.seq == len(model[idx])
             else:
@@ -118,7 +121,10 @@ def test_scopes_never_see_each_other(engine_name: str, ops: list[tuple[str, int,
                 mem, _ = await store.add_memory(scope, f"fact {n} shared words")
                 memories[scope].add(mem.sid)
             elif op == "append" and convs[scope]:
-                await store.append_message(scope, convs[scope][-1], "user", f"m{n}", channel="cli")
+                await store.append_message(
+                    scope,
+                    Message(conversation_id=convs[scope][-1], role="user", content=f"m{n}", channel="cli"),
+                )
             elif op == "peek" and convs[scope] and intruder != scope:
                 target = convs[scope][-1]
                 if (

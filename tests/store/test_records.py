@@ -6,7 +6,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from store.api import Store, TimeRange
+from store.api.store import Store, TimeRange
 from store.engine import Engine
 from store.errors import Conflict, InvalidInput
 from store.models import AuditEntry, Kind, UsageEntry
@@ -170,7 +170,7 @@ DAY_MS = 86_400_000
 MARCH_1 = 1_709_251_200_000
 
 
-async def test_usage_by_day_and_model_in_a_period(store: Store, engine: Engine) -> None:
+async def test_usage_by_day_and_model_in_a_period(store: Store) -> None:
     """Entries restored with their own times (as an import would) land on their UTC days."""
     rows = [
         ("u1", MARCH_1 + 10, "big", 100, 10, 200.0, True),
@@ -182,7 +182,7 @@ async def test_usage_by_day_and_model_in_a_period(store: Store, engine: Engine) 
     for sid, at, model, p, c, ms, ok in rows:
         entry = UsageEntry(model=model, prompt_tokens=p, completion_tokens=c, latency_ms=ms, ok=ok)
         record = {**entry.to_record(), "sid": sid, "context": ALICE.context, "user_id": ALICE.user_id}
-        await engine.restore(Kind.USAGE, {**record, "created_at": at, "updated_at": at})
+        await store.engine.restore(Kind.USAGE, {**record, "created_at": at, "updated_at": at})
     await store.append_usage(BOB, UsageEntry(model="big", prompt_tokens=1000))
 
     rows_all = await store.usage_summary(ALICE, by="day_model")

@@ -9,16 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from store.api import Store
-from store.embedded import EmbeddedEngine
-from store.errors import InvalidInput, NotFound
-from store.sqlite_schema import SCHEMA_VERSION, schema_ddl
+from store import InvalidInput, NotFound
+from store.api.store import Store
+from store.models import Message
+from store.sqlite.engine import DB_FILE, EmbeddedEngine
+from store.sqlite.schema import SCHEMA_VERSION
 from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB
 from tests.store.helpers import next_ms
 
 pytestmark = pytest.mark.anyio
 
-DB_FILE = "hero-agent.db"
+#: the embedded schema of version 2, as main wrote it before ``tail_digest``
+V2_SQL = Path(__file__).parent / "data" / "schema_v2.sql"
 
 
 async def test_turn_id_and_superseded_by_are_stored(store: Store) -> None:
@@ -26,7 +28,8 @@ async def test_turn_id_and_superseded_by_are_stored(store: Store) -> None:
     async with store.open_turn(ALICE, conv.sid, "question", channel="web", turn_id="turn1") as opening:
         assert opening.message.turn_id == "turn1" and opening.message.superseded_by == ""
     answer = await store.append_message(
-        ALICE, conv.sid, "assistant", "answer", channel="web", turn_id="turn1"
+        ALICE,
+        Message(conversation_id=conv.sid, role="assistant", content="answer", channel="web", turn_id="turn1"),
     )
     await store.supersede(ALICE, [answer.sid], "turn2")
     got = await store.get_message(ALICE, answer.sid)
@@ -41,7 +44,12 @@ async def test_a_turn_opened_on_a_stored_user_message_stores_no_copy(store: Stor
     conv = await store.create_conversation(ALICE, "c")
     async with store.open_turn(ALICE, conv.sid, "question", channel="web", turn_id="t1") as first:
         user = first.message
-    await store.append_message(ALICE, conv.sid, "assistant", "partial", channel="web", status="interrupted")
+    await store.append_message(
+        ALICE,
+        Message(
+            conversation_id=conv.sid, role="assistant", content="partial", channel="web", status="interrupted"
+        ),
+    )
     async with store.open_turn(ALICE, conv.sid, "", channel="web", turn_id="t2", rerun_of=user.sid) as again:
         assert again.message == user
         assert [m.content for m in again.window] == ["question", "partial"]
@@ -54,8 +62,12 @@ async def test_a_re_run_of_anything_but_a_user_message_of_the_conversation_is_no
 ) -> None:
     conv = await store.create_conversation(ALICE, "c")
     other = await store.create_conversation(ALICE, "other")
-    elsewhere = await store.append_message(ALICE, other.sid, "user", "elsewhere", channel="web")
-    answer = await store.append_message(ALICE, conv.sid, "assistant", "answer", channel="web")
+    elsewhere = await store.append_message(
+        ALICE, Message(conversation_id=other.sid, role="user", content="elsewhere", channel="web")
+    )
+    answer = await store.append_message(
+        ALICE, Message(conversation_id=conv.sid, role="assistant", content="answer", channel="web")
+    )
     for sid in (answer.sid, elsewhere.sid, "zz99"):
         with pytest.raises(NotFound):
             async with store.open_turn(ALICE, conv.sid, "", channel="web", rerun_of=sid):
@@ -109,20 +121,10 @@ async def test_the_tail_digest_lookup_is_one_indexed_read(tmp_path: Path) -> Non
     assert "conversations_tail" in detail and "TEMP B-TREE" not in detail, detail
 
 
-def _schema_2_ddl() -> list[str]:
-    """The embedded schema of version 2 (main before ``tail_digest``)."""
-    out = []
-    for stmt in schema_ddl():
-        if "conversations_tail" in stmt:
-            continue
-        out.append(stmt.replace(", tail_digest TEXT NOT NULL", ""))
-    return out
-
-
 async def test_a_schema_2_data_dir_gains_the_tail_digest_column(tmp_path: Path) -> None:
+    """A data dir written by main's schema 2 (attachments, lease owners) opens and upgrades in place."""
     conn = sqlite3.connect(tmp_path / DB_FILE)
-    for stmt in _schema_2_ddl():
-        conn.execute(stmt)
+    conn.executescript(V2_SQL.read_text())
     assert "tail_digest" not in {r[1] for r in conn.execute("PRAGMA table_info(conversations)")}
     conn.execute(
         "INSERT INTO conversations (sid, context, user_id, created_at, updated_at, is_archived, data) "

@@ -12,14 +12,14 @@ from pathlib import Path
 import anyio
 import pytest
 
-from channels.commands.transfer import register, run_export, run_import
+from channels.subcommands.transfer import register, run_export, run_import
 from config.settings import AgentSettings, Settings, StoreSettings
 from store import NewAttachment
-from store.api import Store
-from store.embedded import EmbeddedEngine
+from store.api.store import Store
 from store.engine import Engine
 from store.errors import Conflict, ImportFormatError, ImportRejected
-from store.models import AuditEntry, Kind, Record, UsageEntry
+from store.models import AuditEntry, Kind, Message, Record, UsageEntry
+from store.sqlite.engine import EmbeddedEngine
 from store.transfer import export_jsonl, import_jsonl
 from tests.media_files import png
 from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB
@@ -33,23 +33,36 @@ async def populate(store: Store) -> None:
     for i in range(5):
         await store.append_message(
             ALICE,
-            conv.sid,
-            "user",
-            f'héllo {i} "quoted"\n',
-            channel="web",
-            extra={"legacy": {"n": i}} if i == 0 else None,
+            Message(
+                conversation_id=conv.sid,
+                role="user",
+                content=f'héllo {i} "quoted"\n',
+                channel="web",
+                extra={"legacy": {"n": i}} if i == 0 else {},
+            ),
         )
     await store.clear_conversation(ALICE, conv.sid)
     replaced = await store.append_message(
-        ALICE, conv.sid, "assistant", "replaced", channel="web", turn_id="t1"
+        ALICE,
+        Message(conversation_id=conv.sid, role="assistant", content="replaced", channel="web", turn_id="t1"),
     )
     await store.supersede(ALICE, [replaced.sid], "t2")
-    await store.append_message(ALICE, conv.sid, "assistant", "after clear", channel="web", turn_id="t2")
+    await store.append_message(
+        ALICE,
+        Message(
+            conversation_id=conv.sid, role="assistant", content="after clear", channel="web", turn_id="t2"
+        ),
+    )
     await store.set_tail_digest(ALICE, conv.sid, "ab12")
     old = await store.create_conversation(ALICE, "old")
     await store.archive_conversation(ALICE, old.sid)
     bob_conv = await store.create_conversation(BOB, "bob's")
-    await store.append_message(BOB, bob_conv.sid, "user", "bob here", channel="telegram", sender="tg:7")
+    await store.append_message(
+        BOB,
+        Message(
+            conversation_id=bob_conv.sid, role="user", content="bob here", channel="telegram", sender="tg:7"
+        ),
+    )
     await store.add_memory(ALICE, "Alice likes tea")
     await store.add_memory(BOB, "Bob likes coffee")
     await store.append_audit(ALICE, AuditEntry(tool="get_time", duration_ms=1.5, conversation_id=conv.sid))
@@ -57,7 +70,10 @@ async def populate(store: Store) -> None:
     await store.set_state(ALICE, "active", conv.sid)
     await store.add_attachments(ALICE, conv.sid, [NewAttachment(png(3, 2), "image/png", "dot.png", 3, 2)])
     other = await store.create_conversation(ALICE_ELSEWHERE, "elsewhere")
-    await store.append_message(ALICE_ELSEWHERE, other.sid, "user", "other context", channel="cli")
+    await store.append_message(
+        ALICE_ELSEWHERE,
+        Message(conversation_id=other.sid, role="user", content="other context", channel="cli"),
+    )
 
 
 async def export_text(engine: Engine, context: str | None) -> str:
@@ -92,7 +108,9 @@ async def test_round_trip_is_byte_exact_and_import_idempotent(
             # the imported store keeps working: seq continues, new sids do not collide
             imported = Store(target)
             conv = (await imported.list_conversations(ALICE)).items[0]
-            msg = await imported.append_message(ALICE, conv.sid, "user", "new", channel="cli")
+            msg = await imported.append_message(
+                ALICE, Message(conversation_id=conv.sid, role="user", content="new", channel="cli")
+            )
             assert msg.seq == conv.message_count + 1
             before = {c.sid for c in (await imported.list_conversations(ALICE, archived=None)).items}
             fresh = await imported.create_conversation(ALICE, "fresh")
@@ -152,6 +170,17 @@ BAD_FILES: dict[str, tuple[Callable[[], str], int, str]] = {
     "duplicate-sid": (lambda: _lines(CONV, MSG, _with(MSG, content="other")), 4, "appears twice"),
     "duplicate-seq": (lambda: _lines(CONV, MSG, _with(MSG, sid="0002")), 4, "seq 1 appears twice"),
     "bad-seq": (lambda: _lines(CONV, _with(MSG, seq=0)), 3, "positive"),
+    "bad-tail-digest": (
+        lambda: _lines(_with(CONV, tail_digest=5)),
+        2,
+        "field 'tail_digest' has the wrong type",
+    ),
+    "bad-turn-id": (lambda: _lines(CONV, _with(MSG, turn_id=7)), 3, "field 'turn_id' has the wrong type"),
+    "bad-superseded-by": (
+        lambda: _lines(CONV, _with(MSG, superseded_by=["t"])),
+        3,
+        "field 'superseded_by' has the wrong type",
+    ),
     "bad-audit-conversation": (
         lambda: _lines(
             CONV, {"kind": "AgentAuditEntry", "record": {**CONV["record"], "tool": "t", "conversation_id": 5}}
@@ -210,7 +239,9 @@ async def _conversation_with(store: Store, n: int) -> str:
     """Alice's conversation 0001 in the store with ``n`` messages (seqs 1..n)."""
     conv = await store.create_conversation(ALICE, "held")
     for i in range(n):
-        await store.append_message(ALICE, conv.sid, "user", f"held {i}", channel="cli")
+        await store.append_message(
+            ALICE, Message(conversation_id=conv.sid, role="user", content=f"held {i}", channel="cli")
+        )
     assert conv.sid == "0001"
     return conv.sid
 
@@ -229,9 +260,8 @@ async def _refused(engine: Engine, path: Path, text: str, **kwargs: int) -> Impo
     return caught.value
 
 
-async def test_a_gap_against_the_store_is_refused_naming_the_line(
-    store: Store, engine: Engine, tmp_path: Path
-) -> None:
+async def test_a_gap_against_the_store_is_refused_naming_the_line(store: Store, tmp_path: Path) -> None:
+    engine = store.engine
     await _conversation_with(store, 3)
     refusal = await _refused(
         engine, tmp_path / "gap.jsonl", _lines(_message("00a1", 4), _message("00a2", 99))
@@ -242,8 +272,9 @@ async def test_a_gap_against_the_store_is_refused_naming_the_line(
 
 
 async def test_a_seq_the_store_already_holds_is_refused_without_sqlite_text(
-    store: Store, engine: Engine, tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
+    engine = store.engine
     await _conversation_with(store, 3)
     refusal = await _refused(engine, tmp_path / "dup.jsonl", _lines(_message("00a1", 2)))
     assert str(refusal) == "line 2: seq 2 of conversation '0001' is already held by message 0002 in the store"
@@ -252,9 +283,8 @@ async def test_a_seq_the_store_already_holds_is_refused_without_sqlite_text(
         await engine.restore(Kind.MESSAGE, _message("00a1", 2)["record"])
 
 
-async def test_moving_or_renumbering_a_stored_message_is_refused(
-    store: Store, engine: Engine, tmp_path: Path
-) -> None:
+async def test_moving_or_renumbering_a_stored_message_is_refused(store: Store, tmp_path: Path) -> None:
+    engine = store.engine
     await _conversation_with(store, 2)
     other = await store.create_conversation(ALICE, "other")
     text = _lines(_message("0001", 2), _message("0002", 1, conversation_id=other.sid))
@@ -265,14 +295,19 @@ async def test_moving_or_renumbering_a_stored_message_is_refused(
     ]
 
 
-async def test_message_counts_are_recomputed(store: Store, engine: Engine, tmp_path: Path) -> None:
+async def test_message_counts_are_recomputed(store: Store, tmp_path: Path) -> None:
+    engine = store.engine
     conv = await _conversation_with(store, 3)
     more = tmp_path / "more.jsonl"
     more.write_text(_lines(_message("00a1", 4), _message("00a2", 5)))
     result = await import_jsonl(engine, more)
     assert (result.read, result.written, result.recounted) == (2, 2, 1)
     assert (await store.get_conversation(ALICE, conv)).message_count == 5
-    assert (await store.append_message(ALICE, conv, "user", "next", channel="cli")).seq == 6
+    assert (
+        await store.append_message(
+            ALICE, Message(conversation_id=conv, role="user", content="next", channel="cli")
+        )
+    ).seq == 6
     # a file whose conversation claims a wrong count is stored with the count of its messages
     claims = tmp_path / "claims.jsonl"
     claims.write_text(
@@ -291,6 +326,7 @@ async def test_sizes_and_text_beyond_the_limits_are_refused(engine: Engine, tmp_
         {"kind": "AgentMemory", "record": {**CONV["record"], "content": "y" * 101, "hash": "h"}},
         _with(CONV, sid="0003", title="t" * 201),
         _with(MSG, sid="0004", seq=3, role="wizard"),
+        _with(CONV, sid="0005", tail_digest="not a digest"),
     ).replace("nul\\u0000", "nul\\u0000")
     refusal = await _refused(engine, tmp_path / "big.jsonl", text, max_message_chars=100)
     assert [str(p) for p in refusal.problems] == [
@@ -299,8 +335,9 @@ async def test_sizes_and_text_beyond_the_limits_are_refused(engine: Engine, tmp_
         "line 5: content of 101 characters is over the limit of 100 (agent.max_message_chars)",
         "line 6: title must be at most 200 printable characters",
         "line 7: invalid role 'wizard'",
+        "line 8: tail_digest must be at most 128 letters and digits",
     ]
-    assert str(refusal).startswith("5 problems, nothing was imported:\nline 3: ")
+    assert str(refusal).startswith("6 problems, nothing was imported:\nline 3: ")
 
 
 async def test_a_lone_surrogate_is_refused(engine: Engine, tmp_path: Path) -> None:
@@ -314,7 +351,8 @@ async def test_a_lone_surrogate_is_refused(engine: Engine, tmp_path: Path) -> No
     assert str(refusal) == "line 3: text holds a lone surrogate (not valid Unicode)"
 
 
-async def test_a_sid_another_user_holds_is_refused(store: Store, engine: Engine, tmp_path: Path) -> None:
+async def test_a_sid_another_user_holds_is_refused(store: Store, tmp_path: Path) -> None:
+    engine = store.engine
     await _conversation_with(store, 1)
     bobs = _lines(_with(CONV, user_id="bob"), _with(MSG, user_id="bob", sid="00c1"))
     refusal = await _refused(engine, tmp_path / "bob.jsonl", bobs)

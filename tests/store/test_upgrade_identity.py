@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from store.api import Store
-from store.api_links import IdentityLink
-from store.embedded import EmbeddedEngine
+from store.api.links import IdentityLink
+from store.api.store import Store
 from store.models import Scope
+from store.sqlite.engine import EmbeddedEngine
 
 pytestmark = pytest.mark.anyio
 

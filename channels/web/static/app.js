@@ -1,13 +1,16 @@
 // hero-agent web page: plain JavaScript modules, no framework, no build step.
 // app.js wires the parts: api.js (client, reachability, SSE), chat.js (sending, Stop, Retry),
 // messages.js (bubbles, tool blocks, failures), markdown.js (rendering), sidebar.js (conversations),
-// panels.js (Memories and other side panels), usage.js (charts).
+// panels.js (Memories and other side panels), usage.js (charts), attachments.js (images in the
+// composer), voice.js (the microphone).
 import { $, api, askToken, isOffline, setReconnectHandler, setStatus, state } from "./api.js";
+import { applyLimits, hasPending, wireAttachments } from "./attachments.js";
 import { configureChat, lastTurnActions, retryTurn, scrollDown, send } from "./chat.js";
 import { renderHistory } from "./messages.js";
 import { closePanels, loadMemories, registerPanel, reloadOpenPanel, wirePanels } from "./panels.js";
 import { configureSidebar, loadConversations, renderConversations, wireSidebar } from "./sidebar.js";
 import { loadUsage } from "./usage.js";
+import { applyVoiceLimits, wireVoice } from "./voice.js";
 
 const narrow = window.matchMedia("(max-width: 700px)");
 
@@ -112,8 +115,14 @@ async function approvePairing() {
 
 // -- loading everything --------------------------------------------------------------------------
 
+async function loadMediaLimits() {
+  applyLimits(await api("GET", "/api/media"));
+  applyVoiceLimits();
+}
+
 async function refreshAll() {
   try {
+    await loadMediaLimits();
     await loadContexts();
     await loadConversations(true);
     await loadMessages();
@@ -156,7 +165,7 @@ function wireComposer() {
       setStatus("A reply is still streaming: wait for it, or press Stop.");
       return;
     }
-    if (text) send(text);
+    if (text || hasPending()) send(text);
   });
   $("message-input").addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
@@ -208,6 +217,9 @@ function wire() {
   wirePanels(() => setHeaderMenu(false));
   wireSidebar();
   wireComposer();
+  wireAttachments();
+  wireVoice();
+  applyVoiceLimits();
   wireHeader();
   setReconnectHandler(refreshAll);
   if (narrow.matches) setSidebar(false);

@@ -1,9 +1,10 @@
 // Sending a message and reading its reply stream (POST /api/chat, server-sent events), Stop, Retry,
 // Regenerate, Edit and slash commands.
 import { $, ApiError, el, errorOf, headers, readEvents, request, setStatus, state } from "./api.js";
+import { clearPending, hasPending, pendingImages, pendingPreviews } from "./attachments.js";
 import {
-  clearFailure, collapse, finishTool, openEditor, replyBubble, showFailure, toolBlock, turnActions, updateMeta,
-  userBubble,
+  clearFailure, collapse, finishTool, openEditor, replyBubble, setUserText, showFailure, toolBlock, turnActions,
+  updateMeta, userBubble,
 } from "./messages.js";
 
 // what the rest of the page does after a turn (set by app.js)
@@ -30,22 +31,28 @@ function busy(on) {
   $("stop").hidden = !on;
 }
 
-// Send the composer's text. The text stays in the composer until the server has stored the message
-// (the `start` event): a message that never reached the server can be sent again as it is.
+const postJson = (body) => (signal) =>
+  request("/api/chat", { method: "POST", headers: headers(), body: JSON.stringify(body), signal });
+
+// Send the composer's text and images. Both stay in the composer until the server has stored the
+// message (the `start` event): a message that never reached the server can be sent again as it is.
 export async function send(text) {
   const body = { message: text, context_name: state.context };
   if (state.conversationId) body.conversation_id = state.conversationId;
-  if (COMMAND_RE.test(text)) { await runCommand(body); return; }
-  const user = userBubble(text);
+  const images = hasPending();
+  if (!images && COMMAND_RE.test(text)) { await runCommand(body); return; }
+  if (images) body.images = pendingImages();
+  const user = userBubble(text, { images: pendingPreviews() });
   user.classList.add("pending");
   const reply = replyBubble();
   $("messages").append(user, reply);
   scrollDown(true);
-  const turn = await stream(body, reply, (data) => {
+  const turn = await stream(postJson(body), reply, (data) => {
     user.dataset.id = data.user_message_id;
     user.classList.remove("pending");
     const input = $("message-input");
     if (input.value.trim() === text) input.value = "";
+    if (images) clearPending();
   });
   if (!turn.started) { user.remove(); reply.remove(); } else turnActions(user, reply, lastTurnActions);
 }
@@ -70,7 +77,7 @@ export async function regenerateTurn(userLi, oldReply) {
   const body = { regenerate_of: userLi.dataset.id, conversation_id: state.conversationId, context_name: state.context };
   const reply = replyBubble();
   oldReply.after(reply);
-  const turn = await stream(body, reply, () => collapse(oldReply));
+  const turn = await stream(postJson(body), reply, () => collapse(oldReply));
   if (!turn.started) { reply.remove(); setStatus(`Regenerate failed: ${turn.error}`, true); }
   else turnActions(userLi, reply, lastTurnActions);
 }
@@ -89,13 +96,38 @@ export async function editTurn(oldUser, oldReply, text) {
   const reply = replyBubble();
   $("messages").append(user, reply);
   scrollDown(true);
-  const turn = await stream(body, reply, (data) => {
+  const turn = await stream(postJson(body), reply, (data) => {
     user.dataset.id = data.user_message_id;
     user.classList.remove("pending");
     collapse(...[oldUser, oldReply].filter((b) => b && b.isConnected));
   });
   if (!turn.started) { user.remove(); reply.remove(); setStatus(`Edit not sent: ${turn.error}`, true); }
   else turnActions(user, reply, lastTurnActions);
+}
+
+/**
+ * Send a recorded voice message: POST /api/voice/chat (multipart: the audio as `audio`, plus
+ * `conversation_id` and `context_name`). The answer is the stream of /api/chat with a `transcript`
+ * event right after `start`: the transcript becomes the user's bubble.
+ */
+export async function sendVoice(audio) {
+  const form = new FormData();
+  const type = (audio.type || "audio/webm").split(";")[0];
+  form.append("audio", audio, `voice.${type.split("/")[1] || "webm"}`);
+  form.append("context_name", state.context);
+  if (state.conversationId) form.append("conversation_id", state.conversationId);
+  const user = userBubble("🎤 …", { spoken: true });
+  user.classList.add("pending");
+  const reply = replyBubble();
+  $("messages").append(user, reply);
+  scrollDown(true);
+  setStatus("Transcribing…");
+  const post = (signal) => request("/api/voice/chat", { method: "POST", headers: headers(false), body: form, signal });
+  const turn = await stream(post, reply, (data) => {
+    user.dataset.id = data.user_message_id;
+    user.classList.remove("pending");
+  }, (data) => setUserText(user, data.text, data.duration_s));
+  if (!turn.started) { user.remove(); reply.remove(); } else turnActions(user, reply, lastTurnActions);
 }
 
 /**
@@ -111,7 +143,7 @@ export async function retryTurn(conversationId, userMessageId, failedReply) {
   const body = { retry_of: userMessageId, conversation_id: conversationId, context_name: state.context };
   const reply = replyBubble();
   failedReply.after(reply);
-  const turn = await stream(body, reply, () => {
+  const turn = await stream(postJson(body), reply, () => {
     clearFailure(failedReply);
     updateMeta(failedReply, { status: "failed, retried below" });
     collapse(failedReply);
@@ -124,18 +156,18 @@ export async function retryTurn(conversationId, userMessageId, failedReply) {
   }
 }
 
-// Run one /api/chat request into `reply`; onStart(data) runs when the server has the message.
+// Run one chat request (`post(signal)`: /api/chat or /api/voice/chat) into `reply`; onStart(data)
+// runs when the server has the message, onTranscript(data) on a voice message's transcript.
 // Answers what happened: {started, ended, error, conversationId, userMessageId}.
-async function stream(body, reply, onStart) {
+async function stream(post, reply, onStart, onTranscript = () => {}) {
   const controller = new AbortController();
-  const turn = { started: false, ended: false, error: "", conversationId: body.conversation_id || null, userMessageId: null };
+  const turn = { started: false, ended: false, error: "", conversationId: state.conversationId, userMessageId: null, onTranscript };
   state.streaming = controller;
   busy(true);
   setStatus("Thinking…");
   reply.setAttribute("aria-busy", "true");
   try {
-    const res = await request("/api/chat", { method: "POST", headers: headers(), body: JSON.stringify(body),
-      signal: controller.signal });
+    const res = await post(controller.signal);
     if (!res.ok) throw await errorOf(res);
     await readEvents(res, (event, data) => onEvent(event, data, reply, turn, onStart));
     if (!turn.ended) throw new ApiError(0, "cut", "The reply ended without a result.");
@@ -176,6 +208,10 @@ async function onEvent(event, data, reply, turn, onStart) {
       turn.conversationId = data.conversation_id;
       state.conversationId = data.conversation_id;
       onStart(data);
+      break;
+    case "transcript":
+      turn.onTranscript(data);
+      setStatus("Thinking…");
       break;
     case "delta":
       reply.md.append(data.text);

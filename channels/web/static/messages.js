@@ -9,13 +9,47 @@ import { StreamingMarkdown } from "./markdown.js";
 const SUMMARY_CHARS = 200; // the server's tool_end summary: whitespace collapsed, at most 200 chars
 const NO_REPLY = /^\[no reply: ([^\]]*)\]\s*/;
 
-export function userBubble(text, { archived = false, channel = "", id = "" } = {}) {
+// A user bubble. `images`: [{url, name, width?, height?}] shown under the text (a stored image's url
+// is its signed same-origin /api/attachments link; a pending one's is its data: URL). `spoken`: the
+// text is a voice message's transcript (`duration` in seconds, when known).
+export function userBubble(text, { archived = false, channel = "", id = "", images = [], spoken = false, duration = 0 } = {}) {
+  const li = el("li", { class: `message user${archived ? " archived" : ""}`, "data-id": id || null },
+    el("div", { class: "meta" }),
+    el("div", { class: "text plain" }, text));
+  li.info = { channel, archived, spoken, duration };
+  userMeta(li);
+  if (images.length) {
+    li.append(el("div", { class: "images" }, ...images.map((img) => el("img", {
+      src: img.url, alt: img.name || "image", loading: "lazy", width: img.width || null, height: img.height || null }))));
+  }
+  return li;
+}
+
+function userMeta(li) {
+  const { channel, archived, spoken, duration } = li.info;
   const meta = ["You"];
+  if (spoken) meta.push(duration ? `🎤 spoken, ${duration.toFixed(1)} s` : "🎤 spoken");
   if (channel && channel !== "web") meta.push(`via ${channel}`);
   if (archived) meta.push("cleared");
-  return el("li", { class: `message user${archived ? " archived" : ""}`, "data-id": id || null },
-    el("div", { class: "meta" }, meta.join(" · ")),
-    el("div", { class: "text plain" }, text));
+  li.querySelector(".meta").textContent = meta.join(" · ");
+}
+
+// A voice message's transcript arrived: it is the user's message.
+export function setUserText(li, text, duration = 0) {
+  li.querySelector(".text").textContent = text;
+  Object.assign(li.info, { spoken: true, duration });
+  userMeta(li);
+}
+
+// A stored message's `attachments` as userBubble options.
+function mediaOf(message) {
+  const items = message.attachments || [];
+  const voice = items.find((a) => a.kind === "voice");
+  return {
+    images: items.filter((a) => a.kind === "image" && a.url),
+    spoken: Boolean(voice),
+    duration: voice ? Number(voice.duration_s) || 0 : 0,
+  };
 }
 
 // A reply bubble; `reply.md` renders its text, `reply.tools` holds its tool blocks.
@@ -190,7 +224,7 @@ export function renderHistory(items, onRetry, actions) {
   let lastReply = null;
   turns.forEach((turn, i) => {
     const userLi = turn.user ? userBubble(turn.user.content,
-      { archived: turn.user.archived, channel: turn.user.channel, id: turn.user.id }) : null;
+      { archived: turn.user.archived, channel: turn.user.channel, id: turn.user.id, ...mediaOf(turn.user) }) : null;
     if (turn.user && turn.user.superseded_by) {
       const old = storedReply(turn);
       out.push(supersededGroup(...[userLi, old].filter(Boolean)));

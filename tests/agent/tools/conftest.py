@@ -14,11 +14,10 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from agent.tools.base import ToolContext
+from agent.tools.base import ToolCaller
 from channels.serving import NoSignalServer
 from config.settings import Settings, StoreSettings
-from store import Scope, Store
-from store.factory import open_store
+from store import Scope, Store, open_store
 
 SCOPE = Scope("work", "alice")
 CERTS = Path(__file__).resolve().parents[2] / "fakes" / "certs"
@@ -32,9 +31,9 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-async def ctx(store: Store) -> ToolContext:
+async def ctx(store: Store) -> ToolCaller:
     conv = await store.create_conversation(SCOPE, "tools test", channel="cli")
-    return ToolContext(store=store, scope=SCOPE, conversation_id=conv.sid, channel="cli")
+    return ToolCaller(store=store, scope=SCOPE, conversation_id=conv.sid, channel="cli")
 
 
 @contextlib.asynccontextmanager

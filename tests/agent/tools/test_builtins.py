@@ -8,13 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agent.providers.base import ToolCall
-from agent.tools.base import ToolContext, ToolError
+from agent.tools.base import ToolCaller, ToolError
+from agent.tools.builtin_clock import CurrentDateTimeTool
 from agent.tools.builtin_memory import MemoryForgetTool, MemorySaveTool, MemorySearchTool
-from agent.tools.builtin_misc import CurrentDateTimeTool, SearchConversationsTool, snippet
+from agent.tools.builtin_search import SearchConversationsTool, snippet
 from agent.tools.factory import builtin_tools, open_tools
 from agent.tools.registry import ToolRegistry
 from config.settings import Settings, ToolsSettings
-from store import Scope
+from store import Message, Scope
 from tests.agent.tools.conftest import SCOPE
 
 pytestmark = pytest.mark.anyio
@@ -24,7 +25,7 @@ OTHER_CONTEXT = Scope("home", "alice")
 GROUP = Scope("work", "tg-group-42")
 
 
-async def test_memory_save_records_the_source_and_spots_duplicates(ctx: ToolContext) -> None:
+async def test_memory_save_records_the_source_and_spots_duplicates(ctx: ToolCaller) -> None:
     save = MemorySaveTool()
     first = await save.run({"content": "Prefers tea over coffee", "kind": "preference"}, ctx)
     assert first.ok and first.content.startswith("saved: [")
@@ -35,7 +36,7 @@ async def test_memory_save_records_the_source_and_spots_duplicates(ctx: ToolCont
     assert (mem.source_conversation_id, mem.source_channel) == (ctx.conversation_id, "cli")
 
 
-async def test_memory_search_finds_by_words_and_lists_recent(ctx: ToolContext) -> None:
+async def test_memory_search_finds_by_words_and_lists_recent(ctx: ToolCaller) -> None:
     for fact in ("Lives in Ghent", "Has a dog named Pixel", "Works on compilers"):
         await MemorySaveTool().run({"content": fact}, ctx)
     await ctx.store.add_memory(OTHER_USER, "Bob has a dog too")
@@ -47,7 +48,7 @@ async def test_memory_search_finds_by_words_and_lists_recent(ctx: ToolContext) -
     assert none.content == "no memories match 'submarine'"
 
 
-async def test_memory_forget_deletes_only_own_memories(ctx: ToolContext) -> None:
+async def test_memory_forget_deletes_only_own_memories(ctx: ToolCaller) -> None:
     mine, _ = await ctx.store.add_memory(SCOPE, "Allergic to peanuts")
     theirs, _ = await ctx.store.add_memory(OTHER_USER, "Bob's secret")
     # ids are allocated per context: skip the one equal to ``mine`` (that id IS this user's memory)
@@ -66,10 +67,10 @@ async def test_memory_forget_deletes_only_own_memories(ctx: ToolContext) -> None
     assert (await ctx.store.list_memories(SCOPE)).items == []
 
 
-async def test_in_a_group_scope_memory_tools_touch_only_the_group(ctx: ToolContext) -> None:
+async def test_in_a_group_scope_memory_tools_touch_only_the_group(ctx: ToolCaller) -> None:
     personal, _ = await ctx.store.add_memory(SCOPE, "Alice's personal note about dogs")
     conv = await ctx.store.create_conversation(GROUP, channel="telegram", is_group=True)
-    group_ctx = ToolContext(ctx.store, GROUP, conv.sid, "telegram", is_group=True)
+    group_ctx = ToolCaller(ctx.store, GROUP, conv.sid, "telegram", is_group=True)
     await MemorySaveTool().run({"content": "The group walks dogs on Sundays"}, group_ctx)
     found = await MemorySearchTool().run({"query": "dogs"}, group_ctx)
     assert "Sundays" in found.content and "personal" not in found.content
@@ -78,7 +79,7 @@ async def test_in_a_group_scope_memory_tools_touch_only_the_group(ctx: ToolConte
     assert [m.content for m in (await ctx.store.list_memories(SCOPE)).items] == [personal.content]
 
 
-async def test_current_datetime_in_utc_and_named_zones(ctx: ToolContext) -> None:
+async def test_current_datetime_in_utc_and_named_zones(ctx: ToolCaller) -> None:
     tool = CurrentDateTimeTool()
     before = datetime.now(UTC).replace(microsecond=0)
     utc = await tool.run({}, ctx)
@@ -92,30 +93,59 @@ async def test_current_datetime_in_utc_and_named_zones(ctx: ToolContext) -> None
 
 
 @pytest.mark.parametrize("zone", ["Mars/Olympus", "../../etc/passwd", "not a zone"])
-async def test_current_datetime_refuses_unknown_zones(ctx: ToolContext, zone: str) -> None:
+async def test_current_datetime_refuses_unknown_zones(ctx: ToolCaller, zone: str) -> None:
     with pytest.raises(ToolError, match="unknown time zone"):
         await CurrentDateTimeTool().run({"timezone": zone}, ctx)
 
 
-async def test_search_conversations_stays_in_scope_and_skips_what_the_model_sees(ctx: ToolContext) -> None:
+async def test_search_conversations_stays_in_scope_and_skips_what_the_model_sees(ctx: ToolCaller) -> None:
     store = ctx.store
     old = await store.create_conversation(SCOPE, "Holiday plans", channel="telegram")
     await store.append_message(
-        SCOPE, old.sid, "user", "Book the ferry to Sardinia in June", channel="telegram"
+        SCOPE,
+        Message(
+            conversation_id=old.sid,
+            role="user",
+            content="Book the ferry to Sardinia in June",
+            channel="telegram",
+        ),
     )
     await store.append_message(
-        SCOPE, old.sid, "assistant", "The Sardinia ferry leaves Genoa daily", channel="telegram"
+        SCOPE,
+        Message(
+            conversation_id=old.sid,
+            role="assistant",
+            content="The Sardinia ferry leaves Genoa daily",
+            channel="telegram",
+        ),
     )
-    await store.append_message(SCOPE, old.sid, "tool", "Sardinia tool output", channel="telegram")
+    await store.append_message(
+        SCOPE,
+        Message(conversation_id=old.sid, role="tool", content="Sardinia tool output", channel="telegram"),
+    )
     # the current conversation: an archived (cleared) turn stays searchable, the visible one does not
     await store.append_message(
-        SCOPE, ctx.conversation_id, "user", "Sardinia beaches before clear", channel="cli"
+        SCOPE,
+        Message(
+            conversation_id=ctx.conversation_id,
+            role="user",
+            content="Sardinia beaches before clear",
+            channel="cli",
+        ),
     )
     await store.clear_conversation(SCOPE, ctx.conversation_id)
-    await store.append_message(SCOPE, ctx.conversation_id, "user", "Search Sardinia please", channel="cli")
+    await store.append_message(
+        SCOPE,
+        Message(
+            conversation_id=ctx.conversation_id, role="user", content="Search Sardinia please", channel="cli"
+        ),
+    )
     for scope in (OTHER_USER, OTHER_CONTEXT):
         other = await store.create_conversation(scope, "Not yours")
-        await store.append_message(scope, other.sid, "user", "Sardinia is lovely", channel="web")
+        await store.append_message(
+            scope,
+            Message(conversation_id=other.sid, role="user", content="Sardinia is lovely", channel="web"),
+        )
 
     result = await SearchConversationsTool().run({"query": "Sardinia"}, ctx)
     lines = result.content.splitlines()
@@ -153,7 +183,7 @@ async def test_switches_choose_the_builtins() -> None:
     assert [t.name for t in builtin_tools(only_fetch)] == ["http_fetch"]
 
 
-async def test_open_tools_gives_a_working_registry(ctx: ToolContext) -> None:
+async def test_open_tools_gives_a_working_registry(ctx: ToolCaller) -> None:
     async with open_tools(Settings()) as registry:
         assert isinstance(registry, ToolRegistry)
         result = await registry.execute(

@@ -12,7 +12,7 @@ import json
 import ssl
 import tracemalloc
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from agent.providers.base import ToolCall
-from agent.tools.base import ToolContext, ToolError
+from agent.tools.base import ToolCaller, ToolError
 from agent.tools.http_fetch import HttpFetchTool
 from agent.tools.registry import ToolRegistry
 from config.settings import ToolsSettings
@@ -90,13 +90,14 @@ class Site:
             await record(request)
             encoding = request.query_params["as"]
             text = b"hello from an encoded body " * 100
-            body = {
+            makers: dict[str, Callable[[], bytes]] = {
                 "gzip": lambda: gzip.compress(text),
                 "deflate": lambda: zlib.compress(text),
                 # a raw deflate stream without the zlib header, as some servers send "deflate"
                 "raw-deflate": lambda: _raw_deflate(text),
                 "br": lambda: b"not really brotli",
-            }[encoding]()
+            }
+            body = makers[encoding]()
             header = "deflate" if encoding == "raw-deflate" else encoding
             return Response(body, media_type="text/plain", headers={"content-encoding": header})
 
@@ -142,20 +143,20 @@ def tool(**overrides: object) -> HttpFetchTool:
     return HttpFetchTool(ToolsSettings(**(base | overrides)))  # type: ignore[arg-type]
 
 
-async def fetch(t: HttpFetchTool, url: str, ctx: ToolContext, **args: object) -> str:
+async def fetch(t: HttpFetchTool, url: str, ctx: ToolCaller, **args: object) -> str:
     with anyio.fail_after(15):
         result = await t.run({"url": url, **args}, ctx)
     assert result.ok, result.content
     return result.content
 
 
-async def refused(t: HttpFetchTool, url: str, ctx: ToolContext) -> str:
+async def refused(t: HttpFetchTool, url: str, ctx: ToolCaller) -> str:
     with anyio.fail_after(15), pytest.raises(ToolError) as info:
         await t.run({"url": url}, ctx)
     return str(info.value)
 
 
-async def test_html_becomes_readable_text_title_first(servers: Servers, ctx: ToolContext) -> None:
+async def test_html_becomes_readable_text_title_first(servers: Servers, ctx: ToolCaller) -> None:
     out = await fetch(tool(), f"{servers.allowed}/page", ctx)
     header, _, body = out.partition("\n\n")
     assert "Status: 200" in header and "Content-Type: text/html" in header
@@ -164,18 +165,18 @@ async def test_html_becomes_readable_text_title_first(servers: Servers, ctx: Too
     assert "secret" not in out and "color" not in out and "Home" not in out
 
 
-async def test_json_and_text_pass_through(servers: Servers, ctx: ToolContext) -> None:
+async def test_json_and_text_pass_through(servers: Servers, ctx: ToolCaller) -> None:
     out = await fetch(tool(), f"{servers.allowed}/data", ctx)
     assert json.loads(out.partition("\n\n")[2]) == {"answer": 42, "items": [1, 2]}
 
 
-async def test_loopback_server_is_refused_without_a_request(servers: Servers, ctx: ToolContext) -> None:
+async def test_loopback_server_is_refused_without_a_request(servers: Servers, ctx: ToolCaller) -> None:
     message = await refused(tool(), f"{servers.private}/page", ctx)
     assert "127.0.0.1" in message and "loopback" in message
     assert servers.private_site.hits == []
 
 
-async def test_redirect_to_a_private_address_is_refused(servers: Servers, ctx: ToolContext) -> None:
+async def test_redirect_to_a_private_address_is_refused(servers: Servers, ctx: ToolCaller) -> None:
     url = f"{servers.allowed}/redirect?to={servers.private}/page"
     message = await refused(tool(), url, ctx)
     assert "127.0.0.1" in message
@@ -183,21 +184,21 @@ async def test_redirect_to_a_private_address_is_refused(servers: Servers, ctx: T
     assert servers.private_site.hits == []
 
 
-async def test_allowed_redirects_are_followed_and_reported(servers: Servers, ctx: ToolContext) -> None:
+async def test_allowed_redirects_are_followed_and_reported(servers: Servers, ctx: ToolCaller) -> None:
     url = f"{servers.allowed}/redirect?to=/page"
     out = await fetch(tool(), url, ctx)
     assert f"URL: {servers.allowed}/page" in out and f"(redirected from {url})" in out
     assert "# Welcome" in out
 
 
-async def test_redirect_loops_stop_at_the_limit(servers: Servers, ctx: ToolContext) -> None:
+async def test_redirect_loops_stop_at_the_limit(servers: Servers, ctx: ToolCaller) -> None:
     url = f"{servers.allowed}/redirect?to=/redirect?to=/redirect?to=/page"
     message = await refused(tool(http_max_redirects=2), url, ctx)
     assert "too many redirects" in message
     assert len(servers.allowed_site.hits) == 3
 
 
-async def test_with_allow_private_loopback_is_fetched(servers: Servers, ctx: ToolContext) -> None:
+async def test_with_allow_private_loopback_is_fetched(servers: Servers, ctx: ToolCaller) -> None:
     out = await fetch(
         tool(http_allow_private=True), f"{servers.allowed}/redirect?to={servers.private}/page", ctx
     )
@@ -205,7 +206,7 @@ async def test_with_allow_private_loopback_is_fetched(servers: Servers, ctx: Too
     assert [p for p, _ in servers.private_site.hits] == ["/page"]
 
 
-async def test_body_is_cut_at_the_byte_limit(servers: Servers, ctx: ToolContext) -> None:
+async def test_body_is_cut_at_the_byte_limit(servers: Servers, ctx: ToolCaller) -> None:
     out = await fetch(tool(http_max_bytes=1000), f"{servers.allowed}/big", ctx)
     body = out.partition("\n\n")[2]
     assert body.startswith("x" * 1000) and "x" * 1001 not in body
@@ -213,7 +214,7 @@ async def test_body_is_cut_at_the_byte_limit(servers: Servers, ctx: ToolContext)
 
 
 async def test_a_compressed_body_never_expands_past_the_cap_in_memory(
-    servers: Servers, ctx: ToolContext
+    servers: Servers, ctx: ToolCaller
 ) -> None:
     t = tool(http_max_bytes=100_000)
     tracemalloc.start()
@@ -229,17 +230,17 @@ async def test_a_compressed_body_never_expands_past_the_cap_in_memory(
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate"])
-async def test_gzip_and_deflate_bodies_are_decoded(encoding: str, servers: Servers, ctx: ToolContext) -> None:
+async def test_gzip_and_deflate_bodies_are_decoded(encoding: str, servers: Servers, ctx: ToolCaller) -> None:
     out = await fetch(tool(), f"{servers.allowed}/encoded?as={encoding}", ctx)
     assert out.count("hello from an encoded body") == 100
 
 
-async def test_an_unsupported_content_encoding_is_an_error(servers: Servers, ctx: ToolContext) -> None:
+async def test_an_unsupported_content_encoding_is_an_error(servers: Servers, ctx: ToolCaller) -> None:
     message = await refused(tool(), f"{servers.allowed}/encoded?as=br", ctx)
     assert "unsupported content encoding: 'br'" in message
 
 
-async def test_the_fetch_asks_only_for_encodings_it_can_bound(servers: Servers, ctx: ToolContext) -> None:
+async def test_the_fetch_asks_only_for_encodings_it_can_bound(servers: Servers, ctx: ToolCaller) -> None:
     seen: list[str] = []
 
     async def echo(request: Request) -> Response:
@@ -251,24 +252,24 @@ async def test_the_fetch_asks_only_for_encodings_it_can_bound(servers: Servers, 
     assert seen == ["gzip, deflate"]
 
 
-async def test_text_is_cut_at_max_chars(servers: Servers, ctx: ToolContext) -> None:
+async def test_text_is_cut_at_max_chars(servers: Servers, ctx: ToolCaller) -> None:
     out = await fetch(tool(), f"{servers.allowed}/big", ctx, max_chars=300)
     assert "x" * 300 in out and "x" * 301 not in out
     assert "[truncated: showing the first 300 of 50000 characters]" in out
 
 
-async def test_a_slow_server_times_out(servers: Servers, ctx: ToolContext) -> None:
+async def test_a_slow_server_times_out(servers: Servers, ctx: ToolCaller) -> None:
     message = await refused(tool(http_timeout_s=0.3), f"{servers.allowed}/slow", ctx)
     assert "timed out after 0.3 s" in message
     assert [p for p, _ in servers.allowed_site.hits] == ["/slow"]
 
 
-async def test_binary_content_is_not_returned(servers: Servers, ctx: ToolContext) -> None:
+async def test_binary_content_is_not_returned(servers: Servers, ctx: ToolCaller) -> None:
     message = await refused(tool(), f"{servers.allowed}/binary", ctx)
     assert "image/png" in message and "not text" in message
 
 
-async def test_http_errors_are_error_results(servers: Servers, ctx: ToolContext) -> None:
+async def test_http_errors_are_error_results(servers: Servers, ctx: ToolCaller) -> None:
     result = await tool().run({"url": f"{servers.allowed}/missing"}, ctx)
     assert not result.ok
     assert result.content.startswith("error: HTTP 404") and "no such page" in result.content
@@ -287,22 +288,22 @@ async def test_http_errors_are_error_results(servers: Servers, ctx: ToolContext)
         "http://[::ffff:127.0.0.1]/",
     ],
 )
-async def test_internal_targets_are_refused_without_connecting(url: str, ctx: ToolContext) -> None:
+async def test_internal_targets_are_refused_without_connecting(url: str, ctx: ToolCaller) -> None:
     message = await refused(tool(), url, ctx)
     assert message.startswith(f"refused to fetch {url}")
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/x", "gopher://x/", "/relative"])
-async def test_non_http_schemes_are_refused(url: str, ctx: ToolContext) -> None:
+async def test_non_http_schemes_are_refused(url: str, ctx: ToolCaller) -> None:
     assert "only http and https" in await refused(tool(), url, ctx)
 
 
-async def test_credentials_in_the_url_are_refused(ctx: ToolContext) -> None:
+async def test_credentials_in_the_url_are_refused(ctx: ToolCaller) -> None:
     assert "credentials" in await refused(tool(), "http://user:pw@example.com/", ctx)
 
 
 async def test_connects_to_the_checked_address_with_the_original_host(
-    servers: Servers, ctx: ToolContext
+    servers: Servers, ctx: ToolCaller
 ) -> None:
     """DNS rebinding: the name is resolved once, checked, and that very address is connected to."""
     lookups: list[str] = []
@@ -319,7 +320,7 @@ async def test_connects_to_the_checked_address_with_the_original_host(
     assert servers.allowed_site.hits == [("/page", f"rebind.example:{port}")]
 
 
-async def test_every_resolved_address_must_pass(ctx: ToolContext) -> None:
+async def test_every_resolved_address_must_pass(ctx: ToolCaller) -> None:
     async def resolver(host: str, port: int) -> list[str]:
         return ["93.184.215.14", "10.1.2.3"]
 
@@ -327,7 +328,7 @@ async def test_every_resolved_address_must_pass(ctx: ToolContext) -> None:
     assert "10.1.2.3" in await refused(t, "http://mixed.example/", ctx)
 
 
-async def test_through_the_registry_a_refusal_is_an_audited_error(servers: Servers, ctx: ToolContext) -> None:
+async def test_through_the_registry_a_refusal_is_an_audited_error(servers: Servers, ctx: ToolCaller) -> None:
     registry = ToolRegistry([tool()])
     call = ToolCall("c1", "http_fetch", json.dumps({"url": f"{servers.private}/page"}))
     result = await registry.execute(call, ctx, timeout_s=10, max_result_chars=4000)
@@ -336,7 +337,7 @@ async def test_through_the_registry_a_refusal_is_an_audited_error(servers: Serve
     assert [(a.tool, a.ok) for a in audit] == [("http_fetch", False)]
 
 
-async def test_https_to_a_pinned_address_verifies_the_original_host_name(ctx: ToolContext) -> None:
+async def test_https_to_a_pinned_address_verifies_the_original_host_name(ctx: ToolCaller) -> None:
     """TLS with the IP pinned: SNI and certificate checks use the URL's host name, not the IP."""
     site = Site()
     trust = ssl.create_default_context(cafile=str(CERTS / "ca.pem"))

@@ -13,7 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent.providers.base import ToolCall
-from agent.tools.base import ToolContext, ToolResult
+from agent.tools.base import ToolCaller, ToolResult
 from agent.tools.factory import open_tools
 from agent.tools.health import degraded, health_lines
 from agent.tools.mcp_client import MCPTool, namespaced_name, open_mcp_servers
@@ -35,14 +35,14 @@ def stdio_server(name: str, env: tuple[tuple[str, str], ...] = ()) -> MCPServerS
     )
 
 
-async def call(registry: ToolRegistry, ctx: ToolContext, tool: str, **args: object) -> ToolResult:
+async def call(registry: ToolRegistry, ctx: ToolCaller, tool: str, **args: object) -> ToolResult:
     with anyio.fail_after(20):
         return await registry.execute(
             ToolCall("c", tool, json.dumps(args)), ctx, timeout_s=15, max_result_chars=2000
         )
 
 
-async def test_stdio_tools_are_listed_namespaced_and_called(ctx: ToolContext) -> None:
+async def test_stdio_tools_are_listed_namespaced_and_called(ctx: ToolCaller) -> None:
     registry = ToolRegistry()
     servers = (stdio_server("fake", env=(("FAKE_SETTING", "from-config"),)), stdio_server("other"))
     with anyio.fail_after(30):
@@ -79,7 +79,7 @@ async def test_stdio_tools_are_listed_namespaced_and_called(ctx: ToolContext) ->
     ]
 
 
-async def test_streamable_http_server(ctx: ToolContext) -> None:
+async def test_streamable_http_server(ctx: ToolCaller) -> None:
     with anyio.fail_after(30):
         async with serve_mcp_http() as url:
             settings = MCPServerSettings(name="web", transport="http", url=url, headers=(("X-Api-Key", "k"),))
@@ -92,7 +92,7 @@ async def test_streamable_http_server(ctx: ToolContext) -> None:
                 assert not failed.ok and "nope" in failed.content
 
 
-async def test_servers_that_cannot_start_are_logged_and_skipped(ctx: ToolContext) -> None:
+async def test_servers_that_cannot_start_are_logged_and_skipped(ctx: ToolCaller) -> None:
     broken = MCPServerSettings(name="broken", command="/nonexistent/mcp-server")
     crashing = MCPServerSettings(name="crashing", command=sys.executable, args=("-c", "raise SystemExit(3)"))
     silent = MCPServerSettings(
@@ -115,7 +115,7 @@ async def test_servers_that_cannot_start_are_logged_and_skipped(ctx: ToolContext
 
 
 async def test_a_server_that_dies_is_logged_once_and_restarted_with_backoff(
-    ctx: ToolContext, tmp_path: Path
+    ctx: ToolCaller, tmp_path: Path
 ) -> None:
     """``die`` ends the server's process mid-call (a real subprocess exiting). While the down file
     exists the server cannot start again: the restart attempts fail and back off, logged once; the
@@ -152,7 +152,7 @@ async def test_a_server_that_dies_is_logged_once_and_restarted_with_backoff(
     assert "exited" in died_log["reason"]
 
 
-async def test_the_servers_health_is_kept_in_the_registry(ctx: ToolContext) -> None:
+async def test_the_servers_health_is_kept_in_the_registry(ctx: ToolCaller) -> None:
     broken = MCPServerSettings(name="broken", command="/nonexistent/mcp-server")
     registry = ToolRegistry()
     with anyio.fail_after(30):
@@ -168,7 +168,7 @@ async def test_the_servers_health_is_kept_in_the_registry(ctx: ToolContext) -> N
             assert 'hero_mcp_server_restarts_total{server="ok"} 0' in lines
 
 
-async def test_open_tools_adds_mcp_servers_to_the_builtins(ctx: ToolContext) -> None:
+async def test_open_tools_adds_mcp_servers_to_the_builtins(ctx: ToolCaller) -> None:
     settings = Settings(tools=ToolsSettings(http_fetch=False, mcp_servers=(stdio_server("fake"),)))
     with anyio.fail_after(30):
         async with open_tools(settings) as registry:
@@ -184,7 +184,7 @@ def test_namespaced_names_are_valid_tool_names() -> None:
 
 
 @pytest.mark.parametrize("level", ["info", "debug"])
-async def test_mcp_http_chatter_and_session_ids_stay_out_of_the_logs(ctx: ToolContext, level: str) -> None:
+async def test_mcp_http_chatter_and_session_ids_stay_out_of_the_logs(ctx: ToolCaller, level: str) -> None:
     """Through the real SDK against a real streamable-HTTP server: at info the SDK's HTTP client
     (``httpx2``) and its "Received session ID" lines are quiet; at debug they show, the id masked."""
     buf = io.StringIO()

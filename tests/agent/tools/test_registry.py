@@ -10,7 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent.providers.base import ToolCall, ToolSpec
-from agent.tools.base import Tool, ToolContext, ToolError, ToolResult
+from agent.tools.base import Tool, ToolCaller, ToolError, ToolResult
 from agent.tools.registry import ToolRegistry
 from agent.tools.storable import cap_result
 from store import AuditEntry, InvalidInput
@@ -34,7 +34,7 @@ class Echo(Tool):
         "additionalProperties": False,
     }
 
-    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         text = args["text"] * args.get("times", 1)
         return ToolResult(text.upper() if args.get("mode") == "loud" else text)
 
@@ -48,7 +48,7 @@ class Misbehaving(Tool):
         self.how = how
         self.started = anyio.Event()
 
-    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         self.started.set()
         if self.how == "crash":
             raise RuntimeError("wheels came off")
@@ -79,13 +79,13 @@ def registry() -> ToolRegistry:
     )
 
 
-async def run(registry: ToolRegistry, ctx: ToolContext, name: str, arguments: str, **kw: Any) -> ToolResult:
+async def run(registry: ToolRegistry, ctx: ToolCaller, name: str, arguments: str, **kw: Any) -> ToolResult:
     opts = {"timeout_s": 5.0, "max_result_chars": 1000} | kw
     with anyio.fail_after(10):
         return await registry.execute(ToolCall("call-1", name, arguments), ctx, **opts)
 
 
-async def audit(ctx: ToolContext) -> list[AuditEntry]:
+async def audit(ctx: ToolCaller) -> list[AuditEntry]:
     return list(reversed((await ctx.store.list_audit(SCOPE)).items))
 
 
@@ -119,7 +119,7 @@ def test_duplicates_and_invalid_schemas_are_rejected(registry: ToolRegistry) -> 
         registry.register(bad)
 
 
-async def test_success_is_returned_and_audited(registry: ToolRegistry, ctx: ToolContext) -> None:
+async def test_success_is_returned_and_audited(registry: ToolRegistry, ctx: ToolCaller) -> None:
     result = await run(registry, ctx, "echo", '{"text": "hi", "times": 2, "mode": "loud"}')
     assert result == ToolResult("HIHI", ok=True)
     [entry] = await audit(ctx)
@@ -129,7 +129,7 @@ async def test_success_is_returned_and_audited(registry: ToolRegistry, ctx: Tool
     assert entry.duration_ms >= 0
 
 
-async def test_empty_arguments_mean_an_empty_object(registry: ToolRegistry, ctx: ToolContext) -> None:
+async def test_empty_arguments_mean_an_empty_object(registry: ToolRegistry, ctx: ToolCaller) -> None:
     assert (await run(registry, ctx, "huge", "")).ok
     assert (await run(registry, ctx, "huge", "null")).ok
 
@@ -170,7 +170,7 @@ async def test_empty_arguments_mean_an_empty_object(registry: ToolRegistry, ctx:
     ],
 )
 async def test_failures_become_error_results(
-    registry: ToolRegistry, ctx: ToolContext, name: str, arguments: str, expected: str
+    registry: ToolRegistry, ctx: ToolCaller, name: str, arguments: str, expected: str
 ) -> None:
     result = await run(registry, ctx, name, arguments)
     assert not result.ok
@@ -180,13 +180,13 @@ async def test_failures_become_error_results(
     assert entry.error.startswith(expected[:60])
 
 
-async def test_timeout_becomes_an_error_result(registry: ToolRegistry, ctx: ToolContext) -> None:
+async def test_timeout_becomes_an_error_result(registry: ToolRegistry, ctx: ToolCaller) -> None:
     result = await run(registry, ctx, "hang", "{}", timeout_s=0.05)
     assert result == ToolResult("error: hang timed out after 0.05 s", ok=False)
     assert [(e.tool, e.ok) for e in await audit(ctx)] == [("hang", False)]
 
 
-async def test_results_are_capped_with_a_visible_note(registry: ToolRegistry, ctx: ToolContext) -> None:
+async def test_results_are_capped_with_a_visible_note(registry: ToolRegistry, ctx: ToolCaller) -> None:
     result = await run(registry, ctx, "huge", "{}", max_result_chars=500)
     assert result.ok and len(result.content) <= 500
     assert result.content.endswith("characters]") and "of 10000 characters" in result.content
@@ -194,7 +194,7 @@ async def test_results_are_capped_with_a_visible_note(registry: ToolRegistry, ct
     assert len(entry.result_summary) <= 500
 
 
-async def test_schemas_of_older_drafts_are_honoured(ctx: ToolContext) -> None:
+async def test_schemas_of_older_drafts_are_honoured(ctx: ToolCaller) -> None:
     tool = Misbehaving("draft7", "huge")
     # "dependencies" exists only up to draft-07 (2020-12 ignores it): this checks the declared draft is used
     tool.parameters = {
@@ -214,7 +214,7 @@ def test_cap_leaves_short_results_alone() -> None:
     assert cap_result(short, 10) is short
 
 
-async def test_cancellation_propagates_and_is_audited(registry: ToolRegistry, ctx: ToolContext) -> None:
+async def test_cancellation_propagates_and_is_audited(registry: ToolRegistry, ctx: ToolCaller) -> None:
     hang = registry.get("hang")
     assert isinstance(hang, Misbehaving)
     outcome: list[str] = []
@@ -238,7 +238,7 @@ async def test_cancellation_propagates_and_is_audited(registry: ToolRegistry, ct
 
 
 async def test_secret_looking_arguments_never_reach_audit_or_logs(
-    registry: ToolRegistry, ctx: ToolContext
+    registry: ToolRegistry, ctx: ToolCaller
 ) -> None:
     with capture_logs() as logs:
         await run(registry, ctx, "echo", '{"text": "hi", "api_key": "sk-very-secret"}')
@@ -250,13 +250,13 @@ async def test_secret_looking_arguments_never_reach_audit_or_logs(
     assert "sk-very-secret" not in repr(logs)
 
 
-async def test_long_arguments_are_capped_in_the_audit(registry: ToolRegistry, ctx: ToolContext) -> None:
+async def test_long_arguments_are_capped_in_the_audit(registry: ToolRegistry, ctx: ToolCaller) -> None:
     await run(registry, ctx, "nope", json.dumps({"blob": "z" * 10_000}))
     [entry] = await audit(ctx)
     assert len(entry.arguments) <= 2000
 
 
-async def test_an_unwritable_audit_does_not_fail_the_call(registry: ToolRegistry, ctx: ToolContext) -> None:
+async def test_an_unwritable_audit_does_not_fail_the_call(registry: ToolRegistry, ctx: ToolCaller) -> None:
     await ctx.store.aclose()
     with capture_logs() as logs:
         result = await run(registry, ctx, "echo", '{"text": "still works"}')

@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 
 from agent.providers.base import ToolCall
-from agent.tools.base import Tool, ToolContext, ToolResult
+from agent.tools.base import Tool, ToolCaller, ToolResult
 from agent.tools.registry import ToolRegistry
 from agent.tools.storable import ResultCounts, storable_result, storable_text
+from store import Message
 
 pytestmark = pytest.mark.anyio
 
@@ -38,16 +39,24 @@ class Junk(Tool):
     description = "Answers text no store takes as is."
     parameters: dict[str, Any] = {"type": "object", "properties": {}}
 
-    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         return ToolResult(JUNK)
 
 
-async def test_a_junk_result_is_stored_and_audited_through_the_real_store(ctx: ToolContext) -> None:
+async def test_a_junk_result_is_stored_and_audited_through_the_real_store(ctx: ToolCaller) -> None:
     registry = ToolRegistry([Junk()])
     result = await registry.execute(ToolCall("c1", "junk", "{}"), ctx, timeout_s=5, max_result_chars=1000)
     assert result.ok and "\x00" not in result.content and "\ud800" not in result.content
     stored = await ctx.store.append_message(
-        ctx.scope, ctx.conversation_id, "tool", result.content, channel="cli", tool_call_id="c1", name="junk"
+        ctx.scope,
+        Message(
+            conversation_id=ctx.conversation_id,
+            role="tool",
+            content=result.content,
+            channel="cli",
+            tool_call_id="c1",
+            name="junk",
+        ),
     )
     assert (await ctx.store.history(ctx.scope, ctx.conversation_id))[-1].content == stored.content
     audit = (await ctx.store.list_audit(ctx.scope)).items

@@ -27,8 +27,7 @@ from config.settings import (
     StoreSettings,
     ToolsSettings,
 )
-from store import Scope
-from store.factory import open_store
+from store import Scope, open_store
 from tests.agent.tools.conftest import serve
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.sse_scripts import reply_text, reply_tool_calls

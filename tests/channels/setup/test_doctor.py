@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from channels.cli_main import main
+from channels.main import main
 from tests.channels.setup.conftest import BOT_TOKEN, OPENAI_KEY, World, free_port
 from tests.fakes.telegram_server import BOT_USERNAME
 
@@ -88,10 +88,12 @@ def test_all_green(world: World, capsys: pytest.CaptureFixture[str], monkeypatch
     assert OPENAI_KEY not in report and BOT_TOKEN not in report
 
 
-def _occupied(world: World, sock: socket.socket) -> None:
+def _occupied(world: World, sock: socket.socket) -> dict[str, str]:
+    """The web port taken by a listening socket of ours; no environment to change."""
     sock.bind(("127.0.0.1", 0))
     sock.listen(1)
     write_config(world, web_port=sock.getsockname()[1])
+    return {}
 
 
 Breaker = Callable[[World, socket.socket], dict[str, str]]
@@ -118,7 +120,7 @@ CASES: dict[str, tuple[Breaker, dict[str, str], str]] = {
         {"store": "FAIL"},
         "store.path",
     ),
-    "web port": (lambda w, s: (_occupied(w, s), {})[1], {"web port": "FAIL"}, "[web] port"),
+    "web port": (_occupied, {"web port": "FAIL"}, "[web] port"),
     "mcp": (
         lambda w, s: (write_config(w, web_port=free_port(), mcp_command=str(w.home / "gone")), {})[1],
         {"mcp fake": "FAIL"},

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from channels.cli_main import main
+from channels.main import main
 from config.loader import load_settings
 from tests.channels.setup.conftest import BOT_TOKEN, OPENAI_KEY, World
 from tests.fakes.telegram_server import BOT_USERNAME

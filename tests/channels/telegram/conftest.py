@@ -21,7 +21,7 @@ from config.settings import (
     TelegramSettings,
     UserLink,
 )
-from store.factory import open_store
+from store import open_store
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.telegram_server import TOKEN, FakeBotAPI
 
@@ -40,7 +40,7 @@ def ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def llm() -> AsyncIterator[FakeOpenAI]:
     async with FakeOpenAI() as fake:
-        yield fake  # type: ignore[misc]
+        yield fake
 
 
 @pytest.fixture

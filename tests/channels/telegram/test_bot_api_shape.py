@@ -111,7 +111,7 @@ api_base_url = "{junk.base_url}"
 """
         )
         env: dict[str, Any] = {**os.environ, "TELEGRAM_BOT_TOKEN": TOKEN}
-        cmd = [sys.executable, "-m", "channels.cli_main", "serve", "--config", str(config)]
+        cmd = [sys.executable, "-m", "channels.main", "serve", "--config", str(config)]
         with anyio.fail_after(60):
             done = await anyio.run_process(cmd, env=env, check=False, stdout=subprocess.DEVNULL)
     assert done.returncode == 1

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from agent.commands import COMMANDS
+from agent.slash_commands import COMMANDS
 from channels.telegram import TelegramChannel
 from config.settings import Settings
 from store import Scope

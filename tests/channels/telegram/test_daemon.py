@@ -45,7 +45,7 @@ poll_timeout_s = 1
 """
     )
     env = {**os.environ, "TELEGRAM_BOT_TOKEN": TOKEN, "HERO_AGENT_LOGGING__FORMAT": "json"}
-    cmd = [sys.executable, "-m", "channels.cli_main", "serve", "--config", str(config)]
+    cmd = [sys.executable, "-m", "channels.main", "serve", "--config", str(config)]
     log_path = tmp_path / "daemon.log"
     with log_path.open("wb") as log_file:
         code = await _serve_until_answered(cmd, env, log_file, tg)

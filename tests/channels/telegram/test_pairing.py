@@ -22,8 +22,7 @@ import pytest
 
 from agent.pairing import PairingError
 from config.settings import Settings
-from store import Scope
-from store.api_links import PairingCode
+from store import PairingCode, Scope
 from tests.channels.telegram.conftest import ALICE, BOB, MALLORY, running
 from tests.channels.telegram.helpers import stored_messages
 from tests.fakes.openai_server import FakeOpenAI
@@ -47,7 +46,7 @@ def cli_config(settings: Settings, tmp_path: Path) -> Path:
 async def pair(
     config: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[bytes]:
-    cmd = [sys.executable, "-m", "channels.cli_main", "--config", str(config), "pair", *args]
+    cmd = [sys.executable, "-m", "channels.main", "--config", str(config), "pair", *args]
     with anyio.fail_after(60):
         return await anyio.run_process(cmd, check=False, env=env)
 
@@ -226,7 +225,7 @@ poll_timeout_s = 1
         encoding="utf-8",
     )
     env = {**os.environ, "TELEGRAM_BOT_TOKEN": TOKEN, "HERO_AGENT_LOGGING__FORMAT": "json"}
-    cmd = [sys.executable, "-m", "channels.cli_main", "serve", "--config", str(config)]
+    cmd = [sys.executable, "-m", "channels.main", "serve", "--config", str(config)]
 
     async with _daemon(cmd, env, tg, tmp_path / "first.log"):
         code = CODE_RE.search(await ask_bot(tg, MALLORY, "hello", 1))

@@ -14,8 +14,7 @@ from channels.base import ChannelStartError
 from channels.telegram import TelegramChannel
 from channels.telegram.responder import INTERRUPTED
 from config.settings import Settings
-from store import Scope
-from store.factory import open_store
+from store import Scope, open_store
 from tests.channels.telegram.conftest import ALICE, running
 from tests.channels.telegram.helpers import stored_messages
 from tests.fakes.openai_server import FakeOpenAI
@@ -80,14 +79,15 @@ async def test_a_second_poller_causes_conflicts_and_the_watchdog_recovers(
     settings: Settings, tg: FakeBotAPI, llm: FakeOpenAI
 ) -> None:
     async with running(settings) as (channel, _agent):
-        assert channel.watchdog is not None
+        watchdog = channel.watchdog
+        assert watchdog is not None
         await tg.wait_for(lambda: tg.counts["getUpdates"] >= 1, timeout=5)
         # another process polls with the same token: each of its requests ends ours with a 409
         async with httpx.AsyncClient(base_url=f"{tg.base_url}{TOKEN}") as rogue:
             for _ in range(3):
                 await rogue.post("/getUpdates", data={"timeout": "0.3"})
-        await tg.wait_for(lambda: channel.watchdog.conflicts >= 1, timeout=10)
-        await tg.wait_for(lambda: channel.watchdog.restarts >= 1, timeout=10)
+        await tg.wait_for(lambda: watchdog.conflicts >= 1, timeout=10)
+        await tg.wait_for(lambda: watchdog.restarts >= 1, timeout=10)
         tg.push_update(tg.text_update(ALICE, ALICE, "are you back?"))
         await tg.wait_for(lambda: tg.messages_in(ALICE) == ["echo: are you back?"], timeout=20)
 

@@ -14,15 +14,14 @@ from typing import Any, Literal
 import anyio
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
 
 from agent.core import Agent
 from agent.factory import open_agent
 from channels.daemon import _run_channel
 from channels.web import WebChannel
 from config.settings import LLMSettings, MemorySettings, Settings, StoreSettings, WebSettings
-from store import Store
-from store.factory import open_store
+from store import Store, open_store
 from tests.fakes.openai_server import FakeOpenAI
 
 TOKENS = (("tok-alice", "alice"), ("tok-bob", "bob"))
@@ -136,8 +135,8 @@ CHROMIUM_FLAGS = [
 ]
 #: screenshots of the browser tests (ignored by git; docs/img holds the copies the docs show)
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +155,7 @@ async def open_page(
     web: Web,
     *,
     token: str | None = "tok-alice",
-    viewport: dict[str, int] | None = None,
+    viewport: ViewportSize | None = None,
     color_scheme: Literal["light", "dark"] = "light",
 ) -> Page:
     """A page of a fresh browser context, the token already in its localStorage, loaded."""

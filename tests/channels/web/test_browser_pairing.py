@@ -7,7 +7,7 @@ import time
 import pytest
 from playwright.async_api import Browser, Dialog, expect
 
-from store.api_links import PairingCode
+from store import PairingCode
 from tests.channels.web.conftest import Web
 from tests.channels.web.test_browser import TIMEOUT_MS
 

@@ -260,7 +260,7 @@ async def test_a_retried_request_with_its_idempotency_key_gets_the_first_answer(
 async def test_a_bad_idempotency_key_is_refused_and_nothing_is_stored(
     web: Web, alice: httpx.AsyncClient, fake: FakeOpenAI, key: str
 ) -> None:
-    resp = await alice.post("/api/chat", json={"message": "hi"}, headers={"Idempotency-Key": key.encode()})
+    resp = await alice.post("/api/chat", json={"message": "hi"}, headers=[(b"Idempotency-Key", key.encode())])
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_idempotency_key"
     assert (await web.store.list_conversations(Scope("default", "alice"))).items == []
     assert fake.requests == []

@@ -10,8 +10,7 @@ import pytest
 import structlog
 
 from config.settings import UserLink
-from store import Scope
-from store.api_links import IdentityLink, PairingCode
+from store import IdentityLink, PairingCode, Scope
 from tests.channels.web.conftest import ALICE, BOB, Web, chat, serve_web, web_settings
 from tests.fakes.openai_server import FakeOpenAI
 

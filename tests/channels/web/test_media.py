@@ -17,8 +17,7 @@ import openai
 import pytest
 
 from config.settings import LLMSettings
-from store.engine import ListQuery
-from store.models import Kind, Scope
+from store import Kind, ListQuery, Scope
 from tests.channels.web.conftest import ALICE, BOB, Web, chat, parse_sse, serve_web, web_settings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.media_files import png, wav
@@ -79,6 +78,8 @@ async def test_an_image_reaches_the_model_and_is_shown_from_the_same_origin(
             assert (await anonymous.get(f"/api/attachments/{att['id']}")).status_code == 401
             tampered = att["url"].replace("?t=", "?t=x")
             assert (await anonymous.get(tampered)).status_code == 404
+            # a link with non-ASCII characters is just as wrong (not a server error)
+            assert (await anonymous.get(f"/api/attachments/{att['id']}?t=é.é")).status_code == 404
     async with web.client(BOB) as bob:
         assert (await bob.get(f"/api/attachments/{att['id']}")).status_code == 404
 
@@ -263,7 +264,7 @@ async def test_v1_image_and_audio_parts_through_the_openai_sdk(vweb: Web, fake: 
         with pytest.raises(openai.BadRequestError, match="unsupported content part"):
             await client.chat.completions.create(
                 model="hero-agent",
-                messages=[{"role": "user", "content": [{"type": "file", "file": {"file_id": "x"}}]}],  # type: ignore[list-item]
+                messages=[{"role": "user", "content": [{"type": "file", "file": {"file_id": "x"}}]}],
             )
         with pytest.raises(openai.BadRequestError, match="Refused to fetch"):
             await client.chat.completions.create(
@@ -286,3 +287,24 @@ async def test_openapi_documents_the_media_routes(web: Web) -> None:
     assert "/api/attachments/{id}" in doc["paths"]
     assert "images" in json.dumps(doc["paths"]["/api/chat"])
     _ = httpx
+
+
+async def test_media_limits_tell_the_page_its_caps(tmp_path: Path, fake: FakeOpenAI) -> None:
+    async with serve_web(voice_settings(tmp_path, fake)) as web, web.client(ALICE) as alice:
+        limits = (await alice.get("/api/media")).json()
+        assert limits == {
+            "images": True,
+            "max_image_bytes": 5 * 1024 * 1024,
+            "max_images": 4,
+            "image_types": ["image/png", "image/jpeg", "image/gif", "image/webp"],
+            "voice": True,
+            "max_audio_bytes": 20 * 1024 * 1024,
+            "max_audio_seconds": 600,
+        }
+        async with web.client() as anonymous:
+            assert (await anonymous.get("/api/media")).status_code == 401
+    off = web_settings(tmp_path, fake.base_url)
+    off = replace(off, llm=replace(off.llm, vision="false"))
+    async with serve_web(off) as web, web.client(ALICE) as alice:
+        limits = (await alice.get("/api/media")).json()
+        assert (limits["images"], limits["voice"]) == (False, False)

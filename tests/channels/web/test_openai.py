@@ -111,7 +111,7 @@ async def test_history_picks_the_conversation_and_user_is_a_namespace(
 ) -> None:
     async def ask(messages: list[dict[str, str]], user: str = "") -> str:
         kw = {"user": user} if user else {}
-        resp = await client.chat.completions.create(model="x", messages=messages, **kw)  # type: ignore[arg-type]
+        resp = await client.chat.completions.create(model="x", messages=messages, **kw)  # type: ignore[call-overload]
         return resp.choices[0].message.content or ""
 
     # `llm chat`-style: each request carries the whole history so far
@@ -233,7 +233,7 @@ async def test_non_streaming_client_disconnect_cancels_the_turn(web: Web, fake: 
     assert (msgs[0].role, msgs[0].content, msgs[0].channel) == ("user", "slow, not streamed", "api")
     # a partial reply, if any text had arrived, is stored marked; never a complete one
     assert [m.status for m in msgs[1:]] in ([], ["interrupted"])
-    assert len(web.channel.state.locks) == 0
+    assert web.channel.state is not None and len(web.channel.state.locks) == 0
 
 
 async def test_provider_failure_is_a_502_in_openai_shape(

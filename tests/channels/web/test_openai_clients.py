@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import pytest
 from langchain_openai import ChatOpenAI
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from store import Scope
 from tests.channels.web.conftest import Web
@@ -83,7 +83,9 @@ async def test_langchain_structured_output(web: Web, fake: FakeOpenAI) -> None:
         country: str
 
     fake.enqueue(reply_text('{"name": "Paris", "country": "France"}'))
-    chat = ChatOpenAI(base_url=f"{web.base_url}/v1", api_key="tok-alice", model="hero-agent", max_retries=0)
+    chat = ChatOpenAI(
+        base_url=f"{web.base_url}/v1", api_key=SecretStr("tok-alice"), model="hero-agent", max_retries=0
+    )
     city = await chat.with_structured_output(City, method="json_schema").ainvoke("The capital of France?")
     assert city == City(name="Paris", country="France")
     body = _calls(fake)[-1]
@@ -104,7 +106,8 @@ async def test_litellm_completion_and_stream(web: Web, fake: FakeOpenAI) -> None
     try:
         await _litellm_turns(web, fake, litellm)
     finally:
-        await litellm.close_litellm_async_clients()  # its cached HTTP clients hold connections
+        # its cached HTTP clients hold connections (the function is not in litellm's typed exports)
+        await litellm.close_litellm_async_clients()  # type: ignore[attr-defined,no-untyped-call]
 
 
 async def _litellm_turns(web: Web, fake: FakeOpenAI, litellm: Any) -> None:

@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import httpx2
 import openai
 import pytest
+from openai.types.shared_params import ResponseFormatJSONSchema
 
 from agent.providers.anthropic import AnthropicProvider, build_body
 from agent.providers.base import ChatMessage, ChatRequest, Sampling, ToolSpec
@@ -91,11 +93,11 @@ async def test_the_sdks_own_retry_is_recognised_without_a_key(web: Web, fake: Fa
     fake.enqueue(reply_error(500))
     seen: list[str] = []
 
-    async def note(request: httpx.Request) -> None:
+    async def note(request: httpx2.Request) -> None:
         seen.append(request.headers.get("x-stainless-retry-count", ""))
 
     async with (
-        httpx.AsyncClient(event_hooks={"request": [note]}) as http,
+        httpx2.AsyncClient(event_hooks={"request": [note]}) as http,  # the SDK's own HTTP library
         openai.AsyncOpenAI(
             base_url=f"{web.base_url}/v1", api_key="tok-alice", max_retries=1, http_client=http
         ) as sdk,
@@ -120,7 +122,12 @@ async def test_the_same_body_without_a_retry_count_is_a_new_request(
 
 
 async def test_generation_parameters_reach_the_provider(client: openai.AsyncOpenAI, fake: FakeOpenAI) -> None:
-    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    schema: dict[str, object] = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}},
+        "required": ["a"],
+    }
+    fmt: ResponseFormatJSONSchema = {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}
     await client.chat.completions.create(
         model="x",
         messages=[{"role": "user", "content": "params"}],
@@ -130,7 +137,7 @@ async def test_generation_parameters_reach_the_provider(client: openai.AsyncOpen
         temperature=0.3,
         top_p=0.9,
         seed=7,
-        response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+        response_format=fmt,
     )
     sent = _model_calls(fake)[-1]
     assert sent["stop"] == ["END"] and sent["temperature"] == 0.3 and sent["top_p"] == 0.9

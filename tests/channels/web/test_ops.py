@@ -14,17 +14,16 @@ import pytest
 from starlette.routing import Mount, Route
 
 from agent.core import TurnRequest
-from agent.events import CommandOutput, Done, TurnError
+from agent.events import CommandOutput, Done, TurnFailed
 from agent.factory import open_agent
 from agent.metrics import TurnMetrics
 from agent.providers.base import ToolCall
-from agent.tools.base import ToolContext
+from agent.tools.base import ToolCaller
 from channels.base import ChannelStartError
 from channels.web import WebChannel, create_app
 from channels.web.metrics import Metrics
 from config.settings import MCPServerSettings
-from store.factory import open_store
-from store.models import Scope
+from store import Scope, open_store
 from tests.channels.web.conftest import ALICE, Web, chat, serve_web, web_settings, with_web
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -74,7 +73,7 @@ async def test_a_dead_mcp_server_shows_as_degraded_while_ready_stays_200(
         assert (await anonymous.get("/readyz")).json() == {"status": "ready"}
         assert web.agent.tools is not None
         down.touch()
-        ctx = ToolContext(web.store, Scope("default", "alice"), "c1", "web")
+        ctx = ToolCaller(web.store, Scope("default", "alice"), "c1", "web")
         with anyio.fail_after(20):
             await web.agent.tools.execute(
                 ToolCall("1", "files__die", "{}"), ctx, timeout_s=10, max_result_chars=500
@@ -125,7 +124,7 @@ async def test_metrics_count_the_turns_of_every_channel_the_agent_serves(
         bad = [ev async for ev in web.agent.handle(TurnRequest(scope, "cli", "x" * 10_000_000))]
     assert isinstance(events[-1], Done)
     assert isinstance(out, CommandOutput)
-    assert isinstance(bad[-1], TurnError)
+    assert isinstance(bad[-1], TurnFailed)
     text = (await alice.get("/metrics")).text
     assert 'hero_turns_total{channel="web",outcome="complete"} 1' in text
     assert 'hero_turns_total{channel="telegram",outcome="complete"} 1' in text

@@ -11,12 +11,13 @@ from typing import Any, Literal
 
 import axe_playwright_python
 import pytest
-from playwright.async_api import Browser, Dialog, Page, Request, Response, expect
+from playwright.async_api import Browser, Dialog, FilePayload, Page, Request, Response, expect
 
 from store import Scope
 from tests.channels.web.conftest import ARTIFACTS, DESKTOP, PHONE, Web, open_page, send_message
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.sse_scripts import reply_error, reply_text, reply_tool_calls
+from tests.media_files import png
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -240,9 +241,15 @@ def _note_failure(failed: list[str], response: Response) -> None:
 
 
 async def _seed(web: Web, fake: FakeOpenAI, browser: Browser) -> None:
-    """A conversation with Markdown, a table, code, a tool block and a failed turn; a memory; usage."""
+    """A conversation with an image, Markdown, a table, code, a tool block and a failed turn; a memory;
+    usage."""
     await web.store.add_memory(ALICE, "Alice drinks tea")
     page = await open_page(browser, web)
+    await page.locator("#image-input").set_input_files(
+        [FilePayload(name="dot.png", mimeType="image/png", buffer=png())]
+    )
+    await send_message(page, "a picture")
+    await expect(page.locator(".message.assistant .text").last).to_have_text("echo: a picture")
     fake.enqueue(reply_tool_calls([("call_1", "current_datetime", "{}")]), reply_text(MARKDOWN, chunks=3))
     await send_message(page, "a list please")
     await expect(page.locator(".code-block")).to_have_count(1)
@@ -282,6 +289,12 @@ async def test_layout_dark_mode_charts_and_accessibility(
         await expect(page.get_by_role("button", name="Retry: The reply failed.")).to_be_visible()
         await page.screenshot(path=str(ARTIFACTS / f"web-{name}-{scheme}.png"))
         await page.locator(".tool-block summary").click()  # the tool block open, for the check too
+        await expect(page.locator(".message.user .images img")).to_have_count(1)  # the stored image
+        # an image waiting in the composer: its preview and Remove button are checked too
+        await page.locator("#image-input").set_input_files(
+            [FilePayload(name="dot.png", mimeType="image/png", buffer=png())]
+        )
+        await expect(page.get_by_role("button", name="Remove dot.png")).to_be_visible()
         findings += await _axe(page, f"{view} chat")
         # the last turn's Edit, its inline editor open (Regenerate is checked by the browser tests)
         await page.get_by_role("button", name="Edit your last message").click()
@@ -304,7 +317,7 @@ async def test_layout_dark_mode_charts_and_accessibility(
         await expect(panel.locator("#usage-tokens rect")).to_have_count(1)  # one model on one day
         await expect(panel.locator("#usage-latency circle")).to_have_count(1)
         await expect(panel.locator(".usage-table tbody tr")).to_have_count(1)
-        await expect(panel.locator(".usage-table tbody td").nth(2)).to_have_text("3")  # calls
+        await expect(panel.locator(".usage-table tbody td").nth(2)).to_have_text("4")  # calls
         if name == "desktop":
             await page.screenshot(path=str(ARTIFACTS / f"web-usage-{scheme}.png"))
         findings += await _axe(page, f"{view} usage")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from channels.web.media import upload_limit
-from store import Scope
-from store.models import AuditEntry
+from store import AuditEntry, Scope
 from tests.channels.web.conftest import ALICE, Web, chat, serve_web, web_settings
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -311,7 +311,7 @@ async def test_oversized_bodies_are_refused(web: Web, alice: httpx.AsyncClient) 
     assert resp.status_code == 413 and resp.json()["error"]["code"] == "body_too_large"
 
     # chunked upload without Content-Length: the cap still holds while reading
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         for _ in range(limit // 65536 + 2):
             yield b"a" * 65536
 

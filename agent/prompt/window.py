@@ -1,0 +1,135 @@
+"""A per-process cache of each conversation's history window, so a turn reads only what is new.
+
+Reading the whole window (``agent.history_limit`` messages) on every turn costs the same store read
+and record decoding each time; with the cache, a turn asks the store only for the messages after the
+newest one it holds (in the same store call that opens the turn: :meth:`WindowCache.plan`,
+:meth:`WindowCache.absorb`) and joins them to what it holds. The store stays the source of truth,
+also for other processes:
+
+* the new messages are read together with the conversation, whose window floor (clear boundary,
+  summary) must be the one the cached window was cut at: a ``/clear`` or a compaction elsewhere moves
+  it, and the window is read whole again;
+* the new messages must start right after the cached ones (a message's ``seq`` is gap-free): a read
+  that hit its limit has skipped some, and the window is read whole again;
+* a compaction summary among the new messages moves the window's start: read whole again;
+* this process's own ``/clear``, compaction and delete drop the entry.
+
+Messages are never removed one by one (only whole conversations are deleted) and the only edit is a
+re-run's ``superseded_by`` mark (``agent/rerun.py``): a re-run turn drops the entry before it opens
+and marks the messages it holds. Another process's cached copy of a message marked there stays
+unmarked until that process reads the window whole again (a known limit when several daemons
+share one store; the marks in the store are what export and the page show).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agent.prompt.history import SUMMARY_TYPE, to_chat
+from agent.providers.base import ChatMessage
+from store import Message, Scope, Store, TurnOpening
+
+#: how many new messages a turn reads to catch up (a turn with many tool rounds adds more and
+#: simply falls back to a whole read)
+CATCH_UP = 32
+MAX_CONVERSATIONS = 256
+
+_Key = tuple[str, str, str]
+_UNSEEN: ChatMessage | None = ChatMessage(role="unseen")  # a marker: None is a valid answer
+
+
+@dataclass(slots=True)
+class _Entry:
+    floor: int
+    messages: list[Message]
+    #: the model's view of each message, converted once: (sid, group) -> ChatMessage (None: not shown)
+    chats: dict[tuple[str, bool], ChatMessage | None] = field(default_factory=dict)
+
+
+class WindowCache:
+    """The newest ``limit`` messages after the clear/summary boundary, per conversation (LRU)."""
+
+    def __init__(self, store: Store, limit: int) -> None:
+        self.store = store
+        self.limit = limit
+        self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def plan(self, scope: Scope, conversation_id: str) -> tuple[int, int]:
+        """``(after_seq, limit)`` for the read that opens a turn: only what follows the cached window,
+        or the whole window when nothing usable is cached."""
+        entry = self._entries.get(_key(scope, conversation_id))
+        if entry and entry.messages and self.limit > CATCH_UP:
+            return entry.messages[-1].seq, CATCH_UP
+        return 0, self.limit
+
+    async def absorb(
+        self, scope: Scope, conversation_id: str, after_seq: int, opening: TurnOpening
+    ) -> list[Message]:
+        """The window, oldest first, from the turn's opening read (planned by :meth:`plan`, which
+        answered ``after_seq``); reads the whole window again when that read cannot be joined to the
+        cached window."""
+        key = _key(scope, conversation_id)
+        floor = opening.conversation.window_floor
+        new = opening.window
+        if after_seq == 0:
+            self.misses += 1
+            return self._keep(key, floor, new)  # it was a whole read
+        entry = self._entries.get(key)
+        if (
+            entry is not None
+            and entry.messages
+            and entry.floor == floor
+            # a message's seq is gap-free in its conversation: nothing was skipped between the two
+            and entry.messages[-1].seq >= after_seq
+            and (not new or new[0].seq == after_seq + 1)
+            and not any(m.message_type == SUMMARY_TYPE for m in new)
+        ):
+            self.hits += 1
+            last = entry.messages[-1].seq
+            return self._keep(key, floor, entry.messages + [m for m in new if m.seq > last])
+        return await self.window(scope, conversation_id)
+
+    async def window(self, scope: Scope, conversation_id: str) -> list[Message]:
+        """The whole window read again, oldest first (``store.history(limit=self.limit)``)."""
+        self.misses += 1
+        conv = await self.store.get_conversation(scope, conversation_id)
+        messages = await self.store.history(scope, conversation_id, limit=self.limit)
+        return self._keep(_key(scope, conversation_id), conv.window_floor, messages)
+
+    def converter(self, scope: Scope, conversation_id: str) -> Callable[[Message, bool], ChatMessage | None]:
+        """:func:`~agent.prompt.history.to_chat` remembering its answers for the conversation's window."""
+        entry = self._entries.get(_key(scope, conversation_id))
+        memo = entry.chats if entry is not None else {}
+
+        def convert(msg: Message, group: bool) -> ChatMessage | None:
+            key = (msg.sid, group)
+            chat = memo.get(key, _UNSEEN)
+            if chat is _UNSEEN:
+                chat = memo[key] = to_chat(msg, group=group)
+            return chat
+
+        return convert
+
+    def forget(self, scope: Scope, conversation_id: str) -> None:
+        self._entries.pop(_key(scope, conversation_id), None)
+
+    def _keep(self, key: _Key, floor: int, messages: list[Message]) -> list[Message]:
+        window = messages[-self.limit :]
+        old = self._entries.get(key)
+        chats = old.chats if old is not None else {}
+        if len(chats) > 2 * len(window) + CATCH_UP:  # now and then, drop what left the window
+            inside = {m.sid for m in window}
+            chats = {k: v for k, v in chats.items() if k[0] in inside}
+        self._entries[key] = _Entry(floor, window, chats)
+        self._entries.move_to_end(key)
+        while len(self._entries) > MAX_CONVERSATIONS:
+            self._entries.popitem(last=False)
+        return list(window)
+
+
+def _key(scope: Scope, conversation_id: str) -> _Key:
+    return (scope.context, scope.user_id, conversation_id)

@@ -1,0 +1,273 @@
+"""Leases of the store API: turn locks across processes, Telegram update locks, de-duplication marks,
+and the marks of the turns a dead process left cut.
+
+A held lease is short (:data:`~store.leases.LEASE_S`) and renewed by a background task once a third of
+it has passed, for as long as its holder runs (up to ``max_hold_s``, ``agent.turn_lock_ttl_s``): a turn
+shorter than that writes nothing beyond its claim and release, a live holder is never robbed, and a
+dead one lets go at most ``LEASE_S`` after its last renewal. A claimer that finds the lease held by a
+process of its own host that no longer exists takes it over at once (:func:`~store.leases.known_dead`,
+then a compare-and-swap claim with ``replace``). See docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import anyio
+import structlog
+
+from store.api.base import StoreBase
+from store.engine import ClaimStep, MarkCutStep, ReleaseStep, Step
+from store.errors import Conflict, LeaseHeld, LeaseLost, StoreError
+from store.leases import RENEW_FRACTION, Claimed, known_dead, this_host
+from store.models import Scope
+
+T = TypeVar("T")
+log = structlog.get_logger()
+
+#: the key prefix of conversation turn locks
+TURN_PREFIX = "turn:"
+
+
+class LeaseMixin(StoreBase):
+    def lease_ms(self, max_hold_s: float) -> int:
+        """The lease of a holder that keeps it at most ``max_hold_s``: short (``lease_s``, at most
+        :data:`~store.leases.LEASE_S` by default), never longer than that."""
+        return max(1, int(min(self.lease_s, max_hold_s) * 1000))
+
+    # -- single claims -------------------------------------------------------------------------
+
+    async def try_lease(self, scope: Scope, key: str, *, ttl_s: float) -> bool:
+        """Take the expiring lease ``key`` for this Store (renewing it when already ours); False when
+        another live holder has it. A dead holder of this host is taken over at once."""
+        claim = ClaimStep(f"lease:{key}", self._holder, int(ttl_s * 1000), owner=self._owner)
+        return await self._claim(scope, claim)
+
+    async def release_lease(self, scope: Scope, key: str) -> None:
+        """Drop the lease ``key`` if this Store holds it."""
+        await self.engine.release(scope, f"lease:{key}", self._holder)
+
+    async def claim_once(self, scope: Scope, key: str) -> bool:
+        """True the first time ``key`` is claimed in this scope, by anyone, ever (de-duplication)."""
+        # a fresh holder per call: a holder re-claiming its own lease succeeds (renewal), which would
+        # make every call look like the first
+        holder = f"{self._holder}:{uuid.uuid4().hex}"
+        return bool(await self.engine.claim(scope, f"once:{key}", holder, None))
+
+    async def _claim(self, scope: Scope, claim: ClaimStep) -> bool:
+        outcome = await self.engine.claim(
+            scope, claim.key, claim.holder, claim.ttl_ms, owner=claim.owner, replace=claim.replace
+        )
+        if not outcome:
+            dead = await self._dead_holder(scope, claim.key)
+            if dead is None:
+                return False
+            outcome = await self.engine.claim(
+                scope, claim.key, claim.holder, claim.ttl_ms, owner=claim.owner, replace=dead
+            )
+        self._count_claim(outcome, claim.key)
+        return bool(outcome)
+
+    async def _dead_holder(self, scope: Scope, key: str) -> str | None:
+        """The holder of ``key`` when it is a process of this host that is gone, else None."""
+        lease = await self.engine.get_lease(scope, key)
+        if lease is None or lease.holder == self._holder or not known_dead(lease.owner):
+            return None
+        return lease.holder
+
+    def _count_claim(self, outcome: object, key: str) -> None:
+        if outcome in (Claimed.REPLACED, Claimed.LAPSED):
+            log.info("store.lease_taken_over", key=key, reason=str(outcome))
+        self.lease_stats.claimed(str(outcome))
+
+    # -- held leases ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def keep_lease(self, scope: Scope, key: str, *, max_hold_s: float) -> AsyncIterator[None]:
+        """Renew the lease ``key`` (taken with :meth:`try_lease` and a ``ttl_s`` of at most
+        :data:`~store.leases.LEASE_S`) while the block runs, for at most ``max_hold_s``; raises
+        LeaseLost when it lapsed and another holder took it."""
+        claim = ClaimStep(f"lease:{key}", self._holder, self.lease_ms(max_hold_s), owner=self._owner)
+        async with self._renewing(scope, claim, max_hold_s):
+            yield
+
+    @asynccontextmanager
+    async def conversation_lock(
+        self, scope: Scope, conversation_id: str, *, ttl_s: float = 600.0, wait_s: float = 600.0
+    ) -> AsyncIterator[None]:
+        """Serialize turns of one conversation, in this process and across processes.
+
+        Waits up to ``wait_s`` (then raises Conflict); the lock is kept (renewed) for at most
+        ``ttl_s``, and a crashed holder lets go within :data:`~store.leases.LEASE_S`.
+        """
+
+        async def take(claim: ClaimStep) -> tuple[object, None]:
+            (outcome,) = await self.engine.batch(scope, [claim])
+            return outcome, None
+
+        async with self._turn_lease(scope, conversation_id, take, ttl_s=ttl_s, wait_s=wait_s):
+            yield
+
+    @asynccontextmanager
+    async def _turn_lease(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        take: Callable[[ClaimStep], Awaitable[tuple[object, T]]],
+        *,
+        ttl_s: float,
+        wait_s: float,
+        closing: Callable[[T], list[Step]] | None = None,
+    ) -> AsyncIterator[T]:
+        """The conversation's turn lease, taken by ``take(claim)`` (a batch with ``claim`` first, which
+        raises LeaseHeld while someone else holds it: a dead holder of this host is replaced at once,
+        others are waited for with backoff up to ``wait_s``); ``take`` answers the claim's outcome and
+        its value. Yields that value with the lease renewed in the background, and releases the lease
+        on exit, in one batch with the steps ``closing(value)`` gives then (best effort: when they
+        fail, the lease is still released)."""
+        key = (scope.context, scope.user_id, conversation_id)
+        lock = self._local_locks.setdefault(key, anyio.Lock())
+        # one holder per Store: the local lock already serializes this process, and a lease left
+        # behind when the release failed (store briefly down) is then retaken at once
+        claim = ClaimStep(
+            f"{TURN_PREFIX}{conversation_id}", self._holder, self.lease_ms(ttl_s), owner=self._owner
+        )
+        async with lock:
+            outcome, taken = await self._take(scope, claim, take, wait_s)
+            self._count_claim(outcome, claim.key)
+            try:
+                async with self._renewing(scope, claim, ttl_s):
+                    yield taken
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._close(scope, claim, closing(taken) if closing is not None else [])
+
+    async def _take(
+        self,
+        scope: Scope,
+        claim: ClaimStep,
+        take: Callable[[ClaimStep], Awaitable[tuple[object, T]]],
+        wait_s: float,
+    ) -> tuple[object, T]:
+        delay = 0.005
+        deadline = anyio.current_time() + wait_s
+        attempt = claim
+        while True:
+            try:
+                return await take(attempt)
+            except LeaseHeld:
+                dead = await self._dead_holder(scope, claim.key)
+                if dead is not None and attempt.replace != dead:
+                    attempt = dataclasses.replace(claim, replace=dead)
+                    continue  # at once: the holder is known to be gone
+                attempt = claim
+                if anyio.current_time() > deadline:
+                    raise Conflict("the conversation is busy with another turn") from None
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+            except BaseException:
+                # an engine without atomic batches may have taken the lease before failing
+                with anyio.CancelScope(shield=True), contextlib.suppress(StoreError):
+                    await self._drop(scope, claim)
+                raise
+
+    @asynccontextmanager
+    async def _renewing(self, scope: Scope, claim: ClaimStep, max_hold_s: float) -> AsyncIterator[None]:
+        """Renew ``claim``'s lease while the block runs: first after a third of the lease, then every
+        third, for at most ``max_hold_s``. A failed renewal (store unreachable) is retried at the next
+        one; a refused one (the lease lapsed meanwhile and another holder took it) cancels the block
+        and raises :class:`LeaseLost`."""
+        assert claim.ttl_ms is not None
+        period = claim.ttl_ms / 1000 * RENEW_FRACTION
+        lost = False
+
+        async def renew(cancel: anyio.CancelScope) -> None:
+            nonlocal lost
+            until = anyio.current_time() + max_hold_s
+            while anyio.current_time() + period < until:
+                await anyio.sleep(period)
+                try:
+                    outcome = await self.engine.claim(
+                        scope, claim.key, claim.holder, claim.ttl_ms, owner=claim.owner
+                    )
+                except StoreError as exc:
+                    log.warning("store.lease_renewal_failed", key=claim.key, error=type(exc).__name__)
+                    continue
+                if not outcome:
+                    lost = True
+                    self.lease_stats.lost += 1
+                    log.error("store.lease_lost", key=claim.key)
+                    cancel.cancel()
+                    return
+                self.lease_stats.renewals += 1
+            log.warning("store.lease_held_too_long", key=claim.key, max_hold_s=max_hold_s)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(renew, tg.cancel_scope)
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # the block's own exception, not wrapped: callers catch Conflict, StoreError, ...
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+        if lost:
+            raise LeaseLost(claim.key)
+
+    async def _close(self, scope: Scope, claim: ClaimStep, steps: list[Step]) -> None:
+        if steps:
+            try:
+                await self.engine.batch(scope, [*steps, ReleaseStep(claim.key, claim.holder)])
+                return
+            except StoreError as exc:
+                log.warning("store.closing_steps_failed", steps=len(steps), error=str(exc))
+        await self._drop(scope, claim)
+
+    async def _drop(self, scope: Scope, claim: ClaimStep) -> None:
+        await self.engine.release(scope, claim.key, claim.holder)
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    async def mark_dead_holders_turns(self) -> int:
+        """At daemon start: every conversation whose turn lease a process of this host held and died
+        with gets its cut turn marked (under the lease, taken over, then released). Returns how many
+        conversations were looked at; a conversation a live process holds is left to it."""
+        if this_host() is None:
+            return 0
+        done = 0
+        for context in await self.engine.contexts():
+            for lease in await self.engine.list_leases(context, TURN_PREFIX):
+                if not known_dead(lease.owner):
+                    continue
+                scope = Scope(context, lease.user_id)
+                claim = ClaimStep(
+                    lease.key,
+                    self._holder,
+                    self.lease_ms(self.lease_s),
+                    owner=self._owner,
+                    replace=lease.holder,
+                )
+                mark = MarkCutStep(lease.key.removeprefix(TURN_PREFIX))
+                try:
+                    outcome, created, _ = await self.engine.batch(
+                        scope, [claim, mark, ReleaseStep(claim.key, claim.holder)]
+                    )
+                except LeaseHeld:
+                    continue  # a live process took it meanwhile: its turn marks the conversation
+                except StoreError as exc:
+                    log.warning("store.recovery_failed", key=lease.key, error=type(exc).__name__)
+                    with anyio.CancelScope(shield=True), contextlib.suppress(StoreError):
+                        await self._drop(scope, claim)
+                    continue
+                self._count_claim(outcome, claim.key)
+                self.lease_stats.marked(created)
+                done += 1
+        return done

@@ -1,0 +1,68 @@
+"""Memories: add (deduplicated by content hash), list, get, delete, relevance search."""
+
+from __future__ import annotations
+
+from store.api.base import StoreBase, check_limit, memory_hash, store_fields
+from store.engine import ListQuery, Page
+from store.errors import InvalidInput, NotFound
+from store.models import Kind, Memory, Scope, validate_sid
+
+
+class MemoriesMixin(StoreBase):
+    async def add_memory(
+        self,
+        scope: Scope,
+        content: str,
+        *,
+        kind: str = "fact",
+        source_conversation_id: str = "",
+        source_channel: str = "",
+    ) -> tuple[Memory, bool]:
+        """Add a memory unless an identical one (by hash) exists; returns (memory, created)."""
+        content = content.strip()
+        if not content:
+            raise InvalidInput("memory content is empty")
+        self._check_content(content)
+        h = memory_hash(content)
+        existing = await self.engine.list(Kind.MEMORY, scope, ListQuery(filters={"hash": h}, limit=1))
+        if existing.items:
+            return Memory.from_record(existing.items[0]), False
+        mem = Memory(
+            content=content,
+            kind=kind,
+            source_conversation_id=source_conversation_id,
+            source_channel=source_channel,
+            hash=h,
+        )
+        rec = await self.engine.create(
+            Kind.MEMORY, scope, store_fields(mem.to_record()), request_key=f"memory:{h}"
+        )
+        return Memory.from_record(rec), True
+
+    async def list_memories(
+        self, scope: Scope, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[Memory]:
+        """Newest first."""
+        page = await self.engine.list(
+            Kind.MEMORY,
+            scope,
+            ListQuery(order_by="created_at", descending=True, limit=check_limit(limit), cursor=cursor),
+        )
+        return Page([Memory.from_record(r) for r in page.items], page.next_cursor)
+
+    async def get_memory(self, scope: Scope, sid: str) -> Memory:
+        rec = await self.engine.get(Kind.MEMORY, scope, validate_sid(sid))
+        if rec is None:
+            raise NotFound("memory", sid)
+        return Memory.from_record(rec)
+
+    async def delete_memory(self, scope: Scope, sid: str) -> None:
+        if not await self.engine.delete(Kind.MEMORY, scope, validate_sid(sid)):
+            raise NotFound("memory", sid)
+
+    async def search_memories(self, scope: Scope, text: str, *, limit: int = 10) -> list[Memory]:
+        """Memories matching any word of ``text``, most relevant first."""
+        if not text.strip():
+            return []
+        page = await self.engine.list(Kind.MEMORY, scope, ListQuery(text=text, limit=check_limit(limit)))
+        return [Memory.from_record(r) for r in page.items]

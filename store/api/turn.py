@@ -1,0 +1,191 @@
+"""The start of a turn in one store call: take the conversation's turn lease, store the user message
+and read what the turn needs (the conversation, its newest messages, the memories to recall).
+
+A turn used to make seven calls for this (lease, message, conversation, messages, two memory reads,
+and the conversation again to resolve it); on the embedded engine each call is a hop to the worker
+thread and the lease and the message were two commits. :meth:`TurnMixin.open_turn` sends them as
+one :meth:`~store.engine.Engine.batch`: one transaction, one durable commit, one hop; a remote
+engine sends the reads at once. The user message is durable before ``open_turn`` yields, as before.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from store.api.base import check_limit, store_fields
+from store.api.leases import LeaseMixin
+from store.api.state import StateMixin
+from store.engine import ClaimStep, CreateStep, GetStep, ListQuery, ListStep, MarkCutStep, Page, Step
+from store.errors import NotFound
+from store.leases import Claimed
+from store.models import Conversation, Kind, Memory, Message, Record, Role, Scope, UsageEntry, validate_sid
+
+
+@dataclass(frozen=True, slots=True)
+class TurnReads:
+    """What a turn reads in the same call that stores its user message."""
+
+    #: at most this many of the newest messages of the conversation's window
+    window_limit: int = 50
+    #: only messages after this seq (the caller holds the window up to there); 0: the whole window
+    window_after_seq: int = 0
+    #: memories matching the words of this text, at most ``recall_limit`` (0: none)
+    recall_text: str = ""
+    recall_limit: int = 0
+    #: and the newest ``recent_memories`` memories
+    recent_memories: int = 0
+
+
+@dataclass(slots=True)
+class TurnOpening:
+    """What :meth:`TurnMixin.open_turn` read, with the turn lease held and the user message stored."""
+
+    #: the conversation as it is after the user message was added
+    conversation: Conversation
+    #: the stored user message (the earlier one when its request key was already used)
+    message: Message
+    #: oldest first: the newest ``window_limit`` messages with seq above both ``window_after_seq`` and
+    #: the conversation's window floor; the user message is the last one
+    window: list[Message]
+    #: the read hit ``window_limit``: messages between ``window_after_seq`` and the first one of
+    #: ``window`` may be missing
+    window_full: bool
+    matching_memories: list[Memory] = field(default_factory=list)
+    recent_memories: list[Memory] = field(default_factory=list)
+    #: usage entries the turn adds while it runs: written when the turn closes, in the same call that
+    #: releases the lease (a failure to write them is logged, never raised)
+    usage: list[UsageEntry] = field(default_factory=list)
+
+
+class TurnMixin(LeaseMixin, StateMixin):
+    @asynccontextmanager
+    async def open_turn(
+        self,
+        scope: Scope,
+        conversation_id: str,
+        text: str,
+        *,
+        channel: str,
+        sender: str = "",
+        request_key: str | None = None,
+        attachments: str = "",
+        reads: TurnReads = TurnReads(),
+        ttl_s: float = 600.0,
+        wait_s: float = 600.0,
+        turn_id: str = "",
+        rerun_of: str | None = None,
+    ) -> AsyncIterator[TurnOpening]:
+        """Take the turn lease of the conversation (waiting like :meth:`conversation_lock`), mark the
+        turn a crash may have cut there (:mod:`store.cut_turns`), append the user message and read
+        ``reads``, all in one engine batch; yields the :class:`TurnOpening` and releases the lease on
+        exit, writing the opening's ``usage`` in the same call. NotFound when the conversation is
+        missing (nothing is stored). ``attachments`` is the message's descriptor of the attachments
+        stored just before it (see ``store.api.attachments``). ``turn_id`` is stored with the message.
+
+        ``rerun_of``: the turn answers this stored user message again (a retry, regenerate: see
+        ``agent/rerun.py``) and stores no new one; ``text`` is then unused. NotFound when it is not a
+        user message of this conversation."""
+        validate_sid(conversation_id)
+        message = Message(
+            conversation_id=conversation_id,
+            role="user",
+            content=text,
+            channel=channel,
+            sender=sender,
+            attachments=attachments,
+            turn_id=turn_id,
+        )
+        fields = self._message_fields(message)
+        window_query = ListQuery(
+            filters={"conversation_id": conversation_id, "seq__gt": max(0, int(reads.window_after_seq))},
+            order_by="seq",
+            descending=True,
+            limit=check_limit(reads.window_limit),
+        )
+        recall = reads.recall_limit > 0 and bool(reads.recall_text.strip())
+        # always keyed: a repeated batch must see its own user message as its own, not as a cut turn
+        request_key = request_key or f"turn:{uuid.uuid4().hex}"
+        # a re-run stores no user message: it reads the stored one, and a cut turn there is the one
+        # being answered again (not marked)
+        mark = MarkCutStep(conversation_id, None if rerun_of else request_key)
+        user_step: GetStep | CreateStep = (
+            GetStep(Kind.MESSAGE, validate_sid(rerun_of))
+            if rerun_of
+            else CreateStep(Kind.MESSAGE, fields, request_key)
+        )
+        get_conv = GetStep(Kind.CONVERSATION, conversation_id)
+        list_window = ListStep(Kind.MESSAGE, window_query)
+        list_matching = (
+            ListStep(Kind.MEMORY, ListQuery(text=reads.recall_text, limit=check_limit(reads.recall_limit)))
+            if recall
+            else None
+        )
+        list_recent = (
+            ListStep(
+                Kind.MEMORY,
+                ListQuery(order_by="created_at", descending=True, limit=check_limit(reads.recent_memories)),
+            )
+            if reads.recent_memories > 0
+            else None
+        )
+        steps: list[Step] = [mark, user_step, get_conv, list_window]
+        steps += [s for s in (list_matching, list_recent) if s is not None]
+
+        async def take(claim: ClaimStep) -> tuple[Claimed, TurnOpening]:
+            results = await self.engine.batch(scope, [claim, *steps])
+            self.lease_stats.marked(results.of(mark))
+            user_rec = results.of(user_step)
+            if user_rec is None or not _user_message_of(user_rec, conversation_id):
+                raise NotFound("message", rerun_of or "")
+            conv_rec = results.of(get_conv)
+            if conv_rec is None:
+                # deleted between the message's create and the read: only a non-atomic engine gets here
+                raise NotFound("conversation", conversation_id)
+            return results.of(claim), _opening(
+                reads.window_limit,
+                created=user_rec,
+                conv_rec=conv_rec,
+                window_page=results.of(list_window),
+                matching=results.of(list_matching) if list_matching is not None else None,
+                recent=results.of(list_recent) if list_recent is not None else None,
+            )
+
+        def closing(opening: TurnOpening) -> list[Step]:
+            return [CreateStep(Kind.USAGE, store_fields(e.to_record())) for e in opening.usage]
+
+        async with self._turn_lease(
+            scope, conversation_id, take, ttl_s=ttl_s, wait_s=wait_s, closing=closing
+        ) as opening:
+            yield opening
+
+
+def _opening(
+    window_limit: int,
+    *,
+    created: Record,
+    conv_rec: Record,
+    window_page: Page[Record],
+    matching: Page[Record] | None,
+    recent: Page[Record] | None,
+) -> TurnOpening:
+    conv = Conversation.from_record(conv_rec)
+    floor = conv.window_floor
+    return TurnOpening(
+        conversation=conv,
+        message=Message.from_record(created),
+        window=[Message.from_record(r) for r in reversed(window_page.items) if int(r["seq"]) > floor],
+        window_full=len(window_page.items) >= window_limit,
+        matching_memories=_memories(matching),
+        recent_memories=_memories(recent),
+    )
+
+
+def _user_message_of(rec: Record, conversation_id: str) -> bool:
+    return rec.get("conversation_id") == conversation_id and rec.get("role") == Role.USER.value
+
+
+def _memories(page: Page[Record] | None) -> list[Memory]:
+    return [Memory.from_record(r) for r in page.items] if page is not None else []

@@ -1,0 +1,1 @@
+"""The one-time import of a legacy SQLite agent database (``hero-agent migrate-sqlite``)."""

@@ -1,0 +1,95 @@
+"""``Engine.batch`` on the embedded engine: every step in one SQLite transaction.
+
+:data:`HANDLERS` is this engine's column of the step table (:data:`store.engine.STEPS`): one function
+per step type, run on the worker thread inside the batch's transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from store import cut_turns
+from store.engine import (
+    ClaimStep,
+    CountStep,
+    CreateStep,
+    DeleteStep,
+    GetStep,
+    ListStep,
+    MarkCutStep,
+    ReleaseStep,
+    Results,
+    Step,
+    UpdateStep,
+    check_handlers,
+    reads_only,
+    settled,
+    tail_query,
+)
+from store.models import Kind, Record, Scope
+from store.sqlite import ops
+from store.sqlite.leases import claim_in, release_in, unsynced
+from store.sqlite.ops import write_txn
+
+Handler = Callable[[sqlite3.Connection, Scope, Any], object]
+
+HANDLERS: Final[dict[type[Step], Handler]] = {
+    GetStep: lambda conn, scope, s: ops.get(conn, s.kind, scope, s.sid),
+    ListStep: lambda conn, scope, s: ops.list_records(conn, s.kind, scope, s.query),
+    CountStep: lambda conn, scope, s: ops.count(conn, s.kind, scope, s.filters),
+    CreateStep: lambda conn, scope, s: ops.create(conn, s.kind, scope, s.fields, s.request_key),
+    UpdateStep: lambda conn, scope, s: ops.update(conn, s.kind, scope, s.sid, s.fields),
+    DeleteStep: lambda conn, scope, s: ops.delete(conn, s.kind, scope, s.sid),
+    ClaimStep: claim_in,
+    ReleaseStep: lambda conn, scope, s: release_in(conn, scope, s.key, s.holder),
+    MarkCutStep: lambda conn, scope, s: mark_cut(conn, scope, s.conversation_id, s.request_key),
+}
+check_handlers(HANDLERS, "the embedded engine")
+
+
+def batch(conn: sqlite3.Connection, scope: Scope, steps: Sequence[Step]) -> Results:
+    """Every step in ONE transaction: all done or none (a failure, or a refused required claim, rolls
+    the whole batch back). Reads see the batch's own earlier writes. The commit skips the fsync only
+    when the batch writes nothing but expiring leases (see :func:`unsynced`)."""
+    writes = [s for s in steps if not reads_only(s)]
+    if not writes:
+        if len(steps) == 1:  # one read is one statement: no transaction to open
+            return Results(steps, [_step(conn, scope, steps[0])])
+        conn.execute("BEGIN")  # one snapshot for every read
+        try:
+            return Results(steps, [_step(conn, scope, s) for s in steps])
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+    leases_only = all(
+        isinstance(s, ReleaseStep) or (isinstance(s, ClaimStep) and s.ttl_ms is not None) for s in writes
+    )
+    with unsynced(conn, leases_only), write_txn(conn):
+        return Results(steps, [_step(conn, scope, s) for s in steps])
+
+
+def _step(conn: sqlite3.Connection, scope: Scope, step: Step) -> object:
+    return settled(step, HANDLERS[type(step)](conn, scope, step))
+
+
+def mark_cut(
+    conn: sqlite3.Connection, scope: Scope, conversation_id: str, request_key: str | None
+) -> list[Record]:
+    """:class:`MarkCutStep` inside the caller's transaction."""
+    head = ops.list_records(conn, Kind.MESSAGE, scope, tail_query(conversation_id, 1))
+    if cut_turns.settled(head.items):
+        return []
+    tail = ops.list_records(conn, Kind.MESSAGE, scope, tail_query(conversation_id, cut_turns.TAIL))
+    own = None
+    if request_key is not None:
+        row = conn.execute(
+            "SELECT sid FROM messages WHERE context = ? AND user_id = ? AND request_key = ?",
+            (scope.context, scope.user_id, request_key),
+        ).fetchone()
+        own = row[0] if row else None
+    return [
+        ops.create(conn, Kind.MESSAGE, scope, fields, key)
+        for fields, key in cut_turns.markers(conversation_id, tail.items, own)
+    ]

@@ -1,0 +1,270 @@
+"""The ``embedded`` engine: SQLite (WAL, ``synchronous=FULL`` by default) in the data dir, ``hero-agent.db``.
+
+Threading: a process holds ONE connection per database file, shared by every engine instance that
+opens that file, and only ever used from that connection's own worker thread (:class:`_Worker`, one
+call at a time, in order). The event loop never touches the disk. A dedicated thread fed by a queue
+costs about half of what a hop through a thread pool costs (``anyio.to_thread``), and a turn makes
+two such hops before its answer is out. Results come back with ``call_soon_threadsafe`` on the
+caller's asyncio loop (hero-agent runs anyio on asyncio only).
+
+Processes: several may open one data dir. Each write is ``BEGIN IMMEDIATE`` (the write lock up front)
+and waits up to ``busy_timeout`` for another process's transaction; see docs/store.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import functools
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import structlog
+
+from store.engine import Engine, Results, Step
+from store.errors import Conflict, StoreError, StoreUnavailable
+from store.leases import Lease
+from store.models import Kind, Record, Scope, validate_stored_context, validate_user
+from store.sqlite import batch as sqlite_batch
+from store.sqlite import leases as sqlite_leases
+from store.sqlite import ops
+from store.sqlite import users as sqlite_users
+from store.sqlite.schema import configure, migrate
+
+DB_FILE = "hero-agent.db"
+DUMP_PAGE = 500
+
+P = ParamSpec("P")
+R = TypeVar("R")
+log = structlog.get_logger()
+
+
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
+
+
+class _Worker:
+    """The thread that runs every call on one connection, one at a time, in the order they came."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    async def run(self, fn: Callable[[], R]) -> R:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        with self._lock:
+            if self._stopped:
+                raise StoreUnavailable("the embedded store is closed")
+            self._jobs.put((loop, future, fn))
+        # as with anyio.to_thread.run_sync: a cancel waits until the call has finished (a write is
+        # never left running unobserved), then it is delivered
+        with anyio.CancelScope(shield=True):
+            result = await future
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return result
+
+    def stop(self) -> None:
+        """Serve what was queued, then end the thread. Later calls fail with StoreUnavailable."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._jobs.put(None)
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, future, fn = job
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                result = fn()
+            except BaseException as exc:  # handed to the caller, whatever it is
+                error = exc
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+                loop.call_soon_threadsafe(_settle, future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class _Database:
+    """One connection to one database file, shared within the process, used by its worker thread."""
+
+    def __init__(self, path: Path, busy_timeout_ms: int, fsync_commits: bool) -> None:
+        self.path = path
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.refs = 0
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+        )
+        try:
+            configure(conn, busy_timeout_ms, fsync_commits=fsync_commits)
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self.conn: sqlite3.Connection | None = conn
+        self.worker = _Worker(f"hero-agent-store:{path.name}")
+
+    def call(self, fn: Callable[Concatenate[sqlite3.Connection, P], R], *args: P.args, **kw: P.kwargs) -> R:
+        with self.lock:
+            if self.conn is None:
+                raise StoreUnavailable("the embedded store is closed")
+            try:
+                return fn(self.conn, *args, **kw)
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"conflicting write: {exc}") from None
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"the embedded store at {self.path} failed: {exc}") from None
+
+
+_registry: dict[Path, _Database] = {}
+_registry_lock = threading.Lock()
+
+
+def _acquire(path: Path, busy_timeout_ms: int, fsync_commits: bool) -> _Database:
+    """The process's connection to ``path`` (settings of the first opener apply while it is shared)."""
+    with _registry_lock:
+        db = _registry.get(path)
+        if db is None or db.pid != os.getpid() or db.conn is None:
+            db = _Database(path, busy_timeout_ms, fsync_commits)
+            _registry[path] = db
+        db.refs += 1
+        return db
+
+
+def _release(db: _Database) -> None:
+    with _registry_lock, db.lock:
+        db.refs -= 1
+        if db.refs > 0 or db.conn is None:
+            return
+        if _registry.get(db.path) is db:
+            del _registry[db.path]
+        db.conn.close()
+        db.conn = None
+    db.worker.stop()
+
+
+def _open(data_dir: Path, busy_timeout_ms: int, fsync_commits: bool) -> _Database:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return _acquire((data_dir / DB_FILE).resolve(), busy_timeout_ms, fsync_commits)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreUnavailable(f"cannot open the embedded store in {data_dir}: {exc}") from None
+
+
+class EmbeddedEngine(Engine):
+    """The default engine: durable, multi-process, local SQLite file in ``data_dir``."""
+
+    name = "embedded"
+
+    def __init__(self, data_dir: Path, *, busy_timeout_s: float = 10.0, fsync_commits: bool = True) -> None:
+        self.data_dir = Path(data_dir).expanduser()
+        self.busy_timeout_ms = int(busy_timeout_s * 1000)
+        self.fsync_commits = fsync_commits
+        self._db: _Database | None = None
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / DB_FILE
+
+    async def open(self) -> None:
+        if self._db is not None:
+            return
+        self._db = await anyio.to_thread.run_sync(
+            _open, self.data_dir, self.busy_timeout_ms, self.fsync_commits
+        )
+        log.debug("store.opened", engine=self.name, path=str(self.db_path))
+
+    async def aclose(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await anyio.to_thread.run_sync(_release, db)
+            log.debug("store.closed", engine=self.name)
+
+    async def _run(self, fn: Callable[..., R], *args: object) -> R:
+        db = self._db
+        if db is None:
+            raise StoreUnavailable("the embedded store is not open")
+        try:
+            return await db.worker.run(functools.partial(db.call, fn, *args))
+        except StoreError:
+            raise
+        except ValueError as exc:  # a stored record that no longer parses as JSON: the file is damaged
+            raise StoreUnavailable(f"the embedded store failed: {exc}") from None
+
+    async def ping(self) -> None:
+        await self._run(_ping)
+
+    async def checkpoint(self, *, truncate: bool = True) -> None:
+        """Copy the write-ahead log into the database file (after bulk loads). With ``truncate`` the
+        log file is emptied; without, it keeps its size and the next commits write over it from the
+        start, as they do in a store that has been in use for a while (cheaper commits: the file's
+        size does not change, so an fsync has no metadata to flush)."""
+        await self._run(_checkpoint, "TRUNCATE" if truncate else "RESTART")
+
+    async def get_lease(self, scope: Scope, key: str) -> Lease | None:
+        return await self._run(sqlite_leases.get_lease, scope, key)
+
+    async def list_leases(self, context: str, prefix: str) -> builtins.list[Lease]:
+        validate_stored_context(context)
+        return await self._run(sqlite_leases.list_leases, context, prefix)
+
+    async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
+        """The whole batch in ONE transaction and one worker call (see ``sqlite_batch.batch``)."""
+        return await self._run(sqlite_batch.batch, scope, builtins.list(steps))
+
+    async def contexts(self) -> builtins.list[str]:
+        return await self._run(ops.contexts)
+
+    async def dump(self, context: str) -> AsyncIterator[tuple[Kind, Record]]:
+        validate_stored_context(context)
+        for kind in Kind:
+            after = ""
+            while True:
+                page = await self._run(ops.dump_page, kind, context, after, DUMP_PAGE)
+                for rec in page:
+                    yield kind, rec
+                if len(page) < DUMP_PAGE:
+                    break
+                after = page[-1]["sid"]
+
+    async def restore_batch(self, items: Sequence[tuple[Kind, Record]]) -> int:
+        """All of ``items`` in ONE transaction: all written or none."""
+        return await self._run(ops.restore_batch, list(items))
+
+    async def rename_user(self, context: str, old: str, new: str, *, merge: bool = False) -> dict[str, int]:
+        """One transaction (see ``sqlite_users``)."""
+        validate_stored_context(context)
+        return await self._run(
+            sqlite_users.rename_user, context, validate_user(old), validate_user(new), merge
+        )
+
+
+def _ping(conn: sqlite3.Connection) -> None:
+    conn.execute("SELECT 1").fetchone()
+
+
+def _checkpoint(conn: sqlite3.Connection, mode: str) -> None:
+    conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()

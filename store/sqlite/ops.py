@@ -1,0 +1,373 @@
+"""The embedded engine's operations as plain blocking functions on one ``sqlite3.Connection``.
+
+They run on the engine's worker thread only (see :mod:`store.sqlite.engine`), never on the event loop.
+Every write is one ``BEGIN IMMEDIATE`` transaction: the write lock is taken up front, so two processes
+never both read ``max(seq)`` and then race to insert; the loser waits (``busy_timeout``) and then sees
+the winner's row.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from store.engine import ListQuery, Page
+from store.errors import Conflict, InvalidInput, NotFound
+from store.models import (
+    BASE_FIELDS,
+    JSON,
+    Kind,
+    Record,
+    Scope,
+    validate_sid,
+    validate_stored_context,
+    validate_user,
+)
+from store.sqlite.query import (
+    SQL,
+    add_cursor,
+    add_filters,
+    check_limit,
+    encode_cursor,
+    fts_query,
+    order_expr,
+)
+from store.sqlite.schema import CASCADE_TABLES, TABLES, KindTable
+
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+SID_WIDTH = 4
+#: fields the store maintains itself besides BASE_FIELDS; ``update`` ignores them
+_OWNED: dict[Kind, frozenset[str]] = {
+    Kind.MESSAGE: frozenset({"seq", "conversation_id"}),
+    Kind.CONVERSATION: frozenset({"message_count"}),
+}
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def to_base36(n: int) -> str:
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = _B36[r] + out
+        if n == 0:
+            return out.rjust(SID_WIDTH, "0")
+
+
+def dumps(rec: Record) -> str:
+    try:
+        return json.dumps(rec, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"a record must hold JSON values only ({exc})") from None
+
+
+@contextmanager
+def write_txn(conn: sqlite3.Connection) -> Iterator[None]:
+    """One ``BEGIN IMMEDIATE`` transaction; inside a :func:`batch` it is the batch's (nothing to do)."""
+    nested = conn.in_transaction
+    if nested:
+        yield
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _hot_values(spec: KindTable, rec: Record) -> list[object]:
+    """Values of the kind's extra hot columns, type-checked so that column and JSON never disagree."""
+    out: list[object] = []
+    for name, sqltype in spec.hot:
+        value = rec.get(name)
+        if sqltype == "TEXT":
+            value = "" if value is None else value
+            if not isinstance(value, str):
+                raise InvalidInput(f"field {name!r} must be text")
+        elif name == "is_archived":
+            if not isinstance(value, bool | None):
+                raise InvalidInput(f"field {name!r} must be true or false")
+            value = int(bool(value))
+        elif not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidInput(f"field {name!r} must be an integer")
+        out.append(value)
+    return out
+
+
+def _insert(conn: sqlite3.Connection, spec: KindTable, rec: Record, request_key: str | None) -> None:
+    cols = (*spec.hot_names, "request_key", "data")
+    values = [rec["sid"], rec["context"], rec["user_id"], rec["created_at"], rec["updated_at"]]
+    values += [*_hot_values(spec, rec), request_key, dumps(rec)]
+    conn.execute(
+        f"INSERT INTO {spec.table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", values
+    )
+
+
+def _rewrite(conn: sqlite3.Connection, spec: KindTable, row_id: int, rec: Record) -> None:
+    names = spec.hot_names[3:]  # created_at onward: sid and scope never change
+    sets = ", ".join(f"{n} = ?" for n in (*names, "data"))
+    values = [rec["created_at"], rec["updated_at"], *_hot_values(spec, rec), dumps(rec), row_id]
+    conn.execute(f"UPDATE {spec.table} SET {sets} WHERE id = ?", values)
+
+
+def _find(conn: sqlite3.Connection, spec: KindTable, scope: Scope, sid: str) -> tuple[int, Record] | None:
+    row = conn.execute(
+        f"SELECT id, data FROM {spec.table} WHERE context = ? AND sid = ? AND user_id = ?",
+        (scope.context, sid, scope.user_id),
+    ).fetchone()
+    return (row[0], json.loads(row[1])) if row else None
+
+
+def _allocate_sid(conn: sqlite3.Connection, spec: KindTable, kind: Kind, context: str) -> str:
+    while True:
+        (n,) = conn.execute(
+            "INSERT INTO counters (context, kind, last) VALUES (?, ?, 1) "
+            "ON CONFLICT (context, kind) DO UPDATE SET last = last + 1 RETURNING last",
+            (context, kind.value),
+        ).fetchone()
+        sid = to_base36(n)
+        # a restored record may hold a sid the counter never produced in this exact spelling
+        taken = conn.execute(f"SELECT 1 FROM {spec.table} WHERE context = ? AND sid = ?", (context, sid))
+        if taken.fetchone() is None:
+            return sid
+
+
+def _sid_number(sid: str) -> int:
+    """The counter value a sid stands for (0 for sids too long to ever come out of the counter)."""
+    return int(sid, 36) if len(sid) <= 12 else 0
+
+
+def get(conn: sqlite3.Connection, kind: Kind, scope: Scope, sid: str) -> Record | None:
+    found = _find(conn, TABLES[kind], scope, sid)
+    return found[1] if found else None
+
+
+def create(
+    conn: sqlite3.Connection, kind: Kind, scope: Scope, fields: Record, request_key: str | None
+) -> Record:
+    spec = TABLES[kind]
+    with write_txn(conn):
+        if request_key is not None:
+            row = conn.execute(
+                f"SELECT data FROM {spec.table} WHERE context = ? AND user_id = ? AND request_key = ?",
+                (scope.context, scope.user_id, request_key),
+            ).fetchone()
+            if row:
+                rec: Record = json.loads(row[0])
+                return rec
+        now = now_ms()
+        body = {k: v for k, v in fields.items() if k not in BASE_FIELDS}
+        if kind is Kind.MESSAGE:
+            body["seq"] = _next_seq(conn, scope, body, now)
+        sid = _allocate_sid(conn, spec, kind, scope.context)
+        rec = {
+            "sid": sid,
+            "context": scope.context,
+            "user_id": scope.user_id,
+            "created_at": now,
+            "updated_at": now,
+            **body,
+        }
+        _insert(conn, spec, rec, request_key)
+        return rec
+
+
+def _next_seq(conn: sqlite3.Connection, scope: Scope, body: Record, now: int) -> int:
+    """The message's seq, and the conversation touched -- inside the caller's write transaction."""
+    conv_id = body.get("conversation_id")
+    if not isinstance(conv_id, str):
+        raise InvalidInput("a message needs a conversation_id")
+    conv_spec = TABLES[Kind.CONVERSATION]
+    found = _find(conn, conv_spec, scope, conv_id)
+    if found is None:
+        raise NotFound("conversation", conv_id)
+    row_id, conv = found
+    (last,) = conn.execute(
+        "SELECT max(seq) FROM messages WHERE context = ? AND user_id = ? AND conversation_id = ?",
+        (scope.context, scope.user_id, conv_id),
+    ).fetchone()
+    conv["message_count"] = int(conv.get("message_count", 0)) + 1
+    conv["updated_at"] = now
+    if body.get("channel"):
+        conv["last_channel"] = body["channel"]
+    _rewrite(conn, conv_spec, row_id, conv)
+    return int(last or 0) + 1
+
+
+def update(conn: sqlite3.Connection, kind: Kind, scope: Scope, sid: str, fields: Record) -> Record | None:
+    spec = TABLES[kind]
+    owned = _OWNED.get(kind, frozenset())
+    with write_txn(conn):
+        found = _find(conn, spec, scope, sid)
+        if found is None:
+            return None
+        row_id, rec = found
+        for key, value in fields.items():
+            if not isinstance(key, str):
+                raise InvalidInput(f"invalid field name {key!r}")
+            if key not in BASE_FIELDS and key not in owned:
+                rec[key] = value
+        rec["updated_at"] = max(now_ms(), int(rec["updated_at"]))
+        _rewrite(conn, spec, row_id, rec)
+        return rec
+
+
+def delete(conn: sqlite3.Connection, kind: Kind, scope: Scope, sid: str) -> bool:
+    spec = TABLES[kind]
+    with write_txn(conn):
+        found = _find(conn, spec, scope, sid)
+        if found is None:
+            return False
+        if kind is Kind.CONVERSATION:
+            for table in CASCADE_TABLES:
+                conn.execute(
+                    f"DELETE FROM {table} WHERE context = ? AND user_id = ? AND conversation_id = ?",
+                    (scope.context, scope.user_id, sid),
+                )
+        conn.execute(f"DELETE FROM {spec.table} WHERE id = ?", (found[0],))
+        return True
+
+
+def list_records(conn: sqlite3.Connection, kind: Kind, scope: Scope, query: ListQuery) -> Page[Record]:
+    spec = TABLES[kind]
+    limit = check_limit(query.limit)
+    if query.text is not None:
+        return Page(_search(conn, spec, scope, query, limit))
+    sql = SQL(["context = ?", "user_id = ?"], [scope.context, scope.user_id])
+    add_filters(spec, sql, query.filters)
+    expr = order_expr(spec, query)
+    add_cursor(sql, expr, query)
+    direction = "DESC" if query.descending else "ASC"
+    rows = conn.execute(
+        f"SELECT data, {expr} FROM {spec.table} WHERE {sql.clause()} "
+        f"ORDER BY {expr} {direction}, sid {direction} LIMIT ?",
+        [*sql.params, limit + 1],
+    ).fetchall()
+    items = [json.loads(data) for data, _ in rows[:limit]]
+    cursor = encode_cursor(rows[limit - 1][1], items[-1]["sid"]) if len(rows) > limit else None
+    return Page(items, cursor)
+
+
+def _search(
+    conn: sqlite3.Connection, spec: KindTable, scope: Scope, query: ListQuery, limit: int
+) -> list[Record]:
+    if spec.text_field is None:
+        raise InvalidInput(f"text search is not available for {spec.table}")
+    if query.cursor is not None:
+        raise InvalidInput("text search does not page with a cursor")
+    match = fts_query(query.text or "")
+    if match is None:
+        return []
+    sql = SQL([f"{spec.fts} MATCH ?", "context = ?", "user_id = ?"], [match, scope.context, scope.user_id])
+    add_filters(spec, sql, query.filters)
+    rows = conn.execute(
+        f"SELECT data FROM {spec.fts} JOIN {spec.table} ON {spec.table}.id = {spec.fts}.rowid "
+        f"WHERE {sql.clause()} ORDER BY bm25({spec.fts}), sid LIMIT ?",
+        [*sql.params, limit],
+    ).fetchall()
+    return [json.loads(data) for (data,) in rows]
+
+
+def count(conn: sqlite3.Connection, kind: Kind, scope: Scope, filters: dict[str, JSON] | None) -> int:
+    spec = TABLES[kind]
+    sql = SQL(["context = ?", "user_id = ?"], [scope.context, scope.user_id])
+    add_filters(spec, sql, filters or {})
+    (n,) = conn.execute(f"SELECT count(*) FROM {spec.table} WHERE {sql.clause()}", sql.params).fetchone()
+    return int(n)
+
+
+def contexts(conn: sqlite3.Connection) -> list[str]:
+    """Distinct contexts by skipping through each ``(context, sid)`` index: O(contexts x log n)."""
+    found: set[str] = set()
+    for spec in TABLES.values():
+        last = ""
+        while True:
+            (nxt,) = conn.execute(
+                f"SELECT min(context) FROM {spec.table} WHERE context > ?", (last,)
+            ).fetchone()
+            if nxt is None:
+                break
+            found.add(nxt)
+            last = nxt
+    return sorted(found)
+
+
+def dump_page(conn: sqlite3.Connection, kind: Kind, context: str, after_sid: str, limit: int) -> list[Record]:
+    spec = TABLES[kind]
+    rows = conn.execute(
+        f"SELECT data FROM {spec.table} WHERE context = ? AND sid > ? ORDER BY sid LIMIT ?",
+        (context, after_sid, limit),
+    ).fetchall()
+    return [json.loads(data) for (data,) in rows]
+
+
+def restore_batch(conn: sqlite3.Connection, items: Sequence[tuple[Kind, Record]]) -> int:
+    """Write dumped records in one transaction; returns how many were new or changed."""
+    highest: dict[tuple[str, Kind], int] = {}  # counters move once per batch, past the largest sid
+    written = 0
+    with write_txn(conn):
+        for kind, rec in items:
+            if _restore_one(conn, kind, rec):
+                written += 1
+                key = (rec["context"], kind)
+                highest[key] = max(highest.get(key, 0), _sid_number(rec["sid"]))
+        for (context, kind), number in highest.items():
+            conn.execute(
+                "INSERT INTO counters (context, kind, last) VALUES (?, ?, ?) "
+                "ON CONFLICT (context, kind) DO UPDATE SET last = max(last, excluded.last)",
+                (context, kind.value, number),
+            )
+    return written
+
+
+def _restore_one(conn: sqlite3.Connection, kind: Kind, rec: Record) -> bool:
+    if not isinstance(rec, dict):
+        raise InvalidInput("a record must be a JSON object")
+    spec = TABLES[kind]
+    sid = validate_sid(rec.get("sid"))  # type: ignore[arg-type]
+    scope = Scope(validate_stored_context(rec.get("context")), validate_user(rec.get("user_id")))  # type: ignore[arg-type]
+    for name in ("created_at", "updated_at"):
+        if not isinstance(rec.get(name), int) or isinstance(rec.get(name), bool):
+            raise InvalidInput(f"{kind.value} {sid}: {name} must be an integer")
+    row = conn.execute(
+        f"SELECT id, data FROM {spec.table} WHERE context = ? AND sid = ?", (scope.context, sid)
+    ).fetchone()
+    if row is not None:
+        current = json.loads(row[1])
+        if current == rec:
+            return False
+        if current.get("user_id") != scope.user_id:
+            raise Conflict(f"{kind.value} {sid} already belongs to another user in {scope.context!r}")
+    if kind is Kind.MESSAGE:
+        conv = rec.get("conversation_id")
+        exists = "SELECT 1 FROM conversations WHERE context = ? AND sid = ? AND user_id = ?"
+        if (
+            not isinstance(conv, str)
+            or not conn.execute(exists, (scope.context, conv, scope.user_id)).fetchone()
+        ):
+            raise InvalidInput(f"message {sid}: its conversation {conv!r} is missing")
+        seq = rec.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+            raise InvalidInput(f"message {sid}: seq must be a positive integer")
+        # said here rather than by the UNIQUE index, whose IntegrityError text means nothing to a user
+        holder = conn.execute(
+            "SELECT sid FROM messages WHERE context = ? AND user_id = ? AND conversation_id = ? AND seq = ?",
+            (scope.context, scope.user_id, conv, seq),
+        ).fetchone()
+        if holder is not None and holder[0] != sid:
+            raise Conflict(
+                f"message {sid}: seq {seq} of conversation {conv!r} is held by message {holder[0]}"
+            )
+    if row is None:
+        _insert(conn, spec, rec, None)
+    else:
+        _rewrite(conn, spec, row[0], rec)
+    return True
