@@ -19,7 +19,10 @@ and an fsync has no file-size change to flush. ``--fresh-log`` measures a brand-
 (the log truncated after each bulk load and growing with every commit: about 0.15 ms more per
 durable commit on this machine's disk, until the log reaches its working size of ~16 MB).
 
-    .venv/bin/python -m bench.agent_turns [--turns 60] [--sizes 10,200,10000] [--fresh-log]
+    .venv/bin/python -m bench.agent_turns [--turns 60] [--sizes 10,200,10000] [--fresh-log] [--postgres]
+
+``--postgres`` adds rows for the postgres engine on a throwaway PostgreSQL cluster (loopback, fsync
+on), measured in the same run as the embedded rows.
 """
 
 from __future__ import annotations
@@ -221,33 +224,54 @@ def row(label: str, size: int, r: dict[str, list[float]]) -> str:
     )
 
 
-async def run(sizes: list[int], turns: int, fresh_log: bool) -> None:
+async def run(sizes: list[int], turns: int, fresh_log: bool, postgres_url: str = "") -> None:
     print(f"{turns} turns per row, ms; own = to Done minus provider time; full = to the end of the turn;")
     print("logic = full minus store engine time;", "fresh log" if fresh_log else "steady-state log")
     print(f"{'store':>8} {'messages':>8} " + " ".join(COLUMNS))
     with fake_server() as base_url:
         llm = LLMSettings(base_url=base_url, api_key="bench", model="fake-model", max_retries=0)
-        for fsync in (True, False):
+        for label in ("fsync", "no-fsync", *(("postgres",) if postgres_url else ())):
             with tempfile.TemporaryDirectory() as tmp:
                 # auto-memory extraction runs off the reply path: keep its LLM calls out of the figures
                 settings = Settings(
                     llm=llm, memory=MemorySettings(enabled=False), store=StoreSettings(path=Path(tmp))
                 )
-                embedded = EmbeddedEngine(Path(tmp), fsync_commits=fsync)
-                engine = TimedEngine(embedded)
+                embedded = EmbeddedEngine(Path(tmp), fsync_commits=label == "fsync")
+                inner: Engine = embedded if label != "postgres" else _postgres(postgres_url)
+                engine = TimedEngine(inner)
                 timed = TimedProvider(OpenAIProvider(llm))
                 async with Store(engine) as store, Agent(settings, store, timed) as agent:
-                    if not fresh_log:
+                    if not fresh_log and inner is embedded:
                         await warm_log(store, embedded)
                     for size in sizes:
                         conv = await agent.new_conversation(SCOPE, channel="cli")
                         await fill(store, conv.sid, size)
                         # the bulk load's WAL and its page write-back are not the turns' cost
-                        await embedded.checkpoint(truncate=fresh_log)
+                        if inner is embedded:
+                            await embedded.checkpoint(truncate=fresh_log)
                         await anyio.to_thread.run_sync(os.sync)
                         r = await measure(agent, timed, engine, conv.sid, turns)
-                        print(row("fsync" if fsync else "no-fsync", size, r), flush=True)
+                        print(row(label, size, r), flush=True)
                 await timed.aclose()
+
+
+def _postgres(url: str) -> Engine:
+    from store.postgres.engine import PostgresEngine  # noqa: PLC0415
+
+    return PostgresEngine(StoreSettings(engine="postgres", url=url, timeout_s=30.0))
+
+
+def _with_postgres(sizes: list[int], turns: int, fresh_log: bool) -> None:
+    """The embedded rows, then the postgres engine on a throwaway cluster (fsync on), in one run."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' cluster helper
+    from tests.store.postgres_fixtures import make_cluster, remove_cluster  # noqa: PLC0415
+
+    cluster = make_cluster()
+    try:
+        print(f"# {cluster.version()}, a throwaway cluster on loopback, fsync on")
+        anyio.run(run, sizes, turns, fresh_log, cluster.url())
+    finally:
+        remove_cluster(cluster)
 
 
 def main() -> None:
@@ -257,10 +281,18 @@ def main() -> None:
     parser.add_argument(
         "--fresh-log", action="store_true", help="a brand-new data dir: the log grows with every commit"
     )
+    parser.add_argument(
+        "--postgres", action="store_true", help="also the postgres engine (a throwaway cluster)"
+    )
     args = parser.parse_args()
+    print(f"# load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} (a shared machine)")
     # per-turn info logs are for operators; rendering them would be measured as agent time
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    anyio.run(run, [int(s) for s in args.sizes.split(",")], args.turns, args.fresh_log)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.postgres:
+        _with_postgres(sizes, args.turns, args.fresh_log)
+    else:
+        anyio.run(run, sizes, args.turns, args.fresh_log)
 
 
 if __name__ == "__main__":

@@ -362,6 +362,10 @@ class Engine(ABC):
         """Event counts for ``/metrics`` (a remote engine's failed attempts...); none by default."""
         return {}
 
+    def gauges(self) -> dict[str, int]:
+        """Current values for ``/metrics`` (a pool's open and lent connections); none by default."""
+        return {}
+
     async def mark_cut(self, scope: Scope, conversation_id: str) -> builtins.list[Record]:
         """:class:`MarkCutStep` made of plain steps, for an engine that cannot run it itself (the
         embedded engine runs it inside its batch's transaction)."""
@@ -455,3 +459,6 @@ class DelegatingEngine(Engine):
 
     def counters(self) -> dict[str, int]:
         return self.inner.counters()
+
+    def gauges(self) -> dict[str, int]:
+        return self.inner.gauges()

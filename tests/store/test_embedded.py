@@ -87,7 +87,7 @@ async def test_open_store_from_settings(tmp_path: Path) -> None:
 
 
 async def test_unknown_engine_name(tmp_path: Path) -> None:
-    settings = Settings(store=StoreSettings(engine="postgres", path=tmp_path))
+    settings = Settings(store=StoreSettings(engine="mongodb", path=tmp_path))
     with pytest.raises(StoreUnavailable, match="unknown store engine"):
         async with open_store(settings):
             pass

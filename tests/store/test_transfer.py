@@ -260,7 +260,8 @@ async def _refused(engine: Engine, path: Path, text: str, **kwargs: int) -> Impo
     return caught.value
 
 
-async def test_a_gap_against_the_store_is_refused_naming_the_line(store: Store, tmp_path: Path) -> None:
+async def test_a_gap_against_the_store_is_refused_naming_the_line(sid_store: Store, tmp_path: Path) -> None:
+    store = sid_store
     engine = store.engine
     await _conversation_with(store, 3)
     refusal = await _refused(
@@ -272,8 +273,9 @@ async def test_a_gap_against_the_store_is_refused_naming_the_line(store: Store, 
 
 
 async def test_a_seq_the_store_already_holds_is_refused_without_sqlite_text(
-    store: Store, tmp_path: Path
+    sid_store: Store, tmp_path: Path
 ) -> None:
+    store = sid_store
     engine = store.engine
     await _conversation_with(store, 3)
     refusal = await _refused(engine, tmp_path / "dup.jsonl", _lines(_message("00a1", 2)))
@@ -283,7 +285,8 @@ async def test_a_seq_the_store_already_holds_is_refused_without_sqlite_text(
         await engine.restore(Kind.MESSAGE, _message("00a1", 2)["record"])
 
 
-async def test_moving_or_renumbering_a_stored_message_is_refused(store: Store, tmp_path: Path) -> None:
+async def test_moving_or_renumbering_a_stored_message_is_refused(sid_store: Store, tmp_path: Path) -> None:
+    store = sid_store
     engine = store.engine
     await _conversation_with(store, 2)
     other = await store.create_conversation(ALICE, "other")
@@ -295,7 +298,8 @@ async def test_moving_or_renumbering_a_stored_message_is_refused(store: Store, t
     ]
 
 
-async def test_message_counts_are_recomputed(store: Store, tmp_path: Path) -> None:
+async def test_message_counts_are_recomputed(sid_store: Store, tmp_path: Path) -> None:
+    store = sid_store
     engine = store.engine
     conv = await _conversation_with(store, 3)
     more = tmp_path / "more.jsonl"
@@ -351,7 +355,8 @@ async def test_a_lone_surrogate_is_refused(engine: Engine, tmp_path: Path) -> No
     assert str(refusal) == "line 3: text holds a lone surrogate (not valid Unicode)"
 
 
-async def test_a_sid_another_user_holds_is_refused(store: Store, tmp_path: Path) -> None:
+async def test_a_sid_another_user_holds_is_refused(sid_store: Store, tmp_path: Path) -> None:
+    store = sid_store
     engine = store.engine
     await _conversation_with(store, 1)
     bobs = _lines(_with(CONV, user_id="bob"), _with(MSG, user_id="bob", sid="00c1"))
