@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from store import Message, Role
+from store import Message, MessageStatus, Role
 
 #: the counter of client tool calls handed to clients and results received (``/metrics``)
 CLIENT_TOOL_CALLS = "hero_client_tool_calls_total"
@@ -70,3 +70,32 @@ def user_of(stored: Sequence[Message], step: Message) -> Message | None:
         if seen and msg.role == Role.USER and not msg.superseded_by:
             return msg
     return None
+
+
+def continued_answer(stored: Sequence[Message], ids: set[str]) -> Message | None:
+    """For a continuation sent again (a retry after a lost response): the complete answer the turn
+    gave after the step whose client calls ``ids`` were answered; None when there is none."""
+    answered: set[str] = set()
+    after: list[Message] = []
+    for msg in reversed(stored):
+        if msg.superseded_by:
+            continue
+        if msg.role == Role.USER:
+            return None
+        if msg.role == Role.TOOL:
+            answered.add(msg.tool_call_id)
+        elif msg.role == Role.ASSISTANT and msg.tool_calls:
+            client = {i for i, is_client in stored_calls(msg.tool_calls) if is_client}
+            if ids and ids <= client and ids <= answered:
+                return next((m for m in reversed(after) if _final(m)), None)
+        after.append(msg)
+    return None
+
+
+def _final(msg: Message) -> bool:
+    return (
+        msg.role == Role.ASSISTANT
+        and msg.status == MessageStatus.COMPLETE
+        and not msg.tool_calls
+        and not msg.message_type
+    )

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
-from agent.client_tools import CLIENT_TOOL_CALLS, ClientResult, awaited, user_of
+from agent.client_tools import CLIENT_TOOL_CALLS, ClientResult, awaited, continued_answer, user_of
 from agent.errors import ProviderError
 from agent.events import Done, EventSink, Retrying, TextDelta, TurnFailed, TurnStarted, UsageInfo
 from agent.llm import CallSite
@@ -150,7 +150,8 @@ class Turn:
                     )
                     answered = None if rerun_of else earlier_answer(self.stored, opening.message)
                     if continuing:
-                        if not await self._take_results(inp.request.client_results):
+                        answered = self._continued_answer()
+                        if answered is None and not await self._take_results(inp.request.client_results):
                             return
                     elif answered is None and not await self._settle_earlier(opening.message):
                         return
@@ -216,12 +217,15 @@ class Turn:
         return True
 
     async def _awaiting_turn(self) -> str | None:
-        """The user message of the turn awaiting the client's tool results (read before the turn
-        opens, checked again under its lease); None, with a ``conflict`` error, when none awaits."""
+        """The user message of the turn awaiting the client's tool results, or of the turn that
+        already answered them (a continuation sent again); read before the turn opens, checked again
+        under its lease. None, with a ``conflict`` error, when neither is there."""
         req = self.inp.request
         page = await self.services.store.list_messages(req.scope, self.cid, limit=100, descending=True)
         recent = list(reversed(page.items))
         step, _ = awaited(recent)
+        if step is None and (answer := continued_answer(recent, {r.call_id for r in req.client_results})):
+            step = answer  # sent again after it was answered: the answer is replayed
         user = user_of(recent, step) if step is not None else None
         if user is None:
             await self.emit(
@@ -229,6 +233,13 @@ class Turn:
             )
             return None
         return user.sid
+
+    def _continued_answer(self) -> Message | None:
+        """A continuation sent again after its turn answered (a retry after a lost response): that
+        answer, replayed like any repeated request's; None when the calls still await results."""
+        if awaited(self.stored)[0] is not None:
+            return None
+        return continued_answer(self.stored, {r.call_id for r in self.inp.request.client_results})
 
     async def _take_results(self, results: tuple[ClientResult, ...]) -> bool:
         """Store the client's results of the awaited calls (an awaited call it left out gets

@@ -262,8 +262,13 @@ async def test_a_mixed_step_runs_the_agent_tool_and_returns_only_the_client_call
         got["choices"][0]["message"],
         {"role": "tool", "tool_call_id": "call_w", "content": "sunny"},
     ]
-    done = (await alice.post("/v1/chat/completions", json=body)).json()
+    key = {"Idempotency-Key": "continue-1"}
+    done = (await alice.post("/v1/chat/completions", json=body, headers=key)).json()
     assert done["choices"][0]["message"]["content"] == "Morning sun in Paris."
+    # sent again (a retry after a lost response): the same answer and id, nothing stored or called
+    again = (await alice.post("/v1/chat/completions", json=body, headers=key)).json()
+    assert again["choices"][0]["message"]["content"] == "Morning sun in Paris."
+    assert again["id"] == done["id"]
     sent = _sent(_model_calls(fake)[1])
     assert sent[:2] == [("user", QUESTION), ("assistant", ["current_datetime", "get_weather"])]
     assert [s[1][0] for s in sent[2:]] == ["call_t", "call_w"] and sent[3][1][1] == "sunny"
@@ -271,6 +276,7 @@ async def test_a_mixed_step_runs_the_agent_tool_and_returns_only_the_client_call
         ("tool", "call_w"),
         ("assistant", ""),
     ]
+    assert len(_model_calls(fake)) == 2
 
 
 async def test_a_user_message_before_the_results_answers_the_awaited_call(
