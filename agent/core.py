@@ -27,6 +27,7 @@ import structlog
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
+from agent.client_tools import CLIENT_TOOL_CALLS, CLIENT_TOOL_CALLS_HELP
 from agent.conversations import ACTIVE_KEY, ConversationsMixin
 from agent.events import CommandOutput, Done, Retrying, TextDelta, TurnEvent, TurnFailed
 from agent.llm import LLM
@@ -93,6 +94,7 @@ class Agent(ConversationsMixin):
         if tools is not None:
             self.metrics.tool_results = tools.result_counts
         self.metrics.counters.declare(RERUNS, RERUNS_HELP)
+        self.metrics.counters.declare(CLIENT_TOOL_CALLS, CLIENT_TOOL_CALLS_HELP)
         self._services.counters = self.metrics.counters
         #: Telegram pairing codes and identity links (the Telegram channel, the web page)
         self.pairing = Pairing(settings, store)

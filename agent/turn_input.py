@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agent.client_tools import ClientResult
 from agent.llm import LLM
 from agent.media import MediaIntake, VoiceNote
 from agent.memory import MemoryManager
@@ -41,6 +42,9 @@ class TurnRequest:
     rerun: Rerun | None = None
     #: generation parameters and the client's system text (the OpenAI endpoint)
     options: TurnOptions = field(default_factory=TurnOptions)
+    #: the client's results for tool calls handed to it: the turn continues the conversation's turn
+    #: that awaits them instead of answering a new message (``text`` is then unused)
+    client_results: tuple[ClientResult, ...] = ()
 
 
 @dataclass(slots=True)

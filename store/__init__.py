@@ -26,7 +26,7 @@ from store.api.links import MAX_PENDING_CODES, IdentityLink, PairingCode
 from store.api.records import Aggregate, ScopeStats, TimeRange
 from store.api.store import Store
 from store.api.turn import TurnOpening, TurnReads
-from store.cut_turns import INTERRUPTED_RESULT, INTERRUPTED_TEXT, INTERRUPTED_TYPE
+from store.cut_turns import CLIENT_NO_RESULT, INTERRUPTED_RESULT, INTERRUPTED_TEXT, INTERRUPTED_TYPE
 from store.engine import MAX_LIMIT, Capabilities, DelegatingEngine, Engine, ListQuery, Page, Results, Step
 from store.errors import (
     Conflict,
@@ -98,6 +98,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "CLIENT_NO_RESULT",
     "DB_FILE",
     "INTERRUPTED_RESULT",
     "INTERRUPTED_TEXT",

@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
 
 from agent.providers.base import ChatMessage, ChatRequest, ImagePart, ToolCall, ToolSpec
@@ -126,8 +126,16 @@ def calls_from_json(text: str) -> tuple[ToolCall, ...]:
     return tuple(calls)
 
 
-def calls_to_json(calls: Iterable[ToolCall]) -> str:
-    return json.dumps([{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls])
+def calls_to_json(calls: Iterable[ToolCall], client: Set[str] = frozenset()) -> str:
+    """A step's ``tool_calls`` as stored; calls to client tools (ids in ``client``) are marked
+    ``"client": true`` (:mod:`agent.client_tools`)."""
+    out: list[dict[str, object]] = []
+    for c in calls:
+        item: dict[str, object] = {"id": c.id, "name": c.name, "arguments": c.arguments}
+        if c.id in client:
+            item["client"] = True
+        out.append(item)
+    return json.dumps(out)
 
 
 def to_chat(msg: Message, *, group: bool = False) -> ChatMessage | None:

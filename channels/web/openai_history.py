@@ -5,12 +5,12 @@ carries the whole conversation so far. The rule, in order:
 
 1. ``X-Hero-Conversation: <id>`` names the conversation (it must exist in the caller's scope: else 404);
 2. else, when the request has messages before its last user message, their **visible history** -- the
-   ``user`` and ``assistant`` texts, in order (system and developer messages, tool results, and
-   assistant messages without text do not count), each with line endings made ``\\n`` and trailing
-   whitespace removed from every line and from the end -- is digested (:func:`extend`) and looked up
-   among the caller's conversations in this context by their stored ``tail_digest`` (one indexed
-   read, :meth:`store.Store.find_by_tail_digest`); the most recently updated one with that digest is
-   continued;
+   ``user`` and ``assistant`` texts, in order (system and developer messages, tool results,
+   assistant messages with ``tool_calls`` and assistant messages without text do not count), each
+   with line endings made ``\\n`` and trailing whitespace removed from every line and from the end --
+   is digested (:func:`extend`) and looked up among the caller's conversations in this context by
+   their stored ``tail_digest`` (one indexed read, :meth:`store.Store.find_by_tail_digest`); the most
+   recently updated one with that digest is continued;
 3. else a new conversation is started, titled from the first user message of the request.
 
 The digest is a chain: ``sha256(previous digest, role, text)`` per message, seeded with the request's
@@ -73,8 +73,8 @@ def visible_history(messages: Sequence[Any]) -> list[tuple[str, str]]:
         if role not in VISIBLE_ROLES:
             continue
         text = text_of(msg.get("content"))
-        if role == "assistant" and not normalise(text):
-            continue  # a tool-call step, not text the user saw
+        if role == "assistant" and (msg.get("tool_calls") or not normalise(text)):
+            continue  # a tool-call step (client tools), even with text: tool traffic
         out.append((str(role), text))
     return out
 

@@ -10,6 +10,10 @@ digest, else a new conversation; ``user`` is a namespace), after retry detection
 turn after the agent's own instructions and memories, and stored; its generation parameters go to
 the provider (:mod:`channels.web.openai_params`).
 
+The request's ``tools`` are offered to the model beside the agent's own (:mod:`channels.web.openai_tools`);
+a call to one ends the completion with ``finish_reason: "tool_calls"``, and a request whose messages end
+with the ``role: tool`` results continues that turn (:mod:`agent.client_tools`).
+
 Turns are stored with channel ``api``; the conversation id is echoed in the response header
 ``X-Hero-Conversation``; the completion id is ``chatcmpl-<turn id>``, stored with the answer (a
 replayed answer has its first id). Errors use OpenAI's shape (``error.message``, ``type``,
@@ -23,7 +27,7 @@ import binascii
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.requests import Request
@@ -39,6 +43,7 @@ from channels.web.media import media_api_error, upload_limit
 from channels.web.openai_history import extend, seed, title_from, visible_history
 from channels.web.openai_params import client_system, turn_options
 from channels.web.openai_retry import body_digest, identify, remember
+from channels.web.openai_tools import client_tools, tool_results, wire_calls
 from channels.web.sse import EventStreamResponse, SendChunk, run_guarded, sse_data
 from channels.web.state import WebState, web_state
 from channels.web.turns import TurnSummary, run_turn
@@ -165,13 +170,22 @@ async def pick_conversation(
     *,
     history: list[tuple[str, str]],
     last: str,
+    continuing: bool = False,
 ) -> tuple[str, str]:
-    """The conversation id and the digest of the history the client sent (``openai_history``)."""
+    """The conversation id and the digest of the history the client sent (``openai_history``).
+
+    ``continuing``: the request carries tool results; the conversation is the one whose turn awaits
+    them: its digest ends with the user message those calls answer (a tool-call step is not text)."""
     store = state.agent.store
     prior = extend(seed(namespace), history)
     chosen = request.headers.get(CONVERSATION_HEADER)
     if chosen:
         return (await store.get_conversation(scope, chosen.strip())).sid, prior
+    if continuing:
+        awaiting = await store.find_by_tail_digest(scope, extend(prior, [("user", last)]))
+        if awaiting is None:
+            raise ApiError(409, "conflict", "no conversation awaits these tool results", param="messages")
+        return awaiting.sid, prior
     if history:
         found = await store.find_by_tail_digest(scope, prior)
         if found is not None:
@@ -223,19 +237,25 @@ async def chat_completions(request: Request) -> Response:
     options = body.get("stream_options") or {}
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     messages = body["messages"]
-    turn_options_ = turn_options(body, state.agent.provider, client_system(messages))
+    own_tools = state.agent.tools.names() if state.agent.tools is not None else ()
+    turn_options_ = replace(
+        turn_options(body, state.agent.provider, client_system(messages)),
+        client_tools=client_tools(body, own_tools),
+    )
+    results = tool_results(messages)
     if state.shutdown.is_set():
         raise ApiError(503, "shutting_down", "the server is shutting down")
     store = state.agent.store
     ident = await identify(store, request, scope, namespace, raw)
-    text, images, voice = await media_of(state, found)
+    # a continuation answers the stored user message: its media were taken when it came
+    text, images, voice = (found.text, (), None) if results else await media_of(state, found)
     history = visible_history(messages)
     if ident.conversation_id is not None and not request.headers.get(CONVERSATION_HEADER):
         # a retry goes where its first attempt went
         conversation_id, prior = ident.conversation_id, extend(seed(namespace), history)
     else:
         conversation_id, prior = await pick_conversation(
-            state, request, scope, namespace, history=history, last=found.text
+            state, request, scope, namespace, history=history, last=found.text, continuing=bool(results)
         )
     await remember(store, scope, namespace, raw, ident=ident, conversation_id=conversation_id)
     completion = Completion(
@@ -248,6 +268,7 @@ async def chat_completions(request: Request) -> Response:
             images=images,
             voice=voice,
             options=turn_options_,
+            client_results=results,
         ),
         model,
         prior,
@@ -259,9 +280,11 @@ async def chat_completions(request: Request) -> Response:
     return await _complete(state, request, completion)
 
 
-async def _advance(state: WebState, c: Completion, answer: str) -> None:
-    """After a completed turn: the conversation's digest now ends with what the client got."""
-    digest = extend(c.prior, [("user", c.last_text), ("assistant", answer)])
+async def _advance(state: WebState, c: Completion, answer: str, *, awaiting: bool = False) -> None:
+    """After a completed turn: the conversation's digest now ends with what the client got (a turn
+    awaiting the client's tool results: with the user message, the tool-call step is not text)."""
+    seen = [("user", c.last_text)] + ([] if awaiting else [("assistant", answer)])
+    digest = extend(c.prior, seen)
     await state.agent.store.set_tail_digest(c.req.scope, c.req.conversation_id or "", digest)
 
 
@@ -285,8 +308,13 @@ async def _complete(state: WebState, request: Request, c: Completion) -> Respons
         err = failure[0]
         raise ApiError(_TURN_ERROR_STATUS.get(err.code, 500), err.code, err.message, headers=c.headers)
     if summary.outcome == "complete":
-        await _advance(state, c, summary.text)
+        await _advance(state, c, summary.text, awaiting=bool(summary.client_calls))
     created = int(time.time())
+    message: dict[str, Any] = {"role": "assistant", "content": summary.text}
+    if summary.client_calls:
+        # the turn awaits the client's results
+        calls = wire_calls(summary.client_calls)
+        message = {"role": "assistant", "content": summary.text or None, "tool_calls": calls}
     return JSONResponse(
         {
             "id": f"chatcmpl-{summary.turn_id}",
@@ -296,8 +324,8 @@ async def _complete(state: WebState, request: Request, c: Completion) -> Respons
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": summary.text},
-                    "finish_reason": "stop",
+                    "message": message,
+                    "finish_reason": "tool_calls" if summary.client_calls else "stop",
                 }
             ],
             "usage": _usage(summary),
@@ -344,11 +372,13 @@ def _stream(state: WebState, c: Completion, *, include_usage: bool) -> Response:
 
         summary = await run_turn(state, c.req, on_event)
         if summary.outcome in ("complete", "command"):
-            await emit(chunk({}, "stop"))
+            if summary.client_calls:
+                await emit(chunk({"tool_calls": wire_calls(summary.client_calls, indexed=True)}))
+            await emit(chunk({}, "tool_calls" if summary.client_calls else "stop"))
             if include_usage:
                 await emit(chunk({}, None, usage=_usage(summary)))
             if summary.outcome == "complete":
-                await _advance(state, c, "".join(seen))
+                await _advance(state, c, "".join(seen), awaiting=bool(summary.client_calls))
         await emit(sse_data("[DONE]"))
 
     async def on_cut(emit: SendChunk, reason: str) -> None:

@@ -26,6 +26,7 @@ from agent.events import (
     TurnStarted,
     UsageInfo,
 )
+from agent.providers.base import ToolCall
 from channels.web.errors import ApiError, store_error_message, store_error_status
 from channels.web.state import WebState
 from store import StoreError
@@ -47,6 +48,8 @@ class TurnSummary:
     first_token_s: float | None = None
     #: the turn's id (for a replayed answer: the id of the turn that gave it)
     turn_id: str = ""
+    #: the turn ended handing these calls to the client (the OpenAI endpoint's client tools)
+    client_calls: tuple[ToolCall, ...] = ()
 
 
 #: ``Idempotency-Key``: printable ASCII, like the header's common use (Stripe, the IETF draft)
@@ -147,6 +150,7 @@ async def _deliver(event: TurnEvent, summary: TurnSummary, started: float, on_ev
         summary.prompt_tokens = event.prompt_tokens
         summary.completion_tokens = event.completion_tokens
         summary.model = event.model or summary.model
+        summary.client_calls = event.client_calls
     elif isinstance(event, TurnFailed):
         summary.outcome = "error"
         summary.error_code = event.code

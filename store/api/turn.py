@@ -77,6 +77,7 @@ class TurnMixin(LeaseMixin, StateMixin):
         wait_s: float = 600.0,
         turn_id: str = "",
         rerun_of: str | None = None,
+        mark_cut: bool = True,
     ) -> AsyncIterator[TurnOpening]:
         """Take the turn lease of the conversation (waiting like :meth:`conversation_lock`), mark the
         turn a crash may have cut there (:mod:`store.cut_turns`), append the user message and read
@@ -87,7 +88,10 @@ class TurnMixin(LeaseMixin, StateMixin):
 
         ``rerun_of``: the turn answers this stored user message again (a retry, regenerate: see
         ``agent/rerun.py``) and stores no new one; ``text`` is then unused. NotFound when it is not a
-        user message of this conversation."""
+        user message of this conversation.
+
+        ``mark_cut=False``: the turn continues one that handed tool calls to the client (the OpenAI
+        endpoint's client tools) and stores their results itself, so its awaited calls are not marked."""
         validate_sid(conversation_id)
         message = Message(
             conversation_id=conversation_id,
@@ -131,12 +135,14 @@ class TurnMixin(LeaseMixin, StateMixin):
             if reads.recent_memories > 0
             else None
         )
-        steps: list[Step] = [mark, user_step, get_conv, list_window]
+        steps: list[Step] = [mark] if mark_cut else []
+        steps += [user_step, get_conv, list_window]
         steps += [s for s in (list_matching, list_recent) if s is not None]
 
         async def take(claim: ClaimStep) -> tuple[Claimed, TurnOpening]:
             results = await self.engine.batch(scope, [claim, *steps])
-            self.lease_stats.marked(results.of(mark))
+            if mark_cut:
+                self.lease_stats.marked(results.of(mark))
             user_rec = results.of(user_step)
             if user_rec is None or not _user_message_of(user_rec, conversation_id):
                 raise NotFound("message", rerun_of or "")

@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 from store.api.store import Store
-from store.cut_turns import INTERRUPTED_RESULT, INTERRUPTED_TEXT, INTERRUPTED_TYPE
+from store.cut_turns import CLIENT_NO_RESULT, INTERRUPTED_RESULT, INTERRUPTED_TEXT, INTERRUPTED_TYPE
 from store.engine import ClaimStep, Engine, MarkCutStep
 from store.errors import Conflict, LeaseLost
 from store.leases import Claimed, LeaseOwner, known_dead, owner_of, this_process
@@ -178,6 +178,41 @@ async def test_the_next_turn_marks_a_cut_turn_before_its_user_message(store: Sto
     assert marker["content"] == INTERRUPTED_TEXT
     assert await store.engine.batch(ALICE, [MarkCutStep(conv.sid)]) == [[]]
     assert len(await store.history(ALICE, conv.sid)) == 7
+
+
+async def test_awaited_client_calls_are_left_to_their_continuation_or_answered_no_result(
+    store: Store,
+) -> None:
+    """A step that handed client tool calls to the client ended its turn cleanly: a continuation
+    (``mark_cut=False``) finds them unmarked; a new user message gets them answered ``no result``,
+    the agent's own call of that step keeps its result, and no interrupted marker is added."""
+    conv = await store.create_conversation(ALICE, "t")
+    user = await store.append_message(
+        ALICE, Message(conversation_id=conv.sid, role="user", content="weather?", channel="api")
+    )
+    calls = json.dumps(
+        [
+            {"id": "own", "name": "current_datetime", "arguments": "{}"},
+            {"id": "c1", "name": "get_weather", "arguments": "{}", "client": True},
+        ]
+    )
+    await store.append_message(
+        ALICE,
+        Message(conversation_id=conv.sid, role="assistant", content="", channel="api", tool_calls=calls),
+    )
+    await store.append_message(
+        ALICE,
+        Message(conversation_id=conv.sid, role="tool", content="noon", channel="api", tool_call_id="own"),
+    )
+    async with store.open_turn(ALICE, conv.sid, "", channel="api", rerun_of=user.sid, mark_cut=False) as o:
+        assert [m.content for m in o.window][-1] == "noon"
+    assert len(await store.history(ALICE, conv.sid)) == 3
+    async with store.open_turn(ALICE, conv.sid, "never mind", channel="api") as opened:
+        assert [m.content for m in opened.window][-2:] == [CLIENT_NO_RESULT, "never mind"]
+    history = await store.history(ALICE, conv.sid)
+    assert _roles(history)[3:] == [("tool", "error", CLIENT_NO_RESULT), ("user", "complete", "never mind")]
+    assert (history[3].tool_call_id, history[3].name) == ("c1", "get_weather")
+    assert dict(store.lease_stats.markers) == {"tool": 1}
 
 
 async def test_a_settled_tail_gets_no_marks(store: Store) -> None:
