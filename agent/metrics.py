@@ -281,6 +281,12 @@ def lease_lines(stats: LeaseStats) -> list[str]:
             "hero_lease_lost_total", "Held turn locks lost to another holder after lapsing.", {(): stats.lost}
         ),
         *counter_lines(
+            "hero_stop_requests_total",
+            "/stop across processes: written (for a turn another process runs), seen (for a turn of "
+            "this process, which was then cancelled).",
+            {_labels(event="written"): stats.stops_written, _labels(event="seen"): stats.stops_seen},
+        ),
+        *counter_lines(
             "hero_interrupted_markers_total",
             "Marks of cut turns written: user (an interrupted answer), tool (an interrupted result).",
             markers,

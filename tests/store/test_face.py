@@ -57,6 +57,7 @@ FACE = [
     "Results",
     "Role",
     "SID_RE",
+    "STOP_CHECK_S",
     "Scope",
     "ScopeStats",
     "Step",
