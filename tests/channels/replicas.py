@@ -169,12 +169,13 @@ def parse_sse(text: str) -> Events:
 async def chat(
     client: httpx.AsyncClient, base_url: str, message: str, conversation_id: str | None = None
 ) -> Events:
-    """One ``POST /api/chat`` read to its end; the SSE events."""
+    """One ``POST /api/chat`` read to its end; the SSE events (an HTTP error is one ``http`` event)."""
     body: dict[str, Any] = {"message": message}
     if conversation_id:
         body["conversation_id"] = conversation_id
     resp = await client.post(f"{base_url}/api/chat", json=body)
-    assert resp.status_code == 200, resp.text
+    if resp.status_code != 200:
+        return [("http", {"status": resp.status_code, "text": resp.text})]
     return parse_sse(resp.text)
 
 
@@ -182,3 +183,53 @@ def final(events: Events) -> tuple[str, dict[str, Any]]:
     """The last event: ``done`` or ``error`` (with its ``code``)."""
     assert events, "no events"
     return events[-1]
+
+
+@asynccontextmanager
+async def osis_server(tmp_path: Path, name: str, store: str) -> AsyncIterator[str]:
+    """A real ``hero-agent osis serve`` in front of ``store`` (a ``[store]`` section); yields the
+    ``store.url`` the daemons use. Killed on exit."""
+    port = free_port()
+    home = tmp_path / name
+    home.mkdir(exist_ok=True)
+    config = home / "osis.toml"
+    config.write_text(store)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HERO_AGENT_", "OSIS_"))}
+    env["HERO_AGENT_DATA_DIR"] = str(home / "data")
+    rpc = f"http://127.0.0.1:{port}/hero_osis_ai/rpc"
+    with (home / "osis.log").open("ab") as sink:
+        process = await anyio.open_process(
+            [str(HERO_AGENT), "--config", str(config), "osis", "serve", "--port", str(port)],
+            env=env,
+            stdout=sink,
+            stderr=sink,
+        )
+        try:
+            async with httpx.AsyncClient(timeout=2) as http:
+                with anyio.fail_after(60):
+                    while True:
+                        assert process.returncode is None, (home / "osis.log").read_text()
+                        try:
+                            await http.post(rpc, json={"jsonrpc": "2.0", "id": 1, "method": "rpc.discover"})
+                            break
+                        except httpx.TransportError:
+                            await anyio.sleep(0.05)
+            yield f"http://127.0.0.1:{port}/hero_osis"
+        finally:
+            if process.returncode is None:
+                process.kill()
+            with anyio.CancelScope(shield=True):
+                await process.wait()
+                await process.aclose()
+
+
+def check_turns(messages: list[Any], sent: list[str]) -> None:
+    """One conversation's stored messages after turns of plain echo answers: seq 1..N without a gap,
+    user and assistant alternating (turns never interleaved), each answer the echo of the message
+    before it, and every sent message stored exactly once."""
+    assert [m.seq for m in messages] == list(range(1, len(messages) + 1)), "seq has a gap"
+    users = [m for m in messages if m.role == "user"]
+    assert sorted(m.content for m in users) == sorted(sent), "a message was lost or stored twice"
+    for user, answer in zip(messages[::2], messages[1::2], strict=True):
+        assert (user.role, answer.role) == ("user", "assistant"), "turns interleaved"
+        assert answer.content == f"echo: {user.content}", "an answer belongs to another message"
