@@ -42,6 +42,7 @@ from store.leases import LEASE_S, Claimed, Lease, LeaseOwner, LeaseStats, owner_
 from store.models import (
     JSON,
     SID_RE,
+    SYSTEM_CONTEXT,
     Attachment,
     AuditEntry,
     Conversation,
@@ -112,6 +113,7 @@ __all__ = [
     "OSIS_RPC_PATH",
     "SID_RE",
     "STOP_CHECK_S",
+    "SYSTEM_CONTEXT",
     "Aggregate",
     "Attachment",
     "AuditEntry",

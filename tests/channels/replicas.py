@@ -82,7 +82,7 @@ async def replica(
     exit if still running."""
     port = port or free_port()
     home = tmp_path / name
-    home.mkdir(exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
     config = home / "hero-agent.toml"
     config.write_text(
         f"""{store}

@@ -58,6 +58,7 @@ FACE = [
     "Role",
     "SID_RE",
     "STOP_CHECK_S",
+    "SYSTEM_CONTEXT",
     "Scope",
     "ScopeStats",
     "Step",
