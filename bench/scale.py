@@ -116,7 +116,12 @@ async def one_turn(client: httpx.AsyncClient, base: str, cid: str, tokens: int, 
                     elif name == "error":
                         stage.errors.append(json.loads(line[5:]).get("code", "error"))
     except httpx.HTTPError as exc:
-        stage.errors.append(type(exc).__name__)
+        # the cause names the socket error (a reset, an incomplete chunked read) and when it came
+        cause = exc.__cause__ or exc.__context__
+        stage.errors.append(
+            f"{type(exc).__name__}({type(cause).__name__ if cause else ''}: {str(cause or exc)[:60]}) "
+            f"after {time.perf_counter() - sent:.1f}s, first delta {'seen' if first else 'not seen'}"
+        )
         return
     if not done or deltas != tokens or first is None:
         stage.errors.append(f"done={done} deltas={deltas}")
