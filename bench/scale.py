@@ -131,7 +131,11 @@ async def one_turn(client: httpx.AsyncClient, base: str, cid: str, tokens: int, 
 
 
 async def run_load(bases: list[str], chats: int, turns: int, tokens: int, stage: Stage) -> None:
-    limits = httpx.Limits(max_connections=chats + 10, max_keepalive_connections=chats + 10)
+    # one connection per request: the daemon's uvicorn closes an idle keep-alive connection after 5 s,
+    # and on a starved machine that close races a request already sent on it (the server's loop runs
+    # the timer before it reads the request: a reset, ReadError). Measured here: 0.5% of the turns of
+    # 3 daemons at load average 9, even with a 1 s client-side expiry. See docs/deploy.md.
+    limits = httpx.Limits(max_connections=chats + 10, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
         convs: list[tuple[str, str]] = []
         for i in range(chats):

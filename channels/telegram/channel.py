@@ -242,7 +242,8 @@ class TelegramChannel(Channel):
                 stop_polling=self._stop_polling,
             )
             await self._leader.step()  # polls at once unless another daemon on the store does
-            self._tg.start_soon(self._lead)
+            self._lead_scope = anyio.CancelScope()
+            self._tg.start_soon(self._lead, self._lead_scope)
         else:
             self._webhook = WebhookServer(
                 app.bot,
@@ -282,7 +283,9 @@ class TelegramChannel(Channel):
         """This daemon became the poller (see :mod:`.leader`): poll, under the watchdog."""
         assert self._watchdog is not None and self._tg is not None
         await self._watchdog.start_polling()
-        self._tg.start_soon(self._watch)
+        # the scope exists before the task runs: a stop right after this start cancels it for sure
+        self._watch_scope = anyio.CancelScope()
+        self._tg.start_soon(self._watch, self._watch_scope)
 
     async def _stop_polling(self) -> None:
         """Stop polling (leadership lost, or the channel stops); idempotent."""
@@ -296,16 +299,14 @@ class TelegramChannel(Channel):
             if waited.cancelled_caught:
                 log.warning("telegram.updater_stop_timeout")
 
-    async def _lead(self) -> None:
+    async def _lead(self, scope: anyio.CancelScope) -> None:
         assert self._leader is not None
-        with anyio.CancelScope() as scope:
-            self._lead_scope = scope
+        with scope:
             await self._leader.run()
 
-    async def _watch(self) -> None:
+    async def _watch(self, scope: anyio.CancelScope) -> None:
         assert self._watchdog is not None
-        with anyio.CancelScope() as scope:
-            self._watch_scope = scope
+        with scope:
             try:
                 await self._watchdog.run()
             except InvalidToken:
