@@ -15,6 +15,7 @@ import pytest
 
 from store.api.stops import STOP_PREFIX, STOP_TTL_S
 from store.api.store import Store
+from store.leases import Claimed
 from store.models import Scope
 from tests.store.conftest import ALICE, MAX_CHARS
 from tests.store.engines import ENGINES
@@ -102,3 +103,15 @@ async def test_a_request_older_than_the_turn_is_ignored(stores: tuple[Store, Sto
     # a turn that has held its lease for 0.1 s started after the request: not its stop
     assert await holder.stop_requested(ALICE, cid, running_s=0.1) is False
     assert await holder.stop_requested(ALICE, cid, running_s=5) is True
+
+
+async def test_claim_lease_says_how_a_leader_lease_was_taken(stores: tuple[Store, Store]) -> None:
+    """The Telegram poller lease (``claim_lease``): taken, renewed, refused to another holder, free
+    again once released."""
+    first, second = stores
+    scope = Scope("_system", "telegram")
+    assert await first.claim_lease(scope, "telegram-poller:1", ttl_s=5) == Claimed.TAKEN
+    assert await first.claim_lease(scope, "telegram-poller:1", ttl_s=5) == Claimed.RENEWED
+    assert await second.claim_lease(scope, "telegram-poller:1", ttl_s=5) == Claimed.REFUSED
+    await first.release_lease(scope, "telegram-poller:1")
+    assert await second.claim_lease(scope, "telegram-poller:1", ttl_s=5) == Claimed.TAKEN
