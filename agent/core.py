@@ -40,6 +40,7 @@ from agent.prompt.window import WindowCache
 from agent.providers.base import Provider
 from agent.rerun import RERUNS, RERUNS_HELP
 from agent.slash_commands import run_command
+from agent.stops import watch_for_stop
 from agent.tools.registry import ToolRegistry
 from agent.turn import Turn
 from agent.turn_input import TurnInput, TurnRequest, TurnServices
@@ -262,6 +263,15 @@ class Agent(ConversationsMixin):
 
         def on_locked() -> None:
             running.active = True
+            if self._tg is not None:  # a /stop sent to another process reaches this turn (agent/stops.py)
+                self._tg.start_soon(
+                    watch_for_stop,
+                    self.store,
+                    running.scope,
+                    running.conversation_id,
+                    running.cancel_scope,
+                    running.done,
+                )
 
         started = time.perf_counter()
         conversation_id = req.conversation_id or ""
@@ -350,8 +360,9 @@ class Agent(ConversationsMixin):
         return validate_sid(req.conversation_id)
 
     async def stop_turn(self, scope: Scope, conversation_id: str | None = None) -> bool:
-        """Cancel the running turn of a conversation (None: every running turn of this scope).
-        Waits until the turn has cleaned up; False when nothing was running."""
+        """Cancel the running turn of a conversation (None: every running turn of this scope, else the
+        active conversation's turn in another process). Waits until the turn has cleaned up; False when
+        nothing was running. A turn another process runs gets a stop request in the store."""
         hits = [
             r
             for r in self._running
@@ -364,7 +375,13 @@ class Agent(ConversationsMixin):
         for running in hits:
             with anyio.fail_after(FLUSH_DEADLINE_S):
                 await running.done.wait()
-        return bool(hits)
+        if hits:
+            return True
+        # not running here: maybe in another process sharing the store (a web replica, a CLI)
+        target = conversation_id or await self.store.get_state(scope, ACTIVE_KEY)
+        if not target:
+            return False
+        return await self.store.stop_remote_turn(scope, target, wait_s=FLUSH_DEADLINE_S)
 
     def is_running(self, scope: Scope, conversation_id: str) -> bool:
         return any(

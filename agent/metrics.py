@@ -115,6 +115,9 @@ class TurnMetrics:
     store_engine: Engine | None = None
     #: the store's turn-lock and cut-turn counters (the Agent's Store keeps them)
     leases: LeaseStats = field(default_factory=LeaseStats)
+    #: what a channel is doing when that is more than up or down (Telegram: ``polling``, ``standby``
+    #: behind another daemon's poller, ``webhook``): shown in ``/readyz`` and as a gauge
+    channel_states: dict[str, str] = field(default_factory=dict)
 
     def turn_finished(
         self,
@@ -203,6 +206,15 @@ class TurnMetrics:
             out += counter_lines(name, help_text, {_labels(tool=t): n for t, n in by_tool.items()})
         out += self._store_lines()
         out += lease_lines(self.leases)
+        if self.channel_states:
+            out += [
+                "# HELP hero_channel_state What a channel is doing (1 for its current state), by channel.",
+                "# TYPE hero_channel_state gauge",
+                *(
+                    f"hero_channel_state{_fmt_labels(_labels(channel=c, state=st))} 1"
+                    for c, st in sorted(self.channel_states.items())
+                ),
+            ]
         return [
             *out,
             "# HELP hero_turn_duration_seconds Turn latency from request to the final event.",
@@ -279,6 +291,12 @@ def lease_lines(stats: LeaseStats) -> list[str]:
         *counter_lines("hero_lease_renewals_total", "Turn lock lease renewals.", {(): stats.renewals}),
         *counter_lines(
             "hero_lease_lost_total", "Held turn locks lost to another holder after lapsing.", {(): stats.lost}
+        ),
+        *counter_lines(
+            "hero_stop_requests_total",
+            "/stop across processes: written (for a turn another process runs), seen (for a turn of "
+            "this process, which was then cancelled).",
+            {_labels(event="written"): stats.stops_written, _labels(event="seen"): stats.stops_seen},
         ),
         *counter_lines(
             "hero_interrupted_markers_total",

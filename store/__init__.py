@@ -24,6 +24,7 @@ from store.api.attachments import NewAttachment, attachment_bytes
 from store.api.base import MAX_TAGS, MAX_TITLE_CHARS, memory_hash, now_ms
 from store.api.links import MAX_PENDING_CODES, IdentityLink, PairingCode
 from store.api.records import Aggregate, ScopeStats, TimeRange
+from store.api.stops import STOP_CHECK_S
 from store.api.store import Store
 from store.api.turn import TurnOpening, TurnReads
 from store.cut_turns import CLIENT_NO_RESULT, INTERRUPTED_RESULT, INTERRUPTED_TEXT, INTERRUPTED_TYPE
@@ -41,6 +42,7 @@ from store.leases import LEASE_S, Claimed, Lease, LeaseOwner, LeaseStats, owner_
 from store.models import (
     JSON,
     SID_RE,
+    SYSTEM_CONTEXT,
     Attachment,
     AuditEntry,
     Conversation,
@@ -111,6 +113,8 @@ __all__ = [
     "MAX_TITLE_CHARS",
     "OSIS_RPC_PATH",
     "SID_RE",
+    "STOP_CHECK_S",
+    "SYSTEM_CONTEXT",
     "Aggregate",
     "Attachment",
     "AuditEntry",

@@ -57,6 +57,9 @@ class LeaseStats:
     lost: int = 0
     #: interrupted markers written, by kind: ``user`` (assistant marker), ``tool`` (missing result)
     markers: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: stop requests written for a turn another process runs, and found for a turn of this one
+    stops_written: int = 0
+    stops_seen: int = 0
 
     def claimed(self, outcome: str) -> None:
         if outcome == Claimed.REPLACED:

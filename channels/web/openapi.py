@@ -514,6 +514,7 @@ def _ops_paths() -> dict[str, Schema]:
         {
             "status": {"enum": ["ready", "degraded"]},
             "degraded": obj({"mcp_servers": down}),
+            "channels": obj({"telegram": {"enum": ["polling", "standby", "webhook"]}}),
         },
         required=("status",),
     )

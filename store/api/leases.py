@@ -45,6 +45,11 @@ class LeaseMixin(StoreBase):
     async def try_lease(self, scope: Scope, key: str, *, ttl_s: float) -> bool:
         """Take the expiring lease ``key`` for this Store (renewing it when already ours); False when
         another live holder has it. A dead holder of this host is taken over at once."""
+        return bool(await self.claim_lease(scope, key, ttl_s=ttl_s))
+
+    async def claim_lease(self, scope: Scope, key: str, *, ttl_s: float) -> Claimed:
+        """:meth:`try_lease`, answering how the claim went: ``REFUSED`` (falsy) while another live
+        holder has it, ``LAPSED``/``REPLACED`` when taken from another holder (a leader's take-over)."""
         claim = ClaimStep(f"lease:{key}", self._holder, int(ttl_s * 1000), owner=self._owner)
         return await self._claim(scope, claim)
 
@@ -59,19 +64,19 @@ class LeaseMixin(StoreBase):
         holder = f"{self._holder}:{uuid.uuid4().hex}"
         return bool(await self.engine.claim(scope, f"once:{key}", holder, None))
 
-    async def _claim(self, scope: Scope, claim: ClaimStep) -> bool:
+    async def _claim(self, scope: Scope, claim: ClaimStep) -> Claimed:
         outcome = await self.engine.claim(
             scope, claim.key, claim.holder, claim.ttl_ms, owner=claim.owner, replace=claim.replace
         )
         if not outcome:
             dead = await self._dead_holder(scope, claim.key)
             if dead is None:
-                return False
+                return Claimed.REFUSED
             outcome = await self.engine.claim(
                 scope, claim.key, claim.holder, claim.ttl_ms, owner=claim.owner, replace=dead
             )
         self._count_claim(outcome, claim.key)
-        return bool(outcome)
+        return Claimed(outcome)
 
     async def _dead_holder(self, scope: Scope, key: str) -> str | None:
         """The holder of ``key`` when it is a process of this host that is gone, else None."""

@@ -22,6 +22,7 @@ from store.api.base import (
 from store.api.links import LinksMixin
 from store.api.memories import MemoriesMixin
 from store.api.records import Aggregate, RecordsMixin, ScopeStats, TimeRange
+from store.api.stops import StopsMixin
 from store.api.turn import TurnMixin
 from store.engine import GetStep, ListQuery, ListStep, Page
 from store.errors import Conflict, InvalidInput, NotFound
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 
-class Store(MemoriesMixin, RecordsMixin, TurnMixin, LinksMixin, AttachmentsMixin):
+class Store(MemoriesMixin, RecordsMixin, TurnMixin, StopsMixin, LinksMixin, AttachmentsMixin):
     """Domain operations over an engine. An async context manager that opens and closes the engine.
 
     Conversations and messages live here; memories, audit/usage, state/leases, the start of a turn,

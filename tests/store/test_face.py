@@ -57,6 +57,8 @@ FACE = [
     "Results",
     "Role",
     "SID_RE",
+    "STOP_CHECK_S",
+    "SYSTEM_CONTEXT",
     "Scope",
     "ScopeStats",
     "Step",
