@@ -104,7 +104,7 @@ class AnthropicProvider(Provider):
         model, stop = request.model, ""
         prompt = completion = 0
         finished = False
-        async with aclosing(iter_sse(resp.aiter_lines())) as stream:
+        async with aclosing(iter_sse(resp.aiter_bytes())) as stream:
             async for sse in stream:
                 try:
                     data = json.loads(sse.data)

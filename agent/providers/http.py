@@ -53,6 +53,12 @@ _KEY_SHAPED = re.compile(r"\b(sk|pk|key|rk)-[A-Za-z0-9_\-]{8,}")
 _MAX_DETAIL = 200
 
 
+#: connections kept open between turns (keep-alive), and how many may run at once: a burst of turns
+#: (200 web chats at once) should not queue for a connection in front of a server that takes them
+POOL_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=60.0)
+JSON_HEADERS = {"content-type": "application/json"}
+
+
 def make_client(
     settings: LLMSettings, headers: Mapping[str, str], transport: httpx.AsyncBaseTransport | None
 ) -> httpx.AsyncClient:
@@ -64,17 +70,24 @@ def make_client(
         headers={"user-agent": "hero-agent", **headers},
         timeout=timeout,
         transport=transport,
+        limits=POOL_LIMITS,
     )
 
 
 @asynccontextmanager
 async def post_stream(
-    client: httpx.AsyncClient, path: str, body: dict[str, Any], secret: str
+    client: httpx.AsyncClient, path: str, body: dict[str, Any] | bytes, secret: str
 ) -> AsyncIterator[httpx.Response]:
-    """POST and hold the streaming response; HTTP errors and transport failures become ProviderErrors,
-    also those raised while the caller reads the body inside the ``async with``."""
+    """POST ``body`` (an object, or its JSON already encoded) and hold the streaming response; HTTP
+    errors and transport failures become ProviderErrors, also those raised while the caller reads the
+    body inside the ``async with``."""
     try:
-        async with client.stream("POST", path, json=body) as resp:
+        sent = (
+            client.stream("POST", path, content=body, headers=JSON_HEADERS)
+            if isinstance(body, bytes)
+            else client.stream("POST", path, json=body)
+        )
+        async with sent as resp:
             if resp.status_code >= 400:
                 text = (await resp.aread()).decode("utf-8", "replace")
                 raise error_from_response(resp.status_code, resp.headers, text, secret)

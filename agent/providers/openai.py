@@ -15,6 +15,7 @@ import base64
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -86,7 +87,7 @@ class OpenAIProvider(Provider):
         return await list_models(self._client, self._secret)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
-        body = build_body(request, completion_tokens_key=self._tokens_key)
+        body = encode_body(request, completion_tokens_key=self._tokens_key)
         try:
             async with aclosing(self._post(body, request)) as events:
                 async for event in events:
@@ -102,12 +103,12 @@ class OpenAIProvider(Provider):
                 raise
             self._tokens_key = "max_completion_tokens"
             log.info("provider.max_tokens_renamed", provider="openai", model=request.model)
-            body = build_body(request, completion_tokens_key=self._tokens_key)
+            body = encode_body(request, completion_tokens_key=self._tokens_key)
             async with aclosing(self._post(body, request)) as events:
                 async for event in events:
                     yield event
 
-    async def _post(self, body: dict[str, Any], request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
+    async def _post(self, body: bytes, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
         async with (
             post_stream(self._client, "chat/completions", body, self._secret) as resp,
             aclosing(self._events(resp, request)) as events,
@@ -123,7 +124,7 @@ class OpenAIProvider(Provider):
         usage: UsageReport | None = None
         model = request.model
         done = False
-        async with aclosing(iter_sse(resp.aiter_lines())) as stream:
+        async with aclosing(iter_sse(resp.aiter_bytes())) as stream:
             async for sse in stream:
                 for obj in _json_objects(sse.data):
                     if obj.get("error"):
@@ -184,6 +185,33 @@ def build_body(request: ChatRequest, *, completion_tokens_key: str = "max_tokens
             for t in request.tools
         ]
     return body
+
+
+def encode_body(request: ChatRequest, *, completion_tokens_key: str = "max_tokens") -> bytes:
+    """:func:`build_body` as the JSON bytes sent, with each message's JSON taken from its memo
+    (:attr:`ChatMessage.wire`): a window of 200 messages seen turn after turn is encoded once."""
+    body = build_body(replace(request, messages=()), completion_tokens_key=completion_tokens_key)
+    parts = [_dumps(m) for m in body.pop("messages")]  # the system message
+    parts += [message_json(m) for m in request.messages]
+    rest = _dumps(body)
+    return b'{"messages":[' + b",".join(parts) + b"]," + rest[1:]
+
+
+def message_json(msg: ChatMessage) -> bytes:
+    """One message's request JSON, encoded once per message and kept with it; a message carrying
+    image bytes is encoded each time (its bytes are loaded for one request only)."""
+    name, data = msg.wire
+    if name == OpenAIProvider.name:
+        return data
+    data = _dumps(_message(msg))
+    if not any(img.data for img in msg.images):
+        object.__setattr__(msg, "wire", (OpenAIProvider.name, data))  # a memo on a frozen value
+    return data
+
+
+def _dumps(value: Any) -> bytes:
+    """JSON as httpx encodes a ``json=`` body (UTF-8, compact, no NaN)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _message(msg: ChatMessage) -> dict[str, Any]:
