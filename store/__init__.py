@@ -27,7 +27,18 @@ from store.api.records import Aggregate, ScopeStats, TimeRange
 from store.api.store import Store
 from store.api.turn import TurnOpening, TurnReads
 from store.cut_turns import INTERRUPTED_RESULT, INTERRUPTED_TEXT, INTERRUPTED_TYPE
-from store.engine import MAX_LIMIT, Capabilities, DelegatingEngine, Engine, ListQuery, Page, Results, Step
+from store.engine import (
+    GROUP_BUCKETS,
+    MAX_LIMIT,
+    Capabilities,
+    CommitStats,
+    DelegatingEngine,
+    Engine,
+    ListQuery,
+    Page,
+    Results,
+    Step,
+)
 from store.errors import (
     Conflict,
     ImportFormatError,
@@ -98,6 +109,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "DB_FILE",
+    "GROUP_BUCKETS",
     "INTERRUPTED_RESULT",
     "INTERRUPTED_TEXT",
     "INTERRUPTED_TYPE",
@@ -115,6 +127,7 @@ __all__ = [
     "BackupReport",
     "Capabilities",
     "Claimed",
+    "CommitStats",
     "Conflict",
     "Conversation",
     "DelegatingEngine",
