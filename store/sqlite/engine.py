@@ -70,8 +70,12 @@ class _Worker:
     """The thread that runs every call on one connection, one at a time, in the order they came;
     write batches found waiting together go to ``commit_writes`` as one group."""
 
-    def __init__(self, name: str, commit_writes: Callable[[list[Write]], list[Outcome]]) -> None:
+    def __init__(
+        self, name: str, commit_writes: Callable[[list[Write]], list[Outcome]], max_group: int = MAX_GROUP
+    ) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        #: 1: every write batch commits alone (the behaviour before group commit, for benches)
+        self.max_group = max_group
         self._lock = threading.Lock()
         self._stopped = False
         self._commit_writes = commit_writes
@@ -127,7 +131,7 @@ class _Worker:
         """``first`` and the write batches queued right behind it; and the job that ended the group
         (run next: order is kept), or ``_NO_JOB`` when the queue ran empty."""
         group = [first]
-        while len(group) < MAX_GROUP:
+        while len(group) < self.max_group:
             try:
                 job = self._jobs.get_nowait()
             except queue.Empty:
@@ -231,8 +235,17 @@ class EmbeddedEngine(Engine):
 
     name = "embedded"
 
-    def __init__(self, data_dir: Path, *, busy_timeout_s: float = 10.0, fsync_commits: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        busy_timeout_s: float = 10.0,
+        fsync_commits: bool = True,
+        group_commit: bool = True,
+    ) -> None:
         self.data_dir = Path(data_dir).expanduser()
+        #: False: each write batch commits alone (only to measure what group commit changes)
+        self.group_commit = group_commit
         self.busy_timeout_ms = int(busy_timeout_s * 1000)
         self.fsync_commits = fsync_commits
         self._db: _Database | None = None
@@ -247,6 +260,8 @@ class EmbeddedEngine(Engine):
         self._db = await anyio.to_thread.run_sync(
             _open, self.data_dir, self.busy_timeout_ms, self.fsync_commits
         )
+        if not self.group_commit:
+            self._db.worker.max_group = 1
         log.debug("store.opened", engine=self.name, path=str(self.db_path))
 
     async def aclose(self) -> None:
