@@ -48,7 +48,7 @@ from store.errors import (
     StoreError,
     StoreUnavailable,
 )
-from store.leases import LEASE_S, Claimed, Lease, LeaseOwner, LeaseStats, owner_of
+from store.leases import LEASE_S, Claimed, KeyedLocks, Lease, LeaseOwner, LeaseStats, owner_of
 from store.models import (
     JSON,
     SID_RE,
@@ -137,6 +137,7 @@ __all__ = [
     "ImportFormatError",
     "ImportResult",
     "InvalidInput",
+    "KeyedLocks",
     "Kind",
     "Lease",
     "LeaseHeld",

@@ -162,13 +162,12 @@ class LeaseMixin(StoreBase):
         fail, the lease is still released) -- unless the block released it itself with
         :meth:`HeldLease.release_with`. Yields the value with the :class:`HeldLease`."""
         key = (scope.context, scope.user_id, conversation_id)
-        lock = self._local_locks.setdefault(key, anyio.Lock())
         # one holder per Store: the local lock already serializes this process, and a lease left
         # behind when the release failed (store briefly down) is then retaken at once
         claim = ClaimStep(
             f"{TURN_PREFIX}{conversation_id}", self._holder, self.lease_ms(ttl_s), owner=self._owner
         )
-        async with lock:
+        async with self._local_locks.hold(key):
             outcome, taken = await self._take(scope, claim, take, wait_s)
             self._count_claim(outcome, claim.key)
             held = HeldLease(scope, claim)

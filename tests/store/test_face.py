@@ -29,6 +29,7 @@ FACE = [
     "INTERRUPTED_RESULT",
     "INTERRUPTED_TEXT",
     "INTERRUPTED_TYPE",
+    "KeyedLocks",
     "IdentityLink",
     "ImportFormatError",
     "ImportResult",
