@@ -1,5 +1,5 @@
 """The OpenAI-compatible Chat Completions adapter (OpenAI, OpenRouter, Groq, vLLM, Ollama, llama.cpp,
-LM Studio...), streaming over raw httpx.
+LM Studio...), streaming over raw httpx2.
 
 Stream quirks handled (each has a test in ``tests/agent/providers/test_openai_variants.py``): the tool
 call variants of :mod:`agent.providers.toolcalls`; a last usage chunk with ``choices: []``; keep-alive
@@ -18,7 +18,7 @@ from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
-import httpx
+import httpx2
 import structlog
 
 from agent.errors import ProviderError, ProviderUnavailable
@@ -61,11 +61,11 @@ _FINISH = {
 
 
 class OpenAIProvider(Provider):
-    """Chat Completions over one pooled :class:`httpx.AsyncClient`; ``transport`` is the test seam."""
+    """Chat Completions over one pooled :class:`httpx2.AsyncClient`; ``transport`` is the test seam."""
 
     name = "openai"
 
-    def __init__(self, settings: LLMSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, settings: LLMSettings, *, transport: httpx2.AsyncBaseTransport | None = None) -> None:
         self._secret = settings.api_key
         headers = {"authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self._client = make_client(settings, headers, transport)
@@ -78,7 +78,7 @@ class OpenAIProvider(Provider):
         """Reachable and accepting the key: ``GET /models`` (a server without that route still counts)."""
         try:
             resp = await self._client.get("models")
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             raise ProviderUnavailable("the LLM provider cannot be reached", retryable=True) from None
         if resp.status_code in (401, 403) or resp.status_code >= 500:
             raise error_from_response(resp.status_code, resp.headers, resp.text, self._secret)
@@ -117,7 +117,7 @@ class OpenAIProvider(Provider):
                 yield event
 
     async def _events(
-        self, resp: httpx.Response, request: ChatRequest
+        self, resp: httpx2.Response, request: ChatRequest
     ) -> AsyncGenerator[ProviderEvent, None]:
         calls = ToolCallAssembler()
         finish: str | None = None
