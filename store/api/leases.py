@@ -45,20 +45,22 @@ class HeldLease:
     #: the renewal task's scope (cancelled, perhaps before the task has entered it) and its end
     renewal: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     renewal_ended: anyio.Event = field(default_factory=anyio.Event)
-    #: :meth:`release_with` was called: the exit releases the lease only, never writes the closing
+    #: :meth:`release_with` sent its batch: the exit releases the lease only, never writes the closing
     #: steps (they went in that batch, or failed with it)
     finishing: bool = False
     released: bool = False
+    _called: bool = False
 
     async def release_with(self, engine: Engine, steps: Sequence[Step]) -> Results:
         """Run ``steps`` and the lease's release in ONE batch (with atomic batches: one transaction),
         after the renewal has stopped (a renewal landing after the release would take it again)."""
-        if self.finishing:
+        if self._called:
             raise RuntimeError("the turn lease was already released")
-        self.finishing = True
+        self._called = True
         self.renewal.cancel()
         await self.renewal_ended.wait()
         release = ReleaseStep(self.claim.key, self.claim.holder)
+        self.finishing = True  # from here on, whatever happens, the steps are not written again
         results = await engine.batch(self.scope, [*steps, release])
         self.released = True
         return results
