@@ -26,12 +26,14 @@ TEXT
 need_apt() {
   # Debian packages the test suite drives for real: a browser, a terminal multiplexer, ss (iproute2)
   # to close a daemon's listening socket from outside, and systemd-analyze (checks the unit
-  # `hero-agent service install` writes).
+  # `hero-agent service install` writes), and a PostgreSQL server (the postgres store engine's tests
+  # start a throwaway cluster of their own).
   local missing=()
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v tmux >/dev/null 2>&1 || missing+=(tmux)
   command -v ss >/dev/null 2>&1 || missing+=(iproute2)
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
   if [ ${#missing[@]} -gt 0 ]; then
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

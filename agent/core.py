@@ -37,6 +37,7 @@ from agent.pairing import Pairing
 from agent.prompt.compaction import Compactor
 from agent.prompt.window import WindowCache
 from agent.providers.base import Provider
+from agent.rerun import RERUNS, RERUNS_HELP
 from agent.slash_commands import run_command
 from agent.tools.registry import ToolRegistry
 from agent.turn import Turn
@@ -91,6 +92,8 @@ class Agent(ConversationsMixin):
         self.metrics = TurnMetrics(store_engine=store.engine, leases=store.lease_stats)
         if tools is not None:
             self.metrics.tool_results = tools.result_counts
+        self.metrics.counters.declare(RERUNS, RERUNS_HELP)
+        self._services.counters = self.metrics.counters
         #: Telegram pairing codes and identity links (the Telegram channel, the web page)
         self.pairing = Pairing(settings, store)
 
@@ -233,7 +236,8 @@ class Agent(ConversationsMixin):
     async def _run_turn_task(
         self, req: TurnRequest, send: MemoryObjectSendStream[TurnEvent], running: _Running
     ) -> None:
-        turn_id = uuid.uuid4().hex[:12]
+        # unique across contexts and daemons: the OpenAI endpoint's completion id is chatcmpl-<turn id>
+        turn_id = uuid.uuid4().hex
 
         ended: list[TurnEvent] = []
         first_text: list[float] = []

@@ -226,15 +226,47 @@ class TurnMetrics:
         if self.store_engine is None or not events:
             return []
         engine = self.store_engine.name
+        gauges = self.store_engine.gauges()
+        pool = (
+            [
+                "# HELP hero_store_pool_connections The store engine's connection pool: open, in use.",
+                "# TYPE hero_store_pool_connections gauge",
+                *(
+                    f"hero_store_pool_connections{_fmt_labels(_labels(engine=engine, state=k))} {n}"
+                    for k, n in sorted(gauges.items())
+                ),
+            ]
+            if gauges
+            else []
+        )
+        core = {_labels(engine=engine, event=k[5:]): n for k, n in events.items() if k.startswith("core:")}
+        events = {k: n for k, n in events.items() if not k.startswith("core:")}
         failed = {_labels(engine=engine, reason=r): n for r, n in events.items() if r != "unreachable"}
-        return counter_lines(
-            "hero_store_attempts_failed_total",
-            "Store calls' attempts that failed (deadline, timeout, connection, gateway), retried or not.",
-            failed,
-        ) + counter_lines(
-            "hero_store_calls_unreachable_total",
-            "Store calls that failed after every attempt (StoreUnavailable).",
-            {_labels(engine=engine): events.get("unreachable", 0)},
+        core_lines = (
+            counter_lines(
+                "hero_store_core_fallbacks_total",
+                "What the osis client did itself on a generated server (core mode): seq_assigned, "
+                "scope_refusals, block_reads, seq_repairs, undeclared_fields_sent.",
+                core,
+            )
+            if core
+            else []
+        )
+        return (
+            core_lines
+            + counter_lines(
+                "hero_store_attempts_failed_total",
+                "Store calls' attempts that failed (deadline, timeout, connection, gateway; postgres: "
+                "connection, serialization, unknown_commit: a write retried under its request key after "
+                "its COMMIT went unanswered), retried or not.",
+                failed,
+            )
+            + counter_lines(
+                "hero_store_calls_unreachable_total",
+                "Store calls that failed after every attempt (StoreUnavailable).",
+                {_labels(engine=engine): events.get("unreachable", 0)},
+            )
+            + pool
         )
 
 

@@ -33,8 +33,10 @@ from agent.llm import CallSite
 from agent.prompt.builder import build_prompt
 from agent.prompt.history import calls_to_json, fit
 from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, RetryNotice, ToolCall
+from agent.rerun import RERUNS, Rerun, RerunKind, RerunRefused, to_supersede
 from agent.tools.base import ToolCaller, ToolResult
 from agent.turn_input import TurnInput, TurnServices
+from agent.turn_options import CLIENT_SYSTEM_TYPE, client_system_changed
 from agent.turn_tools import run_calls, signature
 from store import (
     INTERRUPTED_TEXT,
@@ -109,6 +111,9 @@ class Turn:
 
     async def run(self) -> None:
         agent_cfg, inp, services = self.services.settings.agent, self.inp, self.services
+        rerun = inp.request.rerun
+        if rerun is not None:
+            services.window.forget(inp.request.scope, self.cid)  # the marks below change messages it may hold
         after_seq, window_limit = services.window.plan(inp.request.scope, self.cid)
         recall_text, recall_limit, recent = services.memory.recall_plan(inp.request.text)
         reads = TurnReads(window_limit, after_seq, recall_text, recall_limit, recent)
@@ -124,24 +129,31 @@ class Turn:
                 reads=reads,
                 ttl_s=agent_cfg.turn_lock_ttl_s,
                 wait_s=agent_cfg.turn_deadline_s,
+                turn_id=inp.turn_id,
+                rerun_of=rerun.user_message_id if rerun is not None else None,
             ) as opening:
                 self.on_locked()
                 self.opening = opening
                 self.message = opening.message
                 inp.conversation = opening.conversation
-                self.user_sid = opening.message.sid
                 # the turn's usage entries are written when it closes, with the lease's release
                 self.progress.usage = opening.usage
-                await self.emit(TurnStarted(self.cid, opening.message.sid, inp.turn_id))
                 with anyio.move_on_after(agent_cfg.turn_deadline_s) as deadline:
-                    await self._title(opening.conversation)
                     self.stored = await services.window.absorb(
                         inp.request.scope, self.cid, after_seq, opening
                     )
-                    answered = earlier_answer(self.stored, opening.message)
+                    answered = None if rerun else earlier_answer(self.stored, opening.message)
+                    if answered is None and not await self._settle_earlier(opening.message):
+                        return
+                    self.user_sid = self.message.sid
+                    # a replayed answer shows the turn id it was stored with (the completion id)
+                    shown_id = answered.turn_id if answered is not None and answered.turn_id else inp.turn_id
+                    await self.emit(TurnStarted(self.cid, self.message.sid, shown_id))
+                    await self._title(opening.conversation)
                     if answered is not None:
                         await self._replay(answered)
                         return
+                    await self._store_client_system()
                     self.memories = services.memory.ranked(
                         opening.matching_memories, opening.recent_memories, inp.request.text
                     )
@@ -157,6 +169,58 @@ class Turn:
         except Conflict:
             await self.emit(
                 TurnFailed("busy", "This conversation is busy with another turn; try again.", self.cid)
+            )
+
+    async def _settle_earlier(self, message: Message) -> bool:
+        """Before answering: a re-run (or a repeated request whose earlier answer was cut or failed)
+        marks what the earlier attempt left as superseded (:mod:`agent.rerun`); an edit stores its new
+        user message. False (and a ``conflict`` error) when the re-run is refused."""
+        inp, req = self.inp, self.inp.request
+        rerun = req.rerun
+        if rerun is None and message.turn_id == inp.turn_id:
+            return True  # a new message: nothing came before it
+        plan = rerun or Rerun(RerunKind.RETRY, message.sid)
+        try:
+            replaced = to_supersede(self.stored, plan)
+        except RerunRefused as exc:
+            await self.emit(TurnFailed("conflict", str(exc), self.cid))
+            return False
+        if replaced:
+            await self.services.store.supersede(req.scope, [m.sid for m in replaced], inp.turn_id)
+            for m in replaced:
+                m.superseded_by = inp.turn_id
+            log.info("turn.rerun", kind=plan.kind.value, superseded=len(replaced))
+        self.services.counters.inc(RERUNS, kind=plan.kind.value, channel=req.channel)
+        if plan.kind == RerunKind.EDIT:
+            self.message = await self.services.store.append_message(
+                req.scope,
+                Message(
+                    conversation_id=self.cid,
+                    role="user",
+                    content=req.text,
+                    channel=req.channel,
+                    sender=req.sender,
+                    turn_id=inp.turn_id,
+                ),
+            )
+            self.stored.append(self.message)
+        return True
+
+    async def _store_client_system(self) -> None:
+        """The client's system message is stored with the conversation when it is new or changed."""
+        req = self.inp.request
+        text = req.options.system
+        if text and client_system_changed(self.stored, text):
+            await self.services.store.append_message(
+                req.scope,
+                Message(
+                    conversation_id=self.cid,
+                    role="system",
+                    content=self._clip(text),
+                    channel=req.channel,
+                    message_type=CLIENT_SYSTEM_TYPE,
+                    turn_id=self.inp.turn_id,
+                ),
             )
 
     async def _replay(self, answer: Message) -> None:
@@ -244,13 +308,16 @@ class Turn:
             if iteration:
                 # tool results grow the request: older turns make room (never the current one)
                 messages = self._refit(messages, prompt.budget)
+            opts = self.inp.request.options
             request = ChatRequest(
                 model=model,
                 system=f"{system}\n\n{FINAL_NOTE}" if final and iteration else system,
                 messages=tuple(messages),
                 tools=() if final else tools,
-                max_tokens=llm_cfg.max_output_tokens,
-                temperature=llm_cfg.temperature,
+                # a client's max_tokens applies to each model call, capped by the configured one
+                max_tokens=min(opts.max_tokens or llm_cfg.max_output_tokens, llm_cfg.max_output_tokens),
+                temperature=llm_cfg.temperature if opts.temperature is None else opts.temperature,
+                sampling=opts.sampling,
             )
             self.sent_images = any(img.data for m in request.messages for img in m.images)
             resp = await self._call(request)
@@ -345,6 +412,7 @@ class Turn:
                 prompt_tokens=resp.prompt_tokens,
                 completion_tokens=resp.completion_tokens,
                 extra={"reasoning": list(resp.reasoning)} if resp.reasoning else {},
+                turn_id=self.inp.turn_id,
             ),
         )
         self.progress.partial.clear()
@@ -365,6 +433,7 @@ class Turn:
                 name=call.name,
                 status=MessageStatus.COMPLETE if result.ok else MessageStatus.ERROR,
                 extra={"duration_ms": ms} if ms is not None else {},
+                turn_id=self.inp.turn_id,
             ),
         )
         self.progress.pending = [c for c in self.progress.pending if c.id != call.id]
@@ -387,6 +456,7 @@ class Turn:
                 prompt_tokens=progress.prompt_tokens,
                 completion_tokens=progress.completion_tokens,
                 extra={"reasoning": list(resp.reasoning)} if resp.reasoning else {},
+                turn_id=self.inp.turn_id,
             ),
         )
         progress.partial.clear()
@@ -423,6 +493,7 @@ class Turn:
                         model=progress.model,
                         prompt_tokens=progress.prompt_tokens,
                         completion_tokens=progress.completion_tokens,
+                        turn_id=inp.turn_id,
                     ),
                 )
             progress.partial.clear()
@@ -442,6 +513,7 @@ class Turn:
                 channel=self.inp.request.channel,
                 status=MessageStatus.INTERRUPTED,
                 message_type=INTERRUPTED_TYPE,
+                turn_id=self.inp.turn_id,
             ),
             request_key=f"interrupted:{self.cid}:{self.user_sid}",
         )

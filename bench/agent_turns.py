@@ -29,10 +29,12 @@ and an fsync has no file-size change to flush. ``--fresh-log`` measures a brand-
 durable commit on this machine's disk, until the log reaches its working size of ~16 MB).
 
     .venv/bin/python -m bench.agent_turns [--turns 100] [--sizes 10,200,10000] [--fresh-log]
-                                          [--log-level warning] [--no-tools] [--fsync-only]
+                                          [--log-level warning] [--no-tools] [--fsync-only] [--postgres]
 
 It prints the 1-minute load average at its start and end (this machine is shared: a figure taken
 above 0.5 is a loaded one) and how many TCP connections the turns used (connection reuse).
+``--postgres`` adds rows for the postgres engine on a throwaway PostgreSQL cluster (loopback, fsync
+on), measured in the same run as the embedded rows.
 """
 
 from __future__ import annotations
@@ -275,7 +277,9 @@ def flatness(rows: dict[tuple[str, int], dict[str, list[float]]]) -> None:
         print(f"flatness {label}: own p50 max/min {max(p50) / min(p50):.2f}, p99 {max(p99) / min(p99):.2f}")
 
 
-async def run(sizes: list[int], turns: int, fresh_log: bool, tools_on: bool, fsyncs: list[bool]) -> None:
+async def run(
+    sizes: list[int], turns: int, fresh_log: bool, tools_on: bool, fsyncs: list[bool], postgres_url: str = ""
+) -> None:
     print(f"load average (1 min) at start: {load_average()}")
     print(f"{turns} turns per row, ms; own = to the end of the turn minus the fake LLM's own time;")
     print("toDone = to Done minus the provider's time (the earlier headline); conns = TCP connections used;")
@@ -289,7 +293,8 @@ async def run(sizes: list[int], turns: int, fresh_log: bool, tools_on: bool, fsy
             if tools_on
             else ToolsSettings(memory=False, datetime=False, search_conversations=False, http_fetch=False)
         )
-        for fsync in fsyncs:
+        labels = ["fsync" if fsync else "no-fsync" for fsync in fsyncs]
+        for label in (*labels, *(("postgres",) if postgres_url else ())):
             with tempfile.TemporaryDirectory() as tmp:
                 # auto-memory extraction runs off the reply path: keep its LLM calls out of the figures
                 settings = Settings(
@@ -298,23 +303,24 @@ async def run(sizes: list[int], turns: int, fresh_log: bool, tools_on: bool, fsy
                     store=StoreSettings(path=Path(tmp)),
                     tools=tools,
                 )
-                embedded = EmbeddedEngine(Path(tmp), fsync_commits=fsync)
-                engine = TimedEngine(embedded)
+                embedded = EmbeddedEngine(Path(tmp), fsync_commits=label == "fsync")
+                inner: Engine = embedded if label != "postgres" else _postgres(postgres_url)
+                engine = TimedEngine(inner)
                 timed = TimedProvider(OpenAIProvider(llm))
                 async with (
                     Store(engine) as store,
                     open_tools(settings) as registry,
                     Agent(settings, store, timed, registry) as agent,
                 ):
-                    if not fresh_log:
+                    if not fresh_log and inner is embedded:
                         await warm_log(store, embedded)
                     for size in sizes:
                         conv = await agent.new_conversation(SCOPE, channel="cli")
                         await fill(store, conv.sid, size)
                         # the bulk load's WAL and its page write-back are not the turns' cost
-                        await embedded.checkpoint(truncate=fresh_log)
+                        if inner is embedded:
+                            await embedded.checkpoint(truncate=fresh_log)
                         await anyio.to_thread.run_sync(os.sync)
-                        label = "fsync" if fsync else "no-fsync"
                         r, walls = await measure(agent, timed, engine, conv.sid, turns, f"{label} {size}")
                         exchanges = await fake_exchanges(base_url)
                         r["own"], r["fake"] = own_times(walls, exchanges)
@@ -324,6 +330,25 @@ async def run(sizes: list[int], turns: int, fresh_log: bool, tools_on: bool, fsy
                 await timed.aclose()
     flatness(rows)
     print(f"load average (1 min) at end: {load_average()}")
+
+
+def _postgres(url: str) -> Engine:
+    from store.postgres.engine import PostgresEngine  # noqa: PLC0415
+
+    return PostgresEngine(StoreSettings(engine="postgres", url=url, timeout_s=30.0))
+
+
+def _with_postgres(sizes: list[int], turns: int, fresh_log: bool, tools_on: bool, fsyncs: list[bool]) -> None:
+    """The embedded rows, then the postgres engine on a throwaway cluster (fsync on), in one run."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' cluster helper
+    from tests.store.postgres_fixtures import make_cluster, remove_cluster  # noqa: PLC0415
+
+    cluster = make_cluster()
+    try:
+        print(f"# {cluster.version()}, a throwaway cluster on loopback, fsync on")
+        anyio.run(run, sizes, turns, fresh_log, tools_on, fsyncs, cluster.url())
+    finally:
+        remove_cluster(cluster)
 
 
 def main() -> None:
@@ -336,13 +361,20 @@ def main() -> None:
     parser.add_argument("--log-level", default="info", help="as the daemon's [logging] level (default info)")
     parser.add_argument("--no-tools", action="store_true", help="send no tools (the earlier setting)")
     parser.add_argument("--fsync-only", action="store_true", help="only the durable store (no no-fsync rows)")
+    parser.add_argument(
+        "--postgres", action="store_true", help="also the postgres engine (a throwaway cluster)"
+    )
     args = parser.parse_args()
     # the daemon's logging: JSON events at INFO, rendered (to /dev/null) as they would be to a file
     devnull = open(os.devnull, "w")  # noqa: SIM115 - open for the whole run
     configure_logging(LoggingSettings(level=args.log_level, format="json"), stream=devnull)
     fsyncs = [True] if args.fsync_only else [True, False]
     sizes = [int(s) for s in args.sizes.split(",")]
-    anyio.run(run, sizes, args.turns, args.fresh_log, not args.no_tools, fsyncs)
+    options = (sizes, args.turns, args.fresh_log, not args.no_tools, fsyncs)
+    if args.postgres:
+        _with_postgres(*options)
+    else:
+        anyio.run(run, *options)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import math
+import os
 import socket
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -48,6 +51,39 @@ def listening_socket(host: str, port: int, *, backlog: int = 2048) -> socket.soc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def unix_listening_socket(path: str, *, mode: int = 0o660, backlog: int = 2048) -> socket.socket:
+    """A non-blocking unix socket listening at ``path``, created with ``mode`` (the access control:
+    whoever may open the file may call). A stale socket file (its connect is refused: the server
+    that made it is gone) is replaced; a live one is refused with OSError(EADDRINUSE), as is a path
+    that is not a socket."""
+    if os.path.lexists(path):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            os.unlink(path)  # stale: nobody listens there any more
+        else:
+            raise OSError(errno.EADDRINUSE, f"another server is listening on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old = os.umask(0o777 & ~mode)  # created with the mode already: no window with a wider one
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        os.chmod(path, mode)
         sock.listen(backlog)
     except OSError:
         sock.close()
@@ -142,10 +178,14 @@ class ServedApp:
     a cancel scope, as the daemon does to bound it).
     """
 
-    def __init__(self, what: str, host: str, port: int, *, start_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, what: str, host: str, port: int, *, start_timeout_s: float = 30.0, unix_path: str = ""
+    ) -> None:
         self.what = what
         self.host = host
         self.port = port
+        #: serve on this unix socket (mode 0660, removed on stop) instead of host:port
+        self.unix_path = unix_path
         self.start_timeout_s = start_timeout_s
         self.server: NoSignalServer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -155,9 +195,12 @@ class ServedApp:
     async def start(self, config: uvicorn.Config) -> None:
         if self._task is not None:
             return
-        sock = listening_socket(self.host, self.port)
+        if self.unix_path:
+            sock = unix_listening_socket(self.unix_path)
+        else:
+            sock = listening_socket(self.host, self.port)
+            self.port = int(sock.getsockname()[1])
         self._sock = sock
-        self.port = int(sock.getsockname()[1])
         self._stopping = False
         server = self.server = NoSignalServer(config)
         self._task = asyncio.get_running_loop().create_task(self._serve(server, sock), name=self.what)
@@ -186,9 +229,13 @@ class ServedApp:
         await watch_server(
             self._task,
             self._sock,
-            f"{self.what} on {self.host}:{self.port}",
+            f"{self.what} on {self.address}",
             stopping=lambda: self._stopping or stopping(),
         )
+
+    @property
+    def address(self) -> str:
+        return f"unix:{self.unix_path}" if self.unix_path else f"{self.host}:{self.port}"
 
     async def stop(self, *, wait_s: float | None = None) -> BaseException | None:
         """Ask uvicorn to stop and wait for it (uvicorn bounds the wait by its graceful-shutdown
@@ -210,4 +257,7 @@ class ServedApp:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+            if self.unix_path:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.unix_path)
         return error

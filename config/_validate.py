@@ -56,7 +56,7 @@ USER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
 ENUMS: dict[str, tuple[str, ...]] = {
     "llm.provider": ("openai", "anthropic"),
     "llm.vision": ("auto", "true", "false"),
-    "store.engine": ("embedded", "osis"),
+    "store.engine": ("embedded", "osis", "postgres"),
     "telegram.mode": ("polling", "webhook"),
     "logging.level": ("debug", "info", "warning", "error", "critical"),
     "logging.format": ("auto", "json", "console"),

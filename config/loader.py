@@ -229,6 +229,22 @@ def _apply_conventional(
     if env.get("OSIS_URL") and not explicit_engine:
         _put(raw, "store", "engine", value="osis")
         origins["store.engine"] = "OSIS_URL"
+    _apply_osis_context(raw, env, origins)
+
+
+def _apply_osis_context(raw: dict[str, Any], env: Mapping[str, str], origins: dict[str, str]) -> None:
+    """``OSIS_CONTEXT`` names the context the agent's data lives in (hero_agent's meaning): it is every
+    channel's default context unless the file's ``[agent] default_context`` says otherwise (and
+    ``HERO_AGENT_AGENT__DEFAULT_CONTEXT``, applied after this, beats both)."""
+    agent = raw.get("agent")
+    if not env.get("OSIS_CONTEXT") or (isinstance(agent, dict) and "default_context" in agent):
+        return
+    try:
+        v.check_context("agent.default_context", env["OSIS_CONTEXT"])
+    except ConfigError as exc:
+        raise ConfigError(exc.key, f"{exc.reason} (from $OSIS_CONTEXT)") from None
+    _put(raw, "agent", "default_context", value=env["OSIS_CONTEXT"])
+    origins["agent.default_context"] = "OSIS_CONTEXT"
 
 
 def _provider_from_keys(env: Mapping[str, str]) -> str:
@@ -294,6 +310,14 @@ def _cross_checks(s: Settings) -> None:
         raise ConfigError("web.local_user", "must be a user name (letters, digits, _ . @ : -)")
     if s.store.engine == "osis" and not s.store.url:
         raise ConfigError("store.url", 'is required when store.engine is "osis" (or set OSIS_URL)')
+    if s.store.url.startswith("unix:") and not s.store.url.startswith("unix:///"):
+        raise ConfigError("store.url", "a unix socket URL names an absolute path: unix:///run/hero/osis.sock")
+    if s.store.rpc_path and not s.store.rpc_path.startswith("/"):
+        raise ConfigError("store.rpc_path", "must start with / (e.g. /hero_osis_ai/rpc)")
+    if s.store.engine == "postgres" and not s.store.url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            "store.url", 'must be a postgresql://user@host:port/db URL when store.engine is "postgres"'
+        )
     if s.web.enabled and not s.web.tokens and not v.is_loopback(s.web.host):
         raise ConfigError(
             "web.host",

@@ -81,10 +81,13 @@ class MemorySettings:
 
 @dataclass(frozen=True, slots=True)
 class StoreSettings:
-    engine: str = "embedded"  # "embedded" | "osis"
+    engine: str = "embedded"  # "embedded" | "osis" | "postgres"
     path: Path = Path("~/.local/share/hero-agent")
     url: str = ""
     context: str = ""  # OSIS_CONTEXT: default context for the remote store
+    #: the endpoint's path when ``url`` is a unix socket (``unix:///run/hero/osis.sock``); default
+    #: ``/hero_osis_ai/rpc`` (a service behind the Hero router may answer at ``/rpc``)
+    rpc_path: str = ""
     secret: str = field(default="", repr=False)  # secret
     timeout_s: float = 10.0
     retries: int = 2

@@ -76,7 +76,7 @@ if TYPE_CHECKING:
     from store.sqlite.backup import BackupReport, backup_embedded, backup_target
     from store.sqlite.engine import DB_FILE, EmbeddedEngine
     from store.sqlite.ops import to_base36
-    from store.transfer import ImportResult, export_jsonl, import_jsonl
+    from store.transfer import ImportResult, copy_store, export_jsonl, import_jsonl
 
 #: names that load their module on first use: name -> the module that defines it (``to_base36``:
 #: the n-th sid as engines allocate them, for tools that write records with sids of their own)
@@ -95,6 +95,7 @@ _ON_USE = {
     "EmbeddedEngine": "store.sqlite.engine",
     "to_base36": "store.sqlite.ops",
     "ImportResult": "store.transfer",
+    "copy_store": "store.transfer",
     "export_jsonl": "store.transfer",
     "import_jsonl": "store.transfer",
 }
@@ -171,6 +172,7 @@ __all__ = [
     "backup_target",
     "build_engine",
     "build_osis_app",
+    "copy_store",
     "export_jsonl",
     "import_jsonl",
     "memory_hash",

@@ -395,6 +395,10 @@ class Engine(ABC):
         ``/metrics``; None for an engine that does not (a remote engine's server counts its own)."""
         return None
 
+    def gauges(self) -> dict[str, int]:
+        """Current values for ``/metrics`` (a pool's open and lent connections); none by default."""
+        return {}
+
     async def mark_cut(self, scope: Scope, conversation_id: str) -> builtins.list[Record]:
         """:class:`MarkCutStep` made of plain steps, for an engine that cannot run it itself (the
         embedded engine runs it inside its batch's transaction)."""
@@ -491,3 +495,6 @@ class DelegatingEngine(Engine):
 
     def commit_stats(self) -> CommitStats | None:
         return self.inner.commit_stats()
+
+    def gauges(self) -> dict[str, int]:
+        return self.inner.gauges()

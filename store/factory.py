@@ -23,7 +23,11 @@ def build_engine(settings: StoreSettings) -> Engine:
         from store.osis.client import OsisEngine  # noqa: PLC0415
 
         return OsisEngine(settings)
-    raise StoreUnavailable(f"unknown store engine {settings.engine!r}: use 'embedded' or 'osis'")
+    if settings.engine == "postgres":
+        from store.postgres.engine import PostgresEngine  # noqa: PLC0415
+
+        return PostgresEngine(settings)
+    raise StoreUnavailable(f"unknown store engine {settings.engine!r}: use 'embedded', 'osis' or 'postgres'")
 
 
 @asynccontextmanager

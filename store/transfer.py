@@ -15,7 +15,7 @@ records in batches; restoring is idempotent, so importing twice adds nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -139,3 +139,32 @@ async def _store_counts(engine: Engine, plan: ImportPlan) -> list[tuple[Kind, Re
         if record is not None:
             fixed.append((Kind.CONVERSATION, {**record, "message_count": plan.counts[(context, sid)]}))
     return fixed
+
+
+async def copy_store(
+    source: Engine, target: Engine, *, progress: Callable[[int, int, int], None] | None = None
+) -> int:
+    """Copy every record of every context of ``source`` into ``target`` (any two engines), in batches
+    of :data:`BATCH` (one transaction each where the target can); how many records were copied.
+
+    The records keep their sids, scopes and timestamps, so the target's export is the source's.
+    Restoring is idempotent: a copy cut short can be run again. ``progress(done_contexts,
+    contexts, records)`` is called after every batch."""
+    contexts = await source.contexts()
+    copied = 0
+    for done, context in enumerate(contexts):
+        batch: list[tuple[Kind, Record]] = []
+        async for item in source.dump(context):
+            batch.append(item)
+            if len(batch) >= BATCH:
+                await target.restore_batch(batch)
+                copied += len(batch)
+                batch = []
+                if progress is not None:
+                    progress(done, len(contexts), copied)
+        if batch:
+            await target.restore_batch(batch)
+            copied += len(batch)
+        if progress is not None:
+            progress(done + 1, len(contexts), copied)
+    return copied

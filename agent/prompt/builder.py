@@ -58,9 +58,9 @@ async def build_prompt(
     history = history_from(
         stored, group=group, convert=services.window.converter(inp.request.scope, inp.conversation_id)
     )
-    base = "\n\n".join(
-        x for x in (settings.agent.system_prompt, recall_section(memories), GROUP_NOTE if group else "") if x
-    )
+    # the client's own system text (the OpenAI endpoint) comes after the agent's instructions
+    own = (settings.agent.system_prompt, recall_section(memories), GROUP_NOTE if group else "")
+    base = "\n\n".join(x for x in (*own, inp.request.options.system) if x)
     ratio = services.llm.calibrator.ratio(settings.llm.model)
     fixed = estimate_text(base) + estimate_text(history.summary) + estimate_tools(tools)
     budget = history_budget(settings.llm.context_window, settings.llm.max_output_tokens, int(fixed * ratio))

@@ -4,6 +4,8 @@
   the ``prompt_tokens`` the provider reports (:class:`TokenCalibrator`, in memory).
 * Stored messages become :class:`~agent.providers.base.ChatMessage` values; an interrupted or failed
   partial reply stays as text marked ``[interrupted]``.
+* A message marked ``superseded_by`` (replaced by a retry, regenerate or edit: :mod:`agent.rerun`) is
+  never shown.
 * The marker of a cut turn (``message_type`` ``interrupted``, :mod:`store.cut_turns`) is shown as its
   visible text. An interrupted answer is left out once a later answer to the same user message
   exists, and in the turn being answered now (a repeated request answers its message again).
@@ -201,7 +203,7 @@ def history_from(
     out: list[ChatMessage] = []
     superseded = superseded_answers(stored)
     for m in stored:
-        if m.sid in superseded:
+        if m.sid in superseded or m.superseded_by:
             continue
         if m.message_type == SUMMARY_TYPE:
             summary = m.content  # the newest summary already covers the older ones

@@ -33,6 +33,7 @@ from agent.providers.base import (
     Provider,
     ProviderEvent,
     ReasoningBlock,
+    Sampling,
     StreamEnd,
     TextChunk,
     ToolCall,
@@ -72,6 +73,15 @@ class AnthropicProvider(Provider):
         if settings.api_key:
             headers["x-api-key"] = settings.api_key
         self._client = make_client(settings, headers, transport)
+
+    def refused_parameter(self, sampling: Sampling) -> str:
+        """``seed`` and a JSON ``response_format`` have no Messages API equivalent."""
+        if sampling.seed is not None:
+            return "seed"
+        fmt = sampling.response_format
+        if fmt is not None and fmt.get("type") != "text":
+            return "response_format"
+        return ""
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -226,7 +236,35 @@ def build_body(request: ChatRequest) -> dict[str, Any]:
             {"name": t.name, "description": t.description, "input_schema": t.parameters}
             for t in request.tools
         ]
+    body.update(_sampling(request))
     return body
+
+
+def _sampling(request: ChatRequest) -> dict[str, Any]:
+    """The nearest Messages API equivalents of a client's OpenAI parameters: ``stop`` ->
+    ``stop_sequences``, ``top_p``, ``tool_choice`` (auto / any / tool / none) with
+    ``parallel_tool_calls: false`` -> ``disable_parallel_tool_use``. ``seed`` and a JSON
+    ``response_format`` have none: :meth:`AnthropicProvider.refused_parameter` names them first."""
+    s = request.sampling
+    out: dict[str, Any] = {}
+    if s.stop:
+        out["stop_sequences"] = list(s.stop)
+    if s.top_p is not None:
+        out["top_p"] = s.top_p
+    if request.tools and (s.tool_choice is not None or s.parallel_tool_calls is False):
+        choice = _tool_choice(s.tool_choice)
+        if s.parallel_tool_calls is False and choice.get("type") != "none":
+            choice["disable_parallel_tool_use"] = True
+        out["tool_choice"] = choice
+    return out
+
+
+def _tool_choice(choice: str | dict[str, Any] | None) -> dict[str, Any]:
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        return {"type": "tool", "name": str(name)} if name else {"type": "auto"}
+    return {"type": {"required": "any", "none": "none"}.get(choice or "auto", "auto")}
 
 
 def _blocks(msg: ChatMessage) -> tuple[str, list[dict[str, Any]]]:

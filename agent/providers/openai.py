@@ -184,6 +184,7 @@ def build_body(request: ChatRequest, *, completion_tokens_key: str = "max_tokens
             }
             for t in request.tools
         ]
+    body.update(_sampling(request))
     return body
 
 
@@ -212,6 +213,25 @@ def message_json(msg: ChatMessage) -> bytes:
 def _dumps(value: Any) -> bytes:
     """JSON as httpx encodes a ``json=`` body (UTF-8, compact, no NaN)."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _sampling(request: ChatRequest) -> dict[str, Any]:
+    """A client's parameters, as the Chat Completions API names them (tool ones only with tools)."""
+    s = request.sampling
+    out: dict[str, Any] = {}
+    if s.stop:
+        out["stop"] = list(s.stop)
+    if s.top_p is not None:
+        out["top_p"] = s.top_p
+    if s.seed is not None:
+        out["seed"] = s.seed
+    if s.response_format is not None:
+        out["response_format"] = s.response_format
+    if request.tools and s.tool_choice is not None:
+        out["tool_choice"] = s.tool_choice
+    if request.tools and s.parallel_tool_calls is not None:
+        out["parallel_tool_calls"] = s.parallel_tool_calls
+    return out
 
 
 def _message(msg: ChatMessage) -> dict[str, Any]:

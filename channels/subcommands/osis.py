@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -39,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    serve.add_argument(
+        "--socket",
+        default="",
+        metavar="PATH",
+        help="serve on this unix socket instead (mode 0660, removed on exit; no secret needed)",
+    )
     serve.set_defaults(handler=osis_serve)
 
     migrate = subparsers.add_parser(
@@ -48,7 +55,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     migrate.add_argument(
         "--context", default=None, help="target context (default: store.context, else agent.default_context)"
     )
-    migrate.add_argument("--user", default=None, help="target user (default: the OS user name)")
+    migrate.add_argument(
+        "--user",
+        default=None,
+        help="the user of rows without a user column (default: the OS user name)",
+    )
+    migrate.add_argument(
+        "--all-to-user",
+        action="store_true",
+        help="every row to --user, ignoring the legacy user columns",
+    )
     migrate.set_defaults(handler=migrate_sqlite)
 
 
@@ -57,34 +73,36 @@ def osis_serve(args: argparse.Namespace, settings: Settings) -> int:
     2 when refused (a public bind without ``store.secret``), 1 on a failure or a server that dies."""
     from channels.serving import is_loopback  # noqa: PLC0415 (uvicorn: load on use)
 
-    host, port = args.host, int(args.port)
-    if not settings.store.secret and not is_loopback(host):
+    host, port, path = args.host, int(args.port), str(args.socket or "")
+    if not path and not settings.store.secret and not is_loopback(host):
         print(
             f"hero-agent osis serve: refusing to serve on non-loopback {host} without store.secret",
             file=sys.stderr,
         )
         return 2
     try:
-        anyio.run(_serve, settings, host, port)
+        anyio.run(_serve, settings, host, port, path)
     except (StoreError, ChannelError) as exc:
         print(f"hero-agent osis serve: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"hero-agent osis serve: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        where = f"unix socket {path}" if path else f"{host}:{port}"
+        print(f"hero-agent osis serve: cannot listen on {where}: {exc.strerror}", file=sys.stderr)
         return 1
     return 0
 
 
-async def _serve(settings: Settings, host: str, port: int) -> None:
+async def _serve(settings: Settings, host: str, port: int, path: str = "") -> None:
     """The embedded engine at ``store.path`` (whatever ``store.engine`` says) over OSIS JSON-RPC until
-    SIGINT/SIGTERM; raises ChannelCrashed when the server dies under it."""
+    SIGINT/SIGTERM; raises ChannelCrashed when the server dies under it. On a unix socket (``path``)
+    no secret is asked: the socket's 0660 mode is the access control."""
     import uvicorn  # noqa: PLC0415 (load on use)
 
     from channels.serving import ServedApp  # noqa: PLC0415
     from store import OSIS_RPC_PATH, build_engine, build_osis_app  # noqa: PLC0415
 
-    secret = settings.store.secret
-    served = ServedApp("osis serve: the server", host, port)
+    secret = "" if path else settings.store.secret
+    served = ServedApp("osis serve: the server", host, port, unix_path=path)
     async with build_engine(dataclasses.replace(settings.store, engine="embedded")) as engine:
         config = uvicorn.Config(
             build_osis_app(engine, secret=secret),
@@ -96,7 +114,8 @@ async def _serve(settings: Settings, host: str, port: int) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             await served.start(config)
             try:
-                log.info("osis.serving", url=f"http://{host}:{served.port}{OSIS_RPC_PATH}", auth=bool(secret))
+                where = f"unix://{path}" if path else f"http://{host}:{served.port}"
+                log.info("osis.serving", url=f"{where}{OSIS_RPC_PATH}", auth=bool(secret))
                 await _until_signal_or_crash(served, signals)
             finally:
                 with anyio.CancelScope(shield=True):
@@ -132,7 +151,8 @@ def migrate_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     user = args.user or settings.os_user
     try:
         scope = Scope(context, user)
-        report = anyio.run(migrate_file, settings, scope, args.path)
+        keep_users = not getattr(args, "all_to_user", False)
+        report = anyio.run(functools.partial(migrate_file, keep_users=keep_users), settings, scope, args.path)
     except StoreError as exc:
         print(f"hero-agent migrate-sqlite: {exc}", file=sys.stderr)
         return 1

@@ -44,27 +44,44 @@ class ApiError(Exception):
     """An error answer: HTTP ``status``, machine-readable ``code``, one user-safe ``message`` line."""
 
     def __init__(
-        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        #: the request field at fault (OpenAI's ``error.param``)
+        self.param = param
 
 
-def error_body(status: int, code: str, message: str, *, openai: bool = False) -> dict[str, Any]:
+def error_body(
+    status: int, code: str, message: str, *, openai: bool = False, param: str | None = None
+) -> dict[str, Any]:
     err: dict[str, Any] = {"code": code, "message": message}
     if openai:
         err["type"] = _OPENAI_TYPES.get(status, "api_error")
-        err["param"] = None
+        err["param"] = param
     return {"error": err}
 
 
 def error_response(
-    status: int, code: str, message: str, *, openai: bool = False, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    *,
+    openai: bool = False,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
 ) -> JSONResponse:
-    return JSONResponse(error_body(status, code, message, openai=openai), status_code=status, headers=headers)
+    body = error_body(status, code, message, openai=openai, param=param)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _is_openai(request: Request) -> bool:
@@ -92,7 +109,9 @@ def store_error_message(exc: StoreError) -> str:
 
 async def handle_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, openai=_is_openai(request), headers=exc.headers)
+    return error_response(
+        exc.status, exc.code, exc.message, openai=_is_openai(request), headers=exc.headers, param=exc.param
+    )
 
 
 async def handle_store_error(request: Request, exc: Exception) -> Response:

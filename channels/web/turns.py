@@ -45,6 +45,8 @@ class TurnSummary:
     completion_tokens: int = 0
     model: str = ""
     first_token_s: float | None = None
+    #: the turn's id (for a replayed answer: the id of the turn that gave it)
+    turn_id: str = ""
 
 
 #: ``Idempotency-Key``: printable ASCII, like the header's common use (Stripe, the IETF draft)
@@ -131,6 +133,7 @@ async def run_turn(state: WebState, req: TurnRequest, on_event: EventSink) -> Tu
 async def _deliver(event: TurnEvent, summary: TurnSummary, started: float, on_event: EventSink) -> None:
     if isinstance(event, TurnStarted):
         summary.conversation_id = event.conversation_id
+        summary.turn_id = event.turn_id
     elif isinstance(event, TextDelta):
         if summary.first_token_s is None:
             summary.first_token_s = anyio.current_time() - started

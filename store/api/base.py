@@ -22,6 +22,8 @@ from store.leases import LEASE_S, KeyedLocks, LeaseStats, this_process
 from store.models import BASE_FIELDS, Message, MessageStatus, Record, Role, validate_sid
 
 MAX_TITLE_CHARS = 200
+#: a conversation's ``tail_digest``: letters and digits, at most this many (the /v1 history match)
+MAX_TAIL_DIGEST_CHARS = 128
 MAX_TAGS = 32
 _WS_RE = re.compile(r"\s+")
 

@@ -110,6 +110,9 @@ _TEXT_FIELDS: Final = frozenset(
     }
 )
 _NO_TIME: Final = 2**62
+#: the legacy columns that name a row's user (case-insensitive, first match wins); the column stays in
+#: the record's ``legacy`` object too, as it was
+USER_COLUMNS: Final = ("user_id", "user", "owner", "owner_id", "uid", "account")
 
 
 class RowError(Exception):
@@ -146,6 +149,23 @@ def map_row(table: str, raw: dict[str, Any]) -> tuple[str, Record, tuple[int, in
     _finish(table, fields, created)
     num = int(legacy_id) if legacy_id.isdigit() else 0
     return legacy_id, fields, (created if created is not None else _NO_TIME, num, legacy_id)
+
+
+def row_user(raw: dict[str, Any]) -> tuple[str | None, str | None]:
+    """``(column, user)`` of a legacy row's user column; ``(None, None)`` without one, ``(column,
+    None)`` when it is empty. Numbers become their text (``42`` -> ``"42"``)."""
+    by_lower = {k.lower(): k for k in raw if k != "__rowid__"}
+    for name in USER_COLUMNS:
+        col = by_lower.get(name)
+        if col is None:
+            continue
+        value = _jsonable(raw[col])
+        if value is None or isinstance(value, dict) or not str(value).strip():
+            return col, None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return col, str(value).strip()
+    return None, None
 
 
 def _finish(table: str, fields: Record, created: int | None) -> None:

@@ -37,8 +37,10 @@ from store.engine import (
 from store.errors import InvalidInput, NotFound, StoreError, StoreUnavailable, UnsupportedOperation
 from store.leases import Lease
 from store.models import Kind, Record, Scope
+from store.osis.core import CoreMode
 from store.osis.protocol import (
     CONTEXT_HEADER,
+    DOMAIN,
     DUMP_PAGE,
     MAX_BATCH,
     OPTIONAL_METHODS,
@@ -53,6 +55,8 @@ from store.osis.protocol import (
 from store.osis.wire import ANSWERS, RemoteError, Retryable, answer_of, encode, plan, record_of
 
 log = structlog.get_logger()
+#: the endpoint's path over a unix socket unless ``store.rpc_path`` says otherwise
+SOCKET_RPC_PATH = f"/hero_osis_{DOMAIN}/rpc"
 _RETRY_STATUS = frozenset({502, 503, 504})
 _BACKOFF_S = (0.05, 0.2, 0.5, 1.0)
 #: what ``counters()`` counts: a failed attempt by reason, and a call that stayed unreachable
@@ -82,8 +86,15 @@ class OsisEngine(Engine):
     def __init__(self, settings: StoreSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         if not settings.url:
             raise StoreError("store.url must name the OSIS service when store.engine is 'osis'")
-        self.endpoint = endpoint_for(settings.url)
-        self.where = redacted(self.endpoint)
+        self.socket_path = unix_socket_path(settings.url)
+        if self.socket_path is not None:
+            # HTTP over the socket; the host is a placeholder, the path the usual endpoint
+            self.endpoint = "http://localhost" + (settings.rpc_path or SOCKET_RPC_PATH)
+            self.where = f"unix://{self.socket_path}{settings.rpc_path or SOCKET_RPC_PATH}"
+            transport = transport or httpx.AsyncHTTPTransport(uds=self.socket_path)
+        else:
+            self.endpoint = endpoint_for(settings.url)
+            self.where = redacted(self.endpoint)
         self._secret = settings.secret
         self._timeout = httpx.Timeout(settings.timeout_s, connect=min(settings.timeout_s, 5.0))
         self._attempt_s = settings.timeout_s
@@ -99,6 +110,8 @@ class OsisEngine(Engine):
         self._next_id = 0
         #: failed attempts by reason, and calls that failed after every attempt (for /metrics)
         self._events = dict.fromkeys(_EVENTS, 0)
+        #: core mode (a generated server without hero-agent's extensions): the seam on the five verbs
+        self._core: CoreMode | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -126,28 +139,60 @@ class OsisEngine(Engine):
             await client.aclose()
 
     async def _check_methods(self) -> None:
+        """Full mode when the service lists every extension; core mode when it lists the generated
+        verbs of every rootobject of ``agent_data.oschema`` (the start-up log says what that costs);
+        else one clear error naming what is missing."""
         doc = await self._call("rpc.discover", {}, self._default_context, check=False)
         self._methods = methods_in(doc)
         missing = sorted(REQUIRED_METHODS - self._methods - {"rpc.discover"})
         if missing:
-            raise OsisProtocolError(
-                f"OSIS store at {self.where} lacks {len(missing)} method(s) hero-agent needs: "
-                + ", ".join(missing)
-            )
+            core_missing = sorted(CORE_METHODS - self._methods)
+            if core_missing:
+                raise OsisProtocolError(
+                    f"OSIS store at {self.where} lacks {len(core_missing)} generated method(s) of "
+                    "agent_data.oschema hero-agent needs: " + ", ".join(core_missing)
+                )
+            if self._core is None:
+                self._core = CoreMode(self._call, self._default_context, self._retries)
+                _log_core_mode(self.where, missing)
+        else:
+            self._core = None
         self._optional = frozenset(methods_in(doc) & OPTIONAL_METHODS)
         self._checked = True
 
+    @property
+    def mode(self) -> str:
+        """``full`` (every extension) or ``core`` (the generated verbs only); known after ``open``."""
+        return "core" if self._core is not None else "full"
+
     async def ping(self) -> None:
+        if self._core is not None:
+            await self._call("rpc.discover", {}, self._default_context, check=False)
+            return
         await self._call("store.ping", {}, self._default_context)
 
     def counters(self) -> dict[str, int]:
-        return dict(self._events)
+        """Failed attempts by reason, and (core mode) what the client did in place of an extension,
+        as ``core:<event>``."""
+        out = dict(self._events)
+        if self._core is not None:
+            out.update({f"core:{k}": v for k, v in self._core.events.items()})
+        return out
 
     # -- transport ----------------------------------------------------------------------------
 
-    async def _call(self, method: str, params: dict[str, Any], context: str, *, check: bool = True) -> Any:
+    async def _call(
+        self,
+        method: str,
+        params: dict[str, Any],
+        context: str,
+        *,
+        check: bool = True,
+        retries: int | None = None,
+    ) -> Any:
         """One call. Every call this engine makes is safe to repeat (see the module docstring), so
-        each is retried on connection errors, timeouts and gateway statuses -- never after an answer."""
+        each is retried on connection errors, timeouts and gateway statuses -- never after an answer.
+        ``retries=0``: one attempt (core mode's creates look their request key up before a repeat)."""
         if check:
             await self._ready()
         self._next_id += 1
@@ -156,7 +201,7 @@ class OsisEngine(Engine):
         async def send() -> Any:
             return answer_of(await self._send(body, context), self.where)
 
-        return await self._retrying(method, send)
+        return await self._retrying(method, send, retries)
 
     async def _call_many(
         self, calls: builtins.list[tuple[str, dict[str, Any]]], context: str
@@ -197,7 +242,9 @@ class OsisEngine(Engine):
         if not self._checked:
             await self._check_methods()
 
-    async def _retrying(self, label: str, send: Callable[[], Awaitable[Any]]) -> Any:
+    async def _retrying(
+        self, label: str, send: Callable[[], Awaitable[Any]], retries: int | None = None
+    ) -> Any:
         """Each attempt runs under ONE deadline of ``store.timeout_s`` for the whole exchange.
 
         httpx's timeouts bound each socket operation, not the request: a server that answers a byte
@@ -205,7 +252,7 @@ class OsisEngine(Engine):
         read inside its limit. The deadline makes ``timeout_s`` what the docs say it is, the longest
         one attempt may take; an attempt cut by it is retried like any other timeout (every call is
         safe to repeat)."""
-        attempts = 1 + self._retries
+        attempts = 1 + (self._retries if retries is None else retries)
         for attempt in range(attempts):
             try:
                 with anyio.fail_after(self._attempt_s):
@@ -245,6 +292,8 @@ class OsisEngine(Engine):
     async def get_lease(self, scope: Scope, key: str) -> Lease | None:
         """None from a service without ``agentlease.get``: its dead holders are only seen to lapse."""
         await self._ready()
+        if self._core is not None:
+            return self._core.get_lease(scope, key)
         if "agentlease.get" not in self._optional:
             return None
         answer = await self._call("agentlease.get", {"user_id": scope.user_id, "key": key}, scope.context)
@@ -254,6 +303,8 @@ class OsisEngine(Engine):
         """Empty from a service without ``agentlease.list`` (a daemon start then marks nothing: the
         conversations' next turns do)."""
         await self._ready()
+        if self._core is not None:
+            return self._core.list_leases(context, prefix)
         if "agentlease.list" not in self._optional:
             return []
         answer = await self._call("agentlease.list", {"prefix": prefix}, context)
@@ -267,6 +318,8 @@ class OsisEngine(Engine):
         all of them in order (a failing step does not stop the later ones there); the first failure,
         in step order, is raised here."""
         await self._ready()  # the optional methods are known from here on
+        if self._core is not None:
+            return await self._core_batch(scope, steps)
         out: builtins.list[object] = []
         group: builtins.list[Step] = []
         for step in steps:
@@ -282,6 +335,18 @@ class OsisEngine(Engine):
             else:
                 group.append(step)
         out += await self._group(scope, group)
+        return Results(steps, out)
+
+    async def _core_batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
+        """Core mode: one step after another, each its own call(s); cut-turn marks as plain steps."""
+        assert self._core is not None
+        out: builtins.list[object] = []
+        for step in steps:
+            if isinstance(step, MarkCutStep):
+                repeated = await self._core.answered_here(scope, step.conversation_id, step.request_key)
+                out.append([] if repeated else await self.mark_cut(scope, step.conversation_id))
+            else:
+                out.append(await self._core.run(scope, step))
         return Results(steps, out)
 
     async def _group(self, scope: Scope, steps: builtins.list[Step]) -> builtins.list[object]:
@@ -335,10 +400,20 @@ class OsisEngine(Engine):
         return rec
 
     async def contexts(self) -> builtins.list[str]:
+        """Core mode: a generated server cannot list its contexts: the configured one, the reserved
+        ``_system`` and those this process wrote to, each when it holds records."""
+        await self._ready()
+        if self._core is not None:
+            return await self._core.contexts()
         result = await self._call("store.contexts", {}, self._default_context)
         return [str(c) for c in result]
 
     async def dump(self, context: str) -> AsyncIterator[tuple[Kind, Record]]:
+        await self._ready()
+        if self._core is not None:
+            async for item in self._core.dump(context):
+                yield item
+            return
         cursor: str | None = None
         while True:
             params: dict[str, Any] = {"limit": DUMP_PAGE}
@@ -352,7 +427,11 @@ class OsisEngine(Engine):
                 return
 
     async def restore_batch(self, items: Sequence[tuple[Kind, Record]]) -> int:
-        """Chunks of one context each, every chunk one transaction on the server (not the whole batch)."""
+        """Chunks of one context each, every chunk one transaction on the server (not the whole batch).
+        Core mode: record by record, with new sids (see CoreMode.restore_batch)."""
+        await self._ready()
+        if self._core is not None:
+            return await self._core.restore_batch(items)
         written = 0
         chunk: builtins.list[dict[str, Any]] = []
         size = 0
@@ -385,10 +464,53 @@ class OsisEngine(Engine):
         return {str(k): int(v) for k, v in result.items()}
 
     async def restore(self, kind: Kind, record: Record) -> bool:
+        await self._ready()
+        if self._core is not None:
+            return await self._core.restore_batch([(kind, record)]) == 1
         context = record.get("context")
         if not isinstance(context, str):
             raise InvalidInput("a restored record needs its context")
         return bool(await self._call(f"{kind.rpc_name}.restore", {"record": record}, context))
+
+
+#: the generated verbs of every declared rootobject: what core mode needs
+CORE_METHODS: frozenset[str] = frozenset(
+    f"{kind.rpc_name}.{verb}" for kind in Kind for verb in ("get", "set", "delete", "exist", "list")
+)
+#: what each missing extension costs in core mode (the start-up log)
+CORE_COSTS: dict[str, str] = {
+    "agentlease": "turn locks are held in this process: ONLY ONE daemon may write to this store",
+    "count": "counts read the records (one call per 100)",
+    "restore": "an import creates records anew (new sids), one call per record and one to find it",
+    "store.dump": "an export reads the users' records kind by kind, one call per 100",
+    "store.contexts": "an export without --context covers store.context only",
+    "store.restore_batch": "an import writes record by record",
+    "set with request_key": "a create with a key first looks it up (one more call)",
+    "seq": "a message costs 3 calls (conversation read, message, conversation count)",
+    "text search": "search runs here over the memories, or the newest 200 messages of 10 conversations",
+}
+
+
+def _log_core_mode(where: str, missing: Sequence[str]) -> None:
+    """The start-up warning of core mode: the mode, and what each missing extension costs."""
+    log.warning(
+        "osis.core_mode",
+        url=where,
+        missing_extensions=len(missing),
+        warning="only one hero-agent daemon may write to this store (turn locks are held in-process)",
+    )
+    for name, cost in CORE_COSTS.items():
+        log.info("osis.core_mode.cost", extension=name, cost=cost)
+
+
+def unix_socket_path(url: str) -> str | None:
+    """The socket of a ``unix:///path`` store URL; None for an HTTP URL."""
+    if not url.startswith("unix://"):
+        return None
+    path = url[len("unix://") :]
+    if not path.startswith("/"):
+        raise StoreError(f"store.url {url!r}: a unix socket URL names an absolute path (unix:///run/x.sock)")
+    return path
 
 
 def _failure_reason(exc: Exception) -> str:

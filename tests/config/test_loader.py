@@ -143,6 +143,23 @@ def test_bad_env_values_name_key_and_variable(
     assert var in info.value.reason
 
 
+def test_osis_context_is_the_default_context_below_the_file_and_the_override(home: Path) -> None:
+    """Highest first: HERO_AGENT_AGENT__DEFAULT_CONTEXT, the file's [agent] default_context,
+    OSIS_CONTEXT, "default" (docs/configuration.md)."""
+    base = {"HOME": str(home)}
+    assert load_settings(None, base).agent.default_context == "default"
+    s = load_settings(None, {**base, "OSIS_CONTEXT": "geomind"})
+    assert (s.agent.default_context, s.store.context) == ("geomind", "geomind")
+    cfg = write(home / "c.toml", '[agent]\ndefault_context = "filed"\n')
+    assert load_settings(str(cfg), {**base, "OSIS_CONTEXT": "geomind"}).agent.default_context == "filed"
+    env = {**base, "OSIS_CONTEXT": "geomind", "HERO_AGENT_AGENT__DEFAULT_CONTEXT": "env"}
+    assert load_settings(str(cfg), env).agent.default_context == "env"
+    assert load_settings(None, env).agent.default_context == "env"
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, {**base, "OSIS_CONTEXT": "Geo Mind"})
+    assert info.value.key == "agent.default_context" and "OSIS_CONTEXT" in info.value.reason
+
+
 def test_conventional_variables(home: Path) -> None:
     base = {"HOME": str(home)}
     s = load_settings(None, {**base, "TELEGRAM_BOT_TOKEN": "123:abc", "OSIS_CONTEXT": "team"})
@@ -203,6 +220,7 @@ def test_anthropic_key_alone_selects_anthropic(home: Path) -> None:
         ('[agent]\ndefault_context = "Bad Name"\n', "agent.default_context", "invalid context name"),
         ('[store]\ncontext = "-x"\n', "store.context", "invalid context name"),
         ('[store]\nengine = "osis"\n', "store.url", "required"),
+        ('[store]\nengine = "postgres"\nurl = "http://db"\n', "store.url", "postgresql://"),
         ("[web]\nenabled = true\nport = 1.5\n", "web.port", "must be an integer"),
         ('[llm]\nfallback_models = "a"\n', "llm.fallback_models", "must be a list"),
         ('[web]\nhost = "0.0.0.0"\n', "web.host", "not a loopback address"),

@@ -15,7 +15,9 @@ from store.engine import Capabilities, DelegatingEngine, Engine, Results, Step
 from store.errors import StoreError
 from store.models import Scope
 from store.sqlite.engine import EmbeddedEngine
+from tests.store.osis_core_fixtures import osis_core_engine
 from tests.store.osis_fixtures import osis_engine
+from tests.store.postgres_fixtures import postgres_engine
 
 
 @asynccontextmanager
@@ -54,7 +56,12 @@ ENGINES: dict[str, Callable[[Path], AbstractAsyncContextManager[Engine]]] = {
     "embedded": embedded_engine,
     # the osis engine over HTTP to a real server (uvicorn on 127.0.0.1) in front of an embedded engine
     "osis": osis_engine,
+    # the postgres engine on a database of its own in the session's throwaway cluster
+    "postgres": postgres_engine,
 }
-#: the engines the Store-level tests run on: every engine, and the embedded one with only the core
-#: capabilities (the Store's fallbacks do the rest)
-STORE_ENGINES = {**ENGINES, "core": core_engine}
+#: the engines the Store-level tests run on: every engine, the embedded one with only the core
+#: capabilities (the Store's fallbacks do the rest), and the osis engine in core mode on the strict
+#: generated-CRUD server (its differences: docs/osis.md, "Core mode")
+STORE_ENGINES = {**ENGINES, "core": core_engine, "osis-core": osis_core_engine}
+#: engines whose server allocates every sid (an import gets new ones; see the ``sid_store`` fixture)
+NEW_SIDS = frozenset({"osis-core"})

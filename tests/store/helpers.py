@@ -30,3 +30,9 @@ async def conversation_with(store: Store, scope: Scope, n: int, title: str = "ch
 
 def sids(page: Page[Conversation]) -> list[str]:
     return [item.sid for item in page.items]
+
+
+def keeps_unknown_fields(store: Store) -> bool:
+    """False for the osis engine in core mode: a generated server drops fields its schema does not
+    declare (docs/osis.md, "Core mode")."""
+    return getattr(store.engine, "mode", "full") != "core"

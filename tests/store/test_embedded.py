@@ -87,7 +87,7 @@ async def test_open_store_from_settings(tmp_path: Path) -> None:
 
 
 async def test_unknown_engine_name(tmp_path: Path) -> None:
-    settings = Settings(store=StoreSettings(engine="postgres", path=tmp_path))
+    settings = Settings(store=StoreSettings(engine="mongodb", path=tmp_path))
     with pytest.raises(StoreUnavailable, match="unknown store engine"):
         async with open_store(settings):
             pass
@@ -165,7 +165,7 @@ async def test_a_schema_1_data_dir_upgrades_in_place(tmp_path: Path) -> None:
         assert lease is not None and lease.owner == me
     conn = sqlite3.connect(tmp_path / DB_FILE)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     finally:
         conn.close()

@@ -75,6 +75,7 @@ FACE = [
     "backup_target",
     "build_engine",
     "build_osis_app",
+    "copy_store",
     "export_jsonl",
     "import_jsonl",
     "memory_hash",

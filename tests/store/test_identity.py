@@ -119,7 +119,8 @@ async def _fill(store: Store, scope: Scope, text: str) -> str:
     return conv.sid
 
 
-async def test_rename_user_moves_everything_in_every_context(store: Store) -> None:
+async def test_rename_user_moves_everything_in_every_context(sid_store: Store) -> None:
+    store = sid_store
     first = await _fill(store, LOCAL, "one")
     other = Scope("work", "local")
     second = await _fill(store, other, "two")
@@ -147,7 +148,8 @@ async def test_rename_user_moves_everything_in_every_context(store: Store) -> No
     assert link is not None and link.user == "root"
 
 
-async def test_rename_user_refuses_a_target_with_data_unless_merging(store: Store) -> None:
+async def test_rename_user_refuses_a_target_with_data_unless_merging(sid_store: Store) -> None:
+    store = sid_store
     mine = await _fill(store, LOCAL, "mine")
     theirs = await _fill(store, ROOT, "theirs")
     await store.add_memory(LOCAL, "remember theirs")  # the same memory on both sides

@@ -71,7 +71,7 @@ async def test_search_ranks_by_relevance(store: Store) -> None:
     await store.add_memory(BOB, "Bob also writes Python")
     found = [m.content for m in await store.search_memories(ALICE, "python language")]
     assert found == [facts[1], facts[0]]
-    assert [m.content for m in await store.search_memories(ALICE, "what is the cat's name?", limit=1)] == [
+    assert [m.content for m in await store.search_memories(ALICE, "what is the cat named?", limit=1)] == [
         facts[2]
     ]
     assert await store.search_memories(ALICE, "spaceship") == []

@@ -14,7 +14,7 @@ from store.api.store import Store
 from store.errors import InvalidInput, NotFound
 from store.models import Message, MessageStatus
 from tests.store.conftest import ALICE, BOB, MAX_CHARS
-from tests.store.helpers import conversation_with
+from tests.store.helpers import conversation_with, keeps_unknown_fields
 
 pytestmark = pytest.mark.anyio
 
@@ -72,7 +72,8 @@ async def test_every_field_round_trips(store: Store) -> None:
     assert got.tool_calls == calls
     assert (got.sender, got.status, got.model, got.message_type) == ("tg:1", "interrupted", "m1", "summary")
     assert (got.prompt_tokens, got.completion_tokens) == (5, 7)
-    assert got.extra == {"future_field": {"nested": [1, 2]}}
+    # a generated hero_osis drops what agent_data.oschema does not declare; every other engine keeps it
+    assert got.extra == ({"future_field": {"nested": [1, 2]}} if keeps_unknown_fields(store) else {})
     assert (await store.get_message(ALICE, tool.sid)).name == "get_time"
 
 

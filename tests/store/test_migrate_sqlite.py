@@ -177,3 +177,81 @@ def test_command_reports_counts_and_refuses_junk(tmp_path: Path, capsys: pytest.
     bad_ctx = argparse.Namespace(path=str(legacy), context="Bad Context", user="carol")
     assert migrate_sqlite(bad_ctx, settings) == 1
     assert "invalid context" in capsys.readouterr().err
+
+
+def build_multi_user(path: Path) -> None:
+    """A legacy database whose rows carry their users (``owner``, ``user_id``)."""
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE conversations (id INTEGER PRIMARY KEY, title TEXT, owner TEXT);
+        CREATE TABLE messages (id INTEGER PRIMARY KEY, conversation_id INTEGER, role TEXT, content TEXT,
+                               user_id TEXT);
+        CREATE TABLE memories (id INTEGER PRIMARY KEY, content TEXT, user_id TEXT, conversation_id INTEGER);
+        INSERT INTO conversations VALUES (1, 'alice talks', 'alice'), (2, 'bob talks', 'bob'),
+                                         (3, 'nobody''s', NULL), (4, 'numbered', 42);
+        INSERT INTO messages VALUES (1, 1, 'user', 'hi from alice', 'alice'),
+                                    (2, 2, 'user', 'hi from bob', 'someone else'),
+                                    (3, 3, 'user', 'hi from nobody', NULL),
+                                    (4, 4, 'user', 'hi from 42', NULL);
+        INSERT INTO memories VALUES (1, 'alice likes tea', 'alice', 1), (2, 'bob likes coffee', 'bob', 1),
+                                    (3, 'bad user', 'a' || char(10) || 'b', NULL),
+                                    (4, 'unowned fact', NULL, 2);
+        """
+    )
+    db.commit()
+    db.close()
+
+
+@pytest.mark.anyio
+async def test_rows_keep_their_users(engine: Engine, tmp_path: Path) -> None:
+    legacy = tmp_path / "multi.db"
+    build_multi_user(legacy)
+    report = await migrate(engine, Scope("legacy", "carol"), legacy)
+
+    async def titles(user: str) -> list[str]:
+        page = await engine.list(Kind.CONVERSATION, Scope("legacy", user), ListQuery(limit=100))
+        return sorted(r["title"] for r in page.items)
+
+    assert await titles("alice") == ["alice talks"]
+    assert await titles("bob") == ["bob talks"]
+    assert await titles("42") == ["numbered"]
+    assert await titles("carol") == ["nobody's"]  # no user in the row: the default (--user)
+    # a message is its conversation's user's, whatever its own column says
+    bobs = await engine.list(Kind.MESSAGE, Scope("legacy", "bob"), ListQuery(limit=100))
+    assert [m["content"] for m in bobs.items] == ["hi from bob"]
+    # a memory keeps its own user; a reference to another user's conversation is kept in legacy only
+    # and a row without a user follows its conversation (the unowned fact, in bob's conversation 2)
+    bob_mem = (await engine.list(Kind.MEMORY, Scope("legacy", "bob"), ListQuery(limit=100))).items
+    by_content = {m["content"]: m for m in bob_mem}
+    assert sorted(by_content) == ["bob likes coffee", "unowned fact"]
+    assert by_content["bob likes coffee"]["source_conversation_id"] == ""
+    assert by_content["bob likes coffee"]["legacy"]["source_conversation_id"] == 1
+    assert by_content["unowned fact"]["source_conversation_id"] != ""
+    alice_mem = (await engine.list(Kind.MEMORY, Scope("legacy", "alice"), ListQuery(limit=100))).items
+    assert [m["content"] for m in alice_mem] == ["alice likes tea"]
+    assert report.tables["memories"].reasons == {"bad user": 1}
+    assert report.lines()[-1] == (
+        "users (from conversations.owner, memories.user_id, messages.user_id): 42 2, alice 3, bob 4, carol 2"
+    )
+    again = await migrate(engine, Scope("legacy", "carol"), legacy)
+    assert again.tables["conversations"].present == 4 and again.tables["messages"].imported == 0
+
+
+@pytest.mark.anyio
+async def test_all_rows_to_one_user_on_request(engine: Engine, tmp_path: Path) -> None:
+    legacy = tmp_path / "multi.db"
+    build_multi_user(legacy)
+    report = await migrate(engine, Scope("legacy", "carol"), legacy, keep_users=False)
+    page = await engine.list(Kind.CONVERSATION, Scope("legacy", "carol"), ListQuery(limit=100))
+    assert len(page.items) == 4
+    assert report.lines()[-1] == "users: every row to carol (--all-to-user): carol 12"
+
+
+def test_command_all_to_user(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    legacy = tmp_path / "multi.db"
+    build_multi_user(legacy)
+    settings = Settings(store=StoreSettings(path=tmp_path / "data"))
+    args = argparse.Namespace(path=str(legacy), context="legacy", user="carol", all_to_user=True)
+    assert migrate_sqlite(args, settings) == 0
+    assert "users: every row to carol (--all-to-user): carol 12" in capsys.readouterr().out

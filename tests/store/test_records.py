@@ -170,8 +170,9 @@ DAY_MS = 86_400_000
 MARCH_1 = 1_709_251_200_000
 
 
-async def test_usage_by_day_and_model_in_a_period(store: Store) -> None:
+async def test_usage_by_day_and_model_in_a_period(sid_store: Store) -> None:
     """Entries restored with their own times (as an import would) land on their UTC days."""
+    store = sid_store
     rows = [
         ("u1", MARCH_1 + 10, "big", 100, 10, 200.0, True),
         ("u2", MARCH_1 + DAY_MS - 1, "big", 50, 5, 100.0, False),  # 23:59:59.999 UTC: still March 1
