@@ -21,6 +21,7 @@ exactly when the disk is the bottleneck and stay single when it is not (no waiti
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,16 +53,17 @@ def commit_group(
 ) -> list[Outcome]:
     """Run ``writes`` in one transaction and commit it once; one outcome per write, in order."""
     leases_only = all(w.leases_only for w in writes)
-    (level,) = conn.execute("PRAGMA synchronous").fetchone()
     try:
+        (level,) = conn.execute("PRAGMA synchronous").fetchone()
         with unsynced(conn, leases_only):
             outcomes = _run(conn, path, writes)
             committed = any(error is None for _, error in outcomes)
             if conn.in_transaction:
                 conn.execute("COMMIT" if committed else "ROLLBACK")
     except BaseException as exc:  # BEGIN or COMMIT failed, or the transaction was lost midway
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error):  # the worker thread must live on to answer the rest
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
         stats.grouped(len(writes), committed=False, synced=False)
         error = store_error(exc, path)
         return [(None, error) for _ in writes]
