@@ -52,6 +52,7 @@ from store import (
     MessageStatus,
     Role,
     StoreError,
+    TurnOpening,
     TurnReads,
     UsageEntry,
 )
@@ -107,6 +108,10 @@ class Turn:
         self.sent_images = False
         #: the user message this turn answers (set once the turn is open)
         self.user_sid = ""
+        #: the store's opening of the turn: its final message closes it (see ``_finish``)
+        self.opening: TurnOpening | None = None
+        #: the final message is stored and the lease released: nothing is left to settle
+        self.finished = False
 
     async def run(self) -> None:
         agent_cfg, inp, services = self.services.settings.agent, self.inp, self.services
@@ -140,6 +145,7 @@ class Turn:
                 mark_cut=not continuing,
             ) as opening:
                 self.on_locked()
+                self.opening = opening
                 self.message = opening.message
                 inp.conversation = opening.conversation
                 # the turn's usage entries are written when it closes, with the lease's release
@@ -309,6 +315,8 @@ class Turn:
         try:
             await self._loop()
         except anyio.get_cancelled_exc_class():
+            if self.finished:
+                raise  # cancelled after the answer was stored (while Done was delivered)
             # shielded so the cancel cannot cut the cleanup, bounded so a hung store cannot hold it
             with anyio.CancelScope(shield=True), anyio.move_on_after(BOOKKEEPING_DEADLINE_S):
                 await self._settle(MessageStatus.INTERRUPTED)
@@ -538,8 +546,10 @@ class Turn:
         progress = self.progress
         # a final call may still answer with tool calls only (no tools offered, a stubborn model)
         text = resp.text or (EMPTY_FINAL if resp.tool_calls else "")
-        msg = await self.services.store.append_message(
-            self.inp.request.scope,
+        assert self.opening is not None  # the loop runs inside the opened turn
+        # one batch: the message, the turn's usage entries and the lease's release (one commit)
+        msg = await self.services.store.finish_turn(
+            self.opening,
             Message(
                 conversation_id=self.cid,
                 role="assistant",
@@ -554,6 +564,7 @@ class Turn:
             ),
         )
         progress.partial.clear()
+        self.finished = True
         await self.emit(
             Done(self.cid, msg.sid, text, progress.prompt_tokens, progress.completion_tokens, resp.model)
         )

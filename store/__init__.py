@@ -28,7 +28,18 @@ from store.api.stops import STOP_CHECK_S
 from store.api.store import Store
 from store.api.turn import TurnOpening, TurnReads
 from store.cut_turns import CLIENT_NO_RESULT, INTERRUPTED_RESULT, INTERRUPTED_TEXT, INTERRUPTED_TYPE
-from store.engine import MAX_LIMIT, Capabilities, DelegatingEngine, Engine, ListQuery, Page, Results, Step
+from store.engine import (
+    GROUP_BUCKETS,
+    MAX_LIMIT,
+    Capabilities,
+    CommitStats,
+    DelegatingEngine,
+    Engine,
+    ListQuery,
+    Page,
+    Results,
+    Step,
+)
 from store.errors import (
     Conflict,
     ImportFormatError,
@@ -38,7 +49,7 @@ from store.errors import (
     StoreError,
     StoreUnavailable,
 )
-from store.leases import LEASE_S, Claimed, Lease, LeaseOwner, LeaseStats, owner_of
+from store.leases import LEASE_S, Claimed, KeyedLocks, Lease, LeaseOwner, LeaseStats, owner_of
 from store.models import (
     JSON,
     SID_RE,
@@ -102,6 +113,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "CLIENT_NO_RESULT",
     "DB_FILE",
+    "GROUP_BUCKETS",
     "INTERRUPTED_RESULT",
     "INTERRUPTED_TEXT",
     "INTERRUPTED_TYPE",
@@ -121,6 +133,7 @@ __all__ = [
     "BackupReport",
     "Capabilities",
     "Claimed",
+    "CommitStats",
     "Conflict",
     "Conversation",
     "DelegatingEngine",
@@ -130,6 +143,7 @@ __all__ = [
     "ImportFormatError",
     "ImportResult",
     "InvalidInput",
+    "KeyedLocks",
     "Kind",
     "Lease",
     "LeaseHeld",

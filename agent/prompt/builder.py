@@ -98,7 +98,7 @@ async def with_images(services: TurnServices, scope: Scope, messages: list[ChatM
                 loaded.append(replace(img, data=attachment_bytes(att)))
             except (NotFound, InvalidInput):
                 loaded.append(img)
-        out[i] = replace(msg, images=tuple(loaded), tokens=-1)
+        out[i] = replace(msg, images=tuple(loaded), tokens=-1, wire=("", b""))
     return out
 
 

@@ -1,4 +1,4 @@
-"""The Anthropic Messages API adapter, streaming over raw httpx.
+"""The Anthropic Messages API adapter, streaming over raw httpx2.
 
 Translation (the differences the seam hides):
 
@@ -24,7 +24,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-import httpx
+import httpx2
 
 from agent.errors import ProviderUnavailable
 from agent.providers.base import (
@@ -63,11 +63,11 @@ _STOP = {
 
 
 class AnthropicProvider(Provider):
-    """Messages API over one pooled :class:`httpx.AsyncClient`; ``transport`` is the test seam."""
+    """Messages API over one pooled :class:`httpx2.AsyncClient`; ``transport`` is the test seam."""
 
     name = "anthropic"
 
-    def __init__(self, settings: LLMSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, settings: LLMSettings, *, transport: httpx2.AsyncBaseTransport | None = None) -> None:
         self._secret = settings.api_key
         headers = {"anthropic-version": ANTHROPIC_VERSION}
         if settings.api_key:
@@ -89,7 +89,7 @@ class AnthropicProvider(Provider):
     async def ping(self) -> None:
         try:
             resp = await self._client.get("models")
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             raise ProviderUnavailable("the LLM provider cannot be reached", retryable=True) from None
         if resp.status_code in (401, 403) or resp.status_code >= 500:
             raise error_from_response(resp.status_code, resp.headers, resp.text, self._secret)
@@ -106,7 +106,7 @@ class AnthropicProvider(Provider):
                 yield event
 
     async def _events(
-        self, resp: httpx.Response, request: ChatRequest
+        self, resp: httpx2.Response, request: ChatRequest
     ) -> AsyncGenerator[ProviderEvent, None]:
         blocks: dict[int, dict[str, Any]] = {}
         json_parts: dict[int, list[str]] = {}
@@ -114,7 +114,7 @@ class AnthropicProvider(Provider):
         model, stop = request.model, ""
         prompt = completion = 0
         finished = False
-        async with aclosing(iter_sse(resp.aiter_lines())) as stream:
+        async with aclosing(iter_sse(resp.aiter_bytes())) as stream:
             async for sse in stream:
                 try:
                     data = json.loads(sse.data)

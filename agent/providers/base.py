@@ -53,6 +53,9 @@ class ChatMessage:
     images: tuple[ImagePart, ...] = ()
     #: the token estimate, filled in once by ``agent.prompt.history.estimate_message`` (-1: not yet)
     tokens: int = field(default=-1, compare=False, repr=False)
+    #: the message as one provider's request JSON, encoded once: ``(provider name, bytes)``; kept in
+    #: the window cache with the message, so a turn encodes only its new messages ("": not yet)
+    wire: tuple[str, bytes] = field(default=("", b""), compare=False, repr=False)
 
 
 def text_with_placeholders(msg: ChatMessage) -> str:

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from store.api.base import check_limit, store_fields
-from store.api.leases import LeaseMixin
+from store.api.leases import HeldLease, LeaseMixin
 from store.api.state import StateMixin
 from store.engine import ClaimStep, CreateStep, GetStep, ListQuery, ListStep, MarkCutStep, Page, Step
 from store.errors import NotFound
@@ -58,6 +58,8 @@ class TurnOpening:
     #: usage entries the turn adds while it runs: written when the turn closes, in the same call that
     #: releases the lease (a failure to write them is logged, never raised)
     usage: list[UsageEntry] = field(default_factory=list)
+    #: the turn's lease while the block runs (see :meth:`TurnMixin.finish_turn`)
+    lease: HeldLease | None = field(default=None, repr=False)
 
 
 class TurnMixin(LeaseMixin, StateMixin):
@@ -164,8 +166,22 @@ class TurnMixin(LeaseMixin, StateMixin):
 
         async with self._turn_lease(
             scope, conversation_id, take, ttl_s=ttl_s, wait_s=wait_s, closing=closing
-        ) as opening:
+        ) as (opening, held):
+            opening.lease = held
             yield opening
+
+    async def finish_turn(self, opening: TurnOpening, message: Message) -> Message:
+        """Store the turn's final message, its ``usage`` entries and the release of its lease in ONE
+        batch: on an engine with atomic batches one transaction, one durable commit where a turn used
+        to make two (the message, then the usage and the release). Call it last, inside
+        :meth:`open_turn`'s block; the block's exit then writes nothing more. Raises like
+        :meth:`append_message` (the exit still releases the lease)."""
+        if opening.lease is None:
+            raise RuntimeError("finish_turn needs the opening of a turn that is still open")
+        create = CreateStep(Kind.MESSAGE, self._message_fields(message))
+        usage = [CreateStep(Kind.USAGE, store_fields(e.to_record())) for e in opening.usage]
+        results = await opening.lease.release_with(self.engine, [create, *usage])
+        return Message.from_record(results.of(create))
 
 
 def _opening(

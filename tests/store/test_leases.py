@@ -20,7 +20,7 @@ from store.api.store import Store
 from store.cut_turns import CLIENT_NO_RESULT, INTERRUPTED_RESULT, INTERRUPTED_TEXT, INTERRUPTED_TYPE
 from store.engine import ClaimStep, Engine, MarkCutStep
 from store.errors import Conflict, LeaseLost
-from store.leases import Claimed, LeaseOwner, known_dead, owner_of, this_process
+from store.leases import Claimed, KeyedLocks, LeaseOwner, known_dead, owner_of, this_process
 from store.models import Message
 from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB, MAX_CHARS
 from tests.store.engines import ENGINES
@@ -271,3 +271,32 @@ async def test_a_lease_taken_from_its_holder_cancels_the_holder(store: Store) ->
             await anyio.sleep(5)
             reached_the_end = True
     assert not reached_the_end and holder.lease_stats.lost == 1
+
+
+async def test_keyed_locks_serialize_one_key_and_forget_free_keys() -> None:
+    locks = KeyedLocks()
+    inside: list[str] = []
+    order: list[str] = []
+
+    async def hold(key: str, name: str) -> None:
+        async with locks.hold(key):
+            inside.append(name)
+            assert inside.count(name) == 1 and len([n for n in inside if n.startswith(key)]) == 1
+            await anyio.sleep(0)  # a checkpoint while holding: the other task must wait here
+            order.append(name)
+            inside.remove(name)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for name in ("a1", "a2", "b1"):
+                tg.start_soon(hold, name[0], name)
+    assert sorted(order) == ["a1", "a2", "b1"]
+    assert len(locks) == 0  # nothing kept for keys nobody holds
+
+
+async def test_turns_leave_no_in_process_lock_behind(store: Store) -> None:
+    for i in range(3):
+        conv = await store.create_conversation(ALICE, f"c{i}", channel="cli")
+        async with store.open_turn(ALICE, conv.sid, "hi", channel="cli"):
+            assert len(store._local_locks) == 1
+    assert len(store._local_locks) == 0
