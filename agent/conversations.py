@@ -4,13 +4,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import anyio
 
 from agent.memory import MemoryManager
 from agent.prompt.compaction import Compactor
 from agent.prompt.window import WindowCache
 from config.settings import Settings
-from store import Conversation, InvalidInput, NotFound, Scope, Store
+from store import SID_RE, Conversation, InvalidInput, NotFound, Scope, Store
 
 #: the per-scope state key holding the active conversation's id
 ACTIVE_KEY = "active_conversation"
@@ -30,8 +33,7 @@ class ConversationsMixin:
         self, scope: Scope, *, channel: str, create: bool = True, is_group: bool = False
     ) -> Conversation | None:
         """The user's active conversation in this context; a new one when there is none (and ``create``)."""
-        lock = self._create_locks.setdefault((scope.context, scope.user_id), anyio.Lock())
-        async with lock:  # two first messages at once must not make two conversations
+        async with self._create_lock(scope):
             sid = await self.store.get_state(scope, ACTIVE_KEY)
             if sid:
                 try:
@@ -41,6 +43,31 @@ class ConversationsMixin:
             if not create:
                 return None
             return await self.new_conversation(scope, channel=channel, is_group=is_group)
+
+    async def active_conversation_id(self, scope: Scope, *, channel: str, is_group: bool = False) -> str:
+        """The active conversation's id for a turn, from the state alone (a new conversation when there
+        is none): the turn's opening batch reads the conversation itself, once, and answers NotFound
+        when it was deleted since it was made active (then :meth:`replace_active_conversation`)."""
+        async with self._create_lock(scope):
+            sid = await self.store.get_state(scope, ACTIVE_KEY)
+            if sid and SID_RE.match(sid):
+                return sid
+            return (await self.new_conversation(scope, channel=channel, is_group=is_group)).sid
+
+    async def replace_active_conversation(
+        self, scope: Scope, stale: str, *, channel: str, is_group: bool = False
+    ) -> str:
+        """A new active conversation in place of ``stale``, which the store no longer has; a turn that
+        raced this one may have replaced it already (then that one is the active one)."""
+        async with self._create_lock(scope):
+            sid = await self.store.get_state(scope, ACTIVE_KEY)
+            if sid and sid != stale and SID_RE.match(sid):
+                return sid
+            return (await self.new_conversation(scope, channel=channel, is_group=is_group)).sid
+
+    def _create_lock(self, scope: Scope) -> anyio.Lock:
+        """Per (context, user): two first messages at once must not make two conversations."""
+        return self._create_locks.setdefault((scope.context, scope.user_id), anyio.Lock())
 
     async def set_active_conversation(self, scope: Scope, conversation_id: str) -> None:
         """Make ``conversation_id`` the active one; NotFound for a missing or foreign id."""
@@ -60,23 +87,22 @@ class ConversationsMixin:
         Waits for a running turn of the conversation to finish first."""
         conv = await self.store.get_conversation(scope, conversation_id)
         await self.memory.flush(scope, conv.sid, conv.last_channel)
-        async with self.store.conversation_lock(
-            scope,
-            conv.sid,
-            ttl_s=self.settings.agent.turn_lock_ttl_s,
-            wait_s=self.settings.agent.turn_deadline_s,
-        ):
-            self.window.forget(scope, conv.sid)
+        async with self._turn_lock(scope, conv.sid):
             return await self.store.clear_conversation(scope, conv.sid)
 
     async def compact_conversation(self, scope: Scope, conversation_id: str, *, channel: str) -> bool:
         """``/compact``: summarise all but the newest turn now; False when there is too little."""
         conv = await self.store.get_conversation(scope, conversation_id)
-        async with self.store.conversation_lock(
-            scope,
-            conv.sid,
-            ttl_s=self.settings.agent.turn_lock_ttl_s,
-            wait_s=self.settings.agent.turn_deadline_s,
-        ):
-            self.window.forget(scope, conv.sid)
+        async with self._turn_lock(scope, conv.sid):
             return await self.compactor.compact(scope, conv.sid, channel)
+
+    @asynccontextmanager
+    async def _turn_lock(self, scope: Scope, conversation_id: str) -> AsyncIterator[None]:
+        """The conversation's turn lock, held as a turn holds it (a running turn is waited for), with
+        the window cache of the conversation forgotten: what runs under it rewrites the history."""
+        agent_cfg = self.settings.agent
+        async with self.store.conversation_lock(
+            scope, conversation_id, ttl_s=agent_cfg.turn_lock_ttl_s, wait_s=agent_cfg.turn_deadline_s
+        ):
+            self.window.forget(scope, conversation_id)
+            yield

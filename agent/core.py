@@ -18,7 +18,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -29,7 +29,8 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from agent.client_tools import CLIENT_TOOL_CALLS, CLIENT_TOOL_CALLS_HELP
 from agent.conversations import ACTIVE_KEY, ConversationsMixin
-from agent.events import CommandOutput, Done, Retrying, TextDelta, TurnEvent, TurnFailed
+from agent.errors import AgentClosing, TurnStopped
+from agent.events import CommandOutput, Done, EventSink, Retrying, TextDelta, TurnEvent, TurnFailed
 from agent.llm import LLM
 from agent.media import AudioService, MediaIntake, descriptors
 from agent.memory import MemoryManager
@@ -44,8 +45,9 @@ from agent.stops import watch_for_stop
 from agent.tools.registry import ToolRegistry
 from agent.turn import Turn
 from agent.turn_input import TurnInput, TurnRequest, TurnServices
+from config.errors import HeroError
 from config.settings import Settings
-from store import InvalidInput, NotFound, Scope, Store, StoreError, StoreUnavailable, validate_sid
+from store import InvalidInput, NotFound, Scope, Store, StoreError, check_text, validate_sid
 
 __all__ = ["Agent", "TurnRequest"]
 
@@ -155,8 +157,8 @@ class Agent(ConversationsMixin):
             out = await self.run_command(req)
             code = ""
             yield out
-        except StoreError:
-            code = "store_unavailable"
+        except HeroError as exc:
+            code = exc.code
             raise
         finally:
             self.metrics.turn_finished(
@@ -174,16 +176,13 @@ class Agent(ConversationsMixin):
 
     async def run_turn(self, req: TurnRequest) -> AsyncIterator[TurnEvent]:
         """Run one turn; see the module docstring for why it is a task feeding a stream."""
-        problem = self._invalid(req)
-        if problem:
-            self.metrics.refused(req.channel, "invalid_input")
-            yield TurnFailed("invalid_input", problem, req.conversation_id or "")
-            return
-        if self._closed:
-            self.metrics.refused(req.channel, "unavailable")
-            yield TurnFailed(
-                "unavailable", "The agent is shutting down; try again shortly.", req.conversation_id or ""
-            )
+        try:
+            if self._closed:
+                raise AgentClosing
+            self.check_request(req)
+        except HeroError as refused:
+            self.metrics.refused(req.channel, refused.code)
+            yield TurnFailed.of(refused, req.conversation_id or "")
             return
         if self._tg is None:
             raise RuntimeError("the Agent is not started: use `async with Agent(...)` or open_agent()")
@@ -200,26 +199,23 @@ class Agent(ConversationsMixin):
             with anyio.CancelScope(shield=True):
                 await running.done.wait()
 
-    def _invalid(self, req: TurnRequest) -> str:
+    @property
+    def max_message_chars(self) -> int:
+        """The longest message a turn takes: the configured limit, within the store's."""
+        return min(self.settings.agent.max_message_chars, self.store.max_message_chars)
+
+    def check_request(self, req: TurnRequest) -> None:
+        """The one check of a message before its turn, with the store's rules for its text
+        (:func:`store.check_text`): InvalidInput, MessageTooLarge, or MediaError for too many images.
+        Channels call it for an early refusal (the web route's 400/413); a turn calls it again."""
         scope: object = req.scope  # typed, but a caller's bug must be an error, not a crash
         if not isinstance(scope, Scope):
-            return "The message has no valid scope."
-        text = req.text
-        if not isinstance(text, str) or (not text.strip() and not req.images):
-            return "The message is empty."
-        if len(req.images) > self.settings.agent.max_images_per_message:
-            return (
-                f"Too many images in one message: {len(req.images)}, "
-                f"the limit is {self.settings.agent.max_images_per_message}."
-            )
-        limit = min(self.settings.agent.max_message_chars, self.store.max_message_chars)
-        if len(text) > limit:
-            return f"The message is too long: {len(text)} characters, the limit is {limit}."
-        if "\x00" in text:
-            return "The message contains binary data."
+            raise InvalidInput("The message has no valid scope.")
         if not req.channel:
-            return "The message has no channel."
-        return ""
+            raise InvalidInput("The message has no channel.")
+        if not check_text(req.text, self.max_message_chars).strip() and not req.images:
+            raise InvalidInput("The message is empty.")
+        self.media.check_count(len(req.images), req.channel)
 
     async def _turn_task(
         self, req: TurnRequest, send: MemoryObjectSendStream[TurnEvent], running: _Running
@@ -274,42 +270,23 @@ class Agent(ConversationsMixin):
                 )
 
         started = time.perf_counter()
-        conversation_id = req.conversation_id or ""
+        running.conversation_id = req.conversation_id or ""
         with structlog.contextvars.bound_contextvars(
             context=req.scope.context, user=req.scope.user_id, channel=req.channel, turn_id=turn_id
         ):
             async with send:
                 try:
                     with running.cancel_scope:
-                        conversation_id = running.conversation_id = await self._resolve(req)
-                        structlog.contextvars.bind_contextvars(conversation=conversation_id)
-                        log.info("turn.started", chars=len(req.text))
-                        inp = TurnInput(req, conversation_id, turn_id)
-                        await self._run_with_attachments(req, inp, Turn(self._services, inp, emit, on_locked))
+                        await self._run_resolved(req, running, turn_id, emit, on_locked)
                     if running.cancel_scope.cancelled_caught:
-                        await emit(TurnFailed("cancelled", "The turn was stopped.", conversation_id))
-                except NotFound:
-                    await emit(TurnFailed("not_found", "That conversation does not exist.", conversation_id))
-                except InvalidInput as exc:
-                    await emit(TurnFailed("invalid_input", str(exc), conversation_id))
-                except StoreUnavailable:
-                    await emit(
-                        TurnFailed(
-                            "store_unavailable",
-                            "The store is unavailable; try again shortly.",
-                            conversation_id,
-                        )
-                    )
-                except StoreError as exc:
-                    log.warning("turn.store_error", error=str(exc), error_type=type(exc).__name__)
-                    await emit(
-                        TurnFailed(
-                            "store_unavailable", "The store failed; try again shortly.", conversation_id
-                        )
-                    )
-                except Exception:
+                        await emit(TurnFailed.of(TurnStopped(), running.conversation_id))
+                except HeroError as exc:
+                    if not exc.user_safe:
+                        log.warning("turn.failed", error=str(exc), error_type=type(exc).__name__)
+                    await emit(TurnFailed.of(exc, running.conversation_id))
+                except Exception as exc:
                     log.exception("turn.crashed")
-                    await emit(TurnFailed("internal", "Something went wrong on our side.", conversation_id))
+                    await emit(TurnFailed.of(exc, running.conversation_id))
                 finally:
                     if running in self._running:
                         self._running.remove(running)
@@ -324,6 +301,46 @@ class Agent(ConversationsMixin):
                         outcome=final.code if isinstance(final, TurnFailed) else "done" if final else "gone",
                         duration_ms=round((time.perf_counter() - started) * 1000, 3),
                     )
+
+    async def _run_resolved(
+        self,
+        req: TurnRequest,
+        running: _Running,
+        turn_id: str,
+        emit: EventSink,
+        on_locked: Callable[[], None],
+    ) -> None:
+        """Resolve the conversation and run the turn in it. An active conversation deleted since it was
+        made active (the turn's opening found nothing, and stored nothing) gives way to a new one."""
+        running.conversation_id = await self._resolve(req)
+        if await self._run_in(req, running.conversation_id, turn_id, emit, on_locked):
+            return
+        running.conversation_id = await self.replace_active_conversation(
+            req.scope, running.conversation_id, channel=req.channel, is_group=req.is_group
+        )
+        await self._run_in(req, running.conversation_id, turn_id, emit, on_locked)
+
+    async def _run_in(
+        self,
+        req: TurnRequest,
+        conversation_id: str,
+        turn_id: str,
+        emit: EventSink,
+        on_locked: Callable[[], None],
+    ) -> bool:
+        """The turn in ``conversation_id``; False when that is the active conversation and the store
+        no longer has it (nothing was stored). A conversation the request named is NotFound."""
+        structlog.contextvars.bind_contextvars(conversation=conversation_id)
+        log.info("turn.started", chars=len(req.text))
+        inp = TurnInput(req, conversation_id, turn_id)
+        turn = Turn(self._services, inp, emit, on_locked)
+        try:
+            await self._run_with_attachments(req, inp, turn)
+        except NotFound as exc:
+            if req.conversation_id is not None or turn.message is not None or exc.kind != "conversation":
+                raise
+            return False
+        return True
 
     async def _run_with_attachments(self, req: TurnRequest, inp: TurnInput, turn: Turn) -> None:
         """Store the request's images (one batch) before the turn stores its message naming them;
@@ -351,12 +368,11 @@ class Agent(ConversationsMixin):
                         log.warning("turn.attachments_not_dropped", error=str(exc), sids=stored)
 
     async def _resolve(self, req: TurnRequest) -> str:
-        """The conversation's id. A given one is only checked for its form here: the store call that
-        opens the turn answers NotFound for a missing or foreign one (before anything is stored)."""
+        """The conversation's id, without reading the conversation: the store call that opens the turn
+        reads it, once, and answers NotFound for a missing or foreign one (before anything is stored).
+        A given id is only checked for its form here; else the active one (from the state)."""
         if req.conversation_id is None:
-            conv = await self.active_conversation(req.scope, channel=req.channel, is_group=req.is_group)
-            assert conv is not None  # create=True always answers one
-            return conv.sid
+            return await self.active_conversation_id(req.scope, channel=req.channel, is_group=req.is_group)
         return validate_sid(req.conversation_id)
 
     async def stop_turn(self, scope: Scope, conversation_id: str | None = None) -> bool:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from agent.providers.base import ToolCall
+from config.errors import describe_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +77,18 @@ class Done:
 
 @dataclass(frozen=True, slots=True)
 class TurnFailed:
-    """The turn failed or was cancelled; ``code`` is machine-readable (provider_error, cancelled,
-    store_unavailable, busy, invalid_input, deadline), ``message`` is one clear user-safe line."""
+    """The turn failed or was cancelled: an error's description (its ``code`` and the one sentence a
+    user is shown, see :mod:`config.errors`), made by :meth:`of`."""
 
     code: str
     message: str
     conversation_id: str = ""
+
+    @classmethod
+    def of(cls, error: BaseException, conversation_id: str = "") -> TurnFailed:
+        """The event describing ``error`` (any exception: one outside the error trees is ``internal``)."""
+        code, message = describe_error(error)
+        return cls(code, message, conversation_id)
 
 
 @dataclass(frozen=True, slots=True)

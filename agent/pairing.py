@@ -41,6 +41,7 @@ class PairingError(AgentError):
     def __init__(self, message: str, reason: str = "not_found") -> None:
         super().__init__(message)
         self.reason = reason
+        self.code = f"pairing_{reason}"
 
 
 def normalise_code(code: str) -> str:

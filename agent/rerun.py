@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from agent.errors import AgentError
 from store import Message, MessageStatus, Role
 
 #: the counter of re-runs, by kind and channel (``/metrics``)
@@ -45,8 +46,10 @@ class Rerun:
     user_message_id: str
 
 
-class RerunRefused(Exception):
+class RerunRefused(AgentError):
     """The re-run cannot be done (user-safe message); nothing was written."""
+
+    code = "conflict"
 
 
 def to_supersede(window: Sequence[Message], rerun: Rerun) -> list[Message]:

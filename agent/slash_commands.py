@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 import structlog
 
 from agent.events import CommandOutput
-from store import Conversation, InvalidInput, NotFound, StoreError, StoreUnavailable, validate_context
+from config.errors import HeroError
+from store import Conversation, InvalidInput, NotFound, validate_context
 
 if TYPE_CHECKING:
     from agent.core import Agent, TurnRequest
@@ -65,15 +66,10 @@ async def run_command(agent: Agent, req: TurnRequest) -> CommandOutput:
         return CommandOutput(name, f"Unknown command /{name}.\n\n{HELP}", ok=False)
     try:
         return await handler(agent, req, arg)
-    except StoreUnavailable:
-        return CommandOutput(name, "The store is unavailable; try again shortly.", ok=False)
-    except NotFound as exc:
-        return CommandOutput(name, f"No {exc.kind} with id {exc.sid!r}.", ok=False)
-    except InvalidInput as exc:
-        return CommandOutput(name, str(exc), ok=False)
-    except StoreError as exc:
-        log.warning("command.store_error", command=name, error_type=type(exc).__name__)
-        return CommandOutput(name, "The store failed; try again shortly.", ok=False)
+    except HeroError as exc:
+        if not exc.user_safe:
+            log.warning("command.failed", command=name, error_type=type(exc).__name__)
+        return CommandOutput(name, exc.user_message, ok=False)
 
 
 async def _target(agent: Agent, req: TurnRequest) -> Conversation | None:
@@ -93,18 +89,20 @@ def _conv_data(conv: Conversation, active: str = "") -> dict[str, Any]:
     }
 
 
+def _about(command: str, text: str, conv: Conversation) -> CommandOutput:
+    """A command's answer about one conversation, which the channel then shows as its current one."""
+    return CommandOutput(
+        command, text, data={"conversation": _conv_data(conv, conv.sid)}, conversation_id=conv.sid
+    )
+
+
 def _label(conv: Conversation) -> str:
     return f"{conv.sid} {conv.title!r}" if conv.title else conv.sid
 
 
 async def _new(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
     conv = await agent.new_conversation(req.scope, channel=req.channel, title=arg, is_group=req.is_group)
-    return CommandOutput(
-        "new",
-        f"Started a new conversation ({_label(conv)}).",
-        data={"conversation": _conv_data(conv, conv.sid)},
-        conversation_id=conv.sid,
-    )
+    return _about("new", f"Started a new conversation ({_label(conv)}).", conv)
 
 
 async def _clear(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
@@ -112,12 +110,11 @@ async def _clear(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
     if conv is None:
         return CommandOutput("clear", "There is no conversation to clear yet.")
     conv = await agent.clear_conversation(req.scope, conv.sid)
-    return CommandOutput(
+    return _about(
         "clear",
         "Cleared: I no longer see the earlier turns of this conversation "
         "(they stay archived, and what was worth remembering is kept).",
-        data={"conversation": _conv_data(conv, conv.sid)},
-        conversation_id=conv.sid,
+        conv,
     )
 
 
@@ -147,15 +144,10 @@ async def _switch(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
         return CommandOutput("switch", "Usage: /switch ID (see /list).", ok=False)
     try:
         await agent.set_active_conversation(req.scope, arg)
-    except (NotFound, InvalidInput):
-        return CommandOutput("switch", f"No conversation with id {arg!r}.", ok=False)
+    except InvalidInput:
+        raise NotFound("conversation", arg) from None  # a malformed id names no conversation either
     conv = await agent.store.get_conversation(req.scope, arg)
-    return CommandOutput(
-        "switch",
-        f"Switched to {_label(conv)}.",
-        data={"conversation": _conv_data(conv, conv.sid)},
-        conversation_id=conv.sid,
-    )
+    return _about("switch", f"Switched to {_label(conv)}.", conv)
 
 
 async def _rename(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
@@ -165,12 +157,7 @@ async def _rename(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
     if conv is None:
         return CommandOutput("rename", "There is no conversation to rename yet.", ok=False)
     conv = await agent.store.rename_conversation(req.scope, conv.sid, arg)
-    return CommandOutput(
-        "rename",
-        f"Renamed to {conv.title!r}.",
-        data={"conversation": _conv_data(conv, conv.sid)},
-        conversation_id=conv.sid,
-    )
+    return _about("rename", f"Renamed to {conv.title!r}.", conv)
 
 
 async def _delete(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
@@ -192,10 +179,7 @@ async def _context(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
             f"Current context: {req.scope.context}",
             data={"context": req.scope.context, "changed": False},
         )
-    try:
-        name = validate_context(arg)
-    except InvalidInput as exc:
-        return CommandOutput("context", str(exc), ok=False)
+    name = validate_context(arg)
     return CommandOutput("context", f"Switched to context {name}.", data={"context": name, "changed": True})
 
 
@@ -219,8 +203,8 @@ async def _forget(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
         return CommandOutput("forget", "Usage: /forget ID (see /memory).", ok=False)
     try:
         await agent.store.delete_memory(req.scope, arg)
-    except (NotFound, InvalidInput):
-        return CommandOutput("forget", f"No memory with id {arg!r}.", ok=False)
+    except InvalidInput:
+        raise NotFound("memory", arg) from None  # a malformed id names no memory either
     return CommandOutput("forget", f"Forgot memory {arg}.", data={"forgotten": arg})
 
 

@@ -30,7 +30,7 @@ import anyio
 import structlog
 
 from agent.client_tools import CLIENT_TOOL_CALLS, ClientResult, awaited, continued_answer, user_of
-from agent.errors import ProviderError
+from agent.errors import ProviderError, ToolResultsRefused, TurnTimedOut, VisionRefused
 from agent.events import Done, EventSink, Retrying, TextDelta, TurnFailed, TurnStarted, UsageInfo
 from agent.llm import CallSite
 from agent.prompt.builder import build_prompt
@@ -175,17 +175,9 @@ class Turn:
                     )
                     await self._turn()
                 if deadline.cancelled_caught:
-                    await self.emit(
-                        TurnFailed(
-                            "deadline",
-                            f"The turn took longer than {agent_cfg.turn_deadline_s:g} s and was stopped.",
-                            self.cid,
-                        )
-                    )
-        except Conflict:
-            await self.emit(
-                TurnFailed("busy", "This conversation is busy with another turn; try again.", self.cid)
-            )
+                    await self.emit(TurnFailed.of(TurnTimedOut(agent_cfg.turn_deadline_s), self.cid))
+        except Conflict as exc:
+            await self.emit(TurnFailed.of(exc, self.cid))
 
     async def _settle_earlier(self, message: Message) -> bool:
         """Before answering: a re-run (or a repeated request whose earlier answer was cut or failed)
@@ -199,7 +191,7 @@ class Turn:
         try:
             replaced = to_supersede(self.stored, plan)
         except RerunRefused as exc:
-            await self.emit(TurnFailed("conflict", str(exc), self.cid))
+            await self.emit(TurnFailed.of(exc, self.cid))
             return False
         if replaced:
             await self.services.store.supersede(req.scope, [m.sid for m in replaced], inp.turn_id)
@@ -234,9 +226,8 @@ class Turn:
             step = answer  # sent again after it was answered: the answer is replayed
         user = user_of(recent, step) if step is not None else None
         if user is None:
-            await self.emit(
-                TurnFailed("conflict", "No tool calls of this conversation are awaiting results.", self.cid)
-            )
+            refused = ToolResultsRefused("No tool calls of this conversation are awaiting results.")
+            await self.emit(TurnFailed.of(refused, self.cid))
             return None
         return user.sid
 
@@ -257,7 +248,7 @@ class Turn:
         unknown = sorted(set(given) - set(waiting))
         if step is None or unknown:
             message = f"No awaited tool call has the id {', '.join(unknown or sorted(given))}."
-            await self.emit(TurnFailed("conflict", message, self.cid))
+            await self.emit(TurnFailed.of(ToolResultsRefused(message), self.cid))
             return False
         names = {c.id: c.name for c in calls_from_json(step.tool_calls)}
         for call_id in waiting:
@@ -324,9 +315,10 @@ class Turn:
         except ProviderError as exc:
             await self._settle(MessageStatus.ERROR)
             if self._vision_refused(exc):
-                await self.emit(TurnFailed("vision_unsupported", self._vision_message(exc), self.cid))
+                refused = VisionRefused(self.services.settings.llm.model, exc)
+                await self.emit(TurnFailed.of(refused, self.cid))
                 return
-            await self.emit(TurnFailed("provider_error", str(exc) or "The model provider failed.", self.cid))
+            await self.emit(TurnFailed.of(exc, self.cid))
         except StoreError:
             raise
         except Exception:
@@ -345,13 +337,6 @@ class Turn:
         media.blind_models.add(self.services.settings.llm.model)
         log.info("turn.vision_refused", model=self.services.settings.llm.model, status=exc.status)
         return True
-
-    def _vision_message(self, exc: ProviderError) -> str:
-        model = self.services.settings.llm.model
-        return (
-            f"The model {model} did not accept the image ({exc}). The image is kept; from now on the "
-            f"model sees it as a placeholder. Use a model that accepts images, or set [llm] vision = false."
-        )
 
     async def _title(self, conv: Conversation) -> None:
         """A new conversation is named after its first message."""

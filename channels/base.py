@@ -19,18 +19,6 @@ if TYPE_CHECKING:
     from config import Settings
 
 
-class ChannelError(Exception):
-    """A channel cannot serve; the message is one clear, secret-free line (the daemon exits 1)."""
-
-
-class ChannelStartError(ChannelError):
-    """A channel could not start (bad token, port in use)."""
-
-
-class ChannelCrashed(ChannelError):
-    """A started channel stopped serving on its own (its server died): see :meth:`Channel.serving`."""
-
-
 class Channel(ABC):
     #: the name in the config (``[web]``, ``[telegram]``) and on every stored message
     name: ClassVar[str]

@@ -31,7 +31,8 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from channels.base import Channel, ChannelCrashed, ChannelStartError
+from channels.base import Channel
+from channels.errors import ChannelCrashed, ChannelStartError
 from channels.registry import CHANNELS
 from channels.startup import check_provider, print_banner, startup_facts
 from store import StoreError

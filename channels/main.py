@@ -6,9 +6,9 @@ configures logging and runs the sub-command's handler. Every sub-command lives i
 ``fn(args, settings) -> int``; a command that must also run when the configuration does not load
 (``init``, ``doctor``) sets ``config_error_handler=fn(args, config_error) -> int`` as well.
 
-Errors are one line on stderr: a configuration error exits 2, a user-safe store/agent/channel error
-exits 1, Ctrl-C exits 130. An unexpected exception prints one line and a hint; with
-``--log-level debug`` the traceback follows.
+Errors are one line on stderr: a configuration error exits 2, a user-safe error of any layer
+(``HeroError.user_safe``, see channels/errors.py) exits 1, Ctrl-C exits 130. An unexpected exception
+prints one line and a hint; with ``--log-level debug`` the traceback follows.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from agent.errors import AgentError
-from channels.base import ChannelError
 from channels.subcommands import (
     ask,
     backup,
@@ -36,11 +34,10 @@ from channels.subcommands import (
     transfer,
 )
 from channels.version import version
-from config import ConfigError, Settings
+from config import ConfigError, HeroError, Settings
 from config.loader import load_settings
 from config.logging import configure_logging, redact_text
 from config.redact import secret_values
-from store import StoreError
 
 PROG = "hero-agent"
 COMMAND_MODULES = (config_cmd, chat, ask, transfer, osis, serve, pair, store_cmd)
@@ -99,9 +96,7 @@ def _user_message(exc: BaseException) -> tuple[str, int] | None:
     """(line, exit code) for an error the user can act on, or None for an unexpected one."""
     if isinstance(exc, ConfigError):
         return f"config error: {exc}", 2
-    if isinstance(exc, StoreError | AgentError) and exc.user_safe:
-        return f"error: {exc}", 1
-    if isinstance(exc, ChannelError):
+    if isinstance(exc, HeroError) and exc.user_safe:
         return f"error: {exc}", 1
     return None
 

@@ -26,7 +26,7 @@ from contextlib import contextmanager, nullcontext
 import anyio
 import uvicorn
 
-from channels.base import ChannelCrashed, ChannelStartError
+from channels.errors import ChannelCrashed, ChannelStartError
 
 #: how often a running server's task and listening socket are checked
 WATCH_INTERVAL_S = 0.25

@@ -6,7 +6,7 @@ defined in :mod:`config.settings` through its constructor.
 
 from __future__ import annotations
 
-from config.errors import ConfigError
+from config.errors import ConfigError, HeroError, describe_error
 from config.loader import load_settings
 from config.settings import (
     AgentSettings,
@@ -25,6 +25,7 @@ from config.settings import (
 __all__ = [
     "AgentSettings",
     "ConfigError",
+    "HeroError",
     "LLMSettings",
     "LoggingSettings",
     "MCPServerSettings",
@@ -35,5 +36,6 @@ __all__ = [
     "ToolsSettings",
     "UserLink",
     "WebSettings",
+    "describe_error",
     "load_settings",
 ]

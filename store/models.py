@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, ClassVar, Self, TypeAlias
 
-from store.errors import InvalidInput
+from store.errors import InvalidInput, MessageTooLarge
 
 JSON: TypeAlias = Any
 Record: TypeAlias = dict[str, JSON]
@@ -42,6 +42,18 @@ def validate_sid(sid: str) -> str:
     if not isinstance(sid, str) or not SID_RE.match(sid):
         raise InvalidInput(f"invalid id {sid!r}")
     return sid
+
+
+def check_text(content: object, limit: int, *, what: str = "message") -> str:
+    """The store's rules for a message's (or a memory's) text, the one check everyone calls: the
+    store on every write, the agent before a turn, the web route for its early 400/413."""
+    if not isinstance(content, str):
+        raise InvalidInput(f"The {what} must be text.")
+    if len(content) > limit:
+        raise MessageTooLarge(f"The {what} is too long: {len(content)} characters, the limit is {limit}.")
+    if "\x00" in content:
+        raise InvalidInput(f"The {what} contains binary data.")
+    return content
 
 
 def validate_user(user_id: str) -> str:

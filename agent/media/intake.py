@@ -158,20 +158,14 @@ class MediaIntake:
     ) -> SpokenInput:
         """The text of a voice message; its declared duration (Telegram's) is checked before the
         upload, the transcription's after."""
-        a = self.settings.agent
         try:
-            if len(data) > a.max_audio_bytes:
-                raise MediaError(
-                    "too_large",
-                    f"The voice message is too large: {len(data)} bytes, the limit is {a.max_audio_bytes}.",
-                )
-            self._check_duration(duration_s)
+            self.check_voice(len(data), duration_s)
             if not data:
                 raise MediaError("corrupt", "The voice message is empty.")
             mime = audio_type(data, declared_type)
             transcript = await self.audio.transcribe(data, mime)
             duration = duration_s if duration_s is not None else transcript.duration_s
-            self._check_duration(duration)
+            self.check_voice(len(data), duration)
         except MediaError as exc:
             self.metrics.transcription_failed(channel, exc.code)
             log.info("media.voice_refused", channel=channel, code=exc.code, size=len(data))
@@ -186,11 +180,19 @@ class MediaIntake:
         )
         return SpokenInput(transcript.text, VoiceNote(mime, len(data), duration))
 
-    def _check_duration(self, duration_s: float | None) -> None:
-        limit = self.settings.agent.max_audio_seconds
-        if duration_s is not None and duration_s > limit:
+    def check_voice(self, size: int, duration_s: float | None) -> None:
+        """The voice limits (``max_audio_bytes``, ``max_audio_seconds``): a channel that knows the
+        numbers before downloading (Telegram) checks them here first."""
+        a = self.settings.agent
+        if size > a.max_audio_bytes:
             raise MediaError(
-                "too_long", f"The voice message is too long: {duration_s:g} s, the limit is {limit} s."
+                "too_large",
+                f"The voice message is too large: {size} bytes, the limit is {a.max_audio_bytes}.",
+            )
+        if duration_s is not None and duration_s > a.max_audio_seconds:
+            raise MediaError(
+                "too_long",
+                f"The voice message is too long: {duration_s:g} s, the limit is {a.max_audio_seconds} s.",
             )
 
     async def speak(self, text: str, channel: str) -> bytes | None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import anyio
 import structlog
 
-from channels.base import ChannelCrashed, ChannelError
+from channels.errors import ChannelCrashed, ChannelError
 from store import Scope, StoreError
 
 if TYPE_CHECKING:

@@ -34,7 +34,8 @@ from telegram.ext import Application, ContextTypes, TypeHandler
 
 from agent.core import Agent
 from agent.slash_commands import HELP
-from channels.base import Channel, ChannelStartError
+from channels.base import Channel
+from channels.errors import ChannelStartError
 from channels.telegram.access import Gate
 from channels.telegram.albums import Album, Albums
 from channels.telegram.botapi import BotAPIAnswerError, BotAPIRequest

@@ -103,16 +103,11 @@ class MediaFetcher:
                 "transcription_model); please type your message.",
             )
         # refused before downloading when Telegram's numbers already break a cap
-        if voice.size > a.max_audio_bytes:
-            raise self._refused(
-                "too_large",
-                f"The voice message is too large: {voice.size} bytes, the limit is {a.max_audio_bytes}.",
-            )
-        if duration_s > a.max_audio_seconds:
-            raise self._refused(
-                "too_long",
-                f"The voice message is too long: {duration_s:g} s, the limit is {a.max_audio_seconds} s.",
-            )
+        try:
+            self._intake.check_voice(voice.size, duration_s)
+        except MediaError as exc:
+            self._intake.metrics.refuse("telegram", exc.code)
+            raise
         data = await self._download(voice, "voice message", a.max_audio_bytes)
         return await self._intake.transcribe(data, voice.mime, "telegram", duration_s=duration_s)
 

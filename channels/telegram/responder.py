@@ -128,7 +128,7 @@ class Responder:
             scope = await self._claim(incoming)
         except StoreError as exc:
             log.warning("telegram.store_error", error=type(exc).__name__, chat_id=incoming.chat_id)
-            await self.reply(incoming, "⚠️ The store is unavailable; try again shortly.")
+            await self.reply(incoming, f"⚠️ {exc.user_message}")
             return
         if scope is None:
             return
@@ -189,7 +189,7 @@ class Responder:
             except MediaError as exc:
                 self._agent.metrics.counters.inc(MEDIA_TOTAL, kind=kind, outcome="refused")
                 log.info("telegram.media_refused", kind=kind, code=exc.code)
-                return f"⚠️ {exc}"
+                return f"⚠️ {exc.user_message}"
             self._agent.metrics.counters.inc(MEDIA_TOTAL, kind=kind, outcome="accepted")
         return TurnRequest(
             scope,

@@ -27,12 +27,12 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.output import Output
 
 from agent.core import TurnRequest
-from agent.errors import AgentError
 from agent.events import TurnFailed
 from channels.base import Channel
 from channels.terminal.completion import SlashCompleter
 from channels.terminal.printer import STYLE, ReplyPrinter, Screen, closing_events
 from channels.terminal.recap import last_exchanges, show_recap
+from config import HeroError
 from store import Scope, StoreError
 
 if TYPE_CHECKING:
@@ -194,11 +194,11 @@ class CliChat(Channel):
                 async with closing_events(self.agent.handle(request)) as events:
                     async for event in events:
                         printer.handle(event)
-            except (StoreError, AgentError) as exc:
+            except HeroError as exc:
                 # a command hit a store/agent error: show it and keep the chat going
                 if not exc.user_safe:
                     raise
-                printer.handle(TurnFailed("error", str(exc)))
+                printer.handle(TurnFailed.of(exc))
             finally:
                 self._cancel_scope = None
             tg.cancel_scope.cancel()  # stop the signal watcher

@@ -20,14 +20,12 @@ from channels.web import (
     routes_pairing,
 )
 from channels.web.errors import (
-    ApiError,
-    handle_api_error,
+    handle_error,
     handle_http_exception,
-    handle_store_error,
     handle_unexpected,
 )
 from channels.web.state import WebState
-from store import StoreError
+from config.errors import HeroError
 
 if TYPE_CHECKING:
     from agent.core import Agent
@@ -120,8 +118,7 @@ def create_app(settings: Settings, agent: Agent, *, state: WebState | None = Non
         ],
         middleware=middleware,
         exception_handlers={
-            ApiError: handle_api_error,
-            StoreError: handle_store_error,
+            HeroError: handle_error,
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },

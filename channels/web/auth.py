@@ -85,5 +85,10 @@ def context_name(request: Request, body: dict[str, Any] | None = None) -> str:
 
 def caller_scope(request: Request, body: dict[str, Any] | None = None) -> Scope:
     """Authenticate, then pick the context: the (context, user) scope of every store call."""
-    user = authenticate(request)
+    return scope_of(request, authenticate(request), body)
+
+
+def scope_of(request: Request, user: str, body: dict[str, Any] | None = None) -> Scope:
+    """The scope of an already authenticated ``user``: a route that authenticates before reading
+    its body (401 first) picks the context from the body without authenticating a second time."""
     return Scope(context_name(request, body), user)

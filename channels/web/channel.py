@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, ClassVar
 import structlog
 import uvicorn
 
-from channels.base import Channel, ChannelStartError
+from channels.base import Channel
+from channels.errors import ChannelStartError
 from channels.serving import NoSignalServer, ServedApp, is_loopback
 from channels.web.app import MAX_HEAD_READ_BYTES, create_app
 from channels.web.state import WebState

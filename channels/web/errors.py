@@ -5,11 +5,10 @@ Every error answer is ``{"error": {"code": ..., "message": ...}}`` with the matc
 OpenAI clients raise their usual exceptions. Messages are one user-safe line: never a traceback, never
 a secret.
 
-::
-
-    ApiError(status, code, message)   raised by routes; rendered as above
-    StoreError subclasses             mapped: InvalidInput 400, NotFound 404, Conflict 409,
-                                      StoreUnavailable 503, anything else 500 (logged, generic text)
+Every error is rendered from its own description (``code`` and ``user_message``, see
+:mod:`config.errors`): ``ApiError`` for what the web itself refuses, and the errors of every layer
+(store, agent, media, pairing) raised by a route. The HTTP status follows the code (:data:`STATUS`);
+an error that is not user-safe is a 500 with the generic sentence, logged.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from store import Conflict, InvalidInput, NotFound, StoreError, StoreUnavailable
+from config.errors import HeroError, describe_error
 
 log = structlog.get_logger("hero.web")
 
@@ -40,8 +39,10 @@ _OPENAI_TYPES = {
 }
 
 
-class ApiError(Exception):
+class ApiError(HeroError):
     """An error answer: HTTP ``status``, machine-readable ``code``, one user-safe ``message`` line."""
+
+    user_safe = True
 
     def __init__(
         self,
@@ -59,6 +60,49 @@ class ApiError(Exception):
         self.headers = headers or {}
         #: the request field at fault (OpenAI's ``error.param``)
         self.param = param
+
+
+#: the HTTP status of an error code (of any layer); a code not listed refuses the request: 400
+STATUS = {
+    # the store
+    "message_too_large": 413,
+    "not_found": 404,
+    "conflict": 409,
+    "busy": 409,
+    "lease_lost": 409,
+    "unsupported": 501,
+    "store_unavailable": 503,
+    "store_unauthorized": 503,
+    "store_protocol": 502,
+    "store_failed": 500,
+    # the agent and its turns
+    "provider_error": 502,
+    "cancelled": 503,
+    "unavailable": 503,
+    "deadline": 504,
+    "agent_error": 500,
+    "internal": 500,
+    "vision_unsupported": 400,
+    # the OpenAI-compatible API (/v1): its parameters and client tools
+    "invalid_parameter": 400,
+    "unsupported_parameter": 400,
+    "invalid_tools": 400,
+    "tool_name_conflict": 400,
+    "model_not_found": 404,
+    # media
+    "too_large": 413,
+    "transcription_unavailable": 503,
+    "fetch_failed": 502,
+    "transcription_failed": 502,
+    "speech_failed": 502,
+    # pairing
+    "pairing_not_found": 404,
+    "pairing_config": 409,
+}
+
+
+def status_for(code: str) -> int:
+    return STATUS.get(code, 400)
 
 
 def error_body(
@@ -88,38 +132,23 @@ def _is_openai(request: Request) -> bool:
     return request.url.path.startswith("/v1/")
 
 
-def store_error_status(exc: StoreError) -> tuple[int, str]:
-    if isinstance(exc, NotFound):
-        return 404, "not_found"
-    if isinstance(exc, InvalidInput):
-        return 400, "invalid_input"
-    if isinstance(exc, Conflict):
-        return 409, "conflict"
-    if isinstance(exc, StoreUnavailable):
-        return 503, "store_unavailable"
-    return 500, "internal_error"
-
-
-def store_error_message(exc: StoreError) -> str:
-    if isinstance(exc, NotFound):
-        # identical for a missing id and for another user's or context's id
-        return f"{exc.kind} not found"
-    return str(exc) if exc.user_safe else "internal error"
-
-
-async def handle_api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return error_response(
-        exc.status, exc.code, exc.message, openai=_is_openai(request), headers=exc.headers, param=exc.param
-    )
-
-
-async def handle_store_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StoreError)
-    status, code = store_error_status(exc)
+async def handle_error(request: Request, exc: Exception) -> Response:
+    """Any error of the trees: its status, its code and its one sentence (a 500 is logged)."""
+    assert isinstance(exc, HeroError)
+    if isinstance(exc, ApiError):
+        return error_response(
+            exc.status,
+            exc.code,
+            exc.message,
+            openai=_is_openai(request),
+            headers=exc.headers,
+            param=exc.param,
+        )
+    code, message = describe_error(exc)
+    status = status_for(code) if exc.user_safe else 500
     if status >= 500:
-        log.error("web.store_error", error_type=type(exc).__name__, path=request.url.path)
-    return error_response(status, code, store_error_message(exc), openai=_is_openai(request))
+        log.error("web.error", error_type=type(exc).__name__, code=code, path=request.url.path)
+    return error_response(status, code, message, openai=_is_openai(request))
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
@@ -137,7 +166,8 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("web.unhandled_error", path=request.url.path, error_type=type(exc).__name__)
-    return error_response(500, "internal_error", "internal error", openai=_is_openai(request))
+    code, message = describe_error(exc)
+    return error_response(500, code, message, openai=_is_openai(request))
 
 
 async def read_limited(request: Request, max_bytes: int) -> bytes:

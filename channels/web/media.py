@@ -17,24 +17,11 @@ import json
 import time
 from typing import Any
 
-from agent.media import MediaError, MediaIntake
+from agent.media import MediaIntake
 from channels.web.errors import ApiError
 from store import InvalidInput, NewAttachment, Scope, validate_context, validate_sid, validate_user
 
 LINK_TTL_S = 6 * 3600
-#: HTTP status per media error code (anything else: 400)
-_STATUS = {
-    "too_large": 413,
-    "transcription_unavailable": 503,
-    "fetch_failed": 502,
-    "transcription_failed": 502,
-}
-
-
-def media_api_error(exc: MediaError) -> ApiError:
-    return ApiError(_STATUS.get(exc.code, 400), exc.code, str(exc))
-
-
 # -- signed links ------------------------------------------------------------------------------
 
 
@@ -76,16 +63,13 @@ def images_field(media: MediaIntake, body: dict[str, Any], channel: str) -> tupl
         return ()
     if not isinstance(raw, list) or not all(isinstance(i, dict) for i in raw):
         raise ApiError(400, "invalid_field", "images must be a list of {data_url, name} objects")
-    try:
-        media.check_count(len(raw), channel)
-        out = []
-        for item in raw:
-            url, name = item.get("data_url"), item.get("name", "")
-            if not isinstance(url, str) or not isinstance(name, str) or set(item) - {"data_url", "name"}:
-                raise ApiError(400, "invalid_field", "each image is {data_url: string, name?: string}")
-            out.append(media.image_from_data_url(url, name, channel))
-    except MediaError as exc:
-        raise media_api_error(exc) from None
+    media.check_count(len(raw), channel)  # a MediaError is rendered by the app's error handler
+    out = []
+    for item in raw:
+        url, name = item.get("data_url"), item.get("name", "")
+        if not isinstance(url, str) or not isinstance(name, str) or set(item) - {"data_url", "name"}:
+            raise ApiError(400, "invalid_field", "each image is {data_url: string, name?: string}")
+        out.append(media.image_from_data_url(url, name, channel))
     return tuple(out)
 
 

@@ -36,7 +36,7 @@ from agent.events import (
     UsageInfo,
 )
 from agent.rerun import Rerun, RerunKind
-from channels.web.auth import authenticate, caller_scope
+from channels.web.auth import authenticate, scope_of
 from channels.web.errors import ApiError, read_json_object
 from channels.web.media import images_field, upload_limit
 from channels.web.sse import EventStreamResponse, SendChunk, sse_event
@@ -111,11 +111,11 @@ RERUN_FIELDS = {"retry_of": RerunKind.RETRY, "regenerate_of": RerunKind.REGENERA
 
 
 async def chat(request: Request) -> Response:
-    authenticate(request)  # 401 before the body is read
+    user = authenticate(request)  # 401 before the body is read
     state = web_state(request)
     media = state.agent.media
     body = await read_json_object(request, upload_limit(media, state.settings.web.max_body_bytes))
-    scope = caller_scope(request, body)
+    scope = scope_of(request, user, body)
     only_keys(body, {"message", "conversation_id", "images", *RERUN_FIELDS})
     rerun = rerun_field(body)
     conversation_id = str_field(body, "conversation_id", max_len=64)
@@ -126,26 +126,23 @@ async def chat(request: Request) -> Response:
     message = str_field(body, "message", required=True, max_len=state.settings.web.max_body_bytes)
     assert message is not None
     images = images_field(media, body, "web")
-    if not message.strip() and not images:
-        raise ApiError(400, "invalid_field", "message is empty")
     if rerun is not None and (images or is_command(message)):
         raise ApiError(400, "invalid_field", "an edit is text only, not a command and without images")
-    check_message(state, message)
-    if state.shutdown.is_set() and not is_stop(message):
-        raise ApiError(503, "shutting_down", "the server is shutting down")
-    await check_conversation(state, scope, conversation_id)
-    if rerun is not None:
-        await stored_user_message(state, scope, conversation_id, rerun)
-    key = request_key(request, "web")
     req = TurnRequest(
         scope=scope,
         channel="web",
         text=message,
         conversation_id=conversation_id,
-        request_key=key,
+        request_key=request_key(request, "web"),
         images=images,
         rerun=rerun,
     )
+    state.agent.check_request(req)  # the one message check: a 400 (413 when too long) before the stream
+    if state.shutdown.is_set() and not is_stop(message):
+        raise ApiError(503, "shutting_down", "the server is shutting down")
+    await check_conversation(state, scope, conversation_id)
+    if rerun is not None:
+        await stored_user_message(state, scope, conversation_id, rerun)
     return stream_turn(state, req)
 
 
@@ -206,14 +203,6 @@ async def rerun_turn(
 
 def is_command(text: str) -> bool:
     return bool(COMMAND_RE.match(text.strip()))
-
-
-def check_message(state: WebState, message: str) -> None:
-    if "\x00" in message:
-        raise ApiError(400, "invalid_field", "message contains binary data")
-    limit = state.settings.agent.max_message_chars
-    if len(message) > limit:
-        raise ApiError(413, "message_too_large", f"message is longer than {limit} characters")
 
 
 async def check_conversation(state: WebState, scope: Scope, conversation_id: str | None) -> None:

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from channels.web.auth import caller_scope
+from channels.web.auth import authenticate, caller_scope, scope_of
 from channels.web.errors import ApiError, read_json_object
 from channels.web.media import sign_link
 from channels.web.state import web_state
@@ -74,9 +74,9 @@ async def list_conversations(request: Request) -> Response:
 
 
 async def create_conversation(request: Request) -> Response:
-    scope = caller_scope(request)  # 401 before the body is read
+    user = authenticate(request)  # 401 before the body is read
     body = await _body(request, allow_empty=True)
-    scope = caller_scope(request, body)
+    scope = scope_of(request, user, body)
     only_keys(body, {"title"})
     title = _title(body) or ""
     conv = await web_state(request).agent.new_conversation(scope, channel=CHANNEL, title=title)
@@ -90,9 +90,9 @@ async def get_conversation(request: Request) -> Response:
 
 
 async def patch_conversation(request: Request) -> Response:
-    scope = caller_scope(request)
+    user = authenticate(request)  # 401 before the body is read
     body = await _body(request)
-    scope = caller_scope(request, body)
+    scope = scope_of(request, user, body)
     only_keys(body, {"title", "is_archived", "tags"})
     title = _title(body)
     archived = body.get("is_archived")

@@ -18,10 +18,10 @@ from starlette.routing import Route
 from starlette.types import Message
 
 from agent.core import TurnRequest
-from agent.media import IMAGE_TYPES, MediaError
-from channels.web.auth import authenticate, caller_scope
+from agent.media import IMAGE_TYPES
+from channels.web.auth import authenticate, caller_scope, scope_of
 from channels.web.errors import ApiError, read_limited
-from channels.web.media import check_link, media_api_error
+from channels.web.media import check_link
 from channels.web.routes_chat import check_conversation, stream_turn
 from channels.web.state import web_state
 from channels.web.turns import request_key
@@ -32,7 +32,7 @@ _VOICE_FIELDS = {"conversation_id", "context_name"}
 
 
 async def voice_chat(request: Request) -> Response:
-    authenticate(request)
+    user = authenticate(request)  # 401 before the body is read
     state = web_state(request)
     media = state.agent.media
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -59,15 +59,12 @@ async def voice_chat(request: Request) -> Response:
         data, declared = await audio.read(), audio.content_type or ""
     finally:
         await form.close()
-    scope = caller_scope(request, dict(fields))
+    scope = scope_of(request, user, dict(fields))
     conversation_id = fields.get("conversation_id") or None
     if state.shutdown.is_set():
         raise ApiError(503, "shutting_down", "the server is shutting down")
     await check_conversation(state, scope, conversation_id)
-    try:
-        spoken = await media.transcribe(data, declared, "web")
-    except MediaError as exc:
-        raise media_api_error(exc) from None
+    spoken = await media.transcribe(data, declared, "web")
     req = TurnRequest(
         scope=scope,
         channel="web",

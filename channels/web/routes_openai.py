@@ -36,10 +36,10 @@ from starlette.routing import Route
 
 from agent.core import TurnRequest
 from agent.events import CommandOutput, TextDelta, TurnEvent, TurnFailed, TurnStarted
-from agent.media import MediaError, VoiceNote
-from channels.web.auth import authenticate, caller_scope
-from channels.web.errors import ApiError, error_body, read_json_object
-from channels.web.media import media_api_error, upload_limit
+from agent.media import VoiceNote
+from channels.web.auth import authenticate, scope_of
+from channels.web.errors import ApiError, error_body, read_json_object, status_for
+from channels.web.media import upload_limit
 from channels.web.openai_history import extend, seed, title_from, visible_history
 from channels.web.openai_params import client_system, turn_options
 from channels.web.openai_retry import body_digest, identify, remember
@@ -47,22 +47,10 @@ from channels.web.openai_tools import client_tools, tool_results, wire_calls
 from channels.web.sse import EventStreamResponse, SendChunk, run_guarded, sse_data
 from channels.web.state import WebState, web_state
 from channels.web.turns import TurnSummary, run_turn
-from store import Message, NewAttachment, Scope
+from store import Message, NewAttachment, Scope, check_text
 
 CHANNEL = "api"
 CONVERSATION_HEADER = "x-hero-conversation"
-_TURN_ERROR_STATUS = {
-    "invalid_input": 400,
-    "not_found": 404,
-    "busy": 409,
-    "conflict": 409,
-    "provider_error": 502,
-    "vision_unsupported": 400,
-    "store_unavailable": 503,
-    "cancelled": 503,
-    "deadline": 504,
-    "internal": 500,
-}
 
 
 def _model_name(state: WebState) -> str:
@@ -105,8 +93,6 @@ def last_user_input(body: dict[str, Any]) -> UserInput:
             raise ApiError(400, "invalid_messages", "message content must be a string or a list of parts")
         if not found.text.strip() and not found.image_urls and not found.audio:
             raise ApiError(400, "invalid_messages", "the last user message is empty")
-        if "\x00" in found.text:
-            raise ApiError(400, "invalid_messages", "the last user message contains binary data")
         return found
     raise ApiError(400, "invalid_messages", "messages contain no user message")
 
@@ -146,19 +132,17 @@ async def media_of(
     """The turn's text (with the transcript of its audio), checked images and voice note."""
     media = state.agent.media
     text, voice = found.text, None
-    try:
-        media.check_count(len(found.image_urls), CHANNEL)
-        images = tuple([await media.image_from_url(url, CHANNEL) for url in found.image_urls])
-        for data, fmt in found.audio:
-            try:
-                raw = base64.b64decode(data, validate=True)
-            except (binascii.Error, ValueError):
-                raise ApiError(400, "invalid_messages", "input_audio data is not valid base64") from None
-            spoken = await media.transcribe(raw, f"audio/{fmt}" if fmt else "", CHANNEL)
-            text = f"{text}\n{spoken.text}" if text.strip() else spoken.text
-            voice = spoken.voice
-    except MediaError as exc:
-        raise media_api_error(exc) from None
+    # a MediaError is rendered by the app's error handler
+    media.check_count(len(found.image_urls), CHANNEL)
+    images = tuple([await media.image_from_url(url, CHANNEL) for url in found.image_urls])
+    for data, fmt in found.audio:
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(400, "invalid_messages", "input_audio data is not valid base64") from None
+        spoken = await media.transcribe(raw, f"audio/{fmt}" if fmt else "", CHANNEL)
+        text = f"{text}\n{spoken.text}" if text.strip() else spoken.text
+        voice = spoken.voice
     return text, images, voice
 
 
@@ -212,7 +196,7 @@ class Completion:
 
 
 async def chat_completions(request: Request) -> Response:
-    authenticate(request)
+    user = authenticate(request)  # 401 before the body is read
     state = web_state(request)
     media = state.agent.media
     cap = (
@@ -220,11 +204,9 @@ async def chat_completions(request: Request) -> Response:
     )
     body = await read_json_object(request, cap)
     raw = body_digest(body)
-    scope = caller_scope(request, body)
+    scope = scope_of(request, user, body)
     found = last_user_input(body)
-    limit = state.settings.agent.max_message_chars
-    if len(found.text) > limit:
-        raise ApiError(413, "message_too_large", f"message is longer than {limit} characters")
+    check_text(found.text, state.agent.max_message_chars)  # the store's rules, before any transcription
     namespace = body.get("user", "")
     if not isinstance(namespace, str) or len(namespace) > 256:
         raise ApiError(400, "invalid_user", "user must be a string of at most 256 characters", param="user")
@@ -306,7 +288,7 @@ async def _complete(state: WebState, request: Request, c: Completion) -> Respons
         raise ApiError(503, "shutting_down", "the reply was interrupted: the server is shutting down")
     if failure:
         err = failure[0]
-        raise ApiError(_TURN_ERROR_STATUS.get(err.code, 500), err.code, err.message, headers=c.headers)
+        raise ApiError(status_for(err.code), err.code, err.message, headers=c.headers)
     if summary.outcome == "complete":
         await _advance(state, c, summary.text, awaiting=bool(summary.client_calls))
     created = int(time.time())
@@ -367,7 +349,7 @@ def _stream(state: WebState, c: Completion, *, include_usage: bool) -> Response:
                 seen.append(event.text)
                 await emit(chunk({"content": event.text}))
             elif isinstance(event, TurnFailed):
-                status = _TURN_ERROR_STATUS.get(event.code, 500)
+                status = status_for(event.code)
                 await emit(sse_data(json.dumps(error_body(status, event.code, event.message, openai=True))))
 
         summary = await run_turn(state, c.req, on_event)

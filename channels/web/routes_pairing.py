@@ -13,14 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agent.pairing import PairingError
 from channels.web.auth import authenticate
-from channels.web.errors import ApiError, read_json_object
+from channels.web.errors import read_json_object
 from channels.web.state import web_state
 from channels.web.views import only_keys, str_field
 from store import IdentityLink
-
-_STATUS = {"invalid": 400, "not_found": 404, "config": 409}
 
 
 def _link_view(link: IdentityLink) -> dict[str, object]:
@@ -33,11 +30,7 @@ async def approve(request: Request) -> Response:
     body = await read_json_object(request, state.settings.web.max_body_bytes)
     only_keys(body, {"code"})
     code = str_field(body, "code", required=True, max_len=64) or ""
-    try:
-        link = await state.agent.pairing.approve(code, user, by=f"web:{user}")
-    except PairingError as exc:
-        status = _STATUS.get(exc.reason, 400)
-        raise ApiError(status, f"pairing_{exc.reason}", str(exc)) from None
+    link = await state.agent.pairing.approve(code, user, by=f"web:{user}")  # PairingError: its code
     return JSONResponse(_link_view(link))
 
 

@@ -27,9 +27,9 @@ from agent.events import (
     UsageInfo,
 )
 from agent.providers.base import ToolCall
-from channels.web.errors import ApiError, store_error_message, store_error_status
+from channels.web.errors import ApiError
 from channels.web.state import WebState
-from store import StoreError
+from config.errors import HeroError
 
 log = structlog.get_logger("hero.web")
 
@@ -76,7 +76,8 @@ def is_stop(text: str) -> bool:
 async def run_turn(state: WebState, req: TurnRequest, on_event: EventSink) -> TurnSummary:
     """Drive ``Agent.handle`` for ``req``, handing every event to ``on_event``.
 
-    Store errors raised before the turn starts become a ``TurnFailed`` event. Cancellation (client gone,
+    User-safe errors raised before the turn starts (a store error, a slash command's) become a
+    ``TurnFailed`` event. Cancellation (client gone,
     shutdown deadline) propagates; the agent stores the partial reply marked interrupted.
     """
     started = anyio.current_time()
@@ -101,16 +102,10 @@ async def run_turn(state: WebState, req: TurnRequest, on_event: EventSink) -> Tu
                 if isinstance(events, AsyncGenerator):
                     with anyio.CancelScope(shield=True):
                         await events.aclose()
-    except StoreError as exc:
-        status, code = store_error_status(exc)
-        if status >= 500 and code == "internal_error":
+    except HeroError as exc:
+        if not exc.user_safe:
             raise
-        await _deliver(
-            TurnFailed(code=code, message=store_error_message(exc), conversation_id=summary.conversation_id),
-            summary,
-            started,
-            on_event,
-        )
+        await _deliver(TurnFailed.of(exc, summary.conversation_id), summary, started, on_event)
     finally:
         elapsed = anyio.current_time() - started
         if is_stop(req.text):  # answered here, not by Agent.handle (which counts every other turn)

@@ -19,7 +19,7 @@ from store.api.fallbacks import with_fallbacks
 from store.engine import MAX_LIMIT, Engine
 from store.errors import InvalidInput
 from store.leases import LEASE_S, KeyedLocks, LeaseStats, this_process
-from store.models import BASE_FIELDS, Message, MessageStatus, Record, Role, validate_sid
+from store.models import BASE_FIELDS, Message, MessageStatus, Record, Role, check_text, validate_sid
 
 MAX_TITLE_CHARS = 200
 #: a conversation's ``tail_digest``: letters and digits, at most this many (the /v1 history match)
@@ -79,15 +79,9 @@ class StoreBase:
 
     # -- validation ----------------------------------------------------------------------------
 
-    def _check_content(self, content: str) -> None:
-        if not isinstance(content, str):
-            raise InvalidInput("content must be text")
-        if len(content) > self.max_message_chars:
-            raise InvalidInput(
-                f"message too large: {len(content)} characters, the limit is {self.max_message_chars}"
-            )
-        if "\x00" in content:
-            raise InvalidInput("content contains NUL characters")
+    def check_text(self, content: object, *, what: str = "message") -> str:
+        """``content`` checked against the store's rules (:func:`store.models.check_text`)."""
+        return check_text(content, self.max_message_chars, what=what)
 
     def _message_fields(self, message: Message) -> Record:
         """A new message's fields, validated (the engine adds sid, timestamps and seq)."""
@@ -95,7 +89,7 @@ class StoreBase:
             raise InvalidInput(f"invalid role {message.role!r}")
         if message.status not in MessageStatus._value2member_map_:
             raise InvalidInput(f"invalid status {message.status!r}")
-        self._check_content(message.content)
+        self.check_text(message.content)
         if message.tool_calls:
             try:
                 if not isinstance(json.loads(message.tool_calls), list):

@@ -24,7 +24,7 @@ import structlog
 
 from store.api.base import StoreBase
 from store.engine import ClaimStep, Engine, MarkCutStep, ReleaseStep, Results, Step
-from store.errors import Conflict, LeaseHeld, LeaseLost, StoreError
+from store.errors import ConversationBusy, LeaseHeld, LeaseLost, StoreError
 from store.leases import RENEW_FRACTION, Claimed, known_dead, this_host
 from store.models import Scope
 
@@ -207,7 +207,7 @@ class LeaseMixin(StoreBase):
                     continue  # at once: the holder is known to be gone
                 attempt = claim
                 if anyio.current_time() > deadline:
-                    raise Conflict("the conversation is busy with another turn") from None
+                    raise ConversationBusy() from None
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 0.1)
             except BaseException:

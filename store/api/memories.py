@@ -22,7 +22,7 @@ class MemoriesMixin(StoreBase):
         content = content.strip()
         if not content:
             raise InvalidInput("memory content is empty")
-        self._check_content(content)
+        self.check_text(content, what="memory")
         h = memory_hash(content)
         existing = await self.engine.list(Kind.MEMORY, scope, ListQuery(filters={"hash": h}, limit=1))
         if existing.items:

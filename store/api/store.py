@@ -242,7 +242,7 @@ class Store(MemoriesMixin, RecordsMixin, TurnMixin, StopsMixin, LinksMixin, Atta
         fields.pop("seq", None)
         fields.pop("conversation_id", None)
         if "content" in fields:
-            self._check_content(str(fields["content"]))
+            self.check_text(fields["content"])
         if "status" in fields and fields["status"] not in MessageStatus._value2member_map_:
             raise InvalidInput(f"invalid status {fields['status']!r}")
         rec = await self.engine.update(Kind.MESSAGE, scope, validate_sid(sid), dict(fields))

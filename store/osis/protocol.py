@@ -51,12 +51,14 @@ UNAVAILABLE: Final = -32005
 class OsisAuthError(StoreError):
     """The OSIS service refused our credentials (missing or wrong ``store.secret``). Not retryable."""
 
+    code = "store_unauthorized"
     user_safe = True
 
 
 class OsisProtocolError(StoreError):
     """The service answered something that is not valid OSIS JSON-RPC (a wrong URL, a proxy page)."""
 
+    code = "store_protocol"
     user_safe = True
 
 

@@ -194,9 +194,12 @@ async def test_provider_failure_is_one_clear_error_and_a_marker(agent: Agent, fa
 
 async def test_bad_input_is_refused_and_nothing_is_stored(agent: Agent, fake: FakeOpenAI) -> None:
     conv = await agent.new_conversation(SCOPE, channel="cli")
-    for text in ("", "   ", "x" * (agent.settings.agent.max_message_chars + 1), "bin\x00ary"):
+    too_long = "x" * (agent.settings.agent.max_message_chars + 1)
+    for text, code in (("", "invalid_input"), ("   ", "invalid_input"), (too_long, "message_too_large")):
         events = await turn(agent, text)
-        assert len(events) == 1 and isinstance(events[0], TurnFailed) and events[0].code == "invalid_input"
+        assert len(events) == 1 and isinstance(events[0], TurnFailed) and events[0].code == code
+    events = await turn(agent, "bin\x00ary")
+    assert events == [TurnFailed("invalid_input", "The message contains binary data.")]
     assert await all_messages(agent.store, conv.sid) == [] and fake.requests == []
 
 

@@ -207,7 +207,7 @@ async def test_content_limit(store: Store) -> None:
         ALICE, Message(conversation_id=conv.sid, role="user", content="x" * MAX_CHARS, channel="cli")
     )
     assert len(ok.content) == MAX_CHARS
-    with pytest.raises(InvalidInput, match="too large"):
+    with pytest.raises(InvalidInput, match="too long"):
         await store.append_message(
             ALICE,
             Message(conversation_id=conv.sid, role="user", content="x" * (MAX_CHARS + 1), channel="cli"),
@@ -220,7 +220,7 @@ async def test_content_limit(store: Store) -> None:
     [
         ({"role": "wizard"}, "role"),
         ({"status": "done"}, "status"),
-        ({"content": "nul\x00byte"}, "NUL"),
+        ({"content": "nul\x00byte"}, "binary data"),
         ({"tool_calls": "{not json"}, "tool_calls"),
         ({"tool_calls": '{"a": 1}'}, "tool_calls"),
     ],

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from channels.base import ChannelStartError
+from channels.errors import ChannelStartError
 from channels.telegram import TelegramChannel
 from config.settings import Settings
 from tests.fakes.served import ServedApp

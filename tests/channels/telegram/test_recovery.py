@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from channels.base import ChannelStartError
+from channels.errors import ChannelStartError
 from channels.telegram import TelegramChannel
 from channels.telegram.responder import INTERRUPTED
 from config.settings import Settings

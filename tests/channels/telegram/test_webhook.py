@@ -8,7 +8,7 @@ import socket
 import httpx
 import pytest
 
-from channels.base import ChannelStartError
+from channels.errors import ChannelStartError
 from channels.telegram import TelegramChannel
 from config.settings import Settings
 from tests.channels.telegram.conftest import ALICE, running

@@ -75,7 +75,7 @@ def test_tool_turn_prints_only_the_answer(fake: FakeOpenAI, capsys: pytest.Captu
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--conversation", "zzzz9", "hi"], "hero-agent: error: That conversation does not exist."),
+        (["--conversation", "zzzz9", "hi"], "hero-agent: error: No conversation with that id."),
         (["--context", "Not Valid", "hi"], "hero-agent: error: invalid context name 'Not Valid'"),
     ],
 )

@@ -19,7 +19,7 @@ from agent.factory import open_agent
 from agent.metrics import TurnMetrics
 from agent.providers.base import ToolCall
 from agent.tools.base import ToolCaller
-from channels.base import ChannelStartError
+from channels.errors import ChannelStartError
 from channels.web import WebChannel, create_app
 from channels.web.metrics import Metrics
 from config.settings import MCPServerSettings
@@ -130,7 +130,7 @@ async def test_metrics_count_the_turns_of_every_channel_the_agent_serves(
     assert 'hero_turns_total{channel="telegram",outcome="complete"} 1' in text
     assert 'hero_turns_total{channel="cli",outcome="command"} 1' in text
     assert 'hero_turns_total{channel="cli",outcome="error"} 1' in text
-    assert 'hero_turn_errors_total{channel="cli",code="invalid_input"} 1' in text
+    assert 'hero_turn_errors_total{channel="cli",code="message_too_large"} 1' in text
     assert 'hero_time_to_first_token_seconds_count{channel="telegram"} 1' in text
     assert re.search(r'hero_tokens_total\{channel="telegram",kind="prompt"\} [1-9]', text)
     assert re.search(r'hero_http_requests_total\{method="POST",status="200"\} [1-9]', text)
