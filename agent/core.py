@@ -27,6 +27,7 @@ import structlog
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
+from agent.client_tools import CLIENT_TOOL_CALLS, CLIENT_TOOL_CALLS_HELP
 from agent.conversations import ACTIVE_KEY, ConversationsMixin
 from agent.errors import AgentClosing, TurnStopped
 from agent.events import CommandOutput, Done, EventSink, Retrying, TextDelta, TurnEvent, TurnFailed
@@ -38,7 +39,9 @@ from agent.pairing import Pairing
 from agent.prompt.compaction import Compactor
 from agent.prompt.window import WindowCache
 from agent.providers.base import Provider
+from agent.rerun import RERUNS, RERUNS_HELP
 from agent.slash_commands import run_command
+from agent.stops import watch_for_stop
 from agent.tools.registry import ToolRegistry
 from agent.turn import Turn
 from agent.turn_input import TurnInput, TurnRequest, TurnServices
@@ -93,6 +96,9 @@ class Agent(ConversationsMixin):
         self.metrics = TurnMetrics(store_engine=store.engine, leases=store.lease_stats)
         if tools is not None:
             self.metrics.tool_results = tools.result_counts
+        self.metrics.counters.declare(RERUNS, RERUNS_HELP)
+        self.metrics.counters.declare(CLIENT_TOOL_CALLS, CLIENT_TOOL_CALLS_HELP)
+        self._services.counters = self.metrics.counters
         #: Telegram pairing codes and identity links (the Telegram channel, the web page)
         self.pairing = Pairing(settings, store)
 
@@ -229,7 +235,8 @@ class Agent(ConversationsMixin):
     async def _run_turn_task(
         self, req: TurnRequest, send: MemoryObjectSendStream[TurnEvent], running: _Running
     ) -> None:
-        turn_id = uuid.uuid4().hex[:12]
+        # unique across contexts and daemons: the OpenAI endpoint's completion id is chatcmpl-<turn id>
+        turn_id = uuid.uuid4().hex
 
         ended: list[TurnEvent] = []
         first_text: list[float] = []
@@ -252,6 +259,15 @@ class Agent(ConversationsMixin):
 
         def on_locked() -> None:
             running.active = True
+            if self._tg is not None:  # a /stop sent to another process reaches this turn (agent/stops.py)
+                self._tg.start_soon(
+                    watch_for_stop,
+                    self.store,
+                    running.scope,
+                    running.conversation_id,
+                    running.cancel_scope,
+                    running.done,
+                )
 
         started = time.perf_counter()
         running.conversation_id = req.conversation_id or ""
@@ -360,8 +376,9 @@ class Agent(ConversationsMixin):
         return validate_sid(req.conversation_id)
 
     async def stop_turn(self, scope: Scope, conversation_id: str | None = None) -> bool:
-        """Cancel the running turn of a conversation (None: every running turn of this scope).
-        Waits until the turn has cleaned up; False when nothing was running."""
+        """Cancel the running turn of a conversation (None: every running turn of this scope, else the
+        active conversation's turn in another process). Waits until the turn has cleaned up; False when
+        nothing was running. A turn another process runs gets a stop request in the store."""
         hits = [
             r
             for r in self._running
@@ -374,7 +391,13 @@ class Agent(ConversationsMixin):
         for running in hits:
             with anyio.fail_after(FLUSH_DEADLINE_S):
                 await running.done.wait()
-        return bool(hits)
+        if hits:
+            return True
+        # not running here: maybe in another process sharing the store (a web replica, a CLI)
+        target = conversation_id or await self.store.get_state(scope, ACTIVE_KEY)
+        if not target:
+            return False
+        return await self.store.stop_remote_turn(scope, target, wait_s=FLUSH_DEADLINE_S)
 
     def is_running(self, scope: Scope, conversation_id: str) -> bool:
         return any(

@@ -18,7 +18,10 @@
     +-- MediaError                  (per case)         bad or unusable image or voice input: ``code`` says
     |                                                  which (agent/media/errors.py)
     +-- PairingError                pairing_<reason>   a pairing request that cannot be done
-                                                       (agent/pairing.py)
+    |                                                  (agent/pairing.py)
+    +-- RerunRefused                conflict           a retry, regenerate or edit that cannot be done
+    |                                                  (agent/rerun.py)
+    +-- ToolResultsRefused          conflict           client tool results that answer no awaited call
 
 Not in the tree: a tool's ``ToolError`` (agent/tools/base.py) is not raised to anyone: the registry
 turns it into an error result the model reads.
@@ -113,3 +116,10 @@ class AgentClosing(AgentError):
 
     def __init__(self) -> None:
         super().__init__("The agent is shutting down; try again shortly.")
+
+
+class ToolResultsRefused(AgentError):
+    """Client tool results sent when no call of theirs awaits results (another request took them
+    first, or a wrong id): nothing was stored."""
+
+    code = "conflict"

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+from agent.providers.base import ToolCall
 from config.errors import describe_error
 
 
@@ -69,6 +70,9 @@ class Done:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model: str = ""
+    #: the turn ended handing these client tool calls to the client (``message_id`` is the step that
+    #: made them; the turn continues when their results come back: :mod:`agent.client_tools`)
+    client_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

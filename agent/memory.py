@@ -28,7 +28,7 @@ from agent.errors import ProviderError
 from agent.llm import LLM, CallSite
 from agent.providers.base import ChatMessage, ChatRequest
 from config.settings import MemorySettings
-from store import Memory, Message, Role, Scope, Store, StoreError
+from store import KeyedLocks, Memory, Message, Role, Scope, Store, StoreError
 
 log = structlog.get_logger()
 
@@ -117,7 +117,8 @@ class MemoryManager:
         self.model = settings.extraction_model or model
         self._tg: TaskGroup | None = None
         self._pending: dict[tuple[str, str, str], _Pending] = {}
-        self._locks: dict[tuple[str, str, str], anyio.Lock] = {}
+        #: one per conversation being extracted now (dropped when free: a daemon serves many)
+        self._locks = KeyedLocks()
 
     def bind(self, tg: TaskGroup | None) -> None:
         """Background extraction runs in ``tg`` (the Agent's); without one, ``schedule`` does nothing."""
@@ -195,8 +196,7 @@ class MemoryManager:
     async def extract(self, scope: Scope, conversation_id: str, channel: str) -> int:
         """Extract memories from the messages not yet looked at; returns how many were new."""
         key = (scope.context, scope.user_id, conversation_id)
-        lock = self._locks.setdefault(key, anyio.Lock())
-        async with lock:
+        async with self._locks.hold(key):
             if (await self.store.get_conversation(scope, conversation_id)).is_group:
                 return 0  # groups: no single user to learn about (see the module docstring)
             seen = int(await self.store.get_state(scope, _state_key(conversation_id)) or 0)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from agent.events import Done, TurnEvent, TurnFailed
 from agent.tools.storable import ResultCounts
-from store import Engine, LeaseStats
+from store import GROUP_BUCKETS, CommitStats, Engine, LeaseStats
 
 #: seconds; turn latencies span tool calls and long replies
 TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -115,6 +115,9 @@ class TurnMetrics:
     store_engine: Engine | None = None
     #: the store's turn-lock and cut-turn counters (the Agent's Store keeps them)
     leases: LeaseStats = field(default_factory=LeaseStats)
+    #: what a channel is doing when that is more than up or down (Telegram: ``polling``, ``standby``
+    #: behind another daemon's poller, ``webhook``): shown in ``/readyz`` and as a gauge
+    channel_states: dict[str, str] = field(default_factory=dict)
 
     def turn_finished(
         self,
@@ -203,6 +206,15 @@ class TurnMetrics:
             out += counter_lines(name, help_text, {_labels(tool=t): n for t, n in by_tool.items()})
         out += self._store_lines()
         out += lease_lines(self.leases)
+        if self.channel_states:
+            out += [
+                "# HELP hero_channel_state What a channel is doing (1 for its current state), by channel.",
+                "# TYPE hero_channel_state gauge",
+                *(
+                    f"hero_channel_state{_fmt_labels(_labels(channel=c, state=st))} 1"
+                    for c, st in sorted(self.channel_states.items())
+                ),
+            ]
         return [
             *out,
             "# HELP hero_turn_duration_seconds Turn latency from request to the final event.",
@@ -215,7 +227,13 @@ class TurnMetrics:
         ]
 
     def _store_lines(self) -> list[str]:
-        """A remote engine's failed attempts and unreachable calls (an engine without counters: none)."""
+        """The engine's commits (the embedded one) and a remote engine's failed attempts and
+        unreachable calls (an engine without counters: none)."""
+        stats = self.store_engine.commit_stats() if self.store_engine is not None else None
+        commits = commit_lines(self.store_engine.name, stats) if self.store_engine and stats else []
+        return commits + self._remote_lines()
+
+    def _remote_lines(self) -> list[str]:
         events = self.store_engine.counters() if self.store_engine is not None else {}
         if self.store_engine is None or not events:
             return []
@@ -281,11 +299,41 @@ def lease_lines(stats: LeaseStats) -> list[str]:
             "hero_lease_lost_total", "Held turn locks lost to another holder after lapsing.", {(): stats.lost}
         ),
         *counter_lines(
+            "hero_stop_requests_total",
+            "/stop across processes: written (for a turn another process runs), seen (for a turn of "
+            "this process, which was then cancelled).",
+            {_labels(event="written"): stats.stops_written, _labels(event="seen"): stats.stops_seen},
+        ),
+        *counter_lines(
             "hero_interrupted_markers_total",
             "Marks of cut turns written: user (an interrupted answer), tool (an interrupted result).",
             markers,
         ),
     ]
+
+
+def commit_lines(engine: str, stats: CommitStats) -> list[str]:
+    """The engine's write transactions: commits, the fsyncs among them, and the batches per group
+    commit as a histogram (sum: batches, count: groups)."""
+    labels = _labels(engine=engine)
+    out = counter_lines("hero_store_commits_total", "Write transactions committed.", {labels: stats.commits})
+    out += counter_lines(
+        "hero_store_fsyncs_total", "Commits that waited for the disk (fsync).", {labels: stats.fsyncs}
+    )
+    name = "hero_store_group_commit_batches"
+    out += [
+        f"# HELP {name} Write batches per group commit (one transaction, one fsync for all of them).",
+        f"# TYPE {name} histogram",
+    ]
+    running = 0
+    for bound, n in zip(GROUP_BUCKETS, stats.groups, strict=False):
+        running += n
+        out.append(f"{name}_bucket{_fmt_labels(labels, (('le', _num(bound)),))} {running}")
+    running += stats.groups[-1]
+    out.append(f"{name}_bucket{_fmt_labels(labels, (('le', '+Inf'),))} {running}")
+    out.append(f"{name}_sum{_fmt_labels(labels)} {stats.batches}")
+    out.append(f"{name}_count{_fmt_labels(labels)} {running}")
+    return out
 
 
 def counter_lines(name: str, help_text: str, values: dict[Labels, int]) -> list[str]:

@@ -9,6 +9,8 @@ One :class:`Turn` answers one user message in one conversation::
     loop: stream the model                            -> Retrying..., TextDelta..., UsageInfo
           tool calls? persist them, run them concurrently, persist results in call order
                                                       -> ToolStarted..., ToolFinished...
+          calls to client tools? the step's own calls run, then the turn ends handing the client
+          calls to the client (agent/client_tools.py)     -> Done(client_calls=...)
           up to ``agent.max_tool_iterations``, then one final call without tools
     persist the final assistant message               -> Done
 
@@ -27,16 +29,20 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
-from agent.errors import ProviderError, TurnTimedOut, VisionRefused
+from agent.client_tools import CLIENT_TOOL_CALLS, ClientResult, awaited, continued_answer, user_of
+from agent.errors import ProviderError, ToolResultsRefused, TurnTimedOut, VisionRefused
 from agent.events import Done, EventSink, Retrying, TextDelta, TurnFailed, TurnStarted, UsageInfo
 from agent.llm import CallSite
 from agent.prompt.builder import build_prompt
-from agent.prompt.history import calls_to_json, fit
+from agent.prompt.history import calls_from_json, calls_to_json, fit
 from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, RetryNotice, ToolCall
+from agent.rerun import RERUNS, Rerun, RerunKind, RerunRefused, to_supersede
 from agent.tools.base import ToolCaller, ToolResult
 from agent.turn_input import TurnInput, TurnServices
+from agent.turn_options import CLIENT_SYSTEM_TYPE, client_system_changed
 from agent.turn_tools import run_calls, signature
 from store import (
+    CLIENT_NO_RESULT,
     INTERRUPTED_TEXT,
     INTERRUPTED_TYPE,
     Conflict,
@@ -46,6 +52,7 @@ from store import (
     MessageStatus,
     Role,
     StoreError,
+    TurnOpening,
     TurnReads,
     UsageEntry,
 )
@@ -101,9 +108,22 @@ class Turn:
         self.sent_images = False
         #: the user message this turn answers (set once the turn is open)
         self.user_sid = ""
+        #: the store's opening of the turn: its final message closes it (see ``_finish``)
+        self.opening: TurnOpening | None = None
+        #: the final message is stored and the lease released: nothing is left to settle
+        self.finished = False
 
     async def run(self) -> None:
         agent_cfg, inp, services = self.services.settings.agent, self.inp, self.services
+        rerun = inp.request.rerun
+        continuing = bool(inp.request.client_results)
+        rerun_of = rerun.user_message_id if rerun is not None else None
+        if continuing:
+            rerun_of = await self._awaiting_turn()
+            if rerun_of is None:
+                return
+        if rerun_of is not None:
+            services.window.forget(inp.request.scope, self.cid)  # the marks below change messages it may hold
         after_seq, window_limit = services.window.plan(inp.request.scope, self.cid)
         recall_text, recall_limit, recent = services.memory.recall_plan(inp.request.text)
         reads = TurnReads(window_limit, after_seq, recall_text, recall_limit, recent)
@@ -119,23 +139,37 @@ class Turn:
                 reads=reads,
                 ttl_s=agent_cfg.turn_lock_ttl_s,
                 wait_s=agent_cfg.turn_deadline_s,
+                turn_id=inp.turn_id,
+                rerun_of=rerun_of,
+                # a continuation stores the awaited calls' results itself
+                mark_cut=not continuing,
             ) as opening:
                 self.on_locked()
+                self.opening = opening
                 self.message = opening.message
                 inp.conversation = opening.conversation
-                self.user_sid = opening.message.sid
                 # the turn's usage entries are written when it closes, with the lease's release
                 self.progress.usage = opening.usage
-                await self.emit(TurnStarted(self.cid, opening.message.sid, inp.turn_id))
                 with anyio.move_on_after(agent_cfg.turn_deadline_s) as deadline:
-                    await self._title(opening.conversation)
                     self.stored = await services.window.absorb(
                         inp.request.scope, self.cid, after_seq, opening
                     )
-                    answered = earlier_answer(self.stored, opening.message)
+                    answered = None if rerun_of else earlier_answer(self.stored, opening.message)
+                    if continuing:
+                        answered = self._continued_answer()
+                        if answered is None and not await self._take_results(inp.request.client_results):
+                            return
+                    elif answered is None and not await self._settle_earlier(opening.message):
+                        return
+                    self.user_sid = self.message.sid
+                    # a replayed answer shows the turn id it was stored with (the completion id)
+                    shown_id = answered.turn_id if answered is not None and answered.turn_id else inp.turn_id
+                    await self.emit(TurnStarted(self.cid, self.message.sid, shown_id))
+                    await self._title(opening.conversation)
                     if answered is not None:
                         await self._replay(answered)
                         return
+                    await self._store_client_system()
                     self.memories = services.memory.ranked(
                         opening.matching_memories, opening.recent_memories, inp.request.text
                     )
@@ -144,6 +178,114 @@ class Turn:
                     await self.emit(TurnFailed.of(TurnTimedOut(agent_cfg.turn_deadline_s), self.cid))
         except Conflict as exc:
             await self.emit(TurnFailed.of(exc, self.cid))
+
+    async def _settle_earlier(self, message: Message) -> bool:
+        """Before answering: a re-run (or a repeated request whose earlier answer was cut or failed)
+        marks what the earlier attempt left as superseded (:mod:`agent.rerun`); an edit stores its new
+        user message. False (and a ``conflict`` error) when the re-run is refused."""
+        inp, req = self.inp, self.inp.request
+        rerun = req.rerun
+        if rerun is None and message.turn_id == inp.turn_id:
+            return True  # a new message: nothing came before it
+        plan = rerun or Rerun(RerunKind.RETRY, message.sid)
+        try:
+            replaced = to_supersede(self.stored, plan)
+        except RerunRefused as exc:
+            await self.emit(TurnFailed.of(exc, self.cid))
+            return False
+        if replaced:
+            await self.services.store.supersede(req.scope, [m.sid for m in replaced], inp.turn_id)
+            for m in replaced:
+                m.superseded_by = inp.turn_id
+            log.info("turn.rerun", kind=plan.kind.value, superseded=len(replaced))
+        self.services.counters.inc(RERUNS, kind=plan.kind.value, channel=req.channel)
+        if plan.kind == RerunKind.EDIT:
+            self.message = await self.services.store.append_message(
+                req.scope,
+                Message(
+                    conversation_id=self.cid,
+                    role="user",
+                    content=req.text,
+                    channel=req.channel,
+                    sender=req.sender,
+                    turn_id=inp.turn_id,
+                ),
+            )
+            self.stored.append(self.message)
+        return True
+
+    async def _awaiting_turn(self) -> str | None:
+        """The user message of the turn awaiting the client's tool results, or of the turn that
+        already answered them (a continuation sent again); read before the turn opens, checked again
+        under its lease. None, with a ``conflict`` error, when neither is there."""
+        req = self.inp.request
+        page = await self.services.store.list_messages(req.scope, self.cid, limit=100, descending=True)
+        recent = list(reversed(page.items))
+        step, _ = awaited(recent)
+        if step is None and (answer := continued_answer(recent, {r.call_id for r in req.client_results})):
+            step = answer  # sent again after it was answered: the answer is replayed
+        user = user_of(recent, step) if step is not None else None
+        if user is None:
+            refused = ToolResultsRefused("No tool calls of this conversation are awaiting results.")
+            await self.emit(TurnFailed.of(refused, self.cid))
+            return None
+        return user.sid
+
+    def _continued_answer(self) -> Message | None:
+        """A continuation sent again after its turn answered (a retry after a lost response): that
+        answer, replayed like any repeated request's; None when the calls still await results."""
+        if awaited(self.stored)[0] is not None:
+            return None
+        return continued_answer(self.stored, {r.call_id for r in self.inp.request.client_results})
+
+    async def _take_results(self, results: tuple[ClientResult, ...]) -> bool:
+        """Store the client's results of the awaited calls (an awaited call it left out gets
+        :data:`store.CLIENT_NO_RESULT`); False, with a ``conflict`` error and nothing stored, when a
+        result answers no awaited call (another request took them first, or a wrong id)."""
+        req = self.inp.request
+        step, waiting = awaited(self.stored)
+        given = {r.call_id: r.content for r in results}
+        unknown = sorted(set(given) - set(waiting))
+        if step is None or unknown:
+            message = f"No awaited tool call has the id {', '.join(unknown or sorted(given))}."
+            await self.emit(TurnFailed.of(ToolResultsRefused(message), self.cid))
+            return False
+        names = {c.id: c.name for c in calls_from_json(step.tool_calls)}
+        for call_id in waiting:
+            content = given.get(call_id)
+            msg = await self.services.store.append_message(
+                req.scope,
+                Message(
+                    conversation_id=self.cid,
+                    role="tool",
+                    content=self._clip(CLIENT_NO_RESULT if content is None else content),
+                    channel=req.channel,
+                    tool_call_id=call_id,
+                    name=names.get(call_id, ""),
+                    status=MessageStatus.ERROR if content is None else MessageStatus.COMPLETE,
+                    turn_id=self.inp.turn_id,
+                ),
+            )
+            self.stored.append(msg)
+        self.services.counters.inc(CLIENT_TOOL_CALLS, len(given), kind="result", channel=req.channel)
+        return True
+
+    async def _store_client_system(self) -> None:
+        """The client's system message is stored with the conversation when it is new or changed."""
+        req = self.inp.request
+        text = req.options.system
+        if text and client_system_changed(self.stored, text):
+            await self.services.store.append_message(
+                req.scope,
+                Message(
+                    conversation_id=self.cid,
+                    role="system",
+                    content=self._clip(text),
+                    channel=req.channel,
+                    message_type=CLIENT_SYSTEM_TYPE,
+                    turn_id=self.inp.turn_id,
+                ),
+            )
 
     async def _replay(self, answer: Message) -> None:
         """A request whose key was seen before and already answered: the same answer again, no call."""
@@ -164,6 +306,8 @@ class Turn:
         try:
             await self._loop()
         except anyio.get_cancelled_exc_class():
+            if self.finished:
+                raise  # cancelled after the answer was stored (while Done was delivered)
             # shielded so the cancel cannot cut the cleanup, bounded so a hung store cannot hold it
             with anyio.CancelScope(shield=True), anyio.move_on_after(BOOKKEEPING_DEADLINE_S):
                 await self._settle(MessageStatus.INTERRUPTED)
@@ -211,7 +355,10 @@ class Turn:
         agent_cfg, llm_cfg = self.services.settings.agent, self.services.settings.llm
         # the conversation's /model choice (stored with it), else the configured model
         model = self.services.settings.model_for(self.inp.conversation.model if self.inp.conversation else "")
-        tools = self.services.tools.specs() if self.services.tools is not None else ()
+        opts = self.inp.request.options
+        own = self.services.tools.specs() if self.services.tools is not None else ()
+        tools = own + opts.client_tools
+        client_names = {t.name for t in opts.client_tools}
         prompt = await build_prompt(self.services, self.inp, tools, self.memories, self.stored)
         system, messages = prompt.system, prompt.messages
         previous: set[tuple[str, str]] = set()
@@ -227,24 +374,31 @@ class Turn:
                 system=f"{system}\n\n{FINAL_NOTE}" if final and iteration else system,
                 messages=tuple(messages),
                 tools=() if final else tools,
-                max_tokens=llm_cfg.max_output_tokens,
-                temperature=llm_cfg.temperature,
+                # a client's max_tokens applies to each model call, capped by the configured one
+                max_tokens=min(opts.max_tokens or llm_cfg.max_output_tokens, llm_cfg.max_output_tokens),
+                temperature=llm_cfg.temperature if opts.temperature is None else opts.temperature,
+                sampling=opts.sampling,
             )
             self.sent_images = any(img.data for m in request.messages for img in m.images)
             resp = await self._call(request)
             if not resp.tool_calls or final:
                 await self._finish(resp)
                 return
-            calls = resp.tool_calls
-            await self._persist_calls(resp)
+            client = {c.id for c in resp.tool_calls if c.name in client_names}
+            step = await self._persist_calls(resp, client)
             messages.append(
                 ChatMessage(
-                    role="assistant", content=resp.text, tool_calls=calls, reasoning=tuple(resp.reasoning)
+                    role="assistant",
+                    content=resp.text,
+                    tool_calls=resp.tool_calls,
+                    reasoning=tuple(resp.reasoning),
                 )
             )
+            # the agent's own calls run here; the client's are handed to the client after them
+            calls = tuple(c for c in resp.tool_calls if c.id not in client)
             signatures = {signature(c) for c in calls}
             repeated = {c.id for c in calls if signature(c) in previous}
-            results = await self._run_tools(calls, repeated)
+            results = await self._run_tools(calls, repeated) if calls else []
             for call, result in zip(calls, results, strict=True):
                 await self._persist_result(call, result)
                 messages.append(
@@ -256,6 +410,9 @@ class Turn:
                         is_error=not result.ok,
                     )
                 )
+            if client:
+                await self._hand_over(step, resp, tuple(c for c in resp.tool_calls if c.id in client))
+                return
             if repeated:
                 log.info(
                     "turn.repeated_call_stopped", tools=sorted({c.name for c in calls if c.id in repeated})
@@ -310,25 +467,47 @@ class Turn:
 
     # -- persistence -------------------------------------------------------------------------------
 
-    async def _persist_calls(self, resp: CollectedResponse) -> None:
-        await self.services.store.append_message(
+    async def _hand_over(self, step: Message, resp: CollectedResponse, calls: tuple[ToolCall, ...]) -> None:
+        """End the turn handing the client calls to the client: stored as awaited (the step holds
+        them, with no result), answered by the client's next request."""
+        progress, req = self.progress, self.inp.request
+        progress.partial.clear()
+        self.services.counters.inc(CLIENT_TOOL_CALLS, len(calls), kind="returned", channel=req.channel)
+        log.info("turn.client_tool_calls", tools=sorted({c.name for c in calls}))
+        await self.emit(
+            Done(
+                self.cid,
+                step.sid,
+                resp.text,
+                progress.prompt_tokens,
+                progress.completion_tokens,
+                resp.model,
+                client_calls=calls,
+            )
+        )
+
+    async def _persist_calls(self, resp: CollectedResponse, client: set[str]) -> Message:
+        """The step with its calls (client calls marked); the agent's own calls are now pending."""
+        step = await self.services.store.append_message(
             self.inp.request.scope,
             Message(
                 conversation_id=self.cid,
                 role="assistant",
                 content=self._clip(resp.text),
                 channel=self.inp.request.channel,
-                tool_calls=calls_to_json(resp.tool_calls),
+                tool_calls=calls_to_json(resp.tool_calls, client),
                 model=resp.model,
                 prompt_tokens=resp.prompt_tokens,
                 completion_tokens=resp.completion_tokens,
                 extra={"reasoning": list(resp.reasoning)} if resp.reasoning else {},
+                turn_id=self.inp.turn_id,
             ),
         )
         self.progress.partial.clear()
-        self.progress.pending = list(resp.tool_calls)
+        self.progress.pending = [c for c in resp.tool_calls if c.id not in client]
         self.progress.results.clear()
         self.progress.durations.clear()
+        return step
 
     async def _persist_result(self, call: ToolCall, result: ToolResult) -> None:
         ms = self.progress.durations.get(call.id)
@@ -343,6 +522,7 @@ class Turn:
                 name=call.name,
                 status=MessageStatus.COMPLETE if result.ok else MessageStatus.ERROR,
                 extra={"duration_ms": ms} if ms is not None else {},
+                turn_id=self.inp.turn_id,
             ),
         )
         self.progress.pending = [c for c in self.progress.pending if c.id != call.id]
@@ -351,8 +531,10 @@ class Turn:
         progress = self.progress
         # a final call may still answer with tool calls only (no tools offered, a stubborn model)
         text = resp.text or (EMPTY_FINAL if resp.tool_calls else "")
-        msg = await self.services.store.append_message(
-            self.inp.request.scope,
+        assert self.opening is not None  # the loop runs inside the opened turn
+        # one batch: the message, the turn's usage entries and the lease's release (one commit)
+        msg = await self.services.store.finish_turn(
+            self.opening,
             Message(
                 conversation_id=self.cid,
                 role="assistant",
@@ -363,9 +545,11 @@ class Turn:
                 prompt_tokens=progress.prompt_tokens,
                 completion_tokens=progress.completion_tokens,
                 extra={"reasoning": list(resp.reasoning)} if resp.reasoning else {},
+                turn_id=self.inp.turn_id,
             ),
         )
         progress.partial.clear()
+        self.finished = True
         await self.emit(
             Done(self.cid, msg.sid, text, progress.prompt_tokens, progress.completion_tokens, resp.model)
         )
@@ -398,6 +582,7 @@ class Turn:
                         model=progress.model,
                         prompt_tokens=progress.prompt_tokens,
                         completion_tokens=progress.completion_tokens,
+                        turn_id=inp.turn_id,
                     ),
                 )
             progress.partial.clear()
@@ -417,6 +602,7 @@ class Turn:
                 channel=self.inp.request.channel,
                 status=MessageStatus.INTERRUPTED,
                 message_type=INTERRUPTED_TYPE,
+                turn_id=self.inp.turn_id,
             ),
             request_key=f"interrupted:{self.cid}:{self.user_sid}",
         )

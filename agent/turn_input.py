@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from agent.client_tools import ClientResult
 from agent.llm import LLM
 from agent.media import MediaIntake, VoiceNote
 from agent.memory import MemoryManager
+from agent.metrics import Counters
 from agent.prompt.compaction import Compactor
 from agent.prompt.window import WindowCache
+from agent.rerun import Rerun
 from agent.tools.registry import ToolRegistry
+from agent.turn_options import TurnOptions
 from config.settings import Settings
 from store import Conversation, NewAttachment, Scope, Store
 
@@ -33,12 +37,20 @@ class TurnRequest:
     images: tuple[NewAttachment, ...] = ()
     #: the text was transcribed from this voice message
     voice: VoiceNote | None = None
+    #: answer the stored user message again, or replace it (``agent/rerun.py``); for a retry or
+    #: regenerate ``text`` is that message's text, for an edit the new text
+    rerun: Rerun | None = None
+    #: generation parameters and the client's system text (the OpenAI endpoint)
+    options: TurnOptions = field(default_factory=TurnOptions)
+    #: the client's results for tool calls handed to it: the turn continues the conversation's turn
+    #: that awaits them instead of answering a new message (``text`` is then unused)
+    client_results: tuple[ClientResult, ...] = ()
 
 
 @dataclass(slots=True)
 class TurnServices:
-    """The Agent's long-lived parts a turn works with: settings, store, LLM, memory, compaction, tools
-    and the window cache."""
+    """The Agent's long-lived parts a turn works with: settings, store, LLM, memory, compaction, tools,
+    the window cache and the named counters."""
 
     settings: Settings
     store: Store
@@ -48,6 +60,8 @@ class TurnServices:
     tools: ToolRegistry | None
     window: WindowCache
     media: MediaIntake | None = None
+    #: the daemon's named counters (the Agent's ``metrics.counters``)
+    counters: Counters = field(default_factory=Counters)
 
 
 @dataclass(slots=True)

@@ -1,13 +1,22 @@
-"""The agent's own cost per turn, with the LLM taken out.
+"""The agent's own cost per turn, with the LLM taken out -- and nothing else.
 
-A real Agent on the embedded store talks HTTP to ``FakeOpenAI`` (in its own process, answering at
-once). Two instruments, both plain delegating subclasses of the real seams, measure in the same run:
+A real Agent on the embedded store, deployed-like (the default built-in tools sent with every
+request, structlog at INFO rendering JSON as the daemon does, to /dev/null), talks HTTP to
+``FakeOpenAI`` in its own process, answering at once. The headline:
 
-* :class:`TimedProvider`: the time spent inside the provider's stream (building the request, HTTP,
-  the fake's answer). The agent's own time is a turn's wall time minus that; the first-token overhead
-  is (first ``TextDelta`` seen by the caller) minus (first text chunk out of the provider).
-* :class:`TimedEngine`: the time spent in the store engine, to show how much of the agent's time is
-  durable writes and reads rather than the agent's logic.
+* **own**: a turn's wall time from the request to the end of its stream (the turn's last commit:
+  the final message, its usage entries and the lease's release), minus the fake LLM's OWN time for
+  that exchange, which the fake measures itself from reading the request to writing its last byte
+  and reports at ``GET /v1/_fake/exchanges``. Building the request, encoding it, the HTTP client and
+  parsing the SSE stream are ours, and counted.
+
+Beside it, as before (the earlier headline, kept for comparison), with two instruments that are
+plain delegating subclasses of the real seams:
+
+* **to Done**: wall time until ``Done`` minus the time spent inside the provider's stream
+  (:class:`TimedProvider`: this subtracts our request building and stream parsing too);
+* **ttft+**: first ``TextDelta`` seen by the caller minus the provider's wait for its first chunk;
+* **store**: the time spent in the store engine (:class:`TimedEngine`).
 
 Each size runs twice: the default durable store (``synchronous=FULL``: an fsync per commit) and
 the same engine without fsync, which shows the agent's cost apart from the disk.
@@ -19,8 +28,11 @@ and an fsync has no file-size change to flush. ``--fresh-log`` measures a brand-
 (the log truncated after each bulk load and growing with every commit: about 0.15 ms more per
 durable commit on this machine's disk, until the log reaches its working size of ~16 MB).
 
-    .venv/bin/python -m bench.agent_turns [--turns 60] [--sizes 10,200,10000] [--fresh-log] [--postgres]
+    .venv/bin/python -m bench.agent_turns [--turns 100] [--sizes 10,200,10000] [--fresh-log]
+                                          [--log-level warning] [--no-tools] [--fsync-only] [--postgres]
 
+It prints the 1-minute load average at its start and end (this machine is shared: a figure taken
+above 0.5 is a loaded one) and how many TCP connections the turns used (connection reuse).
 ``--postgres`` adds rows for the postgres engine on a throwaway PostgreSQL cluster (loopback, fsync
 on), measured in the same run as the embedded rows.
 """
@@ -29,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import signal
 import socket
@@ -41,13 +52,22 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import anyio
-import structlog
+import httpx
 
 from agent.core import Agent, TurnRequest
 from agent.events import Done, TextDelta
 from agent.providers.base import ChatRequest, Provider, ProviderEvent, TextChunk
 from agent.providers.openai import OpenAIProvider
-from config.settings import LLMSettings, MemorySettings, Settings, StoreSettings
+from agent.tools.factory import open_tools
+from config.logging import configure_logging
+from config.settings import (
+    LLMSettings,
+    LoggingSettings,
+    MemorySettings,
+    Settings,
+    StoreSettings,
+    ToolsSettings,
+)
 from store import DelegatingEngine, EmbeddedEngine, Engine, Message, Results, Scope, Step, Store
 
 SCOPE = Scope("bench", "bencher")
@@ -166,15 +186,17 @@ def pct(values: Sequence[float], q: float) -> float:
 
 
 async def measure(
-    agent: Agent, timed: TimedProvider, engine: TimedEngine, conversation_id: str, turns: int
-) -> dict[str, list[float]]:
-    """Per turn, in ms: own (to Done), full (to the end of the stream: usage and lock release
-    included), ttft+ (first-token overhead), store (engine time to the end), provider."""
-    out: dict[str, list[float]] = {k: [] for k in ("own", "full", "ttft", "store", "provider")}
+    agent: Agent, timed: TimedProvider, engine: TimedEngine, conversation_id: str, turns: int, tag: str
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Per turn, in ms: wall (to the end of the stream), done (to Done minus provider time), ttft+,
+    store (engine time), provider; and the text of each measured turn's request -> its wall time."""
+    out: dict[str, list[float]] = {k: [] for k in ("done", "ttft", "store", "provider")}
+    walls: dict[str, float] = {}
     for i in range(turns + WARMUP):
         timed.reset()
         store_before = engine.spent
-        req = TurnRequest(SCOPE, "cli", f"{TEXT} (turn {i})", conversation_id=conversation_id)
+        text = f"{TEXT} ({tag} turn {i})"
+        req = TurnRequest(SCOPE, "cli", text, conversation_id=conversation_id)
         started = time.perf_counter()
         first_delta = done_at = None
         async for ev in agent.handle(req):
@@ -187,60 +209,109 @@ async def measure(
             raise SystemExit(f"turn {i} did not complete")
         if i < WARMUP:
             continue
-        out["own"].append((done_at - started - timed.spent) * 1000)
-        out["full"].append((ended - started - timed.spent) * 1000)
+        walls[text] = (ended - started) * 1000
+        out["done"].append((done_at - started - timed.spent) * 1000)
         out["ttft"].append((first_delta - started - timed.first_chunk_wait) * 1000)
         out["store"].append((engine.spent - store_before) * 1000)
         out["provider"].append(timed.spent * 1000)
-    return out
+    return out, walls
+
+
+async def fake_exchanges(base_url: str) -> list[dict[str, object]]:
+    """What the fake measured of itself, per exchange (read after the turns: not in their time)."""
+    async with httpx.AsyncClient() as client:
+        resp = await client.get(f"{base_url}/_fake/exchanges")
+        resp.raise_for_status()
+        data: list[dict[str, object]] = resp.json()
+        return data
+
+
+def own_times(walls: dict[str, float], exchanges: list[dict[str, object]]) -> tuple[list[float], list[float]]:
+    """Each turn's wall time minus the fake's own time for its exchange (matched by the request's
+    user text, unique per turn); and those fake times."""
+    fake = {str(e["user"]): float(str(e["ms"])) for e in exchanges}
+    missing = [t for t in walls if t not in fake]
+    if missing:
+        raise SystemExit(f"{len(missing)} turns have no exchange at the fake LLM")
+    return [w - fake[t] for t, w in walls.items()], [fake[t] for t in walls]
 
 
 COLUMNS = (
     "own p50",
     "own p99",
-    "full p50",
+    "toDone p50",
+    "toDone p99",
     "ttft+ p50",
-    "ttft+ p99",
     "store p50",
-    "logic p50",
-    "provider p50",
+    "fake p50",
+    "conns",
 )
 
 
-def row(label: str, size: int, r: dict[str, list[float]]) -> str:
-    logic = [f - s for f, s in zip(r["full"], r["store"], strict=True)]
+def row(label: str, size: int, r: dict[str, list[float]], conns: int) -> str:
     figures = (
         pct(r["own"], 0.5),
         pct(r["own"], 0.99),
-        pct(r["full"], 0.5),
+        pct(r["done"], 0.5),
+        pct(r["done"], 0.99),
         pct(r["ttft"], 0.5),
-        pct(r["ttft"], 0.99),
         pct(r["store"], 0.5),
-        pct(logic, 0.5),
-        pct(r["provider"], 0.5),
+        pct(r["fake"], 0.5),
     )
-    return f"{label:>8} {size:>8} " + " ".join(
-        f"{v:>{len(c)}.2f}" for v, c in zip(figures, COLUMNS, strict=True)
-    )
+    cells = [f"{v:>{len(c)}.2f}" for v, c in zip(figures, COLUMNS, strict=False)]
+    return f"{label:>8} {size:>8} " + " ".join([*cells, f"{conns:>{len(COLUMNS[-1])}}"])
 
 
-async def run(sizes: list[int], turns: int, fresh_log: bool, postgres_url: str = "") -> None:
-    print(f"{turns} turns per row, ms; own = to Done minus provider time; full = to the end of the turn;")
-    print("logic = full minus store engine time;", "fresh log" if fresh_log else "steady-state log")
+def load_average() -> str:
+    return f"{os.getloadavg()[0]:.2f}"
+
+
+def flatness(rows: dict[tuple[str, int], dict[str, list[float]]]) -> None:
+    """max/min across sizes of own p50 and p99 per store kind ("flat": <= 1.5 and <= 2)."""
+    for label in sorted({k[0] for k in rows}):
+        mine = [r for k, r in rows.items() if k[0] == label]
+        if len(mine) < 2:
+            continue
+        p50 = [pct(r["own"], 0.5) for r in mine]
+        p99 = [pct(r["own"], 0.99) for r in mine]
+        print(f"flatness {label}: own p50 max/min {max(p50) / min(p50):.2f}, p99 {max(p99) / min(p99):.2f}")
+
+
+async def run(
+    sizes: list[int], turns: int, fresh_log: bool, tools_on: bool, fsyncs: list[bool], postgres_url: str = ""
+) -> None:
+    print(f"load average (1 min) at start: {load_average()}")
+    print(f"{turns} turns per row, ms; own = to the end of the turn minus the fake LLM's own time;")
+    print("toDone = to Done minus the provider's time (the earlier headline); conns = TCP connections used;")
+    print("tools", "on" if tools_on else "off", "|", "fresh log" if fresh_log else "steady-state log")
     print(f"{'store':>8} {'messages':>8} " + " ".join(COLUMNS))
+    rows: dict[tuple[str, int], dict[str, list[float]]] = {}
     with fake_server() as base_url:
         llm = LLMSettings(base_url=base_url, api_key="bench", model="fake-model", max_retries=0)
-        for label in ("fsync", "no-fsync", *(("postgres",) if postgres_url else ())):
+        tools = (
+            ToolsSettings()
+            if tools_on
+            else ToolsSettings(memory=False, datetime=False, search_conversations=False, http_fetch=False)
+        )
+        labels = ["fsync" if fsync else "no-fsync" for fsync in fsyncs]
+        for label in (*labels, *(("postgres",) if postgres_url else ())):
             with tempfile.TemporaryDirectory() as tmp:
                 # auto-memory extraction runs off the reply path: keep its LLM calls out of the figures
                 settings = Settings(
-                    llm=llm, memory=MemorySettings(enabled=False), store=StoreSettings(path=Path(tmp))
+                    llm=llm,
+                    memory=MemorySettings(enabled=False),
+                    store=StoreSettings(path=Path(tmp)),
+                    tools=tools,
                 )
                 embedded = EmbeddedEngine(Path(tmp), fsync_commits=label == "fsync")
                 inner: Engine = embedded if label != "postgres" else _postgres(postgres_url)
                 engine = TimedEngine(inner)
                 timed = TimedProvider(OpenAIProvider(llm))
-                async with Store(engine) as store, Agent(settings, store, timed) as agent:
+                async with (
+                    Store(engine) as store,
+                    open_tools(settings) as registry,
+                    Agent(settings, store, timed, registry) as agent,
+                ):
                     if not fresh_log and inner is embedded:
                         await warm_log(store, embedded)
                     for size in sizes:
@@ -250,9 +321,15 @@ async def run(sizes: list[int], turns: int, fresh_log: bool, postgres_url: str =
                         if inner is embedded:
                             await embedded.checkpoint(truncate=fresh_log)
                         await anyio.to_thread.run_sync(os.sync)
-                        r = await measure(agent, timed, engine, conv.sid, turns)
-                        print(row(label, size, r), flush=True)
+                        r, walls = await measure(agent, timed, engine, conv.sid, turns, f"{label} {size}")
+                        exchanges = await fake_exchanges(base_url)
+                        r["own"], r["fake"] = own_times(walls, exchanges)
+                        conns = len({str(e["peer"]) for e in exchanges if str(e["user"]) in walls})
+                        rows[(label, size)] = r
+                        print(row(label, size, r, conns), flush=True)
                 await timed.aclose()
+    flatness(rows)
+    print(f"load average (1 min) at end: {load_average()}")
 
 
 def _postgres(url: str) -> Engine:
@@ -261,7 +338,7 @@ def _postgres(url: str) -> Engine:
     return PostgresEngine(StoreSettings(engine="postgres", url=url, timeout_s=30.0))
 
 
-def _with_postgres(sizes: list[int], turns: int, fresh_log: bool) -> None:
+def _with_postgres(sizes: list[int], turns: int, fresh_log: bool, tools_on: bool, fsyncs: list[bool]) -> None:
     """The embedded rows, then the postgres engine on a throwaway cluster (fsync on), in one run."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' cluster helper
     from tests.store.postgres_fixtures import make_cluster, remove_cluster  # noqa: PLC0415
@@ -269,30 +346,35 @@ def _with_postgres(sizes: list[int], turns: int, fresh_log: bool) -> None:
     cluster = make_cluster()
     try:
         print(f"# {cluster.version()}, a throwaway cluster on loopback, fsync on")
-        anyio.run(run, sizes, turns, fresh_log, cluster.url())
+        anyio.run(run, sizes, turns, fresh_log, tools_on, fsyncs, cluster.url())
     finally:
         remove_cluster(cluster)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--turns", type=int, default=60)
+    parser.add_argument("--turns", type=int, default=100)
     parser.add_argument("--sizes", default="10,200,10000")
     parser.add_argument(
         "--fresh-log", action="store_true", help="a brand-new data dir: the log grows with every commit"
     )
+    parser.add_argument("--log-level", default="info", help="as the daemon's [logging] level (default info)")
+    parser.add_argument("--no-tools", action="store_true", help="send no tools (the earlier setting)")
+    parser.add_argument("--fsync-only", action="store_true", help="only the durable store (no no-fsync rows)")
     parser.add_argument(
         "--postgres", action="store_true", help="also the postgres engine (a throwaway cluster)"
     )
     args = parser.parse_args()
-    print(f"# load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} (a shared machine)")
-    # per-turn info logs are for operators; rendering them would be measured as agent time
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    # the daemon's logging: JSON events at INFO, rendered (to /dev/null) as they would be to a file
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - open for the whole run
+    configure_logging(LoggingSettings(level=args.log_level, format="json"), stream=devnull)
+    fsyncs = [True] if args.fsync_only else [True, False]
     sizes = [int(s) for s in args.sizes.split(",")]
+    options = (sizes, args.turns, args.fresh_log, not args.no_tools, fsyncs)
     if args.postgres:
-        _with_postgres(sizes, args.turns, args.fresh_log)
+        _with_postgres(*options)
     else:
-        anyio.run(run, sizes, args.turns, args.fresh_log)
+        anyio.run(run, *options)
 
 
 if __name__ == "__main__":

@@ -164,6 +164,8 @@ def main() -> None:
     parser.add_argument("--chunk-delay", type=float, default=0.02)
     parser.add_argument("--profile", metavar="FILE", help="run the daemon under cProfile, stats to FILE")
     args = parser.parse_args()
+    # the machine is shared: a figure taken above 0.5 is a loaded one (printed again at the end)
+    print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f}", flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="hero-web-bench-"))
     llm_port, web_port = free_port(), free_port()
@@ -247,6 +249,7 @@ def main() -> None:
             f"time to the start event (message stored): p50={pct(start, 50):.0f}ms p99={pct(start, 99):.0f}ms"
         )
     print(f"RSS hero-agent serve: idle={idle:.1f}MB after load={loaded:.1f}MB")
+    print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
     raise SystemExit(1 if errors else 0)
 
 

@@ -41,8 +41,9 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 LIBRARY_LOGGERS = (
     "httpx",
-    "httpx2",  # the MCP SDK's HTTP client
+    "httpx2",  # the LLM providers' and the MCP SDK's HTTP client
     "httpcore",
+    "httpcore2",
     "uvicorn",
     "uvicorn.access",
     "uvicorn.error",
@@ -50,7 +51,7 @@ LIBRARY_LOGGERS = (
     "mcp",
 )
 #: libraries that log every request (or MCP session ids) at info: warnings only unless debugging
-CHATTY_LOGGERS = frozenset({"httpx", "httpx2", "httpcore", "mcp"})
+CHATTY_LOGGERS = frozenset({"httpx", "httpx2", "httpcore", "httpcore2", "mcp"})
 
 
 class Redactor:

@@ -24,10 +24,22 @@ from store.api.attachments import NewAttachment, attachment_bytes
 from store.api.base import MAX_TAGS, MAX_TITLE_CHARS, memory_hash, now_ms
 from store.api.links import MAX_PENDING_CODES, IdentityLink, PairingCode
 from store.api.records import Aggregate, ScopeStats, TimeRange
+from store.api.stops import STOP_CHECK_S
 from store.api.store import Store
 from store.api.turn import TurnOpening, TurnReads
-from store.cut_turns import INTERRUPTED_RESULT, INTERRUPTED_TEXT, INTERRUPTED_TYPE
-from store.engine import MAX_LIMIT, Capabilities, DelegatingEngine, Engine, ListQuery, Page, Results, Step
+from store.cut_turns import CLIENT_NO_RESULT, INTERRUPTED_RESULT, INTERRUPTED_TEXT, INTERRUPTED_TYPE
+from store.engine import (
+    GROUP_BUCKETS,
+    MAX_LIMIT,
+    Capabilities,
+    CommitStats,
+    DelegatingEngine,
+    Engine,
+    ListQuery,
+    Page,
+    Results,
+    Step,
+)
 from store.errors import (
     Conflict,
     ConversationBusy,
@@ -39,10 +51,11 @@ from store.errors import (
     StoreError,
     StoreUnavailable,
 )
-from store.leases import LEASE_S, Claimed, Lease, LeaseOwner, LeaseStats, owner_of
+from store.leases import LEASE_S, Claimed, KeyedLocks, Lease, LeaseOwner, LeaseStats, owner_of
 from store.models import (
     JSON,
     SID_RE,
+    SYSTEM_CONTEXT,
     Attachment,
     AuditEntry,
     Conversation,
@@ -101,7 +114,9 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "CLIENT_NO_RESULT",
     "DB_FILE",
+    "GROUP_BUCKETS",
     "INTERRUPTED_RESULT",
     "INTERRUPTED_TEXT",
     "INTERRUPTED_TYPE",
@@ -113,12 +128,15 @@ __all__ = [
     "MAX_TITLE_CHARS",
     "OSIS_RPC_PATH",
     "SID_RE",
+    "STOP_CHECK_S",
+    "SYSTEM_CONTEXT",
     "Aggregate",
     "Attachment",
     "AuditEntry",
     "BackupReport",
     "Capabilities",
     "Claimed",
+    "CommitStats",
     "Conflict",
     "Conversation",
     "ConversationBusy",
@@ -129,6 +147,7 @@ __all__ = [
     "ImportFormatError",
     "ImportResult",
     "InvalidInput",
+    "KeyedLocks",
     "Kind",
     "Lease",
     "LeaseHeld",

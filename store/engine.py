@@ -23,6 +23,7 @@ visible outside its scope, and a foreign sid behaves exactly like a missing one)
 
 from __future__ import annotations
 
+import bisect
 import builtins
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -254,6 +255,33 @@ class Results(builtins.list[object]):
         raise KeyError(f"not a step of this batch: {step!r}")
 
 
+#: batches per group commit: the bounds of the histogram in ``/metrics``
+GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+@dataclass(slots=True)
+class CommitStats:
+    """Counts of an engine's write transactions (updated by its worker thread, read by ``/metrics``;
+    plain ints: a torn read is at worst one behind)."""
+
+    #: transactions committed (a group of batches is one)
+    commits: int = 0
+    #: commits that waited for the disk (``synchronous=FULL``: the log fsynced)
+    fsyncs: int = 0
+    #: write batches committed or refused in a group; ``batches / commits`` is the mean group size
+    batches: int = 0
+    #: groups by size: ``groups[i]`` counts groups of at most ``GROUP_BUCKETS[i]`` batches (and
+    #: more than the bound before); the last slot those above every bound
+    groups: list[int] = field(default_factory=lambda: [0] * (len(GROUP_BUCKETS) + 1))
+
+    def grouped(self, size: int, *, committed: bool, synced: bool) -> None:
+        self.batches += size
+        self.groups[bisect.bisect_left(GROUP_BUCKETS, size)] += 1
+        if committed:
+            self.commits += 1
+            self.fsyncs += synced
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What an engine does itself. Where one is missing the :class:`~store.api.store.Store` runs a
@@ -362,6 +390,11 @@ class Engine(ABC):
         """Event counts for ``/metrics`` (a remote engine's failed attempts...); none by default."""
         return {}
 
+    def commit_stats(self) -> CommitStats | None:
+        """The write transactions of an engine that commits them itself (the embedded one), for
+        ``/metrics``; None for an engine that does not (a remote engine's server counts its own)."""
+        return None
+
     def gauges(self) -> dict[str, int]:
         """Current values for ``/metrics`` (a pool's open and lent connections); none by default."""
         return {}
@@ -459,6 +492,9 @@ class DelegatingEngine(Engine):
 
     def counters(self) -> dict[str, int]:
         return self.inner.counters()
+
+    def commit_stats(self) -> CommitStats | None:
+        return self.inner.commit_stats()
 
     def gauges(self) -> dict[str, int]:
         return self.inner.gauges()

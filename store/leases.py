@@ -18,10 +18,14 @@ from __future__ import annotations
 import functools
 import os
 from collections import defaultdict
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 #: a lease lapses this long after its holder's last renewal (the longest a dead holder on another
 #: host can block a conversation)
@@ -57,6 +61,9 @@ class LeaseStats:
     lost: int = 0
     #: interrupted markers written, by kind: ``user`` (assistant marker), ``tool`` (missing result)
     markers: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: stop requests written for a turn another process runs, and found for a turn of this one
+    stops_written: int = 0
+    stops_seen: int = 0
 
     def claimed(self, outcome: str) -> None:
         if outcome == Claimed.REPLACED:
@@ -187,3 +194,30 @@ def known_dead(owner: LeaseOwner | None) -> bool:
         return True
     state, started = fields[0], fields[19]
     return state in ("Z", "X", "x") or started != str(owner.started)
+
+
+class KeyedLocks:
+    """One in-process lock per key, dropped again when nobody holds or waits for it: keys are
+    conversations, and a plain dict of locks would keep one per conversation ever served for the
+    daemon's whole life. The user count is taken before any await, so two tasks asking for one key
+    always share one lock."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[anyio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: Hashable) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (anyio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)

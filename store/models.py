@@ -180,6 +180,10 @@ class Conversation(StoredObject):
     is_group: bool = False
     #: the model chosen for this conversation with ``/model NAME`` ("": the configured ``llm.model``)
     model: str = ""
+    #: the OpenAI-compatible endpoint's chained digest of the user and assistant texts its clients saw
+    #: (``channels/web/openai_history.py``): a stateless client's next request, whose history digests
+    #: the same, continues this conversation ("": none, e.g. not an API conversation). Indexed.
+    tail_digest: str = ""
 
     @property
     def window_floor(self) -> int:
@@ -219,6 +223,11 @@ class Message(StoredObject):
     #: :class:`Attachment`'s sid) and a transcribed voice message ``{"kind": "voice", "mime", "size",
     #: "duration_s"}`` (its audio is not kept); "" when the message is text only
     attachments: str = ""
+    #: the turn that wrote this message (the OpenAI endpoint's completion id is ``chatcmpl-<turn_id>``)
+    turn_id: str = ""
+    #: the turn that replaced this message (a retry, regenerate or edit: ``agent/rerun.py``); a
+    #: superseded message stays stored and exported but is never sent to the model again. "": current
+    superseded_by: str = ""
 
 
 @dataclass(slots=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from store.api.base import MAX_TAGS, MAX_TITLE_CHARS
+from store.api.base import MAX_TAGS, MAX_TAIL_DIGEST_CHARS, MAX_TITLE_CHARS
 from store.engine import Engine
 from store.errors import MAX_IMPORT_PROBLEMS, ImportFormatError, ImportRejected, InvalidInput
 from store.models import (
@@ -49,6 +49,12 @@ _REQUIRED: dict[Kind, dict[str, type | tuple[type, ...]]] = {
     Kind.USAGE: {"model": str},
     Kind.STATE: {"key": str, "value": str},
     Kind.ATTACHMENT: {"conversation_id": str, "mime": str, "size": int, "data": str},
+}
+
+#: optional fields that must be text when a record carries them
+_OPTIONAL_TEXT: dict[Kind, tuple[str, ...]] = {
+    Kind.CONVERSATION: ("tail_digest",),
+    Kind.MESSAGE: ("turn_id", "superseded_by"),
 }
 
 ConvKey = tuple[str, str]  # (context, conversation sid)
@@ -161,6 +167,9 @@ def parse_line(lineno: int, text: str) -> tuple[Kind, Record]:
     for name in ("conversation_id",):  # indexed by the embedded engine when present: text or null
         if record.get(name) is not None and not isinstance(record[name], str):
             raise ImportFormatError(lineno, f"field {name!r} has the wrong type")
+    for name in _OPTIONAL_TEXT.get(kind, ()):  # text when present (the re-run marks, the /v1 digest)
+        if name in record and not isinstance(record[name], str):
+            raise ImportFormatError(lineno, f"field {name!r} has the wrong type")
     if kind is Kind.MESSAGE and record["seq"] < 1:
         raise ImportFormatError(lineno, "seq must be a positive integer")
     return kind, record
@@ -189,6 +198,9 @@ def record_problems(kind: Kind, rec: Record, raw: str, max_message_chars: int) -
         tags = rec.get("tags", [])
         if not isinstance(tags, list) or len(tags) > MAX_TAGS or any(_bad_tag(t) for t in tags):
             yield f"tags must be a list of at most {MAX_TAGS} texts of at most 64 characters"
+        digest = rec.get("tail_digest", "")
+        if digest and (len(digest) > MAX_TAIL_DIGEST_CHARS or not digest.isalnum()):
+            yield f"tail_digest must be at most {MAX_TAIL_DIGEST_CHARS} letters and digits"
     if "\\u" in raw.lower() and not _encodable(rec):
         yield "text holds a lone surrogate (not valid Unicode)"
 

@@ -58,9 +58,9 @@ async def build_prompt(
     history = history_from(
         stored, group=group, convert=services.window.converter(inp.request.scope, inp.conversation_id)
     )
-    base = "\n\n".join(
-        x for x in (settings.agent.system_prompt, recall_section(memories), GROUP_NOTE if group else "") if x
-    )
+    # the client's own system text (the OpenAI endpoint) comes after the agent's instructions
+    own = (settings.agent.system_prompt, recall_section(memories), GROUP_NOTE if group else "")
+    base = "\n\n".join(x for x in (*own, inp.request.options.system) if x)
     ratio = services.llm.calibrator.ratio(settings.llm.model)
     fixed = estimate_text(base) + estimate_text(history.summary) + estimate_tools(tools)
     budget = history_budget(settings.llm.context_window, settings.llm.max_output_tokens, int(fixed * ratio))
@@ -98,7 +98,7 @@ async def with_images(services: TurnServices, scope: Scope, messages: list[ChatM
                 loaded.append(replace(img, data=attachment_bytes(att)))
             except (NotFound, InvalidInput):
                 loaded.append(img)
-        out[i] = replace(msg, images=tuple(loaded), tokens=-1)
+        out[i] = replace(msg, images=tuple(loaded), tokens=-1, wire=("", b""))
     return out
 
 

@@ -4,6 +4,8 @@
   the ``prompt_tokens`` the provider reports (:class:`TokenCalibrator`, in memory).
 * Stored messages become :class:`~agent.providers.base.ChatMessage` values; an interrupted or failed
   partial reply stays as text marked ``[interrupted]``.
+* A message marked ``superseded_by`` (replaced by a retry, regenerate or edit: :mod:`agent.rerun`) is
+  never shown.
 * The marker of a cut turn (``message_type`` ``interrupted``, :mod:`store.cut_turns`) is shown as its
   visible text. An interrupted answer is left out once a later answer to the same user message
   exists, and in the turn being answered now (a repeated request answers its message again).
@@ -18,7 +20,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
 
 from agent.providers.base import ChatMessage, ChatRequest, ImagePart, ToolCall, ToolSpec
@@ -124,8 +126,16 @@ def calls_from_json(text: str) -> tuple[ToolCall, ...]:
     return tuple(calls)
 
 
-def calls_to_json(calls: Iterable[ToolCall]) -> str:
-    return json.dumps([{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls])
+def calls_to_json(calls: Iterable[ToolCall], client: Set[str] = frozenset()) -> str:
+    """A step's ``tool_calls`` as stored; calls to client tools (ids in ``client``) are marked
+    ``"client": true`` (:mod:`agent.client_tools`)."""
+    out: list[dict[str, object]] = []
+    for c in calls:
+        item: dict[str, object] = {"id": c.id, "name": c.name, "arguments": c.arguments}
+        if c.id in client:
+            item["client"] = True
+        out.append(item)
+    return json.dumps(out)
 
 
 def to_chat(msg: Message, *, group: bool = False) -> ChatMessage | None:
@@ -201,7 +211,7 @@ def history_from(
     out: list[ChatMessage] = []
     superseded = superseded_answers(stored)
     for m in stored:
-        if m.sid in superseded:
+        if m.sid in superseded or m.superseded_by:
             continue
         if m.message_type == SUMMARY_TYPE:
             summary = m.content  # the newest summary already covers the older ones

@@ -14,8 +14,11 @@ also for other processes:
 * a compaction summary among the new messages moves the window's start: read whole again;
 * this process's own ``/clear``, compaction and delete drop the entry.
 
-Messages are never edited or removed one by one (only whole conversations are deleted), so a
-message once read stays valid.
+Messages are never removed one by one (only whole conversations are deleted) and the only edit is a
+re-run's ``superseded_by`` mark (``agent/rerun.py``): a re-run turn drops the entry before it opens
+and marks the messages it holds. Another process's cached copy of a message marked there stays
+unmarked until that process reads the window whole again (a known limit when several daemons
+share one store; the marks in the store are what export and the page show).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Anthropic Messages API adapter, streaming over raw httpx.
+"""The Anthropic Messages API adapter, streaming over raw httpx2.
 
 Translation (the differences the seam hides):
 
@@ -24,7 +24,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-import httpx
+import httpx2
 
 from agent.errors import ProviderUnavailable
 from agent.providers.base import (
@@ -33,6 +33,7 @@ from agent.providers.base import (
     Provider,
     ProviderEvent,
     ReasoningBlock,
+    Sampling,
     StreamEnd,
     TextChunk,
     ToolCall,
@@ -62,16 +63,25 @@ _STOP = {
 
 
 class AnthropicProvider(Provider):
-    """Messages API over one pooled :class:`httpx.AsyncClient`; ``transport`` is the test seam."""
+    """Messages API over one pooled :class:`httpx2.AsyncClient`; ``transport`` is the test seam."""
 
     name = "anthropic"
 
-    def __init__(self, settings: LLMSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, settings: LLMSettings, *, transport: httpx2.AsyncBaseTransport | None = None) -> None:
         self._secret = settings.api_key
         headers = {"anthropic-version": ANTHROPIC_VERSION}
         if settings.api_key:
             headers["x-api-key"] = settings.api_key
         self._client = make_client(settings, headers, transport)
+
+    def refused_parameter(self, sampling: Sampling) -> str:
+        """``seed`` and a JSON ``response_format`` have no Messages API equivalent."""
+        if sampling.seed is not None:
+            return "seed"
+        fmt = sampling.response_format
+        if fmt is not None and fmt.get("type") != "text":
+            return "response_format"
+        return ""
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -79,7 +89,7 @@ class AnthropicProvider(Provider):
     async def ping(self) -> None:
         try:
             resp = await self._client.get("models")
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             raise ProviderUnavailable("the LLM provider cannot be reached", retryable=True) from None
         if resp.status_code in (401, 403) or resp.status_code >= 500:
             raise error_from_response(resp.status_code, resp.headers, resp.text, self._secret)
@@ -96,7 +106,7 @@ class AnthropicProvider(Provider):
                 yield event
 
     async def _events(
-        self, resp: httpx.Response, request: ChatRequest
+        self, resp: httpx2.Response, request: ChatRequest
     ) -> AsyncGenerator[ProviderEvent, None]:
         blocks: dict[int, dict[str, Any]] = {}
         json_parts: dict[int, list[str]] = {}
@@ -104,7 +114,7 @@ class AnthropicProvider(Provider):
         model, stop = request.model, ""
         prompt = completion = 0
         finished = False
-        async with aclosing(iter_sse(resp.aiter_lines())) as stream:
+        async with aclosing(iter_sse(resp.aiter_bytes())) as stream:
             async for sse in stream:
                 try:
                     data = json.loads(sse.data)
@@ -226,7 +236,35 @@ def build_body(request: ChatRequest) -> dict[str, Any]:
             {"name": t.name, "description": t.description, "input_schema": t.parameters}
             for t in request.tools
         ]
+    body.update(_sampling(request))
     return body
+
+
+def _sampling(request: ChatRequest) -> dict[str, Any]:
+    """The nearest Messages API equivalents of a client's OpenAI parameters: ``stop`` ->
+    ``stop_sequences``, ``top_p``, ``tool_choice`` (auto / any / tool / none) with
+    ``parallel_tool_calls: false`` -> ``disable_parallel_tool_use``. ``seed`` and a JSON
+    ``response_format`` have none: :meth:`AnthropicProvider.refused_parameter` names them first."""
+    s = request.sampling
+    out: dict[str, Any] = {}
+    if s.stop:
+        out["stop_sequences"] = list(s.stop)
+    if s.top_p is not None:
+        out["top_p"] = s.top_p
+    if request.tools and (s.tool_choice is not None or s.parallel_tool_calls is False):
+        choice = _tool_choice(s.tool_choice)
+        if s.parallel_tool_calls is False and choice.get("type") != "none":
+            choice["disable_parallel_tool_use"] = True
+        out["tool_choice"] = choice
+    return out
+
+
+def _tool_choice(choice: str | dict[str, Any] | None) -> dict[str, Any]:
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        return {"type": "tool", "name": str(name)} if name else {"type": "auto"}
+    return {"type": {"required": "any", "none": "none"}.get(choice or "auto", "auto")}
 
 
 def _blocks(msg: ChatMessage) -> tuple[str, list[dict[str, Any]]]:

@@ -53,6 +53,9 @@ class ChatMessage:
     images: tuple[ImagePart, ...] = ()
     #: the token estimate, filled in once by ``agent.prompt.history.estimate_message`` (-1: not yet)
     tokens: int = field(default=-1, compare=False, repr=False)
+    #: the message as one provider's request JSON, encoded once: ``(provider name, bytes)``; kept in
+    #: the window cache with the message, so a turn encodes only its new messages ("": not yet)
+    wire: tuple[str, bytes] = field(default=("", b""), compare=False, repr=False)
 
 
 def text_with_placeholders(msg: ChatMessage) -> str:
@@ -70,6 +73,21 @@ class ToolSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Sampling:
+    """Generation parameters a client asked for, for each model call of its turn (the OpenAI-compatible
+    endpoint passes them through; docs/web.md has the table of what each provider makes of them)."""
+
+    stop: tuple[str, ...] = ()
+    top_p: float | None = None
+    seed: int | None = None
+    #: OpenAI's ``response_format`` object (``{"type": "json_object"}``, ``{"type": "json_schema", ...}``)
+    response_format: dict[str, Any] | None = None
+    #: OpenAI's ``tool_choice`` ("auto", "none", "required" or ``{"type": "function", ...}``)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     model: str
     system: str
@@ -77,6 +95,7 @@ class ChatRequest:
     tools: tuple[ToolSpec, ...] = ()
     max_tokens: int = 4096
     temperature: float | None = None
+    sampling: Sampling = field(default_factory=Sampling)
 
 
 # -- what a provider's stream yields --------------------------------------------------------------
@@ -143,6 +162,11 @@ class Provider(ABC):
     async def ping(self) -> None:
         """Raise ProviderError when the provider cannot be reached (used by readiness checks)."""
         return None
+
+    def refused_parameter(self, sampling: Sampling) -> str:
+        """The name of a parameter of ``sampling`` this provider has no equivalent for ("" when it
+        can honour them all): the OpenAI endpoint answers 400 naming it before the turn starts."""
+        return ""
 
     async def list_models(self) -> list[str] | None:
         """The models the server offers (``init`` lists them, ``doctor`` checks ``llm.model``), or None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import httpx
+import httpx2
 
 from agent.errors import ProviderAuthError
 from agent.providers.anthropic import AnthropicProvider
@@ -19,14 +19,14 @@ ANTHROPIC_DEFAULT_URL = "https://api.anthropic.com/v1"
 KEYED_HOSTS = frozenset({"api.openai.com", "api.anthropic.com"})
 
 
-def build_provider(settings: LLMSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> Provider:
+def build_provider(settings: LLMSettings, *, transport: httpx2.AsyncBaseTransport | None = None) -> Provider:
     """``settings.provider`` is "openai" (any compatible server) or "anthropic"."""
     if settings.provider == "anthropic" and settings.base_url == OPENAI_DEFAULT_URL:
         settings = replace(settings, base_url=ANTHROPIC_DEFAULT_URL)  # the section's default is OpenAI's
-    elif settings.provider == "anthropic" and httpx.URL(settings.base_url).path in ("", "/"):
+    elif settings.provider == "anthropic" and httpx2.URL(settings.base_url).path in ("", "/"):
         # ANTHROPIC_BASE_URL is a bare origin by convention (the official SDKs add /v1 themselves)
         settings = replace(settings, base_url=settings.base_url.rstrip("/") + "/v1")
-    host = httpx.URL(settings.base_url).host
+    host = httpx2.URL(settings.base_url).host
     if not settings.api_key and host in KEYED_HOSTS:
         raise ProviderAuthError(
             f"no API key for {host}: set OPENAI_API_KEY (OpenAI) or ANTHROPIC_API_KEY (Anthropic), "

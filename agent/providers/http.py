@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-import httpx
+import httpx2
 
 from agent.errors import (
     ProviderAuthError,
@@ -53,37 +53,50 @@ _KEY_SHAPED = re.compile(r"\b(sk|pk|key|rk)-[A-Za-z0-9_\-]{8,}")
 _MAX_DETAIL = 200
 
 
+#: connections kept open between turns (keep-alive), and how many may run at once: a burst of turns
+#: (200 web chats at once) should not queue for a connection in front of a server that takes them
+POOL_LIMITS = httpx2.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=60.0)
+JSON_HEADERS = {"content-type": "application/json"}
+
+
 def make_client(
-    settings: LLMSettings, headers: Mapping[str, str], transport: httpx.AsyncBaseTransport | None
-) -> httpx.AsyncClient:
+    settings: LLMSettings, headers: Mapping[str, str], transport: httpx2.AsyncBaseTransport | None
+) -> httpx2.AsyncClient:
     """One pooled client per provider. The read timeout bounds every single wait for bytes (the
     headers included); the gap between stream events is also policed by the retry layer."""
-    timeout = httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s)
-    return httpx.AsyncClient(
+    timeout = httpx2.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s)
+    return httpx2.AsyncClient(
         base_url=settings.base_url.rstrip("/") + "/",
         headers={"user-agent": "hero-agent", **headers},
         timeout=timeout,
         transport=transport,
+        limits=POOL_LIMITS,
     )
 
 
 @asynccontextmanager
 async def post_stream(
-    client: httpx.AsyncClient, path: str, body: dict[str, Any], secret: str
-) -> AsyncIterator[httpx.Response]:
-    """POST and hold the streaming response; HTTP errors and transport failures become ProviderErrors,
-    also those raised while the caller reads the body inside the ``async with``."""
+    client: httpx2.AsyncClient, path: str, body: dict[str, Any] | bytes, secret: str
+) -> AsyncIterator[httpx2.Response]:
+    """POST ``body`` (an object, or its JSON already encoded) and hold the streaming response; HTTP
+    errors and transport failures become ProviderErrors, also those raised while the caller reads the
+    body inside the ``async with``."""
     try:
-        async with client.stream("POST", path, json=body) as resp:
+        sent = (
+            client.stream("POST", path, content=body, headers=JSON_HEADERS)
+            if isinstance(body, bytes)
+            else client.stream("POST", path, json=body)
+        )
+        async with sent as resp:
             if resp.status_code >= 400:
                 text = (await resp.aread()).decode("utf-8", "replace")
                 raise error_from_response(resp.status_code, resp.headers, text, secret)
             yield resp
-    except httpx.UnsupportedProtocol:
+    except httpx2.UnsupportedProtocol:
         raise ProviderError("the LLM base_url is not an http(s) URL") from None
-    except httpx.TimeoutException:
+    except httpx2.TimeoutException:
         raise ProviderUnavailable("the LLM provider timed out", retryable=True) from None
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         # RemoteProtocolError (cut stream), ConnectError, ReadError, DecodingError...: no URL or
         # header in the text
         # the provider's address is for the operator's logs (``detail``), not for the chat user
@@ -96,15 +109,15 @@ async def post_stream(
         ) from None
 
 
-async def list_models(client: httpx.AsyncClient, secret: str) -> list[str] | None:
+async def list_models(client: httpx2.AsyncClient, secret: str) -> list[str] | None:
     """``GET models`` of either API (both answer ``{"data": [{"id": ...}, ...]}``): the model ids, or
     None when the server has no such route or answers another shape (local servers vary). Raises
     ProviderUnavailable when it cannot be reached and the mapped error for 401/403/429/5xx."""
     try:
         resp = await client.get("models", params={"limit": 1000})
-    except httpx.UnsupportedProtocol:
+    except httpx2.UnsupportedProtocol:
         raise ProviderError("the LLM base_url is not an http(s) URL") from None
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         url = client.base_url
         origin = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
         raise ProviderUnavailable(

@@ -1,5 +1,5 @@
 """The OpenAI-compatible Chat Completions adapter (OpenAI, OpenRouter, Groq, vLLM, Ollama, llama.cpp,
-LM Studio...), streaming over raw httpx.
+LM Studio...), streaming over raw httpx2.
 
 Stream quirks handled (each has a test in ``tests/agent/providers/test_openai_variants.py``): the tool
 call variants of :mod:`agent.providers.toolcalls`; a last usage chunk with ``choices: []``; keep-alive
@@ -15,9 +15,10 @@ import base64
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
-import httpx
+import httpx2
 import structlog
 
 from agent.errors import ProviderError, ProviderUnavailable
@@ -60,11 +61,11 @@ _FINISH = {
 
 
 class OpenAIProvider(Provider):
-    """Chat Completions over one pooled :class:`httpx.AsyncClient`; ``transport`` is the test seam."""
+    """Chat Completions over one pooled :class:`httpx2.AsyncClient`; ``transport`` is the test seam."""
 
     name = "openai"
 
-    def __init__(self, settings: LLMSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, settings: LLMSettings, *, transport: httpx2.AsyncBaseTransport | None = None) -> None:
         self._secret = settings.api_key
         headers = {"authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self._client = make_client(settings, headers, transport)
@@ -77,7 +78,7 @@ class OpenAIProvider(Provider):
         """Reachable and accepting the key: ``GET /models`` (a server without that route still counts)."""
         try:
             resp = await self._client.get("models")
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             raise ProviderUnavailable("the LLM provider cannot be reached", retryable=True) from None
         if resp.status_code in (401, 403) or resp.status_code >= 500:
             raise error_from_response(resp.status_code, resp.headers, resp.text, self._secret)
@@ -86,7 +87,7 @@ class OpenAIProvider(Provider):
         return await list_models(self._client, self._secret)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
-        body = build_body(request, completion_tokens_key=self._tokens_key)
+        body = encode_body(request, completion_tokens_key=self._tokens_key)
         try:
             async with aclosing(self._post(body, request)) as events:
                 async for event in events:
@@ -102,12 +103,12 @@ class OpenAIProvider(Provider):
                 raise
             self._tokens_key = "max_completion_tokens"
             log.info("provider.max_tokens_renamed", provider="openai", model=request.model)
-            body = build_body(request, completion_tokens_key=self._tokens_key)
+            body = encode_body(request, completion_tokens_key=self._tokens_key)
             async with aclosing(self._post(body, request)) as events:
                 async for event in events:
                     yield event
 
-    async def _post(self, body: dict[str, Any], request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
+    async def _post(self, body: bytes, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
         async with (
             post_stream(self._client, "chat/completions", body, self._secret) as resp,
             aclosing(self._events(resp, request)) as events,
@@ -116,14 +117,14 @@ class OpenAIProvider(Provider):
                 yield event
 
     async def _events(
-        self, resp: httpx.Response, request: ChatRequest
+        self, resp: httpx2.Response, request: ChatRequest
     ) -> AsyncGenerator[ProviderEvent, None]:
         calls = ToolCallAssembler()
         finish: str | None = None
         usage: UsageReport | None = None
         model = request.model
         done = False
-        async with aclosing(iter_sse(resp.aiter_lines())) as stream:
+        async with aclosing(iter_sse(resp.aiter_bytes())) as stream:
             async for sse in stream:
                 for obj in _json_objects(sse.data):
                     if obj.get("error"):
@@ -183,7 +184,54 @@ def build_body(request: ChatRequest, *, completion_tokens_key: str = "max_tokens
             }
             for t in request.tools
         ]
+    body.update(_sampling(request))
     return body
+
+
+def encode_body(request: ChatRequest, *, completion_tokens_key: str = "max_tokens") -> bytes:
+    """:func:`build_body` as the JSON bytes sent, with each message's JSON taken from its memo
+    (:attr:`ChatMessage.wire`): a window of 200 messages seen turn after turn is encoded once."""
+    body = build_body(replace(request, messages=()), completion_tokens_key=completion_tokens_key)
+    parts = [_dumps(m) for m in body.pop("messages")]  # the system message
+    parts += [message_json(m) for m in request.messages]
+    rest = _dumps(body)
+    return b'{"messages":[' + b",".join(parts) + b"]," + rest[1:]
+
+
+def message_json(msg: ChatMessage) -> bytes:
+    """One message's request JSON, encoded once per message and kept with it; a message carrying
+    image bytes is encoded each time (its bytes are loaded for one request only)."""
+    name, data = msg.wire
+    if name == OpenAIProvider.name:
+        return data
+    data = _dumps(_message(msg))
+    if not any(img.data for img in msg.images):
+        object.__setattr__(msg, "wire", (OpenAIProvider.name, data))  # a memo on a frozen value
+    return data
+
+
+def _dumps(value: Any) -> bytes:
+    """JSON as httpx encodes a ``json=`` body (UTF-8, compact, no NaN)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _sampling(request: ChatRequest) -> dict[str, Any]:
+    """A client's parameters, as the Chat Completions API names them (tool ones only with tools)."""
+    s = request.sampling
+    out: dict[str, Any] = {}
+    if s.stop:
+        out["stop"] = list(s.stop)
+    if s.top_p is not None:
+        out["top_p"] = s.top_p
+    if s.seed is not None:
+        out["seed"] = s.seed
+    if s.response_format is not None:
+        out["response_format"] = s.response_format
+    if request.tools and s.tool_choice is not None:
+        out["tool_choice"] = s.tool_choice
+    if request.tools and s.parallel_tool_calls is not None:
+        out["parallel_tool_calls"] = s.parallel_tool_calls
+    return out
 
 
 def _message(msg: ChatMessage) -> dict[str, Any]:

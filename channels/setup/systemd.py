@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 UNIT_NAME = "hero-agent.service"
+#: the unit of ``--role osis``: ``hero-agent osis serve`` (the store service in front of PostgreSQL)
+OSIS_UNIT_NAME = "hero-agent-osis.service"
 SYSTEM_DIR = Path("/etc/systemd/system")
 
 #: options every unit gets (none needs privileges)
@@ -55,13 +57,16 @@ class UnitSpec:
     user_unit: bool
     run_as: str = ""
     stop_timeout_s: float = 60.0
+    #: the sub-command the unit runs: ``serve`` (the daemon) or ``osis serve --host H --port P``
+    subcommand: tuple[str, ...] = ("serve",)
+    description: str = "hero-agent: self-hosted multi-channel AI agent"
 
 
 def render_unit(spec: UnitSpec) -> str:
     args = [*spec.command]
     if spec.config is not None:
         args += ["--config", str(spec.config)]
-    args.append("serve")
+    args += spec.subcommand
     service = [
         "Type=exec",
         f"ExecStart={shlex.join(args)}",
@@ -81,7 +86,7 @@ def render_unit(spec: UnitSpec) -> str:
     lines = [
         "# Written by `hero-agent service install`; run it again after moving the config or the venv.",
         "[Unit]",
-        "Description=hero-agent: self-hosted multi-channel AI agent",
+        f"Description={spec.description}",
         "After=network-online.target",
         "Wants=network-online.target",
         "",

@@ -22,7 +22,7 @@ from store import Scope, StoreError
 
 if TYPE_CHECKING:
     from channels.serving import ServedApp
-    from config import Settings
+    from config import Settings, StoreSettings
 
 log = structlog.get_logger()
 DEFAULT_HOST = "127.0.0.1"
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     osis_sub.required = True
     serve = osis_sub.add_parser(
         "serve",
-        help="serve the configured embedded store over OSIS JSON-RPC (default 127.0.0.1:9999)",
+        help="serve the configured store (embedded, or postgres) over OSIS JSON-RPC (default 127.0.0.1:9999)",
     )
     serve.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def osis_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """Run the OSIS server in front of the embedded engine until SIGINT/SIGTERM; 0 on a clean stop,
+    """Run the OSIS server in front of the configured store until SIGINT/SIGTERM; 0 on a clean stop,
     2 when refused (a public bind without ``store.secret``), 1 on a failure or a server that dies."""
     from channels.serving import is_loopback  # noqa: PLC0415 (uvicorn: load on use)
 
@@ -92,8 +92,19 @@ def osis_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def served_store(settings: Settings) -> StoreSettings:
+    """The store ``osis serve`` stands in front of: PostgreSQL when ``store.engine = "postgres"`` (the
+    server then keeps nothing locally, so several of them can serve one database), else the embedded
+    store at ``store.path`` (``engine = "osis"`` there names this very service, not a store to serve).
+    ``store.secret`` is the service's bearer secret here, so it is not also sent to PostgreSQL as the
+    password: that one comes from the URL, ``PGPASSWORD`` or ``~/.pgpass``."""
+    if settings.store.engine == "postgres":
+        return dataclasses.replace(settings.store, secret="")
+    return dataclasses.replace(settings.store, engine="embedded")
+
+
 async def _serve(settings: Settings, host: str, port: int, path: str = "") -> None:
-    """The embedded engine at ``store.path`` (whatever ``store.engine`` says) over OSIS JSON-RPC until
+    """The store of :func:`served_store` over OSIS JSON-RPC until
     SIGINT/SIGTERM; raises ChannelCrashed when the server dies under it. On a unix socket (``path``)
     no secret is asked: the socket's 0660 mode is the access control."""
     import uvicorn  # noqa: PLC0415 (load on use)
@@ -103,7 +114,7 @@ async def _serve(settings: Settings, host: str, port: int, path: str = "") -> No
 
     secret = "" if path else settings.store.secret
     served = ServedApp("osis serve: the server", host, port, unix_path=path)
-    async with build_engine(dataclasses.replace(settings.store, engine="embedded")) as engine:
+    async with build_engine(served_store(settings)) as engine:
         config = uvicorn.Config(
             build_osis_app(engine, secret=secret),
             lifespan="on",

@@ -1,6 +1,7 @@
-"""``hero-agent service install [--user] [--output FILE] [--run-as USER] [--force]``: a systemd unit
-for ``hero-agent serve`` with the current config file, a restart policy and sandboxing; it prints how
-to enable it (see :mod:`channels.setup.systemd`)."""
+"""``hero-agent service install [--user] [--output FILE] [--run-as USER] [--force] [--role serve|osis]``:
+a systemd unit for ``hero-agent serve`` (or, ``--role osis``, for ``hero-agent osis serve``) with the
+current config file, a restart policy and sandboxing; it prints how to enable it (see
+:mod:`channels.setup.systemd`)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     install.add_argument("--output", metavar="FILE", help="write the unit here instead")
     install.add_argument("--run-as", metavar="USER", help="system unit: the account (default: yours)")
     install.add_argument("--force", action="store_true", help="replace a different existing unit")
+    install.add_argument(
+        "--role",
+        choices=("serve", "osis"),
+        default="serve",
+        help="serve: the daemon (hero-agent.service, default); osis: `hero-agent osis serve`, the store "
+        "service (hero-agent-osis.service)",
+    )
+    install.add_argument(
+        "--listen",
+        default="127.0.0.1:9999",
+        metavar="HOST:PORT",
+        help="--role osis: the address it serves on (default 127.0.0.1:9999)",
+    )
     install.set_defaults(handler=install_unit)
 
 
@@ -53,14 +67,30 @@ def _run_as(args: argparse.Namespace) -> str:
 
 
 def _target(args: argparse.Namespace, settings: Settings) -> Path:
-    from channels.setup.systemd import SYSTEM_DIR, UNIT_NAME  # noqa: PLC0415
+    from channels.setup.systemd import OSIS_UNIT_NAME, SYSTEM_DIR, UNIT_NAME  # noqa: PLC0415
 
+    name = OSIS_UNIT_NAME if _role(args) == "osis" else UNIT_NAME
     if args.output:
         return Path(args.output).expanduser().absolute()
     if args.user:
         base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-        return Path(base) / "systemd" / "user" / UNIT_NAME
-    return SYSTEM_DIR / UNIT_NAME
+        return Path(base) / "systemd" / "user" / name
+    return SYSTEM_DIR / name
+
+
+def _role(args: argparse.Namespace) -> str:
+    return str(getattr(args, "role", "serve") or "serve")
+
+
+def _subcommand(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """The unit's sub-command for the role; None (after one error line) for a bad ``--listen``."""
+    if _role(args) != "osis":
+        return ("serve",)
+    host, _, port = str(getattr(args, "listen", "127.0.0.1:9999")).rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        print(f"{PROG}: error: --listen must be HOST:PORT, e.g. 10.0.0.5:9999", file=sys.stderr)
+        return None
+    return ("osis", "serve", "--host", host.strip("[]"), "--port", port)
 
 
 def _prepare_data_dir(spec: UnitSpec) -> None:
@@ -79,13 +109,24 @@ def install_unit(args: argparse.Namespace, settings: Settings) -> int:
 
     if settings.source is None:
         print(f"{PROG}: note: no config file: the unit runs on the defaults (`hero-agent init` writes one)")
+    subcommand = _subcommand(args)
+    if subcommand is None:
+        return 2
+    osis = _role(args) == "osis"
     spec = UnitSpec(
         command=_command(),
         config=settings.source.absolute() if settings.source else None,
         data_dir=settings.store.path.absolute(),
         user_unit=args.user,
         run_as="" if args.user else _run_as(args),
-        stop_timeout_s=max(settings.web.shutdown_deadline_s, settings.telegram.shutdown_deadline_s) + 30,
+        # osis serve lets in-flight calls finish for up to 5 s
+        stop_timeout_s=35
+        if osis
+        else max(settings.web.shutdown_deadline_s, settings.telegram.shutdown_deadline_s) + 30,
+        subcommand=subcommand,
+        description="hero-agent osis serve: the OSIS store service"
+        if osis
+        else "hero-agent: self-hosted multi-channel AI agent",
     )
     text = render_unit(spec)
     target = _target(args, settings)

@@ -41,8 +41,9 @@ from channels.telegram.albums import Album, Albums
 from channels.telegram.botapi import BotAPIAnswerError, BotAPIRequest
 from channels.telegram.chats import ChatQueues
 from channels.telegram.identity import Identity, Incoming, Kind, classify
+from channels.telegram.leader import PollingLeader
 from channels.telegram.polling import LivenessRequest, PollingWatchdog
-from channels.telegram.responder import Responder
+from channels.telegram.responder import DUPLICATES, DUPLICATES_HELP, Responder
 from channels.telegram.webhook import WebhookServer
 from config import Settings
 from store import StoreError
@@ -111,6 +112,8 @@ class TelegramChannel(Channel):
         self._send_request: BotAPIRequest | None = None
         self._watchdog: PollingWatchdog | None = None
         self._watch_scope: anyio.CancelScope | None = None
+        self._leader: PollingLeader | None = None
+        self._lead_scope: anyio.CancelScope | None = None
         self._webhook: WebhookServer | None = None
         self._queues: ChatQueues | None = None
         self._albums: Albums | None = None
@@ -232,8 +235,16 @@ class TelegramChannel(Channel):
         if polling:
             assert app.updater is not None and self._poll_request is not None and self._tg is not None
             self._watchdog = PollingWatchdog(app.updater, self._poll_request, cfg)
-            await self._watchdog.start_polling()
-            self._tg.start_soon(self._watch)
+            self._leader = PollingLeader(
+                self.agent.store,
+                self.bot_id,
+                self.agent.metrics,
+                start_polling=self._start_polling,
+                stop_polling=self._stop_polling,
+            )
+            await self._leader.step()  # polls at once unless another daemon on the store does
+            self._lead_scope = anyio.CancelScope()
+            self._tg.start_soon(self._lead, self._lead_scope)
         else:
             self._webhook = WebhookServer(
                 app.bot,
@@ -247,6 +258,9 @@ class TelegramChannel(Channel):
             await app.bot.set_webhook(
                 cfg.webhook_url, secret_token=cfg.webhook_secret, allowed_updates=["message"]
             )
+        self.agent.metrics.counters.declare(DUPLICATES, DUPLICATES_HELP)
+        if not polling:  # every replica serves the webhook (the store de-duplicates updates)
+            self.agent.metrics.channel_states["telegram"] = "webhook"
         if not cfg.allowed_users and not any(u.telegram_ids for u in self.settings.users):
             log.warning(
                 "telegram.nobody_allowed",
@@ -266,10 +280,34 @@ class TelegramChannel(Channel):
             await self._closing.wait()
             tg.cancel_scope.cancel()
 
-    async def _watch(self) -> None:
+    async def _start_polling(self) -> None:
+        """This daemon became the poller (see :mod:`.leader`): poll, under the watchdog."""
+        assert self._watchdog is not None and self._tg is not None
+        await self._watchdog.start_polling()
+        # the scope exists before the task runs: a stop right after this start cancels it for sure
+        self._watch_scope = anyio.CancelScope()
+        self._tg.start_soon(self._watch, self._watch_scope)
+
+    async def _stop_polling(self) -> None:
+        """Stop polling (leadership lost, or the channel stops); idempotent."""
+        if self._watch_scope is not None:
+            self._watch_scope.cancel()
+        app = self._app
+        if app is not None and app.updater is not None and app.updater.running:
+            # PTB's stop waits out its own retry sleep (up to 30 s after repeated errors): bound it
+            with anyio.move_on_after(UPDATER_STOP_DEADLINE_S) as waited:
+                await app.updater.stop()
+            if waited.cancelled_caught:
+                log.warning("telegram.updater_stop_timeout")
+
+    async def _lead(self, scope: anyio.CancelScope) -> None:
+        assert self._leader is not None
+        with scope:
+            await self._leader.run()
+
+    async def _watch(self, scope: anyio.CancelScope) -> None:
         assert self._watchdog is not None
-        with anyio.CancelScope() as scope:
-            self._watch_scope = scope
+        with scope:
             try:
                 await self._watchdog.run()
             except InvalidToken:
@@ -289,14 +327,11 @@ class TelegramChannel(Channel):
         """Stop fetching, let queued turns finish (up to ``shutdown_deadline_s``), then cancel the rest
         and release everything. Safe after a partial start; idempotent."""
         app = self._app
-        if self._watch_scope is not None:
-            self._watch_scope.cancel()
-        if app is not None and app.updater is not None and app.updater.running:
-            # PTB's stop waits out its own retry sleep (up to 30 s after repeated errors): bound it
-            with anyio.move_on_after(UPDATER_STOP_DEADLINE_S) as waited:
-                await app.updater.stop()
-            if waited.cancelled_caught:
-                log.warning("telegram.updater_stop_timeout")
+        if self._lead_scope is not None:
+            self._lead_scope.cancel()
+        await self._stop_polling()
+        if self._leader is not None:  # polling has stopped: the next daemon may poll at once
+            await self._leader.release()
         if self._webhook is not None:
             await self._webhook.stop()
             self._webhook = None

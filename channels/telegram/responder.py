@@ -52,6 +52,11 @@ MEDIA_HELP = (
     "media_group) and outcome: accepted (went to the model), refused (a clear message in the chat)."
 )
 VOICE_REPLIES = "hero_telegram_voice_replies_total"
+DUPLICATES = "hero_telegram_duplicate_updates_total"
+DUPLICATES_HELP = (
+    "Updates dropped as already answered or being answered (by this or another daemon on the store), "
+    "by mode: a webhook retry, the same update posted to two replicas, a redelivery after a restart."
+)
 VOICE_REPLIES_HELP = (
     "Spoken replies to voice notes sent with sendVoice, by outcome: sent, failed (the speech service or "
     "the Bot API failed; the text reply went out anyway)."
@@ -95,6 +100,9 @@ class Responder:
             )
         ):
             self.stats["duplicates"] += 1
+            counters = self._agent.metrics.counters
+            counters.declare(DUPLICATES, DUPLICATES_HELP)
+            counters.inc(DUPLICATES, mode=self._settings.telegram.mode)
             log.info("telegram.duplicate_update", update_id=incoming.update_id, chat_id=incoming.chat_id)
             return None
         return Scope(await self._context_for(incoming.chat_id, home), home.user_id)

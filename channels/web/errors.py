@@ -45,13 +45,21 @@ class ApiError(HeroError):
     user_safe = True
 
     def __init__(
-        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        #: the request field at fault (OpenAI's ``error.param``)
+        self.param = param
 
 
 #: the HTTP status of an error code (of any layer); a code not listed refuses the request: 400
@@ -74,6 +82,13 @@ STATUS = {
     "deadline": 504,
     "agent_error": 500,
     "internal": 500,
+    "vision_unsupported": 400,
+    # the OpenAI-compatible API (/v1): its parameters and client tools
+    "invalid_parameter": 400,
+    "unsupported_parameter": 400,
+    "invalid_tools": 400,
+    "tool_name_conflict": 400,
+    "model_not_found": 404,
     # media
     "too_large": 413,
     "transcription_unavailable": 503,
@@ -90,18 +105,27 @@ def status_for(code: str) -> int:
     return STATUS.get(code, 400)
 
 
-def error_body(status: int, code: str, message: str, *, openai: bool = False) -> dict[str, Any]:
+def error_body(
+    status: int, code: str, message: str, *, openai: bool = False, param: str | None = None
+) -> dict[str, Any]:
     err: dict[str, Any] = {"code": code, "message": message}
     if openai:
         err["type"] = _OPENAI_TYPES.get(status, "api_error")
-        err["param"] = None
+        err["param"] = param
     return {"error": err}
 
 
 def error_response(
-    status: int, code: str, message: str, *, openai: bool = False, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    *,
+    openai: bool = False,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
 ) -> JSONResponse:
-    return JSONResponse(error_body(status, code, message, openai=openai), status_code=status, headers=headers)
+    body = error_body(status, code, message, openai=openai, param=param)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _is_openai(request: Request) -> bool:
@@ -113,7 +137,12 @@ async def handle_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HeroError)
     if isinstance(exc, ApiError):
         return error_response(
-            exc.status, exc.code, exc.message, openai=_is_openai(request), headers=exc.headers
+            exc.status,
+            exc.code,
+            exc.message,
+            openai=_is_openai(request),
+            headers=exc.headers,
+            param=exc.param,
         )
     code, message = describe_error(exc)
     status = status_for(code) if exc.user_safe else 500

@@ -183,16 +183,42 @@ def _api_paths() -> dict[str, Schema]:
                     **errors(400, 404, 413, 503),
                 },
                 params=[IDEMPOTENCY_KEY],
-                body=obj(
-                    {
-                        "message": {"type": "string", "description": "may be empty when images are sent"},
-                        "conversation_id": {"type": ["string", "null"], "pattern": ID_PATTERN},
-                        "context_name": CONTEXT_BODY,
-                        "images": {"type": "array", "items": IMAGE_UPLOAD, "maxItems": 16},
-                    },
-                    required=("message",),
-                    closed=True,
-                ),
+                body={
+                    **obj(
+                        {
+                            "message": {
+                                "type": "string",
+                                "description": "may be empty when images are sent; absent with retry_of "
+                                "and regenerate_of",
+                            },
+                            "conversation_id": {"type": ["string", "null"], "pattern": ID_PATTERN},
+                            "context_name": CONTEXT_BODY,
+                            "images": {"type": "array", "items": IMAGE_UPLOAD, "maxItems": 16},
+                            "retry_of": {
+                                "type": "string",
+                                "pattern": ID_PATTERN,
+                                "description": "answer this stored user message (the last) again",
+                            },
+                            "regenerate_of": {
+                                "type": "string",
+                                "pattern": ID_PATTERN,
+                                "description": "answer the last user message again although it was answered",
+                            },
+                            "edit_of": {
+                                "type": "string",
+                                "pattern": ID_PATTERN,
+                                "description": "message replaces this user message (the last)",
+                            },
+                        },
+                        required=(),
+                        closed=True,
+                    ),
+                    "anyOf": [
+                        {"required": ["message"]},
+                        {"required": ["retry_of", "conversation_id"]},
+                        {"required": ["regenerate_of", "conversation_id"]},
+                    ],
+                },
             ),
         },
         "/api/voice/chat": {
@@ -366,21 +392,38 @@ def _pairing_paths() -> dict[str, Schema]:
 
 
 def _openai_paths(model_name: str) -> dict[str, Schema]:
+    part = {"type": "object", "properties": {"type": STR}, "required": ["type"]}
     message = {
         "type": "object",
-        "properties": {"role": STR, "content": {"type": ["string", "array"]}},
+        "properties": {
+            "role": STR,
+            "content": {
+                "anyOf": [STR, {"type": "array", "items": part}, {"type": "null"}],
+                "description": "text, or parts: text, image_url, input_audio",
+            },
+            "name": STR,
+            "tool_call_id": STR,
+        },
         "required": ["role"],
     }
+    choice = obj(
+        {
+            "index": INT,
+            "message": obj({"role": STR, "content": {"type": ["string", "null"]}}),
+            "finish_reason": STR,
+        }
+    )
     completion = obj(
         {
-            "id": STR,
+            "id": {"type": "string", "description": "chatcmpl-<turn id>, the same for a replayed answer"},
             "object": {"const": "chat.completion"},
             "created": INT,
             "model": STR,
-            "choices": {"type": "array"},
+            "choices": {"type": "array", "items": choice},
             "usage": obj({"prompt_tokens": INT, "completion_tokens": INT, "total_tokens": INT}),
         }
     )
+    model = obj({"id": STR, "object": STR, "created": INT, "owned_by": STR})
     return {
         "/v1/models": {
             "get": op(
@@ -391,12 +434,21 @@ def _openai_paths(model_name: str) -> dict[str, Schema]:
                         obj(
                             {
                                 "object": STR,
-                                "data": {"type": "array", "items": obj({"id": STR, "object": STR})},
+                                "data": {"type": "array", "items": model},
                             }
                         )
                     ),
                     **errors(),
                 },
+                context=False,
+            ),
+        },
+        "/v1/models/{model}": {
+            "get": op(
+                "retrieveModel",
+                f"The model {model_name!r} (404 for any other id)",
+                {"200": json_answer(model), **errors(404)},
+                params=[{"name": "model", "in": "path", "required": True, "schema": STR}],
                 context=False,
             ),
         },
@@ -434,6 +486,18 @@ def _openai_paths(model_name: str) -> dict[str, Schema]:
                         "user": {"type": "string", "maxLength": 256},
                         "stream_options": {"type": "object"},
                         "context_name": CONTEXT_BODY,
+                        "n": {"type": "integer", "minimum": 1, "maximum": 1},
+                        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+                        "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+                        "seed": INT,
+                        "max_tokens": {"type": "integer", "minimum": 1},
+                        "max_completion_tokens": {"type": "integer", "minimum": 1},
+                        "stop": {
+                            "anyOf": [STR, {"type": "array", "items": STR, "maxItems": 4}, {"type": "null"}]
+                        },
+                        "response_format": {"type": "object"},
+                        "tool_choice": {"anyOf": [STR, {"type": "object"}]},
+                        "parallel_tool_calls": BOOL,
                     },
                 },
             ),
@@ -450,6 +514,7 @@ def _ops_paths() -> dict[str, Schema]:
         {
             "status": {"enum": ["ready", "degraded"]},
             "degraded": obj({"mcp_servers": down}),
+            "channels": obj({"telegram": {"enum": ["polling", "standby", "webhook"]}}),
         },
         required=("status",),
     )

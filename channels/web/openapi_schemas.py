@@ -92,7 +92,7 @@ SCHEMAS: dict[str, Schema] = {
             "channel": STR,
             "status": {"type": "string", "enum": ["complete", "interrupted", "error"]},
             "timestamp": INT,
-            "tool_calls": {"type": "array"},
+            "tool_calls": {"type": "array", "items": ref("ToolCallInfo")},
             "tool_call_id": STR,
             "name": STR,
             "sender": STR,
@@ -103,8 +103,15 @@ SCHEMAS: dict[str, Schema] = {
             "duration_ms": {"type": ["number", "null"]},
             "archived": BOOL,
             "attachments": {"type": "array", "items": ref("AttachmentInfo")},
+            "turn_id": {"type": "string", "description": "the turn that wrote it (empty: older messages)"},
+            "superseded_by": {
+                "type": "string",
+                "description": "the turn that replaced it (retry, regenerate, edit): stored, never sent to "
+                "the model again; empty: current",
+            },
         }
     ),
+    "ToolCallInfo": obj({"id": STR, "name": STR, "arguments": STR}),
     "AttachmentInfo": {
         "type": "object",
         "description": "an image (kind image: id, name, mime, width, height, size, url) or a transcribed "

@@ -60,10 +60,13 @@ async def readyz(request: Request) -> Response:
     if state.shutdown.is_set():
         return error_response(503, "shutting_down", "the server is shutting down")
     # a tool server that is down degrades the agent (it answers without those tools): still ready
+    # a channel's state (Telegram "standby" behind another daemon's poller) is news, not a failure
+    channels = dict(state.agent.metrics.channel_states)
+    extra = {"channels": channels} if channels else {}
     down = degraded(_tool_servers(state))
     if down:
-        return JSONResponse({"status": "degraded", "degraded": {"mcp_servers": down}})
-    return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "degraded", "degraded": {"mcp_servers": down}, **extra})
+    return JSONResponse({"status": "ready", **extra})
 
 
 def _tool_servers(state: WebState) -> list[ServerHealth]:

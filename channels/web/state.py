@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Hashable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -12,35 +10,11 @@ import anyio
 from starlette.requests import Request
 
 from channels.web.metrics import Metrics
+from store import KeyedLocks
 
 if TYPE_CHECKING:
     from agent.core import Agent
     from config import Settings
-
-
-class KeyedLocks:
-    """One lock per key, dropped again when nobody holds or waits for it (keys come from requests,
-    so a plain dict of locks would grow without bound)."""
-
-    def __init__(self) -> None:
-        self._locks: dict[Hashable, tuple[anyio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: Hashable) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (anyio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from agent.events import (
     TurnStarted,
     UsageInfo,
 )
+from agent.providers.base import ToolCall
 from channels.web.errors import ApiError
 from channels.web.state import WebState
 from config.errors import HeroError
@@ -45,6 +46,10 @@ class TurnSummary:
     completion_tokens: int = 0
     model: str = ""
     first_token_s: float | None = None
+    #: the turn's id (for a replayed answer: the id of the turn that gave it)
+    turn_id: str = ""
+    #: the turn ended handing these calls to the client (the OpenAI endpoint's client tools)
+    client_calls: tuple[ToolCall, ...] = ()
 
 
 #: ``Idempotency-Key``: printable ASCII, like the header's common use (Stripe, the IETF draft)
@@ -126,6 +131,7 @@ async def run_turn(state: WebState, req: TurnRequest, on_event: EventSink) -> Tu
 async def _deliver(event: TurnEvent, summary: TurnSummary, started: float, on_event: EventSink) -> None:
     if isinstance(event, TurnStarted):
         summary.conversation_id = event.conversation_id
+        summary.turn_id = event.turn_id
     elif isinstance(event, TextDelta):
         if summary.first_token_s is None:
             summary.first_token_s = anyio.current_time() - started
@@ -139,6 +145,7 @@ async def _deliver(event: TurnEvent, summary: TurnSummary, started: float, on_ev
         summary.prompt_tokens = event.prompt_tokens
         summary.completion_tokens = event.completion_tokens
         summary.model = event.model or summary.model
+        summary.client_calls = event.client_calls
     elif isinstance(event, TurnFailed):
         summary.outcome = "error"
         summary.error_code = event.code

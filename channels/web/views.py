@@ -62,6 +62,9 @@ def message_view(m: Message, clear_seq: int, link: Callable[[str], str] | None =
         "archived": m.seq <= clear_seq,
         # images (with a URL for the page) and a voice note's type, size and duration
         "attachments": attachments_view(m, link),
+        "turn_id": m.turn_id,
+        # replaced by a retry, regenerate or edit (agent/rerun.py): the page shows it collapsed
+        "superseded_by": m.superseded_by,
     }
 
 

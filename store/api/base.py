@@ -15,15 +15,15 @@ import time
 import uuid
 from collections.abc import Iterable
 
-import anyio
-
 from store.api.fallbacks import with_fallbacks
 from store.engine import MAX_LIMIT, Engine
 from store.errors import InvalidInput
-from store.leases import LEASE_S, LeaseStats, this_process
+from store.leases import LEASE_S, KeyedLocks, LeaseStats, this_process
 from store.models import BASE_FIELDS, Message, MessageStatus, Record, Role, check_text, validate_sid
 
 MAX_TITLE_CHARS = 200
+#: a conversation's ``tail_digest``: letters and digits, at most this many (the /v1 history match)
+MAX_TAIL_DIGEST_CHARS = 128
 MAX_TAGS = 32
 _WS_RE = re.compile(r"\s+")
 
@@ -62,7 +62,8 @@ class StoreBase:
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         #: this process, recorded with every lease it takes (see store.leases)
         self._owner = this_process()
-        self._local_locks: dict[tuple[str, str, str], anyio.Lock] = {}
+        #: one lock per conversation with a turn running or waiting in this process
+        self._local_locks = KeyedLocks()
         #: lease and cut-turn counters, shown in /metrics
         self.lease_stats = LeaseStats()
 

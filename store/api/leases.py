@@ -14,15 +14,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import anyio
 import structlog
 
 from store.api.base import StoreBase
-from store.engine import ClaimStep, MarkCutStep, ReleaseStep, Step
+from store.engine import ClaimStep, Engine, MarkCutStep, ReleaseStep, Results, Step
 from store.errors import ConversationBusy, LeaseHeld, LeaseLost, StoreError
 from store.leases import RENEW_FRACTION, Claimed, known_dead, this_host
 from store.models import Scope
@@ -32,6 +33,37 @@ log = structlog.get_logger()
 
 #: the key prefix of conversation turn locks
 TURN_PREFIX = "turn:"
+
+
+@dataclass(eq=False)
+class HeldLease:
+    """A turn lease while its block runs: its renewal can be stopped and the lease released together
+    with the turn's last writes (:meth:`release_with`), so a turn's end is one commit, not two."""
+
+    scope: Scope
+    claim: ClaimStep
+    #: the renewal task's scope (cancelled, perhaps before the task has entered it) and its end
+    renewal: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    renewal_ended: anyio.Event = field(default_factory=anyio.Event)
+    #: :meth:`release_with` sent its batch: the exit releases the lease only, never writes the closing
+    #: steps (they went in that batch, or failed with it)
+    finishing: bool = False
+    released: bool = False
+    _called: bool = False
+
+    async def release_with(self, engine: Engine, steps: Sequence[Step]) -> Results:
+        """Run ``steps`` and the lease's release in ONE batch (with atomic batches: one transaction),
+        after the renewal has stopped (a renewal landing after the release would take it again)."""
+        if self._called:
+            raise RuntimeError("the turn lease was already released")
+        self._called = True
+        self.renewal.cancel()
+        await self.renewal_ended.wait()
+        release = ReleaseStep(self.claim.key, self.claim.holder)
+        self.finishing = True  # from here on, whatever happens, the steps are not written again
+        results = await engine.batch(self.scope, [*steps, release])
+        self.released = True
+        return results
 
 
 class LeaseMixin(StoreBase):
@@ -45,6 +77,11 @@ class LeaseMixin(StoreBase):
     async def try_lease(self, scope: Scope, key: str, *, ttl_s: float) -> bool:
         """Take the expiring lease ``key`` for this Store (renewing it when already ours); False when
         another live holder has it. A dead holder of this host is taken over at once."""
+        return bool(await self.claim_lease(scope, key, ttl_s=ttl_s))
+
+    async def claim_lease(self, scope: Scope, key: str, *, ttl_s: float) -> Claimed:
+        """:meth:`try_lease`, answering how the claim went: ``REFUSED`` (falsy) while another live
+        holder has it, ``LAPSED``/``REPLACED`` when taken from another holder (a leader's take-over)."""
         claim = ClaimStep(f"lease:{key}", self._holder, int(ttl_s * 1000), owner=self._owner)
         return await self._claim(scope, claim)
 
@@ -59,19 +96,19 @@ class LeaseMixin(StoreBase):
         holder = f"{self._holder}:{uuid.uuid4().hex}"
         return bool(await self.engine.claim(scope, f"once:{key}", holder, None))
 
-    async def _claim(self, scope: Scope, claim: ClaimStep) -> bool:
+    async def _claim(self, scope: Scope, claim: ClaimStep) -> Claimed:
         outcome = await self.engine.claim(
             scope, claim.key, claim.holder, claim.ttl_ms, owner=claim.owner, replace=claim.replace
         )
         if not outcome:
             dead = await self._dead_holder(scope, claim.key)
             if dead is None:
-                return False
+                return Claimed.REFUSED
             outcome = await self.engine.claim(
                 scope, claim.key, claim.holder, claim.ttl_ms, owner=claim.owner, replace=dead
             )
         self._count_claim(outcome, claim.key)
-        return bool(outcome)
+        return Claimed(outcome)
 
     async def _dead_holder(self, scope: Scope, key: str) -> str | None:
         """The holder of ``key`` when it is a process of this host that is gone, else None."""
@@ -93,7 +130,7 @@ class LeaseMixin(StoreBase):
         :data:`~store.leases.LEASE_S`) while the block runs, for at most ``max_hold_s``; raises
         LeaseLost when it lapsed and another holder took it."""
         claim = ClaimStep(f"lease:{key}", self._holder, self.lease_ms(max_hold_s), owner=self._owner)
-        async with self._renewing(scope, claim, max_hold_s):
+        async with self._renewing(scope, claim, max_hold_s, HeldLease(scope, claim)):
             yield
 
     @asynccontextmanager
@@ -123,29 +160,32 @@ class LeaseMixin(StoreBase):
         ttl_s: float,
         wait_s: float,
         closing: Callable[[T], list[Step]] | None = None,
-    ) -> AsyncIterator[T]:
+    ) -> AsyncIterator[tuple[T, HeldLease]]:
         """The conversation's turn lease, taken by ``take(claim)`` (a batch with ``claim`` first, which
         raises LeaseHeld while someone else holds it: a dead holder of this host is replaced at once,
         others are waited for with backoff up to ``wait_s``); ``take`` answers the claim's outcome and
         its value. Yields that value with the lease renewed in the background, and releases the lease
         on exit, in one batch with the steps ``closing(value)`` gives then (best effort: when they
-        fail, the lease is still released)."""
+        fail, the lease is still released) -- unless the block released it itself with
+        :meth:`HeldLease.release_with`. Yields the value with the :class:`HeldLease`."""
         key = (scope.context, scope.user_id, conversation_id)
-        lock = self._local_locks.setdefault(key, anyio.Lock())
         # one holder per Store: the local lock already serializes this process, and a lease left
         # behind when the release failed (store briefly down) is then retaken at once
         claim = ClaimStep(
             f"{TURN_PREFIX}{conversation_id}", self._holder, self.lease_ms(ttl_s), owner=self._owner
         )
-        async with lock:
+        async with self._local_locks.hold(key):
             outcome, taken = await self._take(scope, claim, take, wait_s)
             self._count_claim(outcome, claim.key)
+            held = HeldLease(scope, claim)
             try:
-                async with self._renewing(scope, claim, ttl_s):
-                    yield taken
+                async with self._renewing(scope, claim, ttl_s, held):
+                    yield taken, held
             finally:
-                with anyio.CancelScope(shield=True):
-                    await self._close(scope, claim, closing(taken) if closing is not None else [])
+                if not held.released:
+                    steps = closing(taken) if closing is not None and not held.finishing else []
+                    with anyio.CancelScope(shield=True):
+                        await self._close(scope, claim, steps)
 
     async def _take(
         self,
@@ -177,7 +217,9 @@ class LeaseMixin(StoreBase):
                 raise
 
     @asynccontextmanager
-    async def _renewing(self, scope: Scope, claim: ClaimStep, max_hold_s: float) -> AsyncIterator[None]:
+    async def _renewing(
+        self, scope: Scope, claim: ClaimStep, max_hold_s: float, held: HeldLease
+    ) -> AsyncIterator[None]:
         """Renew ``claim``'s lease while the block runs: first after a third of the lease, then every
         third, for at most ``max_hold_s``. A failed renewal (store unreachable) is retried at the next
         one; a refused one (the lease lapsed meanwhile and another holder took it) cancels the block
@@ -187,6 +229,13 @@ class LeaseMixin(StoreBase):
         lost = False
 
         async def renew(cancel: anyio.CancelScope) -> None:
+            try:
+                with held.renewal:
+                    await renewing(cancel)
+            finally:
+                held.renewal_ended.set()
+
+        async def renewing(cancel: anyio.CancelScope) -> None:
             nonlocal lost
             until = anyio.current_time() + max_hold_s
             while anyio.current_time() + period < until:

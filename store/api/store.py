@@ -10,10 +10,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from store.api.attachments import AttachmentsMixin
-from store.api.base import MAX_TAGS, MAX_TITLE_CHARS, check_limit, memory_hash, now_ms, store_fields
+from store.api.base import (
+    MAX_TAGS,
+    MAX_TAIL_DIGEST_CHARS,
+    MAX_TITLE_CHARS,
+    check_limit,
+    memory_hash,
+    now_ms,
+    store_fields,
+)
 from store.api.links import LinksMixin
 from store.api.memories import MemoriesMixin
 from store.api.records import Aggregate, RecordsMixin, ScopeStats, TimeRange
+from store.api.stops import StopsMixin
 from store.api.turn import TurnMixin
 from store.engine import GetStep, ListQuery, ListStep, Page
 from store.errors import Conflict, InvalidInput, NotFound
@@ -40,7 +49,7 @@ __all__ = [
 ]
 
 
-class Store(MemoriesMixin, RecordsMixin, TurnMixin, LinksMixin, AttachmentsMixin):
+class Store(MemoriesMixin, RecordsMixin, TurnMixin, StopsMixin, LinksMixin, AttachmentsMixin):
     """Domain operations over an engine. An async context manager that opens and closes the engine.
 
     Conversations and messages live here; memories, audit/usage, state/leases, the start of a turn,
@@ -177,6 +186,31 @@ class Store(MemoriesMixin, RecordsMixin, TurnMixin, LinksMixin, AttachmentsMixin
     async def set_summary_boundary(self, scope: Scope, sid: str, summary_seq: int) -> Conversation:
         """Record that the summary message at ``summary_seq`` stands for every earlier message."""
         return await self._update_conversation(scope, sid, {"summary_seq": int(summary_seq)})
+
+    async def set_tail_digest(self, scope: Scope, sid: str, digest: str) -> Conversation:
+        """The conversation's ``tail_digest`` (the OpenAI endpoint's history match)."""
+        if not isinstance(digest, str) or len(digest) > MAX_TAIL_DIGEST_CHARS or not digest.isalnum():
+            raise InvalidInput("invalid tail digest")
+        return await self._update_conversation(scope, sid, {"tail_digest": digest})
+
+    async def find_by_tail_digest(self, scope: Scope, digest: str) -> Conversation | None:
+        """The most recently updated conversation of the scope whose ``tail_digest`` is ``digest``:
+        one indexed read (the ``conversations_tail`` index on the embedded engine)."""
+        if not digest:
+            return None
+        page = await self.engine.list(
+            Kind.CONVERSATION,
+            scope,
+            ListQuery(filters={"tail_digest": digest}, order_by="updated_at", descending=True, limit=1),
+        )
+        return Conversation.from_record(page.items[0]) if page.items else None
+
+    async def supersede(self, scope: Scope, sids: Iterable[str], turn_id: str) -> None:
+        """Mark messages as replaced by the turn ``turn_id`` (they stay stored, never sent again)."""
+        if not turn_id:
+            raise InvalidInput("a superseding turn id is required")
+        for sid in sids:
+            await self.update_message(scope, sid, superseded_by=turn_id)
 
     async def _update_conversation(self, scope: Scope, sid: str, fields: dict[str, object]) -> Conversation:
         rec = await self.engine.update(Kind.CONVERSATION, scope, validate_sid(sid), fields)

@@ -16,12 +16,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from store.api.base import check_limit, store_fields
-from store.api.leases import LeaseMixin
+from store.api.leases import HeldLease, LeaseMixin
 from store.api.state import StateMixin
 from store.engine import ClaimStep, CreateStep, GetStep, ListQuery, ListStep, MarkCutStep, Page, Step
 from store.errors import NotFound
 from store.leases import Claimed
-from store.models import Conversation, Kind, Memory, Message, Record, Scope, UsageEntry, validate_sid
+from store.models import Conversation, Kind, Memory, Message, Record, Role, Scope, UsageEntry, validate_sid
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,8 @@ class TurnOpening:
     #: usage entries the turn adds while it runs: written when the turn closes, in the same call that
     #: releases the lease (a failure to write them is logged, never raised)
     usage: list[UsageEntry] = field(default_factory=list)
+    #: the turn's lease while the block runs (see :meth:`TurnMixin.finish_turn`)
+    lease: HeldLease | None = field(default=None, repr=False)
 
 
 class TurnMixin(LeaseMixin, StateMixin):
@@ -75,13 +77,23 @@ class TurnMixin(LeaseMixin, StateMixin):
         reads: TurnReads = TurnReads(),
         ttl_s: float = 600.0,
         wait_s: float = 600.0,
+        turn_id: str = "",
+        rerun_of: str | None = None,
+        mark_cut: bool = True,
     ) -> AsyncIterator[TurnOpening]:
         """Take the turn lease of the conversation (waiting like :meth:`conversation_lock`), mark the
         turn a crash may have cut there (:mod:`store.cut_turns`), append the user message and read
         ``reads``, all in one engine batch; yields the :class:`TurnOpening` and releases the lease on
         exit, writing the opening's ``usage`` in the same call. NotFound when the conversation is
         missing (nothing is stored). ``attachments`` is the message's descriptor of the attachments
-        stored just before it (see ``store.api.attachments``)."""
+        stored just before it (see ``store.api.attachments``). ``turn_id`` is stored with the message.
+
+        ``rerun_of``: the turn answers this stored user message again (a retry, regenerate: see
+        ``agent/rerun.py``) and stores no new one; ``text`` is then unused. NotFound when it is not a
+        user message of this conversation.
+
+        ``mark_cut=False``: the turn continues one that handed tool calls to the client (the OpenAI
+        endpoint's client tools) and stores their results itself, so its awaited calls are not marked."""
         validate_sid(conversation_id)
         message = Message(
             conversation_id=conversation_id,
@@ -90,6 +102,7 @@ class TurnMixin(LeaseMixin, StateMixin):
             channel=channel,
             sender=sender,
             attachments=attachments,
+            turn_id=turn_id,
         )
         fields = self._message_fields(message)
         window_query = ListQuery(
@@ -101,8 +114,14 @@ class TurnMixin(LeaseMixin, StateMixin):
         recall = reads.recall_limit > 0 and bool(reads.recall_text.strip())
         # always keyed: a repeated batch must see its own user message as its own, not as a cut turn
         request_key = request_key or f"turn:{uuid.uuid4().hex}"
-        mark = MarkCutStep(conversation_id, request_key)
-        create = CreateStep(Kind.MESSAGE, fields, request_key)
+        # a re-run stores no user message: it reads the stored one, and a cut turn there is the one
+        # being answered again (not marked)
+        mark = MarkCutStep(conversation_id, None if rerun_of else request_key)
+        user_step: GetStep | CreateStep = (
+            GetStep(Kind.MESSAGE, validate_sid(rerun_of))
+            if rerun_of
+            else CreateStep(Kind.MESSAGE, fields, request_key)
+        )
         get_conv = GetStep(Kind.CONVERSATION, conversation_id)
         list_window = ListStep(Kind.MESSAGE, window_query)
         list_matching = (
@@ -118,19 +137,24 @@ class TurnMixin(LeaseMixin, StateMixin):
             if reads.recent_memories > 0
             else None
         )
-        steps: list[Step] = [mark, create, get_conv, list_window]
+        steps: list[Step] = [mark] if mark_cut else []
+        steps += [user_step, get_conv, list_window]
         steps += [s for s in (list_matching, list_recent) if s is not None]
 
         async def take(claim: ClaimStep) -> tuple[Claimed, TurnOpening]:
             results = await self.engine.batch(scope, [claim, *steps])
-            self.lease_stats.marked(results.of(mark))
+            if mark_cut:
+                self.lease_stats.marked(results.of(mark))
+            user_rec = results.of(user_step)
+            if user_rec is None or not _user_message_of(user_rec, conversation_id):
+                raise NotFound("message", rerun_of or "")
             conv_rec = results.of(get_conv)
             if conv_rec is None:
                 # deleted between the message's create and the read: only a non-atomic engine gets here
                 raise NotFound("conversation", conversation_id)
             return results.of(claim), _opening(
                 reads.window_limit,
-                created=results.of(create),
+                created=user_rec,
                 conv_rec=conv_rec,
                 window_page=results.of(list_window),
                 matching=results.of(list_matching) if list_matching is not None else None,
@@ -142,8 +166,22 @@ class TurnMixin(LeaseMixin, StateMixin):
 
         async with self._turn_lease(
             scope, conversation_id, take, ttl_s=ttl_s, wait_s=wait_s, closing=closing
-        ) as opening:
+        ) as (opening, held):
+            opening.lease = held
             yield opening
+
+    async def finish_turn(self, opening: TurnOpening, message: Message) -> Message:
+        """Store the turn's final message, its ``usage`` entries and the release of its lease in ONE
+        batch: on an engine with atomic batches one transaction, one durable commit where a turn used
+        to make two (the message, then the usage and the release). Call it last, inside
+        :meth:`open_turn`'s block; the block's exit then writes nothing more. Raises like
+        :meth:`append_message` (the exit still releases the lease)."""
+        if opening.lease is None:
+            raise RuntimeError("finish_turn needs the opening of a turn that is still open")
+        create = CreateStep(Kind.MESSAGE, self._message_fields(message))
+        usage = [CreateStep(Kind.USAGE, store_fields(e.to_record())) for e in opening.usage]
+        results = await opening.lease.release_with(self.engine, [create, *usage])
+        return Message.from_record(results.of(create))
 
 
 def _opening(
@@ -165,6 +203,10 @@ def _opening(
         matching_memories=_memories(matching),
         recent_memories=_memories(recent),
     )
+
+
+def _user_message_of(rec: Record, conversation_id: str) -> bool:
+    return rec.get("conversation_id") == conversation_id and rec.get("role") == Role.USER.value
 
 
 def _memories(page: Page[Record] | None) -> list[Memory]:

@@ -22,7 +22,7 @@ Migrations are numbered; :func:`migrate` applies the missing ones under a row lo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from store.models import Kind
 
@@ -56,7 +56,7 @@ _TEXT = 'text COLLATE "C" NOT NULL'
 TABLES: dict[Kind, PgTable] = {
     Kind.CONVERSATION: PgTable(
         "conversations",
-        (("is_archived", "integer NOT NULL"),),
+        (("is_archived", "integer NOT NULL"), ("tail_digest", _TEXT)),
         (("message_count", "bigint"), ("last_channel", 'text COLLATE "C"')),
         "title",
     ),
@@ -84,6 +84,16 @@ _EXTRA_INDEXES: dict[Kind, tuple[tuple[str, str], ...]] = {
     Kind.STATE: (("key", "context, user_id, key, created_at, sid"),),
     Kind.ATTACHMENT: (("conv", "context, user_id, conversation_id, created_at, sid"),),
 }
+
+
+#: hot columns a later migration added: migration 1 creates its tables without them
+_LATER_HOT: dict[Kind, tuple[str, ...]] = {Kind.CONVERSATION: ("tail_digest",)}
+
+
+def _v1_spec(kind: Kind, spec: PgTable) -> PgTable:
+    """``spec`` as migration 1 created it (without the columns :data:`_LATER_HOT` names)."""
+    later = _LATER_HOT.get(kind, ())
+    return replace(spec, hot=tuple(h for h in spec.hot if h[0] not in later))
 
 
 def _table_ddl(kind: Kind, spec: PgTable) -> list[str]:
@@ -129,10 +139,20 @@ _V1 = [
     "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$",
 ]
 for _kind, _spec in TABLES.items():
-    _V1 += _table_ddl(_kind, _spec)
+    _V1 += _table_ddl(_kind, _v1_spec(_kind, _spec))
+
+#: migration 2: a conversation's ``tail_digest`` (the OpenAI endpoint's history match: the newest
+#: conversation of a scope with a digest, one indexed read), filled from each record's JSON
+_V2 = [
+    f"ALTER TABLE conversations ADD COLUMN tail_digest {_TEXT} DEFAULT ''",
+    "UPDATE conversations SET tail_digest = coalesce(data::json->>'tail_digest', '') "
+    "WHERE data::json->>'tail_digest' IS NOT NULL",
+    "ALTER TABLE conversations ALTER COLUMN tail_digest DROP DEFAULT",
+    "CREATE INDEX conversations_tail ON conversations (context, user_id, tail_digest, updated_at, sid)",
+]
 
 #: every migration, in order: MIGRATIONS[i] takes a database from version i to i + 1
-MIGRATIONS: tuple[tuple[str, ...], ...] = (tuple(_V1),)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (tuple(_V1), tuple(_V2))
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: the version table: one row, locked by the daemon that migrates

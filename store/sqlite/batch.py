@@ -49,12 +49,31 @@ HANDLERS: Final[dict[type[Step], Handler]] = {
 check_handlers(HANDLERS, "the embedded engine")
 
 
+def writes(steps: Sequence[Step]) -> bool:
+    """The batch writes: it needs a write transaction (and may join a group commit)."""
+    return not all(reads_only(s) for s in steps)
+
+
+def leases_only(steps: Sequence[Step]) -> bool:
+    """The batch writes nothing but expiring leases: its commit may skip the fsync (:func:`unsynced`)."""
+    return all(
+        reads_only(s) or isinstance(s, ReleaseStep) or (isinstance(s, ClaimStep) and s.ttl_ms is not None)
+        for s in steps
+    )
+
+
+def run_steps(conn: sqlite3.Connection, scope: Scope, steps: Sequence[Step]) -> Results:
+    """Every step, inside the transaction the caller opened (a group commit's savepoint)."""
+    return Results(steps, [_step(conn, scope, s) for s in steps])
+
+
 def batch(conn: sqlite3.Connection, scope: Scope, steps: Sequence[Step]) -> Results:
     """Every step in ONE transaction: all done or none (a failure, or a refused required claim, rolls
     the whole batch back). Reads see the batch's own earlier writes. The commit skips the fsync only
-    when the batch writes nothing but expiring leases (see :func:`unsynced`)."""
-    writes = [s for s in steps if not reads_only(s)]
-    if not writes:
+    when the batch writes nothing but expiring leases (see :func:`unsynced`). The engine sends write
+    batches through its group commit (:mod:`store.sqlite.group`) instead, which gives each the same
+    guarantees."""
+    if not writes(steps):
         if len(steps) == 1:  # one read is one statement: no transaction to open
             return Results(steps, [_step(conn, scope, steps[0])])
         conn.execute("BEGIN")  # one snapshot for every read
@@ -63,11 +82,8 @@ def batch(conn: sqlite3.Connection, scope: Scope, steps: Sequence[Step]) -> Resu
         finally:
             if conn.in_transaction:
                 conn.execute("COMMIT")
-    leases_only = all(
-        isinstance(s, ReleaseStep) or (isinstance(s, ClaimStep) and s.ttl_ms is not None) for s in writes
-    )
-    with unsynced(conn, leases_only), write_txn(conn):
-        return Results(steps, [_step(conn, scope, s) for s in steps])
+    with unsynced(conn, leases_only(steps)), write_txn(conn):
+        return run_steps(conn, scope, steps)
 
 
 def _step(conn: sqlite3.Connection, scope: Scope, step: Step) -> object:

@@ -7,6 +7,10 @@ costs about half of what a hop through a thread pool costs (``anyio.to_thread``)
 two such hops before its answer is out. Results come back with ``call_soon_threadsafe`` on the
 caller's asyncio loop (hero-agent runs anyio on asyncio only).
 
+Group commit: write batches that queue up while the worker is busy (a commit waiting for its fsync)
+are committed together, one transaction and one fsync for many, each caller answered only once the
+commit returned (:mod:`store.sqlite.group`).
+
 Processes: several may open one data dir. Each write is ``BEGIN IMMEDIATE`` (the write lock up front)
 and waits up to ``busy_timeout`` for another process's transaction; see docs/store.md.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import functools
 import os
 import queue
@@ -23,14 +28,14 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
 import structlog
 
-from store.engine import Engine, Results, Step
+from store.engine import CommitStats, Engine, Results, Step
 from store.errors import Conflict, StoreError, StoreUnavailable
 from store.leases import Lease
 from store.models import Kind, Record, Scope, validate_stored_context, validate_user
@@ -38,6 +43,7 @@ from store.sqlite import batch as sqlite_batch
 from store.sqlite import leases as sqlite_leases
 from store.sqlite import ops
 from store.sqlite import users as sqlite_users
+from store.sqlite.group import MAX_GROUP, Outcome, Write, commit_group
 from store.sqlite.schema import configure, migrate
 
 DB_FILE = "hero-agent.db"
@@ -48,26 +54,41 @@ R = TypeVar("R")
 log = structlog.get_logger()
 
 
-_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
+@dataclasses.dataclass(slots=True)
+class _Job:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    #: a call of its own, or a write batch that may join a group commit
+    call: Callable[[], Any] | Write
+
+    def answer(self, result: object, error: BaseException | None) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            self.loop.call_soon_threadsafe(_settle, self.future, result, error)
 
 
 class _Worker:
-    """The thread that runs every call on one connection, one at a time, in the order they came."""
+    """The thread that runs every call on one connection, one at a time, in the order they came;
+    write batches found waiting together go to ``commit_writes`` as one group."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(
+        self, name: str, commit_writes: Callable[[list[Write]], list[Outcome]], max_group: int = MAX_GROUP
+    ) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        #: 1: every write batch commits alone (the behaviour before group commit, for benches)
+        self.max_group = max_group
         self._lock = threading.Lock()
         self._stopped = False
+        self._commit_writes = commit_writes
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    async def run(self, fn: Callable[[], R]) -> R:
+    async def run(self, fn: Callable[[], R] | Write) -> R:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         with self._lock:
             if self._stopped:
                 raise StoreUnavailable("the embedded store is closed")
-            self._jobs.put((loop, future, fn))
+            self._jobs.put(_Job(loop, future, fn))
         # as with anyio.to_thread.run_sync: a cancel waits until the call has finished (a write is
         # never left running unobserved), then it is delivered
         with anyio.CancelScope(shield=True):
@@ -86,16 +107,43 @@ class _Worker:
             self._thread.join()
 
     def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            loop, future, fn = job
-            result: Any = None
-            error: BaseException | None = None
+        job = self._jobs.get()
+        while job is not None:
+            call = job.call
+            if not isinstance(call, Write):
+                result: Any = None
+                error: BaseException | None = None
+                try:
+                    result = call()
+                except BaseException as exc:  # handed to the caller, whatever it is
+                    error = exc
+                job.answer(result, error)
+                job = self._jobs.get()
+                continue
+            group, job = self._group(job)
+            outcomes = self._commit_writes([cast(Write, g.call) for g in group])
+            for member, (result, error) in zip(group, outcomes, strict=True):
+                member.answer(result, error)
+            if job is _NO_JOB:
+                job = self._jobs.get()
+
+    def _group(self, first: _Job) -> tuple[list[_Job], _Job | None]:
+        """``first`` and the write batches queued right behind it; and the job that ended the group
+        (run next: order is kept), or ``_NO_JOB`` when the queue ran empty."""
+        group = [first]
+        while len(group) < self.max_group:
             try:
-                result = fn()
-            except BaseException as exc:  # handed to the caller, whatever it is
-                error = exc
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-                loop.call_soon_threadsafe(_settle, future, result, error)
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is None or not isinstance(job.call, Write):
+                return group, job
+            group.append(job)
+        return group, _NO_JOB
+
+
+#: a marker: the queue ran empty while a group was gathered
+_NO_JOB = _Job(cast(asyncio.AbstractEventLoop, None), cast("asyncio.Future[Any]", None), lambda: None)
 
 
 def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
@@ -125,7 +173,15 @@ class _Database:
             conn.close()
             raise
         self.conn: sqlite3.Connection | None = conn
-        self.worker = _Worker(f"hero-agent-store:{path.name}")
+        self.commits = CommitStats()
+        self.worker = _Worker(f"hero-agent-store:{path.name}", self.commit_writes)
+
+    def commit_writes(self, writes: list[Write]) -> list[Outcome]:
+        """A group of write batches in one transaction (see :mod:`store.sqlite.group`)."""
+        with self.lock:
+            if self.conn is None:
+                return [(None, StoreUnavailable("the embedded store is closed")) for _ in writes]
+            return commit_group(self.conn, self.path, writes, self.commits)
 
     def call(self, fn: Callable[Concatenate[sqlite3.Connection, P], R], *args: P.args, **kw: P.kwargs) -> R:
         with self.lock:
@@ -179,8 +235,17 @@ class EmbeddedEngine(Engine):
 
     name = "embedded"
 
-    def __init__(self, data_dir: Path, *, busy_timeout_s: float = 10.0, fsync_commits: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        busy_timeout_s: float = 10.0,
+        fsync_commits: bool = True,
+        group_commit: bool = True,
+    ) -> None:
         self.data_dir = Path(data_dir).expanduser()
+        #: False: each write batch commits alone (only to measure what group commit changes)
+        self.group_commit = group_commit
         self.busy_timeout_ms = int(busy_timeout_s * 1000)
         self.fsync_commits = fsync_commits
         self._db: _Database | None = None
@@ -195,6 +260,8 @@ class EmbeddedEngine(Engine):
         self._db = await anyio.to_thread.run_sync(
             _open, self.data_dir, self.busy_timeout_ms, self.fsync_commits
         )
+        if not self.group_commit:
+            self._db.worker.max_group = 1
         log.debug("store.opened", engine=self.name, path=str(self.db_path))
 
     async def aclose(self) -> None:
@@ -232,8 +299,23 @@ class EmbeddedEngine(Engine):
         return await self._run(sqlite_leases.list_leases, context, prefix)
 
     async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
-        """The whole batch in ONE transaction and one worker call (see ``sqlite_batch.batch``)."""
-        return await self._run(sqlite_batch.batch, scope, builtins.list(steps))
+        """The whole batch in ONE transaction and one worker call (see ``sqlite_batch.batch``); a
+        write batch may share its transaction and commit with others (a group commit, see
+        :mod:`store.sqlite.group`), and is answered once that commit returned."""
+        steps = builtins.list(steps)
+        if not sqlite_batch.writes(steps):
+            return await self._run(sqlite_batch.batch, scope, steps)
+        db = self._db
+        if db is None:
+            raise StoreUnavailable("the embedded store is not open")
+        write = Write(
+            functools.partial(sqlite_batch.run_steps, scope=scope, steps=steps),
+            sqlite_batch.leases_only(steps),
+        )
+        return await db.worker.run(write)
+
+    def commit_stats(self) -> CommitStats | None:
+        return self._db.commits if self._db is not None else None
 
     async def contexts(self) -> builtins.list[str]:
         return await self._run(ops.contexts)

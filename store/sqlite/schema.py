@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from store.models import Kind
 
 #: 1: the first schema; 2: the ``attachments`` table, and lease rows carry their holder's process
-#: identity (owner_host, owner_pid, owner_started); a data dir of version 1 gains both when opened
-SCHEMA_VERSION = 2
+#: identity (owner_host, owner_pid, owner_started); a data dir of version 1 gains both when opened;
+#: 3: conversations get the indexed hot column ``tail_digest`` (filled from ``data`` on upgrade)
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,9 @@ class KindTable:
 COMMON_COLUMNS = ("sid", "context", "user_id", "created_at", "updated_at")
 
 TABLES: dict[Kind, KindTable] = {
-    Kind.CONVERSATION: KindTable("conversations", (("is_archived", "INTEGER"),), "title"),
+    Kind.CONVERSATION: KindTable(
+        "conversations", (("is_archived", "INTEGER"), ("tail_digest", "TEXT")), "title"
+    ),
     Kind.MESSAGE: KindTable("messages", (("conversation_id", "TEXT"), ("seq", "INTEGER")), "content"),
     Kind.MEMORY: KindTable("memories", (("hash", "TEXT"),), "content"),
     Kind.AUDIT: KindTable("audit", (("conversation_id", "TEXT"),)),
@@ -61,6 +64,8 @@ _EXTRA_INDEXES: dict[Kind, tuple[tuple[str, str], ...]] = {
     Kind.CONVERSATION: (
         ("recent", "context, user_id, updated_at, sid"),
         ("recent_live", "context, user_id, is_archived, updated_at, sid"),
+        # the OpenAI endpoint's history match: one read of the newest conversation with this digest
+        ("tail", "context, user_id, tail_digest, updated_at, sid"),
     ),
     # the seq order of a conversation: history windows, paging, max(seq) on append; UNIQUE makes a
     # duplicate seq impossible whatever the code above does
@@ -158,6 +163,18 @@ def _upgrade_leases(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE leases ADD COLUMN {name} {sqltype}")
 
 
+def _upgrade_conversations(conn: sqlite3.Connection) -> None:
+    """Schema 3: the ``tail_digest`` hot column, filled from each record's JSON (before its index is
+    created: ``schema_ddl`` creates the index, so the column must exist first)."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(conversations)")}
+    if present and "tail_digest" not in present:
+        conn.execute("ALTER TABLE conversations ADD COLUMN tail_digest TEXT NOT NULL DEFAULT ''")
+        conn.execute(
+            "UPDATE conversations SET tail_digest = coalesce(json_extract(data, '$.tail_digest'), '') "
+            "WHERE json_extract(data, '$.tail_digest') IS NOT NULL"
+        )
+
+
 def migrate(conn: sqlite3.Connection) -> None:
     """Create the schema (idempotent; several processes may race here, BEGIN IMMEDIATE orders them)."""
     conn.execute("BEGIN IMMEDIATE")
@@ -168,6 +185,7 @@ def migrate(conn: sqlite3.Connection) -> None:
                 f"the data dir was written by a newer hero-agent (schema {version}, this one knows "
                 f"{SCHEMA_VERSION})"
             )
+        _upgrade_conversations(conn)
         for stmt in schema_ddl():
             conn.execute(stmt)
         _upgrade_leases(conn)

@@ -40,3 +40,20 @@ async def test_takeovers_renewals_and_markers_are_counted(tmp_path: Path) -> Non
     assert 'hero_interrupted_markers_total{kind="user"} 1' in text
     assert 'hero_interrupted_markers_total{kind="tool"} 0' in text
     assert "# TYPE hero_lease_lost_total counter" in text
+
+
+async def test_commits_fsyncs_and_group_sizes_are_shown(tmp_path: Path) -> None:
+    async with Store(EmbeddedEngine(tmp_path)) as store:
+        metrics = TurnMetrics(store_engine=store.engine, leases=store.lease_stats)
+        conv = await store.create_conversation(SCOPE, "t")
+        for text in ("one", "two"):
+            await store.append_message(
+                SCOPE, Message(conversation_id=conv.sid, role="user", content=text, channel="cli")
+            )
+        text = "\n".join(metrics.render_lines())
+    # the conversation and two messages: three write batches, each committed (and fsynced) alone
+    assert 'hero_store_commits_total{engine="embedded"} 3' in text
+    assert 'hero_store_fsyncs_total{engine="embedded"} 3' in text
+    assert 'hero_store_group_commit_batches_bucket{engine="embedded",le="1"} 3' in text
+    assert 'hero_store_group_commit_batches_sum{engine="embedded"} 3' in text
+    assert 'hero_store_group_commit_batches_count{engine="embedded"} 3' in text

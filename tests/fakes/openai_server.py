@@ -17,6 +17,11 @@ memory-extraction marker get ``{"memories": []}`` and compaction prompts a short
 Audio: ``POST /v1/audio/transcriptions`` (multipart, as OpenAI's) answers ``verbose_json`` with
 ``transcript`` and ``transcript_duration`` (or ``audio_status`` as an error); ``POST /v1/audio/speech``
 answers Ogg bytes. Both record what they got in ``audio_requests`` (fields, file name, type, bytes).
+
+Own time: every chat exchange is timed from the app receiving the request to the server taking its
+last byte, and kept in ``exchanges`` (``GET /v1/_fake/exchanges`` answers them as JSON, for a fake in
+another process): a bench subtracts exactly the fake's time from a turn's wall time. A response
+header cannot carry it (the headers leave before the last byte).
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ from typing import Any
 
 import anyio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tests.fakes.base import DropConnection, FakeLLMServer, content_text
 from tests.fakes.sse_scripts import (
@@ -105,6 +112,14 @@ class FakeOpenAI(FakeLLMServer):
             if m.get("role") in ("system", "developer")
         )
 
+    @property
+    def exchanges(self) -> list[dict[str, Any]]:
+        """One entry per chat exchange, in the order they ended: ``user`` (the last user text),
+        ``peer`` (client "host:port") and ``ms`` (the fake's own wall time, see the module docstring)."""
+        if not hasattr(self, "_exchanges"):
+            self._exchanges: list[dict[str, Any]] = []
+        return self._exchanges
+
     def build_app(self) -> Starlette:
         return Starlette(
             routes=[
@@ -112,8 +127,13 @@ class FakeOpenAI(FakeLLMServer):
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/v1/audio/transcriptions", self._transcriptions, methods=["POST"]),
                 Route("/v1/audio/speech", self._speech, methods=["POST"]),
-            ]
+                Route("/v1/_fake/exchanges", self._exchanges_route, methods=["GET"]),
+            ],
+            middleware=[Middleware(_ExchangeClock, exchanges=self.exchanges)],
         )
+
+    async def _exchanges_route(self, request: Request) -> Response:
+        return JSONResponse(self.exchanges)
 
     async def _models(self, request: Request) -> Response:
         if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
@@ -158,6 +178,7 @@ class FakeOpenAI(FakeLLMServer):
         except ValueError:
             return _error(400, "invalid JSON body", "invalid_request_error")
         headers = self.record(body, request)
+        request.state.user_text = self.last_user_text(body)
         if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
             # Like the real API, the message quotes the key it got: clients must not echo it.
             got = headers.get("authorization", "").removeprefix("Bearer ")
@@ -203,6 +224,35 @@ class FakeOpenAI(FakeLLMServer):
             await self.stall(request)
         if reply.drop:
             raise DropConnection("scripted connection drop")
+
+
+class _ExchangeClock:
+    """ASGI middleware timing each chat exchange from the app's first look at the request to the
+    server taking the last body message (the chunked end of the stream included)."""
+
+    def __init__(self, app: ASGIApp, exchanges: list[dict[str, Any]]) -> None:
+        self.app = app
+        self.exchanges = exchanges
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed_send(message: Message) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                client = scope.get("client") or ("", 0)
+                self.exchanges.append(
+                    {
+                        "user": scope.get("state", {}).get("user_text", ""),
+                        "peer": f"{client[0]}:{client[1]}",
+                        "ms": (time.perf_counter() - started) * 1000,
+                    }
+                )
+
+        await self.app(scope, receive, timed_send)
 
 
 def _data_url_ok(url: str) -> bool:

@@ -303,6 +303,9 @@ class FakeBotAPI(UpdateBuilder, ServedApp):
                 return _error(400, "client went away")
             await anyio.sleep(0.01)
         while True:
+            if timeout > 0 and await request.is_disconnected():
+                # the poller is gone (killed): nobody to terminate, so no 409 is counted
+                return _error(400, "client went away")
             with self._lock:
                 if generation != self._poll_generation:
                     self.conflicts_sent += 1

@@ -102,3 +102,18 @@ def test_standalone_mode_prints_ready_and_streams_n_tokens() -> None:
         assert proc.wait(timeout=10) == 0
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.mark.anyio
+async def test_exchanges_report_the_fakes_own_time_per_exchange() -> None:
+    async with FakeOpenAI(chunk_delay=0.02, tokens=5) as fake, httpx.AsyncClient() as client:
+        for text in ("first", "second"):
+            resp = await client.post(f"{fake.base_url}/chat/completions", json=_chat("s", text))
+            assert resp.status_code == 200
+        listed = (await client.get(f"{fake.base_url}/_fake/exchanges")).json()
+    assert [e["user"] for e in listed] == ["first", "second"]
+    # 5 chunks 20 ms apart: the fake's own time covers at least the 4 gaps between them
+    assert all(e["ms"] >= 80 for e in listed)
+    # one pooled client: both exchanges came over one connection
+    assert listed[0]["peer"] == listed[1]["peer"] != ""
+    assert listed == fake.exchanges

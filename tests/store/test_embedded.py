@@ -165,7 +165,7 @@ async def test_a_schema_1_data_dir_upgrades_in_place(tmp_path: Path) -> None:
         assert lease is not None and lease.owner == me
     conn = sqlite3.connect(tmp_path / DB_FILE)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     finally:
         conn.close()

@@ -17,10 +17,10 @@ import anyio
 import pytest
 
 from store.api.store import Store
-from store.cut_turns import INTERRUPTED_RESULT, INTERRUPTED_TEXT, INTERRUPTED_TYPE
+from store.cut_turns import CLIENT_NO_RESULT, INTERRUPTED_RESULT, INTERRUPTED_TEXT, INTERRUPTED_TYPE
 from store.engine import ClaimStep, Engine, MarkCutStep
 from store.errors import Conflict, LeaseLost
-from store.leases import Claimed, LeaseOwner, known_dead, owner_of, this_process
+from store.leases import Claimed, KeyedLocks, LeaseOwner, known_dead, owner_of, this_process
 from store.models import Message
 from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB, MAX_CHARS
 from tests.store.engines import ENGINES
@@ -180,6 +180,41 @@ async def test_the_next_turn_marks_a_cut_turn_before_its_user_message(store: Sto
     assert len(await store.history(ALICE, conv.sid)) == 7
 
 
+async def test_awaited_client_calls_are_left_to_their_continuation_or_answered_no_result(
+    store: Store,
+) -> None:
+    """A step that handed client tool calls to the client ended its turn cleanly: a continuation
+    (``mark_cut=False``) finds them unmarked; a new user message gets them answered ``no result``,
+    the agent's own call of that step keeps its result, and no interrupted marker is added."""
+    conv = await store.create_conversation(ALICE, "t")
+    user = await store.append_message(
+        ALICE, Message(conversation_id=conv.sid, role="user", content="weather?", channel="api")
+    )
+    calls = json.dumps(
+        [
+            {"id": "own", "name": "current_datetime", "arguments": "{}"},
+            {"id": "c1", "name": "get_weather", "arguments": "{}", "client": True},
+        ]
+    )
+    await store.append_message(
+        ALICE,
+        Message(conversation_id=conv.sid, role="assistant", content="", channel="api", tool_calls=calls),
+    )
+    await store.append_message(
+        ALICE,
+        Message(conversation_id=conv.sid, role="tool", content="noon", channel="api", tool_call_id="own"),
+    )
+    async with store.open_turn(ALICE, conv.sid, "", channel="api", rerun_of=user.sid, mark_cut=False) as o:
+        assert [m.content for m in o.window][-1] == "noon"
+    assert len(await store.history(ALICE, conv.sid)) == 3
+    async with store.open_turn(ALICE, conv.sid, "never mind", channel="api") as opened:
+        assert [m.content for m in opened.window][-2:] == [CLIENT_NO_RESULT, "never mind"]
+    history = await store.history(ALICE, conv.sid)
+    assert _roles(history)[3:] == [("tool", "error", CLIENT_NO_RESULT), ("user", "complete", "never mind")]
+    assert (history[3].tool_call_id, history[3].name) == ("c1", "get_weather")
+    assert dict(store.lease_stats.markers) == {"tool": 1}
+
+
 async def test_a_settled_tail_gets_no_marks(store: Store) -> None:
     conv = await store.create_conversation(ALICE, "t")
     async with store.open_turn(ALICE, conv.sid, "one", channel="cli"):
@@ -236,3 +271,32 @@ async def test_a_lease_taken_from_its_holder_cancels_the_holder(store: Store) ->
             await anyio.sleep(5)
             reached_the_end = True
     assert not reached_the_end and holder.lease_stats.lost == 1
+
+
+async def test_keyed_locks_serialize_one_key_and_forget_free_keys() -> None:
+    locks = KeyedLocks()
+    inside: list[str] = []
+    order: list[str] = []
+
+    async def hold(key: str, name: str) -> None:
+        async with locks.hold(key):
+            inside.append(name)
+            assert inside.count(name) == 1 and len([n for n in inside if n.startswith(key)]) == 1
+            await anyio.sleep(0)  # a checkpoint while holding: the other task must wait here
+            order.append(name)
+            inside.remove(name)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for name in ("a1", "a2", "b1"):
+                tg.start_soon(hold, name[0], name)
+    assert sorted(order) == ["a1", "a2", "b1"]
+    assert len(locks) == 0  # nothing kept for keys nobody holds
+
+
+async def test_turns_leave_no_in_process_lock_behind(store: Store) -> None:
+    for i in range(3):
+        conv = await store.create_conversation(ALICE, f"c{i}", channel="cli")
+        async with store.open_turn(ALICE, conv.sid, "hi", channel="cli"):
+            assert len(store._local_locks) == 1
+    assert len(store._local_locks) == 0

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
 
 from store.api.store import Store
 from store.api.turn import TurnReads
-from store.errors import Conflict, InvalidInput, NotFound
-from store.models import Message, UsageEntry
+from store.engine import CreateStep, DelegatingEngine, Engine, Results, Step
+from store.errors import Conflict, InvalidInput, NotFound, StoreError
+from store.models import Kind, Message, Scope, UsageEntry
 from tests.store.conftest import ALICE, BOB, MAX_CHARS
 from tests.store.helpers import conversation_with
 
@@ -149,6 +152,67 @@ async def test_usage_that_cannot_be_written_still_releases_the_lease(store: Stor
     async with store.open_turn(ALICE, conv.sid, "hi", channel="cli") as opened:
         opened.usage.append(UsageEntry(model="m", latency_ms=float("nan")))  # not JSON
     assert (await store.list_usage(ALICE)).items == []
+    with anyio.fail_after(5):
+        async with Store(store.engine).conversation_lock(ALICE, conv.sid, wait_s=0.05):
+            pass
+
+
+class RecordingEngine(DelegatingEngine):
+    """The real engine, with each batch's step types recorded."""
+
+    def __init__(self, inner: Engine) -> None:
+        super().__init__(inner)
+        self.batches: list[list[str]] = []
+
+    async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
+        self.batches.append([_step_name(s) for s in steps])
+        return await self.inner.batch(scope, steps)
+
+
+def _step_name(step: Step) -> str:
+    if isinstance(step, CreateStep):
+        return f"create {step.kind.value}"
+    return type(step).__name__
+
+
+def _final(conversation_id: str) -> Message:
+    return Message(conversation_id=conversation_id, role="assistant", content="the answer", channel="cli")
+
+
+async def test_finish_turn_writes_message_usage_and_release_in_one_batch(store: Store) -> None:
+    conv = await conversation_with(store, ALICE, 0)
+    recording = RecordingEngine(store.engine)
+    mine, other = Store(recording), Store(store.engine)
+    async with mine.open_turn(ALICE, conv.sid, "hi", channel="cli") as opened:
+        opened.usage.append(UsageEntry(model="m", prompt_tokens=3, conversation_id=conv.sid, ok=True))
+        recording.batches.clear()
+        final = await mine.finish_turn(opened, _final(conv.sid))
+        assert final.seq == 2 and final.content == "the answer"
+        # released already, before the block ends: another holder gets the lease at once
+        with anyio.fail_after(5):
+            async with other.conversation_lock(ALICE, conv.sid, wait_s=0.05):
+                pass
+        with pytest.raises(RuntimeError):
+            await mine.finish_turn(opened, _final(conv.sid))
+    usage = f"create {Kind.USAGE.value}"
+    assert recording.batches == [[f"create {Kind.MESSAGE.value}", usage, "ReleaseStep"]]
+    [entry] = (await store.list_usage(ALICE)).items
+    assert entry.prompt_tokens == 3
+    assert [m.content for m in await store.history(ALICE, conv.sid)] == ["hi", "the answer"]
+
+
+async def test_a_failed_finish_stores_nothing_on_atomic_engines_and_still_releases(store: Store) -> None:
+    conv = await conversation_with(store, ALICE, 0)
+    with pytest.raises(StoreError):
+        async with store.open_turn(ALICE, conv.sid, "hi", channel="cli") as opened:
+            opened.usage.append(UsageEntry(model="m", latency_ms=float("nan")))  # not JSON
+            await store.finish_turn(opened, _final(conv.sid))
+    contents = [m.content for m in await store.history(ALICE, conv.sid)]
+    if store.engine.capabilities.atomic_batch:
+        assert contents == ["hi"]
+    else:  # step by step: the message may be stored before the usage entry fails
+        assert contents in (["hi"], ["hi", "the answer"])
+    assert (await store.list_usage(ALICE)).items == []  # the exit does not write the usage again
     with anyio.fail_after(5):
         async with Store(store.engine).conversation_lock(ALICE, conv.sid, wait_s=0.05):
             pass

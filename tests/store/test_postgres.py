@@ -15,10 +15,12 @@ import pytest
 
 from agent.metrics import TurnMetrics
 from store import Kind, Scope, StoreUnavailable
+from store.api.store import Store
 from store.postgres.engine import PostgresEngine
-from store.postgres.schema import SCHEMA_VERSION
+from store.postgres.schema import MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
 from tests.store.postgres_fixtures import (
     Cluster,
+    drop_database,
     make_cluster,
     new_database,
     remove_cluster,
@@ -210,3 +212,48 @@ async def test_tls_with_verify_full(tmp_path: Path) -> None:
             await PostgresEngine(settings_for(wrong, timeout_s=2.0)).open()
     finally:
         remove_cluster(cluster)
+
+
+async def test_a_version_1_database_gains_the_tail_digest_column() -> None:
+    """A database main's first postgres schema wrote (migration 1 alone) opens and upgrades in place:
+    ``tail_digest`` becomes a hot column filled from the records' JSON, found by its index."""
+    admin = (await new_database()).rsplit("/", 1)[0] + "/postgres"
+    async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
+        await conn.execute("CREATE DATABASE schema_v1 TEMPLATE template0")
+    url = admin.rsplit("/", 1)[0] + "/schema_v1"
+    try:
+        assert not any("tail_digest" in sql for sql in MIGRATIONS[0])  # migration 1 is main's schema
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute(VERSION_TABLE)
+            for sql in MIGRATIONS[0]:
+                await conn.execute(sql)
+            await conn.execute("INSERT INTO hero_schema VALUES (1, 1)")
+            for sid, data in (("0001", '{"title":"old","tail_digest":"d7"}'), ("0002", '{"title":"older"}')):
+                await conn.execute(
+                    "INSERT INTO conversations (sid, context, user_id, created_at, updated_at, is_archived, "
+                    "message_count, data, fts) VALUES (%s, 'default', 'alice', 1, 1, 0, 0, %s, "
+                    "to_tsvector('simple', %s::json->>'title'))",
+                    (sid, data, data),
+                )
+        async with PostgresEngine(settings_for(url)) as engine:
+            store = Store(engine)
+            found = await store.find_by_tail_digest(ALICE, "d7")
+            assert found is not None and (found.sid, found.title) == ("0001", "old")
+            assert (await store.get_conversation(ALICE, "0002")).tail_digest == ""
+            await store.set_tail_digest(ALICE, "0002", "d8")
+            found = await store.find_by_tail_digest(ALICE, "d8")
+            assert found is not None and found.sid == "0002"
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            cur = await conn.execute("SELECT version FROM hero_schema")
+            assert await cur.fetchall() == [(SCHEMA_VERSION,)] == [(2,)]
+            cur = await conn.execute("SELECT sid, tail_digest FROM conversations ORDER BY sid")
+            assert await cur.fetchall() == [("0001", "d7"), ("0002", "d8")]
+            await conn.execute("SET enable_seqscan = off")  # two rows: make the planner show the index
+            cur = await conn.execute(
+                "EXPLAIN SELECT sid FROM conversations WHERE context = 'default' AND user_id = 'alice' "
+                "AND tail_digest = 'd8' ORDER BY updated_at DESC, sid DESC LIMIT 1"
+            )
+            plan = " ".join(str(row[0]) for row in await cur.fetchall())
+    finally:
+        await drop_database(url)
+    assert "conversations_tail" in plan, plan

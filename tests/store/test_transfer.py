@@ -42,9 +42,18 @@ async def populate(store: Store) -> None:
             ),
         )
     await store.clear_conversation(ALICE, conv.sid)
-    await store.append_message(
-        ALICE, Message(conversation_id=conv.sid, role="assistant", content="after clear", channel="web")
+    replaced = await store.append_message(
+        ALICE,
+        Message(conversation_id=conv.sid, role="assistant", content="replaced", channel="web", turn_id="t1"),
     )
+    await store.supersede(ALICE, [replaced.sid], "t2")
+    await store.append_message(
+        ALICE,
+        Message(
+            conversation_id=conv.sid, role="assistant", content="after clear", channel="web", turn_id="t2"
+        ),
+    )
+    await store.set_tail_digest(ALICE, conv.sid, "ab12")
     old = await store.create_conversation(ALICE, "old")
     await store.archive_conversation(ALICE, old.sid)
     bob_conv = await store.create_conversation(BOB, "bob's")
@@ -89,6 +98,10 @@ async def test_round_trip_is_byte_exact_and_import_idempotent(
             result = await import_jsonl(target, dump_file)
             assert result.read == result.written == len(lines) - 1
             assert await export_text(target, context) == first
+            # the re-run and history-match fields came along, the digest still found by its index
+            assert '"superseded_by":"t2"' in first and '"turn_id":"t1"' in first
+            found = await Store(target).find_by_tail_digest(ALICE, "ab12")
+            assert found is not None and found.title == "Ünïcode 🌍"
             again = await import_jsonl(target, dump_file)
             assert (again.read, again.written) == (len(lines) - 1, 0)
             assert await export_text(target, context) == first
@@ -157,6 +170,17 @@ BAD_FILES: dict[str, tuple[Callable[[], str], int, str]] = {
     "duplicate-sid": (lambda: _lines(CONV, MSG, _with(MSG, content="other")), 4, "appears twice"),
     "duplicate-seq": (lambda: _lines(CONV, MSG, _with(MSG, sid="0002")), 4, "seq 1 appears twice"),
     "bad-seq": (lambda: _lines(CONV, _with(MSG, seq=0)), 3, "positive"),
+    "bad-tail-digest": (
+        lambda: _lines(_with(CONV, tail_digest=5)),
+        2,
+        "field 'tail_digest' has the wrong type",
+    ),
+    "bad-turn-id": (lambda: _lines(CONV, _with(MSG, turn_id=7)), 3, "field 'turn_id' has the wrong type"),
+    "bad-superseded-by": (
+        lambda: _lines(CONV, _with(MSG, superseded_by=["t"])),
+        3,
+        "field 'superseded_by' has the wrong type",
+    ),
     "bad-audit-conversation": (
         lambda: _lines(
             CONV, {"kind": "AgentAuditEntry", "record": {**CONV["record"], "tool": "t", "conversation_id": 5}}
@@ -306,6 +330,7 @@ async def test_sizes_and_text_beyond_the_limits_are_refused(engine: Engine, tmp_
         {"kind": "AgentMemory", "record": {**CONV["record"], "content": "y" * 101, "hash": "h"}},
         _with(CONV, sid="0003", title="t" * 201),
         _with(MSG, sid="0004", seq=3, role="wizard"),
+        _with(CONV, sid="0005", tail_digest="not a digest"),
     ).replace("nul\\u0000", "nul\\u0000")
     refusal = await _refused(engine, tmp_path / "big.jsonl", text, max_message_chars=100)
     assert [str(p) for p in refusal.problems] == [
@@ -314,8 +339,9 @@ async def test_sizes_and_text_beyond_the_limits_are_refused(engine: Engine, tmp_
         "line 5: content of 101 characters is over the limit of 100 (agent.max_message_chars)",
         "line 6: title must be at most 200 printable characters",
         "line 7: invalid role 'wizard'",
+        "line 8: tail_digest must be at most 128 letters and digits",
     ]
-    assert str(refusal).startswith("5 problems, nothing was imported:\nline 3: ")
+    assert str(refusal).startswith("6 problems, nothing was imported:\nline 3: ")
 
 
 async def test_a_lone_surrogate_is_refused(engine: Engine, tmp_path: Path) -> None:

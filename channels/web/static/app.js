@@ -5,7 +5,7 @@
 // composer), voice.js (the microphone).
 import { $, api, askToken, isOffline, setReconnectHandler, setStatus, state } from "./api.js";
 import { applyLimits, hasPending, wireAttachments } from "./attachments.js";
-import { configureChat, retryTurn, scrollDown, send } from "./chat.js";
+import { configureChat, lastTurnActions, retryTurn, scrollDown, send } from "./chat.js";
 import { renderHistory } from "./messages.js";
 import { closePanels, loadMemories, registerPanel, reloadOpenPanel, wirePanels } from "./panels.js";
 import { configureSidebar, loadConversations, renderConversations, wireSidebar } from "./sidebar.js";
@@ -93,7 +93,7 @@ async function loadMessages() {
 function showMessages(items) {
   const conversationId = state.conversationId;
   const onRetry = (user, reply) => retryTurn(conversationId, user.id, reply);
-  $("messages").replaceChildren(...renderHistory(items, onRetry));
+  $("messages").replaceChildren(...renderHistory(items, onRetry, lastTurnActions));
   const models = items.filter((m) => m.role === "assistant" && m.model);
   showModel(models.length ? models[models.length - 1].model : "");
   document.body.dataset.loaded = state.conversationId || "none";

@@ -1,8 +1,11 @@
-// Sending a message and reading its reply stream (POST /api/chat, server-sent events), Stop, Retry
-// and slash commands.
+// Sending a message and reading its reply stream (POST /api/chat, server-sent events), Stop, Retry,
+// Regenerate, Edit and slash commands.
 import { $, ApiError, el, errorOf, headers, readEvents, request, setStatus, state } from "./api.js";
 import { clearPending, hasPending, pendingImages, pendingPreviews } from "./attachments.js";
-import { clearFailure, finishTool, replyBubble, setUserText, showFailure, toolBlock, updateMeta, userBubble } from "./messages.js";
+import {
+  clearFailure, collapse, finishTool, openEditor, replyBubble, setUserText, showFailure, toolBlock, turnActions,
+  updateMeta, userBubble,
+} from "./messages.js";
 
 // what the rest of the page does after a turn (set by app.js)
 const host = {
@@ -51,7 +54,55 @@ export async function send(text) {
     if (input.value.trim() === text) input.value = "";
     if (images) clearPending();
   });
-  if (!turn.started) { user.remove(); reply.remove(); }
+  if (!turn.started) { user.remove(); reply.remove(); } else turnActions(user, reply, lastTurnActions);
+}
+
+// Edit and Regenerate of the last turn (messages.js draws the buttons)
+export const lastTurnActions = {
+  onEdit: (userLi, replyLi) => openEditor(userLi, (text) => editTurn(userLi, replyLi, text)),
+  onRegenerate: (userLi, replyLi) => regenerateTurn(userLi, replyLi),
+};
+
+function userBubbleOf(id) {
+  return document.querySelector(`#messages > li.message.user[data-id="${CSS.escape(id)}"]`);
+}
+
+/**
+ * Regenerate the last reply: POST /api/chat with `{"regenerate_of": userMessageId, "conversation_id":
+ * ...}`. The server answers the stored user message again; the replaced reply stays stored, marked
+ * superseded, and is shown collapsed above the new one.
+ */
+export async function regenerateTurn(userLi, oldReply) {
+  if (state.streaming) { setStatus("A reply is still streaming: wait for it, or press Stop."); return; }
+  const body = { regenerate_of: userLi.dataset.id, conversation_id: state.conversationId, context_name: state.context };
+  const reply = replyBubble();
+  oldReply.after(reply);
+  const turn = await stream(postJson(body), reply, () => collapse(oldReply));
+  if (!turn.started) { reply.remove(); setStatus(`Regenerate failed: ${turn.error}`, true); }
+  else turnActions(userLi, reply, lastTurnActions);
+}
+
+/**
+ * Edit and resend the last user message: POST /api/chat with `{"edit_of": userMessageId, "message":
+ * text, "conversation_id": ...}`: a new turn; the earlier message and its reply stay stored, marked
+ * superseded, and are shown collapsed.
+ */
+export async function editTurn(oldUser, oldReply, text) {
+  if (state.streaming) { setStatus("A reply is still streaming: wait for it, or press Stop."); return; }
+  const body = { edit_of: oldUser.dataset.id, message: text, conversation_id: state.conversationId,
+    context_name: state.context };
+  const user = userBubble(text);
+  user.classList.add("pending");
+  const reply = replyBubble();
+  $("messages").append(user, reply);
+  scrollDown(true);
+  const turn = await stream(postJson(body), reply, (data) => {
+    user.dataset.id = data.user_message_id;
+    user.classList.remove("pending");
+    collapse(...[oldUser, oldReply].filter((b) => b && b.isConnected));
+  });
+  if (!turn.started) { user.remove(); reply.remove(); setStatus(`Edit not sent: ${turn.error}`, true); }
+  else turnActions(user, reply, lastTurnActions);
 }
 
 /**
@@ -76,7 +127,7 @@ export async function sendVoice(audio) {
     user.dataset.id = data.user_message_id;
     user.classList.remove("pending");
   }, (data) => setUserText(user, data.text, data.duration_s));
-  if (!turn.started) { user.remove(); reply.remove(); }
+  if (!turn.started) { user.remove(); reply.remove(); } else turnActions(user, reply, lastTurnActions);
 }
 
 /**
@@ -94,12 +145,14 @@ export async function retryTurn(conversationId, userMessageId, failedReply) {
   failedReply.after(reply);
   const turn = await stream(postJson(body), reply, () => {
     clearFailure(failedReply);
-    failedReply.classList.add("superseded");
     updateMeta(failedReply, { status: "failed, retried below" });
+    collapse(failedReply);
   });
   if (!turn.started) {
     reply.remove();
     showFailure(failedReply, `Retry failed: ${turn.error}`, () => retryTurn(conversationId, userMessageId, failedReply));
+  } else {
+    turnActions(userBubbleOf(userMessageId), reply, lastTurnActions);
   }
 }
 

@@ -1,5 +1,6 @@
 // The conversation as the page shows it: one bubble per user message, one reply bubble per turn
-// (its tool calls as collapsible blocks, its text as Markdown, a failure with its reason and Retry).
+// (its tool calls as collapsible blocks, its text as Markdown, a failure with its reason and Retry),
+// earlier attempts replaced by a retry, regenerate or edit collapsed, Edit and Regenerate on the last turn.
 // The same builders serve the live stream and the stored history, so a reload shows what the
 // stream showed.
 import { el } from "./api.js";
@@ -149,25 +150,104 @@ function turnsOf(items) {
   return turns;
 }
 
+// -- replaced attempts and the last turn's actions ----------------------------------------------
+
+// Messages replaced by a retry, regenerate or edit (their `superseded_by` is set): kept and shown,
+// collapsed under one "Replaced attempt" disclosure, never sent to the model again (docs/web.md).
+export function supersededGroup(...bubbles) {
+  for (const b of bubbles) b.classList.add("superseded");
+  return el("li", { class: "superseded-group" },
+    el("details", {}, el("summary", {}, "Replaced attempt"), el("ol", { class: "messages" }, ...bubbles)));
+}
+
+// Move live bubbles into a "Replaced attempt" group where the first of them stood.
+export function collapse(...bubbles) {
+  const group = supersededGroup();
+  bubbles[0].before(group);
+  group.querySelector("ol").append(...bubbles);
+  for (const b of bubbles) b.classList.add("superseded");
+  return group;
+}
+
+// Edit (on the last user bubble) and Regenerate (on its reply, when that completed): the only
+// turn the server can re-run is the last one, so any earlier buttons are removed first.
+// actions: { onEdit(userLi, replyLi), onRegenerate(userLi, replyLi) }
+export function turnActions(userLi, replyLi, actions) {
+  for (const old of document.querySelectorAll("#messages .turn-actions")) old.remove();
+  addActions(userLi, replyLi, actions);
+}
+
+function addActions(userLi, replyLi, actions) {
+  if (!userLi || !userLi.dataset.id || !actions) return;
+  userLi.append(el("div", { class: "turn-actions" },
+    el("button", { type: "button", class: "edit", "aria-label": "Edit your last message",
+      onclick: () => actions.onEdit(userLi, replyLi) }, "Edit")));
+  if (replyLi && !replyLi.classList.contains("failed")) {
+    replyLi.append(el("div", { class: "turn-actions" },
+      el("button", { type: "button", class: "regenerate", "aria-label": "Regenerate the last reply",
+        onclick: () => actions.onRegenerate(userLi, replyLi) }, "Regenerate")));
+  }
+}
+
+// The inline editor of the last user message: Enter or "Ask again" runs the edit, Escape or "Cancel"
+// gives the bubble back. onSend(text) runs the edit.
+export function openEditor(userLi, onSend) {
+  const textEl = userLi.querySelector(".text");
+  const box = el("textarea", { class: "edit-input", rows: "3", "aria-label": "Edit your message" });
+  box.value = textEl.textContent;
+  const close = () => { form.remove(); textEl.hidden = false; userLi.querySelector(".turn-actions").hidden = false; };
+  const submit = () => { const text = box.value; if (text.trim()) { close(); onSend(text); } };
+  box.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); submit(); }
+    else if (e.key === "Escape") { e.preventDefault(); close(); userLi.querySelector("button.edit").focus(); }
+  });
+  const form = el("div", { class: "editor" }, box,
+    el("div", { class: "editor-buttons" },
+      el("button", { type: "button", onclick: submit }, "Ask again"),
+      el("button", { type: "button", onclick: close }, "Cancel")));
+  textEl.hidden = true;
+  userLi.querySelector(".turn-actions").hidden = true;
+  textEl.after(form);
+  box.focus();
+}
+
+// -- stored history ----------------------------------------------------------------------------
+
 // The stored history as bubbles. onRetry(userMessage, replyBubble) makes the Retry button of the
-// newest turn when that turn has no complete answer.
-export function renderHistory(items, onRetry) {
+// newest turn when that turn has no complete answer; actions (see turnActions) its Edit and
+// Regenerate. Superseded messages are grouped, collapsed, where they stood.
+export function renderHistory(items, onRetry, actions) {
   const out = [];
   const turns = turnsOf(items.filter((m) => m.role !== "system"));
+  const lastCurrent = turns.findLastIndex((t) => !(t.user && t.user.superseded_by));
+  let lastUser = null;
+  let lastReply = null;
   turns.forEach((turn, i) => {
-    if (turn.user) {
-      out.push(userBubble(turn.user.content,
-        { archived: turn.user.archived, channel: turn.user.channel, id: turn.user.id, ...mediaOf(turn.user) }));
+    const userLi = turn.user ? userBubble(turn.user.content,
+      { archived: turn.user.archived, channel: turn.user.channel, id: turn.user.id, ...mediaOf(turn.user) }) : null;
+    if (turn.user && turn.user.superseded_by) {
+      const old = storedReply(turn);
+      out.push(supersededGroup(...[userLi, old].filter(Boolean)));
+      return;
     }
-    const li = storedReply(turn);
+    if (userLi) out.push(userLi);
+    const replaced = turn.rest.filter((m) => m.superseded_by);
+    if (replaced.length) {
+      const old = storedReply({ user: turn.user, rest: replaced });
+      if (old) { if (old.failure) showFailure(old, old.failure, null); out.push(supersededGroup(old)); }
+    }
+    const current = { user: turn.user, rest: turn.rest.filter((m) => !m.superseded_by) };
+    const li = storedReply(current);
     if (!li) return;
-    const last = i === turns.length - 1;
+    const last = i === lastCurrent;
     if (li.failure) {
       const retry = last && turn.user && onRetry ? () => onRetry(turn.user, li) : null;
       showFailure(li, li.failure, retry);
     }
+    if (last) { lastUser = userLi; lastReply = li; }
     out.push(li);
   });
+  if (lastUser) addActions(lastUser, lastReply, actions);
   return out;
 }
 

@@ -10,6 +10,7 @@ from agent.errors import ProviderAuthError, ProviderUnavailable
 from agent.providers.base import (
     ChatMessage,
     ChatRequest,
+    ImagePart,
     StreamEnd,
     TextChunk,
     ToolCall,
@@ -18,7 +19,7 @@ from agent.providers.base import (
     UsageReport,
     collect,
 )
-from agent.providers.openai import OpenAIProvider
+from agent.providers.openai import OpenAIProvider, build_body, encode_body
 from tests.agent.providers.conftest import API_KEY, events_of, fast_settings, user_request
 from tests.fakes.openai_server import FakeOpenAI, reply_error, reply_text, reply_tool_calls
 
@@ -193,3 +194,24 @@ async def test_max_tokens_is_renamed_for_servers_that_refuse_it(fake_openai: Fak
     assert (first.text, second.text) == ("echo: one", "echo: two")
     assert ["max_tokens" in r for r in fake_openai.requests] == [True, False, False]
     assert fake_openai.requests[1]["max_completion_tokens"] == 4096
+
+
+def test_encoded_body_is_the_built_body_and_each_message_is_encoded_once() -> None:
+    image = ImagePart("att1", "cat.png", "image/png", 2, 2, data=b"\x89PNG")
+    messages = (
+        ChatMessage("user", "caf\u00e9 \u2603"),
+        ChatMessage("assistant", "", tool_calls=(ToolCall("c1", "clock", "{}"),)),
+        ChatMessage("tool", "12:00", tool_call_id="c1", name="clock"),
+        ChatMessage("user", "look", images=(image,)),
+    )
+    tool = ToolSpec("clock", "the time", {"type": "object"})
+    request = ChatRequest("m", "be brief", messages, tools=(tool,), temperature=0.5)
+    encoded = encode_body(request, completion_tokens_key="max_completion_tokens")
+    assert json.loads(encoded) == build_body(request, completion_tokens_key="max_completion_tokens")
+    # the memo: text messages keep their JSON (the same bytes object next time), image bytes never
+    first = [m.wire[1] for m in messages[:3]]
+    encode_body(request)
+    assert [m.wire[1] for m in messages[:3]] == first and all(
+        a is b for a, b in zip(first, [m.wire[1] for m in messages[:3]], strict=True)
+    )
+    assert messages[3].wire == ("", b"")

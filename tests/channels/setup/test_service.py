@@ -78,3 +78,22 @@ def test_verify_would_catch_a_broken_unit(tmp_path: Path) -> None:
     unit.write_text("[Service]\nExecStart=/bin/true\nNoNewPrivilegs=yes\n")
     checked = verify(unit, user=False, home=tmp_path)
     assert "Unknown key" in checked.stderr
+
+
+def test_the_osis_role_runs_osis_serve_and_verifies_clean(tmp_path: Path) -> None:
+    config = tmp_path / "hero-agent.toml"
+    config.write_text('[store]\nengine = "postgres"\nurl = "postgresql://hero@db.example/hero"\n')
+    done = hero(tmp_path, "service", "install", "--user", "--role", "osis", "--listen", "10.0.0.5:9999")
+    assert done.returncode == 0, done.stderr
+    unit = tmp_path / ".config" / "systemd" / "user" / "hero-agent-osis.service"
+    assert done.stdout.splitlines()[0] == f"wrote {unit}"
+    assert "enable --now hero-agent-osis" in done.stdout
+    text = unit.read_text()
+    assert f"ExecStart={SCRIPT} --config {config} osis serve --host 10.0.0.5 --port 9999" in text
+    assert "Description=hero-agent osis serve: the OSIS store service" in text
+    checked = verify(unit, user=True, home=tmp_path)
+    assert (checked.returncode, checked.stderr, checked.stdout) == (0, "", "")
+    bad = hero(tmp_path, "service", "install", "--user", "--role", "osis", "--listen", "nowhere")
+    assert bad.returncode == 2 and bad.stderr.strip().endswith(
+        "--listen must be HOST:PORT, e.g. 10.0.0.5:9999"
+    )

@@ -22,6 +22,7 @@ from tests.channels.web.conftest import (
     web_settings,
     with_web,
 )
+from tests.channels.web.test_page import _axe as axe_findings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.sse_scripts import reply_error, reply_text, reply_tool_calls
 
@@ -234,12 +235,98 @@ async def test_failure_keeps_its_reason_after_reload_and_offers_retry(
 
     page.on("request", on_request)
     await failed.get_by_role("button", name=re.compile("^Retry")).click()
-    await expect(failed.locator(".failure-reason")).to_contain_text("Retry failed")
+    answer = page.locator("#messages > .message.assistant").last
+    await expect(answer.locator(".text")).to_have_text("echo: this one fails")
     assert posted == [{"retry_of": user.sid, "conversation_id": conv.sid, "context_name": "default"}]
-    # this server does not know retry_of yet (issue 16): it refuses, and nothing was stored twice
-    await expect(failed.locator(".failure-reason")).to_contain_text("retry_of")
-    users = [m for m in (await web.store.list_messages(ALICE, conv.sid)).items if m.role == "user"]
-    assert [m.sid for m in users] == [user.sid]
+    # the failed reply is collapsed above the new one; the server answered the stored message
+    group = page.locator(".superseded-group")
+    await expect(group).to_have_count(1)
+    await expect(group.locator("summary")).to_have_text("Replaced attempt")
+    await expect(group.locator(".message.assistant")).to_be_hidden()
+    msgs = (await web.store.list_messages(ALICE, conv.sid)).items
+    assert [m.sid for m in msgs if m.role == "user"] == [user.sid]
+    [old] = [m for m in msgs if m.status == "error"]
+    assert old.superseded_by and old.superseded_by == msgs[-1].turn_id
+    # a reload shows the same: the replaced attempt collapsed, the answer last, Regenerate on it
+    await page.reload()
+    await expect(page.locator(".superseded-group")).to_have_count(1)
+    await expect(page.locator("#messages > .message.assistant .text").last).to_have_text(
+        "echo: this one fails"
+    )
+    await expect(page.get_by_role("button", name="Regenerate the last reply")).to_have_count(1)
+    await page.context.close()
+
+
+async def test_regenerate_the_last_reply(browser: Browser, web: Web, fake: FakeOpenAI) -> None:
+    page = await open_page(browser, web)
+    await send_message(page, "first question")
+    await expect(page.locator(".message.assistant .text").last).to_have_text("echo: first question")
+    await send_message(page, "tell me a joke")
+    await expect(page.locator(".message.assistant .text").last).to_have_text("echo: tell me a joke")
+    # only the last turn has the buttons, reachable by keyboard
+    regenerate = page.get_by_role("button", name="Regenerate the last reply")
+    await expect(regenerate).to_have_count(1)
+    await expect(page.get_by_role("button", name="Edit your last message")).to_have_count(1)
+    assert await axe_findings(page, "regenerate") == []
+    fake.enqueue(reply_text("A better joke."))
+    await regenerate.focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#messages > .message.assistant .text").last).to_have_text("A better joke.")
+    group = page.locator(".superseded-group")
+    await expect(group).to_have_count(1)
+    await group.locator("summary").click()  # the replaced reply is still there, collapsed
+    await expect(group.locator(".message.assistant .text")).to_have_text("echo: tell me a joke")
+    assert await axe_findings(page, "replaced attempt") == []
+    conv = (await web.store.list_conversations(ALICE)).items[0]
+    msgs = (await web.store.list_messages(ALICE, conv.sid)).items
+    assert [(m.role, m.content, bool(m.superseded_by)) for m in msgs] == [
+        ("user", "first question", False),
+        ("assistant", "echo: first question", False),
+        ("user", "tell me a joke", False),
+        ("assistant", "echo: tell me a joke", True),
+        ("assistant", "A better joke.", False),
+    ]
+    # what the model got for the regenerate: the user's message last, not the replaced answer
+    sent = [r for r in fake.requests if r.get("messages")][-1]["messages"]
+    assert [(m["role"], m["content"]) for m in sent if m["role"] != "system"][-1] == (
+        "user",
+        "tell me a joke",
+    )
+    assert "echo: tell me a joke" not in json.dumps(sent)
+    await expect(page.get_by_role("button", name="Regenerate the last reply")).to_have_count(1)
+    await page.context.close()
+
+
+async def test_edit_and_resend_the_last_message(browser: Browser, web: Web, fake: FakeOpenAI) -> None:
+    page = await open_page(browser, web)
+    await send_message(page, "what is 2+2")
+    await expect(page.locator(".message.assistant .text").last).to_have_text("echo: what is 2+2")
+    await page.get_by_role("button", name="Edit your last message").click()
+    box = page.get_by_label("Edit your message")
+    await expect(box).to_be_focused()
+    await expect(box).to_have_value("what is 2+2")
+    await box.press("Escape")  # cancel: nothing sent, the bubble is back
+    await expect(box).to_have_count(0)
+    await expect(page.get_by_role("button", name="Edit your last message")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await page.get_by_label("Edit your message").fill("what is 3+3")
+    await page.get_by_role("button", name="Ask again").click()
+    await expect(page.locator("#messages > .message.assistant .text").last).to_have_text("echo: what is 3+3")
+    await expect(page.locator("#messages > .message.user .text")).to_have_text(["what is 3+3"])
+    await expect(page.locator(".superseded-group .message")).to_have_count(2)
+    conv = (await web.store.list_conversations(ALICE)).items[0]
+    msgs = (await web.store.list_messages(ALICE, conv.sid)).items
+    assert [(m.role, m.content, bool(m.superseded_by)) for m in msgs] == [
+        ("user", "what is 2+2", True),
+        ("assistant", "echo: what is 2+2", True),
+        ("user", "what is 3+3", False),
+        ("assistant", "echo: what is 3+3", False),
+    ]
+    sent = [r for r in fake.requests if r.get("messages")][-1]["messages"]
+    assert [(m["role"], m["content"]) for m in sent if m["role"] != "system"] == [("user", "what is 3+3")]
+    await page.reload()
+    await expect(page.locator("#messages > .message.user .text")).to_have_text(["what is 3+3"])
+    await expect(page.locator(".superseded-group")).to_have_count(1)
     await page.context.close()
 
 

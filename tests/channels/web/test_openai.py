@@ -37,13 +37,13 @@ async def test_models(client: openai.AsyncOpenAI) -> None:
 
 
 async def test_non_streaming_completion_is_persisted_with_tag_api(
-    client: openai.AsyncOpenAI, web: Web
+    client: openai.AsyncOpenAI, web: Web, fake: FakeOpenAI
 ) -> None:
     resp = await client.chat.completions.create(
         model="hero-agent",
         messages=[
-            {"role": "system", "content": "ignored: the agent has its own system prompt"},
-            {"role": "user", "content": "earlier, ignored"},
+            {"role": "system", "content": "Answer like a pirate."},
+            {"role": "user", "content": "earlier question"},
             {"role": "assistant", "content": "earlier answer"},
             {"role": "user", "content": "hello api"},
         ],
@@ -52,12 +52,28 @@ async def test_non_streaming_completion_is_persisted_with_tag_api(
     assert resp.choices[0].finish_reason == "stop"
     assert resp.usage is not None and resp.usage.completion_tokens > 0
     assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
+    # no stored conversation has this history: a new one, titled from its first message, starting
+    # with the history the client sent (so the model sees it) and keeping the client's system text
     ((sid, title),) = await _api_conversations(web)
-    assert title == "API"
+    assert title == "earlier question"
     msgs = (await web.store.list_messages(ALICE_SCOPE, sid)).items
     assert [(m.role, m.content, m.channel) for m in msgs] == [
+        ("user", "earlier question", "api"),
+        ("assistant", "earlier answer", "api"),
         ("user", "hello api", "api"),
+        ("system", "Answer like a pirate.", "api"),
         ("assistant", "echo: hello api", "api"),
+    ]
+    assert msgs[3].message_type == "client_system"
+    assert resp.id == f"chatcmpl-{msgs[-1].turn_id}" and len(msgs[-1].turn_id) == 32
+    sent = fake.requests[-1]["messages"]
+    system = fake.system_text(fake.requests[-1])
+    # after the agent's own instructions (and memories)
+    assert system.endswith("\n\nAnswer like a pirate.") and system != "Answer like a pirate."
+    assert [(m["role"], m["content"]) for m in sent if m["role"] != "system"] == [
+        ("user", "earlier question"),
+        ("assistant", "earlier answer"),
+        ("user", "hello api"),
     ]
 
 
@@ -90,20 +106,64 @@ async def test_streaming_completion(client: openai.AsyncOpenAI, web: Web) -> Non
     ]
 
 
-async def test_user_field_picks_the_conversation(
+async def test_history_picks_the_conversation_and_user_is_a_namespace(
     client: openai.AsyncOpenAI, web: Web, fake: FakeOpenAI
 ) -> None:
-    for user, text in (("ann", "a1"), ("ben", "b1"), ("ann", "a2")):
-        await client.chat.completions.create(
-            model="x", user=user, messages=[{"role": "user", "content": text}]
-        )
-    convs = dict((title, sid) for sid, title in await _api_conversations(web))
-    assert set(convs) == {"API: ann", "API: ben"}
-    ann = [m.content for m in (await web.store.list_messages(ALICE_SCOPE, convs["API: ann"])).items]
-    assert ann == ["a1", "echo: a1", "a2", "echo: a2"]
-    # the agent sent its own history of ann's conversation to the model on the second turn
-    sent = [m.get("content") for m in fake.requests[-1]["messages"] if m["role"] != "system"]
-    assert sent[-3:] == ["a1", "echo: a1", "a2"]
+    async def ask(messages: list[dict[str, str]], user: str = "") -> str:
+        kw = {"user": user} if user else {}
+        resp = await client.chat.completions.create(model="x", messages=messages, **kw)  # type: ignore[call-overload]
+        return resp.choices[0].message.content or ""
+
+    # `llm chat`-style: each request carries the whole history so far
+    one = [{"role": "user", "content": "a1"}]
+    one.append({"role": "assistant", "content": await ask(one)})
+    one.append({"role": "user", "content": "a2"})
+    one.append({"role": "assistant", "content": await ask(one)})
+    # line endings and trailing whitespace do not matter
+    one.append({"role": "user", "content": "a3"})
+    one[1] = {"role": "assistant", "content": one[1]["content"] + "  \r\n"}
+    await ask(one)
+    # fresh one-shot calls: each its own conversation
+    await ask([{"role": "user", "content": "alone 1"}])
+    await ask([{"role": "user", "content": "alone 2"}])
+    # an edited history (a fork) starts a new conversation with the edited history
+    fork = [dict(m) for m in one[:3]]
+    fork[2]["content"] = "a2, edited"
+    await ask(fork)
+    # the same history under another `user` is another namespace
+    await ask(one[:3], user="ben")
+    titles = sorted(title for _, title in await _api_conversations(web))
+    assert titles == ["a1", "a1", "a1", "alone 1", "alone 2"]
+    convs = (await web.store.list_conversations(ALICE_SCOPE)).items
+    by_count = sorted((c.message_count, c.sid) for c in convs)
+    main = by_count[-1][1]
+    assert [m.content for m in (await web.store.list_messages(ALICE_SCOPE, main)).items] == [
+        "a1",
+        "echo: a1",
+        "a2",
+        "echo: a2",
+        "a3",
+        "echo: a3",
+    ]
+    # the agent sent its own stored history of the continued conversation, once
+    calls = [r for r in fake.requests if r.get("messages")]
+    third = [m["content"] for m in calls[2]["messages"] if m["role"] != "system"]
+    assert third == ["a1", "echo: a1", "a2", "echo: a2", "a3"]
+    forked = [m["content"] for m in calls[5]["messages"] if m["role"] != "system"]
+    assert forked == ["a1", "echo: a1  \r\n", "a2, edited"]  # the fork keeps the client's text
+
+
+async def test_a_history_match_ties_to_the_most_recently_updated(
+    client: openai.AsyncOpenAI, web: Web
+) -> None:
+    first = [{"role": "user", "content": "same"}]
+    await client.chat.completions.create(model="x", messages=first)  # type: ignore[arg-type]
+    await client.chat.completions.create(model="x", messages=first)  # type: ignore[arg-type]
+    older, newer = sorted((await web.store.list_conversations(ALICE_SCOPE)).items, key=lambda c: c.updated_at)
+    assert older.tail_digest == newer.tail_digest != ""
+    follow = [*first, {"role": "assistant", "content": "echo: same"}, {"role": "user", "content": "next"}]
+    resp = await client.chat.completions.with_raw_response.create(model="x", messages=follow)  # type: ignore[arg-type]
+    assert resp.headers["x-hero-conversation"] == newer.sid
 
 
 async def test_conversation_header_and_foreign_ids(web: Web, client: openai.AsyncOpenAI) -> None:

@@ -296,6 +296,11 @@ async def test_layout_dark_mode_charts_and_accessibility(
         )
         await expect(page.get_by_role("button", name="Remove dot.png")).to_be_visible()
         findings += await _axe(page, f"{view} chat")
+        # the last turn's Edit, its inline editor open (Regenerate is checked by the browser tests)
+        await page.get_by_role("button", name="Edit your last message").click()
+        await expect(page.get_by_label("Edit your message")).to_be_focused()
+        findings += await _axe(page, f"{view} edit")
+        await page.get_by_role("button", name="Cancel").click()
 
         menu = page.get_by_role("button", name="Menu")
         if name == "phone":

@@ -1,0 +1,231 @@
+"""Soak: N web turns over M conversations through ``hero-agent serve``, RSS and latency sampled.
+
+The daemon runs as a subprocess on a fresh data dir with its defaults (durable store, memory
+extraction on, INFO logs to a file), talking to the fake LLM (``python -m tests.fakes.openai_server``,
+answering at once) in its own process. M clients each send their conversation's turns one after the
+other (``POST /api/chat``, read to ``done``) until N turns are done. Every ``--sample-every`` turns it
+prints the daemon's memory from ``/proc/<pid>/status`` (RSS, and its anonymous / file-backed / shared
+parts: the Python heap and SQLite's page cache are anonymous; code, libraries and the SQLite ``-shm``
+map are file-backed) and
+the latency of the turns since the previous sample. At the end: the run time, the data dir's size,
+the RSS growth over the second half of the run and the latency of the last 1,000 turns against turns
+1,000-2,000. Not part of the test suite.
+
+    .venv/bin/python bench/soak.py [--turns 50000] [--conversations 16] [--sample-every 2500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Run:
+    total: int
+    #: each finished turn's latency (s), in completion order
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    started: int = 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS and its parts (RssAnon, RssFile, RssShmem) in MB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+            out[name] = int(value.split()[0]) / 1024
+    return out
+
+
+def dir_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def wait_healthy(client: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -> None:
+    with anyio.fail_after(60):
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"hero-agent serve exited with {proc.returncode}")
+            try:
+                if (await client.get("/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await anyio.sleep(0.1)
+
+
+async def one_turn(client: httpx.AsyncClient, cid: str, text: str, run: Run) -> None:
+    sent = time.perf_counter()
+    done = False
+    name = ""
+    async with client.stream("POST", "/api/chat", json={"message": text, "conversation_id": cid}) as resp:
+        if resp.status_code != 200:
+            run.errors.append(f"status {resp.status_code}")
+            return
+        async for line in resp.aiter_lines():
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:") and name == "done":
+                done = True
+            elif line.startswith("data:") and name == "error":
+                run.errors.append(json.loads(line[5:]).get("code", "error"))
+    if not done:
+        run.errors.append("no done")
+        return
+    run.latencies.append(time.perf_counter() - sent)
+
+
+async def drive(base_url: str, pid: int, conversations: int, run: Run, sample_every: int) -> None:
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
+        cids = []
+        for i in range(conversations):
+            resp = await client.post("/api/conversations", json={"title": f"soak {i}"})
+            resp.raise_for_status()
+            cids.append(resp.json()["id"])
+        heads = ("turns", "s", "RSS MB", "anon", "file", "shmem", "p50 ms", "p99 ms")
+        print(" ".join(f"{h:>7}" for h in heads))
+        began = time.perf_counter()
+        sample(0, began, pid, [])
+
+        async def client_loop(cid: str) -> None:
+            while run.started < run.total:
+                run.started += 1
+                n = run.started
+                await one_turn(client, cid, f"soak message {n}: {'words ' * (n % 17)}", run)
+                done = len(run.latencies) + len(run.errors)
+                if done % sample_every == 0:
+                    sample(done, began, pid, run.latencies[-sample_every:])
+
+        async with anyio.create_task_group() as tg:
+            for cid in cids:
+                tg.start_soon(client_loop, cid)
+
+
+SAMPLES: list[tuple[int, float]] = []
+
+
+def sample(turns: int, began: float, pid: int, window: list[float]) -> None:
+    mem = memory_mb(pid)
+    SAMPLES.append((turns, mem["VmRSS"]))
+    lat = (
+        f"{pct(window, 0.5) * 1000:>7.1f} {pct(window, 0.99) * 1000:>7.1f}" if window else f"{'':>7} {'':>7}"
+    )
+    print(
+        f"{turns:>7} {time.perf_counter() - began:>7.0f} {mem['VmRSS']:>7.1f} {mem['RssAnon']:>6.1f} "
+        f"{mem['RssFile']:>6.1f} {mem['RssShmem']:>6.1f} {lat}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--turns", type=int, default=50_000)
+    parser.add_argument("--conversations", type=int, default=16)
+    parser.add_argument("--sample-every", type=int, default=2_500)
+    parser.add_argument("--config", default="", help="extra TOML appended to the daemon's config")
+    args = parser.parse_args()
+    print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f}", flush=True)
+    began = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="hero-soak-"))
+    llm_port, web_port = free_port(), free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    fake_cmd = [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(llm_port)]
+    fake = subprocess.Popen(fake_cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert fake.stdout is not None
+    ready = fake.stdout.readline().decode().strip()
+    assert ready.startswith("READY "), ready
+    config = tmp / "hero-agent.toml"
+    config.write_text(
+        f'[web]\nport = {web_port}\n[telegram]\nenabled = false\n[llm]\nmodel = "fake-model"\n'
+        f'[logging]\nlevel = "info"\nformat = "json"\n{args.config}\n'
+    )
+    data = tmp / "data"
+    daemon_env = {
+        **env,
+        "HERO_AGENT_DATA_DIR": str(data),
+        "OPENAI_BASE_URL": ready.split()[1],
+        "OPENAI_API_KEY": "sk-soak",
+    }
+    log_path = tmp / "daemon.log"
+    hero = str(Path(sys.executable).parent / "hero-agent")
+    with log_path.open("wb") as log:
+        daemon = subprocess.Popen(
+            [hero, "serve", "--config", str(config)], env=daemon_env, stdout=log, stderr=log, cwd=ROOT
+        )
+    run = Run(args.turns)
+    base_url = f"http://127.0.0.1:{web_port}"
+    try:
+
+        async def go() -> None:
+            async with httpx.AsyncClient(base_url=base_url, timeout=5) as client:
+                await wait_healthy(client, daemon)
+            await drive(base_url, daemon.pid, args.conversations, run, args.sample_every)
+
+        anyio.run(go)
+        final = memory_mb(daemon.pid)
+    finally:
+        daemon.terminate()
+        fake.terminate()
+        daemon.wait(60)
+        fake.wait(30)
+    report(args, run, final, time.perf_counter() - began, data, log_path, daemon.returncode)
+
+
+def report(
+    args: argparse.Namespace,
+    run: Run,
+    final: dict[str, float],
+    seconds: float,
+    data: Path,
+    log: Path,
+    code: int,
+) -> None:
+    lat = run.latencies
+    print(f"turns={len(lat)} errors={len(run.errors)} daemon_exit={code} run time={seconds:.0f}s")
+    if run.errors:
+        print("error kinds:", sorted(set(run.errors))[:10])
+    print(f"data dir {dir_mb(data):.1f} MB (log file of the daemon: {log.stat().st_size / 2**20:.1f} MB)")
+    print(
+        f"RSS at the end {final['VmRSS']:.1f} MB (anon {final['RssAnon']:.1f}, file {final['RssFile']:.1f})"
+    )
+    half = [rss for turns, rss in SAMPLES if turns >= args.turns // 2]
+    if len(half) >= 2:
+        print(f"RSS growth over the second half: {100 * (half[-1] / half[0] - 1):+.1f}% (target < 5%)")
+    if len(lat) >= 3000:
+        early, late = lat[1000:2000], lat[-1000:]
+        r50, r99 = pct(late, 0.5) / pct(early, 0.5), pct(late, 0.99) / pct(early, 0.99)
+        print(
+            f"latency, last 1000 vs turns 1000-2000: p50 x{r50:.2f} (target within 10%), "
+            f"p99 x{r99:.2f} (target within 25%)"
+        )
+    print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""A burst of turns: N conversations each start one turn at the same instant, with group commit off
+(every write batch commits alone, as before) and on, alternated in the same run (off, on, off, on...)
+so that both see the same machine.
+
+A real Agent on the embedded store (durable: ``synchronous=FULL``), deployed-like (default tools, INFO
+logs rendered as JSON to /dev/null), talks HTTP to ``FakeOpenAI`` in its own process (answering at
+once, 4 chunks). Per round it prints:
+
+* **turns/s**: N over the burst's wall time (first request to the last turn's end);
+* **ttft p50/p99**: request -> first ``TextDelta``, per turn;
+* **writer**: the share of the turns' time to first token spent inside the store engine (queued
+  behind the single writer and running), summed over turns;
+* **commits, batches/commit**: from the engine's own counters (``/metrics`` shows the same);
+* **floor**: the CPU floor of the burst, N x one turn's CPU time up to its first token (this process,
+  all threads; measured in the same round on turns run one at a time): no scheduling of N turns on
+  one event loop can bring the last first token in before about that much CPU has been spent.
+
+    .venv/bin/python -m bench.turn_burst [--conversations 200] [--rounds 3] [--modes off,on]
+
+``--modes off`` runs on code without group commit too (an older checkout), to compare with it in
+alternation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import contextvars
+import inspect
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import anyio
+
+from agent.core import Agent, TurnRequest
+from agent.events import Done, TextDelta
+from agent.providers.openai import OpenAIProvider
+from agent.tools.factory import open_tools
+from config.logging import configure_logging
+from config.settings import LLMSettings, LoggingSettings, MemorySettings, Settings, StoreSettings
+from store import DelegatingEngine, EmbeddedEngine, Results, Scope, Step, Store
+
+SCOPE = Scope("bench", "bencher")
+TEXT = "a line of ordinary chat, about as long as people write them in a messenger"
+
+#: the engine time of the turn running in this context, before its first token
+_spent: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("spent", default=None)
+#: turns run one at a time to measure one turn's CPU time
+FLOOR_TURNS = 20
+
+
+@contextlib.contextmanager
+def fake_server() -> Iterator[str]:
+    """FakeOpenAI in its own process (as in bench/agent_turns.py)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("READY "):
+            raise SystemExit(f"the fake LLM server did not start: {line!r}")
+        yield line.split()[1]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class WriterClock(DelegatingEngine):
+    """Delegates to the real engine; adds each call's time to the calling turn's account."""
+
+    async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
+        account = _spent.get()
+        started = time.perf_counter()
+        try:
+            return await self.inner.batch(scope, steps)
+        finally:
+            if account is not None and account[1] == 0.0:  # only until the first token
+                account[0] += time.perf_counter() - started
+
+
+async def one_turn(agent: Agent, cid: str, text: str) -> tuple[float, float, float]:
+    """(time to first token, time to the end, engine time before the first token), seconds."""
+    account = [0.0, 0.0]  # engine time, first-token flag
+    _spent.set(account)
+    started = time.perf_counter()
+    first = 0.0
+    done = False
+    async for ev in agent.handle(TurnRequest(SCOPE, "web", text, conversation_id=cid)):
+        if isinstance(ev, TextDelta) and not first:
+            first = time.perf_counter() - started
+            account[1] = 1.0
+        done = done or isinstance(ev, Done)
+    if not done or not first:
+        raise SystemExit("a turn did not complete")
+    return first, time.perf_counter() - started, account[0]
+
+
+async def cpu_per_turn(agent: Agent, cid: str) -> float:
+    """CPU seconds of one turn up to its first token (median of FLOOR_TURNS, one at a time)."""
+    samples = []
+    for i in range(FLOOR_TURNS):
+        cpu = time.process_time()
+        async for ev in agent.handle(TurnRequest(SCOPE, "web", f"{TEXT} floor {i}", conversation_id=cid)):
+            if isinstance(ev, TextDelta):
+                samples.append(time.process_time() - cpu)
+                cpu = float("inf")  # measured; let the turn finish
+    return statistics.median(s for s in samples if s >= 0)
+
+
+async def burst(llm: LLMSettings, n: int, group: bool) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            llm=llm, memory=MemorySettings(enabled=False), store=StoreSettings(path=Path(tmp))
+        )
+        # code older than group commit has no switch (and commits each batch alone): same program
+        older = "group_commit" not in inspect.signature(EmbeddedEngine).parameters
+        embedded = (
+            EmbeddedEngine(Path(tmp)) if group or older else EmbeddedEngine(Path(tmp), group_commit=False)
+        )
+        provider = OpenAIProvider(llm)
+        async with (
+            Store(WriterClock(embedded)) as store,
+            open_tools(settings) as tools,
+            Agent(settings, store, provider, tools) as agent,
+        ):
+            scratch = await agent.new_conversation(SCOPE, channel="web")
+            floor = await cpu_per_turn(agent, scratch.sid) * n
+            cids = [(await agent.new_conversation(SCOPE, channel="web")).sid for _ in range(n)]
+            stats = embedded.commit_stats() if hasattr(embedded, "commit_stats") else None
+            commits, batches = (stats.commits, stats.batches) if stats else (0, 0)
+            results: list[tuple[float, float, float]] = []
+
+            async def run(i: int, cid: str) -> None:
+                results.append(await one_turn(agent, cid, f"{TEXT} burst {i}"))
+
+            started = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for i, cid in enumerate(cids):
+                    tg.start_soon(run, i, cid)
+            wall = time.perf_counter() - started
+            if stats:
+                commits, batches = stats.commits - commits, stats.batches - batches
+        await provider.aclose()
+    ttft = [r[0] for r in results]
+    return {
+        "turns/s": n / wall,
+        "ttft p50": pct(ttft, 0.5) * 1000,
+        "ttft p99": pct(ttft, 0.99) * 1000,
+        "writer %": 100 * sum(r[2] for r in results) / sum(ttft),
+        "commits": commits,
+        "batches/commit": batches / max(1, commits),
+        "floor ms": floor * 1000,
+    }
+
+
+FIELDS = ("turns/s", "ttft p50", "ttft p99", "writer %", "commits", "batches/commit", "floor ms")
+
+
+async def main_async(n: int, rounds: int, modes: list[bool]) -> None:
+    print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f}")
+    print(f"{n} conversations, one turn each, all at once; ms unless named; durable commits")
+    print(f"{'round':>5} {'group':>6} " + " ".join(f"{f:>14}" for f in FIELDS))
+    got: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    with fake_server() as base_url:
+        llm = LLMSettings(base_url=base_url, api_key="bench", model="fake-model", max_retries=0)
+        for rnd in range(rounds):
+            for group in modes:
+                r = await burst(llm, n, group)
+                got[group].append(r)
+                cells = " ".join(f"{r[f]:>14.2f}" for f in FIELDS)
+                print(f"{rnd:>5} {'on' if group else 'off':>6} {cells}", flush=True)
+    print("medians:")
+    for group in modes:
+        med = {f: statistics.median(r[f] for r in got[group]) for f in FIELDS}
+        print(f"  group {'on ' if group else 'off'} " + " ".join(f"{f}={med[f]:.2f}" for f in FIELDS))
+    print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
+    if len(modes) < 2:
+        return
+    pairs = list(zip(got[False], got[True], strict=True))
+    speed = statistics.median(on["turns/s"] / off["turns/s"] for off, on in pairs)
+    p99 = statistics.median(on["ttft p99"] / off["ttft p99"] for off, on in pairs)
+    floor = statistics.median(on["ttft p99"] / on["floor ms"] for _, on in pairs)
+    print(f"paired ratios (on/off, median of {len(pairs)}): turns/s x{speed:.2f}, ttft p99 x{p99:.2f}")
+    print(f"group on: ttft p99 / CPU floor = {floor:.2f} (target <= 1.5)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--conversations", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--modes", default="off,on", help="group commit off, on or both (in that order, each round)"
+    )
+    args = parser.parse_args()
+    configure_logging(LoggingSettings(level="info", format="json"), stream=open(os.devnull, "w"))  # noqa: SIM115
+    modes = [m.strip() == "on" for m in args.modes.split(",")]
+    anyio.run(main_async, args.conversations, args.rounds, modes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""The end of a turn is one store batch: the final answer, the turn's usage entries and the release of
+its lease (one durable commit on an engine with atomic batches), with the real provider and store."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+
+from agent.core import Agent
+from agent.events import Done
+from agent.providers.openai import OpenAIProvider
+from config.settings import MemorySettings
+from store import DelegatingEngine, EmbeddedEngine, Engine, Kind, Results, Scope, Step, Store
+from tests.agent.conftest import SCOPE, make_settings, req
+from tests.fakes.openai_server import FakeOpenAI
+
+pytestmark = pytest.mark.anyio
+
+
+def _name(step: Step) -> str:
+    kind = getattr(step, "kind", None)
+    name = type(step).__name__
+    return f"create {kind.value}" if name == "CreateStep" and isinstance(kind, Kind) else name
+
+
+@asynccontextmanager
+async def aclosing_provider(provider: OpenAIProvider) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await provider.aclose()
+
+
+class RecordingEngine(DelegatingEngine):
+    """The real embedded engine; each batch's step names are recorded."""
+
+    def __init__(self, inner: Engine) -> None:
+        super().__init__(inner)
+        self.batches: list[list[str]] = []
+
+    async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
+        self.batches.append([_name(s) for s in steps])
+        return await self.inner.batch(scope, steps)
+
+
+async def test_a_turn_ends_with_one_batch_of_answer_usage_and_release(tmp_path: Path) -> None:
+    async with FakeOpenAI() as fake:
+        # memory extraction off: its background reads and writes would interleave with the turn's
+        settings = dataclasses.replace(
+            make_settings(tmp_path / "data", fake.base_url), memory=MemorySettings(enabled=False)
+        )
+        recording = RecordingEngine(EmbeddedEngine(tmp_path / "data"))
+        provider = OpenAIProvider(settings.llm)
+        async with (
+            aclosing_provider(provider),
+            Store(recording) as store,
+            Agent(settings, store, provider) as agent,
+        ):
+            conv = await agent.new_conversation(SCOPE, channel="cli")
+            await store.rename_conversation(SCOPE, conv.sid, "named")  # no title write in the turn
+            recording.batches.clear()
+            with anyio.fail_after(20):
+                events = [ev async for ev in agent.handle(req("hello", conversation_id=conv.sid))]
+            assert isinstance(events[-1], Done)
+            # the opening (lease, user message, reads) and the closing: nothing in between, nothing after
+            opening, closing = recording.batches
+            message, usage_entry = f"create {Kind.MESSAGE.value}", f"create {Kind.USAGE.value}"
+            assert opening[0] == "ClaimStep" and message in opening
+            assert closing == [message, usage_entry, "ReleaseStep"]
+            assert "ReleaseStep" not in opening
+            [usage] = (await store.list_usage(SCOPE)).items
+            assert usage.conversation_id == conv.sid
+            history = await store.history(SCOPE, conv.sid)
+            assert [m.content for m in history] == ["hello", "echo: hello"]
