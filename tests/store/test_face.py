@@ -16,6 +16,7 @@ FACE = [
     "Attachment",
     "AuditEntry",
     "BackupReport",
+    "CLIENT_NO_RESULT",
     "Capabilities",
     "Claimed",
     "Conflict",

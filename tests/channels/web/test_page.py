@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import statistics
 from pathlib import Path
 from typing import Any, Literal
 
@@ -150,9 +151,12 @@ async def test_markdown_renders_while_streaming_at_most_every_100_ms(
     assert len(renders) >= 3, renders  # rendered as it streamed, not only at the end
     gaps = [b - a for a, b in itertools.pairwise(renders[:-1])]
     # the last render (the stream's end) may come sooner; every streaming re-render starts 100 ms
-    # after the one before (the observer sees each render's end: allow for renders of unequal length;
-    # without the throttle the gaps would be the 5 ms between pieces)
-    assert all(gap >= 80 for gap in gaps), gaps
+    # after the one before. The observer sees each render's END, so one gap can be short by however
+    # much longer the render before it took (a long render, a pause of a busy machine): the median
+    # gap shows the throttle, the shortest one that no render followed another at the pieces' pace
+    # (without the throttle the gaps would be the 5 ms between pieces)
+    assert statistics.median(gaps) >= 90, gaps
+    assert min(gaps) >= 40, gaps
     await page.context.close()
 
 
