@@ -77,8 +77,8 @@ async def run_turn(state: WebState, req: TurnRequest, on_event: EventSink) -> Tu
     """Drive ``Agent.handle`` for ``req``, handing every event to ``on_event``.
 
     User-safe errors raised before the turn starts (a store error, a slash command's) become a
-    ``TurnFailed`` event. Cancellation (client gone,
-    shutdown deadline) propagates; the agent stores the partial reply marked interrupted.
+    ``TurnFailed`` event. Cancellation (client gone, shutdown deadline) propagates; the agent stores
+    the partial reply marked interrupted.
     """
     started = anyio.current_time()
     summary = TurnSummary(conversation_id=req.conversation_id or "")
