@@ -18,6 +18,7 @@ import anyio
 import structlog
 
 from channels.version import version
+from config.redact import url_without_secrets
 
 if TYPE_CHECKING:
     from agent.providers.base import Provider
@@ -43,14 +44,10 @@ def page_url(settings: Settings) -> str:
 
 
 def store_location(settings: Settings) -> str:
-    """Where the data lives: the embedded data dir, or the remote store's URL without credentials."""
+    """Where the data lives: the embedded data dir, or the remote store's URL with its password masked."""
     if settings.store.engine == "embedded":
         return str(settings.store.path)
-    url = settings.store.url
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        rest = rest.split("@", 1)[1]
-    return f"{scheme}{sep}{rest}"
+    return url_without_secrets(settings.store.url)
 
 
 def channel_names(settings: Settings, names: list[str]) -> str:

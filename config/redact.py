@@ -1,8 +1,9 @@
 """The effective settings as a TOML-shaped dict (secrets redacted) and a small TOML writer.
 
 Used by ``hero-agent config show``. Redacted secrets: ``llm.api_key``, ``telegram.token``,
-``telegram.webhook_secret``, ``store.secret``, the token keys of ``web.tokens`` and the values of every
-MCP server's ``env`` and ``headers``. A set secret shows as ``"***"``, an empty one as ``"<unset>"``.
+``telegram.webhook_secret``, ``store.secret``, the token keys of ``web.tokens``, the values of every
+MCP server's ``env`` and ``headers``, and the password of every URL (``postgresql://user:PW@host/db``,
+``?password=PW``). A set secret shows as ``"***"``, an empty one as ``"<unset>"``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from config._validate import SECRET_KEYS, SECTIONS
 from config.settings import Settings
@@ -23,6 +25,32 @@ _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 def _mask(value: str) -> str:
     return REDACTED if value else UNSET
+
+
+#: query parameters of a URL that hold a secret (libpq takes ``password`` and ``sslpassword`` there)
+_SECRET_PARAMS = frozenset({"password", "sslpassword", "token", "secret", "api_key"})
+
+
+def url_without_secrets(url: str) -> str:
+    """``url`` with the password of its user part and secret query parameters masked: what a URL may
+    show in ``config show``, logs and reports. Text that is no URL comes back unchanged."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not parts.scheme or not parts.netloc:
+        return url
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{REDACTED}@{hostport}"
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(k.lower() in _SECRET_PARAMS for k, _ in pairs):
+        query = urlencode([(k, REDACTED if k.lower() in _SECRET_PARAMS else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _plain(value: Any) -> Any:
@@ -53,6 +81,8 @@ def settings_to_toml_dict(settings: Settings, redact: bool = True) -> dict[str, 
                 table[f.name] = [_mcp_server(server, redact) for server in value]
             elif key in SECRET_KEYS and redact:
                 table[f.name] = _mask(value)
+            elif redact and isinstance(value, str):
+                table[f.name] = url_without_secrets(value)
             else:
                 table[f.name] = _plain(value)
         out[section] = table
@@ -66,6 +96,8 @@ def _mcp_server(server: Any, redact: bool) -> dict[str, Any]:
         value = getattr(server, f.name)
         if f.name in ("env", "headers"):  # values are secrets (API keys, Authorization)
             table[f.name] = {k: (_mask(v) if redact else v) for k, v in value}
+        elif redact and isinstance(value, str):
+            table[f.name] = url_without_secrets(value)
         elif value is not None:
             table[f.name] = _plain(value)
     return table

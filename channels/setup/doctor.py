@@ -26,6 +26,7 @@ import httpx
 
 from channels.serving import listening_socket
 from channels.setup.probes import Finding, model_finding, probe_bot, probe_provider
+from config.redact import url_without_secrets
 from store import Scope, StoreError
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ async def store_check(settings: Settings) -> Check:
     from store import open_store  # noqa: PLC0415 (loads the engines)
 
     engine = settings.store.engine
-    where = str(settings.store.path) if engine == "embedded" else settings.store.url
+    where = str(settings.store.path) if engine == "embedded" else url_without_secrets(settings.store.url)
     scope = Scope(settings.agent.default_context, PROBE_USER)
     try:
         with anyio.fail_after(STORE_DEADLINE_S):

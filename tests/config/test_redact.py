@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from channels.main import main
+from channels.startup import store_location
 from config.loader import load_settings
-from config.redact import REDACTED, UNSET, settings_to_toml_dict, to_toml
+from config.redact import REDACTED, UNSET, settings_to_toml_dict, to_toml, url_without_secrets
 
 SECRETS = {
     "api": "sk-APIKEY-0123456789abcdef",
@@ -97,3 +98,37 @@ def test_config_show_output_has_no_secret(config_file: Path, capsys: pytest.Capt
     assert json.loads(out)["telegram"]["token"] == REDACTED
     for secret in SECRETS.values():
         assert secret not in out
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://hero:PGPASS-42@db.lan:5432/agent", "postgresql://hero:***@db.lan:5432/agent"),
+        (
+            "postgresql://hero@db.lan/agent?sslmode=verify-full&password=PGPASS-42",
+            "postgresql://hero@db.lan/agent?sslmode=verify-full&password=***",
+        ),
+        ("http://127.0.0.1:9999/hero_osis", "http://127.0.0.1:9999/hero_osis"),
+        ("unix:///run/hero/osis.sock", "unix:///run/hero/osis.sock"),
+        ("not a url", "not a url"),
+    ],
+)
+def test_a_url_shows_without_its_password(url: str, shown: str) -> None:
+    assert url_without_secrets(url) == shown
+
+
+def test_config_show_and_the_banner_mask_a_database_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = "PGPASS-42-xyz"
+    cfg = tmp_path / "pg.toml"
+    url = f"postgresql://hero:{secret}@127.0.0.1:5432/agent?sslpassword={secret}"
+    cfg.write_text(f'[store]\nengine = "postgres"\nurl = "{url}"\n')
+    assert main(["--config", str(cfg), "config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert secret not in out
+    assert tomllib.loads(out)["store"]["url"] == (
+        "postgresql://hero:***@127.0.0.1:5432/agent?sslpassword=***"
+    )
+    settings = load_settings(str(cfg), {})
+    assert secret not in store_location(settings)
