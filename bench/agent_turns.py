@@ -59,6 +59,7 @@ from agent.events import Done, TextDelta
 from agent.providers.base import ChatRequest, Provider, ProviderEvent, TextChunk
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
+from bench.common import pct
 from config.logging import configure_logging
 from config.settings import (
     LLMSettings,
@@ -178,11 +179,6 @@ async def fill(store: Store, conversation_id: str, n: int) -> None:
                 conversation_id=conversation_id, role="assistant", content=f"echo: {TEXT} #{i}", channel="cli"
             ),
         )
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def measure(
@@ -315,7 +311,7 @@ async def run(
                     if not fresh_log and inner is embedded:
                         await warm_log(store, embedded)
                     for size in sizes:
-                        conv = await agent.new_conversation(SCOPE, channel="cli")
+                        conv = await agent.conversations.new(SCOPE, channel="cli")
                         await fill(store, conv.sid, size)
                         # the bulk load's WAL and its page write-back are not the turns' cost
                         if inner is embedded:
@@ -340,7 +336,6 @@ def _postgres(url: str) -> Engine:
 
 def _with_postgres(sizes: list[int], turns: int, fresh_log: bool, tools_on: bool, fsyncs: list[bool]) -> None:
     """The embedded rows, then the postgres engine on a throwaway cluster (fsync on), in one run."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' cluster helper
     from tests.store.postgres_fixtures import make_cluster, remove_cluster  # noqa: PLC0415
 
     cluster = make_cluster()

@@ -11,7 +11,7 @@ the latency of the turns since the previous sample. At the end: the run time, th
 the RSS growth over the second half of the run and the latency of the last 1,000 turns against turns
 1,000-2,000. Not part of the test suite.
 
-    .venv/bin/python bench/soak.py [--turns 50000] [--conversations 16] [--sample-every 2500]
+    .venv/bin/python -m bench.soak [--turns 50000] [--conversations 16] [--sample-every 2500]
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from pathlib import Path
 
 import anyio
 import httpx
+
+from bench.common import pct, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,24 +62,6 @@ def memory_mb(pid: int) -> dict[str, float]:
 
 def dir_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-async def wait_healthy(client: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -> None:
-    with anyio.fail_after(60):
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"hero-agent serve exited with {proc.returncode}")
-            try:
-                if (await client.get("/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await anyio.sleep(0.1)
 
 
 async def one_turn(client: httpx.AsyncClient, cid: str, text: str, run: Run) -> None:

@@ -1,7 +1,7 @@
 """Benchmark of the osis engine over loopback against the embedded engine, measured in the same run.
 
-    .venv/bin/python bench/store_osis.py                    # 10k messages, 500 samples per op
-    .venv/bin/python bench/store_osis.py --messages 100000 --samples 1000 --fsync
+    .venv/bin/python -m bench.store_osis                    # 10k messages, 500 samples per op
+    .venv/bin/python -m bench.store_osis --messages 100000 --samples 1000 --fsync
 
 A real ``hero-agent osis serve`` process on 127.0.0.1 fronts its own embedded data dir; this process
 opens a second embedded data dir directly. Both are filled identically (one conversation of
@@ -37,6 +37,7 @@ import anyio
 import httpx
 import structlog
 
+from bench.common import pct
 from config import StoreSettings
 from store import (
     Conversation,
@@ -128,11 +129,6 @@ async def wait_ready(proc: subprocess.Popen[bytes], url: str) -> None:
                     return
                 except httpx.TransportError:
                     await anyio.sleep(0.05)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def server_cpu_s(pid: int) -> float:

@@ -44,6 +44,7 @@ from agent.core import Agent, TurnRequest
 from agent.events import Done, TextDelta
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
+from bench.common import pct
 from config.logging import configure_logging
 from config.settings import LLMSettings, LoggingSettings, MemorySettings, Settings, StoreSettings
 from store import DelegatingEngine, EmbeddedEngine, Results, Scope, Step, Store
@@ -74,11 +75,6 @@ def fake_server() -> Iterator[str]:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(10)
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class WriterClock(DelegatingEngine):
@@ -139,9 +135,9 @@ async def burst(llm: LLMSettings, n: int, group: bool) -> dict[str, float]:
             open_tools(settings) as tools,
             Agent(settings, store, provider, tools) as agent,
         ):
-            scratch = await agent.new_conversation(SCOPE, channel="web")
+            scratch = await agent.conversations.new(SCOPE, channel="web")
             floor = await cpu_per_turn(agent, scratch.sid) * n
-            cids = [(await agent.new_conversation(SCOPE, channel="web")).sid for _ in range(n)]
+            cids = [(await agent.conversations.new(SCOPE, channel="web")).sid for _ in range(n)]
             stats = embedded.commit_stats() if hasattr(embedded, "commit_stats") else None
             commits, batches = (stats.commits, stats.batches) if stats else (0, 0)
             results: list[tuple[float, float, float]] = []
