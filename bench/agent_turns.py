@@ -42,10 +42,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -59,7 +55,7 @@ from agent.events import Done, TextDelta
 from agent.providers.base import ChatRequest, Provider, ProviderEvent, TextChunk
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
-from bench.common import pct
+from bench.common import fake_llm, pct
 from config.logging import configure_logging
 from config.settings import (
     LLMSettings,
@@ -131,28 +127,6 @@ class TimedEngine(DelegatingEngine):
     async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
         with self._timed():
             return await self.inner.batch(scope, steps)
-
-
-@contextlib.contextmanager
-def fake_server() -> Iterator[str]:
-    """FakeOpenAI in its own process, so its work never competes with the agent for the GIL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("READY "):
-            raise SystemExit(f"the fake LLM server did not start: {line!r}")
-        yield line.split()[1]
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(10)
 
 
 async def warm_log(store: Store, engine: EmbeddedEngine) -> None:
@@ -282,7 +256,7 @@ async def run(
     print("tools", "on" if tools_on else "off", "|", "fresh log" if fresh_log else "steady-state log")
     print(f"{'store':>8} {'messages':>8} " + " ".join(COLUMNS))
     rows: dict[tuple[str, int], dict[str, list[float]]] = {}
-    with fake_server() as base_url:
+    with fake_llm() as base_url:
         llm = LLMSettings(base_url=base_url, api_key="bench", model="fake-model", max_retries=0)
         tools = (
             ToolsSettings()

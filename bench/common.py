@@ -6,8 +6,12 @@ Every benchmark runs as a module from the repository root (``python -m bench.web
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import socket
 import subprocess
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -17,6 +21,30 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 #: how long a daemon may take to answer /healthz after it was started (a loaded machine is slow)
 HEALTHY_DEADLINE_S = 60.0
+
+
+def free_port() -> int:
+    """A loopback port free at the time of asking (for a server started next)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def fake_llm() -> Iterator[str]:
+    """The fake OpenAI server (``tests.fakes.openai_server``) in its own process, so its work never
+    competes with the agent for the GIL: yields its base URL, stops it on exit."""
+    cmd = [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(free_port())]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("READY "):
+            raise SystemExit(f"the fake LLM server did not start: {line!r}")
+        yield line.split()[1]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
 
 
 def pct(values: Sequence[float], q: float) -> float:

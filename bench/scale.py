@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,16 +31,10 @@ import anyio
 import httpx
 import psycopg
 
-from bench.common import ROOT, pct, wait_healthy_at
+from bench.common import ROOT, free_port, pct, wait_healthy_at
 from tests.store.postgres_fixtures import Cluster, make_cluster, remove_cluster
 
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_s(pid: int) -> float:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from pathlib import Path
 import anyio
 import httpx
 
-from bench.common import pct, wait_healthy
+from bench.common import free_port, pct, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,12 +41,6 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     started: int = 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def memory_mb(pid: int) -> dict[str, float]:

@@ -25,7 +25,6 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ import anyio
 import httpx
 import structlog
 
-from bench.common import pct
+from bench.common import free_port, pct
 from config import StoreSettings
 from store import (
     Conversation,
@@ -93,12 +92,6 @@ def records(messages: int) -> list[tuple[Kind, Record]]:
 async def fill(engine: Engine, items: list[tuple[Kind, Record]]) -> None:
     for start in range(0, len(items), 2000):
         await engine.restore_batch(items[start : start + 2000])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(data_dir: Path, port: int, fsync: bool) -> subprocess.Popen[bytes]:

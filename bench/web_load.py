@@ -21,7 +21,6 @@ import argparse
 import itertools
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,15 +31,9 @@ from pathlib import Path
 import anyio
 import httpx
 
-from bench.common import pct, wait_healthy_at
+from bench.common import free_port, pct, wait_healthy_at
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_mb(pid: int) -> float:
