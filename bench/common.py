@@ -30,18 +30,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_fake_llm(*options: str) -> tuple[subprocess.Popen[str], str]:
+    """The fake OpenAI server (``tests.fakes.openai_server``, with ``options`` such as ``--tokens``)
+    started in its own process on a free loopback port, so its work never competes with the agent for
+    the GIL: the process (the caller stops it) and its base URL, once it said it is ready."""
+    cmd = [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(free_port()), *options]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    assert proc.stdout is not None  # stdout=PIPE
+    line = proc.stdout.readline()
+    if not line.startswith("READY "):
+        proc.kill()
+        proc.wait()
+        raise SystemExit(f"the fake LLM server did not start: {line!r}")
+    return proc, line.split()[1]
+
+
 @contextlib.contextmanager
-def fake_llm() -> Iterator[str]:
-    """The fake OpenAI server (``tests.fakes.openai_server``) in its own process, so its work never
-    competes with the agent for the GIL: yields its base URL, stops it on exit."""
-    cmd = [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(free_port())]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+def fake_llm(*options: str) -> Iterator[str]:
+    """:func:`start_fake_llm` for the length of a ``with``: yields the base URL, stops it on exit."""
+    proc, url = start_fake_llm(*options)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("READY "):
-            raise SystemExit(f"the fake LLM server did not start: {line!r}")
-        yield line.split()[1]
+        yield url
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(10)

@@ -31,7 +31,7 @@ import anyio
 import httpx
 import psycopg
 
-from bench.common import ROOT, free_port, pct, wait_healthy_at
+from bench.common import ROOT, free_port, pct, start_fake_llm, wait_healthy_at
 from tests.store.postgres_fixtures import Cluster, make_cluster, remove_cluster
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -153,7 +153,7 @@ def postmaster_pid(cluster: Cluster) -> int:
 
 
 def run_stage(
-    n: int, cluster: Cluster, llm: subprocess.Popen[bytes], llm_url: str, args: argparse.Namespace
+    n: int, cluster: Cluster, llm: subprocess.Popen[str], llm_url: str, args: argparse.Namespace
 ) -> Stage:
     tmp = Path(tempfile.mkdtemp(prefix=f"hero-scale-{n}-"))
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
@@ -205,25 +205,11 @@ def main() -> None:
 
     print(f"cores: {os.cpu_count()}; load average at start: {loadavg()} (a shared machine: not quiet)")
     cluster = make_cluster("-c fsync=off", "-c max_connections=300")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    llm_port = free_port()
-    llm = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "tests.fakes.openai_server", "--port", str(llm_port)),
-            *("--chunk-delay", str(args.chunk_delay), "--tokens", str(args.tokens)),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert llm.stdout is not None
-    ready = llm.stdout.readline().decode().strip()
-    assert ready.startswith("READY "), ready
+    llm, llm_url = start_fake_llm("--chunk-delay", str(args.chunk_delay), "--tokens", str(args.tokens))
     stages: list[Stage] = []
     try:
         for n in (int(x) for x in args.daemons.split(",")):
-            stages.append(run_stage(n, cluster, llm, ready.split()[1], args))
+            stages.append(run_stage(n, cluster, llm, llm_url, args))
     finally:
         llm.terminate()
         llm.wait(30)

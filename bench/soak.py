@@ -29,9 +29,7 @@ from pathlib import Path
 import anyio
 import httpx
 
-from bench.common import free_port, pct, wait_healthy
-
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import ROOT, free_port, pct, start_fake_llm, wait_healthy
 
 
 @dataclass
@@ -130,13 +128,9 @@ def main() -> None:
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f}", flush=True)
     began = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="hero-soak-"))
-    llm_port, web_port = free_port(), free_port()
+    web_port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    fake_cmd = [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(llm_port)]
-    fake = subprocess.Popen(fake_cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert fake.stdout is not None
-    ready = fake.stdout.readline().decode().strip()
-    assert ready.startswith("READY "), ready
+    fake, llm_url = start_fake_llm()
     config = tmp / "hero-agent.toml"
     config.write_text(
         f'[web]\nport = {web_port}\n[telegram]\nenabled = false\n[llm]\nmodel = "fake-model"\n'
@@ -146,7 +140,7 @@ def main() -> None:
     daemon_env = {
         **env,
         "HERO_AGENT_DATA_DIR": str(data),
-        "OPENAI_BASE_URL": ready.split()[1],
+        "OPENAI_BASE_URL": llm_url,
         "OPENAI_API_KEY": "sk-soak",
     }
     log_path = tmp / "daemon.log"

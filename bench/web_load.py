@@ -31,9 +31,7 @@ from pathlib import Path
 import anyio
 import httpx
 
-from bench.common import free_port, pct, wait_healthy_at
-
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import ROOT, free_port, pct, start_fake_llm, wait_healthy_at
 
 
 def rss_mb(pid: int) -> float:
@@ -144,28 +142,9 @@ def main() -> None:
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f}", flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="hero-web-bench-"))
-    llm_port, web_port = free_port(), free_port()
+    web_port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    fake = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.fakes.openai_server",
-            "--port",
-            str(llm_port),
-            "--chunk-delay",
-            str(args.chunk_delay),
-            "--tokens",
-            str(args.tokens),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert fake.stdout is not None
-    ready = fake.stdout.readline().decode().strip()
-    assert ready.startswith("READY "), ready
+    fake, llm_url = start_fake_llm("--chunk-delay", str(args.chunk_delay), "--tokens", str(args.tokens))
     config = tmp / "hero-agent.toml"
     config.write_text(
         f"[web]\nport = {web_port}\n[telegram]\nenabled = false\n[memory]\nenabled = false\n"
@@ -174,7 +153,7 @@ def main() -> None:
     daemon_env = {
         **env,
         "HERO_AGENT_DATA_DIR": str(tmp / "data"),
-        "OPENAI_BASE_URL": ready.split()[1],
+        "OPENAI_BASE_URL": llm_url,
         "OPENAI_API_KEY": "sk-bench",
     }
     hero = [str(Path(sys.executable).parent / "hero-agent")]
@@ -192,7 +171,7 @@ def main() -> None:
         out, errors, elapsed = anyio.run(run_load, base_url, args.clients, args.tokens)
         loaded = rss_mb(daemon.pid)
         # the fake alone, same clients and tokens, measured in the same run (the machine's floor)
-        base, base_errors = anyio.run(run_baseline, ready.split()[1], args.clients, args.tokens)
+        base, base_errors = anyio.run(run_baseline, llm_url, args.clients, args.tokens)
         errors += base_errors
     finally:
         daemon.terminate()
