@@ -28,7 +28,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from agent.client_tools import CLIENT_TOOL_CALLS, CLIENT_TOOL_CALLS_HELP
-from agent.conversations import ACTIVE_KEY, ConversationsMixin
+from agent.conversations import Conversations
 from agent.errors import AgentClosing, TurnStopped
 from agent.events import CommandOutput, Done, EventSink, Retrying, TextDelta, TurnEvent, TurnFailed
 from agent.llm import LLM
@@ -69,7 +69,7 @@ class _Running:
     active: bool = False
 
 
-class Agent(ConversationsMixin):
+class Agent:
     """The agent core behind every channel. Use as an async context manager (``open_agent`` does)."""
 
     def __init__(
@@ -83,6 +83,8 @@ class Agent(ConversationsMixin):
         self.memory = MemoryManager(store, self.llm, settings.memory, settings.llm.model)
         self.compactor = Compactor(store, self.llm, self.memory, settings)
         self.window = WindowCache(store, settings.agent.history_limit)
+        #: the active conversation per (context, user), new, /clear, /compact
+        self.conversations = Conversations(store, self.memory, self.compactor, self.window, settings.agent)
         #: voice and images in (checks, transcription, spoken replies); see agent/media
         self.media = MediaIntake(settings, AudioService(settings.llm))
         self._services = TurnServices(
@@ -90,7 +92,6 @@ class Agent(ConversationsMixin):
         )
         self._tg: TaskGroup | None = None
         self._running: list[_Running] = []
-        self._create_locks: dict[tuple[str, str], anyio.Lock] = {}
         self._closed = False
         #: every turn and command of every channel (shown by the web channel's /metrics)
         self.metrics = TurnMetrics(store_engine=store.engine, leases=store.lease_stats)
@@ -315,7 +316,7 @@ class Agent(ConversationsMixin):
         running.conversation_id = await self._resolve(req)
         if await self._run_in(req, running.conversation_id, turn_id, emit, on_locked):
             return
-        running.conversation_id = await self.replace_active_conversation(
+        running.conversation_id = await self.conversations.replace_active(
             req.scope, running.conversation_id, channel=req.channel, is_group=req.is_group
         )
         await self._run_in(req, running.conversation_id, turn_id, emit, on_locked)
@@ -372,7 +373,7 @@ class Agent(ConversationsMixin):
         reads it, once, and answers NotFound for a missing or foreign one (before anything is stored).
         A given id is only checked for its form here; else the active one (from the state)."""
         if req.conversation_id is None:
-            return await self.active_conversation_id(req.scope, channel=req.channel, is_group=req.is_group)
+            return await self.conversations.active_id(req.scope, channel=req.channel, is_group=req.is_group)
         return validate_sid(req.conversation_id)
 
     async def stop_turn(self, scope: Scope, conversation_id: str | None = None) -> bool:
@@ -394,7 +395,7 @@ class Agent(ConversationsMixin):
         if hits:
             return True
         # not running here: maybe in another process sharing the store (a web replica, a CLI)
-        target = conversation_id or await self.store.get_state(scope, ACTIVE_KEY)
+        target = conversation_id or await self.conversations.stored_active_id(scope)
         if not target:
             return False
         return await self.store.stop_remote_turn(scope, target, wait_s=FLUSH_DEADLINE_S)
@@ -404,12 +405,10 @@ class Agent(ConversationsMixin):
             r.active and r.scope == scope and r.conversation_id == conversation_id for r in self._running
         )
 
-    # -- conversations (the others are in agent/conversations.py) ---------------------------------
+    # -- conversations (the others are ``self.conversations``, agent/conversations.py) -------------
 
     async def delete_conversation(self, scope: Scope, conversation_id: str) -> None:
         """Hard delete (the privacy delete); a deleted active conversation leaves no active one."""
         await self.stop_turn(scope, conversation_id)
         await self.store.delete_conversation(scope, conversation_id)
-        self.window.forget(scope, conversation_id)
-        if await self.store.get_state(scope, ACTIVE_KEY) == conversation_id:
-            await self.store.delete_state(scope, ACTIVE_KEY)
+        await self.conversations.forget(scope, conversation_id)

@@ -18,12 +18,8 @@ from agent.providers.base import (
     ChatRequest,
     CollectedResponse,
     Provider,
-    ReasoningBlock,
     RetryNotice,
-    StreamEnd,
     TextChunk,
-    ToolCallsReady,
-    UsageReport,
 )
 from store import Scope, Store, StoreError, UsageEntry
 
@@ -67,23 +63,12 @@ class LLM:
         instead of written, for the caller to write off the reply path (:meth:`book`).
         """
         out = CollectedResponse()
-        parts: list[str] = []
         started = time.perf_counter()
         try:
             async for ev in self.provider.stream(request):
-                if isinstance(ev, TextChunk):
-                    if ev.text:
-                        parts.append(ev.text)
-                        if on_text is not None:
-                            await on_text(ev.text)
-                elif isinstance(ev, ToolCallsReady):
-                    out.tool_calls = ev.calls
-                elif isinstance(ev, ReasoningBlock):
-                    out.reasoning.append(ev.block)
-                elif isinstance(ev, UsageReport):
-                    out.prompt_tokens, out.completion_tokens = ev.prompt_tokens, ev.completion_tokens
-                elif isinstance(ev, StreamEnd):
-                    out.finish_reason, out.model = ev.finish_reason, ev.model
+                out.take(ev)
+                if isinstance(ev, TextChunk) and ev.text and on_text is not None:
+                    await on_text(ev.text)
                 elif isinstance(ev, RetryNotice) and on_retry is not None:
                     await on_retry(ev)
         except ProviderError as exc:
@@ -102,7 +87,7 @@ class LLM:
             else:
                 await self.book(site.scope, [entry])
             raise
-        out.text = "".join(parts)
+        out.finish()
         out.model = out.model or request.model
         latency = (time.perf_counter() - started) * 1000
         if out.prompt_tokens:

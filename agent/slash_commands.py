@@ -75,7 +75,7 @@ async def run_command(agent: Agent, req: TurnRequest) -> CommandOutput:
 async def _target(agent: Agent, req: TurnRequest) -> Conversation | None:
     if req.conversation_id:
         return await agent.store.get_conversation(req.scope, req.conversation_id)
-    return await agent.active_conversation(req.scope, channel=req.channel, create=False)
+    return await agent.conversations.active(req.scope, channel=req.channel, create=False)
 
 
 def _conv_data(conv: Conversation, active: str = "") -> dict[str, Any]:
@@ -101,7 +101,7 @@ def _label(conv: Conversation) -> str:
 
 
 async def _new(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
-    conv = await agent.new_conversation(req.scope, channel=req.channel, title=arg, is_group=req.is_group)
+    conv = await agent.conversations.new(req.scope, channel=req.channel, title=arg, is_group=req.is_group)
     return _about("new", f"Started a new conversation ({_label(conv)}).", conv)
 
 
@@ -109,7 +109,7 @@ async def _clear(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
     conv = await _target(agent, req)
     if conv is None:
         return CommandOutput("clear", "There is no conversation to clear yet.")
-    conv = await agent.clear_conversation(req.scope, conv.sid)
+    conv = await agent.conversations.clear(req.scope, conv.sid)
     return _about(
         "clear",
         "Cleared: I no longer see the earlier turns of this conversation "
@@ -120,7 +120,7 @@ async def _clear(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
 
 async def _list(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
     page = await agent.store.list_conversations(req.scope, limit=LIST_LIMIT)
-    active = await agent.active_conversation(req.scope, channel=req.channel, create=False)
+    active = await agent.conversations.active(req.scope, channel=req.channel, create=False)
     active_id = active.sid if active else ""
     if not page.items:
         return CommandOutput("list", "No conversations yet.", data={"conversations": []})
@@ -143,7 +143,7 @@ async def _switch(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
     if not arg:
         return CommandOutput("switch", "Usage: /switch ID (see /list).", ok=False)
     try:
-        await agent.set_active_conversation(req.scope, arg)
+        await agent.conversations.set_active(req.scope, arg)
     except InvalidInput:
         raise NotFound("conversation", arg) from None  # a malformed id names no conversation either
     conv = await agent.store.get_conversation(req.scope, arg)
@@ -212,7 +212,7 @@ async def _compact(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
     conv = await _target(agent, req)
     if conv is None:
         return CommandOutput("compact", "There is no conversation to compact yet.")
-    done = await agent.compact_conversation(req.scope, conv.sid, channel=req.channel)
+    done = await agent.conversations.compact(req.scope, conv.sid, channel=req.channel)
     text = "Compacted: the older turns are now a summary." if done else "Nothing to compact yet."
     return CommandOutput("compact", text, data={"compacted": done}, conversation_id=conv.sid)
 
@@ -244,7 +244,7 @@ async def _model(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
         return CommandOutput("model", f"Unknown model {arg!r}. Configured: {', '.join(models)}.", ok=False)
     conv = await _target(agent, req)
     if conv is None:
-        conv = await agent.new_conversation(req.scope, channel=req.channel, is_group=req.is_group)
+        conv = await agent.conversations.new(req.scope, channel=req.channel, is_group=req.is_group)
     # the configured default is stored as "" so the conversation follows a change of llm.model
     conv = await agent.store.set_conversation_model(
         req.scope, conv.sid, "" if arg == settings.llm.model else arg

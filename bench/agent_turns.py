@@ -42,10 +42,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -59,6 +55,7 @@ from agent.events import Done, TextDelta
 from agent.providers.base import ChatRequest, Provider, ProviderEvent, TextChunk
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
+from bench.common import fake_llm, pct
 from config.logging import configure_logging
 from config.settings import (
     LLMSettings,
@@ -132,28 +129,6 @@ class TimedEngine(DelegatingEngine):
             return await self.inner.batch(scope, steps)
 
 
-@contextlib.contextmanager
-def fake_server() -> Iterator[str]:
-    """FakeOpenAI in its own process, so its work never competes with the agent for the GIL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("READY "):
-            raise SystemExit(f"the fake LLM server did not start: {line!r}")
-        yield line.split()[1]
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(10)
-
-
 async def warm_log(store: Store, engine: EmbeddedEngine) -> None:
     """Grow the write-ahead log to its working size (the autocheckpoint mark), as a store in use has."""
     scratch = Scope("bench-scratch", "bencher")
@@ -178,11 +153,6 @@ async def fill(store: Store, conversation_id: str, n: int) -> None:
                 conversation_id=conversation_id, role="assistant", content=f"echo: {TEXT} #{i}", channel="cli"
             ),
         )
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def measure(
@@ -286,7 +256,7 @@ async def run(
     print("tools", "on" if tools_on else "off", "|", "fresh log" if fresh_log else "steady-state log")
     print(f"{'store':>8} {'messages':>8} " + " ".join(COLUMNS))
     rows: dict[tuple[str, int], dict[str, list[float]]] = {}
-    with fake_server() as base_url:
+    with fake_llm() as base_url:
         llm = LLMSettings(base_url=base_url, api_key="bench", model="fake-model", max_retries=0)
         tools = (
             ToolsSettings()
@@ -315,7 +285,7 @@ async def run(
                     if not fresh_log and inner is embedded:
                         await warm_log(store, embedded)
                     for size in sizes:
-                        conv = await agent.new_conversation(SCOPE, channel="cli")
+                        conv = await agent.conversations.new(SCOPE, channel="cli")
                         await fill(store, conv.sid, size)
                         # the bulk load's WAL and its page write-back are not the turns' cost
                         if inner is embedded:
@@ -340,7 +310,6 @@ def _postgres(url: str) -> Engine:
 
 def _with_postgres(sizes: list[int], turns: int, fresh_log: bool, tools_on: bool, fsyncs: list[bool]) -> None:
     """The embedded rows, then the postgres engine on a throwaway cluster (fsync on), in one run."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' cluster helper
     from tests.store.postgres_fixtures import make_cluster, remove_cluster  # noqa: PLC0415
 
     cluster = make_cluster()

@@ -24,7 +24,7 @@ was sent. After the rounds every conversation gets one more turn, then the store
   that nothing blocks) to the next turn's start; the longest is printed. A turn that does not start
   within ``--deadline`` seconds is counted as stuck.
 
-    .venv/bin/python bench/crash.py [--rounds 102] [--seed 1] [--json]
+    .venv/bin/python -m bench.crash [--rounds 102] [--seed 1] [--json]
 
 Exit status 1 when anything is lost, duplicated, dangling, unmarked or stuck.
 """

@@ -11,7 +11,7 @@ p99 (request sent -> first ``delta``), errors (must be 0), and where the CPU wen
 limit is measured rather than guessed. The load average is printed before and after: the machine
 is shared, so the figures are those of a machine that was not quiet.
 
-    .venv/bin/python bench/scale.py [--chats 300] [--turns 3] [--tokens 10] [--chunk-delay 0.01]
+    .venv/bin/python -m bench.scale [--chats 300] [--turns 3] [--tokens 10] [--chunk-delay 0.01]
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,23 +31,10 @@ import anyio
 import httpx
 import psycopg
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.store.postgres_fixtures import Cluster, make_cluster, remove_cluster  # noqa: E402
+from bench.common import ROOT, free_port, pct, start_fake_llm, wait_healthy_at
+from tests.store.postgres_fixtures import Cluster, make_cluster, remove_cluster
 
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def cpu_s(pid: int) -> float:
@@ -78,20 +64,6 @@ class Stage:
     ttft: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)
-
-
-async def wait_healthy(base_url: str, proc: subprocess.Popen[bytes]) -> None:
-    async with httpx.AsyncClient(base_url=base_url, timeout=2) as client:
-        with anyio.fail_after(60):
-            while True:
-                if proc.poll() is not None:
-                    raise SystemExit(f"hero-agent serve exited with {proc.returncode}")
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await anyio.sleep(0.1)
 
 
 async def one_turn(client: httpx.AsyncClient, base: str, cid: str, tokens: int, stage: Stage) -> None:
@@ -181,7 +153,7 @@ def postmaster_pid(cluster: Cluster) -> int:
 
 
 def run_stage(
-    n: int, cluster: Cluster, llm: subprocess.Popen[bytes], llm_url: str, args: argparse.Namespace
+    n: int, cluster: Cluster, llm: subprocess.Popen[str], llm_url: str, args: argparse.Namespace
 ) -> Stage:
     tmp = Path(tempfile.mkdtemp(prefix=f"hero-scale-{n}-"))
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
@@ -192,7 +164,7 @@ def run_stage(
     stage = Stage(n)
     try:
         for proc, base in daemons:
-            anyio.run(wait_healthy, base, proc)
+            anyio.run(wait_healthy_at, base, proc)
         pg = postmaster_pid(cluster)
         before = {
             "daemons": sum(cpu_s(p.pid) for p, _ in daemons),
@@ -233,25 +205,11 @@ def main() -> None:
 
     print(f"cores: {os.cpu_count()}; load average at start: {loadavg()} (a shared machine: not quiet)")
     cluster = make_cluster("-c fsync=off", "-c max_connections=300")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    llm_port = free_port()
-    llm = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "tests.fakes.openai_server", "--port", str(llm_port)),
-            *("--chunk-delay", str(args.chunk_delay), "--tokens", str(args.tokens)),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert llm.stdout is not None
-    ready = llm.stdout.readline().decode().strip()
-    assert ready.startswith("READY "), ready
+    llm, llm_url = start_fake_llm("--chunk-delay", str(args.chunk_delay), "--tokens", str(args.tokens))
     stages: list[Stage] = []
     try:
         for n in (int(x) for x in args.daemons.split(",")):
-            stages.append(run_stage(n, cluster, llm, ready.split()[1], args))
+            stages.append(run_stage(n, cluster, llm, llm_url, args))
     finally:
         llm.terminate()
         llm.wait(30)
@@ -268,7 +226,7 @@ def main() -> None:
         ttft = [t * 1000 for t in s.ttft] or [0.0]
         cpu = "  ".join(f"{s.cpu.get(k, 0):7.1f}" for k in ("daemons", "postgres", "fake_llm", "client"))
         print(
-            f"{s.daemons:7d}  {rate:7.1f}  {pct(ttft, 50):6.0f}ms  {pct(ttft, 99):6.0f}ms  "
+            f"{s.daemons:7d}  {rate:7.1f}  {pct(ttft, 0.5):6.0f}ms  {pct(ttft, 0.99):6.0f}ms  "
             f"{len(s.errors):6d}  {cpu}   (x{rate / base if base else 0:.2f})"
         )
         if s.errors:

@@ -11,7 +11,7 @@ the latency of the turns since the previous sample. At the end: the run time, th
 the RSS growth over the second half of the run and the latency of the last 1,000 turns against turns
 1,000-2,000. Not part of the test suite.
 
-    .venv/bin/python bench/soak.py [--turns 50000] [--conversations 16] [--sample-every 2500]
+    .venv/bin/python -m bench.soak [--turns 50000] [--conversations 16] [--sample-every 2500]
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from pathlib import Path
 import anyio
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import ROOT, free_port, pct, start_fake_llm, wait_healthy
 
 
 @dataclass
@@ -40,12 +39,6 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     started: int = 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -60,24 +53,6 @@ def memory_mb(pid: int) -> dict[str, float]:
 
 def dir_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-async def wait_healthy(client: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -> None:
-    with anyio.fail_after(60):
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"hero-agent serve exited with {proc.returncode}")
-            try:
-                if (await client.get("/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await anyio.sleep(0.1)
 
 
 async def one_turn(client: httpx.AsyncClient, cid: str, text: str, run: Run) -> None:
@@ -153,13 +128,9 @@ def main() -> None:
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f}", flush=True)
     began = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="hero-soak-"))
-    llm_port, web_port = free_port(), free_port()
+    web_port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    fake_cmd = [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(llm_port)]
-    fake = subprocess.Popen(fake_cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert fake.stdout is not None
-    ready = fake.stdout.readline().decode().strip()
-    assert ready.startswith("READY "), ready
+    fake, llm_url = start_fake_llm()
     config = tmp / "hero-agent.toml"
     config.write_text(
         f'[web]\nport = {web_port}\n[telegram]\nenabled = false\n[llm]\nmodel = "fake-model"\n'
@@ -169,7 +140,7 @@ def main() -> None:
     daemon_env = {
         **env,
         "HERO_AGENT_DATA_DIR": str(data),
-        "OPENAI_BASE_URL": ready.split()[1],
+        "OPENAI_BASE_URL": llm_url,
         "OPENAI_API_KEY": "sk-soak",
     }
     log_path = tmp / "daemon.log"

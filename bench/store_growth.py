@@ -1,12 +1,12 @@
 """Benchmark of the embedded store: per-operation latency as the store grows from 1k to 1M messages.
 
-    .venv/bin/python bench/store_growth.py                      # sizes 1k, 10k, 100k, 1M
-    .venv/bin/python bench/store_growth.py --quick              # 1k, 10k, 100k and fewer samples
-    .venv/bin/python bench/store_growth.py --sizes 1000,50000 --samples 300
-    .venv/bin/python bench/store_growth.py --no-fsync           # store.fsync_commits = false
-    .venv/bin/python bench/store_growth.py --quick --with-osis  # then bench/store_osis.py (osis vs embedded)
-    .venv/bin/python bench/store_growth.py --engine postgres    # a throwaway PostgreSQL cluster (fsync on)
-    .venv/bin/python bench/store_growth.py --engine postgres --url postgresql://me@db:5432/bench
+    .venv/bin/python -m bench.store_growth                      # sizes 1k, 10k, 100k, 1M
+    .venv/bin/python -m bench.store_growth --quick              # 1k, 10k, 100k and fewer samples
+    .venv/bin/python -m bench.store_growth --sizes 1000,50000 --samples 300
+    .venv/bin/python -m bench.store_growth --no-fsync           # store.fsync_commits = false
+    .venv/bin/python -m bench.store_growth --quick --with-osis  # then bench/store_osis.py (osis vs embedded)
+    .venv/bin/python -m bench.store_growth --engine postgres    # a throwaway PostgreSQL cluster (fsync on)
+    .venv/bin/python -m bench.store_growth --engine postgres --url postgresql://me@db:5432/bench
 
 One data dir, grown in steps. Before any message: one user with 10,000 conversations and another with
 5,000 memories. Messages then fill a "big" conversation up to 100,000 and spread over the other
@@ -40,6 +40,7 @@ from pathlib import Path
 import anyio
 import structlog
 
+from bench.common import ROOT, pct
 from config.settings import StoreSettings
 from store import (
     Conversation,
@@ -202,11 +203,6 @@ async def timed(samples: int, op: Callable[[], Awaitable[object]]) -> list[float
         await op()
         out.append((time.perf_counter() - start) * 1000)
     return out
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def measure(store: Store, samples: int) -> tuple[dict[str, list[float]], dict[str, float]]:
@@ -373,8 +369,10 @@ def main() -> int:
     print(f"# load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} (a shared machine)", flush=True)
     code = bench_postgres(args) if args.engine == "postgres" else bench_embedded(args)
     if args.with_osis:
-        osis = [sys.executable, str(Path(__file__).with_name("store_osis.py"))]
-        code |= subprocess.run(osis + ([] if args.no_fsync else ["--fsync"]), check=False).returncode
+        osis = [sys.executable, "-m", "bench.store_osis"]
+        code |= subprocess.run(
+            osis + ([] if args.no_fsync else ["--fsync"]), check=False, cwd=ROOT
+        ).returncode
     return code
 
 
@@ -384,7 +382,6 @@ def bench_postgres(args: argparse.Namespace) -> int:
     samples = 100 if args.quick else args.samples
     if args.url:
         return anyio.run(run, sizes, samples, Path("."), True, args.url)
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' cluster helper
     from tests.store.postgres_fixtures import make_cluster, remove_cluster  # noqa: PLC0415
 
     cluster = make_cluster("-c shared_buffers=256MB")
@@ -405,8 +402,8 @@ def bench_embedded(args: argparse.Namespace) -> int:
             code = anyio.run(run, sizes, samples, Path(tmp), not args.no_fsync)
     if args.with_osis:
         print("\n# osis engine over loopback (bench/store_osis.py)", flush=True)
-        osis = [sys.executable, str(Path(__file__).with_name("store_osis.py")), "--samples", str(samples)]
-        code |= subprocess.call(osis + ([] if args.no_fsync else ["--fsync"]))
+        osis = [sys.executable, "-m", "bench.store_osis", "--samples", str(samples)]
+        code |= subprocess.call(osis + ([] if args.no_fsync else ["--fsync"]), cwd=ROOT)
     return code
 
 

@@ -1,7 +1,7 @@
 """Benchmark of the osis engine over loopback against the embedded engine, measured in the same run.
 
-    .venv/bin/python bench/store_osis.py                    # 10k messages, 500 samples per op
-    .venv/bin/python bench/store_osis.py --messages 100000 --samples 1000 --fsync
+    .venv/bin/python -m bench.store_osis                    # 10k messages, 500 samples per op
+    .venv/bin/python -m bench.store_osis --messages 100000 --samples 1000 --fsync
 
 A real ``hero-agent osis serve`` process on 127.0.0.1 fronts its own embedded data dir; this process
 opens a second embedded data dir directly. Both are filled identically (one conversation of
@@ -25,7 +25,6 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import anyio
 import httpx
 import structlog
 
+from bench.common import free_port, pct
 from config import StoreSettings
 from store import (
     Conversation,
@@ -94,12 +94,6 @@ async def fill(engine: Engine, items: list[tuple[Kind, Record]]) -> None:
         await engine.restore_batch(items[start : start + 2000])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_server(data_dir: Path, port: int, fsync: bool) -> subprocess.Popen[bytes]:
     cfg = data_dir / "osis-bench.toml"
     cfg.write_text(f'[store]\npath = "{data_dir / "served"}"\nfsync_commits = {str(fsync).lower()}\n')
@@ -128,11 +122,6 @@ async def wait_ready(proc: subprocess.Popen[bytes], url: str) -> None:
                     return
                 except httpx.TransportError:
                     await anyio.sleep(0.05)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def server_cpu_s(pid: int) -> float:

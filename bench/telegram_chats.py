@@ -37,6 +37,7 @@ import httpx
 import structlog
 
 from agent.factory import open_agent
+from bench.common import pct
 from channels.telegram import TelegramChannel
 from config.settings import LLMSettings, MemorySettings, Settings, StoreSettings, TelegramSettings
 from store import open_store
@@ -174,11 +175,6 @@ async def one_run(
         state["counts"].get("sendMessage", 0),
         state["counts"].get("editMessageText", 0),
     )
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 async def main(args: argparse.Namespace) -> None:

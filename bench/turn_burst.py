@@ -24,18 +24,13 @@ alternation.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import contextvars
 import inspect
 import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
@@ -44,6 +39,7 @@ from agent.core import Agent, TurnRequest
 from agent.events import Done, TextDelta
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
+from bench.common import fake_llm, pct
 from config.logging import configure_logging
 from config.settings import LLMSettings, LoggingSettings, MemorySettings, Settings, StoreSettings
 from store import DelegatingEngine, EmbeddedEngine, Results, Scope, Step, Store
@@ -55,30 +51,6 @@ TEXT = "a line of ordinary chat, about as long as people write them in a messeng
 _spent: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("spent", default=None)
 #: turns run one at a time to measure one turn's CPU time
 FLOOR_TURNS = 20
-
-
-@contextlib.contextmanager
-def fake_server() -> Iterator[str]:
-    """FakeOpenAI in its own process (as in bench/agent_turns.py)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("READY "):
-            raise SystemExit(f"the fake LLM server did not start: {line!r}")
-        yield line.split()[1]
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(10)
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class WriterClock(DelegatingEngine):
@@ -139,9 +111,9 @@ async def burst(llm: LLMSettings, n: int, group: bool) -> dict[str, float]:
             open_tools(settings) as tools,
             Agent(settings, store, provider, tools) as agent,
         ):
-            scratch = await agent.new_conversation(SCOPE, channel="web")
+            scratch = await agent.conversations.new(SCOPE, channel="web")
             floor = await cpu_per_turn(agent, scratch.sid) * n
-            cids = [(await agent.new_conversation(SCOPE, channel="web")).sid for _ in range(n)]
+            cids = [(await agent.conversations.new(SCOPE, channel="web")).sid for _ in range(n)]
             stats = embedded.commit_stats() if hasattr(embedded, "commit_stats") else None
             commits, batches = (stats.commits, stats.batches) if stats else (0, 0)
             results: list[tuple[float, float, float]] = []
@@ -177,7 +149,7 @@ async def main_async(n: int, rounds: int, modes: list[bool]) -> None:
     print(f"{n} conversations, one turn each, all at once; ms unless named; durable commits")
     print(f"{'round':>5} {'group':>6} " + " ".join(f"{f:>14}" for f in FIELDS))
     got: dict[bool, list[dict[str, float]]] = {False: [], True: []}
-    with fake_server() as base_url:
+    with fake_llm() as base_url:
         llm = LLMSettings(base_url=base_url, api_key="bench", model="fake-model", max_retries=0)
         for rnd in range(rounds):
             for group in modes:

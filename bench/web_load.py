@@ -12,7 +12,7 @@ The fake LLM (``python -m tests.fakes.openai_server``) streams every answer as `
 
 Each client uses its own conversation (turns of one conversation are serialised by design).
 
-    .venv/bin/python bench/web_load.py [--clients 200] [--tokens 50] [--chunk-delay 0.02]
+    .venv/bin/python -m bench.web_load [--clients 200] [--tokens 50] [--chunk-delay 0.02]
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import argparse
 import itertools
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,13 +31,7 @@ from pathlib import Path
 import anyio
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from bench.common import ROOT, free_port, pct, start_fake_llm, wait_healthy_at
 
 
 def rss_mb(pid: int) -> float:
@@ -46,25 +39,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-async def wait_healthy(base_url: str, proc: subprocess.Popen[bytes]) -> None:
-    async with httpx.AsyncClient(base_url=base_url, timeout=2) as client:
-        with anyio.fail_after(60):
-            while True:
-                if proc.poll() is not None:
-                    raise SystemExit(f"hero-agent serve exited with {proc.returncode}")
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await anyio.sleep(0.1)
 
 
 async def one_chat(
@@ -168,28 +142,9 @@ def main() -> None:
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f}", flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="hero-web-bench-"))
-    llm_port, web_port = free_port(), free_port()
+    web_port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    fake = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.fakes.openai_server",
-            "--port",
-            str(llm_port),
-            "--chunk-delay",
-            str(args.chunk_delay),
-            "--tokens",
-            str(args.tokens),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert fake.stdout is not None
-    ready = fake.stdout.readline().decode().strip()
-    assert ready.startswith("READY "), ready
+    fake, llm_url = start_fake_llm("--chunk-delay", str(args.chunk_delay), "--tokens", str(args.tokens))
     config = tmp / "hero-agent.toml"
     config.write_text(
         f"[web]\nport = {web_port}\n[telegram]\nenabled = false\n[memory]\nenabled = false\n"
@@ -198,7 +153,7 @@ def main() -> None:
     daemon_env = {
         **env,
         "HERO_AGENT_DATA_DIR": str(tmp / "data"),
-        "OPENAI_BASE_URL": ready.split()[1],
+        "OPENAI_BASE_URL": llm_url,
         "OPENAI_API_KEY": "sk-bench",
     }
     hero = [str(Path(sys.executable).parent / "hero-agent")]
@@ -210,13 +165,13 @@ def main() -> None:
         )
     try:
         base_url = f"http://127.0.0.1:{web_port}"
-        anyio.run(wait_healthy, base_url, daemon)
+        anyio.run(wait_healthy_at, base_url, daemon)
         time.sleep(1.0)  # let start-up allocations settle before reading the idle RSS
         idle = rss_mb(daemon.pid)
         out, errors, elapsed = anyio.run(run_load, base_url, args.clients, args.tokens)
         loaded = rss_mb(daemon.pid)
         # the fake alone, same clients and tokens, measured in the same run (the machine's floor)
-        base, base_errors = anyio.run(run_baseline, ready.split()[1], args.clients, args.tokens)
+        base, base_errors = anyio.run(run_baseline, llm_url, args.clients, args.tokens)
         errors += base_errors
     finally:
         daemon.terminate()
@@ -233,20 +188,21 @@ def main() -> None:
         print("error kinds:", sorted(set(errors))[:10])
     if added:
         print(
-            f"added latency per token: p50={pct(added, 50):.1f}ms p99={pct(added, 99):.1f}ms "
+            f"added latency per token: p50={pct(added, 0.5):.1f}ms p99={pct(added, 0.99):.1f}ms "
             f"mean={statistics.fmean(added):.1f}ms (n={len(added)})"
         )
-        print(f"time to first token: p50={pct(ttft, 50):.0f}ms p99={pct(ttft, 99):.0f}ms")
+        print(f"time to first token: p50={pct(ttft, 0.5):.0f}ms p99={pct(ttft, 0.99):.0f}ms")
         base_added = [(g - args.chunk_delay) * 1000 for g in base["gaps"]]
         base_ttft = [t * 1000 for t in base["ttft"]]
         print(
-            f"baseline, the fake LLM alone: added per token p50={pct(base_added, 50):.1f}ms "
-            f"p99={pct(base_added, 99):.1f}ms; first token p50={pct(base_ttft, 50):.0f}ms "
-            f"p99={pct(base_ttft, 99):.0f}ms"
+            f"baseline, the fake LLM alone: added per token p50={pct(base_added, 0.5):.1f}ms "
+            f"p99={pct(base_added, 0.99):.1f}ms; first token p50={pct(base_ttft, 0.5):.0f}ms "
+            f"p99={pct(base_ttft, 0.99):.0f}ms"
         )
         start = [t * 1000 for t in out["start"]]
         print(
-            f"time to the start event (message stored): p50={pct(start, 50):.0f}ms p99={pct(start, 99):.0f}ms"
+            f"time to the start event (message stored): p50={pct(start, 0.5):.0f}ms "
+            f"p99={pct(start, 0.99):.0f}ms"
         )
     print(f"RSS hero-agent serve: idle={idle:.1f}MB after load={loaded:.1f}MB")
     print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")

@@ -26,20 +26,49 @@ from __future__ import annotations
 import bisect
 import builtins
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Generic, Self, TypeVar, cast
 
 from store import cut_turns
-from store.errors import LeaseHeld, UnsupportedOperation
+from store.errors import InvalidInput, LeaseHeld, UnsupportedOperation
 from store.leases import Claimed, Lease, LeaseOwner
-from store.models import JSON, Kind, Record, Scope
+from store.models import JSON, Kind, Record, Scope, validate_stored_context
 
 T = TypeVar("T")
 
 #: filter operators, as key suffixes: ``seq__gt``; a bare key means equality
 FILTER_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in")
 MAX_LIMIT = 1000
+
+
+def check_limit(limit: int) -> int:
+    """``limit`` when it is a page size an engine serves (1 to :data:`MAX_LIMIT`; not a bool)."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}")
+    return limit
+
+
+#: records per read of an engine's ``dump``
+DUMP_PAGE: Final = 500
+
+#: one page of a context's records of one kind, the ``limit`` after sid ``after`` in sid order
+ReadPage = Callable[[Kind, str, int], Awaitable[list[Record]]]
+
+
+async def dump_in_pages(context: str, read_page: ReadPage) -> AsyncIterator[tuple[Kind, Record]]:
+    """``Engine.dump`` for an engine that can read a page of records after a sid: kind by kind, a
+    page of :data:`DUMP_PAGE` at a time, so a large context is never held in memory at once."""
+    validate_stored_context(context)
+    for kind in Kind:
+        after = ""
+        while True:
+            page = await read_page(kind, after, DUMP_PAGE)
+            for rec in page:
+                yield kind, rec
+            if len(page) < DUMP_PAGE:
+                break
+            after = page[-1]["sid"]
 
 
 @dataclass(frozen=True, slots=True)

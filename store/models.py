@@ -181,7 +181,7 @@ class Conversation(StoredObject):
     #: the model chosen for this conversation with ``/model NAME`` ("": the configured ``llm.model``)
     model: str = ""
     #: the OpenAI-compatible endpoint's chained digest of the user and assistant texts its clients saw
-    #: (``channels/web/openai_history.py``): a stateless client's next request, whose history digests
+    #: (``channels/web/openai/history.py``): a stateless client's next request, whose history digests
     #: the same, continues this conversation ("": none, e.g. not an API conversation). Indexed.
     tail_digest: str = ""
 

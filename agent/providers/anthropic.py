@@ -30,7 +30,6 @@ from agent.errors import ProviderUnavailable
 from agent.providers.base import (
     ChatMessage,
     ChatRequest,
-    Provider,
     ProviderEvent,
     ReasoningBlock,
     Sampling,
@@ -42,10 +41,8 @@ from agent.providers.base import (
     text_with_placeholders,
 )
 from agent.providers.http import (
+    HttpProvider,
     error_from_payload,
-    error_from_response,
-    list_models,
-    make_client,
     post_stream,
 )
 from agent.providers.sse import drain, iter_sse
@@ -62,17 +59,16 @@ _STOP = {
 }
 
 
-class AnthropicProvider(Provider):
+class AnthropicProvider(HttpProvider):
     """Messages API over one pooled :class:`httpx2.AsyncClient`; ``transport`` is the test seam."""
 
     name = "anthropic"
 
     def __init__(self, settings: LLMSettings, *, transport: httpx2.AsyncBaseTransport | None = None) -> None:
-        self._secret = settings.api_key
         headers = {"anthropic-version": ANTHROPIC_VERSION}
         if settings.api_key:
             headers["x-api-key"] = settings.api_key
-        self._client = make_client(settings, headers, transport)
+        super().__init__(settings, headers, transport)
 
     def refused_parameter(self, sampling: Sampling) -> str:
         """``seed`` and a JSON ``response_format`` have no Messages API equivalent."""
@@ -82,20 +78,6 @@ class AnthropicProvider(Provider):
         if fmt is not None and fmt.get("type") != "text":
             return "response_format"
         return ""
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def ping(self) -> None:
-        try:
-            resp = await self._client.get("models")
-        except httpx2.HTTPError:
-            raise ProviderUnavailable("the LLM provider cannot be reached", retryable=True) from None
-        if resp.status_code in (401, 403) or resp.status_code >= 500:
-            raise error_from_response(resp.status_code, resp.headers, resp.text, self._secret)
-
-    async def list_models(self) -> list[str] | None:
-        return await list_models(self._client, self._secret)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
         async with (

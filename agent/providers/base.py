@@ -185,21 +185,31 @@ class CollectedResponse:
     completion_tokens: int = 0
     finish_reason: str = ""
     model: str = ""
+    #: the text chunks taken so far; :meth:`finish` joins them into ``text``
+    chunks: list[str] = field(default_factory=list, repr=False, compare=False)
+
+    def take(self, ev: ProviderEvent) -> None:
+        """Gather one stream event (a retry notice is for the caller to announce: nothing is kept)."""
+        if isinstance(ev, TextChunk):
+            self.chunks.append(ev.text)
+        elif isinstance(ev, ToolCallsReady):
+            self.tool_calls = ev.calls
+        elif isinstance(ev, ReasoningBlock):
+            self.reasoning.append(ev.block)
+        elif isinstance(ev, UsageReport):
+            self.prompt_tokens, self.completion_tokens = ev.prompt_tokens, ev.completion_tokens
+        elif isinstance(ev, StreamEnd):
+            self.finish_reason, self.model = ev.finish_reason, ev.model
+
+    def finish(self) -> CollectedResponse:
+        """The response once the stream ended: its text is the chunks joined."""
+        self.text = "".join(self.chunks)
+        return self
 
 
 async def collect(provider: Provider, request: ChatRequest) -> CollectedResponse:
+    """The whole response of one call, gathered (no usage entry: see :class:`agent.llm.LLM`)."""
     out = CollectedResponse()
-    parts: list[str] = []
     async for ev in provider.stream(request):
-        if isinstance(ev, TextChunk):
-            parts.append(ev.text)
-        elif isinstance(ev, ToolCallsReady):
-            out.tool_calls = ev.calls
-        elif isinstance(ev, ReasoningBlock):
-            out.reasoning.append(ev.block)
-        elif isinstance(ev, UsageReport):
-            out.prompt_tokens, out.completion_tokens = ev.prompt_tokens, ev.completion_tokens
-        elif isinstance(ev, StreamEnd):
-            out.finish_reason, out.model = ev.finish_reason, ev.model
-    out.text = "".join(parts)
-    return out
+        out.take(ev)
+    return out.finish()

@@ -34,6 +34,7 @@ from agent.errors import (
     ProviderRateLimited,
     ProviderUnavailable,
 )
+from agent.providers.base import Provider
 from config.settings import LLMSettings
 
 
@@ -107,6 +108,34 @@ async def post_stream(
             retryable=True,
             detail=f"base_url {origin}",
         ) from None
+
+
+class HttpProvider(Provider):
+    """A provider speaking to its API over one pooled :class:`httpx2.AsyncClient` (``transport`` is the
+    test seam): the client's lifecycle, the ping and the model list are the same for both APIs; each
+    API brings its headers and its ``stream``."""
+
+    def __init__(
+        self, settings: LLMSettings, headers: dict[str, str], transport: httpx2.AsyncBaseTransport | None
+    ) -> None:
+        self._secret = settings.api_key
+        self._client = make_client(settings, headers, transport)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def ping(self) -> None:
+        """Reachable and accepting the key: ``GET models`` (a server without that route still counts:
+        only a refused key or a server error fails)."""
+        try:
+            resp = await self._client.get("models")
+        except httpx2.HTTPError:
+            raise ProviderUnavailable("the LLM provider cannot be reached", retryable=True) from None
+        if resp.status_code in (401, 403) or resp.status_code >= 500:
+            raise error_from_response(resp.status_code, resp.headers, resp.text, self._secret)
+
+    async def list_models(self) -> list[str] | None:
+        return await list_models(self._client, self._secret)
 
 
 async def list_models(client: httpx2.AsyncClient, secret: str) -> list[str] | None:

@@ -25,7 +25,6 @@ from agent.errors import ProviderError, ProviderUnavailable
 from agent.providers.base import (
     ChatMessage,
     ChatRequest,
-    Provider,
     ProviderEvent,
     StreamEnd,
     TextChunk,
@@ -34,10 +33,8 @@ from agent.providers.base import (
     text_with_placeholders,
 )
 from agent.providers.http import (
+    HttpProvider,
     error_from_payload,
-    error_from_response,
-    list_models,
-    make_client,
     post_stream,
 )
 from agent.providers.sse import drain, iter_sse
@@ -60,31 +57,15 @@ _FINISH = {
 }
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(HttpProvider):
     """Chat Completions over one pooled :class:`httpx2.AsyncClient`; ``transport`` is the test seam."""
 
     name = "openai"
 
     def __init__(self, settings: LLMSettings, *, transport: httpx2.AsyncBaseTransport | None = None) -> None:
-        self._secret = settings.api_key
         headers = {"authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-        self._client = make_client(settings, headers, transport)
+        super().__init__(settings, headers, transport)
         self._tokens_key = "max_tokens"
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def ping(self) -> None:
-        """Reachable and accepting the key: ``GET /models`` (a server without that route still counts)."""
-        try:
-            resp = await self._client.get("models")
-        except httpx2.HTTPError:
-            raise ProviderUnavailable("the LLM provider cannot be reached", retryable=True) from None
-        if resp.status_code in (401, 403) or resp.status_code >= 500:
-            raise error_from_response(resp.status_code, resp.headers, resp.text, self._secret)
-
-    async def list_models(self) -> list[str] | None:
-        return await list_models(self._client, self._secret)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
         body = encode_body(request, completion_tokens_key=self._tokens_key)

@@ -13,9 +13,9 @@ from contextlib import asynccontextmanager
 from typing import TextIO
 
 from agent.tools.base import Tool
-from agent.tools.builtin_clock import CurrentDateTimeTool
-from agent.tools.builtin_memory import memory_tools
-from agent.tools.builtin_search import SearchConversationsTool
+from agent.tools.builtin.clock import CurrentDateTimeTool
+from agent.tools.builtin.memory import memory_tools
+from agent.tools.builtin.search import SearchConversationsTool
 from agent.tools.http_fetch import HttpFetchTool
 from agent.tools.registry import ToolRegistry
 from config.settings import Settings, ToolsSettings

@@ -122,9 +122,9 @@ class CliChat(Channel):
     async def start(self, *, conversation_id: str | None = None, new: bool = False) -> None:
         """Pick the conversation: ``conversation_id`` (switch), ``new``, else resume the active one."""
         if conversation_id:
-            await self.agent.set_active_conversation(self.scope, conversation_id)
+            await self.agent.conversations.set_active(self.scope, conversation_id)
         elif new:
-            await self.agent.new_conversation(self.scope, channel=CHANNEL)
+            await self.agent.conversations.new(self.scope, channel=CHANNEL)
         await self._refresh()
         self._resumed = not new and bool(self.conversation_id)
 
@@ -231,7 +231,7 @@ class CliChat(Channel):
 
     async def _refresh(self) -> None:
         """The active conversation for the toolbar (the agent may have changed it: /new, /switch)."""
-        conversation = await self.agent.active_conversation(self.scope, channel=CHANNEL, create=False)
+        conversation = await self.agent.conversations.active(self.scope, channel=CHANNEL, create=False)
         self.conversation_id = conversation.sid if conversation else ""
         self.title = conversation.title if conversation else ""
 

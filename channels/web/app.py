@@ -15,7 +15,6 @@ from channels.web import (
     routes_chat,
     routes_conversations,
     routes_media,
-    routes_openai,
     routes_ops,
     routes_pairing,
 )
@@ -24,6 +23,7 @@ from channels.web.errors import (
     handle_http_exception,
     handle_unexpected,
 )
+from channels.web.openai import routes as openai_routes
 from channels.web.state import WebState
 from config.errors import HeroError
 
@@ -112,7 +112,7 @@ def create_app(settings: Settings, agent: Agent, *, state: WebState | None = Non
             *routes_conversations.ROUTES,
             *routes_chat.ROUTES,
             *routes_media.ROUTES,
-            *routes_openai.ROUTES,
+            *openai_routes.ROUTES,
             *routes_ops.ROUTES,
             *routes_pairing.ROUTES,
         ],

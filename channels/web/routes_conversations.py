@@ -62,7 +62,7 @@ async def list_conversations(request: Request) -> Response:
     page = await agent.store.list_conversations(
         scope, limit=limit, cursor=cursor, archived=archived, text=text
     )
-    active = await agent.active_conversation(scope, channel=CHANNEL, create=False)
+    active = await agent.conversations.active(scope, channel=CHANNEL, create=False)
     return JSONResponse(
         {
             "items": [conversation_view(c) for c in page.items],
@@ -79,7 +79,7 @@ async def create_conversation(request: Request) -> Response:
     scope = scope_of(request, user, body)
     only_keys(body, {"title"})
     title = _title(body) or ""
-    conv = await web_state(request).agent.new_conversation(scope, channel=CHANNEL, title=title)
+    conv = await web_state(request).agent.conversations.new(scope, channel=CHANNEL, title=title)
     return JSONResponse(conversation_view(conv), status_code=201)
 
 
@@ -155,7 +155,7 @@ async def clear_conversation(request: Request) -> Response:
     scope = caller_scope(request)
     agent = web_state(request).agent
     await agent.store.get_conversation(scope, request.path_params["id"])  # 404 for foreign ids
-    conv = await agent.clear_conversation(scope, request.path_params["id"])
+    conv = await agent.conversations.clear(scope, request.path_params["id"])
     return JSONResponse(conversation_view(conv))
 
 

@@ -30,7 +30,16 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from config.settings import StoreSettings
-from store.engine import Capabilities, CreateStep, DeleteStep, Engine, Results, Step, reads_only
+from store.engine import (
+    Capabilities,
+    CreateStep,
+    DeleteStep,
+    Engine,
+    Results,
+    Step,
+    dump_in_pages,
+    reads_only,
+)
 from store.errors import Conflict, InvalidInput, StoreUnavailable
 from store.leases import Lease
 from store.models import Kind, Record, Scope, validate_stored_context, validate_user
@@ -41,7 +50,6 @@ from store.postgres.transfer import contexts, dump_page, rename_user, restore_ba
 from store.postgres.upgrade import migrate
 
 log = structlog.get_logger()
-DUMP_PAGE = 500
 _BACKOFF_S = (0.05, 0.2, 0.5, 1.0, 2.0)
 #: what ``counters()`` counts (failed attempts by reason, calls that stayed unreachable)
 EVENTS = ("connection", "serialization", "unknown_commit", "unreachable")
@@ -254,18 +262,14 @@ class PostgresEngine(Engine):
         return found
 
     async def dump(self, context: str) -> AsyncIterator[tuple[Kind, Record]]:
-        validate_stored_context(context)
-        for kind in Kind:
-            after = ""
-            while True:
-                page: list[Record] = await self._with_conn(
-                    dump_page, TABLES[kind], context, after, DUMP_PAGE, writes=False, safe=True
-                )
-                for rec in page:
-                    yield kind, rec
-                if len(page) < DUMP_PAGE:
-                    break
-                after = page[-1]["sid"]
+        async def read_page(kind: Kind, after: str, limit: int) -> list[Record]:
+            page: list[Record] = await self._with_conn(
+                dump_page, TABLES[kind], context, after, limit, writes=False, safe=True
+            )
+            return page
+
+        async for item in dump_in_pages(context, read_page):
+            yield item
 
     async def restore_batch(self, items: Sequence[tuple[Kind, Record]]) -> int:
         """All of ``items`` in ONE transaction (restoring is idempotent: safe to repeat)."""

@@ -30,13 +30,14 @@ from store.engine import (
     ListStep,
     Page,
     ReleaseStep,
+    check_limit,
 )
 from store.errors import InvalidInput
 from store.leases import Claimed, Lease, LeaseOwner
 from store.models import BASE_FIELDS, Kind, Record, Scope
-from store.postgres.query import Where, add_cursor, add_filters, order_expr, scoped, ts_query
+from store.postgres.query import add_filters, order_expr, scoped, ts_query
 from store.postgres.schema import CASCADE_TABLES, TABLES, PgTable
-from store.sqlite.query import check_limit, encode_cursor
+from store.sql import Where, add_cursor, encode_cursor
 
 Rows = list[tuple[Any, ...]]
 Statement = tuple[str, Mapping[str, object] | Sequence[object]]

@@ -2,50 +2,24 @@
 
 Columns (the common ones, a kind's hot and owned columns) are compared directly and served by indexes;
 any other field is read from the record's JSON text. Text compares bytewise (``COLLATE "C"``), as on
-SQLite. Cursors are the embedded engine's (keyset: the last row's sort value and sid).
+SQLite. The clause under construction, filter keys and cursors are the ones both SQL engines share
+(:mod:`store.sql`).
 """
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass, field
-
-from store.engine import FILTER_OPS, ListQuery
-from store.errors import InvalidInput
+from store.engine import ListQuery
 from store.models import JSON
 from store.postgres.schema import PgTable
 from store.search import search_words
-from store.sqlite.query import decode_cursor
+from store.sql import Where, dumps, field_name, in_values, parse_filter, plain_value
 
-_FIELD_RE = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 _OPS = {"eq": "=", "ne": "IS DISTINCT FROM", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _COMMON = ("sid", "context", "user_id", "created_at", "updated_at")
 
 
-@dataclass(slots=True)
-class Where:
-    """A WHERE clause under construction: fragments and their parameters (``%s`` placeholders)."""
-
-    where: list[str]
-    params: list[object] = field(default_factory=list)
-
-    def add(self, fragment: str, *params: object) -> None:
-        self.where.append(fragment)
-        self.params.extend(params)
-
-    def clause(self) -> str:
-        return " AND ".join(self.where) if self.where else "true"
-
-
 def scoped(context: str, user_id: str) -> Where:
-    return Where(["context = %s", "user_id = %s"], [context, user_id])
-
-
-def _name(name: str) -> str:
-    if not isinstance(name, str) or not _FIELD_RE.match(name):
-        raise InvalidInput(f"invalid field name {name!r}")
-    return name
+    return Where("%s", ["context = %s", "user_id = %s"], [context, user_id])
 
 
 def _column(spec: PgTable, name: str) -> str | None:
@@ -69,49 +43,32 @@ def _json_value(name: str) -> str:
 
 def add_filters(spec: PgTable, where: Where, filters: dict[str, JSON]) -> None:
     for key, value in filters.items():
-        name, _, op = key.partition("__")
-        op = op or "eq"
-        if op not in FILTER_OPS:
-            raise InvalidInput(f"unknown filter operator {op!r} in {key!r}")
-        col = _column(spec, _name(name))
+        name, op = parse_filter(key)
+        col = _column(spec, name)
         if op == "in":
-            if not isinstance(value, list | tuple):
-                raise InvalidInput(f"filter {key!r} needs a list")
-            if not value:
+            values = in_values(key, value)
+            if not values:
                 where.add("false")
             elif col is not None:
-                where.add(f"{col} IN ({', '.join(['%s'] * len(value))})", *(_plain(v) for v in value))
+                where.add(f"{col} IN ({', '.join(['%s'] * len(values))})", *(plain_value(v) for v in values))
             else:
                 where.add(
-                    f"{_json_value(name)} IN ({', '.join(['%s::jsonb'] * len(value))})",
-                    *(_dumps(v) for v in value),
+                    f"{_json_value(name)} IN ({', '.join(['%s::jsonb'] * len(values))})",
+                    *(dumps(v) for v in values),
                 )
         elif value is None and op in ("eq", "ne"):
             target = col if col is not None else _json_text(name)
             where.add(f"{target} IS {'NOT ' if op == 'ne' else ''}NULL")
         elif col is not None:
-            where.add(f"{col} {_OPS[op]} %s", _plain(value))
+            where.add(f"{col} {_OPS[op]} %s", plain_value(value))
         elif isinstance(value, str):
             where.add(f'{_json_text(name)} COLLATE "C" {_OPS[op]} %s', value)
         else:
-            where.add(f"{_json_value(name)} {_OPS[op]} %s::jsonb", _dumps(value))
-
-
-def _plain(value: JSON) -> object:
-    """A filter value for a column: booleans are integers (as on SQLite), lists/objects JSON text."""
-    if isinstance(value, bool):
-        return int(value)
-    if value is None or isinstance(value, int | float | str):
-        return value
-    return _dumps(value)
-
-
-def _dumps(value: JSON) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+            where.add(f"{_json_value(name)} {_OPS[op]} %s::jsonb", dumps(value))
 
 
 def order_expr(spec: PgTable, query: ListQuery) -> str:
-    col = _column(spec, _name(query.order_by))
+    col = _column(spec, field_name(query.order_by))
     if col is None:
         # a missing JSON field sorts as "" so that keyset comparisons never meet NULL
         return f"coalesce({_json_text(query.order_by)}, '') COLLATE \"C\""
@@ -120,14 +77,6 @@ def order_expr(spec: PgTable, query: ListQuery) -> str:
     if col.startswith("coalesce("):
         return f"coalesce({col}, '')"
     return col
-
-
-def add_cursor(where: Where, expr: str, query: ListQuery) -> None:
-    if query.cursor is None:
-        return
-    value, sid = decode_cursor(query.cursor)
-    cmp = "<" if query.descending else ">"
-    where.add(f"({expr}, sid) {cmp} (%s, %s)", value, sid)
 
 
 def ts_query(text: str) -> str | None:

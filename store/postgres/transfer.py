@@ -8,8 +8,9 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from store.errors import Conflict, InvalidInput
-from store.models import Kind, Record, Scope, validate_sid, validate_stored_context, validate_user
+from store import restore
+from store.errors import Conflict
+from store.models import Kind, Record
 from store.postgres import ops
 from store.postgres.schema import TABLES, PgTable
 
@@ -61,46 +62,28 @@ async def _one(conn: Conn, sql: str, params: Sequence[object]) -> tuple[Any, ...
 
 
 async def _restore_one(conn: Conn, kind: Kind, rec: Record) -> bool:
-    if not isinstance(rec, dict):
-        raise InvalidInput("a record must be a JSON object")
+    sid, scope = restore.target(kind, rec)
     spec = TABLES[kind]
-    sid = validate_sid(rec.get("sid"))  # type: ignore[arg-type]
-    scope = Scope(validate_stored_context(rec.get("context")), validate_user(rec.get("user_id")))  # type: ignore[arg-type]
-    for name in ("created_at", "updated_at"):
-        if not isinstance(rec.get(name), int) or isinstance(rec.get(name), bool):
-            raise InvalidInput(f"{kind.value} {sid}: {name} must be an integer")
     row = await _one(
         conn,
         f"SELECT {spec.select}, id FROM {spec.table} WHERE context = %s AND sid = %s FOR UPDATE",
         (scope.context, sid),
     )
-    if row is not None:
-        current = ops.record(spec, row[:-1])
-        if current == rec:
-            return False
-        if current.get("user_id") != scope.user_id:
-            raise Conflict(f"{kind.value} {sid} already belongs to another user in {scope.context!r}")
+    if restore.unchanged(kind, sid, scope, None if row is None else ops.record(spec, row[:-1]), rec):
+        return False
     if kind is Kind.MESSAGE:
-        conv = rec.get("conversation_id")
+        conv = restore.conversation_of(sid, rec)
         exists = "SELECT 1 FROM conversations WHERE context = %s AND sid = %s AND user_id = %s"
-        if (
-            not isinstance(conv, str)
-            or await _one(conn, exists, (scope.context, conv, scope.user_id)) is None
-        ):
-            raise InvalidInput(f"message {sid}: its conversation {conv!r} is missing")
-        seq = rec.get("seq")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-            raise InvalidInput(f"message {sid}: seq must be a positive integer")
+        if await _one(conn, exists, (scope.context, conv, scope.user_id)) is None:
+            raise restore.missing_conversation(sid, conv)
+        seq = restore.seq_of(sid, rec)
         holder = await _one(
             conn,
             "SELECT sid FROM messages WHERE context = %s AND user_id = %s AND conversation_id = %s "
             "AND seq = %s",
             (scope.context, scope.user_id, conv, seq),
         )
-        if holder is not None and holder[0] != sid:
-            raise Conflict(
-                f"message {sid}: seq {seq} of conversation {conv!r} is held by message {holder[0]}"
-            )
+        restore.check_seq_free(sid, conv, seq, None if holder is None else holder[0])
     values = ops.row_values(spec, rec)
     if row is None:
         await conn.execute(ops.insert_sql(spec), values)

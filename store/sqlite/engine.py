@@ -35,7 +35,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import structlog
 
-from store.engine import CommitStats, Engine, Results, Step
+from store.engine import CommitStats, Engine, Results, Step, dump_in_pages
 from store.errors import Conflict, StoreError, StoreUnavailable
 from store.leases import Lease
 from store.models import Kind, Record, Scope, validate_stored_context, validate_user
@@ -47,7 +47,6 @@ from store.sqlite.group import MAX_GROUP, Outcome, Write, commit_group
 from store.sqlite.schema import configure, migrate
 
 DB_FILE = "hero-agent.db"
-DUMP_PAGE = 500
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -321,16 +320,11 @@ class EmbeddedEngine(Engine):
         return await self._run(ops.contexts)
 
     async def dump(self, context: str) -> AsyncIterator[tuple[Kind, Record]]:
-        validate_stored_context(context)
-        for kind in Kind:
-            after = ""
-            while True:
-                page = await self._run(ops.dump_page, kind, context, after, DUMP_PAGE)
-                for rec in page:
-                    yield kind, rec
-                if len(page) < DUMP_PAGE:
-                    break
-                after = page[-1]["sid"]
+        async def read_page(kind: Kind, after: str, limit: int) -> list[Record]:
+            return await self._run(ops.dump_page, kind, context, after, limit)
+
+        async for item in dump_in_pages(context, read_page):
+            yield item
 
     async def restore_batch(self, items: Sequence[tuple[Kind, Record]]) -> int:
         """All of ``items`` in ONE transaction: all written or none."""

@@ -14,27 +14,18 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from store.engine import ListQuery, Page
-from store.errors import Conflict, InvalidInput, NotFound
+from store import restore
+from store.engine import ListQuery, Page, check_limit
+from store.errors import InvalidInput, NotFound
 from store.models import (
     BASE_FIELDS,
     JSON,
     Kind,
     Record,
     Scope,
-    validate_sid,
-    validate_stored_context,
-    validate_user,
 )
-from store.sqlite.query import (
-    SQL,
-    add_cursor,
-    add_filters,
-    check_limit,
-    encode_cursor,
-    fts_query,
-    order_expr,
-)
+from store.sql import Where, add_cursor, encode_cursor, scoped
+from store.sqlite.query import add_filters, fts_query, order_expr
 from store.sqlite.schema import CASCADE_TABLES, TABLES, KindTable
 
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -241,7 +232,7 @@ def list_records(conn: sqlite3.Connection, kind: Kind, scope: Scope, query: List
     limit = check_limit(query.limit)
     if query.text is not None:
         return Page(_search(conn, spec, scope, query, limit))
-    sql = SQL(["context = ?", "user_id = ?"], [scope.context, scope.user_id])
+    sql = scoped("?", scope.context, scope.user_id)
     add_filters(spec, sql, query.filters)
     expr = order_expr(spec, query)
     add_cursor(sql, expr, query)
@@ -266,7 +257,8 @@ def _search(
     match = fts_query(query.text or "")
     if match is None:
         return []
-    sql = SQL([f"{spec.fts} MATCH ?", "context = ?", "user_id = ?"], [match, scope.context, scope.user_id])
+    sql = Where("?", [f"{spec.fts} MATCH ?"], [match])
+    sql.add("context = ? AND user_id = ?", scope.context, scope.user_id)
     add_filters(spec, sql, query.filters)
     rows = conn.execute(
         f"SELECT data FROM {spec.fts} JOIN {spec.table} ON {spec.table}.id = {spec.fts}.rowid "
@@ -278,7 +270,7 @@ def _search(
 
 def count(conn: sqlite3.Connection, kind: Kind, scope: Scope, filters: dict[str, JSON] | None) -> int:
     spec = TABLES[kind]
-    sql = SQL(["context = ?", "user_id = ?"], [scope.context, scope.user_id])
+    sql = scoped("?", scope.context, scope.user_id)
     add_filters(spec, sql, filters or {})
     (n,) = conn.execute(f"SELECT count(*) FROM {spec.table} WHERE {sql.clause()}", sql.params).fetchone()
     return int(n)
@@ -329,43 +321,24 @@ def restore_batch(conn: sqlite3.Connection, items: Sequence[tuple[Kind, Record]]
 
 
 def _restore_one(conn: sqlite3.Connection, kind: Kind, rec: Record) -> bool:
-    if not isinstance(rec, dict):
-        raise InvalidInput("a record must be a JSON object")
+    sid, scope = restore.target(kind, rec)
     spec = TABLES[kind]
-    sid = validate_sid(rec.get("sid"))  # type: ignore[arg-type]
-    scope = Scope(validate_stored_context(rec.get("context")), validate_user(rec.get("user_id")))  # type: ignore[arg-type]
-    for name in ("created_at", "updated_at"):
-        if not isinstance(rec.get(name), int) or isinstance(rec.get(name), bool):
-            raise InvalidInput(f"{kind.value} {sid}: {name} must be an integer")
     row = conn.execute(
         f"SELECT id, data FROM {spec.table} WHERE context = ? AND sid = ?", (scope.context, sid)
     ).fetchone()
-    if row is not None:
-        current = json.loads(row[1])
-        if current == rec:
-            return False
-        if current.get("user_id") != scope.user_id:
-            raise Conflict(f"{kind.value} {sid} already belongs to another user in {scope.context!r}")
+    if restore.unchanged(kind, sid, scope, None if row is None else json.loads(row[1]), rec):
+        return False
     if kind is Kind.MESSAGE:
-        conv = rec.get("conversation_id")
+        conv = restore.conversation_of(sid, rec)
         exists = "SELECT 1 FROM conversations WHERE context = ? AND sid = ? AND user_id = ?"
-        if (
-            not isinstance(conv, str)
-            or not conn.execute(exists, (scope.context, conv, scope.user_id)).fetchone()
-        ):
-            raise InvalidInput(f"message {sid}: its conversation {conv!r} is missing")
-        seq = rec.get("seq")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-            raise InvalidInput(f"message {sid}: seq must be a positive integer")
-        # said here rather than by the UNIQUE index, whose IntegrityError text means nothing to a user
+        if not conn.execute(exists, (scope.context, conv, scope.user_id)).fetchone():
+            raise restore.missing_conversation(sid, conv)
+        seq = restore.seq_of(sid, rec)
         holder = conn.execute(
             "SELECT sid FROM messages WHERE context = ? AND user_id = ? AND conversation_id = ? AND seq = ?",
             (scope.context, scope.user_id, conv, seq),
         ).fetchone()
-        if holder is not None and holder[0] != sid:
-            raise Conflict(
-                f"message {sid}: seq {seq} of conversation {conv!r} is held by message {holder[0]}"
-            )
+        restore.check_seq_free(sid, conv, seq, None if holder is None else holder[0])
     if row is None:
         _insert(conn, spec, rec, None)
     else:

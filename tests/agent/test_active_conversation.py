@@ -62,5 +62,5 @@ async def test_a_deleted_active_conversation_gives_way_to_a_new_one(agent: Agent
     new = second[-1].conversation_id
     assert new != old
     assert [m.content for m in await all_messages(agent.store, new) if m.role == "user"] == ["still there?"]
-    active = await agent.active_conversation(SCOPE, channel="cli", create=False)
+    active = await agent.conversations.active(SCOPE, channel="cli", create=False)
     assert active is not None and active.sid == new

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.anyio
 
 async def test_consumer_leaving_mid_stream(agent: Agent, fake: FakeOpenAI) -> None:
     fake.enqueue(reply_text("one two three four five six", chunks=6, chunk_delay=0.3))
-    conv = await agent.new_conversation(SCOPE, channel="cli")
+    conv = await agent.conversations.new(SCOPE, channel="cli")
     got: list[TurnEvent] = []
     stream = agent.handle(req("tell me"))
     assert isinstance(stream, AsyncGenerator)  # a turn is an async generator: it can be closed
@@ -47,7 +47,7 @@ async def test_consumer_leaving_mid_stream(agent: Agent, fake: FakeOpenAI) -> No
 
 async def test_consumer_task_cancelled_mid_stream(agent: Agent, fake: FakeOpenAI) -> None:
     fake.enqueue(reply_text("alpha beta gamma delta", chunks=4, chunk_delay=0.3))
-    conv = await agent.new_conversation(SCOPE, channel="cli")
+    conv = await agent.conversations.new(SCOPE, channel="cli")
     first = anyio.Event()
 
     async def consume() -> None:
@@ -69,7 +69,7 @@ async def test_stop_mid_tool_answers_every_call(agent: Agent, fake: FakeOpenAI, 
     fake.enqueue(
         reply_tool_calls([("call_1", "block", "{}"), ("call_2", "count", '{"q": 1}')], text="Working on it."),
     )
-    conv = await agent.new_conversation(SCOPE, channel="cli")
+    conv = await agent.conversations.new(SCOPE, channel="cli")
     events: list[TurnEvent] = []
 
     async def consume() -> None:
@@ -109,7 +109,7 @@ async def test_stop_with_nothing_running(agent: Agent) -> None:
 async def test_history_with_a_dangling_call_is_repaired(agent: Agent, fake: FakeOpenAI) -> None:
     """A crash between persisting the tool call and its result (no cleanup ran): the next request
     still answers the call, and an orphan result is dropped."""
-    conv = await agent.new_conversation(SCOPE, channel="cli")
+    conv = await agent.conversations.new(SCOPE, channel="cli")
     st = agent.store
     await st.append_message(
         SCOPE, Message(conversation_id=conv.sid, role="user", content="before the crash", channel="cli")

@@ -60,7 +60,7 @@ async def test_extracted_in_one_conversation_recalled_in_another_and_after_resta
         await turn(agent, "What do my bees need in winter?")
         assert FACT in system_of(main_requests(fake)[-1])
         # the second extraction is shown what is already known, and the duplicate is dropped
-        await agent.memory.flush(SCOPE, (await agent.active_conversation(SCOPE, channel="cli")).sid)  # type: ignore[union-attr]
+        await agent.memory.flush(SCOPE, (await agent.conversations.active(SCOPE, channel="cli")).sid)  # type: ignore[union-attr]
         assert FACT in system_of(extractions[-1])
         assert len((await agent.store.list_memories(SCOPE)).items) == 1
 

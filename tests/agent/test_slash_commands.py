@@ -25,7 +25,7 @@ async def test_new_list_switch_rename(agent: Agent, fake: FakeOpenAI) -> None:
     first = (await turn(agent, "hello first"))[-1].conversation_id  # type: ignore[union-attr]
     new = await command(agent, "/new Trip planning")
     assert new.ok and new.conversation_id != first and new.data["conversation"]["title"] == "Trip planning"
-    assert (await agent.active_conversation(SCOPE, channel="cli")).sid == new.conversation_id  # type: ignore[union-attr]
+    assert (await agent.conversations.active(SCOPE, channel="cli")).sid == new.conversation_id  # type: ignore[union-attr]
 
     listed = await command(agent, "/list")
     rows = listed.data["conversations"]
@@ -47,22 +47,22 @@ async def test_new_list_switch_rename(agent: Agent, fake: FakeOpenAI) -> None:
 
 
 async def test_switch_refuses_foreign_and_bad_ids_and_changes_nothing(agent: Agent) -> None:
-    mine = await agent.new_conversation(SCOPE, channel="cli")
-    bobs = await agent.new_conversation(BOB, channel="cli")
+    mine = await agent.conversations.new(SCOPE, channel="cli")
+    bobs = await agent.conversations.new(BOB, channel="cli")
     for arg in (bobs.sid, "zzzz9", "../etc", ""):
         out = await command(agent, f"/switch {arg}".strip())
         assert not out.ok
         assert bobs.sid not in out.text or arg == bobs.sid  # a foreign id reads exactly like a missing one
     assert (await command(agent, f"/switch {bobs.sid}")).text == "No conversation with that id."
     assert (await command(agent, "/switch zzzz9")).text == "No conversation with that id."
-    assert (await agent.active_conversation(SCOPE, channel="cli")).sid == mine.sid  # type: ignore[union-attr]
+    assert (await agent.conversations.active(SCOPE, channel="cli")).sid == mine.sid  # type: ignore[union-attr]
 
 
 async def test_delete_is_a_hard_delete_and_leaves_no_active(agent: Agent, fake: FakeOpenAI) -> None:
     cid = (await turn(agent, "secret stuff"))[-1].conversation_id  # type: ignore[union-attr]
     out = await command(agent, "/delete")
     assert out.ok and out.data == {"deleted": cid}
-    assert await agent.active_conversation(SCOPE, channel="cli", create=False) is None
+    assert await agent.conversations.active(SCOPE, channel="cli", create=False) is None
     assert (await agent.store.list_conversations(SCOPE)).items == []
     assert not (await command(agent, "/delete")).ok
     nxt = (await turn(agent, "fresh start"))[-1].conversation_id  # type: ignore[union-attr]

@@ -65,7 +65,7 @@ async def test_streamed_text_is_persisted_with_its_channel(agent: Agent, fake: F
 
 async def test_user_message_is_stored_before_the_model_is_called(agent: Agent, fake: FakeOpenAI) -> None:
     fake.enqueue(reply_hang())
-    conv = await agent.new_conversation(SCOPE, channel="web")
+    conv = await agent.conversations.new(SCOPE, channel="web")
     seen: list[object] = []
 
     async def consume() -> None:
@@ -193,7 +193,7 @@ async def test_provider_failure_is_one_clear_error_and_a_marker(agent: Agent, fa
 
 
 async def test_bad_input_is_refused_and_nothing_is_stored(agent: Agent, fake: FakeOpenAI) -> None:
-    conv = await agent.new_conversation(SCOPE, channel="cli")
+    conv = await agent.conversations.new(SCOPE, channel="cli")
     too_long = "x" * (agent.settings.agent.max_message_chars + 1)
     for text, code in (("", "invalid_input"), ("   ", "invalid_input"), (too_long, "message_too_large")):
         events = await turn(agent, text)
@@ -243,7 +243,7 @@ async def test_a_request_without_a_scope_is_an_error_not_a_hang(agent: Agent, fa
 
 async def test_unknown_or_foreign_conversation_is_not_found(agent: Agent, fake: FakeOpenAI) -> None:
     bob = Scope("default", "bob")
-    bobs = await agent.new_conversation(bob, channel="cli")
+    bobs = await agent.conversations.new(bob, channel="cli")
     for cid, code in ((bobs.sid, "not_found"), ("zzzz9", "not_found"), ("Not-An-Id!", "invalid_input")):
         events = await turn(agent, "hi", conversation_id=cid)
         assert isinstance(events[-1], TurnFailed) and events[-1].code == code, cid
@@ -267,7 +267,7 @@ async def test_deadline_marks_the_partial_reply_interrupted(kit: Kit, fake: Fake
 
 async def test_store_unavailable_is_one_clear_error(kit: Kit, fake: FakeOpenAI) -> None:
     async with running(kit.settings) as agent:
-        conv = await agent.new_conversation(SCOPE, channel="cli")
+        conv = await agent.conversations.new(SCOPE, channel="cli")
         await agent.store.engine.aclose()  # the store goes away under the running agent
         events = await turn(agent, "hello?", conversation_id=conv.sid)
         assert (

@@ -61,7 +61,7 @@ async def test_a_turn_ends_with_one_batch_of_answer_usage_and_release(tmp_path: 
             Store(recording) as store,
             Agent(settings, store, provider) as agent,
         ):
-            conv = await agent.new_conversation(SCOPE, channel="cli")
+            conv = await agent.conversations.new(SCOPE, channel="cli")
             await store.rename_conversation(SCOPE, conv.sid, "named")  # no title write in the turn
             recording.batches.clear()
             with anyio.fail_after(20):

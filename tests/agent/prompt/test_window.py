@@ -128,7 +128,7 @@ async def test_compact_command(agent: Agent, fake: FakeOpenAI) -> None:
 
 async def test_two_turns_on_one_conversation_never_interleave(agent: Agent, fake: FakeOpenAI) -> None:
     fake.chunk_delay = 0.05
-    conv = await agent.new_conversation(SCOPE, channel="cli")
+    conv = await agent.conversations.new(SCOPE, channel="cli")
     results: dict[str, list[TurnEvent]] = {}
 
     async def one(text: str, channel: str) -> None:
@@ -209,7 +209,7 @@ async def test_failed_compaction_falls_back_to_trimming(kit: Kit, fake: FakeOpen
 async def test_busy_when_another_process_holds_the_conversation(kit: Kit) -> None:
     settings = with_agent(kit.settings, turn_deadline_s=0.3)
     async with running(settings) as agent:
-        conv = await agent.new_conversation(SCOPE, channel="cli")
+        conv = await agent.conversations.new(SCOPE, channel="cli")
         other_process = Store(agent.store.engine)  # another Store: only the store lease separates them
         async with other_process.conversation_lock(SCOPE, conv.sid):
             events = await turn(agent, "hello", conversation_id=conv.sid)

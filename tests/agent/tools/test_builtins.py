@@ -9,9 +9,9 @@ import pytest
 
 from agent.providers.base import ToolCall
 from agent.tools.base import ToolCaller, ToolError
-from agent.tools.builtin_clock import CurrentDateTimeTool
-from agent.tools.builtin_memory import MemoryForgetTool, MemorySaveTool, MemorySearchTool
-from agent.tools.builtin_search import SearchConversationsTool, snippet
+from agent.tools.builtin.clock import CurrentDateTimeTool
+from agent.tools.builtin.memory import MemoryForgetTool, MemorySaveTool, MemorySearchTool
+from agent.tools.builtin.search import SearchConversationsTool, snippet
 from agent.tools.factory import builtin_tools, open_tools
 from agent.tools.registry import ToolRegistry
 from config.settings import Settings, ToolsSettings

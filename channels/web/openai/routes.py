@@ -4,13 +4,13 @@ and ``GET /v1/models/{id}``.
 The agent keeps its own history, so the **last user message** of ``messages`` is the turn input (its
 ``text`` parts; ``image_url`` parts as images, ``data:`` URLs or http(s) fetched under ``http_fetch``'s
 address policy; ``input_audio`` parts transcribed like voice messages). What comes before it picks
-the conversation (:mod:`channels.web.openai_history`: ``X-Hero-Conversation``, else the history's
+the conversation (:mod:`channels.web.openai.history`: ``X-Hero-Conversation``, else the history's
 digest, else a new conversation; ``user`` is a namespace), after retry detection
-(:mod:`channels.web.openai_retry`). The client's ``system``/``developer`` messages are used for the
+(:mod:`channels.web.openai.retry`). The client's ``system``/``developer`` messages are used for the
 turn after the agent's own instructions and memories, and stored; its generation parameters go to
-the provider (:mod:`channels.web.openai_params`).
+the provider (:mod:`channels.web.openai.params`).
 
-The request's ``tools`` are offered to the model beside the agent's own (:mod:`channels.web.openai_tools`);
+The request's ``tools`` are offered to the model beside the agent's own (:mod:`channels.web.openai.tools`);
 a call to one ends the completion with ``finish_reason: "tool_calls"``, and a request whose messages end
 with the ``role: tool`` results continues that turn (:mod:`agent.client_tools`).
 
@@ -40,10 +40,10 @@ from agent.media import VoiceNote
 from channels.web.auth import authenticate, scope_of
 from channels.web.errors import ApiError, error_body, read_json_object, status_for
 from channels.web.media import upload_limit
-from channels.web.openai_history import extend, seed, title_from, visible_history
-from channels.web.openai_params import client_system, turn_options
-from channels.web.openai_retry import body_digest, identify, remember
-from channels.web.openai_tools import client_tools, tool_results, wire_calls
+from channels.web.openai.history import extend, seed, title_from, visible_history
+from channels.web.openai.params import client_system, turn_options
+from channels.web.openai.retry import body_digest, identify, remember
+from channels.web.openai.tools import client_tools, tool_results, wire_calls
 from channels.web.sse import EventStreamResponse, SendChunk, run_guarded, sse_data
 from channels.web.state import WebState, web_state
 from channels.web.turns import TurnSummary, run_turn
@@ -156,7 +156,7 @@ async def pick_conversation(
     last: str,
     continuing: bool = False,
 ) -> tuple[str, str]:
-    """The conversation id and the digest of the history the client sent (``openai_history``).
+    """The conversation id and the digest of the history the client sent (:mod:`channels.web.openai.history`).
 
     ``continuing``: the request carries tool results; the conversation is the one whose turn awaits
     them: its digest ends with the user message those calls answer (a tool-call step is not text)."""

@@ -15,7 +15,7 @@ from typing import Any
 from agent.providers.base import Provider, Sampling
 from agent.turn_options import TurnOptions
 from channels.web.errors import ApiError
-from channels.web.openai_history import text_of
+from channels.web.openai.history import text_of
 
 MAX_STOP = 4
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")

@@ -1,6 +1,6 @@
 """Retries of OpenAI requests: a request sent again after a lost or cut answer is the same turn.
 
-Detection runs before the history match (:mod:`channels.web.openai_history`), in this order:
+Detection runs before the history match (:mod:`channels.web.openai.history`), in this order:
 
 1. ``Idempotency-Key: K``: the turn's request key is ``api-request:K``. When K is the key of the
    caller's previous request (per ``user`` namespace), the retry goes to that request's conversation.

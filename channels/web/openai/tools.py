@@ -14,7 +14,7 @@ from typing import Any
 from agent.client_tools import ClientResult
 from agent.providers.base import ToolCall, ToolSpec
 from channels.web.errors import ApiError
-from channels.web.openai_history import text_of
+from channels.web.openai.history import text_of
 
 #: OpenAI's rule for function names
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

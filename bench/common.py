@@ -1,0 +1,86 @@
+"""What the benchmarks share: the percentile of a sample, and waiting for a started daemon to answer.
+
+Every benchmark runs as a module from the repository root (``python -m bench.web_load``), so that
+``bench.common`` imports the same way everywhere, with no edit of ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import anyio
+import httpx
+
+#: the repository root: the working directory of a bench run in a subprocess (``-m bench.x``)
+ROOT = Path(__file__).resolve().parents[1]
+#: how long a daemon may take to answer /healthz after it was started (a loaded machine is slow)
+HEALTHY_DEADLINE_S = 60.0
+
+
+def free_port() -> int:
+    """A loopback port free at the time of asking (for a server started next)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_fake_llm(*options: str) -> tuple[subprocess.Popen[str], str]:
+    """The fake OpenAI server (``tests.fakes.openai_server``, with ``options`` such as ``--tokens``)
+    started in its own process on a free loopback port, so its work never competes with the agent for
+    the GIL: the process (the caller stops it) and its base URL, once it said it is ready."""
+    cmd = [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(free_port()), *options]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    assert proc.stdout is not None  # stdout=PIPE
+    line = proc.stdout.readline()
+    if not line.startswith("READY "):
+        proc.kill()
+        proc.wait()
+        raise SystemExit(f"the fake LLM server did not start: {line!r}")
+    return proc, line.split()[1]
+
+
+@contextlib.contextmanager
+def fake_llm(*options: str) -> Iterator[str]:
+    """:func:`start_fake_llm` for the length of a ``with``: yields the base URL, stops it on exit."""
+    proc, url = start_fake_llm(*options)
+    try:
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``: the sample nearest to rank ``q * (n - 1)``; NaN when
+    there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def wait_healthy(client: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -> None:
+    """Poll the daemon's ``/healthz`` through ``client`` until it answers 200, within
+    :data:`HEALTHY_DEADLINE_S`; exit when the daemon exited first."""
+    with anyio.fail_after(HEALTHY_DEADLINE_S):
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"hero-agent serve exited with {proc.returncode}")
+            try:
+                if (await client.get("/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await anyio.sleep(0.1)
+
+
+async def wait_healthy_at(base_url: str, proc: subprocess.Popen[bytes]) -> None:
+    """:func:`wait_healthy` with a client of its own for ``base_url``."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=2) as client:
+        await wait_healthy(client, proc)
