@@ -103,7 +103,27 @@ class ChatRequest:
 
 @dataclass(frozen=True, slots=True)
 class TextChunk:
+    """Streamed text: one or more of the server's text events (those read together are joined)."""
+
     text: str
+
+
+@dataclass(slots=True)
+class TextStats:
+    """Process-wide counts of the providers' streamed text, for ``/metrics``: ``events`` text events
+    read from servers, handed on as ``chunks`` :class:`TextChunk` (each one ``TextDelta``, one SSE
+    ``delta`` on the web); ``events - chunks`` were joined into another's chunk (read together)."""
+
+    events: int = 0
+    chunks: int = 0
+
+    def handed_on(self, events: int) -> None:
+        self.events += events
+        self.chunks += 1
+
+
+#: the counts of every provider of this process (plain ints, bumped on the event loop)
+TEXT_STATS = TextStats()
 
 
 @dataclass(frozen=True, slots=True)
