@@ -196,8 +196,10 @@ async def main_async(n: int, rounds: int, modes: list[bool]) -> None:
     speed = statistics.median(on["turns/s"] / off["turns/s"] for off, on in pairs)
     p99 = statistics.median(on["ttft p99"] / off["ttft p99"] for off, on in pairs)
     floor = statistics.median(on["ttft p99"] / on["floor ms"] for _, on in pairs)
+    writer = statistics.median(on["writer %"] for _, on in pairs)
     print(f"paired ratios (on/off, median of {len(pairs)}): turns/s x{speed:.2f}, ttft p99 x{p99:.2f}")
     print(f"group on: ttft p99 / CPU floor = {floor:.2f} (target <= 1.5)")
+    print(f"group on: ttft p99 / off's = {p99:.2f} (target <= 0.33); writer share {writer:.1f}% (target < 10)")
 
 
 def main() -> None:
