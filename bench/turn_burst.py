@@ -199,7 +199,7 @@ async def main_async(n: int, rounds: int, modes: list[bool]) -> None:
     writer = statistics.median(on["writer %"] for _, on in pairs)
     print(f"paired ratios (on/off, median of {len(pairs)}): turns/s x{speed:.2f}, ttft p99 x{p99:.2f}")
     print(f"group on: ttft p99 / CPU floor = {floor:.2f} (target <= 1.5)")
-    print(f"group on: ttft p99 / off's = {p99:.2f} (target <= 0.33); writer share {writer:.1f}% (target < 10)")
+    print(f"group on: ttft p99 / off's = {p99:.2f} (target <= 0.33); writer {writer:.1f}% (target < 10)")
 
 
 def main() -> None:
