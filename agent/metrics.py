@@ -321,10 +321,14 @@ def text_lines(stats: TextStats) -> list[str]:
         "# HELP hero_provider_text_events_total Text events the LLM providers streamed.",
         "# TYPE hero_provider_text_events_total counter",
         f"hero_provider_text_events_total {stats.events}",
-        "# HELP hero_provider_text_chunks_total Text chunks handed to turns (one delta event each);"
-        " events read together are joined into one.",
+        "# HELP hero_provider_text_chunks_total Text chunks handed to turns (the text events of one"
+        " network read joined into one).",
         "# TYPE hero_provider_text_chunks_total counter",
         f"hero_provider_text_chunks_total {stats.chunks}",
+        "# HELP hero_text_deltas_total Text deltas handed to channels (one SSE delta each on the web);"
+        " chunks waiting together for a busy consumer are joined into one.",
+        "# TYPE hero_text_deltas_total counter",
+        f"hero_text_deltas_total {stats.deltas}",
     ]
 
 

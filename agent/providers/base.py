@@ -110,12 +110,14 @@ class TextChunk:
 
 @dataclass(slots=True)
 class TextStats:
-    """Process-wide counts of the providers' streamed text, for ``/metrics``: ``events`` text events
-    read from servers, handed on as ``chunks`` :class:`TextChunk` (each one ``TextDelta``, one SSE
-    ``delta`` on the web); ``events - chunks`` were joined into another's chunk (read together)."""
+    """Process-wide counts of streamed text, for ``/metrics``: ``events`` text events read from the
+    LLM servers, handed on as ``chunks`` :class:`TextChunk` (the events of one read joined), which
+    reach channels as ``deltas`` ``TextDelta`` events (those waiting for a busy consumer joined: see
+    ``agent.events.joined_deltas``; one SSE ``delta`` each on the web)."""
 
     events: int = 0
     chunks: int = 0
+    deltas: int = 0
 
     def handed_on(self, events: int) -> None:
         self.events += events

@@ -281,9 +281,9 @@ async def test_chunks_read_together_stream_as_one_delta(alice: httpx.AsyncClient
     assert _counter(after, "hero_provider_text_events_total") - _counter(
         before, "hero_provider_text_events_total"
     ) == len(words)
-    assert _counter(after, "hero_provider_text_chunks_total") - _counter(
-        before, "hero_provider_text_chunks_total"
-    ) == len(deltas)
+    assert _counter(after, "hero_text_deltas_total") - _counter(before, "hero_text_deltas_total") == len(
+        deltas
+    )
 
 
 def _counter(metrics: str, name: str) -> int:
