@@ -75,6 +75,7 @@ async def one_chat(
     client: httpx.AsyncClient,
     conversation_id: str,
     tokens: int,
+    chunk_delay: float,
     out: dict[str, list[float]],
     errors: list[str],
 ) -> None:
@@ -113,6 +114,8 @@ async def one_chat(
     out["ttft"].append(arrivals[0] - sent)
     out["gaps"] += [b - a for a, b in itertools.pairwise(arrivals)]
     out["deltas"].append(len(deltas))
+    # how far the last token is behind the fake's schedule, counted from the stream's first token
+    out["behind"].append(arrivals[-1] - arrivals[0] - (tokens - 1) * chunk_delay)
 
 
 def token_arrivals(deltas: list[tuple[float, int]], tokens: int) -> list[float] | None:
@@ -166,7 +169,7 @@ async def run_baseline(llm_url: str, clients: int, tokens: int) -> tuple[dict[st
 
 
 async def run_load(
-    base_url: str, clients: int, tokens: int
+    base_url: str, clients: int, tokens: int, chunk_delay: float
 ) -> tuple[dict[str, list[float]], list[str], float]:
     limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
     async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
@@ -175,12 +178,12 @@ async def run_load(
             resp = await client.post("/api/conversations", json={"title": f"bench {i}"})
             resp.raise_for_status()
             ids.append(resp.json()["id"])
-        out: dict[str, list[float]] = {"ttft": [], "gaps": [], "start": [], "deltas": []}
+        out: dict[str, list[float]] = {"ttft": [], "gaps": [], "start": [], "deltas": [], "behind": []}
         errors: list[str] = []
         started = time.perf_counter()
         async with anyio.create_task_group() as tg:
             for cid in ids:
-                tg.start_soon(one_chat, client, cid, tokens, out, errors)
+                tg.start_soon(one_chat, client, cid, tokens, chunk_delay, out, errors)
         return out, errors, time.perf_counter() - started
 
 
@@ -242,7 +245,7 @@ def main() -> None:
         anyio.run(wait_healthy, base_url, daemon)
         time.sleep(1.0)  # let start-up allocations settle before reading the idle RSS
         idle = rss_mb(daemon.pid)
-        out, errors, elapsed = anyio.run(run_load, base_url, args.clients, args.tokens)
+        out, errors, elapsed = anyio.run(run_load, base_url, args.clients, args.tokens, args.chunk_delay)
         loaded = rss_mb(daemon.pid)
         # the fake alone, same clients and tokens, measured in the same run (the machine's floor)
         base, base_errors = anyio.run(run_baseline, ready.split()[1], args.clients, args.tokens)
@@ -266,6 +269,11 @@ def main() -> None:
             f"mean={statistics.fmean(added):.1f}ms (n={len(added)})"
         )
         print(f"time to first token: p50={pct(ttft, 50):.0f}ms p99={pct(ttft, 99):.0f}ms")
+        behind = [t * 1000 for t in out["behind"]]
+        print(
+            f"last token behind the fake's schedule (from the stream's first token): "
+            f"p50={pct(behind, 50):.0f}ms p99={pct(behind, 99):.0f}ms"
+        )
         print(
             f"delta events per reply of {args.tokens} chunks: mean={statistics.fmean(out['deltas']):.1f} "
             f"min={min(out['deltas']):.0f} (chunks read at once go out as one delta)"
