@@ -30,7 +30,16 @@ from anyio.streams.memory import MemoryObjectSendStream
 from agent.client_tools import CLIENT_TOOL_CALLS, CLIENT_TOOL_CALLS_HELP
 from agent.conversations import Conversations
 from agent.errors import AgentClosing, TurnStopped
-from agent.events import CommandOutput, Done, EventSink, Retrying, TextDelta, TurnEvent, TurnFailed
+from agent.events import (
+    CommandOutput,
+    Done,
+    EventSink,
+    Retrying,
+    TextDelta,
+    TurnEvent,
+    TurnFailed,
+    joined_deltas,
+)
 from agent.llm import LLM
 from agent.media import AudioService, MediaIntake, descriptors
 from agent.memory import MemoryManager
@@ -194,7 +203,8 @@ class Agent:
         try:
             async with receive:
                 async for event in receive:
-                    yield event
+                    for out in joined_deltas(event, receive):
+                        yield out
         finally:
             running.cancel_scope.cancel()
             with anyio.CancelScope(shield=True):
@@ -254,9 +264,11 @@ class Agent:
                 first_text.append(time.perf_counter())
             elif isinstance(event, Retrying):
                 self.metrics.retried(req.channel)
-            # the consumer may have gone away; it cancels this task next
+            # the consumer may have gone away; it cancels this task next. No checkpoint here (the
+            # buffer is unbounded): the text of chunks read together queues up behind a busy
+            # consumer, which then takes it as one delta (joined_deltas)
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await send.send(event)
+                send.send_nowait(event)
 
         def on_locked() -> None:
             running.active = True

@@ -11,7 +11,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from agent.providers.base import ToolCall
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from agent.providers.base import TEXT_STATS, ToolCall
 from config.errors import describe_error
 
 
@@ -116,3 +119,26 @@ TurnEvent: TypeAlias = (
 
 #: where a turn's events go (the agent's turn loop emits into one; a channel hands one to the agent)
 EventSink: TypeAlias = Callable[[TurnEvent], Awaitable[None]]
+
+
+def joined_deltas(event: TurnEvent, waiting: MemoryObjectReceiveStream[TurnEvent]) -> list[TurnEvent]:
+    """``event`` for a consumer, with the text deltas already waiting right behind it joined into it:
+    a consumer that fell behind the model (a loaded daemon relaying many streams) catches up with ONE
+    delta -- one SSE event, one socket write -- instead of many; the text is the same. The first
+    event that is not a text delta comes after it, unchanged. Counts the deltas handed on
+    (``/metrics``: ``hero_text_deltas_total``)."""
+    if not isinstance(event, TextDelta):
+        return [event]
+    parts = [event.text]
+    after: list[TurnEvent] = []
+    while True:
+        try:
+            behind = waiting.receive_nowait()
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            break
+        if not isinstance(behind, TextDelta):
+            after.append(behind)
+            break
+        parts.append(behind.text)
+    TEXT_STATS.deltas += 1
+    return [event if len(parts) == 1 else TextDelta("".join(parts)), *after]

@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from agent.events import Done, TurnEvent, TurnFailed
+from agent.providers.base import TEXT_STATS, TextStats
 from agent.tools.storable import ResultCounts
 from store import GROUP_BUCKETS, CommitStats, Engine, LeaseStats
 
@@ -206,6 +207,7 @@ class TurnMetrics:
             out += counter_lines(name, help_text, {_labels(tool=t): n for t, n in by_tool.items()})
         out += self._store_lines()
         out += lease_lines(self.leases)
+        out += text_lines(TEXT_STATS)
         if self.channel_states:
             out += [
                 "# HELP hero_channel_state What a channel is doing (1 for its current state), by channel.",
@@ -309,6 +311,24 @@ def lease_lines(stats: LeaseStats) -> list[str]:
             "Marks of cut turns written: user (an interrupted answer), tool (an interrupted result).",
             markers,
         ),
+    ]
+
+
+def text_lines(stats: TextStats) -> list[str]:
+    """The providers' streamed text: events read, and chunks handed on (events read together are
+    joined into one chunk, one ``delta`` on the web: the difference is the coalescing)."""
+    return [
+        "# HELP hero_provider_text_events_total Text events the LLM providers streamed.",
+        "# TYPE hero_provider_text_events_total counter",
+        f"hero_provider_text_events_total {stats.events}",
+        "# HELP hero_provider_text_chunks_total Text chunks handed to turns (the text events of one"
+        " network read joined into one).",
+        "# TYPE hero_provider_text_chunks_total counter",
+        f"hero_provider_text_chunks_total {stats.chunks}",
+        "# HELP hero_text_deltas_total Text deltas handed to channels (one SSE delta each on the web);"
+        " chunks waiting together for a busy consumer are joined into one.",
+        "# TYPE hero_text_deltas_total counter",
+        f"hero_text_deltas_total {stats.deltas}",
     ]
 
 

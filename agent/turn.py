@@ -165,7 +165,7 @@ class Turn:
                     # a replayed answer shows the turn id it was stored with (the completion id)
                     shown_id = answered.turn_id if answered is not None and answered.turn_id else inp.turn_id
                     await self.emit(TurnStarted(self.cid, self.message.sid, shown_id))
-                    await self._title(opening.conversation)
+                    self._title(opening.conversation)
                     if answered is not None:
                         await self._replay(answered)
                         return
@@ -338,16 +338,15 @@ class Turn:
         log.info("turn.vision_refused", model=self.services.settings.llm.model, status=exc.status)
         return True
 
-    async def _title(self, conv: Conversation) -> None:
-        """A new conversation is named after its first message."""
-        if conv.title:
+    def _title(self, conv: Conversation) -> None:
+        """A new conversation is named after its first message, in the batch that closes the turn:
+        no durable write of its own on the way to the first token."""
+        if conv.title or self.opening is None:
             return
         text = self.inp.request.text.strip()
         title = text.splitlines()[0][:60] if text else ""
         if title.isprintable():
-            self.inp.conversation = await self.services.store.rename_conversation(
-                self.inp.request.scope, self.cid, title
-            )
+            self.services.store.title_on_close(self.opening, title)
 
     # -- the loop ----------------------------------------------------------------------------------
 

@@ -103,7 +103,29 @@ class ChatRequest:
 
 @dataclass(frozen=True, slots=True)
 class TextChunk:
+    """Streamed text: one or more of the server's text events (those read together are joined)."""
+
     text: str
+
+
+@dataclass(slots=True)
+class TextStats:
+    """Process-wide counts of streamed text, for ``/metrics``: ``events`` text events read from the
+    LLM servers, handed on as ``chunks`` :class:`TextChunk` (the events of one read joined), which
+    reach channels as ``deltas`` ``TextDelta`` events (those waiting for a busy consumer joined: see
+    ``agent.events.joined_deltas``; one SSE ``delta`` each on the web)."""
+
+    events: int = 0
+    chunks: int = 0
+    deltas: int = 0
+
+    def handed_on(self, events: int) -> None:
+        self.events += events
+        self.chunks += 1
+
+
+#: the counts of every provider of this process (plain ints, bumped on the event loop)
+TEXT_STATS = TextStats()
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ import structlog
 
 from agent.errors import ProviderError, ProviderUnavailable
 from agent.providers.base import (
+    TEXT_STATS,
     ChatMessage,
     ChatRequest,
     ProviderEvent,
@@ -37,7 +38,7 @@ from agent.providers.http import (
     error_from_payload,
     post_stream,
 )
-from agent.providers.sse import drain, iter_sse
+from agent.providers.sse import drain, iter_sse_reads
 from agent.providers.toolcalls import ToolCallAssembler
 from config.settings import LLMSettings
 
@@ -105,26 +106,37 @@ class OpenAIProvider(HttpProvider):
         usage: UsageReport | None = None
         model = request.model
         done = False
-        async with aclosing(iter_sse(resp.aiter_bytes())) as stream:
-            async for sse in stream:
-                for obj in _json_objects(sse.data):
-                    if obj.get("error"):
-                        raise error_from_payload(obj["error"], self._secret)
-                    model = str(obj.get("model") or model)
-                    usage = _usage(obj) or usage
-                    for choice in _list(obj.get("choices")):
-                        delta = choice.get("delta") or choice.get("message") or {}
-                        if not isinstance(delta, dict):
-                            continue
-                        text = delta.get("content")
-                        if isinstance(text, str) and text:
-                            yield TextChunk(text)
-                        if delta.get("tool_calls"):
-                            calls.add(delta["tool_calls"])
-                        if isinstance(choice.get("finish_reason"), str):
-                            finish = choice["finish_reason"]
-                if any(line.strip() == "[DONE]" for line in sse.data.split("\n")):
-                    done = True
+        async with aclosing(iter_sse_reads(resp.aiter_bytes())) as stream:
+            async for read in stream:
+                # the text of every event of one network read goes out as ONE chunk: a reader that
+                # fell behind (several events waiting) catches up with one event downstream, not many
+                texts: list[str] = []
+                for sse in read:
+                    for obj in _json_objects(sse.data):
+                        if obj.get("error"):
+                            if texts:
+                                yield TextChunk("".join(texts))
+                            raise error_from_payload(obj["error"], self._secret)
+                        model = str(obj.get("model") or model)
+                        usage = _usage(obj) or usage
+                        for choice in _list(obj.get("choices")):
+                            delta = choice.get("delta") or choice.get("message") or {}
+                            if not isinstance(delta, dict):
+                                continue
+                            text = delta.get("content")
+                            if isinstance(text, str) and text:
+                                texts.append(text)
+                            if delta.get("tool_calls"):
+                                calls.add(delta["tool_calls"])
+                            if isinstance(choice.get("finish_reason"), str):
+                                finish = choice["finish_reason"]
+                    if any(line.strip() == "[DONE]" for line in sse.data.split("\n")):
+                        done = True
+                        break
+                if texts:
+                    TEXT_STATS.handed_on(len(texts))
+                    yield TextChunk(texts[0] if len(texts) == 1 else "".join(texts))
+                if done:
                     await drain(stream)
                     break
         if not done and finish is None:

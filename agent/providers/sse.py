@@ -13,6 +13,7 @@ split across two reads is never cut.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterable
+from contextlib import aclosing
 from dataclasses import dataclass
 
 import anyio
@@ -32,6 +33,16 @@ class SSEEvent:
 async def iter_sse(chunks: AsyncIterable[bytes]) -> AsyncGenerator[SSEEvent, None]:
     """Turn the body's bytes (in chunks of any size) into events; comments and retry/id fields are
     skipped."""
+    async with aclosing(iter_sse_reads(chunks)) as reads:
+        async for events in reads:
+            for event in events:
+                yield event
+
+
+async def iter_sse_reads(chunks: AsyncIterable[bytes]) -> AsyncGenerator[list[SSEEvent], None]:
+    """:func:`iter_sse`, one list per network read: the events completed by that read (none are left
+    out; reads that complete no event give nothing). A reader that falls behind finds several events
+    in one read and can handle them as one (a provider joins their text into one chunk)."""
     name = ""
     data: list[str] = []
     pending = b""
@@ -49,10 +60,11 @@ async def iter_sse(chunks: AsyncIterable[bytes]) -> AsyncGenerator[SSEEvent, Non
             skip_lf = buf.endswith(b"\r")
         else:
             pending = lines.pop()  # no line end yet: the rest of it comes with the next read
+        done: list[SSEEvent] = []
         for line in lines:
             if not line:
                 if data:
-                    yield SSEEvent(name, "\n".join(data))
+                    done.append(SSEEvent(name, "\n".join(data)))
                 name, data = "", []
             elif not line.startswith(b":"):  # a comment / keep-alive otherwise
                 field, _, value = line.partition(b":")
@@ -60,19 +72,21 @@ async def iter_sse(chunks: AsyncIterable[bytes]) -> AsyncGenerator[SSEEvent, Non
                     data.append(_text(value))
                 elif field == b"event":
                     name = _text(value)
+        if done:
+            yield done
     for line in pending.splitlines():  # a last line without its line end
         field, _, value = line.partition(b":")
         if field == b"data":
             data.append(_text(value))
     if data:
-        yield SSEEvent(name, "\n".join(data))
+        yield [SSEEvent(name, "\n".join(data))]
 
 
 def _text(value: bytes) -> str:
     return (value[1:] if value.startswith(b" ") else value).decode("utf-8", "replace")
 
 
-async def drain(events: AsyncGenerator[SSEEvent, None], limit_s: float = DRAIN_TIMEOUT_S) -> None:
+async def drain(events: AsyncGenerator[object, None], limit_s: float = DRAIN_TIMEOUT_S) -> None:
     """Read what follows the final event (normally just the end of the body): httpx only reuses a
     connection whose body was read to the end. A server that keeps the body open is cut off."""
     with anyio.move_on_after(limit_s):

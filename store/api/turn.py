@@ -18,7 +18,17 @@ from dataclasses import dataclass, field
 from store.api.base import check_limit, store_fields
 from store.api.leases import HeldLease, LeaseMixin
 from store.api.state import StateMixin
-from store.engine import ClaimStep, CreateStep, GetStep, ListQuery, ListStep, MarkCutStep, Page, Step
+from store.engine import (
+    ClaimStep,
+    CreateStep,
+    GetStep,
+    ListQuery,
+    ListStep,
+    MarkCutStep,
+    Page,
+    Step,
+    UpdateStep,
+)
 from store.errors import NotFound
 from store.leases import Claimed
 from store.models import Conversation, Kind, Memory, Message, Record, Role, Scope, UsageEntry, validate_sid
@@ -58,6 +68,9 @@ class TurnOpening:
     #: usage entries the turn adds while it runs: written when the turn closes, in the same call that
     #: releases the lease (a failure to write them is logged, never raised)
     usage: list[UsageEntry] = field(default_factory=list)
+    #: a title the conversation gets when the turn closes, in that same call (a new conversation's
+    #: auto-title: no write of its own on the way to the first token); "" for none
+    title: str = ""
     #: the turn's lease while the block runs (see :meth:`TurnMixin.finish_turn`)
     lease: HeldLease | None = field(default=None, repr=False)
 
@@ -84,9 +97,10 @@ class TurnMixin(LeaseMixin, StateMixin):
         """Take the turn lease of the conversation (waiting like :meth:`conversation_lock`), mark the
         turn a crash may have cut there (:mod:`store.cut_turns`), append the user message and read
         ``reads``, all in one engine batch; yields the :class:`TurnOpening` and releases the lease on
-        exit, writing the opening's ``usage`` in the same call. NotFound when the conversation is
-        missing (nothing is stored). ``attachments`` is the message's descriptor of the attachments
-        stored just before it (see ``store.api.attachments``). ``turn_id`` is stored with the message.
+        exit, writing the opening's ``usage`` (and ``title``) in the same call. NotFound when the
+        conversation is missing (nothing is stored). ``attachments`` is the message's descriptor of the
+        attachments stored just before it (see ``store.api.attachments``). ``turn_id`` is stored with
+        the message.
 
         ``rerun_of``: the turn answers this stored user message again (a retry, regenerate: see
         ``agent/rerun.py``) and stores no new one; ``text`` is then unused. NotFound when it is not a
@@ -162,7 +176,7 @@ class TurnMixin(LeaseMixin, StateMixin):
             )
 
         def closing(opening: TurnOpening) -> list[Step]:
-            return [CreateStep(Kind.USAGE, store_fields(e.to_record())) for e in opening.usage]
+            return self._closing_steps(opening)
 
         async with self._turn_lease(
             scope, conversation_id, take, ttl_s=ttl_s, wait_s=wait_s, closing=closing
@@ -175,13 +189,26 @@ class TurnMixin(LeaseMixin, StateMixin):
         batch: on an engine with atomic batches one transaction, one durable commit where a turn used
         to make two (the message, then the usage and the release). Call it last, inside
         :meth:`open_turn`'s block; the block's exit then writes nothing more. Raises like
-        :meth:`append_message` (the exit still releases the lease)."""
+        :meth:`append_message` (the exit still releases the lease). The batch also writes the
+        opening's ``title`` (see :meth:`title_on_close`)."""
         if opening.lease is None:
             raise RuntimeError("finish_turn needs the opening of a turn that is still open")
         create = CreateStep(Kind.MESSAGE, self._message_fields(message))
-        usage = [CreateStep(Kind.USAGE, store_fields(e.to_record())) for e in opening.usage]
-        results = await opening.lease.release_with(self.engine, [create, *usage])
+        results = await opening.lease.release_with(self.engine, [create, *self._closing_steps(opening)])
         return Message.from_record(results.of(create))
+
+    def _closing_steps(self, opening: TurnOpening) -> list[Step]:
+        """What the turn's last batch writes besides its final message: the usage entries and the
+        conversation's new ``title``."""
+        steps: list[Step] = [CreateStep(Kind.USAGE, store_fields(e.to_record())) for e in opening.usage]
+        if opening.title:
+            steps.append(UpdateStep(Kind.CONVERSATION, opening.conversation.sid, {"title": opening.title}))
+        return steps
+
+    def title_on_close(self, opening: TurnOpening, title: str) -> None:
+        """Give the conversation ``title`` when the turn closes, in its last batch (checked now:
+        InvalidInput like :meth:`rename_conversation`, and nothing is queued)."""
+        opening.title = self._title(title)
 
 
 def _opening(

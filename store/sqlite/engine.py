@@ -20,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
@@ -53,14 +55,23 @@ R = TypeVar("R")
 log = structlog.get_logger()
 
 
+#: the worker-side time of the calling task's last call, seconds: from queueing it to the worker
+#: answering (queued, running, committing), without the event loop's delay in resuming the caller
+#: (``bench/turn_burst.py`` reads it to tell the writer's share from the loop's)
+LAST_CALL_S: contextvars.ContextVar[float] = contextvars.ContextVar("last_call_s", default=0.0)
+
+
 @dataclasses.dataclass(slots=True)
 class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     #: a call of its own, or a write batch that may join a group commit
     call: Callable[[], Any] | Write
+    #: ``perf_counter`` when queued, then the worker-side time once answered
+    seconds: float = 0.0
 
     def answer(self, result: object, error: BaseException | None) -> None:
+        self.seconds = time.perf_counter() - self.seconds
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             self.loop.call_soon_threadsafe(_settle, self.future, result, error)
 
@@ -84,14 +95,16 @@ class _Worker:
     async def run(self, fn: Callable[[], R] | Write) -> R:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
+        job = _Job(loop, future, fn, time.perf_counter())
         with self._lock:
             if self._stopped:
                 raise StoreUnavailable("the embedded store is closed")
-            self._jobs.put(_Job(loop, future, fn))
+            self._jobs.put(job)
         # as with anyio.to_thread.run_sync: a cancel waits until the call has finished (a write is
         # never left running unobserved), then it is delivered
         with anyio.CancelScope(shield=True):
             result = await future
+        LAST_CALL_S.set(job.seconds)  # the future is settled after answer() measured it
         await anyio.lowlevel.checkpoint_if_cancelled()
         return result
 
@@ -312,6 +325,11 @@ class EmbeddedEngine(Engine):
             sqlite_batch.leases_only(steps),
         )
         return await db.worker.run(write)
+
+    @staticmethod
+    def last_call_seconds() -> float:
+        """The worker's side of the calling task's last call (:data:`LAST_CALL_S`), seconds."""
+        return LAST_CALL_S.get()
 
     def commit_stats(self) -> CommitStats | None:
         return self._db.commits if self._db is not None else None

@@ -47,7 +47,9 @@ async def test_streamed_text_is_persisted_with_its_channel(agent: Agent, fake: F
 
     assert isinstance(events[0], TurnStarted)
     deltas = [e.text for e in events if isinstance(e, TextDelta)]
-    assert len(deltas) >= 2 and "".join(deltas) == "Hello there, Alice"
+    # chunks that wait together for the consumer come joined (agent.events.joined_deltas): this
+    # consumer reads after the fact, so the number of deltas is not fixed, their text is
+    assert deltas and "".join(deltas) == "Hello there, Alice"
     assert any(isinstance(e, UsageInfo) and e.prompt_tokens > 0 for e in events)
     done = events[-1]
     assert isinstance(done, Done) and done.text == "Hello there, Alice" and done.model == "fake-model"

@@ -17,7 +17,7 @@ from agent.providers.openai import OpenAIProvider
 from config.settings import MemorySettings
 from store import DelegatingEngine, EmbeddedEngine, Engine, Kind, Results, Scope, Step, Store
 from tests.agent.conftest import SCOPE, make_settings, req
-from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.openai_server import FakeOpenAI, reply_error
 
 pytestmark = pytest.mark.anyio
 
@@ -77,3 +77,68 @@ async def test_a_turn_ends_with_one_batch_of_answer_usage_and_release(tmp_path: 
             assert usage.conversation_id == conv.sid
             history = await store.history(SCOPE, conv.sid)
             assert [m.content for m in history] == ["hello", "echo: hello"]
+
+
+async def test_a_new_conversation_is_named_in_the_closing_batch(tmp_path: Path) -> None:
+    """The auto-title costs no durable write of its own: a turn of a new conversation commits twice
+    (its opening and its closing), and the title is there once it has ended."""
+    async with FakeOpenAI() as fake:
+        settings = dataclasses.replace(
+            make_settings(tmp_path / "data", fake.base_url), memory=MemorySettings(enabled=False)
+        )
+        embedded = EmbeddedEngine(tmp_path / "data")
+        recording = RecordingEngine(embedded)
+        provider = OpenAIProvider(settings.llm)
+        async with (
+            aclosing_provider(provider),
+            Store(recording) as store,
+            Agent(settings, store, provider) as agent,
+        ):
+            conv = await agent.conversations.new(SCOPE, channel="cli")
+            assert not conv.title
+            recording.batches.clear()
+            stats = embedded.commit_stats()
+            assert stats is not None
+            before = stats.commits
+            with anyio.fail_after(20):
+                events = [
+                    ev async for ev in agent.handle(req("Trip to Lisbon\nand more", conversation_id=conv.sid))
+                ]
+            assert isinstance(events[-1], Done)
+            opening, closing = recording.batches
+            assert "UpdateStep" not in opening
+            assert closing == [
+                f"create {Kind.MESSAGE.value}",
+                f"create {Kind.USAGE.value}",
+                "UpdateStep",
+                "ReleaseStep",
+            ]
+            assert stats.commits - before == 2
+            assert (await store.get_conversation(SCOPE, conv.sid)).title == "Trip to Lisbon"
+            # a titled conversation keeps its title: the next turn's closing writes none
+            recording.batches.clear()
+            with anyio.fail_after(20):
+                [ev async for ev in agent.handle(req("something else", conversation_id=conv.sid))]
+            assert all("UpdateStep" not in batch for batch in recording.batches)
+            assert (await store.get_conversation(SCOPE, conv.sid)).title == "Trip to Lisbon"
+
+
+async def test_a_failed_first_turn_still_names_its_conversation(tmp_path: Path) -> None:
+    """The title is written when the lease is released however the turn ended (here the provider
+    refuses the request), as it was when the turn named the conversation on its way in."""
+    async with FakeOpenAI() as fake:
+        fake.enqueue(reply_error(400))
+        settings = dataclasses.replace(
+            make_settings(tmp_path / "data", fake.base_url), memory=MemorySettings(enabled=False)
+        )
+        provider = OpenAIProvider(settings.llm)
+        async with (
+            aclosing_provider(provider),
+            Store(EmbeddedEngine(tmp_path / "data")) as store,
+            Agent(settings, store, provider) as agent,
+        ):
+            conv = await agent.conversations.new(SCOPE, channel="cli")
+            with anyio.fail_after(20):
+                events = [ev async for ev in agent.handle(req("Broken start", conversation_id=conv.sid))]
+            assert not isinstance(events[-1], Done)
+            assert (await store.get_conversation(SCOPE, conv.sid)).title == "Broken start"

@@ -131,3 +131,30 @@ def test_worker_answers_nobody_before_the_commit_returns(tmp_path: Path) -> None
             assert answered.is_set()
 
     anyio.run(main)
+
+
+async def test_each_task_reads_the_worker_side_of_its_own_last_call(tmp_path: Path) -> None:
+    """``last_call_seconds``: the worker's side of the calling task's last call (queued, running,
+    committing; a bench tells it from the event loop's delay), per task, within the whole call."""
+    async with EmbeddedEngine(tmp_path) as engine, Store(engine) as store:
+        conv = await store.create_conversation(ALICE, "timed", channel="cli")
+        holder = WriteLockHolder(tmp_path / DB_FILE)
+        seen: dict[str, tuple[float, float]] = {}
+
+        async def append(name: str) -> None:
+            started = anyio.current_time()
+            await store.append_message(
+                ALICE, Message(conversation_id=conv.sid, role="user", content=name, channel="cli")
+            )
+            seen[name] = (EmbeddedEngine.last_call_seconds(), anyio.current_time() - started)
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(append, "waits for the lock")
+                await anyio.wait_all_tasks_blocked()
+                await anyio.to_thread.run_sync(holder.release)
+            await append("alone")
+        for worker, whole in seen.values():
+            assert 0 < worker <= whole
+        # this task's last call was "alone" (the other task's value is that task's own)
+        assert EmbeddedEngine.last_call_seconds() == seen["alone"][0]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
-from agent.errors import ProviderAuthError, ProviderUnavailable
+from agent.errors import ProviderAuthError, ProviderError, ProviderUnavailable
 from agent.providers.base import (
+    TEXT_STATS,
     ChatMessage,
     ChatRequest,
     ImagePart,
@@ -21,7 +23,8 @@ from agent.providers.base import (
 )
 from agent.providers.openai import OpenAIProvider, build_body, encode_body
 from tests.agent.providers.conftest import API_KEY, events_of, fast_settings, user_request
-from tests.fakes.openai_server import FakeOpenAI, reply_error, reply_text, reply_tool_calls
+from tests.fakes.openai_server import FakeOpenAI, reply_error, reply_raw_sse, reply_text, reply_tool_calls
+from tests.fakes.sse_scripts import DONE, chunk, sse
 
 pytestmark = pytest.mark.anyio
 
@@ -215,3 +218,38 @@ def test_encoded_body_is_the_built_body_and_each_message_is_encoded_once() -> No
         a is b for a, b in zip(first, [m.wire[1] for m in messages[:3]], strict=True)
     )
     assert messages[3].wire == ("", b"")
+
+
+async def test_text_events_read_together_go_on_as_one_chunk(fake_openai: FakeOpenAI) -> None:
+    """Twenty text events written at once (one TCP write, so one or very few reads) reach the turn as
+    fewer chunks with exactly the same text; the counters in /metrics say how many were joined."""
+    words = [f"w{i} " for i in range(20)]
+    burst = "".join(sse(chunk({"content": w})) for w in words)
+    fake_openai.enqueue(reply_raw_sse([burst, sse(chunk({}, "stop")), DONE]))
+    before = dataclasses.replace(TEXT_STATS)
+    provider = OpenAIProvider(fast_settings(fake_openai.base_url))
+    try:
+        events = await events_of(provider, user_request())
+    finally:
+        await provider.aclose()
+    texts = [e.text for e in events if isinstance(e, TextChunk)]
+    assert "".join(texts) == "".join(words)
+    assert 1 <= len(texts) < len(words)
+    assert TEXT_STATS.events - before.events == len(words)
+    assert TEXT_STATS.chunks - before.chunks == len(texts)
+    assert events[-1] == StreamEnd("stop", "fake-model")
+
+
+async def test_text_before_an_error_in_the_same_read_is_handed_on_first(fake_openai: FakeOpenAI) -> None:
+    """An error object in the stream still comes after the text the server sent before it."""
+    lines = sse(chunk({"content": "partial "})) + sse({"error": {"message": "overloaded", "code": 500}})
+    fake_openai.enqueue(reply_raw_sse([lines]))
+    provider = OpenAIProvider(fast_settings(fake_openai.base_url))
+    seen: list[object] = []
+    try:
+        with pytest.raises(ProviderError):
+            async for event in provider.stream(user_request()):
+                seen.append(event)
+    finally:
+        await provider.aclose()
+    assert seen == [TextChunk("partial ")]

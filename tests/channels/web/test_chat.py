@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from store import Message, Scope
 from tests.channels.web.conftest import ALICE, Web, chat, parse_sse, serve_web, web_settings
 from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes.sse_scripts import reply_error, reply_text, reply_tool_calls
+from tests.fakes.sse_scripts import DONE, chunk, reply_error, reply_raw_sse, reply_text, reply_tool_calls, sse
 
 pytestmark = pytest.mark.anyio
 
@@ -264,3 +264,27 @@ async def test_a_bad_idempotency_key_is_refused_and_nothing_is_stored(
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_idempotency_key"
     assert (await web.store.list_conversations(Scope("default", "alice"))).items == []
     assert fake.requests == []
+
+
+async def test_chunks_read_together_stream_as_one_delta(alice: httpx.AsyncClient, fake: FakeOpenAI) -> None:
+    """A model whose chunks arrive together (one TCP write here; a reader that fell behind in real
+    life) gives fewer ``delta`` events than chunks, with the same text in the same order."""
+    words = [f"word{i} " for i in range(30)]
+    burst = "".join(sse(chunk({"content": w})) for w in words)
+    fake.enqueue(reply_raw_sse([burst, sse(chunk({}, "stop")), DONE]))
+    before = (await alice.get("/metrics")).text
+    events = await chat(alice, {"message": "all at once"})
+    deltas = [d["text"] for n, d in events if n == "delta"]
+    assert 1 <= len(deltas) < len(words)
+    assert "".join(deltas) == "".join(words) == events[-1][1]["text"]
+    after = (await alice.get("/metrics")).text
+    assert _counter(after, "hero_provider_text_events_total") - _counter(
+        before, "hero_provider_text_events_total"
+    ) == len(words)
+    assert _counter(after, "hero_text_deltas_total") - _counter(before, "hero_text_deltas_total") == len(
+        deltas
+    )
+
+
+def _counter(metrics: str, name: str) -> int:
+    return int(next(line.split()[-1] for line in metrics.splitlines() if line.startswith(f"{name} ")))

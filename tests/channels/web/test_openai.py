@@ -77,7 +77,9 @@ async def test_non_streaming_completion_is_persisted_with_tag_api(
     ]
 
 
-async def test_streaming_completion(client: openai.AsyncOpenAI, web: Web) -> None:
+async def test_streaming_completion(client: openai.AsyncOpenAI, web: Web, fake: FakeOpenAI) -> None:
+    # chunks far apart: each goes out as its own delta (chunks waiting together would be joined)
+    fake.enqueue(reply_text("echo: stream please", chunks=4, chunk_delay=0.3))
     stream = await client.chat.completions.create(
         model="hero-agent",
         messages=[{"role": "user", "content": "stream please"}],
