@@ -15,6 +15,9 @@ conversations beyond that, so at 1M one conversation holds 100k messages and the
 Filling uses ``EmbeddedEngine.restore_batch`` (the import path: thousands of records per
 transaction) with records shaped exactly like the ones the Store writes (sid, scope, timestamps,
 gap-free seq per conversation, message_count kept right by re-restoring the touched conversations).
+On postgres the same records go in by ``COPY`` (``bench/pg_fill.py``: ~1M messages in a couple of
+minutes, where the row-by-row import path took a quarter of an hour), and the engine's invariants
+(message_count, gap-free seq, sid counters) are checked after every fill.
 The measured operations go through the public ``Store`` API, one at a time, like the agent calls them:
 
 * append        ``Store.append_message`` to a random conversation (a durable commit each: fsync)
@@ -26,6 +29,7 @@ The measured operations go through the public ``Store`` API, one at a time, like
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import random
@@ -39,6 +43,7 @@ from pathlib import Path
 
 import anyio
 import structlog
+from pg_fill import PgLoader, check_invariants  # bench/pg_fill.py (bench/ is first on sys.path)
 
 from config.settings import StoreSettings
 from store import (
@@ -102,8 +107,9 @@ def words(n: int) -> str:
 class Filler:
     """Generates valid records and writes them in big restore batches."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, sink: Callable[[list[tuple[Kind, Record]]], Awaitable[object]]) -> None:
+        #: writes one batch in one transaction (``Engine.restore_batch``, or ``bench.pg_fill``)
+        self.sink = sink
         self.clock = T0
         self.next_msg = 1
         self.seq: dict[str, int] = {}
@@ -147,7 +153,7 @@ class Filler:
             ).to_record()
             batch.append((Kind.MEMORY, rec))
         for start in range(0, len(batch), BATCH):
-            await self.engine.restore_batch(batch[start : start + BATCH])
+            await self.sink(batch[start : start + BATCH])
 
     async def grow_to(self, total: int) -> None:
         """Add messages until ``total``; batches are generated while the previous one is written."""
@@ -161,8 +167,18 @@ class Filler:
                 tg.start_soon(self.write, batch, writing)
 
     async def write(self, batch: list[tuple[Kind, Record]], done: anyio.Event) -> None:
-        await self.engine.restore_batch(batch)
+        await self.sink(batch)
         done.set()
+
+    async def after_appends(self, engine: Engine, touched: list[str]) -> None:
+        """The measured appends stored messages too: count them, skip the sids the engine gave them,
+        and read back the conversations they went to (their seq and message_count moved on)."""
+        self.messages += len(touched)
+        self.next_msg += len(touched)
+        for sid in set(touched):
+            rec = await engine.get(Kind.CONVERSATION, USER, sid)
+            assert rec is not None
+            self.convs[sid], self.seq[sid] = rec, int(rec["message_count"])
 
     def next_batch(self, n: int) -> list[tuple[Kind, Record]]:
         """``n`` messages: the big conversation first, then runs of 100 in one conversation at a time
@@ -209,13 +225,17 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(store: Store, samples: int) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Wall-clock ms of every call per operation, and the mean CPU ms per call (all threads)."""
+async def measure(
+    store: Store, samples: int, touched: list[str]
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Wall-clock ms of every call per operation, and the mean CPU ms per call (all threads); the
+    conversation of every append goes into ``touched``."""
     sids = [to_base36(i) for i in range(2, CONVERSATIONS + 1)]
 
     async def append() -> None:
+        touched.append(rng.choice(sids))
         await store.append_message(
-            USER, Message(conversation_id=rng.choice(sids), role="user", content=words(20), channel="cli")
+            USER, Message(conversation_id=touched[-1], role="user", content=words(20), channel="cli")
         )
 
     ops: dict[str, Callable[[], Awaitable[object]]] = {
@@ -273,8 +293,11 @@ async def run(sizes: list[int], samples: int, data_dir: Path, fsync: bool, url: 
             flush=True,
         )
     table: dict[int, dict[str, list[float]]] = {}
-    async with Store(engine) as store:
-        filler = Filler(engine)
+    async with Store(engine) as store, contextlib.AsyncExitStack() as stack:
+        sink: Callable[[list[tuple[Kind, Record]]], Awaitable[object]] = engine.restore_batch
+        if url:
+            sink = (await stack.enter_async_context(PgLoader(url))).write
+        filler = Filler(sink)
         start = time.perf_counter()
         await filler.base()
         print(
@@ -291,14 +314,17 @@ async def run(sizes: list[int], samples: int, data_dir: Path, fsync: bool, url: 
             await filler.grow_to(size)
             await _settle(engine)
             fill_s = time.perf_counter() - start
-            table[size], cpu = await measure(store, samples)
+            if url:
+                print(f"# {size}: {await check_invariants(url)}", flush=True)
+            touched: list[str] = []
+            table[size], cpu = await measure(store, samples, touched)
             for name, values in table[size].items():
                 print(
                     f"{size:>10} {filler.seq[to_base36(1)]:>9} {name:>8} {pct(values, 0.5):>8.3f} "
                     f"{pct(values, 0.99):>8.3f} {cpu[name]:>7.3f}   {fill_s:.1f}s",
                     flush=True,
                 )
-            filler.messages += samples + min(20, samples)  # the measured appends are messages too
+            await filler.after_appends(engine, touched)
     code = report(table, PG_TARGETS if url else TARGETS)
     print(f"# load average (1 min) at end: {os.getloadavg()[0]:.2f}", flush=True)
     return code
