@@ -152,9 +152,10 @@ async def pipelined(conn: Conn, scope: Scope, steps: Sequence[Step]) -> Results:
     statements: list[Statement] = [s for p in plans for s in p.statements]
     one_read = len(statements) == 1 and all(reads_only(s) for s in steps)
     wrapped = statements if one_read else [("BEGIN", ()), *statements, ("COMMIT", ())]
-    async with conn.pipeline() as pipe:
+    # the block's exit sends the one Sync and reads every result: ONE round trip (an explicit
+    # ``pipe.sync()`` in the block would make it two, the exit syncing again)
+    async with conn.pipeline():
         cursors = [await conn.execute(sql, params) for sql, params in wrapped]
-        await pipe.sync()
     rows = [await _rows(c) for c in (cursors if one_read else cursors[1:-1])]
     out: list[object] = []
     at = 0
