@@ -95,8 +95,8 @@ class PostgresEngine(Engine):
         self.where = where(settings.url)
         self.timeout_s = settings.timeout_s
         self.retries = max(0, settings.retries)
-        # no server-side prepared statements: a pipeline aborted by hero_fail skips the Parse of the
-        # statements after the failure, and psycopg's cache would then name statements that do not exist
+        # no server-side prepared statements: the batches that count go as one client-bound message
+        # (store.postgres.batch), and a pooler in front of the server need not track named statements
         self._kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
         if settings.secret:
             self._kwargs["password"] = settings.secret

@@ -19,7 +19,13 @@ from store import Message, Scope, Store
 from store.postgres.engine import PostgresEngine
 from tests.fakes.openai_server import FakeOpenAI
 from tests.store.pg_wire import Relay, relay
-from tests.store.postgres_fixtures import drop_database, new_database, settings_for
+from tests.store.postgres_fixtures import (
+    drop_database,
+    make_cluster,
+    new_database,
+    remove_cluster,
+    settings_for,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 SCOPE = Scope("default", "alice")
@@ -99,3 +105,53 @@ async def test_an_append_is_one_commit_in_one_round_trip(database: str) -> None:
                 stored = await store.append_message(SCOPE, message)
                 assert stored.seq == i + 1
                 assert (await xids(database) - before_xid, wire.round_trips - before_trips) == (1, 1)
+
+
+async def wal_syncs(url: str) -> int:
+    """The server's WAL flushes so far, once every other client has gone (a backend hands its counts
+    to the statistics when it exits: the engine's connections must be closed first)."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        with anyio.fail_after(30):
+            while True:
+                cur = await conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                    "AND pid <> pg_backend_pid()"
+                )
+                row = await cur.fetchone()
+                if row is not None and row[0] == 0:
+                    break
+                await anyio.sleep(0.02)
+        row = await (await conn.execute("SELECT wal_sync FROM pg_stat_wal")).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+async def test_expiring_lease_writes_skip_the_wal_flush_and_records_do_not() -> None:
+    # fsync on (the server counts its WAL flushes); the WAL writer nearly asleep and no autovacuum
+    # (their flushes would blur the count)
+    cluster = make_cluster("-c wal_writer_delay=10000", "-c autovacuum=off")
+    try:
+        url = cluster.url()
+        async with Store(PostgresEngine(settings_for(url))) as store:
+            conv = await store.create_conversation(SCOPE, "t", channel="cli")
+        before = await wal_syncs(url)
+        async with Store(PostgresEngine(settings_for(url))) as store:
+            for i in range(10):
+                assert await store.engine.claim(SCOPE, f"turn:{i}", "me", 60_000)
+                assert await store.engine.claim(SCOPE, f"turn:{i}", "me", 60_000)  # a renewal
+                await store.engine.release(SCOPE, f"turn:{i}", "me")
+        leases = await wal_syncs(url) - before
+        before = await wal_syncs(url)
+        async with Store(PostgresEngine(settings_for(url))) as store:
+            for i in range(10):
+                await store.append_message(
+                    SCOPE, Message(conversation_id=conv.sid, role="user", content=f"m{i}", channel="cli")
+                )
+            # a mark that never expires (de-duplication) stays durable, as on the embedded engine
+            assert await store.engine.claim(SCOPE, "dedup:1", "me", None)
+        records = await wal_syncs(url) - before
+        # 30 lease commits: at most a flush or two (the WAL writer's timer, a WAL page filled)
+        assert leases <= 2
+        assert records >= 11
+    finally:
+        remove_cluster(cluster)
