@@ -30,7 +30,16 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from config.settings import StoreSettings
-from store.engine import Capabilities, CreateStep, DeleteStep, Engine, Results, Step, reads_only
+from store.engine import (
+    Capabilities,
+    CommitStats,
+    CreateStep,
+    DeleteStep,
+    Engine,
+    Results,
+    Step,
+    reads_only,
+)
 from store.errors import Conflict, InvalidInput, StoreUnavailable
 from store.leases import Lease
 from store.models import Kind, Record, Scope, validate_stored_context, validate_user
@@ -39,6 +48,7 @@ from store.postgres import ops
 from store.postgres.schema import TABLES
 from store.postgres.transfer import contexts, dump_page, rename_user, restore_batch
 from store.postgres.upgrade import migrate
+from store.sqlite.batch import leases_only
 
 log = structlog.get_logger()
 DUMP_PAGE = 500
@@ -103,6 +113,9 @@ class PostgresEngine(Engine):
         self._min, self._max = min_size, max_size
         self._pool: AsyncConnectionPool[AsyncConnection[Any]] | None = None
         self._events: Counter[str] = Counter()
+        #: the write batches committed, and those among them that waited for the WAL flush (all but
+        #: the lease-only ones: ``store.postgres.batch.UNSYNCED``), for ``/metrics``
+        self._commits = CommitStats()
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -225,7 +238,12 @@ class PostgresEngine(Engine):
         results: Results = await self._with_conn(
             _batch, scope, steps, writes=writes, safe=not writes or repeatable(steps)
         )
+        if writes:
+            self._commits.grouped(1, committed=True, synced=not leases_only(steps))
         return results
+
+    def commit_stats(self) -> CommitStats | None:
+        return self._commits
 
     async def get_lease(self, scope: Scope, key: str) -> Lease | None:
         rows = await self._with_conn(

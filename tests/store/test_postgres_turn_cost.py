@@ -13,6 +13,7 @@ import pytest
 
 from agent.core import Agent, TurnRequest
 from agent.events import Done, TurnEvent
+from agent.metrics import TurnMetrics
 from agent.providers.openai import OpenAIProvider
 from config.settings import LLMSettings, MemorySettings, Settings, StoreSettings
 from store import Message, Scope, Store
@@ -140,6 +141,9 @@ async def test_expiring_lease_writes_skip_the_wal_flush_and_records_do_not() -> 
                 assert await store.engine.claim(SCOPE, f"turn:{i}", "me", 60_000)
                 assert await store.engine.claim(SCOPE, f"turn:{i}", "me", 60_000)  # a renewal
                 await store.engine.release(SCOPE, f"turn:{i}", "me")
+            shown = TurnMetrics(store_engine=store.engine).render_lines()
+            assert 'hero_store_commits_total{engine="postgres"} 30' in shown
+            assert 'hero_store_fsyncs_total{engine="postgres"} 0' in shown
         leases = await wal_syncs(url) - before
         before = await wal_syncs(url)
         async with Store(PostgresEngine(settings_for(url))) as store:
@@ -149,6 +153,9 @@ async def test_expiring_lease_writes_skip_the_wal_flush_and_records_do_not() -> 
                 )
             # a mark that never expires (de-duplication) stays durable, as on the embedded engine
             assert await store.engine.claim(SCOPE, "dedup:1", "me", None)
+            shown = TurnMetrics(store_engine=store.engine).render_lines()
+            assert 'hero_store_commits_total{engine="postgres"} 11' in shown
+            assert 'hero_store_fsyncs_total{engine="postgres"} 11' in shown
         records = await wal_syncs(url) - before
         # 30 lease commits: at most a flush or two (the WAL writer's timer, a WAL page filled)
         assert leases <= 2
