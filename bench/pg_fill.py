@@ -14,6 +14,7 @@ gap-free from 1 (the engine numbers the next message ``max(seq) + 1``); the ``co
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -142,3 +143,19 @@ async def check_invariants(url: str) -> str:
             f"message_count or seq, counters behind the sids in {bad_counters}"
         )
     return f"invariants hold ({total[0] if total else 0} messages: message_count, gap-free seq, sid counters)"
+
+
+async def commit_baseline(url: str, samples: int) -> str:
+    """p50/p99 of a bare one-row INSERT committed on the same server (durable, one round trip): the
+    floor an append cannot beat on this disk and this machine at this moment."""
+    times: list[float] = []
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("CREATE TABLE IF NOT EXISTS hero_bench_baseline (x integer)")
+        for i in range(samples):
+            start = time.perf_counter()
+            await conn.execute("INSERT INTO hero_bench_baseline VALUES (%s)", (i,))
+            times.append((time.perf_counter() - start) * 1000)
+        await conn.execute("DROP TABLE hero_bench_baseline")
+    ordered = sorted(times)
+    p50, p99 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return f"p50 {p50:.3f} ms, p99 {p99:.3f} ms"

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import anyio
 import structlog
-from pg_fill import PgLoader, check_invariants  # bench/pg_fill.py (bench/ is first on sys.path)
+from pg_fill import PgLoader, check_invariants, commit_baseline  # bench/ is first on sys.path
 
 from config.settings import StoreSettings
 from store import (
@@ -282,6 +282,7 @@ async def run(sizes: list[int], samples: int, data_dir: Path, fsync: bool, url: 
     if url:
         engine: Engine = _postgres(url)
         print(f"# postgres store benchmark, {_redacted(url)}, {samples} samples per op", flush=True)
+        print(f"# commit baseline, bare one-row INSERT: {await commit_baseline(url, samples)}", flush=True)
     else:
         engine = EmbeddedEngine(data_dir, fsync_commits=fsync)
         mode = "synchronous=FULL (fsync per commit)" if fsync else "synchronous=NORMAL (no fsync per commit)"
@@ -325,6 +326,8 @@ async def run(sizes: list[int], samples: int, data_dir: Path, fsync: bool, url: 
                     flush=True,
                 )
             await filler.after_appends(engine, touched)
+    if url:
+        print(f"# commit baseline at the end: {await commit_baseline(url, samples)}", flush=True)
     code = report(table, PG_TARGETS if url else TARGETS)
     print(f"# load average (1 min) at end: {os.getloadavg()[0]:.2f}", flush=True)
     return code
