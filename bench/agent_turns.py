@@ -34,7 +34,8 @@ durable commit on this machine's disk, until the log reaches its working size of
 It prints the 1-minute load average at its start and end (this machine is shared: a figure taken
 above 0.5 is a loaded one) and how many TCP connections the turns used (connection reuse).
 ``--postgres`` adds rows for the postgres engine on a throwaway PostgreSQL cluster (loopback, fsync
-on), measured in the same run as the embedded rows.
+on), measured in the same run as the embedded rows, and whether issue 13's target is met (postgres own
+p50 <= the durable embedded own p50 + 2 ms).
 """
 
 from __future__ import annotations
@@ -299,7 +300,19 @@ async def run(
                         print(row(label, size, r, conns), flush=True)
                 await timed.aclose()
     flatness(rows)
+    postgres_target(rows)
     print(f"load average (1 min) at end: {load_average()}")
+
+
+def postgres_target(rows: dict[tuple[str, int], dict[str, list[float]]]) -> None:
+    """Issue 13's target, per size: the postgres own p50 at most the durable embedded one + 2 ms."""
+    for (label, size), r in sorted(rows.items()):
+        embedded = rows.get(("fsync", size))
+        if label != "postgres" or embedded is None:
+            continue
+        pg, emb = pct(r["own"], 0.5), pct(embedded["own"], 0.5)
+        verdict = "met" if pg <= emb + 2.0 else "MISSED"
+        print(f"target at {size} messages: postgres own p50 {pg:.2f} <= embedded {emb:.2f} + 2 ms: {verdict}")
 
 
 def _postgres(url: str) -> Engine:

@@ -250,6 +250,16 @@ def reads_only(step: Step) -> bool:
     return row_of(step).reads
 
 
+def leases_only(steps: Sequence[Step]) -> bool:
+    """The batch writes nothing but expiring leases: a lost commit of it only means a lease expires by
+    time, so an engine may commit it without waiting for the disk (SQLite's fsync, PostgreSQL's WAL
+    flush)."""
+    return all(
+        reads_only(s) or isinstance(s, ReleaseStep) or (isinstance(s, ClaimStep) and s.ttl_ms is not None)
+        for s in steps
+    )
+
+
 def check_handlers(handlers: Mapping[type, object], where: str) -> None:
     """Refuse (at import) a handler table that does not handle every step of :data:`STEPS`."""
     missing = sorted(t.__name__ for t in STEPS if t not in handlers)

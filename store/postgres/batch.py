@@ -2,7 +2,7 @@
 
 :data:`HANDLERS` is this engine's column of the step table (:data:`store.engine.STEPS`). Most steps are
 a :class:`~store.postgres.ops.Plan` (statements with no client logic between them); a batch made of
-plans is sent as one pipeline ``BEGIN; ...; COMMIT`` and read back once: a turn's opening (claim,
+plans is sent as one message ``BEGIN; ...; COMMIT`` and read back once: a turn's opening (claim,
 cut-turn check, user message, reads) and closing (usage entries, release) are one round trip each.
 ``UpdateStep`` (merges fields into the stored record) and a ``MarkCutStep`` whose conversation ends in
 a cut turn need the client between statements: such a batch runs step by step in one transaction.
@@ -32,6 +32,7 @@ from store.engine import (
     Step,
     UpdateStep,
     check_handlers,
+    leases_only,
     reads_only,
     tail_query,
 )
@@ -46,7 +47,7 @@ Conn = AsyncConnection[Any]
 
 @dataclass(frozen=True, slots=True)
 class Handling:
-    """How the engine runs one step type: as a plan (pipelined), or by a function of its own (step by
+    """How the engine runs one step type: as a plan (all in one message), or by a function of its own (step by
     step, in the batch's transaction); ``plan`` may be a fast path that fails with 'unsettled'."""
 
     plan: Callable[[Scope, Any], Plan] | None
@@ -147,21 +148,47 @@ def failure(exc: psycopg.Error) -> Exception | None:
 
 
 async def pipelined(conn: Conn, scope: Scope, steps: Sequence[Step]) -> Results:
-    """Every step a plan: ONE pipeline (BEGIN, the statements, COMMIT), read back once."""
+    """Every step a plan: ONE message (BEGIN, the statements, COMMIT), one round trip, read back once."""
     plans = [_fast_plan(scope, s) for s in steps]
     statements: list[Statement] = [s for p in plans for s in p.statements]
-    one_read = len(statements) == 1 and all(reads_only(s) for s in steps)
-    wrapped = statements if one_read else [("BEGIN", ()), *statements, ("COMMIT", ())]
-    async with conn.pipeline() as pipe:
-        cursors = [await conn.execute(sql, params) for sql, params in wrapped]
-        await pipe.sync()
-    rows = [await _rows(c) for c in (cursors if one_read else cursors[1:-1])]
+    if len(statements) == 1 and all(reads_only(s) for s in steps):
+        sql, params = statements[0]
+        rows = [await _rows(await conn.execute(sql, params))]
+    else:
+        opening: list[Statement] = [("BEGIN", ())]
+        if leases_only(steps) and not all(reads_only(s) for s in steps):
+            opening.append(UNSYNCED)
+        rows = (await _one_message(conn, [*opening, *statements, ("COMMIT", ())]))[len(opening) : -1]
     out: list[object] = []
     at = 0
     for plan in plans:
         out.append(plan.finish(rows[at : at + len(plan.statements)]))
         at += len(plan.statements)
     return Results(steps, out)
+
+
+#: a commit that does not wait for its WAL flush, for batches that write nothing but expiring leases
+#: (as the embedded engine skips their fsync): a lease write lost to a crash of the server only means
+#: that a lease lapses by its time, or that a released one stays until it expires. The WAL is written
+#: in order, so a later durable commit makes it durable too, and the database is consistent either way.
+UNSYNCED: Final[Statement] = ("SET LOCAL synchronous_commit = off", ())
+
+
+async def _one_message(conn: Conn, statements: Sequence[Statement]) -> list[Rows]:
+    """``statements`` as ONE simple-protocol query (parameters bound by psycopg's client-side
+    quoting): one write, one wake-up of the server, one round trip; the rows of each, in order.
+
+    psycopg's pipeline mode sends each statement in a write of its own, one trip through the event
+    loop each, and the server wakes for each: on a busy machine that cost more than the statements.
+    The server runs the statements in order and stops at the first that fails (``hero_fail``): with
+    the BEGIN in the message, the transaction is then aborted and the caller rolls it back."""
+    cur = psycopg.AsyncClientCursor(conn)
+    await cur.execute(";\n".join(cur.mogrify(sql, params) for sql, params in statements))
+    out: list[Rows] = []
+    while True:
+        out.append(await _rows(cur))
+        if not cur.nextset():
+            return out
 
 
 def _fast_plan(scope: Scope, step: Step) -> Plan:

@@ -32,12 +32,14 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from config.settings import StoreSettings
 from store.engine import (
     Capabilities,
+    CommitStats,
     CreateStep,
     DeleteStep,
     Engine,
     Results,
     Step,
     dump_in_pages,
+    leases_only,
     reads_only,
 )
 from store.errors import Conflict, InvalidInput, StoreUnavailable
@@ -103,14 +105,17 @@ class PostgresEngine(Engine):
         self.where = where(settings.url)
         self.timeout_s = settings.timeout_s
         self.retries = max(0, settings.retries)
-        # no server-side prepared statements: a pipeline aborted by hero_fail skips the Parse of the
-        # statements after the failure, and psycopg's cache would then name statements that do not exist
+        # no server-side prepared statements: the batches that count go as one client-bound message
+        # (store.postgres.batch), and a pooler in front of the server need not track named statements
         self._kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
         if settings.secret:
             self._kwargs["password"] = settings.secret
         self._min, self._max = min_size, max_size
         self._pool: AsyncConnectionPool[AsyncConnection[Any]] | None = None
         self._events: Counter[str] = Counter()
+        #: the write batches committed, and those among them that waited for the WAL flush (all but
+        #: the lease-only ones: ``store.postgres.batch.UNSYNCED``), for ``/metrics``
+        self._commits = CommitStats()
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -233,7 +238,12 @@ class PostgresEngine(Engine):
         results: Results = await self._with_conn(
             _batch, scope, steps, writes=writes, safe=not writes or repeatable(steps)
         )
+        if writes:
+            self._commits.grouped(1, committed=True, synced=not leases_only(steps))
         return results
+
+    def commit_stats(self) -> CommitStats | None:
+        return self._commits
 
     async def get_lease(self, scope: Scope, key: str) -> Lease | None:
         rows = await self._with_conn(

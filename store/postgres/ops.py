@@ -2,15 +2,16 @@
 
 A :class:`Plan` is a list of SQL statements with their parameters plus a ``finish`` that turns their
 rows into the step's result. Because no statement depends on a value the client must read first, the
-statements of every step of a batch can be sent as ONE pipeline (one round trip, one transaction);
+statements of every step of a batch can be sent as ONE message (one round trip, one transaction);
 see :mod:`store.postgres.batch`. The server does what SQLite's engine does in Python: numbers the
 message (a row lock on its conversation orders concurrent appends, then ``max(seq) + 1`` in the next
 statement, which sees every committed message), allocates the sid (``counters`` row, ``hero_sid``),
 honours request keys, compares-and-swaps leases by the server's clock.
 
 A condition that must stop the batch (a missing conversation, a refused required claim, a cut turn
-the fast path cannot mark) calls ``hero_fail``: the statement fails, the pipeline and its
-transaction are aborted, and :mod:`store.postgres.batch` turns the error into the step's outcome.
+the fast path cannot mark) calls ``hero_fail``: the statement fails, the rest of the message is
+skipped and its transaction aborted, and :mod:`store.postgres.batch` turns the error into the step's
+outcome.
 """
 
 from __future__ import annotations
@@ -249,9 +250,9 @@ def create_plan(scope: Scope, step: CreateStep) -> Plan:
     return Plan([(_insert_cte(spec, None), params)], lambda rows: record(spec, rows[-1][0]))
 
 
-def _insert_cte(spec: PgTable, seq_expr: str | None, *, guard: str = "") -> str:
+def _insert_cte(spec: PgTable, seq_expr: str | None) -> str:
     """One statement: the record under the request key if there is one, else a new record (its sid
-    from the context's counter). ``seq_expr``: a message's seq; ``guard``: an extra condition."""
+    from the context's counter). ``seq_expr``: a message's seq."""
     t = spec.table
     names = (*spec.hot_names, *spec.owned_names)
     values = [f"%({n})s" for n in names]
@@ -262,7 +263,7 @@ def _insert_cte(spec: PgTable, seq_expr: str | None, *, guard: str = "") -> str:
         f"WITH prior AS (SELECT {spec.select} FROM {t} "
         "WHERE context = %(c)s AND user_id = %(u)s AND request_key = %(k)s), "
         "ctr AS (INSERT INTO counters AS n (context, kind, last) SELECT %(c)s, %(kind)s, 1 "
-        f"WHERE NOT EXISTS (SELECT 1 FROM prior){guard} "
+        "WHERE NOT EXISTS (SELECT 1 FROM prior) "
         "ON CONFLICT (context, kind) DO UPDATE SET last = n.last + 1 RETURNING last), "
         f"ins AS (INSERT INTO {t} (sid, context, user_id, created_at, updated_at, {', '.join(names)}, "
         f"request_key, data{fts_col}) SELECT hero_sid(last), %(c)s, %(u)s, %(now)s, %(now)s, "
@@ -272,8 +273,10 @@ def _insert_cte(spec: PgTable, seq_expr: str | None, *, guard: str = "") -> str:
 
 
 def _message_plan(spec: PgTable, body: Record, params: dict[str, object]) -> Plan:
-    """Three statements: lock and touch the conversation (which orders concurrent appends), fail when
-    it is missing, insert the message numbered after every committed one."""
+    """Two statements: lock and touch the conversation (which orders concurrent appends), failing
+    when it is missing; then insert the message numbered after every committed one (a statement of
+    its own: its snapshot, taken after the lock was granted, sees the message of the writer that
+    held it). Unless the request key was used already: then nothing is written, the stored one read."""
     conv_id = body.get("conversation_id")
     if not isinstance(conv_id, str):
         raise InvalidInput("a message needs a conversation_id")
@@ -283,19 +286,17 @@ def _message_plan(spec: PgTable, body: Record, params: dict[str, object]) -> Pla
     prior = (
         "EXISTS (SELECT 1 FROM messages WHERE context = %(c)s AND user_id = %(u)s AND request_key = %(k)s)"
     )
-    conv = "FROM conversations WHERE context = %(c)s AND user_id = %(u)s AND sid = %(conv)s"
     touch = (
-        "UPDATE conversations SET message_count = coalesce(message_count, 0) + 1, updated_at = %(now)s, "
-        f"last_channel = coalesce(%(channel)s, last_channel) WHERE context = %(c)s AND user_id = %(u)s "
-        f"AND sid = %(conv)s AND NOT {prior}"
+        "WITH touched AS (UPDATE conversations SET message_count = coalesce(message_count, 0) + 1, "
+        "updated_at = %(now)s, last_channel = coalesce(%(channel)s, last_channel) "
+        f"WHERE context = %(c)s AND user_id = %(u)s AND sid = %(conv)s AND NOT {prior} RETURNING 1) "
+        f"SELECT hero_fail('not-found', %(conv)s) WHERE NOT {prior} AND NOT EXISTS (SELECT 1 FROM touched)"
     )
-    check = f"SELECT hero_fail('not-found', %(conv)s) WHERE NOT {prior} AND NOT EXISTS (SELECT 1 {conv})"
     seq = (
         "(SELECT coalesce(max(seq), 0) + 1 FROM messages WHERE context = %(c)s AND user_id = %(u)s "
         "AND conversation_id = %(conv)s)"
     )
-    insert = _insert_cte(spec, seq, guard=f" AND EXISTS (SELECT 1 {conv})")
-    return Plan([(touch, params), (check, params), (insert, params)], lambda rows: record(spec, rows[-1][0]))
+    return Plan([(touch, params), (_insert_cte(spec, seq), params)], lambda rows: record(spec, rows[-1][0]))
 
 
 def delete_plan(scope: Scope, step: DeleteStep) -> Plan:
@@ -366,7 +367,7 @@ def release_plan(scope: Scope, step: ReleaseStep) -> Plan:
 
 def settled_guard(scope: Scope, conversation_id: str) -> Plan:
     """The fast :class:`~store.engine.MarkCutStep`: nothing to mark when the newest message is an
-    assistant answer without tool calls (or there is none); anything else fails the pipeline so that
+    assistant answer without tool calls (or there is none); anything else fails the message so that
     the batch runs again step by step, with the full marking (``store.cut_turns``)."""
     sql = (
         "SELECT hero_fail('unsettled', '') FROM (SELECT data::json AS d FROM messages "

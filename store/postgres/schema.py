@@ -1,7 +1,7 @@
 """The PostgreSQL schema of the ``postgres`` engine and its versioned migrations.
 
 One table per object kind, like the embedded engine (``store.sqlite.schema``), with two differences
-that let a turn's opening run as ONE pipeline of statements (no client logic between them):
+that let a turn's opening run as ONE message of statements (no client logic between them):
 
 * the fields the engine owns are columns only: ``sid``, ``context``, ``user_id``, ``created_at``,
   ``updated_at`` everywhere, a message's ``seq``, a conversation's ``message_count`` and
@@ -14,7 +14,7 @@ that let a turn's opening run as ONE pipeline of statements (no client logic bet
 Text columns compare bytewise (``COLLATE "C"``), as SQLite does, so sids, cursors and sort orders are
 the same on both engines. Leases are rows with an expiry; no advisory locks, no extensions: the only
 server-side code is two small functions (``hero_sid``: base-36 sids; ``hero_fail``: a statement that
-must stop its pipeline, such as a refused required claim).
+must stop its batch, such as a refused required claim).
 
 Migrations are numbered; :func:`migrate` applies the missing ones under a row lock on the one row of
 ``hero_schema``, so several daemons starting at once upgrade the database exactly once.
@@ -131,7 +131,7 @@ _V1 = [
     f"SELECT lpad(string_agg(substr('{_B36}', (div(n, 36::numeric ^ k) % 36)::int + 1, 1), '' "
     "ORDER BY k DESC), 4, '0') FROM generate_series(0, 12) AS k "
     "WHERE 36::numeric ^ k <= greatest(n, 1) $$",
-    # stops the statement (and its pipeline, and its transaction): 'hero:<what>:<detail>'
+    # stops the statement (and its batch, and its transaction): 'hero:<what>:<detail>'
     "CREATE FUNCTION hero_fail(what text, detail text) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$ "
     "BEGIN RAISE EXCEPTION 'hero:%:%', what, detail; END $$",
     # the server's clock in ms: leases expire by one clock for every daemon

@@ -24,6 +24,7 @@ from store.engine import (
     Step,
     UpdateStep,
     check_handlers,
+    leases_only,
     reads_only,
     settled,
     tail_query,
@@ -52,14 +53,6 @@ check_handlers(HANDLERS, "the embedded engine")
 def writes(steps: Sequence[Step]) -> bool:
     """The batch writes: it needs a write transaction (and may join a group commit)."""
     return not all(reads_only(s) for s in steps)
-
-
-def leases_only(steps: Sequence[Step]) -> bool:
-    """The batch writes nothing but expiring leases: its commit may skip the fsync (:func:`unsynced`)."""
-    return all(
-        reads_only(s) or isinstance(s, ReleaseStep) or (isinstance(s, ClaimStep) and s.ttl_ms is not None)
-        for s in steps
-    )
 
 
 def run_steps(conn: sqlite3.Connection, scope: Scope, steps: Sequence[Step]) -> Results:

@@ -37,7 +37,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import structlog
 
-from store.engine import CommitStats, Engine, Results, Step, dump_in_pages
+from store.engine import CommitStats, Engine, Results, Step, dump_in_pages, leases_only
 from store.errors import Conflict, StoreError, StoreUnavailable
 from store.leases import Lease
 from store.models import Kind, Record, Scope, validate_stored_context, validate_user
@@ -322,7 +322,7 @@ class EmbeddedEngine(Engine):
             raise StoreUnavailable("the embedded store is not open")
         write = Write(
             functools.partial(sqlite_batch.run_steps, scope=scope, steps=steps),
-            sqlite_batch.leases_only(steps),
+            leases_only(steps),
         )
         return await db.worker.run(write)
 

@@ -145,7 +145,9 @@ async def test_kill9_during_commits_loses_and_duplicates_nothing(own_cluster: Cl
                 with anyio.fail_after(60):
                     while len(acked) < before + 30:
                         await anyio.sleep(0.01)
-                own_cluster.kill9()
+                # from a worker thread: the writers keep running (and have batches in flight) while
+                # the server dies; a kill in the event loop's thread would wait for them to be answered
+                await anyio.to_thread.run_sync(own_cluster.kill9)
                 await anyio.to_thread.run_sync(_restart, own_cluster)
             before = len(acked)
             with anyio.fail_after(60):
