@@ -34,10 +34,10 @@ class ConversationsMixin:
     ) -> Conversation | None:
         """The user's active conversation in this context; a new one when there is none (and ``create``)."""
         async with self._create_lock(scope):
-            sid = await self.store.get_state(scope, ACTIVE_KEY)
+            sid = await self.store.state.get(scope, ACTIVE_KEY)
             if sid:
                 try:
-                    return await self.store.get_conversation(scope, sid)
+                    return await self.store.conversations.get(scope, sid)
                 except (NotFound, InvalidInput):
                     pass  # deleted meanwhile
             if not create:
@@ -49,7 +49,7 @@ class ConversationsMixin:
         is none): the turn's opening batch reads the conversation itself, once, and answers NotFound
         when it was deleted since it was made active (then :meth:`replace_active_conversation`)."""
         async with self._create_lock(scope):
-            sid = await self.store.get_state(scope, ACTIVE_KEY)
+            sid = await self.store.state.get(scope, ACTIVE_KEY)
             if sid and SID_RE.match(sid):
                 return sid
             return (await self.new_conversation(scope, channel=channel, is_group=is_group)).sid
@@ -60,7 +60,7 @@ class ConversationsMixin:
         """A new active conversation in place of ``stale``, which the store no longer has; a turn that
         raced this one may have replaced it already (then that one is the active one)."""
         async with self._create_lock(scope):
-            sid = await self.store.get_state(scope, ACTIVE_KEY)
+            sid = await self.store.state.get(scope, ACTIVE_KEY)
             if sid and sid != stale and SID_RE.match(sid):
                 return sid
             return (await self.new_conversation(scope, channel=channel, is_group=is_group)).sid
@@ -71,28 +71,28 @@ class ConversationsMixin:
 
     async def set_active_conversation(self, scope: Scope, conversation_id: str) -> None:
         """Make ``conversation_id`` the active one; NotFound for a missing or foreign id."""
-        conv = await self.store.get_conversation(scope, conversation_id)
-        await self.store.set_state(scope, ACTIVE_KEY, conv.sid)
+        conv = await self.store.conversations.get(scope, conversation_id)
+        await self.store.state.set(scope, ACTIVE_KEY, conv.sid)
 
     async def new_conversation(
         self, scope: Scope, *, channel: str, title: str = "", is_group: bool = False
     ) -> Conversation:
         """Create a conversation and make it the active one."""
-        conv = await self.store.create_conversation(scope, title, channel=channel, is_group=is_group)
-        await self.store.set_state(scope, ACTIVE_KEY, conv.sid)
+        conv = await self.store.conversations.create(scope, title, channel=channel, is_group=is_group)
+        await self.store.state.set(scope, ACTIVE_KEY, conv.sid)
         return conv
 
     async def clear_conversation(self, scope: Scope, conversation_id: str) -> Conversation:
         """Save what is worth keeping (memory flush), then hide the earlier turns from the model.
         Waits for a running turn of the conversation to finish first."""
-        conv = await self.store.get_conversation(scope, conversation_id)
+        conv = await self.store.conversations.get(scope, conversation_id)
         await self.memory.flush(scope, conv.sid, conv.last_channel)
         async with self._turn_lock(scope, conv.sid):
-            return await self.store.clear_conversation(scope, conv.sid)
+            return await self.store.conversations.clear(scope, conv.sid)
 
     async def compact_conversation(self, scope: Scope, conversation_id: str, *, channel: str) -> bool:
         """``/compact``: summarise all but the newest turn now; False when there is too little."""
-        conv = await self.store.get_conversation(scope, conversation_id)
+        conv = await self.store.conversations.get(scope, conversation_id)
         async with self._turn_lock(scope, conv.sid):
             return await self.compactor.compact(scope, conv.sid, channel)
 
@@ -101,7 +101,7 @@ class ConversationsMixin:
         """The conversation's turn lock, held as a turn holds it (a running turn is waited for), with
         the window cache of the conversation forgotten: what runs under it rewrites the history."""
         agent_cfg = self.settings.agent
-        async with self.store.conversation_lock(
+        async with self.store.leases.conversation_lock(
             scope, conversation_id, ttl_s=agent_cfg.turn_lock_ttl_s, wait_s=agent_cfg.turn_deadline_s
         ):
             self.window.forget(scope, conversation_id)

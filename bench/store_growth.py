@@ -17,10 +17,10 @@ transaction) with records shaped exactly like the ones the Store writes (sid, sc
 gap-free seq per conversation, message_count kept right by re-restoring the touched conversations).
 The measured operations go through the public ``Store`` API, one at a time, like the agent calls them:
 
-* append        ``Store.append_message`` to a random conversation (a durable commit each: fsync)
-* history       ``Store.history(limit=50)`` of the big conversation (100k messages at >= 100k)
-* list          ``Store.list_conversations(limit=50)`` of the user with 10k conversations
-* search        ``Store.search_memories`` (2 words) over the user's 5k memories
+* append        ``Store.messages.append`` to a random conversation (a durable commit each: fsync)
+* history       ``Store.messages.history(limit=50)`` of the big conversation (100k messages at >= 100k)
+* list          ``Store.conversations.list(limit=50)`` of the user with 10k conversations
+* search        ``Store.memories.search`` (2 words) over the user's 5k memories
 """
 
 from __future__ import annotations
@@ -214,15 +214,15 @@ async def measure(store: Store, samples: int) -> tuple[dict[str, list[float]], d
     sids = [to_base36(i) for i in range(2, CONVERSATIONS + 1)]
 
     async def append() -> None:
-        await store.append_message(
+        await store.messages.append(
             USER, Message(conversation_id=rng.choice(sids), role="user", content=words(20), channel="cli")
         )
 
     ops: dict[str, Callable[[], Awaitable[object]]] = {
         "append": append,
-        "history": lambda: store.history(USER, to_base36(1), limit=50),
-        "list": lambda: store.list_conversations(USER, limit=50),
-        "search": lambda: store.search_memories(MEMO, words(2), limit=10),
+        "history": lambda: store.messages.history(USER, to_base36(1), limit=50),
+        "list": lambda: store.conversations.list(USER, limit=50),
+        "search": lambda: store.memories.search(MEMO, words(2), limit=10),
     }
     for op in ops.values():
         await timed(min(20, samples), op)  # warm the page cache and the thread

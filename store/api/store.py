@@ -13,7 +13,7 @@ A call reads ``store.conversations.get(scope, cid)``; what concerns the whole st
 part: ``users_with_data``, ``rename_user``) and the message rules (``check_text``) stay here. Every call
 takes a :class:`~store.models.Scope`; ids from another user or context raise
 :class:`~store.errors.NotFound` exactly like missing ones. Input is validated here, once, for every
-engine. The old method names (``store.append_message``...) and their new places are listed in
+engine. The names of the old mixin stack (``append_message``...) and their new places are listed in
 docs/store.md ("API map").
 """
 

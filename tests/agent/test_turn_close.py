@@ -62,7 +62,7 @@ async def test_a_turn_ends_with_one_batch_of_answer_usage_and_release(tmp_path: 
             Agent(settings, store, provider) as agent,
         ):
             conv = await agent.new_conversation(SCOPE, channel="cli")
-            await store.rename_conversation(SCOPE, conv.sid, "named")  # no title write in the turn
+            await store.conversations.rename(SCOPE, conv.sid, "named")  # no title write in the turn
             recording.batches.clear()
             with anyio.fail_after(20):
                 events = [ev async for ev in agent.handle(req("hello", conversation_id=conv.sid))]
@@ -73,7 +73,7 @@ async def test_a_turn_ends_with_one_batch_of_answer_usage_and_release(tmp_path: 
             assert opening[0] == "ClaimStep" and message in opening
             assert closing == [message, usage_entry, "ReleaseStep"]
             assert "ReleaseStep" not in opening
-            [usage] = (await store.list_usage(SCOPE)).items
+            [usage] = (await store.records.list_usage(SCOPE)).items
             assert usage.conversation_id == conv.sid
-            history = await store.history(SCOPE, conv.sid)
+            history = await store.messages.history(SCOPE, conv.sid)
             assert [m.content for m in history] == ["hello", "echo: hello"]
