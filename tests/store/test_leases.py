@@ -1,6 +1,6 @@
 """Conformance: leases with their holder's process identity (``owner``), the compare-and-swap take-over
 (``replace``), ``get_lease``/``list_leases``, renewal while held, the take-over of a dead holder of
-this host, and the marks of a cut turn (``MarkCutStep``: in ``open_turn`` and at daemon start).
+this host, and the marks of a cut turn (``MarkCutStep``: in ``turns.open`` and at daemon start).
 
 Dead holders are real: a child process is started, its identity read from /proc, then it is killed.
 """

@@ -1,5 +1,5 @@
 """Conformance: audit and usage entries (append, list with paging, aggregates), stats, per-scope state,
-leases (``claim``/``release``, ``claim_once``, ``conversation_lock``)."""
+leases (``claim``/``release``, ``leases.claim_once``, ``leases.conversation_lock``)."""
 
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ async def test_a_request_older_than_the_turn_is_ignored(stores: tuple[Store, Sto
 
 
 async def test_claim_lease_says_how_a_leader_lease_was_taken(stores: tuple[Store, Store]) -> None:
-    """The Telegram poller lease (``claim_lease``): taken, renewed, refused to another holder, free
+    """The Telegram poller lease (``leases.claim``): taken, renewed, refused to another holder, free
     again once released."""
     first, second = stores
     scope = Scope("_system", "telegram")
