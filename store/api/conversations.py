@@ -97,7 +97,7 @@ class Conversations:
         """Move the clear boundary to the last message: earlier turns stay stored (archived) but
         ``history`` no longer returns them."""
         conv = await self.get(scope, sid)
-        last = await self.last_seq(scope, sid)
+        last = await self._last_seq(scope, sid)
         return await self._update(scope, sid, {"clear_seq": max(last, conv.clear_seq)})
 
     async def set_model(self, scope: Scope, sid: str, model: str) -> Conversation:
@@ -134,7 +134,7 @@ class Conversations:
             raise NotFound("conversation", sid)
         return Conversation.from_record(rec)
 
-    async def last_seq(self, scope: Scope, conversation_id: str) -> int:
+    async def _last_seq(self, scope: Scope, conversation_id: str) -> int:
         page = await self.engine.list(
             Kind.MESSAGE,
             scope,
