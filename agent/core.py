@@ -103,7 +103,7 @@ class Agent:
         self._running: list[_Running] = []
         self._closed = False
         #: every turn and command of every channel (shown by the web channel's /metrics)
-        self.metrics = TurnMetrics(store_engine=store.engine, leases=store.lease_stats)
+        self.metrics = TurnMetrics(store_engine=store.engine, leases=store.leases.stats)
         if tools is not None:
             self.metrics.tool_results = tools.result_counts
         self.metrics.counters.declare(RERUNS, RERUNS_HELP)
@@ -361,7 +361,7 @@ class Agent:
         cancel, or a replayed request whose earlier message is kept), delete them again."""
         stored: list[str] = []
         if req.images:
-            made = await self.store.add_attachments(
+            made = await self.store.attachments.add(
                 req.scope, inp.conversation_id, list(req.images), channel=req.channel
             )
             stored = [a.sid for a in made]
@@ -376,7 +376,7 @@ class Agent:
             if stored and not kept:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(FLUSH_DEADLINE_S):
                     try:
-                        await self.store.drop_attachments(req.scope, stored)
+                        await self.store.attachments.drop(req.scope, stored)
                     except StoreError as exc:
                         log.warning("turn.attachments_not_dropped", error=str(exc), sids=stored)
 
@@ -410,7 +410,7 @@ class Agent:
         target = conversation_id or await self.conversations.stored_active_id(scope)
         if not target:
             return False
-        return await self.store.stop_remote_turn(scope, target, wait_s=FLUSH_DEADLINE_S)
+        return await self.store.stops.request(scope, target, wait_s=FLUSH_DEADLINE_S)
 
     def is_running(self, scope: Scope, conversation_id: str) -> bool:
         return any(
@@ -422,5 +422,5 @@ class Agent:
     async def delete_conversation(self, scope: Scope, conversation_id: str) -> None:
         """Hard delete (the privacy delete); a deleted active conversation leaves no active one."""
         await self.stop_turn(scope, conversation_id)
-        await self.store.delete_conversation(scope, conversation_id)
+        await self.store.conversations.delete(scope, conversation_id)
         await self.conversations.forget(scope, conversation_id)

@@ -118,6 +118,6 @@ class LLM:
         delivered answer or the provider's own error into a store error)."""
         for entry in entries:
             try:
-                await self.store.append_usage(scope, entry)
+                await self.store.records.append_usage(scope, entry)
             except StoreError as exc:
                 log.warning("llm.usage_not_booked", error=str(exc), model=entry.model)

@@ -197,10 +197,10 @@ class MemoryManager:
         """Extract memories from the messages not yet looked at; returns how many were new."""
         key = (scope.context, scope.user_id, conversation_id)
         async with self._locks.hold(key):
-            if (await self.store.get_conversation(scope, conversation_id)).is_group:
+            if (await self.store.conversations.get(scope, conversation_id)).is_group:
                 return 0  # groups: no single user to learn about (see the module docstring)
-            seen = int(await self.store.get_state(scope, _state_key(conversation_id)) or 0)
-            page = await self.store.list_messages(
+            seen = int(await self.store.state.get(scope, _state_key(conversation_id)) or 0)
+            page = await self.store.messages.list(
                 scope, conversation_id, limit=EXTRACTION_WINDOW, descending=True
             )
             fresh = [m for m in reversed(page.items) if m.seq > seen]
@@ -208,9 +208,9 @@ class MemoryManager:
                 return 0
             transcript = _transcript(fresh)
             if not transcript:
-                await self.store.set_state(scope, _state_key(conversation_id), str(fresh[-1].seq))
+                await self.store.state.set(scope, _state_key(conversation_id), str(fresh[-1].seq))
                 return 0
-            known = await self.store.list_memories(
+            known = await self.store.memories.list(
                 scope, limit=max(1, min(self.settings.max_memories_shown, 1000))
             )
             answer = await self.llm.call(
@@ -219,11 +219,11 @@ class MemoryManager:
             )
             added = 0
             for fact in parse_memories(answer.text):
-                _, created = await self.store.add_memory(
+                _, created = await self.store.memories.add(
                     scope, fact, source_conversation_id=conversation_id, source_channel=channel
                 )
                 added += created
-            await self.store.set_state(scope, _state_key(conversation_id), str(fresh[-1].seq))
+            await self.store.state.set(scope, _state_key(conversation_id), str(fresh[-1].seq))
             log.info("memory.extracted", conversation=conversation_id, new=added, messages=len(fresh))
             return added
 

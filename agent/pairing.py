@@ -71,7 +71,7 @@ class Pairing:
         configured = self.config_user(telegram_id)
         if configured is not None:
             return configured
-        link = await self._store.get_link(CHANNEL, str(telegram_id))
+        link = await self._store.links.get(CHANNEL, str(telegram_id))
         return link.user if link is not None else None
 
     # -- the stranger's side -------------------------------------------------------------------
@@ -93,7 +93,7 @@ class Pairing:
         code = PairingCode(
             CHANNEL, _new_code(), str(telegram_id), name[:128], username[:64], now, now + ttl_ms
         )
-        await self._store.add_pairing_code(code)
+        await self._store.links.add_pairing_code(code)
         self.counts["codes_issued"] += 1
         return code
 
@@ -126,15 +126,15 @@ class Pairing:
         """Codes still valid, oldest first; expired ones are removed on the way."""
         now = self._now_ms()
         valid = []
-        for code in await self._store.list_pairing_codes(CHANNEL):
+        for code in await self._store.links.list_pairing_codes(CHANNEL):
             if code.expires_at <= now:
-                await self._store.take_pairing_code(CHANNEL, code.code)
+                await self._store.links.take_pairing_code(CHANNEL, code.code)
             else:
                 valid.append(code)
         return valid
 
     async def links(self) -> list[IdentityLink]:
-        return await self._store.list_links(CHANNEL)
+        return await self._store.links.list(CHANNEL)
 
     async def approve(self, code: str, user: str, *, by: str) -> IdentityLink:
         """Link the code's Telegram id to ``user``; the code is used up."""
@@ -151,7 +151,7 @@ class Pairing:
                 "config",
             )
         link = IdentityLink(CHANNEL, taken.external_id, user, self._now_ms(), by)
-        await self._store.set_link(link)
+        await self._store.links.set(link)
         self.counts["approvals"] += 1
         return link
 
@@ -170,8 +170,8 @@ class Pairing:
                 f"([users.{configured}]): edit the config to change it",
                 "config",
             )
-        link = await self._store.get_link(CHANNEL, str(telegram_id))
-        if link is None or not await self._store.delete_link(CHANNEL, str(telegram_id)):
+        link = await self._store.links.get(CHANNEL, str(telegram_id))
+        if link is None or not await self._store.links.delete(CHANNEL, str(telegram_id)):
             raise PairingError(f"Telegram id {telegram_id} is not linked")
         return link
 
@@ -179,7 +179,7 @@ class Pairing:
         wanted = normalise_code(code)
         if len(wanted) != CODE_LENGTH:
             raise PairingError(f"{code.strip()!r} is not a pairing code (8 letters and digits)", "invalid")
-        taken = await self._store.take_pairing_code(CHANNEL, wanted)
+        taken = await self._store.links.take_pairing_code(CHANNEL, wanted)
         if taken is None or taken.expires_at <= self._now_ms():
             raise PairingError(f"no pending pairing code {wanted} (it may have expired: ask for a new one)")
         return taken

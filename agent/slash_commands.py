@@ -74,7 +74,7 @@ async def run_command(agent: Agent, req: TurnRequest) -> CommandOutput:
 
 async def _target(agent: Agent, req: TurnRequest) -> Conversation | None:
     if req.conversation_id:
-        return await agent.store.get_conversation(req.scope, req.conversation_id)
+        return await agent.store.conversations.get(req.scope, req.conversation_id)
     return await agent.conversations.active(req.scope, channel=req.channel, create=False)
 
 
@@ -119,7 +119,7 @@ async def _clear(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
 
 
 async def _list(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
-    page = await agent.store.list_conversations(req.scope, limit=LIST_LIMIT)
+    page = await agent.store.conversations.list(req.scope, limit=LIST_LIMIT)
     active = await agent.conversations.active(req.scope, channel=req.channel, create=False)
     active_id = active.sid if active else ""
     if not page.items:
@@ -146,7 +146,7 @@ async def _switch(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
         await agent.conversations.set_active(req.scope, arg)
     except InvalidInput:
         raise NotFound("conversation", arg) from None  # a malformed id names no conversation either
-    conv = await agent.store.get_conversation(req.scope, arg)
+    conv = await agent.store.conversations.get(req.scope, arg)
     return _about("switch", f"Switched to {_label(conv)}.", conv)
 
 
@@ -156,7 +156,7 @@ async def _rename(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
     conv = await _target(agent, req)
     if conv is None:
         return CommandOutput("rename", "There is no conversation to rename yet.", ok=False)
-    conv = await agent.store.rename_conversation(req.scope, conv.sid, arg)
+    conv = await agent.store.conversations.rename(req.scope, conv.sid, arg)
     return _about("rename", f"Renamed to {conv.title!r}.", conv)
 
 
@@ -184,7 +184,7 @@ async def _context(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
 
 
 async def _memory(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
-    page = await agent.store.list_memories(req.scope, limit=MEMORY_LIMIT)
+    page = await agent.store.memories.list(req.scope, limit=MEMORY_LIMIT)
     items = [
         {"id": m.sid, "content": m.content, "kind": m.kind, "created_at": m.created_at} for m in page.items
     ]
@@ -202,7 +202,7 @@ async def _forget(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
     if not arg:
         return CommandOutput("forget", "Usage: /forget ID (see /memory).", ok=False)
     try:
-        await agent.store.delete_memory(req.scope, arg)
+        await agent.store.memories.delete(req.scope, arg)
     except InvalidInput:
         raise NotFound("memory", arg) from None  # a malformed id names no memory either
     return CommandOutput("forget", f"Forgot memory {arg}.", data={"forgotten": arg})
@@ -246,7 +246,7 @@ async def _model(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
     if conv is None:
         conv = await agent.conversations.new(req.scope, channel=req.channel, is_group=req.is_group)
     # the configured default is stored as "" so the conversation follows a change of llm.model
-    conv = await agent.store.set_conversation_model(
+    conv = await agent.store.conversations.set_model(
         req.scope, conv.sid, "" if arg == settings.llm.model else arg
     )
     return CommandOutput(

@@ -30,7 +30,7 @@ async def watch_for_stop(
         try:
             # +STOP_CHECK_S: the lease was claimed a round trip before the lock was reported taken
             running_s = anyio.current_time() - locked_at + STOP_CHECK_S
-            if await store.stop_requested(scope, conversation_id, running_s=running_s):
+            if await store.stops.requested(scope, conversation_id, running_s=running_s):
                 cancel_scope.cancel()
                 return
         except StoreError as exc:

@@ -128,7 +128,7 @@ class Turn:
         recall_text, recall_limit, recent = services.memory.recall_plan(inp.request.text)
         reads = TurnReads(window_limit, after_seq, recall_text, recall_limit, recent)
         try:
-            async with services.store.open_turn(
+            async with services.store.turns.open(
                 inp.request.scope,
                 self.cid,
                 inp.request.text,
@@ -194,13 +194,13 @@ class Turn:
             await self.emit(TurnFailed.of(exc, self.cid))
             return False
         if replaced:
-            await self.services.store.supersede(req.scope, [m.sid for m in replaced], inp.turn_id)
+            await self.services.store.messages.supersede(req.scope, [m.sid for m in replaced], inp.turn_id)
             for m in replaced:
                 m.superseded_by = inp.turn_id
             log.info("turn.rerun", kind=plan.kind.value, superseded=len(replaced))
         self.services.counters.inc(RERUNS, kind=plan.kind.value, channel=req.channel)
         if plan.kind == RerunKind.EDIT:
-            self.message = await self.services.store.append_message(
+            self.message = await self.services.store.messages.append(
                 req.scope,
                 Message(
                     conversation_id=self.cid,
@@ -219,7 +219,7 @@ class Turn:
         already answered them (a continuation sent again); read before the turn opens, checked again
         under its lease. None, with a ``conflict`` error, when neither is there."""
         req = self.inp.request
-        page = await self.services.store.list_messages(req.scope, self.cid, limit=100, descending=True)
+        page = await self.services.store.messages.list(req.scope, self.cid, limit=100, descending=True)
         recent = list(reversed(page.items))
         step, _ = awaited(recent)
         if step is None and (answer := continued_answer(recent, {r.call_id for r in req.client_results})):
@@ -253,7 +253,7 @@ class Turn:
         names = {c.id: c.name for c in calls_from_json(step.tool_calls)}
         for call_id in waiting:
             content = given.get(call_id)
-            msg = await self.services.store.append_message(
+            msg = await self.services.store.messages.append(
                 req.scope,
                 Message(
                     conversation_id=self.cid,
@@ -275,7 +275,7 @@ class Turn:
         req = self.inp.request
         text = req.options.system
         if text and client_system_changed(self.stored, text):
-            await self.services.store.append_message(
+            await self.services.store.messages.append(
                 req.scope,
                 Message(
                     conversation_id=self.cid,
@@ -346,7 +346,7 @@ class Turn:
         text = self.inp.request.text.strip()
         title = text.splitlines()[0][:60] if text else ""
         if title.isprintable():
-            self.services.store.title_on_close(self.opening, title)
+            self.services.store.turns.title_on_close(self.opening, title)
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -487,7 +487,7 @@ class Turn:
 
     async def _persist_calls(self, resp: CollectedResponse, client: set[str]) -> Message:
         """The step with its calls (client calls marked); the agent's own calls are now pending."""
-        step = await self.services.store.append_message(
+        step = await self.services.store.messages.append(
             self.inp.request.scope,
             Message(
                 conversation_id=self.cid,
@@ -510,7 +510,7 @@ class Turn:
 
     async def _persist_result(self, call: ToolCall, result: ToolResult) -> None:
         ms = self.progress.durations.get(call.id)
-        await self.services.store.append_message(
+        await self.services.store.messages.append(
             self.inp.request.scope,
             Message(
                 conversation_id=self.cid,
@@ -532,7 +532,7 @@ class Turn:
         text = resp.text or (EMPTY_FINAL if resp.tool_calls else "")
         assert self.opening is not None  # the loop runs inside the opened turn
         # one batch: the message, the turn's usage entries and the lease's release (one commit)
-        msg = await self.services.store.finish_turn(
+        msg = await self.services.store.turns.finish(
             self.opening,
             Message(
                 conversation_id=self.cid,
@@ -570,7 +570,7 @@ class Turn:
             if not text and status == MessageStatus.INTERRUPTED:
                 await self._mark_unanswered()
             elif text or status == MessageStatus.ERROR:
-                await store.append_message(
+                await store.messages.append(
                     inp.request.scope,
                     Message(
                         conversation_id=self.cid,
@@ -592,7 +592,7 @@ class Turn:
     async def _mark_unanswered(self) -> None:
         """The interrupted marker a cut turn gets from the store, written now (same request key, so
         the store's own marking later finds it and adds nothing)."""
-        await self.services.store.append_message(
+        await self.services.store.messages.append(
             self.inp.request.scope,
             Message(
                 conversation_id=self.cid,

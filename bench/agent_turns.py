@@ -133,22 +133,22 @@ class TimedEngine(DelegatingEngine):
 async def warm_log(store: Store, engine: EmbeddedEngine) -> None:
     """Grow the write-ahead log to its working size (the autocheckpoint mark), as a store in use has."""
     scratch = Scope("bench-scratch", "bencher")
-    conv = await store.create_conversation(scratch, "scratch", channel="cli")
+    conv = await store.conversations.create(scratch, "scratch", channel="cli")
     wal = anyio.Path(f"{engine.db_path}-wal")
     while (await wal.stat()).st_size < WORKING_LOG_BYTES:
-        await store.append_message(
+        await store.messages.append(
             scratch, Message(conversation_id=conv.sid, role="user", content=TEXT * 20, channel="cli")
         )
-    await store.delete_conversation(scratch, conv.sid)
+    await store.conversations.delete(scratch, conv.sid)
 
 
 async def fill(store: Store, conversation_id: str, n: int) -> None:
     for i in range(n // 2):
-        await store.append_message(
+        await store.messages.append(
             SCOPE,
             Message(conversation_id=conversation_id, role="user", content=f"{TEXT} #{i}", channel="cli"),
         )
-        await store.append_message(
+        await store.messages.append(
             SCOPE,
             Message(
                 conversation_id=conversation_id, role="assistant", content=f"echo: {TEXT} #{i}", channel="cli"

@@ -458,7 +458,7 @@ class AskScenario:
     async def prepare(self) -> None:
         async with Store(EmbeddedEngine(self.data)) as store:
             for user in [*self.users, "control"]:
-                conv = await store.create_conversation(Scope(CONTEXT, user), f"soak {user}", channel="cli")
+                conv = await store.conversations.create(Scope(CONTEXT, user), f"soak {user}", channel="cli")
                 self.conversations[user] = conv.sid
 
     def ask(self, user: str, text: str) -> subprocess.Popen[bytes]:
@@ -563,7 +563,7 @@ async def all_messages(store: Store, scope: Scope, conversation: str) -> list[Me
     out: list[Message] = []
     cursor = None
     while True:
-        page = await store.list_messages(scope, conversation, limit=1000, cursor=cursor)
+        page = await store.messages.list(scope, conversation, limit=1000, cursor=cursor)
         out += page.items
         if page.next_cursor is None:
             return out

@@ -20,10 +20,10 @@ minutes, where the row-by-row import path took a quarter of an hour), and the en
 (message_count, gap-free seq, sid counters) are checked after every fill.
 The measured operations go through the public ``Store`` API, one at a time, like the agent calls them:
 
-* append        ``Store.append_message`` to a random conversation (a durable commit each: fsync)
-* history       ``Store.history(limit=50)`` of the big conversation (100k messages at >= 100k)
-* list          ``Store.list_conversations(limit=50)`` of the user with 10k conversations
-* search        ``Store.search_memories`` (2 words) over the user's 5k memories
+* append        ``Store.messages.append`` to a random conversation (a durable commit each: fsync)
+* history       ``Store.messages.history(limit=50)`` of the big conversation (100k messages at >= 100k)
+* list          ``Store.conversations.list(limit=50)`` of the user with 10k conversations
+* search        ``Store.memories.search`` (2 words) over the user's 5k memories
 """
 
 from __future__ import annotations
@@ -230,15 +230,15 @@ async def measure(
 
     async def append() -> None:
         touched.append(rng.choice(sids))
-        await store.append_message(
+        await store.messages.append(
             USER, Message(conversation_id=touched[-1], role="user", content=words(20), channel="cli")
         )
 
     ops: dict[str, Callable[[], Awaitable[object]]] = {
         "append": append,
-        "history": lambda: store.history(USER, to_base36(1), limit=50),
-        "list": lambda: store.list_conversations(USER, limit=50),
-        "search": lambda: store.search_memories(MEMO, words(2), limit=10),
+        "history": lambda: store.messages.history(USER, to_base36(1), limit=50),
+        "list": lambda: store.conversations.list(USER, limit=50),
+        "search": lambda: store.memories.search(MEMO, words(2), limit=10),
     }
     for op in ops.values():
         await timed(min(20, samples), op)  # warm the page cache and the thread

@@ -8,8 +8,8 @@ opens a second embedded data dir directly. Both are filled identically (one conv
 ``--messages`` messages, through ``restore_batch``), then the two engines are timed call by call,
 alternating, through the public ``Store`` API:
 
-* append    ``Store.append_message`` to the big conversation
-* history   ``Store.history(limit=50)`` of the big conversation (2 calls over the wire: get + list)
+* append    ``Store.messages.append`` to the big conversation
+* history   ``Store.messages.history(limit=50)`` of the big conversation (2 calls over the wire: get + list)
 
 Besides wall-clock p50/p99 it prints the CPU time per call (this process, all threads; for osis plus
 the server process), which a busy shared machine distorts much less than wall time.
@@ -190,7 +190,7 @@ async def run(messages: int, samples: int, data_dir: Path, fsync: bool) -> int:
 
 
 def _append(store: Store, conv: str) -> Callable[[], Awaitable[object]]:
-    return lambda: store.append_message(
+    return lambda: store.messages.append(
         SCOPE,
         Message(
             conversation_id=conv, role="user", content="a benchmark message of some words", channel="cli"
@@ -199,7 +199,7 @@ def _append(store: Store, conv: str) -> Callable[[], Awaitable[object]]:
 
 
 def _history(store: Store, conv: str) -> Callable[[], Awaitable[object]]:
-    return lambda: store.history(SCOPE, conv, limit=50)
+    return lambda: store.messages.history(SCOPE, conv, limit=50)
 
 
 def report(results: dict[str, dict[str, list[float]]], cpu: dict[str, dict[str, float]]) -> int:

@@ -56,7 +56,7 @@ async def main(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = replace(Settings(), store=StoreSettings(path=Path(tmp)))
         async with open_store(settings) as store:
-            conv = await store.create_conversation(scope, "bench")
+            conv = await store.conversations.create(scope, "bench")
             ctx = ToolCaller(store, scope, conv.sid, "cli")
             tool = Echo()
             registry = ToolRegistry([tool])

@@ -149,7 +149,7 @@ async def _mark_cut_turns(store: Store) -> None:
     """The turns a dead process of this host held (a crashed daemon, a killed ``ask``) get their
     interrupted marks now, before any channel takes a message (see store.api.leases)."""
     try:
-        marked = await store.mark_dead_holders_turns()
+        marked = await store.leases.mark_dead_holders_turns()
     except StoreError as exc:  # the conversations' next turns mark them instead
         log.warning("daemon.cut_turns_unmarked", error=type(exc).__name__)
         return

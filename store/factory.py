@@ -36,6 +36,10 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
 
     The embedded engine creates its data dir (``settings.store.path``) when missing.
     """
-    store = Store(build_engine(settings.store), max_message_chars=settings.agent.max_message_chars)
+    store = Store(
+        build_engine(settings.store),
+        max_message_chars=settings.agent.max_message_chars,
+        max_attachment_bytes=settings.agent.max_attachment_bytes,
+    )
     async with store:
         yield store

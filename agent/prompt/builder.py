@@ -94,7 +94,7 @@ async def with_images(services: TurnServices, scope: Scope, messages: list[ChatM
         loaded = []
         for img in msg.images:
             try:
-                att = await services.store.get_attachment(scope, img.id)
+                att = await services.store.attachments.get(scope, img.id)
                 loaded.append(replace(img, data=attachment_bytes(att)))
             except (NotFound, InvalidInput):
                 loaded.append(img)

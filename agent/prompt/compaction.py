@@ -53,7 +53,9 @@ class Compactor:
         ``budget`` (tokens of history): keep the newest turns that fit ``KEEP_SHARE`` of it verbatim.
         None (``/compact``): keep only the newest turn.
         """
-        stored = await self.store.history(scope, conversation_id, limit=self.settings.agent.history_limit)
+        stored = await self.store.messages.history(
+            scope, conversation_id, limit=self.settings.agent.history_limit
+        )
         previous = ""
         body: list[Message] = []
         for m in stored:
@@ -80,7 +82,7 @@ class Compactor:
             log.warning("compaction.empty_summary", conversation=conversation_id)
             return False
         through = older[-1].seq
-        await self.store.append_message(
+        await self.store.messages.append(
             scope,
             Message(
                 conversation_id=conversation_id,
@@ -94,7 +96,7 @@ class Compactor:
                 extra={"summary_through": through},
             ),
         )
-        await self.store.set_summary_boundary(scope, conversation_id, through + 1)
+        await self.store.conversations.set_summary_boundary(scope, conversation_id, through + 1)
         log.info("compaction.done", conversation=conversation_id, summarised=len(older), through=through)
         return True
 

@@ -94,10 +94,10 @@ class WindowCache:
         return await self.window(scope, conversation_id)
 
     async def window(self, scope: Scope, conversation_id: str) -> list[Message]:
-        """The whole window read again, oldest first (``store.history(limit=self.limit)``)."""
+        """The whole window read again, oldest first (``store.messages.history(limit=self.limit)``)."""
         self.misses += 1
-        conv = await self.store.get_conversation(scope, conversation_id)
-        messages = await self.store.history(scope, conversation_id, limit=self.limit)
+        conv = await self.store.conversations.get(scope, conversation_id)
+        messages = await self.store.messages.history(scope, conversation_id, limit=self.limit)
         return self._keep(_key(scope, conversation_id), conv.window_floor, messages)
 
     def converter(self, scope: Scope, conversation_id: str) -> Callable[[Message, bool], ChatMessage | None]:

@@ -174,7 +174,7 @@ class ToolRegistry:
             error=error[:200] if error else None,
         )
         try:
-            await ctx.store.append_audit(ctx.scope, entry)
+            await ctx.store.records.append_audit(ctx.scope, entry)
         except Exception as exc:  # the audit log must not turn a finished tool call into a crash
             log.warning("tool.audit_failed", tool=call.name, error_type=type(exc).__name__)
 

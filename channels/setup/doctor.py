@@ -96,8 +96,8 @@ async def store_check(settings: Settings) -> Check:
     try:
         with anyio.fail_after(STORE_DEADLINE_S):
             async with open_store(settings) as store:
-                await store.set_state(scope, PROBE_KEY, "ok")
-                await store.delete_state(scope, PROBE_KEY)
+                await store.state.set(scope, PROBE_KEY, "ok")
+                await store.state.delete(scope, PROBE_KEY)
     except TimeoutError:
         return Check("store", FAIL, f"{engine} at {where}: no answer", _store_fix(engine))
     except (StoreError, OSError) as exc:

@@ -70,7 +70,7 @@ class PollingLeader:
     async def step(self) -> None:
         """One claim: start polling when the lease became ours, stop when it can no longer be."""
         try:
-            outcome = await self._store.claim_lease(LEADER_SCOPE, self._key, ttl_s=LEASE_S)
+            outcome = await self._store.leases.claim(LEADER_SCOPE, self._key, ttl_s=LEASE_S)
         except StoreError as exc:
             log.warning("telegram.leader_claim_failed", error=type(exc).__name__)
             if self.polling and anyio.current_time() - (self._last_renewal or 0) > GIVE_UP_S:
@@ -113,7 +113,7 @@ class PollingLeader:
         self.polling = False
         self._set_state("standby")
         try:
-            await self._store.release_lease(LEADER_SCOPE, self._key)
+            await self._store.leases.release(LEADER_SCOPE, self._key)
         except StoreError as exc:  # it lapses by itself within LEASE_S
             log.warning("telegram.leader_release_failed", error=type(exc).__name__)
             return

@@ -94,8 +94,8 @@ class Responder:
         On success the update's lease is held: :meth:`_settle` releases it (and marks it answered)."""
         home = self._home(incoming)
         store = self._agent.store
-        if await store.get_state(home, f"telegram.done.{incoming.update_id}") is not None or not (
-            await store.try_lease(
+        if await store.state.get(home, f"telegram.done.{incoming.update_id}") is not None or not (
+            await store.leases.try_claim(
                 home, f"tg-update:{incoming.update_id}", ttl_s=min(LEASE_S, self._lease_ttl_s)
             )
         ):
@@ -114,8 +114,8 @@ class Responder:
             try:
                 if answered:
                     for update_id in (incoming.update_id, *incoming.also):
-                        await self._agent.store.set_state(home, f"telegram.done.{update_id}", "1")
-                await self._agent.store.release_lease(home, f"tg-update:{incoming.update_id}")
+                        await self._agent.store.state.set(home, f"telegram.done.{update_id}", "1")
+                await self._agent.store.leases.release(home, f"tg-update:{incoming.update_id}")
             except StoreError as exc:  # the lease expires by itself; a redelivery may answer again
                 log.warning("telegram.settle_failed", error=type(exc).__name__, update_id=incoming.update_id)
 
@@ -135,7 +135,7 @@ class Responder:
         answered = False
         key, home = f"tg-update:{incoming.update_id}", self._home(incoming)
         try:
-            async with self._agent.store.keep_lease(home, key, max_hold_s=self._lease_ttl_s):
+            async with self._agent.store.leases.keep(home, key, max_hold_s=self._lease_ttl_s):
                 if incoming.kind is Kind.UNSUPPORTED:
                     await self.reply(incoming, UNSUPPORTED_TEXT)
                 else:
@@ -280,7 +280,7 @@ class Responder:
         cached = self._contexts.get(chat_id)
         if cached is not None:
             return cached
-        stored = await self._agent.store.get_state(home, f"telegram.context.{chat_id}")
+        stored = await self._agent.store.state.get(home, f"telegram.context.{chat_id}")
         try:
             context = validate_context(stored) if stored else home.context
         except StoreError:
@@ -290,7 +290,7 @@ class Responder:
 
     async def _switch_context(self, incoming: Incoming, context: str) -> None:
         home = Scope(self._settings.agent.default_context, self._identity.owner(incoming))
-        await self._agent.store.set_state(home, f"telegram.context.{incoming.chat_id}", context)
+        await self._agent.store.state.set(home, f"telegram.context.{incoming.chat_id}", context)
         self._contexts[incoming.chat_id] = context
         log.info("telegram.context_switched", chat_id=incoming.chat_id, context=context)
 

@@ -131,7 +131,7 @@ class CliChat(Channel):
     async def _recap(self) -> None:
         """The last few exchanges of the conversation being resumed (a store failure skips it)."""
         try:
-            page = await self.agent.store.list_messages(
+            page = await self.agent.store.messages.list(
                 self.scope,
                 self.conversation_id,
                 limit=RESUME_TURNS * 8,

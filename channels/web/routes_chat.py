@@ -166,7 +166,7 @@ async def stored_user_message(
 ) -> Message:
     """The user message a re-run names: 404 unless it is a user message of the conversation."""
     try:
-        msg = await state.agent.store.get_message(scope, rerun.user_message_id)
+        msg = await state.agent.store.messages.get(scope, rerun.user_message_id)
     except InvalidInput:
         raise NotFound("message", rerun.user_message_id) from None
     if msg.role != Role.USER or msg.conversation_id != conversation_id:
@@ -211,7 +211,7 @@ async def check_conversation(state: WebState, scope: Scope, conversation_id: str
         # change the user's active conversation (only /new, /switch and POST /api/conversations do):
         # switching it on every message costs store writes under a per-user lock, a convoy when many
         # chats of one user run at once (bench/web_load.py: time to first token x2)
-        await state.agent.store.get_conversation(scope, conversation_id)
+        await state.agent.store.conversations.get(scope, conversation_id)
 
 
 def stream_turn(

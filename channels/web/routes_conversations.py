@@ -59,7 +59,7 @@ async def list_conversations(request: Request) -> Response:
     if text is not None and cursor is not None:
         raise ApiError(400, "invalid_parameter", "a search (q) answers one page: no cursor")
     agent = web_state(request).agent
-    page = await agent.store.list_conversations(
+    page = await agent.store.conversations.list(
         scope, limit=limit, cursor=cursor, archived=archived, text=text
     )
     active = await agent.conversations.active(scope, channel=CHANNEL, create=False)
@@ -85,7 +85,7 @@ async def create_conversation(request: Request) -> Response:
 
 async def get_conversation(request: Request) -> Response:
     scope = caller_scope(request)
-    conv = await web_state(request).agent.store.get_conversation(scope, request.path_params["id"])
+    conv = await web_state(request).agent.store.conversations.get(scope, request.path_params["id"])
     return JSONResponse(conversation_view(conv))
 
 
@@ -111,13 +111,13 @@ async def patch_conversation(request: Request) -> Response:
         raise ApiError(400, "missing_field", "nothing to change: give title, is_archived or tags")
     store = web_state(request).agent.store
     sid = request.path_params["id"]
-    conv = await store.get_conversation(scope, sid)  # 404 before any change
+    conv = await store.conversations.get(scope, sid)  # 404 before any change
     if title is not None:
-        conv = await store.rename_conversation(scope, sid, title)
+        conv = await store.conversations.rename(scope, sid, title)
     if archived is not None:
-        conv = await store.archive_conversation(scope, sid, archived)
+        conv = await store.conversations.archive(scope, sid, archived)
     if tags is not None:
-        conv = await store.tag_conversation(scope, sid, tags)
+        conv = await store.conversations.tag(scope, sid, tags)
     return JSONResponse(conversation_view(conv))
 
 
@@ -134,8 +134,8 @@ async def list_messages(request: Request) -> Response:
     include_archived = bool_param(request, "include_archived", True) is True
     state = web_state(request)
     store = state.agent.store
-    conv = await store.get_conversation(scope, request.path_params["id"])
-    page = await store.list_messages(
+    conv = await store.conversations.get(scope, request.path_params["id"])
+    page = await store.messages.list(
         scope, conv.sid, limit=limit, cursor=cursor, include_archived=include_archived
     )
 
@@ -154,7 +154,7 @@ async def list_messages(request: Request) -> Response:
 async def clear_conversation(request: Request) -> Response:
     scope = caller_scope(request)
     agent = web_state(request).agent
-    await agent.store.get_conversation(scope, request.path_params["id"])  # 404 for foreign ids
+    await agent.store.conversations.get(scope, request.path_params["id"])  # 404 for foreign ids
     conv = await agent.conversations.clear(scope, request.path_params["id"])
     return JSONResponse(conversation_view(conv))
 
@@ -162,25 +162,25 @@ async def clear_conversation(request: Request) -> Response:
 async def list_memories(request: Request) -> Response:
     scope = caller_scope(request)
     limit, cursor = page_params(request)
-    page = await web_state(request).agent.store.list_memories(scope, limit=limit, cursor=cursor)
+    page = await web_state(request).agent.store.memories.list(scope, limit=limit, cursor=cursor)
     return JSONResponse({"items": [memory_view(m) for m in page.items], "next_cursor": page.next_cursor})
 
 
 async def get_memory(request: Request) -> Response:
     scope = caller_scope(request)
-    mem = await web_state(request).agent.store.get_memory(scope, request.path_params["id"])
+    mem = await web_state(request).agent.store.memories.get(scope, request.path_params["id"])
     return JSONResponse(memory_view(mem))
 
 
 async def delete_memory(request: Request) -> Response:
     scope = caller_scope(request)
-    await web_state(request).agent.store.delete_memory(scope, request.path_params["id"])
+    await web_state(request).agent.store.memories.delete(scope, request.path_params["id"])
     return Response(status_code=204)
 
 
 async def stats(request: Request) -> Response:
     scope = caller_scope(request)
-    result = await web_state(request).agent.store.stats(scope)
+    result = await web_state(request).agent.store.records.stats(scope)
     return JSONResponse({"context": scope.context, "user": scope.user_id, **stats_view(result)})
 
 
@@ -194,7 +194,7 @@ def _conversation_filter(request: Request) -> str | None:
 async def audit(request: Request) -> Response:
     scope = caller_scope(request)
     limit, cursor = page_params(request)
-    page = await web_state(request).agent.store.list_audit(
+    page = await web_state(request).agent.store.records.list_audit(
         scope, limit=limit, cursor=cursor, conversation_id=_conversation_filter(request)
     )
     return JSONResponse({"items": [audit_view(a) for a in page.items], "next_cursor": page.next_cursor})
@@ -207,12 +207,12 @@ async def usage(request: Request) -> Response:
     limit, cursor = page_params(request)
     period = period_params(request)
     store = web_state(request).agent.store
-    page = await store.list_usage(
+    page = await store.records.list_usage(
         scope, limit=limit, cursor=cursor, conversation_id=_conversation_filter(request), period=period
     )
-    by_model = await store.usage_summary(scope, by="model", period=period)
-    by_day = await store.usage_summary(scope, by="day", period=period)
-    by_day_model = await store.usage_summary(scope, by="day_model", period=period)
+    by_model = await store.records.usage_summary(scope, by="model", period=period)
+    by_day = await store.records.usage_summary(scope, by="day", period=period)
+    by_day_model = await store.records.usage_summary(scope, by="day_model", period=period)
     return JSONResponse(
         {
             "items": [usage_view(u) for u in page.items],

@@ -101,7 +101,7 @@ async def get_attachment(request: Request) -> Response:
     sid = request.path_params["id"]
     token = request.query_params.get("t")
     scope = check_link(state.link_key, token, sid) if token else caller_scope(request)
-    att = await state.agent.store.get_attachment(scope, sid)
+    att = await state.agent.store.attachments.get(scope, sid)
     return Response(
         attachment_bytes(att),
         media_type=att.mime,

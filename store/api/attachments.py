@@ -6,10 +6,10 @@ when a turn sends the image to the model or a page shows it. It belongs to a con
 deleted with it (in the engine's own delete, like the messages), is scoped like every object, and is
 exported and imported like every object.
 
-Writing: :meth:`AttachmentsMixin.add_attachments` stores all of a message's attachments in one
+Writing: :meth:`Attachments.add` (``store.attachments.add``) stores all of a message's attachments in one
 engine batch (one transaction on the embedded engine) BEFORE the message, whose ``attachments``
 descriptor then names their sids; when the message cannot be stored the caller deletes them again
-(:meth:`AttachmentsMixin.drop_attachments`). See docs/store.md for the one window this leaves.
+(:meth:`Attachments.drop`). See docs/store.md for the one window this leaves.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import binascii
 import hashlib
 from dataclasses import dataclass
 
-from store.api.base import StoreBase, store_fields
-from store.engine import CreateStep, DeleteStep
+from store.api.base import store_fields
+from store.engine import CreateStep, DeleteStep, Engine
 from store.errors import InvalidInput, NotFound
 from store.models import Attachment, Kind, Scope, validate_sid
 
@@ -41,11 +41,15 @@ class NewAttachment:
     kind: str = "image"
 
 
-class AttachmentsMixin(StoreBase):
-    #: set by the composition root from ``[agent] max_attachment_bytes``
-    max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT_BYTES
+class Attachments:
+    """The images of user messages, each an ``AgentAttachment`` record beside its message."""
 
-    async def add_attachments(
+    def __init__(self, engine: Engine, *, max_bytes: int = DEFAULT_MAX_ATTACHMENT_BYTES) -> None:
+        self.engine = engine
+        #: the cap of one attachment's bytes (``[agent] max_attachment_bytes``; tests lower it)
+        self.max_bytes = max_bytes
+
+    async def add(
         self, scope: Scope, conversation_id: str, items: list[NewAttachment], *, channel: str = ""
     ) -> list[Attachment]:
         """Store every item, all or nothing on the embedded engine (one batch); answers them in order."""
@@ -58,12 +62,12 @@ class AttachmentsMixin(StoreBase):
         created = await self.engine.batch(scope, list(steps))
         return [Attachment.from_record(rec) for rec in created if isinstance(rec, dict)]
 
-    async def drop_attachments(self, scope: Scope, sids: list[str]) -> None:
+    async def drop(self, scope: Scope, sids: list[str]) -> None:
         """Delete attachments whose message was never stored (the compensation of a failed turn)."""
         if sids:
             await self.engine.batch(scope, [DeleteStep(Kind.ATTACHMENT, validate_sid(s)) for s in sids])
 
-    async def get_attachment(self, scope: Scope, sid: str) -> Attachment:
+    async def get(self, scope: Scope, sid: str) -> Attachment:
         rec = await self.engine.get(Kind.ATTACHMENT, scope, validate_sid(sid))
         if rec is None:
             raise NotFound("attachment", sid)
@@ -74,10 +78,9 @@ class AttachmentsMixin(StoreBase):
     ) -> dict[str, object]:
         if not isinstance(item.data, bytes) or not item.data:
             raise InvalidInput("the attachment is empty")
-        if len(item.data) > self.max_attachment_bytes:
+        if len(item.data) > self.max_bytes:
             raise InvalidInput(
-                f"the attachment is too large: {len(item.data)} bytes, "
-                f"the limit is {self.max_attachment_bytes}"
+                f"the attachment is too large: {len(item.data)} bytes, the limit is {self.max_bytes}"
             )
         name = (item.name or "").strip()[:MAX_NAME_CHARS]
         if not name.isprintable():

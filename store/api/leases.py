@@ -1,5 +1,5 @@
-"""Leases of the store API: turn locks across processes, Telegram update locks, de-duplication marks,
-and the marks of the turns a dead process left cut.
+"""Leases of the store API (``store.leases``): turn locks across processes, Telegram update locks,
+de-duplication marks, and the marks of the turns a dead process left cut.
 
 A held lease is short (:data:`~store.leases.LEASE_S`) and renewed by a background task once a third of
 it has passed, for as long as its holder runs (up to ``max_hold_s``, ``agent.turn_lock_ttl_s``): a turn
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -22,10 +24,18 @@ from typing import TypeVar
 import anyio
 import structlog
 
-from store.api.base import StoreBase
 from store.engine import ClaimStep, Engine, MarkCutStep, ReleaseStep, Results, Step
 from store.errors import ConversationBusy, LeaseHeld, LeaseLost, StoreError
-from store.leases import RENEW_FRACTION, Claimed, known_dead, this_host
+from store.leases import (
+    LEASE_S,
+    RENEW_FRACTION,
+    Claimed,
+    KeyedLocks,
+    LeaseStats,
+    known_dead,
+    this_host,
+    this_process,
+)
 from store.models import Scope
 
 T = TypeVar("T")
@@ -66,7 +76,23 @@ class HeldLease:
         return results
 
 
-class LeaseMixin(StoreBase):
+class Leases:
+    """The leases one Store takes, all under one holder name (this Store in this process), with their
+    counters. The turns and the stop requests build on it (``store.turns``, ``store.stops``)."""
+
+    def __init__(self, engine: Engine, *, lease_s: float = LEASE_S) -> None:
+        self.engine = engine
+        #: how long a held turn lock outlives its holder's last renewal (tests shorten it)
+        self.lease_s = lease_s
+        #: the name this Store claims under (a stop request names it: ``store.stops``)
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        #: this process, recorded with every lease it takes (see store.leases)
+        self.owner = this_process()
+        #: one lock per conversation with a turn running or waiting in this process
+        self._local_locks = KeyedLocks()
+        #: lease and cut-turn counters, shown in /metrics
+        self.stats = LeaseStats()
+
     def lease_ms(self, max_hold_s: float) -> int:
         """The lease of a holder that keeps it at most ``max_hold_s``: short (``lease_s``, at most
         :data:`~store.leases.LEASE_S` by default), never longer than that."""
@@ -74,26 +100,26 @@ class LeaseMixin(StoreBase):
 
     # -- single claims -------------------------------------------------------------------------
 
-    async def try_lease(self, scope: Scope, key: str, *, ttl_s: float) -> bool:
+    async def try_claim(self, scope: Scope, key: str, *, ttl_s: float) -> bool:
         """Take the expiring lease ``key`` for this Store (renewing it when already ours); False when
         another live holder has it. A dead holder of this host is taken over at once."""
-        return bool(await self.claim_lease(scope, key, ttl_s=ttl_s))
+        return bool(await self.claim(scope, key, ttl_s=ttl_s))
 
-    async def claim_lease(self, scope: Scope, key: str, *, ttl_s: float) -> Claimed:
-        """:meth:`try_lease`, answering how the claim went: ``REFUSED`` (falsy) while another live
+    async def claim(self, scope: Scope, key: str, *, ttl_s: float) -> Claimed:
+        """:meth:`try_claim`, answering how the claim went: ``REFUSED`` (falsy) while another live
         holder has it, ``LAPSED``/``REPLACED`` when taken from another holder (a leader's take-over)."""
-        claim = ClaimStep(f"lease:{key}", self._holder, int(ttl_s * 1000), owner=self._owner)
+        claim = ClaimStep(f"lease:{key}", self.holder, int(ttl_s * 1000), owner=self.owner)
         return await self._claim(scope, claim)
 
-    async def release_lease(self, scope: Scope, key: str) -> None:
+    async def release(self, scope: Scope, key: str) -> None:
         """Drop the lease ``key`` if this Store holds it."""
-        await self.engine.release(scope, f"lease:{key}", self._holder)
+        await self.engine.release(scope, f"lease:{key}", self.holder)
 
     async def claim_once(self, scope: Scope, key: str) -> bool:
         """True the first time ``key`` is claimed in this scope, by anyone, ever (de-duplication)."""
         # a fresh holder per call: a holder re-claiming its own lease succeeds (renewal), which would
         # make every call look like the first
-        holder = f"{self._holder}:{uuid.uuid4().hex}"
+        holder = f"{self.holder}:{uuid.uuid4().hex}"
         return bool(await self.engine.claim(scope, f"once:{key}", holder, None))
 
     async def _claim(self, scope: Scope, claim: ClaimStep) -> Claimed:
@@ -113,23 +139,23 @@ class LeaseMixin(StoreBase):
     async def _dead_holder(self, scope: Scope, key: str) -> str | None:
         """The holder of ``key`` when it is a process of this host that is gone, else None."""
         lease = await self.engine.get_lease(scope, key)
-        if lease is None or lease.holder == self._holder or not known_dead(lease.owner):
+        if lease is None or lease.holder == self.holder or not known_dead(lease.owner):
             return None
         return lease.holder
 
     def _count_claim(self, outcome: object, key: str) -> None:
         if outcome in (Claimed.REPLACED, Claimed.LAPSED):
             log.info("store.lease_taken_over", key=key, reason=str(outcome))
-        self.lease_stats.claimed(str(outcome))
+        self.stats.claimed(str(outcome))
 
     # -- held leases ---------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def keep_lease(self, scope: Scope, key: str, *, max_hold_s: float) -> AsyncIterator[None]:
-        """Renew the lease ``key`` (taken with :meth:`try_lease` and a ``ttl_s`` of at most
+    async def keep(self, scope: Scope, key: str, *, max_hold_s: float) -> AsyncIterator[None]:
+        """Renew the lease ``key`` (taken with :meth:`try_claim` and a ``ttl_s`` of at most
         :data:`~store.leases.LEASE_S`) while the block runs, for at most ``max_hold_s``; raises
         LeaseLost when it lapsed and another holder took it."""
-        claim = ClaimStep(f"lease:{key}", self._holder, self.lease_ms(max_hold_s), owner=self._owner)
+        claim = ClaimStep(f"lease:{key}", self.holder, self.lease_ms(max_hold_s), owner=self.owner)
         async with self._renewing(scope, claim, max_hold_s, HeldLease(scope, claim)):
             yield
 
@@ -147,11 +173,11 @@ class LeaseMixin(StoreBase):
             (outcome,) = await self.engine.batch(scope, [claim])
             return outcome, None
 
-        async with self._turn_lease(scope, conversation_id, take, ttl_s=ttl_s, wait_s=wait_s):
+        async with self.turn_lease(scope, conversation_id, take, ttl_s=ttl_s, wait_s=wait_s):
             yield
 
     @asynccontextmanager
-    async def _turn_lease(
+    async def turn_lease(
         self,
         scope: Scope,
         conversation_id: str,
@@ -172,7 +198,7 @@ class LeaseMixin(StoreBase):
         # one holder per Store: the local lock already serializes this process, and a lease left
         # behind when the release failed (store briefly down) is then retaken at once
         claim = ClaimStep(
-            f"{TURN_PREFIX}{conversation_id}", self._holder, self.lease_ms(ttl_s), owner=self._owner
+            f"{TURN_PREFIX}{conversation_id}", self.holder, self.lease_ms(ttl_s), owner=self.owner
         )
         async with self._local_locks.hold(key):
             outcome, taken = await self._take(scope, claim, take, wait_s)
@@ -249,11 +275,11 @@ class LeaseMixin(StoreBase):
                     continue
                 if not outcome:
                     lost = True
-                    self.lease_stats.lost += 1
+                    self.stats.lost += 1
                     log.error("store.lease_lost", key=claim.key)
                     cancel.cancel()
                     return
-                self.lease_stats.renewals += 1
+                self.stats.renewals += 1
             log.warning("store.lease_held_too_long", key=claim.key, max_hold_s=max_hold_s)
 
         try:
@@ -299,9 +325,9 @@ class LeaseMixin(StoreBase):
                 scope = Scope(context, lease.user_id)
                 claim = ClaimStep(
                     lease.key,
-                    self._holder,
+                    self.holder,
                     self.lease_ms(self.lease_s),
-                    owner=self._owner,
+                    owner=self.owner,
                     replace=lease.holder,
                 )
                 mark = MarkCutStep(lease.key.removeprefix(TURN_PREFIX))
@@ -317,6 +343,6 @@ class LeaseMixin(StoreBase):
                         await self._drop(scope, claim)
                     continue
                 self._count_claim(outcome, claim.key)
-                self.lease_stats.marked(created)
+                self.stats.marked(created)
                 done += 1
         return done

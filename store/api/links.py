@@ -14,11 +14,12 @@ stores and reads.
 
 from __future__ import annotations
 
+import builtins
 import json
 from dataclasses import asdict, dataclass
 
-from store.api.state import StateMixin
-from store.engine import ListQuery
+from store.api.state import State
+from store.engine import Engine, ListQuery
 from store.errors import InvalidInput
 from store.models import SYSTEM_CONTEXT, Kind, Scope, StateEntry
 
@@ -53,25 +54,30 @@ class PairingCode:
     expires_at: int
 
 
-class LinksMixin(StateMixin):
-    """Links and pairing codes; see the module docstring."""
+class Links:
+    """Links and pairing codes (``store.links``), kept as state entries of ``state``; see the module
+    docstring."""
 
-    async def get_link(self, channel: str, external_id: str) -> IdentityLink | None:
-        raw = await self.get_state(IDENTITY_SCOPE, _link_key(channel, external_id))
+    def __init__(self, engine: Engine, state: State) -> None:
+        self.engine = engine
+        self.state = state
+
+    async def get(self, channel: str, external_id: str) -> IdentityLink | None:
+        raw = await self.state.get(IDENTITY_SCOPE, _link_key(channel, external_id))
         return _link(channel, external_id, raw) if raw is not None else None
 
-    async def set_link(self, link: IdentityLink) -> None:
+    async def set(self, link: IdentityLink) -> None:
         value = json.dumps({"user": link.user, "linked_at": link.linked_at, "by": link.by}, sort_keys=True)
-        await self.set_state(IDENTITY_SCOPE, _link_key(link.channel, link.external_id), value)
+        await self.state.set(IDENTITY_SCOPE, _link_key(link.channel, link.external_id), value)
 
-    async def delete_link(self, channel: str, external_id: str) -> bool:
+    async def delete(self, channel: str, external_id: str) -> bool:
         key = _link_key(channel, external_id)
-        if await self.get_state(IDENTITY_SCOPE, key) is None:
+        if await self.state.get(IDENTITY_SCOPE, key) is None:
             return False
-        await self.delete_state(IDENTITY_SCOPE, key)
+        await self.state.delete(IDENTITY_SCOPE, key)
         return True
 
-    async def list_links(self, channel: str) -> list[IdentityLink]:
+    async def list(self, channel: str) -> builtins.list[IdentityLink]:
         prefix = f"link.{_word(channel)}."
         return [
             _link(channel, entry.key[len(prefix) :], entry.value) for entry in await self._entries(prefix)
@@ -84,16 +90,16 @@ class LinksMixin(StateMixin):
             data = _json(entry.value)
             if data.get("user") == old:
                 data["user"] = new
-                await self.set_state(IDENTITY_SCOPE, entry.key, json.dumps(data, sort_keys=True))
+                await self.state.set(IDENTITY_SCOPE, entry.key, json.dumps(data, sort_keys=True))
                 moved += 1
         return moved
 
     async def add_pairing_code(self, code: PairingCode) -> None:
         fields = asdict(code)
         del fields["channel"], fields["code"]
-        await self.set_state(IDENTITY_SCOPE, _code_key(code.channel, code.code), json.dumps(fields))
+        await self.state.set(IDENTITY_SCOPE, _code_key(code.channel, code.code), json.dumps(fields))
 
-    async def list_pairing_codes(self, channel: str) -> list[PairingCode]:
+    async def list_pairing_codes(self, channel: str) -> builtins.list[PairingCode]:
         """Every stored code of ``channel`` (expired ones included: the caller decides), oldest first."""
         prefix = f"pair.{_word(channel)}."
         codes = [_code(channel, e.key[len(prefix) :], e.value) for e in await self._entries(prefix)]
@@ -110,9 +116,9 @@ class LinksMixin(StateMixin):
             return None
         return _code(channel, code, entry.value)
 
-    async def _entries(self, prefix: str) -> list[StateEntry]:
+    async def _entries(self, prefix: str) -> builtins.list[StateEntry]:
         """State entries of the identity scope whose key starts with ``prefix`` (``.`` < ``/``)."""
-        out: list[StateEntry] = []
+        out: builtins.list[StateEntry] = []
         cursor: str | None = None
         filters = {"key__gte": prefix, "key__lt": prefix[:-1] + "/"}
         while True:

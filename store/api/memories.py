@@ -1,15 +1,23 @@
-"""Memories: add (deduplicated by content hash), list, get, delete, relevance search."""
+"""Memories: add (deduplicated by content hash), list, get, delete, relevance search: ``store.memories``."""
 
 from __future__ import annotations
 
-from store.api.base import StoreBase, check_limit, memory_hash, store_fields
-from store.engine import ListQuery, Page
+import builtins
+
+from store.api.base import Rules, check_limit, memory_hash, store_fields
+from store.engine import Engine, ListQuery, Page
 from store.errors import InvalidInput, NotFound
 from store.models import Kind, Memory, Scope, validate_sid
 
 
-class MemoriesMixin(StoreBase):
-    async def add_memory(
+class Memories:
+    """What the agent remembers of a user across conversations (checked by the message rules)."""
+
+    def __init__(self, engine: Engine, rules: Rules) -> None:
+        self.engine = engine
+        self.rules = rules
+
+    async def add(
         self,
         scope: Scope,
         content: str,
@@ -22,7 +30,7 @@ class MemoriesMixin(StoreBase):
         content = content.strip()
         if not content:
             raise InvalidInput("memory content is empty")
-        self.check_text(content, what="memory")
+        self.rules.check_text(content, what="memory")
         h = memory_hash(content)
         existing = await self.engine.list(Kind.MEMORY, scope, ListQuery(filters={"hash": h}, limit=1))
         if existing.items:
@@ -39,9 +47,7 @@ class MemoriesMixin(StoreBase):
         )
         return Memory.from_record(rec), True
 
-    async def list_memories(
-        self, scope: Scope, *, limit: int = 100, cursor: str | None = None
-    ) -> Page[Memory]:
+    async def list(self, scope: Scope, *, limit: int = 100, cursor: str | None = None) -> Page[Memory]:
         """Newest first."""
         page = await self.engine.list(
             Kind.MEMORY,
@@ -50,17 +56,17 @@ class MemoriesMixin(StoreBase):
         )
         return Page([Memory.from_record(r) for r in page.items], page.next_cursor)
 
-    async def get_memory(self, scope: Scope, sid: str) -> Memory:
+    async def get(self, scope: Scope, sid: str) -> Memory:
         rec = await self.engine.get(Kind.MEMORY, scope, validate_sid(sid))
         if rec is None:
             raise NotFound("memory", sid)
         return Memory.from_record(rec)
 
-    async def delete_memory(self, scope: Scope, sid: str) -> None:
+    async def delete(self, scope: Scope, sid: str) -> None:
         if not await self.engine.delete(Kind.MEMORY, scope, validate_sid(sid)):
             raise NotFound("memory", sid)
 
-    async def search_memories(self, scope: Scope, text: str, *, limit: int = 10) -> list[Memory]:
+    async def search(self, scope: Scope, text: str, *, limit: int = 10) -> builtins.list[Memory]:
         """Memories matching any word of ``text``, most relevant first."""
         if not text.strip():
             return []

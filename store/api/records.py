@@ -1,4 +1,6 @@
-"""Audit and usage entries: append, list with paging, aggregate per model/tool/day; scope stats."""
+"""Audit and usage entries: append, list with paging, aggregate per model/tool/day; scope stats:
+``store.records``. The stats count every kind of a scope, but they are read next to the usage totals
+(``/stats``, ``usage`` sub-commands) and built on them, so they live with the records."""
 
 from __future__ import annotations
 
@@ -6,8 +8,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from store.api.base import StoreBase, check_limit, store_fields
-from store.engine import MAX_LIMIT, ListQuery, Page
+from store.api.base import check_limit, store_fields
+from store.engine import MAX_LIMIT, Engine, ListQuery, Page
 from store.errors import InvalidInput
 from store.models import AuditEntry, Kind, Record, Scope, UsageEntry
 
@@ -58,7 +60,12 @@ class ScopeStats:
     completion_tokens: int
 
 
-class RecordsMixin(StoreBase):
+class Records:
+    """The append-only entries (tool audit, model usage) and what is summed from them."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
     async def append_audit(self, scope: Scope, entry: AuditEntry) -> AuditEntry:
         rec = await self.engine.create(Kind.AUDIT, scope, store_fields(entry.to_record()))
         return AuditEntry.from_record(rec)

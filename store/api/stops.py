@@ -4,8 +4,8 @@ A turn runs in the process holding its conversation's turn lease (``turn:<conver
 ``/stop`` that lands in another process (another web replica, a Telegram daemon, a CLI) cannot cancel
 it directly, so it writes a **stop request**: a short lease ``stop:<conversation>`` whose holder names
 the turn's holder (``<turn holder>|<random>``), kept :data:`STOP_TTL_S`. The holding process reads it
-at least every :data:`STOP_CHECK_S` while the turn runs (:meth:`StopsMixin.stop_requested`, called by
-the agent's per-turn watcher) and cancels the turn exactly as a local ``/stop`` would. A turn shorter
+at least every :data:`STOP_CHECK_S` while the turn runs (``store.stops.requested``, called by the
+agent's per-turn watcher) and cancels the turn exactly as a local ``/stop`` would. A turn shorter
 than :data:`STOP_CHECK_S` reads nothing and writes nothing extra.
 
 A request is a lease, which every engine already stores (the embedded ``leases`` table, the postgres
@@ -22,7 +22,8 @@ import uuid
 import anyio
 import structlog
 
-from store.api.leases import TURN_PREFIX, LeaseMixin
+from store.api.leases import TURN_PREFIX, Leases
+from store.engine import Engine
 from store.models import Scope
 
 log = structlog.get_logger()
@@ -37,14 +38,20 @@ STOP_CHECK_S = 1.0
 _POLL_S = 0.05
 
 
-class StopsMixin(LeaseMixin):
-    async def stop_remote_turn(self, scope: Scope, conversation_id: str, *, wait_s: float = 10.0) -> bool:
+class Stops:
+    """Stop requests between processes, written and read against the turn leases of ``leases``."""
+
+    def __init__(self, engine: Engine, leases: Leases) -> None:
+        self.engine = engine
+        self.leases = leases
+
+    async def request(self, scope: Scope, conversation_id: str, *, wait_s: float = 10.0) -> bool:
         """Stop the conversation's turn when ANOTHER process runs it: write a stop request against its
         lease, wait (up to ``wait_s``) until that turn let go of the lease, then withdraw the request.
         False when no other process holds the conversation (nothing was written)."""
         key = TURN_PREFIX + conversation_id
         lease = await self.engine.get_lease(scope, key)
-        if lease is None or lease.lapsed or lease.holder == self._holder:
+        if lease is None or lease.lapsed or lease.holder == self.leases.holder:
             return False
         stop_key = STOP_PREFIX + conversation_id
         holder = f"{STOP_PREFIX}{lease.holder}|{uuid.uuid4().hex[:8]}"
@@ -57,7 +64,7 @@ class StopsMixin(LeaseMixin):
             if not await self.engine.claim(scope, stop_key, holder, ttl_ms, replace=replace):
                 log.info("store.stop_request_pending", conversation=conversation_id)
                 return True  # another request, written this instant, stops the same turn
-        self.lease_stats.stops_written += 1
+        self.leases.stats.stops_written += 1
         log.info("store.stop_requested", conversation=conversation_id, holder=lease.holder)
         try:
             with anyio.move_on_after(wait_s):
@@ -71,7 +78,7 @@ class StopsMixin(LeaseMixin):
                 await self.engine.release(scope, stop_key, holder)
         return True
 
-    async def stop_requested(self, scope: Scope, conversation_id: str, *, running_s: float) -> bool:
+    async def requested(self, scope: Scope, conversation_id: str, *, running_s: float) -> bool:
         """True when a stop request names this process's turn of the conversation, which has held its
         lease for ``running_s`` seconds (a request older than that was aimed at an earlier turn). The
         request is consumed (released) when found."""
@@ -79,12 +86,12 @@ class StopsMixin(LeaseMixin):
         lease = await self.engine.get_lease(scope, stop_key)
         if lease is None or lease.lapsed or lease.expires_in_ms is None:
             return False
-        if not lease.holder.startswith(f"{STOP_PREFIX}{self._holder}|"):
+        if not lease.holder.startswith(f"{STOP_PREFIX}{self.leases.holder}|"):
             return False
         age_s = STOP_TTL_S - lease.expires_in_ms / 1000
         if age_s > running_s:
             return False
-        self.lease_stats.stops_seen += 1
+        self.leases.stats.stops_seen += 1
         await self.engine.release(scope, stop_key, lease.holder)
         log.info("store.stop_seen", conversation=conversation_id)
         return True

@@ -3,9 +3,9 @@ and read what the turn needs (the conversation, its newest messages, the memorie
 
 A turn used to make seven calls for this (lease, message, conversation, messages, two memory reads,
 and the conversation again to resolve it); on the embedded engine each call is a hop to the worker
-thread and the lease and the message were two commits. :meth:`TurnMixin.open_turn` sends them as
+thread and the lease and the message were two commits. :meth:`Turns.open` (``store.turns.open``) sends them as
 one :meth:`~store.engine.Engine.batch`: one transaction, one durable commit, one hop; a remote
-engine sends the reads at once. The user message is durable before ``open_turn`` yields, as before.
+engine sends the reads at once. The user message is durable before ``turns.open`` yields, as before.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from store.api.base import check_limit, store_fields
-from store.api.leases import HeldLease, LeaseMixin
-from store.api.state import StateMixin
+from store.api.base import Rules, check_limit, check_title, store_fields
+from store.api.leases import HeldLease, Leases
 from store.engine import (
     ClaimStep,
     CreateStep,
+    Engine,
     GetStep,
     ListQuery,
     ListStep,
@@ -51,7 +51,7 @@ class TurnReads:
 
 @dataclass(slots=True)
 class TurnOpening:
-    """What :meth:`TurnMixin.open_turn` read, with the turn lease held and the user message stored."""
+    """What :meth:`Turns.open` read, with the turn lease held and the user message stored."""
 
     #: the conversation as it is after the user message was added
     conversation: Conversation
@@ -71,13 +71,20 @@ class TurnOpening:
     #: a title the conversation gets when the turn closes, in that same call (a new conversation's
     #: auto-title: no write of its own on the way to the first token); "" for none
     title: str = ""
-    #: the turn's lease while the block runs (see :meth:`TurnMixin.finish_turn`)
+    #: the turn's lease while the block runs (see :meth:`Turns.finish`)
     lease: HeldLease | None = field(default=None, repr=False)
 
 
-class TurnMixin(LeaseMixin, StateMixin):
+class Turns:
+    """The start and the end of a turn, each one engine batch under the conversation's turn lease."""
+
+    def __init__(self, engine: Engine, rules: Rules, leases: Leases) -> None:
+        self.engine = engine
+        self.rules = rules
+        self.leases = leases
+
     @asynccontextmanager
-    async def open_turn(
+    async def open(
         self,
         scope: Scope,
         conversation_id: str,
@@ -94,7 +101,7 @@ class TurnMixin(LeaseMixin, StateMixin):
         rerun_of: str | None = None,
         mark_cut: bool = True,
     ) -> AsyncIterator[TurnOpening]:
-        """Take the turn lease of the conversation (waiting like :meth:`conversation_lock`), mark the
+        """Take the turn lease of the conversation (waiting like :meth:`Leases.conversation_lock`), mark the
         turn a crash may have cut there (:mod:`store.cut_turns`), append the user message and read
         ``reads``, all in one engine batch; yields the :class:`TurnOpening` and releases the lease on
         exit, writing the opening's ``usage`` (and ``title``) in the same call. NotFound when the
@@ -118,7 +125,7 @@ class TurnMixin(LeaseMixin, StateMixin):
             attachments=attachments,
             turn_id=turn_id,
         )
-        fields = self._message_fields(message)
+        fields = self.rules.message_fields(message)
         window_query = ListQuery(
             filters={"conversation_id": conversation_id, "seq__gt": max(0, int(reads.window_after_seq))},
             order_by="seq",
@@ -158,7 +165,7 @@ class TurnMixin(LeaseMixin, StateMixin):
         async def take(claim: ClaimStep) -> tuple[Claimed, TurnOpening]:
             results = await self.engine.batch(scope, [claim, *steps])
             if mark_cut:
-                self.lease_stats.marked(results.of(mark))
+                self.leases.stats.marked(results.of(mark))
             user_rec = results.of(user_step)
             if user_rec is None or not _user_message_of(user_rec, conversation_id):
                 raise NotFound("message", rerun_of or "")
@@ -178,22 +185,22 @@ class TurnMixin(LeaseMixin, StateMixin):
         def closing(opening: TurnOpening) -> list[Step]:
             return self._closing_steps(opening)
 
-        async with self._turn_lease(
+        async with self.leases.turn_lease(
             scope, conversation_id, take, ttl_s=ttl_s, wait_s=wait_s, closing=closing
         ) as (opening, held):
             opening.lease = held
             yield opening
 
-    async def finish_turn(self, opening: TurnOpening, message: Message) -> Message:
+    async def finish(self, opening: TurnOpening, message: Message) -> Message:
         """Store the turn's final message, its ``usage`` entries and the release of its lease in ONE
         batch: on an engine with atomic batches one transaction, one durable commit where a turn used
         to make two (the message, then the usage and the release). Call it last, inside
-        :meth:`open_turn`'s block; the block's exit then writes nothing more. Raises like
-        :meth:`append_message` (the exit still releases the lease). The batch also writes the
+        :meth:`open`'s block; the block's exit then writes nothing more. Raises like
+        :meth:`Messages.append` (the exit still releases the lease). The batch also writes the
         opening's ``title`` (see :meth:`title_on_close`)."""
         if opening.lease is None:
-            raise RuntimeError("finish_turn needs the opening of a turn that is still open")
-        create = CreateStep(Kind.MESSAGE, self._message_fields(message))
+            raise RuntimeError("turns.finish needs the opening of a turn that is still open")
+        create = CreateStep(Kind.MESSAGE, self.rules.message_fields(message))
         results = await opening.lease.release_with(self.engine, [create, *self._closing_steps(opening)])
         return Message.from_record(results.of(create))
 
@@ -207,8 +214,8 @@ class TurnMixin(LeaseMixin, StateMixin):
 
     def title_on_close(self, opening: TurnOpening, title: str) -> None:
         """Give the conversation ``title`` when the turn closes, in its last batch (checked now:
-        InvalidInput like :meth:`rename_conversation`, and nothing is queued)."""
-        opening.title = self._title(title)
+        InvalidInput like :meth:`Conversations.rename`, and nothing is queued)."""
+        opening.title = check_title(title)
 
 
 def _opening(

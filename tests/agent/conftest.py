@@ -190,4 +190,4 @@ def tool_args(**kw: Any) -> str:
 
 
 async def all_messages(store: Store, conversation_id: str, scope: Scope = SCOPE) -> list[Any]:
-    return (await store.list_messages(scope, conversation_id, limit=1000)).items
+    return (await store.messages.list(scope, conversation_id, limit=1000)).items

@@ -55,7 +55,7 @@ async def test_a_deleted_active_conversation_gives_way_to_a_new_one(agent: Agent
     assert isinstance(first[-1], Done)
     old = first[-1].conversation_id
     # deleted behind the agent's back (another process, an import): the state still names it
-    await agent.store.delete_conversation(SCOPE, old)
+    await agent.store.conversations.delete(SCOPE, old)
     with anyio.fail_after(20):
         second = await turn(agent, "still there?")
     assert isinstance(second[-1], Done)

@@ -92,7 +92,7 @@ async def test_stop_mid_tool_answers_every_call(agent: Agent, fake: FakeOpenAI, 
     # a call that had finished keeps its real result
     assert results["call_2"].content == "count 1 for 1"
     # the audit log saw both executions (the cancelled one as cancelled)
-    audit = (await agent.store.list_audit(SCOPE, conversation_id=conv.sid)).items
+    audit = (await agent.store.records.list_audit(SCOPE, conversation_id=conv.sid)).items
     assert {(a.tool, a.ok) for a in audit} == {("block", False), ("count", True)}
 
     assert isinstance((await turn(agent, "what happened?"))[-1], Done)
@@ -111,10 +111,10 @@ async def test_history_with_a_dangling_call_is_repaired(agent: Agent, fake: Fake
     still answers the call, and an orphan result is dropped."""
     conv = await agent.conversations.new(SCOPE, channel="cli")
     st = agent.store
-    await st.append_message(
+    await st.messages.append(
         SCOPE, Message(conversation_id=conv.sid, role="user", content="before the crash", channel="cli")
     )
-    await st.append_message(
+    await st.messages.append(
         SCOPE,
         Message(
             conversation_id=conv.sid,
@@ -124,7 +124,7 @@ async def test_history_with_a_dangling_call_is_repaired(agent: Agent, fake: Fake
             tool_calls='[{"id": "lost", "name": "count", "arguments": "{}"}]',
         ),
     )
-    await st.append_message(
+    await st.messages.append(
         SCOPE,
         Message(
             conversation_id=conv.sid,
@@ -152,5 +152,5 @@ async def test_consumer_stopping_at_done_loses_nothing(agent: Agent, fake: FakeO
     assert isinstance(ev, Done)
     msgs = await all_messages(agent.store, ev.conversation_id)
     assert [(m.role, m.status) for m in msgs] == [("user", "complete"), ("assistant", "complete")]
-    assert len((await agent.store.list_usage(SCOPE)).items) == 1  # booked after Done, still booked
+    assert len((await agent.store.records.list_usage(SCOPE)).items) == 1  # booked after Done, still booked
     assert isinstance((await turn(agent, "next"))[-1], Done)  # and the lock was released

@@ -32,8 +32,8 @@ async def test_openai_turn_with_a_builtin_tool_and_a_retry(tmp_path: Path) -> No
             done = events[-1]
             assert isinstance(done, Done) and done.text == "Noted: green tea."
             assert [e.ok for e in events if isinstance(e, ToolFinished)] == [True]
-            assert [m.content for m in (await store.list_memories(SCOPE)).items] == ["Likes green tea"]
-            audit = (await store.list_audit(SCOPE)).items
+            assert [m.content for m in (await store.memories.list(SCOPE)).items] == ["Likes green tea"]
+            audit = (await store.records.list_audit(SCOPE)).items
             assert [(a.tool, a.ok, a.conversation_id) for a in audit] == [
                 ("memory_save", True, done.conversation_id)
             ]
@@ -63,5 +63,5 @@ async def test_anthropic_turn_end_to_end(tmp_path: Path) -> None:
             ]
             assert any(b.get("type") == "tool_use" and b.get("id") == "toolu_1" for b in blocks)
             assert any(b.get("type") == "tool_result" and b.get("tool_use_id") == "toolu_1" for b in blocks)
-            usage = (await store.list_usage(SCOPE, conversation_id=done.conversation_id)).items
+            usage = (await store.records.list_usage(SCOPE, conversation_id=done.conversation_id)).items
             assert len(usage) == 2 and {u.provider for u in usage} == {"anthropic"}

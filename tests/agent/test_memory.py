@@ -39,7 +39,7 @@ def extraction_says(fake: FakeOpenAI, *facts: str) -> list[dict[str, Any]]:
 
 async def wait_for_memories(agent: Agent, scope: Scope, n: int) -> list[Memory]:
     with anyio.fail_after(10):
-        while len(items := (await agent.store.list_memories(scope)).items) < n:
+        while len(items := (await agent.store.memories.list(scope)).items) < n:
             await anyio.sleep(0.01)
     return items
 
@@ -62,7 +62,7 @@ async def test_extracted_in_one_conversation_recalled_in_another_and_after_resta
         # the second extraction is shown what is already known, and the duplicate is dropped
         await agent.memory.flush(SCOPE, (await agent.conversations.active(SCOPE, channel="cli")).sid)  # type: ignore[union-attr]
         assert FACT in system_of(extractions[-1])
-        assert len((await agent.store.list_memories(SCOPE)).items) == 1
+        assert len((await agent.store.memories.list(SCOPE)).items) == 1
 
     async with running(kit.settings) as agent:  # a restart on the same data dir
         await agent.run_command(req("/new"))
@@ -84,7 +84,7 @@ async def test_never_recalled_into_a_group_and_not_extracted_there(kit: Kit, fak
         sent = main_requests(fake)[-1]
         assert FACT not in system_of(sent) and "Ada" not in system_of(sent)
         assert sent["messages"][-1]["content"] == "alice: who am I?"  # the model sees who spoke
-        conv = await agent.store.get_conversation(group, events[-1].conversation_id)
+        conv = await agent.store.conversations.get(group, events[-1].conversation_id)
         assert conv.is_group
         assert await agent.memory.flush(group, conv.sid) == 0
     # closing flushed everything pending: still no extraction ran for the group
@@ -99,7 +99,7 @@ async def test_garbage_extraction_answer_adds_nothing(kit: Kit, fake: FakeOpenAI
     async with running(kit.settings) as agent:
         events = await turn(agent, "hello")
         assert await agent.memory.flush(SCOPE, events[-1].conversation_id) == 0  # type: ignore[union-attr]
-        assert (await agent.store.list_memories(SCOPE)).items == []
+        assert (await agent.store.memories.list(SCOPE)).items == []
 
 
 def test_parse_memories_tolerates_what_models_send() -> None:

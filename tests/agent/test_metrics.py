@@ -23,16 +23,16 @@ async def test_takeovers_renewals_and_markers_are_counted(tmp_path: Path) -> Non
     child.kill()
     child.wait(timeout=30)
     async with Store(EmbeddedEngine(tmp_path)) as store:
-        metrics = TurnMetrics(leases=store.lease_stats)
+        metrics = TurnMetrics(leases=store.leases.stats)
         before = "\n".join(metrics.render_lines())
         assert 'hero_lease_takeovers_total{reason="dead_holder"} 0' in before
         assert "hero_lease_renewals_total 0" in before
-        conv = await store.create_conversation(SCOPE, "t")
-        await store.append_message(
+        conv = await store.conversations.create(SCOPE, "t")
+        await store.messages.append(
             SCOPE, Message(conversation_id=conv.sid, role="user", content="cut off", channel="cli")
         )
         await store.engine.claim(SCOPE, f"turn:{conv.sid}", "crashed", 600_000, owner=owner)
-        async with store.open_turn(SCOPE, conv.sid, "again", channel="cli"):
+        async with store.turns.open(SCOPE, conv.sid, "again", channel="cli"):
             pass
         text = "\n".join(metrics.render_lines())
     assert 'hero_lease_takeovers_total{reason="dead_holder"} 1' in text
@@ -44,10 +44,10 @@ async def test_takeovers_renewals_and_markers_are_counted(tmp_path: Path) -> Non
 
 async def test_commits_fsyncs_and_group_sizes_are_shown(tmp_path: Path) -> None:
     async with Store(EmbeddedEngine(tmp_path)) as store:
-        metrics = TurnMetrics(store_engine=store.engine, leases=store.lease_stats)
-        conv = await store.create_conversation(SCOPE, "t")
+        metrics = TurnMetrics(store_engine=store.engine, leases=store.leases.stats)
+        conv = await store.conversations.create(SCOPE, "t")
         for text in ("one", "two"):
-            await store.append_message(
+            await store.messages.append(
                 SCOPE, Message(conversation_id=conv.sid, role="user", content=text, channel="cli")
             )
         text = "\n".join(metrics.render_lines())

@@ -34,14 +34,14 @@ async def test_turns_of_two_processes_on_one_embedded_store_never_interleave(tmp
         cfg = _config(tmp_path, fake.base_url)
         assert "echo: first" in await answer_of(ask_process(cfg, "first"))
         async with Store(EmbeddedEngine(tmp_path / "data")) as store:
-            [conv] = (await store.list_conversations(ALICE)).items
+            [conv] = (await store.conversations.list(ALICE)).items
         with anyio.fail_after(120):
             procs = [ask_process(cfg, f"parallel {n}", "--conversation", conv.sid) for n in range(3)]
             answers = [await answer_of(proc) for proc in procs]
         assert all(f"echo: parallel {n}" in answers[n] for n in range(3))
         requests = [r for r in fake.requests if r.get("messages")]
     async with Store(EmbeddedEngine(tmp_path / "data")) as store:
-        messages = (await store.list_messages(ALICE, conv.sid, limit=100)).items
+        messages = (await store.messages.list(ALICE, conv.sid, limit=100)).items
     assert [m.seq for m in messages] == list(range(1, 9))
     assert [m.role for m in messages] == ["user", "assistant"] * 4
     for question, answer in zip(messages[::2], messages[1::2], strict=True):

@@ -40,10 +40,10 @@ async def test_new_list_switch_rename(agent: Agent, fake: FakeOpenAI) -> None:
     assert [m.content for m in msgs if m.role == "user"] == ["hello first", "back again"]
 
     renamed = await command(agent, "/rename  Greetings ")
-    assert renamed.ok and (await agent.store.get_conversation(SCOPE, first)).title == "Greetings"
+    assert renamed.ok and (await agent.store.conversations.get(SCOPE, first)).title == "Greetings"
     assert not (await command(agent, "/rename")).ok
     assert not (await command(agent, "/rename bad\x07title")).ok
-    assert (await agent.store.get_conversation(SCOPE, first)).title == "Greetings"
+    assert (await agent.store.conversations.get(SCOPE, first)).title == "Greetings"
 
 
 async def test_switch_refuses_foreign_and_bad_ids_and_changes_nothing(agent: Agent) -> None:
@@ -63,7 +63,7 @@ async def test_delete_is_a_hard_delete_and_leaves_no_active(agent: Agent, fake: 
     out = await command(agent, "/delete")
     assert out.ok and out.data == {"deleted": cid}
     assert await agent.conversations.active(SCOPE, channel="cli", create=False) is None
-    assert (await agent.store.list_conversations(SCOPE)).items == []
+    assert (await agent.store.conversations.list(SCOPE)).items == []
     assert not (await command(agent, "/delete")).ok
     nxt = (await turn(agent, "fresh start"))[-1].conversation_id  # type: ignore[union-attr]
     assert nxt != cid
@@ -80,8 +80,8 @@ async def test_context_command(agent: Agent) -> None:
 
 async def test_memory_and_forget(agent: Agent) -> None:
     assert (await command(agent, "/memory")).data == {"memories": []}
-    mem, _ = await agent.store.add_memory(SCOPE, "Prefers tea")
-    bob_mem, _ = await agent.store.add_memory(BOB, "Bob's secret")
+    mem, _ = await agent.store.memories.add(SCOPE, "Prefers tea")
+    bob_mem, _ = await agent.store.memories.add(BOB, "Bob's secret")
     listed = await command(agent, "/memory")
     assert [m["id"] for m in listed.data["memories"]] == [
         mem.sid
@@ -89,7 +89,7 @@ async def test_memory_and_forget(agent: Agent) -> None:
     assert "Bob" not in listed.text
     assert not (await command(agent, f"/forget {bob_mem.sid}")).ok
     assert not (await command(agent, "/forget")).ok
-    assert (await agent.store.get_memory(BOB, bob_mem.sid)).content == "Bob's secret"
+    assert (await agent.store.memories.get(BOB, bob_mem.sid)).content == "Bob's secret"
     out = await command(agent, f"/forget {mem.sid}")
     assert out.ok and out.data == {"forgotten": mem.sid}
     assert (await command(agent, "/memory")).data == {"memories": []}

@@ -61,7 +61,7 @@ async def test_streamed_text_is_persisted_with_its_channel(agent: Agent, fake: F
     assert msgs[0].sender == "tg:7" and msgs[0].sid == events[0].user_message_id
     assert msgs[1].sid == done.message_id and msgs[1].status == MessageStatus.COMPLETE
     assert msgs[1].completion_tokens > 0 and msgs[1].model == "fake-model"
-    conv = await agent.store.get_conversation(SCOPE, done.conversation_id)
+    conv = await agent.store.conversations.get(SCOPE, done.conversation_id)
     assert conv.last_channel == "telegram" and conv.title == "hi"
 
 
@@ -104,7 +104,7 @@ async def test_one_tool_call_then_answer(agent: Agent, fake: FakeOpenAI, kit: Ki
     assert_valid_history(second)
     assert second[-1] == {"role": "tool", "tool_call_id": "call_1", "content": "count 1 for 1"}
     # every LLM call is in the usage log, with its conversation and channel
-    usage = (await agent.store.list_usage(SCOPE, conversation_id=done.conversation_id)).items
+    usage = (await agent.store.records.list_usage(SCOPE, conversation_id=done.conversation_id)).items
     assert len(usage) == 2 and all(u.ok and u.channel == "cli" and u.provider == "openai" for u in usage)
     assert all(u.prompt_tokens > 0 and u.model == "fake-model" for u in usage)
 
@@ -186,7 +186,7 @@ async def test_provider_failure_is_one_clear_error_and_a_marker(agent: Agent, fa
     assert isinstance(err, TurnFailed) and err.code == "provider_error" and "sk-test" not in err.message
     msgs = await all_messages(agent.store, err.conversation_id)
     assert [(m.role, m.status) for m in msgs] == [("user", "complete"), ("assistant", "error")]
-    usage = (await agent.store.list_usage(SCOPE)).items
+    usage = (await agent.store.records.list_usage(SCOPE)).items
     assert len(usage) == 1 and not usage[0].ok
     # the next turn still sends a valid history
     events = await turn(agent, "again")

@@ -62,7 +62,7 @@ async def test_a_turn_ends_with_one_batch_of_answer_usage_and_release(tmp_path: 
             Agent(settings, store, provider) as agent,
         ):
             conv = await agent.conversations.new(SCOPE, channel="cli")
-            await store.rename_conversation(SCOPE, conv.sid, "named")  # no title write in the turn
+            await store.conversations.rename(SCOPE, conv.sid, "named")  # no title write in the turn
             recording.batches.clear()
             with anyio.fail_after(20):
                 events = [ev async for ev in agent.handle(req("hello", conversation_id=conv.sid))]
@@ -73,9 +73,9 @@ async def test_a_turn_ends_with_one_batch_of_answer_usage_and_release(tmp_path: 
             assert opening[0] == "ClaimStep" and message in opening
             assert closing == [message, usage_entry, "ReleaseStep"]
             assert "ReleaseStep" not in opening
-            [usage] = (await store.list_usage(SCOPE)).items
+            [usage] = (await store.records.list_usage(SCOPE)).items
             assert usage.conversation_id == conv.sid
-            history = await store.history(SCOPE, conv.sid)
+            history = await store.messages.history(SCOPE, conv.sid)
             assert [m.content for m in history] == ["hello", "echo: hello"]
 
 
@@ -114,13 +114,13 @@ async def test_a_new_conversation_is_named_in_the_closing_batch(tmp_path: Path) 
                 "ReleaseStep",
             ]
             assert stats.commits - before == 2
-            assert (await store.get_conversation(SCOPE, conv.sid)).title == "Trip to Lisbon"
+            assert (await store.conversations.get(SCOPE, conv.sid)).title == "Trip to Lisbon"
             # a titled conversation keeps its title: the next turn's closing writes none
             recording.batches.clear()
             with anyio.fail_after(20):
                 [ev async for ev in agent.handle(req("something else", conversation_id=conv.sid))]
             assert all("UpdateStep" not in batch for batch in recording.batches)
-            assert (await store.get_conversation(SCOPE, conv.sid)).title == "Trip to Lisbon"
+            assert (await store.conversations.get(SCOPE, conv.sid)).title == "Trip to Lisbon"
 
 
 async def test_a_failed_first_turn_still_names_its_conversation(tmp_path: Path) -> None:
@@ -141,4 +141,4 @@ async def test_a_failed_first_turn_still_names_its_conversation(tmp_path: Path) 
             with anyio.fail_after(20):
                 events = [ev async for ev in agent.handle(req("Broken start", conversation_id=conv.sid))]
             assert not isinstance(events[-1], Done)
-            assert (await store.get_conversation(SCOPE, conv.sid)).title == "Broken start"
+            assert (await store.conversations.get(SCOPE, conv.sid)).title == "Broken start"

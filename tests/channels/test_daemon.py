@@ -144,7 +144,7 @@ async def _stored(daemon: Daemon, conversation_id: str, user: str = "") -> list[
     settings = load_settings(str(daemon.config), env=daemon.env)
     async with open_store(settings) as store:
         scope = Scope("default", user or settings.web_local_user)
-        msgs = (await store.list_messages(scope, conversation_id)).items
+        msgs = (await store.messages.list(scope, conversation_id)).items
     return [(m.role, m.status, m.content) for m in msgs]
 
 
@@ -210,8 +210,8 @@ async def test_web_and_telegram_in_one_process(tmp_path: Path) -> None:
     assert code == 0, daemon.output()
     settings = load_settings(str(daemon.config), env=daemon.env)
     async with open_store(settings) as store:
-        (tg_conv,) = (await store.list_conversations(Scope("default", "tg:5"))).items
-        tg_msgs = (await store.list_messages(Scope("default", "tg:5"), tg_conv.sid)).items
+        (tg_conv,) = (await store.conversations.list(Scope("default", "tg:5"))).items
+        tg_msgs = (await store.messages.list(Scope("default", "tg:5"), tg_conv.sid)).items
     assert [(m.role, m.channel, m.content) for m in tg_msgs] == [
         ("user", "telegram", "hello bot"),
         ("assistant", "telegram", "echo: hello bot"),

@@ -97,7 +97,7 @@ async def test_two_osis_services_on_one_database_serve_four_daemons(tmp_path: Pa
             settings = load_settings(str(daemons[0].config), env=daemons[0].env)
             async with open_store(settings) as store:
                 scope = Scope("default", settings.web_local_user)
-                messages = (await store.list_messages(scope, cid, limit=500)).items
+                messages = (await store.messages.list(scope, cid, limit=500)).items
     finally:
         await drop_database(url)
     assert len(sent) == SENDERS * TURNS_EACH

@@ -62,7 +62,7 @@ async def _messages(r: Replica, cid: str) -> list[Message]:
     settings = load_settings(str(r.config), env=r.env)
     async with open_store(settings) as store:
         scope = Scope("default", settings.web_local_user)
-        return list((await store.list_messages(scope, cid, limit=500)).items)
+        return list((await store.messages.list(scope, cid, limit=500)).items)
 
 
 async def test_three_daemons_one_database_concurrent_turns_on_one_conversation(tmp_path: Path) -> None:

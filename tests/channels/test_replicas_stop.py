@@ -102,7 +102,7 @@ async def test_stop_sent_to_the_other_replica_cancels_the_turn(tmp_path: Path, s
             assert parse_sse(resp.text)[-1][0] == "done"
         settings = load_settings(str(runner.config), env=runner.env)
         async with open_store(settings) as store:
-            msgs = (await store.list_messages(Scope("default", settings.web_local_user), cid)).items
+            msgs = (await store.messages.list(Scope("default", settings.web_local_user), cid)).items
     assert [(m.seq, m.role, m.status) for m in msgs] == [
         (1, "user", "complete"),
         (2, "assistant", "interrupted"),

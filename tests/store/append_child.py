@@ -31,7 +31,7 @@ async def main(data_dir: Path, conversation: str, prefix: str, count: int, wait:
 
         async def append(name: str) -> None:
             for i in range(count):
-                msg = await store.append_message(
+                msg = await store.messages.append(
                     SCOPE,
                     Message(conversation_id=conversation, role="user", content=f"{name}-{i}", channel="cli"),
                 )

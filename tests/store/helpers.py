@@ -18,14 +18,14 @@ async def next_ms() -> None:
 
 
 async def conversation_with(store: Store, scope: Scope, n: int, title: str = "chat") -> Conversation:
-    conv = await store.create_conversation(scope, title, channel="cli")
+    conv = await store.conversations.create(scope, title, channel="cli")
     for i in range(n):
         role = "user" if i % 2 == 0 else "assistant"
-        await store.append_message(
+        await store.messages.append(
             scope,
             Message(conversation_id=conv.sid, role=role, content=f"{title} message {i + 1}", channel="cli"),
         )
-    return await store.get_conversation(scope, conv.sid)
+    return await store.conversations.get(scope, conv.sid)
 
 
 def sids(page: Page[Conversation]) -> list[str]:

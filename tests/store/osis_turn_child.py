@@ -27,15 +27,15 @@ async def main(url: str, conversation: str, prefix: str, count: int) -> None:
         print("ready", flush=True)
         await anyio.to_thread.run_sync(sys.stdin.readline)
         for i in range(count):
-            async with store.conversation_lock(SCOPE, conversation, wait_s=60):
-                await store.append_message(
+            async with store.leases.conversation_lock(SCOPE, conversation, wait_s=60):
+                await store.messages.append(
                     SCOPE,
                     Message(
                         conversation_id=conversation, role="user", content=f"{prefix}-{i}-q", channel="cli"
                     ),
                 )
                 await anyio.sleep(0)  # let the other process try to get in between
-                await store.append_message(
+                await store.messages.append(
                     SCOPE,
                     Message(
                         conversation_id=conversation,

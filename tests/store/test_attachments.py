@@ -22,12 +22,12 @@ V1_SQL = Path(__file__).parent / "data" / "schema_v1.sql"
 
 
 async def test_attachments_are_stored_whole_and_read_back(store: Store) -> None:
-    conv = await store.create_conversation(ALICE, "pics")
+    conv = await store.conversations.create(ALICE, "pics")
     image = png(5, 7)
-    [att] = await store.add_attachments(
+    [att] = await store.attachments.add(
         ALICE, conv.sid, [NewAttachment(image, "image/png", "cat.png", 5, 7)], channel="web"
     )
-    got = await store.get_attachment(ALICE, att.sid)
+    got = await store.attachments.get(ALICE, att.sid)
     assert isinstance(got, Attachment)
     assert attachment_bytes(got) == image
     assert (got.name, got.mime, got.size, got.width, got.height, got.channel) == (
@@ -40,58 +40,58 @@ async def test_attachments_are_stored_whole_and_read_back(store: Store) -> None:
     )
     assert got.conversation_id == conv.sid and len(got.sha256) == 64
     # the history never carries the bytes: a message refers to the attachment by its sid
-    msg = await store.append_message(
+    msg = await store.messages.append(
         ALICE, Message(conversation_id=conv.sid, role="user", content="look", channel="web")
     )
     assert att.data not in msg.content
 
 
 async def test_attachments_are_scoped(store: Store) -> None:
-    conv = await store.create_conversation(ALICE, "pics")
-    [att] = await store.add_attachments(ALICE, conv.sid, [NewAttachment(png(), "image/png")])
+    conv = await store.conversations.create(ALICE, "pics")
+    [att] = await store.attachments.add(ALICE, conv.sid, [NewAttachment(png(), "image/png")])
     for other in (BOB, ALICE_ELSEWHERE):
         with pytest.raises(NotFound):
-            await store.get_attachment(other, att.sid)
+            await store.attachments.get(other, att.sid)
 
 
 async def test_attachment_cap_and_empty_are_refused_and_store_nothing(store: Store) -> None:
-    conv = await store.create_conversation(ALICE, "pics")
-    store.max_attachment_bytes = 100
+    conv = await store.conversations.create(ALICE, "pics")
+    store.attachments.max_bytes = 100
     with pytest.raises(InvalidInput, match="too large: 101 bytes, the limit is 100"):
-        await store.add_attachments(
+        await store.attachments.add(
             ALICE, conv.sid, [NewAttachment(png(), "image/png"), NewAttachment(b"x" * 101, "image/png")]
         )
     with pytest.raises(InvalidInput, match="empty"):
-        await store.add_attachments(ALICE, conv.sid, [NewAttachment(b"", "image/png")])
+        await store.attachments.add(ALICE, conv.sid, [NewAttachment(b"", "image/png")])
     assert await store.engine.count(Kind.ATTACHMENT, ALICE) == 0
 
 
 async def test_attachments_go_with_their_conversation(store: Store) -> None:
-    conv = await store.create_conversation(ALICE, "pics")
-    keep = await store.create_conversation(ALICE, "other")
-    [gone] = await store.add_attachments(ALICE, conv.sid, [NewAttachment(png(), "image/png")])
-    [kept] = await store.add_attachments(ALICE, keep.sid, [NewAttachment(png(), "image/png")])
-    await store.delete_conversation(ALICE, conv.sid)
+    conv = await store.conversations.create(ALICE, "pics")
+    keep = await store.conversations.create(ALICE, "other")
+    [gone] = await store.attachments.add(ALICE, conv.sid, [NewAttachment(png(), "image/png")])
+    [kept] = await store.attachments.add(ALICE, keep.sid, [NewAttachment(png(), "image/png")])
+    await store.conversations.delete(ALICE, conv.sid)
     with pytest.raises(NotFound):
-        await store.get_attachment(ALICE, gone.sid)
-    assert (await store.get_attachment(ALICE, kept.sid)).sid == kept.sid
+        await store.attachments.get(ALICE, gone.sid)
+    assert (await store.attachments.get(ALICE, kept.sid)).sid == kept.sid
 
 
 async def test_dropped_attachments_are_gone(store: Store) -> None:
-    conv = await store.create_conversation(ALICE, "pics")
-    made = await store.add_attachments(
+    conv = await store.conversations.create(ALICE, "pics")
+    made = await store.attachments.add(
         ALICE, conv.sid, [NewAttachment(png(), "image/png"), NewAttachment(png(2, 2), "image/png")]
     )
-    await store.drop_attachments(ALICE, [a.sid for a in made])
+    await store.attachments.drop(ALICE, [a.sid for a in made])
     assert await store.engine.count(Kind.ATTACHMENT, ALICE) == 0
 
 
 async def test_a_large_attachment_fits_every_engine(store: Store) -> None:
     """5 MB (the default cap) crosses the OSIS transport in one call."""
-    conv = await store.create_conversation(ALICE, "big")
+    conv = await store.conversations.create(ALICE, "big")
     blob = bytes(range(256)) * (5 * 1024 * 1024 // 256)
-    [att] = await store.add_attachments(ALICE, conv.sid, [NewAttachment(blob, "image/png", "big.png")])
-    assert attachment_bytes(await store.get_attachment(ALICE, att.sid)) == blob
+    [att] = await store.attachments.add(ALICE, conv.sid, [NewAttachment(blob, "image/png", "big.png")])
+    assert attachment_bytes(await store.attachments.get(ALICE, att.sid)) == blob
 
 
 async def test_a_schema_v1_data_dir_opens_and_upgrades(tmp_path: Path) -> None:
@@ -115,13 +115,13 @@ async def test_a_schema_v1_data_dir_opens_and_upgrades(tmp_path: Path) -> None:
 
     async with EmbeddedEngine(tmp_path) as engine:
         store = Store(engine)
-        conv = await store.get_conversation(ALICE, "0001")
+        conv = await store.conversations.get(ALICE, "0001")
         assert conv.title == "old"
-        await store.append_message(
+        await store.messages.append(
             ALICE, Message(conversation_id=conv.sid, role="user", content="still here", channel="cli")
         )
-        [att] = await store.add_attachments(ALICE, conv.sid, [NewAttachment(png(), "image/png")])
-        assert attachment_bytes(await store.get_attachment(ALICE, att.sid)) == png()
+        [att] = await store.attachments.add(ALICE, conv.sid, [NewAttachment(png(), "image/png")])
+        assert attachment_bytes(await store.attachments.get(ALICE, att.sid)) == png()
     conn = sqlite3.connect(tmp_path / DB_FILE)
     try:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)

@@ -48,7 +48,7 @@ def _acks(lines: list[str]) -> list[tuple[int, str]]:
 
 async def _new_conversation(data_dir: Path) -> str:
     async with Store(EmbeddedEngine(data_dir)) as store:
-        return (await store.create_conversation(SCOPE, "durability", channel="cli")).sid
+        return (await store.conversations.create(SCOPE, "durability", channel="cli")).sid
 
 
 async def _all_messages(data_dir: Path, conv: str) -> tuple[list[Message], int]:
@@ -56,12 +56,12 @@ async def _all_messages(data_dir: Path, conv: str) -> tuple[list[Message], int]:
         out: list[Message] = []
         cursor = None
         while True:
-            page = await store.list_messages(SCOPE, conv, limit=1000, cursor=cursor)
+            page = await store.messages.list(SCOPE, conv, limit=1000, cursor=cursor)
             out += page.items
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
-        return out, (await store.get_conversation(SCOPE, conv)).message_count
+        return out, (await store.conversations.get(SCOPE, conv)).message_count
 
 
 def _integrity(db: Path) -> None:

@@ -73,17 +73,17 @@ async def test_open_store_from_settings(tmp_path: Path) -> None:
         store=StoreSettings(engine="embedded", path=tmp_path / "new" / "dir"),
     )
     async with open_store(settings) as store:
-        conv = await store.create_conversation(ALICE, "t")
-        await store.append_message(
+        conv = await store.conversations.create(ALICE, "t")
+        await store.messages.append(
             ALICE, Message(conversation_id=conv.sid, role="user", content="x" * 10, channel="cli")
         )
         with pytest.raises(InvalidInput):
-            await store.append_message(
+            await store.messages.append(
                 ALICE, Message(conversation_id=conv.sid, role="user", content="x" * 11, channel="cli")
             )
     assert (tmp_path / "new" / "dir" / DB_FILE).exists()
     with pytest.raises(StoreUnavailable):
-        await store.get_conversation(ALICE, conv.sid)
+        await store.conversations.get(ALICE, conv.sid)
 
 
 async def test_unknown_engine_name(tmp_path: Path) -> None:

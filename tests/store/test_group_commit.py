@@ -38,7 +38,7 @@ class WriteLockHolder:
 
 async def test_batches_queued_behind_a_commit_share_the_next_one(tmp_path: Path) -> None:
     async with EmbeddedEngine(tmp_path) as engine, Store(engine) as store:
-        conv = await store.create_conversation(ALICE, "group", channel="cli")
+        conv = await store.conversations.create(ALICE, "group", channel="cli")
         stats = engine.commit_stats()
         assert stats is not None
         before = (stats.commits, stats.batches, stats.fsyncs)
@@ -47,7 +47,7 @@ async def test_batches_queued_behind_a_commit_share_the_next_one(tmp_path: Path)
 
         async def append(i: int) -> None:
             msg = Message(conversation_id=conv.sid, role="user", content=f"m{i}", channel="cli")
-            stored.append(await store.append_message(ALICE, msg))
+            stored.append(await store.messages.append(ALICE, msg))
 
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
@@ -61,14 +61,14 @@ async def test_batches_queued_behind_a_commit_share_the_next_one(tmp_path: Path)
         assert commits in (1, 2) and stats.batches - before[1] == 20
         assert stats.fsyncs - before[2] == commits  # synchronous=FULL: one fsync per commit
         assert sorted(m.seq for m in stored) == list(range(1, 21))
-        history = await store.history(ALICE, conv.sid, limit=50)
+        history = await store.messages.history(ALICE, conv.sid, limit=50)
         assert [(m.seq, m.content) for m in history] == sorted((m.seq, m.content) for m in stored)
-        assert (await store.get_conversation(ALICE, conv.sid)).message_count == 20
+        assert (await store.conversations.get(ALICE, conv.sid)).message_count == 20
 
 
 async def test_a_failing_batch_in_a_group_undoes_only_its_own_writes(tmp_path: Path) -> None:
     async with EmbeddedEngine(tmp_path) as engine, Store(engine) as store:
-        conv = await store.create_conversation(ALICE, "group", channel="cli")
+        conv = await store.conversations.create(ALICE, "group", channel="cli")
         await engine.claim(ALICE, "lease:taken", "someone-else", 60_000)
         stats = engine.commit_stats()
         assert stats is not None
@@ -78,7 +78,7 @@ async def test_a_failing_batch_in_a_group_undoes_only_its_own_writes(tmp_path: P
 
         async def run(name: str, refused: bool) -> None:
             msg = Message(conversation_id=conv.sid, role="user", content=name, channel="cli")
-            steps: list[Step] = [CreateStep(Kind.MESSAGE, store._message_fields(msg))]
+            steps: list[Step] = [CreateStep(Kind.MESSAGE, store.rules.message_fields(msg))]
             if refused:  # a required claim another holder has: the whole batch is refused
                 steps.append(ClaimStep("lease:taken", "me", 60_000))
             try:
@@ -97,11 +97,11 @@ async def test_a_failing_batch_in_a_group_undoes_only_its_own_writes(tmp_path: P
         assert isinstance(outcomes["bad"], LeaseHeld)
         # "first" (alone, unless the others came before the worker took it), then a, bad and b
         assert stats.commits - commits in (1, 2)
-        contents = [m.content for m in await store.history(ALICE, conv.sid, limit=50)]
+        contents = [m.content for m in await store.messages.history(ALICE, conv.sid, limit=50)]
         assert contents == ["first", "a", "b"]
         # the refused batch's message left no trace, and the seqs stayed gap-free
-        assert [m.seq for m in await store.history(ALICE, conv.sid, limit=50)] == [1, 2, 3]
-        assert (await store.get_conversation(ALICE, conv.sid)).message_count == 3
+        assert [m.seq for m in await store.messages.history(ALICE, conv.sid, limit=50)] == [1, 2, 3]
+        assert (await store.conversations.get(ALICE, conv.sid)).message_count == 3
 
 
 def test_worker_answers_nobody_before_the_commit_returns(tmp_path: Path) -> None:
@@ -110,12 +110,12 @@ def test_worker_answers_nobody_before_the_commit_returns(tmp_path: Path) -> None
 
     async def main() -> None:
         async with EmbeddedEngine(tmp_path, busy_timeout_s=10) as engine, Store(engine) as store:
-            conv = await store.create_conversation(ALICE, "group", channel="cli")
+            conv = await store.conversations.create(ALICE, "group", channel="cli")
             holder = WriteLockHolder(tmp_path / DB_FILE)
             answered = threading.Event()
 
             async def append() -> None:
-                await store.append_message(
+                await store.messages.append(
                     ALICE, Message(conversation_id=conv.sid, role="user", content="x", channel="cli")
                 )
                 answered.set()
@@ -137,13 +137,13 @@ async def test_each_task_reads_the_worker_side_of_its_own_last_call(tmp_path: Pa
     """``last_call_seconds``: the worker's side of the calling task's last call (queued, running,
     committing; a bench tells it from the event loop's delay), per task, within the whole call."""
     async with EmbeddedEngine(tmp_path) as engine, Store(engine) as store:
-        conv = await store.create_conversation(ALICE, "timed", channel="cli")
+        conv = await store.conversations.create(ALICE, "timed", channel="cli")
         holder = WriteLockHolder(tmp_path / DB_FILE)
         seen: dict[str, tuple[float, float]] = {}
 
         async def append(name: str) -> None:
             started = anyio.current_time()
-            await store.append_message(
+            await store.messages.append(
                 ALICE, Message(conversation_id=conv.sid, role="user", content=name, channel="cli")
             )
             seen[name] = (EmbeddedEngine.last_call_seconds(), anyio.current_time() - started)

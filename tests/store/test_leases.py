@@ -1,6 +1,6 @@
 """Conformance: leases with their holder's process identity (``owner``), the compare-and-swap take-over
 (``replace``), ``get_lease``/``list_leases``, renewal while held, the take-over of a dead holder of
-this host, and the marks of a cut turn (``MarkCutStep``: in ``open_turn`` and at daemon start).
+this host, and the marks of a cut turn (``MarkCutStep``: in ``turns.open`` and at daemon start).
 
 Dead holders are real: a child process is started, its identity read from /proc, then it is killed.
 """
@@ -94,45 +94,45 @@ async def test_claim_outcomes_and_the_compare_and_swap(engine: Engine) -> None:
 
 
 async def test_a_dead_holder_of_this_host_is_taken_over_at_once(store: Store) -> None:
-    conv = await store.create_conversation(ALICE, "t")
+    conv = await store.conversations.create(ALICE, "t")
     # the dead process took the turn lock with a long lease (as a crashed turn of the old code did)
     await store.engine.claim(ALICE, f"turn:{conv.sid}", "crashed", 600_000, owner=dead_owner())
     with anyio.fail_after(5):
-        async with store.conversation_lock(ALICE, conv.sid, wait_s=0.05):
+        async with store.leases.conversation_lock(ALICE, conv.sid, wait_s=0.05):
             lease = await store.engine.get_lease(ALICE, f"turn:{conv.sid}")
             assert lease is not None and lease.owner == this_process()
-    assert store.lease_stats.takeovers["dead_holder"] == 1
+    assert store.leases.stats.takeovers["dead_holder"] == 1
 
 
 async def test_a_live_holder_is_never_robbed(store: Store) -> None:
     """A short lease (0.2 s) held for ten times as long: the renewals keep it."""
-    conv = await store.create_conversation(ALICE, "t")
+    conv = await store.conversations.create(ALICE, "t")
     holder = Store(store.engine, lease_s=0.2)
     other = Store(store.engine, lease_s=0.2)
-    async with holder.conversation_lock(ALICE, conv.sid, ttl_s=60):
+    async with holder.leases.conversation_lock(ALICE, conv.sid, ttl_s=60):
         with pytest.raises(Conflict):
-            async with other.conversation_lock(ALICE, conv.sid, wait_s=2.0):
+            async with other.leases.conversation_lock(ALICE, conv.sid, wait_s=2.0):
                 pytest.fail("a live holder was robbed")
-    assert holder.lease_stats.renewals >= 3 and holder.lease_stats.lost == 0
-    assert not other.lease_stats.takeovers
+    assert holder.leases.stats.renewals >= 3 and holder.leases.stats.lost == 0
+    assert not other.leases.stats.takeovers
 
 
 async def test_a_short_turn_renews_nothing(store: Store) -> None:
-    conv = await store.create_conversation(ALICE, "t")
-    async with store.conversation_lock(ALICE, conv.sid):
+    conv = await store.conversations.create(ALICE, "t")
+    async with store.leases.conversation_lock(ALICE, conv.sid):
         pass
-    assert store.lease_stats.renewals == 0
+    assert store.leases.stats.renewals == 0
 
 
 async def test_a_holder_that_stops_renewing_lapses_within_its_lease(store: Store) -> None:
     """Another host's dead holder is not known dead: its lease lapses, then it is taken over."""
-    conv = await store.create_conversation(ALICE, "t")
+    conv = await store.conversations.create(ALICE, "t")
     foreign = LeaseOwner("another-host/pid:[1]", 4242, 1)
     await store.engine.claim(ALICE, f"turn:{conv.sid}", "elsewhere", 300, owner=foreign)
     with anyio.fail_after(10):
-        async with store.conversation_lock(ALICE, conv.sid, wait_s=5):
+        async with store.leases.conversation_lock(ALICE, conv.sid, wait_s=5):
             pass
-    assert store.lease_stats.takeovers["lapsed"] == 1
+    assert store.leases.stats.takeovers["lapsed"] == 1
 
 
 def _roles(messages: list[Message]) -> list[tuple[str, str, str]]:
@@ -140,27 +140,27 @@ def _roles(messages: list[Message]) -> list[tuple[str, str, str]]:
 
 
 async def test_the_next_turn_marks_a_cut_turn_before_its_user_message(store: Store) -> None:
-    conv = await store.create_conversation(ALICE, "t")
-    await store.append_message(
+    conv = await store.conversations.create(ALICE, "t")
+    await store.messages.append(
         ALICE, Message(conversation_id=conv.sid, role="user", content="look it up", channel="web")
     )
     calls = json.dumps(
         [{"id": "c1", "name": "a", "arguments": "{}"}, {"id": "c2", "name": "b", "arguments": ""}]
     )
-    await store.append_message(
+    await store.messages.append(
         ALICE,
         Message(conversation_id=conv.sid, role="assistant", content="", channel="web", tool_calls=calls),
     )
-    await store.append_message(
+    await store.messages.append(
         ALICE,
         Message(
             conversation_id=conv.sid, role="tool", content="found", channel="web", tool_call_id="c1", name="a"
         ),
     )
     # ... and the process died here
-    async with store.open_turn(ALICE, conv.sid, "hello?", channel="cli") as opened:
+    async with store.turns.open(ALICE, conv.sid, "hello?", channel="cli") as opened:
         assert [m.content for m in opened.window][-3:] == [INTERRUPTED_RESULT, INTERRUPTED_TEXT, "hello?"]
-    history = await store.history(ALICE, conv.sid)
+    history = await store.messages.history(ALICE, conv.sid)
     assert _roles(history) == [
         ("user", "complete", "look it up"),
         ("assistant", "complete", ""),
@@ -171,13 +171,13 @@ async def test_the_next_turn_marks_a_cut_turn_before_its_user_message(store: Sto
     ]
     assert (history[3].tool_call_id, history[3].name) == ("c2", "b")
     assert history[4].message_type == INTERRUPTED_TYPE and history[4].channel == "web"
-    assert dict(store.lease_stats.markers) == {"tool": 1, "user": 1}
+    assert dict(store.leases.stats.markers) == {"tool": 1, "user": 1}
     # that turn ended unanswered too: marked once, and marking again changes nothing
     mark = MarkCutStep(conv.sid)
     [marker] = (await store.engine.batch(ALICE, [mark])).of(mark)
     assert marker["content"] == INTERRUPTED_TEXT
     assert await store.engine.batch(ALICE, [MarkCutStep(conv.sid)]) == [[]]
-    assert len(await store.history(ALICE, conv.sid)) == 7
+    assert len(await store.messages.history(ALICE, conv.sid)) == 7
 
 
 async def test_awaited_client_calls_are_left_to_their_continuation_or_answered_no_result(
@@ -186,8 +186,8 @@ async def test_awaited_client_calls_are_left_to_their_continuation_or_answered_n
     """A step that handed client tool calls to the client ended its turn cleanly: a continuation
     (``mark_cut=False``) finds them unmarked; a new user message gets them answered ``no result``,
     the agent's own call of that step keeps its result, and no interrupted marker is added."""
-    conv = await store.create_conversation(ALICE, "t")
-    user = await store.append_message(
+    conv = await store.conversations.create(ALICE, "t")
+    user = await store.messages.append(
         ALICE, Message(conversation_id=conv.sid, role="user", content="weather?", channel="api")
     )
     calls = json.dumps(
@@ -196,57 +196,61 @@ async def test_awaited_client_calls_are_left_to_their_continuation_or_answered_n
             {"id": "c1", "name": "get_weather", "arguments": "{}", "client": True},
         ]
     )
-    await store.append_message(
+    await store.messages.append(
         ALICE,
         Message(conversation_id=conv.sid, role="assistant", content="", channel="api", tool_calls=calls),
     )
-    await store.append_message(
+    await store.messages.append(
         ALICE,
         Message(conversation_id=conv.sid, role="tool", content="noon", channel="api", tool_call_id="own"),
     )
-    async with store.open_turn(ALICE, conv.sid, "", channel="api", rerun_of=user.sid, mark_cut=False) as o:
+    async with store.turns.open(ALICE, conv.sid, "", channel="api", rerun_of=user.sid, mark_cut=False) as o:
         assert [m.content for m in o.window][-1] == "noon"
-    assert len(await store.history(ALICE, conv.sid)) == 3
-    async with store.open_turn(ALICE, conv.sid, "never mind", channel="api") as opened:
+    assert len(await store.messages.history(ALICE, conv.sid)) == 3
+    async with store.turns.open(ALICE, conv.sid, "never mind", channel="api") as opened:
         assert [m.content for m in opened.window][-2:] == [CLIENT_NO_RESULT, "never mind"]
-    history = await store.history(ALICE, conv.sid)
+    history = await store.messages.history(ALICE, conv.sid)
     assert _roles(history)[3:] == [("tool", "error", CLIENT_NO_RESULT), ("user", "complete", "never mind")]
     assert (history[3].tool_call_id, history[3].name) == ("c1", "get_weather")
-    assert dict(store.lease_stats.markers) == {"tool": 1}
+    assert dict(store.leases.stats.markers) == {"tool": 1}
 
 
 async def test_a_settled_tail_gets_no_marks(store: Store) -> None:
-    conv = await store.create_conversation(ALICE, "t")
-    async with store.open_turn(ALICE, conv.sid, "one", channel="cli"):
-        await store.append_message(
+    conv = await store.conversations.create(ALICE, "t")
+    async with store.turns.open(ALICE, conv.sid, "one", channel="cli"):
+        await store.messages.append(
             ALICE, Message(conversation_id=conv.sid, role="assistant", content="answer", channel="cli")
         )
-    async with store.open_turn(ALICE, conv.sid, "two", channel="cli"):
+    async with store.turns.open(ALICE, conv.sid, "two", channel="cli"):
         pass
-    assert [m.content for m in await store.history(ALICE, conv.sid)] == ["one", "answer", "two"]
-    assert not store.lease_stats.markers
+    assert [m.content for m in await store.messages.history(ALICE, conv.sid)] == ["one", "answer", "two"]
+    assert not store.leases.stats.markers
 
 
 async def test_daemon_start_marks_the_turns_a_dead_process_held(store: Store) -> None:
     dead, me = dead_owner(), this_process()
-    cut = await store.create_conversation(ALICE, "cut")
-    busy = await store.create_conversation(BOB, "busy")
+    cut = await store.conversations.create(ALICE, "cut")
+    busy = await store.conversations.create(BOB, "busy")
     for scope, conv, holder, owner in ((ALICE, cut, "crashed", dead), (BOB, busy, "alive", me)):
-        await store.append_message(
+        await store.messages.append(
             scope, Message(conversation_id=conv.sid, role="user", content="are you there?", channel="web")
         )
         await store.engine.claim(scope, f"turn:{conv.sid}", holder, 600_000, owner=owner)
-    assert await store.mark_dead_holders_turns() == 1
-    assert _roles(await store.history(ALICE, cut.sid))[-1] == ("assistant", "interrupted", INTERRUPTED_TEXT)
+    assert await store.leases.mark_dead_holders_turns() == 1
+    assert _roles(await store.messages.history(ALICE, cut.sid))[-1] == (
+        "assistant",
+        "interrupted",
+        INTERRUPTED_TEXT,
+    )
     assert await store.engine.get_lease(ALICE, f"turn:{cut.sid}") is None  # released afterwards
     # the live holder's conversation is left to it
-    assert len(await store.history(BOB, busy.sid)) == 1
+    assert len(await store.messages.history(BOB, busy.sid)) == 1
     lease = await store.engine.get_lease(BOB, f"turn:{busy.sid}")
     assert lease is not None and lease.holder == "alive"
-    assert store.lease_stats.takeovers["dead_holder"] == 1
+    assert store.leases.stats.takeovers["dead_holder"] == 1
     # twice: nothing more
-    assert await store.mark_dead_holders_turns() == 0
-    assert len(await store.history(ALICE, cut.sid)) == 2
+    assert await store.leases.mark_dead_holders_turns() == 0
+    assert len(await store.messages.history(ALICE, cut.sid)) == 2
 
 
 async def test_a_required_claim_with_replace_in_a_batch(engine: Engine) -> None:
@@ -259,18 +263,18 @@ async def test_a_required_claim_with_replace_in_a_batch(engine: Engine) -> None:
 
 async def test_a_lease_taken_from_its_holder_cancels_the_holder(store: Store) -> None:
     """The holder's next renewal is refused: its block is cancelled and LeaseLost raised."""
-    conv = await store.create_conversation(ALICE, "t")
+    conv = await store.conversations.create(ALICE, "t")
     holder = Store(store.engine, lease_s=0.3)
     reached_the_end = False
     with anyio.fail_after(10), pytest.raises(LeaseLost):
-        async with holder.conversation_lock(ALICE, conv.sid, ttl_s=60):
+        async with holder.leases.conversation_lock(ALICE, conv.sid, ttl_s=60):
             lease = await store.engine.get_lease(ALICE, f"turn:{conv.sid}")
             assert lease is not None
             # a claimer that (wrongly) judged the holder dead swaps it out
             assert await store.engine.claim(ALICE, f"turn:{conv.sid}", "thief", 60_000, replace=lease.holder)
             await anyio.sleep_forever()  # only the refused renewal's cancellation ends this block
             reached_the_end = True
-    assert not reached_the_end and holder.lease_stats.lost == 1
+    assert not reached_the_end and holder.leases.stats.lost == 1
 
 
 async def test_keyed_locks_serialize_one_key_and_forget_free_keys() -> None:
@@ -296,7 +300,7 @@ async def test_keyed_locks_serialize_one_key_and_forget_free_keys() -> None:
 
 async def test_turns_leave_no_in_process_lock_behind(store: Store) -> None:
     for i in range(3):
-        conv = await store.create_conversation(ALICE, f"c{i}", channel="cli")
-        async with store.open_turn(ALICE, conv.sid, "hi", channel="cli"):
-            assert len(store._local_locks) == 1
-    assert len(store._local_locks) == 0
+        conv = await store.conversations.create(ALICE, f"c{i}", channel="cli")
+        async with store.turns.open(ALICE, conv.sid, "hi", channel="cli"):
+            assert len(store.leases._local_locks) == 1
+    assert len(store.leases._local_locks) == 0

@@ -20,9 +20,9 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_append_assigns_gap_free_seq_and_touches_conversation(store: Store) -> None:
-    conv = await store.create_conversation(ALICE, "c")
+    conv = await store.conversations.create(ALICE, "c")
     made = [
-        await store.append_message(
+        await store.messages.append(
             ALICE, Message(conversation_id=conv.sid, role=role, content=f"m{i}", channel=ch)
         )
         for i, (role, ch) in enumerate([("user", "cli"), ("assistant", "cli"), ("user", "web")])
@@ -30,17 +30,17 @@ async def test_append_assigns_gap_free_seq_and_touches_conversation(store: Store
     assert [m.seq for m in made] == [1, 2, 3]
     assert all(m.conversation_id == conv.sid and m.user_id == "alice" for m in made)
     assert made[0].timestamp > 0
-    after = await store.get_conversation(ALICE, conv.sid)
+    after = await store.conversations.get(ALICE, conv.sid)
     assert after.message_count == 3
     assert after.last_channel == "web"
     assert after.updated_at >= made[-1].created_at
-    assert await store.get_message(ALICE, made[1].sid) == made[1]
+    assert await store.messages.get(ALICE, made[1].sid) == made[1]
 
 
 async def test_every_field_round_trips(store: Store) -> None:
-    conv = await store.create_conversation(ALICE)
+    conv = await store.conversations.create(ALICE)
     calls = json.dumps([{"id": "c1", "name": "get_time", "arguments": "{}"}])
-    msg = await store.append_message(
+    msg = await store.messages.append(
         ALICE,
         Message(
             conversation_id=conv.sid,
@@ -57,7 +57,7 @@ async def test_every_field_round_trips(store: Store) -> None:
             extra={"future_field": {"nested": [1, 2]}},
         ),
     )
-    tool = await store.append_message(
+    tool = await store.messages.append(
         ALICE,
         Message(
             conversation_id=conv.sid,
@@ -68,54 +68,54 @@ async def test_every_field_round_trips(store: Store) -> None:
             name="get_time",
         ),
     )
-    got = await store.get_message(ALICE, msg.sid)
+    got = await store.messages.get(ALICE, msg.sid)
     assert got.tool_calls == calls
     assert (got.sender, got.status, got.model, got.message_type) == ("tg:1", "interrupted", "m1", "summary")
     assert (got.prompt_tokens, got.completion_tokens) == (5, 7)
     # a generated hero_osis drops what agent_data.oschema does not declare; every other engine keeps it
     assert got.extra == ({"future_field": {"nested": [1, 2]}} if keeps_unknown_fields(store) else {})
-    assert (await store.get_message(ALICE, tool.sid)).name == "get_time"
+    assert (await store.messages.get(ALICE, tool.sid)).name == "get_time"
 
 
 async def test_concurrent_appends_stay_gap_free(store: Store) -> None:
-    conv = await store.create_conversation(ALICE)
+    conv = await store.conversations.create(ALICE)
 
     async def append(i: int) -> None:
-        await store.append_message(
+        await store.messages.append(
             ALICE, Message(conversation_id=conv.sid, role="user", content=f"m{i}", channel="cli")
         )
 
     async with anyio.create_task_group() as tg:
         for i in range(25):
             tg.start_soon(append, i)
-    page = await store.list_messages(ALICE, conv.sid, limit=100)
+    page = await store.messages.list(ALICE, conv.sid, limit=100)
     assert [m.seq for m in page.items] == list(range(1, 26))
     assert sorted(m.content for m in page.items) == sorted(f"m{i}" for i in range(25))
-    assert (await store.get_conversation(ALICE, conv.sid)).message_count == 25
+    assert (await store.conversations.get(ALICE, conv.sid)).message_count == 25
 
 
 async def test_request_key_makes_append_idempotent(store: Store) -> None:
-    conv = await store.create_conversation(ALICE)
-    first = await store.append_message(
+    conv = await store.conversations.create(ALICE)
+    first = await store.messages.append(
         ALICE,
         Message(conversation_id=conv.sid, role="user", content="hi", channel="telegram"),
         request_key="tg:1",
     )
-    again = await store.append_message(
+    again = await store.messages.append(
         ALICE,
         Message(conversation_id=conv.sid, role="user", content="hi", channel="telegram"),
         request_key="tg:1",
     )
     assert again == first
-    other = await store.append_message(
+    other = await store.messages.append(
         ALICE,
         Message(conversation_id=conv.sid, role="user", content="hi2", channel="telegram"),
         request_key="tg:2",
     )
     assert other.seq == 2
-    assert (await store.get_conversation(ALICE, conv.sid)).message_count == 2
-    bob_conv = await store.create_conversation(BOB)
-    bobs = await store.append_message(
+    assert (await store.conversations.get(ALICE, conv.sid)).message_count == 2
+    bob_conv = await store.conversations.create(BOB)
+    bobs = await store.messages.append(
         BOB,
         Message(conversation_id=bob_conv.sid, role="user", content="b", channel="telegram"),
         request_key="tg:1",
@@ -125,14 +125,14 @@ async def test_request_key_makes_append_idempotent(store: Store) -> None:
 
 async def test_history_window_is_last_n_oldest_first(store: Store) -> None:
     conv = await conversation_with(store, ALICE, 10)
-    window = await store.history(ALICE, conv.sid, limit=4)
+    window = await store.messages.history(ALICE, conv.sid, limit=4)
     assert [m.seq for m in window] == [7, 8, 9, 10]
-    assert [m.seq for m in await store.history(ALICE, conv.sid, limit=50)] == list(range(1, 11))
+    assert [m.seq for m in await store.messages.history(ALICE, conv.sid, limit=50)] == list(range(1, 11))
 
 
 async def test_summary_boundary_starts_the_window_at_the_summary(store: Store) -> None:
     conv = await conversation_with(store, ALICE, 6)
-    summary = await store.append_message(
+    summary = await store.messages.append(
         ALICE,
         Message(
             conversation_id=conv.sid,
@@ -142,11 +142,11 @@ async def test_summary_boundary_starts_the_window_at_the_summary(store: Store) -
             message_type="summary",
         ),
     )
-    await store.append_message(
+    await store.messages.append(
         ALICE, Message(conversation_id=conv.sid, role="user", content="next", channel="cli")
     )
-    await store.set_summary_boundary(ALICE, conv.sid, summary.seq)
-    assert [m.seq for m in await store.history(ALICE, conv.sid)] == [7, 8]
+    await store.conversations.set_summary_boundary(ALICE, conv.sid, summary.seq)
+    assert [m.seq for m in await store.messages.history(ALICE, conv.sid)] == [7, 8]
 
 
 async def test_list_messages_pages_both_ways(store: Store) -> None:
@@ -155,7 +155,7 @@ async def test_list_messages_pages_both_ways(store: Store) -> None:
         seqs: list[int] = []
         cursor = None
         while True:
-            page = await store.list_messages(ALICE, conv.sid, limit=4, cursor=cursor, descending=descending)
+            page = await store.messages.list(ALICE, conv.sid, limit=4, cursor=cursor, descending=descending)
             seqs += [m.seq for m in page.items]
             cursor = page.next_cursor
             if cursor is None:
@@ -166,53 +166,53 @@ async def test_list_messages_pages_both_ways(store: Store) -> None:
 
 async def test_update_message(store: Store) -> None:
     conv = await conversation_with(store, ALICE, 2)
-    msg = (await store.history(ALICE, conv.sid))[1]
-    changed = await store.update_message(ALICE, msg.sid, content="final text", status="error", seq=99)
+    msg = (await store.messages.history(ALICE, conv.sid))[1]
+    changed = await store.messages.update(ALICE, msg.sid, content="final text", status="error", seq=99)
     assert (changed.content, changed.status, changed.seq) == ("final text", "error", 2)
-    assert (await store.get_message(ALICE, msg.sid)).content == "final text"
+    assert (await store.messages.get(ALICE, msg.sid)).content == "final text"
     with pytest.raises(InvalidInput):
-        await store.update_message(ALICE, msg.sid, status="bogus")
+        await store.messages.update(ALICE, msg.sid, status="bogus")
     with pytest.raises(InvalidInput):
-        await store.update_message(ALICE, msg.sid, content="x" * (MAX_CHARS + 1))
+        await store.messages.update(ALICE, msg.sid, content="x" * (MAX_CHARS + 1))
     with pytest.raises(NotFound):
-        await store.update_message(ALICE, "zzzz", content="x")
-    assert (await store.get_message(ALICE, msg.sid)).content == "final text"
+        await store.messages.update(ALICE, "zzzz", content="x")
+    assert (await store.messages.get(ALICE, msg.sid)).content == "final text"
 
 
 async def test_search_messages_ranks_and_is_scoped(store: Store) -> None:
-    conv = await store.create_conversation(ALICE)
+    conv = await store.conversations.create(ALICE)
     for text in ["the weather in Ghent is rainy", "rainy days and rainy weather in Ghent", "pasta recipe"]:
-        await store.append_message(
+        await store.messages.append(
             ALICE, Message(conversation_id=conv.sid, role="user", content=text, channel="cli")
         )
-    bob_conv = await store.create_conversation(BOB)
-    await store.append_message(
+    bob_conv = await store.conversations.create(BOB)
+    await store.messages.append(
         BOB,
         Message(
             conversation_id=bob_conv.sid, role="user", content="rainy weather in Ghent too", channel="cli"
         ),
     )
-    found = await store.search_messages(ALICE, "rainy Ghent weather")
+    found = await store.messages.search(ALICE, "rainy Ghent weather")
     assert [m.content for m in found] == [
         "rainy days and rainy weather in Ghent",
         "the weather in Ghent is rainy",
     ]
-    assert await store.search_messages(ALICE, "   ") == []
-    assert await store.search_messages(ALICE, 'rainy" OR * NEAR(') != []
+    assert await store.messages.search(ALICE, "   ") == []
+    assert await store.messages.search(ALICE, 'rainy" OR * NEAR(') != []
 
 
 async def test_content_limit(store: Store) -> None:
-    conv = await store.create_conversation(ALICE)
-    ok = await store.append_message(
+    conv = await store.conversations.create(ALICE)
+    ok = await store.messages.append(
         ALICE, Message(conversation_id=conv.sid, role="user", content="x" * MAX_CHARS, channel="cli")
     )
     assert len(ok.content) == MAX_CHARS
     with pytest.raises(InvalidInput, match="too long"):
-        await store.append_message(
+        await store.messages.append(
             ALICE,
             Message(conversation_id=conv.sid, role="user", content="x" * (MAX_CHARS + 1), channel="cli"),
         )
-    assert (await store.get_conversation(ALICE, conv.sid)).message_count == 1
+    assert (await store.conversations.get(ALICE, conv.sid)).message_count == 1
 
 
 @pytest.mark.parametrize(
@@ -226,29 +226,29 @@ async def test_content_limit(store: Store) -> None:
     ],
 )
 async def test_bad_messages_change_nothing(store: Store, kwargs: dict[str, Any], reason: str) -> None:
-    conv = await store.create_conversation(ALICE)
+    conv = await store.conversations.create(ALICE)
     message = dataclasses.replace(Message(conversation_id=conv.sid, content="hello", channel="cli"), **kwargs)
     with pytest.raises(InvalidInput, match=reason):
-        await store.append_message(ALICE, message)
-    assert (await store.get_conversation(ALICE, conv.sid)).message_count == 0
-    assert (await store.list_messages(ALICE, conv.sid)).items == []
+        await store.messages.append(ALICE, message)
+    assert (await store.conversations.get(ALICE, conv.sid)).message_count == 0
+    assert (await store.messages.list(ALICE, conv.sid)).items == []
 
 
 async def test_append_to_missing_conversation(store: Store) -> None:
     with pytest.raises(NotFound):
-        await store.append_message(
+        await store.messages.append(
             ALICE, Message(conversation_id="zzzz", role="user", content="hi", channel="cli")
         )
     with pytest.raises(InvalidInput):
-        await store.append_message(
+        await store.messages.append(
             ALICE, Message(conversation_id="Not An Id", role="user", content="hi", channel="cli")
         )
-    assert (await store.stats(ALICE)).messages == 0
+    assert (await store.records.stats(ALICE)).messages == 0
 
 
 async def test_interrupted_status_value(store: Store) -> None:
-    conv = await store.create_conversation(ALICE)
-    msg = await store.append_message(
+    conv = await store.conversations.create(ALICE)
+    msg = await store.messages.append(
         ALICE,
         Message(
             conversation_id=conv.sid,

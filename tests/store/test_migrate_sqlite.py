@@ -89,11 +89,11 @@ async def test_migration_maps_leniently_and_is_idempotent(engine: Engine, tmp_pa
     assert (t["usage_log"].imported, t["usage_log"].skipped) == (1, 0)
 
     store = Store(engine)
-    convs = {c.title: c for c in (await store.list_conversations(SCOPE)).items}
+    convs = {c.title: c for c in (await store.conversations.list(SCOPE)).items}
     trip = convs["Trip planning"]
     assert trip.extra["legacy"] == {"owner": "carol", "mood": "happy", "created_at": "2024-03-01T10:00:00Z"}
     assert trip.message_count == 3
-    history = await store.history(SCOPE, trip.sid)
+    history = await store.messages.history(SCOPE, trip.sid)
     assert [(m.seq, m.role, m.content) for m in history] == [
         (1, "user", "Where should I go?"),
         (2, "assistant", "Lisbon is lovely."),
@@ -101,18 +101,18 @@ async def test_migration_maps_leniently_and_is_idempotent(engine: Engine, tmp_pa
     ]
     assert history[0].timestamp == (T0 + 10) * 1000 and history[0].channel == "legacy"
     assert history[1].extra["legacy"]["extra_col"] == "x"
-    mems = {m.content: m for m in (await store.list_memories(SCOPE)).items}
+    mems = {m.content: m for m in (await store.memories.list(SCOPE)).items}
     assert mems["Carol likes Lisbon"].kind == "preference"
     assert mems["Carol likes Lisbon"].source_conversation_id == trip.sid
     assert (
         mems["Vegetarian"].source_conversation_id == ""
         and mems["Vegetarian"].extra["legacy"]["source_conversation_id"] == 7
     )
-    audit = (await store.list_audit(SCOPE)).items
+    audit = (await store.records.list_audit(SCOPE)).items
     assert [(a.tool, a.ok, a.duration_ms, a.conversation_id) for a in audit] == [
         ("web_search", True, 120.5, trip.sid)
     ]
-    usage = (await store.list_usage(SCOPE)).items
+    usage = (await store.records.list_usage(SCOPE)).items
     assert (usage[0].model, usage[0].prompt_tokens, usage[0].completion_tokens, usage[0].latency_ms) == (
         "gpt-4o",
         100,

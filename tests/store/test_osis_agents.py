@@ -63,7 +63,7 @@ async def test_cli_processes_share_one_osis_store(tmp_path: Path) -> None:
         sent = [m["content"] for m in fake.requests[-1]["messages"] if m["role"] in ("user", "assistant")]
         assert sent[:3] == ["first question", "echo: first question", "second question"]
         async with Store(OsisEngine(client_settings(osis_url))) as store:
-            convs = (await store.list_conversations(ALICE)).items
+            convs = (await store.conversations.list(ALICE)).items
             assert len(convs) == 1
             conv = convs[0]
         # two processes on the same conversation at once: their turns are serialized, never interleaved
@@ -72,7 +72,7 @@ async def test_cli_processes_share_one_osis_store(tmp_path: Path) -> None:
             for proc in procs:
                 await answer_of(proc)
         async with Store(OsisEngine(client_settings(osis_url))) as store:
-            messages = (await store.list_messages(ALICE, conv.sid, limit=100)).items
+            messages = (await store.messages.list(ALICE, conv.sid, limit=100)).items
         server.send_signal(signal.SIGTERM)
         assert await wait_exit(server) == 0
     assert [m.seq for m in messages] == list(range(1, 9))

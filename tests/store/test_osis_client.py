@@ -125,7 +125,7 @@ async def test_errors_map_to_store_errors(tmp_path: Path) -> None:
             await eng.restore(Kind.MEMORY, {"sid": "01", "context": "other", "user_id": "ann"})
         store = Store(eng)
         with pytest.raises(NotFound):
-            await store.get_conversation(SCOPE, "abc")
+            await store.conversations.get(SCOPE, "abc")
 
 
 class _LoseFirstAnswer(httpx.AsyncBaseTransport):
@@ -153,8 +153,8 @@ async def test_lost_create_answer_is_retried_without_doubling(tmp_path: Path) ->
         lossy = _LoseFirstAnswer("agentmessage.set")
         async with OsisEngine(client_settings(served.base_url), transport=lossy) as eng:
             store = Store(eng)
-            conv = await store.create_conversation(SCOPE, "t")
-            msg = await store.append_message(
+            conv = await store.conversations.create(SCOPE, "t")
+            msg = await store.messages.append(
                 SCOPE, Message(conversation_id=conv.sid, role="user", content="once", channel="cli")
             )
             assert lossy.lost == 1 and msg.seq == 1
@@ -171,9 +171,9 @@ async def test_outage_then_recovery_loses_and_doubles_nothing(tmp_path: Path) ->
             client = OsisEngine(client_settings(served.base_url, retries=1, timeout_s=2))
             await client.open()
             store = Store(client)
-            conv = await store.create_conversation(scope, "outage")
+            conv = await store.conversations.create(scope, "outage")
             for i in range(10):
-                await store.append_message(
+                await store.messages.append(
                     scope,
                     Message(conversation_id=conv.sid, role="user", content=f"before {i}", channel="cli"),
                 )
@@ -181,19 +181,19 @@ async def test_outage_then_recovery_loses_and_doubles_nothing(tmp_path: Path) ->
         # the server is down: clear errors, nothing sticky
         for i in range(3):
             with pytest.raises(StoreUnavailable, match=f"unreachable at http://127.0.0.1:{port}/"):
-                await store.append_message(
+                await store.messages.append(
                     scope, Message(conversation_id=conv.sid, role="user", content=f"down {i}", channel="cli")
                 )
             failed += 1
         with pytest.raises(StoreUnavailable):
-            await store.history(scope, conv.sid)
+            await store.messages.history(scope, conv.sid)
         async with serve(backend, port=port):
             for i in range(10):
-                await store.append_message(
+                await store.messages.append(
                     scope, Message(conversation_id=conv.sid, role="user", content=f"after {i}", channel="cli")
                 )
                 acked.append(f"after {i}")
-            history = await store.history(scope, conv.sid, limit=100)
+            history = await store.messages.history(scope, conv.sid, limit=100)
             await client.aclose()
     assert failed == 3
     assert [m.content for m in history] == acked
@@ -206,8 +206,8 @@ async def test_two_clients_see_one_store(tmp_path: Path) -> None:
         OsisEngine(client_settings(served.base_url)) as a,
         OsisEngine(client_settings(served.base_url)) as b,
     ):
-        conv = await Store(a).create_conversation(SCOPE, "shared")
-        seen = await Store(b).list_conversations(SCOPE)
+        conv = await Store(a).conversations.create(SCOPE, "shared")
+        seen = await Store(b).conversations.list(SCOPE)
         assert [c.sid for c in seen.items] == [conv.sid]
         assert await b.claim(SCOPE, "turn:x", "holder-a", 60_000)
         assert not await a.claim(SCOPE, "turn:x", "holder-b", 60_000)
@@ -289,14 +289,14 @@ async def test_restart_while_appending_keeps_one_copy_of_each_message(tmp_path: 
             client = OsisEngine(client_settings(served.base_url, retries=0, timeout_s=2))
             await client.open()
             store = Store(client)
-            conv = await store.create_conversation(SCOPE, "restart")
+            conv = await store.conversations.create(SCOPE, "restart")
 
         async def writer() -> None:
             nonlocal failures
             i = 0
             while not stop_writing.is_set():
                 try:
-                    await store.append_message(
+                    await store.messages.append(
                         SCOPE,
                         Message(conversation_id=conv.sid, role="user", content=f"m{i}", channel="cli"),
                         request_key=f"k{i}",
@@ -329,7 +329,7 @@ async def test_restart_while_appending_keeps_one_copy_of_each_message(tmp_path: 
                     await until(lambda: len(acked) >= target)
                     stop_writing.set()
                     await writer_done.wait()
-                    messages = (await store.list_messages(SCOPE, conv.sid, limit=1000)).items
+                    messages = (await store.messages.list(SCOPE, conv.sid, limit=1000)).items
                     await client.aclose()
     assert failures >= 6 and len(acked) >= 40
     assert acked == list(range(len(acked)))
@@ -365,11 +365,11 @@ async def test_a_turn_opens_in_two_round_trips_and_closes_in_one(tmp_path: Path)
         recording = _Recording()
         async with OsisEngine(client_settings(served.base_url), transport=recording) as eng:
             store = Store(eng)
-            conv = await store.create_conversation(SCOPE, "t")
-            await store.add_memory(SCOPE, "the user likes tea")
+            conv = await store.conversations.create(SCOPE, "t")
+            await store.memories.add(SCOPE, "the user likes tea")
             recording.posts.clear()
             reads = TurnReads(window_limit=50, recall_text="tea please", recall_limit=5, recent_memories=5)
-            async with store.open_turn(SCOPE, conv.sid, "tea please", channel="cli", reads=reads) as opened:
+            async with store.turns.open(SCOPE, conv.sid, "tea please", channel="cli", reads=reads) as opened:
                 assert [m.content for m in opened.window] == ["tea please"]
                 assert [m.content for m in opened.matching_memories] == ["the user likes tea"]
                 opened.usage.append(UsageEntry(model="m", conversation_id=conv.sid))
@@ -394,8 +394,8 @@ async def test_a_batch_whose_answer_was_lost_is_repeated_without_doubling(tmp_pa
         recording = _Recording(lose_first_batch=True)
         async with OsisEngine(client_settings(served.base_url), transport=recording) as eng:
             store = Store(eng)
-            conv = await store.create_conversation(SCOPE, "t")
-            async with store.open_turn(SCOPE, conv.sid, "only once", channel="cli") as opened:
+            conv = await store.conversations.create(SCOPE, "t")
+            async with store.turns.open(SCOPE, conv.sid, "only once", channel="cli") as opened:
                 assert opened.message.seq == 1 and [m.content for m in opened.window] == ["only once"]
             assert sum(1 for p in recording.posts if len(p) > 1) == 2  # sent twice, stored once
             assert await eng.count(Kind.MESSAGE, SCOPE) == 1
@@ -459,18 +459,18 @@ async def test_an_older_server_without_the_optional_methods(tmp_path: Path) -> N
         older = _OlderServer()
         async with OsisEngine(client_settings(served.base_url), transport=older) as eng:
             store = Store(eng)
-            conv = await store.create_conversation(SCOPE, "t")
-            await store.append_message(
+            conv = await store.conversations.create(SCOPE, "t")
+            await store.messages.append(
                 SCOPE, Message(conversation_id=conv.sid, role="user", content="cut off", channel="cli")
             )
             # the cut turn is still marked, by plain reads and creates before the opening batch
-            async with store.open_turn(SCOPE, conv.sid, "again", channel="cli") as opened:
+            async with store.turns.open(SCOPE, conv.sid, "again", channel="cli") as opened:
                 assert [m.content for m in opened.window][-2:] == [INTERRUPTED_TEXT, "again"]
             assert await eng.get_lease(SCOPE, "turn:x") is None
             assert await eng.list_leases("default", "turn:") == []
             # without owners, a holder is never known dead: its lease only lapses
             await eng.claim(SCOPE, f"turn:{conv.sid}", "someone", 600_000)
             with pytest.raises(Conflict):
-                async with store.conversation_lock(SCOPE, conv.sid, wait_s=0.05):
+                async with store.leases.conversation_lock(SCOPE, conv.sid, wait_s=0.05):
                     pytest.fail("taken over without knowing the holder")
     assert not {"store.mark_interrupted", "agentlease.get", "agentlease.list"} & set(older.methods)

@@ -111,17 +111,17 @@ async def test_the_engine_writes_no_field_the_schema_does_not_declare(
     server: GeneratedOsis, store: Store
 ) -> None:
     """Everything the agent writes, on the strict server that drops (and records) undeclared fields."""
-    conv = await store.create_conversation(ALICE, "all of it", channel="web")
-    await store.tag_conversation(ALICE, conv.sid, ["a", "b"])
-    await store.set_conversation_model(ALICE, conv.sid, "big-model")
-    images = await store.add_attachments(ALICE, conv.sid, [NewAttachment(png(), "image/png", "p.png", 4, 3)])
-    async with store.open_turn(ALICE, conv.sid, "hello", channel="web", request_key="k1") as opened:
+    conv = await store.conversations.create(ALICE, "all of it", channel="web")
+    await store.conversations.tag(ALICE, conv.sid, ["a", "b"])
+    await store.conversations.set_model(ALICE, conv.sid, "big-model")
+    images = await store.attachments.add(ALICE, conv.sid, [NewAttachment(png(), "image/png", "p.png", 4, 3)])
+    async with store.turns.open(ALICE, conv.sid, "hello", channel="web", request_key="k1") as opened:
         calls = json.dumps([{"id": "c1", "name": "clock", "arguments": "{}"}])
-        await store.append_message(
+        await store.messages.append(
             ALICE,
             Message(conversation_id=conv.sid, role="assistant", content="", tool_calls=calls, channel="web"),
         )
-        await store.append_message(
+        await store.messages.append(
             ALICE,
             Message(
                 conversation_id=conv.sid,
@@ -134,14 +134,16 @@ async def test_the_engine_writes_no_field_the_schema_does_not_declare(
             ),
         )
         opened.usage.append(UsageEntry(provider="openai", model="m", prompt_tokens=3, latency_ms=1.5))
-    await store.add_memory(ALICE, "Alice keeps bees", source_conversation_id=conv.sid, source_channel="web")
-    await store.append_audit(ALICE, AuditEntry(tool="clock", duration_ms=2.5, conversation_id=conv.sid))
-    await store.set_state(ALICE, "active", conv.sid)
-    assert await store.claim_once(ALICE, "update:1")
-    await store.set_link(IdentityLink("telegram", "42", "alice", 1000, "cli:root"))
-    await store.clear_conversation(ALICE, conv.sid)
-    await store.set_summary_boundary(ALICE, conv.sid, 2)
-    await store.archive_conversation(ALICE, conv.sid, True)
+    await store.memories.add(ALICE, "Alice keeps bees", source_conversation_id=conv.sid, source_channel="web")
+    await store.records.append_audit(
+        ALICE, AuditEntry(tool="clock", duration_ms=2.5, conversation_id=conv.sid)
+    )
+    await store.state.set(ALICE, "active", conv.sid)
+    assert await store.leases.claim_once(ALICE, "update:1")
+    await store.links.set(IdentityLink("telegram", "42", "alice", 1000, "cli:root"))
+    await store.conversations.clear(ALICE, conv.sid)
+    await store.conversations.set_summary_boundary(ALICE, conv.sid, 2)
+    await store.conversations.archive(ALICE, conv.sid, True)
     assert dict(server.dropped) == {}
     assert store.engine.counters().get("core:undeclared_fields_sent", 0) == 0
 
@@ -149,15 +151,15 @@ async def test_the_engine_writes_no_field_the_schema_does_not_declare(
 async def test_a_field_the_schema_does_not_declare_is_dropped_and_nothing_breaks(
     server: GeneratedOsis, store: Store
 ) -> None:
-    conv = await store.create_conversation(ALICE, "t")
+    conv = await store.conversations.create(ALICE, "t")
     sent = Message(conversation_id=conv.sid, role="user", content="hi", channel="cli", extra={"mood": "x"})
-    msg = await store.append_message(ALICE, sent)
+    msg = await store.messages.append(ALICE, sent)
     assert server.dropped == {"AgentMessage": {"mood"}}
     assert store.engine.counters()["core:undeclared_fields_sent"] == 1
     # what the user sees is whole: the message, its seq, the history, the count
     assert (msg.seq, msg.content, msg.extra) == (1, "hi", {})
-    assert [m.content for m in await store.history(ALICE, conv.sid)] == ["hi"]
-    assert (await store.get_conversation(ALICE, conv.sid)).message_count == 1
+    assert [m.content for m in await store.messages.history(ALICE, conv.sid)] == ["hi"]
+    assert (await store.conversations.get(ALICE, conv.sid)).message_count == 1
 
 
 # -- the client does what the server does not ---------------------------------------------------------
@@ -182,46 +184,46 @@ async def test_a_server_without_the_generated_verbs_is_refused_by_name(server: G
 
 
 async def test_another_users_or_contexts_record_is_a_missing_one(server: GeneratedOsis, store: Store) -> None:
-    conv = await store.create_conversation(ALICE, "mine")
-    await store.append_message(
+    conv = await store.conversations.create(ALICE, "mine")
+    await store.messages.append(
         ALICE, Message(conversation_id=conv.sid, role="user", content="x", channel="cli")
     )
     before = store.engine.counters().get("core:scope_refusals", 0)
     with pytest.raises(NotFound):
-        await store.get_conversation(BOB, conv.sid)
+        await store.conversations.get(BOB, conv.sid)
     with pytest.raises(NotFound):
-        await store.append_message(
+        await store.messages.append(
             BOB, Message(conversation_id=conv.sid, role="user", content="y", channel="cli")
         )
-    assert (await store.list_conversations(BOB)).items == []
+    assert (await store.conversations.list(BOB)).items == []
     assert not await store.engine.delete(Kind.CONVERSATION, BOB, conv.sid)
     assert store.engine.counters()["core:scope_refusals"] > before
     # the server holds alice's records in one table: every list the client sent filtered on user_id
-    assert (await store.get_conversation(ALICE, conv.sid)).message_count == 1
+    assert (await store.conversations.get(ALICE, conv.sid)).message_count == 1
 
 
 async def test_a_long_conversation_is_read_in_blocks_with_few_calls(
     server: GeneratedOsis, store: Store
 ) -> None:
-    conv = await store.create_conversation(ALICE, "long")
+    conv = await store.conversations.create(ALICE, "long")
     for i in range(250):
         role = "user" if i % 2 == 0 else "assistant"
-        await store.append_message(
+        await store.messages.append(
             ALICE, Message(conversation_id=conv.sid, role=role, content=f"m{i + 1}", channel="cli")
         )
     assert store.engine.counters()["core:seq_assigned"] == 250
-    page = await store.list_messages(ALICE, conv.sid, limit=1000)
+    page = await store.messages.list(ALICE, conv.sid, limit=1000)
     assert [m.seq for m in page.items] == list(range(1, 251))
     server.calls.clear()
-    history = await store.history(ALICE, conv.sid, limit=30)
+    history = await store.messages.history(ALICE, conv.sid, limit=30)
     assert [m.seq for m in history] == list(range(221, 251))
     # the newest block only (seqs 201-250)
     assert server.calls["agentmessage.list"] == 1
     server.calls.clear()
-    async with store.open_turn(ALICE, conv.sid, "next", channel="cli", reads=TurnReads(20, 240)) as opened:
+    async with store.turns.open(ALICE, conv.sid, "next", channel="cli", reads=TurnReads(20, 240)) as opened:
         assert [m.seq for m in opened.window] == list(range(241, 252))
         opened.usage.append(UsageEntry(provider="openai", model="m"))
-    await store.append_message(
+    await store.messages.append(
         ALICE, Message(conversation_id=conv.sid, role="assistant", content="reply", channel="cli")
     )
     # docs/osis.md, "Calls per turn": the numbers a plain turn costs on a generated server
@@ -238,10 +240,10 @@ async def test_a_long_conversation_is_read_in_blocks_with_few_calls(
 
 async def test_many_memories_are_listed_whole(store: Store) -> None:
     for i in range(130):
-        await store.add_memory(ALICE, f"fact number {i}")
-    listed = [m.content for m in (await store.list_memories(ALICE, limit=1000)).items]
+        await store.memories.add(ALICE, f"fact number {i}")
+    listed = [m.content for m in (await store.memories.list(ALICE, limit=1000)).items]
     assert sorted(listed) == sorted(f"fact number {i}" for i in range(130))
-    found = await store.search_memories(ALICE, "number 129")
+    found = await store.memories.search(ALICE, "number 129")
     assert found[0].content == "fact number 129"
     assert store.engine.counters()["core:block_reads"] >= 1
 
@@ -249,24 +251,24 @@ async def test_many_memories_are_listed_whole(store: Store) -> None:
 async def test_seq_survives_a_crash_between_the_message_and_its_count(server: GeneratedOsis) -> None:
     settings = client_settings(server.base_url)
     async with Store(OsisEngine(settings)) as store:
-        conv = await store.create_conversation(ALICE, "t")
-        await store.append_message(
+        conv = await store.conversations.create(ALICE, "t")
+        await store.messages.append(
             ALICE, Message(conversation_id=conv.sid, role="user", content="1", channel="c")
         )
     # a process stored message 2 and died before the conversation's count: put the count back
     table = server.data["default"]["agentconversation"]
     async with Store(OsisEngine(settings)) as store:
-        await store.append_message(
+        await store.messages.append(
             ALICE, Message(conversation_id=conv.sid, role="user", content="2", channel="c")
         )
         table[conv.sid]["message_count"] = 1
     async with Store(OsisEngine(settings)) as store:
-        third = await store.append_message(
+        third = await store.messages.append(
             ALICE, Message(conversation_id=conv.sid, role="user", content="3", channel="c")
         )
         assert third.seq == 3
         assert store.engine.counters()["core:seq_repairs"] == 1
-        assert [m.content for m in await store.history(ALICE, conv.sid)] == ["1", "2", "3"]
+        assert [m.content for m in await store.messages.history(ALICE, conv.sid)] == ["1", "2", "3"]
 
 
 async def test_rename_user_is_refused_in_one_line(store: Store) -> None:
@@ -279,27 +281,29 @@ async def test_rename_user_is_refused_in_one_line(store: Store) -> None:
 
 async def test_export_from_embedded_import_into_core_and_back(server: GeneratedOsis, tmp_path: Path) -> None:
     async with Store(EmbeddedEngine(tmp_path / "src")) as source:
-        conv = await source.create_conversation(ALICE, "moved", channel="web")
+        conv = await source.conversations.create(ALICE, "moved", channel="web")
         for i in range(3):
-            await source.append_message(
+            await source.messages.append(
                 ALICE, Message(conversation_id=conv.sid, role="user", content=f"m{i}", channel="web")
             )
-        await source.add_memory(ALICE, "fact", source_conversation_id=conv.sid)
-        await source.append_usage(ALICE, UsageEntry(model="m", conversation_id=conv.sid, latency_ms=3.0))
-        await source.create_conversation(BOB, "bob's")
+        await source.memories.add(ALICE, "fact", source_conversation_id=conv.sid)
+        await source.records.append_usage(
+            ALICE, UsageEntry(model="m", conversation_id=conv.sid, latency_ms=3.0)
+        )
+        await source.conversations.create(BOB, "bob's")
         with (tmp_path / "out.jsonl").open("w") as out:
             await export_jsonl(source.engine, out, context="default")
     async with Store(OsisEngine(client_settings(server.base_url))) as target:
         first = await import_jsonl(target.engine, tmp_path / "out.jsonl")
         again = await import_jsonl(target.engine, tmp_path / "out.jsonl")
         assert first.written == 7 and again.written == 0
-        convs = (await target.list_conversations(ALICE)).items
+        convs = (await target.conversations.list(ALICE)).items
         assert [c.title for c in convs] == ["moved"] and convs[0].sid != conv.sid
-        assert [m.content for m in await target.history(ALICE, convs[0].sid)] == ["m0", "m1", "m2"]
-        memory = (await target.list_memories(ALICE)).items[0]
+        assert [m.content for m in await target.messages.history(ALICE, convs[0].sid)] == ["m0", "m1", "m2"]
+        memory = (await target.memories.list(ALICE)).items[0]
         assert memory.source_conversation_id == convs[0].sid
-        assert [c.title for c in (await target.list_conversations(BOB)).items] == ["bob's"]
-        nxt = await target.append_message(
+        assert [c.title for c in (await target.conversations.list(BOB)).items] == ["bob's"]
+        nxt = await target.messages.append(
             ALICE, Message(conversation_id=convs[0].sid, role="user", content="m3", channel="cli")
         )
         assert nxt.seq == 4
@@ -338,19 +342,19 @@ async def test_the_strict_server_is_strict(server: GeneratedOsis) -> None:
 
 async def test_a_scope_outside_the_default_context_works(store: Store) -> None:
     work = Scope("work", "alice")
-    conv = await store.create_conversation(work, "at work")
+    conv = await store.conversations.create(work, "at work")
     with pytest.raises(NotFound):
-        await store.get_conversation(ALICE, conv.sid)
+        await store.conversations.get(ALICE, conv.sid)
     assert "work" in await store.engine.contexts()
 
 
 async def test_metrics_show_what_core_mode_did(store: Store) -> None:
-    conv = await store.create_conversation(ALICE, "t")
-    await store.append_message(
+    conv = await store.conversations.create(ALICE, "t")
+    await store.messages.append(
         ALICE, Message(conversation_id=conv.sid, role="user", content="x", channel="c")
     )
     with pytest.raises(NotFound):
-        await store.get_conversation(BOB, conv.sid)
+        await store.conversations.get(BOB, conv.sid)
     shown = "\n".join(TurnMetrics(store_engine=store.engine).render_lines())
     assert 'hero_store_core_fallbacks_total{engine="osis",event="seq_assigned"} 1' in shown
     assert 'hero_store_core_fallbacks_total{engine="osis",event="scope_refusals"} 1' in shown

@@ -95,9 +95,9 @@ async def test_ask_on_a_generated_osis_continues_in_the_osis_context(tmp_path: P
         assert set(osis.data) == {"geomind"}
         assert dict(osis.dropped) == {}
         async with Store(OsisEngine(client_settings(osis.base_url))) as store:
-            convs = (await store.list_conversations(Scope("geomind", "alice"))).items
+            convs = (await store.conversations.list(Scope("geomind", "alice"))).items
             assert len(convs) == 1 and convs[0].message_count == 4
-            assert (await store.list_conversations(Scope("default", "alice"))).items == []
+            assert (await store.conversations.list(Scope("default", "alice"))).items == []
 
 
 async def test_serve_with_web_and_telegram_on_a_generated_osis(tmp_path: Path) -> None:
@@ -257,8 +257,10 @@ async def test_a_daemon_on_osis_serve_over_a_unix_socket(tmp_path: Path) -> None
             settings = StoreSettings(engine="osis", url=f"unix://{sock}")
             async with Store(OsisEngine(settings)) as store:
                 assert store.engine.name == "osis"
-                convs = (await store.list_conversations(Scope("default", "alice"))).items
-                assert [m.content for m in await store.history(Scope("default", "alice"), convs[0].sid)] == [
+                convs = (await store.conversations.list(Scope("default", "alice"))).items
+                assert [
+                    m.content for m in await store.messages.history(Scope("default", "alice"), convs[0].sid)
+                ] == [
                     "over the socket",
                     "echo: over the socket",
                 ]

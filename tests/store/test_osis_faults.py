@@ -36,13 +36,13 @@ ATTEMPT_STAGES = [s for s in STAGES if s != "idle_close"]
 
 async def _stored(served: ServedEngine, conversation_id: str) -> list[Message]:
     """What the server's own engine holds, read directly (not through the proxy)."""
-    return (await Store(served.engine).list_messages(SCOPE, conversation_id, limit=100)).items
+    return (await Store(served.engine).messages.list(SCOPE, conversation_id, limit=100)).items
 
 
 async def _prepared(store: Store) -> str:
     """A conversation with one message, so the client holds a keep-alive connection that has served."""
-    conv = await store.create_conversation(SCOPE, "faults")
-    await store.append_message(
+    conv = await store.conversations.create(SCOPE, "faults")
+    await store.messages.append(
         SCOPE,
         Message(conversation_id=conv.sid, role="user", content="before", channel="cli"),
         request_key="k0",
@@ -51,7 +51,7 @@ async def _prepared(store: Store) -> str:
 
 
 async def _append_once(store: Store, conversation_id: str) -> Message:
-    return await store.append_message(
+    return await store.messages.append(
         SCOPE,
         Message(conversation_id=conversation_id, role="user", content=BODY, channel="cli"),
         request_key="k1",
@@ -69,7 +69,7 @@ async def test_a_call_broken_at_any_stage_is_retried_and_stored_once(tmp_path: P
             with anyio.fail_after(CALL_DEADLINE_S):
                 msg = await _append_once(store, conv)
             with anyio.fail_after(CALL_DEADLINE_S):  # the connection after the fault works too
-                await store.append_message(
+                await store.messages.append(
                     SCOPE,
                     Message(conversation_id=conv, role="user", content="after", channel="cli"),
                     request_key="k2",

@@ -29,13 +29,13 @@ async def test_serve_answers_discover_and_stops_cleanly(tmp_path: Path) -> None:
         doc = await wait_ready(proc, port)
         assert any(m["name"] == "agentmessage.set" for m in doc["methods"])  # type: ignore[attr-defined]
         async with Store(OsisEngine(client_settings(url))) as store:
-            conv = await store.create_conversation(SCOPE, "kept", channel="cli")
+            conv = await store.conversations.create(SCOPE, "kept", channel="cli")
         proc.send_signal(signal.SIGTERM)
         assert await wait_exit(proc) == 0
     with _serve(tmp_path, port) as proc:
         await wait_ready(proc, port)
         async with Store(OsisEngine(client_settings(url))) as store:
-            assert (await store.get_conversation(SCOPE, conv.sid)).title == "kept"
+            assert (await store.conversations.get(SCOPE, conv.sid)).title == "kept"
         proc.send_signal(signal.SIGINT)
         assert await wait_exit(proc) == 0
 
@@ -60,7 +60,7 @@ async def test_public_bind_with_a_secret_requires_it(tmp_path: Path) -> None:
         assert anonymous.status_code == 401
         url = f"http://127.0.0.1:{port}/hero_osis"
         async with Store(OsisEngine(client_settings(url, secret=secret))) as store:
-            assert (await store.create_conversation(SCOPE, "authorized")).title == "authorized"
+            assert (await store.conversations.create(SCOPE, "authorized")).title == "authorized"
         proc.send_signal(signal.SIGTERM)
         assert await wait_exit(proc) == 0
     output = (tmp_path / "osis-serve.log").read_text()
@@ -74,7 +74,7 @@ async def test_two_processes_share_one_server(tmp_path: Path) -> None:
     with _serve(tmp_path, port) as server:
         await wait_ready(server, port)
         async with Store(OsisEngine(client_settings(url))) as store:
-            conv = await store.create_conversation(SCOPE, "shared", channel="cli")
+            conv = await store.conversations.create(SCOPE, "shared", channel="cli")
             children = [
                 subprocess.Popen(
                     [sys.executable, str(CHILD), url, conv.sid, name, str(turns)],
@@ -103,8 +103,8 @@ async def test_two_processes_share_one_server(tmp_path: Path) -> None:
                     if child.poll() is None:
                         child.kill()
                     child.communicate(timeout=10)
-            messages: list[Message] = list((await store.list_messages(SCOPE, conv.sid, limit=1000)).items)
-            conv_after = await store.get_conversation(SCOPE, conv.sid)
+            messages: list[Message] = list((await store.messages.list(SCOPE, conv.sid, limit=1000)).items)
+            conv_after = await store.conversations.get(SCOPE, conv.sid)
         server.send_signal(signal.SIGTERM)
         assert await wait_exit(server) == 0
     assert [m.seq for m in messages] == list(range(1, 4 * turns + 1))

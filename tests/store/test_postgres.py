@@ -239,11 +239,11 @@ async def test_a_version_1_database_gains_the_tail_digest_column() -> None:
                 )
         async with PostgresEngine(settings_for(url)) as engine:
             store = Store(engine)
-            found = await store.find_by_tail_digest(ALICE, "d7")
+            found = await store.conversations.find_by_tail_digest(ALICE, "d7")
             assert found is not None and (found.sid, found.title) == ("0001", "old")
-            assert (await store.get_conversation(ALICE, "0002")).tail_digest == ""
-            await store.set_tail_digest(ALICE, "0002", "d8")
-            found = await store.find_by_tail_digest(ALICE, "d8")
+            assert (await store.conversations.get(ALICE, "0002")).tail_digest == ""
+            await store.conversations.set_tail_digest(ALICE, "0002", "d8")
+            found = await store.conversations.find_by_tail_digest(ALICE, "d8")
             assert found is not None and found.sid == "0002"
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             cur = await conn.execute("SELECT version FROM hero_schema")

@@ -71,7 +71,7 @@ async def test_a_turn_is_two_commits_of_one_round_trip_each(database: str, tmp_p
             ):
                 conv = await agent.conversations.new(SCOPE, channel="cli")
                 for i in range(4):
-                    await store.append_message(
+                    await store.messages.append(
                         SCOPE, Message(conversation_id=conv.sid, role="user", content=f"m{i}", channel="cli")
                     )
                 await turn(agent, conv.sid, "the first turn of the conversation")
@@ -99,11 +99,11 @@ async def test_an_append_is_one_commit_in_one_round_trip(database: str) -> None:
     async with relay(port) as wire:
         url = database.replace(f":{port}/", f":{wire.port}/")
         async with Store(PostgresEngine(settings_for(url), min_size=1, max_size=1)) as store:
-            conv = await store.create_conversation(SCOPE, "t", channel="cli")
+            conv = await store.conversations.create(SCOPE, "t", channel="cli")
             for i in range(3):
                 before_xid, before_trips = await xids(database), wire.round_trips
                 message = Message(conversation_id=conv.sid, role="user", content=f"m{i}", channel="cli")
-                stored = await store.append_message(SCOPE, message)
+                stored = await store.messages.append(SCOPE, message)
                 assert stored.seq == i + 1
                 assert (await xids(database) - before_xid, wire.round_trips - before_trips) == (1, 1)
 
@@ -134,7 +134,7 @@ async def test_expiring_lease_writes_skip_the_wal_flush_and_records_do_not() -> 
     try:
         url = cluster.url()
         async with Store(PostgresEngine(settings_for(url))) as store:
-            conv = await store.create_conversation(SCOPE, "t", channel="cli")
+            conv = await store.conversations.create(SCOPE, "t", channel="cli")
         before = await wal_syncs(url)
         async with Store(PostgresEngine(settings_for(url))) as store:
             for i in range(10):
@@ -148,7 +148,7 @@ async def test_expiring_lease_writes_skip_the_wal_flush_and_records_do_not() -> 
         before = await wal_syncs(url)
         async with Store(PostgresEngine(settings_for(url))) as store:
             for i in range(10):
-                await store.append_message(
+                await store.messages.append(
                     SCOPE, Message(conversation_id=conv.sid, role="user", content=f"m{i}", channel="cli")
                 )
             # a mark that never expires (de-duplication) stays durable, as on the embedded engine

@@ -46,27 +46,27 @@ ops_strategy = st.lists(
 @given(ops=ops_strategy, window=st.integers(1, 8))
 def test_order_and_clear_boundaries(engine_name: str, ops: list[tuple[str, int]], window: int) -> None:
     async def scenario(store: Store) -> None:
-        convs = [await store.create_conversation(ALICE, f"c{i}") for i in range(2)]
+        convs = [await store.conversations.create(ALICE, f"c{i}") for i in range(2)]
         model: list[list[str]] = [[], []]
         cleared = [0, 0]
         for n, (op, idx) in enumerate(ops):
             if op == "append":
-                msg = await store.append_message(
+                msg = await store.messages.append(
                     ALICE,
                     Message(conversation_id=convs[idx].sid, role="user", content=f"m{n}", channel="cli"),
                 )
                 model[idx].append(msg.content)
                 assert msg.seq == len(model[idx])
             else:
-                await store.clear_conversation(ALICE, convs[idx].sid)
+                await store.conversations.clear(ALICE, convs[idx].sid)
                 cleared[idx] = len(model[idx])
         for idx, conv in enumerate(convs):
-            history = await store.history(ALICE, conv.sid, limit=window)
+            history = await store.messages.history(ALICE, conv.sid, limit=window)
             assert [m.content for m in history] == model[idx][cleared[idx] :][-window:]
-            everything = await store.list_messages(ALICE, conv.sid, limit=1000)
+            everything = await store.messages.list(ALICE, conv.sid, limit=1000)
             assert [m.content for m in everything.items] == model[idx]
             assert [m.seq for m in everything.items] == list(range(1, len(model[idx]) + 1))
-            assert (await store.get_conversation(ALICE, conv.sid)).message_count == len(model[idx])
+            assert (await store.conversations.get(ALICE, conv.sid)).message_count == len(model[idx])
 
     run_on(engine_name, scenario)
 
@@ -81,13 +81,13 @@ def test_order_and_clear_boundaries(engine_name: str, ops: list[tuple[str, int]]
 def test_paging_has_no_dupes_or_gaps(engine_name: str, n: int, page_size: int, tools: list[str]) -> None:
     async def scenario(store: Store) -> None:
         for i in range(n):
-            await store.append_audit(ALICE, AuditEntry(tool=tools[i], duration_ms=float(i)))
-        whole = [e.sid for e in (await store.list_audit(ALICE, limit=1000)).items]
+            await store.records.append_audit(ALICE, AuditEntry(tool=tools[i], duration_ms=float(i)))
+        whole = [e.sid for e in (await store.records.list_audit(ALICE, limit=1000)).items]
         assert len(whole) == len(set(whole)) == n
         paged: list[str] = []
         cursor = None
         while True:
-            page = await store.list_audit(ALICE, limit=page_size, cursor=cursor)
+            page = await store.records.list_audit(ALICE, limit=page_size, cursor=cursor)
             assert len(page.items) <= page_size
             paged += [e.sid for e in page.items]
             if page.next_cursor is None:
@@ -116,12 +116,12 @@ def test_scopes_never_see_each_other(engine_name: str, ops: list[tuple[str, int,
         for n, (op, who, other) in enumerate(ops):
             scope, intruder = SCOPES[who], SCOPES[other]
             if op == "conversation":
-                convs[scope].append((await store.create_conversation(scope, f"t{n}")).sid)
+                convs[scope].append((await store.conversations.create(scope, f"t{n}")).sid)
             elif op == "memory":
-                mem, _ = await store.add_memory(scope, f"fact {n} shared words")
+                mem, _ = await store.memories.add(scope, f"fact {n} shared words")
                 memories[scope].add(mem.sid)
             elif op == "append" and convs[scope]:
-                await store.append_message(
+                await store.messages.append(
                     scope,
                     Message(conversation_id=convs[scope][-1], role="user", content=f"m{n}", channel="cli"),
                 )
@@ -131,13 +131,13 @@ def test_scopes_never_see_each_other(engine_name: str, ops: list[tuple[str, int,
                     target not in convs[intruder]
                 ):  # sids are per context: the same sid may be the intruder's own
                     with pytest.raises(NotFound):
-                        await store.get_conversation(intruder, target)
+                        await store.conversations.get(intruder, target)
         for scope in SCOPES:
-            listed = (await store.list_conversations(scope, limit=1000)).items
+            listed = (await store.conversations.list(scope, limit=1000)).items
             assert sorted(c.sid for c in listed) == sorted(convs[scope])
             assert all((c.context, c.user_id) == (scope.context, scope.user_id) for c in listed)
-            found = await store.search_memories(scope, "shared words", limit=1000)
+            found = await store.memories.search(scope, "shared words", limit=1000)
             assert {m.sid for m in found} == memories[scope]
-            assert (await store.stats(scope)).memories == len(memories[scope])
+            assert (await store.records.stats(scope)).memories == len(memories[scope])
 
     run_on(engine_name, scenario)

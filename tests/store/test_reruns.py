@@ -24,90 +24,90 @@ V2_SQL = Path(__file__).parent / "data" / "schema_v2.sql"
 
 
 async def test_turn_id_and_superseded_by_are_stored(store: Store) -> None:
-    conv = await store.create_conversation(ALICE, "c")
-    async with store.open_turn(ALICE, conv.sid, "question", channel="web", turn_id="turn1") as opening:
+    conv = await store.conversations.create(ALICE, "c")
+    async with store.turns.open(ALICE, conv.sid, "question", channel="web", turn_id="turn1") as opening:
         assert opening.message.turn_id == "turn1" and opening.message.superseded_by == ""
-    answer = await store.append_message(
+    answer = await store.messages.append(
         ALICE,
         Message(conversation_id=conv.sid, role="assistant", content="answer", channel="web", turn_id="turn1"),
     )
-    await store.supersede(ALICE, [answer.sid], "turn2")
-    got = await store.get_message(ALICE, answer.sid)
+    await store.messages.supersede(ALICE, [answer.sid], "turn2")
+    got = await store.messages.get(ALICE, answer.sid)
     assert (got.turn_id, got.superseded_by, got.content) == ("turn1", "turn2", "answer")
     with pytest.raises(InvalidInput):
-        await store.supersede(ALICE, [answer.sid], "")
+        await store.messages.supersede(ALICE, [answer.sid], "")
     with pytest.raises(NotFound):
-        await store.supersede(BOB, [answer.sid], "turn3")  # another user's message is not there
+        await store.messages.supersede(BOB, [answer.sid], "turn3")  # another user's message is not there
 
 
 async def test_a_turn_opened_on_a_stored_user_message_stores_no_copy(store: Store) -> None:
-    conv = await store.create_conversation(ALICE, "c")
-    async with store.open_turn(ALICE, conv.sid, "question", channel="web", turn_id="t1") as first:
+    conv = await store.conversations.create(ALICE, "c")
+    async with store.turns.open(ALICE, conv.sid, "question", channel="web", turn_id="t1") as first:
         user = first.message
-    await store.append_message(
+    await store.messages.append(
         ALICE,
         Message(
             conversation_id=conv.sid, role="assistant", content="partial", channel="web", status="interrupted"
         ),
     )
-    async with store.open_turn(ALICE, conv.sid, "", channel="web", turn_id="t2", rerun_of=user.sid) as again:
+    async with store.turns.open(ALICE, conv.sid, "", channel="web", turn_id="t2", rerun_of=user.sid) as again:
         assert again.message == user
         assert [m.content for m in again.window] == ["question", "partial"]
-    msgs = (await store.list_messages(ALICE, conv.sid)).items
+    msgs = (await store.messages.list(ALICE, conv.sid)).items
     assert [m.role for m in msgs] == ["user", "assistant"]
 
 
 async def test_a_re_run_of_anything_but_a_user_message_of_the_conversation_is_not_found(
     store: Store,
 ) -> None:
-    conv = await store.create_conversation(ALICE, "c")
-    other = await store.create_conversation(ALICE, "other")
-    elsewhere = await store.append_message(
+    conv = await store.conversations.create(ALICE, "c")
+    other = await store.conversations.create(ALICE, "other")
+    elsewhere = await store.messages.append(
         ALICE, Message(conversation_id=other.sid, role="user", content="elsewhere", channel="web")
     )
-    answer = await store.append_message(
+    answer = await store.messages.append(
         ALICE, Message(conversation_id=conv.sid, role="assistant", content="answer", channel="web")
     )
     for sid in (answer.sid, elsewhere.sid, "zz99"):
         with pytest.raises(NotFound):
-            async with store.open_turn(ALICE, conv.sid, "", channel="web", rerun_of=sid):
+            async with store.turns.open(ALICE, conv.sid, "", channel="web", rerun_of=sid):
                 pass
-    assert (await store.get_conversation(ALICE, conv.sid)).message_count == 1
+    assert (await store.conversations.get(ALICE, conv.sid)).message_count == 1
     # the lease was given back: a turn opens at once
-    async with store.open_turn(ALICE, conv.sid, "next", channel="web", wait_s=1.0) as opening:
+    async with store.turns.open(ALICE, conv.sid, "next", channel="web", wait_s=1.0) as opening:
         assert opening.message.content == "next"
 
 
 async def test_tail_digest_finds_the_newest_conversation_of_the_scope(store: Store) -> None:
-    first = await store.create_conversation(ALICE, "first", channel="api")
-    second = await store.create_conversation(ALICE, "second", channel="api")
-    assert await store.find_by_tail_digest(ALICE, "d1") is None
-    await store.set_tail_digest(ALICE, first.sid, "d1")
+    first = await store.conversations.create(ALICE, "first", channel="api")
+    second = await store.conversations.create(ALICE, "second", channel="api")
+    assert await store.conversations.find_by_tail_digest(ALICE, "d1") is None
+    await store.conversations.set_tail_digest(ALICE, first.sid, "d1")
     await next_ms()
-    await store.set_tail_digest(ALICE, second.sid, "d1")
-    found = await store.find_by_tail_digest(ALICE, "d1")
+    await store.conversations.set_tail_digest(ALICE, second.sid, "d1")
+    found = await store.conversations.find_by_tail_digest(ALICE, "d1")
     assert found is not None and found.sid == second.sid  # a tie: the most recently updated
     await next_ms()
-    await store.rename_conversation(ALICE, first.sid, "first, renamed")
-    found = await store.find_by_tail_digest(ALICE, "d1")
+    await store.conversations.rename(ALICE, first.sid, "first, renamed")
+    found = await store.conversations.find_by_tail_digest(ALICE, "d1")
     assert found is not None and found.sid == first.sid
-    await store.set_tail_digest(ALICE, first.sid, "d2")
-    found = await store.find_by_tail_digest(ALICE, "d1")
+    await store.conversations.set_tail_digest(ALICE, first.sid, "d2")
+    found = await store.conversations.find_by_tail_digest(ALICE, "d1")
     assert found is not None and found.sid == second.sid
     # scoped: another user, another context
-    assert await store.find_by_tail_digest(BOB, "d1") is None
-    assert await store.find_by_tail_digest(ALICE_ELSEWHERE, "d1") is None
-    assert await store.find_by_tail_digest(ALICE, "") is None
+    assert await store.conversations.find_by_tail_digest(BOB, "d1") is None
+    assert await store.conversations.find_by_tail_digest(ALICE_ELSEWHERE, "d1") is None
+    assert await store.conversations.find_by_tail_digest(ALICE, "") is None
     for bad in ("", "has space", "x" * 129):
         with pytest.raises(InvalidInput):
-            await store.set_tail_digest(ALICE, first.sid, bad)
+            await store.conversations.set_tail_digest(ALICE, first.sid, bad)
 
 
 async def test_the_tail_digest_lookup_is_one_indexed_read(tmp_path: Path) -> None:
     async with EmbeddedEngine(tmp_path) as engine:
         store = Store(engine)
-        conv = await store.create_conversation(ALICE, "c")
-        await store.set_tail_digest(ALICE, conv.sid, "d1")
+        conv = await store.conversations.create(ALICE, "c")
+        await store.conversations.set_tail_digest(ALICE, conv.sid, "d1")
     conn = sqlite3.connect(tmp_path / DB_FILE)
     try:
         plan = conn.execute(
@@ -140,11 +140,11 @@ async def test_a_schema_2_data_dir_gains_the_tail_digest_column(tmp_path: Path) 
     conn.close()
     async with EmbeddedEngine(tmp_path) as engine:
         store = Store(engine)
-        old = await store.get_conversation(ALICE, "0001")
+        old = await store.conversations.get(ALICE, "0001")
         assert old.title == "old" and old.tail_digest == ""
-        assert await store.find_by_tail_digest(ALICE, "d9") is None
-        await store.set_tail_digest(ALICE, "0001", "d9")
-        found = await store.find_by_tail_digest(ALICE, "d9")
+        assert await store.conversations.find_by_tail_digest(ALICE, "d9") is None
+        await store.conversations.set_tail_digest(ALICE, "0001", "d9")
+        found = await store.conversations.find_by_tail_digest(ALICE, "d9")
         assert found is not None and found.sid == "0001"
     conn = sqlite3.connect(tmp_path / DB_FILE)
     try:

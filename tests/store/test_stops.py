@@ -30,7 +30,7 @@ async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 
 async def _conversation(store: Store, scope: Scope = ALICE) -> str:
-    return (await store.create_conversation(scope, "c")).sid
+    return (await store.conversations.create(scope, "c")).sid
 
 
 async def test_a_stop_reaches_the_holder_and_waits_for_its_turn_to_end(stores: tuple[Store, Store]) -> None:
@@ -40,11 +40,11 @@ async def test_a_stop_reaches_the_holder_and_waits_for_its_turn_to_end(stores: t
     seen: list[bool] = []
 
     async def turn() -> None:
-        async with holder.conversation_lock(ALICE, cid, ttl_s=60, wait_s=5):
+        async with holder.leases.conversation_lock(ALICE, cid, ttl_s=60, wait_s=5):
             locked = anyio.current_time()
             stopped.set()
             with anyio.fail_after(20):
-                while not await holder.stop_requested(
+                while not await holder.stops.requested(
                     ALICE, cid, running_s=anyio.current_time() - locked + 1
                 ):
                     await anyio.sleep(0.02)
@@ -54,13 +54,13 @@ async def test_a_stop_reaches_the_holder_and_waits_for_its_turn_to_end(stores: t
         tg.start_soon(turn)
         await stopped.wait()
         with anyio.fail_after(20):
-            assert await other.stop_remote_turn(ALICE, cid, wait_s=15) is True
+            assert await other.stops.request(ALICE, cid, wait_s=15) is True
         # the request returned only once the turn let go of its lease
         assert seen == [True]
         assert await holder.engine.get_lease(ALICE, f"turn:{cid}") is None
     assert await holder.engine.get_lease(ALICE, STOP_PREFIX + cid) is None
-    assert (other.lease_stats.stops_written, holder.lease_stats.stops_seen) == (1, 1)
-    assert (holder.lease_stats.stops_written, other.lease_stats.stops_seen) == (0, 0)
+    assert (other.leases.stats.stops_written, holder.leases.stats.stops_seen) == (1, 1)
+    assert (holder.leases.stats.stops_written, other.leases.stats.stops_seen) == (0, 0)
 
 
 async def test_no_stop_is_written_when_no_other_process_runs_the_conversation(
@@ -68,30 +68,30 @@ async def test_no_stop_is_written_when_no_other_process_runs_the_conversation(
 ) -> None:
     holder, other = stores
     cid = await _conversation(holder)
-    assert await other.stop_remote_turn(ALICE, cid) is False
-    async with holder.conversation_lock(ALICE, cid, ttl_s=60, wait_s=5):
+    assert await other.stops.request(ALICE, cid) is False
+    async with holder.leases.conversation_lock(ALICE, cid, ttl_s=60, wait_s=5):
         # the holder's own lease: a local /stop cancels it directly, nothing is written
-        assert await holder.stop_remote_turn(ALICE, cid) is False
+        assert await holder.stops.request(ALICE, cid) is False
     assert await holder.engine.get_lease(ALICE, STOP_PREFIX + cid) is None
-    assert other.lease_stats.stops_written == holder.lease_stats.stops_written == 0
+    assert other.leases.stats.stops_written == holder.leases.stats.stops_written == 0
 
 
 async def test_a_request_only_stops_the_turn_it_names(stores: tuple[Store, Store]) -> None:
     holder, other = stores
     cid = await _conversation(holder)
-    aimed = f"{STOP_PREFIX}{other._holder}|x"  # aimed at another process's turn
+    aimed = f"{STOP_PREFIX}{other.leases.holder}|x"  # aimed at another process's turn
     await holder.engine.claim(ALICE, STOP_PREFIX + cid, aimed, int(STOP_TTL_S * 1000))
-    assert await holder.stop_requested(ALICE, cid, running_s=60) is False
-    assert await other.stop_requested(ALICE, cid, running_s=60) is True
+    assert await holder.stops.requested(ALICE, cid, running_s=60) is False
+    assert await other.stops.requested(ALICE, cid, running_s=60) is True
     # consumed: found once
-    assert await other.stop_requested(ALICE, cid, running_s=60) is False
+    assert await other.stops.requested(ALICE, cid, running_s=60) is False
 
 
 async def test_a_request_older_than_the_turn_is_ignored(stores: tuple[Store, Store]) -> None:
     holder, _ = stores
     cid = await _conversation(holder)
     await holder.engine.claim(
-        ALICE, STOP_PREFIX + cid, f"{STOP_PREFIX}{holder._holder}|x", int(STOP_TTL_S * 1000)
+        ALICE, STOP_PREFIX + cid, f"{STOP_PREFIX}{holder.leases.holder}|x", int(STOP_TTL_S * 1000)
     )
     with anyio.fail_after(10):
         while True:
@@ -101,17 +101,17 @@ async def test_a_request_older_than_the_turn_is_ignored(stores: tuple[Store, Sto
                 break
             await anyio.sleep(0.05)
     # a turn that has held its lease for 0.1 s started after the request: not its stop
-    assert await holder.stop_requested(ALICE, cid, running_s=0.1) is False
-    assert await holder.stop_requested(ALICE, cid, running_s=5) is True
+    assert await holder.stops.requested(ALICE, cid, running_s=0.1) is False
+    assert await holder.stops.requested(ALICE, cid, running_s=5) is True
 
 
 async def test_claim_lease_says_how_a_leader_lease_was_taken(stores: tuple[Store, Store]) -> None:
-    """The Telegram poller lease (``claim_lease``): taken, renewed, refused to another holder, free
+    """The Telegram poller lease (``leases.claim``): taken, renewed, refused to another holder, free
     again once released."""
     first, second = stores
     scope = Scope("_system", "telegram")
-    assert await first.claim_lease(scope, "telegram-poller:1", ttl_s=5) == Claimed.TAKEN
-    assert await first.claim_lease(scope, "telegram-poller:1", ttl_s=5) == Claimed.RENEWED
-    assert await second.claim_lease(scope, "telegram-poller:1", ttl_s=5) == Claimed.REFUSED
-    await first.release_lease(scope, "telegram-poller:1")
-    assert await second.claim_lease(scope, "telegram-poller:1", ttl_s=5) == Claimed.TAKEN
+    assert await first.leases.claim(scope, "telegram-poller:1", ttl_s=5) == Claimed.TAKEN
+    assert await first.leases.claim(scope, "telegram-poller:1", ttl_s=5) == Claimed.RENEWED
+    assert await second.leases.claim(scope, "telegram-poller:1", ttl_s=5) == Claimed.REFUSED
+    await first.leases.release(scope, "telegram-poller:1")
+    assert await second.leases.claim(scope, "telegram-poller:1", ttl_s=5) == Claimed.TAKEN

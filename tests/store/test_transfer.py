@@ -29,9 +29,9 @@ pytestmark = pytest.mark.anyio
 
 
 async def populate(store: Store) -> None:
-    conv = await store.create_conversation(ALICE, "Ünïcode 🌍", channel="cli", tags=["x"])
+    conv = await store.conversations.create(ALICE, "Ünïcode 🌍", channel="cli", tags=["x"])
     for i in range(5):
-        await store.append_message(
+        await store.messages.append(
             ALICE,
             Message(
                 conversation_id=conv.sid,
@@ -41,36 +41,38 @@ async def populate(store: Store) -> None:
                 extra={"legacy": {"n": i}} if i == 0 else {},
             ),
         )
-    await store.clear_conversation(ALICE, conv.sid)
-    replaced = await store.append_message(
+    await store.conversations.clear(ALICE, conv.sid)
+    replaced = await store.messages.append(
         ALICE,
         Message(conversation_id=conv.sid, role="assistant", content="replaced", channel="web", turn_id="t1"),
     )
-    await store.supersede(ALICE, [replaced.sid], "t2")
-    await store.append_message(
+    await store.messages.supersede(ALICE, [replaced.sid], "t2")
+    await store.messages.append(
         ALICE,
         Message(
             conversation_id=conv.sid, role="assistant", content="after clear", channel="web", turn_id="t2"
         ),
     )
-    await store.set_tail_digest(ALICE, conv.sid, "ab12")
-    old = await store.create_conversation(ALICE, "old")
-    await store.archive_conversation(ALICE, old.sid)
-    bob_conv = await store.create_conversation(BOB, "bob's")
-    await store.append_message(
+    await store.conversations.set_tail_digest(ALICE, conv.sid, "ab12")
+    old = await store.conversations.create(ALICE, "old")
+    await store.conversations.archive(ALICE, old.sid)
+    bob_conv = await store.conversations.create(BOB, "bob's")
+    await store.messages.append(
         BOB,
         Message(
             conversation_id=bob_conv.sid, role="user", content="bob here", channel="telegram", sender="tg:7"
         ),
     )
-    await store.add_memory(ALICE, "Alice likes tea")
-    await store.add_memory(BOB, "Bob likes coffee")
-    await store.append_audit(ALICE, AuditEntry(tool="get_time", duration_ms=1.5, conversation_id=conv.sid))
-    await store.append_usage(ALICE, UsageEntry(model="m", prompt_tokens=3, completion_tokens=4))
-    await store.set_state(ALICE, "active", conv.sid)
-    await store.add_attachments(ALICE, conv.sid, [NewAttachment(png(3, 2), "image/png", "dot.png", 3, 2)])
-    other = await store.create_conversation(ALICE_ELSEWHERE, "elsewhere")
-    await store.append_message(
+    await store.memories.add(ALICE, "Alice likes tea")
+    await store.memories.add(BOB, "Bob likes coffee")
+    await store.records.append_audit(
+        ALICE, AuditEntry(tool="get_time", duration_ms=1.5, conversation_id=conv.sid)
+    )
+    await store.records.append_usage(ALICE, UsageEntry(model="m", prompt_tokens=3, completion_tokens=4))
+    await store.state.set(ALICE, "active", conv.sid)
+    await store.attachments.add(ALICE, conv.sid, [NewAttachment(png(3, 2), "image/png", "dot.png", 3, 2)])
+    other = await store.conversations.create(ALICE_ELSEWHERE, "elsewhere")
+    await store.messages.append(
         ALICE_ELSEWHERE,
         Message(conversation_id=other.sid, role="user", content="other context", channel="cli"),
     )
@@ -100,21 +102,21 @@ async def test_round_trip_is_byte_exact_and_import_idempotent(
             assert await export_text(target, context) == first
             # the re-run and history-match fields came along, the digest still found by its index
             assert '"superseded_by":"t2"' in first and '"turn_id":"t1"' in first
-            found = await Store(target).find_by_tail_digest(ALICE, "ab12")
+            found = await Store(target).conversations.find_by_tail_digest(ALICE, "ab12")
             assert found is not None and found.title == "Ünïcode 🌍"
             again = await import_jsonl(target, dump_file)
             assert (again.read, again.written) == (len(lines) - 1, 0)
             assert await export_text(target, context) == first
             # the imported store keeps working: seq continues, new sids do not collide
             imported = Store(target)
-            conv = (await imported.list_conversations(ALICE)).items[0]
-            msg = await imported.append_message(
+            conv = (await imported.conversations.list(ALICE)).items[0]
+            msg = await imported.messages.append(
                 ALICE, Message(conversation_id=conv.sid, role="user", content="new", channel="cli")
             )
             assert msg.seq == conv.message_count + 1
-            before = {c.sid for c in (await imported.list_conversations(ALICE, archived=None)).items}
-            fresh = await imported.create_conversation(ALICE, "fresh")
-            after = {c.sid for c in (await imported.list_conversations(ALICE, archived=None)).items}
+            before = {c.sid for c in (await imported.conversations.list(ALICE, archived=None)).items}
+            fresh = await imported.conversations.create(ALICE, "fresh")
+            after = {c.sid for c in (await imported.conversations.list(ALICE, archived=None)).items}
             assert fresh.sid not in before and after == before | {fresh.sid}
 
 
@@ -237,9 +239,9 @@ async def test_message_may_join_a_conversation_already_in_the_store(engine: Engi
 
 async def _conversation_with(store: Store, n: int) -> str:
     """Alice's conversation 0001 in the store with ``n`` messages (seqs 1..n)."""
-    conv = await store.create_conversation(ALICE, "held")
+    conv = await store.conversations.create(ALICE, "held")
     for i in range(n):
-        await store.append_message(
+        await store.messages.append(
             ALICE, Message(conversation_id=conv.sid, role="user", content=f"held {i}", channel="cli")
         )
     assert conv.sid == "0001"
@@ -289,7 +291,7 @@ async def test_moving_or_renumbering_a_stored_message_is_refused(sid_store: Stor
     store = sid_store
     engine = store.engine
     await _conversation_with(store, 2)
-    other = await store.create_conversation(ALICE, "other")
+    other = await store.conversations.create(ALICE, "other")
     text = _lines(_message("0001", 2), _message("0002", 1, conversation_id=other.sid))
     refusal = await _refused(engine, tmp_path / "move.jsonl", text)
     assert [str(p) for p in refusal.problems] == [
@@ -306,9 +308,9 @@ async def test_message_counts_are_recomputed(sid_store: Store, tmp_path: Path) -
     more.write_text(_lines(_message("00a1", 4), _message("00a2", 5)))
     result = await import_jsonl(engine, more)
     assert (result.read, result.written, result.recounted) == (2, 2, 1)
-    assert (await store.get_conversation(ALICE, conv)).message_count == 5
+    assert (await store.conversations.get(ALICE, conv)).message_count == 5
     assert (
-        await store.append_message(
+        await store.messages.append(
             ALICE, Message(conversation_id=conv, role="user", content="next", channel="cli")
         )
     ).seq == 6
@@ -318,7 +320,7 @@ async def test_message_counts_are_recomputed(sid_store: Store, tmp_path: Path) -
         _lines(_with(CONV, sid="00b1", message_count=7), _message("00b1", 1, conversation_id="00b1"))
     )
     await import_jsonl(engine, claims)
-    assert (await store.get_conversation(ALICE, "00b1")).message_count == 1
+    assert (await store.conversations.get(ALICE, "00b1")).message_count == 1
     assert (await import_jsonl(engine, claims)).written == 0  # idempotent with the corrected count
 
 

@@ -33,10 +33,10 @@ async def main() -> None:
     async with EmbeddedEngine(sys.argv[1]) as engine:
         store = Store(engine)
         scope = Scope("default", "local")
-        conv = await store.create_conversation(scope, "from the old page", channel="web")
-        await store.append_message(scope, conv.sid, "user", "old words", channel="web")
-        await store.add_memory(scope, "an old memory")
-        await store.set_state(scope, "active_conversation", conv.sid)
+        conv = await store.conversations.create(scope, "from the old page", channel="web")
+        await store.messages.append(scope, conv.sid, "user", "old words", channel="web")
+        await store.memories.add(scope, "an old memory")
+        await store.state.set(scope, "active_conversation", conv.sid)
 
 anyio.run(main)
 """
@@ -56,20 +56,20 @@ async def test_an_old_data_dir_gains_links_and_models(tmp_path: Path) -> None:
     local, ann = Scope("default", "local"), Scope("default", "ann")
     async with EmbeddedEngine(data) as engine:
         store = Store(engine)
-        [conv] = (await store.list_conversations(local)).items
+        [conv] = (await store.conversations.list(local)).items
         assert conv.title == "from the old page" and conv.model == ""
-        assert (await store.set_conversation_model(local, conv.sid, "big")).model == "big"
-        assert await store.list_links("telegram") == []
-        await store.set_link(IdentityLink("telegram", "42", "local", 1, "cli:test"))
+        assert (await store.conversations.set_model(local, conv.sid, "big")).model == "big"
+        assert await store.links.list("telegram") == []
+        await store.links.set(IdentityLink("telegram", "42", "local", 1, "cli:test"))
         moved = await store.rename_user("local", "ann")
         assert moved == {
             "default": {"AgentConversation": 1, "AgentMessage": 1, "AgentMemory": 1, "AgentState": 1}
         }
-        assert [m.content for m in (await store.list_messages(ann, conv.sid)).items] == ["old words"]
-        link = await store.get_link("telegram", "42")
+        assert [m.content for m in (await store.messages.list(ann, conv.sid)).items] == ["old words"]
+        link = await store.links.get("telegram", "42")
         assert link is not None and link.user == "ann"
     # and the upgraded dir opens again with everything in place
     async with EmbeddedEngine(data) as engine:
         store = Store(engine)
-        assert (await store.get_conversation(ann, conv.sid)).model == "big"
-        assert [x.user for x in await store.list_links("telegram")] == ["ann"]
+        assert (await store.conversations.get(ann, conv.sid)).model == "big"
+        assert [x.user for x in await store.links.list("telegram")] == ["ann"]

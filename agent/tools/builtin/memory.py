@@ -49,7 +49,7 @@ class MemorySaveTool(Tool):
 
     async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         try:
-            mem, created = await ctx.store.add_memory(
+            mem, created = await ctx.store.memories.add(
                 ctx.scope,
                 str(args["content"]),
                 kind=str(args.get("kind", "fact")),
@@ -85,9 +85,9 @@ class MemorySearchTool(Tool):
         query = str(args["query"]).strip()
         limit = int(args.get("limit", 10))
         if query:
-            found = await ctx.store.search_memories(ctx.scope, query, limit=limit)
+            found = await ctx.store.memories.search(ctx.scope, query, limit=limit)
         else:
-            found = (await ctx.store.list_memories(ctx.scope, limit=limit)).items
+            found = (await ctx.store.memories.list(ctx.scope, limit=limit)).items
         if not found:
             return ToolResult(f"no memories match {query!r}" if query else "no memories stored yet")
         lines = [format_memory(m) for m in found]
@@ -109,8 +109,8 @@ class MemoryForgetTool(Tool):
     async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         sid = str(args["id"]).strip().strip("[]")
         try:
-            mem = await ctx.store.get_memory(ctx.scope, sid)
-            await ctx.store.delete_memory(ctx.scope, sid)
+            mem = await ctx.store.memories.get(ctx.scope, sid)
+            await ctx.store.memories.delete(ctx.scope, sid)
         except (NotFound, InvalidInput):
             # A foreign id answers exactly like a missing or malformed one.
             raise ToolError(f"no memory with id {sid!r}; use memory_search to find ids") from None

@@ -48,7 +48,7 @@ class SearchConversationsTool(Tool):
             raise ToolError("the query needs at least one word")
         visible_from = await _visible_floor(ctx)
         # Ask for more than needed: the messages the model already sees are filtered out below.
-        found = await ctx.store.search_messages(ctx.scope, query, limit=min(MAX_LIMIT, limit * 4 + 20))
+        found = await ctx.store.messages.search(ctx.scope, query, limit=min(MAX_LIMIT, limit * 4 + 20))
         hits = [
             m
             for m in found
@@ -69,7 +69,7 @@ class SearchConversationsTool(Tool):
 async def _visible_floor(ctx: ToolCaller) -> int:
     """The seq after which the current conversation's messages are in the model's context already."""
     try:
-        conv = await ctx.store.get_conversation(ctx.scope, ctx.conversation_id)
+        conv = await ctx.store.conversations.get(ctx.scope, ctx.conversation_id)
     except (NotFound, InvalidInput):  # no stored conversation (yet): nothing is visible
         return 0
     return conv.clear_seq
@@ -79,7 +79,7 @@ async def _titles(ctx: ToolCaller, ids: set[str]) -> dict[str, str]:
     titles: dict[str, str] = {}
     for sid in ids:
         try:
-            titles[sid] = (await ctx.store.get_conversation(ctx.scope, sid)).title or "untitled"
+            titles[sid] = (await ctx.store.conversations.get(ctx.scope, sid)).title or "untitled"
         except NotFound:  # deleted since the message was indexed
             titles[sid] = "deleted"
     return titles

@@ -9,8 +9,8 @@ carries the whole conversation so far. The rule, in order:
    assistant messages with ``tool_calls`` and assistant messages without text do not count), each
    with line endings made ``\\n`` and trailing whitespace removed from every line and from the end --
    is digested (:func:`extend`) and looked up among the caller's conversations in this context by
-   their stored ``tail_digest`` (one indexed read, :meth:`store.Store.find_by_tail_digest`); the most
-   recently updated one with that digest is continued;
+   their stored ``tail_digest`` (one indexed read, ``store.conversations.find_by_tail_digest``); the
+   most recently updated one with that digest is continued;
 3. else a new conversation is started, titled from the first user message of the request.
 
 The digest is a chain: ``sha256(previous digest, role, text)`` per message, seeded with the request's

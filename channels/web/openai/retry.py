@@ -65,7 +65,7 @@ def body_digest(body: dict[str, Any]) -> str:
 async def identify(store: Store, request: Request, scope: Scope, namespace: str, sha: str) -> RequestIdentity:
     """This request's key, and the conversation of the request it retries (None: not a known retry)."""
     given = request_key(request, "api")
-    last = _parse(await store.get_state(scope, _state_key(namespace)))
+    last = _parse(await store.state.get(scope, _state_key(namespace)))
     if given is not None:
         same = last is not None and last.get("key") == given
         return RequestIdentity(given, str(last["conversation"]) if same and last else None, same)
@@ -87,7 +87,7 @@ async def remember(
         "conversation": conversation_id,
         "at": int(time.time() * 1000),
     }
-    await store.set_state(scope, _state_key(namespace), json.dumps(value, separators=(",", ":")))
+    await store.state.set(scope, _state_key(namespace), json.dumps(value, separators=(",", ":")))
 
 
 def _parse(raw: str | None) -> dict[str, Any] | None:

@@ -164,20 +164,20 @@ async def pick_conversation(
     prior = extend(seed(namespace), history)
     chosen = request.headers.get(CONVERSATION_HEADER)
     if chosen:
-        return (await store.get_conversation(scope, chosen.strip())).sid, prior
+        return (await store.conversations.get(scope, chosen.strip())).sid, prior
     if continuing:
-        awaiting = await store.find_by_tail_digest(scope, extend(prior, [("user", last)]))
+        awaiting = await store.conversations.find_by_tail_digest(scope, extend(prior, [("user", last)]))
         if awaiting is None:
             raise ApiError(409, "conflict", "no conversation awaits these tool results", param="messages")
         return awaiting.sid, prior
     if history:
-        found = await store.find_by_tail_digest(scope, prior)
+        found = await store.conversations.find_by_tail_digest(scope, prior)
         if found is not None:
             return found.sid, prior
-    conv = await store.create_conversation(scope, title_from(history, last), channel=CHANNEL)
+    conv = await store.conversations.create(scope, title_from(history, last), channel=CHANNEL)
     # the history the client sent becomes the new conversation's start: the model sees it
     for role, text in history:
-        await store.append_message(
+        await store.messages.append(
             scope, Message(conversation_id=conv.sid, role=role, content=text, channel=CHANNEL)
         )
     return conv.sid, prior
@@ -267,7 +267,7 @@ async def _advance(state: WebState, c: Completion, answer: str, *, awaiting: boo
     awaiting the client's tool results: with the user message, the tool-call step is not text)."""
     seen = [("user", c.last_text)] + ([] if awaiting else [("assistant", answer)])
     digest = extend(c.prior, seen)
-    await state.agent.store.set_tail_digest(c.req.scope, c.req.conversation_id or "", digest)
+    await state.agent.store.conversations.set_tail_digest(c.req.scope, c.req.conversation_id or "", digest)
 
 
 async def _complete(state: WebState, request: Request, c: Completion) -> Response:

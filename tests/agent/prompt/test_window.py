@@ -95,7 +95,7 @@ async def test_compaction_keeps_tool_pairs_and_the_summary(kit: Kit, fake: FakeO
         msgs = await all_messages(agent.store, cid)
         [summary] = [m for m in msgs if m.message_type == SUMMARY_TYPE]
         assert summary.role == Role.SYSTEM and summary.content == DEFAULT_SUMMARY
-        conv = await agent.store.get_conversation(SCOPE, cid)
+        conv = await agent.store.conversations.get(SCOPE, cid)
         through = summary.extra["summary_through"]
         assert conv.summary_seq == through + 1
         # the split is at a user-turn boundary: the first kept message is a user message
@@ -157,10 +157,10 @@ async def test_window_cache_sees_writes_from_other_processes(agent: Agent, fake:
     """The store stays the truth: what another process appends or clears shows in the next turn."""
     cid = (await turn(agent, "one"))[-1].conversation_id  # type: ignore[union-attr]
     st = agent.store
-    await st.append_message(
+    await st.messages.append(
         SCOPE, Message(conversation_id=cid, role="user", content="from elsewhere", channel="web")
     )
-    await st.append_message(
+    await st.messages.append(
         SCOPE, Message(conversation_id=cid, role="assistant", content="answered elsewhere", channel="web")
     )
     await turn(agent, "two")
@@ -169,7 +169,7 @@ async def test_window_cache_sees_writes_from_other_processes(agent: Agent, fake:
     assert agent.window.hits >= 1
 
     for i in range(CATCH_UP + 5):  # more than one catch-up read covers
-        await st.append_message(
+        await st.messages.append(
             SCOPE,
             Message(
                 conversation_id=cid,
@@ -180,10 +180,10 @@ async def test_window_cache_sees_writes_from_other_processes(agent: Agent, fake:
         )
     await turn(agent, "three")
     sent = [m["content"] for m in main_requests(fake)[-1]["messages"] if m["role"] != "system"]
-    stored = [m.content for m in await st.history(SCOPE, cid, limit=200)]
+    stored = [m.content for m in await st.messages.history(SCOPE, cid, limit=200)]
     assert sent == stored[:-1]  # everything but the answer to "three"
 
-    await st.clear_conversation(SCOPE, cid)  # another process's /clear
+    await st.conversations.clear(SCOPE, cid)  # another process's /clear
     await turn(agent, "four")
     assert [m["content"] for m in main_requests(fake)[-1]["messages"] if m["role"] != "system"] == ["four"]
 
@@ -211,7 +211,7 @@ async def test_busy_when_another_process_holds_the_conversation(kit: Kit) -> Non
     async with running(settings) as agent:
         conv = await agent.conversations.new(SCOPE, channel="cli")
         other_process = Store(agent.store.engine)  # another Store: only the store lease separates them
-        async with other_process.conversation_lock(SCOPE, conv.sid):
+        async with other_process.leases.conversation_lock(SCOPE, conv.sid):
             events = await turn(agent, "hello", conversation_id=conv.sid)
         assert len(events) == 1 and isinstance(events[0], TurnFailed) and events[0].code == "busy"
         assert await all_messages(agent.store, conv.sid) == []

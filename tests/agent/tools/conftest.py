@@ -32,7 +32,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 @pytest.fixture
 async def ctx(store: Store) -> ToolCaller:
-    conv = await store.create_conversation(SCOPE, "tools test", channel="cli")
+    conv = await store.conversations.create(SCOPE, "tools test", channel="cli")
     return ToolCaller(store=store, scope=SCOPE, conversation_id=conv.sid, channel="cli")
 
 

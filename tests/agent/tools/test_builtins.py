@@ -31,7 +31,7 @@ async def test_memory_save_records_the_source_and_spots_duplicates(ctx: ToolCall
     assert first.ok and first.content.startswith("saved: [")
     again = await save.run({"content": "  prefers TEA over   coffee "}, ctx)
     assert again.content.startswith("already remembered (duplicate")
-    [mem] = (await ctx.store.list_memories(SCOPE)).items
+    [mem] = (await ctx.store.memories.list(SCOPE)).items
     assert (mem.content, mem.kind) == ("Prefers tea over coffee", "preference")
     assert (mem.source_conversation_id, mem.source_channel) == (ctx.conversation_id, "cli")
 
@@ -39,7 +39,7 @@ async def test_memory_save_records_the_source_and_spots_duplicates(ctx: ToolCall
 async def test_memory_search_finds_by_words_and_lists_recent(ctx: ToolCaller) -> None:
     for fact in ("Lives in Ghent", "Has a dog named Pixel", "Works on compilers"):
         await MemorySaveTool().run({"content": fact}, ctx)
-    await ctx.store.add_memory(OTHER_USER, "Bob has a dog too")
+    await ctx.store.memories.add(OTHER_USER, "Bob has a dog too")
     found = await MemorySearchTool().run({"query": "dog"}, ctx)
     assert "Pixel" in found.content and "Bob" not in found.content
     recent = await MemorySearchTool().run({"query": "", "limit": 2}, ctx)
@@ -49,34 +49,34 @@ async def test_memory_search_finds_by_words_and_lists_recent(ctx: ToolCaller) ->
 
 
 async def test_memory_forget_deletes_only_own_memories(ctx: ToolCaller) -> None:
-    mine, _ = await ctx.store.add_memory(SCOPE, "Allergic to peanuts")
-    theirs, _ = await ctx.store.add_memory(OTHER_USER, "Bob's secret")
+    mine, _ = await ctx.store.memories.add(SCOPE, "Allergic to peanuts")
+    theirs, _ = await ctx.store.memories.add(OTHER_USER, "Bob's secret")
     # ids are allocated per context: skip the one equal to ``mine`` (that id IS this user's memory)
-    await ctx.store.add_memory(OTHER_CONTEXT, "Alice's first note at home")
-    elsewhere, _ = await ctx.store.add_memory(OTHER_CONTEXT, "Alice at home")
+    await ctx.store.memories.add(OTHER_CONTEXT, "Alice's first note at home")
+    elsewhere, _ = await ctx.store.memories.add(OTHER_CONTEXT, "Alice at home")
     assert mine.sid not in (theirs.sid, elsewhere.sid)
     forget = MemoryForgetTool()
     for sid in (theirs.sid, elsewhere.sid, "zzzz9999", "../etc", ""):
         with pytest.raises(ToolError) as info:
             await forget.run({"id": sid}, ctx)
         assert str(info.value) == f"no memory with id {sid!r}; use memory_search to find ids"
-    assert (await ctx.store.get_memory(OTHER_USER, theirs.sid)).content == "Bob's secret"
-    assert (await ctx.store.get_memory(OTHER_CONTEXT, elsewhere.sid)).content == "Alice at home"
+    assert (await ctx.store.memories.get(OTHER_USER, theirs.sid)).content == "Bob's secret"
+    assert (await ctx.store.memories.get(OTHER_CONTEXT, elsewhere.sid)).content == "Alice at home"
     done = await forget.run({"id": f"[{mine.sid}]"}, ctx)
     assert done.content.startswith(f"forgotten: [{mine.sid}]")
-    assert (await ctx.store.list_memories(SCOPE)).items == []
+    assert (await ctx.store.memories.list(SCOPE)).items == []
 
 
 async def test_in_a_group_scope_memory_tools_touch_only_the_group(ctx: ToolCaller) -> None:
-    personal, _ = await ctx.store.add_memory(SCOPE, "Alice's personal note about dogs")
-    conv = await ctx.store.create_conversation(GROUP, channel="telegram", is_group=True)
+    personal, _ = await ctx.store.memories.add(SCOPE, "Alice's personal note about dogs")
+    conv = await ctx.store.conversations.create(GROUP, channel="telegram", is_group=True)
     group_ctx = ToolCaller(ctx.store, GROUP, conv.sid, "telegram", is_group=True)
     await MemorySaveTool().run({"content": "The group walks dogs on Sundays"}, group_ctx)
     found = await MemorySearchTool().run({"query": "dogs"}, group_ctx)
     assert "Sundays" in found.content and "personal" not in found.content
     with pytest.raises(ToolError):
         await MemoryForgetTool().run({"id": personal.sid}, group_ctx)
-    assert [m.content for m in (await ctx.store.list_memories(SCOPE)).items] == [personal.content]
+    assert [m.content for m in (await ctx.store.memories.list(SCOPE)).items] == [personal.content]
 
 
 async def test_current_datetime_in_utc_and_named_zones(ctx: ToolCaller) -> None:
@@ -100,8 +100,8 @@ async def test_current_datetime_refuses_unknown_zones(ctx: ToolCaller, zone: str
 
 async def test_search_conversations_stays_in_scope_and_skips_what_the_model_sees(ctx: ToolCaller) -> None:
     store = ctx.store
-    old = await store.create_conversation(SCOPE, "Holiday plans", channel="telegram")
-    await store.append_message(
+    old = await store.conversations.create(SCOPE, "Holiday plans", channel="telegram")
+    await store.messages.append(
         SCOPE,
         Message(
             conversation_id=old.sid,
@@ -110,7 +110,7 @@ async def test_search_conversations_stays_in_scope_and_skips_what_the_model_sees
             channel="telegram",
         ),
     )
-    await store.append_message(
+    await store.messages.append(
         SCOPE,
         Message(
             conversation_id=old.sid,
@@ -119,12 +119,12 @@ async def test_search_conversations_stays_in_scope_and_skips_what_the_model_sees
             channel="telegram",
         ),
     )
-    await store.append_message(
+    await store.messages.append(
         SCOPE,
         Message(conversation_id=old.sid, role="tool", content="Sardinia tool output", channel="telegram"),
     )
     # the current conversation: an archived (cleared) turn stays searchable, the visible one does not
-    await store.append_message(
+    await store.messages.append(
         SCOPE,
         Message(
             conversation_id=ctx.conversation_id,
@@ -133,16 +133,16 @@ async def test_search_conversations_stays_in_scope_and_skips_what_the_model_sees
             channel="cli",
         ),
     )
-    await store.clear_conversation(SCOPE, ctx.conversation_id)
-    await store.append_message(
+    await store.conversations.clear(SCOPE, ctx.conversation_id)
+    await store.messages.append(
         SCOPE,
         Message(
             conversation_id=ctx.conversation_id, role="user", content="Search Sardinia please", channel="cli"
         ),
     )
     for scope in (OTHER_USER, OTHER_CONTEXT):
-        other = await store.create_conversation(scope, "Not yours")
-        await store.append_message(
+        other = await store.conversations.create(scope, "Not yours")
+        await store.messages.append(
             scope,
             Message(conversation_id=other.sid, role="user", content="Sardinia is lovely", channel="web"),
         )
@@ -193,4 +193,4 @@ async def test_open_tools_gives_a_working_registry(ctx: ToolCaller) -> None:
             max_result_chars=1000,
         )
         assert result.ok
-    assert [a.tool for a in (await ctx.store.list_audit(SCOPE)).items] == ["memory_save"]
+    assert [a.tool for a in (await ctx.store.records.list_audit(SCOPE)).items] == ["memory_save"]

@@ -333,7 +333,7 @@ async def test_through_the_registry_a_refusal_is_an_audited_error(servers: Serve
     call = ToolCall("c1", "http_fetch", json.dumps({"url": f"{servers.private}/page"}))
     result = await registry.execute(call, ctx, timeout_s=10, max_result_chars=4000)
     assert not result.ok and result.content.startswith("error: refused to fetch")
-    audit = (await ctx.store.list_audit(SCOPE)).items
+    audit = (await ctx.store.records.list_audit(SCOPE)).items
     assert [(a.tool, a.ok) for a in audit] == [("http_fetch", False)]
 
 

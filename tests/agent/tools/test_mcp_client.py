@@ -68,7 +68,7 @@ async def test_stdio_tools_are_listed_namespaced_and_called(ctx: ToolCaller) -> 
             assert bad.content.startswith(
                 "error: invalid arguments for fake__add: 'two' is not of type 'integer'"
             )
-    audit = [(a.tool, a.ok) for a in reversed((await ctx.store.list_audit(SCOPE)).items)]
+    audit = [(a.tool, a.ok) for a in reversed((await ctx.store.records.list_audit(SCOPE)).items)]
     assert audit == [
         ("fake__add", True),
         ("other__shout", True),

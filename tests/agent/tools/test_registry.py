@@ -86,7 +86,7 @@ async def run(registry: ToolRegistry, ctx: ToolCaller, name: str, arguments: str
 
 
 async def audit(ctx: ToolCaller) -> list[AuditEntry]:
-    return list(reversed((await ctx.store.list_audit(SCOPE)).items))
+    return list(reversed((await ctx.store.records.list_audit(SCOPE)).items))
 
 
 def test_specs_and_lookup(registry: ToolRegistry) -> None:

@@ -47,7 +47,7 @@ async def test_a_junk_result_is_stored_and_audited_through_the_real_store(ctx: T
     registry = ToolRegistry([Junk()])
     result = await registry.execute(ToolCall("c1", "junk", "{}"), ctx, timeout_s=5, max_result_chars=1000)
     assert result.ok and "\x00" not in result.content and "\ud800" not in result.content
-    stored = await ctx.store.append_message(
+    stored = await ctx.store.messages.append(
         ctx.scope,
         Message(
             conversation_id=ctx.conversation_id,
@@ -58,7 +58,7 @@ async def test_a_junk_result_is_stored_and_audited_through_the_real_store(ctx: T
             name="junk",
         ),
     )
-    assert (await ctx.store.history(ctx.scope, ctx.conversation_id))[-1].content == stored.content
-    audit = (await ctx.store.list_audit(ctx.scope)).items
+    assert (await ctx.store.messages.history(ctx.scope, ctx.conversation_id))[-1].content == stored.content
+    audit = (await ctx.store.records.list_audit(ctx.scope)).items
     assert [(a.tool, a.ok, a.result_summary) for a in audit] == [("junk", True, result.content)]
     assert dict(registry.result_counts.sanitised) == {"junk": 1}

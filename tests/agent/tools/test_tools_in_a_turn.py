@@ -76,7 +76,7 @@ async def test_the_model_calls_an_mcp_tool_and_a_refused_fetch(fake: FakeOpenAI,
     )
     async with open_store(settings) as store, open_agent(settings, store) as agent:
         events = await one_turn(agent, "add 2 and 40, then fetch my router page")
-        audit = [(a.tool, a.ok) for a in reversed((await store.list_audit(SCOPE)).items)]
+        audit = [(a.tool, a.ok) for a in reversed((await store.records.list_audit(SCOPE)).items)]
 
     offered = [t["function"]["name"] for t in fake.requests[0]["tools"]]
     assert "calc__add" in offered and "http_fetch" in offered and "memory_save" in offered
@@ -141,9 +141,9 @@ async def test_tool_output_no_store_takes_is_made_storable_and_the_turn_complete
         )
         async with open_store(settings) as store, open_agent(settings, store) as agent:
             events = await one_turn(agent, "fetch that page and make some junk")
-            conv = (await store.list_conversations(SCOPE)).items[0]
-            stored = (await store.list_messages(SCOPE, conv.sid, limit=50)).items
-            audit = (await store.list_audit(SCOPE)).items
+            conv = (await store.conversations.list(SCOPE)).items[0]
+            stored = (await store.messages.list(SCOPE, conv.sid, limit=50)).items
+            audit = (await store.records.list_audit(SCOPE)).items
             text = agent.metrics.render_lines()
 
     assert isinstance(events[-1], Done) and events[-1].text == "done"

@@ -8,8 +8,8 @@ from store import Message, Scope, Store
 async def stored_messages(store: Store, scope: Scope) -> list[Message]:
     """Every message of every conversation of ``scope``, conversations oldest first."""
     out: list[Message] = []
-    convs = await store.list_conversations(scope, limit=100, archived=None)
+    convs = await store.conversations.list(scope, limit=100, archived=None)
     for conv in reversed(convs.items):
-        page = await store.list_messages(scope, conv.sid, limit=500)
+        page = await store.messages.list(scope, conv.sid, limit=500)
         out.extend(page.items)
     return out

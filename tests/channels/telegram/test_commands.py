@@ -37,9 +37,9 @@ async def test_every_shared_command(settings: Settings, tg: FakeBotAPI, llm: Fak
         store = agent.store
 
         assert await say(tg, channel, "first conversation") == "echo: first conversation"
-        [first] = (await store.list_conversations(HOME)).items
+        [first] = (await store.conversations.list(HOME)).items
         assert "Started a new conversation" in await say(tg, channel, "/new")
-        assert len((await store.list_conversations(HOME)).items) == 2
+        assert len((await store.conversations.list(HOME)).items) == 2
         assert await say(tg, channel, "in the second") == "echo: in the second"
         assert "Renamed to 'Second'" in await say(tg, channel, "/rename Second")
         listing = await say(tg, channel, "/list")
@@ -47,21 +47,23 @@ async def test_every_shared_command(settings: Settings, tg: FakeBotAPI, llm: Fak
 
         assert "Switched to" in await say(tg, channel, f"/switch {first.sid}")
         await say(tg, channel, "back in the first")
-        assert [m.content for m in (await store.history(HOME, first.sid))][-1] == "echo: back in the first"
+        assert [m.content for m in (await store.messages.history(HOME, first.sid))][
+            -1
+        ] == "echo: back in the first"
         assert "No conversation" in await say(tg, channel, "/switch zz99")
 
         assert "Cleared" in await say(tg, channel, "/clear")
-        assert await store.history(HOME, first.sid) == []
+        assert await store.messages.history(HOME, first.sid) == []
         assert "compact" in (await say(tg, channel, "/compact")).lower()
 
         assert "do not remember anything" in await say(tg, channel, "/memory")
-        memory, _ = await store.add_memory(HOME, "Alice likes green tea")
+        memory, _ = await store.memories.add(HOME, "Alice likes green tea")
         assert "green tea" in await say(tg, channel, "/memory")
         assert f"Forgot memory {memory.sid}" in await say(tg, channel, f"/forget {memory.sid}")
-        assert (await store.list_memories(HOME)).items == []
+        assert (await store.memories.list(HOME)).items == []
 
         assert "Deleted conversation" in await say(tg, channel, "/delete")
-        assert first.sid not in [c.sid for c in (await store.list_conversations(HOME)).items]
+        assert first.sid not in [c.sid for c in (await store.conversations.list(HOME)).items]
 
         assert "Current context: default" in await say(tg, channel, "/context")
         assert "Switched to context work" in await say(tg, channel, "/context work")
@@ -119,7 +121,7 @@ async def test_start_status_and_model(settings: Settings, tg: FakeBotAPI, llm: F
         assert "now uses fake-big" in await say(tg, channel, "/model fake-big")
         await say(tg, channel, "which model?")
         assert llm.requests[-1]["model"] == "fake-big"
-        [conv] = (await agent.store.list_conversations(HOME)).items
+        [conv] = (await agent.store.conversations.list(HOME)).items
         assert conv.model == "fake-big"
         assert "Model: fake-big" in await say(tg, channel, "/status")
     # a restart keeps the conversation's model: it is stored with the conversation

@@ -40,7 +40,7 @@ async def test_group_answers_mentions_replies_and_commands_only(
         assert [m.content for m in users] == ["what is two plus two?", "a follow-up"]
         assert {m.sender for m in users} == {f"tg:{ALICE}"}
         assert all(m.channel == "telegram" for m in stored)
-        convs = await agent.store.list_conversations(Scope("default", f"tg-group:{GROUP}"))
+        convs = await agent.store.conversations.list(Scope("default", f"tg-group:{GROUP}"))
         assert [c.is_group for c in convs.items] == [True]
         # the group is not Alice's private scope
         assert await stored_messages(agent.store, Scope("default", f"tg:{ALICE}")) == []
@@ -65,7 +65,7 @@ async def test_a_stranger_is_refused_with_a_pairing_code_and_nothing_is_stored(
         assert f"Your Telegram id: {MALLORY}" in refusals[0] and "Pairing code:" in refusals[0]
         assert channel.stats["refused"] == 3
         assert llm.request_count == 1
-        stats = await agent.store.stats(Scope("default", f"tg:{MALLORY}"))
+        stats = await agent.store.records.stats(Scope("default", f"tg:{MALLORY}"))
         assert (stats.conversations, stats.messages) == (0, 0)
 
 

@@ -39,7 +39,7 @@ async def settled(tg: FakeBotAPI, agent: Agent, update_id: int) -> None:
     """Wait until the update is marked answered: its whole handling (a voice reply too) is over."""
     key = f"telegram.done.{update_id}"
     with anyio.fail_after(10):
-        while await agent.store.get_state(HOME, key) is None:
+        while await agent.store.state.get(HOME, key) is None:
             await anyio.sleep(0.01)
 
 
@@ -129,7 +129,7 @@ async def test_transcription_service_down_is_one_clear_message_and_nothing_store
         assert text.startswith("⚠️ The transcription service is unavailable (HTTP 503)")
         assert llm.request_count == 0
         assert await stored_messages(agent.store, HOME) == []
-        assert await agent.store.list_conversations(HOME, limit=10) is not None
+        assert await agent.store.conversations.list(HOME, limit=10) is not None
         assert agent.metrics.counters.get(MEDIA_TOTAL, kind="voice", outcome="refused") == 1
 
 

@@ -186,7 +186,7 @@ async def test_a_config_linked_id_cannot_be_paired_away(
     async with running(settings) as (_channel, agent):
         # a code for an id the config links (the config changed after the code was issued)
         now = int(time.time() * 1000)
-        await agent.store.add_pairing_code(
+        await agent.store.links.add_pairing_code(
             PairingCode("telegram", "ABCDEFGH", str(BOB), "", "", now, now + 60_000)
         )
         with pytest.raises(PairingError, match=r"\[users.bob\]"):

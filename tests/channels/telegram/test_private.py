@@ -100,5 +100,5 @@ async def test_tool_use_shows_a_hint_then_the_answer(
         [msg] = tg.bot_messages(ALICE)
         assert msg.history[0] == "🔧 current_datetime…"
         assert msg.text == "It is a fine day."
-        audit = await agent.store.list_audit(Scope("default", f"tg:{ALICE}"))
+        audit = await agent.store.records.list_audit(Scope("default", f"tg:{ALICE}"))
         assert [a.tool for a in audit.items] == ["current_datetime"]

@@ -30,7 +30,7 @@ async def run_chat(chat: CliChat) -> None:
 
 
 async def messages(runtime: Runtime, scope: Scope, conversation_id: str) -> list[tuple[str, str, str, str]]:
-    page = await runtime.agent.store.list_messages(scope, conversation_id)
+    page = await runtime.agent.store.messages.list(scope, conversation_id)
     return [(m.role, m.content, m.channel, m.status) for m in page.items]
 
 

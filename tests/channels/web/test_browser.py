@@ -80,7 +80,7 @@ async def test_chat_rename_delete_context_reload(browser: Browser, web: Web, fak
     await title.fill("Bedtime chat")
     await title.press("Enter")
     await expect(page.locator(".conversation .conversation-title").first).to_have_text("Bedtime chat")
-    (conv,) = (await web.store.list_conversations(ALICE)).items
+    (conv,) = (await web.store.conversations.list(ALICE)).items
     assert conv.title == "Bedtime chat"
 
     # reload: the token is remembered and the history is shown
@@ -104,7 +104,7 @@ async def test_chat_rename_delete_context_reload(browser: Browser, web: Web, fak
     await expect(page.locator(".message")).to_have_count(0)
     await send_message(page, "in the work context")
     await expect(page.locator(".message.assistant .text").last).to_have_text("echo: in the work context")
-    work = (await web.store.list_conversations(Scope("work", "alice"))).items
+    work = (await web.store.conversations.list(Scope("work", "alice"))).items
     assert len(work) == 1 and work[0].message_count == 2
 
     # back to default, then delete the renamed conversation from its menu (the confirm is accepted)
@@ -114,18 +114,18 @@ async def test_chat_rename_delete_context_reload(browser: Browser, web: Web, fak
     await page.get_by_role("button", name="Actions for Bedtime chat").click()
     await page.get_by_role("menuitem", name="Delete").click()
     await expect(page.locator(".conversation .conversation-title")).to_have_text(["Groceries for the week"])
-    assert [c.title for c in (await web.store.list_conversations(ALICE, archived=None)).items] == [
+    assert [c.title for c in (await web.store.conversations.list(ALICE, archived=None)).items] == [
         "Groceries for the week"
     ]
     await page.context.close()
 
 
 async def _create_conversation(web: Web, title: str) -> None:
-    await web.store.create_conversation(ALICE, title)
+    await web.store.conversations.create(ALICE, title)
 
 
 async def test_memories_panel_and_archived_turns_on_a_phone(browser: Browser, web: Web) -> None:
-    await web.store.add_memory(ALICE, "Alice drinks tea")
+    await web.store.memories.add(ALICE, "Alice drinks tea")
     page = await open_page(browser, web, viewport=PHONE)
     await send_message(page, "before clear")
     await expect(page.locator(".message.assistant .text").last).to_have_text("echo: before clear")
@@ -146,7 +146,7 @@ async def test_memories_panel_and_archived_turns_on_a_phone(browser: Browser, we
     await page.get_by_role("button", name="Menu").click()
     await page.get_by_role("button", name="Memories").click()
     panel = page.get_by_role("complementary", name="Memories")
-    (memory,) = (await web.store.list_memories(ALICE)).items
+    (memory,) = (await web.store.memories.list(ALICE)).items
     await expect(panel.locator(".memory")).to_have_count(1)
     await expect(panel.locator(".memory-text")).to_have_text("Alice drinks tea")
     await expect(panel.locator(".memory-meta")).to_contain_text(f"id {memory.sid}")
@@ -159,7 +159,7 @@ async def test_memories_panel_and_archived_turns_on_a_phone(browser: Browser, we
     await page.get_by_role("button", name="Memories").click()
     await page.get_by_role("button", name="Forget: Alice drinks tea").click()
     await expect(page.locator("#no-memories")).to_be_visible()
-    assert (await web.store.list_memories(ALICE)).items == []
+    assert (await web.store.memories.list(ALICE)).items == []
     await page.keyboard.press("Escape")
     await expect(panel).to_be_hidden()
 
@@ -223,8 +223,8 @@ async def test_failure_keeps_its_reason_after_reload_and_offers_retry(
     failed = page.locator(".message.assistant").last
     await expect(failed.locator(".meta")).to_contain_text("error")
     await expect(failed.locator(".failure-reason")).to_have_text("⚠ The reply failed.")
-    conv = (await web.store.list_conversations(ALICE)).items[0]
-    [user] = [m for m in (await web.store.list_messages(ALICE, conv.sid)).items if m.role == "user"]
+    conv = (await web.store.conversations.list(ALICE)).items[0]
+    [user] = [m for m in (await web.store.messages.list(ALICE, conv.sid)).items if m.role == "user"]
 
     # Retry is one call: POST /api/chat naming the stored user message (retry_of), no new text
     posted: list[dict[str, object]] = []
@@ -243,7 +243,7 @@ async def test_failure_keeps_its_reason_after_reload_and_offers_retry(
     await expect(group).to_have_count(1)
     await expect(group.locator("summary")).to_have_text("Replaced attempt")
     await expect(group.locator(".message.assistant")).to_be_hidden()
-    msgs = (await web.store.list_messages(ALICE, conv.sid)).items
+    msgs = (await web.store.messages.list(ALICE, conv.sid)).items
     assert [m.sid for m in msgs if m.role == "user"] == [user.sid]
     [old] = [m for m in msgs if m.status == "error"]
     assert old.superseded_by and old.superseded_by == msgs[-1].turn_id
@@ -277,8 +277,8 @@ async def test_regenerate_the_last_reply(browser: Browser, web: Web, fake: FakeO
     await group.locator("summary").click()  # the replaced reply is still there, collapsed
     await expect(group.locator(".message.assistant .text")).to_have_text("echo: tell me a joke")
     assert await axe_findings(page, "replaced attempt") == []
-    conv = (await web.store.list_conversations(ALICE)).items[0]
-    msgs = (await web.store.list_messages(ALICE, conv.sid)).items
+    conv = (await web.store.conversations.list(ALICE)).items[0]
+    msgs = (await web.store.messages.list(ALICE, conv.sid)).items
     assert [(m.role, m.content, bool(m.superseded_by)) for m in msgs] == [
         ("user", "first question", False),
         ("assistant", "echo: first question", False),
@@ -314,8 +314,8 @@ async def test_edit_and_resend_the_last_message(browser: Browser, web: Web, fake
     await expect(page.locator("#messages > .message.assistant .text").last).to_have_text("echo: what is 3+3")
     await expect(page.locator("#messages > .message.user .text")).to_have_text(["what is 3+3"])
     await expect(page.locator(".superseded-group .message")).to_have_count(2)
-    conv = (await web.store.list_conversations(ALICE)).items[0]
-    msgs = (await web.store.list_messages(ALICE, conv.sid)).items
+    conv = (await web.store.conversations.list(ALICE)).items[0]
+    msgs = (await web.store.messages.list(ALICE, conv.sid)).items
     assert [(m.role, m.content, bool(m.superseded_by)) for m in msgs] == [
         ("user", "what is 2+2", True),
         ("assistant", "echo: what is 2+2", True),
@@ -339,7 +339,7 @@ async def test_a_refused_message_stays_in_the_composer(browser: Browser, web: We
     await expect(page.locator("#status")).to_contain_text("Not sent")
     await expect(box).to_have_value(too_long)
     await expect(page.locator(".message")).to_have_count(0)  # no bubble for a message never stored
-    assert (await web.store.list_conversations(ALICE)).items == []
+    assert (await web.store.conversations.list(ALICE)).items == []
     await page.context.close()
 
 

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 async def test_link_telegram_with_a_pairing_code(browser: Browser, web: Web) -> None:
     expect.set_options(timeout=TIMEOUT_MS)
     now = int(time.time() * 1000)
-    await web.store.add_pairing_code(
+    await web.store.links.add_pairing_code(
         PairingCode("telegram", "K7K7K7K7", "5151", "Ann", "", now, now + 60_000)
     )
     page = await browser.new_page(viewport={"width": 1200, "height": 800})

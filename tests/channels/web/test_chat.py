@@ -24,7 +24,7 @@ SLOW = "one two three four five six seven eight nine ten eleven twelve"
 
 
 async def _messages(web: Web, conversation_id: str) -> list[Message]:
-    return (await web.store.list_messages(ALICE_SCOPE, conversation_id)).items
+    return (await web.store.messages.list(ALICE_SCOPE, conversation_id)).items
 
 
 async def _wait_for(web: Web, conversation_id: str, status: str) -> list[Message]:
@@ -97,7 +97,7 @@ async def test_context_from_body_isolates_turns(alice: httpx.AsyncClient, web: W
     events = await chat(alice, {"message": "in work", "context_name": "work"})
     conv = events[-1][1]["conversation_id"]
     assert events[0][1]["context"] == "work"
-    assert len((await web.store.list_messages(Scope("work", "alice"), conv)).items) == 2
+    assert len((await web.store.messages.list(Scope("work", "alice"), conv)).items) == 2
     assert (await alice.get(f"/api/conversations/{conv}")).status_code == 404  # not in the default context
     assert (
         await alice.get(f"/api/conversations/{conv}", headers={"X-Hero-Context": "work"})
@@ -191,7 +191,7 @@ async def test_new_turns_refused_while_shutting_down(alice: httpx.AsyncClient, w
     refused = await alice.post("/api/chat", json={"message": "late"})
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
     assert (await alice.get("/readyz")).status_code == 503
-    assert (await web.store.stats(ALICE_SCOPE)).messages == 0
+    assert (await web.store.records.stats(ALICE_SCOPE)).messages == 0
 
 
 async def test_disconnect_as_a_fast_reply_ends_leaves_the_agent_healthy(
@@ -252,7 +252,7 @@ async def test_a_retried_request_with_its_idempotency_key_gets_the_first_answer(
     assert replayed[1]["message_id"] == done[1]["message_id"]
     assert replayed[1]["text"] == done[1]["text"] == "echo: count the stars"
     assert len([r for r in fake.requests if r.get("messages")]) == 1
-    msgs = (await web.store.list_messages(Scope("default", "alice"), done[1]["conversation_id"])).items
+    msgs = (await web.store.messages.list(Scope("default", "alice"), done[1]["conversation_id"])).items
     assert [m.role for m in msgs] == ["user", "assistant"]
 
 
@@ -262,7 +262,7 @@ async def test_a_bad_idempotency_key_is_refused_and_nothing_is_stored(
 ) -> None:
     resp = await alice.post("/api/chat", json={"message": "hi"}, headers=[(b"Idempotency-Key", key.encode())])
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_idempotency_key"
-    assert (await web.store.list_conversations(Scope("default", "alice"))).items == []
+    assert (await web.store.conversations.list(Scope("default", "alice"))).items == []
     assert fake.requests == []
 
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.anyio
 
 async def _code(web: Web, code: str, telegram_id: int, ttl_ms: int = 60_000) -> None:
     now = int(time.time() * 1000)
-    await web.store.add_pairing_code(
+    await web.store.links.add_pairing_code(
         PairingCode("telegram", code, str(telegram_id), "Ann", "ann", now, now + ttl_ms)
     )
 
@@ -93,7 +93,7 @@ async def test_status_and_model_commands_on_the_web(tmp_path: Path, fake: FakeOp
 async def test_old_local_data_is_named_at_start(tmp_path: Path, fake: FakeOpenAI) -> None:
     settings = dataclasses.replace(web_settings(tmp_path, fake.base_url, tokens=()), os_user="ann")
     async with serve_web(settings) as web:
-        await web.store.create_conversation(Scope("default", "local"), "from the old page")
+        await web.store.conversations.create(Scope("default", "local"), "from the old page")
     with structlog.testing.capture_logs() as logs:
         async with serve_web(settings) as web, web.client() as page:
             assert (await page.get("/api/stats")).json()["user"] == "ann"
@@ -108,7 +108,7 @@ async def test_old_local_data_is_named_at_start(tmp_path: Path, fake: FakeOpenAI
 
 
 async def test_link_by_pairing_is_listed_for_the_linked_user_only(web: Web) -> None:
-    await web.store.set_link(IdentityLink("telegram", "9", "bob", 1, "cli:root"))
+    await web.store.links.set(IdentityLink("telegram", "9", "bob", 1, "cli:root"))
     async with web.client(ALICE) as alice, web.client(BOB) as bob:
         assert (await alice.get("/api/pairing/links")).json() == {"items": []}
         assert [x["user"] for x in (await bob.get("/api/pairing/links")).json()["items"]] == ["bob"]

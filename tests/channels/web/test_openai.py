@@ -27,7 +27,7 @@ async def client(web: Web) -> AsyncIterator[openai.AsyncOpenAI]:
 
 
 async def _api_conversations(web: Web) -> list[tuple[str, str]]:
-    page = await web.store.list_conversations(ALICE_SCOPE)
+    page = await web.store.conversations.list(ALICE_SCOPE)
     return [(c.sid, c.title) for c in page.items]
 
 
@@ -56,7 +56,7 @@ async def test_non_streaming_completion_is_persisted_with_tag_api(
     # with the history the client sent (so the model sees it) and keeping the client's system text
     ((sid, title),) = await _api_conversations(web)
     assert title == "earlier question"
-    msgs = (await web.store.list_messages(ALICE_SCOPE, sid)).items
+    msgs = (await web.store.messages.list(ALICE_SCOPE, sid)).items
     assert [(m.role, m.content, m.channel) for m in msgs] == [
         ("user", "earlier question", "api"),
         ("assistant", "earlier answer", "api"),
@@ -101,7 +101,7 @@ async def test_streaming_completion(client: openai.AsyncOpenAI, web: Web, fake: 
     assert len(pieces) > 1 and finish == ["stop"]
     assert usage is not None and usage.completion_tokens > 0
     ((sid, _),) = await _api_conversations(web)
-    msgs = (await web.store.list_messages(ALICE_SCOPE, sid)).items
+    msgs = (await web.store.messages.list(ALICE_SCOPE, sid)).items
     assert [(m.role, m.channel, m.status) for m in msgs] == [
         ("user", "api", "complete"),
         ("assistant", "api", "complete"),
@@ -136,10 +136,10 @@ async def test_history_picks_the_conversation_and_user_is_a_namespace(
     await ask(one[:3], user="ben")
     titles = sorted(title for _, title in await _api_conversations(web))
     assert titles == ["a1", "a1", "a1", "alone 1", "alone 2"]
-    convs = (await web.store.list_conversations(ALICE_SCOPE)).items
+    convs = (await web.store.conversations.list(ALICE_SCOPE)).items
     by_count = sorted((c.message_count, c.sid) for c in convs)
     main = by_count[-1][1]
-    assert [m.content for m in (await web.store.list_messages(ALICE_SCOPE, main)).items] == [
+    assert [m.content for m in (await web.store.messages.list(ALICE_SCOPE, main)).items] == [
         "a1",
         "echo: a1",
         "a2",
@@ -161,7 +161,7 @@ async def test_a_history_match_ties_to_the_most_recently_updated(
     first = [{"role": "user", "content": "same"}]
     await client.chat.completions.create(model="x", messages=first)  # type: ignore[arg-type]
     await client.chat.completions.create(model="x", messages=first)  # type: ignore[arg-type]
-    older, newer = sorted((await web.store.list_conversations(ALICE_SCOPE)).items, key=lambda c: c.updated_at)
+    older, newer = sorted((await web.store.conversations.list(ALICE_SCOPE)).items, key=lambda c: c.updated_at)
     assert older.tail_digest == newer.tail_digest != ""
     follow = [*first, {"role": "assistant", "content": "echo: same"}, {"role": "user", "content": "next"}]
     resp = await client.chat.completions.with_raw_response.create(model="x", messages=follow)  # type: ignore[arg-type]
@@ -177,7 +177,7 @@ async def test_conversation_header_and_foreign_ids(web: Web, client: openai.Asyn
             headers={"X-Hero-Conversation": made["id"]},
         )
         assert resp.status_code == 200 and resp.headers["x-hero-conversation"] == made["id"]
-    msgs = (await web.store.list_messages(ALICE_SCOPE, made["id"])).items
+    msgs = (await web.store.messages.list(ALICE_SCOPE, made["id"])).items
     assert [m.content for m in msgs] == ["into chosen", "echo: into chosen"]
     async with openai.AsyncOpenAI(base_url=f"{web.base_url}/v1", api_key="tok-bob", max_retries=0) as bob:
         with pytest.raises(openai.NotFoundError) as err:
@@ -187,7 +187,7 @@ async def test_conversation_header_and_foreign_ids(web: Web, client: openai.Asyn
                 extra_headers={"X-Hero-Conversation": made["id"]},
             )
     assert err.value.status_code == 404
-    assert (await web.store.stats(Scope("default", "bob"))).messages == 0
+    assert (await web.store.records.stats(Scope("default", "bob"))).messages == 0
 
 
 async def test_errors_in_openai_shape(web: Web, client: openai.AsyncOpenAI) -> None:
@@ -212,7 +212,7 @@ async def test_errors_in_openai_shape(web: Web, client: openai.AsyncOpenAI) -> N
         assert resp.status_code == 400
         assert resp.json()["error"]["type"] == "invalid_request_error"
         assert set(resp.json()["error"]) == {"code", "message", "type", "param"}
-    assert (await web.store.stats(ALICE_SCOPE)).messages == 0
+    assert (await web.store.records.stats(ALICE_SCOPE)).messages == 0
 
 
 async def test_non_streaming_client_disconnect_cancels_the_turn(web: Web, fake: FakeOpenAI) -> None:
@@ -230,8 +230,8 @@ async def test_non_streaming_client_disconnect_cancels_the_turn(web: Web, fake: 
     with anyio.fail_after(10):
         while not any(dict(labels).get("outcome") == "interrupted" for labels in metrics.turns):
             await anyio.sleep(0.02)
-    (conv,) = (await web.store.list_conversations(ALICE_SCOPE)).items
-    msgs = (await web.store.list_messages(ALICE_SCOPE, conv.sid)).items
+    (conv,) = (await web.store.conversations.list(ALICE_SCOPE)).items
+    msgs = (await web.store.messages.list(ALICE_SCOPE, conv.sid)).items
     assert (msgs[0].role, msgs[0].content, msgs[0].channel) == ("user", "slow, not streamed", "api")
     # a partial reply, if any text had arrived, is stored marked; never a complete one
     assert [m.status for m in msgs[1:]] in ([], ["interrupted"])
@@ -246,8 +246,8 @@ async def test_provider_failure_is_a_502_in_openai_shape(
         await client.chat.completions.create(model="x", messages=[{"role": "user", "content": "boom"}])
     assert err.value.status_code == 502
     assert isinstance(err.value.body, dict) and err.value.body["code"] == "provider_error"
-    (conv,) = (await web.store.list_conversations(ALICE_SCOPE)).items
-    msgs = (await web.store.list_messages(ALICE_SCOPE, conv.sid)).items
+    (conv,) = (await web.store.conversations.list(ALICE_SCOPE)).items
+    msgs = (await web.store.messages.list(ALICE_SCOPE, conv.sid)).items
     assert msgs[0].content == "boom"  # the user's message was stored before the LLM was called
 
 

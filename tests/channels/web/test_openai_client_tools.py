@@ -61,9 +61,9 @@ def _sent(body: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 async def _stored(web: Web) -> list[Message]:
-    convs = (await web.store.list_conversations(SCOPE)).items
+    convs = (await web.store.conversations.list(SCOPE)).items
     assert len(convs) == 1
-    return list((await web.store.list_messages(SCOPE, convs[0].sid)).items)
+    return list((await web.store.messages.list(SCOPE, convs[0].sid)).items)
 
 
 def _shown(messages: list[Message]) -> list[tuple[str, str]]:
@@ -326,4 +326,4 @@ async def test_a_client_tool_named_like_an_agent_tool_is_refused(
     err = resp.json()["error"]
     assert err["code"] == "tool_name_conflict" and err["param"] == "tools"
     assert "'current_datetime'" in err["message"]
-    assert (await web.store.list_conversations(SCOPE)).items == [] and _model_calls(fake) == []
+    assert (await web.store.conversations.list(SCOPE)).items == [] and _model_calls(fake) == []

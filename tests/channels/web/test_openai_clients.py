@@ -71,8 +71,8 @@ def _sent(body: dict[str, Any]) -> list[tuple[str, Any]]:
 
 async def _stored(web: Web) -> list[list[tuple[str, str]]]:
     out = []
-    for conv in (await web.store.list_conversations(ALICE)).items:
-        msgs = (await web.store.list_messages(ALICE, conv.sid)).items
+    for conv in (await web.store.conversations.list(ALICE)).items:
+        msgs = (await web.store.messages.list(ALICE, conv.sid)).items
         out.append([(m.role, m.content) for m in msgs])
     return out
 

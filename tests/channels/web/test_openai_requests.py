@@ -34,8 +34,8 @@ async def client(web: Web) -> AsyncIterator[openai.AsyncOpenAI]:
 
 
 async def _only_conversation(web: Web) -> list[Message]:
-    (conv,) = (await web.store.list_conversations(ALICE_SCOPE)).items
-    return (await web.store.list_messages(ALICE_SCOPE, conv.sid)).items
+    (conv,) = (await web.store.conversations.list(ALICE_SCOPE)).items
+    return (await web.store.messages.list(ALICE_SCOPE, conv.sid)).items
 
 
 def _model_calls(fake: FakeOpenAI) -> list[dict[str, Any]]:
@@ -54,8 +54,8 @@ async def test_completion_ids_are_unique_and_name_the_turn(client: openai.AsyncO
     chunk_ids = {chunk.id async for chunk in stream}
     assert len(chunk_ids) == 1 and ID.match(next(iter(chunk_ids)))
     turn_ids = set()
-    for conv in (await web.store.list_conversations(ALICE_SCOPE)).items:
-        msgs = (await web.store.list_messages(ALICE_SCOPE, conv.sid)).items
+    for conv in (await web.store.conversations.list(ALICE_SCOPE)).items:
+        msgs = (await web.store.messages.list(ALICE_SCOPE, conv.sid)).items
         turn_ids |= {f"chatcmpl-{m.turn_id}" for m in msgs if m.role == "assistant"}
     assert turn_ids == {*ids, *chunk_ids}
 
@@ -118,7 +118,7 @@ async def test_the_same_body_without_a_retry_count_is_a_new_request(
 ) -> None:
     for _ in range(2):
         await client.chat.completions.create(model="x", messages=[{"role": "user", "content": "again"}])
-    assert len((await web.store.list_conversations(ALICE_SCOPE)).items) == 2
+    assert len((await web.store.conversations.list(ALICE_SCOPE)).items) == 2
 
 
 async def test_generation_parameters_reach_the_provider(client: openai.AsyncOpenAI, fake: FakeOpenAI) -> None:
@@ -166,7 +166,7 @@ async def test_bad_parameters_are_refused_naming_them(
         )
     assert resp.status_code == 400
     assert resp.json()["error"]["code"] == code and resp.json()["error"]["param"] == param
-    assert (await web.store.stats(ALICE_SCOPE)).messages == 0 and _model_calls(fake) == []
+    assert (await web.store.records.stats(ALICE_SCOPE)).messages == 0 and _model_calls(fake) == []
 
 
 def test_anthropic_gets_the_nearest_equivalents_or_names_the_parameter() -> None:

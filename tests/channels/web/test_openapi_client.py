@@ -65,7 +65,7 @@ async def test_a_generated_client_calls_the_chat_route_and_lists_messages(web: W
             answer = await completions.asyncio(client=client, body=body)
             assert answer.choices[0].message.content == "echo: generated hello"
             assert answer.id.startswith("chatcmpl-")
-            (conv,) = (await web.store.list_conversations(Scope("default", "alice"))).items
+            (conv,) = (await web.store.conversations.list(Scope("default", "alice"))).items
             listed = await messages.asyncio(conv.sid, client=client)
             assert [(m.role.value, m.content) for m in listed.items] == [
                 ("user", "generated hello"),

@@ -247,7 +247,7 @@ def _note_failure(failed: list[str], response: Response) -> None:
 async def _seed(web: Web, fake: FakeOpenAI, browser: Browser) -> None:
     """A conversation with an image, Markdown, a table, code, a tool block and a failed turn; a memory;
     usage."""
-    await web.store.add_memory(ALICE, "Alice drinks tea")
+    await web.store.memories.add(ALICE, "Alice drinks tea")
     page = await open_page(browser, web)
     await page.locator("#image-input").set_input_files(
         [FilePayload(name="dot.png", mimeType="image/png", buffer=png())]

@@ -20,7 +20,7 @@ ALICE = Scope("default", "alice")
 
 
 async def _messages(web: Web, conversation_id: str) -> list[Message]:
-    return (await web.store.list_messages(ALICE, conversation_id)).items
+    return (await web.store.messages.list(ALICE, conversation_id)).items
 
 
 def _sent(fake: FakeOpenAI) -> list[tuple[str, str]]:

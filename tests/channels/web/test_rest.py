@@ -100,8 +100,10 @@ async def test_messages_clear_and_archived_flag(alice: httpx.AsyncClient, web: W
 
 
 async def test_memories_stats_audit_usage_contexts(alice: httpx.AsyncClient, web: Web) -> None:
-    mem, _ = await web.store.add_memory(ALICE_SCOPE, "Alice likes tea")
-    await web.store.append_audit(ALICE_SCOPE, AuditEntry(tool="current_datetime", ok=True, duration_ms=1.5))
+    mem, _ = await web.store.memories.add(ALICE_SCOPE, "Alice likes tea")
+    await web.store.records.append_audit(
+        ALICE_SCOPE, AuditEntry(tool="current_datetime", ok=True, duration_ms=1.5)
+    )
     await chat(alice, {"message": "hello"})
 
     memories = (await alice.get("/api/memories")).json()
@@ -214,12 +216,12 @@ async def test_auth_required_everywhere(web: Web) -> None:
     async with web.client() as anonymous:
         for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/"):
             assert (await anonymous.get(path)).status_code == 200, path
-    assert (await web.store.list_conversations(ALICE_SCOPE)).items == []
+    assert (await web.store.conversations.list(ALICE_SCOPE)).items == []
 
 
 async def test_foreign_ids_look_missing(alice: httpx.AsyncClient, bob: httpx.AsyncClient, web: Web) -> None:
     conv = await _create(alice, "Private")
-    mem, _ = await web.store.add_memory(ALICE_SCOPE, "secret fact")
+    mem, _ = await web.store.memories.add(ALICE_SCOPE, "secret fact")
     missing_conv = "zzzz9"
     probes = [
         ("GET", "/api/conversations/{}"),
@@ -252,9 +254,9 @@ async def test_foreign_ids_look_missing(alice: httpx.AsyncClient, bob: httpx.Asy
     still = (await alice.get(f"/api/conversations/{conv['id']}")).json()
     assert (
         still["title"] == "Private"
-        and (await web.store.get_memory(ALICE_SCOPE, mem.sid)).content == "secret fact"
+        and (await web.store.memories.get(ALICE_SCOPE, mem.sid)).content == "secret fact"
     )
-    assert (await web.store.list_conversations(Scope("default", "bob"))).items == []
+    assert (await web.store.conversations.list(Scope("default", "bob"))).items == []
 
 
 async def test_bad_input_changes_nothing(alice: httpx.AsyncClient, web: Web) -> None:
@@ -298,7 +300,7 @@ async def test_bad_input_changes_nothing(alice: httpx.AsyncClient, web: Web) -> 
         assert resp.status_code == status, (path, body, resp.text)
         assert resp.json()["error"]["code"] == code, (path, body)
         assert isinstance(resp.json()["error"]["message"], str)
-    page = await web.store.list_conversations(ALICE_SCOPE, archived=None)
+    page = await web.store.conversations.list(ALICE_SCOPE, archived=None)
     assert [(c.title, c.message_count, c.is_archived, c.tags) for c in page.items] == [("Keep", 0, False, ())]
 
 
@@ -323,8 +325,8 @@ async def test_oversized_bodies_are_refused(web: Web, alice: httpx.AsyncClient) 
     too_long = "b" * (web.settings.agent.max_message_chars + 1)
     resp = await alice.post("/api/chat", json={"message": too_long})
     assert resp.status_code == 413 and resp.json()["error"]["code"] == "message_too_large"
-    assert (await web.store.list_conversations(ALICE_SCOPE, archived=None)).items == []
-    assert (await web.store.stats(ALICE_SCOPE)).messages == 0
+    assert (await web.store.conversations.list(ALICE_SCOPE, archived=None)).items == []
+    assert (await web.store.records.stats(ALICE_SCOPE)).messages == 0
 
 
 async def test_unknown_routes_and_methods(alice: httpx.AsyncClient) -> None:
@@ -368,7 +370,7 @@ async def test_local_user_without_tokens(tmp_path: Path, fake: FakeOpenAI) -> No
             assert made.status_code == 201
             stats = (await anonymous.get("/api/stats")).json()
             assert stats["user"] == "me" and stats["conversations"] == 1
-        assert (await running.store.list_conversations(Scope("default", "me"))).items[0].title == "mine"
+        assert (await running.store.conversations.list(Scope("default", "me"))).items[0].title == "mine"
 
 
 async def test_trusted_proxy_header(tmp_path: Path, fake: FakeOpenAI) -> None:
