@@ -16,7 +16,9 @@ plain delegating subclasses of the real seams:
 * **to Done**: wall time until ``Done`` minus the time spent inside the provider's stream
   (:class:`TimedProvider`: this subtracts our request building and stream parsing too);
 * **ttft+**: first ``TextDelta`` seen by the caller minus the provider's wait for its first chunk;
-* **store**: the time spent in the store engine (:class:`TimedEngine`).
+* **store**: the time spent in the store engine (:class:`TimedEngine`);
+* **cpu**: the CPU time of this process (the event loop and the store's worker thread) per turn,
+  which a loaded machine inflates far less than wall time: the figure to compare code by.
 
 Each size runs twice: the default durable store (``synchronous=FULL``: an fsync per commit) and
 the same engine without fsync, which shows the agent's cost apart from the disk.
@@ -190,13 +192,14 @@ async def measure(
 ) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Per turn, in ms: wall (to the end of the stream), done (to Done minus provider time), ttft+,
     store (engine time), provider; and the text of each measured turn's request -> its wall time."""
-    out: dict[str, list[float]] = {k: [] for k in ("done", "ttft", "store", "provider")}
+    out: dict[str, list[float]] = {k: [] for k in ("done", "ttft", "store", "provider", "cpu")}
     walls: dict[str, float] = {}
     for i in range(turns + WARMUP):
         timed.reset()
         store_before = engine.spent
         text = f"{TEXT} ({tag} turn {i})"
         req = TurnRequest(SCOPE, "cli", text, conversation_id=conversation_id)
+        cpu_started = time.process_time()
         started = time.perf_counter()
         first_delta = done_at = None
         async for ev in agent.handle(req):
@@ -205,6 +208,7 @@ async def measure(
             elif isinstance(ev, Done):
                 done_at = time.perf_counter()
         ended = time.perf_counter()
+        cpu = time.process_time() - cpu_started
         if done_at is None or first_delta is None or timed.first_chunk_wait is None:
             raise SystemExit(f"turn {i} did not complete")
         if i < WARMUP:
@@ -214,6 +218,7 @@ async def measure(
         out["ttft"].append((first_delta - started - timed.first_chunk_wait) * 1000)
         out["store"].append((engine.spent - store_before) * 1000)
         out["provider"].append(timed.spent * 1000)
+        out["cpu"].append(cpu * 1000)
     return out, walls
 
 
@@ -244,6 +249,7 @@ COLUMNS = (
     "ttft+ p50",
     "store p50",
     "fake p50",
+    "cpu p50",
     "conns",
 )
 
@@ -257,6 +263,7 @@ def row(label: str, size: int, r: dict[str, list[float]], conns: int) -> str:
         pct(r["ttft"], 0.5),
         pct(r["store"], 0.5),
         pct(r["fake"], 0.5),
+        pct(r["cpu"], 0.5),
     )
     cells = [f"{v:>{len(c)}.2f}" for v, c in zip(figures, COLUMNS, strict=False)]
     return f"{label:>8} {size:>8} " + " ".join([*cells, f"{conns:>{len(COLUMNS[-1])}}"])
