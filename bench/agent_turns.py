@@ -32,6 +32,7 @@ durable commit on this machine's disk, until the log reaches its working size of
 
     .venv/bin/python -m bench.agent_turns [--turns 100] [--sizes 10,200,10000] [--fresh-log]
                                           [--log-level warning] [--no-tools] [--fsync-only] [--postgres]
+                                          [--no-gc-freeze]
 
 It prints the 1-minute load average at its start and end (this machine is shared: a figure taken
 above 0.5 is a loaded one) and how many TCP connections the turns used (connection reuse).
@@ -58,6 +59,7 @@ import httpx
 
 from agent.core import Agent, TurnRequest
 from agent.events import Done, TextDelta
+from agent.gcpause import GC_STATS, freeze_after_startup
 from agent.providers.base import ChatRequest, Provider, ProviderEvent, TextChunk
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
@@ -250,11 +252,13 @@ COLUMNS = (
     "store p50",
     "fake p50",
     "cpu p50",
+    "gc max",
     "conns",
 )
 
 
 def row(label: str, size: int, r: dict[str, list[float]], conns: int) -> str:
+    """One table row; ``gc max``: the longest garbage collection pause during the row's turns."""
     figures = (
         pct(r["own"], 0.5),
         pct(r["own"], 0.99),
@@ -264,6 +268,7 @@ def row(label: str, size: int, r: dict[str, list[float]], conns: int) -> str:
         pct(r["store"], 0.5),
         pct(r["fake"], 0.5),
         pct(r["cpu"], 0.5),
+        max(r["gc"]),
     )
     cells = [f"{v:>{len(c)}.2f}" for v, c in zip(figures, COLUMNS, strict=False)]
     return f"{label:>8} {size:>8} " + " ".join([*cells, f"{conns:>{len(COLUMNS[-1])}}"])
@@ -285,12 +290,25 @@ def flatness(rows: dict[tuple[str, int], dict[str, list[float]]]) -> None:
 
 
 async def run(
-    sizes: list[int], turns: int, fresh_log: bool, tools_on: bool, fsyncs: list[bool], postgres_url: str = ""
+    sizes: list[int],
+    turns: int,
+    fresh_log: bool,
+    tools_on: bool,
+    fsyncs: list[bool],
+    gc_freeze: bool,
+    postgres_url: str = "",
 ) -> None:
     print(f"load average (1 min) at start: {load_average()}")
     print(f"{turns} turns per row, ms; own = to the end of the turn minus the fake LLM's own time;")
     print("toDone = to Done minus the provider's time (the earlier headline); conns = TCP connections used;")
-    print("tools", "on" if tools_on else "off", "|", "fresh log" if fresh_log else "steady-state log")
+    print(
+        "tools",
+        "on" if tools_on else "off",
+        "|",
+        "fresh log" if fresh_log else "steady-state log",
+        "|",
+        "gc frozen after start-up" if gc_freeze else "gc not frozen",
+    )
     print(f"{'store':>8} {'messages':>8} " + " ".join(COLUMNS))
     rows: dict[tuple[str, int], dict[str, list[float]]] = {}
     with fake_server() as base_url:
@@ -321,6 +339,10 @@ async def run(
                 ):
                     if not fresh_log and inner is embedded:
                         await warm_log(store, embedded)
+                    # as the daemon does once its channels are up (agent/gcpause.py)
+                    GC_STATS.install()
+                    if gc_freeze:
+                        freeze_after_startup()
                     for size in sizes:
                         conv = await agent.new_conversation(SCOPE, channel="cli")
                         await fill(store, conv.sid, size)
@@ -328,7 +350,9 @@ async def run(
                         if inner is embedded:
                             await embedded.checkpoint(truncate=fresh_log)
                         await anyio.to_thread.run_sync(os.sync)
+                        GC_STATS.max_pause_s[:] = [0.0, 0.0, 0.0]  # the row's own longest pause
                         r, walls = await measure(agent, timed, engine, conv.sid, turns, f"{label} {size}")
+                        r["gc"] = [p * 1000 for p in GC_STATS.max_pause_s]
                         exchanges = await fake_exchanges(base_url)
                         r["own"], r["fake"] = own_times(walls, exchanges)
                         conns = len({str(e["peer"]) for e in exchanges if str(e["user"]) in walls})
@@ -345,7 +369,9 @@ def _postgres(url: str) -> Engine:
     return PostgresEngine(StoreSettings(engine="postgres", url=url, timeout_s=30.0))
 
 
-def _with_postgres(sizes: list[int], turns: int, fresh_log: bool, tools_on: bool, fsyncs: list[bool]) -> None:
+def _with_postgres(
+    sizes: list[int], turns: int, fresh_log: bool, tools_on: bool, fsyncs: list[bool], gc_freeze: bool
+) -> None:
     """The embedded rows, then the postgres engine on a throwaway cluster (fsync on), in one run."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' cluster helper
     from tests.store.postgres_fixtures import make_cluster, remove_cluster  # noqa: PLC0415
@@ -353,7 +379,7 @@ def _with_postgres(sizes: list[int], turns: int, fresh_log: bool, tools_on: bool
     cluster = make_cluster()
     try:
         print(f"# {cluster.version()}, a throwaway cluster on loopback, fsync on")
-        anyio.run(run, sizes, turns, fresh_log, tools_on, fsyncs, cluster.url())
+        anyio.run(run, sizes, turns, fresh_log, tools_on, fsyncs, gc_freeze, cluster.url())
     finally:
         remove_cluster(cluster)
 
@@ -369,6 +395,9 @@ def main() -> None:
     parser.add_argument("--no-tools", action="store_true", help="send no tools (the earlier setting)")
     parser.add_argument("--fsync-only", action="store_true", help="only the durable store (no no-fsync rows)")
     parser.add_argument(
+        "--no-gc-freeze", action="store_true", help="skip the daemon's gc.freeze() after start-up"
+    )
+    parser.add_argument(
         "--postgres", action="store_true", help="also the postgres engine (a throwaway cluster)"
     )
     args = parser.parse_args()
@@ -377,7 +406,7 @@ def main() -> None:
     configure_logging(LoggingSettings(level=args.log_level, format="json"), stream=devnull)
     fsyncs = [True] if args.fsync_only else [True, False]
     sizes = [int(s) for s in args.sizes.split(",")]
-    options = (sizes, args.turns, args.fresh_log, not args.no_tools, fsyncs)
+    options = (sizes, args.turns, args.fresh_log, not args.no_tools, fsyncs, not args.no_gc_freeze)
     if args.postgres:
         _with_postgres(*options)
     else:
