@@ -171,6 +171,10 @@ def configure_logging(
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # no renderer of ours shows a record's thread, process or multiprocessing names: skip computing
+    # them for every record (two getpid() calls and two lookups per event; the logging HOWTO's
+    # "Optimization" section)
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # library loggers propagate to the root handler; httpx/httpx2/httpcore log every request at
     # INFO/DEBUG and the MCP SDK its session ids: noise (and identifiers) unless we are debugging
     for name in LIBRARY_LOGGERS:
@@ -229,4 +233,5 @@ def reset_logging() -> None:
     for handler in list(root.handlers):
         if handler.get_name() == "hero-agent":
             root.removeHandler(handler)
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = True
     structlog.reset_defaults()
