@@ -6,8 +6,9 @@ connection wakes the server's process (on loopback the sender also runs the rece
 on a busy machine each cost 0.3-1 ms of a turn. An HTTP/1.1 client always sends its whole request
 before it reads the response, so holding the writes until the first read changes nothing on the wire
 but the number of segments. Holding is bounded (:data:`MAX_HELD_BYTES`): a bigger request goes out as
-it is written. A failed send surfaces at that first read as the same ``WriteError`` (the provider maps
-it to "connection to the LLM provider failed", as before).
+it is written. A failed send is handled as httpcore handles a failed write of a request: the answer
+is read anyway (a server may have answered early and closed), and a dead connection fails that read
+(the provider maps it to "connection to the LLM provider failed", as before).
 
 The counters (``hero_provider_socket_writes_total`` beside ``hero_provider_requests_total``, in
 ``/metrics``) show it working: one write per request.
@@ -17,6 +18,7 @@ The counters (``hero_provider_socket_writes_total`` beside ``hero_provider_reque
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -79,7 +81,10 @@ class OneWriteStream(httpcore2.AsyncNetworkStream):
             self._wrote = False
             self._stats.requests += 1
             if self._held:
-                await self._flush(timeout)
+                # as httpcore treats a failed write of the request: read the answer anyway (a server
+                # may have answered early and closed); a dead connection then fails this read
+                with contextlib.suppress(httpcore2.WriteError):
+                    await self._flush(timeout)
         return await self._inner.read(max_bytes, timeout)
 
     async def _flush(self, timeout: float | None) -> None:
