@@ -18,7 +18,9 @@ plain delegating subclasses of the real seams:
 * **ttft+**: first ``TextDelta`` seen by the caller minus the provider's wait for its first chunk;
 * **store**: the time spent in the store engine (:class:`TimedEngine`);
 * **cpu**: the CPU time of this process (the event loop and the store's worker thread) per turn,
-  which a loaded machine inflates far less than wall time: the figure to compare code by.
+  which a loaded machine inflates far less than wall time: the figure to compare code by;
+* **gc max**: the longest garbage collection pause during the row's turns. The collector is frozen
+  after start-up as the daemon does (``agent/gcpause.py``); ``--no-gc-freeze`` leaves it as it was.
 
 Each size runs twice: the default durable store (``synchronous=FULL``: an fsync per commit) and
 the same engine without fsync, which shows the agent's cost apart from the disk.
