@@ -13,7 +13,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from agent.events import Done, TurnEvent, TurnFailed
+from agent.gcpause import GC_STATS
 from agent.providers.base import TEXT_STATS, TextStats
+from agent.providers.wire import WIRE_STATS
 from agent.tools.storable import ResultCounts
 from store import GROUP_BUCKETS, CommitStats, Engine, LeaseStats
 
@@ -226,6 +228,8 @@ class TurnMetrics:
             "# TYPE hero_time_to_first_token_seconds histogram",
             *self.ttft_seconds.render("hero_time_to_first_token_seconds"),
             *self.counters.render_lines(),
+            *WIRE_STATS.lines(),
+            *GC_STATS.lines(),
         ]
 
     def _store_lines(self) -> list[str]:

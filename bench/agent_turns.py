@@ -16,7 +16,11 @@ plain delegating subclasses of the real seams:
 * **to Done**: wall time until ``Done`` minus the time spent inside the provider's stream
   (:class:`TimedProvider`: this subtracts our request building and stream parsing too);
 * **ttft+**: first ``TextDelta`` seen by the caller minus the provider's wait for its first chunk;
-* **store**: the time spent in the store engine (:class:`TimedEngine`).
+* **store**: the time spent in the store engine (:class:`TimedEngine`);
+* **cpu**: the CPU time of this process (the event loop and the store's worker thread) per turn,
+  which a loaded machine inflates far less than wall time: the figure to compare code by;
+* **gc max**: the longest garbage collection pause during the row's turns. The collector is frozen
+  after start-up as the daemon does (``agent/gcpause.py``); ``--no-gc-freeze`` leaves it as it was.
 
 Each size runs twice: the default durable store (``synchronous=FULL``: an fsync per commit) and
 the same engine without fsync, which shows the agent's cost apart from the disk.
@@ -30,6 +34,7 @@ durable commit on this machine's disk, until the log reaches its working size of
 
     .venv/bin/python -m bench.agent_turns [--turns 100] [--sizes 10,200,10000] [--fresh-log]
                                           [--log-level warning] [--no-tools] [--fsync-only] [--postgres]
+                                          [--no-gc-freeze]
 
 It prints the 1-minute load average at its start and end (this machine is shared: a figure taken
 above 0.5 is a loaded one) and how many TCP connections the turns used (connection reuse).
@@ -53,6 +58,7 @@ import httpx
 
 from agent.core import Agent, TurnRequest
 from agent.events import Done, TextDelta
+from agent.gcpause import GC_STATS, freeze_after_startup
 from agent.providers.base import ChatRequest, Provider, ProviderEvent, TextChunk
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
@@ -161,13 +167,14 @@ async def measure(
 ) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Per turn, in ms: wall (to the end of the stream), done (to Done minus provider time), ttft+,
     store (engine time), provider; and the text of each measured turn's request -> its wall time."""
-    out: dict[str, list[float]] = {k: [] for k in ("done", "ttft", "store", "provider")}
+    out: dict[str, list[float]] = {k: [] for k in ("done", "ttft", "store", "provider", "cpu")}
     walls: dict[str, float] = {}
     for i in range(turns + WARMUP):
         timed.reset()
         store_before = engine.spent
         text = f"{TEXT} ({tag} turn {i})"
         req = TurnRequest(SCOPE, "cli", text, conversation_id=conversation_id)
+        cpu_started = time.process_time()
         started = time.perf_counter()
         first_delta = done_at = None
         async for ev in agent.handle(req):
@@ -176,6 +183,7 @@ async def measure(
             elif isinstance(ev, Done):
                 done_at = time.perf_counter()
         ended = time.perf_counter()
+        cpu = time.process_time() - cpu_started
         if done_at is None or first_delta is None or timed.first_chunk_wait is None:
             raise SystemExit(f"turn {i} did not complete")
         if i < WARMUP:
@@ -185,6 +193,7 @@ async def measure(
         out["ttft"].append((first_delta - started - timed.first_chunk_wait) * 1000)
         out["store"].append((engine.spent - store_before) * 1000)
         out["provider"].append(timed.spent * 1000)
+        out["cpu"].append(cpu * 1000)
     return out, walls
 
 
@@ -215,11 +224,14 @@ COLUMNS = (
     "ttft+ p50",
     "store p50",
     "fake p50",
+    "cpu p50",
+    "gc max",
     "conns",
 )
 
 
 def row(label: str, size: int, r: dict[str, list[float]], conns: int) -> str:
+    """One table row; ``gc max``: the longest garbage collection pause during the row's turns."""
     figures = (
         pct(r["own"], 0.5),
         pct(r["own"], 0.99),
@@ -228,6 +240,8 @@ def row(label: str, size: int, r: dict[str, list[float]], conns: int) -> str:
         pct(r["ttft"], 0.5),
         pct(r["store"], 0.5),
         pct(r["fake"], 0.5),
+        pct(r["cpu"], 0.5),
+        max(r["gc"]),
     )
     cells = [f"{v:>{len(c)}.2f}" for v, c in zip(figures, COLUMNS, strict=False)]
     return f"{label:>8} {size:>8} " + " ".join([*cells, f"{conns:>{len(COLUMNS[-1])}}"])
@@ -249,12 +263,25 @@ def flatness(rows: dict[tuple[str, int], dict[str, list[float]]]) -> None:
 
 
 async def run(
-    sizes: list[int], turns: int, fresh_log: bool, tools_on: bool, fsyncs: list[bool], postgres_url: str = ""
+    sizes: list[int],
+    turns: int,
+    fresh_log: bool,
+    tools_on: bool,
+    fsyncs: list[bool],
+    gc_freeze: bool,
+    postgres_url: str = "",
 ) -> None:
     print(f"load average (1 min) at start: {load_average()}")
     print(f"{turns} turns per row, ms; own = to the end of the turn minus the fake LLM's own time;")
     print("toDone = to Done minus the provider's time (the earlier headline); conns = TCP connections used;")
-    print("tools", "on" if tools_on else "off", "|", "fresh log" if fresh_log else "steady-state log")
+    print(
+        "tools",
+        "on" if tools_on else "off",
+        "|",
+        "fresh log" if fresh_log else "steady-state log",
+        "|",
+        "gc frozen after start-up" if gc_freeze else "gc not frozen",
+    )
     print(f"{'store':>8} {'messages':>8} " + " ".join(COLUMNS))
     rows: dict[tuple[str, int], dict[str, list[float]]] = {}
     with fake_llm() as base_url:
@@ -285,6 +312,10 @@ async def run(
                 ):
                     if not fresh_log and inner is embedded:
                         await warm_log(store, embedded)
+                    # as the daemon does once its channels are up (agent/gcpause.py)
+                    GC_STATS.install()
+                    if gc_freeze:
+                        freeze_after_startup()
                     for size in sizes:
                         conv = await agent.conversations.new(SCOPE, channel="cli")
                         await fill(store, conv.sid, size)
@@ -292,7 +323,9 @@ async def run(
                         if inner is embedded:
                             await embedded.checkpoint(truncate=fresh_log)
                         await anyio.to_thread.run_sync(os.sync)
+                        GC_STATS.max_pause_s[:] = [0.0, 0.0, 0.0]  # the row's own longest pause
                         r, walls = await measure(agent, timed, engine, conv.sid, turns, f"{label} {size}")
+                        r["gc"] = [p * 1000 for p in GC_STATS.max_pause_s]
                         exchanges = await fake_exchanges(base_url)
                         r["own"], r["fake"] = own_times(walls, exchanges)
                         conns = len({str(e["peer"]) for e in exchanges if str(e["user"]) in walls})
@@ -321,14 +354,16 @@ def _postgres(url: str) -> Engine:
     return PostgresEngine(StoreSettings(engine="postgres", url=url, timeout_s=30.0))
 
 
-def _with_postgres(sizes: list[int], turns: int, fresh_log: bool, tools_on: bool, fsyncs: list[bool]) -> None:
+def _with_postgres(
+    sizes: list[int], turns: int, fresh_log: bool, tools_on: bool, fsyncs: list[bool], gc_freeze: bool
+) -> None:
     """The embedded rows, then the postgres engine on a throwaway cluster (fsync on), in one run."""
     from tests.store.postgres_fixtures import make_cluster, remove_cluster  # noqa: PLC0415
 
     cluster = make_cluster()
     try:
         print(f"# {cluster.version()}, a throwaway cluster on loopback, fsync on")
-        anyio.run(run, sizes, turns, fresh_log, tools_on, fsyncs, cluster.url())
+        anyio.run(run, sizes, turns, fresh_log, tools_on, fsyncs, gc_freeze, cluster.url())
     finally:
         remove_cluster(cluster)
 
@@ -344,6 +379,9 @@ def main() -> None:
     parser.add_argument("--no-tools", action="store_true", help="send no tools (the earlier setting)")
     parser.add_argument("--fsync-only", action="store_true", help="only the durable store (no no-fsync rows)")
     parser.add_argument(
+        "--no-gc-freeze", action="store_true", help="skip the daemon's gc.freeze() after start-up"
+    )
+    parser.add_argument(
         "--postgres", action="store_true", help="also the postgres engine (a throwaway cluster)"
     )
     args = parser.parse_args()
@@ -352,7 +390,7 @@ def main() -> None:
     configure_logging(LoggingSettings(level=args.log_level, format="json"), stream=devnull)
     fsyncs = [True] if args.fsync_only else [True, False]
     sizes = [int(s) for s in args.sizes.split(",")]
-    options = (sizes, args.turns, args.fresh_log, not args.no_tools, fsyncs)
+    options = (sizes, args.turns, args.fresh_log, not args.no_tools, fsyncs, not args.no_gc_freeze)
     if args.postgres:
         _with_postgres(*options)
     else:

@@ -31,6 +31,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
+from agent.gcpause import freeze_after_startup
 from channels.base import Channel
 from channels.errors import ChannelCrashed, ChannelStartError
 from channels.registry import CHANNELS
@@ -135,6 +136,8 @@ async def run_channels(
                 stop.set()
                 break
         if failure is None:
+            # everything start-up loads is loaded: the collector stops scanning it (agent/gcpause.py)
+            freeze_after_startup()
             facts = dict(ready_facts or {})
             log.info("daemon.ready", **{**facts, "channels": names})
             if facts:

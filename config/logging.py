@@ -39,6 +39,13 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # MCP session ids (the SDK logs "Received session ID: ..."; the header is mcp-session-id)
     (re.compile(r"(?i)(session[ _-]?id\b[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9._~+/=-]{6,}"), r"\1" + MASK),
 )
+#: one search that finds whatever any of the patterns could match (case-insensitive: a superset), so a
+#: string with nothing to mask, nearly every one, costs one scan instead of one substitution per pattern
+_ANY_PATTERN = re.compile(
+    "|".join(f"(?:{p.pattern.removeprefix('(?i)')})" for p, _ in _PATTERNS), re.IGNORECASE
+)
+#: how many distinct key names the redactor remembers the verdict of (event fields are a small set)
+_KEY_MEMO_MAX = 4096
 LIBRARY_LOGGERS = (
     "httpx",
     "httpx2",  # the LLM providers' and the MCP SDK's HTTP client
@@ -59,6 +66,8 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.secrets: list[str] = []
+        #: key name -> it names a secret (the regex runs once per name, not once per event)
+        self._secret_keys: dict[str, bool] = {}
         self.set_secrets(secrets)
 
     def set_secrets(self, secrets: Iterable[str]) -> None:
@@ -67,14 +76,25 @@ class Redactor:
 
     def text(self, value: str) -> str:
         for secret in self.secrets:
-            value = value.replace(secret, MASK)
+            if secret in value:
+                value = value.replace(secret, MASK)
+        if _ANY_PATTERN.search(value) is None:
+            return value
         for pattern, repl in _PATTERNS:
             value = pattern.sub(repl, value)
         return value
 
+    def _names_secret(self, key: str) -> bool:
+        known = self._secret_keys.get(key)
+        if known is None:
+            known = bool(_SECRET_KEY.search(key)) and key not in _NOT_SECRET_KEYS
+            if len(self._secret_keys) < _KEY_MEMO_MAX:
+                self._secret_keys[key] = known
+        return known
+
     def value(self, key: str, value: Any) -> Any:
         if isinstance(value, str):
-            if key and _SECRET_KEY.search(key) and key not in _NOT_SECRET_KEYS and value:
+            if key and value and self._names_secret(key):
                 return MASK
             return self.text(value)
         if isinstance(value, MutableMapping):
@@ -151,6 +171,10 @@ def configure_logging(
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # no renderer of ours shows a record's thread, process or multiprocessing names: skip computing
+    # them for every record (two getpid() calls and two lookups per event; the logging HOWTO's
+    # "Optimization" section)
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # library loggers propagate to the root handler; httpx/httpx2/httpcore log every request at
     # INFO/DEBUG and the MCP SDK its session ids: noise (and identifiers) unless we are debugging
     for name in LIBRARY_LOGGERS:
@@ -209,4 +233,5 @@ def reset_logging() -> None:
     for handler in list(root.handlers):
         if handler.get_name() == "hero-agent":
             root.removeHandler(handler)
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = True
     structlog.reset_defaults()

@@ -74,8 +74,10 @@ async def build_prompt(
                 settings.llm.context_window, settings.llm.max_output_tokens, int(fixed * ratio)
             )
     system = f"{base}\n\n{SUMMARY_HEADER}\n{history.summary}" if history.summary else base
-    messages = await with_images(services, inp.request.scope, fit(history.messages, budget, ratio))
-    return Prompt(system, fit(messages, budget, ratio), budget)
+    fitted = fit(history.messages, budget, ratio)
+    messages = await with_images(services, inp.request.scope, fitted)
+    # images loaded (a new list) may weigh more than their placeholders: fit again only then
+    return Prompt(system, messages if messages is fitted else fit(messages, budget, ratio), budget)
 
 
 async def with_images(services: TurnServices, scope: Scope, messages: list[ChatMessage]) -> list[ChatMessage]:

@@ -64,13 +64,21 @@ def estimate_image(width: int, height: int) -> int:
 
 
 def estimate_tools(tools: Sequence[ToolSpec]) -> int:
-    return sum(
+    return sum(estimate_tool(t) for t in tools)
+
+
+def estimate_tool(tool: ToolSpec) -> int:
+    """A tool's token estimate, computed once per spec (its schema is encoded to measure it)."""
+    if tool.tokens >= 0:
+        return tool.tokens
+    n = (
         CALL_OVERHEAD
-        + estimate_text(t.name)
-        + estimate_text(t.description)
-        + estimate_text(json.dumps(t.parameters))
-        for t in tools
+        + estimate_text(tool.name)
+        + estimate_text(tool.description)
+        + estimate_text(json.dumps(tool.parameters))
     )
+    object.__setattr__(tool, "tokens", n)  # a memo on a frozen value
+    return n
 
 
 def estimate_request(request: ChatRequest) -> int:

@@ -70,6 +70,10 @@ class ToolSpec:
     description: str
     #: JSON Schema of the arguments object
     parameters: dict[str, Any]
+    #: memos, as :class:`ChatMessage`'s: the token estimate (-1: not yet) and the tool as one
+    #: provider's request JSON; the registry hands out the same specs turn after turn
+    tokens: int = field(default=-1, compare=False, repr=False)
+    wire: tuple[str, bytes] = field(default=("", b""), compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from agent.errors import (
     ProviderUnavailable,
 )
 from agent.providers.base import Provider
+from agent.providers.wire import one_write_transport
 from config.settings import LLMSettings
 
 
@@ -63,14 +64,15 @@ JSON_HEADERS = {"content-type": "application/json"}
 def make_client(
     settings: LLMSettings, headers: Mapping[str, str], transport: httpx2.AsyncBaseTransport | None
 ) -> httpx2.AsyncClient:
-    """One pooled client per provider. The read timeout bounds every single wait for bytes (the
-    headers included); the gap between stream events is also policed by the retry layer."""
+    """One pooled client per provider, each request sent in one socket write
+    (:mod:`agent.providers.wire`). The read timeout bounds every single wait for bytes (the headers
+    included); the gap between stream events is also policed by the retry layer."""
     timeout = httpx2.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s)
     return httpx2.AsyncClient(
         base_url=settings.base_url.rstrip("/") + "/",
         headers={"user-agent": "hero-agent", **headers},
         timeout=timeout,
-        transport=transport,
+        transport=one_write_transport(POOL_LIMITS) if transport is None else transport,
         limits=POOL_LIMITS,
     )
 

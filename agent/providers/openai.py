@@ -30,6 +30,7 @@ from agent.providers.base import (
     StreamEnd,
     TextChunk,
     ToolCallsReady,
+    ToolSpec,
     UsageReport,
     text_with_placeholders,
 )
@@ -170,13 +171,7 @@ def build_body(request: ChatRequest, *, completion_tokens_key: str = "max_tokens
     if request.temperature is not None:
         body["temperature"] = request.temperature
     if request.tools:
-        body["tools"] = [
-            {
-                "type": "function",
-                "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
-            }
-            for t in request.tools
-        ]
+        body["tools"] = [_tool(t) for t in request.tools]
     body.update(_sampling(request))
     return body
 
@@ -187,8 +182,11 @@ def encode_body(request: ChatRequest, *, completion_tokens_key: str = "max_token
     body = build_body(replace(request, messages=()), completion_tokens_key=completion_tokens_key)
     parts = [_dumps(m) for m in body.pop("messages")]  # the system message
     parts += [message_json(m) for m in request.messages]
+    tools = b""
+    if body.pop("tools", None):  # the same specs every turn: their JSON is memoed like a message's
+        tools = b'"tools":[' + b",".join(tool_json(t) for t in request.tools) + b"],"
     rest = _dumps(body)
-    return b'{"messages":[' + b",".join(parts) + b"]," + rest[1:]
+    return b'{"messages":[' + b",".join(parts) + b"]," + tools + rest[1:]
 
 
 def message_json(msg: ChatMessage) -> bytes:
@@ -201,6 +199,23 @@ def message_json(msg: ChatMessage) -> bytes:
     if not any(img.data for img in msg.images):
         object.__setattr__(msg, "wire", (OpenAIProvider.name, data))  # a memo on a frozen value
     return data
+
+
+def tool_json(tool: ToolSpec) -> bytes:
+    """One tool's request JSON, encoded once per spec and kept with it."""
+    name, data = tool.wire
+    if name == OpenAIProvider.name:
+        return data
+    data = _dumps(_tool(tool))
+    object.__setattr__(tool, "wire", (OpenAIProvider.name, data))  # a memo on a frozen value
+    return data
+
+
+def _tool(tool: ToolSpec) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {"name": tool.name, "description": tool.description, "parameters": tool.parameters},
+    }
 
 
 def _dumps(value: Any) -> bytes:

@@ -47,6 +47,8 @@ class ToolRegistry:
 
     def __init__(self, tools: list[Tool] | tuple[Tool, ...] = ()) -> None:
         self._tools: dict[str, Tool] = {}
+        #: :meth:`specs`, built once per set of tools (the specs carry the providers' memos)
+        self._specs: tuple[ToolSpec, ...] | None = None
         self._validators: dict[str, Any] = {}
         #: the tool servers behind some of the tools (MCP), by name: for /readyz and /metrics
         self.servers: dict[str, ServerHealth] = {}
@@ -68,6 +70,7 @@ class ToolRegistry:
         except SchemaError as exc:
             raise ValueError(f"tool {tool.name!r} has an invalid parameters schema: {exc.message}") from None
         self._tools[tool.name] = tool
+        self._specs = None
         self._validators[tool.name] = validator_cls(tool.parameters)
 
     def has(self, name: str) -> bool:
@@ -86,8 +89,11 @@ class ToolRegistry:
         return name in self._tools
 
     def specs(self) -> tuple[ToolSpec, ...]:
-        """What the provider advertises to the model, in registration order."""
-        return tuple(ToolSpec(t.name, t.description, t.parameters) for t in self._tools.values())
+        """What the provider advertises to the model, in registration order; the same objects until a
+        tool is registered (their token estimate and request JSON are then computed once)."""
+        if self._specs is None:
+            self._specs = tuple(ToolSpec(t.name, t.description, t.parameters) for t in self._tools.values())
+        return self._specs
 
     async def execute(
         self, call: ToolCall, ctx: ToolCaller, *, timeout_s: float, max_result_chars: int

@@ -120,3 +120,36 @@ def test_off_a_terminal_the_facts_are_fields_of_daemon_ready(tmp_path: Path, fak
     assert (ready["provider"], ready["model"], ready["base_url"]) == ("openai", "fake-model", fake.base_url)
     assert (ready["store"], ready["data"]) == ("embedded", str(tmp_path / "data"))
     assert ready["channels"] == ["web"] and ready["provider_status"] == "ok"
+
+
+def test_the_daemon_freezes_what_start_up_built_for_the_collector(tmp_path: Path, fake: FakeOpenAI) -> None:
+    """Once its channels are up the daemon moves its start-up objects out of the garbage collector's
+    reach (agent/gcpause.py): logged as ``daemon.gc_frozen`` and shown in /metrics with the pauses."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(SCRIPT), "serve"],
+        env=serve_env(tmp_path, fake.base_url, port),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_healthy(port)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    names = [e["event"] for e in events]
+    assert names.index("daemon.gc_frozen") < names.index("daemon.ready")
+    frozen = next(e for e in events if e["event"] == "daemon.gc_frozen")["objects"]
+    assert frozen > 10_000  # the modules, classes and settings of a running daemon
+    lines = metrics.splitlines()
+    shown = next(line for line in lines if line.startswith("hero_gc_frozen_objects "))
+    assert int(shown.split()[1]) > 10_000  # (frozen objects freed since by refcounting leave the count)
+    assert 'hero_gc_collections_total{generation="2"}' in metrics
+    assert any(line.startswith('hero_gc_pause_seconds_total{generation="0"}') for line in lines)
+    assert "hero_provider_socket_writes_total" in metrics

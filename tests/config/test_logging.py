@@ -113,3 +113,24 @@ def test_redact_text_patterns() -> None:
     assert redact_text("GET /x?api_key=abc123&q=1") == f"GET /x?api_key={MASK}&q=1"
     assert redact_text("key sk-proj-ABCDEFGHIJKLMNOPQRST") == f"key {MASK}"
     assert redact_text("plain words stay") == "plain words stay"
+
+
+def test_redaction_after_the_quick_scan_still_masks_every_pattern_and_key() -> None:
+    """One scan decides whether a string needs the substitutions; the verdict on a key name is
+    remembered: neither lets a secret through (any case, any event, the same key again)."""
+    assert redact_text("auth: BEARER abc.def-123") == f"auth: BEARER {MASK}"
+    assert redact_text("x Basic dXNlcjpwYXNz") == f"x Basic {MASK}"
+    assert redact_text("Received Session ID: 0f1e2d3c4b5a") == f"Received Session ID: {MASK}"
+    assert redact_text("/x?TOKEN=abc") == f"/x?TOKEN={MASK}"
+    assert redact_text("turn 0123456789abcdef0123456789abcdef done") == (
+        "turn 0123456789abcdef0123456789abcdef done"
+    )
+    buf = io.StringIO()
+    configure_logging(LoggingSettings(level="info", format="json"), stream=buf, secrets=["LITERAL-SECRET-1"])
+    log = structlog.get_logger("t")
+    for value in ("first-secret-value", "second-secret-value"):
+        log.info("e", api_key=value, note="has LITERAL-SECRET-1 inside", prompt_tokens=5)
+    events = lines(buf)
+    assert [e["api_key"] for e in events] == [MASK, MASK]
+    assert [e["note"] for e in events] == [f"has {MASK} inside"] * 2
+    assert [e["prompt_tokens"] for e in events] == [5, 5]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -13,6 +14,7 @@ from agent.providers.base import (
     ChatMessage,
     ChatRequest,
     ImagePart,
+    Sampling,
     StreamEnd,
     TextChunk,
     ToolCall,
@@ -218,6 +220,15 @@ def test_encoded_body_is_the_built_body_and_each_message_is_encoded_once() -> No
         a is b for a, b in zip(first, [m.wire[1] for m in messages[:3]], strict=True)
     )
     assert messages[3].wire == ("", b"")
+    # a tool's JSON is kept with its spec too (the registry hands out the same specs every turn)
+    tool_bytes = tool.wire[1]
+    assert tool.wire[0] == "openai" and json.loads(tool_bytes) == build_body(request)["tools"][0]
+    encode_body(request)
+    assert tool.wire[1] is tool_bytes
+    # the parameters that depend on tools still go with them
+    chosen = replace(request, sampling=Sampling(tool_choice="required", parallel_tool_calls=False))
+    assert json.loads(encode_body(chosen)) == build_body(chosen)
+    assert json.loads(encode_body(replace(request, tools=()))) == build_body(replace(request, tools=()))
 
 
 async def test_text_events_read_together_go_on_as_one_chunk(fake_openai: FakeOpenAI) -> None:

@@ -102,6 +102,10 @@ def test_specs_and_lookup(registry: ToolRegistry) -> None:
         "own_timeout",
     ]
     assert registry.has("echo") and not registry.has("nope")
+    # the same specs every turn (they carry the providers' memos) until a tool is registered
+    assert registry.specs() is specs
+    registry.register(Misbehaving("later", "crash"))
+    assert registry.specs() is not specs and registry.specs()[-1].name == "later"
 
 
 @pytest.mark.parametrize("name", ["", "has space", "dot.ted", "x" * 65, "ünï"])
