@@ -86,7 +86,7 @@ case "$cmd" in
     setup_python dev
     # Worker processes (pytest-xdist): the suite mostly waits (fsyncs, browsers, daemons), so two
     # workers cut the wall time even on two cores; HERO_AGENT_TEST_WORKERS=0 runs it in one process.
-    # A test's own `-n` or `--dist` given after `test` wins (pytest takes the last one).
+    # An `-n` or `--dist` given after `test` wins (pytest takes the last one).
     workers=${HERO_AGENT_TEST_WORKERS:-2}
     set +e
     "$VENV/bin/python" -m pytest -n "$workers" --dist loadgroup "$@"
