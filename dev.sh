@@ -4,6 +4,7 @@
 #   ./dev.sh chat  [ARGS]   set up, then an interactive terminal chat on the embedded store
 #   ./dev.sh init / doctor  set up, then write the configuration file / check everything
 #   ./dev.sh test  [ARGS]   set up (incl. chromium, tmux and systemd from Debian), then the full test suite
+#                           on two worker processes (HERO_AGENT_TEST_WORKERS=N to change, 0: one process)
 #   ./dev.sh setup          only the set-up
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -83,8 +84,12 @@ case "$cmd" in
   test)
     need_apt
     setup_python dev
+    # Worker processes (pytest-xdist): the suite mostly waits (fsyncs, browsers, daemons), so two
+    # workers cut the wall time even on two cores; HERO_AGENT_TEST_WORKERS=0 runs it in one process.
+    # An `-n` or `--dist` given after `test` wins (pytest takes the last one).
+    workers=${HERO_AGENT_TEST_WORKERS:-2}
     set +e
-    "$VENV/bin/python" -m pytest "$@"
+    "$VENV/bin/python" -m pytest -n "$workers" --dist loadgroup "$@"
     rc=$?
     set -e
     if [ $rc -eq 5 ]; then

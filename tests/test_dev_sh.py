@@ -15,8 +15,9 @@ DEV_SH = ROOT / "dev.sh"
 RECORDER = '#!/bin/sh\necho "$(basename "$0") $*" >> "$(dirname "$0")/../calls"\n'
 
 
-def run(*args: str, venv: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
+def run(*args: str, venv: Path | None = None, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "HERO_AGENT_TEST_WORKERS"}
+    env.update(extra_env)
     if venv is not None:
         env["HERO_AGENT_VENV"] = str(venv)
     return subprocess.run(
@@ -35,12 +36,12 @@ def test_bare_usage_names_every_command_and_no_script_line() -> None:
     assert helped.returncode == 0 and helped.stdout == done.stderr
 
 
-def fake_venv(tmp_path: Path) -> Path:
+def fake_venv(tmp_path: Path, recorder: str = RECORDER) -> Path:
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     for name in ("python", "hero-agent"):
         script = venv / "bin" / name
-        script.write_text(RECORDER)
+        script.write_text(recorder)
         script.chmod(0o755)
     return venv
 
@@ -63,3 +64,27 @@ def test_a_run_install_does_not_serve_the_tests(tmp_path: Path) -> None:
     calls = (venv / "calls").read_text().splitlines()
     assert calls[-1] == "python -m pip install -q -e .[dev]"  # the dev extra is still missing
     assert (venv / ".installed-dev").exists()
+
+
+def test_the_suite_runs_on_two_workers_unless_told_otherwise(tmp_path: Path) -> None:
+    venv = fake_venv(tmp_path)
+    (venv / ".installed-dev").touch()
+    assert run("test", "tests/store", "-x", venv=venv).returncode == 0
+    assert run("test", venv=venv, HERO_AGENT_TEST_WORKERS="0").returncode == 0
+    assert (venv / "calls").read_text().splitlines() == [
+        "python -m pytest -n 2 --dist loadgroup tests/store -x",
+        "python -m pytest -n 0 --dist loadgroup",
+    ]
+
+
+def test_no_test_collected_fails_the_test_command(tmp_path: Path) -> None:
+    """pytest's exit 5 (nothing collected, with or without workers) is a failure; others pass through."""
+    venv = fake_venv(tmp_path, RECORDER + 'exit "$(cat "$(dirname "$0")/../rc")"\n')
+    (venv / ".installed-dev").touch()
+    (venv / "rc").write_text("5")
+    done = run("test", "-k", "nothing", venv=venv)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == "dev.sh: pytest collected no tests: that is a failure"
+    for code in ("0", "1", "2"):
+        (venv / "rc").write_text(code)
+        assert run("test", venv=venv).returncode == int(code)

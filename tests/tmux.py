@@ -51,7 +51,9 @@ class Tmux:
         self.run("send-keys", "-t", "0", name)
 
     def screen(self) -> str:
-        return self.run("capture-pane", "-p", "-t", "0", "-S", "-200")
+        """The pane's text, a line the program wrapped at the 120th column joined back (``-J``): what
+        a test looks for (a path under a deep temp dir, say) does not depend on where it wraps."""
+        return self.run("capture-pane", "-p", "-J", "-t", "0", "-S", "-200")
 
     def wait(self, condition: Callable[[str], bool], what: str, timeout: float = 20.0) -> str:
         deadline = time.monotonic() + timeout

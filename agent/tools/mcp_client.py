@@ -82,7 +82,9 @@ class MCPTool(Tool):
 
     async def run(self, args: dict[str, Any], ctx: ToolCaller) -> ToolResult:
         session = self.link.session
-        if session is None:
+        # ``lost`` set: the connection is dead though the task holding it has not yet run to drop it
+        # (a call right after the one that saw the death would otherwise fail on the dead session)
+        if session is None or self.link.lost.is_set():
             # "running" here means its death was seen a moment ago and the restart loop not yet entered
             state = self.link.health.state.replace("running", "restarting")
             raise ToolError(f"MCP server '{self.link.name}' is not running ({state})")

@@ -277,8 +277,10 @@ async def test_a_server_that_dies_after_start_stops_the_daemon_with_exit_1(
                 await bot.wait_for(lambda: bot.webhook.get("url"), timeout=30)
             assert daemon.process.returncode is None
             target = port if victim == "web" else hook_port
+            # only the socket listening on this exact address (the daemon's): never another
+            # process's, e.g. a parallel test's on the same port number of another address
             killed = await anyio.run_process(
-                [ss, "-K", "-t", "state", "listening", f"sport = :{target}"], check=False
+                [ss, "-K", "-t", "state", "listening", "src", f"127.0.0.1:{target}"], check=False
             )
             assert str(target) in killed.stdout.decode(), killed.stdout.decode() + killed.stderr.decode()
             with anyio.fail_after(30):
