@@ -186,17 +186,20 @@ async def _one_message(conn: Conn, statements: Sequence[Statement]) -> list[Rows
     the BEGIN in the message, the transaction is then aborted and the caller rolls it back."""
     cur = psycopg.AsyncClientCursor(conn)
     held = prepared.of(conn)
-    message = prepared.compose(cur, held, statements, prepare=True)
-    try:
-        await cur.execute(";\n".join([*message.setup, *message.statements]))
-    except psycopg.Error as exc:
-        if not prepared.failed(held, message, exc.sqlstate):
-            raise
-        # the server could not prepare a new statement (a type only its literal decides): as text
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            await conn.execute("ROLLBACK")
-        message = prepared.compose(cur, held, statements, prepare=False)
-        await cur.execute(";\n".join([*message.setup, *message.statements]))
+    prepare = True
+    for attempt in range(2):
+        message = prepared.compose(cur, held, statements, prepare=prepare)
+        try:
+            await cur.execute(";\n".join([*message.setup, *message.statements]))
+            break
+        except psycopg.Error as exc:
+            again = prepared.failed(held, message, exc.sqlstate)
+            if again == "raise" or attempt:
+                raise
+            # nothing of it committed (the server skips the rest of a message after an error)
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                await conn.execute("ROLLBACK")
+            prepare = again == "prepared"
     prepared.ran(held, message)
     out: list[Rows] = []
     while True:

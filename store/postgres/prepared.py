@@ -13,9 +13,10 @@ one write and one round trip: the missing ``PREPARE``s go at its start, before t
 What a connection holds is kept beside it (:class:`Prepared`, a weak map: a new connection of the
 pool starts empty). A message that failed in a way that says nothing of its ``PREPARE``s (any error
 but a ``hero_fail`` of a statement after them) makes the next message on that connection begin with
-``DEALLOCATE ALL``, so the bookkeeping can never disagree with the server. A statement the server
-cannot prepare (a parameter whose type only its literal decides: SQLSTATE class 42) is remembered and
-sent unprepared from then on.
+``DEALLOCATE ALL``, so the bookkeeping can never disagree with the server for long; a message that
+finds a statement gone (a pooler in transaction mode handing us another server connection) runs
+again at once, re-preparing. A statement the server cannot prepare (a parameter whose type only its
+literal decides: SQLSTATE class 42) is remembered and sent unprepared from then on.
 
 Statements are named by a digest of their text. At most :data:`PER_CONNECTION` stay prepared on a
 connection (the least recently used is deallocated in the next message), so filters of many shapes
@@ -213,16 +214,25 @@ def ran(held: Prepared, message: Message) -> None:
 _AFTER_SETUP: Final = frozenset({"22", "23", "40", "P0"})
 
 
-def failed(held: Prepared, message: Message, sqlstate: str | None) -> bool:
-    """Book a failed ``message``; True when it should run again without preparing (the server could
-    not prepare one of its new statements: those are sent as text from now on)."""
+def failed(held: Prepared, message: Message, sqlstate: str | None) -> str:
+    """Book a failed ``message``; what to do: ``"raise"``, or run it again (nothing of it committed: the
+    server skips the rest of a message after an error) ``"as text"`` (the server could not prepare
+    one of its new statements: those are sent as text from now on) or ``"prepared"`` (a statement
+    this connection held is gone: a pooler in transaction mode moved us to another server connection,
+    or a DEALLOCATE we did not send; the retry re-prepares after DEALLOCATE ALL)."""
     if sqlstate is not None and sqlstate[:2] in _AFTER_SETUP:
         ran(held, message)
-        return False
-    if message.setup:
+        return "raise"
+    if message.setup or sqlstate == _NO_SUCH_STATEMENT:
         held.unknown = True
+    if sqlstate == _NO_SUCH_STATEMENT:
+        return "prepared"
     if sqlstate is not None and sqlstate.startswith("42") and message.added:
         for sql in message.added.values():
             refuse(sql)
-        return True
-    return False
+        return "as text"
+    return "raise"
+
+
+#: SQLSTATE invalid_sql_statement_name: EXECUTE of a statement the server does not hold
+_NO_SUCH_STATEMENT: Final = "26000"

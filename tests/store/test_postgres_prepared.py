@@ -19,6 +19,7 @@ from store.models import Kind
 from store.postgres import prepared
 from store.postgres.batch import _one_message
 from store.postgres.engine import PostgresEngine
+from store.postgres.ops import Statement
 from tests.store.postgres_fixtures import drop_database, new_database, settings_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -122,3 +123,25 @@ async def test_a_failure_that_leaves_the_set_unknown_is_followed_by_deallocate_a
 async def _names(conn: psycopg.AsyncConnection[Any]) -> set[str]:
     cur = await conn.execute("SELECT name FROM pg_prepared_statements")
     return {str(r[0]) for r in await cur.fetchall()}
+
+
+async def test_a_statement_gone_from_the_server_is_prepared_again_in_the_same_call(database: str) -> None:
+    """What a pooler in transaction mode does (another server connection, without our statements),
+    here by a DEALLOCATE ALL behind the engine's back: the call still answers, and nothing of the
+    failed attempt was committed."""
+    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+        await conn.execute("CREATE TABLE t (a integer)")
+        insert: Statement = ("INSERT INTO t VALUES (%s)", [1])
+        count: Statement = ("SELECT count(*) FROM t", [])
+        assert await _one_message(conn, [("BEGIN", ()), insert, ("COMMIT", ())]) == [[], [], []]
+        await conn.execute("DEALLOCATE ALL")
+        resets = prepared.STATS["resets"]
+        assert await _one_message(conn, [("BEGIN", ()), insert, count, ("COMMIT", ())]) == [
+            [],
+            [],
+            [(2,)],
+            [],
+        ]
+        assert prepared.STATS["resets"] == resets + 1
+        assert len(await _names(conn)) == 2
+        assert await _one_message(conn, [count]) == [[(2,)]]
