@@ -3,11 +3,12 @@
 A batch is ONE message of SQL text (:mod:`store.postgres.batch`); without preparation the server parses
 and plans every statement of it every time, and for a turn that planning cost more than running the
 statements (1.1 ms of planning against 0.7 ms of execution per turn, by ``pg_stat_statements``). So
-each connection prepares the statements it runs with SQL ``PREPARE`` (the parameters as ``$n``, their
-types inferred by the server as for the unprepared text) and runs them as ``EXECUTE name(literals)``,
-the literals quoted by psycopg as before. The server then plans a statement once per connection (a
-generic plan once it has seen that the parameters do not change the plan), and the message is still
-one write and one round trip: the missing ``PREPARE``s go at its start, before the ``BEGIN``.
+each connection prepares the statements it runs with SQL ``PREPARE`` (the parameters as ``$n``,
+declared with the types psycopg's literals have in the unprepared text: :func:`literal_type`) and runs
+them as ``EXECUTE name(literals)``, the literals quoted by psycopg as before. The server then plans
+a statement once per connection (a generic plan once it has seen that the parameters do not change
+the plan), and the message is still one write and one round trip: the missing ``PREPARE``s go at its
+start, before the ``BEGIN``.
 
 ``PREPARE`` is not transactional: a prepared statement survives the rollback of the batch that made it.
 What a connection holds is kept beside it (:class:`Prepared`, a weak map: a new connection of the
@@ -18,9 +19,9 @@ finds a statement gone (a pooler in transaction mode handing us another server c
 again at once, re-preparing. A statement the server cannot prepare (a parameter whose type only its
 literal decides: SQLSTATE class 42) is remembered and sent unprepared from then on.
 
-Statements are named by a digest of their text. At most :data:`PER_CONNECTION` stay prepared on a
-connection (the least recently used is deallocated in the next message), so filters of many shapes
-cannot grow the server's memory.
+Statements are named by a digest of their text and parameter types. At most :data:`PER_CONNECTION`
+stay prepared on a connection (the least recently used is deallocated in the next message), so
+filters of many shapes cannot grow the server's memory.
 """
 
 from __future__ import annotations
@@ -159,12 +160,14 @@ def compose(
         held.unknown = False
     out: list[str] = []
     added: dict[str, str] = {}
+    used: set[str] = set()
     for sql, params in statements:
         prepared = _prepared(sql, params) if prepare and sql not in _REFUSED else None
         if prepared is None:
             out.append(cur.mogrify(sql, params))  # type: ignore[arg-type]
             continue
         name, prepare_sql, values = prepared
+        used.add(name)
         if name in held.names:
             held.names.move_to_end(name)
         elif name not in added:
@@ -172,11 +175,16 @@ def compose(
             added[name] = sql
         args = "(" + ", ".join(["%s"] * len(values)) + ")" if values else ""
         out.append(cur.mogrify(f"EXECUTE {name}{args}", values))
-    for _ in range(max(0, len(held.names) + len(added) - PER_CONNECTION)):
-        gone, _unused = held.names.popitem(last=False)
-        setup.insert(0, f"DEALLOCATE {gone}")
-        STATS["deallocated"] += 1
+    _evict(held, setup, len(held.names) + len(added) - PER_CONNECTION, keep=used)
     return Message(setup, out, added)
+
+
+def _evict(held: Prepared, setup: list[str], count: int, *, keep: set[str]) -> None:
+    """Deallocate the ``count`` least recently used statements (none that this message runs)."""
+    for name in [n for n in held.names if n not in keep][: max(0, count)]:
+        del held.names[name]
+        setup.insert(0, f"DEALLOCATE {name}")
+        STATS["deallocated"] += 1
 
 
 def _prepared(sql: str, params: object) -> tuple[str, str, Sequence[object]] | None:
