@@ -258,7 +258,10 @@ class TurnMetrics:
             else []
         )
         core = {_labels(engine=engine, event=k[5:]): n for k, n in events.items() if k.startswith("core:")}
-        events = {k: n for k, n in events.items() if not k.startswith("core:")}
+        prep = {
+            _labels(engine=engine, event=k[9:]): n for k, n in events.items() if k.startswith("prepared:")
+        }
+        events = {k: n for k, n in events.items() if not k.startswith(("core:", "prepared:"))}
         failed = {_labels(engine=engine, reason=r): n for r, n in events.items() if r != "unreachable"}
         core_lines = (
             counter_lines(
@@ -270,8 +273,19 @@ class TurnMetrics:
             if core
             else []
         )
+        prep_lines = (
+            counter_lines(
+                "hero_store_prepared_total",
+                "postgres: statements prepared on the server's connections, deallocated (beyond the "
+                "per-connection bound), resets (DEALLOCATE ALL after a failure), refused (sent as text).",
+                prep,
+            )
+            if prep
+            else []
+        )
         return (
             core_lines
+            + prep_lines
             + counter_lines(
                 "hero_store_attempts_failed_total",
                 "Store calls' attempts that failed (deadline, timeout, connection, gateway; postgres: "

@@ -159,3 +159,33 @@ async def commit_baseline(url: str, samples: int) -> str:
     ordered = sorted(times)
     p50, p99 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
     return f"p50 {p50:.3f} ms, p99 {p99:.3f} ms"
+
+
+async def maintenance(url: str) -> dict[str, int]:
+    """The server's background maintenance so far: autovacuum and autoanalyze runs (all tables),
+    checkpoints (timed and requested), autovacuum workers at work now. Two snapshots around a
+    measurement say whether any of it ran meanwhile (its I/O and CPU land in the measured calls' tail)."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT coalesce(sum(autovacuum_count), 0), coalesce(sum(autoanalyze_count), 0) "
+            "FROM pg_stat_user_tables"
+        )
+        vacuums, analyzes = (await cur.fetchone()) or (0, 0)
+        cur = await conn.execute("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
+        checkpoints = ((await cur.fetchone()) or (0,))[0]
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+        )
+        workers = ((await cur.fetchone()) or (0,))[0]
+    return {
+        "autovacuum": int(vacuums),
+        "autoanalyze": int(analyzes),
+        "checkpoints": int(checkpoints),
+        "autovacuum workers running": int(workers),
+    }
+
+
+def during(before: dict[str, int], after: dict[str, int]) -> str:
+    """What ran between two :func:`maintenance` snapshots, as one line."""
+    ran = [f"{name} {after[name] - before[name]}" for name in before if after[name] != before[name]]
+    return ", ".join(ran) if ran else "none"

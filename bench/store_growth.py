@@ -45,7 +45,7 @@ import anyio
 import structlog
 
 from bench.common import ROOT, pct
-from bench.pg_fill import PgLoader, check_invariants, commit_baseline
+from bench.pg_fill import PgLoader, check_invariants, commit_baseline, during, maintenance
 from config.settings import StoreSettings
 from store import (
     Conversation,
@@ -314,7 +314,12 @@ async def run(sizes: list[int], samples: int, data_dir: Path, fsync: bool, url: 
             if url:
                 print(f"# {size}: {await check_invariants(url)}", flush=True)
             touched: list[str] = []
+            before = await maintenance(url) if url else {}
             table[size], cpu = await measure(store, samples, touched)
+            if url:
+                print(
+                    f"# {size}: maintenance during the measurement: {during(before, await maintenance(url))}"
+                )
             for name, values in table[size].items():
                 print(
                     f"{size:>10} {filler.seq[to_base36(1)]:>9} {name:>8} {pct(values, 0.5):>8.3f} "

@@ -38,7 +38,7 @@ from store.engine import (
 )
 from store.errors import InvalidInput, LeaseHeld, NotFound
 from store.models import BASE_FIELDS, Kind, Record, Scope
-from store.postgres import ops
+from store.postgres import ops, prepared
 from store.postgres.ops import OWNED_FIELDS, Plan, Rows, Statement
 from store.postgres.schema import TABLES
 
@@ -152,8 +152,7 @@ async def pipelined(conn: Conn, scope: Scope, steps: Sequence[Step]) -> Results:
     plans = [_fast_plan(scope, s) for s in steps]
     statements: list[Statement] = [s for p in plans for s in p.statements]
     if len(statements) == 1 and all(reads_only(s) for s in steps):
-        sql, params = statements[0]
-        rows = [await _rows(await conn.execute(sql, params))]
+        rows = await _one_message(conn, statements)
     else:
         opening: list[Statement] = [("BEGIN", ())]
         if leases_only(steps) and not all(reads_only(s) for s in steps):
@@ -175,20 +174,38 @@ UNSYNCED: Final[Statement] = ("SET LOCAL synchronous_commit = off", ())
 
 
 async def _one_message(conn: Conn, statements: Sequence[Statement]) -> list[Rows]:
-    """``statements`` as ONE simple-protocol query (parameters bound by psycopg's client-side
-    quoting): one write, one wake-up of the server, one round trip; the rows of each, in order.
+    """``statements`` as ONE simple-protocol query: one write, one wake-up of the server, one round
+    trip; the rows of each, in order. Each statement runs as a prepared ``EXECUTE`` with its
+    parameters quoted by psycopg's client-side binding (:mod:`store.postgres.prepared`: the server
+    plans it once per connection, not on every batch); the ``PREPARE``s this connection lacks lead
+    the message.
 
     psycopg's pipeline mode sends each statement in a write of its own, one trip through the event
     loop each, and the server wakes for each: on a busy machine that cost more than the statements.
     The server runs the statements in order and stops at the first that fails (``hero_fail``): with
     the BEGIN in the message, the transaction is then aborted and the caller rolls it back."""
     cur = psycopg.AsyncClientCursor(conn)
-    await cur.execute(";\n".join(cur.mogrify(sql, params) for sql, params in statements))
+    held = prepared.of(conn)
+    prepare = True
+    for attempt in range(2):
+        message = prepared.compose(cur, held, statements, prepare=prepare)
+        try:
+            await cur.execute(";\n".join([*message.setup, *message.statements]))
+            break
+        except psycopg.Error as exc:
+            again = prepared.failed(held, message, exc.sqlstate)
+            if again == "raise" or attempt:
+                raise
+            # nothing of it committed (the server skips the rest of a message after an error)
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                await conn.execute("ROLLBACK")
+            prepare = again == "prepared"
+    prepared.ran(held, message)
     out: list[Rows] = []
     while True:
         out.append(await _rows(cur))
         if not cur.nextset():
-            return out
+            return out[len(message.setup) :]
 
 
 def _fast_plan(scope: Scope, step: Step) -> Plan:

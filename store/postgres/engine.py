@@ -46,7 +46,7 @@ from store.errors import Conflict, InvalidInput, StoreUnavailable
 from store.leases import Lease
 from store.models import Kind, Record, Scope, validate_stored_context, validate_user
 from store.postgres import batch as pg_batch
-from store.postgres import ops
+from store.postgres import ops, prepared
 from store.postgres.schema import TABLES
 from store.postgres.transfer import contexts, dump_page, rename_user, restore_batch
 from store.postgres.upgrade import migrate
@@ -159,7 +159,10 @@ class PostgresEngine(Engine):
         return StoreUnavailable(f"the PostgreSQL store at {self.where} is unavailable{detail}")
 
     def counters(self) -> dict[str, int]:
-        return {event: self._events[event] for event in EVENTS}
+        """Failed attempts by reason, unreachable calls, and the process's prepared statements
+        (``prepared:...``, :data:`store.postgres.prepared.STATS`)."""
+        events = {event: self._events[event] for event in EVENTS}
+        return events | {f"prepared:{k}": n for k, n in sorted(prepared.STATS.items())}
 
     def gauges(self) -> dict[str, int]:
         """The pool: connections ``open`` and lent out (``in_use``)."""

@@ -18,6 +18,7 @@ from store import Kind, Scope, StoreUnavailable
 from store.api.store import Store
 from store.postgres.engine import PostgresEngine
 from store.postgres.schema import MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
+from store.sqlite.ops import to_base36
 from tests.store.postgres_fixtures import (
     Cluster,
     drop_database,
@@ -247,7 +248,7 @@ async def test_a_version_1_database_gains_the_tail_digest_column() -> None:
             assert found is not None and found.sid == "0002"
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             cur = await conn.execute("SELECT version FROM hero_schema")
-            assert await cur.fetchall() == [(SCHEMA_VERSION,)] == [(2,)]
+            assert await cur.fetchall() == [(SCHEMA_VERSION,)] == [(3,)]
             cur = await conn.execute("SELECT sid, tail_digest FROM conversations ORDER BY sid")
             assert await cur.fetchall() == [("0001", "d7"), ("0002", "d8")]
             await conn.execute("SET enable_seqscan = off")  # two rows: make the planner show the index
@@ -259,3 +260,54 @@ async def test_a_version_1_database_gains_the_tail_digest_column() -> None:
     finally:
         await drop_database(url)
     assert "conversations_tail" in plan, plan
+
+
+async def test_a_version_2_database_gets_the_plpgsql_hero_sid_with_the_same_sids() -> None:
+    """A database main's schema (f7400c8: migrations 1 and 2) wrote upgrades in place to migration 3:
+    ``hero_sid`` becomes PL/pgSQL, gives the text the SQL version gave for every ``n`` below 36^4
+    (all compared on the server) and the embedded engine's sid above, where the old one cut it to 4
+    characters; new records continue the counter."""
+    admin = (await new_database()).rsplit("/", 1)[0] + "/postgres"
+    async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
+        await conn.execute("CREATE DATABASE schema_v2 TEMPLATE template0")
+    url = admin.rsplit("/", 1)[0] + "/schema_v2"
+    try:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute(VERSION_TABLE)
+            for sql in (*MIGRATIONS[0], *MIGRATIONS[1]):
+                await conn.execute(sql)
+            await conn.execute("INSERT INTO hero_schema VALUES (1, 2)")
+            old = next(sql for sql in MIGRATIONS[0] if "FUNCTION hero_sid" in sql)
+            await conn.execute(old.replace("FUNCTION hero_sid", "FUNCTION hero_sid_v1"))
+        async with PostgresEngine(settings_for(url)) as engine:
+            store = Store(engine)
+            first = await store.conversations.create(ALICE, "one", channel="cli")
+            second = await store.conversations.create(ALICE, "two", channel="cli")
+            assert (first.sid, second.sid) == ("0001", "0002")
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            cur = await conn.execute("SELECT version FROM hero_schema")
+            assert await cur.fetchall() == [(SCHEMA_VERSION,)] == [(3,)]
+            cur = await conn.execute(
+                "SELECT prolang = (SELECT oid FROM pg_language WHERE lanname = 'plpgsql') FROM pg_proc "
+                "WHERE proname = 'hero_sid'"
+            )
+            assert await cur.fetchall() == [(True,)]
+            below = [
+                *range(-2, 2000),
+                *range(2000, 36**4, 997),
+                *(36**k + d for k in (1, 2, 3) for d in (-1, 1)),
+            ]
+            cur = await conn.execute(
+                "SELECT count(*), count(*) FILTER (WHERE hero_sid(v) IS DISTINCT FROM hero_sid_v1(v)) "
+                "FROM unnest(%s::bigint[]) AS v",
+                ([*below, 36**4 - 1],),
+            )
+            assert await cur.fetchall() == [(len(below) + 1, 0)]
+            # from 36^4 on the old one cut the sid to 4 characters: the new one is the embedded engine's
+            beyond = [36**k + d for k in range(4, 13) for d in (-1, 0, 1)] + [2**63 - 1]
+            cur = await conn.execute("SELECT v, hero_sid(v) FROM unnest(%s::bigint[]) AS v", (beyond,))
+            assert await cur.fetchall() == [(n, to_base36(n)) for n in beyond]
+            cur = await conn.execute("SELECT hero_sid_v1(1679616), hero_sid(1679616)")
+            assert await cur.fetchall() == [("1000", "10000")]
+    finally:
+        await drop_database(url)
