@@ -93,7 +93,7 @@ class OpenAIProvider(HttpProvider):
 
     async def _post(self, body: bytes, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
         async with (
-            post_stream(self._client, "chat/completions", body, self._secret) as resp,
+            post_stream(self._client, self.url("chat/completions"), body, self._secret) as resp,
             aclosing(self._events(resp, request)) as events,
         ):
             async for event in events:
