@@ -206,7 +206,9 @@ class Agent:
                     for out in joined_deltas(event, receive):
                         yield out
         finally:
-            running.cancel_scope.cancel()
+            # a finished turn has nothing left to cancel (and a cancel costs a task repr in anyio)
+            if not running.done.is_set():
+                running.cancel_scope.cancel()
             with anyio.CancelScope(shield=True):
                 await running.done.wait()
 

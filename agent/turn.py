@@ -378,7 +378,8 @@ class Turn:
                 temperature=llm_cfg.temperature if opts.temperature is None else opts.temperature,
                 sampling=opts.sampling,
             )
-            self.sent_images = any(img.data for m in request.messages for img in m.images)
+            # most messages carry no image: look at their images only where there are some
+            self.sent_images = any(img.data for m in request.messages if m.images for img in m.images)
             resp = await self._call(request)
             if not resp.tool_calls or final:
                 await self._finish(resp)

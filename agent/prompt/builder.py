@@ -15,7 +15,7 @@ import structlog
 from agent.errors import ProviderError
 from agent.prompt.history import (
     History,
-    estimate_message,
+    estimate_messages,
     estimate_text,
     estimate_tools,
     fit,
@@ -64,7 +64,7 @@ async def build_prompt(
     ratio = services.llm.calibrator.ratio(settings.llm.model)
     fixed = estimate_text(base) + estimate_text(history.summary) + estimate_tools(tools)
     budget = history_budget(settings.llm.context_window, settings.llm.max_output_tokens, int(fixed * ratio))
-    used = int(sum(estimate_message(m) for m in history.messages) * ratio)
+    used = int(estimate_messages(history.messages) * ratio)
     if used > budget:
         log.info("turn.compacting", estimate=used, budget=budget)
         if await _compact(services, inp, budget):
@@ -87,12 +87,21 @@ async def with_images(services: TurnServices, scope: Scope, messages: list[ChatM
     model = services.settings.llm.model
     if services.media is None or not services.media.vision_on(model):
         return messages
-    out = list(messages)
-    users = [i for i, m in enumerate(out) if m.role == "user"][-IMAGE_TURNS:]
-    for i in users:
+    # the newest user messages, found from the end: the window has ~200 messages and no image most
+    # of the time, and the unchanged list goes back as it came (no copy, no second fit)
+    users = []
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].role == "user":
+            users.append(i)
+            if len(users) == IMAGE_TURNS:
+                break
+    out = messages
+    for i in reversed(users):
         msg = out[i]
         if not msg.images:
             continue
+        if out is messages:
+            out = list(messages)
         loaded = []
         for img in msg.images:
             try:

@@ -57,6 +57,16 @@ def estimate_message(msg: ChatMessage) -> int:
     return n
 
 
+def estimate_messages(messages: Iterable[ChatMessage]) -> int:
+    """The estimates of ``messages`` summed, reading each message's memo inline (the whole window
+    is summed more than once per turn)."""
+    total = 0
+    for msg in messages:
+        tokens = msg.tokens
+        total += tokens if tokens >= 0 else estimate_message(msg)
+    return total
+
+
 def estimate_image(width: int, height: int) -> int:
     """An image's tokens: Anthropic's documented width * height / 750, at most 1,600 (a larger image
     is scaled down by the provider), at least OpenAI's 85 of a low-detail image."""
@@ -82,11 +92,7 @@ def estimate_tool(tool: ToolSpec) -> int:
 
 
 def estimate_request(request: ChatRequest) -> int:
-    return (
-        estimate_text(request.system)
-        + sum(estimate_message(m) for m in request.messages)
-        + estimate_tools(request.tools)
-    )
+    return estimate_text(request.system) + estimate_messages(request.messages) + estimate_tools(request.tools)
 
 
 class TokenCalibrator:
@@ -242,15 +248,24 @@ def superseded_answers(stored: Sequence[Message]) -> set[str]:
     out: set[str] = set()
     pending: list[str] = []  # interrupted answers of the current group, not superseded yet
     for m in stored:
-        if m.role == Role.USER:
-            pending = []
-        elif m.role == Role.ASSISTANT and not m.tool_calls:
-            if m.status == MessageStatus.INTERRUPTED:
+        role = m.role
+        if role == _USER:
+            if pending:
+                pending = []
+        elif role == _ASSISTANT and not m.tool_calls:
+            if m.status == _INTERRUPTED:
                 pending.append(m.sid)
-            else:
+            elif pending:
                 out.update(pending)
                 pending = []
     return out | set(pending)
+
+
+# plain strings: a stored message's role and status are ``str``, and comparing one with a StrEnum
+# member is several times slower than with a str (this runs over the whole window every turn)
+_USER = Role.USER.value
+_ASSISTANT = Role.ASSISTANT.value
+_INTERRUPTED = MessageStatus.INTERRUPTED.value
 
 
 # -- repair and trimming ------------------------------------------------------------------------
@@ -312,7 +327,8 @@ def fit(messages: Sequence[ChatMessage], budget: int, ratio: float = 1.0) -> lis
     turn_cost = 0
     for i in range(len(messages) - 1, -1, -1):
         msg = messages[i]
-        turn_cost += estimate_message(msg)
+        tokens = msg.tokens  # the memo read inline: this loop runs over the whole window per call
+        turn_cost += tokens if tokens >= 0 else estimate_message(msg)
         if msg.role != "user":
             continue
         cost = int(turn_cost * ratio)

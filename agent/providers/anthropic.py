@@ -81,7 +81,7 @@ class AnthropicProvider(HttpProvider):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
         async with (
-            post_stream(self._client, "messages", build_body(request), self._secret) as resp,
+            post_stream(self._client, self.url("messages"), build_body(request), self._secret) as resp,
             aclosing(self._events(resp, request)) as events,
         ):
             async for event in events:

@@ -93,7 +93,7 @@ class OpenAIProvider(HttpProvider):
 
     async def _post(self, body: bytes, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
         async with (
-            post_stream(self._client, "chat/completions", body, self._secret) as resp,
+            post_stream(self._client, self.url("chat/completions"), body, self._secret) as resp,
             aclosing(self._events(resp, request)) as events,
         ):
             async for event in events:
@@ -181,7 +181,9 @@ def encode_body(request: ChatRequest, *, completion_tokens_key: str = "max_token
     (:attr:`ChatMessage.wire`): a window of 200 messages seen turn after turn is encoded once."""
     body = build_body(replace(request, messages=()), completion_tokens_key=completion_tokens_key)
     parts = [_dumps(m) for m in body.pop("messages")]  # the system message
-    parts += [message_json(m) for m in request.messages]
+    # the memo read inline (a call per message of a 200-message window costs more than the join)
+    name = OpenAIProvider.name
+    parts += [m.wire[1] if m.wire[0] == name else message_json(m) for m in request.messages]
     tools = b""
     if body.pop("tools", None):  # the same specs every turn: their JSON is memoed like a message's
         tools = b'"tools":[' + b",".join(tool_json(t) for t in request.tools) + b"],"

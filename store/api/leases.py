@@ -52,8 +52,10 @@ class HeldLease:
 
     scope: Scope
     claim: ClaimStep
-    #: the renewal task's scope (cancelled, perhaps before the task has entered it) and its end
-    renewal: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    #: set to stop the renewal task (perhaps before it has started), and set by it when it has ended.
+    #: An event, not a cancel: anyio formats the calling task's repr into every cancel's reason
+    #: (~40 us at a turn's stack depth), and a turn ends its renewal on every short turn
+    renewal_stop: anyio.Event = field(default_factory=anyio.Event)
     renewal_ended: anyio.Event = field(default_factory=anyio.Event)
     #: :meth:`release_with` sent its batch: the exit releases the lease only, never writes the closing
     #: steps (they went in that batch, or failed with it)
@@ -67,7 +69,7 @@ class HeldLease:
         if self._called:
             raise RuntimeError("the turn lease was already released")
         self._called = True
-        self.renewal.cancel()
+        self.renewal_stop.set()
         await self.renewal_ended.wait()
         release = ReleaseStep(self.claim.key, self.claim.holder)
         self.finishing = True  # from here on, whatever happens, the steps are not written again
@@ -256,8 +258,7 @@ class Leases:
 
         async def renew(cancel: anyio.CancelScope) -> None:
             try:
-                with held.renewal:
-                    await renewing(cancel)
+                await renewing(cancel)
             finally:
                 held.renewal_ended.set()
 
@@ -265,7 +266,10 @@ class Leases:
             nonlocal lost
             until = anyio.current_time() + max_hold_s
             while anyio.current_time() + period < until:
-                await anyio.sleep(period)
+                with anyio.move_on_after(period):
+                    await held.renewal_stop.wait()
+                if held.renewal_stop.is_set():
+                    return
                 try:
                     outcome = await self.engine.claim(
                         scope, claim.key, claim.holder, claim.ttl_ms, owner=claim.owner
@@ -273,6 +277,8 @@ class Leases:
                 except StoreError as exc:
                     log.warning("store.lease_renewal_failed", key=claim.key, error=type(exc).__name__)
                     continue
+                if held.renewal_stop.is_set():
+                    return  # stopped while the claim ran: its outcome no longer matters
                 if not outcome:
                     lost = True
                     self.stats.lost += 1
@@ -288,7 +294,8 @@ class Leases:
                 try:
                     yield
                 finally:
-                    tg.cancel_scope.cancel()
+                    # the renewal ends at its next wake-up; a failing block cancels the group anyway
+                    held.renewal_stop.set()
         except BaseExceptionGroup as group:
             # the block's own exception, not wrapped: callers catch Conflict, StoreError, ...
             if len(group.exceptions) == 1:

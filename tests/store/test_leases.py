@@ -124,6 +124,24 @@ async def test_a_short_turn_renews_nothing(store: Store) -> None:
     assert store.leases.stats.renewals == 0
 
 
+async def test_a_finished_turn_stops_renewing_and_leaves_no_lease(store: Store) -> None:
+    """A turn held across renewals (0.2 s lease, renewed every ~0.07 s), then finished: the renewal
+    is stopped before the final batch releases the lease, and none follows it (a renewal landing
+    after the release would take the lease again)."""
+    conv = await store.conversations.create(ALICE, "t")
+    holder = Store(store.engine, lease_s=0.2)
+    with anyio.fail_after(10):
+        async with holder.turns.open(ALICE, conv.sid, "hi", channel="cli", ttl_s=60) as opening:
+            while holder.leases.stats.renewals < 2:
+                await anyio.sleep(0.02)
+            await holder.turns.finish(opening, Message(conversation_id=conv.sid, role="assistant"))
+            assert await store.engine.get_lease(ALICE, f"turn:{conv.sid}") is None
+        renewed = holder.leases.stats.renewals
+        await anyio.sleep(0.3)  # more than four renewal periods: a renewal still running would show
+    assert holder.leases.stats.renewals == renewed and holder.leases.stats.lost == 0
+    assert await store.engine.get_lease(ALICE, f"turn:{conv.sid}") is None
+
+
 async def test_a_holder_that_stops_renewing_lapses_within_its_lease(store: Store) -> None:
     """Another host's dead holder is not known dead: its lease lapses, then it is taken over."""
     conv = await store.conversations.create(ALICE, "t")
