@@ -161,9 +161,11 @@ def shared_cluster() -> Cluster:
 
 
 def stop_cluster() -> None:
+    """Stop the session's cluster; the next use starts a new one, whose template is migrated anew."""
     if _session.cluster is not None:
         remove_cluster(_session.cluster)
         _session.cluster = None
+        _session.template_ready = False
 
 
 async def new_database() -> str:
