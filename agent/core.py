@@ -52,8 +52,8 @@ from agent.rerun import RERUNS, RERUNS_HELP
 from agent.slash_commands import run_command
 from agent.stops import watch_for_stop
 from agent.tools.registry import ToolRegistry
-from agent.turn import Turn
-from agent.turn_input import TurnInput, TurnRequest, TurnServices
+from agent.turn.input import TurnInput, TurnRequest, TurnServices
+from agent.turn.loop import Turn
 from config.errors import HeroError
 from config.settings import Settings
 from store import InvalidInput, NotFound, Scope, Store, StoreError, check_text, validate_sid

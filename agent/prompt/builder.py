@@ -23,7 +23,7 @@ from agent.prompt.history import (
     history_from,
 )
 from agent.providers.base import ChatMessage, ToolSpec
-from agent.turn_input import TurnInput, TurnServices
+from agent.turn.input import TurnInput, TurnServices
 from store import InvalidInput, Memory, Message, NotFound, Scope, attachment_bytes
 
 log = structlog.get_logger()

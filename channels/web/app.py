@@ -11,19 +11,17 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from channels.web import (
-    routes_chat,
-    routes_conversations,
-    routes_media,
-    routes_ops,
-    routes_pairing,
-)
 from channels.web.errors import (
     handle_error,
     handle_http_exception,
     handle_unexpected,
 )
 from channels.web.openai import routes as openai_routes
+from channels.web.routes import chat as routes_chat
+from channels.web.routes import conversations as routes_conversations
+from channels.web.routes import media as routes_media
+from channels.web.routes import ops as routes_ops
+from channels.web.routes import pairing as routes_pairing
 from channels.web.state import WebState
 from config.errors import HeroError
 

@@ -11,7 +11,7 @@ import pytest
 from agent.core import Agent
 from agent.events import Done, TextDelta, ToolStarted, TurnEvent, TurnFailed
 from agent.prompt.history import INTERRUPTED_MARK
-from agent.turn import CANCELLED_RESULT
+from agent.turn.loop import CANCELLED_RESULT
 from store import INTERRUPTED_TEXT, Message
 from tests.agent.conftest import SCOPE, Kit, all_messages, assert_valid_history, main_requests, req, turn
 from tests.fakes.openai_server import FakeOpenAI, reply_text, reply_tool_calls

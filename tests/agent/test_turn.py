@@ -19,8 +19,8 @@ from agent.events import (
 from agent.providers.factory import build_provider
 from agent.tools.base import Tool, ToolCaller, ToolResult
 from agent.tools.registry import ToolRegistry
-from agent.turn import FINAL_NOTE
-from agent.turn_tools import SUMMARY_CHARS
+from agent.turn.loop import FINAL_NOTE
+from agent.turn.tools import SUMMARY_CHARS
 from store import INTERRUPTED_RESULT, INTERRUPTED_TEXT, MessageStatus, Scope, open_store
 from tests.agent.conftest import (
     SCOPE,

@@ -134,10 +134,12 @@ async def test_a_finished_turn_stops_renewing_and_leaves_no_lease(store: Store) 
         async with holder.turns.open(ALICE, conv.sid, "hi", channel="cli", ttl_s=60) as opening:
             while holder.leases.stats.renewals < 2:
                 await anyio.sleep(0.02)
+            held = opening.lease
             await holder.turns.finish(opening, Message(conversation_id=conv.sid, role="assistant"))
             assert await store.engine.get_lease(ALICE, f"turn:{conv.sid}") is None
         renewed = holder.leases.stats.renewals
-        await anyio.sleep(0.3)  # more than four renewal periods: a renewal still running would show
+        # the renewal task has ended (finish waited for it), so no renewal can follow the release
+        assert held is not None and held.renewal_ended.is_set()
     assert holder.leases.stats.renewals == renewed and holder.leases.stats.lost == 0
     assert await store.engine.get_lease(ALICE, f"turn:{conv.sid}") is None
 

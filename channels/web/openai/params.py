@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.providers.base import Provider, Sampling
-from agent.turn_options import TurnOptions
+from agent.turn.options import TurnOptions
 from channels.web.errors import ApiError
 from channels.web.openai.history import text_of
 

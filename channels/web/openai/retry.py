@@ -9,7 +9,7 @@ Detection runs before the history match (:mod:`channels.web.openai.history`), in
    previous request (same ``user`` namespace), sent less than :data:`RETRY_WINDOW_MS` ago, is that
    request's retry: same request key, same conversation.
 
-The turn then does what any repeated request key does (``agent/turn.py``): a completed answer is
+The turn then does what any repeated request key does (``agent/turn/loop.py``): a completed answer is
 returned again (same text, same completion id, no model call); an interrupted or failed one is
 answered again by the re-run step (``agent/rerun.py``) on the stored user message, no second copy.
 

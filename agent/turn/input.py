@@ -13,7 +13,7 @@ from agent.prompt.compaction import Compactor
 from agent.prompt.window import WindowCache
 from agent.rerun import Rerun
 from agent.tools.registry import ToolRegistry
-from agent.turn_options import TurnOptions
+from agent.turn.options import TurnOptions
 from config.settings import Settings
 from store import Conversation, NewAttachment, Scope, Store
 

@@ -22,7 +22,7 @@ from agent.media import IMAGE_TYPES
 from channels.web.auth import authenticate, caller_scope, scope_of
 from channels.web.errors import ApiError, read_limited
 from channels.web.media import check_link
-from channels.web.routes_chat import check_conversation, stream_turn
+from channels.web.routes.chat import check_conversation, stream_turn
 from channels.web.state import web_state
 from channels.web.turns import request_key
 from store import attachment_bytes

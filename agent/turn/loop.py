@@ -38,9 +38,9 @@ from agent.prompt.history import calls_from_json, calls_to_json, fit
 from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, RetryNotice, ToolCall
 from agent.rerun import RERUNS, Rerun, RerunKind, RerunRefused, to_supersede
 from agent.tools.base import ToolCaller, ToolResult
-from agent.turn_input import TurnInput, TurnServices
-from agent.turn_options import CLIENT_SYSTEM_TYPE, client_system_changed
-from agent.turn_tools import run_calls, signature
+from agent.turn.input import TurnInput, TurnServices
+from agent.turn.options import CLIENT_SYSTEM_TYPE, client_system_changed
+from agent.turn.tools import run_calls, signature
 from store import (
     CLIENT_NO_RESULT,
     INTERRUPTED_TEXT,
