@@ -26,7 +26,7 @@ from store import StoreError
 
 log = structlog.get_logger("hero.web")
 
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).parent.parent / "static"  # channels/web/static
 READY_TIMEOUT_S = 5.0
 #: the page loads only its own files; inline scripts and styles are refused
 PAGE_HEADERS = {
