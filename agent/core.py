@@ -62,6 +62,10 @@ __all__ = ["Agent", "TurnRequest"]
 
 log = structlog.get_logger()
 
+#: a turn's event sinks: ``emit`` (awaited) and ``emit_now``, the same without a checkpoint (for a
+#: callback: the events' buffer is unbounded)
+Sinks = tuple[EventSink, Callable[[TurnEvent], None]]
+
 #: "/cmd", "/cmd args", "/cmd@botname args"; "/usr/bin ..." is a message, not a command
 COMMAND_RE = re.compile(r"^/([A-Za-z][A-Za-z0-9_]*)(?:@\w+)?(?:\s+(.*))?$", re.S)
 #: how long ``aclose`` may spend on pending memory extractions
@@ -254,7 +258,7 @@ class Agent:
         ended: list[TurnEvent] = []
         first_text: list[float] = []
 
-        async def emit(event: TurnEvent) -> None:
+        def emit_now(event: TurnEvent) -> None:
             if ended:
                 # a failure after Done (e.g. releasing the lock while the store is down) is logged,
                 # never a second final event: a stream ends with exactly one Done or TurnFailed
@@ -271,6 +275,9 @@ class Agent:
             # consumer, which then takes it as one delta (joined_deltas)
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 send.send_nowait(event)
+
+        async def emit(event: TurnEvent) -> None:
+            emit_now(event)
 
         def on_locked() -> None:
             running.active = True
@@ -292,7 +299,7 @@ class Agent:
             async with send:
                 try:
                     with running.cancel_scope:
-                        await self._run_resolved(req, running, turn_id, emit, on_locked)
+                        await self._run_resolved(req, running, turn_id, (emit, emit_now), on_locked)
                     if running.cancel_scope.cancelled_caught:
                         await emit(TurnFailed.of(TurnStopped(), running.conversation_id))
                 except HeroError as exc:
@@ -322,7 +329,7 @@ class Agent:
         req: TurnRequest,
         running: _Running,
         turn_id: str,
-        emit: EventSink,
+        emit: Sinks,
         on_locked: Callable[[], None],
     ) -> None:
         """Resolve the conversation and run the turn in it. An active conversation deleted since it was
@@ -340,7 +347,7 @@ class Agent:
         req: TurnRequest,
         conversation_id: str,
         turn_id: str,
-        emit: EventSink,
+        emit: Sinks,
         on_locked: Callable[[], None],
     ) -> bool:
         """The turn in ``conversation_id``; False when that is the active conversation and the store
@@ -348,7 +355,7 @@ class Agent:
         structlog.contextvars.bind_contextvars(conversation=conversation_id)
         log.info("turn.started", chars=len(req.text))
         inp = TurnInput(req, conversation_id, turn_id)
-        turn = Turn(self._services, inp, emit, on_locked)
+        turn = Turn(self._services, inp, emit[0], on_locked, emit_now=emit[1])
         try:
             await self._run_with_attachments(req, inp, turn)
         except NotFound as exc:

@@ -52,6 +52,7 @@ class ProviderError(AgentError):
         retryable: bool = False,
         retry_after: float | None = None,
         detail: str = "",
+        failure: str = "",
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -59,6 +60,8 @@ class ProviderError(AgentError):
         self.retry_after = retry_after
         #: for the logs only (e.g. the provider's address): the message is what users see
         self.detail = detail
+        #: a transport failure's kind ("ConnectError", "ReadError"...), "" for an answered request
+        self.failure = failure
 
 
 class ProviderAuthError(ProviderError):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from agent.events import Done, TurnEvent, TurnFailed
 from agent.gcpause import GC_STATS
 from agent.providers.base import TEXT_STATS, TextStats
-from agent.providers.wire import WIRE_STATS
+from agent.providers.h1 import WIRE_STATS
 from agent.tools.storable import ResultCounts
 from store import GROUP_BUCKETS, CommitStats, Engine, LeaseStats
 
@@ -357,6 +357,17 @@ def commit_lines(engine: str, stats: CommitStats) -> list[str]:
     out = counter_lines("hero_store_commits_total", "Write transactions committed.", {labels: stats.commits})
     out += counter_lines(
         "hero_store_fsyncs_total", "Commits that waited for the disk (fsync).", {labels: stats.fsyncs}
+    )
+    out += counter_lines(
+        "hero_store_early_answers_total",
+        "Write batches answered before their commit (a turn's opening: its request is built while"
+        " the commit's fsync runs; nothing is acknowledged before the commit returned).",
+        {labels: stats.early},
+    )
+    out += counter_lines(
+        "hero_store_early_commit_failures_total",
+        "Of those, batches whose commit then failed (the turn failed; nothing was acknowledged).",
+        {labels: stats.early_failed},
     )
     name = "hero_store_group_commit_batches"
     out += [

@@ -62,7 +62,7 @@ from agent.gcpause import GC_STATS, freeze_after_startup
 from agent.providers.base import ChatRequest, Provider, ProviderEvent, TextChunk
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
-from bench.common import fake_llm, pct
+from bench.common import WaitedFuture, fake_llm, pct
 from config.logging import configure_logging
 from config.settings import (
     LLMSettings,
@@ -72,7 +72,17 @@ from config.settings import (
     StoreSettings,
     ToolsSettings,
 )
-from store import DelegatingEngine, EmbeddedEngine, Engine, Message, Results, Scope, Step, Store
+from store import (
+    DelegatingEngine,
+    Durable,
+    EmbeddedEngine,
+    Engine,
+    Message,
+    Results,
+    Scope,
+    Step,
+    Store,
+)
 
 SCOPE = Scope("bench", "bencher")
 TEXT = "a line of ordinary chat, about as long as people write them in a messenger"
@@ -134,6 +144,18 @@ class TimedEngine(DelegatingEngine):
     async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
         with self._timed():
             return await self.inner.batch(scope, steps)
+
+    async def batch_early(self, scope: Scope, steps: Sequence[Step]) -> tuple[Results, Durable]:
+        """The engine's early answer (a turn's opening), timed to the results; the time the turn then
+        waits at its gate for the commit counts too."""
+        with self._timed():
+            results, durable = await self.inner.batch_early(scope, steps)
+        if durable is None:
+            return results, None
+        return results, WaitedFuture(durable, self._waited)
+
+    def _waited(self, seconds: float) -> None:
+        self.spent += seconds
 
 
 async def warm_log(store: Store, engine: EmbeddedEngine) -> None:

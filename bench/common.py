@@ -6,13 +6,16 @@ Every benchmark runs as a module from the repository root (``python -m bench.web
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -84,3 +87,31 @@ async def wait_healthy_at(base_url: str, proc: subprocess.Popen[bytes]) -> None:
     """:func:`wait_healthy` with a client of its own for ``base_url``."""
     async with httpx.AsyncClient(base_url=base_url, timeout=2) as client:
         await wait_healthy(client, proc)
+
+
+class WaitedFuture(asyncio.Future[None]):
+    """A batch's durability (``Engine.batch_early``) as the caller sees it, with the time its awaits
+    actually waited passed to ``on_wait`` (a future already settled costs no wait): what a turn spends
+    blocked on the commit, as opposed to the commit running while the turn works."""
+
+    def __init__(self, inner: asyncio.Future[None], on_wait: Callable[[float], None]) -> None:
+        super().__init__()
+        self._on_wait = on_wait
+        inner.add_done_callback(self._copy)
+
+    def _copy(self, inner: asyncio.Future[None]) -> None:
+        if inner.cancelled():
+            self.cancel()
+        elif (error := inner.exception()) is not None:
+            self.set_exception(error)
+        else:
+            self.set_result(None)
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if self.done():
+            return (yield from super().__await__())
+        started = time.perf_counter()
+        try:
+            return (yield from super().__await__())
+        finally:
+            self._on_wait(time.perf_counter() - started)

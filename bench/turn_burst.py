@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -41,10 +42,13 @@ from agent.core import Agent, TurnRequest
 from agent.events import Done, TextDelta
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
-from bench.common import fake_llm, pct
+from bench.common import WaitedFuture, fake_llm, pct
 from config.logging import configure_logging
 from config.settings import LLMSettings, LoggingSettings, MemorySettings, Settings, StoreSettings
 from store import DelegatingEngine, EmbeddedEngine, Results, Scope, Step, Store
+
+if TYPE_CHECKING:
+    from store import Durable
 
 #: the worker's side of the task's last engine call (code older than it: none, 0)
 worker_side = getattr(EmbeddedEngine, "last_call_seconds", lambda: 0.0)
@@ -72,6 +76,30 @@ class WriterClock(DelegatingEngine):
             if account is not None and account[1] == 0.0:  # only until the first token
                 account[0] += time.perf_counter() - started
                 account[2] += worker_side()
+
+    async def batch_early(self, scope: Scope, steps: Sequence[Step]) -> tuple[Results, Durable]:
+        """A turn's opening, answered before its commit: the call until the results, plus the time
+        the turn then waits at its gate for the commit (all of it the writer's: it is the fsync)."""
+        account = _spent.get()
+        started = time.perf_counter()
+        batch_early = getattr(self.inner, "batch_early", None)
+        if batch_early is None:  # code older than early answers
+            return await self.batch(scope, steps), None
+        try:
+            results, durable = await batch_early(scope, steps)
+        finally:
+            if account is not None and account[1] == 0.0:
+                account[0] += time.perf_counter() - started
+                account[2] += worker_side()
+        if durable is None or account is None:
+            return results, durable
+
+        def waited(seconds: float) -> None:
+            if account[1] == 0.0:
+                account[0] += seconds
+                account[2] += seconds
+
+        return results, WaitedFuture(durable, waited)
 
 
 async def one_turn(agent: Agent, cid: str, text: str) -> tuple[float, float, float, float]:

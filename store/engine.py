@@ -23,12 +23,13 @@ visible outside its scope, and a foreign sid behaves exactly like a missing one)
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import builtins
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Generic, Self, TypeVar, cast
+from typing import Final, Generic, Optional, Self, TypeVar, cast
 
 from store import cut_turns
 from store.errors import InvalidInput, LeaseHeld, UnsupportedOperation
@@ -36,6 +37,10 @@ from store.leases import Claimed, Lease, LeaseOwner
 from store.models import JSON, Kind, Record, Scope, validate_stored_context
 
 T = TypeVar("T")
+
+#: what :meth:`Engine.batch_early` answers beside the results: None (durable already), or a future
+#: settled once the batch's commit is durable (hero-agent runs anyio on asyncio only)
+Durable = Optional["asyncio.Future[None]"]
 
 #: filter operators, as key suffixes: ``seq__gt``; a bare key means equality
 FILTER_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in")
@@ -312,6 +317,10 @@ class CommitStats:
     #: groups by size: ``groups[i]`` counts groups of at most ``GROUP_BUCKETS[i]`` batches (and
     #: more than the bound before); the last slot those above every bound
     groups: list[int] = field(default_factory=lambda: [0] * (len(GROUP_BUCKETS) + 1))
+    #: write batches answered before their commit (``Engine.batch_early``), and those of them whose
+    #: commit then failed (their durability failed: nothing was acknowledged)
+    early: int = 0
+    early_failed: int = 0
 
     def grouped(self, size: int, *, committed: bool, synced: bool) -> None:
         self.batches += size
@@ -375,6 +384,16 @@ class Engine(ABC):
         :class:`ClaimStep` with ``required`` raises :class:`~store.errors.LeaseHeld`; any failure
         stops the batch. Reads see the batch's own earlier writes.
         """
+
+    async def batch_early(self, scope: Scope, steps: Sequence[Step]) -> tuple[Results, Durable]:
+        """:meth:`batch`, answered as soon as its steps ran: the results, and None when they are
+        already durable, else an awaitable that completes once the batch's commit is durable and
+        raises :class:`~store.errors.StoreUnavailable` when that commit failed (then nothing the batch
+        wrote exists). The results are final either way: the batch holds the write lock from its
+        first step to its commit. A caller must not acknowledge anything the batch wrote before the
+        awaitable completed. Default: :meth:`batch` (durable when it returns); the embedded engine
+        answers before its commit's fsync (a turn builds and sends its request meanwhile)."""
+        return await self.batch(scope, steps), None
 
     async def run(self, scope: Scope, step: StepOf[R]) -> R:
         """One step as its own batch, its result typed by the step."""
@@ -509,6 +528,13 @@ class DelegatingEngine(Engine):
 
     async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
         return await self.inner.batch(scope, steps)
+
+    async def batch_early(self, scope: Scope, steps: Sequence[Step]) -> tuple[Results, Durable]:
+        """The inner engine's, unless this wrapper changes :meth:`batch` (then through it: durable
+        when answered)."""
+        if type(self).batch is DelegatingEngine.batch:
+            return await self.inner.batch_early(scope, steps)
+        return await self.batch(scope, steps), None
 
     async def contexts(self) -> builtins.list[str]:
         return await self.inner.contexts()

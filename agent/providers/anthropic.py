@@ -1,4 +1,5 @@
-"""The Anthropic Messages API adapter, streaming over raw httpx2.
+"""The Anthropic Messages API adapter, streaming over the providers' HTTP/1.1 client
+(:mod:`agent.providers.h1`).
 
 Translation (the differences the seam hides):
 
@@ -24,8 +25,6 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-import httpx2
-
 from agent.errors import ProviderUnavailable
 from agent.providers.base import (
     ChatMessage,
@@ -40,11 +39,7 @@ from agent.providers.base import (
     UsageReport,
     text_with_placeholders,
 )
-from agent.providers.http import (
-    HttpProvider,
-    error_from_payload,
-    post_stream,
-)
+from agent.providers.http import Answer, HttpProvider, error_from_payload
 from agent.providers.sse import drain, iter_sse
 from config.settings import LLMSettings
 
@@ -60,15 +55,15 @@ _STOP = {
 
 
 class AnthropicProvider(HttpProvider):
-    """Messages API over one pooled :class:`httpx2.AsyncClient`; ``transport`` is the test seam."""
+    """Messages API over the pooled client of :class:`HttpProvider`."""
 
     name = "anthropic"
 
-    def __init__(self, settings: LLMSettings, *, transport: httpx2.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, settings: LLMSettings) -> None:
         headers = {"anthropic-version": ANTHROPIC_VERSION}
         if settings.api_key:
             headers["x-api-key"] = settings.api_key
-        super().__init__(settings, headers, transport)
+        super().__init__(settings, headers)
 
     def refused_parameter(self, sampling: Sampling) -> str:
         """``seed`` and a JSON ``response_format`` have no Messages API equivalent."""
@@ -81,15 +76,13 @@ class AnthropicProvider(HttpProvider):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
         async with (
-            post_stream(self._client, self.url("messages"), build_body(request), self._secret) as resp,
+            self.post_stream("messages", build_body(request)) as resp,
             aclosing(self._events(resp, request)) as events,
         ):
             async for event in events:
                 yield event
 
-    async def _events(
-        self, resp: httpx2.Response, request: ChatRequest
-    ) -> AsyncGenerator[ProviderEvent, None]:
+    async def _events(self, resp: Answer, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
         blocks: dict[int, dict[str, Any]] = {}
         json_parts: dict[int, list[str]] = {}
         calls: list[ToolCall] = []

@@ -19,7 +19,7 @@ ANTHROPIC_DEFAULT_URL = "https://api.anthropic.com/v1"
 KEYED_HOSTS = frozenset({"api.openai.com", "api.anthropic.com"})
 
 
-def build_provider(settings: LLMSettings, *, transport: httpx2.AsyncBaseTransport | None = None) -> Provider:
+def build_provider(settings: LLMSettings) -> Provider:
     """``settings.provider`` is "openai" (any compatible server) or "anthropic"."""
     if settings.provider == "anthropic" and settings.base_url == OPENAI_DEFAULT_URL:
         settings = replace(settings, base_url=ANTHROPIC_DEFAULT_URL)  # the section's default is OpenAI's
@@ -35,9 +35,9 @@ def build_provider(settings: LLMSettings, *, transport: httpx2.AsyncBaseTranspor
         )
     inner: Provider
     if settings.provider == "openai":
-        inner = OpenAIProvider(settings, transport=transport)
+        inner = OpenAIProvider(settings)
     elif settings.provider == "anthropic":
-        inner = AnthropicProvider(settings, transport=transport)
+        inner = AnthropicProvider(settings)
     else:
         raise ValueError(f"unknown LLM provider {settings.provider!r} (expected 'openai' or 'anthropic')")
     return RetryingProvider(inner, settings)

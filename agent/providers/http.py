@@ -1,4 +1,5 @@
-"""What both HTTP adapters share: the pooled client, streaming POSTs, and the mapping of HTTP
+"""What both HTTP adapters share: the pooled client (:mod:`agent.providers.h1`, or httpx2 behind a
+proxy), streaming POSTs, and the mapping of HTTP
 statuses, in-stream error objects and transport failures onto :mod:`agent.errors`.
 
 ::
@@ -21,9 +22,10 @@ import email.utils
 import json
 import re
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import Any, Protocol
 
 import httpx2
 
@@ -34,8 +36,8 @@ from agent.errors import (
     ProviderRateLimited,
     ProviderUnavailable,
 )
+from agent.providers import h1
 from agent.providers.base import Provider
-from agent.providers.wire import one_write_transport
 from config.settings import LLMSettings
 
 
@@ -57,125 +59,201 @@ _MAX_DETAIL = 200
 
 #: connections kept open between turns (keep-alive), and how many may run at once: a burst of turns
 #: (200 web chats at once) should not queue for a connection in front of a server that takes them
-POOL_LIMITS = httpx2.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=60.0)
+MAX_CONNECTIONS = 256
+MAX_KEEPALIVE = 64
+KEEPALIVE_EXPIRY_S = 60.0
 JSON_HEADERS = {"content-type": "application/json"}
 
 
-def make_client(
-    settings: LLMSettings, headers: Mapping[str, str], transport: httpx2.AsyncBaseTransport | None
-) -> httpx2.AsyncClient:
-    """One pooled client per provider, each request sent in one socket write
-    (:mod:`agent.providers.wire`). The read timeout bounds every single wait for bytes (the headers
-    included); the gap between stream events is also policed by the retry layer."""
-    timeout = httpx2.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s)
-    return httpx2.AsyncClient(
-        base_url=settings.base_url.rstrip("/") + "/",
-        headers={"user-agent": "hero-agent", **headers},
-        timeout=timeout,
-        transport=one_write_transport(POOL_LIMITS) if transport is None else transport,
-        limits=POOL_LIMITS,
-    )
+class Answer(Protocol):
+    """An HTTP answer whose body is read as it comes (:class:`h1.Response`, or httpx2's)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
+    async def aread(self) -> bytes: ...
 
 
-@asynccontextmanager
-async def post_stream(
-    client: httpx2.AsyncClient, path: str | httpx2.URL, body: dict[str, Any] | bytes, secret: str
-) -> AsyncIterator[httpx2.Response]:
-    """POST ``body`` (an object, or its JSON already encoded) to ``path`` (relative to the client's
-    base URL, or that already joined: :meth:`HttpProvider.url`) and hold the streaming response; HTTP
-    errors and transport failures become ProviderErrors, also those raised while the caller reads the
-    body inside the ``async with``."""
-    try:
-        sent = (
-            client.stream("POST", path, content=body, headers=JSON_HEADERS)
-            if isinstance(body, bytes)
-            else client.stream("POST", path, json=body)
+def env_proxy(url: httpx2.URL) -> bool:
+    """The environment names a proxy for ``url`` (``HTTPS_PROXY``, ``ALL_PROXY``... not excluded by
+    ``NO_PROXY``), as httpx reads them."""
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(url.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(url.host)
+
+
+class Direct:
+    """Requests over the providers' own HTTP/1.1 pool (:mod:`agent.providers.h1`): the default."""
+
+    def __init__(self, base: httpx2.URL, headers: Mapping[str, str], settings: LLMSettings) -> None:
+        default_port = 443 if base.scheme == "https" else 80
+        self.origin = h1.Origin(base.scheme, base.host, base.port or default_port)
+        self.base_path = base.raw_path.decode("ascii")
+        self._headers = [*headers.items(), ("accept", "*/*"), ("accept-encoding", "gzip, deflate")]
+        self._pool = h1.Pool(
+            self.origin,
+            connect_timeout=settings.connect_timeout_s,
+            read_timeout=settings.request_timeout_s,
+            ssl_context=httpx2.create_ssl_context,
+            max_connections=MAX_CONNECTIONS,
+            max_keepalive=MAX_KEEPALIVE,
+            keepalive_expiry=KEEPALIVE_EXPIRY_S,
         )
-        async with sent as resp:
-            if resp.status_code >= 400:
-                text = (await resp.aread()).decode("utf-8", "replace")
-                raise error_from_response(resp.status_code, resp.headers, text, secret)
+        #: each request's line and headers, encoded once per (method, path)
+        self._heads: dict[tuple[str, str], bytes] = {}
+
+    def head(self, method: str, path: str) -> bytes:
+        key = (method, path)
+        head = self._heads.get(key)
+        if head is None:
+            extra = JSON_HEADERS.items() if method == "POST" else ()
+            target = self.base_path + path.lstrip("/")
+            head = self._heads[key] = h1.request_head(method, target, self.origin, [*self._headers, *extra])
+        return head
+
+    @asynccontextmanager
+    async def send(self, method: str, path: str, body: bytes | None) -> AsyncIterator[Answer]:
+        async with await self._pool.request(self.head(method, path), body) as resp:
             yield resp
-    except httpx2.UnsupportedProtocol:
-        raise ProviderError("the LLM base_url is not an http(s) URL") from None
-    except httpx2.TimeoutException:
-        raise ProviderUnavailable("the LLM provider timed out", retryable=True) from None
-    except httpx2.HTTPError as exc:
-        # RemoteProtocolError (cut stream), ConnectError, ReadError, DecodingError...: no URL or
-        # header in the text
-        # the provider's address is for the operator's logs (``detail``), not for the chat user
-        url = client.base_url
-        origin = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
-        raise ProviderUnavailable(
-            f"connection to the LLM provider failed ({type(exc).__name__})",
-            retryable=True,
-            detail=f"base_url {origin}",
-        ) from None
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
 
 
-class HttpProvider(Provider):
-    """A provider speaking to its API over one pooled :class:`httpx2.AsyncClient` (``transport`` is the
-    test seam): the client's lifecycle, the ping and the model list are the same for both APIs; each
-    API brings its headers and its ``stream``."""
+class ViaProxy:
+    """Requests through httpx2, which speaks to the proxy the environment names (see :func:`env_proxy`)."""
 
-    def __init__(
-        self, settings: LLMSettings, headers: dict[str, str], transport: httpx2.AsyncBaseTransport | None
-    ) -> None:
-        self._secret = settings.api_key
-        self._client = make_client(settings, headers, transport)
-        self._urls: dict[str, httpx2.URL] = {}
+    def __init__(self, base: httpx2.URL, headers: Mapping[str, str], settings: LLMSettings) -> None:
+        self._client = httpx2.AsyncClient(
+            base_url=base,
+            headers=dict(headers),
+            timeout=httpx2.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s),
+            limits=httpx2.Limits(
+                max_connections=MAX_CONNECTIONS,
+                max_keepalive_connections=MAX_KEEPALIVE,
+                keepalive_expiry=KEEPALIVE_EXPIRY_S,
+            ),
+        )
 
-    def url(self, path: str) -> httpx2.URL:
-        """``path`` joined to the base URL once: httpx parses a str URL and merges it with the base on
-        every request (~30 us of a turn); an absolute :class:`httpx2.URL` goes through as it is."""
-        url = self._urls.get(path)
-        if url is None:
-            base = self._client.base_url  # as httpx merges a relative path: appended to the base
-            url = self._urls[path] = base.copy_with(raw_path=base.raw_path + path.lstrip("/").encode())
-        return url
+    @asynccontextmanager
+    async def send(self, method: str, path: str, body: bytes | None) -> AsyncIterator[Answer]:
+        headers = JSON_HEADERS if body is not None else None
+        async with self._client.stream(method, path, content=body, headers=headers) as resp:
+            yield resp
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+#: transport failures of either client, and which of them are timeouts
+_UNSUPPORTED = (httpx2.UnsupportedProtocol, h1.UnsupportedProtocol)
+_TIMEOUTS = (httpx2.TimeoutException, *h1.TIMEOUTS)
+_FAILURES = (httpx2.HTTPError, h1.HTTPError)
+
+
+class HttpProvider(Provider):
+    """A provider speaking to its API over one pooled client: :class:`Direct` (our HTTP/1.1 pool), or
+    :class:`ViaProxy` when the environment names a proxy for the base URL. The client's lifecycle,
+    the ping and the model list are the same for both APIs; each API brings its headers and its
+    ``stream``."""
+
+    def __init__(self, settings: LLMSettings, headers: dict[str, str]) -> None:
+        self._secret = settings.api_key
+        base = httpx2.URL(settings.base_url.rstrip("/") + "/")
+        self._origin = f"{base.scheme}://{base.host}" + (f":{base.port}" if base.port else "")
+        if base.scheme not in ("http", "https"):
+            self._http: Direct | ViaProxy | None = None  # every request fails with a clear error
+            return
+        all_headers = {"user-agent": "hero-agent", **headers}
+        self._http = (
+            ViaProxy(base, all_headers, settings) if env_proxy(base) else Direct(base, all_headers, settings)
+        )
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+    @asynccontextmanager
+    async def post_stream(self, path: str, body: dict[str, Any] | bytes) -> AsyncIterator[Answer]:
+        """POST ``body`` (an object, or its JSON already encoded) to ``path`` (relative to the base URL)
+        and hold the streaming answer; HTTP errors and transport failures become ProviderErrors, also
+        those raised while the caller reads the body inside the ``async with``."""
+        data = body if isinstance(body, bytes) else encode_json(body)
+        async with self._exchange("POST", path, data) as resp:
+            if resp.status_code >= 400:
+                text = (await resp.aread()).decode("utf-8", "replace")
+                raise error_from_response(resp.status_code, resp.headers, text, self._secret)
+            yield resp
+
+    @asynccontextmanager
+    async def _exchange(self, method: str, path: str, body: bytes | None) -> AsyncIterator[Answer]:
+        try:
+            if self._http is None:
+                raise h1.UnsupportedProtocol("not an http(s) URL")
+            async with self._http.send(method, path, body) as resp:
+                yield resp
+        except _UNSUPPORTED:
+            raise ProviderError("the LLM base_url is not an http(s) URL") from None
+        except _TIMEOUTS:
+            raise ProviderUnavailable("the LLM provider timed out", retryable=True) from None
+        except _FAILURES as exc:
+            # a cut stream, a refused connection...: no URL or header in the text; the provider's
+            # address is for the operator's logs (``detail``), not for the chat user
+            raise ProviderUnavailable(
+                f"connection to the LLM provider failed ({type(exc).__name__})",
+                retryable=True,
+                detail=f"base_url {self._origin}",
+                failure=type(exc).__name__,
+            ) from None
+
+    async def _get(self, path: str) -> tuple[int, Mapping[str, str], str]:
+        async with self._exchange("GET", path, None) as resp:
+            return resp.status_code, resp.headers, (await resp.aread()).decode("utf-8", "replace")
 
     async def ping(self) -> None:
         """Reachable and accepting the key: ``GET models`` (a server without that route still counts:
         only a refused key or a server error fails)."""
         try:
-            resp = await self._client.get("models")
-        except httpx2.HTTPError:
+            status, headers, text = await self._get("models")
+        except ProviderUnavailable:
             raise ProviderUnavailable("the LLM provider cannot be reached", retryable=True) from None
-        if resp.status_code in (401, 403) or resp.status_code >= 500:
-            raise error_from_response(resp.status_code, resp.headers, resp.text, self._secret)
+        if status in (401, 403) or status >= 500:
+            raise error_from_response(status, headers, text, self._secret)
 
     async def list_models(self) -> list[str] | None:
-        return await list_models(self._client, self._secret)
+        """``GET models`` of either API (both answer ``{"data": [{"id": ...}, ...]}``): the model ids,
+        or None when the server has no such route or answers another shape (local servers vary).
+        Raises ProviderUnavailable when it cannot be reached and the mapped error for
+        401/403/429/5xx."""
+        try:
+            status, headers, text = await self._get("models?limit=1000")
+        except ProviderUnavailable as exc:
+            why = f" ({exc.failure})" if exc.failure else ""
+            raise ProviderUnavailable(
+                f"the LLM provider at {self._origin} cannot be reached{why}", retryable=True
+            ) from None
+        if status in (401, 403, 429) or status >= 500:
+            raise error_from_response(status, headers, text, self._secret)
+        if status != 200:
+            return None
+        try:
+            data = json.loads(text).get("data")
+        except (ValueError, AttributeError):
+            return None
+        if not isinstance(data, list):
+            return None
+        return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
 
 
-async def list_models(client: httpx2.AsyncClient, secret: str) -> list[str] | None:
-    """``GET models`` of either API (both answer ``{"data": [{"id": ...}, ...]}``): the model ids, or
-    None when the server has no such route or answers another shape (local servers vary). Raises
-    ProviderUnavailable when it cannot be reached and the mapped error for 401/403/429/5xx."""
-    try:
-        resp = await client.get("models", params={"limit": 1000})
-    except httpx2.UnsupportedProtocol:
-        raise ProviderError("the LLM base_url is not an http(s) URL") from None
-    except httpx2.HTTPError as exc:
-        url = client.base_url
-        origin = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
-        raise ProviderUnavailable(
-            f"the LLM provider at {origin} cannot be reached ({type(exc).__name__})", retryable=True
-        ) from None
-    if resp.status_code in (401, 403, 429) or resp.status_code >= 500:
-        raise error_from_response(resp.status_code, resp.headers, resp.text, secret)
-    if resp.status_code != 200:
-        return None
-    try:
-        data = resp.json().get("data")
-    except (ValueError, AttributeError):
-        return None
-    if not isinstance(data, list):
-        return None
-    return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
+def encode_json(body: dict[str, Any]) -> bytes:
+    """A request body's JSON, compact and UTF-8 (as httpx encoded ``json=``)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def scrub(text: str, secret: str) -> str:

@@ -1,5 +1,5 @@
 """The OpenAI-compatible Chat Completions adapter (OpenAI, OpenRouter, Groq, vLLM, Ollama, llama.cpp,
-LM Studio...), streaming over raw httpx2.
+LM Studio...), streaming over the providers' HTTP/1.1 client (:mod:`agent.providers.h1`).
 
 Stream quirks handled (each has a test in ``tests/agent/providers/test_openai_variants.py``): the tool
 call variants of :mod:`agent.providers.toolcalls`; a last usage chunk with ``choices: []``; keep-alive
@@ -18,7 +18,6 @@ from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
-import httpx2
 import structlog
 
 from agent.errors import ProviderError, ProviderUnavailable
@@ -34,11 +33,7 @@ from agent.providers.base import (
     UsageReport,
     text_with_placeholders,
 )
-from agent.providers.http import (
-    HttpProvider,
-    error_from_payload,
-    post_stream,
-)
+from agent.providers.http import Answer, HttpProvider, error_from_payload
 from agent.providers.sse import drain, iter_sse_reads
 from agent.providers.toolcalls import ToolCallAssembler
 from config.settings import LLMSettings
@@ -60,13 +55,13 @@ _FINISH = {
 
 
 class OpenAIProvider(HttpProvider):
-    """Chat Completions over one pooled :class:`httpx2.AsyncClient`; ``transport`` is the test seam."""
+    """Chat Completions over the pooled client of :class:`HttpProvider`."""
 
     name = "openai"
 
-    def __init__(self, settings: LLMSettings, *, transport: httpx2.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, settings: LLMSettings) -> None:
         headers = {"authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-        super().__init__(settings, headers, transport)
+        super().__init__(settings, headers)
         self._tokens_key = "max_tokens"
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
@@ -93,15 +88,13 @@ class OpenAIProvider(HttpProvider):
 
     async def _post(self, body: bytes, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
         async with (
-            post_stream(self._client, self.url("chat/completions"), body, self._secret) as resp,
+            self.post_stream("chat/completions", body) as resp,
             aclosing(self._events(resp, request)) as events,
         ):
             async for event in events:
                 yield event
 
-    async def _events(
-        self, resp: httpx2.Response, request: ChatRequest
-    ) -> AsyncGenerator[ProviderEvent, None]:
+    async def _events(self, resp: Answer, request: ChatRequest) -> AsyncGenerator[ProviderEvent, None]:
         calls = ToolCallAssembler()
         finish: str | None = None
         usage: UsageReport | None = None

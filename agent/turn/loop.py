@@ -23,6 +23,7 @@ store) is marked by the store when the conversation's next turn opens, or when a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,7 +32,16 @@ import structlog
 
 from agent.client_tools import CLIENT_TOOL_CALLS, ClientResult, awaited, continued_answer, user_of
 from agent.errors import ProviderError, ToolResultsRefused, TurnTimedOut, VisionRefused
-from agent.events import Done, EventSink, Retrying, TextDelta, TurnFailed, TurnStarted, UsageInfo
+from agent.events import (
+    Done,
+    EventSink,
+    Retrying,
+    TextDelta,
+    TurnEvent,
+    TurnFailed,
+    TurnStarted,
+    UsageInfo,
+)
 from agent.llm import CallSite
 from agent.prompt.builder import build_prompt
 from agent.prompt.history import calls_from_json, calls_to_json, fit
@@ -91,12 +101,22 @@ class Turn:
     of its caller (store errors are left to the caller to report)."""
 
     def __init__(
-        self, services: TurnServices, inp: TurnInput, emit: EventSink, on_locked: Callable[[], None]
+        self,
+        services: TurnServices,
+        inp: TurnInput,
+        emit: EventSink,
+        on_locked: Callable[[], None],
+        *,
+        emit_now: Callable[[TurnEvent], None] | None = None,
     ) -> None:
         self.services = services
         self.inp = inp
         self.emit = emit
+        #: ``emit`` without a checkpoint, for a callback (None: none, the gates send TurnStarted)
+        self.emit_now = emit_now
         self.on_locked = on_locked
+        #: TurnStarted, until it went out (see :meth:`_announce`)
+        self._started: TurnStarted | None = None
         self.progress = _Progress()
         self.site = CallSite(inp.request.scope, inp.conversation_id, inp.request.channel)
         self.cid = inp.conversation_id
@@ -137,6 +157,7 @@ class Turn:
                 request_key=inp.request.request_key,
                 attachments=inp.attachments,
                 reads=reads,
+                early=True,  # the commit's fsync runs while the request is built (see _announce)
                 ttl_s=agent_cfg.turn_lock_ttl_s,
                 wait_s=agent_cfg.turn_deadline_s,
                 turn_id=inp.turn_id,
@@ -164,9 +185,10 @@ class Turn:
                     self.user_sid = self.message.sid
                     # a replayed answer shows the turn id it was stored with (the completion id)
                     shown_id = answered.turn_id if answered is not None and answered.turn_id else inp.turn_id
-                    await self.emit(TurnStarted(self.cid, self.message.sid, shown_id))
+                    self._announce(TurnStarted(self.cid, self.message.sid, shown_id))
                     self._title(opening.conversation)
                     if answered is not None:
+                        await self._acknowledged()
                         await self._replay(answered)
                         return
                     await self._store_client_system()
@@ -178,6 +200,45 @@ class Turn:
                     await self.emit(TurnFailed.of(TurnTimedOut(agent_cfg.turn_deadline_s), self.cid))
         except Conflict as exc:
             await self.emit(TurnFailed.of(exc, self.cid))
+
+    def _announce(self, started: TurnStarted) -> None:
+        """TurnStarted acknowledges the user message (its sid): it goes out once the opening is
+        durable. The opening came early (``turns.open(early=True)``): on the embedded engine before
+        its commit's fsync, which runs while this turn builds and sends its request. It goes out from
+        the commit's callback (the LLM may take long), and at the latest at the gates
+        (:meth:`_acknowledged`) before any later event; never before the commit returned."""
+        self._started = started
+        durable = self.opening.durable if self.opening is not None else None
+        if durable is None:
+            self._send_started()
+        elif self.emit_now is not None:
+            durable.add_done_callback(self._on_durable)
+
+    def _on_durable(self, durable: asyncio.Future[None]) -> None:
+        if not durable.cancelled() and durable.exception() is None:
+            self._send_started()
+
+    def _send_started(self) -> None:
+        started, self._started = self._started, None
+        if started is not None and self.emit_now is not None:
+            self.emit_now(started)
+        elif started is not None:
+            self._started = started  # no sink for a callback: the next gate sends it
+
+    async def _acknowledged(self) -> None:
+        """The gate before any event after TurnStarted: waits for the opening's commit (raising
+        StoreUnavailable when it failed, after dropping the window cache's copy of what it wrote),
+        then TurnStarted goes out if it has not yet."""
+        opening = self.opening
+        if opening is not None and opening.durable is not None:
+            try:
+                await opening.wait_durable()
+            except StoreError:
+                self.services.window.forget(self.inp.request.scope, self.cid)
+                raise
+        started, self._started = self._started, None
+        if started is not None:
+            await self.emit(started)
 
     async def _settle_earlier(self, message: Message) -> bool:
         """Before answering: a re-run (or a repeated request whose earlier answer was cut or failed)
@@ -313,6 +374,7 @@ class Turn:
                 await self._settle(MessageStatus.INTERRUPTED)
             raise
         except ProviderError as exc:
+            await self._acknowledged()
             await self._settle(MessageStatus.ERROR)
             if self._vision_refused(exc):
                 refused = VisionRefused(self.services.settings.llm.model, exc)
@@ -433,14 +495,18 @@ class Turn:
 
         async def on_text(text: str) -> None:
             progress.partial.append(text)
+            if self._started is not None or (self.opening is not None and self.opening.durable is not None):
+                await self._acknowledged()
             await self.emit(TextDelta(text))
 
         async def on_retry(notice: RetryNotice) -> None:
+            await self._acknowledged()
             await self.emit(Retrying(notice.attempt, notice.max_retries, notice.delay_s, notice.reason))
 
         resp = await self.services.llm.call(
             request, self.site, on_text, defer_usage=progress.usage, on_retry=on_retry
         )
+        await self._acknowledged()
         progress.prompt_tokens += resp.prompt_tokens
         progress.completion_tokens += resp.completion_tokens
         progress.model = resp.model

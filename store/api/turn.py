@@ -5,7 +5,9 @@ A turn used to make seven calls for this (lease, message, conversation, messages
 and the conversation again to resolve it); on the embedded engine each call is a hop to the worker
 thread and the lease and the message were two commits. :meth:`Turns.open` (``store.turns.open``) sends them as
 one :meth:`~store.engine.Engine.batch`: one transaction, one durable commit, one hop; a remote
-engine sends the reads at once. The user message is durable before ``turns.open`` yields, as before.
+engine sends the reads at once. The user message is durable before ``turns.open`` yields, unless the
+caller asks for the opening ``early`` (the agent's turns do): then it is yielded when the batch ran
+and :meth:`TurnOpening.wait_durable` waits for the commit.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from store.api.leases import HeldLease, Leases
 from store.engine import (
     ClaimStep,
     CreateStep,
+    Durable,
     Engine,
     GetStep,
     ListQuery,
@@ -73,6 +76,15 @@ class TurnOpening:
     title: str = ""
     #: the turn's lease while the block runs (see :meth:`Turns.finish`)
     lease: HeldLease | None = field(default=None, repr=False)
+    #: opened with ``early``: settled once what the opening wrote is durable (None: it is)
+    durable: Durable = field(default=None, repr=False)
+
+    async def wait_durable(self) -> None:
+        """Wait until what the opening wrote (the lease, the user message, cut-turn marks) is durable;
+        at once when it is. Raises StoreUnavailable when its commit failed: then none of it exists."""
+        if self.durable is not None:
+            await self.durable
+            self.durable = None
 
 
 class Turns:
@@ -100,6 +112,7 @@ class Turns:
         turn_id: str = "",
         rerun_of: str | None = None,
         mark_cut: bool = True,
+        early: bool = False,
     ) -> AsyncIterator[TurnOpening]:
         """Take the turn lease of the conversation (waiting like :meth:`Leases.conversation_lock`), mark the
         turn a crash may have cut there (:mod:`store.cut_turns`), append the user message and read
@@ -114,7 +127,12 @@ class Turns:
         user message of this conversation.
 
         ``mark_cut=False``: the turn continues one that handed tool calls to the client (the OpenAI
-        endpoint's client tools) and stores their results itself, so its awaited calls are not marked."""
+        endpoint's client tools) and stores their results itself, so its awaited calls are not marked.
+
+        ``early=True``: the opening is yielded as soon as the engine ran the batch, possibly before its
+        commit is durable (``Engine.batch_early``: the embedded engine's fsync runs while the turn
+        builds its request); the caller acknowledges nothing the opening wrote (the user message's
+        sid above all) before :meth:`TurnOpening.wait_durable`."""
         validate_sid(conversation_id)
         message = Message(
             conversation_id=conversation_id,
@@ -163,7 +181,11 @@ class Turns:
         steps += [s for s in (list_matching, list_recent) if s is not None]
 
         async def take(claim: ClaimStep) -> tuple[Claimed, TurnOpening]:
-            results = await self.engine.batch(scope, [claim, *steps])
+            durable: Durable = None
+            if early:
+                results, durable = await self.engine.batch_early(scope, [claim, *steps])
+            else:
+                results = await self.engine.batch(scope, [claim, *steps])
             if mark_cut:
                 self.leases.stats.marked(results.of(mark))
             user_rec = results.of(user_step)
@@ -173,7 +195,7 @@ class Turns:
             if conv_rec is None:
                 # deleted between the message's create and the read: only a non-atomic engine gets here
                 raise NotFound("conversation", conversation_id)
-            return results.of(claim), _opening(
+            opening = _opening(
                 reads.window_limit,
                 created=user_rec,
                 conv_rec=conv_rec,
@@ -181,6 +203,8 @@ class Turns:
                 matching=results.of(list_matching) if list_matching is not None else None,
                 recent=results.of(list_recent) if list_recent is not None else None,
             )
+            opening.durable = durable
+            return results.of(claim), opening
 
         def closing(opening: TurnOpening) -> list[Step]:
             return self._closing_steps(opening)

@@ -37,7 +37,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import structlog
 
-from store.engine import CommitStats, Engine, Results, Step, dump_in_pages, leases_only
+from store.engine import CommitStats, Durable, Engine, Results, Step, dump_in_pages, leases_only
 from store.errors import Conflict, StoreError, StoreUnavailable
 from store.leases import Lease
 from store.models import Kind, Record, Scope, validate_stored_context, validate_user
@@ -61,6 +61,10 @@ log = structlog.get_logger()
 LAST_CALL_S: contextvars.ContextVar[float] = contextvars.ContextVar("last_call_s", default=0.0)
 
 
+#: runs a group of write batches: ``(writes, ran)``, see :func:`store.sqlite.group.commit_group`
+CommitWrites = Callable[[list[Write], Callable[[list[Outcome]], None] | None], list[Outcome]]
+
+
 @dataclasses.dataclass(slots=True)
 class _Job:
     loop: asyncio.AbstractEventLoop
@@ -69,20 +73,27 @@ class _Job:
     call: Callable[[], Any] | Write
     #: ``perf_counter`` when queued, then the worker-side time once answered
     seconds: float = 0.0
+    #: an early write (``Engine.batch_early``): settled once its commit is durable, or failed
+    durable: asyncio.Future[None] | None = None
+    #: (worker side) its results were answered before the COMMIT
+    answered_early: bool = False
 
     def answer(self, result: object, error: BaseException | None) -> None:
         self.seconds = time.perf_counter() - self.seconds
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             self.loop.call_soon_threadsafe(_settle, self.future, result, error)
 
+    def answer_durable(self, error: BaseException | None) -> None:
+        assert self.durable is not None
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(_settle, self.durable, None, error)
+
 
 class _Worker:
     """The thread that runs every call on one connection, one at a time, in the order they came;
     write batches found waiting together go to ``commit_writes`` as one group."""
 
-    def __init__(
-        self, name: str, commit_writes: Callable[[list[Write]], list[Outcome]], max_group: int = MAX_GROUP
-    ) -> None:
+    def __init__(self, name: str, commit_writes: CommitWrites, max_group: int = MAX_GROUP) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         #: 1: every write batch commits alone (the behaviour before group commit, for benches)
         self.max_group = max_group
@@ -107,6 +118,24 @@ class _Worker:
         LAST_CALL_S.set(job.seconds)  # the future is settled after answer() measured it
         await anyio.lowlevel.checkpoint_if_cancelled()
         return result
+
+    async def run_early(self, write: Write) -> tuple[Any, asyncio.Future[None]]:
+        """``write``'s result once its steps ran (before its COMMIT), and a future settled once the
+        COMMIT is durable (failed with the error when it is not)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        durable: asyncio.Future[None] = loop.create_future()
+        durable.add_done_callback(_observed)  # a caller cancelled before awaiting it logs nothing
+        job = _Job(loop, future, write, time.perf_counter(), durable)
+        with self._lock:
+            if self._stopped:
+                raise StoreUnavailable("the embedded store is closed")
+            self._jobs.put(job)
+        with anyio.CancelScope(shield=True):
+            result = await future
+        LAST_CALL_S.set(job.seconds)
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return result, durable
 
     def stop(self) -> None:
         """Serve what was queued, then end the thread. Later calls fail with StoreUnavailable."""
@@ -133,9 +162,14 @@ class _Worker:
                 job = self._jobs.get()
                 continue
             group, job = self._group(job)
-            outcomes = self._commit_writes([cast(Write, g.call) for g in group])
+            early = any(g.durable is not None for g in group)
+            ran = functools.partial(_answer_early, group) if early else None
+            outcomes = self._commit_writes([cast(Write, g.call) for g in group], ran)
             for member, (result, error) in zip(group, outcomes, strict=True):
-                member.answer(result, error)
+                if not member.answered_early:
+                    member.answer(result, error)
+                if member.durable is not None:
+                    member.answer_durable(error)
             if job is _NO_JOB:
                 job = self._jobs.get()
 
@@ -152,6 +186,19 @@ class _Worker:
                 return group, job
             group.append(job)
         return group, _NO_JOB
+
+
+def _answer_early(group: list[_Job], outcomes: list[Outcome]) -> None:
+    """Before the group's COMMIT: the results of its early writes (a failed one's error is final)."""
+    for member, (result, error) in zip(group, outcomes, strict=True):
+        if member.durable is not None:
+            member.answered_early = True
+            member.answer(result, error)
+
+
+def _observed(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 #: a marker: the queue ran empty while a group was gathered
@@ -188,12 +235,14 @@ class _Database:
         self.commits = CommitStats()
         self.worker = _Worker(f"hero-agent-store:{path.name}", self.commit_writes)
 
-    def commit_writes(self, writes: list[Write]) -> list[Outcome]:
+    def commit_writes(
+        self, writes: list[Write], ran: Callable[[list[Outcome]], None] | None = None
+    ) -> list[Outcome]:
         """A group of write batches in one transaction (see :mod:`store.sqlite.group`)."""
         with self.lock:
             if self.conn is None:
                 return [(None, StoreUnavailable("the embedded store is closed")) for _ in writes]
-            return commit_group(self.conn, self.path, writes, self.commits)
+            return commit_group(self.conn, self.path, writes, self.commits, ran)
 
     def call(self, fn: Callable[Concatenate[sqlite3.Connection, P], R], *args: P.args, **kw: P.kwargs) -> R:
         with self.lock:
@@ -325,6 +374,21 @@ class EmbeddedEngine(Engine):
             leases_only(steps),
         )
         return await db.worker.run(write)
+
+    async def batch_early(self, scope: Scope, steps: Sequence[Step]) -> tuple[Results, Durable]:
+        """A write batch answered before its group's COMMIT (see :meth:`Engine.batch_early`): the
+        results, and a future settled once the COMMIT (its fsync) returned."""
+        steps = builtins.list(steps)
+        db = self._db
+        if not sqlite_batch.writes(steps) or db is None:
+            return await self.batch(scope, steps), None
+        write = Write(
+            functools.partial(sqlite_batch.run_steps, scope=scope, steps=steps),
+            leases_only(steps),
+            early=True,
+        )
+        result, durable = await db.worker.run_early(write)
+        return cast(Results, result), durable
 
     @staticmethod
     def last_call_seconds() -> float:

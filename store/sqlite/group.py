@@ -15,7 +15,11 @@ as one transaction::
 Each batch keeps what it had alone: its writes all or none, its reads see its own writes and those of
 the batches before it (as they would have in turn). No caller is answered before the COMMIT has
 returned, i.e. before its data is durable; when the COMMIT fails, every batch of the group fails with
-it and nothing is acknowledged. Batches arriving during a commit form the next group, so groups grow
+it and nothing is acknowledged. The one exception asks for it: a batch sent with
+``Engine.batch_early`` (a turn's opening) gets its results before the COMMIT and its durability after
+it, as two answers; its caller acknowledges nothing before the second.
+
+Batches arriving during a commit form the next group, so groups grow
 exactly when the disk is the bottleneck and stay single when it is not (no waiting for company).
 """
 
@@ -46,24 +50,40 @@ class Write:
     run: Callable[[sqlite3.Connection], Any]
     #: it writes nothing but expiring leases (a group of only such batches skips the fsync)
     leases_only: bool
+    #: its caller takes the results before the COMMIT (``Engine.batch_early``), its durability after
+    early: bool = False
 
 
 def commit_group(
-    conn: sqlite3.Connection, path: Path, writes: Sequence[Write], stats: CommitStats
+    conn: sqlite3.Connection,
+    path: Path,
+    writes: Sequence[Write],
+    stats: CommitStats,
+    ran: Callable[[list[Outcome]], None] | None = None,
 ) -> list[Outcome]:
-    """Run ``writes`` in one transaction and commit it once; one outcome per write, in order."""
+    """Run ``writes`` in one transaction and commit it once; one outcome per write, in order.
+    ``ran(outcomes)`` is called after the writes ran, before the COMMIT (the early answers of
+    ``Engine.batch_early``); a COMMIT that then fails fails every write (the returned outcomes)."""
     leases_only = all(w.leases_only for w in writes)
+    answered_early = 0
     try:
         (level,) = conn.execute("PRAGMA synchronous").fetchone()
         with unsynced(conn, leases_only):
             outcomes = _run(conn, path, writes)
             committed = any(error is None for _, error in outcomes)
+            if ran is not None:
+                ran(outcomes)
+                answered_early = sum(
+                    w.early and e is None for w, (_, e) in zip(writes, outcomes, strict=True)
+                )
+                stats.early += answered_early
             if conn.in_transaction:
                 conn.execute("COMMIT" if committed else "ROLLBACK")
     except BaseException as exc:  # BEGIN or COMMIT failed, or the transaction was lost midway
         with contextlib.suppress(sqlite3.Error):  # the worker thread must live on to answer the rest
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+        stats.early_failed += answered_early
         stats.grouped(len(writes), committed=False, synced=False)
         error = store_error(exc, path)
         return [(None, error) for _ in writes]

@@ -57,3 +57,16 @@ async def test_commits_fsyncs_and_group_sizes_are_shown(tmp_path: Path) -> None:
     assert 'hero_store_group_commit_batches_bucket{engine="embedded",le="1"} 3' in text
     assert 'hero_store_group_commit_batches_sum{engine="embedded"} 3' in text
     assert 'hero_store_group_commit_batches_count{engine="embedded"} 3' in text
+    assert 'hero_store_early_answers_total{engine="embedded"} 0' in text
+
+
+async def test_turn_openings_answered_before_their_commit_are_counted(tmp_path: Path) -> None:
+    async with Store(EmbeddedEngine(tmp_path)) as store:
+        metrics = TurnMetrics(store_engine=store.engine, leases=store.leases.stats)
+        conv = await store.conversations.create(SCOPE, "t")
+        for text in ("one", "two"):
+            async with store.turns.open(SCOPE, conv.sid, text, channel="cli", early=True) as opening:
+                await opening.wait_durable()
+        text = "\n".join(metrics.render_lines())
+    assert 'hero_store_early_answers_total{engine="embedded"} 2' in text
+    assert 'hero_store_early_commit_failures_total{engine="embedded"} 0' in text

@@ -195,3 +195,31 @@ def test_a_step_outside_the_table_is_refused() -> None:
 def test_results_need_one_value_per_step() -> None:
     with pytest.raises(ValueError, match="1 results for 2 steps"):
         Results([CountStep(Kind.STATE), CountStep(Kind.MEMORY)], [1])
+
+
+async def test_batch_early_answers_what_batch_answers_and_when_it_is_durable(any_engine: Engine) -> None:
+    """Every engine: the results of a batch, and None (durable already) or a future settled once the
+    commit is durable; after it the writes are there. A batch of reads is durable at once."""
+    engine = any_engine
+    create = CreateStep(Kind.STATE, _state("early", "1"))
+    results, durable = await engine.batch_early(ALICE, [create, CountStep(Kind.STATE, {"key": "early"})])
+    assert results.of(create)["key"] == "early"
+    assert results[1] == 1  # the batch's own write, seen by its read
+    if durable is not None:
+        await durable
+        assert durable.done() and durable.exception() is None
+    assert await engine.get(Kind.STATE, ALICE, results.of(create)["sid"]) == results.of(create)
+    reads, none = await engine.batch_early(ALICE, [GetStep(Kind.STATE, results.of(create)["sid"])])
+    assert none is None and reads[0] == results.of(create)
+
+
+async def test_the_embedded_engine_answers_a_write_batch_early(tmp_path: Path) -> None:
+    async with EmbeddedEngine(tmp_path) as engine:
+        stats = engine.commit_stats()
+        assert stats is not None
+        before = stats.commits
+        _, durable = await engine.batch_early(ALICE, [CreateStep(Kind.STATE, _state("early", "1"))])
+        assert durable is not None  # settled by the worker once the COMMIT returned
+        await durable
+        assert stats.commits == before + 1
+        assert (stats.early, stats.early_failed) == (1, 0)

@@ -30,10 +30,17 @@ pytestmark = pytest.mark.durability
 
 
 def _spawn(
-    data_dir: Path, conv: str, prefix: str, count: int, *, wait: bool = False, tasks: int = 1
+    data_dir: Path,
+    conv: str,
+    prefix: str,
+    count: int,
+    *,
+    wait: bool = False,
+    tasks: int = 1,
+    early: bool = False,
 ) -> subprocess.Popen[str]:
     cmd = [sys.executable, str(CHILD), str(data_dir), conv, prefix, str(count)] + (["--wait"] if wait else [])
-    cmd += ["--tasks", str(tasks)]
+    cmd += ["--tasks", str(tasks)] + (["--early"] if early else [])
     return subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
@@ -131,6 +138,34 @@ def test_group_commits_acknowledge_only_durable_appends_under_kill_9(tmp_path: P
     assert set(acked) <= {(m.seq, m.content) for m in messages}, "an acknowledged message was lost"
     # at most one append per task was in flight at each kill
     assert len(acked) <= len(messages) <= len(acked) + rounds * tasks
+    assert len(acked) > rounds
+
+
+def test_turn_openings_answered_before_their_commit_are_acknowledged_only_when_durable(
+    tmp_path: Path,
+) -> None:
+    """The agent's turns open ``early`` (the results before the commit's fsync); a message is
+    acknowledged after ``wait_durable``, and a kill -9 at random loses none of the acknowledged."""
+    rng = random.Random(20261206)
+    conv = anyio.run(_new_conversation, tmp_path)
+    rounds = ROUNDS // 2
+    acked: list[tuple[int, str]] = []
+    for rnd in range(rounds):
+        with _spawn(tmp_path, conv, f"e{rnd}", 100_000, early=True) as child:
+            acked += _kill_after_acks(child, rng, rnd)
+
+    _integrity(tmp_path / DB_FILE)
+    messages, count = anyio.run(_all_messages, tmp_path, conv)
+    users = [m for m in messages if m.role == "user"]
+    contents = [m.content for m in users]
+    assert len(contents) == len(set(contents)), "duplicate messages"
+    assert [m.seq for m in messages] == list(range(1, len(messages) + 1)), "seq has gaps"
+    assert count == len(messages)
+    assert set(acked) <= {(m.seq, m.content) for m in users}, "an acknowledged message was lost"
+    # at most one opening per round was in flight at its kill; the next round's opening marks a
+    # turn the kill cut (an interrupted marker): those are the only other messages
+    assert len(acked) <= len(users) <= len(acked) + rounds
+    assert all(m.role == "user" or m.message_type == "interrupted" for m in messages)
     assert len(acked) > rounds
 
 

@@ -24,6 +24,7 @@ FACE = [
     "DB_FILE",
     "CommitStats",
     "DelegatingEngine",
+    "Durable",
     "GROUP_BUCKETS",
     "EmbeddedEngine",
     "Engine",

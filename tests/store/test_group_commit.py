@@ -8,6 +8,8 @@ another process would): the engine's first batch waits for it, and the others qu
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -158,3 +160,23 @@ async def test_each_task_reads_the_worker_side_of_its_own_last_call(tmp_path: Pa
             assert 0 < worker <= whole
         # this task's last call was "alone" (the other task's value is that task's own)
         assert EmbeddedEngine.last_call_seconds() == seen["alone"][0]
+
+
+def test_an_early_answer_whose_commit_fails_fails_its_durability_and_keeps_nothing(tmp_path: Path) -> None:
+    """``batch_early`` answers before the COMMIT; a COMMIT that then fails (here: the file-size limit,
+    a real EFBIG from the kernel) fails the durability future, and nothing of the batch exists."""
+    child = Path(__file__).with_name("early_commit_child.py")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, str(child), str(tmp_path)],
+        check=False,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("results ")  # the results came although the commit then failed
+    assert lines[1].startswith("durable failed: the embedded store at ")
+    assert lines[2:] == ["absent", "next ok", "early 1 failed 1"]

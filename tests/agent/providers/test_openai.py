@@ -39,7 +39,8 @@ async def test_streamed_text_arrives_in_chunks_with_usage_and_end(fake_openai: F
     finally:
         await provider.aclose()
     texts = [e.text for e in events if isinstance(e, TextChunk)]
-    assert len(texts) == 3
+    # three SSE events; those one socket read brings in together come out as one chunk (test_h1.py)
+    assert 1 <= len(texts) <= 3 and all(texts)
     assert "".join(texts) == "Hello there"
     usage = [e for e in events if isinstance(e, UsageReport)]
     assert len(usage) == 1 and usage[0].prompt_tokens > 0 and usage[0].completion_tokens == 3
