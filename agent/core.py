@@ -206,7 +206,18 @@ class Agent:
         self._tg.start_soon(self._turn_task, req, send, running)
         try:
             async with receive:
-                async for event in receive:
+                while True:
+                    # an event already waiting is taken without a checkpoint: anyio's receive yields
+                    # to the loop first, one more trip through a busy loop per delta
+                    try:
+                        event = receive.receive_nowait()
+                    except anyio.WouldBlock:
+                        try:
+                            event = await receive.receive()
+                        except anyio.EndOfStream:
+                            break
+                    except anyio.EndOfStream:
+                        break
                     for out in joined_deltas(event, receive):
                         yield out
         finally:

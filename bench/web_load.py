@@ -36,6 +36,12 @@ from bench.common import ROOT, free_port, pct, start_fake_llm, wait_healthy_at
 from tests.fakes.sse_scripts import split_text  # the fake's own cutting of its answer
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -84,7 +90,9 @@ async def one_chat(
         errors.append(f"done={done} deltas={len(deltas)} chars={received}")
         return
     out["ttft"].append(arrivals[0] - sent)
+    out["first_at"].append(arrivals[0])
     out["gaps"] += [b - a for a, b in itertools.pairwise(arrivals)]
+    out["gap_at"] += arrivals[1:]
     out["deltas"].append(len(deltas))
     # how far the last token is behind the fake's schedule, counted from the stream's first token
     out["behind"].append(arrivals[-1] - arrivals[0] - (tokens - 1) * chunk_delay)
@@ -150,7 +158,15 @@ async def run_load(
             resp = await client.post("/api/conversations", json={"title": f"bench {i}"})
             resp.raise_for_status()
             ids.append(resp.json()["id"])
-        out: dict[str, list[float]] = {"ttft": [], "gaps": [], "start": [], "deltas": [], "behind": []}
+        out: dict[str, list[float]] = {
+            "ttft": [],
+            "gaps": [],
+            "start": [],
+            "deltas": [],
+            "behind": [],
+            "first_at": [],
+            "gap_at": [],
+        }
         errors: list[str] = []
         started = time.perf_counter()
         async with anyio.create_task_group() as tg:
@@ -198,7 +214,9 @@ def main() -> None:
         anyio.run(wait_healthy_at, base_url, daemon)
         time.sleep(1.0)  # let start-up allocations settle before reading the idle RSS
         idle = rss_mb(daemon.pid)
+        cpu_before = cpu_s(daemon.pid), cpu_s(fake.pid)
         out, errors, elapsed = anyio.run(run_load, base_url, args.clients, args.tokens, args.chunk_delay)
+        cpu_used = cpu_s(daemon.pid) - cpu_before[0], cpu_s(fake.pid) - cpu_before[1]
         loaded = rss_mb(daemon.pid)
         # the fake alone, same clients and tokens, measured in the same run (the machine's floor)
         base, base_errors = anyio.run(run_baseline, llm_url, args.clients, args.tokens)
@@ -221,6 +239,14 @@ def main() -> None:
             f"added latency per token: p50={pct(added, 0.5):.1f}ms p99={pct(added, 0.99):.1f}ms "
             f"mean={statistics.fmean(added):.1f}ms (n={len(added)})"
         )
+        # where the tail is: tokens relayed while turns were still starting (before the last stream's
+        # first token: the event loop also opens turns, builds prompts...) against those after
+        ramp_end = max(out["first_at"])
+        ramp = [a for a, at in zip(added, out["gap_at"], strict=True) if at <= ramp_end]
+        steady = [a for a, at in zip(added, out["gap_at"], strict=True) if at > ramp_end]
+        for label, part in (("while turns start", ramp), ("once all streams run", steady)):
+            if part:
+                print(f"  {label}: p50={pct(part, 0.5):.1f}ms p99={pct(part, 0.99):.1f}ms (n={len(part)})")
         print(f"time to first token: p50={pct(ttft, 0.5):.0f}ms p99={pct(ttft, 0.99):.0f}ms")
         behind = [t * 1000 for t in out["behind"]]
         print(
@@ -243,6 +269,12 @@ def main() -> None:
             f"time to the start event (message stored): p50={pct(start, 0.5):.0f}ms "
             f"p99={pct(start, 0.99):.0f}ms"
         )
+    per_token_us = cpu_used[0] / (args.clients * args.tokens) * 1e6
+    print(
+        f"CPU during the load: daemon {cpu_used[0]:.2f}s ({per_token_us:.0f}us per token "
+        f"relayed, turns included), fake LLM {cpu_used[1]:.2f}s, over {elapsed:.2f}s of wall time on "
+        f"{os.cpu_count()} cores"
+    )
     print(f"RSS hero-agent serve: idle={idle:.1f}MB after load={loaded:.1f}MB")
     print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
     raise SystemExit(1 if errors else 0)

@@ -12,6 +12,7 @@ The producer (a turn) writes events through ``emit``. While it runs:
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -76,7 +77,9 @@ class EventStreamResponse(Response):
         raw_headers += [
             (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.extra_headers.items()
         ]
-        lock = anyio.Lock()
+        # asyncio's: taking a free lock does not yield. anyio's always yields once (a checkpoint), and
+        # per delta that was one more trip through a busy event loop before the bytes went out
+        lock = asyncio.Lock()
 
         async def emit(chunk: bytes) -> None:
             # the producer and the keep-alive ticker share one connection: one writer at a time
