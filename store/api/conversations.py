@@ -7,7 +7,7 @@ Every call takes a :class:`~store.models.Scope`; ids from another user or contex
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from store.api.base import MAX_TAIL_DIGEST_CHARS, check_limit, check_tags, check_title, store_fields
 from store.engine import Engine, ListQuery, Page
@@ -18,8 +18,10 @@ from store.models import Conversation, Kind, Scope, validate_sid
 class Conversations:
     """The conversation records; their messages are ``store.messages``."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, renaming: Callable[[Scope, str], None] | None = None) -> None:
         self.engine = engine
+        #: told before a rename is written (the Store's: an open turn drops its pending auto-title)
+        self._renaming = renaming
 
     async def create(
         self,
@@ -80,7 +82,12 @@ class Conversations:
         return Page([Conversation.from_record(r) for r in page.items], page.next_cursor)
 
     async def rename(self, scope: Scope, sid: str, title: str) -> Conversation:
-        return await self._update(scope, sid, {"title": check_title(title)})
+        """Give the conversation ``title``; a turn of it open in this process then keeps it (its
+        auto-title is dropped, see ``Turns.renaming``)."""
+        checked = check_title(title)
+        if self._renaming is not None:
+            self._renaming(scope, validate_sid(sid))
+        return await self._update(scope, sid, {"title": checked})
 
     async def archive(self, scope: Scope, sid: str, archived: bool = True) -> Conversation:
         return await self._update(scope, sid, {"is_archived": bool(archived)})

@@ -63,7 +63,7 @@ class Store:
         #: the engine, behind the fallbacks for any capability it lacks (see ``store.api.fallbacks``)
         self.engine = with_fallbacks(engine)
         self.rules = Rules(max_message_chars)
-        self.conversations = Conversations(self.engine)
+        self.conversations = Conversations(self.engine, renaming=self._renaming)
         self.messages = Messages(self.engine, self.rules, self.conversations)
         self.memories = Memories(self.engine, self.rules)
         self.records = Records(self.engine)
@@ -73,6 +73,9 @@ class Store:
         self.stops = Stops(self.engine, self.leases)
         self.links = Links(self.engine, self.state)
         self.attachments = Attachments(self.engine, max_bytes=max_attachment_bytes)
+
+    def _renaming(self, scope: Scope, conversation_id: str) -> None:
+        self.turns.renaming(scope, conversation_id)
 
     async def __aenter__(self) -> Store:
         await self.engine.open()

@@ -94,6 +94,9 @@ class Turns:
         self.engine = engine
         self.rules = rules
         self.leases = leases
+        #: the openings of this process's open turns, by (context, user, conversation): a rename
+        #: cancels the auto-title one of them would write when it closes (:meth:`renaming`)
+        self._open: dict[tuple[str, str, str], TurnOpening] = {}
 
     @asynccontextmanager
     async def open(
@@ -213,7 +216,13 @@ class Turns:
             scope, conversation_id, take, ttl_s=ttl_s, wait_s=wait_s, closing=closing
         ) as (opening, held):
             opening.lease = held
-            yield opening
+            key = (scope.context, scope.user_id, conversation_id)
+            self._open[key] = opening  # turns of one conversation never overlap (the lease)
+            try:
+                yield opening
+            finally:
+                if self._open.get(key) is opening:
+                    del self._open[key]
 
     async def finish(self, opening: TurnOpening, message: Message) -> Message:
         """Store the turn's final message, its ``usage`` entries and the release of its lease in ONE
@@ -238,8 +247,17 @@ class Turns:
 
     def title_on_close(self, opening: TurnOpening, title: str) -> None:
         """Give the conversation ``title`` when the turn closes, in its last batch (checked now:
-        InvalidInput like :meth:`Conversations.rename`, and nothing is queued)."""
+        InvalidInput like :meth:`Conversations.rename`, and nothing is queued). A rename of the
+        conversation in this process before then cancels it (:meth:`renaming`)."""
         opening.title = check_title(title)
+
+    def renaming(self, scope: Scope, conversation_id: str) -> None:
+        """The conversation is being given a title: a turn of it open in this process no longer
+        writes its auto-title when it closes (the user's title stays). Called before the rename's
+        write, so a turn closing meanwhile cannot write its title after the user's."""
+        opening = self._open.get((scope.context, scope.user_id, conversation_id))
+        if opening is not None:
+            opening.title = ""
 
 
 def _opening(

@@ -45,7 +45,7 @@ from store.sqlite import batch as sqlite_batch
 from store.sqlite import leases as sqlite_leases
 from store.sqlite import ops
 from store.sqlite import users as sqlite_users
-from store.sqlite.group import MAX_GROUP, Outcome, Write, commit_group
+from store.sqlite.group import MAX_GROUP, Outcome, Ran, Write, commit_group
 from store.sqlite.schema import configure, migrate
 
 DB_FILE = "hero-agent.db"
@@ -62,7 +62,7 @@ LAST_CALL_S: contextvars.ContextVar[float] = contextvars.ContextVar("last_call_s
 
 
 #: runs a group of write batches: ``(writes, ran)``, see :func:`store.sqlite.group.commit_group`
-CommitWrites = Callable[[list[Write], Callable[[list[Outcome]], None] | None], list[Outcome]]
+CommitWrites = Callable[[list[Write], Ran | None], list[Outcome]]
 
 
 @dataclasses.dataclass(slots=True)
@@ -188,12 +188,13 @@ class _Worker:
         return group, _NO_JOB
 
 
-def _answer_early(group: list[_Job], outcomes: list[Outcome]) -> None:
-    """Before the group's COMMIT: the results of its early writes (a failed one's error is final)."""
-    for member, (result, error) in zip(group, outcomes, strict=True):
-        if member.durable is not None:
-            member.answered_early = True
-            member.answer(result, error)
+def _answer_early(group: list[_Job], i: int, outcome: Outcome) -> None:
+    """A write of the group ran (before the group's COMMIT): an early one gets its results now (a
+    failed one's error is final)."""
+    member = group[i]
+    if member.durable is not None:
+        member.answered_early = True
+        member.answer(*outcome)
 
 
 def _observed(future: asyncio.Future[None]) -> None:
@@ -235,9 +236,7 @@ class _Database:
         self.commits = CommitStats()
         self.worker = _Worker(f"hero-agent-store:{path.name}", self.commit_writes)
 
-    def commit_writes(
-        self, writes: list[Write], ran: Callable[[list[Outcome]], None] | None = None
-    ) -> list[Outcome]:
+    def commit_writes(self, writes: list[Write], ran: Ran | None = None) -> list[Outcome]:
         """A group of write batches in one transaction (see :mod:`store.sqlite.group`)."""
         with self.lock:
             if self.conn is None:

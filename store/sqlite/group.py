@@ -16,8 +16,9 @@ Each batch keeps what it had alone: its writes all or none, its reads see its ow
 the batches before it (as they would have in turn). No caller is answered before the COMMIT has
 returned, i.e. before its data is durable; when the COMMIT fails, every batch of the group fails with
 it and nothing is acknowledged. The one exception asks for it: a batch sent with
-``Engine.batch_early`` (a turn's opening) gets its results before the COMMIT and its durability after
-it, as two answers; its caller acknowledges nothing before the second.
+``Engine.batch_early`` (a turn's opening) gets its results as soon as it ran (its savepoint released,
+before the batches behind it in the group and before the COMMIT) and its durability after the COMMIT,
+as two answers; its caller acknowledges nothing before the second.
 
 Batches arriving during a commit form the next group, so groups grow
 exactly when the disk is the bottleneck and stay single when it is not (no waiting for company).
@@ -54,55 +55,66 @@ class Write:
     early: bool = False
 
 
+#: called with a write's index and outcome as soon as it ran (inside the transaction, before COMMIT)
+Ran = Callable[[int, Outcome], None]
+
+
 def commit_group(
     conn: sqlite3.Connection,
     path: Path,
     writes: Sequence[Write],
     stats: CommitStats,
-    ran: Callable[[list[Outcome]], None] | None = None,
+    ran: Ran | None = None,
 ) -> list[Outcome]:
     """Run ``writes`` in one transaction and commit it once; one outcome per write, in order.
-    ``ran(outcomes)`` is called after the writes ran, before the COMMIT (the early answers of
-    ``Engine.batch_early``); a COMMIT that then fails fails every write (the returned outcomes)."""
+    ``ran(i, outcome)`` is called for each write as soon as it ran (its savepoint released or rolled
+    back), before the COMMIT: the early answers of ``Engine.batch_early``, which then wait for neither
+    the writes behind them in the group nor the fsync. A COMMIT that then fails fails every write (the
+    returned outcomes)."""
     leases_only = all(w.leases_only for w in writes)
-    answered_early = 0
+    early = [0]
+
+    def ran_one(i: int, outcome: Outcome) -> None:
+        if ran is not None:
+            ran(i, outcome)
+        if writes[i].early and outcome[1] is None:
+            early[0] += 1
+
     try:
         (level,) = conn.execute("PRAGMA synchronous").fetchone()
         with unsynced(conn, leases_only):
-            outcomes = _run(conn, path, writes)
+            outcomes = _run(conn, path, writes, ran_one)
             committed = any(error is None for _, error in outcomes)
-            if ran is not None:
-                ran(outcomes)
-                answered_early = sum(
-                    w.early and e is None for w, (_, e) in zip(writes, outcomes, strict=True)
-                )
-                stats.early += answered_early
             if conn.in_transaction:
                 conn.execute("COMMIT" if committed else "ROLLBACK")
     except BaseException as exc:  # BEGIN or COMMIT failed, or the transaction was lost midway
         with contextlib.suppress(sqlite3.Error):  # the worker thread must live on to answer the rest
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-        stats.early_failed += answered_early
+        stats.early += early[0]
+        stats.early_failed += early[0]
         stats.grouped(len(writes), committed=False, synced=False)
         error = store_error(exc, path)
         return [(None, error) for _ in writes]
+    stats.early += early[0]
     stats.grouped(len(writes), committed=committed, synced=committed and not leases_only and level >= 2)
     return outcomes
 
 
-def _run(conn: sqlite3.Connection, path: Path, writes: Sequence[Write]) -> list[Outcome]:
+def _run(conn: sqlite3.Connection, path: Path, writes: Sequence[Write], ran: Ran) -> list[Outcome]:
     conn.execute("BEGIN IMMEDIATE")
     if len(writes) == 1:  # alone: the transaction is the batch's, no savepoint needed
         try:
-            return [(writes[0].run(conn), None)]
+            outcome: Outcome = (writes[0].run(conn), None)
         except BaseException as exc:
             if not conn.in_transaction:
                 raise
             conn.execute("ROLLBACK")
             return [(None, store_error(exc, path))]
+        ran(0, outcome)
+        return [outcome]
     out: list[Outcome] = []
-    for write in writes:
+    for i, write in enumerate(writes):
         conn.execute("SAVEPOINT batch")
         try:
             result = write.run(conn)
@@ -111,10 +123,12 @@ def _run(conn: sqlite3.Connection, path: Path, writes: Sequence[Write]) -> list[
                 raise  # SQLite rolled the whole transaction back (disk full, I/O error): all fail
             conn.execute("ROLLBACK TO batch")
             conn.execute("RELEASE batch")
-            out.append((None, store_error(exc, path)))
-            continue
-        conn.execute("RELEASE batch")
-        out.append((result, None))
+            outcome = (None, store_error(exc, path))
+        else:
+            conn.execute("RELEASE batch")
+            outcome = (result, None)
+        out.append(outcome)
+        ran(i, outcome)
     return out
 
 

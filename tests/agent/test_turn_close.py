@@ -17,7 +17,7 @@ from agent.providers.openai import OpenAIProvider
 from config.settings import MemorySettings
 from store import DelegatingEngine, EmbeddedEngine, Engine, Kind, Results, Scope, Step, Store
 from tests.agent.conftest import SCOPE, make_settings, req
-from tests.fakes.openai_server import FakeOpenAI, reply_error
+from tests.fakes.openai_server import FakeOpenAI, reply_error, reply_hang
 
 pytestmark = pytest.mark.anyio
 
@@ -142,3 +142,37 @@ async def test_a_failed_first_turn_still_names_its_conversation(tmp_path: Path) 
                 events = [ev async for ev in agent.handle(req("Broken start", conversation_id=conv.sid))]
             assert not isinstance(events[-1], Done)
             assert (await store.conversations.get(SCOPE, conv.sid)).title == "Broken start"
+
+
+async def test_a_rename_during_the_first_turn_is_kept(tmp_path: Path) -> None:
+    """The auto-title is written when the first turn closes; a rename made while that turn runs (here
+    while the model has not answered) cancels it: the user's title stays."""
+    async with FakeOpenAI() as fake:
+        fake.enqueue(reply_hang())
+        settings = dataclasses.replace(
+            make_settings(tmp_path / "data", fake.base_url), memory=MemorySettings(enabled=False)
+        )
+        provider = OpenAIProvider(settings.llm)
+        async with (
+            aclosing_provider(provider),
+            Store(EmbeddedEngine(tmp_path / "data")) as store,
+            Agent(settings, store, provider) as agent,
+        ):
+            conv = await agent.conversations.new(SCOPE, channel="cli")
+            events: list[object] = []
+
+            async def first_turn() -> None:
+                async for ev in agent.handle(req("Trip to Lisbon", conversation_id=conv.sid)):
+                    events.append(ev)
+
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(first_turn)
+                    await fake.wait_for_requests(1)  # the turn is open, its auto-title pending
+                    await store.conversations.rename(SCOPE, conv.sid, "Mine")
+                    # the consumer leaves: the turn is cancelled, and run_turn waits for it to close
+                    # (its lease released, in the batch that would have written the auto-title)
+                    tg.cancel_scope.cancel()
+            assert (await store.conversations.get(SCOPE, conv.sid)).title == "Mine"
+            history = await store.messages.history(SCOPE, conv.sid)
+            assert history[0].content == "Trip to Lisbon"  # the turn did run
