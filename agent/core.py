@@ -13,6 +13,7 @@ consistent whatever the consumer does.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import re
@@ -80,6 +81,8 @@ class _Running:
     conversation_id: str = ""
     #: holds the conversation lock (queued turns wait for it and are not "running")
     active: bool = False
+    #: the timer that starts watching for a /stop from another process (agent/stops.py)
+    stop_watch: asyncio.TimerHandle | None = None
 
 
 class Agent:
@@ -259,6 +262,8 @@ class Agent:
             if running in self._running:
                 self._running.remove(running)
             running.done.set()
+            if running.stop_watch is not None:
+                running.stop_watch.cancel()
 
     async def _run_turn_task(
         self, req: TurnRequest, send: MemoryObjectSendStream[TurnEvent], running: _Running
@@ -293,13 +298,13 @@ class Agent:
         def on_locked() -> None:
             running.active = True
             if self._tg is not None:  # a /stop sent to another process reaches this turn (agent/stops.py)
-                self._tg.start_soon(
-                    watch_for_stop,
+                running.stop_watch = watch_for_stop(
+                    self._tg,
                     self.store,
                     running.scope,
                     running.conversation_id,
-                    running.cancel_scope,
-                    running.done,
+                    cancel_scope=running.cancel_scope,
+                    done=running.done,
                 )
 
         started = time.perf_counter()

@@ -11,6 +11,7 @@ then a compare-and-swap claim with ``replace``). See docs/reliability.md.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
@@ -57,11 +58,24 @@ class HeldLease:
     #: (~40 us at a turn's stack depth), and a turn ends its renewal on every short turn
     renewal_stop: anyio.Event = field(default_factory=anyio.Event)
     renewal_ended: anyio.Event = field(default_factory=anyio.Event)
+    #: the timer that starts the renewal task a third of the lease in, and that task once started:
+    #: a turn shorter than that starts no task at all (a task per turn cost ~40 us of a short turn)
+    _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
     #: :meth:`release_with` sent its batch: the exit releases the lease only, never writes the closing
     #: steps (they went in that batch, or failed with it)
     finishing: bool = False
     released: bool = False
     _called: bool = False
+
+    def stop_renewal(self) -> None:
+        """Stop the renewal: a started task ends at its next wake-up (``renewal_ended`` then), one
+        not started yet never starts."""
+        self.renewal_stop.set()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is None:
+            self.renewal_ended.set()
 
     async def release_with(self, engine: Engine, steps: Sequence[Step]) -> Results:
         """Run ``steps`` and the lease's release in ONE batch (with atomic batches: one transaction),
@@ -69,7 +83,7 @@ class HeldLease:
         if self._called:
             raise RuntimeError("the turn lease was already released")
         self._called = True
-        self.renewal_stop.set()
+        self.stop_renewal()
         await self.renewal_ended.wait()
         release = ReleaseStep(self.claim.key, self.claim.holder)
         self.finishing = True  # from here on, whatever happens, the steps are not written again
@@ -251,56 +265,68 @@ class Leases:
         """Renew ``claim``'s lease while the block runs: first after a third of the lease, then every
         third, for at most ``max_hold_s``. A failed renewal (store unreachable) is retried at the next
         one; a refused one (the lease lapsed meanwhile and another holder took it) cancels the block
-        and raises :class:`LeaseLost`."""
+        and raises :class:`LeaseLost`.
+
+        The renewal is a task started by a timer at its first renewal, so a turn shorter than a third
+        of the lease starts none (most turns). The block waits for a started task to end before it
+        exits (a renewal in flight finishes first), as a task group would."""
         assert claim.ttl_ms is not None
         period = claim.ttl_ms / 1000 * RENEW_FRACTION
+        until = anyio.current_time() + max_hold_s
+        block = anyio.CancelScope()
         lost = False
 
-        async def renew(cancel: anyio.CancelScope) -> None:
+        async def renewing() -> None:
+            nonlocal lost
             try:
-                await renewing(cancel)
+                while anyio.current_time() + period < until:
+                    try:
+                        outcome = await self.engine.claim(
+                            scope, claim.key, claim.holder, claim.ttl_ms, owner=claim.owner
+                        )
+                    except StoreError as exc:
+                        log.warning("store.lease_renewal_failed", key=claim.key, error=type(exc).__name__)
+                        outcome = None
+                    if held.renewal_stop.is_set():
+                        return  # stopped while the claim ran: its outcome no longer matters
+                    if outcome is not None and not outcome:
+                        lost = True
+                        self.stats.lost += 1
+                        log.error("store.lease_lost", key=claim.key)
+                        block.cancel()
+                        return
+                    if outcome is not None:
+                        self.stats.renewals += 1
+                    with anyio.move_on_after(period):
+                        await held.renewal_stop.wait()
+                    if held.renewal_stop.is_set():
+                        return
+                log.warning("store.lease_held_too_long", key=claim.key, max_hold_s=max_hold_s)
             finally:
                 held.renewal_ended.set()
 
-        async def renewing(cancel: anyio.CancelScope) -> None:
-            nonlocal lost
-            until = anyio.current_time() + max_hold_s
-            while anyio.current_time() + period < until:
-                with anyio.move_on_after(period):
-                    await held.renewal_stop.wait()
-                if held.renewal_stop.is_set():
-                    return
-                try:
-                    outcome = await self.engine.claim(
-                        scope, claim.key, claim.holder, claim.ttl_ms, owner=claim.owner
-                    )
-                except StoreError as exc:
-                    log.warning("store.lease_renewal_failed", key=claim.key, error=type(exc).__name__)
-                    continue
-                if held.renewal_stop.is_set():
-                    return  # stopped while the claim ran: its outcome no longer matters
-                if not outcome:
-                    lost = True
-                    self.stats.lost += 1
-                    log.error("store.lease_lost", key=claim.key)
-                    cancel.cancel()
-                    return
-                self.stats.renewals += 1
-            log.warning("store.lease_held_too_long", key=claim.key, max_hold_s=max_hold_s)
+        loop = asyncio.get_running_loop()
 
+        def start() -> None:
+            held._timer = None
+            if not held.renewal_stop.is_set():
+                held._task = loop.create_task(renewing())
+
+        if anyio.current_time() + period < until:
+            held._timer = loop.call_later(period, start)
+        else:  # held for less than one period: nothing to renew
+            held.renewal_ended.set()
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(renew, tg.cancel_scope)
-                try:
-                    yield
-                finally:
-                    # the renewal ends at its next wake-up; a failing block cancels the group anyway
-                    held.renewal_stop.set()
-        except BaseExceptionGroup as group:
-            # the block's own exception, not wrapped: callers catch Conflict, StoreError, ...
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
+            with block:
+                yield
+        finally:
+            held.stop_renewal()
+            task = held._task
+            if task is not None:
+                with anyio.CancelScope(shield=True):
+                    await held.renewal_ended.wait()
+                if not task.cancelled() and (error := task.exception()) is not None:
+                    raise error
         if lost:
             raise LeaseLost(claim.key)
 
