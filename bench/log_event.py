@@ -4,8 +4,8 @@ Four kinds of event, each emitted ``--events`` times per round:
 
 * **ours**: a structlog event like a turn's ``turn.finished``, inside the context a turn binds
   (context, user, channel, turn_id, conversation) with two fields of its own;
-* **ours+secret**: the same with a field named like a secret and a bearer token inside a string (the
-  redactor's slow path: both masked);
+* **ours+secret**: an event with a field named like a secret and a bearer token inside a string that
+  differs from one event to the next (the redactor's slow path: both masked, nothing remembered);
 * **library**: a stdlib record from a third-party logger (``uvicorn.error``, with a ``%d`` argument),
   formatted by the same handler;
 * **below level**: a structlog ``debug`` event at INFO (nothing is written).
@@ -22,6 +22,7 @@ To compare with another checkout, run it from there with the same venv:
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import statistics
@@ -48,8 +49,12 @@ def ours() -> None:
     log.info("turn.finished", outcome="done", duration_ms=2.345)
 
 
+#: more distinct strings than the redactor remembers: every one is scanned and masked
+_DETAILS = itertools.cycle([f"retry {i}: Authorization: Bearer abc.def{i}" for i in range(10000)])
+
+
 def ours_secret() -> None:
-    log.info("provider.retry", api_key="sk-abcdefghijklmnopqrstuv", detail="Authorization: Bearer abc.def")
+    log.info("provider.retry", api_key="sk-abcdefghijklmnopqrstuv", detail=next(_DETAILS))
 
 
 def lib() -> None:

@@ -128,7 +128,7 @@ class Redactor:
     def _key_kind(self, key: str) -> int:
         known = self._key_kinds.get(key)
         if known is None:
-            if key.startswith("_") or key in _OWN_KEYS:  # ProcessorFormatter's record objects; ours
+            if key.startswith("_") or key in _OWN_KEYS:  # private (structlog's own), or set by us
                 known = _SKIP
             elif _SECRET_KEY.search(key) and key not in _NOT_SECRET_KEYS:
                 known = _SECRET
@@ -233,8 +233,16 @@ class _Output:
 
 
 _write_lock = threading.RLock()
-# a child forked while another thread held the lock would wait for it forever (logging does the same)
-os.register_at_fork(after_in_child=_write_lock._at_fork_reinit)  # type: ignore[attr-defined]
+
+
+def _new_lock_in_child() -> None:
+    """A child forked while another thread held the lock would wait for it forever (logging renews
+    its handlers' locks the same way)."""
+    global _write_lock  # noqa: PLW0603 - read at every write
+    _write_lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
 #: the configured output; before any configuration: everything, readable, to stderr
 _output = _Output(logging.NOTSET, structlog.dev.ConsoleRenderer(colors=False))
 
@@ -250,18 +258,24 @@ def _report_failure() -> None:
 
 
 def _finish_event(logger: WrappedLogger, method: str, event_dict: EventDict) -> str:
-    """The end of our events' chain: drop hidden events, render the traceback, mask, render the line
-    (the writer's method then writes it). A failure is reported and drops the event, as a stdlib
-    handler's would: a log call never raises."""
+    """The end of our events' chain: drop hidden events, then the line (the writer's method writes
+    it). A failure is reported and drops the event, as a stdlib handler's would: a log call never
+    raises."""
     output = _output
     if event_dict.get("event") in output.hidden:
         raise structlog.DropEvent
     try:
-        event_dict = structlog.processors.format_exc_info(logger, method, event_dict)
-        return str(output.renderer(logger, method, _redactor(logger, method, event_dict)))
+        return _render(logger, method, event_dict, output)
     except Exception:  # logging must not break the caller
         _report_failure()
         raise structlog.DropEvent from None
+
+
+def _render(logger: WrappedLogger, method: str, event_dict: EventDict, output: _Output) -> str:
+    """An event's line, our events' and library records' alike: the traceback rendered, then
+    secrets masked, then the configured renderer."""
+    event_dict = structlog.processors.format_exc_info(logger, method, event_dict)
+    return str(output.renderer(logger, method, _redactor(logger, method, event_dict)))
 
 
 class _EventWriter:
@@ -346,27 +360,53 @@ def _bound_logger_class() -> type:
 
 
 _BoundLogger = _bound_logger_class()
+_TIMESTAMPER = structlog.processors.TimeStamper(fmt="iso", utc=True)
 #: our events' chain; fixed, so that loggers cached on first use stay right after a reconfiguration
 _EVENT_PROCESSORS: list[Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.processors.add_log_level,
     structlog.stdlib.add_logger_name,
-    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    _TIMESTAMPER,
     structlog.processors.StackInfoRenderer(additional_ignores=[__name__]),
     _finish_event,
 ]
 
 
 class _RecordHandler(logging.Handler):
-    """The root handler for library records: formatted like our events, written through the output."""
+    """The root handler for library records: the fields of our events (the message as ``event``, the
+    context variables, level, logger, timestamp), then the record's extra attributes, rendered and
+    written through the same output. Straight from the record: no copy of it, no formatter."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        output = _output
         try:
-            line = self.format(record)
-        except Exception:  # logging must not break the caller
-            self.handleError(record)
+            line = _render(None, record.levelname.lower(), _record_event(record), output)
+        except Exception:  # logging must not break the caller (nor show the record's arguments)
+            _report_failure()
             return
-        _output.write(line)
+        output.write(line)
+
+
+def _record_event(record: logging.LogRecord) -> EventDict:
+    method = record.levelname.lower()
+    event_dict: EventDict = {"event": record.getMessage()}
+    if record.exc_info:
+        event_dict["exc_info"] = record.exc_info
+    if record.stack_info:
+        event_dict["stack_info"] = record.stack_info
+    event_dict = structlog.contextvars.merge_contextvars(None, method, event_dict)
+    event_dict = structlog.processors.add_log_level(None, method, event_dict)
+    event_dict["logger"] = record.name
+    event_dict = _TIMESTAMPER(None, method, event_dict)
+    for key, value in record.__dict__.items():
+        if key not in _RECORD_ATTRIBUTES:  # what the caller passed as ``extra``
+            event_dict[key] = value
+    return event_dict
+
+
+#: a record's own attributes, and those a formatter adds to it (pytest's capture handler formats
+#: records before ours): anything else came from the caller's ``extra``
+_RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 def configure_logging(
@@ -393,18 +433,7 @@ def configure_logging(
         use_json = force_json
     renderer: Processor = render_json if use_json else structlog.dev.ConsoleRenderer(colors=_isatty(target))
     _output = _Output(level, renderer, stream, hidden_events)
-    # library records: the same fields as our events, then the same redaction and renderer
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*_EVENT_PROCESSORS[:4], structlog.stdlib.ExtraAdder()],
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            _redactor,
-            renderer,
-        ],
-    )
     handler = _RecordHandler()
-    handler.setFormatter(formatter)
     handler.set_name("hero-agent")
     root = logging.getLogger()
     for old in list(root.handlers):  # only ours: pytest's capture handlers must stay
