@@ -23,8 +23,10 @@ import os
 import re
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Collection, Iterable, MutableMapping
+from contextvars import ContextVar, copy_context
 from typing import Any, TextIO
 
 import orjson
@@ -360,13 +362,63 @@ def _bound_logger_class() -> type:
 
 
 _BoundLogger = _bound_logger_class()
-_TIMESTAMPER = structlog.processors.TimeStamper(fmt="iso", utc=True)
+
+
+def merge_contextvars(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """structlog's ``merge_contextvars`` (the values bound with ``bind_contextvars``, where the event
+    does not set the key), with the verdict on each context variable remembered: the context of a
+    task holds the variables of every library in it (asyncio, anyio, sniffio...), and structlog's
+    own processor looks at every name, at every event."""
+    keys = _CONTEXT_KEYS
+    for var, value in copy_context().items():
+        key = keys.get(var, _UNKNOWN)
+        if key is _UNKNOWN:
+            key = _context_key(var)
+        if key is not None and value is not Ellipsis:  # Ellipsis: unbound
+            event_dict.setdefault(key, value)
+    return event_dict
+
+
+def _context_key(var: ContextVar[Any]) -> str | None:
+    name = var.name
+    key = name[len(_BOUND_PREFIX) :] if name.startswith(_BOUND_PREFIX) else None
+    if len(_CONTEXT_KEYS) < _KEY_MEMO_MAX:
+        _CONTEXT_KEYS[var] = key
+    return key
+
+
+_BOUND_PREFIX = structlog.contextvars.STRUCTLOG_KEY_PREFIX
+_UNKNOWN = ""  # not a key: bound keys come from keyword arguments
+#: context variable -> the event key it holds (``None``: not one of structlog's)
+_CONTEXT_KEYS: dict[ContextVar[Any], str | None] = {}
+
+
+def add_timestamp(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """The ``timestamp`` field as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it
+    (``2025-01-31T12:00:00.123456Z``, no fraction on a whole second), in a third of its time: the
+    date and time of day are formatted once per second."""
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    second, prefix = _stamp_second
+    if seconds != second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _set_stamp_second(seconds, prefix)
+    micros = nanos // 1000
+    event_dict["timestamp"] = f"{prefix}.{micros:06d}Z" if micros else f"{prefix}Z"
+    return event_dict
+
+
+def _set_stamp_second(seconds: int, prefix: str) -> None:
+    global _stamp_second  # noqa: PLW0603 - one tuple, replaced whole (threads read it)
+    _stamp_second = (seconds, prefix)
+
+
+_stamp_second = (-1, "")
 #: our events' chain; fixed, so that loggers cached on first use stay right after a reconfiguration
 _EVENT_PROCESSORS: list[Processor] = [
-    structlog.contextvars.merge_contextvars,
+    merge_contextvars,
     structlog.processors.add_log_level,
     structlog.stdlib.add_logger_name,
-    _TIMESTAMPER,
+    add_timestamp,
     structlog.processors.StackInfoRenderer(additional_ignores=[__name__]),
     _finish_event,
 ]
@@ -394,10 +446,10 @@ def _record_event(record: logging.LogRecord) -> EventDict:
         event_dict["exc_info"] = record.exc_info
     if record.stack_info:
         event_dict["stack_info"] = record.stack_info
-    event_dict = structlog.contextvars.merge_contextvars(None, method, event_dict)
+    event_dict = merge_contextvars(None, method, event_dict)
     event_dict = structlog.processors.add_log_level(None, method, event_dict)
     event_dict["logger"] = record.name
-    event_dict = _TIMESTAMPER(None, method, event_dict)
+    event_dict = add_timestamp(None, method, event_dict)
     for key, value in record.__dict__.items():
         if key not in _RECORD_ATTRIBUTES:  # what the caller passed as ``extra``
             event_dict[key] = value

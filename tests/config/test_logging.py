@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextvars
 import io
 import json
 import logging
 import os
 import re
 import threading
+from datetime import UTC, datetime
 
 import pytest
 import structlog
@@ -324,3 +326,29 @@ def test_an_unrenderable_event_is_reported_never_raised(capsys: pytest.CaptureFi
     structlog.get_logger().info("next.event")
     assert [r["event"] for r in lines(buf)] == ["next.event"]
     assert "ValueError: no repr" in capsys.readouterr().err
+
+
+def test_context_variables_fields_and_timestamp() -> None:
+    """Bound context variables join the event unless it sets the key; unbound ones leave; the
+    timestamp is the UTC time of the event, as structlog's ISO stamper writes it."""
+    buf = io.StringIO()
+    configure_logging(LoggingSettings(level="info"), stream=buf, force_json=True)
+    other = contextvars.ContextVar("not_structlog", default=0)
+    token = other.set(1)  # another library's variable: never a field
+    before = datetime.now(UTC)
+    try:
+        with structlog.contextvars.bound_contextvars(user="u-1", channel="web"):
+            structlog.get_logger().info("first", channel="telegram")
+            structlog.contextvars.unbind_contextvars("channel")
+            structlog.get_logger().info("second")
+    finally:
+        other.reset(token)
+    after = datetime.now(UTC)
+    first, second = lines(buf)
+    assert {k: first[k] for k in ("user", "channel")} == {"user": "u-1", "channel": "telegram"}
+    assert "not_structlog" not in first
+    assert second["user"] == "u-1" and "channel" not in second
+    for record in (first, second):
+        stamp = str(record["timestamp"])
+        assert TIMESTAMP.fullmatch(stamp)
+        assert before.replace(microsecond=0) <= datetime.fromisoformat(stamp) <= after
