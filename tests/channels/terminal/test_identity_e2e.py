@@ -4,6 +4,7 @@ Real subprocesses (``hero-agent ask``, ``hero-agent serve``) against FakeOpenAI 
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -118,9 +119,9 @@ def test_rename_user_moves_the_old_local_data(tmp_path: Path, fake: FakeOpenAI) 
     assert ask(env, "--user", "local", "written on the old page").returncode == 0
     with serving(env, tmp_path / "before.log") as page:
         assert page.get("/api/conversations").json()["items"] == []  # the old data is not shown...
-    warning = (tmp_path / "before.log").read_text()
-    assert '"event": "web.local_user_data"' in warning  # ...and the start says how to move it
-    assert '"fix": "hero-agent store rename-user local ann"' in warning
+    events = [json.loads(line) for line in (tmp_path / "before.log").read_text().splitlines()]
+    [warning] = [e for e in events if e["event"] == "web.local_user_data"]  # ...and the start
+    assert warning["fix"] == "hero-agent store rename-user local ann"  # says how to move it
 
     assert ask(env, "mine already").returncode == 0
     refused = hero(env, "store", "rename-user", "local", "ann")
