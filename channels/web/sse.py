@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import orjson
 import structlog
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -39,9 +40,13 @@ SSE_HEADERS = {
 
 
 def sse_event(event: str, data: dict[str, Any]) -> bytes:
-    """One typed event: ``event: NAME`` and a single-line JSON ``data``."""
-    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {event}\ndata: {payload}\n\n".encode()
+    """One typed event: ``event: NAME`` and a single-line JSON ``data`` (compact, UTF-8: orjson, one
+    per streamed delta, ~20x faster than json's; json for what orjson refuses)."""
+    try:
+        payload = orjson.dumps(data)
+    except TypeError:
+        payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    return b"event: %b\ndata: %b\n\n" % (event.encode(), payload)
 
 
 def sse_data(payload: str) -> bytes:
