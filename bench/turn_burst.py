@@ -12,6 +12,8 @@ once, 4 chunks). Per round it prints:
   side of each call (queued behind the single writer thread, running, committing), summed over
   turns; **store call**: the whole engine calls, which adds the event loop's delay in resuming the
   turn once the worker answered (with N turns ready to run, that is CPU contention of the loop);
+  a turn's opening is answered before its commit (``Engine.batch_early``), and the time the turn
+  then waits at its gate for that commit counts as the writer's too: **commit wait** is that part;
 * **commits, batches/commit**: from the engine's own counters (``/metrics`` shows the same);
 * **floor**: the CPU floor of the burst, N x one turn's CPU time up to its first token (this process,
   all threads; measured in the same round on turns run one at a time): no scheduling of N turns on
@@ -98,14 +100,16 @@ class WriterClock(DelegatingEngine):
             if account[1] == 0.0:
                 account[0] += seconds
                 account[2] += seconds
+                account[3] += seconds
 
         return results, WaitedFuture(durable, waited)
 
 
-async def one_turn(agent: Agent, cid: str, text: str) -> tuple[float, float, float, float]:
+async def one_turn(agent: Agent, cid: str, text: str) -> tuple[float, float, float, float, float]:
     """(time to first token, time to the end, engine call time before the first token, the worker's
     side of it), seconds."""
-    account = [0.0, 0.0, 0.0]  # engine call time, first-token flag, the worker's side of it
+    # engine call time, first-token flag, the worker's side of it, of which waiting for a commit
+    account = [0.0, 0.0, 0.0, 0.0]
     _spent.set(account)
     started = time.perf_counter()
     first = 0.0
@@ -117,7 +121,7 @@ async def one_turn(agent: Agent, cid: str, text: str) -> tuple[float, float, flo
         done = done or isinstance(ev, Done)
     if not done or not first:
         raise SystemExit("a turn did not complete")
-    return first, time.perf_counter() - started, account[0], account[2]
+    return first, time.perf_counter() - started, account[0], account[2], account[3]
 
 
 async def cpu_per_turn(agent: Agent, cid: str) -> float:
@@ -153,7 +157,7 @@ async def burst(llm: LLMSettings, n: int, group: bool) -> dict[str, float]:
             cids = [(await agent.conversations.new(SCOPE, channel="web")).sid for _ in range(n)]
             stats = embedded.commit_stats() if hasattr(embedded, "commit_stats") else None
             commits, batches = (stats.commits, stats.batches) if stats else (0, 0)
-            results: list[tuple[float, float, float, float]] = []
+            results: list[tuple[float, float, float, float, float]] = []
 
             async def run(i: int, cid: str) -> None:
                 results.append(await one_turn(agent, cid, f"{TEXT} burst {i}"))
@@ -172,6 +176,7 @@ async def burst(llm: LLMSettings, n: int, group: bool) -> dict[str, float]:
         "ttft p50": pct(ttft, 0.5) * 1000,
         "ttft p99": pct(ttft, 0.99) * 1000,
         "writer %": 100 * sum(r[3] for r in results) / sum(ttft),
+        "commit wait %": 100 * sum(r[4] for r in results) / sum(ttft),
         "store call %": 100 * sum(r[2] for r in results) / sum(ttft),
         "commits": commits,
         "batches/commit": batches / max(1, commits),
@@ -184,6 +189,7 @@ FIELDS = (
     "ttft p50",
     "ttft p99",
     "writer %",
+    "commit wait %",
     "store call %",
     "commits",
     "batches/commit",
