@@ -12,6 +12,7 @@ import bisect
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from agent import switching
 from agent.events import Done, TurnEvent, TurnFailed
 from agent.gcpause import GC_STATS
 from agent.providers.base import TEXT_STATS, TextStats
@@ -230,6 +231,7 @@ class TurnMetrics:
             *self.counters.render_lines(),
             *WIRE_STATS.lines(),
             *GC_STATS.lines(),
+            *switching.lines(),
         ]
 
     def _store_lines(self) -> list[str]:

@@ -32,6 +32,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from agent.gcpause import freeze_after_startup
+from agent.switching import shorten_switch_interval
 from channels.base import Channel
 from channels.errors import ChannelCrashed, ChannelStartError
 from channels.registry import CHANNELS
@@ -138,6 +139,8 @@ async def run_channels(
         if failure is None:
             # everything start-up loads is loaded: the collector stops scanning it (agent/gcpause.py)
             freeze_after_startup()
+            # the store's worker gets the GIL back sooner from a busy loop (agent/switching.py)
+            shorten_switch_interval()
             facts = dict(ready_facts or {})
             log.info("daemon.ready", **{**facts, "channels": names})
             if facts:

@@ -153,3 +153,5 @@ def test_the_daemon_freezes_what_start_up_built_for_the_collector(tmp_path: Path
     assert 'hero_gc_collections_total{generation="2"}' in metrics
     assert any(line.startswith('hero_gc_pause_seconds_total{generation="0"}') for line in lines)
     assert "hero_provider_socket_writes_total" in metrics
+    # the daemon shortened the interpreter's switch interval (agent/switching.py; default 0.005)
+    assert "hero_gil_switch_interval_seconds 0.000500" in lines
