@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -61,6 +62,7 @@ from agent.events import Done, TextDelta
 from agent.gcpause import GC_STATS, freeze_after_startup
 from agent.providers.base import ChatRequest, Provider, ProviderEvent, TextChunk
 from agent.providers.openai import OpenAIProvider
+from agent.switching import shorten_switch_interval
 from agent.tools.factory import open_tools
 from bench.common import WaitedFuture, fake_llm, pct
 from config.logging import configure_logging
@@ -303,6 +305,8 @@ async def run(
         "fresh log" if fresh_log else "steady-state log",
         "|",
         "gc frozen after start-up" if gc_freeze else "gc not frozen",
+        "|",
+        f"switch interval {sys.getswitchinterval() * 1000:g} ms",
     )
     print(f"{'store':>8} {'messages':>8} " + " ".join(COLUMNS))
     rows: dict[tuple[str, int], dict[str, list[float]]] = {}
@@ -410,6 +414,7 @@ def main() -> None:
     # the daemon's logging: JSON events at INFO, rendered (to /dev/null) as they would be to a file
     devnull = open(os.devnull, "w")  # noqa: SIM115 - open for the whole run
     configure_logging(LoggingSettings(level=args.log_level, format="json"), stream=devnull)
+    shorten_switch_interval()  # as the daemon does once it is up (agent/switching.py)
     fsyncs = [True] if args.fsync_only else [True, False]
     sizes = [int(s) for s in args.sizes.split(",")]
     options = (sizes, args.turns, args.fresh_log, not args.no_tools, fsyncs, not args.no_gc_freeze)

@@ -43,6 +43,7 @@ import anyio
 from agent.core import Agent, TurnRequest
 from agent.events import Done, TextDelta
 from agent.providers.openai import OpenAIProvider
+from agent.switching import shorten_switch_interval
 from agent.tools.factory import open_tools
 from bench.common import WaitedFuture, fake_llm, pct
 from config.logging import configure_logging
@@ -236,6 +237,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     configure_logging(LoggingSettings(level="info", format="json"), stream=open(os.devnull, "w"))  # noqa: SIM115
+    shorten_switch_interval()  # as the daemon does once it is up (agent/switching.py)
     modes = [m.strip() == "on" for m in args.modes.split(",")]
     anyio.run(main_async, args.conversations, args.rounds, modes)
 
