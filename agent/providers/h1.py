@@ -588,51 +588,38 @@ class Response:
 _SIZE, _DATA, _TRAILERS = 0, 1, 2
 
 
-class _Inflate:
-    """``deflate`` as servers send it: zlib-wrapped (the standard) or raw (what some send)."""
+class _Decompress:
+    """A ``gzip`` body, or a ``deflate`` one as servers send it: zlib-wrapped (the standard) or raw
+    (what some send; told apart at the first bytes)."""
 
-    def __init__(self) -> None:
-        self._d = zlib.decompressobj()
-        self._first = True
+    def __init__(self, *, gzip: bool) -> None:
+        self._d = zlib.decompressobj(zlib.MAX_WBITS | 16 if gzip else zlib.MAX_WBITS)
+        self._may_be_raw = not gzip
 
     def decompress(self, data: bytes) -> bytes:
-        if self._first:
-            self._first = False
-            try:
-                return self._d.decompress(data)
-            except zlib.error:
-                self._d = zlib.decompressobj(-zlib.MAX_WBITS)
         try:
-            return self._d.decompress(data)
+            out = self._d.decompress(data)
         except zlib.error:
-            raise RemoteProtocolError("the server sent a body that does not decompress") from None
+            if not self._may_be_raw:
+                raise RemoteProtocolError("the server sent a body that does not decompress") from None
+            self._may_be_raw = False
+            self._d = zlib.decompressobj(-zlib.MAX_WBITS)
+            return self.decompress(data)
+        self._may_be_raw = False
+        return out
 
     def flush(self) -> bytes:
         return self._d.flush()
 
 
-class _Gunzip:
-    def __init__(self) -> None:
-        self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
-
-    def decompress(self, data: bytes) -> bytes:
-        try:
-            return self._d.decompress(data)
-        except zlib.error:
-            raise RemoteProtocolError("the server sent a body that does not decompress") from None
-
-    def flush(self) -> bytes:
-        return self._d.flush()
-
-
-def _decoder(encoding: str) -> _Inflate | _Gunzip | None:
+def _decoder(encoding: str) -> _Decompress | None:
     codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
     if not codings or codings == ["identity"]:
         return None
     if codings in (["gzip"], ["x-gzip"]):
-        return _Gunzip()
+        return _Decompress(gzip=True)
     if codings == ["deflate"]:
-        return _Inflate()
+        return _Decompress(gzip=False)
     raise RemoteProtocolError(f"the server sent a body in an encoding we did not ask for ({encoding})")
 
 

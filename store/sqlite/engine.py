@@ -104,9 +104,26 @@ class _Worker:
         self._thread.start()
 
     async def run(self, fn: Callable[[], R] | Write) -> R:
+        result, _ = await self._submit(fn, early=False)
+        return cast(R, result)
+
+    async def run_early(self, write: Write) -> tuple[Any, asyncio.Future[None]]:
+        """``write``'s result once its steps ran (before its COMMIT), and a future settled once the
+        COMMIT is durable (failed with the error when it is not)."""
+        result, durable = await self._submit(write, early=True)
+        assert durable is not None
+        return result, durable
+
+    async def _submit(
+        self, call: Callable[[], Any] | Write, *, early: bool
+    ) -> tuple[Any, asyncio.Future[None] | None]:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[R] = loop.create_future()
-        job = _Job(loop, future, fn, time.perf_counter())
+        future: asyncio.Future[Any] = loop.create_future()
+        durable: asyncio.Future[None] | None = None
+        if early:
+            durable = loop.create_future()
+            durable.add_done_callback(_observed)  # a caller cancelled before awaiting it logs nothing
+        job = _Job(loop, future, call, time.perf_counter(), durable)
         with self._lock:
             if self._stopped:
                 raise StoreUnavailable("the embedded store is closed")
@@ -116,24 +133,6 @@ class _Worker:
         with anyio.CancelScope(shield=True):
             result = await future
         LAST_CALL_S.set(job.seconds)  # the future is settled after answer() measured it
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        return result
-
-    async def run_early(self, write: Write) -> tuple[Any, asyncio.Future[None]]:
-        """``write``'s result once its steps ran (before its COMMIT), and a future settled once the
-        COMMIT is durable (failed with the error when it is not)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        durable: asyncio.Future[None] = loop.create_future()
-        durable.add_done_callback(_observed)  # a caller cancelled before awaiting it logs nothing
-        job = _Job(loop, future, write, time.perf_counter(), durable)
-        with self._lock:
-            if self._stopped:
-                raise StoreUnavailable("the embedded store is closed")
-            self._jobs.put(job)
-        with anyio.CancelScope(shield=True):
-            result = await future
-        LAST_CALL_S.set(job.seconds)
         await anyio.lowlevel.checkpoint_if_cancelled()
         return result, durable
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ssl
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -126,6 +127,16 @@ async def body_of(p: h1.Pool, port: int, payload: bytes = b"{}") -> tuple[int, l
         return resp.status_code, [piece async for piece in resp.aiter_bytes()]
 
 
+async def answer_of(handler: Handler) -> tuple[int, list[bytes]]:
+    """One request to a server answering with ``handler``: the status and the body's pieces."""
+    async with raw_server(handler) as (port, _):
+        p = pool(port)
+        try:
+            return await body_of(p, port)
+        finally:
+            await p.aclose()
+
+
 CHUNKED = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
 
 
@@ -161,12 +172,7 @@ async def test_chunks_completed_by_one_read_come_out_as_one_piece_and_split_ones
             writer.write(part)
             await writer.drain()
 
-    async with raw_server(handler) as (port, _):
-        p = pool(port)
-        try:
-            status, pieces = await body_of(p, port)
-        finally:
-            await p.aclose()
+    status, pieces = await answer_of(handler)
     assert status == 200
     assert pieces[0] == b"abcdef"  # one read, three chunks: one piece
     assert b"".join(pieces) == b"abcdef0123456789abcdef"
@@ -230,22 +236,30 @@ async def test_content_length_and_close_delimited_bodies() -> None:
             await p.aclose()
 
 
-async def test_gzip_bodies_are_decoded_and_interim_answers_skipped() -> None:
-    packed = gzip.compress(b"data: one\n\ndata: two\n\n")
+def _raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "pack"),
+    [("gzip", gzip.compress), ("deflate", zlib.compress), ("deflate", _raw_deflate)],
+    ids=["gzip", "deflate", "raw-deflate"],
+)
+async def test_compressed_bodies_are_decoded_and_interim_answers_skipped(
+    encoding: str, pack: Callable[[bytes], bytes]
+) -> None:
+    packed = pack(b"data: one\n\ndata: two\n\n")
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n" % len(packed))
+        head = b"HTTP/1.1 200 OK\r\ncontent-encoding: %b\r\ncontent-length: %d\r\n\r\n"
+        writer.write(head % (encoding.encode(), len(packed)))
         writer.write(packed)
         await writer.drain()
 
-    async with raw_server(handler) as (port, _):
-        p = pool(port)
-        try:
-            status, pieces = await body_of(p, port)
-        finally:
-            await p.aclose()
+    status, pieces = await answer_of(handler)
     assert status == 200
     assert b"".join(pieces) == b"data: one\n\ndata: two\n\n"
 
