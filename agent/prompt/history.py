@@ -212,8 +212,8 @@ class History:
     #: seq of the first stored message of the window (0 when empty) and of the last one
     first_seq: int = 0
     last_seq: int = 0
-    #: the token estimate of ``messages`` summed (:func:`estimate_messages`)
-    tokens: int = 0
+    #: the token estimate of ``messages`` summed (:func:`estimate_messages`; -1: not counted)
+    tokens: int = -1
 
 
 def history_from(

@@ -132,7 +132,7 @@ def derive(
     place), else the reason it was derived whole. ``stored`` is the window, oldest first, with
     gap-free seqs."""
     if not stored:
-        return History(summary="", messages=[]), None, NEW
+        return History(summary="", messages=[], tokens=0), None, NEW
     first = stored[0].seq
     reason = NEW if kept is None else _unusable(kept, stored, group)
     if kept is None or reason:
