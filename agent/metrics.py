@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from agent import switching
 from agent.events import Done, TurnEvent, TurnFailed
 from agent.gcpause import GC_STATS
+from agent.prompt.incremental import HISTORY_STATS
 from agent.providers.base import TEXT_STATS, TextStats
 from agent.providers.h1 import WIRE_STATS
 from agent.tools.storable import ResultCounts
@@ -230,6 +231,7 @@ class TurnMetrics:
             *self.ttft_seconds.render("hero_time_to_first_token_seconds"),
             *self.counters.render_lines(),
             *WIRE_STATS.lines(),
+            *HISTORY_STATS.lines(),
             *GC_STATS.lines(),
             *switching.lines(),
         ]

@@ -1,7 +1,8 @@
 """What the model is sent at the start of a turn: the system prompt and the history window.
 
 The system prompt is the configured one, the recalled memories, a note in group chats and the
-conversation's compaction summary. The window is the cached history (:mod:`agent.prompt.window`), repaired
+conversation's compaction summary. The window is the cached history (:mod:`agent.prompt.window`), as
+the model sees it (extended from last turn's view: :mod:`agent.prompt.incremental`), repaired
 and trimmed to the token budget (:mod:`agent.prompt.history`); when it is over budget the older turns are
 compacted first (:mod:`agent.prompt.compaction`), and if that fails the oldest turns are simply left out.
 """
@@ -15,12 +16,10 @@ import structlog
 from agent.errors import ProviderError
 from agent.prompt.history import (
     History,
-    estimate_messages,
     estimate_text,
     estimate_tools,
     fit,
     history_budget,
-    history_from,
 )
 from agent.providers.base import ChatMessage, ToolSpec
 from agent.turn.input import TurnInput, TurnServices
@@ -55,16 +54,14 @@ async def build_prompt(
     stored window read when the turn was opened; compacts first when over budget."""
     settings = services.settings
     group = inp.group
-    history = history_from(
-        stored, group=group, convert=services.window.converter(inp.request.scope, inp.conversation_id)
-    )
+    history = services.window.history(inp.request.scope, inp.conversation_id, stored, group=group)
     # the client's own system text (the OpenAI endpoint) comes after the agent's instructions
     own = (settings.agent.system_prompt, recall_section(memories), GROUP_NOTE if group else "")
     base = "\n\n".join(x for x in (*own, inp.request.options.system) if x)
     ratio = services.llm.calibrator.ratio(settings.llm.model)
     fixed = estimate_text(base) + estimate_text(history.summary) + estimate_tools(tools)
     budget = history_budget(settings.llm.context_window, settings.llm.max_output_tokens, int(fixed * ratio))
-    used = int(estimate_messages(history.messages) * ratio)
+    used = int(history.tokens * ratio)
     if used > budget:
         log.info("turn.compacting", estimate=used, budget=budget)
         if await _compact(services, inp, budget):
@@ -74,7 +71,7 @@ async def build_prompt(
                 settings.llm.context_window, settings.llm.max_output_tokens, int(fixed * ratio)
             )
     system = f"{base}\n\n{SUMMARY_HEADER}\n{history.summary}" if history.summary else base
-    fitted = fit(history.messages, budget, ratio)
+    fitted = fit(history.messages, budget, ratio, tokens=history.tokens)
     messages = await with_images(services, inp.request.scope, fitted)
     # images loaded (a new list) may weigh more than their placeholders: fit again only then
     return Prompt(system, messages if messages is fitted else fit(messages, budget, ratio), budget)
@@ -134,4 +131,4 @@ async def _compact(services: TurnServices, inp: TurnInput, budget: int) -> bool:
 
 async def _history(services: TurnServices, inp: TurnInput, group: bool) -> History:
     stored = await services.window.window(inp.request.scope, inp.conversation_id)
-    return history_from(stored, group=group)
+    return services.window.history(inp.request.scope, inp.conversation_id, stored, group=group)

@@ -209,9 +209,11 @@ class History:
 
     summary: str
     messages: list[ChatMessage]
-    #: seq of the first message in ``messages`` (0 when empty) and of the last one
+    #: seq of the first stored message of the window (0 when empty) and of the last one
     first_seq: int = 0
     last_seq: int = 0
+    #: the token estimate of ``messages`` summed (:func:`estimate_messages`; -1: not counted)
+    tokens: int = -1
 
 
 def history_from(
@@ -220,7 +222,9 @@ def history_from(
     group: bool = False,
     convert: Callable[[Message, bool], ChatMessage | None] | None = None,
 ) -> History:
-    """The window as the model sees it; ``convert`` (default :func:`to_chat`) may answer from a cache."""
+    """The window as the model sees it, derived from the whole window; ``convert`` (default
+    :func:`to_chat`) may answer from a cache. A turn extends last turn's derivation instead
+    (:mod:`agent.prompt.incremental`), which must give exactly this."""
     summary = ""
     out: list[ChatMessage] = []
     superseded = superseded_answers(stored)
@@ -233,18 +237,23 @@ def history_from(
         chat = convert(m, group) if convert is not None else to_chat(m, group=group)
         if chat is not None:
             out.append(chat)
+    messages = repair(out)
     return History(
         summary=summary,
-        messages=repair(out),
+        messages=messages,
         first_seq=stored[0].seq if stored else 0,
         last_seq=stored[-1].seq if stored else 0,
+        tokens=estimate_messages(messages),
     )
 
 
-def superseded_answers(stored: Sequence[Message]) -> set[str]:
+def superseded_answers(stored: Sequence[Message], *, open_end: bool = True) -> set[str]:
     """Sids of interrupted answers the model should not see: in each user message's group (it and
     what follows up to the next user message), those followed by a later answer, and every one of
-    the last group, which the turn now opening answers (again, for a repeated request)."""
+    the last group, which the turn now opening answers (again, for a repeated request).
+
+    ``open_end=False``: ``stored`` is followed by a user message (a part of a longer window), so its
+    last group is not the one being answered now and keeps its interrupted answers."""
     out: set[str] = set()
     pending: list[str] = []  # interrupted answers of the current group, not superseded yet
     for m in stored:
@@ -258,7 +267,7 @@ def superseded_answers(stored: Sequence[Message]) -> set[str]:
             elif pending:
                 out.update(pending)
                 pending = []
-    return out | set(pending)
+    return out | set(pending) if open_end else out
 
 
 # plain strings: a stored message's role and status are ``str``, and comparing one with a StrEnum
@@ -317,11 +326,17 @@ def split_turns(messages: Sequence[ChatMessage]) -> list[list[ChatMessage]]:
     return turns
 
 
-def fit(messages: Sequence[ChatMessage], budget: int, ratio: float = 1.0) -> list[ChatMessage]:
+def fit(
+    messages: Sequence[ChatMessage], budget: int, ratio: float = 1.0, *, tokens: int = -1
+) -> list[ChatMessage]:
     """The newest whole turns whose estimate fits ``budget``; the last turn is always kept.
 
     The kept turns are a suffix of ``messages`` starting at a user message: one pass from the end
-    finds where it starts (messages before the first user message never make a turn)."""
+    finds where it starts (messages before the first user message never make a turn). ``tokens``,
+    when the caller knows it, is :func:`estimate_messages` of ``messages``: a window that fits
+    whole (the common case) is then answered without the pass."""
+    if tokens >= 0 and (not messages or messages[0].role == "user") and fits_whole(tokens, ratio, budget):
+        return list(messages)
     start = len(messages)
     used = 0
     turn_cost = 0
@@ -336,6 +351,13 @@ def fit(messages: Sequence[ChatMessage], budget: int, ratio: float = 1.0) -> lis
             break
         start, used, turn_cost = i, used + cost, 0
     return list(messages[start:])
+
+
+def fits_whole(tokens: int, ratio: float, budget: int) -> bool:
+    """Whether messages estimated at ``tokens`` in all fit ``budget`` as :func:`fit` counts them:
+    there each turn's cost is ``int(turn_tokens * ratio)``, whose sum is at most ``tokens * ratio``
+    up to float rounding (relative 1e-16 per product; the margin covers it)."""
+    return tokens * ratio * (1 + 1e-9) <= budget
 
 
 def history_budget(context_window: int, max_output_tokens: int, fixed: int) -> int:

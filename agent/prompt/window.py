@@ -14,6 +14,10 @@ also for other processes:
 * a compaction summary among the new messages moves the window's start: read whole again;
 * this process's own ``/clear``, compaction and delete drop the entry.
 
+With the window the entry keeps what the turn derived from it, the model's view
+(:mod:`agent.prompt.incremental`): the next turn extends it by the new messages
+(:meth:`WindowCache.history`). A window read whole starts a new view.
+
 Messages are never removed one by one (only whole conversations are deleted) and the only edit is a
 re-run's ``superseded_by`` mark (``agent/rerun.py``): a re-run turn drops the entry before it opens
 and marks the messages it holds. Another process's cached copy of a message marked there stays
@@ -27,7 +31,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agent.prompt.history import SUMMARY_TYPE, to_chat
+from agent.prompt.history import SUMMARY_TYPE, History, to_chat
+from agent.prompt.incremental import HISTORY_STATS, Derived, derive
 from agent.providers.base import ChatMessage
 from store import Message, Scope, Store, TurnOpening
 
@@ -46,6 +51,8 @@ class _Entry:
     messages: list[Message]
     #: the model's view of each message, converted once: (sid, group) -> ChatMessage (None: not shown)
     chats: dict[tuple[str, bool], ChatMessage | None] = field(default_factory=dict)
+    #: the model's view last derived from this window (None: derive it whole)
+    derived: Derived | None = None
 
 
 class WindowCache:
@@ -90,7 +97,7 @@ class WindowCache:
         ):
             self.hits += 1
             last = entry.messages[-1].seq
-            return self._keep(key, floor, entry.messages + [m for m in new if m.seq > last])
+            return self._keep(key, floor, entry.messages + [m for m in new if m.seq > last], carry=True)
         return await self.window(scope, conversation_id)
 
     async def window(self, scope: Scope, conversation_id: str) -> list[Message]:
@@ -99,6 +106,21 @@ class WindowCache:
         conv = await self.store.conversations.get(scope, conversation_id)
         messages = await self.store.messages.history(scope, conversation_id, limit=self.limit)
         return self._keep(_key(scope, conversation_id), conv.window_floor, messages)
+
+    def history(self, scope: Scope, conversation_id: str, stored: list[Message], *, group: bool) -> History:
+        """The model's view of ``stored`` (the window this cache answered), exactly
+        :func:`~agent.prompt.history.history_from`'s: extended from the view derived at the
+        conversation's last turn when the window only grew and slid, else derived whole; kept for
+        the next turn."""
+        entry = self._entries.get(_key(scope, conversation_id))
+        convert = self.converter(scope, conversation_id)
+        history, derived, path = derive(
+            stored, group=group, convert=convert, kept=entry.derived if entry is not None else None
+        )
+        HISTORY_STATS.builds[path] += 1
+        if entry is not None:
+            entry.derived = derived
+        return history
 
     def converter(self, scope: Scope, conversation_id: str) -> Callable[[Message, bool], ChatMessage | None]:
         """:func:`~agent.prompt.history.to_chat` remembering its answers for the conversation's window."""
@@ -117,14 +139,17 @@ class WindowCache:
     def forget(self, scope: Scope, conversation_id: str) -> None:
         self._entries.pop(_key(scope, conversation_id), None)
 
-    def _keep(self, key: _Key, floor: int, messages: list[Message]) -> list[Message]:
+    def _keep(self, key: _Key, floor: int, messages: list[Message], *, carry: bool = False) -> list[Message]:
+        """Keeps ``messages`` (the newest ``limit``) as the conversation's window; ``carry``: they
+        are the cached window's own objects followed by new ones, so its derived view stays."""
         window = messages[-self.limit :]
         old = self._entries.get(key)
         chats = old.chats if old is not None else {}
         if len(chats) > 2 * len(window) + CATCH_UP:  # now and then, drop what left the window
             inside = {m.sid for m in window}
             chats = {k: v for k, v in chats.items() if k[0] in inside}
-        self._entries[key] = _Entry(floor, window, chats)
+        derived = old.derived if carry and old is not None else None
+        self._entries[key] = _Entry(floor, window, chats, derived)
         self._entries.move_to_end(key)
         while len(self._entries) > MAX_CONVERSATIONS:
             self._entries.popitem(last=False)
