@@ -94,11 +94,16 @@ class Responder:
         On success the update's lease is held: :meth:`_settle` releases it (and marks it answered)."""
         home = self._home(incoming)
         store = self._agent.store
-        if await store.state.get(home, f"telegram.done.{incoming.update_id}") is not None or not (
-            await store.leases.try_claim(
-                home, f"tg-update:{incoming.update_id}", ttl_s=min(LEASE_S, self._lease_ttl_s)
-            )
-        ):
+        key = f"tg-update:{incoming.update_id}"
+        # the lease first, then the "answered" mark: the holder that answers marks it BEFORE it
+        # releases the lease, so once the lease is ours a mark set by the other holder is visible.
+        # (Looking at the mark first let a second delivery look, find none, and take the lease the
+        # first holder had just marked and released: the update was answered twice.)
+        claimed = await store.leases.try_claim(home, key, ttl_s=min(LEASE_S, self._lease_ttl_s))
+        answered = claimed and await store.state.get(home, f"telegram.done.{incoming.update_id}") is not None
+        if answered:
+            await store.leases.release(home, key)
+        if not claimed or answered:
             self.stats["duplicates"] += 1
             counters = self._agent.metrics.counters
             counters.declare(DUPLICATES, DUPLICATES_HELP)
