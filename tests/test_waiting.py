@@ -104,7 +104,35 @@ def test_until_sync_sees_a_change_made_by_another_thread() -> None:
     assert until_sync(done.is_set, what="the timer") is True
 
 
+@pytest.mark.anyio
+async def test_until_describes_the_state_at_the_failure_when_what_is_a_function() -> None:
+    screen = ["starting"]
+
+    def check() -> bool:
+        screen[0] = "still starting"
+        return False
+
+    with anyio.fail_after(10), pytest.raises(AssertionError) as caught:
+        await until(check, timeout=0.05, what=lambda: f"the prompt; screen: {screen[0]}")
+    assert str(caught.value) == (
+        "timed out after 0.05 s waiting for the prompt; screen: still starting; last value seen: False"
+    )
+
+
 def test_until_sync_times_out_naming_what_and_the_last_value() -> None:
     with pytest.raises(AssertionError) as caught:
         until_sync(lambda: None, timeout=0.05, what="the daemon")
     assert str(caught.value) == "timed out after 0.05 s waiting for the daemon; last value seen: None"
+
+
+def test_until_sync_calls_what_only_on_failure() -> None:
+    told: list[str] = []
+
+    def what() -> str:
+        told.append("asked")
+        return "the file"
+
+    assert until_sync(lambda: 1, what=what) == 1 and told == []
+    with pytest.raises(AssertionError, match=r"waiting for the file; last value seen: 0$"):
+        until_sync(lambda: 0, timeout=0.02, what=what)
+    assert told == ["asked"]

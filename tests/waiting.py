@@ -20,8 +20,14 @@ import anyio
 T = TypeVar("T")
 
 
-def _failure(what: str, timeout: float, last: object) -> AssertionError:
-    return AssertionError(f"timed out after {timeout:g} s waiting for {what}; last value seen: {last!r}")
+#: what a wait is for: a text, or a function called only on failure (to show the state by then,
+#: say a terminal's screen, which the text could only show as it was when the wait began)
+What = str | Callable[[], str]
+
+
+def _failure(what: What, timeout: float, last: object) -> AssertionError:
+    told = what if isinstance(what, str) else what()
+    return AssertionError(f"timed out after {timeout:g} s waiting for {told}; last value seen: {last!r}")
 
 
 @overload
@@ -30,13 +36,13 @@ async def until(
     *,
     timeout: float = 10.0,
     interval: float = 0.01,
-    what: str = "the condition",
+    what: What = "the condition",
 ) -> T: ...
 
 
 @overload
 async def until(
-    condition: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.01, what: str = "the condition"
+    condition: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.01, what: What = "the condition"
 ) -> T: ...
 
 
@@ -45,14 +51,14 @@ async def until(
     *,
     timeout: float = 10.0,
     interval: float = 0.01,
-    what: str = "the condition",
+    what: What = "the condition",
 ) -> object:
     """Call ``condition`` (sync, or async and awaited) until it returns a truthy value; return that value.
 
     It is checked at once, then every ``interval`` seconds. The ``timeout`` bounds the whole wait,
     an async condition's own awaiting included (a check that hangs is cut too). On timeout it raises
-    ``AssertionError`` naming ``what`` and the last value the condition returned, so a failing test
-    says what it was waiting for and how far it got.
+    ``AssertionError`` naming ``what`` (called then, if it is a function) and the last value the
+    condition returned, so a failing test says what it was waiting for and how far it got.
     """
     last: object = None
     with anyio.move_on_after(timeout):
@@ -72,7 +78,7 @@ def until_sync(
     *,
     timeout: float = 10.0,
     interval: float = 0.01,
-    what: str = "the condition",
+    what: What = "the condition",
 ) -> T:
     """The same for synchronous tests: poll ``condition`` against a ``time.monotonic`` deadline.
 
