@@ -32,7 +32,7 @@ def _failure(what: What, timeout: float, last: object) -> AssertionError:
 
 @overload
 async def until(
-    condition: Callable[[], Awaitable[T]],
+    condition: Callable[[], Awaitable[T | None]],
     *,
     timeout: float = 10.0,
     interval: float = 0.01,
@@ -42,7 +42,11 @@ async def until(
 
 @overload
 async def until(
-    condition: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.01, what: What = "the condition"
+    condition: Callable[[], T | None],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    what: What = "the condition",
 ) -> T: ...
 
 
@@ -74,7 +78,7 @@ async def until(
 
 
 def until_sync(
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     *,
     timeout: float = 10.0,
     interval: float = 0.01,
