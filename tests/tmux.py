@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+from tests.waiting import until_sync
 
 # tmux sometimes leaves an exited command as a zombie without reporting its status
 # (pane_dead_status stays empty), so a tiny wrapper that ignores SIGINT itself (the command keeps the
@@ -56,13 +57,16 @@ class Tmux:
         return self.run("capture-pane", "-p", "-J", "-t", "0", "-S", "-200")
 
     def wait(self, condition: Callable[[str], bool], what: str, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """The screen once ``condition`` holds for it; after ``timeout``, AssertionError showing it."""
+
+        def shown() -> list[str]:
             screen = self.screen()
-            if condition(screen):
-                return screen
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; screen:\n{self.screen()}")
+            return [screen] if condition(screen) else []
+
+        [screen] = until_sync(
+            shown, timeout=timeout, interval=0.05, what=lambda: f"{what}; screen:\n{self.screen()}"
+        )
+        return screen
 
     def wait_text(self, text: str, timeout: float = 20.0) -> str:
         return self.wait(lambda s: text in s, repr(text), timeout)

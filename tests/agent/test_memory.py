@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import anyio
 import pytest
 
 from agent.core import Agent
@@ -16,6 +15,7 @@ from store import Memory, Scope
 from tests.agent.conftest import SCOPE, Kit, is_marked, main_requests, req, running, system_of, turn
 from tests.fakes.openai_server import FakeOpenAI, reply_text
 from tests.fakes.sse_scripts import MEMORY_MARKER, Reply
+from tests.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -38,10 +38,11 @@ def extraction_says(fake: FakeOpenAI, *facts: str) -> list[dict[str, Any]]:
 
 
 async def wait_for_memories(agent: Agent, scope: Scope, n: int) -> list[Memory]:
-    with anyio.fail_after(10):
-        while len(items := (await agent.store.memories.list(scope)).items) < n:
-            await anyio.sleep(0.01)
-    return items
+    async def stored() -> list[Memory]:
+        items = (await agent.store.memories.list(scope)).items
+        return items if len(items) >= n else []
+
+    return await until(stored, what=f"{n} memories in {scope}")
 
 
 async def test_extracted_in_one_conversation_recalled_in_another_and_after_restart(

@@ -22,6 +22,8 @@ import anyio
 import httpx
 from anyio.abc import Process
 
+from tests.waiting import until
+
 HERO_AGENT = Path(sys.executable).parent / "hero-agent"
 Events = list[tuple[str, dict[str, Any]]]
 
@@ -144,15 +146,15 @@ async def replicas(
 
 async def wait_healthy(r: Replica, timeout: float = 60) -> None:
     async with httpx.AsyncClient(base_url=r.base_url, timeout=2) as client:
-        with anyio.fail_after(timeout):
-            while True:
-                assert r.process.returncode is None, f"{r.name} exited while starting:\n{r.output()}"
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await anyio.sleep(0.05)
+
+        async def healthy() -> bool:
+            assert r.process.returncode is None, f"{r.name} exited while starting:\n{r.output()}"
+            try:
+                return (await client.get("/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await until(healthy, timeout=timeout, interval=0.05, what=f"{r.name} to answer /healthz")
 
 
 def parse_sse(text: str) -> Events:
@@ -206,14 +208,16 @@ async def osis_server(tmp_path: Path, name: str, store: str) -> AsyncIterator[st
         )
         try:
             async with httpx.AsyncClient(timeout=2) as http:
-                with anyio.fail_after(60):
-                    while True:
-                        assert process.returncode is None, (home / "osis.log").read_text()
-                        try:
-                            await http.post(rpc, json={"jsonrpc": "2.0", "id": 1, "method": "rpc.discover"})
-                            break
-                        except httpx.TransportError:
-                            await anyio.sleep(0.05)
+
+                async def answers() -> bool:
+                    assert process.returncode is None, (home / "osis.log").read_text()
+                    try:
+                        await http.post(rpc, json={"jsonrpc": "2.0", "id": 1, "method": "rpc.discover"})
+                    except httpx.TransportError:
+                        return False
+                    return True
+
+                await until(answers, timeout=60, interval=0.05, what="osis serve to answer")
             yield f"http://127.0.0.1:{port}/hero_osis"
         finally:
             if process.returncode is None:

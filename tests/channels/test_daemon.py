@@ -24,6 +24,7 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.sse_scripts import reply_text
 from tests.fakes.telegram_server import TOKEN as BOT_TOKEN
 from tests.fakes.telegram_server import FakeBotAPI
+from tests.waiting import until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -103,15 +104,15 @@ async def run_daemon(
 
 async def _wait_healthy(daemon: Daemon) -> None:
     async with httpx.AsyncClient(base_url=daemon.base_url, timeout=2) as client:
-        with anyio.fail_after(30):
-            while True:
-                assert daemon.process.returncode is None, "the daemon exited while starting"
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await anyio.sleep(0.05)
+
+        async def healthy() -> bool:
+            assert daemon.process.returncode is None, "the daemon exited while starting"
+            try:
+                return (await client.get("/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await until(healthy, timeout=30, interval=0.05, what="the daemon to answer /healthz")
 
 
 Events = list[tuple[str, dict[str, object]]]

@@ -33,6 +33,7 @@ from tests.store.postgres_fixtures import (
     remove_cluster,
     stop_cluster,
 )
+from tests.waiting import until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -194,11 +195,19 @@ async def test_postgres_restarted_mid_run_clear_errors_then_recovery(tmp_path: P
             async with anyio.create_task_group() as tg:
                 for n in range(4):
                     tg.start_soon(sender, n)
-                while sum(len(a) for a in acked.values()) < 8:
-                    await anyio.sleep(0.02)
+                await until(
+                    lambda: sum(len(a) for a in acked.values()) >= 8,
+                    timeout=300,
+                    interval=0.02,
+                    what="8 acknowledged turns",
+                )
                 await anyio.to_thread.run_sync(cluster.kill9)
-                while "store_unavailable" not in errors:  # the outage is seen as a clear error
-                    await anyio.sleep(0.02)
+                await until(  # the outage is seen as a clear error
+                    lambda: "store_unavailable" in errors,
+                    timeout=300,
+                    interval=0.02,
+                    what="a store_unavailable error",
+                )
                 await anyio.to_thread.run_sync(cluster.start)
                 phase["restarted"] = True
         for r in rs:

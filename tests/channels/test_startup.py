@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
 from tests.tmux import Tmux
+from tests.waiting import until_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -53,15 +53,13 @@ def serve_env(home: Path, base_url: str, port: int) -> dict[str, str]:
 
 
 def wait_healthy(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("the daemon never became healthy")
+            return False
+
+    until_sync(healthy, timeout=timeout, interval=0.05, what="the daemon to become healthy")
 
 
 def test_banner_on_a_terminal(tmp_path: Path, fake: FakeOpenAI) -> None:

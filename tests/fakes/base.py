@@ -21,6 +21,7 @@ from starlette.requests import Request
 
 from tests.fakes.served import ServedApp
 from tests.fakes.sse_scripts import COMPACTION_MARKER, DEFAULT_SUMMARY, MEMORY_MARKER, Reply, reply_text
+from tests.waiting import until
 
 Responder = Callable[[dict[str, Any]], Reply | None]
 #: pauses up to this long are slept in one go (shutdown waits at most this much for them)
@@ -120,10 +121,13 @@ class FakeLLMServer(ServedApp):
         return ""
 
     async def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-        """Wait (from any event loop) until ``n`` requests arrived; raises TimeoutError after ``timeout``."""
-        with anyio.fail_after(timeout):
-            while len(self.requests) < n:
-                await anyio.sleep(0.005)
+        """Wait (from any event loop) until ``n`` requests arrived; AssertionError after ``timeout``."""
+        await until(
+            lambda: len(self.requests) >= n,
+            timeout=timeout,
+            interval=0.005,
+            what=lambda: f"{n} requests to the fake ({len(self.requests)} arrived)",
+        )
         return self.requests
 
     def wait_for_requests_blocking(self, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ import uvicorn
 
 from channels.serving import NoSignalServer
 from tests.fakes.mcp_stdio_server import build_server
+from tests.waiting import until
 
 
 @contextlib.asynccontextmanager
@@ -36,9 +37,7 @@ async def serve_mcp_http(port: int = 0) -> AsyncIterator[str]:
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: server.serve(sockets=[sock]))
-            with anyio.fail_after(10):
-                while not server.started:
-                    await anyio.sleep(0.005)
+            await until(lambda: server.started, timeout=10, interval=0.005, what="uvicorn to start")
             try:
                 yield f"http://127.0.0.1:{port}/mcp"
             finally:

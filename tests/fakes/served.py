@@ -15,6 +15,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from channels.serving import NoSignalServer
+from tests.waiting import until
 
 
 class _QuietServer(NoSignalServer):
@@ -63,9 +64,7 @@ class ServedApp(ABC):
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(lambda: server.serve(sockets=[sock]))
-                with anyio.fail_after(10):
-                    while not server.started:
-                        await anyio.sleep(0.005)
+                await until(lambda: server.started, timeout=10, interval=0.005, what="uvicorn to start")
                 try:
                     yield self
                 finally:

@@ -50,6 +50,7 @@ from starlette.routing import Route
 from tests.fakes.served import ServedApp
 from tests.fakes.telegram_html import HTMLError, visible_text
 from tests.fakes.telegram_updates import UpdateBuilder
+from tests.waiting import until
 
 TOKEN = "123456:TEST-token-abcdefghijklmnopqrstuvwxyz"
 BOT_ID = 123456
@@ -218,13 +219,14 @@ class FakeBotAPI(UpdateBuilder, ServedApp):
             return len(self._pending)
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-        """Poll ``predicate`` until it is truthy (returns its value); TimeoutError after ``timeout``."""
-        with anyio.fail_after(timeout):
-            while True:
-                value = predicate()
-                if value:
-                    return value
-                await anyio.sleep(0.01)
+        """Poll ``predicate`` until it is truthy (returns its value); AssertionError after ``timeout``,
+        naming the bot's last calls other than ``getUpdates`` (what the code under test did say)."""
+        return await until(predicate, timeout=timeout, what=self._recent_calls)
+
+    def _recent_calls(self) -> str:
+        with self._lock:
+            said = [(m, p) for m, p, _ in self.calls if m != "getUpdates"]
+        return f"the fake Bot API's calls to come; its last calls: {said[-10:]!r}"
 
     # -- the API -------------------------------------------------------------------------------
 

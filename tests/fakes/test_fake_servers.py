@@ -60,7 +60,7 @@ async def test_responder_routes_when_the_queue_is_empty() -> None:
                 for m in ("x", "x", "y")
             ]
         await fake.wait_for_requests(3)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(AssertionError, match=r"waiting for 4 requests to the fake \(3 arrived\)"):
             await fake.wait_for_requests(4, timeout=0.05)
     got = [t["choices"][0]["message"]["content"] for t in texts]
     assert got == ["queued first", "model x", "echo: q"]

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import anyio
-
 from store.api.store import Store, now_ms
 from store.engine import Page
 from store.models import Conversation, Message, Scope
+from tests.waiting import until
 
 
 async def next_ms() -> None:
     """Wait until the millisecond clock has moved on (store timestamps have 1 ms resolution)."""
     start = now_ms()
-    with anyio.fail_after(5):
-        while now_ms() <= start:
-            await anyio.sleep(0.001)
+    await until(lambda: now_ms() > start, timeout=5, interval=0.001, what="the millisecond clock to move on")
 
 
 async def conversation_with(store: Store, scope: Scope, n: int, title: str = "chat") -> Conversation:

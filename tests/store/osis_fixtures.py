@@ -22,6 +22,7 @@ from store.engine import Engine
 from store.osis.client import OsisEngine
 from store.osis.server import build_osis_app
 from store.sqlite.engine import EmbeddedEngine
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parents[2]
 HERO_AGENT = str(Path(sys.executable).with_name("hero-agent"))
@@ -130,14 +131,16 @@ async def wait_ready(proc: subprocess.Popen[str], port: int, secret: str = "") -
     body = {"jsonrpc": "2.0", "id": 1, "method": "rpc.discover"}
     headers = {"Authorization": f"Bearer {secret}"} if secret else {}
     async with httpx.AsyncClient(timeout=2, headers=headers) as http:
-        with anyio.fail_after(30):
-            while True:
-                assert proc.poll() is None, "osis serve exited during start-up"
-                try:
-                    answer = (await http.post(url, json=body)).json()
-                    return dict(answer["result"])
-                except httpx.TransportError:
-                    await anyio.sleep(0.05)
+
+        async def discovered() -> dict[str, object] | None:
+            assert proc.poll() is None, "osis serve exited during start-up"
+            try:
+                answer = (await http.post(url, json=body)).json()
+            except httpx.TransportError:
+                return None
+            return dict(answer["result"])
+
+        return await until(discovered, timeout=30, interval=0.05, what="osis serve to answer")
 
 
 async def wait_exit(proc: subprocess.Popen[str]) -> int:

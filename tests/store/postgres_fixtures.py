@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -29,6 +28,7 @@ import pytest
 from config.settings import StoreSettings
 from store.engine import Engine
 from store.postgres.engine import PostgresEngine
+from tests.waiting import until_sync
 
 INSTALL_HINT = "PostgreSQL is not installed: run `apt-get install -y postgresql` (or `./dev.sh setup`)"
 TEMPLATE = "hero_template"
@@ -96,9 +96,12 @@ class Cluster:
         for p in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        until_sync(
+            lambda: not any(Path(f"/proc/{p}").exists() for p in pids),
+            timeout=30,
+            interval=0.02,
+            what=f"the killed PostgreSQL processes {pids} to be gone",
+        )
 
     def version(self) -> str:
         return self.run("postgres", "--version").stdout.strip()

@@ -3,6 +3,7 @@ writing, restorable as documented (a data dir holding only the copy opens and re
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sqlite3
@@ -16,6 +17,7 @@ import pytest
 
 from store.sqlite.engine import DB_FILE
 from tests.store.test_durability import _acks, _all_messages, _integrity, _new_conversation, _spawn
+from tests.waiting import until_sync
 
 pytestmark = [pytest.mark.durability, pytest.mark.timeout(180)]
 
@@ -64,9 +66,16 @@ def test_backups_taken_while_a_writer_runs_are_consistent(tmp_path: Path) -> Non
     reader = AckReader(child)
     taken: list[tuple[Path, int, int]] = []
     try:
+
+        def busy(n: int) -> bool:
+            if reader.acked() >= n:
+                return True
+            assert child.poll() is None, "the writer stopped"
+            return False
+
         for i in range(4):
-            while reader.acked() < 50 * (i + 1):  # the writer is busy before each backup
-                assert child.poll() is None, "the writer stopped"
+            # the writer is busy before each backup
+            until_sync(functools.partial(busy, 50 * (i + 1)), timeout=60, what=f"{50 * (i + 1)} writes")
             before = reader.acked()
             target = tmp_path / f"copy-{i}.db"
             done = backup(data, target)

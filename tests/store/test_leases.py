@@ -24,6 +24,7 @@ from store.leases import Claimed, KeyedLocks, LeaseOwner, known_dead, owner_of, 
 from store.models import Message
 from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB, MAX_CHARS
 from tests.store.engines import ENGINES
+from tests.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -87,9 +88,12 @@ async def test_claim_outcomes_and_the_compare_and_swap(engine: Engine) -> None:
     assert lease is not None and lease.holder == "me"
     # another holder's lapsed lease is taken, and the outcome says so
     assert await engine.claim(ALICE, "turn:y", "gone", 1)
-    with anyio.fail_after(5):
-        while (outcome := await engine.claim(ALICE, "turn:y", "next", 60_000)) == Claimed.REFUSED:
-            await anyio.sleep(0.002)
+    outcome = await until(  # a refusal is falsy: polled until the lease has lapsed
+        lambda: engine.claim(ALICE, "turn:y", "next", 60_000),
+        timeout=5,
+        interval=0.002,
+        what="the lapsed lease to be taken",
+    )
     assert outcome == Claimed.LAPSED
 
 
@@ -132,8 +136,7 @@ async def test_a_finished_turn_stops_renewing_and_leaves_no_lease(store: Store) 
     holder = Store(store.engine, lease_s=0.2)
     with anyio.fail_after(10):
         async with holder.turns.open(ALICE, conv.sid, "hi", channel="cli", ttl_s=60) as opening:
-            while holder.leases.stats.renewals < 2:
-                await anyio.sleep(0.02)
+            await until(lambda: holder.leases.stats.renewals >= 2, interval=0.02, what="two renewals")
             held = opening.lease
             await holder.turns.finish(opening, Message(conversation_id=conv.sid, role="assistant"))
             assert await store.engine.get_lease(ALICE, f"turn:{conv.sid}") is None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -21,6 +20,7 @@ from store.osis.client import OsisEngine, redacted
 from store.osis.protocol import OPTIONAL_METHODS, OsisAuthError, OsisProtocolError, openrpc_document
 from store.sqlite.engine import EmbeddedEngine
 from tests.store.osis_fixtures import client_settings, embedded_server, free_port, serve
+from tests.waiting import until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 SCOPE = Scope("default", "ann")
@@ -309,24 +309,24 @@ async def test_restart_while_appending_keeps_one_copy_of_each_message(tmp_path: 
                 i += 1
             writer_done.set()
 
-        async def until(condition: Callable[[], bool]) -> None:
-            while not condition():
-                await anyio.sleep(0.005)
-
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(writer)
                 # the server is already down here: the writer must see errors until it comes back
-                await until(lambda: failures >= 3)
+                await until(lambda: failures >= 3, timeout=60, interval=0.005, what="3 failed writes")
                 async with serve(backend, port=port):
-                    await until(lambda: len(acked) >= 20)
+                    await until(lambda: len(acked) >= 20, timeout=60, interval=0.005, what="20 writes")
                 # stopped again in the middle of the run (the writer is still writing), then started
                 # once more
                 seen = failures
-                await until(lambda: failures >= seen + 3)
+                await until(
+                    lambda: failures >= seen + 3, timeout=60, interval=0.005, what="3 more failed writes"
+                )
                 async with serve(backend, port=port):
                     target = len(acked) + 20
-                    await until(lambda: len(acked) >= target)
+                    await until(
+                        lambda: len(acked) >= target, timeout=60, interval=0.005, what="20 more writes"
+                    )
                     stop_writing.set()
                     await writer_done.wait()
                     messages = (await store.messages.list(SCOPE, conv.sid, limit=1000)).items

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -30,6 +31,7 @@ from tests.fakes.osis_generated import GeneratedOsis
 from tests.fakes.telegram_server import TOKEN, FakeBotAPI
 from tests.store.osis_fixtures import HERO_AGENT, client_settings, free_port, subprocess_env, wait_exit
 from tests.store.test_migrate_sqlite import build_legacy
+from tests.waiting import until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 TG_ALICE = 111
@@ -145,13 +147,14 @@ poll_timeout_s = 1
 async def _chat(base_url: str, message: str, proc: object) -> str:
     """POST /api/chat once the daemon is up; the streamed text."""
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-        with anyio.fail_after(30):
-            while True:
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await anyio.sleep(0.05)
+
+        async def healthy() -> bool:
+            try:
+                return (await client.get("/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await until(healthy, timeout=30, interval=0.05, what="the daemon to answer /healthz")
         text = []
         async with client.stream("POST", "/api/chat", json={"message": message}) as resp:
             assert resp.status_code == 200
@@ -217,10 +220,14 @@ async def test_a_daemon_on_osis_serve_over_a_unix_socket(tmp_path: Path) -> None
             text=True,
         )
         try:
-            with anyio.fail_after(30):
-                while not sock.exists():
-                    assert server.poll() is None, log.read_text()
-                    await anyio.sleep(0.05)
+
+            def listening() -> bool:
+                if sock.exists():
+                    return True
+                assert server.poll() is None, log.read_text()
+                return False
+
+            await until(listening, timeout=30, interval=0.05, what=f"the socket {sock}")
             assert oct(sock.stat().st_mode & 0o777) == "0o660"
             # a second server on a live socket is refused; the first keeps it
             second = await _in_thread(
@@ -280,9 +287,7 @@ async def test_a_daemon_on_osis_serve_over_a_unix_socket(tmp_path: Path) -> None
             stderr=sink,
             text=True,
         )
-        with anyio.fail_after(30):
-            while not sock.exists():
-                await anyio.sleep(0.05)
+        await until(sock.exists, timeout=30, interval=0.05, what=f"the socket {sock}")
         killed.kill()
         killed.wait(timeout=10)
         assert sock.exists()
@@ -295,15 +300,16 @@ async def test_a_daemon_on_osis_serve_over_a_unix_socket(tmp_path: Path) -> None
         )
         try:
             async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(sock))) as http:
-                with anyio.fail_after(30):
-                    while True:
-                        assert again.poll() is None, log.read_text()
-                        try:
-                            body = {"jsonrpc": "2.0", "id": 1, "method": "rpc.discover"}
-                            answer = (await http.post("http://localhost/hero_osis_ai/rpc", json=body)).json()
-                            break
-                        except httpx.TransportError:
-                            await anyio.sleep(0.05)
+
+                async def discovered() -> dict[str, Any] | None:
+                    assert again.poll() is None, log.read_text()
+                    body = {"jsonrpc": "2.0", "id": 1, "method": "rpc.discover"}
+                    try:
+                        return dict((await http.post("http://localhost/hero_osis_ai/rpc", json=body)).json())
+                    except httpx.TransportError:
+                        return None
+
+                answer = await until(discovered, timeout=30, interval=0.05, what="osis serve to answer")
             assert "methods" in answer["result"]
             again.send_signal(signal.SIGTERM)
             assert await wait_exit(again) == 0

@@ -27,6 +27,7 @@ from tests.store.postgres_fixtures import (
     remove_cluster,
     settings_for,
 )
+from tests.waiting import until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 ALICE = Scope("default", "alice")
@@ -71,13 +72,16 @@ async def test_down_names_host_and_port_then_recovers(own_cluster: Cluster) -> N
         assert f"127.0.0.1:{own_cluster.port}" in str(info.value)
         assert engine.counters()["unreachable"] >= 1
         own_cluster.start()
-        with anyio.fail_after(30):
-            while True:
-                try:
-                    assert await engine.get(Kind.CONVERSATION, ALICE, conv["sid"]) == conv
-                    break
-                except StoreUnavailable:
-                    await anyio.sleep(0.1)
+
+        async def read_back() -> bool:
+            try:
+                got = await engine.get(Kind.CONVERSATION, ALICE, conv["sid"])
+            except StoreUnavailable:
+                return False
+            assert got == conv
+            return True
+
+        await until(read_back, timeout=30, interval=0.1, what="the restarted server to answer")
         assert engine.gauges()["open"] >= 1
         shown = TurnMetrics(store_engine=engine).render_lines()
     unreachable = engine.counters()["unreachable"]
@@ -137,6 +141,10 @@ async def test_kill9_during_commits_loses_and_duplicates_nothing(own_cluster: Cl
                 except StoreUnavailable:
                     await anyio.sleep(0.05)  # the same key is tried again: it may have been stored
 
+        async def thirty_more_acked() -> None:
+            before = len(acked)
+            await until(lambda: len(acked) >= before + 30, timeout=60, what="30 more acknowledged writes")
+
         stop = anyio.Event()
         async with anyio.create_task_group() as tg:
             for w in range(4):
@@ -147,18 +155,12 @@ async def test_kill9_during_commits_loses_and_duplicates_nothing(own_cluster: Cl
             while kills < 2 or engine.counters()["connection"] + engine.counters()["unknown_commit"] == 0:
                 assert kills < 10, "ten kills of the server and none met a batch in flight"
                 kills += 1
-                before = len(acked)
-                with anyio.fail_after(60):
-                    while len(acked) < before + 30:
-                        await anyio.sleep(0.01)
+                await thirty_more_acked()
                 # from a worker thread: the writers keep running (and have batches in flight) while
                 # the server dies; a kill in the event loop's thread would wait for them to be answered
                 await anyio.to_thread.run_sync(own_cluster.kill9)
                 await anyio.to_thread.run_sync(_restart, own_cluster)
-            before = len(acked)
-            with anyio.fail_after(60):
-                while len(acked) < before + 30:
-                    await anyio.sleep(0.01)
+            await thirty_more_acked()
             stop.set()
         rows = await _all_messages(own_cluster.url("postgres"))
     keys = [k for k, _ in rows]

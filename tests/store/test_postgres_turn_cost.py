@@ -27,6 +27,7 @@ from tests.store.postgres_fixtures import (
     remove_cluster,
     settings_for,
 )
+from tests.waiting import until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 SCOPE = Scope("default", "alice")
@@ -112,16 +113,16 @@ async def wal_syncs(url: str) -> int:
     """The server's WAL flushes so far, once every other client has gone (a backend hands its counts
     to the statistics when it exits: the engine's connections must be closed first)."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        with anyio.fail_after(30):
-            while True:
-                cur = await conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-                    "AND pid <> pg_backend_pid()"
-                )
-                row = await cur.fetchone()
-                if row is not None and row[0] == 0:
-                    break
-                await anyio.sleep(0.02)
+
+        async def alone() -> bool:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                "AND pid <> pg_backend_pid()"
+            )
+            row = await cur.fetchone()
+            return row is not None and row[0] == 0
+
+        await until(alone, timeout=30, interval=0.02, what="every other client backend to exit")
         row = await (await conn.execute("SELECT wal_sync FROM pg_stat_wal")).fetchone()
         assert row is not None
         return int(row[0])

@@ -12,6 +12,7 @@ from store.errors import Conflict, InvalidInput
 from store.models import AuditEntry, Kind, UsageEntry
 from tests.store.conftest import ALICE, ALICE_ELSEWHERE, BOB
 from tests.store.helpers import conversation_with
+from tests.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -121,9 +122,12 @@ async def test_leases(engine: Engine) -> None:
 
 async def test_lease_expires(engine: Engine) -> None:
     assert await engine.claim(ALICE, "turn:x", "crashed", 1)
-    with anyio.fail_after(5):
-        while not await engine.claim(ALICE, "turn:x", "survivor", 60_000):
-            await anyio.sleep(0.002)
+    await until(
+        lambda: engine.claim(ALICE, "turn:x", "survivor", 60_000),
+        timeout=5,
+        interval=0.002,
+        what="the lapsed lease to be taken",
+    )
     assert not await engine.claim(ALICE, "turn:x", "crashed", 60_000)
 
 

@@ -19,6 +19,7 @@ from store.leases import Claimed
 from store.models import Scope
 from tests.store.conftest import ALICE, MAX_CHARS
 from tests.store.engines import ENGINES
+from tests.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -43,11 +44,12 @@ async def test_a_stop_reaches_the_holder_and_waits_for_its_turn_to_end(stores: t
         async with holder.leases.conversation_lock(ALICE, cid, ttl_s=60, wait_s=5):
             locked = anyio.current_time()
             stopped.set()
-            with anyio.fail_after(20):
-                while not await holder.stops.requested(
-                    ALICE, cid, running_s=anyio.current_time() - locked + 1
-                ):
-                    await anyio.sleep(0.02)
+            await until(
+                lambda: holder.stops.requested(ALICE, cid, running_s=anyio.current_time() - locked + 1),
+                timeout=20,
+                interval=0.02,
+                what="the stop request",
+            )
             seen.append(True)
 
     async with anyio.create_task_group() as tg:
@@ -93,13 +95,13 @@ async def test_a_request_older_than_the_turn_is_ignored(stores: tuple[Store, Sto
     await holder.engine.claim(
         ALICE, STOP_PREFIX + cid, f"{STOP_PREFIX}{holder.leases.holder}|x", int(STOP_TTL_S * 1000)
     )
-    with anyio.fail_after(10):
-        while True:
-            lease = await holder.engine.get_lease(ALICE, STOP_PREFIX + cid)
-            assert lease is not None and lease.expires_in_ms is not None
-            if STOP_TTL_S * 1000 - lease.expires_in_ms >= 300:  # the request is 0.3 s old
-                break
-            await anyio.sleep(0.05)
+
+    async def old_enough() -> bool:
+        lease = await holder.engine.get_lease(ALICE, STOP_PREFIX + cid)
+        assert lease is not None and lease.expires_in_ms is not None
+        return STOP_TTL_S * 1000 - lease.expires_in_ms >= 300
+
+    await until(old_enough, interval=0.05, what="the request to be 0.3 s old")
     # a turn that has held its lease for 0.1 s started after the request: not its stop
     assert await holder.stops.requested(ALICE, cid, running_s=0.1) is False
     assert await holder.stops.requested(ALICE, cid, running_s=5) is True

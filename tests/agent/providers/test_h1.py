@@ -22,6 +22,7 @@ from agent.providers.http import env_proxy
 from agent.providers.openai import OpenAIProvider
 from tests.agent.providers.conftest import events_of, fast_settings, user_request
 from tests.fakes.openai_server import FakeOpenAI, reply_text
+from tests.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -190,9 +191,12 @@ async def test_a_kept_alive_connection_is_reused_and_one_the_server_closed_is_no
         try:
             for _ in range(2):
                 assert await body_of(p, port) == (200, [b"ok"])
-            with anyio.fail_after(5):  # the server's close reaches the idle connection
-                while p._idle and p._idle[-1].reusable:
-                    await anyio.sleep(0.005)
+            await until(
+                lambda: not (p._idle and p._idle[-1].reusable),
+                timeout=5,
+                interval=0.005,
+                what="the server's close to reach the idle connection",
+            )
             assert await body_of(p, port) == (200, [b"ok"])
         finally:
             await p.aclose()

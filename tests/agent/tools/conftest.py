@@ -18,6 +18,7 @@ from agent.tools.base import ToolCaller
 from channels.serving import NoSignalServer
 from config.settings import Settings, StoreSettings
 from store import Scope, Store, open_store
+from tests.waiting import until
 
 SCOPE = Scope("work", "alice")
 CERTS = Path(__file__).resolve().parents[2] / "fakes" / "certs"
@@ -61,9 +62,7 @@ async def serve(app: Starlette, host: str = "127.0.0.1", *, tls: bool = False) -
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: server.serve(sockets=[sock]))
-            with anyio.fail_after(10):
-                while not server.started:
-                    await anyio.sleep(0.005)
+            await until(lambda: server.started, timeout=10, interval=0.005, what="uvicorn to start")
             try:
                 scheme = "https" if tls else "http"
                 yield (

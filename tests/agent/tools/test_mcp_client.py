@@ -22,6 +22,7 @@ from config.logging import MASK, configure_logging, reset_logging
 from config.settings import LoggingSettings, MCPServerSettings, Settings, ToolsSettings
 from tests.agent.tools.conftest import SCOPE
 from tests.fakes.mcp_http_server import serve_mcp_http
+from tests.waiting import until
 
 SERVER = Path(__file__).resolve().parents[2] / "fakes" / "mcp_stdio_server.py"
 FAKE_TOOLS = ("add", "shout", "fail", "env_value", "junk", "die")
@@ -133,16 +134,19 @@ async def test_a_server_that_dies_is_logged_once_and_restarted_with_backoff(
             assert not died.ok and died.content.startswith("error: MCP server 'fragile' failed")
             after = await call(registry, ctx, "fragile__add", a=1, b=1)
             assert after.content == "error: MCP server 'fragile' is not running (restarting)"
-            while health.state != "restarting":  # the dead transport is torn down first
-                await anyio.sleep(0.01)
+            # the dead transport is torn down first
+            await until(lambda: health.state == "restarting", timeout=40, what="the restarting state")
             assert health.deaths == 1
             # at least two failed restart attempts (after 1 s and 2 s), still one death logged
-            while sum(e["event"] == "mcp.restart_failed" for e in logs) < 2:
-                await anyio.sleep(0.05)
+            await until(
+                lambda: sum(e["event"] == "mcp.restart_failed" for e in logs) >= 2,
+                timeout=40,
+                interval=0.05,
+                what="two failed restarts",
+            )
             assert health.state == "restarting"
             down.unlink()
-            while health.state != "running":
-                await anyio.sleep(0.05)
+            await until(lambda: health.state == "running", timeout=40, interval=0.05, what="the restart")
             assert (health.deaths, health.restarts) == (1, 1)
             assert await call(registry, ctx, "fragile__add", a=1, b=1) == ToolResult("2")
     events = [e["event"] for e in logs if e["event"].startswith("mcp.")]

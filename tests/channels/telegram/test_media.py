@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from agent.core import Agent
@@ -22,6 +21,7 @@ from tests.channels.telegram.helpers import stored_messages
 from tests.fakes.openai_server import FAKE_OGG, FakeOpenAI
 from tests.fakes.telegram_server import FakeBotAPI
 from tests.media_files import ogg_opus, png, wav
+from tests.waiting import until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 HOME = Scope("default", f"tg:{ALICE}")
@@ -38,9 +38,11 @@ def media_settings(tmp_path: Path, llm: FakeOpenAI, tg: FakeBotAPI, **telegram: 
 async def settled(tg: FakeBotAPI, agent: Agent, update_id: int) -> None:
     """Wait until the update is marked answered: its whole handling (a voice reply too) is over."""
     key = f"telegram.done.{update_id}"
-    with anyio.fail_after(10):
-        while await agent.store.state.get(HOME, key) is None:
-            await anyio.sleep(0.01)
+
+    async def answered() -> bool:
+        return await agent.store.state.get(HOME, key) is not None
+
+    await until(answered, what=f"update {update_id} to be marked answered")
 
 
 def attachments(raw: str) -> list[dict[str, Any]]:

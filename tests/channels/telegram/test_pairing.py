@@ -27,6 +27,7 @@ from tests.channels.telegram.conftest import ALICE, BOB, MALLORY, running
 from tests.channels.telegram.helpers import stored_messages
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.telegram_server import TOKEN, FakeBotAPI
+from tests.waiting import until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -160,9 +161,12 @@ async def test_codes_expire(settings: Settings, tg: FakeBotAPI, llm: FakeOpenAI,
         first = CODE_RE.search(await ask_bot(tg, MALLORY, "hi", 1))
         assert first is not None
         [pending] = await agent.pairing.pending()
-        with anyio.fail_after(5):
-            while time.time() * 1000 <= pending.expires_at:
-                await anyio.sleep(0.05)
+        await until(
+            lambda: time.time() * 1000 > pending.expires_at,
+            timeout=5,
+            interval=0.05,
+            what="the code's expiry time to pass",
+        )
         expired = await pair(config, "approve", first.group(1))
         assert expired.returncode == 1 and "no pending pairing code" in expired.stderr.decode()
         assert "No pending pairing codes." in (await pair(config, "list")).stdout.decode()

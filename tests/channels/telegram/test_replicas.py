@@ -20,6 +20,7 @@ from tests.channels.replicas import Replica, free_port, replicas, store_toml
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.telegram_server import TOKEN, FakeBotAPI
 from tests.store.postgres_fixtures import drop_database, new_database, stop_cluster
+from tests.waiting import until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -59,6 +60,23 @@ async def _states(client: httpx.AsyncClient, rs: list[Replica]) -> list[str]:
     return [await _telegram_state(client, r) for r in rs]
 
 
+async def _one_polling_one_standby(client: httpx.AsyncClient, rs: list[Replica]) -> list[str]:
+    """Wait until one replica polls and the other stands by; their states then."""
+
+    async def settled() -> list[str] | None:
+        states = await _states(client, rs)
+        return states if sorted(states) == ["polling", "standby"] else None
+
+    return await until(settled, timeout=30, interval=0.1, what="one poller and one standby")
+
+
+async def _polling(client: httpx.AsyncClient, r: Replica) -> None:
+    async def polls() -> bool:
+        return await _telegram_state(client, r) == "polling"
+
+    await until(polls, timeout=30, interval=0.1, what=f"{r.name} to poll")
+
+
 async def _metric(client: httpx.AsyncClient, r: Replica, prefix: str) -> list[str]:
     text = (await client.get(f"{r.base_url}/metrics")).text
     return [line for line in text.splitlines() if line.startswith(prefix)]
@@ -71,19 +89,14 @@ async def test_one_poller_and_a_standby_that_takes_over_after_kill_9(tmp_path: P
         httpx.AsyncClient(timeout=10) as client,
         replicas(tmp_path, 2, pg_store, llm.base_url, extra=_telegram(bot)) as rs,
     ):
-        with anyio.fail_after(30):
-            while sorted(await _states(client, rs)) != ["polling", "standby"]:
-                await anyio.sleep(0.1)
-        states = await _states(client, rs)
+        states = await _one_polling_one_standby(client, rs)
         leader, standby = (rs[0], rs[1]) if states[0] == "polling" else (rs[1], rs[0])
         bot.push_update(bot.text_update(chat_id=CHAT, user_id=CHAT, text="first"))
         await bot.wait_for(lambda: "echo: first" in bot.messages_in(CHAT), timeout=30)
 
         leader.process.send_signal(signal.SIGKILL)
         await leader.process.wait()
-        with anyio.fail_after(30):  # a deadline, not a timing claim
-            while await _telegram_state(client, standby) != "polling":
-                await anyio.sleep(0.1)
+        await _polling(client, standby)  # a deadline, not a timing claim
         bot.push_update(bot.text_update(chat_id=CHAT, user_id=CHAT, text="second"))
         await bot.wait_for(lambda: "echo: second" in bot.messages_in(CHAT), timeout=30)
         events = await _metric(client, standby, "hero_telegram_leader_events_total")
@@ -102,16 +115,12 @@ async def test_a_clean_stop_hands_polling_over_without_a_conflict(tmp_path: Path
         httpx.AsyncClient(timeout=10) as client,
         replicas(tmp_path, 2, pg_store, llm.base_url, extra=_telegram(bot)) as rs,
     ):
-        with anyio.fail_after(30):
-            while sorted(await _states(client, rs)) != ["polling", "standby"]:
-                await anyio.sleep(0.1)
-        states = await _states(client, rs)
+        states = await _one_polling_one_standby(client, rs)
         leader, standby = (rs[0], rs[1]) if states[0] == "polling" else (rs[1], rs[0])
         leader.process.send_signal(signal.SIGTERM)
         with anyio.fail_after(30):
             assert await leader.process.wait() == 0
-            while await _telegram_state(client, standby) != "polling":
-                await anyio.sleep(0.1)
+        await _polling(client, standby)
         bot.push_update(bot.text_update(chat_id=CHAT, user_id=CHAT, text="after the hand-over"))
         await bot.wait_for(lambda: "echo: after the hand-over" in bot.messages_in(CHAT), timeout=30)
         events = await _metric(client, standby, "hero_telegram_leader_events_total")
@@ -130,9 +139,12 @@ async def test_webhook_on_every_replica_answers_each_update_once(tmp_path: Path,
         replicas(tmp_path, 1, pg_store, llm.base_url, extra=_webhook(bot, ports[0])) as (a,),
         replicas(tmp_path / "b", 1, pg_store, llm.base_url, extra=_webhook(bot, ports[1])) as (b,),
     ):
-        with anyio.fail_after(30):  # the web channel answers before the bot has started
-            while await _states(client, [a, b]) != ["webhook", "webhook"]:
-                await anyio.sleep(0.1)
+
+        async def both_webhook() -> bool:
+            return await _states(client, [a, b]) == ["webhook", "webhook"]
+
+        # the web channel answers before the bot has started
+        await until(both_webhook, timeout=30, interval=0.1, what="both replicas in webhook mode")
         headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
         urls = [f"http://127.0.0.1:{p}/telegram/webhook" for p in ports]
         # the same update to both replicas at once (a retry that landed elsewhere), ten times

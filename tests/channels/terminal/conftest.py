@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import anyio
 import pytest
 from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput
@@ -22,6 +21,7 @@ from config.loader import load_settings
 from config.logging import reset_logging
 from store import open_store
 from tests.fakes.openai_server import FakeOpenAI
+from tests.waiting import until
 
 
 @pytest.fixture(autouse=True)
@@ -91,21 +91,11 @@ class Terminal:
         )
 
     async def wait_for(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
-        return await wait_until(
-            lambda: re.search(pattern, self.text), timeout, f"{pattern!r} in {self.text!r}"
+        return await until(
+            lambda: re.search(pattern, self.text),
+            timeout=timeout,
+            what=lambda: f"{pattern!r} in {self.text!r}",
         )
-
-
-async def wait_until(
-    predicate: Callable[[], re.Match[str] | bool | None], timeout: float = 10.0, what: str = ""
-) -> re.Match[str]:
-    try:
-        with anyio.fail_after(timeout):
-            while not (found := predicate()):
-                await anyio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
-    return found  # type: ignore[return-value]
 
 
 @pytest.fixture

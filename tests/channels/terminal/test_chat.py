@@ -17,8 +17,9 @@ from agent.factory import open_agent
 from channels.terminal.completion import SLASH_COMMANDS, SlashCompleter
 from channels.terminal.session import HELP_KEYS, STOP_HINT, CliChat
 from store import InvalidInput, NotFound, Scope, open_store
-from tests.channels.terminal.conftest import Runtime, Terminal, make_settings, wait_until
+from tests.channels.terminal.conftest import Runtime, Terminal, make_settings
 from tests.fakes.openai_server import FakeOpenAI, reply_error, reply_text, reply_tool_calls
+from tests.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -164,9 +165,9 @@ async def test_tab_completes_slash_commands(runtime: Runtime, terminal: Terminal
             terminal.pipe.send_text("/hel")
             # the menu opens while typing (as a person sees it), then Tab picks the entry
             buffer = chat.session.default_buffer
-            await wait_until(lambda: buffer.complete_state is not None, what="the completion menu")
+            await until(lambda: buffer.complete_state is not None, what="the completion menu")
             terminal.pipe.send_text("\t")
-            await wait_until(lambda: buffer.text == "/help", what="the completed command")
+            await until(lambda: buffer.text == "/help", what="the completed command")
             terminal.pipe.send_text("\r\x04")
     assert "/help" in terminal.text and HELP_KEYS in terminal.text
     assert runtime.fake.requests == []  # commands never reach the model

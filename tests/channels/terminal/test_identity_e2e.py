@@ -8,7 +8,6 @@ import json
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from tests.channels.terminal.test_e2e import SCRIPT, app_env, ask, fake  # noqa: F401 (the fixture)
 from tests.fakes.openai_server import FakeOpenAI
+from tests.waiting import until_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -55,16 +55,17 @@ def serving(env: dict[str, str], log: Path) -> Iterator[httpx.Client]:
         proc = subprocess.Popen([str(SCRIPT), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=out)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def healthy() -> bool:
             try:
                 if client.get("/healthz").status_code == 200:
-                    break
+                    return True
             except httpx.TransportError:
                 pass
             assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the daemon did not come up"
-            time.sleep(0.05)
+            return False
+
+        until_sync(healthy, timeout=30, interval=0.05, what="the daemon to come up")
         yield client
     finally:
         client.close()

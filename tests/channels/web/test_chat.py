@@ -16,6 +16,7 @@ from store import Message, Scope
 from tests.channels.web.conftest import ALICE, Web, chat, parse_sse, serve_web, web_settings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.sse_scripts import DONE, chunk, reply_error, reply_raw_sse, reply_text, reply_tool_calls, sse
+from tests.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -29,12 +30,12 @@ async def _messages(web: Web, conversation_id: str) -> list[Message]:
 
 async def _wait_for(web: Web, conversation_id: str, status: str) -> list[Message]:
     """Poll the store until the assistant message of the conversation has ``status``."""
-    with anyio.fail_after(10):
-        while True:
-            msgs = await _messages(web, conversation_id)
-            if any(m.role == "assistant" and m.status == status for m in msgs):
-                return msgs
-            await anyio.sleep(0.02)
+
+    async def reached() -> list[Message]:
+        msgs = await _messages(web, conversation_id)
+        return msgs if any(m.role == "assistant" and m.status == status for m in msgs) else []
+
+    return await until(reached, interval=0.02, what=f"an assistant message {status}")
 
 
 async def test_event_order_and_persistence(alice: httpx.AsyncClient, web: Web) -> None:
@@ -135,9 +136,11 @@ async def test_client_disconnect_cancels_and_stores_interrupted(
     # the conversation is free again: the next turn runs normally after the interrupted one
     events = await chat(alice, {"message": "again", "conversation_id": conv})
     assert events[-1][0] == "done"
-    with anyio.fail_after(10):
-        while web.channel.state is not None and web.channel.state.metrics.active_streams:
-            await anyio.sleep(0.02)
+    await until(
+        lambda: web.channel.state is None or not web.channel.state.metrics.active_streams,
+        interval=0.02,
+        what="no active stream",
+    )
     metrics = (await alice.get("/metrics")).text
     assert 'hero_turns_total{channel="web",outcome="interrupted"} 1' in metrics
 

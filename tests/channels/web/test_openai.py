@@ -14,6 +14,7 @@ from store import Scope
 from tests.channels.web.conftest import ALICE, Web
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.sse_scripts import reply_error, reply_text
+from tests.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -227,9 +228,11 @@ async def test_non_streaming_client_disconnect_cancels_the_turn(web: Web, fake: 
         tg.cancel_scope.cancel()  # the client gives up: its connection closes
     # the turn ends as interrupted long before the 6 s reply could have finished
     metrics = web.agent.metrics
-    with anyio.fail_after(10):
-        while not any(dict(labels).get("outcome") == "interrupted" for labels in metrics.turns):
-            await anyio.sleep(0.02)
+    await until(
+        lambda: any(dict(labels).get("outcome") == "interrupted" for labels in metrics.turns),
+        interval=0.02,
+        what="an interrupted turn in the metrics",
+    )
     (conv,) = (await web.store.conversations.list(ALICE_SCOPE)).items
     msgs = (await web.store.messages.list(ALICE_SCOPE, conv.sid)).items
     assert (msgs[0].role, msgs[0].content, msgs[0].channel) == ("user", "slow, not streamed", "api")

@@ -26,6 +26,7 @@ from config.settings import MCPServerSettings
 from store import Scope, open_store
 from tests.channels.web.conftest import ALICE, Web, chat, serve_web, web_settings, with_web
 from tests.fakes.openai_server import FakeOpenAI
+from tests.waiting import until
 
 pytestmark = pytest.mark.anyio
 
@@ -78,9 +79,12 @@ async def test_a_dead_mcp_server_shows_as_degraded_while_ready_stays_200(
             await web.agent.tools.execute(
                 ToolCall("1", "files__die", "{}"), ctx, timeout_s=10, max_result_chars=500
             )
-        with anyio.fail_after(20):
-            while (ready := await anonymous.get("/readyz")).json()["status"] == "ready":
-                await anyio.sleep(0.05)
+
+        async def degraded() -> httpx.Response | None:
+            ready = await anonymous.get("/readyz")
+            return ready if ready.json()["status"] != "ready" else None
+
+        ready = await until(degraded, timeout=20, interval=0.05, what="/readyz to say degraded")
         assert ready.status_code == 200
         assert ready.json() == {
             "status": "degraded",
@@ -90,9 +94,11 @@ async def test_a_dead_mcp_server_shows_as_degraded_while_ready_stays_200(
         assert 'hero_mcp_server_up{server="files"} 0' in text
         assert 'hero_mcp_server_deaths_total{server="files"} 1' in text
         down.unlink()
-        with anyio.fail_after(30):
-            while (await anonymous.get("/readyz")).json() != {"status": "ready"}:
-                await anyio.sleep(0.1)
+
+        async def ready_again() -> bool:
+            return bool((await anonymous.get("/readyz")).json() == {"status": "ready"})
+
+        await until(ready_again, timeout=30, interval=0.1, what="/readyz to say ready again")
         text = (await anonymous.get("/metrics")).text
         assert 'hero_mcp_server_up{server="files"} 1' in text
         assert 'hero_mcp_server_restarts_total{server="files"} 1' in text
