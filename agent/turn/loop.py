@@ -598,9 +598,8 @@ class Turn:
         # a final call may still answer with tool calls only (no tools offered, a stubborn model)
         text = resp.text or (EMPTY_FINAL if resp.tool_calls else "")
         assert self.opening is not None  # the loop runs inside the opened turn
-        # one batch: the message, the turn's usage entries and the lease's release (one commit),
-        # answered early: the bookkeeping below runs while the embedded engine's commit is fsynced
-        msg, durable = await self.services.store.turns.finish_early(
+        # one batch: the message, the turn's usage entries and the lease's release (one commit)
+        msg = await self.services.store.turns.finish(
             self.opening,
             Message(
                 conversation_id=self.cid,
@@ -615,21 +614,17 @@ class Turn:
                 turn_id=self.inp.turn_id,
             ),
         )
-        done = Done(self.cid, msg.sid, text, progress.prompt_tokens, progress.completion_tokens, resp.model)
+        progress.partial.clear()
+        self.finished = True
+        await self.emit(
+            Done(self.cid, msg.sid, text, progress.prompt_tokens, progress.completion_tokens, resp.model)
+        )
         self.services.memory.schedule(
             self.inp.request.scope,
             self.cid,
             self.inp.request.channel,
             is_group=self.inp.group,
         )
-        if durable is not None:
-            # the answer is acknowledged (Done) only once durable; shielded: a cancel now must not
-            # store the partial reply as interrupted beside an answer that is being committed
-            with anyio.CancelScope(shield=True):
-                await durable
-        progress.partial.clear()
-        self.finished = True
-        await self.emit(done)
 
     async def _settle(self, status: MessageStatus) -> None:
         """After a cancel or failure: answer unanswered calls, keep the partial reply, marked."""

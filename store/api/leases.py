@@ -25,7 +25,7 @@ from typing import TypeVar
 import anyio
 import structlog
 
-from store.engine import ClaimStep, Durable, Engine, MarkCutStep, ReleaseStep, Results, Step
+from store.engine import ClaimStep, Engine, MarkCutStep, ReleaseStep, Results, Step
 from store.errors import ConversationBusy, LeaseHeld, LeaseLost, StoreError
 from store.leases import (
     LEASE_S,
@@ -80,15 +80,6 @@ class HeldLease:
     async def release_with(self, engine: Engine, steps: Sequence[Step]) -> Results:
         """Run ``steps`` and the lease's release in ONE batch (with atomic batches: one transaction),
         after the renewal has stopped (a renewal landing after the release would take it again)."""
-        results, durable = await self.release_early_with(engine, steps, early=False)
-        assert durable is None
-        return results
-
-    async def release_early_with(
-        self, engine: Engine, steps: Sequence[Step], *, early: bool = True
-    ) -> tuple[Results, Durable]:
-        """:meth:`release_with`, the batch sent with ``Engine.batch_early`` (``early``): its results
-        and its durability (None: durable already)."""
         if self._called:
             raise RuntimeError("the turn lease was already released")
         self._called = True
@@ -96,12 +87,9 @@ class HeldLease:
         await self.renewal_ended.wait()
         release = ReleaseStep(self.claim.key, self.claim.holder)
         self.finishing = True  # from here on, whatever happens, the steps are not written again
-        if early:
-            results, durable = await engine.batch_early(self.scope, [*steps, release])
-        else:
-            results, durable = await engine.batch(self.scope, [*steps, release]), None
+        results = await engine.batch(self.scope, [*steps, release])
         self.released = True
-        return results, durable
+        return results
 
 
 class Leases:

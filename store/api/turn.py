@@ -231,27 +231,11 @@ class Turns:
         :meth:`open`'s block; the block's exit then writes nothing more. Raises like
         :meth:`Messages.append` (the exit still releases the lease). The batch also writes the
         opening's ``title`` (see :meth:`title_on_close`)."""
-        stored, durable = await self._finish(opening, message, early=False)
-        assert durable is None
-        return stored
-
-    async def finish_early(self, opening: TurnOpening, message: Message) -> tuple[Message, Durable]:
-        """:meth:`finish`, answered as soon as the batch ran (``Engine.batch_early``): the stored
-        message, and None when it is durable already, else a future settled once it is (raising
-        StoreUnavailable when the commit failed: then nothing of the batch exists). The caller
-        acknowledges nothing (the answer's ``Done``) before; it may do its own bookkeeping meanwhile,
-        while the embedded engine's commit waits for its fsync."""
-        return await self._finish(opening, message, early=True)
-
-    async def _finish(
-        self, opening: TurnOpening, message: Message, *, early: bool
-    ) -> tuple[Message, Durable]:
         if opening.lease is None:
             raise RuntimeError("turns.finish needs the opening of a turn that is still open")
         create = CreateStep(Kind.MESSAGE, self.rules.message_fields(message))
-        steps = [create, *self._closing_steps(opening)]
-        results, durable = await opening.lease.release_early_with(self.engine, steps, early=early)
-        return Message.from_record(results.of(create)), durable
+        results = await opening.lease.release_with(self.engine, [create, *self._closing_steps(opening)])
+        return Message.from_record(results.of(create))
 
     def _closing_steps(self, opening: TurnOpening) -> list[Step]:
         """What the turn's last batch writes besides its final message: the usage entries and the
