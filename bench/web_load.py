@@ -42,6 +42,17 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def gc_figures(base_url: str) -> dict[str, tuple[float, float]]:
+    """Per generation: the daemon's garbage collections so far and the longest pause (``/metrics``)."""
+    out: dict[str, list[float]] = {}
+    for line in httpx.get(f"{base_url}/metrics", timeout=10).text.splitlines():
+        for name, slot in (("hero_gc_collections_total", 0), ("hero_gc_pause_max_seconds", 1)):
+            if line.startswith(name + "{"):
+                gen = line.split('generation="', 1)[1].split('"', 1)[0]
+                out.setdefault(gen, [0.0, 0.0])[slot] = float(line.rsplit(" ", 1)[1])
+    return {g: (v[0], v[1]) for g, v in out.items()}
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -214,10 +225,12 @@ def main() -> None:
         anyio.run(wait_healthy_at, base_url, daemon)
         time.sleep(1.0)  # let start-up allocations settle before reading the idle RSS
         idle = rss_mb(daemon.pid)
+        gc_idle = gc_figures(base_url)
         cpu_before = cpu_s(daemon.pid), cpu_s(fake.pid)
         out, errors, elapsed = anyio.run(run_load, base_url, args.clients, args.tokens, args.chunk_delay)
         cpu_used = cpu_s(daemon.pid) - cpu_before[0], cpu_s(fake.pid) - cpu_before[1]
         loaded = rss_mb(daemon.pid)
+        gc_after = gc_figures(base_url)
         # the fake alone, same clients and tokens, measured in the same run (the machine's floor)
         base, base_errors = anyio.run(run_baseline, llm_url, args.clients, args.tokens)
         errors += base_errors
@@ -274,6 +287,14 @@ def main() -> None:
         f"CPU during the load: daemon {cpu_used[0]:.2f}s ({per_token_us:.0f}us per token "
         f"relayed, turns included), fake LLM {cpu_used[1]:.2f}s, over {elapsed:.2f}s of wall time on "
         f"{os.cpu_count()} cores"
+    )
+    print(
+        "the daemon's garbage collections during the load, by generation (count, longest pause ms): "
+        + ", ".join(
+            f"{g}: {gc_after[g][0] - gc_idle[g][0]:.0f}"
+            + (f" (longest {gc_after[g][1] * 1000:.1f})" if gc_after[g][1] > gc_idle[g][1] else "")
+            for g in sorted(gc_after)
+        )
     )
     print(f"RSS hero-agent serve: idle={idle:.1f}MB after load={loaded:.1f}MB")
     print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")

@@ -1,0 +1,145 @@
+"""Where one turn's wall time goes, phase by phase, at the engine seam.
+
+The same set-up as ``bench/agent_turns.py`` (a real Agent on the durable embedded store, default
+tools, INFO logs as JSON to /dev/null, ``FakeOpenAI`` in its own process answering at once, the
+store's log at its working size, the daemon's switch interval), with one instrument: a delegating
+engine that stamps the opening batch (sent, answered early) and the closing batch (sent, returned).
+Per turn, p50 over ``--turns`` turns at ``--size`` messages:
+
+* **to the opening**: from the request to the opening batch handed to the store;
+* **opening**: until its early answer (the hop to the worker and back, its SQLite statements);
+* **prompt, model, stream**: from that answer to the closing batch sent (the prompt, the request,
+  the fake's time, the stream's parsing; the opening's fsync runs meanwhile);
+* **closing batch**: its statements, the COMMIT's fsync and the hops;
+* **to Done** and **Done to the end of the stream**.
+
+    .venv/bin/python -m bench.turn_phases [--turns 300] [--size 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from agent.core import Agent, TurnRequest
+from agent.events import Done
+from agent.providers.openai import OpenAIProvider
+from agent.switching import shorten_switch_interval
+from agent.tools.factory import open_tools
+from bench.agent_turns import SCOPE, fill, warm_log
+from bench.common import fake_llm
+from config.logging import configure_logging
+from config.settings import (
+    LLMSettings,
+    LoggingSettings,
+    MemorySettings,
+    Settings,
+    StoreSettings,
+    ToolsSettings,
+)
+from store import DelegatingEngine, Durable, EmbeddedEngine, Engine, Results, Scope, Step, Store
+
+PHASES = (
+    "to the opening",
+    "opening (to its early answer)",
+    "prompt, model, stream",
+    "closing batch",
+    "closing returned -> Done",
+    "Done -> end of stream",
+    "whole turn (the fake's time included)",
+)
+WARMUP = 20
+
+
+class Stamps(DelegatingEngine):
+    """The real engine; the opening's and the closing's times stamped."""
+
+    def __init__(self, inner: Engine) -> None:
+        super().__init__(inner)
+        self.at: dict[str, float] = {}
+
+    async def batch(self, scope: Scope, steps: Sequence[Step]) -> Results:
+        sent = time.perf_counter()
+        results = await self.inner.batch(scope, steps)
+        if any(type(s).__name__ == "ReleaseStep" for s in steps):  # the closing releases the lease
+            self.at["closing sent"], self.at["closing returned"] = sent, time.perf_counter()
+        return results
+
+    async def batch_early(self, scope: Scope, steps: Sequence[Step]) -> tuple[Results, Durable]:
+        self.at["opening sent"] = time.perf_counter()
+        answer = await self.inner.batch_early(scope, steps)
+        self.at["opening answered"] = time.perf_counter()
+        return answer
+
+
+async def run(turns: int, size: int) -> None:
+    print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f}")
+    with fake_llm() as base_url, tempfile.TemporaryDirectory() as tmp:
+        llm = LLMSettings(base_url=base_url, api_key="bench", model="fake-model", max_retries=0)
+        settings = Settings(
+            llm=llm,
+            memory=MemorySettings(enabled=False),
+            store=StoreSettings(path=Path(tmp)),
+            tools=ToolsSettings(),
+        )
+        embedded = EmbeddedEngine(Path(tmp))
+        stamps = Stamps(embedded)
+        provider = OpenAIProvider(llm)
+        async with (
+            Store(stamps) as store,
+            open_tools(settings) as tools,
+            Agent(settings, store, provider, tools) as agent,
+        ):
+            await warm_log(store, embedded)
+            conv = await agent.conversations.new(SCOPE, channel="cli")
+            await fill(store, conv.sid, size)
+            await embedded.checkpoint(truncate=False)
+            rows: list[tuple[float, ...]] = []
+            for i in range(turns + WARMUP):
+                started = time.perf_counter()
+                done_at = 0.0
+                async for ev in agent.handle(
+                    TurnRequest(SCOPE, "cli", f"turn {i}", conversation_id=conv.sid)
+                ):
+                    if isinstance(ev, Done):
+                        done_at = time.perf_counter()
+                ended = time.perf_counter()
+                at = stamps.at
+                if i >= WARMUP:
+                    rows.append(
+                        (
+                            at["opening sent"] - started,
+                            at["opening answered"] - at["opening sent"],
+                            at["closing sent"] - at["opening answered"],
+                            at["closing returned"] - at["closing sent"],
+                            done_at - at["closing returned"],
+                            ended - done_at,
+                            ended - started,
+                        )
+                    )
+        await provider.aclose()
+    print(f"{turns} turns at {size} messages, durable store; p50 per phase, ms:")
+    for n, name in enumerate(PHASES):
+        print(f"  {name:40} {statistics.median(r[n] for r in rows) * 1000:7.3f}")
+    print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--turns", type=int, default=300)
+    parser.add_argument("--size", type=int, default=200)
+    args = parser.parse_args()
+    configure_logging(LoggingSettings(level="info", format="json"), stream=open(os.devnull, "w"))  # noqa: SIM115
+    shorten_switch_interval()  # as the daemon does (agent/switching.py)
+    anyio.run(run, args.turns, args.size)
+
+
+if __name__ == "__main__":
+    main()
