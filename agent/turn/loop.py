@@ -226,9 +226,19 @@ class Turn:
             self._started = started  # no sink for a callback: the next gate sends it
 
     async def _acknowledged(self) -> None:
-        """The gate before any event after TurnStarted: waits for the opening's commit (raising
-        StoreUnavailable when it failed, after dropping the window cache's copy of what it wrote),
-        then TurnStarted goes out if it has not yet."""
+        """The gate before any event after TurnStarted: waits for the opening's commit, then
+        TurnStarted goes out if it has not yet."""
+        await self._opening_durable()
+        started, self._started = self._started, None
+        if started is not None:
+            await self.emit(started)
+
+    async def _opening_durable(self) -> None:
+        """The opening's commit (at once when it is done; raising StoreUnavailable when it failed,
+        after dropping the window cache's copy of what it wrote). Also awaited before the few writes
+        a turn makes ahead of its request (a re-run's marks, an edit's message, a client's tool
+        results or system text): each is a transaction of its own, and none may outlive an opening
+        whose commit failed."""
         opening = self.opening
         if opening is not None and opening.durable is not None:
             try:
@@ -236,9 +246,6 @@ class Turn:
             except StoreError:
                 self.services.window.forget(self.inp.request.scope, self.cid)
                 raise
-        started, self._started = self._started, None
-        if started is not None:
-            await self.emit(started)
 
     async def _settle_earlier(self, message: Message) -> bool:
         """Before answering: a re-run (or a repeated request whose earlier answer was cut or failed)
@@ -248,6 +255,7 @@ class Turn:
         rerun = req.rerun
         if rerun is None and message.turn_id == inp.turn_id:
             return True  # a new message: nothing came before it
+        await self._opening_durable()  # the marks and an edit's message below are writes of their own
         plan = rerun or Rerun(RerunKind.RETRY, message.sid)
         try:
             replaced = to_supersede(self.stored, plan)
@@ -304,6 +312,7 @@ class Turn:
         :data:`store.CLIENT_NO_RESULT`); False, with a ``conflict`` error and nothing stored, when a
         result answers no awaited call (another request took them first, or a wrong id)."""
         req = self.inp.request
+        await self._opening_durable()  # the results below are writes of their own
         step, waiting = awaited(self.stored)
         given = {r.call_id: r.content for r in results}
         unknown = sorted(set(given) - set(waiting))
@@ -336,6 +345,7 @@ class Turn:
         req = self.inp.request
         text = req.options.system
         if text and client_system_changed(self.stored, text):
+            await self._opening_durable()
             await self.services.store.messages.append(
                 req.scope,
                 Message(
