@@ -11,7 +11,11 @@ Per turn, p50 over ``--turns`` turns at ``--size`` messages:
 * **prompt, model, stream**: from that answer to the closing batch sent (the prompt, the request,
   the fake's time, the stream's parsing; the opening's fsync runs meanwhile);
 * **closing batch**: its statements, the COMMIT's fsync and the hops;
-* **to Done** and **Done to the end of the stream**.
+* **to Done** and **Done to the end of the stream**;
+
+and, after the turns, the round trip of a store call that does next to nothing (``ping``: one
+``SELECT 1`` on the worker thread): the price of one hand-off to the store's thread and back, which a
+turn pays at its opening and at its closing.
 
     .venv/bin/python -m bench.turn_phases [--turns 300] [--size 200]
 """
@@ -56,6 +60,8 @@ PHASES = (
     "whole turn (the fake's time included)",
 )
 WARMUP = 20
+#: store calls that do next to nothing (``SELECT 1``): what the hand-off to the worker thread costs
+PINGS = 1000
 
 
 class Stamps(DelegatingEngine):
@@ -124,10 +130,17 @@ async def run(turns: int, size: int) -> None:
                             ended - started,
                         )
                     )
+            # the hand-off to the store's worker thread and back, with next to nothing to run
+            pings: list[float] = []
+            for _ in range(PINGS):
+                sent = time.perf_counter()
+                await embedded.ping()
+                pings.append(time.perf_counter() - sent)
         await provider.aclose()
     print(f"{turns} turns at {size} messages, durable store; p50 per phase, ms:")
     for n, name in enumerate(PHASES):
         print(f"  {name:40} {statistics.median(r[n] for r in rows) * 1000:7.3f}")
+    print(f"  {'a store call doing nothing (ping)':40} {statistics.median(pings) * 1000:7.3f}")
     print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
 
 
