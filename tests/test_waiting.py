@@ -80,15 +80,20 @@ async def test_until_cuts_an_async_check_that_hangs() -> None:
 @pytest.mark.anyio
 async def test_until_sees_a_change_made_by_another_task() -> None:
     box: dict[str, str] = {}
+    checked = anyio.Event()
+
+    def look() -> str | None:
+        checked.set()
+        return box.get("v")
 
     async def later() -> None:
-        await anyio.sleep(0.01)
+        await checked.wait()  # the value changes after ``until`` found it missing
         box["v"] = "done"
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(later)
-            assert await until(lambda: box.get("v"), what="the other task") == "done"
+            assert await until(look, interval=0.001, what="the other task") == "done"
 
 
 def test_until_sync_returns_the_value_and_never_sleeps_when_it_holds() -> None:

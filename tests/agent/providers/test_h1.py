@@ -10,7 +10,6 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-import anyio
 import httpx2
 import pytest
 
@@ -128,14 +127,41 @@ async def body_of(p: h1.Pool, port: int, payload: bytes = b"{}") -> tuple[int, l
         return resp.status_code, [piece async for piece in resp.aiter_bytes()]
 
 
-async def answer_of(handler: Handler) -> tuple[int, list[bytes]]:
-    """One request to a server answering with ``handler``: the status and the body's pieces."""
+async def answer_of(handler: Handler, pools: list[h1.Pool] | None = None) -> tuple[int, list[bytes]]:
+    """One request to a server answering with ``handler``: the status and the body's pieces. The
+    pool goes into ``pools`` first, for a handler that paces its writes by the client's reads
+    (:func:`client_reading`)."""
     async with raw_server(handler) as (port, _):
         p = pool(port)
+        if pools is not None:
+            pools.append(p)
         try:
             return await body_of(p, port)
         finally:
             await p.aclose()
+
+
+def waiting_read(pools: list[h1.Pool]) -> object | None:
+    """The read the client waits in, having taken every byte that arrived (None: it is not waiting)."""
+    for p in pools:
+        for conn in p._busy:
+            if conn._waiter is not None and not conn._buf:
+                return conn._waiter
+    return None
+
+
+async def client_reading(pools: list[h1.Pool], after: object | None) -> object:
+    """Until the client waits in a read that started after the read ``after`` (which the last write
+    woke): it took everything sent so far, and the next write is a read of its own (a server pacing
+    its writes by the client, not by the clock). Returns that read, the next call's ``after``."""
+
+    def new_read() -> tuple[object] | None:
+        # in a tuple: ``until`` awaits an awaitable answer, and the read is a future
+        read = waiting_read(pools)
+        return (read,) if read is not None and read is not after else None
+
+    (read,) = await until(new_read, what="the client waiting for more bytes")
+    return read
 
 
 CHUNKED = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -163,20 +189,25 @@ async def test_the_request_goes_out_whole_with_its_host_and_length() -> None:
 
 
 async def test_chunks_completed_by_one_read_come_out_as_one_piece_and_split_ones_are_joined() -> None:
+    pools: list[h1.Pool] = []
+
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
+        read = waiting_read(pools)
         # three chunks in one write, then a chunk cut inside its size line, its data and its CRLF
         writer.write(CHUNKED + b"3\r\nabc\r\n2;ext=1\r\nde\r\n1\r\nf\r\n")
         await writer.drain()
         for part in (b"1", b"0\r\n0123", b"456789abcdef\r", b"\n0\r\n\r\n"):
-            await anyio.sleep(0.02)  # the pacing of a scripted server: each part its own read
+            read = await client_reading(pools, read)  # each part its own read
             writer.write(part)
             await writer.drain()
 
-    status, pieces = await answer_of(handler)
+    status, pieces = await answer_of(handler, pools)
     assert status == 200
     assert pieces[0] == b"abcdef"  # one read, three chunks: one piece
     assert b"".join(pieces) == b"abcdef0123456789abcdef"
+    # a size line cut in two, data cut before its CRLF: each read gives what it completed
+    assert pieces == [b"abcdef", b"0123", b"456789abcdef"]
 
 
 async def test_a_kept_alive_connection_is_reused_and_one_the_server_closed_is_not() -> None:
@@ -210,12 +241,16 @@ async def test_content_length_and_close_delimited_bodies() -> None:
         b"lo",
     ]
 
+    pools: list[h1.Pool] = []
+
     async def sized(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
-        for part in answers:
+        read = waiting_read(pools)
+        for n, part in enumerate(answers):
+            if n:
+                read = await client_reading(pools, read)  # the rest of the body in a read of its own
             writer.write(part)
             await writer.drain()
-            await anyio.sleep(0.01)
 
     async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
@@ -224,9 +259,11 @@ async def test_content_length_and_close_delimited_bodies() -> None:
 
     async with raw_server(sized) as (port, _):
         p = pool(port)
+        pools.append(p)
         try:
             status, pieces = await body_of(p, port)
             assert (status, b"".join(pieces)) == (200, b"hello")
+            assert pieces == [b"hel", b"lo"]  # the body as its two reads brought it
             assert len(p._idle) == 1  # read to its end: kept
         finally:
             await p.aclose()
@@ -299,7 +336,7 @@ async def test_broken_answers_are_protocol_errors(answer: bytes, message: str) -
 async def test_a_server_that_sends_nothing_is_a_read_timeout_and_a_closed_port_a_connect_error() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
-        await anyio.sleep(5)
+        await reader.read()  # no answer: until the client gives up and closes the connection
 
     async with raw_server(silent) as (port, _):
         p = pool(port, read_timeout=0.1)
