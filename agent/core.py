@@ -34,8 +34,8 @@ from agent.errors import AgentClosing, TurnStopped
 from agent.events import (
     CommandOutput,
     Done,
-    EventSink,
     Retrying,
+    Sinks,
     TextDelta,
     TurnEvent,
     TurnFailed,
@@ -62,10 +62,6 @@ from store import InvalidInput, NotFound, Scope, Store, StoreError, check_text, 
 __all__ = ["Agent", "TurnRequest"]
 
 log = structlog.get_logger()
-
-#: a turn's event sinks: ``emit`` (awaited) and ``emit_now``, the same without a checkpoint (for a
-#: callback: the events' buffer is unbounded)
-Sinks = tuple[EventSink, Callable[[TurnEvent], None]]
 
 #: "/cmd", "/cmd args", "/cmd@botname args"; "/usr/bin ..." is a message, not a command
 COMMAND_RE = re.compile(r"^/([A-Za-z][A-Za-z0-9_]*)(?:@\w+)?(?:\s+(.*))?$", re.S)
@@ -315,7 +311,7 @@ class Agent:
             async with send:
                 try:
                     with running.cancel_scope:
-                        await self._run_resolved(req, running, turn_id, (emit, emit_now), on_locked)
+                        await self._run_resolved(req, running, turn_id, Sinks(emit, emit_now), on_locked)
                     if running.cancel_scope.cancelled_caught:
                         await emit(TurnFailed.of(TurnStopped(), running.conversation_id))
                 except HeroError as exc:
@@ -345,25 +341,25 @@ class Agent:
         req: TurnRequest,
         running: _Running,
         turn_id: str,
-        emit: Sinks,
+        sinks: Sinks,
         on_locked: Callable[[], None],
     ) -> None:
         """Resolve the conversation and run the turn in it. An active conversation deleted since it was
         made active (the turn's opening found nothing, and stored nothing) gives way to a new one."""
         running.conversation_id = await self._resolve(req)
-        if await self._run_in(req, running.conversation_id, turn_id, emit, on_locked):
+        if await self._run_in(req, running.conversation_id, turn_id, sinks, on_locked):
             return
         running.conversation_id = await self.conversations.replace_active(
             req.scope, running.conversation_id, channel=req.channel, is_group=req.is_group
         )
-        await self._run_in(req, running.conversation_id, turn_id, emit, on_locked)
+        await self._run_in(req, running.conversation_id, turn_id, sinks, on_locked)
 
     async def _run_in(
         self,
         req: TurnRequest,
         conversation_id: str,
         turn_id: str,
-        emit: Sinks,
+        sinks: Sinks,
         on_locked: Callable[[], None],
     ) -> bool:
         """The turn in ``conversation_id``; False when that is the active conversation and the store
@@ -371,7 +367,7 @@ class Agent:
         structlog.contextvars.bind_contextvars(conversation=conversation_id)
         log.info("turn.started", chars=len(req.text))
         inp = TurnInput(req, conversation_id, turn_id)
-        turn = Turn(self._services, inp, emit[0], on_locked, emit_now=emit[1])
+        turn = Turn(self._services, inp, sinks, on_locked)
         try:
             await self._run_with_attachments(req, inp, turn)
         except NotFound as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -119,6 +119,14 @@ TurnEvent: TypeAlias = (
 
 #: where a turn's events go (the agent's turn loop emits into one; a channel hands one to the agent)
 EventSink: TypeAlias = Callable[[TurnEvent], Awaitable[None]]
+
+
+class Sinks(NamedTuple):
+    """A turn's event sinks: ``emit`` (awaited), and ``now``, the same without a checkpoint, for a
+    callback (the events' buffer is unbounded)."""
+
+    emit: EventSink
+    now: Callable[[TurnEvent], None]
 
 
 def joined_deltas(event: TurnEvent, waiting: MemoryObjectReceiveStream[TurnEvent]) -> list[TurnEvent]:

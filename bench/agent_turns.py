@@ -62,13 +62,10 @@ from agent.events import Done, TextDelta
 from agent.gcpause import GC_STATS, freeze_after_startup
 from agent.providers.base import ChatRequest, Provider, ProviderEvent, TextChunk
 from agent.providers.openai import OpenAIProvider
-from agent.switching import shorten_switch_interval
 from agent.tools.factory import open_tools
-from bench.common import WaitedFuture, fake_llm, pct
-from config.logging import configure_logging
+from bench.common import WaitedFuture, fake_llm, like_the_daemon, pct
 from config.settings import (
     LLMSettings,
-    LoggingSettings,
     MemorySettings,
     Settings,
     StoreSettings,
@@ -411,10 +408,7 @@ def main() -> None:
         "--postgres", action="store_true", help="also the postgres engine (a throwaway cluster)"
     )
     args = parser.parse_args()
-    # the daemon's logging: JSON events at INFO, rendered (to /dev/null) as they would be to a file
-    devnull = open(os.devnull, "w")  # noqa: SIM115 - open for the whole run
-    configure_logging(LoggingSettings(level=args.log_level, format="json"), stream=devnull)
-    shorten_switch_interval()  # as the daemon does once it is up (agent/switching.py)
+    like_the_daemon(args.log_level)
     fsyncs = [True] if args.fsync_only else [True, False]
     sizes = [int(s) for s in args.sizes.split(",")]
     options = (sizes, args.turns, args.fresh_log, not args.no_tools, fsyncs, not args.no_gc_freeze)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -19,6 +20,10 @@ from typing import Any
 
 import anyio
 import httpx
+
+from agent.switching import shorten_switch_interval
+from config.logging import configure_logging
+from config.settings import LoggingSettings
 
 #: the repository root: the working directory of a bench run in a subprocess (``-m bench.x``)
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,3 +120,12 @@ class WaitedFuture(asyncio.Future[None]):
             return (yield from super().__await__())
         finally:
             self._on_wait(time.perf_counter() - started)
+
+
+def like_the_daemon(log_level: str = "info") -> None:
+    """What the daemon's run-time looks like to an in-process bench: its logging (JSON events at
+    ``log_level``, rendered to /dev/null as they would be to a file) and the switch interval it sets
+    once it is up (``agent/switching.py``)."""
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - open for the whole run
+    configure_logging(LoggingSettings(level=log_level, format="json"), stream=devnull)
+    shorten_switch_interval()

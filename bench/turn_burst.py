@@ -43,11 +43,9 @@ import anyio
 from agent.core import Agent, TurnRequest
 from agent.events import Done, TextDelta
 from agent.providers.openai import OpenAIProvider
-from agent.switching import shorten_switch_interval
 from agent.tools.factory import open_tools
-from bench.common import WaitedFuture, fake_llm, pct
-from config.logging import configure_logging
-from config.settings import LLMSettings, LoggingSettings, MemorySettings, Settings, StoreSettings
+from bench.common import WaitedFuture, fake_llm, like_the_daemon, pct
+from config.settings import LLMSettings, MemorySettings, Settings, StoreSettings
 from store import DelegatingEngine, EmbeddedEngine, Results, Scope, Step, Store
 
 if TYPE_CHECKING:
@@ -85,11 +83,8 @@ class WriterClock(DelegatingEngine):
         the turn then waits at its gate for the commit (all of it the writer's: it is the fsync)."""
         account = _spent.get()
         started = time.perf_counter()
-        batch_early = getattr(self.inner, "batch_early", None)
-        if batch_early is None:  # code older than early answers
-            return await self.batch(scope, steps), None
         try:
-            results, durable = await batch_early(scope, steps)
+            results, durable = await self.inner.batch_early(scope, steps)
         finally:
             if account is not None and account[1] == 0.0:
                 account[0] += time.perf_counter() - started
@@ -236,8 +231,7 @@ def main() -> None:
         "--modes", default="off,on", help="group commit off, on or both (in that order, each round)"
     )
     args = parser.parse_args()
-    configure_logging(LoggingSettings(level="info", format="json"), stream=open(os.devnull, "w"))  # noqa: SIM115
-    shorten_switch_interval()  # as the daemon does once it is up (agent/switching.py)
+    like_the_daemon()
     modes = [m.strip() == "on" for m in args.modes.split(",")]
     anyio.run(main_async, args.conversations, args.rounds, modes)
 

@@ -35,14 +35,11 @@ import anyio
 from agent.core import Agent, TurnRequest
 from agent.events import Done
 from agent.providers.openai import OpenAIProvider
-from agent.switching import shorten_switch_interval
 from agent.tools.factory import open_tools
 from bench.agent_turns import SCOPE, fill, warm_log
-from bench.common import fake_llm
-from config.logging import configure_logging
+from bench.common import fake_llm, like_the_daemon
 from config.settings import (
     LLMSettings,
-    LoggingSettings,
     MemorySettings,
     Settings,
     StoreSettings,
@@ -149,8 +146,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=300)
     parser.add_argument("--size", type=int, default=200)
     args = parser.parse_args()
-    configure_logging(LoggingSettings(level="info", format="json"), stream=open(os.devnull, "w"))  # noqa: SIM115
-    shorten_switch_interval()  # as the daemon does (agent/switching.py)
+    like_the_daemon()
     anyio.run(run, args.turns, args.size)
 
 

@@ -34,10 +34,9 @@ from agent.client_tools import CLIENT_TOOL_CALLS, ClientResult, awaited, continu
 from agent.errors import ProviderError, ToolResultsRefused, TurnTimedOut, VisionRefused
 from agent.events import (
     Done,
-    EventSink,
     Retrying,
+    Sinks,
     TextDelta,
-    TurnEvent,
     TurnFailed,
     TurnStarted,
     UsageInfo,
@@ -104,16 +103,14 @@ class Turn:
         self,
         services: TurnServices,
         inp: TurnInput,
-        emit: EventSink,
+        sinks: Sinks,
         on_locked: Callable[[], None],
-        *,
-        emit_now: Callable[[TurnEvent], None] | None = None,
     ) -> None:
         self.services = services
         self.inp = inp
-        self.emit = emit
-        #: ``emit`` without a checkpoint, for a callback (None: none, the gates send TurnStarted)
-        self.emit_now = emit_now
+        self.emit = sinks.emit
+        #: ``emit`` without a checkpoint, for the commit's callback (:meth:`_announce`)
+        self.emit_now = sinks.now
         self.on_locked = on_locked
         #: TurnStarted, until it went out (see :meth:`_announce`)
         self._started: TurnStarted | None = None
@@ -211,7 +208,7 @@ class Turn:
         durable = self.opening.durable if self.opening is not None else None
         if durable is None:
             self._send_started()
-        elif self.emit_now is not None:
+        else:
             durable.add_done_callback(self._on_durable)
 
     def _on_durable(self, durable: asyncio.Future[None]) -> None:
@@ -220,10 +217,8 @@ class Turn:
 
     def _send_started(self) -> None:
         started, self._started = self._started, None
-        if started is not None and self.emit_now is not None:
+        if started is not None:
             self.emit_now(started)
-        elif started is not None:
-            self._started = started  # no sink for a callback: the next gate sends it
 
     async def _acknowledged(self) -> None:
         """The gate before any event after TurnStarted: waits for the opening's commit, then

@@ -72,13 +72,14 @@ def commit_group(
     the writes behind them in the group nor the fsync. A COMMIT that then fails fails every write (the
     returned outcomes)."""
     leases_only = all(w.leases_only for w in writes)
-    early = [0]
+    early = 0
 
     def ran_one(i: int, outcome: Outcome) -> None:
+        nonlocal early
         if ran is not None:
             ran(i, outcome)
         if writes[i].early and outcome[1] is None:
-            early[0] += 1
+            early += 1
 
     try:
         (level,) = conn.execute("PRAGMA synchronous").fetchone()
@@ -91,12 +92,12 @@ def commit_group(
         with contextlib.suppress(sqlite3.Error):  # the worker thread must live on to answer the rest
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-        stats.early += early[0]
-        stats.early_failed += early[0]
+        stats.early += early
+        stats.early_failed += early
         stats.grouped(len(writes), committed=False, synced=False)
         error = store_error(exc, path)
         return [(None, error) for _ in writes]
-    stats.early += early[0]
+    stats.early += early
     stats.grouped(len(writes), committed=committed, synced=committed and not leases_only and level >= 2)
     return outcomes
 
