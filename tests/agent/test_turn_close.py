@@ -29,9 +29,14 @@ def _name(step: Step) -> str:
 
 
 @asynccontextmanager
-async def aclosing_provider(provider: OpenAIProvider) -> AsyncIterator[None]:
+async def agent_on(engine: Engine, data: Path, fake: FakeOpenAI) -> AsyncIterator[tuple[Store, Agent]]:
+    """A real Agent on ``engine`` (over the data dir ``data``) and the fake LLM, memory extraction off:
+    its background reads and writes would interleave with the turn's."""
+    settings = dataclasses.replace(make_settings(data, fake.base_url), memory=MemorySettings(enabled=False))
+    provider = OpenAIProvider(settings.llm)
     try:
-        yield
+        async with Store(engine) as store, Agent(settings, store, provider) as agent:
+            yield store, agent
     finally:
         await provider.aclose()
 
@@ -50,17 +55,8 @@ class RecordingEngine(DelegatingEngine):
 
 async def test_a_turn_ends_with_one_batch_of_answer_usage_and_release(tmp_path: Path) -> None:
     async with FakeOpenAI() as fake:
-        # memory extraction off: its background reads and writes would interleave with the turn's
-        settings = dataclasses.replace(
-            make_settings(tmp_path / "data", fake.base_url), memory=MemorySettings(enabled=False)
-        )
         recording = RecordingEngine(EmbeddedEngine(tmp_path / "data"))
-        provider = OpenAIProvider(settings.llm)
-        async with (
-            aclosing_provider(provider),
-            Store(recording) as store,
-            Agent(settings, store, provider) as agent,
-        ):
+        async with agent_on(recording, tmp_path / "data", fake) as (store, agent):
             conv = await agent.conversations.new(SCOPE, channel="cli")
             await store.conversations.rename(SCOPE, conv.sid, "named")  # no title write in the turn
             recording.batches.clear()
@@ -83,17 +79,9 @@ async def test_a_new_conversation_is_named_in_the_closing_batch(tmp_path: Path) 
     """The auto-title costs no durable write of its own: a turn of a new conversation commits twice
     (its opening and its closing), and the title is there once it has ended."""
     async with FakeOpenAI() as fake:
-        settings = dataclasses.replace(
-            make_settings(tmp_path / "data", fake.base_url), memory=MemorySettings(enabled=False)
-        )
         embedded = EmbeddedEngine(tmp_path / "data")
         recording = RecordingEngine(embedded)
-        provider = OpenAIProvider(settings.llm)
-        async with (
-            aclosing_provider(provider),
-            Store(recording) as store,
-            Agent(settings, store, provider) as agent,
-        ):
+        async with agent_on(recording, tmp_path / "data", fake) as (store, agent):
             conv = await agent.conversations.new(SCOPE, channel="cli")
             assert not conv.title
             recording.batches.clear()
@@ -128,15 +116,7 @@ async def test_a_failed_first_turn_still_names_its_conversation(tmp_path: Path) 
     refuses the request), as it was when the turn named the conversation on its way in."""
     async with FakeOpenAI() as fake:
         fake.enqueue(reply_error(400))
-        settings = dataclasses.replace(
-            make_settings(tmp_path / "data", fake.base_url), memory=MemorySettings(enabled=False)
-        )
-        provider = OpenAIProvider(settings.llm)
-        async with (
-            aclosing_provider(provider),
-            Store(EmbeddedEngine(tmp_path / "data")) as store,
-            Agent(settings, store, provider) as agent,
-        ):
+        async with agent_on(EmbeddedEngine(tmp_path / "data"), tmp_path / "data", fake) as (store, agent):
             conv = await agent.conversations.new(SCOPE, channel="cli")
             with anyio.fail_after(20):
                 events = [ev async for ev in agent.handle(req("Broken start", conversation_id=conv.sid))]
@@ -149,15 +129,7 @@ async def test_a_rename_during_the_first_turn_is_kept(tmp_path: Path) -> None:
     while the model has not answered) cancels it: the user's title stays."""
     async with FakeOpenAI() as fake:
         fake.enqueue(reply_hang())
-        settings = dataclasses.replace(
-            make_settings(tmp_path / "data", fake.base_url), memory=MemorySettings(enabled=False)
-        )
-        provider = OpenAIProvider(settings.llm)
-        async with (
-            aclosing_provider(provider),
-            Store(EmbeddedEngine(tmp_path / "data")) as store,
-            Agent(settings, store, provider) as agent,
-        ):
+        async with agent_on(EmbeddedEngine(tmp_path / "data"), tmp_path / "data", fake) as (store, agent):
             conv = await agent.conversations.new(SCOPE, channel="cli")
             events: list[object] = []
 
