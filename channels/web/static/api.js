@@ -8,6 +8,7 @@ export const state = {
   conversationId: null,
   conversations: [],
   streaming: null, // AbortController of the running /api/chat request
+  turns: 0, // chat requests started by this page: a history fetched before one is stale
 };
 
 export function el(tag, attrs = {}, ...children) {

@@ -78,15 +78,22 @@ async function newConversation() {
   } catch (err) { setStatus(err.message, true); }
 }
 
+// Never replace the bubbles of a reply that is streaming, nor draw a history fetched before a turn
+// started (sent while the fetch was on its way, e.g. right after a reconnect) or for a conversation
+// no longer shown: that history lacks the turn. Each finished load counts in data-loads.
 async function loadMessages() {
-  if (state.streaming) return; // never replace the bubbles of a reply that is still streaming
+  if (state.streaming) return;
   if (!state.conversationId) { showMessages([]); return; }
+  const { conversationId, turns } = state;
   try {
-    const data = await api("GET", `/api/conversations/${state.conversationId}/messages?limit=200`);
-    showMessages(data.items);
+    const data = await api("GET", `/api/conversations/${conversationId}/messages?limit=200`);
+    const stale = state.streaming || state.turns !== turns || state.conversationId !== conversationId;
+    if (!stale) showMessages(data.items);
   } catch (err) {
-    if (err.status === 404) { state.conversationId = null; showMessages([]); }
+    if (err.status === 404 && state.conversationId === conversationId) { state.conversationId = null; showMessages([]); }
     else setStatus(err.message, true);
+  } finally {
+    document.body.dataset.loads = String(Number(document.body.dataset.loads || 0) + 1);
   }
 }
 

@@ -163,6 +163,7 @@ async function stream(post, reply, onStart, onTranscript = () => {}) {
   const controller = new AbortController();
   const turn = { started: false, ended: false, error: "", conversationId: state.conversationId, userMessageId: null, onTranscript };
   state.streaming = controller;
+  state.turns += 1;
   busy(true);
   setStatus("Thinking…");
   reply.setAttribute("aria-busy", "true");
@@ -251,6 +252,7 @@ async function onEvent(event, data, reply, turn, onStart) {
 async function runCommand(body) {
   const controller = new AbortController();
   state.streaming = controller;
+  state.turns += 1;
   busy(true);
   let answer = null;
   try {

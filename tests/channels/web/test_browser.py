@@ -9,8 +9,9 @@ import re
 import socket
 from pathlib import Path
 
+import anyio
 import pytest
-from playwright.async_api import Browser, Dialog, Request, expect
+from playwright.async_api import APIResponse, Browser, Dialog, Request, Route, expect
 
 from store import Scope
 from tests.channels.web.conftest import (
@@ -25,6 +26,7 @@ from tests.channels.web.conftest import (
 from tests.channels.web.test_page import _axe as axe_findings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.sse_scripts import reply_error, reply_text, reply_tool_calls
+from tests.waiting import until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -370,3 +372,32 @@ async def test_daemon_down_then_back(browser: Browser, tmp_path: Path, fake: Fak
         await box.press("Enter")
         await expect(page.locator(".message.assistant .text").last).to_have_text("echo: while it is down")
         await page.context.close()
+
+
+async def test_a_history_fetched_before_a_turn_does_not_wipe_its_reply(browser: Browser, web: Web) -> None:
+    """The page reloads a conversation's history (a click in the list, a reconnect) while the user
+    sends: the history answered before the turn was stored lacks it, so it is not drawn over it."""
+    page = await open_page(browser, web)
+    await send_message(page, "first")
+    await expect(page.locator(".message.assistant .text").last).to_have_text("echo: first")
+
+    held: list[APIResponse] = []
+    release = anyio.Event()
+
+    async def hold(route: Route) -> None:
+        held.append(await route.fetch())  # the server answers now, before the second turn
+        await release.wait()
+        await route.fulfill(response=held[-1])
+
+    await page.route(re.compile(r"/api/conversations/[^/]+/messages"), hold)
+    loads = int(await page.locator("body").get_attribute("data-loads") or "0")
+    await page.locator("#conversation-list .conversation-title").first.click()
+    await until(lambda: held, what="the history request reaching the server")
+
+    await send_message(page, "second")
+    await expect(page.locator(".message.assistant .text").last).to_have_text("echo: second")
+    release.set()
+    await expect(page.locator("body")).to_have_attribute("data-loads", str(loads + 1))
+    await expect(page.locator(".message.user .text")).to_have_text(["first", "second"])
+    await expect(page.locator(".message.assistant .text")).to_have_text(["echo: first", "echo: second"])
+    await page.context.close()
