@@ -11,9 +11,19 @@ messages) are collected as before; only what existed at start-up is never scanne
 matters for memory only if start-up garbage had cycles, and the full collection before freezing
 clears those.
 
+The thresholds are raised as well (:data:`THRESHOLDS`). With CPython's 700 / 10 / 10, 200 chats
+streaming at once made ~250 young collections per load, and the turns in flight (coroutines, cells,
+events: 80,000-100,000 objects) outlived them into the oldest generation, whose collection then ran
+once or twice per load at 20-25 ms: every stream's next token waited for it. A first generation of
+20,000 is collected ~6 times in such a load (1-9 ms each) and most of what a turn allocates is freed
+by reference counting before it is ever scanned; the oldest generation is collected after 50 x 100
+young ones (and CPython's own rule: once a quarter more objects reached it since the last full pass),
+which long-lived garbage cycles still reach: memory stays bounded (``python -m bench.soak``,
+docs/performance.md).
+
 :data:`GC_STATS` counts every collection and its pause per generation (``gc.callbacks``), shown as
 ``hero_gc_collections_total``, ``hero_gc_pause_seconds_total`` and ``hero_gc_pause_max_seconds``, with
-``hero_gc_frozen_objects``.
+``hero_gc_frozen_objects`` and ``hero_gc_threshold``.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -69,20 +79,33 @@ class GCStats:
             "# HELP hero_gc_frozen_objects Objects moved out of the collector's reach after start-up.",
             "# TYPE hero_gc_frozen_objects gauge",
             f"hero_gc_frozen_objects {gc.get_freeze_count()}",
+            "# HELP hero_gc_threshold The collector's threshold per generation (gc.get_threshold).",
+            "# TYPE hero_gc_threshold gauge",
+            *(f'hero_gc_threshold{{generation="{g}"}} {t}' for g, t in enumerate(gc.get_threshold())),
         ]
 
+
+#: the daemon's collection thresholds, per generation (CPython's default is 700, 10, 10)
+THRESHOLDS: Final = (20_000, 50, 100)
 
 #: the process's collector (one per process, like the collector itself)
 GC_STATS = GCStats()
 
 
 def freeze_after_startup() -> int:
-    """One full collection, then freeze what survived; returns the number of frozen objects (also
-    logged as ``daemon.gc_frozen``). Call it once everything start-up loads is loaded."""
+    """One full collection, then freeze what survived and set :data:`THRESHOLDS`; returns the number
+    of frozen objects (also logged as ``daemon.gc_frozen``). Call it once everything start-up loads
+    is loaded."""
     GC_STATS.install()
     started = time.perf_counter()
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*THRESHOLDS)
     frozen = gc.get_freeze_count()
-    log.info("daemon.gc_frozen", objects=frozen, ms=round((time.perf_counter() - started) * 1000, 1))
+    log.info(
+        "daemon.gc_frozen",
+        objects=frozen,
+        ms=round((time.perf_counter() - started) * 1000, 1),
+        thresholds=list(THRESHOLDS),
+    )
     return frozen

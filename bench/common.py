@@ -11,16 +11,20 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
+import orjson
 
+from agent.providers import h1
 from agent.switching import shorten_switch_interval
 from config.logging import configure_logging
 from config.settings import LoggingSettings
@@ -129,3 +133,69 @@ def like_the_daemon(log_level: str = "info") -> None:
     devnull = open(os.devnull, "w")  # noqa: SIM115 - open for the whole run
     configure_logging(LoggingSettings(level=log_level, format="json"), stream=devnull)
     shorten_switch_interval()
+
+
+def gc_figures(base_url: str) -> dict[str, tuple[float, float]]:
+    """Per generation: the daemon's garbage collections so far and the longest pause (``/metrics``)."""
+    out: dict[str, list[float]] = {}
+    for line in httpx.get(f"{base_url}/metrics", timeout=10).text.splitlines():
+        for name, slot in (("hero_gc_collections_total", 0), ("hero_gc_pause_max_seconds", 1)):
+            if line.startswith(name + "{"):
+                gen = line.split('generation="', 1)[1].split('"', 1)[0]
+                out.setdefault(gen, [0.0, 0.0])[slot] = float(line.rsplit(" ", 1)[1])
+    return {g: (v[0], v[1]) for g, v in out.items()}
+
+
+def gc_summary(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> str:
+    """The collections between two :func:`gc_figures`, per generation, with the longest pause where
+    a longer one than before happened in between."""
+    return "by generation (count, longest pause ms): " + ", ".join(
+        f"{g}: {after[g][0] - before[g][0]:.0f}"
+        + (f" (longest {after[g][1] * 1000:.1f})" if after[g][1] > before[g][1] else "")
+        for g in sorted(after)
+    )
+
+
+class StatusError(Exception):
+    """An answer other than 200 to :func:`post_lines`."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"status {status}")
+        self.status = status
+
+
+@contextlib.asynccontextmanager
+async def light_client(base_url: str, connections: int) -> AsyncIterator[tuple[h1.Pool, str]]:
+    """A load generator's HTTP client: the daemon's own HTTP/1.1 pool (``agent/providers/h1.py``) to
+    ``base_url``'s origin, and the URL's path to put before each request's. A bench's 200 clients
+    share the machine with what they measure: with httpx they spent about as much CPU as the daemon
+    (1.9 s against 1.75 s in one ``web_load``), and that contention showed up in the tail they
+    measured."""
+    url = urlsplit(base_url)
+    origin = h1.Origin(url.scheme, url.hostname or "127.0.0.1", url.port or 80)
+    pool = h1.Pool(
+        origin,
+        connect_timeout=30,
+        read_timeout=120,
+        ssl_context=ssl.create_default_context,
+        max_connections=connections,
+        max_keepalive=connections,
+        stats=h1.WireStats(),
+    )
+    try:
+        yield pool, url.path.rstrip("/")
+    finally:
+        await pool.aclose()
+
+
+async def post_lines(pool: h1.Pool, path: str, body: object) -> AsyncIterator[str]:
+    """POST ``body`` as JSON; the answer's lines as they arrive (StatusError for an answer not 200)."""
+    head = h1.request_head("POST", path, pool.origin, [("content-type", "application/json")])
+    async with await pool.request(head, orjson.dumps(body)) as resp:
+        if resp.status_code != 200:
+            raise StatusError(resp.status_code)
+        rest = b""
+        async for data in resp.aiter_bytes():
+            *lines, rest = (rest + data).split(b"\n")
+            for line in lines:
+                yield line.rstrip(b"\r").decode()

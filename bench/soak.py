@@ -8,8 +8,9 @@ prints the daemon's memory from ``/proc/<pid>/status`` (RSS, and its anonymous /
 parts: the Python heap and SQLite's page cache are anonymous; code, libraries and the SQLite ``-shm``
 map are file-backed) and
 the latency of the turns since the previous sample. At the end: the run time, the data dir's size,
-the RSS growth over the second half of the run and the latency of the last 1,000 turns against turns
-1,000-2,000. Not part of the test suite.
+the RSS growth over the second half of the run, the latency of the last 1,000 turns against turns
+1,000-2,000, and the daemon's garbage collections over the run (``/metrics``). Not part of the test
+suite.
 
     .venv/bin/python -m bench.soak [--turns 50000] [--conversations 16] [--sample-every 2500]
 """
@@ -29,7 +30,7 @@ from pathlib import Path
 import anyio
 import httpx
 
-from bench.common import ROOT, free_port, pct, start_fake_llm, wait_healthy
+from bench.common import ROOT, free_port, gc_figures, gc_summary, pct, start_fake_llm, wait_healthy
 
 
 @dataclass
@@ -156,8 +157,11 @@ def main() -> None:
         async def go() -> None:
             async with httpx.AsyncClient(base_url=base_url, timeout=5) as client:
                 await wait_healthy(client, daemon)
+            gc_seen.append(gc_figures(base_url))
             await drive(base_url, daemon.pid, args.conversations, run, args.sample_every)
+            gc_seen.append(gc_figures(base_url))
 
+        gc_seen: list[dict[str, tuple[float, float]]] = []
         anyio.run(go)
         final = memory_mb(daemon.pid)
     finally:
@@ -166,6 +170,8 @@ def main() -> None:
         daemon.wait(60)
         fake.wait(30)
     report(args, run, final, time.perf_counter() - began, data, log_path, daemon.returncode)
+    print(f"the daemon's garbage collections over the run, {gc_summary(*gc_seen)}")
+    print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
 
 
 def report(
@@ -195,7 +201,6 @@ def report(
             f"latency, last 1000 vs turns 1000-2000: p50 x{r50:.2f} (target within 10%), "
             f"p99 x{r99:.2f} (target within 25%)"
         )
-    print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

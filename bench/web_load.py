@@ -11,7 +11,11 @@ The fake LLM (``python -m tests.fakes.openai_server``) streams every answer as `
 * RSS of the daemon (``VmRSS`` from ``/proc/<pid>/status``) idle after start-up and after the load
   (target idle <= 120 MB).
 
-Each client uses its own conversation (turns of one conversation are serialised by design).
+Each client uses its own conversation (turns of one conversation are serialised by design). The
+clients stream through the daemon's own HTTP/1.1 client (``light_client`` in ``bench/common.py``), the
+baseline too: with httpx they spent as much CPU as the daemon they measured (1.9 s against 1.75 s per
+load, on the same two cores), and that contention was in their tail. Figures taken before
+2026-12-05's fifth pass on issue 15 used httpx clients.
 
     .venv/bin/python -m bench.web_load [--clients 200] [--tokens 50] [--chunk-delay 0.02]
 """
@@ -32,7 +36,19 @@ from pathlib import Path
 import anyio
 import httpx
 
-from bench.common import ROOT, free_port, pct, start_fake_llm, wait_healthy_at
+from agent.providers import h1
+from bench.common import (
+    ROOT,
+    StatusError,
+    free_port,
+    gc_figures,
+    gc_summary,
+    light_client,
+    pct,
+    post_lines,
+    start_fake_llm,
+    wait_healthy_at,
+)
 from tests.fakes.sse_scripts import split_text  # the fake's own cutting of its answer
 
 
@@ -40,17 +56,6 @@ def cpu_s(pid: int) -> float:
     """CPU seconds (user + system) the process has used so far (``/proc/<pid>/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def gc_figures(base_url: str) -> dict[str, tuple[float, float]]:
-    """Per generation: the daemon's garbage collections so far and the longest pause (``/metrics``)."""
-    out: dict[str, list[float]] = {}
-    for line in httpx.get(f"{base_url}/metrics", timeout=10).text.splitlines():
-        for name, slot in (("hero_gc_collections_total", 0), ("hero_gc_pause_max_seconds", 1)):
-            if line.startswith(name + "{"):
-                gen = line.split('generation="', 1)[1].split('"', 1)[0]
-                out.setdefault(gen, [0.0, 0.0])[slot] = float(line.rsplit(" ", 1)[1])
-    return {g: (v[0], v[1]) for g, v in out.items()}
 
 
 def rss_mb(pid: int) -> float:
@@ -61,7 +66,7 @@ def rss_mb(pid: int) -> float:
 
 
 async def one_chat(
-    client: httpx.AsyncClient,
+    client: tuple[h1.Pool, str],
     conversation_id: str,
     tokens: int,
     chunk_delay: float,
@@ -75,26 +80,23 @@ async def one_chat(
     done = False
     name = ""
     body = {"message": "bench", "conversation_id": conversation_id}
+    pool, prefix = client
     try:
-        async with client.stream("POST", "/api/chat", json=body) as resp:
-            if resp.status_code != 200:
-                errors.append(f"status {resp.status_code}")
-                return
-            async for line in resp.aiter_lines():
-                if line.startswith("event:"):
-                    name = line[6:].strip()
-                elif line.startswith("data:"):
-                    if name == "start":
-                        out["start"].append(time.perf_counter() - sent)
-                    elif name == "delta":
-                        received += len(json.loads(line[5:])["text"])
-                        deltas.append((time.perf_counter(), received))
-                    elif name == "done":
-                        done = True
-                    elif name == "error":
-                        errors.append(json.loads(line[5:]).get("code", "error"))
-    except httpx.HTTPError as exc:
-        errors.append(type(exc).__name__)
+        async for line in post_lines(pool, f"{prefix}/api/chat", body):
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                if name == "start":
+                    out["start"].append(time.perf_counter() - sent)
+                elif name == "delta":
+                    received += len(json.loads(line[5:])["text"])
+                    deltas.append((time.perf_counter(), received))
+                elif name == "done":
+                    done = True
+                elif name == "error":
+                    errors.append(json.loads(line[5:]).get("code", "error"))
+    except (StatusError, h1.HTTPError) as exc:
+        errors.append(str(exc) if isinstance(exc, StatusError) else type(exc).__name__)
         return
     arrivals = token_arrivals(deltas, tokens)
     if not done or arrivals is None:
@@ -130,18 +132,18 @@ def token_arrivals(deltas: list[tuple[float, int]], tokens: int) -> list[float] 
 
 
 async def one_direct(
-    client: httpx.AsyncClient, llm_url: str, tokens: int, out: dict[str, list[float]], errors: list[str]
+    client: tuple[h1.Pool, str], tokens: int, out: dict[str, list[float]], errors: list[str]
 ) -> None:
     """The same stream straight from the fake LLM: the baseline of what this machine can do."""
     sent = time.perf_counter()
     arrivals: list[float] = []
     body = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": "bench"}]}
-    async with client.stream("POST", f"{llm_url}/chat/completions", json=body) as resp:
-        async for line in resp.aiter_lines():
-            if line.startswith("data:") and line != "data: [DONE]":
-                choices = json.loads(line[5:]).get("choices") or [{}]
-                if choices[0].get("delta", {}).get("content"):
-                    arrivals.append(time.perf_counter())
+    pool, prefix = client
+    async for line in post_lines(pool, f"{prefix}/chat/completions", body):
+        if line.startswith("data:") and line != "data: [DONE]":
+            choices = json.loads(line[5:]).get("choices") or [{}]
+            if choices[0].get("delta", {}).get("content"):
+                arrivals.append(time.perf_counter())
     if len(arrivals) != tokens:
         errors.append(f"baseline chunks={len(arrivals)}")
         return
@@ -150,12 +152,11 @@ async def one_direct(
 
 
 async def run_baseline(llm_url: str, clients: int, tokens: int) -> tuple[dict[str, list[float]], list[str]]:
-    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
     out: dict[str, list[float]] = {"ttft": [], "gaps": []}
     errors: list[str] = []
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client, anyio.create_task_group() as tg:
+    async with light_client(llm_url, clients + 10) as client, anyio.create_task_group() as tg:
         for _ in range(clients):
-            tg.start_soon(one_direct, client, llm_url, tokens, out, errors)
+            tg.start_soon(one_direct, client, tokens, out, errors)
     return out, errors
 
 
@@ -179,10 +180,11 @@ async def run_load(
             "gap_at": [],
         }
         errors: list[str] = []
+    async with light_client(base_url, clients + 10) as light:
         started = time.perf_counter()
         async with anyio.create_task_group() as tg:
             for cid in ids:
-                tg.start_soon(one_chat, client, cid, tokens, chunk_delay, out, errors)
+                tg.start_soon(one_chat, light, cid, tokens, chunk_delay, out, errors)
         return out, errors, time.perf_counter() - started
 
 
@@ -226,9 +228,13 @@ def main() -> None:
         time.sleep(1.0)  # let start-up allocations settle before reading the idle RSS
         idle = rss_mb(daemon.pid)
         gc_idle = gc_figures(base_url)
-        cpu_before = cpu_s(daemon.pid), cpu_s(fake.pid)
+        cpu_before = cpu_s(daemon.pid), cpu_s(fake.pid), time.process_time()
         out, errors, elapsed = anyio.run(run_load, base_url, args.clients, args.tokens, args.chunk_delay)
-        cpu_used = cpu_s(daemon.pid) - cpu_before[0], cpu_s(fake.pid) - cpu_before[1]
+        cpu_used = (
+            cpu_s(daemon.pid) - cpu_before[0],
+            cpu_s(fake.pid) - cpu_before[1],
+            time.process_time() - cpu_before[2],
+        )
         loaded = rss_mb(daemon.pid)
         gc_after = gc_figures(base_url)
         # the fake alone, same clients and tokens, measured in the same run (the machine's floor)
@@ -285,17 +291,11 @@ def main() -> None:
     per_token_us = cpu_used[0] / (args.clients * args.tokens) * 1e6
     print(
         f"CPU during the load: daemon {cpu_used[0]:.2f}s ({per_token_us:.0f}us per token "
-        f"relayed, turns included), fake LLM {cpu_used[1]:.2f}s, over {elapsed:.2f}s of wall time on "
+        f"relayed, turns included), fake LLM {cpu_used[1]:.2f}s, this bench's clients {cpu_used[2]:.2f}s, "
+        f"over {elapsed:.2f}s of wall time on "
         f"{os.cpu_count()} cores"
     )
-    print(
-        "the daemon's garbage collections during the load, by generation (count, longest pause ms): "
-        + ", ".join(
-            f"{g}: {gc_after[g][0] - gc_idle[g][0]:.0f}"
-            + (f" (longest {gc_after[g][1] * 1000:.1f})" if gc_after[g][1] > gc_idle[g][1] else "")
-            for g in sorted(gc_after)
-        )
-    )
+    print(f"the daemon's garbage collections during the load, {gc_summary(gc_idle, gc_after)}")
     print(f"RSS hero-agent serve: idle={idle:.1f}MB after load={loaded:.1f}MB")
     print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
     raise SystemExit(1 if errors else 0)

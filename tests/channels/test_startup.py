@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent.gcpause import THRESHOLDS
 from tests.fakes.openai_server import FakeOpenAI
 from tests.tmux import Tmux
 from tests.waiting import until_sync
@@ -122,7 +123,8 @@ def test_off_a_terminal_the_facts_are_fields_of_daemon_ready(tmp_path: Path, fak
 
 def test_the_daemon_freezes_what_start_up_built_for_the_collector(tmp_path: Path, fake: FakeOpenAI) -> None:
     """Once its channels are up the daemon moves its start-up objects out of the garbage collector's
-    reach (agent/gcpause.py): logged as ``daemon.gc_frozen`` and shown in /metrics with the pauses."""
+    reach and raises the collector's thresholds (agent/gcpause.py): logged as ``daemon.gc_frozen``
+    and shown in /metrics with the pauses."""
     port = free_port()
     proc = subprocess.Popen(
         [str(SCRIPT), "serve"],
@@ -148,6 +150,10 @@ def test_the_daemon_freezes_what_start_up_built_for_the_collector(tmp_path: Path
     lines = metrics.splitlines()
     shown = next(line for line in lines if line.startswith("hero_gc_frozen_objects "))
     assert int(shown.split()[1]) > 10_000  # (frozen objects freed since by refcounting leave the count)
+    # and the collector runs at the daemon's thresholds, not CPython's 700 / 10 / 10
+    assert next(e for e in events if e["event"] == "daemon.gc_frozen")["thresholds"] == list(THRESHOLDS)
+    for generation, threshold in enumerate(THRESHOLDS):
+        assert f'hero_gc_threshold{{generation="{generation}"}} {threshold}' in lines
     assert 'hero_gc_collections_total{generation="2"}' in metrics
     assert any(line.startswith('hero_gc_pause_seconds_total{generation="0"}') for line in lines)
     assert "hero_provider_socket_writes_total" in metrics
