@@ -14,12 +14,12 @@ clears those.
 The thresholds are raised as well (:data:`THRESHOLDS`). With CPython's 700 / 10 / 10, 200 chats
 streaming at once made ~250 young collections per load, and the turns in flight (coroutines, cells,
 events: 80,000-100,000 objects) outlived them into the oldest generation, whose collection then ran
-once or twice per load at 20-25 ms: every stream's next token waited for it. A first generation of
-20,000 is collected ~6 times in such a load (1-9 ms each) and most of what a turn allocates is freed
-by reference counting before it is ever scanned; the oldest generation is collected after 50 x 100
-young ones (and CPython's own rule: once a quarter more objects reached it since the last full pass),
-which long-lived garbage cycles still reach: memory stays bounded (``python -m bench.soak``,
-docs/performance.md).
+once or twice per load at 20-28 ms: every stream's next token waited for it. A first generation of
+20,000 is collected ~6 times in such a load (up to 10 ms each), and fewer objects in flight are
+there to outlive a collection. The oldest generation is collected after 50 x 100 young collections,
+and (CPython's own rule) only once a quarter more objects reached it since the last full pass:
+garbage cycles that get that far wait longer. Over 50,000 soak turns no full collection ran and RSS
+stayed flat (``python -m bench.soak``, docs/performance.md).
 
 :data:`GC_STATS` counts every collection and its pause per generation (``gc.callbacks``), shown as
 ``hero_gc_collections_total``, ``hero_gc_pause_seconds_total`` and ``hero_gc_pause_max_seconds``, with
