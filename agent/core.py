@@ -433,6 +433,11 @@ class Agent:
             return False
         return await self.store.stops.request(scope, target, wait_s=FLUSH_DEADLINE_S)
 
+    @property
+    def busy(self) -> bool:
+        """A turn is running in this Agent."""
+        return bool(self._running)
+
     def is_running(self, scope: Scope, conversation_id: str) -> bool:
         return any(
             r.active and r.scope == scope and r.conversation_id == conversation_id for r in self._running

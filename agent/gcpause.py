@@ -21,6 +21,11 @@ and (CPython's own rule) only once a quarter more objects reached it since the l
 garbage cycles that get that far wait longer. Over 50,000 soak turns no full collection ran and RSS
 stayed flat (``python -m bench.soak``, docs/performance.md).
 
+:func:`collect_in_quiet` bounds how long such garbage waits, whatever the workload: the daemon runs a
+full collection of its own once none ran for :data:`IDLE_AGE_S` and no turn is running (the pause
+then costs no stream anything), and after :data:`MAX_AGE_S` even while turns run (one pause an hour
+on a daemon that is never idle). ``hero_gc_quiet_collections_total`` counts them.
+
 :data:`GC_STATS` counts every collection and its pause per generation (``gc.callbacks``), shown as
 ``hero_gc_collections_total``, ``hero_gc_pause_seconds_total`` and ``hero_gc_pause_max_seconds``, with
 ``hero_gc_frozen_objects`` and ``hero_gc_threshold``.
@@ -30,9 +35,11 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import anyio
 import structlog
 
 log = structlog.get_logger()
@@ -45,6 +52,10 @@ class GCStats:
     collections: list[int] = field(default_factory=lambda: [0, 0, 0])
     pause_s: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     max_pause_s: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    #: when the last full collection ended (``time.monotonic``; 0.0 before the first)
+    last_full_at: float = 0.0
+    #: full collections :func:`collect_in_quiet` ran
+    quiet_collections: int = 0
     _started: float = 0.0
     _installed: bool = False
 
@@ -63,6 +74,8 @@ class GCStats:
         self.collections[gen] += 1
         self.pause_s[gen] += pause
         self.max_pause_s[gen] = max(self.max_pause_s[gen], pause)
+        if gen == 2:
+            self.last_full_at = time.monotonic()
 
     def lines(self) -> list[str]:
         gens = range(3)
@@ -79,6 +92,10 @@ class GCStats:
             "# HELP hero_gc_frozen_objects Objects moved out of the collector's reach after start-up.",
             "# TYPE hero_gc_frozen_objects gauge",
             f"hero_gc_frozen_objects {gc.get_freeze_count()}",
+            "# HELP hero_gc_quiet_collections_total Full collections the daemon ran itself while no turn ran "
+            "(or after an hour without one).",
+            "# TYPE hero_gc_quiet_collections_total counter",
+            f"hero_gc_quiet_collections_total {self.quiet_collections}",
             "# HELP hero_gc_threshold The collector's threshold per generation (gc.get_threshold).",
             "# TYPE hero_gc_threshold gauge",
             *(f'hero_gc_threshold{{generation="{g}"}} {t}' for g, t in enumerate(gc.get_threshold())),
@@ -87,6 +104,13 @@ class GCStats:
 
 #: the daemon's collection thresholds, per generation (CPython's default is 700, 10, 10)
 THRESHOLDS: Final = (20_000, 50, 100)
+
+#: a full collection is due in a quiet moment once none ran for this long
+IDLE_AGE_S: Final = 300.0
+#: ... and due even while turns run once none ran for this long
+MAX_AGE_S: Final = 3600.0
+#: how often :func:`collect_in_quiet` looks
+CHECK_EVERY_S: Final = 30.0
 
 #: the process's collector (one per process, like the collector itself)
 GC_STATS = GCStats()
@@ -109,3 +133,28 @@ def freeze_after_startup() -> int:
         thresholds=list(THRESHOLDS),
     )
     return frozen
+
+
+def full_collection_due(age_s: float, busy: bool, idle_age_s: float, max_age_s: float) -> bool:
+    """Whether a full collection is due, ``age_s`` after the last one: in a quiet moment once it is
+    ``idle_age_s`` old, and regardless once it is ``max_age_s`` old."""
+    return age_s >= max_age_s or (age_s >= idle_age_s and not busy)
+
+
+async def collect_in_quiet(
+    busy: Callable[[], bool],
+    *,
+    check_every_s: float = CHECK_EVERY_S,
+    idle_age_s: float = IDLE_AGE_S,
+    max_age_s: float = MAX_AGE_S,
+) -> None:
+    """Run full collections when they are due (:func:`full_collection_due`; ``busy()``: a turn is
+    running), until cancelled. The collector's own rules still apply in between."""
+    GC_STATS.install()
+    while True:
+        await anyio.sleep(check_every_s)
+        age = time.monotonic() - GC_STATS.last_full_at
+        if full_collection_due(age, busy(), idle_age_s, max_age_s):
+            GC_STATS.quiet_collections += 1
+            found = gc.collect()
+            log.debug("daemon.gc_collected", unreachable=found)

@@ -31,7 +31,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from agent.gcpause import freeze_after_startup
+from agent.gcpause import collect_in_quiet, freeze_after_startup
 from agent.switching import shorten_switch_interval
 from channels.base import Channel
 from channels.errors import ChannelCrashed, ChannelStartError
@@ -139,6 +139,7 @@ async def run_channels(
         if failure is None:
             # everything start-up loads is loaded: the collector stops scanning it (agent/gcpause.py)
             freeze_after_startup()
+            tg.start_soon(_collect_in_quiet, agent, stop)
             # the store's worker gets the GIL back sooner from a busy loop (agent/switching.py)
             shorten_switch_interval()
             facts = dict(ready_facts or {})
@@ -149,6 +150,14 @@ async def run_channels(
         raise failure
     if crashes:
         raise crashes[0]
+
+
+async def _collect_in_quiet(agent: Agent, stop: anyio.Event) -> None:
+    """Full collections in quiet moments (agent/gcpause.py) until ``stop``."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(collect_in_quiet, lambda: agent.busy)
+        await stop.wait()
+        tg.cancel_scope.cancel()
 
 
 async def _mark_cut_turns(store: Store) -> None:

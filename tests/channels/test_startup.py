@@ -154,6 +154,8 @@ def test_the_daemon_freezes_what_start_up_built_for_the_collector(tmp_path: Path
     assert next(e for e in events if e["event"] == "daemon.gc_frozen")["thresholds"] == list(THRESHOLDS)
     for generation, threshold in enumerate(THRESHOLDS):
         assert f'hero_gc_threshold{{generation="{generation}"}} {threshold}' in lines
+    # its own full collections in quiet moments are counted (none is due this early)
+    assert "hero_gc_quiet_collections_total 0" in lines
     assert 'hero_gc_collections_total{generation="2"}' in metrics
     assert any(line.startswith('hero_gc_pause_seconds_total{generation="0"}') for line in lines)
     assert "hero_provider_socket_writes_total" in metrics
