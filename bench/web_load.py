@@ -163,23 +163,22 @@ async def run_baseline(llm_url: str, clients: int, tokens: int) -> tuple[dict[st
 async def run_load(
     base_url: str, clients: int, tokens: int, chunk_delay: float
 ) -> tuple[dict[str, list[float]], list[str], float]:
-    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
-    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
         ids = []
         for i in range(clients):
             resp = await client.post("/api/conversations", json={"title": f"bench {i}"})
             resp.raise_for_status()
             ids.append(resp.json()["id"])
-        out: dict[str, list[float]] = {
-            "ttft": [],
-            "gaps": [],
-            "start": [],
-            "deltas": [],
-            "behind": [],
-            "first_at": [],
-            "gap_at": [],
-        }
-        errors: list[str] = []
+    out: dict[str, list[float]] = {
+        "ttft": [],
+        "gaps": [],
+        "start": [],
+        "deltas": [],
+        "behind": [],
+        "first_at": [],
+        "gap_at": [],
+    }
+    errors: list[str] = []
     async with light_client(base_url, clients + 10) as light:
         started = time.perf_counter()
         async with anyio.create_task_group() as tg:

@@ -97,20 +97,29 @@ def _kill_after_acks(child: subprocess.Popen[str], rng: random.Random, rnd: int)
     return _acks(lines)
 
 
-def test_acknowledged_appends_survive_kill_9(tmp_path: Path) -> None:
-    rng = random.Random(20261129)
-    conv = anyio.run(_new_conversation, tmp_path)
+def _kill_rounds(
+    data_dir: Path, seed: int, prefix: str, rounds: int, *, tasks: int = 1, early: bool = False
+) -> tuple[list[tuple[int, str]], list[Message]]:
+    """``rounds`` children appending to one new conversation, each SIGKILLed after a random number of
+    acks; then the database checked whole (integrity, FTS, seq without gaps, the conversation's
+    count). Returns every ack and the stored messages."""
+    rng = random.Random(seed)
+    conv = anyio.run(_new_conversation, data_dir)
     acked: list[tuple[int, str]] = []
-    for rnd in range(ROUNDS):
-        with _spawn(tmp_path, conv, f"r{rnd}", 100_000) as child:
+    for rnd in range(rounds):
+        with _spawn(data_dir, conv, f"{prefix}{rnd}", 100_000, tasks=tasks, early=early) as child:
             acked += _kill_after_acks(child, rng, rnd)
-
-    _integrity(tmp_path / DB_FILE)
-    messages, count = anyio.run(_all_messages, tmp_path, conv)
-    contents = [m.content for m in messages]
-    assert len(contents) == len(set(contents)), "duplicate messages"
+    _integrity(data_dir / DB_FILE)
+    messages, count = anyio.run(_all_messages, data_dir, conv)
     assert [m.seq for m in messages] == list(range(1, len(messages) + 1)), "seq has gaps"
     assert count == len(messages)
+    return acked, messages
+
+
+def test_acknowledged_appends_survive_kill_9(tmp_path: Path) -> None:
+    acked, messages = _kill_rounds(tmp_path, 20261129, "r", ROUNDS)
+    contents = [m.content for m in messages]
+    assert len(contents) == len(set(contents)), "duplicate messages"
     stored = {(m.seq, m.content) for m in messages}
     assert set(acked) <= stored, "an acknowledged message was lost"
     # at most one append per round was in flight (committed but not yet acknowledged) at the kill
@@ -121,20 +130,10 @@ def test_acknowledged_appends_survive_kill_9(tmp_path: Path) -> None:
 def test_group_commits_acknowledge_only_durable_appends_under_kill_9(tmp_path: Path) -> None:
     """16 concurrent appenders per process: their writes share commits (group commit), and a kill -9
     at random still loses nothing that was acknowledged."""
-    rng = random.Random(20261205)
-    conv = anyio.run(_new_conversation, tmp_path)
     tasks, rounds = 16, ROUNDS // 2
-    acked: list[tuple[int, str]] = []
-    for rnd in range(rounds):
-        with _spawn(tmp_path, conv, f"g{rnd}", 100_000, tasks=tasks) as child:
-            acked += _kill_after_acks(child, rng, rnd)
-
-    _integrity(tmp_path / DB_FILE)
-    messages, count = anyio.run(_all_messages, tmp_path, conv)
+    acked, messages = _kill_rounds(tmp_path, 20261205, "g", rounds, tasks=tasks)
     contents = [m.content for m in messages]
     assert len(contents) == len(set(contents)), "duplicate messages"
-    assert [m.seq for m in messages] == list(range(1, len(messages) + 1)), "seq has gaps"
-    assert count == len(messages)
     assert set(acked) <= {(m.seq, m.content) for m in messages}, "an acknowledged message was lost"
     # at most one append per task was in flight at each kill
     assert len(acked) <= len(messages) <= len(acked) + rounds * tasks
@@ -146,21 +145,11 @@ def test_turn_openings_answered_before_their_commit_are_acknowledged_only_when_d
 ) -> None:
     """The agent's turns open ``early`` (the results before the commit's fsync); a message is
     acknowledged after ``wait_durable``, and a kill -9 at random loses none of the acknowledged."""
-    rng = random.Random(20261206)
-    conv = anyio.run(_new_conversation, tmp_path)
     rounds = ROUNDS // 2
-    acked: list[tuple[int, str]] = []
-    for rnd in range(rounds):
-        with _spawn(tmp_path, conv, f"e{rnd}", 100_000, early=True) as child:
-            acked += _kill_after_acks(child, rng, rnd)
-
-    _integrity(tmp_path / DB_FILE)
-    messages, count = anyio.run(_all_messages, tmp_path, conv)
+    acked, messages = _kill_rounds(tmp_path, 20261206, "e", rounds, early=True)
     users = [m for m in messages if m.role == "user"]
     contents = [m.content for m in users]
     assert len(contents) == len(set(contents)), "duplicate messages"
-    assert [m.seq for m in messages] == list(range(1, len(messages) + 1)), "seq has gaps"
-    assert count == len(messages)
     assert set(acked) <= {(m.seq, m.content) for m in users}, "an acknowledged message was lost"
     # at most one opening per round was in flight at its kill; the next round's opening marks a
     # turn the kill cut (an interrupted marker): those are the only other messages
