@@ -386,6 +386,20 @@ def commit_lines(engine: str, stats: CommitStats) -> list[str]:
     out.append(f"{name}_bucket{_fmt_labels(labels, (('le', '+Inf'),))} {running}")
     out.append(f"{name}_sum{_fmt_labels(labels)} {stats.batches}")
     out.append(f"{name}_count{_fmt_labels(labels)} {running}")
+    if stats.deferred_index:
+        out += counter_lines(
+            "hero_store_indexed_messages_total",
+            "Messages full-text indexed after the transaction that stored them (off the turn's path).",
+            {labels: stats.indexed_rows},
+        )
+        out += counter_lines(
+            "hero_store_index_runs_total",
+            "Runs of that indexing: while the store's thread was idle, or before a search of messages.",
+            {
+                _labels(engine=engine, when="idle"): stats.index_runs_idle,
+                _labels(engine=engine, when="search"): stats.index_runs_search,
+            },
+        )
     return out
 
 

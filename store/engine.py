@@ -321,6 +321,25 @@ class CommitStats:
     #: commit then failed (their durability failed: nothing was acknowledged)
     early: int = 0
     early_failed: int = 0
+    #: deferred full-text indexing (the embedded engine's messages; off elsewhere): rows indexed, and
+    #: the runs that indexed them, while the store's thread was idle or before a search
+    deferred_index: bool = False
+    #: rows this process wrote and has not indexed yet (an estimate of the pending ones: a batch
+    #: rolled back counts too, until an index run finds none left)
+    unindexed: int = 0
+    indexed_rows: int = 0
+    index_runs_idle: int = 0
+    index_runs_search: int = 0
+
+    def indexed(self, rows: int, *, idle: bool, all_done: bool) -> None:
+        """An index run indexed ``rows`` rows, and ``all_done``: none is left."""
+        self.unindexed = 0 if all_done else max(0, self.unindexed - rows)
+        if rows:
+            self.indexed_rows += rows
+            if idle:
+                self.index_runs_idle += 1
+            else:
+                self.index_runs_search += 1
 
     def grouped(self, size: int, *, committed: bool, synced: bool) -> None:
         self.batches += size

@@ -13,6 +13,7 @@ from typing import Any, Final
 from store import cut_turns
 from store.engine import (
     ClaimStep,
+    CommitStats,
     CountStep,
     CreateStep,
     DeleteStep,
@@ -33,6 +34,7 @@ from store.models import Kind, Record, Scope
 from store.sqlite import ops
 from store.sqlite.leases import claim_in, release_in, unsynced
 from store.sqlite.ops import write_txn
+from store.sqlite.schema import TABLES
 
 Handler = Callable[[sqlite3.Connection, Scope, Any], object]
 
@@ -51,13 +53,28 @@ check_handlers(HANDLERS, "the embedded engine")
 
 
 def writes(steps: Sequence[Step]) -> bool:
-    """The batch writes: it needs a write transaction (and may join a group commit)."""
-    return not all(reads_only(s) for s in steps)
+    """The batch writes: it needs a write transaction (and may join a group commit). A search of
+    messages counts: it indexes the messages still pending first (:func:`ops.index_pending`)."""
+    return not all(reads_only(s) and not _indexes_first(s) for s in steps)
 
 
-def run_steps(conn: sqlite3.Connection, scope: Scope, steps: Sequence[Step]) -> Results:
-    """Every step, inside the transaction the caller opened (a group commit's savepoint)."""
-    return Results(steps, [_step(conn, scope, s) for s in steps])
+def _indexes_first(step: Step) -> bool:
+    return isinstance(step, ListStep) and ops.searches_later_indexed(step.kind, step.query)
+
+
+def run_steps(
+    conn: sqlite3.Connection, scope: Scope, steps: Sequence[Step], stats: CommitStats | None = None
+) -> Results:
+    """Every step, inside the transaction the caller opened (a group commit's savepoint); a batch
+    that searches messages first indexes those still pending (counted in ``stats``)."""
+    if any(_indexes_first(s) for s in steps):
+        indexed = ops.index_pending(conn)
+        if stats is not None:
+            stats.indexed(indexed, idle=False, all_done=True)
+    results = Results(steps, [_step(conn, scope, s) for s in steps])
+    if stats is not None:
+        stats.unindexed += sum(isinstance(s, CreateStep) and TABLES[s.kind].deferred_fts for s in steps)
+    return results
 
 
 def batch(conn: sqlite3.Connection, scope: Scope, steps: Sequence[Step]) -> Results:

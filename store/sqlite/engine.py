@@ -11,6 +11,16 @@ Group commit: write batches that queue up while the worker is busy (a commit wai
 are committed together, one transaction and one fsync for many, each caller answered only once the
 commit returned (:mod:`store.sqlite.group`).
 
+Idle work: messages are full-text indexed after the transaction that stored them
+(:mod:`store.sqlite.schema`). The worker does it in its gaps, in batches: once no call has come for
+:data:`IDLE_S` after a write that left at least :data:`IDLE_MIN` rows pending, or for
+:data:`IDLE_LONG_S` whatever is pending, it indexes up to :data:`IDLE_BATCH` rows in a transaction of
+its own, and goes on while rows remain and no call is waiting. The worker counts the rows it leaves
+pending itself, so a gap with fewer waits without waking it; a data dir opened is checked once. A
+stream of writes that leaves no gap (a bulk load, many writers at once) gets a batch indexed before
+the next call once :data:`IDLE_CAP` rows wait: the pending rows stay bounded, and the indexing is
+done in batches as before, only no longer row by row in each write.
+
 Processes: several may open one data dir. Each write is ``BEGIN IMMEDIATE`` (the write lock up front)
 and waits up to ``busy_timeout`` for another process's transaction; see docs/store.md.
 """
@@ -46,6 +56,7 @@ from store.sqlite import leases as sqlite_leases
 from store.sqlite import ops
 from store.sqlite import users as sqlite_users
 from store.sqlite.group import MAX_GROUP, Outcome, Ran, Write, commit_group
+from store.sqlite.leases import unsynced
 from store.sqlite.schema import configure, migrate
 
 DB_FILE = "hero-agent.db"
@@ -53,6 +64,26 @@ DB_FILE = "hero-agent.db"
 P = ParamSpec("P")
 R = TypeVar("R")
 log = structlog.get_logger()
+
+
+#: how long the worker waits for a call after a write before it does its idle work (indexing the
+#: messages written), when :data:`IDLE_MIN` rows wait: a turn's next store call usually comes sooner
+#: (its closing after the LLM's answer, or the next turn's opening) and waits for no indexing
+IDLE_S = 0.0005
+#: rows indexed together share one new segment of the index: fewer than this wait for company, up to
+#: :data:`IDLE_LONG_S` of quiet
+IDLE_MIN = 16
+IDLE_LONG_S = 0.05
+#: this many rows pending: a batch is indexed before the next call, even when calls are waiting
+IDLE_CAP = 256
+#: the most pending rows one idle run indexes (one transaction), so that a call arriving meanwhile
+#: waits for little
+IDLE_BATCH = 32
+
+#: the worker's idle work: called with how long the worker has been idle (None: it just became idle,
+#: and only the wait is asked), it does what is due and answers how long to wait before calling it
+#: again (0.0: not at all, call it again now), or None when nothing is left until the next write
+IdleWork = Callable[[float | None], float | None]
 
 
 #: the worker-side time of the calling task's last call, seconds: from queueing it to the worker
@@ -93,13 +124,23 @@ class _Worker:
     """The thread that runs every call on one connection, one at a time, in the order they came;
     write batches found waiting together go to ``commit_writes`` as one group."""
 
-    def __init__(self, name: str, commit_writes: CommitWrites, max_group: int = MAX_GROUP) -> None:
+    def __init__(
+        self,
+        name: str,
+        commit_writes: CommitWrites,
+        max_group: int = MAX_GROUP,
+        idle: IdleWork | None = None,
+    ) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         #: 1: every write batch commits alone (the behaviour before group commit, for benches)
         self.max_group = max_group
         self._lock = threading.Lock()
         self._stopped = False
         self._commit_writes = commit_writes
+        #: the idle work (see :meth:`_next`)
+        self._idle = idle
+        #: idle work may be waiting (at the start too: an earlier process may have left some)
+        self._idle_due = idle is not None
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
@@ -146,8 +187,30 @@ class _Worker:
         if threading.current_thread() is not self._thread:
             self._thread.join()
 
+    def _next(self) -> _Job | None:
+        """The next call; while idle work is due, it runs in the gaps without one (see the module)."""
+        waited = 0.0
+        wait = self._run_idle(None) if self._idle_due else None
+        while wait is not None:
+            if wait > 0:
+                try:
+                    return self._jobs.get(timeout=wait)
+                except queue.Empty:
+                    waited += wait
+            wait = self._run_idle(waited)
+        self._idle_due = False
+        return self._jobs.get()
+
+    def _run_idle(self, waited: float | None) -> float | None:
+        assert self._idle is not None
+        try:
+            return self._idle(waited)
+        except Exception as exc:  # the worker lives on; the next write makes the work due again
+            log.warning("store.idle_work_failed", error=str(exc))
+            return None
+
     def _serve(self) -> None:
-        job = self._jobs.get()
+        job = self._next()
         while job is not None:
             call = job.call
             if not isinstance(call, Write):
@@ -158,7 +221,7 @@ class _Worker:
                 except BaseException as exc:  # handed to the caller, whatever it is
                     error = exc
                 job.answer(result, error)
-                job = self._jobs.get()
+                job = self._next()
                 continue
             group, job = self._group(job)
             early = any(g.durable is not None for g in group)
@@ -169,8 +232,9 @@ class _Worker:
                     member.answer(result, error)
                 if member.durable is not None:
                     member.answer_durable(error)
+            self._idle_due = self._idle is not None
             if job is _NO_JOB:
-                job = self._jobs.get()
+                job = self._next()
 
     def _group(self, first: _Job) -> tuple[list[_Job], _Job | None]:
         """``first`` and the write batches queued right behind it; and the job that ended the group
@@ -232,15 +296,50 @@ class _Database:
             conn.close()
             raise
         self.conn: sqlite3.Connection | None = conn
-        self.commits = CommitStats()
-        self.worker = _Worker(f"hero-agent-store:{path.name}", self.commit_writes)
+        #: its ``synchronous`` setting (``configure``): FULL (2) fsyncs every commit, NORMAL (1) not
+        self.sync_level = 2 if fsync_commits else 1
+        self.commits = CommitStats(deferred_index=True)
+        #: a data dir just opened may hold rows another process left pending: checked at the first
+        #: idle moment (after that, the idle work goes by ``commits.unindexed``)
+        self._unchecked = True
+        self.worker = _Worker(f"hero-agent-store:{path.name}", self.commit_writes, idle=self.index_idle)
 
     def commit_writes(self, writes: list[Write], ran: Ran | None = None) -> list[Outcome]:
         """A group of write batches in one transaction (see :mod:`store.sqlite.group`)."""
         with self.lock:
             if self.conn is None:
                 return [(None, StoreUnavailable("the embedded store is closed")) for _ in writes]
-            return commit_group(self.conn, self.path, writes, self.commits, ran)
+            return commit_group(self.conn, self.path, writes, self.commits, ran, level=self.sync_level)
+
+    def index_idle(self, waited: float | None) -> float | None:
+        """The worker's idle work (:data:`IdleWork`): full-text index up to :data:`IDLE_BATCH` pending
+        messages in a transaction of its own, once :data:`IDLE_MIN` wait or the worker has been idle
+        for :data:`IDLE_LONG_S`. Committed without an fsync: the index is derived, and a power cut
+        that loses it leaves the rows pending, to be indexed again."""
+        stats = self.commits
+        estimate = IDLE_MIN if self._unchecked else stats.unindexed
+        if waited is None:  # just idle: no statement, only the wait
+            if estimate <= 0:
+                return None
+            if estimate >= IDLE_CAP:
+                return 0.0
+            return IDLE_S if estimate >= IDLE_MIN else IDLE_LONG_S
+        if estimate < IDLE_MIN and waited < IDLE_LONG_S:
+            return IDLE_LONG_S - waited
+        with self.lock:
+            conn = self.conn
+            if conn is None:
+                return None
+            self._unchecked = False
+            rows = 0
+            if ops.count_pending(conn, 1):
+                with unsynced(conn, True, self.sync_level), ops.write_txn(conn):
+                    rows = ops.index_pending(conn, IDLE_BATCH)
+            # fewer than a batch: none left (what the estimate still counted was indexed elsewhere,
+            # by another process, or rolled back)
+            more = rows >= IDLE_BATCH
+            stats.indexed(rows, idle=True, all_done=not more)
+            return IDLE_S if more else None
 
     def call(self, fn: Callable[Concatenate[sqlite3.Connection, P], R], *args: P.args, **kw: P.kwargs) -> R:
         with self.lock:
@@ -368,7 +467,7 @@ class EmbeddedEngine(Engine):
         if db is None:
             raise StoreUnavailable("the embedded store is not open")
         write = Write(
-            functools.partial(sqlite_batch.run_steps, scope=scope, steps=steps),
+            functools.partial(sqlite_batch.run_steps, scope=scope, steps=steps, stats=db.commits),
             leases_only(steps),
         )
         return await db.worker.run(write)
@@ -381,7 +480,7 @@ class EmbeddedEngine(Engine):
         if not sqlite_batch.writes(steps) or db is None:
             return await self.batch(scope, steps), None
         write = Write(
-            functools.partial(sqlite_batch.run_steps, scope=scope, steps=steps),
+            functools.partial(sqlite_batch.run_steps, scope=scope, steps=steps, stats=db.commits),
             leases_only(steps),
             early=True,
         )

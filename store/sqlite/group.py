@@ -65,14 +65,18 @@ def commit_group(
     writes: Sequence[Write],
     stats: CommitStats,
     ran: Ran | None = None,
+    *,
+    level: int,
 ) -> list[Outcome]:
     """Run ``writes`` in one transaction and commit it once; one outcome per write, in order.
     ``ran(i, outcome)`` is called for each write as soon as it ran (its savepoint released or rolled
     back), before the COMMIT: the early answers of ``Engine.batch_early``, which then wait for neither
     the writes behind them in the group nor the fsync. A COMMIT that then fails fails every write (the
-    returned outcomes)."""
+    returned outcomes). ``level`` is the connection's ``synchronous`` setting (2: FULL, every commit
+    fsynced), which the engine set when it opened it: known, not read again per group."""
     leases_only = all(w.leases_only for w in writes)
     early = 0
+    changes = conn.total_changes  # a group that changed no row (a search, nothing to index) syncs nothing
 
     def ran_one(i: int, outcome: Outcome) -> None:
         nonlocal early
@@ -82,8 +86,7 @@ def commit_group(
             early += 1
 
     try:
-        (level,) = conn.execute("PRAGMA synchronous").fetchone()
-        with unsynced(conn, leases_only):
+        with unsynced(conn, leases_only, level):
             outcomes = _run(conn, path, writes, ran_one)
             committed = any(error is None for _, error in outcomes)
             if conn.in_transaction:
@@ -98,7 +101,10 @@ def commit_group(
         error = store_error(exc, path)
         return [(None, error) for _ in writes]
     stats.early += early
-    stats.grouped(len(writes), committed=committed, synced=committed and not leases_only and level >= 2)
+    wrote = conn.total_changes != changes
+    stats.grouped(
+        len(writes), committed=committed, synced=committed and wrote and not leases_only and level >= 2
+    )
     return outcomes
 
 

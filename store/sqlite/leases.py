@@ -20,17 +20,19 @@ from store.sqlite.ops import now_ms
 
 
 @contextmanager
-def unsynced(conn: sqlite3.Connection, enabled: bool = True) -> Iterator[None]:
+def unsynced(conn: sqlite3.Connection, enabled: bool = True, level: int | None = None) -> Iterator[None]:
     """Commit without fsync: for expiring leases only.
 
     A turn lease lost to a power cut is harmless (it would have expired, and its holder is gone too),
     so its two commits per turn skip the fsync. WAL keeps the database consistent either way; later
-    synced commits make these frames durable as well.
+    synced commits make these frames durable as well. ``level``: the connection's ``synchronous``
+    setting when the caller knows it (read from the connection otherwise).
     """
     if not enabled:
         yield
         return
-    (level,) = conn.execute("PRAGMA synchronous").fetchone()
+    if level is None:
+        (level,) = conn.execute("PRAGMA synchronous").fetchone()
     if level <= 1:
         yield
         return

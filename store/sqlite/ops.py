@@ -117,18 +117,31 @@ def _find(conn: sqlite3.Connection, spec: KindTable, scope: Scope, sid: str) -> 
     return (row[0], json.loads(row[1])) if row else None
 
 
-def _allocate_sid(conn: sqlite3.Connection, spec: KindTable, kind: Kind, context: str) -> str:
+def _insert_new(conn: sqlite3.Connection, kind: Kind, rec: Record, request_key: str | None) -> Record:
+    """Insert ``rec`` under the next sid of the kind's counter (set in ``rec``). A restored record may
+    hold a sid the counter never produced in this exact spelling: the insert then fails on the
+    ``(context, sid)`` index, which only undoes that statement, and the next number is tried. No
+    lookup runs before the insert: a statement less per new record."""
+    spec = TABLES[kind]
     while True:
         (n,) = conn.execute(
             "INSERT INTO counters (context, kind, last) VALUES (?, ?, 1) "
             "ON CONFLICT (context, kind) DO UPDATE SET last = last + 1 RETURNING last",
-            (context, kind.value),
+            (rec["context"], kind.value),
         ).fetchone()
-        sid = to_base36(n)
-        # a restored record may hold a sid the counter never produced in this exact spelling
-        taken = conn.execute(f"SELECT 1 FROM {spec.table} WHERE context = ? AND sid = ?", (context, sid))
-        if taken.fetchone() is None:
-            return sid
+        rec["sid"] = to_base36(n)
+        try:
+            _insert(conn, spec, rec, request_key)
+        except sqlite3.IntegrityError as exc:
+            if not _sid_taken(spec, exc):
+                raise
+            continue
+        return rec
+
+
+def _sid_taken(spec: KindTable, exc: sqlite3.IntegrityError) -> bool:
+    """The failed insert met a record holding the same sid (and not another unique key)."""
+    return str(exc).endswith(f"{spec.table}.context, {spec.table}.sid")
 
 
 def _sid_number(sid: str) -> int:
@@ -158,17 +171,15 @@ def create(
         body = {k: v for k, v in fields.items() if k not in BASE_FIELDS}
         if kind is Kind.MESSAGE:
             body["seq"] = _next_seq(conn, scope, body, now)
-        sid = _allocate_sid(conn, spec, kind, scope.context)
         rec = {
-            "sid": sid,
+            "sid": "",
             "context": scope.context,
             "user_id": scope.user_id,
             "created_at": now,
             "updated_at": now,
             **body,
         }
-        _insert(conn, spec, rec, request_key)
-        return rec
+        return _insert_new(conn, kind, rec, request_key)
 
 
 def _next_seq(conn: sqlite3.Connection, scope: Scope, body: Record, now: int) -> int:
@@ -177,14 +188,15 @@ def _next_seq(conn: sqlite3.Connection, scope: Scope, body: Record, now: int) ->
     if not isinstance(conv_id, str):
         raise InvalidInput("a message needs a conversation_id")
     conv_spec = TABLES[Kind.CONVERSATION]
-    found = _find(conn, conv_spec, scope, conv_id)
-    if found is None:
-        raise NotFound("conversation", conv_id)
-    row_id, conv = found
-    (last,) = conn.execute(
-        "SELECT max(seq) FROM messages WHERE context = ? AND user_id = ? AND conversation_id = ?",
+    # the conversation and its last seq in one statement
+    row = conn.execute(
+        f"SELECT id, data, (SELECT max(seq) FROM messages WHERE context = ?1 AND user_id = ?2 "
+        f"AND conversation_id = ?3) FROM {conv_spec.table} WHERE context = ?1 AND sid = ?3 AND user_id = ?2",
         (scope.context, scope.user_id, conv_id),
     ).fetchone()
+    if row is None:
+        raise NotFound("conversation", conv_id)
+    row_id, conv, last = row[0], json.loads(row[1]), row[2]
     conv["message_count"] = int(conv.get("message_count", 0)) + 1
     conv["updated_at"] = now
     if body.get("channel"):
@@ -249,6 +261,45 @@ def list_records(conn: sqlite3.Connection, kind: Kind, scope: Scope, query: List
     items = [json.loads(data) for data, _ in rows[:limit]]
     cursor = encode_cursor(rows[limit - 1][1], items[-1]["sid"]) if len(rows) > limit else None
     return Page(items, cursor)
+
+
+def index_pending(conn: sqlite3.Connection, limit: int | None = None) -> int:
+    """Full-text index the rows noted as pending (``KindTable.deferred_fts``), oldest first, at most
+    ``limit`` per kind (all when None), inside the caller's write transaction; how many were indexed.
+    Run before every search of such a kind (:func:`searches_later_indexed`) and when the store's
+    thread is idle (:mod:`store.sqlite.engine`)."""
+    done = 0
+    for spec in TABLES.values():
+        if not spec.deferred_fts or spec.text_field is None:
+            continue
+        (bound,) = conn.execute(
+            f"SELECT max(id) FROM (SELECT id FROM {spec.pending} ORDER BY id LIMIT ?)",
+            (-1 if limit is None else limit,),
+        ).fetchone()
+        if bound is None:
+            continue
+        conn.execute(
+            f"INSERT INTO {spec.fts}(rowid, body) SELECT m.id, json_extract(m.data, '$.{spec.text_field}') "
+            f"FROM {spec.pending} p JOIN {spec.table} m ON m.id = p.id WHERE p.id <= ?",
+            (bound,),
+        )
+        done += conn.execute(f"DELETE FROM {spec.pending} WHERE id <= ?", (bound,)).rowcount
+    return done
+
+
+def count_pending(conn: sqlite3.Connection, up_to: int) -> int:
+    """How many rows wait for their full-text indexing, counted up to ``up_to``."""
+    return sum(
+        conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {spec.pending} LIMIT ?)", (up_to,)).fetchone()[0]
+        for spec in TABLES.values()
+        if spec.deferred_fts
+    )
+
+
+def searches_later_indexed(kind: Kind, query: ListQuery) -> bool:
+    """A text search of a kind indexed later: its pending rows must be indexed first, so it runs in a
+    write transaction (see :func:`index_pending`)."""
+    return query.text is not None and TABLES[kind].deferred_fts
 
 
 def _search(
@@ -321,6 +372,7 @@ def restore_batch(conn: sqlite3.Connection, items: Sequence[tuple[Kind, Record]]
                 "ON CONFLICT (context, kind) DO UPDATE SET last = max(last, excluded.last)",
                 (context, kind.value, number),
             )
+        index_pending(conn)  # a bulk load indexes as it goes, not at its first search
     return written
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.metrics import TurnMetrics
-from store import EmbeddedEngine, Message, Scope, Store, owner_of
+from store import EmbeddedEngine, Kind, ListQuery, Message, Scope, Store, owner_of
 
 pytestmark = pytest.mark.anyio
 
@@ -58,6 +58,28 @@ async def test_commits_fsyncs_and_group_sizes_are_shown(tmp_path: Path) -> None:
     assert 'hero_store_group_commit_batches_sum{engine="embedded"} 3' in text
     assert 'hero_store_group_commit_batches_count{engine="embedded"} 3' in text
     assert 'hero_store_early_answers_total{engine="embedded"} 0' in text
+
+
+async def test_the_deferred_indexing_of_messages_is_shown(tmp_path: Path) -> None:
+    async with Store(EmbeddedEngine(tmp_path)) as store:
+        metrics = TurnMetrics(store_engine=store.engine, leases=store.leases.stats)
+        conv = await store.conversations.create(SCOPE, "t")
+        for text in ("one", "two"):
+            await store.messages.append(
+                SCOPE, Message(conversation_id=conv.sid, role="user", content=text, channel="cli")
+            )
+        # a search indexes the messages still pending (those the store's thread indexed while idle
+        # are counted the same)
+        found = await store.engine.list(Kind.MESSAGE, SCOPE, ListQuery(text="two"))
+        assert [m["content"] for m in found.items] == ["two"]
+        text = "\n".join(metrics.render_lines())
+    assert 'hero_store_indexed_messages_total{engine="embedded"} 2' in text
+    runs = [line for line in text.splitlines() if line.startswith("hero_store_index_runs_total{")]
+    assert sorted(line.split("} ")[0] for line in runs) == [
+        'hero_store_index_runs_total{engine="embedded",when="idle"',
+        'hero_store_index_runs_total{engine="embedded",when="search"',
+    ]
+    assert sum(int(line.rsplit(" ", 1)[1]) for line in runs) >= 1
 
 
 async def test_turn_openings_answered_before_their_commit_are_counted(tmp_path: Path) -> None:

@@ -157,6 +157,8 @@ async def test_expiring_lease_writes_skip_the_wal_flush_and_records_do_not() -> 
             shown = TurnMetrics(store_engine=store.engine).render_lines()
             assert 'hero_store_commits_total{engine="postgres"} 11' in shown
             assert 'hero_store_fsyncs_total{engine="postgres"} 11' in shown
+            # PostgreSQL indexes in the writing transaction: no deferred indexing to show
+            assert not any(line.startswith("hero_store_indexed_messages_total") for line in shown)
         records = await wal_syncs(url) - before
         # 30 lease commits: at most a flush or two (the WAL writer's timer, a WAL page filled)
         assert leases <= 2

@@ -148,7 +148,7 @@ async def test_a_schema_2_data_dir_gains_the_tail_digest_column(tmp_path: Path) 
         assert found is not None and found.sid == "0001"
     conn = sqlite3.connect(tmp_path / DB_FILE)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (4,)
         assert conn.execute("SELECT tail_digest FROM conversations").fetchall() == [("d9",)]
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:

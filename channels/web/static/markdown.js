@@ -168,5 +168,9 @@ export class StreamingMarkdown {
   render() {
     this.last = performance.now();
     this.target.replaceChildren(renderMarkdown(this.text));
+    // when this render started (the throttle's clock), for whoever watches the page (the tests)
+    this.target.dispatchEvent(
+      new CustomEvent("markdown-rendered", { bubbles: true, detail: { started: this.last } }),
+    );
   }
 }
