@@ -71,6 +71,11 @@ async def _all_messages(data_dir: Path, conv: str) -> tuple[list[Message], int]:
         return out, (await store.conversations.get(SCOPE, conv)).message_count
 
 
+async def _found_by_search(data_dir: Path, word: str) -> list[Message]:
+    async with Store(EmbeddedEngine(data_dir)) as store:
+        return await store.messages.search(SCOPE, word, limit=1000)
+
+
 def _integrity(db: Path) -> None:
     conn = sqlite3.connect(db)
     try:
@@ -113,6 +118,11 @@ def _kill_rounds(
     messages, count = anyio.run(_all_messages, data_dir, conv)
     assert [m.seq for m in messages] == list(range(1, len(messages) + 1)), "seq has gaps"
     assert count == len(messages)
+    # every stored message of a round is found by search, indexed or left pending by the kill
+    # ("r0-17": the words "r0" and "17")
+    first = {m.sid for m in messages if m.content.startswith(f"{prefix}0-")}
+    found = {m.sid for m in anyio.run(_found_by_search, data_dir, f"{prefix}0")}
+    assert found == first
     return acked, messages
 
 
