@@ -317,7 +317,7 @@ class _Database:
         for :data:`IDLE_LONG_S`. Committed without an fsync: the index is derived, and a power cut
         that loses it leaves the rows pending, to be indexed again."""
         stats = self.commits
-        estimate = IDLE_MIN if self._unchecked else stats.unindexed
+        estimate = stats.unindexed + (IDLE_MIN if self._unchecked else 0)
         if waited is None:  # just idle: no statement, only the wait
             if estimate <= 0:
                 return None

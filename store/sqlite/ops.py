@@ -278,13 +278,18 @@ def index_pending(conn: sqlite3.Connection, limit: int | None = None) -> int:
         ).fetchone()
         if bound is None:
             continue
-        conn.execute(
-            f"INSERT INTO {spec.fts}(rowid, body) SELECT m.id, json_extract(m.data, '$.{spec.text_field}') "
-            f"FROM {spec.pending} p JOIN {spec.table} m ON m.id = p.id WHERE p.id <= ?",
-            (bound,),
-        )
+        conn.execute(index_sql(spec), (bound,))
         done += conn.execute(f"DELETE FROM {spec.pending} WHERE id <= ?", (bound,)).rowcount
     return done
+
+
+def index_sql(spec: KindTable) -> str:
+    """Index the pending rows up to an id. CROSS JOIN keeps the pending rows the outer loop: given
+    the choice, SQLite walks the kind's table by rowid up to the bound (every row, at each run)."""
+    return (
+        f"INSERT INTO {spec.fts}(rowid, body) SELECT m.id, json_extract(m.data, '$.{spec.text_field}') "
+        f"FROM {spec.pending} p CROSS JOIN {spec.table} m ON m.id = p.id WHERE p.id <= ?"
+    )
 
 
 def count_pending(conn: sqlite3.Connection, up_to: int) -> int:

@@ -17,7 +17,7 @@ from store.models import Kind, Scope
 from store.sqlite import batch as sqlite_batch
 from store.sqlite import ops
 from store.sqlite.engine import DB_FILE, IDLE_BATCH, IDLE_CAP, EmbeddedEngine
-from store.sqlite.schema import SCHEMA_VERSION, configure, migrate
+from store.sqlite.schema import SCHEMA_VERSION, TABLES, configure, migrate
 from tests.waiting import until
 
 pytestmark = pytest.mark.anyio
@@ -191,3 +191,16 @@ async def test_writes_that_leave_no_gap_keep_the_pending_rows_bounded(tmp_path: 
         await until(lambda: not pending(tmp_path / DB_FILE), what="the rest indexed while idle")
         stats = engine.commit_stats()
         assert stats is not None and stats.indexed_rows == 4 * IDLE_CAP and stats.unindexed == 0
+
+
+def test_an_index_run_reads_the_pending_rows_not_the_table(tmp_path: Path) -> None:
+    """Each run looks up its pending rows in the table by id; it does not walk the table (which the
+    planner chose when it could: every message up to the bound read, at every run)."""
+    conn = raw_store(tmp_path / DB_FILE)
+    plan = conn.execute("EXPLAIN QUERY PLAN " + ops.index_sql(TABLES[Kind.MESSAGE]), (10,)).fetchall()
+    details = [row[3] for row in plan]
+    assert details == [
+        "SEARCH p USING INTEGER PRIMARY KEY (rowid<?)",
+        "SEARCH m USING INTEGER PRIMARY KEY (rowid=?)",
+    ]
+    conn.close()
