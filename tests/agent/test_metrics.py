@@ -42,14 +42,20 @@ async def test_takeovers_renewals_and_markers_are_counted(tmp_path: Path) -> Non
     assert "# TYPE hero_lease_lost_total counter" in text
 
 
+async def _two_messages(store: Store) -> TurnMetrics:
+    """A conversation and two messages appended; the metrics of ``store``."""
+    metrics = TurnMetrics(store_engine=store.engine, leases=store.leases.stats)
+    conv = await store.conversations.create(SCOPE, "t")
+    for text in ("one", "two"):
+        await store.messages.append(
+            SCOPE, Message(conversation_id=conv.sid, role="user", content=text, channel="cli")
+        )
+    return metrics
+
+
 async def test_commits_fsyncs_and_group_sizes_are_shown(tmp_path: Path) -> None:
     async with Store(EmbeddedEngine(tmp_path)) as store:
-        metrics = TurnMetrics(store_engine=store.engine, leases=store.leases.stats)
-        conv = await store.conversations.create(SCOPE, "t")
-        for text in ("one", "two"):
-            await store.messages.append(
-                SCOPE, Message(conversation_id=conv.sid, role="user", content=text, channel="cli")
-            )
+        metrics = await _two_messages(store)
         text = "\n".join(metrics.render_lines())
     # the conversation and two messages: three write batches, each committed (and fsynced) alone
     assert 'hero_store_commits_total{engine="embedded"} 3' in text
@@ -62,12 +68,7 @@ async def test_commits_fsyncs_and_group_sizes_are_shown(tmp_path: Path) -> None:
 
 async def test_the_deferred_indexing_of_messages_is_shown(tmp_path: Path) -> None:
     async with Store(EmbeddedEngine(tmp_path)) as store:
-        metrics = TurnMetrics(store_engine=store.engine, leases=store.leases.stats)
-        conv = await store.conversations.create(SCOPE, "t")
-        for text in ("one", "two"):
-            await store.messages.append(
-                SCOPE, Message(conversation_id=conv.sid, role="user", content=text, channel="cli")
-            )
+        metrics = await _two_messages(store)
         # a search indexes the messages still pending (those the store's thread indexed while idle
         # are counted the same)
         found = await store.engine.list(Kind.MESSAGE, SCOPE, ListQuery(text="two"))
