@@ -53,9 +53,8 @@ check_handlers(HANDLERS, "the embedded engine")
 
 
 def writes(steps: Sequence[Step]) -> bool:
-    """The batch writes: it needs a write transaction (and may join a group commit). A search of
-    messages counts: it indexes the messages still pending first (:func:`ops.index_pending`)."""
-    return not all(reads_only(s) and not _indexes_first(s) for s in steps)
+    """The batch writes: it needs a write transaction (and may join a group commit)."""
+    return not all(reads_only(s) for s in steps)
 
 
 def _indexes_first(step: Step) -> bool:
@@ -77,13 +76,22 @@ def run_steps(
     return results
 
 
-def batch(conn: sqlite3.Connection, scope: Scope, steps: Sequence[Step]) -> Results:
+def batch(
+    conn: sqlite3.Connection, scope: Scope, steps: Sequence[Step], stats: CommitStats | None = None
+) -> Results:
     """Every step in ONE transaction: all done or none (a failure, or a refused required claim, rolls
     the whole batch back). Reads see the batch's own earlier writes. The commit skips the fsync only
     when the batch writes nothing but expiring leases (see :func:`unsynced`). The engine sends write
     batches through its group commit (:mod:`store.sqlite.group`) instead, which gives each the same
-    guarantees."""
+    guarantees. A search of messages while some wait for their indexing becomes a write: it indexes
+    them first (:func:`run_steps`), committed without an fsync; with none waiting it stays a read (no
+    write lock taken)."""
     if not writes(steps):
+        if any(_indexes_first(s) for s in steps) and ops.count_pending(conn, 1):
+            # the index is derived: its commit needs no fsync (lost to a power cut, the rows are
+            # pending again)
+            with unsynced(conn), write_txn(conn):
+                return run_steps(conn, scope, steps, stats)
         if len(steps) == 1:  # one read is one statement: no transaction to open
             return Results(steps, [_step(conn, scope, steps[0])])
         conn.execute("BEGIN")  # one snapshot for every read

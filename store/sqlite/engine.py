@@ -461,9 +461,9 @@ class EmbeddedEngine(Engine):
         write batch may share its transaction and commit with others (a group commit, see
         :mod:`store.sqlite.group`), and is answered once that commit returned."""
         steps = builtins.list(steps)
-        if not sqlite_batch.writes(steps):
-            return await self._run(sqlite_batch.batch, scope, steps)
         db = self._db
+        if not sqlite_batch.writes(steps):
+            return await self._run(sqlite_batch.batch, scope, steps, db.commits if db else None)
         if db is None:
             raise StoreUnavailable("the embedded store is not open")
         write = Write(
