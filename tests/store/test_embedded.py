@@ -119,6 +119,10 @@ async def test_fsync_setting_reaches_the_connection(tmp_path: Path) -> None:
             # the commits count as fsynced exactly when the connection fsyncs them (the level the
             # engine keeps, no longer read from the connection per commit)
             assert (stats.commits - before[0], stats.fsyncs - before[1]) == ((2, 2) if fsync else (2, 0))
+            # a write batch that changed no row (an update of a missing record) writes nothing to
+            # the log: committed, not fsynced
+            assert await store.engine.update(Kind.MEMORY, ALICE, "zzzz", {"content": "x"}) is None
+            assert (stats.commits - before[0], stats.fsyncs - before[1]) == ((3, 2) if fsync else (3, 0))
 
 
 async def test_a_sid_already_taken_is_skipped(tmp_path: Path) -> None:
