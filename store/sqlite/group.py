@@ -76,7 +76,7 @@ def commit_group(
     fsynced), which the engine set when it opened it: known, not read again per group."""
     leases_only = all(w.leases_only for w in writes)
     early = 0
-    changes = conn.total_changes  # a group that changed no row (a search, nothing to index) syncs nothing
+    changes = conn.total_changes  # a group that changed no row writes nothing to the log: no fsync
 
     def ran_one(i: int, outcome: Outcome) -> None:
         nonlocal early
