@@ -172,7 +172,7 @@ async def light_client(base_url: str, connections: int) -> AsyncIterator[tuple[h
     (1.9 s against 1.75 s in one ``web_load``), and that contention showed up in the tail they
     measured."""
     url = urlsplit(base_url)
-    origin = h1.Origin(url.scheme, url.hostname or "127.0.0.1", url.port or 80)
+    origin = h1.Origin.of(url.scheme, url.hostname or "127.0.0.1", url.port)
     pool = h1.Pool(
         origin,
         connect_timeout=30,

@@ -140,12 +140,20 @@ class Origin:
     host: str
     port: int
 
+    @classmethod
+    def of(cls, scheme: str, host: str, port: int | None) -> Origin:
+        """The origin of a URL's parts: ``port`` None is the scheme's default."""
+        return cls(scheme, host, port or default_port(scheme))
+
     @property
     def authority(self) -> str:
         """The ``Host`` header's value (the port only when it is not the scheme's default)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.scheme == "https" else 80
-        return host if self.port == default else f"{host}:{self.port}"
+        return host if self.port == default_port(self.scheme) else f"{host}:{self.port}"
+
+
+def default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
 
 
 class _Connection(asyncio.Protocol):

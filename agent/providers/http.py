@@ -92,8 +92,7 @@ class Direct:
     """Requests over the providers' own HTTP/1.1 pool (:mod:`agent.providers.h1`): the default."""
 
     def __init__(self, base: httpx2.URL, headers: Mapping[str, str], settings: LLMSettings) -> None:
-        default_port = 443 if base.scheme == "https" else 80
-        self.origin = h1.Origin(base.scheme, base.host, base.port or default_port)
+        self.origin = h1.Origin.of(base.scheme, base.host, base.port)
         self.base_path = base.raw_path.decode("ascii")
         self._headers = [*headers.items(), ("accept", "*/*"), ("accept-encoding", "gzip, deflate")]
         self._pool = h1.Pool(

@@ -87,7 +87,7 @@ def batch(
     them first (:func:`run_steps`), committed without an fsync; with none waiting it stays a read (no
     write lock taken)."""
     if not writes(steps):
-        if any(_indexes_first(s) for s in steps) and ops.count_pending(conn, 1):
+        if any(_indexes_first(s) for s in steps) and ops.any_pending(conn):
             # the index is derived: its commit needs no fsync (lost to a power cut, the rows are
             # pending again)
             with unsynced(conn), write_txn(conn):

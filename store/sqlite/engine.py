@@ -332,7 +332,7 @@ class _Database:
                 return None
             self._unchecked = False
             rows = 0
-            if ops.count_pending(conn, 1):
+            if ops.any_pending(conn):
                 with unsynced(conn, True, self.sync_level), ops.write_txn(conn):
                     rows = ops.index_pending(conn, IDLE_BATCH)
             # fewer than a batch: none left (what the estimate still counted was indexed elsewhere,

@@ -292,10 +292,10 @@ def index_sql(spec: KindTable) -> str:
     )
 
 
-def count_pending(conn: sqlite3.Connection, up_to: int) -> int:
-    """How many rows wait for their full-text indexing, counted up to ``up_to``."""
-    return sum(
-        conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {spec.pending} LIMIT ?)", (up_to,)).fetchone()[0]
+def any_pending(conn: sqlite3.Connection) -> bool:
+    """Some row waits for its full-text indexing."""
+    return any(
+        conn.execute(f"SELECT 1 FROM {spec.pending} LIMIT 1").fetchone() is not None
         for spec in TABLES.values()
         if spec.deferred_fts
     )
