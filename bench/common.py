@@ -103,9 +103,16 @@ class WaitedFuture(asyncio.Future[None]):
     actually waited passed to ``on_wait`` (a future already settled costs no wait): what a turn spends
     blocked on the commit, as opposed to the commit running while the turn works."""
 
-    def __init__(self, inner: asyncio.Future[None], on_wait: Callable[[float], None]) -> None:
+    def __init__(
+        self,
+        inner: asyncio.Future[None],
+        on_wait: Callable[[float], None],
+        during: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+    ) -> None:
         super().__init__()
         self._on_wait = on_wait
+        #: entered while an await waits (a bench's count of the store calls in flight)
+        self._during = during
         inner.add_done_callback(self._copy)
 
     def _copy(self, inner: asyncio.Future[None]) -> None:
@@ -121,7 +128,8 @@ class WaitedFuture(asyncio.Future[None]):
             return (yield from super().__await__())
         started = time.perf_counter()
         try:
-            return (yield from super().__await__())
+            with self._during():
+                return (yield from super().__await__())
         finally:
             self._on_wait(time.perf_counter() - started)
 

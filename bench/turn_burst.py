@@ -14,6 +14,11 @@ once, 4 chunks). Per round it prints:
   turn once the worker answered (with N turns ready to run, that is CPU contention of the loop);
   a turn's opening is answered before its commit (``Engine.batch_early``), and the time the turn
   then waits at its gate for that commit counts as the writer's too: **commit wait** is that part;
+* **loop idle on store**: the burst seen whole rather than turn by turn: the share of its time to
+  the last first token during which the event loop had nothing to run (blocked in its selector)
+  while at least one turn waited for a store call. A turn's wait for the writer that overlaps other
+  turns' work on the loop costs the burst nothing; this is the part that does (**loop idle** is all
+  of its idle time, the fake LLM's answers awaited included);
 * **commits, batches/commit**: from the engine's own counters (``/metrics`` shows the same);
 * **floor**: the CPU floor of the burst, N x one turn's CPU time up to its first token (this process,
   all threads; measured in the same round on turns run one at a time): no scheduling of N turns on
@@ -28,15 +33,17 @@ alternation.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import contextvars
 import inspect
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -63,6 +70,61 @@ _spent: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("spe
 FLOOR_TURNS = 20
 
 
+class LoopIdle:
+    """The time the event loop sat in its selector with nothing to run, split by whether a store
+    call was in flight then (``store_calls``), while ``on``. Wraps the running loop's selector (an
+    asyncio internal: a bench's instrument)."""
+
+    def __init__(self, turns: int) -> None:
+        self.on = False
+        #: first tokens still to come: the window ends with the last one
+        self.firsts = turns
+        self.store_calls = 0
+        self.idle = 0.0
+        self.idle_on_store = 0.0
+        selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+        self._selector = selector
+        self._select = selector.select
+
+        def select(timeout: float | None = None) -> Any:
+            started = time.perf_counter()
+            try:
+                return self._select(timeout)
+            finally:
+                if self.on:
+                    spent = time.perf_counter() - started
+                    self.idle += spent
+                    if self.store_calls:
+                        self.idle_on_store += spent
+
+        selector.select = select
+
+    def close(self) -> None:
+        self._selector.select = self._select
+
+    @contextlib.contextmanager
+    def store_call(self) -> Iterator[None]:
+        self.store_calls += 1
+        try:
+            yield
+        finally:
+            self.store_calls -= 1
+
+
+#: the burst's loop instrument (None outside a burst)
+_idle: contextvars.ContextVar[LoopIdle | None] = contextvars.ContextVar("idle", default=None)
+
+
+@contextlib.contextmanager
+def _store_call() -> Iterator[None]:
+    idle = _idle.get()
+    if idle is None:
+        yield
+    else:
+        with idle.store_call():
+            yield
+
+
 class WriterClock(DelegatingEngine):
     """Delegates to the real engine; adds each call's time to the calling turn's account: the whole
     call, and the worker's side of it (queued, running, committing: ``last_call_seconds``), the rest
@@ -72,7 +134,8 @@ class WriterClock(DelegatingEngine):
         account = _spent.get()
         started = time.perf_counter()
         try:
-            return await self.inner.batch(scope, steps)
+            with _store_call():
+                return await self.inner.batch(scope, steps)
         finally:
             if account is not None and account[1] == 0.0:  # only until the first token
                 account[0] += time.perf_counter() - started
@@ -84,7 +147,8 @@ class WriterClock(DelegatingEngine):
         account = _spent.get()
         started = time.perf_counter()
         try:
-            results, durable = await self.inner.batch_early(scope, steps)
+            with _store_call():
+                results, durable = await self.inner.batch_early(scope, steps)
         finally:
             if account is not None and account[1] == 0.0:
                 account[0] += time.perf_counter() - started
@@ -98,7 +162,7 @@ class WriterClock(DelegatingEngine):
                 account[2] += seconds
                 account[3] += seconds
 
-        return results, WaitedFuture(durable, waited)
+        return results, WaitedFuture(durable, waited, _store_call)
 
 
 async def one_turn(agent: Agent, cid: str, text: str) -> tuple[float, float, float, float, float]:
@@ -114,6 +178,10 @@ async def one_turn(agent: Agent, cid: str, text: str) -> tuple[float, float, flo
         if isinstance(ev, TextDelta) and not first:
             first = time.perf_counter() - started
             account[1] = 1.0
+            idle = _idle.get()
+            if idle is not None:
+                idle.firsts -= 1
+                idle.on = idle.firsts > 0  # the window ends with the last first token
         done = done or isinstance(ev, Done)
     if not done or not first:
         raise SystemExit("a turn did not complete")
@@ -158,15 +226,23 @@ async def burst(llm: LLMSettings, n: int, group: bool) -> dict[str, float]:
             async def run(i: int, cid: str) -> None:
                 results.append(await one_turn(agent, cid, f"{TEXT} burst {i}"))
 
-            started = time.perf_counter()
-            async with anyio.create_task_group() as tg:
-                for i, cid in enumerate(cids):
-                    tg.start_soon(run, i, cid)
-            wall = time.perf_counter() - started
+            idle = LoopIdle(n)
+            token = _idle.set(idle)
+            try:
+                started = time.perf_counter()
+                idle.on = True
+                async with anyio.create_task_group() as tg:
+                    for i, cid in enumerate(cids):
+                        tg.start_soon(run, i, cid)
+                wall = time.perf_counter() - started
+            finally:
+                _idle.reset(token)
+                idle.close()
             if stats:
                 commits, batches = stats.commits - commits, stats.batches - batches
         await provider.aclose()
     ttft = [r[0] for r in results]
+    window = max(ttft)  # to the last first token
     return {
         "turns/s": n / wall,
         "ttft p50": pct(ttft, 0.5) * 1000,
@@ -174,6 +250,8 @@ async def burst(llm: LLMSettings, n: int, group: bool) -> dict[str, float]:
         "writer %": 100 * sum(r[3] for r in results) / sum(ttft),
         "commit wait %": 100 * sum(r[4] for r in results) / sum(ttft),
         "store call %": 100 * sum(r[2] for r in results) / sum(ttft),
+        "loop idle %": 100 * idle.idle / window,
+        "idle on store %": 100 * idle.idle_on_store / window,
         "commits": commits,
         "batches/commit": batches / max(1, commits),
         "floor ms": floor * 1000,
@@ -187,6 +265,8 @@ FIELDS = (
     "writer %",
     "commit wait %",
     "store call %",
+    "loop idle %",
+    "idle on store %",
     "commits",
     "batches/commit",
     "floor ms",
@@ -218,9 +298,11 @@ async def main_async(n: int, rounds: int, modes: list[bool]) -> None:
     p99 = statistics.median(on["ttft p99"] / off["ttft p99"] for off, on in pairs)
     floor = statistics.median(on["ttft p99"] / on["floor ms"] for _, on in pairs)
     writer = statistics.median(on["writer %"] for _, on in pairs)
+    on_store = statistics.median(on["idle on store %"] for _, on in pairs)
     print(f"paired ratios (on/off, median of {len(pairs)}): turns/s x{speed:.2f}, ttft p99 x{p99:.2f}")
     print(f"group on: ttft p99 / CPU floor = {floor:.2f} (target <= 1.5)")
     print(f"group on: ttft p99 / off's = {p99:.2f} (target <= 0.33); writer {writer:.1f}% (target < 10)")
+    print(f"group on: the loop idle while a turn waited on the store: {on_store:.1f}% of the burst")
 
 
 def main() -> None:
