@@ -14,11 +14,12 @@ once, 4 chunks). Per round it prints:
   turn once the worker answered (with N turns ready to run, that is CPU contention of the loop);
   a turn's opening is answered before its commit (``Engine.batch_early``), and the time the turn
   then waits at its gate for that commit counts as the writer's too: **commit wait** is that part;
-* **loop idle on store**: the burst seen whole rather than turn by turn: the share of its time to
-  the last first token during which the event loop had nothing to run (blocked in its selector)
-  while at least one turn waited for a store call. A turn's wait for the writer that overlaps other
-  turns' work on the loop costs the burst nothing; this is the part that does (**loop idle** is all
-  of its idle time, the fake LLM's answers awaited included);
+* **loop idle**: the burst seen whole rather than turn by turn: the share of its time to the last
+  first token during which the event loop had nothing to run (blocked in its selector). A turn's
+  wait for the writer that overlaps other turns' work on the loop costs the burst nothing; idle time
+  is what the waits did cost. Split by what was awaited then: **idle, store only** (turns waited for
+  store calls and none for the fake LLM: the writer alone held the burst up), **idle, LLM only**,
+  and the rest with both in flight;
 * **commits, batches/commit**: from the engine's own counters (``/metrics`` shows the same);
 * **floor**: the CPU floor of the burst, N x one turn's CPU time up to its first token (this process,
   all threads; measured in the same round on turns run one at a time): no scheduling of N turns on
@@ -41,7 +42,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,7 @@ import anyio
 
 from agent.core import Agent, TurnRequest
 from agent.events import Done, TextDelta
+from agent.providers.base import ChatRequest, Provider, ProviderEvent
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
 from bench.common import WaitedFuture, fake_llm, like_the_daemon, pct
@@ -79,9 +81,12 @@ class LoopIdle:
         self.on = False
         #: first tokens still to come: the window ends with the last one
         self.firsts = turns
+        #: calls in flight: store calls, and turns' streams awaiting the LLM server's next event
         self.store_calls = 0
+        self.llm_calls = 0
         self.idle = 0.0
-        self.idle_on_store = 0.0
+        self.idle_store_only = 0.0
+        self.idle_llm_only = 0.0
         selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
         self._selector = selector
         self._select = selector.select
@@ -94,8 +99,10 @@ class LoopIdle:
                 if self.on:
                     spent = time.perf_counter() - started
                     self.idle += spent
-                    if self.store_calls:
-                        self.idle_on_store += spent
+                    if self.store_calls and not self.llm_calls:
+                        self.idle_store_only += spent
+                    elif self.llm_calls and not self.store_calls:
+                        self.idle_llm_only += spent
 
         selector.select = select
 
@@ -110,6 +117,14 @@ class LoopIdle:
         finally:
             self.store_calls -= 1
 
+    @contextlib.contextmanager
+    def llm_call(self) -> Iterator[None]:
+        self.llm_calls += 1
+        try:
+            yield
+        finally:
+            self.llm_calls -= 1
+
 
 #: the burst's loop instrument (None outside a burst)
 _idle: contextvars.ContextVar[LoopIdle | None] = contextvars.ContextVar("idle", default=None)
@@ -123,6 +138,29 @@ def _store_call() -> Iterator[None]:
     else:
         with idle.store_call():
             yield
+
+
+class LLMClock(Provider):
+    """Delegates to the real provider; while a turn's stream awaits the server's next event, the
+    burst's :class:`LoopIdle` counts it in flight."""
+
+    def __init__(self, inner: Provider) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
+        events = aiter(self.inner.stream(request))
+        idle = _idle.get()
+        while True:
+            with idle.llm_call() if idle is not None else contextlib.nullcontext():
+                try:
+                    event = await anext(events)
+                except StopAsyncIteration:
+                    return
+            yield event
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 class WriterClock(DelegatingEngine):
@@ -210,7 +248,7 @@ async def burst(llm: LLMSettings, n: int, group: bool) -> dict[str, float]:
         embedded = (
             EmbeddedEngine(Path(tmp)) if group or older else EmbeddedEngine(Path(tmp), group_commit=False)
         )
-        provider = OpenAIProvider(llm)
+        provider = LLMClock(OpenAIProvider(llm))
         async with (
             Store(WriterClock(embedded)) as store,
             open_tools(settings) as tools,
@@ -251,7 +289,8 @@ async def burst(llm: LLMSettings, n: int, group: bool) -> dict[str, float]:
         "commit wait %": 100 * sum(r[4] for r in results) / sum(ttft),
         "store call %": 100 * sum(r[2] for r in results) / sum(ttft),
         "loop idle %": 100 * idle.idle / window,
-        "idle on store %": 100 * idle.idle_on_store / window,
+        "idle store only %": 100 * idle.idle_store_only / window,
+        "idle LLM only %": 100 * idle.idle_llm_only / window,
         "commits": commits,
         "batches/commit": batches / max(1, commits),
         "floor ms": floor * 1000,
@@ -266,7 +305,8 @@ FIELDS = (
     "commit wait %",
     "store call %",
     "loop idle %",
-    "idle on store %",
+    "idle store only %",
+    "idle LLM only %",
     "commits",
     "batches/commit",
     "floor ms",
@@ -298,11 +338,11 @@ async def main_async(n: int, rounds: int, modes: list[bool]) -> None:
     p99 = statistics.median(on["ttft p99"] / off["ttft p99"] for off, on in pairs)
     floor = statistics.median(on["ttft p99"] / on["floor ms"] for _, on in pairs)
     writer = statistics.median(on["writer %"] for _, on in pairs)
-    on_store = statistics.median(on["idle on store %"] for _, on in pairs)
+    on_store = statistics.median(on["idle store only %"] for _, on in pairs)
     print(f"paired ratios (on/off, median of {len(pairs)}): turns/s x{speed:.2f}, ttft p99 x{p99:.2f}")
     print(f"group on: ttft p99 / CPU floor = {floor:.2f} (target <= 1.5)")
     print(f"group on: ttft p99 / off's = {p99:.2f} (target <= 0.33); writer {writer:.1f}% (target < 10)")
-    print(f"group on: the loop idle while a turn waited on the store: {on_store:.1f}% of the burst")
+    print(f"group on: the loop idle while turns waited on the store and none on the LLM: {on_store:.1f}%")
 
 
 def main() -> None:
