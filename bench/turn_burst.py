@@ -37,6 +37,7 @@ import argparse
 import asyncio
 import contextlib
 import contextvars
+import functools
 import inspect
 import os
 import statistics
@@ -73,17 +74,18 @@ FLOOR_TURNS = 20
 
 
 class LoopIdle:
-    """The time the event loop sat in its selector with nothing to run, split by whether a store
-    call was in flight then (``store_calls``), while ``on``. Wraps the running loop's selector (an
-    asyncio internal: a bench's instrument)."""
+    """The time the event loop sat in its selector with nothing to run, from :meth:`start` to the
+    last first token, split by what was in flight then (:meth:`awaiting`): store calls only, turns'
+    streams waiting on the LLM server only, or both. Wraps the running loop's selector (an asyncio
+    internal: a bench's instrument)."""
 
     def __init__(self, turns: int) -> None:
         self.on = False
         #: first tokens still to come: the window ends with the last one
         self.firsts = turns
-        #: calls in flight: store calls, and turns' streams awaiting the LLM server's next event
-        self.store_calls = 0
-        self.llm_calls = 0
+        self.started = self.ended = 0.0
+        #: calls in flight, by kind: "store" calls, and "llm" streams awaiting the server's next event
+        self.waiting = {"store": 0, "llm": 0}
         self.idle = 0.0
         self.idle_store_only = 0.0
         self.idle_llm_only = 0.0
@@ -99,45 +101,45 @@ class LoopIdle:
                 if self.on:
                     spent = time.perf_counter() - started
                     self.idle += spent
-                    if self.store_calls and not self.llm_calls:
+                    store, llm = self.waiting["store"], self.waiting["llm"]
+                    if store and not llm:
                         self.idle_store_only += spent
-                    elif self.llm_calls and not self.store_calls:
+                    elif llm and not store:
                         self.idle_llm_only += spent
 
         selector.select = select
+
+    def start(self) -> None:
+        self.on, self.started = True, time.perf_counter()
+
+    def first_token(self) -> None:
+        self.firsts -= 1
+        if not self.firsts:
+            self.on, self.ended = False, time.perf_counter()
+
+    def share(self, seconds: float) -> float:
+        """``seconds`` as a percentage of the window (the start to the last first token)."""
+        return 100 * seconds / (self.ended - self.started)
 
     def close(self) -> None:
         self._selector.select = self._select
 
     @contextlib.contextmanager
-    def store_call(self) -> Iterator[None]:
-        self.store_calls += 1
+    def awaiting(self, kind: str) -> Iterator[None]:
+        self.waiting[kind] += 1
         try:
             yield
         finally:
-            self.store_calls -= 1
-
-    @contextlib.contextmanager
-    def llm_call(self) -> Iterator[None]:
-        self.llm_calls += 1
-        try:
-            yield
-        finally:
-            self.llm_calls -= 1
+            self.waiting[kind] -= 1
 
 
 #: the burst's loop instrument (None outside a burst)
 _idle: contextvars.ContextVar[LoopIdle | None] = contextvars.ContextVar("idle", default=None)
 
 
-@contextlib.contextmanager
-def _store_call() -> Iterator[None]:
+def _awaiting(kind: str) -> contextlib.AbstractContextManager[None]:
     idle = _idle.get()
-    if idle is None:
-        yield
-    else:
-        with idle.store_call():
-            yield
+    return idle.awaiting(kind) if idle is not None else contextlib.nullcontext()
 
 
 class LLMClock(Provider):
@@ -150,9 +152,8 @@ class LLMClock(Provider):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
         events = aiter(self.inner.stream(request))
-        idle = _idle.get()
         while True:
-            with idle.llm_call() if idle is not None else contextlib.nullcontext():
+            with _awaiting("llm"):
                 try:
                     event = await anext(events)
                 except StopAsyncIteration:
@@ -172,7 +173,7 @@ class WriterClock(DelegatingEngine):
         account = _spent.get()
         started = time.perf_counter()
         try:
-            with _store_call():
+            with _awaiting("store"):
                 return await self.inner.batch(scope, steps)
         finally:
             if account is not None and account[1] == 0.0:  # only until the first token
@@ -185,7 +186,7 @@ class WriterClock(DelegatingEngine):
         account = _spent.get()
         started = time.perf_counter()
         try:
-            with _store_call():
+            with _awaiting("store"):
                 results, durable = await self.inner.batch_early(scope, steps)
         finally:
             if account is not None and account[1] == 0.0:
@@ -200,7 +201,7 @@ class WriterClock(DelegatingEngine):
                 account[2] += seconds
                 account[3] += seconds
 
-        return results, WaitedFuture(durable, waited, _store_call)
+        return results, WaitedFuture(durable, waited, functools.partial(_awaiting, "store"))
 
 
 async def one_turn(agent: Agent, cid: str, text: str) -> tuple[float, float, float, float, float]:
@@ -218,8 +219,7 @@ async def one_turn(agent: Agent, cid: str, text: str) -> tuple[float, float, flo
             account[1] = 1.0
             idle = _idle.get()
             if idle is not None:
-                idle.firsts -= 1
-                idle.on = idle.firsts > 0  # the window ends with the last first token
+                idle.first_token()
         done = done or isinstance(ev, Done)
     if not done or not first:
         raise SystemExit("a turn did not complete")
@@ -268,7 +268,7 @@ async def burst(llm: LLMSettings, n: int, group: bool) -> dict[str, float]:
             token = _idle.set(idle)
             try:
                 started = time.perf_counter()
-                idle.on = True
+                idle.start()
                 async with anyio.create_task_group() as tg:
                     for i, cid in enumerate(cids):
                         tg.start_soon(run, i, cid)
@@ -280,7 +280,6 @@ async def burst(llm: LLMSettings, n: int, group: bool) -> dict[str, float]:
                 commits, batches = stats.commits - commits, stats.batches - batches
         await provider.aclose()
     ttft = [r[0] for r in results]
-    window = max(ttft)  # to the last first token
     return {
         "turns/s": n / wall,
         "ttft p50": pct(ttft, 0.5) * 1000,
@@ -288,9 +287,9 @@ async def burst(llm: LLMSettings, n: int, group: bool) -> dict[str, float]:
         "writer %": 100 * sum(r[3] for r in results) / sum(ttft),
         "commit wait %": 100 * sum(r[4] for r in results) / sum(ttft),
         "store call %": 100 * sum(r[2] for r in results) / sum(ttft),
-        "loop idle %": 100 * idle.idle / window,
-        "idle store only %": 100 * idle.idle_store_only / window,
-        "idle LLM only %": 100 * idle.idle_llm_only / window,
+        "loop idle %": idle.share(idle.idle),
+        "idle store only %": idle.share(idle.idle_store_only),
+        "idle LLM only %": idle.share(idle.idle_llm_only),
         "commits": commits,
         "batches/commit": batches / max(1, commits),
         "floor ms": floor * 1000,
