@@ -15,7 +15,8 @@ Per turn, p50 over ``--turns`` turns at ``--size`` messages:
 
 and, after the turns, the round trip of a store call that does next to nothing (``ping``: one
 ``SELECT 1`` on the worker thread): the price of one hand-off to the store's thread and back, which a
-turn pays at its opening and at its closing.
+turn pays at its opening and at its closing. Last, the CPU time per turn of the event loop's thread
+and of the store's thread, user and system (``/proc/self/task/<tid>/stat``, over the measured turns).
 
     .venv/bin/python -m bench.turn_phases [--turns 300] [--size 200]
 """
@@ -26,6 +27,7 @@ import argparse
 import os
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +61,23 @@ PHASES = (
 WARMUP = 20
 #: store calls that do next to nothing (``SELECT 1``): what the hand-off to the worker thread costs
 PINGS = 1000
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(native_id: int) -> tuple[float, float]:
+    """A thread's user and system CPU time so far, seconds (Linux)."""
+    stat = Path(f"/proc/self/task/{native_id}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
+
+
+def store_thread(engine: EmbeddedEngine) -> int:
+    """The native id of ``engine``'s worker thread."""
+    name = f"hero-agent-store:{engine.db_path.name}"
+    ids = [t.native_id for t in threading.enumerate() if t.name == name and t.native_id is not None]
+    if len(ids) != 1:
+        raise SystemExit(f"expected one store thread named {name}, found {len(ids)}")
+    return ids[0]
 
 
 class Stamps(DelegatingEngine):
@@ -105,7 +124,11 @@ async def run(turns: int, size: int) -> None:
             await fill(store, conv.sid, size)
             await embedded.checkpoint(truncate=False)
             rows: list[tuple[float, ...]] = []
+            threads = {"event loop": threading.get_native_id(), "store": store_thread(embedded)}
+            cpu: dict[str, tuple[float, float]] = {}
             for i in range(turns + WARMUP):
+                if i == WARMUP:
+                    cpu = {name: thread_cpu(tid) for name, tid in threads.items()}
                 started = time.perf_counter()
                 done_at = 0.0
                 async for ev in agent.handle(
@@ -127,6 +150,10 @@ async def run(turns: int, size: int) -> None:
                             ended - started,
                         )
                     )
+            cpu_per_turn = {
+                name: tuple((b - a) / turns * 1000 for a, b in zip(cpu[name], thread_cpu(tid), strict=True))
+                for name, tid in threads.items()
+            }
             # the hand-off to the store's worker thread and back, with next to nothing to run
             pings: list[float] = []
             for _ in range(PINGS):
@@ -138,6 +165,9 @@ async def run(turns: int, size: int) -> None:
     for n, name in enumerate(PHASES):
         print(f"  {name:40} {statistics.median(r[n] for r in rows) * 1000:7.3f}")
     print(f"  {'a store call doing nothing (ping)':40} {statistics.median(pings) * 1000:7.3f}")
+    print("CPU per turn by thread, ms (user, system):")
+    for name, (user, system) in cpu_per_turn.items():
+        print(f"  {name + ' thread':40} {user:7.3f} {system:7.3f}")
     print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
 
 
