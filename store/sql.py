@@ -16,6 +16,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from store import jsontext
 from store.engine import FILTER_OPS, ListQuery
 from store.errors import InvalidInput
 from store.models import JSON
@@ -79,7 +80,7 @@ def plain_value(value: JSON) -> object:
 
 def dumps(value: JSON) -> str:
     """Compact JSON text, non-ASCII kept as is."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return jsontext.dumps(value, allow_nan=True)
 
 
 def encode_cursor(order_value: object, sid: str) -> str:

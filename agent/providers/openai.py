@@ -38,6 +38,7 @@ from agent.providers.http import Answer, HttpProvider, error_from_payload
 from agent.providers.sse import drain, iter_sse_reads
 from agent.providers.toolcalls import ToolCallAssembler
 from config.settings import LLMSettings
+from store import jsontext
 
 log = structlog.get_logger()
 
@@ -216,7 +217,7 @@ def _tool(tool: ToolSpec) -> dict[str, Any]:
 
 def _dumps(value: Any) -> bytes:
     """JSON as httpx encodes a ``json=`` body (UTF-8, compact, no NaN)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return jsontext.dump_bytes(value)
 
 
 def _sampling(request: ChatRequest) -> dict[str, Any]:

@@ -690,11 +690,15 @@ def earlier_answer(window: list[Message], user_message: Message) -> Message | No
     """The complete final answer already given to ``user_message`` (stored by an earlier delivery of
     the same request key), or None: a new message, or one whose earlier turn ended without an answer
     (that one is answered now)."""
-    seen = False
-    for msg in window:
-        if not seen:
-            seen = msg.sid == user_message.sid
-            continue
+    sid = user_message.sid
+    # the user message is at the window's end unless an earlier delivery was answered: looked for
+    # from there (a window of 200 messages was walked from its start on every turn)
+    at = len(window) - 1
+    while at >= 0 and window[at].sid != sid:
+        at -= 1
+    if at < 0:
+        return None
+    for msg in window[at + 1 :]:
         if msg.role == Role.USER:
             return None  # the conversation moved on without an answer to it
         if (

@@ -16,12 +16,12 @@ outcome.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from store import jsontext
 from store.engine import (
     ClaimStep,
     CountStep,
@@ -34,6 +34,7 @@ from store.engine import (
     check_limit,
 )
 from store.errors import InvalidInput
+from store.jsontext import record_text
 from store.leases import Claimed, Lease, LeaseOwner
 from store.models import BASE_FIELDS, Kind, Record, Scope
 from store.postgres.query import add_filters, order_expr, scoped, ts_query
@@ -62,20 +63,13 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def dumps(rec: Record) -> str:
-    try:
-        return json.dumps(rec, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"a record must hold JSON values only ({exc})") from None
-
-
 # -- records <-> rows ----------------------------------------------------------------------------
 
 
 def record(spec: PgTable, row: Sequence[Any]) -> Record:
     """A row read with ``spec.select`` as the record: ``data`` with the owned columns laid over it."""
     sid, context, user_id, created_at, updated_at = row[:5]
-    rec: Record = json.loads(row[-1])
+    rec: Record = jsontext.loads(row[-1])
     rec.update(sid=sid, context=context, user_id=user_id, created_at=created_at, updated_at=updated_at)
     for name, value in zip(spec.owned_names, row[5:-1], strict=True):
         if value is not None:
@@ -119,7 +113,7 @@ def _owned_values(spec: PgTable, rec: Record) -> dict[str, object]:
 def _data(spec: PgTable, rec: Record, owned: dict[str, object]) -> str:
     """``data``: the record without the fields the columns hold (the owned ones that are set)."""
     drop = set(BASE_FIELDS) | {k for k, v in owned.items() if v is not None}
-    return dumps({k: v for k, v in rec.items() if k not in drop})
+    return record_text({k: v for k, v in rec.items() if k not in drop})
 
 
 def search_text(spec: PgTable, rec: Record) -> str:

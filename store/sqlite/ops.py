@@ -8,15 +8,15 @@ the winner's row.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from store import restore
+from store import jsontext, restore
 from store.engine import ListQuery, Page, check_limit
 from store.errors import InvalidInput, NotFound
+from store.jsontext import record_text
 from store.models import (
     BASE_FIELDS,
     JSON,
@@ -48,13 +48,6 @@ def to_base36(n: int) -> str:
         out = _B36[r] + out
         if n == 0:
             return out.rjust(SID_WIDTH, "0")
-
-
-def dumps(rec: Record) -> str:
-    try:
-        return json.dumps(rec, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"a record must hold JSON values only ({exc})") from None
 
 
 @contextmanager
@@ -96,7 +89,7 @@ def _hot_values(spec: KindTable, rec: Record) -> list[object]:
 def _insert(conn: sqlite3.Connection, spec: KindTable, rec: Record, request_key: str | None) -> None:
     cols = (*spec.hot_names, "request_key", "data")
     values = [rec["sid"], rec["context"], rec["user_id"], rec["created_at"], rec["updated_at"]]
-    values += [*_hot_values(spec, rec), request_key, dumps(rec)]
+    values += [*_hot_values(spec, rec), request_key, record_text(rec)]
     conn.execute(
         f"INSERT INTO {spec.table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", values
     )
@@ -105,7 +98,7 @@ def _insert(conn: sqlite3.Connection, spec: KindTable, rec: Record, request_key:
 def _rewrite(conn: sqlite3.Connection, spec: KindTable, row_id: int, rec: Record) -> None:
     names = spec.hot_names[3:]  # created_at onward: sid and scope never change
     sets = ", ".join(f"{n} = ?" for n in (*names, "data"))
-    values = [rec["created_at"], rec["updated_at"], *_hot_values(spec, rec), dumps(rec), row_id]
+    values = [rec["created_at"], rec["updated_at"], *_hot_values(spec, rec), record_text(rec), row_id]
     conn.execute(f"UPDATE {spec.table} SET {sets} WHERE id = ?", values)
 
 
@@ -114,7 +107,7 @@ def _find(conn: sqlite3.Connection, spec: KindTable, scope: Scope, sid: str) -> 
         f"SELECT id, data FROM {spec.table} WHERE context = ? AND sid = ? AND user_id = ?",
         (scope.context, sid, scope.user_id),
     ).fetchone()
-    return (row[0], json.loads(row[1])) if row else None
+    return (row[0], jsontext.loads(row[1])) if row else None
 
 
 def _insert_new(conn: sqlite3.Connection, kind: Kind, rec: Record, request_key: str | None) -> Record:
@@ -165,7 +158,7 @@ def create(
                 (scope.context, scope.user_id, request_key),
             ).fetchone()
             if row:
-                rec: Record = json.loads(row[0])
+                rec: Record = jsontext.loads(row[0])
                 return rec
         now = now_ms()
         body = {k: v for k, v in fields.items() if k not in BASE_FIELDS}
@@ -196,16 +189,15 @@ def _next_seq(conn: sqlite3.Connection, scope: Scope, body: Record, now: int) ->
     ).fetchone()
     if row is None:
         raise NotFound("conversation", conv_id)
-    row_id, conv, last = row[0], json.loads(row[1]), row[2]
+    row_id, conv, last = row[0], jsontext.loads(row[1]), row[2]
     conv["message_count"] = int(conv.get("message_count", 0)) + 1
     conv["updated_at"] = now
     if body.get("channel"):
         conv["last_channel"] = body["channel"]
     # of the hot columns only updated_at changes: a SET naming only it and data leaves the indexes
     # on the others alone (an UPDATE rewrites the entries of every index on a column it sets)
-    conn.execute(
-        f"UPDATE {conv_spec.table} SET updated_at = ?, data = ? WHERE id = ?", (now, dumps(conv), row_id)
-    )
+    sql = f"UPDATE {conv_spec.table} SET updated_at = ?, data = ? WHERE id = ?"
+    conn.execute(sql, (now, record_text(conv), row_id))
     return int(last or 0) + 1
 
 
@@ -258,7 +250,7 @@ def list_records(conn: sqlite3.Connection, kind: Kind, scope: Scope, query: List
         f"ORDER BY {expr} {direction}, sid {direction} LIMIT ?",
         [*sql.params, limit + 1],
     ).fetchall()
-    items = [json.loads(data) for data, _ in rows[:limit]]
+    items = [jsontext.loads(data) for data, _ in rows[:limit]]
     cursor = encode_cursor(rows[limit - 1][1], items[-1]["sid"]) if len(rows) > limit else None
     return Page(items, cursor)
 
@@ -325,7 +317,7 @@ def _search(
         f"WHERE {sql.clause()} ORDER BY bm25({spec.fts}), sid LIMIT ?",
         [*sql.params, limit],
     ).fetchall()
-    return [json.loads(data) for (data,) in rows]
+    return [jsontext.loads(data) for (data,) in rows]
 
 
 def count(conn: sqlite3.Connection, kind: Kind, scope: Scope, filters: dict[str, JSON] | None) -> int:
@@ -358,7 +350,7 @@ def dump_page(conn: sqlite3.Connection, kind: Kind, context: str, after_sid: str
         f"SELECT data FROM {spec.table} WHERE context = ? AND sid > ? ORDER BY sid LIMIT ?",
         (context, after_sid, limit),
     ).fetchall()
-    return [json.loads(data) for (data,) in rows]
+    return [jsontext.loads(data) for (data,) in rows]
 
 
 def restore_batch(conn: sqlite3.Connection, items: Sequence[tuple[Kind, Record]]) -> int:
@@ -387,7 +379,7 @@ def _restore_one(conn: sqlite3.Connection, kind: Kind, rec: Record) -> bool:
     row = conn.execute(
         f"SELECT id, data FROM {spec.table} WHERE context = ? AND sid = ?", (scope.context, sid)
     ).fetchone()
-    if restore.unchanged(kind, sid, scope, None if row is None else json.loads(row[1]), rec):
+    if restore.unchanged(kind, sid, scope, None if row is None else jsontext.loads(row[1]), rec):
         return False
     if kind is Kind.MESSAGE:
         conv = restore.conversation_of(sid, rec)
