@@ -10,6 +10,8 @@ stored and the values read back stay what they were:
   ``json``, which refuses them). It writes NaN and infinities as ``null`` where ``json`` raises
   (``allow_nan=False``) or writes ``NaN``: text with a ``null`` in it is checked for them.
   Floats may be spelled differently (``1e16`` for ``1e+16``): the same value read back.
+  orjson's bytes are decoded at once and never kept: each holds a 4 KiB allocation whatever its
+  length (kept in a cache, 3,200 of them cost the soak 27 MB of RSS).
 * reading: orjson reads an integer past 64 bits as a float, and refuses ``NaN``, ``Infinity`` and
   lone surrogates: text whose value holds a float, or that orjson refuses, is read by ``json``.
 """
@@ -33,12 +35,6 @@ def dumps(value: Any, *, allow_nan: bool = False) -> str:
     separators=(",", ":"), allow_nan=allow_nan)``, with its errors (ValueError, TypeError)."""
     data = _orjson(value)
     return _json_dumps(value, allow_nan) if data is None else data.decode()
-
-
-def dump_bytes(value: Any) -> bytes:
-    """:func:`dumps` (no NaN) as UTF-8 bytes, as a ``json=`` body is sent."""
-    data = _orjson(value)
-    return _json_dumps(value, False).encode() if data is None else data
 
 
 def loads(text: str | bytes) -> Any:

@@ -38,7 +38,6 @@ from agent.providers.http import Answer, HttpProvider, error_from_payload
 from agent.providers.sse import drain, iter_sse_reads
 from agent.providers.toolcalls import ToolCallAssembler
 from config.settings import LLMSettings
-from store import jsontext
 
 log = structlog.get_logger()
 
@@ -217,7 +216,9 @@ def _tool(tool: ToolSpec) -> dict[str, Any]:
 
 def _dumps(value: Any) -> bytes:
     """JSON as httpx encodes a ``json=`` body (UTF-8, compact, no NaN)."""
-    return jsontext.dump_bytes(value)
+    # json, not orjson: orjson's bytes keep a 4 KiB allocation whatever their length, and a message's
+    # JSON is kept with it in the window cache (docs/performance.md, "Records' JSON through orjson")
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _sampling(request: ChatRequest) -> dict[str, Any]:

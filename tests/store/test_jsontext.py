@@ -71,16 +71,6 @@ def test_dumps_reads_back_as_json_would_and_fails_where_json_fails(value: object
         assert _same(json.loads(ours[1]), json.loads(theirs[1]))  # type: ignore[arg-type]
 
 
-@settings(max_examples=300, deadline=None)
-@given(_VALUES)
-def test_dump_bytes_is_the_body_httpx_would_send(value: object) -> None:
-    ours = _outcome(jsontext.dump_bytes, value)
-    theirs = _outcome(lambda v: _json_dumps(v, False).encode(), value)
-    assert ours[0] == theirs[0], (value, ours, theirs)
-    if ours[0] == "ok":
-        assert _same(json.loads(ours[1]), json.loads(theirs[1]))  # type: ignore[arg-type]
-
-
 @settings(max_examples=400, deadline=None)
 @given(_VALUES)
 def test_loads_gives_json_values_for_any_text_json_wrote(value: object) -> None:
