@@ -57,6 +57,9 @@ class FakeLLMServer(ServedApp):
         #: the matching request headers (lower-case names) and client "host:port" (connection reuse)
         self.headers: list[dict[str, str]] = []
         self.peers: list[str] = []
+        #: False: keep none of them (a fake in a process of its own, where nobody can read them: a
+        #: soak's 50,000 request bodies, each with its window, held ~100 KB per turn)
+        self.keep_requests = True
         self.chunk_delay = chunk_delay
         #: when set, the default echo answer is streamed as exactly this many chunks (benches)
         self.tokens = tokens
@@ -82,9 +85,10 @@ class FakeLLMServer(ServedApp):
         headers = {k.lower(): v for k, v in request.headers.items()}
         peer = f"{request.client.host}:{request.client.port}" if request.client else ""
         with self._cond:
-            self.peers.append(peer)
-            self.requests.append(body)
-            self.headers.append(headers)
+            if self.keep_requests:
+                self.peers.append(peer)
+                self.requests.append(body)
+                self.headers.append(headers)
             self._cond.notify_all()
         return headers
 
