@@ -9,7 +9,9 @@ parts: the Python heap and SQLite's page cache are anonymous; code, libraries an
 map are file-backed) and
 the latency of the turns since the previous sample. At the end: the run time, the data dir's size,
 the RSS growth over the second half of the run, the latency of the last 1,000 turns against turns
-1,000-2,000, and the daemon's garbage collections over the run (``/metrics``). Not part of the test
+1,000-2,000 with the slowest of them (and of the whole run: when each ended, UTC, to find it in the
+daemon's log), and the daemon's garbage collections over the run (``/metrics``). The data dir and the
+daemon's log are kept in the ``hero-soak-*`` directory it names (~135 MB). Not part of the test
 suite.
 
     .venv/bin/python -m bench.soak [--turns 50000] [--conversations 16] [--sample-every 2500]
@@ -18,6 +20,7 @@ suite.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import subprocess
@@ -38,6 +41,8 @@ class Run:
     total: int
     #: each finished turn's latency (s), in completion order
     latencies: list[float] = field(default_factory=list)
+    #: when each of them ended (``time.time()``: the daemon's log stamps its lines on the same clock)
+    ended_at: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     started: int = 0
 
@@ -75,6 +80,7 @@ async def one_turn(client: httpx.AsyncClient, cid: str, text: str, run: Run) -> 
         run.errors.append("no done")
         return
     run.latencies.append(time.perf_counter() - sent)
+    run.ended_at.append(time.time())
 
 
 async def drive(base_url: str, pid: int, conversations: int, run: Run, sample_every: int) -> None:
@@ -165,9 +171,10 @@ def main() -> None:
         anyio.run(go)
         final = memory_mb(daemon.pid)
     finally:
+        # the daemon first: its memory extractions still queued flush against the fake at shutdown
         daemon.terminate()
-        fake.terminate()
         daemon.wait(60)
+        fake.terminate()
         fake.wait(30)
     report(args, run, final, time.perf_counter() - began, data, log_path, daemon.returncode)
     print(f"the daemon's garbage collections over the run, {gc_summary(*gc_seen)}")
@@ -188,6 +195,7 @@ def report(
     if run.errors:
         print("error kinds:", sorted(set(run.errors))[:10])
     print(f"data dir {dir_mb(data):.1f} MB (log file of the daemon: {log.stat().st_size / 2**20:.1f} MB)")
+    print(f"both kept in {log.parent} (remove it when done)")
     print(
         f"RSS at the end {final['VmRSS']:.1f} MB (anon {final['RssAnon']:.1f}, file {final['RssFile']:.1f})"
     )
@@ -201,6 +209,22 @@ def report(
             f"latency, last 1000 vs turns 1000-2000: p50 x{r50:.2f} (target within 10%), "
             f"p99 x{r99:.2f} (target within 25%)"
         )
+        print(f"the slowest of the last 1000 turns: {slowest(run, len(lat) - 1000, 5)}")
+    if lat:
+        print(f"the slowest turns of the run: {slowest(run, 0, 5)}")
+
+
+def slowest(run: Run, first: int, n: int) -> str:
+    """The ``n`` slowest turns from the ``first``-th finished on, slowest first: ms, and when each
+    ended (UTC, as the daemon's log stamps its lines)."""
+    turns = sorted(range(first, len(run.latencies)), key=lambda i: run.latencies[i], reverse=True)[:n]
+    return ", ".join(
+        f"{run.latencies[i] * 1000:.0f} ms (turn {i + 1}, {_utc(run.ended_at[i])})" for i in turns
+    )
+
+
+def _utc(at: float) -> str:
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%H:%M:%S.%f")[:-3]
 
 
 if __name__ == "__main__":
