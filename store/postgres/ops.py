@@ -34,7 +34,6 @@ from store.engine import (
     check_limit,
 )
 from store.errors import InvalidInput
-from store.jsontext import record_text
 from store.leases import Claimed, Lease, LeaseOwner
 from store.models import BASE_FIELDS, Kind, Record, Scope
 from store.postgres.query import add_filters, order_expr, scoped, ts_query
@@ -113,7 +112,7 @@ def _owned_values(spec: PgTable, rec: Record) -> dict[str, object]:
 def _data(spec: PgTable, rec: Record, owned: dict[str, object]) -> str:
     """``data``: the record without the fields the columns hold (the owned ones that are set)."""
     drop = set(BASE_FIELDS) | {k for k, v in owned.items() if v is not None}
-    return record_text({k: v for k, v in rec.items() if k not in drop})
+    return jsontext.record_text({k: v for k, v in rec.items() if k not in drop})
 
 
 def search_text(spec: PgTable, rec: Record) -> str:

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from store import jsontext, restore
 from store.engine import ListQuery, Page, check_limit
 from store.errors import InvalidInput, NotFound
-from store.jsontext import record_text
 from store.models import (
     BASE_FIELDS,
     JSON,
@@ -89,7 +88,7 @@ def _hot_values(spec: KindTable, rec: Record) -> list[object]:
 def _insert(conn: sqlite3.Connection, spec: KindTable, rec: Record, request_key: str | None) -> None:
     cols = (*spec.hot_names, "request_key", "data")
     values = [rec["sid"], rec["context"], rec["user_id"], rec["created_at"], rec["updated_at"]]
-    values += [*_hot_values(spec, rec), request_key, record_text(rec)]
+    values += [*_hot_values(spec, rec), request_key, jsontext.record_text(rec)]
     conn.execute(
         f"INSERT INTO {spec.table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", values
     )
@@ -98,7 +97,8 @@ def _insert(conn: sqlite3.Connection, spec: KindTable, rec: Record, request_key:
 def _rewrite(conn: sqlite3.Connection, spec: KindTable, row_id: int, rec: Record) -> None:
     names = spec.hot_names[3:]  # created_at onward: sid and scope never change
     sets = ", ".join(f"{n} = ?" for n in (*names, "data"))
-    values = [rec["created_at"], rec["updated_at"], *_hot_values(spec, rec), record_text(rec), row_id]
+    data = jsontext.record_text(rec)
+    values = [rec["created_at"], rec["updated_at"], *_hot_values(spec, rec), data, row_id]
     conn.execute(f"UPDATE {spec.table} SET {sets} WHERE id = ?", values)
 
 
@@ -197,7 +197,7 @@ def _next_seq(conn: sqlite3.Connection, scope: Scope, body: Record, now: int) ->
     # of the hot columns only updated_at changes: a SET naming only it and data leaves the indexes
     # on the others alone (an UPDATE rewrites the entries of every index on a column it sets)
     sql = f"UPDATE {conv_spec.table} SET updated_at = ?, data = ? WHERE id = ?"
-    conn.execute(sql, (now, record_text(conv), row_id))
+    conn.execute(sql, (now, jsontext.record_text(conv), row_id))
     return int(last or 0) + 1
 
 

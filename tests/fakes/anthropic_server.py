@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk-delay", type=float, default=0.0)
     parser.add_argument("--tokens", type=int, default=None, help="chunks in each default answer")
     args = parser.parse_args(argv)
-    fake = FakeAnthropic(chunk_delay=args.chunk_delay, tokens=args.tokens)
+    # nobody in another process can read the request bodies: none kept (a long bench's memory)
+    fake = FakeAnthropic(chunk_delay=args.chunk_delay, tokens=args.tokens, keep_requests=False)
     anyio.run(fake.serve_forever, args.port)
 
 

@@ -49,7 +49,9 @@ class FakeLLMServer(ServedApp):
     #: path prefix of ``base_url`` ("/v1" for both APIs)
     prefix = "/v1"
 
-    def __init__(self, *, chunk_delay: float = 0.0, tokens: int | None = None) -> None:
+    def __init__(
+        self, *, chunk_delay: float = 0.0, tokens: int | None = None, keep_requests: bool = True
+    ) -> None:
         self.queue: deque[Reply] = deque()
         self.responder: Responder | None = None
         #: recorded JSON bodies of the completion requests, in arrival order
@@ -59,7 +61,7 @@ class FakeLLMServer(ServedApp):
         self.peers: list[str] = []
         #: False: keep none of them (a fake in a process of its own, where nobody can read them: a
         #: soak's 50,000 request bodies, each with its window, held ~100 KB per turn)
-        self.keep_requests = True
+        self.keep_requests = keep_requests
         self.chunk_delay = chunk_delay
         #: when set, the default echo answer is streamed as exactly this many chunks (benches)
         self.tokens = tokens

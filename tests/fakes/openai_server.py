@@ -347,9 +347,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk-delay", type=float, default=0.0)
     parser.add_argument("--tokens", type=int, default=None, help="chunks in each default answer")
     args = parser.parse_args(argv)
-    fake = FakeOpenAI(chunk_delay=args.chunk_delay, tokens=args.tokens)
     # another process reads only its exchanges (GET /v1/_fake/exchanges), never the request bodies
-    fake.keep_requests = False
+    fake = FakeOpenAI(chunk_delay=args.chunk_delay, tokens=args.tokens, keep_requests=False)
     anyio.run(fake.serve_forever, args.port)
 
 

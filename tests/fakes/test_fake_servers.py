@@ -123,8 +123,7 @@ async def test_exchanges_report_the_fakes_own_time_per_exchange() -> None:
 async def test_a_fake_that_keeps_no_requests_still_answers_and_times_them() -> None:
     """As ``python -m tests.fakes.openai_server`` runs (a bench's fake in its own process): no
     request body is kept, so a 50,000-turn soak does not grow the fake by ~100 KB a turn."""
-    async with FakeOpenAI(tokens=3) as fake, httpx.AsyncClient() as client:
-        fake.keep_requests = False
+    async with FakeOpenAI(tokens=3, keep_requests=False) as fake, httpx.AsyncClient() as client:
         for text in ("first", "second"):
             resp = await client.post(f"{fake.base_url}/chat/completions", json=_chat("s", text))
             assert _content(resp.text) and "".join(_content(resp.text)).startswith(f"echo: {text}")
