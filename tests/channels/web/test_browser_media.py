@@ -114,7 +114,12 @@ async def test_images_by_button_paste_and_drop_reach_the_model_and_stay_in_histo
     await expect(stored.first).to_have_attribute("alt", "red.png")
     srcs = [await img.get_attribute("src") for img in await stored.all()]
     assert all(s and s.startswith("/api/attachments/") and "?t=" in s for s in srcs), srcs
-    # the images really loaded from the same origin under the page's img-src 'self'
+    # the images really loaded from the same origin under the page's img-src 'self' (their loads run
+    # after the elements exist: waited for, not assumed; a refused or broken one is complete too)
+    await page.wait_for_function(
+        "() => [...document.querySelectorAll('.message.user .images img')].every((i) => i.complete)",
+        timeout=10_000,
+    )
     sizes = await stored.evaluate_all(
         "(imgs) => imgs.map((i) => [i.complete, i.naturalWidth, i.naturalHeight])"
     )
