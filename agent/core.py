@@ -14,8 +14,6 @@ consistent whatever the consumer does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
 import re
 import time
 import uuid
@@ -26,7 +24,6 @@ from types import TracebackType
 import anyio
 import structlog
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectSendStream
 
 from agent.client_tools import CLIENT_TOOL_CALLS, CLIENT_TOOL_CALLS_HELP
 from agent.conversations import Conversations
@@ -38,6 +35,7 @@ from agent.events import (
     Sinks,
     TextDelta,
     TurnEvent,
+    TurnEvents,
     TurnFailed,
     joined_deltas,
 )
@@ -199,32 +197,26 @@ class Agent:
             return
         if self._tg is None:
             raise RuntimeError("the Agent is not started: use `async with Agent(...)` or open_agent()")
-        send, receive = anyio.create_memory_object_stream[TurnEvent](max_buffer_size=math.inf)
+        events = TurnEvents()
         running = _Running(req.scope)
         self._running.append(running)
-        self._tg.start_soon(self._turn_task, req, send, running)
+        self._tg.start_soon(self._turn_task, req, events, running)
         try:
-            async with receive:
-                while True:
-                    # an event already waiting is taken without a checkpoint: anyio's receive yields
-                    # to the loop first, one more trip through a busy loop per delta
-                    try:
-                        event = receive.receive_nowait()
-                    except anyio.WouldBlock:
-                        try:
-                            event = await receive.receive()
-                        except anyio.EndOfStream:
-                            break
-                    except anyio.EndOfStream:
-                        break
-                    for out in joined_deltas(event, receive):
-                        yield out
+            while True:
+                try:
+                    event = await events.receive()
+                except anyio.EndOfStream:
+                    break
+                for out in joined_deltas(event, events):
+                    yield out
         finally:
-            # a finished turn has nothing left to cancel (and a cancel costs a task repr in anyio)
+            events.abandon()
+            # a finished turn has nothing left to cancel (and a cancel costs a task repr in anyio);
+            # nor to wait for (anyio's wait on a set event still yields to the loop once)
             if not running.done.is_set():
                 running.cancel_scope.cancel()
-            with anyio.CancelScope(shield=True):
-                await running.done.wait()
+                with anyio.CancelScope(shield=True):
+                    await running.done.wait()
 
     @property
     def max_message_chars(self) -> int:
@@ -244,26 +236,22 @@ class Agent:
             raise InvalidInput("The message is empty.")
         self.media.check_count(len(req.images), req.channel)
 
-    async def _turn_task(
-        self, req: TurnRequest, send: MemoryObjectSendStream[TurnEvent], running: _Running
-    ) -> None:
+    async def _turn_task(self, req: TurnRequest, events: TurnEvents, running: _Running) -> None:
         try:
-            await self._run_turn_task(req, send, running)
+            await self._run_turn_task(req, events, running)
         except Exception:
             # a bug outside the turn's own handling must neither leave its consumer waiting forever
             # nor reach the Agent's task group (that would cancel every other running turn)
             log.exception("turn.task_crashed")
         finally:
-            send.close()
+            events.close()
             if running in self._running:
                 self._running.remove(running)
             running.done.set()
             if running.stop_watch is not None:
                 running.stop_watch.cancel()
 
-    async def _run_turn_task(
-        self, req: TurnRequest, send: MemoryObjectSendStream[TurnEvent], running: _Running
-    ) -> None:
+    async def _run_turn_task(self, req: TurnRequest, events: TurnEvents, running: _Running) -> None:
         # unique across contexts and daemons: the OpenAI endpoint's completion id is chatcmpl-<turn id>
         turn_id = uuid.uuid4().hex
 
@@ -282,11 +270,10 @@ class Agent:
                 first_text.append(time.perf_counter())
             elif isinstance(event, Retrying):
                 self.metrics.retried(req.channel)
-            # the consumer may have gone away; it cancels this task next. No checkpoint here (the
-            # buffer is unbounded): the text of chunks read together queues up behind a busy
-            # consumer, which then takes it as one delta (joined_deltas)
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                send.send_nowait(event)
+            # the consumer may have gone away (the event is dropped); it cancels this task next. No
+            # checkpoint here (the buffer is unbounded): the text of chunks read together queues up
+            # behind a busy consumer, which then takes it as one delta (joined_deltas)
+            events.send_nowait(event)
 
         async def emit(event: TurnEvent) -> None:
             emit_now(event)
@@ -308,33 +295,32 @@ class Agent:
         with structlog.contextvars.bound_contextvars(
             context=req.scope.context, user=req.scope.user_id, channel=req.channel, turn_id=turn_id
         ):
-            async with send:
-                try:
-                    with running.cancel_scope:
-                        await self._run_resolved(req, running, turn_id, Sinks(emit, emit_now), on_locked)
-                    if running.cancel_scope.cancelled_caught:
-                        await emit(TurnFailed.of(TurnStopped(), running.conversation_id))
-                except HeroError as exc:
-                    if not exc.user_safe:
-                        log.warning("turn.failed", error=str(exc), error_type=type(exc).__name__)
-                    await emit(TurnFailed.of(exc, running.conversation_id))
-                except Exception as exc:
-                    log.exception("turn.crashed")
-                    await emit(TurnFailed.of(exc, running.conversation_id))
-                finally:
-                    if running in self._running:
-                        self._running.remove(running)
-                    running.done.set()
-                    final = ended[0] if ended else None
-                    seconds = time.perf_counter() - started
-                    self.metrics.turn_ended(
-                        req.channel, final, seconds, first_text[0] - started if first_text else None
-                    )
-                    log.info(
-                        "turn.finished",
-                        outcome=final.code if isinstance(final, TurnFailed) else "done" if final else "gone",
-                        duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                    )
+            try:
+                with running.cancel_scope:
+                    await self._run_resolved(req, running, turn_id, Sinks(emit, emit_now), on_locked)
+                if running.cancel_scope.cancelled_caught:
+                    await emit(TurnFailed.of(TurnStopped(), running.conversation_id))
+            except HeroError as exc:
+                if not exc.user_safe:
+                    log.warning("turn.failed", error=str(exc), error_type=type(exc).__name__)
+                await emit(TurnFailed.of(exc, running.conversation_id))
+            except Exception as exc:
+                log.exception("turn.crashed")
+                await emit(TurnFailed.of(exc, running.conversation_id))
+            finally:
+                if running in self._running:
+                    self._running.remove(running)
+                running.done.set()
+                final = ended[0] if ended else None
+                seconds = time.perf_counter() - started
+                self.metrics.turn_ended(
+                    req.channel, final, seconds, first_text[0] - started if first_text else None
+                )
+                log.info(
+                    "turn.finished",
+                    outcome=final.code if isinstance(final, TurnFailed) else "done" if final else "gone",
+                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                )
 
     async def _run_resolved(
         self,

@@ -84,7 +84,10 @@ class HeldLease:
             raise RuntimeError("the turn lease was already released")
         self._called = True
         self.stop_renewal()
-        await self.renewal_ended.wait()
+        if self.renewal_ended.is_set():  # no renewal task ran (most turns): no trip through the loop
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        else:
+            await self.renewal_ended.wait()
         release = ReleaseStep(self.claim.key, self.claim.holder)
         self.finishing = True  # from here on, whatever happens, the steps are not written again
         results = await engine.batch(self.scope, [*steps, release])
