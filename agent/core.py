@@ -4,11 +4,13 @@
 :class:`~agent.events.CommandOutput`; a message gives ``TurnStarted``, text deltas, tool and usage
 events, then ``Done`` or ``TurnFailed``.
 
-Why a task and a stream: the turn runs as a task in the Agent's own task group and pushes its events
-into a memory object stream that ``handle`` iterates. A consumer that stops iterating, is cancelled
-or closes the iterator only cancels that task and waits for its shielded cleanup, so no cancel scope
-ever spans a ``yield`` (which anyio cannot make safe in an async generator) and the history is left
-consistent whatever the consumer does.
+Why a task and a stream: the turn runs as a task of its own and pushes its events into a
+:class:`~agent.events.TurnEvents` queue that ``handle`` iterates. A consumer that stops iterating, is
+cancelled or closes the iterator only cancels that task (through the turn's cancel scope) and waits
+for its shielded cleanup, so no cancel scope ever spans a ``yield`` (which anyio cannot make safe in
+an async generator) and the history is left consistent whatever the consumer does. The task is a
+plain asyncio task the Agent keeps until it ends (anyio's ``start_soon`` cost ~20 us more per turn);
+it catches everything itself, and ``aclose`` cancels it through its scope and waits for it.
 """
 
 from __future__ import annotations
@@ -102,6 +104,8 @@ class Agent:
         )
         self._tg: TaskGroup | None = None
         self._running: list[_Running] = []
+        #: the turns' tasks (see the module docstring)
+        self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         #: every turn and command of every channel (shown by the web channel's /metrics)
         self.metrics = TurnMetrics(store_engine=store.engine, leases=store.leases.stats)
@@ -140,6 +144,8 @@ class Agent:
         with anyio.CancelScope(shield=True):
             for running in list(self._running):
                 await running.done.wait()
+            if self._tasks:  # what is left of them after ``done``: their last bookkeeping
+                await asyncio.wait(set(self._tasks))
             await self.memory.flush_all(FLUSH_DEADLINE_S)
             await self.media.audio.aclose()
         self.memory.bind(None)
@@ -200,7 +206,9 @@ class Agent:
         events = TurnEvents()
         running = _Running(req.scope)
         self._running.append(running)
-        self._tg.start_soon(self._turn_task, req, events, running)
+        task = asyncio.get_running_loop().create_task(self._turn_task(req, events, running))
+        self._tasks.add(task)  # a strong reference until it ends (the loop keeps only a weak one)
+        task.add_done_callback(self._tasks.discard)
         try:
             while True:
                 try:
