@@ -13,7 +13,16 @@ from agent.events import Done, TextDelta, ToolStarted, TurnEvent, TurnFailed
 from agent.prompt.history import INTERRUPTED_MARK
 from agent.turn.loop import CANCELLED_RESULT
 from store import INTERRUPTED_TEXT, Message
-from tests.agent.conftest import SCOPE, Kit, all_messages, assert_valid_history, main_requests, req, turn
+from tests.agent.conftest import (
+    SCOPE,
+    Kit,
+    all_messages,
+    assert_valid_history,
+    main_requests,
+    req,
+    running,
+    turn,
+)
 from tests.fakes.openai_server import FakeOpenAI, reply_text, reply_tool_calls
 
 pytestmark = pytest.mark.anyio
@@ -63,6 +72,39 @@ async def test_consumer_task_cancelled_mid_stream(agent: Agent, fake: FakeOpenAI
     msgs = await all_messages(agent.store, conv.sid)
     assert [(m.role, m.status) for m in msgs] == [("user", "complete"), ("assistant", "interrupted")]
     assert msgs[1].content.startswith("alpha")
+
+
+async def test_closing_the_agent_mid_stream_stops_the_turn_and_frees_the_conversation(
+    kit: Kit, fake: FakeOpenAI
+) -> None:
+    """A turn's task is the Agent's own (not a task group's): ``aclose`` cancels it through its scope
+    and waits for its cleanup, which stores the partial reply and releases the turn lease."""
+    fake.enqueue(reply_text("one two three four five six", chunks=6, chunk_delay=0.3))
+    got: list[TurnEvent] = []
+    first = anyio.Event()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:  # the consumer outlives the Agent
+            async with running(kit.settings, kit.registry()) as agent:
+                conv = await agent.conversations.new(SCOPE, channel="cli")
+
+                async def consume() -> None:
+                    async for ev in agent.handle(req("tell me")):
+                        got.append(ev)
+                        if isinstance(ev, TextDelta):
+                            first.set()
+
+                tg.start_soon(consume)
+                await first.wait()
+            # leaving ``running`` closed the Agent (then the store) under the running turn
+            assert not agent.busy
+    assert isinstance(got[-1], TurnFailed) and got[-1].code == "cancelled"
+    fake.enqueue(reply_text("still here"))
+    async with running(kit.settings, kit.registry()) as again:  # a restart: the lease was released
+        msgs = await all_messages(again.store, conv.sid)
+        assert [(m.role, m.status) for m in msgs] == [("user", "complete"), ("assistant", "interrupted")]
+        assert msgs[1].content.startswith("one")
+        events = await turn(again, "go on", conversation_id=conv.sid)
+    assert isinstance(events[-1], Done) and events[-1].text == "still here"
 
 
 async def test_stop_mid_tool_answers_every_call(agent: Agent, fake: FakeOpenAI, kit: Kit) -> None:
