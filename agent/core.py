@@ -249,7 +249,7 @@ class Agent:
             await self._run_turn_task(req, events, running)
         except Exception:
             # a bug outside the turn's own handling must neither leave its consumer waiting forever
-            # nor reach the Agent's task group (that would cancel every other running turn)
+            # nor end the task with an error nobody reads (the task is the Agent's, not a group's)
             log.exception("turn.task_crashed")
         finally:
             events.close()

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import anyio
+import anyio.lowlevel
 import structlog
 
 from store.engine import ClaimStep, Engine, MarkCutStep, ReleaseStep, Results, Step
