@@ -15,8 +15,13 @@ Per turn, p50 over ``--turns`` turns at ``--size`` messages:
 
 and, after the turns, the round trip of a store call that does next to nothing (``ping``: one
 ``SELECT 1`` on the worker thread): the price of one hand-off to the store's thread and back, which a
-turn pays at its opening and at its closing. Last, the CPU time per turn of the event loop's thread
-and of the store's thread, user and system (``/proc/self/task/<tid>/stat``, over the measured turns).
+turn pays at its opening and at its closing. Then the CPU time per turn of the event loop's thread
+and of the store's thread, user and system (``/proc/self/task/<tid>/stat``, over the measured turns);
+the passes through the event loop per turn (the loop runs on a selector that counts its waits, a
+public argument of ``asyncio.SelectorEventLoop``); and how long the opening's commit took to become
+durable after its early answer, as the event loop sees it (p10, p50, p90), with the share of turns
+whose closing batch was sent before it (none: the turn's request, the fake's answer and the stream
+took longer than the fsync).
 
     .venv/bin/python -m bench.turn_phases [--turns 300] [--size 200]
 """
@@ -24,7 +29,9 @@ and of the store's thread, user and system (``/proc/self/task/<tid>/stat``, over
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import selectors
 import statistics
 import tempfile
 import threading
@@ -80,8 +87,23 @@ def store_thread(engine: EmbeddedEngine) -> int:
     return ids[0]
 
 
+class CountingSelector(selectors.DefaultSelector):
+    """The loop's selector, counting its waits: one per pass through the event loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        self.waits += 1
+        return super().select(timeout)
+
+
+SELECTOR = CountingSelector()
+
+
 class Stamps(DelegatingEngine):
-    """The real engine; the opening's and the closing's times stamped."""
+    """The real engine; the opening's and the closing's times stamped, and the opening's durability."""
 
     def __init__(self, inner: Engine) -> None:
         super().__init__(inner)
@@ -98,6 +120,10 @@ class Stamps(DelegatingEngine):
         self.at["opening sent"] = time.perf_counter()
         answer = await self.inner.batch_early(scope, steps)
         self.at["opening answered"] = time.perf_counter()
+        self.at.pop("opening durable", None)
+        durable = answer[1]
+        if durable is not None:
+            durable.add_done_callback(lambda _: self.at.__setitem__("opening durable", time.perf_counter()))
         return answer
 
 
@@ -124,11 +150,15 @@ async def run(turns: int, size: int) -> None:
             await fill(store, conv.sid, size)
             await embedded.checkpoint(truncate=False)
             rows: list[tuple[float, ...]] = []
+            durable_after: list[float] = []  # the opening's early answer to its durability, s
+            durable_late = 0  # turns whose closing was sent before their opening was durable
             threads = {"event loop": threading.get_native_id(), "store": store_thread(embedded)}
             cpu: dict[str, tuple[float, float]] = {}
+            waits = 0
             for i in range(turns + WARMUP):
                 if i == WARMUP:
                     cpu = {name: thread_cpu(tid) for name, tid in threads.items()}
+                    waits = SELECTOR.waits
                 started = time.perf_counter()
                 done_at = 0.0
                 async for ev in agent.handle(
@@ -139,6 +169,9 @@ async def run(turns: int, size: int) -> None:
                 ended = time.perf_counter()
                 at = stamps.at
                 if i >= WARMUP:
+                    durable_at = at.get("opening durable", at["closing sent"])
+                    durable_after.append(durable_at - at["opening answered"])
+                    durable_late += durable_at >= at["closing sent"]
                     rows.append(
                         (
                             at["opening sent"] - started,
@@ -150,6 +183,7 @@ async def run(turns: int, size: int) -> None:
                             ended - started,
                         )
                     )
+            passes = (SELECTOR.waits - waits) / turns
             cpu_per_turn = {
                 name: tuple((b - a) / turns * 1000 for a, b in zip(cpu[name], thread_cpu(tid), strict=True))
                 for name, tid in threads.items()
@@ -168,6 +202,14 @@ async def run(turns: int, size: int) -> None:
     print("CPU per turn by thread, ms (user, system):")
     for name, (user, system) in cpu_per_turn.items():
         print(f"  {name + ' thread':40} {user:7.3f} {system:7.3f}")
+    print(f"passes through the event loop per turn: {passes:.1f}")
+    ordered = sorted(durable_after)
+    print(
+        "the opening durable (seen by the event loop) after its early answer: "
+        f"p10 {ordered[len(ordered) // 10] * 1000:.3f} ms, p50 {ordered[len(ordered) // 2] * 1000:.3f} ms, "
+        f"p90 {ordered[int(len(ordered) * 0.9)] * 1000:.3f} ms; closing sent before it: "
+        f"{durable_late / turns * 100:.1f}% of turns"
+    )
     print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
 
 
@@ -177,7 +219,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=200)
     args = parser.parse_args()
     like_the_daemon()
-    anyio.run(run, args.turns, args.size)
+    anyio.run(
+        run,
+        args.turns,
+        args.size,
+        backend_options={"loop_factory": lambda: asyncio.SelectorEventLoop(SELECTOR)},
+    )
 
 
 if __name__ == "__main__":
