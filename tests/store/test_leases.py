@@ -109,13 +109,15 @@ async def test_a_dead_holder_of_this_host_is_taken_over_at_once(store: Store) ->
 
 
 async def test_a_live_holder_is_never_robbed(store: Store) -> None:
-    """A short lease (0.2 s) held for ten times as long: the renewals keep it."""
+    """A short lease (0.5 s) held for five times as long: the renewals (every third of it) keep it.
+    Short enough that a missed renewal would show; long enough that one slow store call does not
+    lapse it (with a 0.2 s lease, an OSIS call that took 248 ms on a busy CI machine did)."""
     conv = await store.conversations.create(ALICE, "t")
-    holder = Store(store.engine, lease_s=0.2)
-    other = Store(store.engine, lease_s=0.2)
+    holder = Store(store.engine, lease_s=0.5)
+    other = Store(store.engine, lease_s=0.5)
     async with holder.leases.conversation_lock(ALICE, conv.sid, ttl_s=60):
         with pytest.raises(Conflict):
-            async with other.leases.conversation_lock(ALICE, conv.sid, wait_s=2.0):
+            async with other.leases.conversation_lock(ALICE, conv.sid, wait_s=2.5):
                 pytest.fail("a live holder was robbed")
     assert holder.leases.stats.renewals >= 3 and holder.leases.stats.lost == 0
     assert not other.leases.stats.takeovers
