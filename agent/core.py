@@ -142,9 +142,7 @@ class Agent:
         for running in list(self._running):
             running.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
-            for running in list(self._running):
-                await running.done.wait()
-            if self._tasks:  # what is left of them after ``done``: their last bookkeeping
+            if self._tasks:  # every turn's task, to its end (its cleanup included)
                 await asyncio.wait(set(self._tasks))
             await self.memory.flush_all(FLUSH_DEADLINE_S)
             await self.media.audio.aclose()

@@ -177,16 +177,13 @@ class TurnEvents:
 
     async def receive(self) -> TurnEvent:
         """The next event, waiting for it; ``anyio.EndOfStream`` at the end."""
-        while True:
-            try:
-                return self.receive_nowait()
-            except anyio.WouldBlock:
-                pass
+        while not self._items and not self._closed:
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await waiter
             finally:
                 self._waiter = None
+        return self.receive_nowait()
 
     def _wake(self) -> None:
         waiter = self._waiter

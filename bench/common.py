@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -75,6 +76,36 @@ def pct(values: Sequence[float], q: float) -> float:
     if not ordered:
         return float("nan")
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bare_commits(
+    path: Path, samples: int, *, fsync: bool = True, warm: bool = False, pause_s: float = 0.0
+) -> list[float]:
+    """Seconds per one-row transaction (``BEGIN IMMEDIATE``, an INSERT, ``COMMIT``) with bare sqlite3
+    in WAL mode at ``path``, ``synchronous=FULL`` with ``fsync``: the floor a store's commit cannot
+    beat. ``warm``: the log first grown to a working size and checkpointed, so that a commit's fsync
+    has no file growth to flush (as the store is measured, ``bench.agent_turns.warm_log``);
+    ``pause_s`` between commits, as between a turn's."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {'FULL' if fsync else 'NORMAL'}")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
+        if warm:
+            conn.executemany("INSERT INTO t VALUES (?)", ((-i,) for i in range(samples)))
+            conn.execute("PRAGMA wal_checkpoint(RESTART)")
+        times = []
+        for i in range(samples):
+            start = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO t VALUES (?)", (i,))
+            conn.execute("COMMIT")
+            times.append(time.perf_counter() - start)
+            if pause_s:
+                time.sleep(pause_s)
+        return times
+    finally:
+        conn.close()
 
 
 async def wait_healthy(client: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -> None:

@@ -33,7 +33,6 @@ import contextlib
 import logging
 import os
 import random
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ from pathlib import Path
 import anyio
 import structlog
 
-from bench.common import ROOT, pct
+from bench.common import ROOT, bare_commits, pct
 from bench.pg_fill import PgLoader, check_invariants, commit_baseline, during, maintenance
 from config.settings import StoreSettings
 from store import (
@@ -256,20 +255,7 @@ async def measure(
 
 def disk_baseline(data_dir: Path, fsync: bool, samples: int) -> str:
     """p50/p99 of committing a one-row insert with bare sqlite3: the floor an append cannot beat."""
-    conn = sqlite3.connect(data_dir / "baseline.db", isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {'FULL' if fsync else 'NORMAL'}")
-        conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
-        times = []
-        for i in range(samples):
-            start = time.perf_counter()
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT INTO t VALUES (?)", (i,))
-            conn.execute("COMMIT")
-            times.append((time.perf_counter() - start) * 1000)
-    finally:
-        conn.close()
+    times = [t * 1000 for t in bare_commits(data_dir / "baseline.db", samples, fsync=fsync)]
     return f"p50 {pct(times, 0.5):.3f} ms, p99 {pct(times, 0.99):.3f} ms"
 
 

@@ -21,9 +21,9 @@ the passes through the event loop per turn (the loop runs on a selector that cou
 public argument of ``asyncio.SelectorEventLoop``); and how long the opening's commit took to become
 durable after its early answer, as the event loop sees it (p10, p50, p90), with the share of turns
 whose closing batch was sent before it (none: the turn's request, the fake's answer and the stream
-took longer than the fsync). Last, the disk alone for comparison: a bare sqlite3 COMMIT of a few
-rows (WAL, ``synchronous=FULL``) in a database of its own in the same directory, one thread, a short
-pause between commits (p10, p50, p90, p99).
+took longer than the fsync). Last, the disk alone for comparison: bare sqlite3 one-row transactions
+(WAL, ``synchronous=FULL``, the log at its working size, 2 ms apart) in a database of their own in
+the same directory (``bench.common.bare_commits``; p10, p50, p90, p99).
 
     .venv/bin/python -m bench.turn_phases [--turns 300] [--size 200]
 """
@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import os
 import selectors
-import sqlite3
 import statistics
 import tempfile
 import threading
@@ -50,7 +49,7 @@ from agent.events import Done
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
 from bench.agent_turns import SCOPE, fill, warm_log
-from bench.common import fake_llm, like_the_daemon, pct
+from bench.common import bare_commits, fake_llm, like_the_daemon, pct
 from config.settings import (
     LLMSettings,
     MemorySettings,
@@ -82,35 +81,8 @@ def thread_cpu(native_id: int) -> tuple[float, float]:
     return int(fields[11]) / _TICK, int(fields[12]) / _TICK
 
 
-#: the disk alone: bare commits timed after the turns
+#: the disk alone: bare commits timed after the turns, 2 ms apart
 BARE_COMMITS = 1000
-
-
-def bare_commits(directory: Path, commits: int = BARE_COMMITS) -> list[float]:
-    """Seconds per COMMIT of a small transaction (five rows of ~3 KB) with bare sqlite3, WAL and
-    ``synchronous=FULL``, its log first grown to a working size and checkpointed (as
-    :func:`bench.agent_turns.warm_log` does for the store), 2 ms apart: the disk's flush alone."""
-    conn = sqlite3.connect(directory / "bare.db", isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b TEXT)")
-        conn.execute("CREATE INDEX t_a ON t(a, id)")
-        pad = "x" * 3000
-        for i in range(commits):  # the log's working size
-            conn.execute("INSERT INTO t (a, b) VALUES (?, ?)", (str(i), pad))
-        conn.execute("PRAGMA wal_checkpoint(RESTART)")
-        times: list[float] = []
-        for i in range(commits):
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT INTO t (a, b) VALUES (?, ?)", [(f"{i}.{j}", pad) for j in range(5)])
-            started = time.perf_counter()
-            conn.execute("COMMIT")
-            times.append(time.perf_counter() - started)
-            time.sleep(0.002)  # a pause, as between a turn's commits
-        return times
-    finally:
-        conn.close()
 
 
 def store_thread(engine: EmbeddedEngine) -> int:
@@ -223,7 +195,9 @@ async def run(turns: int, size: int) -> None:
                 name: tuple((b - a) / turns * 1000 for a, b in zip(cpu[name], thread_cpu(tid), strict=True))
                 for name, tid in threads.items()
             }
-            bare = await anyio.to_thread.run_sync(bare_commits, Path(tmp))
+            bare = await anyio.to_thread.run_sync(
+                lambda: bare_commits(Path(tmp) / "bare.db", BARE_COMMITS, warm=True, pause_s=0.002)
+            )
             # the hand-off to the store's worker thread and back, with next to nothing to run
             pings: list[float] = []
             for _ in range(PINGS):
@@ -245,7 +219,7 @@ async def run(turns: int, size: int) -> None:
         f"closing sent before it: {durable_late / turns * 100:.1f}% of turns"
     )
     spread = ", ".join(f"p{int(q * 100)} {pct(bare, q) * 1000:.3f} ms" for q in (0.1, 0.5, 0.9, 0.99))
-    print(f"the disk alone, a bare sqlite3 COMMIT (WAL, synchronous=FULL): {spread}")
+    print(f"the disk alone, a bare sqlite3 one-row transaction (WAL, synchronous=FULL): {spread}")
     print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
 
 
