@@ -10,8 +10,11 @@ map are file-backed) and
 the latency of the turns since the previous sample. At the end: the run time, the data dir's size,
 the RSS growth over the second half of the run, the latency of the last 1,000 turns against turns
 1,000-2,000 with the slowest of them (and of the whole run: when each ended, UTC, to find it in the
-daemon's log), and the daemon's garbage collections over the run (``/metrics``). The data dir and the
-daemon's log are kept in the ``hero-soak-*`` directory it names (~135 MB). Not part of the test
+daemon's log), and the daemon's garbage collections over the run (``/metrics``). Beside the target's
+comparison, the last 1,000 turns against the first 1,000 whose conversations' windows had all
+reached their cap (``agent.history_limit`` messages): with 16 conversations that takes ~1,600
+turns, so turns 1,000-2,000 are partly turns with shorter prompts. The data dir and the daemon's
+log are kept in the ``hero-soak-*`` directory it names (~135 MB). Not part of the test
 suite.
 
     .venv/bin/python -m bench.soak [--turns 50000] [--conversations 16] [--sample-every 2500]
@@ -34,6 +37,7 @@ import anyio
 import httpx
 
 from bench.common import ROOT, free_port, gc_figures, gc_summary, pct, start_fake_llm, wait_healthy
+from config.loader import load_settings
 
 
 @dataclass
@@ -43,6 +47,9 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     #: when each of them ended (``time.time()``: the daemon's log stamps its lines on the same clock)
     ended_at: list[float] = field(default_factory=list)
+    #: for each of them: its conversation's window was at its cap (``history_limit`` messages) when
+    #: it started, so its prompt had its full length
+    capped: list[bool] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     started: int = 0
 
@@ -61,7 +68,7 @@ def dir_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
-async def one_turn(client: httpx.AsyncClient, cid: str, text: str, run: Run) -> None:
+async def one_turn(client: httpx.AsyncClient, cid: str, text: str, run: Run, capped: bool) -> None:
     sent = time.perf_counter()
     done = False
     name = ""
@@ -81,9 +88,12 @@ async def one_turn(client: httpx.AsyncClient, cid: str, text: str, run: Run) -> 
         return
     run.latencies.append(time.perf_counter() - sent)
     run.ended_at.append(time.time())
+    run.capped.append(capped)
 
 
-async def drive(base_url: str, pid: int, conversations: int, run: Run, sample_every: int) -> None:
+async def drive(
+    base_url: str, pid: int, conversations: int, run: Run, sample_every: int, history_limit: int
+) -> None:
     async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
         cids = []
         for i in range(conversations):
@@ -96,10 +106,13 @@ async def drive(base_url: str, pid: int, conversations: int, run: Run, sample_ev
         sample(0, began, pid, [])
 
         async def client_loop(cid: str) -> None:
+            stored = 0  # messages in this conversation (a turn stores two)
             while run.started < run.total:
                 run.started += 1
                 n = run.started
-                await one_turn(client, cid, f"soak message {n}: {'words ' * (n % 17)}", run)
+                text = f"soak message {n}: {'words ' * (n % 17)}"
+                await one_turn(client, cid, text, run, capped=stored >= history_limit)
+                stored += 2
                 done = len(run.latencies) + len(run.errors)
                 if done % sample_every == 0:
                     sample(done, began, pid, run.latencies[-sample_every:])
@@ -164,7 +177,8 @@ def main() -> None:
             async with httpx.AsyncClient(base_url=base_url, timeout=5) as client:
                 await wait_healthy(client, daemon)
             gc_seen.append(gc_figures(base_url))
-            await drive(base_url, daemon.pid, args.conversations, run, args.sample_every)
+            limit = load_settings(str(config), daemon_env).agent.history_limit
+            await drive(base_url, daemon.pid, args.conversations, run, args.sample_every, limit)
             gc_seen.append(gc_figures(base_url))
 
         gc_seen: list[dict[str, tuple[float, float]]] = []
@@ -210,6 +224,16 @@ def report(
             f"p99 x{r99:.2f} (target within 25%)"
         )
         print(f"the slowest of the last 1000 turns: {slowest(run, len(lat) - 1000, 5)}")
+        capped_from = 1 + max((i for i, capped in enumerate(run.capped) if not capped), default=-1)
+        if len(lat) - capped_from >= 2000:
+            # turns 1,000-2,000 are partly turns whose windows had not yet reached their cap
+            full = lat[capped_from : capped_from + 1000]
+            print(
+                f"  the same against the first 1000 turns with every window at its cap (turns "
+                f"{capped_from + 1}-{capped_from + 1000}): p50 x{pct(late, 0.5) / pct(full, 0.5):.2f}, "
+                f"p99 x{pct(late, 0.99) / pct(full, 0.99):.2f}; turns 1000-2000 at the cap: "
+                f"{sum(run.capped[1000:2000]) / 10:.0f}%"
+            )
     if lat:
         print(f"the slowest turns of the run: {slowest(run, 0, 5)}")
 
