@@ -340,7 +340,10 @@ async def main_async(n: int, rounds: int, modes: list[bool]) -> None:
     on_store = statistics.median(on["idle store only %"] for _, on in pairs)
     print(f"paired ratios (on/off, median of {len(pairs)}): turns/s x{speed:.2f}, ttft p99 x{p99:.2f}")
     print(f"group on: ttft p99 / CPU floor = {floor:.2f} (target <= 1.5)")
-    print(f"group on: ttft p99 / off's = {p99:.2f} (target <= 0.33); writer {writer:.1f}% (target < 10)")
+    # the "<= 1/3 of today's figure" is against the code it was filed on, which this bench
+    # cannot run (its APIs differ): bench.web_load runs there (docs/performance.md, Bursts)
+    print(f"group on: ttft p99 / off's = {p99:.2f} (group commit's own part; not the issue's 1/3)")
+    print(f"group on: writer {writer:.1f}% of the time to first token (target < 10)")
     print(f"group on: the loop idle while turns waited on the store and none on the LLM: {on_store:.1f}%")
 
 
