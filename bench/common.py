@@ -59,10 +59,14 @@ def start_fake_llm(*options: str) -> tuple[subprocess.Popen[str], str]:
 
 
 @contextlib.contextmanager
-def fake_llm(*options: str) -> Iterator[str]:
-    """:func:`start_fake_llm` for the length of a ``with``: yields the base URL, stops it on exit."""
+def fake_llm(*options: str, cpus: set[int] | None = None) -> Iterator[str]:
+    """:func:`start_fake_llm` for the length of a ``with``: yields the base URL, stops it on exit.
+    ``cpus``: every thread of the fake runs on those CPUs only (``sched_setaffinity``, Linux)."""
     proc, url = start_fake_llm(*options)
     try:
+        if cpus is not None:
+            for tid in os.listdir(f"/proc/{proc.pid}/task"):
+                os.sched_setaffinity(int(tid), cpus)
         yield url
     finally:
         proc.send_signal(signal.SIGINT)

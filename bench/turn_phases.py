@@ -17,7 +17,9 @@ and, after the turns, the round trip of a store call that does next to nothing (
 ``SELECT 1`` on the worker thread): the price of one hand-off to the store's thread and back, which a
 turn pays at its opening and at its closing. Then the CPU time per turn of the event loop's thread
 and of the store's thread, user and system (``/proc/self/task/<tid>/stat``, over the measured turns);
-the passes through the event loop per turn (the loop runs on a selector that counts its waits, a
+how long each of the two threads waited for a CPU per turn, runnable but not running (the kernel's
+``/proc/self/task/<tid>/schedstat``: the fake LLM's process shares this machine's cores); the
+passes through the event loop per turn (the loop runs on a selector that counts its waits, a
 public argument of ``asyncio.SelectorEventLoop``); and how long the opening's commit took to become
 durable after its early answer, as the event loop sees it (p10, p50, p90), with the share of turns
 whose closing batch was sent before it (none: the turn's request, the fake's answer and the stream
@@ -25,7 +27,11 @@ took longer than the fsync). Last, the disk alone for comparison: bare sqlite3 o
 (WAL, ``synchronous=FULL``, the log at its working size, 2 ms apart) in a database of their own in
 the same directory (``bench.common.bare_commits``; p10, p50, p90, p99).
 
-    .venv/bin/python -m bench.turn_phases [--turns 300] [--size 200]
+``--pin`` runs the fake LLM on the last CPU and, from the first measured turn, the event loop's
+thread on the first (the store's thread may run on any), as if the model ran on another machine: a
+diagnostic of what sharing the cores with the fake costs, not the headline's set-up.
+
+    .venv/bin/python -m bench.turn_phases [--turns 300] [--size 200] [--pin]
 """
 
 from __future__ import annotations
@@ -72,6 +78,12 @@ WARMUP = 20
 #: store calls that do next to nothing (``SELECT 1``): what the hand-off to the worker thread costs
 PINGS = 1000
 _TICK = os.sysconf("SC_CLK_TCK")
+
+
+def thread_waits(native_id: int) -> float:
+    """How long a thread has been runnable but not running so far (waiting on a CPU's run queue),
+    seconds (Linux ``schedstat``)."""
+    return int(Path(f"/proc/self/task/{native_id}/schedstat").read_text().split()[1]) / 1e9
 
 
 def thread_cpu(native_id: int) -> tuple[float, float]:
@@ -134,9 +146,12 @@ class Stamps(DelegatingEngine):
         return answer
 
 
-async def run(turns: int, size: int) -> None:
+async def run(turns: int, size: int, pin: bool) -> None:
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f}")
-    with fake_llm() as base_url, tempfile.TemporaryDirectory() as tmp:
+    last_cpu = max(os.sched_getaffinity(0))
+    if pin and last_cpu == 0:
+        raise SystemExit("--pin needs two CPUs")
+    with fake_llm(cpus={last_cpu} if pin else None) as base_url, tempfile.TemporaryDirectory() as tmp:
         llm = LLMSettings(base_url=base_url, api_key="bench", model="fake-model", max_retries=0)
         settings = Settings(
             llm=llm,
@@ -161,10 +176,14 @@ async def run(turns: int, size: int) -> None:
             durable_late = 0  # turns whose closing was sent before their opening was durable
             threads = {"event loop": threading.get_native_id(), "store": store_thread(embedded)}
             cpu: dict[str, tuple[float, float]] = {}
+            queued: dict[str, float] = {}
             waits = 0
             for i in range(turns + WARMUP):
                 if i == WARMUP:
+                    if pin:  # this thread only; the store's was started before, on any CPU
+                        os.sched_setaffinity(0, {0})
                     cpu = {name: thread_cpu(tid) for name, tid in threads.items()}
+                    queued = {name: thread_waits(tid) for name, tid in threads.items()}
                     waits = SELECTOR.waits
                 started = time.perf_counter()
                 done_at = 0.0
@@ -191,6 +210,7 @@ async def run(turns: int, size: int) -> None:
                         )
                     )
             passes = (SELECTOR.waits - waits) / turns
+            queued = {n: (thread_waits(tid) - queued[n]) / turns * 1000 for n, tid in threads.items()}
             cpu_per_turn = {
                 name: tuple((b - a) / turns * 1000 for a, b in zip(cpu[name], thread_cpu(tid), strict=True))
                 for name, tid in threads.items()
@@ -212,6 +232,11 @@ async def run(turns: int, size: int) -> None:
     print("CPU per turn by thread, ms (user, system):")
     for name, (user, system) in cpu_per_turn.items():
         print(f"  {name + ' thread':40} {user:7.3f} {system:7.3f}")
+    print(
+        "waiting for a CPU (runnable, not running) per turn, ms: "
+        + ", ".join(f"{name} thread {ms:.3f}" for name, ms in queued.items())
+        + (" (the fake on its own CPU, the loop's thread on another)" if pin else "")
+    )
     print(f"passes through the event loop per turn: {passes:.1f}")
     spread = ", ".join(f"p{int(q * 100)} {pct(durable_after, q) * 1000:.3f} ms" for q in (0.1, 0.5, 0.9))
     print(
@@ -227,12 +252,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--turns", type=int, default=300)
     parser.add_argument("--size", type=int, default=200)
+    parser.add_argument("--pin", action="store_true", help="the fake LLM and the event loop on CPUs apart")
     args = parser.parse_args()
     like_the_daemon()
     anyio.run(
         run,
         args.turns,
         args.size,
+        args.pin,
         backend_options={"loop_factory": lambda: asyncio.SelectorEventLoop(SELECTOR)},
     )
 
