@@ -2,8 +2,9 @@
 
 The same set-up as ``bench/agent_turns.py`` (a real Agent on the durable embedded store, default
 tools, INFO logs as JSON to /dev/null, ``FakeOpenAI`` in its own process answering at once, the
-store's log at its working size, the daemon's switch interval), with one instrument: a delegating
-engine that stamps the opening batch (sent, answered early) and the closing batch (sent, returned).
+store's log at its working size, the daemon's switch interval), with two instruments: a delegating
+engine that stamps the opening batch (sent, answered early) and the closing batch (sent, returned),
+and a delegating provider that stamps the model's first text.
 Per turn, p50 over ``--turns`` turns at ``--size`` messages:
 
 * **to the opening**: from the request to the opening batch handed to the store;
@@ -23,9 +24,11 @@ passes through the event loop per turn (the loop runs on a selector that counts 
 public argument of ``asyncio.SelectorEventLoop``); and how long the opening's commit took to become
 durable after its early answer, as the event loop sees it (p10, p50, p90), with the share of turns
 whose closing batch was sent before it (none: the turn's request, the fake's answer and the stream
-took longer than the fsync). Last, the disk alone for comparison: bare sqlite3 one-row transactions
-(WAL, ``synchronous=FULL``, the log at its working size, 2 ms apart) in a database of their own in
-the same directory (``bench.common.bare_commits``; p10, p50, p90, p99).
+took longer than the fsync), the share whose first text from the model was parsed before it (the
+turn's gate then holds that text until the commit is durable) and how long the first text took from
+its parsing to the caller (p50, p90). Last, the disk alone for comparison: bare sqlite3 one-row
+transactions (WAL, ``synchronous=FULL``, the log at its working size, 2 ms apart) in a database of
+their own in the same directory (``bench.common.bare_commits``; p10, p50, p90, p99).
 
 ``--pin`` runs the fake LLM on the last CPU and, from the first measured turn, the event loop's
 thread on the first (the store's thread may run on any), as if the model ran on another machine: a
@@ -44,14 +47,15 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
 
 from agent.core import Agent, TurnRequest
-from agent.events import Done
+from agent.events import Done, TextDelta
+from agent.providers.base import ChatRequest, Provider, ProviderEvent, TextChunk
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
 from bench.agent_turns import SCOPE, fill, warm_log
@@ -121,6 +125,25 @@ class CountingSelector(selectors.DefaultSelector):
 SELECTOR = CountingSelector()
 
 
+class FirstChunk(Provider):
+    """The real provider; the time its stream yields the model's first text stamped (parsed, before
+    the turn's gate)."""
+
+    def __init__(self, inner: Provider, at: dict[str, float]) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.at = at
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
+        async for ev in self.inner.stream(request):
+            if isinstance(ev, TextChunk) and "first chunk" not in self.at:
+                self.at["first chunk"] = time.perf_counter()
+            yield ev
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 class Stamps(DelegatingEngine):
     """The real engine; the opening's and the closing's times stamped, and the opening's durability."""
 
@@ -165,7 +188,7 @@ async def run(turns: int, size: int, pin: bool) -> None:
         async with (
             Store(stamps) as store,
             open_tools(settings) as tools,
-            Agent(settings, store, provider, tools) as agent,
+            Agent(settings, store, FirstChunk(provider, stamps.at), tools) as agent,
         ):
             await warm_log(store, embedded)
             conv = await agent.conversations.new(SCOPE, channel="cli")
@@ -174,6 +197,8 @@ async def run(turns: int, size: int, pin: bool) -> None:
             rows: list[tuple[float, ...]] = []
             durable_after: list[float] = []  # the opening's early answer to its durability, s
             durable_late = 0  # turns whose closing was sent before their opening was durable
+            held: list[float] = []  # the model's first text parsed -> out of the turn, s
+            gated = 0  # turns whose first text was parsed before their opening was durable
             threads = {"event loop": threading.get_native_id(), "store": store_thread(embedded)}
             cpu: dict[str, tuple[float, float]] = {}
             queued: dict[str, float] = {}
@@ -185,19 +210,24 @@ async def run(turns: int, size: int, pin: bool) -> None:
                     cpu = {name: thread_cpu(tid) for name, tid in threads.items()}
                     queued = {name: thread_waits(tid) for name, tid in threads.items()}
                     waits = SELECTOR.waits
+                stamps.at.pop("first chunk", None)
                 started = time.perf_counter()
-                done_at = 0.0
+                done_at = text_at = 0.0
                 async for ev in agent.handle(
                     TurnRequest(SCOPE, "cli", f"turn {i}", conversation_id=conv.sid)
                 ):
                     if isinstance(ev, Done):
                         done_at = time.perf_counter()
+                    elif isinstance(ev, TextDelta) and not text_at:
+                        text_at = time.perf_counter()
                 ended = time.perf_counter()
                 at = stamps.at
                 if i >= WARMUP:
                     durable_at = at.get("opening durable", at["closing sent"])
                     durable_after.append(durable_at - at["opening answered"])
                     durable_late += durable_at >= at["closing sent"]
+                    held.append(text_at - at["first chunk"])
+                    gated += durable_at > at["first chunk"]
                     rows.append(
                         (
                             at["opening sent"] - started,
@@ -242,6 +272,11 @@ async def run(turns: int, size: int, pin: bool) -> None:
     print(
         f"the opening durable (seen by the event loop) after its early answer: {spread}; "
         f"closing sent before it: {durable_late / turns * 100:.1f}% of turns"
+    )
+    gate = ", ".join(f"p{int(q * 100)} {pct(held, q) * 1000:.3f} ms" for q in (0.5, 0.9))
+    print(
+        f"the model's first text parsed before the opening was durable: {gated / turns * 100:.1f}% of "
+        f"turns; from its parsing to the caller (its gate included): {gate}"
     )
     spread = ", ".join(f"p{int(q * 100)} {pct(bare, q) * 1000:.3f} ms" for q in (0.1, 0.5, 0.9, 0.99))
     print(f"the disk alone, a bare sqlite3 one-row transaction (WAL, synchronous=FULL): {spread}")
