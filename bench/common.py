@@ -59,18 +59,44 @@ def start_fake_llm(*options: str) -> tuple[subprocess.Popen[str], str]:
 
 
 @contextlib.contextmanager
-def fake_llm(*options: str, cpus: set[int] | None = None) -> Iterator[str]:
-    """:func:`start_fake_llm` for the length of a ``with``: yields the base URL, stops it on exit.
-    ``cpus``: every thread of the fake runs on those CPUs only (``sched_setaffinity``, Linux)."""
+def fake_llm_process(
+    *options: str, cpus: set[int] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """:func:`start_fake_llm` for the length of a ``with``: yields the process and its base URL,
+    stops it on exit. ``cpus``: every thread of the fake runs on those CPUs only
+    (``sched_setaffinity``, Linux)."""
     proc, url = start_fake_llm(*options)
     try:
         if cpus is not None:
             for tid in os.listdir(f"/proc/{proc.pid}/task"):
                 os.sched_setaffinity(int(tid), cpus)
-        yield url
+        yield proc, url
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(10)
+
+
+@contextlib.contextmanager
+def fake_llm(*options: str, cpus: set[int] | None = None) -> Iterator[str]:
+    """:func:`fake_llm_process`, yielding only the base URL."""
+    with fake_llm_process(*options, cpus=cpus) as (_, url):
+        yield url
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def thread_sched(native_id: int) -> tuple[float, float]:
+    """A thread of this process so far (Linux ``schedstat``), seconds: on a CPU, and runnable but
+    waiting on a CPU's run queue."""
+    on_cpu, waiting = Path(f"/proc/self/task/{native_id}/schedstat").read_text().split()[:2]
+    return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
+def process_cpu(pid: int) -> float:
+    """A process's user and system CPU time so far, seconds (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def pct(values: Sequence[float], q: float) -> float:

@@ -21,6 +21,10 @@ once, 4 chunks). Per round it prints:
   store calls and none for the fake LLM: the writer alone held the burst up), **idle, LLM only**,
   and the rest with both in flight;
 * **commits, batches/commit**: from the engine's own counters (``/metrics`` shows the same);
+* **loop / store run %, cpu wait %**: the share of the burst's wall time the event loop's thread and
+  the store's thread ran on a CPU, and waited for one, runnable (the kernel's ``schedstat``); the
+  rest they were asleep (waiting for the GIL, the disk, or work); **fake cpu %**: the fake LLM's
+  process's CPU time over the burst's wall time (it shares this machine's two cores);
 * **floor**: the CPU floor of the burst, N x one turn's CPU time up to its first token (this process,
   all threads; measured in the same round on turns run one at a time): no scheduling of N turns on
   one event loop can bring the last first token in before about that much CPU has been spent.
@@ -39,9 +43,11 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import math
 import os
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -54,7 +60,7 @@ from agent.events import Done, TextDelta
 from agent.providers.base import ChatRequest, Provider, ProviderEvent
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
-from bench.common import WaitedFuture, fake_llm, like_the_daemon, pct
+from bench.common import WaitedFuture, fake_llm_process, like_the_daemon, pct, process_cpu, thread_sched
 from config.settings import LLMSettings, MemorySettings, Settings, StoreSettings
 from store import DelegatingEngine, EmbeddedEngine, Results, Scope, Step, Store
 
@@ -238,7 +244,14 @@ async def cpu_per_turn(agent: Agent, cid: str) -> float:
     return statistics.median(s for s in samples if s >= 0)
 
 
-async def burst(llm: LLMSettings, n: int, group: bool) -> dict[str, float]:
+def store_thread_id() -> int | None:
+    """The native id of the embedded store's worker thread (one data dir open: one thread); None on
+    code older than that thread (its store figures are then NaN)."""
+    ids = [t.native_id for t in threading.enumerate() if t.name.startswith("hero-agent-store:")]
+    return ids[0] if len(ids) == 1 else None
+
+
+async def burst(llm: LLMSettings, fake_pid: int, n: int, group: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
             llm=llm, memory=MemorySettings(enabled=False), store=StoreSettings(path=Path(tmp))
@@ -266,13 +279,24 @@ async def burst(llm: LLMSettings, n: int, group: bool) -> dict[str, float]:
 
             idle = LoopIdle(n)
             token = _idle.set(idle)
+            store_tid = store_thread_id()
+            threads = {"loop": threading.get_native_id()} | (
+                {} if store_tid is None else {"store": store_tid}
+            )
             try:
+                before = {name: thread_sched(tid) for name, tid in threads.items()}
+                fake_before = process_cpu(fake_pid)
                 started = time.perf_counter()
                 idle.start()
                 async with anyio.create_task_group() as tg:
                     for i, cid in enumerate(cids):
                         tg.start_soon(run, i, cid)
                 wall = time.perf_counter() - started
+                spent = {
+                    name: [b - a for a, b in zip(before[name], thread_sched(tid), strict=True)]
+                    for name, tid in threads.items()
+                }
+                fake_spent = process_cpu(fake_pid) - fake_before
             finally:
                 _idle.reset(token)
                 idle.close()
@@ -293,6 +317,11 @@ async def burst(llm: LLMSettings, n: int, group: bool) -> dict[str, float]:
         "commits": commits,
         "batches/commit": batches / max(1, commits),
         "floor ms": floor * 1000,
+        "loop run %": 100 * spent["loop"][0] / wall,
+        "loop cpu wait %": 100 * spent["loop"][1] / wall,
+        "store run %": 100 * spent.get("store", [math.nan])[0] / wall,
+        "store cpu wait %": 100 * spent.get("store", [0, math.nan])[1] / wall,
+        "fake cpu %": 100 * fake_spent / wall,
     }
 
 
@@ -309,6 +338,11 @@ FIELDS = (
     "commits",
     "batches/commit",
     "floor ms",
+    "loop run %",
+    "loop cpu wait %",
+    "store run %",
+    "store cpu wait %",
+    "fake cpu %",
 )
 
 
@@ -317,11 +351,11 @@ async def main_async(n: int, rounds: int, modes: list[bool]) -> None:
     print(f"{n} conversations, one turn each, all at once; ms unless named; durable commits")
     print(f"{'round':>5} {'group':>6} " + " ".join(f"{f:>14}" for f in FIELDS))
     got: dict[bool, list[dict[str, float]]] = {False: [], True: []}
-    with fake_llm() as base_url:
+    with fake_llm_process() as (fake, base_url):
         llm = LLMSettings(base_url=base_url, api_key="bench", model="fake-model", max_retries=0)
         for rnd in range(rounds):
             for group in modes:
-                r = await burst(llm, n, group)
+                r = await burst(llm, fake.pid, n, group)
                 got[group].append(r)
                 cells = " ".join(f"{r[f]:>14.2f}" for f in FIELDS)
                 print(f"{rnd:>5} {'on' if group else 'off':>6} {cells}", flush=True)

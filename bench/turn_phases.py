@@ -59,7 +59,7 @@ from agent.providers.base import ChatRequest, Provider, ProviderEvent, TextChunk
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
 from bench.agent_turns import SCOPE, fill, warm_log
-from bench.common import bare_commits, fake_llm, like_the_daemon, pct
+from bench.common import bare_commits, fake_llm, like_the_daemon, pct, thread_sched
 from config.settings import (
     LLMSettings,
     MemorySettings,
@@ -82,12 +82,6 @@ WARMUP = 20
 #: store calls that do next to nothing (``SELECT 1``): what the hand-off to the worker thread costs
 PINGS = 1000
 _TICK = os.sysconf("SC_CLK_TCK")
-
-
-def thread_waits(native_id: int) -> float:
-    """How long a thread has been runnable but not running so far (waiting on a CPU's run queue),
-    seconds (Linux ``schedstat``)."""
-    return int(Path(f"/proc/self/task/{native_id}/schedstat").read_text().split()[1]) / 1e9
 
 
 def thread_cpu(native_id: int) -> tuple[float, float]:
@@ -208,7 +202,7 @@ async def run(turns: int, size: int, pin: bool) -> None:
                     if pin:  # this thread only; the store's was started before, on any CPU
                         os.sched_setaffinity(0, {0})
                     cpu = {name: thread_cpu(tid) for name, tid in threads.items()}
-                    queued = {name: thread_waits(tid) for name, tid in threads.items()}
+                    queued = {name: thread_sched(tid)[1] for name, tid in threads.items()}
                     waits = SELECTOR.waits
                 stamps.at.pop("first chunk", None)
                 started = time.perf_counter()
@@ -240,7 +234,7 @@ async def run(turns: int, size: int, pin: bool) -> None:
                         )
                     )
             passes = (SELECTOR.waits - waits) / turns
-            queued = {n: (thread_waits(tid) - queued[n]) / turns * 1000 for n, tid in threads.items()}
+            queued = {n: (thread_sched(tid)[1] - queued[n]) / turns * 1000 for n, tid in threads.items()}
             cpu_per_turn = {
                 name: tuple((b - a) / turns * 1000 for a, b in zip(cpu[name], thread_cpu(tid), strict=True))
                 for name, tid in threads.items()
