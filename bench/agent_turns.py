@@ -37,7 +37,9 @@ durable commit on this machine's disk, until the log reaches its working size of
                                           [--no-gc-freeze]
 
 It prints the 1-minute load average at its start and end (this machine is shared: a figure taken
-above 0.5 is a loaded one) and how many TCP connections the turns used (connection reuse).
+above 0.5 is a loaded one), the machine's speed then (a fixed pure-Python loop,
+``bench.common.cpu_probe``: the same code gives a higher own time when that loop is slower) and how
+many TCP connections the turns used (connection reuse).
 ``--postgres`` adds rows for the postgres engine on a throwaway PostgreSQL cluster (loopback, fsync
 on), measured in the same run as the embedded rows, and whether issue 13's target is met (postgres own
 p50 <= the durable embedded own p50 + 2 ms).
@@ -63,7 +65,7 @@ from agent.gcpause import GC_STATS, freeze_after_startup
 from agent.providers.base import ChatRequest, Provider, ProviderEvent, TextChunk
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
-from bench.common import WaitedFuture, fake_llm, like_the_daemon, pct
+from bench.common import WaitedFuture, cpu_probe, fake_llm, like_the_daemon, pct
 from config.settings import (
     LLMSettings,
     MemorySettings,
@@ -293,6 +295,7 @@ async def run(
     postgres_url: str = "",
 ) -> None:
     print(f"load average (1 min) at start: {load_average()}")
+    print(f"a fixed pure-Python loop (bench.common.cpu_probe): {cpu_probe():.0f} us, best of 5")
     print(f"{turns} turns per row, ms; own = to the end of the turn minus the fake LLM's own time;")
     print("toDone = to Done minus the provider's time (the earlier headline); conns = TCP connections used;")
     print(
@@ -358,6 +361,7 @@ async def run(
     flatness(rows)
     postgres_target(rows)
     print(f"load average (1 min) at end: {load_average()}")
+    print(f"a fixed pure-Python loop (bench.common.cpu_probe): {cpu_probe():.0f} us, best of 5")
 
 
 def postgres_target(rows: dict[tuple[str, int], dict[str, list[float]]]) -> None:
