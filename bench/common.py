@@ -94,10 +94,26 @@ def thread_sched(native_id: int) -> tuple[float, float]:
     return int(on_cpu) / 1e9, int(waiting) / 1e9
 
 
+def stat_cpu(stat: Path) -> tuple[float, float]:
+    """User and system CPU seconds so far, from a ``/proc`` stat file: a process's
+    (``/proc/<pid>/stat``) or one of this process's threads' (``/proc/self/task/<tid>/stat``)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
+
+
 def process_cpu(pid: int) -> float:
-    """A process's user and system CPU time so far, seconds (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    """A process's user + system CPU seconds so far (0 once it is gone)."""
+    try:
+        user, system = stat_cpu(Path(f"/proc/{pid}/stat"))
+    except OSError:
+        return 0.0
+    return user + system
+
+
+def tree_cpu(pid: int) -> float:
+    """:func:`process_cpu` of ``pid`` and of its children (PostgreSQL's backends, WAL writer...)."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return process_cpu(pid) + sum(process_cpu(int(p)) for p in out.stdout.split())
 
 
 def cpu_probe() -> float:

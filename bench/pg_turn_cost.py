@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from agent.core import Agent, TurnRequest
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
 from bench.agent_turns import SCOPE, TEXT, TimedEngine, fill
-from bench.common import fake_llm
+from bench.common import fake_llm, tree_cpu
 from config.logging import configure_logging
 from config.settings import (
     LLMSettings,
@@ -51,16 +50,7 @@ STATEMENTS = (
 
 def cluster_cpu_s(cluster: Cluster) -> float:
     """User + system CPU of the postmaster and its children (the backends, WAL writer, ...) so far."""
-    pid = int((cluster.data / "postmaster.pid").read_text().split()[0])
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
-    ticks = 0
-    for p in [str(pid), *children.stdout.split()]:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return tree_cpu(int((cluster.data / "postmaster.pid").read_text().split()[0]))
 
 
 async def run(cluster: Cluster, turns: int, size: int) -> None:

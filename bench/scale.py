@@ -31,25 +31,8 @@ import anyio
 import httpx
 import psycopg
 
-from bench.common import ROOT, free_port, pct, start_fake_llm, wait_healthy_at
+from bench.common import ROOT, free_port, pct, process_cpu, start_fake_llm, tree_cpu, wait_healthy_at
 from tests.store.postgres_fixtures import Cluster, make_cluster, remove_cluster
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def tree_cpu_s(root: int) -> float:
-    """CPU seconds of ``root`` and its children (PostgreSQL's backends)."""
-    out = subprocess.run(["pgrep", "-P", str(root)], capture_output=True, text=True, check=False)
-    return cpu_s(root) + sum(cpu_s(int(p)) for p in out.stdout.split())
 
 
 def loadavg() -> str:
@@ -167,18 +150,18 @@ def run_stage(
             anyio.run(wait_healthy_at, base, proc)
         pg = postmaster_pid(cluster)
         before = {
-            "daemons": sum(cpu_s(p.pid) for p, _ in daemons),
-            "postgres": tree_cpu_s(pg),
-            "fake_llm": cpu_s(llm.pid),
+            "daemons": sum(process_cpu(p.pid) for p, _ in daemons),
+            "postgres": tree_cpu(pg),
+            "fake_llm": process_cpu(llm.pid),
             "client": resource.getrusage(resource.RUSAGE_SELF).ru_utime
             + resource.getrusage(resource.RUSAGE_SELF).ru_stime,
         }
         print(f"  {n} daemon(s): load average before {loadavg()}", flush=True)
         anyio.run(run_load, [b for _, b in daemons], args.chats, args.turns, args.tokens, stage)
         after = {
-            "daemons": sum(cpu_s(p.pid) for p, _ in daemons),
-            "postgres": tree_cpu_s(pg),
-            "fake_llm": cpu_s(llm.pid),
+            "daemons": sum(process_cpu(p.pid) for p, _ in daemons),
+            "postgres": tree_cpu(pg),
+            "fake_llm": process_cpu(llm.pid),
             "client": resource.getrusage(resource.RUSAGE_SELF).ru_utime
             + resource.getrusage(resource.RUSAGE_SELF).ru_stime,
         }

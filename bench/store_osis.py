@@ -36,7 +36,7 @@ import anyio
 import httpx
 import structlog
 
-from bench.common import free_port, pct
+from bench.common import free_port, pct, process_cpu
 from config import StoreSettings
 from store import (
     Conversation,
@@ -124,12 +124,6 @@ async def wait_ready(proc: subprocess.Popen[bytes], url: str) -> None:
                     await anyio.sleep(0.05)
 
 
-def server_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) the server process used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def alternate(
     samples: int, ops: dict[str, Callable[[], Awaitable[object]]]
 ) -> tuple[dict[str, list[float]], dict[str, float]]:
@@ -179,10 +173,10 @@ async def run(messages: int, samples: int, data_dir: Path, fsync: bool) -> int:
                         calls[name] = _append(store, conv)
                     else:
                         calls[name] = _history(store, conv)
-                served_before = server_cpu_s(proc.pid)
+                served_before = process_cpu(proc.pid)
                 results[op], cpu[op] = await alternate(samples, calls)
                 # the server process serves only the osis calls
-                cpu[op]["server"] = (server_cpu_s(proc.pid) - served_before) * 1000 / samples
+                cpu[op]["server"] = (process_cpu(proc.pid) - served_before) * 1000 / samples
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

@@ -59,7 +59,7 @@ from agent.providers.base import ChatRequest, Provider, ProviderEvent, TextChunk
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
 from bench.agent_turns import SCOPE, fill, warm_log
-from bench.common import bare_commits, fake_llm, like_the_daemon, pct, thread_sched
+from bench.common import bare_commits, fake_llm, like_the_daemon, pct, stat_cpu, thread_sched
 from config.settings import (
     LLMSettings,
     MemorySettings,
@@ -81,14 +81,11 @@ PHASES = (
 WARMUP = 20
 #: store calls that do next to nothing (``SELECT 1``): what the hand-off to the worker thread costs
 PINGS = 1000
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def thread_cpu(native_id: int) -> tuple[float, float]:
     """A thread's user and system CPU time so far, seconds (Linux)."""
-    stat = Path(f"/proc/self/task/{native_id}/stat").read_text()
-    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
+    return stat_cpu(Path(f"/proc/self/task/{native_id}/stat"))
 
 
 #: the disk alone: bare commits timed after the turns, 2 ms apart

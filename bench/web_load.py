@@ -46,16 +46,11 @@ from bench.common import (
     light_client,
     pct,
     post_lines,
+    process_cpu,
     start_fake_llm,
     wait_healthy_at,
 )
 from tests.fakes.sse_scripts import split_text  # the fake's own cutting of its answer
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) the process has used so far (``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -227,11 +222,11 @@ def main() -> None:
         time.sleep(1.0)  # let start-up allocations settle before reading the idle RSS
         idle = rss_mb(daemon.pid)
         gc_idle = gc_figures(base_url)
-        cpu_before = cpu_s(daemon.pid), cpu_s(fake.pid), time.process_time()
+        cpu_before = process_cpu(daemon.pid), process_cpu(fake.pid), time.process_time()
         out, errors, elapsed = anyio.run(run_load, base_url, args.clients, args.tokens, args.chunk_delay)
         cpu_used = (
-            cpu_s(daemon.pid) - cpu_before[0],
-            cpu_s(fake.pid) - cpu_before[1],
+            process_cpu(daemon.pid) - cpu_before[0],
+            process_cpu(fake.pid) - cpu_before[1],
             time.process_time() - cpu_before[2],
         )
         loaded = rss_mb(daemon.pid)
