@@ -386,6 +386,13 @@ def commit_lines(engine: str, stats: CommitStats) -> list[str]:
     out.append(f"{name}_bucket{_fmt_labels(labels, (('le', '+Inf'),))} {running}")
     out.append(f"{name}_sum{_fmt_labels(labels)} {stats.batches}")
     out.append(f"{name}_count{_fmt_labels(labels)} {running}")
+    if stats.wal_retries is not None:
+        out += counter_lines(
+            "hero_store_wal_switch_retries_total",
+            "Opening the database file: tries of the switch to WAL made again while another process"
+            " was making it (processes opening a new data dir at the same moment).",
+            {labels: stats.wal_retries},
+        )
     if stats.deferred_index:
         out += counter_lines(
             "hero_store_indexed_messages_total",

@@ -330,6 +330,9 @@ class CommitStats:
     indexed_rows: int = 0
     index_runs_idle: int = 0
     index_runs_search: int = 0
+    #: the embedded engine: how many times opening the file tried the switch to WAL again while
+    #: another process was making it (None: an engine without that switch)
+    wal_retries: int | None = None
 
     def indexed(self, rows: int, *, idle: bool, all_done: bool) -> None:
         """An index run indexed ``rows`` rows, and ``all_done``: none is left."""

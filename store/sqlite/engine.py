@@ -290,7 +290,7 @@ class _Database:
             path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
         )
         try:
-            configure(conn, busy_timeout_ms, fsync_commits=fsync_commits)
+            wal_retries = configure(conn, busy_timeout_ms, fsync_commits=fsync_commits)
             migrate(conn)
         except BaseException:
             conn.close()
@@ -298,7 +298,7 @@ class _Database:
         self.conn: sqlite3.Connection | None = conn
         #: its ``synchronous`` setting (``configure``): FULL (2) fsyncs every commit, NORMAL (1) not
         self.sync_level = 2 if fsync_commits else 1
-        self.commits = CommitStats(deferred_index=True)
+        self.commits = CommitStats(deferred_index=True, wal_retries=wal_retries)
         #: a data dir just opened may hold rows another process left pending: checked at the first
         #: idle moment (after that, the idle work goes by ``commits.unindexed``)
         self._unchecked = True

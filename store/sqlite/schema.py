@@ -16,6 +16,7 @@ written to the log; that work now runs off the turn's path. See docs/store.md.
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import dataclass
 
 from store.models import Kind
@@ -189,8 +190,34 @@ def schema_ddl() -> list[str]:
     return ddl
 
 
-def configure(conn: sqlite3.Connection, busy_timeout_ms: int, *, fsync_commits: bool = True) -> None:
-    """Connection settings; see docs/store.md for why each one.
+#: the first and the longest pause between two tries of the switch to WAL, seconds
+_WAL_RETRY_FIRST_S, _WAL_RETRY_MAX_S = 0.001, 0.05
+
+
+def _switch_to_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> tuple[object, int]:
+    """``PRAGMA journal_mode = WAL``, tried again while another connection holds the lock it needs,
+    for up to ``busy_timeout_ms``; the mode it answers, and how many times it was tried again.
+    SQLite does not call the busy handler for this switch: processes opening a brand-new data dir at
+    the same moment (two daemons started together) got "database is locked" while one of them made
+    it. A database already in WAL mode answers at once."""
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    pause = _WAL_RETRY_FIRST_S
+    retries = 0
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0], retries
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)  # this runs on the thread that opens the store, never on the event loop
+        pause = min(pause * 2, _WAL_RETRY_MAX_S)
+        retries += 1
+
+
+def configure(conn: sqlite3.Connection, busy_timeout_ms: int, *, fsync_commits: bool = True) -> int:
+    """Connection settings; see docs/store.md for why each one. Returns how many times the switch to
+    WAL was tried again (:func:`_switch_to_wal`).
 
     WAL lets readers run beside the one writer and makes a commit one append to the log;
     ``synchronous=FULL`` fsyncs the log on every commit, so an acknowledged write survives power loss
@@ -198,7 +225,7 @@ def configure(conn: sqlite3.Connection, busy_timeout_ms: int, *, fsync_commits: 
     fsynced at checkpoints only, but it never corrupts the database.
     """
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    mode, retries = _switch_to_wal(conn, busy_timeout_ms)
     if str(mode).lower() != "wal":
         raise sqlite3.OperationalError(f"cannot switch the database to WAL mode (got {mode})")
     conn.execute(f"PRAGMA synchronous = {'FULL' if fsync_commits else 'NORMAL'}")
@@ -209,6 +236,7 @@ def configure(conn: sqlite3.Connection, busy_timeout_ms: int, *, fsync_commits: 
     conn.execute("PRAGMA wal_autocheckpoint = 4000")
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.execute("PRAGMA cache_size = -32000")
+    return retries
 
 
 #: columns added to ``leases`` by schema 2; a data dir of schema 1 gets them in place (NULL: no owner)

@@ -64,6 +64,8 @@ async def test_commits_fsyncs_and_group_sizes_are_shown(tmp_path: Path) -> None:
     assert 'hero_store_group_commit_batches_sum{engine="embedded"} 3' in text
     assert 'hero_store_group_commit_batches_count{engine="embedded"} 3' in text
     assert 'hero_store_early_answers_total{engine="embedded"} 0' in text
+    # one process opened the data dir: the switch to WAL was never tried again
+    assert 'hero_store_wal_switch_retries_total{engine="embedded"} 0' in text
 
 
 async def test_the_deferred_indexing_of_messages_is_shown(tmp_path: Path) -> None:

@@ -4,9 +4,13 @@ connection per process, and ``open_store`` from settings."""
 from __future__ import annotations
 
 import sqlite3
+import sys
+import time
 from pathlib import Path
 
+import anyio
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from config.settings import AgentSettings, Settings, StoreSettings
 from store.engine import ListQuery
@@ -66,6 +70,58 @@ async def test_engines_of_one_process_share_the_file_safely(tmp_path: Path) -> N
         await first.get(Kind.CONVERSATION, ALICE, conv["sid"])
     assert await second.get(Kind.CONVERSATION, ALICE, conv["sid"]) == conv
     await second.aclose()
+
+
+#: children that open each fresh data dir at the same moment, and the fresh data dirs they go through
+#: (before the fix, one round in 7-10 failed one of the three openers here)
+OPENERS, ROUNDS = 3, 50
+#: how far ahead of a round's line its start is set: every child has read it by then
+START_AHEAD_S = 0.03
+
+
+async def test_processes_opening_a_new_data_dir_at_once_all_open_it(tmp_path: Path) -> None:
+    """Several processes open one brand-new data dir at the same moment (two daemons started together
+    on a new shared data dir): every one of them opens it and writes. SQLite answers the switch to
+    WAL with "database is locked" to the others while one makes it, without calling the busy handler;
+    before the engine retried that switch, one round in 7-10 failed an opener here (all three start
+    together: each waits for the same instant of the monotonic clock)."""
+    child = Path(__file__).with_name("open_race_child.py")
+    root = Path(__file__).resolve().parents[2]
+    names = [f"p{i}" for i in range(OPENERS)]
+    procs = [await anyio.open_process([sys.executable, str(child), name], cwd=root) for name in names]
+    try:
+        with anyio.fail_after(60):
+            outs = [BufferedByteReceiveStream(p.stdout) for p in procs if p.stdout is not None]
+
+            async def line(out: BufferedByteReceiveStream) -> str:
+                return (await out.receive_until(b"\n", 10_000)).decode()
+
+            assert [await line(out) for out in outs] == ["ready"] * OPENERS
+            for r in range(ROUNDS):
+                data_dir = tmp_path / f"round-{r}"
+                start = time.monotonic() + START_AHEAD_S  # the same instant for every child
+                for p in procs:
+                    assert p.stdin is not None
+                    await p.stdin.send(f"{data_dir} {start}\n".encode())
+                answers = [await line(out) for out in outs]
+                assert answers == ["ok"] * OPENERS, (r, answers)
+                async with EmbeddedEngine(data_dir) as engine:
+                    page = await engine.list(Kind.STATE, ALICE, ListQuery(limit=100))
+                assert sorted(rec["key"] for rec in page.items) == names
+                conn = sqlite3.connect(data_dir / DB_FILE)
+                try:
+                    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+                finally:
+                    conn.close()
+            for p in procs:
+                assert p.stdin is not None
+                await p.stdin.aclose()
+            assert [await p.wait() for p in procs] == [0] * OPENERS
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
 
 
 async def test_open_store_from_settings(tmp_path: Path) -> None:
