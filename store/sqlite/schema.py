@@ -195,11 +195,12 @@ _WAL_RETRY_FIRST_S, _WAL_RETRY_MAX_S = 0.001, 0.05
 
 
 def _switch_to_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> tuple[object, int]:
-    """``PRAGMA journal_mode = WAL``, tried again while another connection holds the lock it needs,
-    for up to ``busy_timeout_ms``; the mode it answers, and how many times it was tried again.
-    SQLite does not call the busy handler for this switch: processes opening a brand-new data dir at
-    the same moment (two daemons started together) got "database is locked" while one of them made
-    it. A database already in WAL mode answers at once."""
+    """``PRAGMA journal_mode = WAL``, tried again while SQLite answers it "busy", for up to
+    ``busy_timeout_ms``; the mode it answers, and how many times it was tried again. Processes
+    opening a brand-new data dir at the same moment (two daemons started together) got "database is
+    locked" at once, well within the busy timeout, while another of them was switching the new file
+    to WAL: that path does not wait in SQLite's busy handler (a reader's lock alone does: the switch
+    then waits for it). A database already in WAL mode answers at once."""
     deadline = time.monotonic() + busy_timeout_ms / 1000
     pause = _WAL_RETRY_FIRST_S
     retries = 0

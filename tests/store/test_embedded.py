@@ -81,10 +81,10 @@ START_AHEAD_S = 0.03
 
 async def test_processes_opening_a_new_data_dir_at_once_all_open_it(tmp_path: Path) -> None:
     """Several processes open one brand-new data dir at the same moment (two daemons started together
-    on a new shared data dir): every one of them opens it and writes. SQLite answers the switch to
-    WAL with "database is locked" to the others while one makes it, without calling the busy handler;
-    before the engine retried that switch, one round in 7-10 failed an opener here (all three start
-    together: each waits for the same instant of the monotonic clock)."""
+    on a new shared data dir): every one of them opens it and writes. While one switches the new file
+    to WAL, SQLite answered the others' switch "database is locked" at once, not after the busy
+    timeout; before the engine retried that switch, one round in 7-10 failed an opener here (all
+    three start together: each waits for the same instant of the monotonic clock)."""
     child = Path(__file__).with_name("open_race_child.py")
     root = Path(__file__).resolve().parents[2]
     names = [f"p{i}" for i in range(OPENERS)]
