@@ -199,8 +199,11 @@ def _switch_to_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> tuple[obje
     ``busy_timeout_ms``; the mode it answers, and how many times it was tried again. Processes
     opening a brand-new data dir at the same moment (two daemons started together) got "database is
     locked" at once, well within the busy timeout, while another of them was switching the new file
-    to WAL: that path does not wait in SQLite's busy handler (a reader's lock alone does: the switch
-    then waits for it). A database already in WAL mode answers at once."""
+    to WAL. Each switch reads the file under a shared lock, then needs to write it: where waiting
+    could deadlock (a reader asking to write while another connection holds the write lock), SQLite
+    answers "busy" without calling its busy handler (see ``sqlite3_busy_handler``'s documentation);
+    the caller has to let go and try again. A reader's lock alone does make the switch wait. A
+    database already in WAL mode answers at once."""
     deadline = time.monotonic() + busy_timeout_ms / 1000
     pause = _WAL_RETRY_FIRST_S
     retries = 0
