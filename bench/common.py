@@ -15,6 +15,7 @@ import sqlite3
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import timeit
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
@@ -85,6 +86,13 @@ def fake_llm(*options: str, cpus: set[int] | None = None) -> Iterator[str]:
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
+
+
+def store_thread_id() -> int | None:
+    """The native id of this process's one embedded-store worker thread (``hero-agent-store:<file>``);
+    None when there is not exactly one (code older than that thread, or several data dirs open)."""
+    ids = [t.native_id for t in threading.enumerate() if t.name.startswith("hero-agent-store:")]
+    return ids[0] if len(ids) == 1 else None
 
 
 def thread_sched(native_id: int) -> tuple[float, float]:

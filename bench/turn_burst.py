@@ -60,7 +60,15 @@ from agent.events import Done, TextDelta
 from agent.providers.base import ChatRequest, Provider, ProviderEvent
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
-from bench.common import WaitedFuture, fake_llm_process, like_the_daemon, pct, process_cpu, thread_sched
+from bench.common import (
+    WaitedFuture,
+    fake_llm_process,
+    like_the_daemon,
+    pct,
+    process_cpu,
+    store_thread_id,
+    thread_sched,
+)
 from config.settings import LLMSettings, MemorySettings, Settings, StoreSettings
 from store import DelegatingEngine, EmbeddedEngine, Results, Scope, Step, Store
 
@@ -244,13 +252,6 @@ async def cpu_per_turn(agent: Agent, cid: str) -> float:
     return statistics.median(s for s in samples if s >= 0)
 
 
-def store_thread_id() -> int | None:
-    """The native id of the embedded store's worker thread (one data dir open: one thread); None on
-    code older than that thread (its store figures are then NaN)."""
-    ids = [t.native_id for t in threading.enumerate() if t.name.startswith("hero-agent-store:")]
-    return ids[0] if len(ids) == 1 else None
-
-
 async def burst(llm: LLMSettings, fake_pid: int, n: int, group: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
@@ -279,10 +280,9 @@ async def burst(llm: LLMSettings, fake_pid: int, n: int, group: bool) -> dict[st
 
             idle = LoopIdle(n)
             token = _idle.set(idle)
-            store_tid = store_thread_id()
-            threads = {"loop": threading.get_native_id()} | (
-                {} if store_tid is None else {"store": store_tid}
-            )
+            threads = {"loop": threading.get_native_id()}
+            if (store_tid := store_thread_id()) is not None:
+                threads["store"] = store_tid
             try:
                 before = {name: thread_sched(tid) for name, tid in threads.items()}
                 fake_before = process_cpu(fake_pid)

@@ -59,7 +59,15 @@ from agent.providers.base import ChatRequest, Provider, ProviderEvent, TextChunk
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
 from bench.agent_turns import SCOPE, fill, warm_log
-from bench.common import bare_commits, fake_llm, like_the_daemon, pct, stat_cpu, thread_sched
+from bench.common import (
+    bare_commits,
+    fake_llm,
+    like_the_daemon,
+    pct,
+    stat_cpu,
+    store_thread_id,
+    thread_sched,
+)
 from config.settings import (
     LLMSettings,
     MemorySettings,
@@ -90,15 +98,6 @@ def thread_cpu(native_id: int) -> tuple[float, float]:
 
 #: the disk alone: bare commits timed after the turns, 2 ms apart
 BARE_COMMITS = 1000
-
-
-def store_thread(engine: EmbeddedEngine) -> int:
-    """The native id of ``engine``'s worker thread."""
-    name = f"hero-agent-store:{engine.db_path.name}"
-    ids = [t.native_id for t in threading.enumerate() if t.name == name and t.native_id is not None]
-    if len(ids) != 1:
-        raise SystemExit(f"expected one store thread named {name}, found {len(ids)}")
-    return ids[0]
 
 
 class CountingSelector(selectors.DefaultSelector):
@@ -190,7 +189,10 @@ async def run(turns: int, size: int, pin: bool) -> None:
             durable_late = 0  # turns whose closing was sent before their opening was durable
             held: list[float] = []  # the model's first text parsed -> out of the turn, s
             gated = 0  # turns whose first text was parsed before their opening was durable
-            threads = {"event loop": threading.get_native_id(), "store": store_thread(embedded)}
+            store_tid = store_thread_id()
+            if store_tid is None:
+                raise SystemExit("expected one store thread (hero-agent-store:...)")
+            threads = {"event loop": threading.get_native_id(), "store": store_tid}
             cpu: dict[str, tuple[float, float]] = {}
             queued: dict[str, float] = {}
             waits = 0

@@ -211,7 +211,7 @@ def _switch_to_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> tuple[obje
         try:
             return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0], retries
         except sqlite3.OperationalError as exc:
-            busy = getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            busy = exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
             if not busy or time.monotonic() + pause > deadline:
                 raise
         time.sleep(pause)  # this runs on the thread that opens the store, never on the event loop
