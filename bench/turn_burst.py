@@ -30,9 +30,12 @@ once, 4 chunks). Per round it prints:
   one event loop can bring the last first token in before about that much CPU has been spent.
 
     .venv/bin/python -m bench.turn_burst [--conversations 200] [--rounds 3] [--modes off,on]
+                                         [--chunk-delay-ms 0]
 
 ``--modes off`` runs on code without group commit too (an older checkout), to compare with it in
-alternation.
+alternation. ``--chunk-delay-ms 200`` makes the fake a model that takes 200 ms to its first text (and
+as long between chunks), as a remote model does: the writer's wait then meets a longer time to first
+token.
 """
 
 from __future__ import annotations
@@ -346,12 +349,18 @@ FIELDS = (
 )
 
 
-async def main_async(n: int, rounds: int, modes: list[bool]) -> None:
+async def main_async(n: int, rounds: int, modes: list[bool], chunk_delay_ms: float) -> None:
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f}")
     print(f"{n} conversations, one turn each, all at once; ms unless named; durable commits")
+    if chunk_delay_ms:
+        print(
+            f"the fake LLM pauses {chunk_delay_ms:g} ms before each chunk after the first (a model's time to"
+            " first token, then its pace): the floor then also counts the work this process does"
+            " while turns wait (the store's idle indexing), and ttft / floor is not the target's"
+        )
     print(f"{'round':>5} {'group':>6} " + " ".join(f"{f:>14}" for f in FIELDS))
     got: dict[bool, list[dict[str, float]]] = {False: [], True: []}
-    with fake_llm_process() as (fake, base_url):
+    with fake_llm_process("--chunk-delay", str(chunk_delay_ms / 1000)) as (fake, base_url):
         llm = LLMSettings(base_url=base_url, api_key="bench", model="fake-model", max_retries=0)
         for rnd in range(rounds):
             for group in modes:
@@ -388,10 +397,16 @@ def main() -> None:
     parser.add_argument(
         "--modes", default="off,on", help="group commit off, on or both (in that order, each round)"
     )
+    parser.add_argument(
+        "--chunk-delay-ms",
+        type=float,
+        default=0.0,
+        help="the fake LLM's pause before each chunk after the first (default 0: it answers at once)",
+    )
     args = parser.parse_args()
     like_the_daemon()
     modes = [m.strip() == "on" for m in args.modes.split(",")]
-    anyio.run(main_async, args.conversations, args.rounds, modes)
+    anyio.run(main_async, args.conversations, args.rounds, modes, args.chunk_delay_ms)
 
 
 if __name__ == "__main__":
