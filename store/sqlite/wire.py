@@ -1,0 +1,142 @@
+"""What the embedded engine and its writer process say to each other: a batch's steps, and each
+step's outcome, as bytes.
+
+The writer process (:mod:`store.sqlite.child`) runs the engine's SQLite work in an interpreter of its
+own; every call crosses a socket. Pickle would carry the same objects, but it is what made the
+crossing cost: frozen dataclasses go through ``copyreg`` and records through pickle's dict machinery
+(docs/performance.md, "The early request again..."). Here a step is a plain tuple (its type's index
+in :data:`~store.engine.STEPS`, then its fields) and everything goes through :mod:`marshal`, which
+writes tuples, lists, dicts, strings and numbers in C. Both ends run the same code (the child is
+started from the daemon's own interpreter and package), so marshal's version is theirs to share;
+nothing else reads these bytes, and nothing from outside is ever decoded with them.
+
+Results are records (JSON objects as dicts), ``None``, numbers, lists of records, a
+:class:`~store.engine.Page` or a :class:`~store.leases.Claimed`: the last two travel as tagged tuples
+(no other result is a tuple). An error travels as its class's name and what rebuilds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import marshal
+from collections.abc import Sequence
+from typing import Any, Final
+
+from store import errors
+from store.engine import STEPS, ListQuery, Page, Step
+from store.leases import Claimed, LeaseOwner
+from store.models import Kind, Scope
+
+#: the step types in a fixed order (both ends import the same table)
+_STEP_TYPES: Final[tuple[type[Step], ...]] = tuple(sorted(STEPS, key=lambda t: t.__name__))
+_STEP_INDEX: Final[dict[type[Step], int]] = {t: i for i, t in enumerate(_STEP_TYPES)}
+_STEP_FIELDS: Final[tuple[tuple[str, ...], ...]] = tuple(
+    tuple(f.name for f in dataclasses.fields(t)) for t in _STEP_TYPES  # type: ignore[arg-type]
+)
+_QUERY_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(ListQuery))
+
+#: tags of the values that are not plain data (a tuple never is)
+_KIND, _QUERY, _OWNER, _PAGE, _CLAIMED = "k", "q", "o", "p", "c"
+
+
+def _value(v: object) -> object:
+    if isinstance(v, Kind):
+        return (_KIND, v.value)
+    if isinstance(v, ListQuery):
+        return (_QUERY, *(getattr(v, f) for f in _QUERY_FIELDS))
+    if isinstance(v, LeaseOwner):
+        return (_OWNER, v.host, v.pid, v.started)
+    return v
+
+
+def _unvalue(v: object) -> object:
+    if type(v) is not tuple:
+        return v
+    tag = v[0]
+    if tag == _KIND:
+        return Kind(v[1])
+    if tag == _QUERY:
+        return ListQuery(*v[1:])
+    if tag == _OWNER:
+        return LeaseOwner(*v[1:])
+    raise ValueError(f"unknown value tag {tag!r}")
+
+
+def encode_batch(scope: Scope, steps: Sequence[Step]) -> bytes:
+    """A batch's scope and steps as bytes (:func:`decode_batch` reads them back)."""
+    encoded = [
+        (_STEP_INDEX[type(s)], *(_value(getattr(s, f)) for f in _STEP_FIELDS[_STEP_INDEX[type(s)]]))
+        for s in steps
+    ]
+    return marshal.dumps((scope.context, scope.user_id, encoded))
+
+
+def decode_batch(data: bytes) -> tuple[Scope, list[Step]]:
+    context, user_id, encoded = marshal.loads(data)
+    steps = [_STEP_TYPES[e[0]](*(_unvalue(v) for v in e[1:])) for e in encoded]
+    return Scope(context, user_id), steps
+
+
+def _result(v: object) -> object:
+    if isinstance(v, Page):
+        return (_PAGE, v.items, v.next_cursor)
+    if isinstance(v, Claimed):
+        return (_CLAIMED, v.value)
+    return v
+
+
+def _unresult(v: object) -> object:
+    if type(v) is not tuple:
+        return v
+    if v[0] == _PAGE:
+        return Page(v[1], v[2])
+    if v[0] == _CLAIMED:
+        return Claimed(v[1])
+    raise ValueError(f"unknown result tag {v[0]!r}")
+
+
+def encode_results(results: Sequence[object]) -> bytes:
+    """A batch's results, one per step (:func:`decode_results` reads them back)."""
+    return marshal.dumps([_result(r) for r in results])
+
+
+def decode_results(data: bytes) -> list[Any]:
+    return [_unresult(r) for r in marshal.loads(data)]
+
+
+#: how each error class is rebuilt: the attributes its constructor takes (else its message)
+_ERROR_ARGS: Final[dict[type[errors.StoreError], tuple[str, ...]]] = {
+    errors.NotFound: ("kind", "sid"),
+    errors.LeaseHeld: ("key",),
+    errors.LeaseLost: ("key",),
+    errors.ConversationBusy: (),
+    errors.ImportFormatError: ("line", "reason"),
+}
+_ERRORS: Final[dict[str, type[errors.StoreError]]] = {
+    c.__name__: c
+    for c in vars(errors).values()
+    if isinstance(c, type) and issubclass(c, errors.StoreError) and c is not errors.ImportRejected
+}
+
+
+def encode_error(exc: BaseException) -> bytes:
+    """A call's error. A store error keeps its class (and what its constructor takes); anything else
+    becomes :class:`~store.errors.StoreUnavailable` naming it (a bug in the writer process is the
+    operator's to read, not the caller's to handle)."""
+    cls = type(exc)
+    if isinstance(exc, errors.ImportRejected):
+        problems = [(p.line, p.reason) for p in exc.problems]
+        return marshal.dumps(("ImportRejected", (problems, exc.total)))
+    if isinstance(exc, errors.StoreError) and cls.__name__ in _ERRORS:
+        fields = _ERROR_ARGS.get(cls)
+        args = tuple(getattr(exc, f) for f in fields) if fields is not None else (str(exc),)
+        return marshal.dumps((cls.__name__, args))
+    return marshal.dumps(("StoreUnavailable", (f"the embedded store's writer failed: {cls.__name__}: {exc}",)))
+
+
+def decode_error(data: bytes) -> errors.StoreError:
+    name, args = marshal.loads(data)
+    if name == "ImportRejected":
+        problems, total = args
+        return errors.ImportRejected([errors.ImportFormatError(*p) for p in problems], total)
+    return _ERRORS[name](*args)
