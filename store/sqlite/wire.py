@@ -31,7 +31,8 @@ from store.models import Kind, Scope
 _STEP_TYPES: Final[tuple[type[Step], ...]] = tuple(sorted(STEPS, key=lambda t: t.__name__))
 _STEP_INDEX: Final[dict[type[Step], int]] = {t: i for i, t in enumerate(_STEP_TYPES)}
 _STEP_FIELDS: Final[tuple[tuple[str, ...], ...]] = tuple(
-    tuple(f.name for f in dataclasses.fields(t)) for t in _STEP_TYPES  # type: ignore[arg-type]
+    tuple(f.name for f in dataclasses.fields(t))
+    for t in _STEP_TYPES  # type: ignore[arg-type]
 )
 _QUERY_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(ListQuery))
 
@@ -131,7 +132,8 @@ def encode_error(exc: BaseException) -> bytes:
         fields = _ERROR_ARGS.get(cls)
         args = tuple(getattr(exc, f) for f in fields) if fields is not None else (str(exc),)
         return marshal.dumps((cls.__name__, args))
-    return marshal.dumps(("StoreUnavailable", (f"the embedded store's writer failed: {cls.__name__}: {exc}",)))
+    message = f"the embedded store's writer failed: {cls.__name__}: {exc}"
+    return marshal.dumps(("StoreUnavailable", (message,)))
 
 
 def decode_error(data: bytes) -> errors.StoreError:

@@ -28,7 +28,7 @@ SCOPE = Scope("team-a", "alice")
 #: JSON values of every shape a record holds
 RECORD = {
     "sid": "00a1",
-    "content": "héllo \u2603 \n\"quoted\"",
+    "content": 'héllo \u2603 \n"quoted"',
     "seq": 12,
     "big": 2**70,
     "ratio": 0.125,
