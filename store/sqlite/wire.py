@@ -31,8 +31,8 @@ from store.models import Kind, Scope
 _STEP_TYPES: Final[tuple[type[Step], ...]] = tuple(sorted(STEPS, key=lambda t: t.__name__))
 _STEP_INDEX: Final[dict[type[Step], int]] = {t: i for i, t in enumerate(_STEP_TYPES)}
 _STEP_FIELDS: Final[tuple[tuple[str, ...], ...]] = tuple(
-    tuple(f.name for f in dataclasses.fields(t))
-    for t in _STEP_TYPES  # type: ignore[arg-type]
+    tuple(f.name for f in dataclasses.fields(t))  # type: ignore[arg-type]
+    for t in _STEP_TYPES
 )
 _QUERY_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(ListQuery))
 
@@ -124,15 +124,15 @@ def encode_error(exc: BaseException) -> bytes:
     """A call's error. A store error keeps its class (and what its constructor takes); anything else
     becomes :class:`~store.errors.StoreUnavailable` naming it (a bug in the writer process is the
     operator's to read, not the caller's to handle)."""
-    cls = type(exc)
     if isinstance(exc, errors.ImportRejected):
         problems = [(p.line, p.reason) for p in exc.problems]
         return marshal.dumps(("ImportRejected", (problems, exc.total)))
-    if isinstance(exc, errors.StoreError) and cls.__name__ in _ERRORS:
+    if isinstance(exc, errors.StoreError) and type(exc).__name__ in _ERRORS:
+        cls = type(exc)
         fields = _ERROR_ARGS.get(cls)
         args = tuple(getattr(exc, f) for f in fields) if fields is not None else (str(exc),)
         return marshal.dumps((cls.__name__, args))
-    message = f"the embedded store's writer failed: {cls.__name__}: {exc}"
+    message = f"the embedded store's writer failed: {type(exc).__name__}: {exc}"
     return marshal.dumps(("StoreUnavailable", (message,)))
 
 
