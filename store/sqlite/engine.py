@@ -34,6 +34,7 @@ import contextvars
 import dataclasses
 import functools
 import os
+import pickle
 import queue
 import sqlite3
 import threading
@@ -53,13 +54,17 @@ from store.leases import Lease
 from store.models import Kind, Record, Scope, validate_stored_context, validate_user
 from store.sqlite import batch as sqlite_batch
 from store.sqlite import leases as sqlite_leases
-from store.sqlite import ops
+from store.sqlite import ops, wire
 from store.sqlite import users as sqlite_users
 from store.sqlite.group import MAX_GROUP, Outcome, Ran, Write, commit_group
 from store.sqlite.leases import unsynced
+from store.sqlite.process import WriterProcess
 from store.sqlite.schema import configure, migrate
+from store.sqlite.wire import CALL, READ, WRITE
 
 DB_FILE = "hero-agent.db"
+#: who serves the connection (``EmbeddedEngine(writer=...)``, ``[store] writer``)
+WRITERS = ("thread", "process")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -281,7 +286,7 @@ def _settle(future: asyncio.Future[Any], result: object, error: BaseException | 
 class _Database:
     """One connection to one database file, shared within the process, used by its worker thread."""
 
-    def __init__(self, path: Path, busy_timeout_ms: int, fsync_commits: bool) -> None:
+    def __init__(self, path: Path, busy_timeout_ms: int, fsync_commits: bool, *, worker: bool = True) -> None:
         self.path = path
         self.pid = os.getpid()
         self.lock = threading.Lock()
@@ -302,7 +307,27 @@ class _Database:
         #: a data dir just opened may hold rows another process left pending: checked at the first
         #: idle moment (after that, the idle work goes by ``commits.unindexed``)
         self._unchecked = True
-        self.worker = _Worker(f"hero-agent-store:{path.name}", self.commit_writes, idle=self.index_idle)
+        #: None in a writer process (:mod:`store.sqlite.child`), whose main thread calls
+        #: :meth:`commit_writes`, :meth:`index_idle` and :meth:`call` itself
+        self._worker = (
+            _Worker(f"hero-agent-store:{path.name}", self.commit_writes, idle=self.index_idle)
+            if worker
+            else None
+        )
+
+    @property
+    def worker(self) -> _Worker:
+        """The thread that serves this connection (not in a writer process)."""
+        if self._worker is None:
+            raise RuntimeError("this connection is served by its writer process's main thread")
+        return self._worker
+
+    def close(self) -> None:
+        """Close the connection (a writer process's, at its end; the registry's go by :func:`_release`)."""
+        with self.lock:
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
 
     def commit_writes(self, writes: list[Write], ran: Ran | None = None) -> list[Outcome]:
         """A group of write batches in one transaction (see :mod:`store.sqlite.group`)."""
@@ -377,7 +402,8 @@ def _release(db: _Database) -> None:
             del _registry[db.path]
         db.conn.close()
         db.conn = None
-    db.worker.stop()
+    if db._worker is not None:
+        db._worker.stop()
 
 
 def _open(data_dir: Path, busy_timeout_ms: int, fsync_commits: bool) -> _Database:
@@ -400,8 +426,18 @@ class EmbeddedEngine(Engine):
         busy_timeout_s: float = 10.0,
         fsync_commits: bool = True,
         group_commit: bool = True,
+        writer: str = "thread",
     ) -> None:
+        if writer not in WRITERS:
+            raise ValueError(f"writer must be one of {', '.join(WRITERS)}, not {writer!r}")
         self.data_dir = Path(data_dir).expanduser()
+        #: "thread": the connection is served by a thread of this process (shared by its engines);
+        #: "process": by a writer process of this engine's own (:mod:`store.sqlite.child`)
+        self.writer = writer
+        self._proc: WriterProcess | None = None
+        self._proc_stats: CommitStats | None = None
+        #: writer processes started again after one ended (``/metrics``)
+        self.writer_restarts = 0
         #: False: each write batch commits alone (only to measure what group commit changes)
         self.group_commit = group_commit
         self.busy_timeout_ms = int(busy_timeout_s * 1000)
@@ -413,6 +449,14 @@ class EmbeddedEngine(Engine):
         return self.data_dir / DB_FILE
 
     async def open(self) -> None:
+        if self.writer == "process":
+            if self._proc is None:
+                self._proc_stats = CommitStats(deferred_index=True)
+                self._proc = await WriterProcess.start(
+                    self.data_dir, self.busy_timeout_ms, self.fsync_commits, self._proc_stats
+                )
+                log.debug("store.opened", engine=self.name, path=str(self.db_path), writer_pid=self._proc.pid)
+            return
         if self._db is not None:
             return
         self._db = await anyio.to_thread.run_sync(
@@ -423,12 +467,33 @@ class EmbeddedEngine(Engine):
         log.debug("store.opened", engine=self.name, path=str(self.db_path))
 
     async def aclose(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            await proc.close()
+            log.debug("store.closed", engine=self.name)
         db, self._db = self._db, None
         if db is not None:
             await anyio.to_thread.run_sync(_release, db)
             log.debug("store.closed", engine=self.name)
 
+    async def _writer(self) -> WriterProcess:
+        """The writer process; a new one when the last has ended (its calls failed meanwhile)."""
+        proc = self._proc
+        if proc is None or self._proc_stats is None:
+            raise StoreUnavailable("the embedded store is not open")
+        if proc.ended:
+            self._proc = proc = await WriterProcess.start(
+                self.data_dir, self.busy_timeout_ms, self.fsync_commits, self._proc_stats
+            )
+            self.writer_restarts += 1
+            log.warning("store.writer_process_restarted", path=str(self.db_path), pid=proc.pid)
+        return proc
+
     async def _run(self, fn: Callable[..., R], *args: object) -> R:
+        if self.writer == "process":
+            proc = await self._writer()
+            answer = await proc.call(CALL, pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL))
+            return cast(R, pickle.loads(answer))
         db = self._db
         if db is None:
             raise StoreUnavailable("the embedded store is not open")
@@ -461,6 +526,11 @@ class EmbeddedEngine(Engine):
         write batch may share its transaction and commit with others (a group commit, see
         :mod:`store.sqlite.group`), and is answered once that commit returned."""
         steps = builtins.list(steps)
+        if self.writer == "process":
+            proc = await self._writer()
+            kind = WRITE if sqlite_batch.writes(steps) else READ
+            answer = await proc.call(kind, wire.encode_batch(scope, steps))
+            return Results(steps, wire.decode_results(answer))
         db = self._db
         if not sqlite_batch.writes(steps):
             return await self._run(sqlite_batch.batch, scope, steps, db.commits if db else None)
@@ -476,6 +546,10 @@ class EmbeddedEngine(Engine):
         """A write batch answered before its group's COMMIT (see :meth:`Engine.batch_early`): the
         results, and a future settled once the COMMIT (its fsync) returned."""
         steps = builtins.list(steps)
+        if self.writer == "process" and sqlite_batch.writes(steps):
+            proc = await self._writer()
+            answer, durable = await proc.call_early(wire.encode_batch(scope, steps))
+            return Results(steps, wire.decode_results(answer)), durable
         db = self._db
         if not sqlite_batch.writes(steps) or db is None:
             return await self.batch(scope, steps), None
@@ -493,6 +567,8 @@ class EmbeddedEngine(Engine):
         return LAST_CALL_S.get()
 
     def commit_stats(self) -> CommitStats | None:
+        if self.writer == "process":
+            return self._proc_stats
         return self._db.commits if self._db is not None else None
 
     async def contexts(self) -> builtins.list[str]:

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import marshal
+import struct
 from collections.abc import Sequence
 from typing import Any, Final
 
 from store import errors
-from store.engine import STEPS, ListQuery, Page, Step
+from store.engine import STEPS, CommitStats, ListQuery, Page, Step
 from store.leases import Claimed, LeaseOwner
 from store.models import Kind, Scope
 
@@ -142,3 +143,71 @@ def decode_error(data: bytes) -> errors.StoreError:
         problems, total = args
         return errors.ImportRejected([errors.ImportFormatError(*p) for p in problems], total)
     return _ERRORS[name](*args)
+
+
+# -- framing ----------------------------------------------------------------------------------
+
+#: a frame's header: its type, the call's number, the payload's length
+HEADER = struct.Struct("!cII")
+
+# frames to the writer process
+#: a write batch (``wire.encode_batch``), answered with RESULTS or ERROR once durable
+WRITE = b"w"
+#: a write batch answered early: RESULTS or ERROR as soon as it ran, then DURABLE
+EARLY = b"e"
+#: a batch of reads (``wire.encode_batch``), answered with RESULTS or ERROR
+READ = b"r"
+#: a whole-store call: a pickled ``(function, args)``, run as ``function(conn, *args)``
+CALL = b"c"
+
+# frames from the writer process
+#: the database is open: payload the counters (job 0)
+READY = b"O"
+#: it could not be opened: payload the message (job 0)
+FAILED = b"F"
+#: a call's results: ``wire.encode_results`` for batches, pickle for CALL
+RESULTS = b"R"
+#: a call's error (``wire.encode_error``)
+ERROR = b"E"
+#: an early batch's commit returned: empty payload, or its error (``wire.encode_error``)
+DURABLE = b"D"
+#: the commit counters (``marshal`` of :func:`counters`), job 0
+COUNTERS = b"T"
+
+
+def frame(kind: bytes, job: int, payload: bytes = b"") -> bytes:
+    return HEADER.pack(kind, job, len(payload)) + payload
+
+
+def counters(stats: CommitStats) -> bytes:
+    return marshal.dumps(dataclasses.asdict(stats))
+
+
+def read_counters(payload: bytes, into: CommitStats) -> None:
+    """The writer process's counters copied into the engine's (which ``/metrics`` reads)."""
+    for name, value in marshal.loads(payload).items():
+        setattr(into, name, value)
+
+
+class Frames:
+    """Frames out of a byte stream, as they come whole."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[bytes, int, bytes]]:
+        buf = self._buf
+        buf += data
+        out = []
+        pos = 0
+        size = len(buf)
+        while size - pos >= HEADER.size:
+            kind, job, length = HEADER.unpack_from(buf, pos)
+            end = pos + HEADER.size + length
+            if end > size:
+                break
+            out.append((kind, job, bytes(buf[pos + HEADER.size : end])))
+            pos = end
+        if pos:
+            del buf[:pos]
+        return out

@@ -26,6 +26,13 @@ async def embedded_engine(path: Path) -> AsyncIterator[Engine]:
         yield engine
 
 
+@asynccontextmanager
+async def embedded_process_engine(path: Path) -> AsyncIterator[Engine]:
+    """The embedded engine with its connection in a writer process (store/sqlite/child.py)."""
+    async with EmbeddedEngine(path, writer="process") as engine:
+        yield engine
+
+
 class CoreEngine(DelegatingEngine):
     """A real embedded engine that declares (and has) only the core capabilities: no counts, no text
     search, no leases, no atomic batch. A step outside them is refused, so that a passing test shows
@@ -54,6 +61,7 @@ async def core_engine(path: Path) -> AsyncIterator[Engine]:
 
 ENGINES: dict[str, Callable[[Path], AbstractAsyncContextManager[Engine]]] = {
     "embedded": embedded_engine,
+    "embedded-process": embedded_process_engine,
     # the osis engine over HTTP to a real server (uvicorn on 127.0.0.1) in front of an embedded engine
     "osis": osis_engine,
     # the postgres engine on a database of its own in the session's throwaway cluster
