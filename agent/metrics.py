@@ -393,6 +393,13 @@ def commit_lines(engine: str, stats: CommitStats) -> list[str]:
             " was making it (processes opening a new data dir at the same moment).",
             {labels: stats.wal_retries},
         )
+    if stats.writer_restarts is not None:
+        out += counter_lines(
+            "hero_store_writer_process_restarts_total",
+            'The embedded engine\'s writer process ([store] writer = "process"): started again after'
+            " one ended (its calls in flight failed as unavailable).",
+            {labels: stats.writer_restarts},
+        )
     if stats.deferred_index:
         out += counter_lines(
             "hero_store_indexed_messages_total",

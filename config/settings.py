@@ -97,6 +97,9 @@ class StoreSettings:
     fsync_commits: bool = True
     #: embedded engine: how long a write waits for another process's transaction before failing
     busy_timeout_s: float = 10.0
+    #: embedded engine: who runs the SQLite connection: "thread" (a thread of the daemon's process)
+    #: or "process" (a writer process of its own, docs/store.md "The writer process")
+    writer: str = "thread"
 
 
 @dataclass(frozen=True, slots=True)

@@ -333,6 +333,9 @@ class CommitStats:
     #: the embedded engine: how many times opening the file tried the switch to WAL again while
     #: another process was making it (None: an engine without that switch)
     wal_retries: int | None = None
+    #: the embedded engine with its writer in a process of its own: the processes started again
+    #: after one ended (None: the writer is a thread of this process)
+    writer_restarts: int | None = None
 
     def indexed(self, rows: int, *, idle: bool, all_done: bool) -> None:
         """An index run indexed ``rows`` rows, and ``all_done``: none is left."""

@@ -16,7 +16,10 @@ def build_engine(settings: StoreSettings) -> Engine:
     """The engine named by ``settings.engine`` (not opened yet)."""
     if settings.engine == "embedded":
         return EmbeddedEngine(
-            settings.path, busy_timeout_s=settings.busy_timeout_s, fsync_commits=settings.fsync_commits
+            settings.path,
+            busy_timeout_s=settings.busy_timeout_s,
+            fsync_commits=settings.fsync_commits,
+            writer=settings.writer,
         )
     if settings.engine == "osis":
         # imported here so that the embedded path never loads the RPC client and its dependencies

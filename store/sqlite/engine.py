@@ -436,8 +436,6 @@ class EmbeddedEngine(Engine):
         self.writer = writer
         self._proc: WriterProcess | None = None
         self._proc_stats: CommitStats | None = None
-        #: writer processes started again after one ended (``/metrics``)
-        self.writer_restarts = 0
         #: False: each write batch commits alone (only to measure what group commit changes)
         self.group_commit = group_commit
         self.busy_timeout_ms = int(busy_timeout_s * 1000)
@@ -451,7 +449,7 @@ class EmbeddedEngine(Engine):
     async def open(self) -> None:
         if self.writer == "process":
             if self._proc is None:
-                self._proc_stats = CommitStats(deferred_index=True)
+                self._proc_stats = CommitStats(deferred_index=True, writer_restarts=0)
                 self._proc = await WriterProcess.start(
                     self.data_dir, self.busy_timeout_ms, self.fsync_commits, self._proc_stats
                 )
@@ -485,14 +483,17 @@ class EmbeddedEngine(Engine):
             self._proc = proc = await WriterProcess.start(
                 self.data_dir, self.busy_timeout_ms, self.fsync_commits, self._proc_stats
             )
-            self.writer_restarts += 1
+            self._proc_stats.writer_restarts = (self._proc_stats.writer_restarts or 0) + 1
             log.warning("store.writer_process_restarted", path=str(self.db_path), pid=proc.pid)
         return proc
 
     async def _run(self, fn: Callable[..., R], *args: object) -> R:
         if self.writer == "process":
             proc = await self._writer()
-            answer = await proc.call(CALL, pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL))
+            answer, seconds = await proc.call(
+                CALL, pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+            )
+            LAST_CALL_S.set(seconds)
             return cast(R, pickle.loads(answer))
         db = self._db
         if db is None:
@@ -529,7 +530,8 @@ class EmbeddedEngine(Engine):
         if self.writer == "process":
             proc = await self._writer()
             kind = WRITE if sqlite_batch.writes(steps) else READ
-            answer = await proc.call(kind, wire.encode_batch(scope, steps))
+            answer, seconds = await proc.call(kind, wire.encode_batch(scope, steps))
+            LAST_CALL_S.set(seconds)
             return Results(steps, wire.decode_results(answer))
         db = self._db
         if not sqlite_batch.writes(steps):
@@ -548,7 +550,8 @@ class EmbeddedEngine(Engine):
         steps = builtins.list(steps)
         if self.writer == "process" and sqlite_batch.writes(steps):
             proc = await self._writer()
-            answer, durable = await proc.call_early(wire.encode_batch(scope, steps))
+            answer, seconds, durable = await proc.call_early(wire.encode_batch(scope, steps))
+            LAST_CALL_S.set(seconds)
             return Results(steps, wire.decode_results(answer)), durable
         db = self._db
         if not sqlite_batch.writes(steps) or db is None:

@@ -17,6 +17,7 @@ import contextlib
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -41,7 +42,7 @@ class WriterProcess(asyncio.Protocol):
         self.stats = stats
         self._frames = wire.Frames()
         self._jobs = 0
-        self._waiting: dict[int, asyncio.Future[bytes]] = {}
+        self._waiting: dict[int, asyncio.Future[tuple[bytes, float]]] = {}
         self._durable: dict[int, asyncio.Future[None]] = {}
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._transport: asyncio.Transport | None = None
@@ -91,34 +92,37 @@ class WriterProcess(asyncio.Protocol):
 
     # -- calls ---------------------------------------------------------------------------------
 
-    async def call(self, kind: bytes, payload: bytes) -> bytes:
-        """Send one call; its RESULTS payload, or its error raised. Like the writer thread's calls,
-        a cancel waits until the call has been answered (a write is never left unobserved)."""
+    async def call(self, kind: bytes, payload: bytes) -> tuple[bytes, float]:
+        """Send one call; its RESULTS payload and the seconds until it came in (without the event
+        loop's delay in resuming the caller), or its error raised. Like the writer thread's calls, a
+        cancel waits until the call has been answered (a write is never left unobserved)."""
+        sent = time.perf_counter()
         answer, _ = self._send(kind, payload, early=False)
         with anyio.CancelScope(shield=True):
-            result = await answer
+            result, answered = await answer
         await anyio.lowlevel.checkpoint_if_cancelled()
-        return result
+        return result, answered - sent
 
-    async def call_early(self, payload: bytes) -> tuple[bytes, asyncio.Future[None]]:
-        """An early write batch: its results once it ran, and a future settled once its commit
-        returned (failed with the error when it did not)."""
+    async def call_early(self, payload: bytes) -> tuple[bytes, float, asyncio.Future[None]]:
+        """An early write batch: its results once it ran (and the seconds until then), and a future
+        settled once its commit returned (failed with the error when it did not)."""
+        sent = time.perf_counter()
         answer, durable = self._send(wire.EARLY, payload, early=True)
         assert durable is not None
         with anyio.CancelScope(shield=True):
-            result = await answer
+            result, answered = await answer
         await anyio.lowlevel.checkpoint_if_cancelled()
-        return result, durable
+        return result, answered - sent, durable
 
     def _send(
         self, kind: bytes, payload: bytes, *, early: bool
-    ) -> tuple[asyncio.Future[bytes], asyncio.Future[None] | None]:
+    ) -> tuple[asyncio.Future[tuple[bytes, float]], asyncio.Future[None] | None]:
         if self.ended or self._transport is None:
             raise StoreUnavailable(f"the embedded store's writer process for {self.data_dir} has ended")
         self._jobs += 1
         job = self._jobs
         loop = asyncio.get_running_loop()
-        answer: asyncio.Future[bytes] = loop.create_future()
+        answer: asyncio.Future[tuple[bytes, float]] = loop.create_future()
         self._waiting[job] = answer
         durable: asyncio.Future[None] | None = None
         if early:
@@ -186,12 +190,14 @@ class WriterProcess(asyncio.Protocol):
             await proc.wait()
 
 
-def _settle(future: asyncio.Future[bytes] | None, payload: bytes) -> None:
+def _settle(future: asyncio.Future[tuple[bytes, float]] | None, payload: bytes) -> None:
     if future is not None and not future.done():
-        future.set_result(payload)
+        future.set_result((payload, time.perf_counter()))
 
 
-def _fail(future: asyncio.Future[bytes] | asyncio.Future[None] | None, error: StoreError) -> None:
+def _fail(
+    future: asyncio.Future[tuple[bytes, float]] | asyncio.Future[None] | None, error: StoreError
+) -> None:
     if future is not None and not future.done():
         future.set_exception(error)
 

@@ -186,7 +186,8 @@ def counters(stats: CommitStats) -> bytes:
 def read_counters(payload: bytes, into: CommitStats) -> None:
     """The writer process's counters copied into the engine's (which ``/metrics`` reads)."""
     for name, value in marshal.loads(payload).items():
-        setattr(into, name, value)
+        if name != "writer_restarts":  # counted by the engine, not by the writer process
+            setattr(into, name, value)
 
 
 class Frames:
