@@ -446,6 +446,15 @@ class EmbeddedEngine(Engine):
     def db_path(self) -> Path:
         return self.data_dir / DB_FILE
 
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's pid (``writer="process"``, open); None otherwise."""
+        return self._proc.pid if self._proc is not None and not self._proc.ended else None
+
+    def backlog(self) -> int:
+        """Calls sent to the writer process and not answered yet (``writer="process"``)."""
+        return self._proc.backlog() if self._proc is not None else 0
+
     async def open(self) -> None:
         if self.writer == "process":
             if self._proc is None:
