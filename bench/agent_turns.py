@@ -18,7 +18,8 @@ plain delegating subclasses of the real seams:
 * **ttft+**: first ``TextDelta`` seen by the caller minus the provider's wait for its first chunk;
 * **store**: the time spent in the store engine (:class:`TimedEngine`);
 * **cpu**: the CPU time of this process (the event loop and the store's worker thread) per turn,
-  which a loaded machine inflates far less than wall time: the figure to compare code by;
+  which a loaded machine inflates far less than wall time: the figure to compare code by; with
+  ``--writer process`` the store's writer process's too;
 * **gc max**: the longest garbage collection pause during the row's turns. The collector is frozen
   after start-up as the daemon does (``agent/gcpause.py``); ``--no-gc-freeze`` leaves it as it was.
 
@@ -53,7 +54,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -65,7 +66,7 @@ from agent.gcpause import GC_STATS, freeze_after_startup
 from agent.providers.base import ChatRequest, Provider, ProviderEvent, TextChunk
 from agent.providers.openai import OpenAIProvider
 from agent.tools.factory import open_tools
-from bench.common import WaitedFuture, cpu_probe, fake_llm, like_the_daemon, pct
+from bench.common import WaitedFuture, cpu_probe, fake_llm, like_the_daemon, pct, process_sched
 from config.settings import (
     LLMSettings,
     MemorySettings,
@@ -185,8 +186,19 @@ async def fill(store: Store, conversation_id: str, n: int) -> None:
         )
 
 
+def _cpu_of(pid: int | None) -> Callable[[], float]:
+    """The on-CPU seconds of the store's writer process so far (0 without one)."""
+    return (lambda: process_sched(pid)[0]) if pid is not None else (lambda: 0.0)
+
+
 async def measure(
-    agent: Agent, timed: TimedProvider, engine: TimedEngine, conversation_id: str, turns: int, tag: str
+    agent: Agent,
+    timed: TimedProvider,
+    engine: TimedEngine,
+    conversation_id: str,
+    turns: int,
+    tag: str,
+    writer_cpu: Callable[[], float] = lambda: 0.0,
 ) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Per turn, in ms: wall (to the end of the stream), done (to Done minus provider time), ttft+,
     store (engine time), provider; and the text of each measured turn's request -> its wall time."""
@@ -197,7 +209,7 @@ async def measure(
         store_before = engine.spent
         text = f"{TEXT} ({tag} turn {i})"
         req = TurnRequest(SCOPE, "cli", text, conversation_id=conversation_id)
-        cpu_started = time.process_time()
+        cpu_started = time.process_time() + writer_cpu()
         started = time.perf_counter()
         first_delta = done_at = None
         async for ev in agent.handle(req):
@@ -206,7 +218,7 @@ async def measure(
             elif isinstance(ev, Done):
                 done_at = time.perf_counter()
         ended = time.perf_counter()
-        cpu = time.process_time() - cpu_started
+        cpu = time.process_time() + writer_cpu() - cpu_started
         if done_at is None or first_delta is None or timed.first_chunk_wait is None:
             raise SystemExit(f"turn {i} did not complete")
         if i < WARMUP:
@@ -293,6 +305,7 @@ async def run(
     fsyncs: list[bool],
     gc_freeze: bool,
     postgres_url: str = "",
+    writer: str = "thread",
 ) -> None:
     print(f"load average (1 min) at start: {load_average()}")
     print(f"a fixed pure-Python loop (bench.common.cpu_probe): {cpu_probe():.0f} us, best of 5")
@@ -327,7 +340,7 @@ async def run(
                     store=StoreSettings(path=Path(tmp)),
                     tools=tools,
                 )
-                embedded = EmbeddedEngine(Path(tmp), fsync_commits=label == "fsync")
+                embedded = EmbeddedEngine(Path(tmp), fsync_commits=label == "fsync", writer=writer)
                 inner: Engine = embedded if label != "postgres" else _postgres(postgres_url)
                 engine = TimedEngine(inner)
                 timed = TimedProvider(OpenAIProvider(llm))
@@ -350,7 +363,10 @@ async def run(
                             await embedded.checkpoint(truncate=fresh_log)
                         await anyio.to_thread.run_sync(os.sync)
                         GC_STATS.max_pause_s[:] = [0.0, 0.0, 0.0]  # the row's own longest pause
-                        r, walls = await measure(agent, timed, engine, conv.sid, turns, f"{label} {size}")
+                        pid = embedded.writer_pid if label != "postgres" else None
+                        r, walls = await measure(
+                            agent, timed, engine, conv.sid, turns, f"{label} {size}", _cpu_of(pid)
+                        )
                         r["gc"] = [p * 1000 for p in GC_STATS.max_pause_s]
                         exchanges = await fake_exchanges(base_url)
                         r["own"], r["fake"] = own_times(walls, exchanges)
@@ -382,7 +398,13 @@ def _postgres(url: str) -> Engine:
 
 
 def _with_postgres(
-    sizes: list[int], turns: int, fresh_log: bool, tools_on: bool, fsyncs: list[bool], gc_freeze: bool
+    sizes: list[int],
+    turns: int,
+    fresh_log: bool,
+    tools_on: bool,
+    fsyncs: list[bool],
+    gc_freeze: bool,
+    writer: str,
 ) -> None:
     """The embedded rows, then the postgres engine on a throwaway cluster (fsync on), in one run."""
     from tests.store.postgres_fixtures import make_cluster, remove_cluster  # noqa: PLC0415
@@ -390,7 +412,7 @@ def _with_postgres(
     cluster = make_cluster()
     try:
         print(f"# {cluster.version()}, a throwaway cluster on loopback, fsync on")
-        anyio.run(run, sizes, turns, fresh_log, tools_on, fsyncs, gc_freeze, cluster.url())
+        anyio.run(run, sizes, turns, fresh_log, tools_on, fsyncs, gc_freeze, cluster.url(), writer)
     finally:
         remove_cluster(cluster)
 
@@ -411,15 +433,21 @@ def main() -> None:
     parser.add_argument(
         "--postgres", action="store_true", help="also the postgres engine (a throwaway cluster)"
     )
+    parser.add_argument(
+        "--writer",
+        choices=("thread", "process"),
+        default="thread",
+        help="who runs the embedded store's connection ([store] writer; default thread)",
+    )
     args = parser.parse_args()
     like_the_daemon(args.log_level)
     fsyncs = [True] if args.fsync_only else [True, False]
     sizes = [int(s) for s in args.sizes.split(",")]
     options = (sizes, args.turns, args.fresh_log, not args.no_tools, fsyncs, not args.no_gc_freeze)
     if args.postgres:
-        _with_postgres(*options)
+        _with_postgres(*options, args.writer)
     else:
-        anyio.run(run, *options)
+        anyio.run(run, *options, "", args.writer)
 
 
 if __name__ == "__main__":
