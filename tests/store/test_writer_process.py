@@ -16,8 +16,10 @@ import anyio
 import pytest
 
 from agent.metrics import commit_lines
+from config.settings import StoreSettings
 from store import EmbeddedEngine, Store, StoreUnavailable
 from store.engine import CreateStep, GetStep, ListQuery, ListStep
+from store.factory import build_engine
 from store.models import Kind, Message
 from store.sqlite.engine import DB_FILE
 from tests.store.conftest import ALICE
@@ -131,6 +133,14 @@ async def test_the_writer_process_indexes_messages_in_its_gaps_and_reports_it(tm
         assert stats.commits >= 4 and stats.fsyncs >= 4
         found = await store.messages.search(ALICE, "kiwi")
         assert sorted(m.content for m in found) == ["kiwi 0", "kiwi 1", "kiwi 2"]
+
+
+async def test_the_setting_chooses_the_writer(tmp_path: Path) -> None:
+    engine = build_engine(StoreSettings(path=tmp_path, writer="process"))
+    assert isinstance(engine, EmbeddedEngine) and engine.writer == "process"
+    async with engine:
+        assert engine.writer_pid is not None and _alive(engine.writer_pid)
+    assert build_engine(StoreSettings(path=tmp_path)).writer == "thread"  # type: ignore[attr-defined]
 
 
 def test_an_unknown_writer_is_refused() -> None:
