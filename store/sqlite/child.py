@@ -6,7 +6,7 @@ get the lock back after each statement (docs/performance.md, Bursts). Here the c
 interpreter of its own. The engine (:mod:`store.sqlite.process`) starts this program with one end of
 a socket pair::
 
-    python -m store.sqlite.child DATA_DIR BUSY_TIMEOUT_MS FSYNC(0|1) FD
+    python -m store.sqlite.child DATA_DIR BUSY_TIMEOUT_MS FSYNC(0|1) MAX_GROUP FD
 
 and sends it frames (:mod:`store.sqlite.wire` for batches and their results, pickle for the rarer
 whole-store calls). It serves them in the order they came, exactly as the writer thread does: write
@@ -34,7 +34,7 @@ from store.errors import StoreUnavailable
 from store.sqlite import batch as sqlite_batch
 from store.sqlite import wire
 from store.sqlite.engine import DB_FILE, _Database
-from store.sqlite.group import MAX_GROUP, Outcome, Write
+from store.sqlite.group import Outcome, Write
 from store.sqlite.wire import (
     CALL,
     COUNTERS,
@@ -55,9 +55,11 @@ from store.sqlite.wire import (
 class _Writer:
     """Serves one connection to the engine's socket (see the module docstring)."""
 
-    def __init__(self, sock: socket.socket, db: _Database) -> None:
+    def __init__(self, sock: socket.socket, db: _Database, max_group: int) -> None:
         self.sock = sock
         self.db = db
+        #: 1: every write batch commits alone (``EmbeddedEngine(group_commit=False)``, benches only)
+        self.max_group = max_group
         self.out: list[bytes] = []
 
     def send(self, data: bytes) -> None:
@@ -102,7 +104,7 @@ class _Writer:
             if kind in (WRITE, EARLY):
                 group = [calls[i]]
                 i += 1
-                while i < len(calls) and calls[i][0] in (WRITE, EARLY) and len(group) < MAX_GROUP:
+                while i < len(calls) and calls[i][0] in (WRITE, EARLY) and len(group) < self.max_group:
                     group.append(calls[i])
                     i += 1
                 self._group(group)
@@ -161,7 +163,8 @@ def _plain(exc: BaseException) -> BaseException:
 
 
 def main(argv: list[str]) -> int:
-    data_dir, busy_timeout_ms, fsync, fd = Path(argv[0]), int(argv[1]), argv[2] == "1", int(argv[3])
+    data_dir, busy_timeout_ms, fsync = Path(argv[0]), int(argv[1]), argv[2] == "1"
+    max_group, fd = int(argv[3]), int(argv[4])
     sock = socket.socket(fileno=fd)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +174,7 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         sock.sendall(frame(READY, 0, counters(db.commits)))
-        _Writer(sock, db).serve()
+        _Writer(sock, db, max_group).serve()
     except (BrokenPipeError, ConnectionResetError):
         pass  # the engine's process is gone: nothing is waiting for an answer
     finally:

@@ -460,7 +460,11 @@ class EmbeddedEngine(Engine):
             if self._proc is None:
                 self._proc_stats = CommitStats(deferred_index=True, writer_restarts=0)
                 self._proc = await WriterProcess.start(
-                    self.data_dir, self.busy_timeout_ms, self.fsync_commits, self._proc_stats
+                    self.data_dir,
+                    self.busy_timeout_ms,
+                    self.fsync_commits,
+                    self._proc_stats,
+                    max_group=MAX_GROUP if self.group_commit else 1,
                 )
                 log.debug("store.opened", engine=self.name, path=str(self.db_path), writer_pid=self._proc.pid)
             return
@@ -490,7 +494,11 @@ class EmbeddedEngine(Engine):
             raise StoreUnavailable("the embedded store is not open")
         if proc.ended:
             self._proc = proc = await WriterProcess.start(
-                self.data_dir, self.busy_timeout_ms, self.fsync_commits, self._proc_stats
+                self.data_dir,
+                self.busy_timeout_ms,
+                self.fsync_commits,
+                self._proc_stats,
+                max_group=MAX_GROUP if self.group_commit else 1,
             )
             self._proc_stats.writer_restarts = (self._proc_stats.writer_restarts or 0) + 1
             log.warning("store.writer_process_restarted", path=str(self.db_path), pid=proc.pid)

@@ -26,6 +26,7 @@ import structlog
 from store.engine import CommitStats
 from store.errors import StoreError, StoreUnavailable
 from store.sqlite import wire
+from store.sqlite.group import MAX_GROUP
 
 log = structlog.get_logger()
 
@@ -52,7 +53,13 @@ class WriterProcess(asyncio.Protocol):
 
     @classmethod
     async def start(
-        cls, data_dir: Path, busy_timeout_ms: int, fsync_commits: bool, stats: CommitStats
+        cls,
+        data_dir: Path,
+        busy_timeout_ms: int,
+        fsync_commits: bool,
+        stats: CommitStats,
+        *,
+        max_group: int = MAX_GROUP,
     ) -> WriterProcess:
         """Start the child and wait until it has opened (and upgraded) the database."""
         self = cls(data_dir, stats)
@@ -66,6 +73,7 @@ class WriterProcess(asyncio.Protocol):
                     str(data_dir),
                     str(busy_timeout_ms),
                     "1" if fsync_commits else "0",
+                    str(max_group),
                     str(theirs.fileno()),
                     pass_fds=(theirs.fileno(),),
                     stdin=subprocess.DEVNULL,
