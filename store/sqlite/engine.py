@@ -436,6 +436,8 @@ class EmbeddedEngine(Engine):
         self.writer = writer
         self._proc: WriterProcess | None = None
         self._proc_stats: CommitStats | None = None
+        #: one restart at a time: calls that all found the writer process gone share the new one
+        self._restarting = asyncio.Lock()
         #: False: each write batch commits alone (only to measure what group commit changes)
         self.group_commit = group_commit
         self.busy_timeout_ms = int(busy_timeout_s * 1000)
@@ -492,7 +494,14 @@ class EmbeddedEngine(Engine):
         proc = self._proc
         if proc is None or self._proc_stats is None:
             raise StoreUnavailable("the embedded store is not open")
-        if proc.ended:
+        if not proc.ended:
+            return proc
+        async with self._restarting:
+            proc = self._proc
+            if proc is None:
+                raise StoreUnavailable("the embedded store is not open")
+            if not proc.ended:
+                return proc  # another call started it meanwhile
             self._proc = proc = await WriterProcess.start(
                 self.data_dir,
                 self.busy_timeout_ms,
