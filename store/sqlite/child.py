@@ -183,7 +183,10 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    # a Ctrl-C in the daemon's terminal reaches its whole process group: the writer process ends when
-    # the daemon closes its socket, not before (the daemon may still be committing)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a Ctrl-C in the daemon's terminal reaches its whole process group, and a service manager's stop
+    # every process of the service (systemd's default KillMode): the writer process ends when the
+    # daemon closes its socket, not before, since the daemon may still be storing (a turn's
+    # interrupted reply) while it shuts down
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_IGN)
     sys.exit(main(sys.argv[1:]))
