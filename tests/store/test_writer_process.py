@@ -154,3 +154,19 @@ async def test_the_setting_chooses_the_writer(tmp_path: Path) -> None:
 def test_an_unknown_writer_is_refused() -> None:
     with pytest.raises(ValueError, match="writer must be one of thread, process"):
         EmbeddedEngine(Path("/nonexistent"), writer="fork")
+
+
+async def test_a_stop_signal_to_every_process_leaves_the_writer_to_its_daemon(tmp_path: Path) -> None:
+    """A service manager's stop (SIGTERM) or a Ctrl-C (SIGINT) reaches the writer process too; it
+    goes on serving the daemon, which may still be storing while it shuts down."""
+    async with EmbeddedEngine(tmp_path, writer="process") as engine:
+        pid = engine.writer_pid
+        assert pid is not None
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            os.kill(pid, number)
+        created = await engine.run(ALICE, CreateStep(Kind.STATE, {"key": "after", "value": "1"}))
+        assert await engine.run(ALICE, GetStep(Kind.STATE, created["sid"])) == created
+        assert engine.writer_pid == pid and _alive(pid)
+        stats = engine.commit_stats()
+        assert stats is not None and stats.writer_restarts == 0
+    await until(lambda: not _alive(pid), timeout=10, what="the writer to end with its engine")
