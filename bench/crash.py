@@ -185,6 +185,8 @@ class Rig:
     rng: random.Random
     ledger: Ledger = field(default_factory=Ledger)
     log: ModelLog = field(default_factory=ModelLog)
+    #: ``[store] writer`` of the embedded stores: "thread" or "process"
+    writer: str = "thread"
 
     def config(
         self, name: str, *, web_port: int = 0, tokens: dict[str, str] | None = None, osis: str = ""
@@ -203,6 +205,8 @@ class Rig:
             lines.append("[web]\nenabled = false")
         if osis:
             lines.append(f'[store]\nengine = "osis"\nurl = "{osis}"\ntimeout_s = 2')
+        else:
+            lines.append(f'[store]\nwriter = "{self.writer}"')
         path = self.tmp / f"{name}.toml"
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -623,6 +627,12 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=60.0, help="longest wait for a turn to start")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     parser.add_argument("--keep", action="store_true", help="keep the data dirs and logs")
+    parser.add_argument(
+        "--writer",
+        choices=("thread", "process"),
+        default="thread",
+        help="[store] writer of the embedded stores (process: each daemon's writer dies with it)",
+    )
     args = parser.parse_args()
 
     # the bench's own store reads (the verdict) log nothing below warnings
@@ -638,22 +648,44 @@ def main() -> None:
             f"http://127.0.0.1:{page.server_port}/page",
             args.deadline,
             random.Random(args.seed),
+            writer=args.writer,
         )
         fake.responder = responder(rig.log, rig.slow_url)
         started = time.monotonic()
         verdict = anyio.run(soak, rig, args.rounds)
         elapsed = time.monotonic() - started
     page.shutdown()
-    report(rig, verdict, elapsed, args)
+    leftover = writers_left(tmp)
+    report(rig, verdict, elapsed, args, leftover)
     if not args.keep:
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
     else:
         print(f"data and logs kept in {tmp}")
     bad = verdict.lost + verdict.duplicated + rig.log.dangling + verdict.unmarked_user + verdict.unmarked_tool
-    raise SystemExit(1 if bad or rig.ledger.stuck or verdict.seq_gaps else 0)
+    raise SystemExit(1 if bad or rig.ledger.stuck or verdict.seq_gaps or leftover else 0)
 
 
-def report(rig: Rig, verdict: Verdict, elapsed: float, args: argparse.Namespace) -> None:
+def writers_left(tmp: Path, wait_s: float = 10.0) -> int:
+    """Writer processes (``[store] writer = "process"``) of this soak's data dirs still running once
+    every daemon has ended: each must end with its daemon, a ``kill -9`` included (waits up to
+    ``wait_s`` for them to notice)."""
+
+    def count() -> int:
+        found = 0
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            with contextlib.suppress(OSError):
+                args = cmdline.read_bytes().split(b"\0")
+                if b"store.sqlite.child" in args and any(str(tmp).encode() in a for a in args):
+                    found += 1
+        return found
+
+    deadline = time.monotonic() + wait_s
+    while (left := count()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def report(rig: Rig, verdict: Verdict, elapsed: float, args: argparse.Namespace, leftover: int) -> None:
     ledger = rig.ledger
     blocked = {
         label: max((b for lbl, b in ledger.blocked if lbl == label), default=0.0)
@@ -676,6 +708,8 @@ def report(rig: Rig, verdict: Verdict, elapsed: float, args: argparse.Namespace)
         "blocked_max_s": round(max(blocked.values()), 2),
         "blocked_max_s_by_scenario": {k: round(v, 2) for k, v in blocked.items()},
         "elapsed_s": round(elapsed, 1),
+        "writer": rig.writer,
+        "writer_processes_left": leftover,
     }
     print(
         f"rounds={figures['rounds']} {dict(ledger.rounds)} "
@@ -694,6 +728,7 @@ def report(rig: Rig, verdict: Verdict, elapsed: float, args: argparse.Namespace)
         + " ".join(f"{k}={v:.2f}s" for k, v in blocked.items())
         + f"; stuck (no start within {args.deadline:g} s)={ledger.stuck}"
     )
+    print(f"writer: {rig.writer}; writer processes left once every daemon ended: {leftover}")
     if args.json:
         print(json.dumps(figures))
 

@@ -132,19 +132,22 @@ class _Writer:
             run = functools.partial(sqlite_batch.run_steps, scope=scope, steps=steps, stats=self.db.commits)
             writes.append(Write(run, leases_only(steps), early=kind == EARLY))
 
+        answered: set[int] = set()
+
         def ran(i: int, outcome: Outcome) -> None:
             kind, job, _ = group[i]
             if kind == EARLY:
+                answered.add(i)
                 self.send(_answer(job, outcome))
                 self.flush()  # before the COMMIT: the turn builds its request meanwhile
 
         outcomes = self.db.commit_writes(writes, ran)
-        for (kind, job, _), outcome in zip(group, outcomes, strict=True):
+        for i, ((kind, job, _), outcome) in enumerate(zip(group, outcomes, strict=True)):
+            if i not in answered:  # a write batch, or an early one the group failed before it ran
+                self.send(_answer(job, outcome))
             if kind == EARLY:
                 error = outcome[1]
                 self.send(frame(DURABLE, job, b"" if error is None else wire.encode_error(_plain(error))))
-            else:
-                self.send(_answer(job, outcome))
         self.send(frame(COUNTERS, 0, counters(self.db.commits)))
 
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import pytest
 
 from store.engine import (
@@ -211,6 +212,23 @@ async def test_batch_early_answers_what_batch_answers_and_when_it_is_durable(any
     assert await engine.get(Kind.STATE, ALICE, results.of(create)["sid"]) == results.of(create)
     reads, none = await engine.batch_early(ALICE, [GetStep(Kind.STATE, results.of(create)["sid"])])
     assert none is None and reads[0] == results.of(create)
+
+
+async def test_an_early_batch_refused_by_a_held_lease_is_answered_with_lease_held(any_engine: Engine) -> None:
+    """A turn's opening whose required claim is refused (another turn holds the conversation) is
+    answered, with LeaseHeld, and writes nothing: the turn waits and tries again. (The writer process
+    once left such a batch unanswered: the group failed before the batch's early answer.)"""
+    engine = any_engine
+    assert await engine.claim(ALICE, "turn:c1", "other", 60_000)
+    create = CreateStep(Kind.STATE, _state("refused", "1"))
+    with anyio.fail_after(10), pytest.raises(LeaseHeld):
+        await engine.batch_early(ALICE, [ClaimStep("turn:c1", "me", 60_000), create])
+    assert await engine.run(ALICE, CountStep(Kind.STATE, {"key": "refused"})) == 0
+    # and the engine goes on answering
+    results, durable = await engine.batch_early(ALICE, [create])
+    if durable is not None:
+        await durable
+    assert results.of(create)["key"] == "refused"
 
 
 async def test_the_embedded_engine_answers_a_write_batch_early(tmp_path: Path) -> None:
