@@ -21,6 +21,10 @@ stream of writes that leaves no gap (a bulk load, many writers at once) gets a b
 the next call once :data:`IDLE_CAP` rows wait: the pending rows stay bounded, and the indexing is
 done in batches as before, only no longer row by row in each write.
 
+Writer process: with ``writer="process"`` (``[store] writer``) the connection is held by a process of
+the engine's own instead (:mod:`store.sqlite.child`, reached through :mod:`store.sqlite.process`),
+served the same way on that process's main thread; docs/store.md, "The writer process".
+
 Processes: several may open one data dir. Each write is ``BEGIN IMMEDIATE`` (the write lock up front)
 and waits up to ``busy_timeout`` for another process's transaction; see docs/store.md.
 """
