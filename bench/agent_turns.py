@@ -186,6 +186,10 @@ async def fill(store: Store, conversation_id: str, n: int) -> None:
         )
 
 
+#: ``run``'s leading arguments: sizes, turns, fresh log, tools on, fsyncs, gc freeze
+Options = tuple[list[int], int, bool, bool, list[bool], bool]
+
+
 def _cpu_of(pid: int | None) -> Callable[[], float]:
     """The on-CPU seconds of the store's writer process so far (0 without one)."""
     return (lambda: process_sched(pid)[0]) if pid is not None else (lambda: 0.0)
@@ -397,22 +401,14 @@ def _postgres(url: str) -> Engine:
     return PostgresEngine(StoreSettings(engine="postgres", url=url, timeout_s=30.0))
 
 
-def _with_postgres(
-    sizes: list[int],
-    turns: int,
-    fresh_log: bool,
-    tools_on: bool,
-    fsyncs: list[bool],
-    gc_freeze: bool,
-    writer: str,
-) -> None:
+def _with_postgres(options: Options, writer: str) -> None:
     """The embedded rows, then the postgres engine on a throwaway cluster (fsync on), in one run."""
     from tests.store.postgres_fixtures import make_cluster, remove_cluster  # noqa: PLC0415
 
     cluster = make_cluster()
     try:
         print(f"# {cluster.version()}, a throwaway cluster on loopback, fsync on")
-        anyio.run(run, sizes, turns, fresh_log, tools_on, fsyncs, gc_freeze, cluster.url(), writer)
+        anyio.run(run, *options, cluster.url(), writer)
     finally:
         remove_cluster(cluster)
 
@@ -443,9 +439,9 @@ def main() -> None:
     like_the_daemon(args.log_level)
     fsyncs = [True] if args.fsync_only else [True, False]
     sizes = [int(s) for s in args.sizes.split(",")]
-    options = (sizes, args.turns, args.fresh_log, not args.no_tools, fsyncs, not args.no_gc_freeze)
+    options: Options = (sizes, args.turns, args.fresh_log, not args.no_tools, fsyncs, not args.no_gc_freeze)
     if args.postgres:
-        _with_postgres(*options, args.writer)
+        _with_postgres(options, args.writer)
     else:
         anyio.run(run, *options, "", args.writer)
 

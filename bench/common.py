@@ -95,19 +95,22 @@ def store_thread_id() -> int | None:
     return ids[0] if len(ids) == 1 else None
 
 
+def _schedstat(path: str) -> tuple[float, float]:
+    on_cpu, waiting = Path(path).read_text().split()[:2]
+    return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
 def process_sched(pid: int) -> tuple[float, float]:
     """A single-threaded process so far (``/proc/<pid>/schedstat``, nanoseconds where
     ``/proc/<pid>/stat`` counts clock ticks), seconds: on a CPU, and runnable but waiting for one.
     The embedded store's writer process."""
-    on_cpu, waiting = Path(f"/proc/{pid}/schedstat").read_text().split()[:2]
-    return int(on_cpu) / 1e9, int(waiting) / 1e9
+    return _schedstat(f"/proc/{pid}/schedstat")
 
 
 def thread_sched(native_id: int) -> tuple[float, float]:
     """A thread of this process so far (Linux ``schedstat``), seconds: on a CPU, and runnable but
     waiting on a CPU's run queue."""
-    on_cpu, waiting = Path(f"/proc/self/task/{native_id}/schedstat").read_text().split()[:2]
-    return int(on_cpu) / 1e9, int(waiting) / 1e9
+    return _schedstat(f"/proc/self/task/{native_id}/schedstat")
 
 
 def stat_cpu(stat: Path) -> tuple[float, float]:

@@ -30,11 +30,10 @@ import sys
 from pathlib import Path
 
 from store.engine import leases_only
-from store.errors import StoreUnavailable
 from store.sqlite import batch as sqlite_batch
 from store.sqlite import wire
 from store.sqlite.engine import DB_FILE, _Database
-from store.sqlite.group import Outcome, Write
+from store.sqlite.group import Outcome, Write, store_error
 from store.sqlite.wire import (
     CALL,
     COUNTERS,
@@ -121,7 +120,7 @@ class _Writer:
                 else:
                     raise ValueError(f"unknown frame {kind!r}")
             except BaseException as exc:
-                self.send(frame(ERROR, job, wire.encode_error(_plain(exc))))
+                self.send(frame(ERROR, job, wire.encode_error(store_error(exc, self.db.path))))
             else:
                 self.send(frame(RESULTS, job, answer))
 
@@ -147,22 +146,15 @@ class _Writer:
                 self.send(_answer(job, outcome))
             if kind == EARLY:
                 error = outcome[1]
-                self.send(frame(DURABLE, job, b"" if error is None else wire.encode_error(_plain(error))))
+                self.send(frame(DURABLE, job, b"" if error is None else wire.encode_error(error)))
         self.send(frame(COUNTERS, 0, counters(self.db.commits)))
 
 
 def _answer(job: int, outcome: Outcome) -> bytes:
     result, error = outcome
     if error is not None:
-        return frame(ERROR, job, wire.encode_error(_plain(error)))
+        return frame(ERROR, job, wire.encode_error(error))
     return frame(RESULTS, job, wire.encode_results(result))
-
-
-def _plain(exc: BaseException) -> BaseException:
-    """The error as a single call on the connection raises it (a ValueError: a damaged record)."""
-    if isinstance(exc, ValueError):
-        return StoreUnavailable(f"the embedded store failed: {exc}")
-    return exc
 
 
 def main(argv: list[str]) -> int:

@@ -43,7 +43,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
@@ -62,7 +62,7 @@ from store.sqlite import ops, wire
 from store.sqlite import users as sqlite_users
 from store.sqlite.group import MAX_GROUP, Outcome, Ran, Write, commit_group
 from store.sqlite.leases import unsynced
-from store.sqlite.process import WriterProcess
+from store.sqlite.process import WriterProcess, observed
 from store.sqlite.schema import configure, migrate
 from store.sqlite.wire import CALL, READ, WRITE
 
@@ -172,7 +172,7 @@ class _Worker:
         durable: asyncio.Future[None] | None = None
         if early:
             durable = loop.create_future()
-            durable.add_done_callback(_observed)  # a caller cancelled before awaiting it logs nothing
+            durable.add_done_callback(observed)  # a caller cancelled before awaiting it logs nothing
         job = _Job(loop, future, call, time.perf_counter(), durable)
         with self._lock:
             if self._stopped:
@@ -267,11 +267,6 @@ def _answer_early(group: list[_Job], i: int, outcome: Outcome) -> None:
     if member.durable is not None:
         member.answered_early = True
         member.answer(*outcome)
-
-
-def _observed(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 #: a marker: the queue ran empty while a group was gathered
@@ -465,13 +460,7 @@ class EmbeddedEngine(Engine):
         if self.writer == "process":
             if self._proc is None:
                 self._proc_stats = CommitStats(deferred_index=True, writer_restarts=0)
-                self._proc = await WriterProcess.start(
-                    self.data_dir,
-                    self.busy_timeout_ms,
-                    self.fsync_commits,
-                    self._proc_stats,
-                    max_group=MAX_GROUP if self.group_commit else 1,
-                )
+                self._proc = await self._start_writer(self._proc_stats)
                 log.debug("store.opened", engine=self.name, path=str(self.db_path), writer_pid=self._proc.pid)
             return
         if self._db is not None:
@@ -493,10 +482,19 @@ class EmbeddedEngine(Engine):
             await anyio.to_thread.run_sync(_release, db)
             log.debug("store.closed", engine=self.name)
 
+    def _start_writer(self, stats: CommitStats) -> Awaitable[WriterProcess]:
+        return WriterProcess.start(
+            self.data_dir,
+            self.busy_timeout_ms,
+            self.fsync_commits,
+            stats,
+            max_group=MAX_GROUP if self.group_commit else 1,
+        )
+
     async def _writer(self) -> WriterProcess:
         """The writer process; a new one when the last has ended (its calls failed meanwhile)."""
-        proc = self._proc
-        if proc is None or self._proc_stats is None:
+        proc, stats = self._proc, self._proc_stats
+        if proc is None or stats is None:
             raise StoreUnavailable("the embedded store is not open")
         if not proc.ended:
             return proc
@@ -506,24 +504,20 @@ class EmbeddedEngine(Engine):
                 raise StoreUnavailable("the embedded store is not open")
             if not proc.ended:
                 return proc  # another call started it meanwhile
-            self._proc = proc = await WriterProcess.start(
-                self.data_dir,
-                self.busy_timeout_ms,
-                self.fsync_commits,
-                self._proc_stats,
-                max_group=MAX_GROUP if self.group_commit else 1,
-            )
-            self._proc_stats.writer_restarts = (self._proc_stats.writer_restarts or 0) + 1
+            self._proc = proc = await self._start_writer(stats)
+            stats.writer_restarts = (stats.writer_restarts or 0) + 1
             log.warning("store.writer_process_restarted", path=str(self.db_path), pid=proc.pid)
         return proc
 
+    async def _send(self, kind: bytes, payload: bytes) -> bytes:
+        """One call to the writer process; its answer (the writer's side timed in :data:`LAST_CALL_S`)."""
+        answer, seconds = await (await self._writer()).call(kind, payload)
+        LAST_CALL_S.set(seconds)
+        return answer
+
     async def _run(self, fn: Callable[..., R], *args: object) -> R:
         if self.writer == "process":
-            proc = await self._writer()
-            answer, seconds = await proc.call(
-                CALL, pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
-            )
-            LAST_CALL_S.set(seconds)
+            answer = await self._send(CALL, pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL))
             return cast(R, pickle.loads(answer))
         db = self._db
         if db is None:
@@ -558,11 +552,10 @@ class EmbeddedEngine(Engine):
         :mod:`store.sqlite.group`), and is answered once that commit returned."""
         steps = builtins.list(steps)
         if self.writer == "process":
-            proc = await self._writer()
             kind = WRITE if sqlite_batch.writes(steps) else READ
-            answer, seconds = await proc.call(kind, wire.encode_batch(scope, steps))
-            LAST_CALL_S.set(seconds)
-            return Results(steps, wire.decode_results(answer))
+            return Results(
+                steps, wire.decode_results(await self._send(kind, wire.encode_batch(scope, steps)))
+            )
         db = self._db
         if not sqlite_batch.writes(steps):
             return await self._run(sqlite_batch.batch, scope, steps, db.commits if db else None)

@@ -135,7 +135,7 @@ class WriterProcess(asyncio.Protocol):
         durable: asyncio.Future[None] | None = None
         if early:
             durable = loop.create_future()
-            durable.add_done_callback(_observed)  # a caller cancelled before awaiting it logs nothing
+            durable.add_done_callback(observed)  # a caller cancelled before awaiting it logs nothing
             self._durable[job] = durable
         self._transport.write(wire.frame(kind, job, payload))
         return answer, durable
@@ -210,6 +210,8 @@ def _fail(
         future.set_exception(error)
 
 
-def _observed(future: asyncio.Future[None]) -> None:
+def observed(future: asyncio.Future[None]) -> None:
+    """A durability future's done-callback: its error counts as retrieved, so that a caller
+    cancelled before awaiting it leaves nothing logged (the writer thread's futures use it too)."""
     if not future.cancelled():
         future.exception()
