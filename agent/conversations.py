@@ -91,6 +91,7 @@ class Conversations:
     ) -> Conversation:
         """Create a conversation and make it the active one."""
         conv = await self.store.conversations.create(scope, title, channel=channel, is_group=is_group)
+        self.window.created(scope, conv)
         await self.store.state.set(scope, ACTIVE_KEY, conv.sid)
         return conv
 

@@ -19,6 +19,7 @@ from agent.prompt.incremental import HISTORY_STATS
 from agent.providers.base import TEXT_STATS, TextStats
 from agent.providers.h1 import WIRE_STATS
 from agent.tools.storable import ResultCounts
+from agent.turn.early import EARLY_STATS
 from store import GROUP_BUCKETS, CommitStats, Engine, LeaseStats
 
 #: seconds; turn latencies span tool calls and long replies
@@ -232,6 +233,7 @@ class TurnMetrics:
             *self.counters.render_lines(),
             *WIRE_STATS.lines(),
             *HISTORY_STATS.lines(),
+            *EARLY_STATS.lines(),
             *GC_STATS.lines(),
             *switching.lines(),
         ]

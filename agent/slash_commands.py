@@ -249,6 +249,7 @@ async def _model(agent: Agent, req: TurnRequest, arg: str) -> CommandOutput:
     conv = await agent.store.conversations.set_model(
         req.scope, conv.sid, "" if arg == settings.llm.model else arg
     )
+    agent.window.forget(req.scope, conv.sid)  # its cached conversation names the model it had
     return CommandOutput(
         "model",
         f"This conversation now uses {arg}.",

@@ -46,6 +46,7 @@ import argparse
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import inspect
 import math
@@ -75,7 +76,7 @@ from bench.common import (
     store_thread_id,
     thread_sched,
 )
-from config.settings import LLMSettings, MemorySettings, Settings, StoreSettings
+from config.settings import AgentSettings, LLMSettings, MemorySettings, Settings, StoreSettings
 from store import DelegatingEngine, EmbeddedEngine, Results, Scope, Step, Store
 
 if TYPE_CHECKING:
@@ -87,8 +88,42 @@ worker_side = getattr(EmbeddedEngine, "last_call_seconds", lambda: 0.0)
 SCOPE = Scope("bench", "bencher")
 TEXT = "a line of ordinary chat, about as long as people write them in a messenger"
 
+
+@dataclasses.dataclass(slots=True)
+class Account:
+    """One turn's store and model times up to its first token (the task running it, and the tasks
+    it starts, share it through :data:`_spent`)."""
+
+    #: the engine calls' whole time, the writer's side of it, and of that the wait for a commit
+    calls: float = 0.0
+    writer: float = 0.0
+    commit_wait: float = 0.0
+    #: the first token is out: nothing more is counted
+    first: bool = False
+    #: the turn's opening has answered (``batch_early`` returned)
+    opened: bool = False
+    #: model streams started; whether the first started before the opening answered (the turn's
+    #: early request), and the writer's time counted by then
+    streams: int = 0
+    early: bool = False
+    writer_before_stream: float = 0.0
+    #: when the first model stream's first event came in, and the turn's first token (perf_counter)
+    model_first: float = 0.0
+    first_token: float = 0.0
+
+    def held(self, first_token: float) -> float:
+        """How long the turn's first token was held up by the store's writer: with an early request
+        that was used (one stream, started before the opening answered), the writer's time before
+        the request went out plus the time from the model's first event to the first token (the
+        output held until the opening confirmed it and was durable); otherwise the writer's side of
+        its calls (the turn waited for its opening before it sent anything)."""
+        if self.early and self.streams == 1 and self.model_first:
+            return self.writer_before_stream + max(0.0, first_token - self.model_first)
+        return self.writer
+
+
 #: the engine time of the turn running in this context, before its first token
-_spent: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("spent", default=None)
+_spent: contextvars.ContextVar[Account | None] = contextvars.ContextVar("spent", default=None)
 #: turns run one at a time to measure one turn's CPU time
 FLOOR_TURNS = 20
 
@@ -171,6 +206,12 @@ class LLMClock(Provider):
         self.name = inner.name
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ProviderEvent]:
+        account = _spent.get()
+        if account is not None and not account.first:
+            account.streams += 1
+            if account.streams == 1:
+                account.early = not account.opened
+                account.writer_before_stream = account.writer
         events = aiter(self.inner.stream(request))
         while True:
             with _awaiting("llm"):
@@ -178,6 +219,8 @@ class LLMClock(Provider):
                     event = await anext(events)
                 except StopAsyncIteration:
                     return
+            if account is not None and not account.model_first:
+                account.model_first = time.perf_counter()
             yield event
 
     async def aclose(self) -> None:
@@ -196,9 +239,14 @@ class WriterClock(DelegatingEngine):
             with _awaiting("store"):
                 return await self.inner.batch(scope, steps)
         finally:
-            if account is not None and account[1] == 0.0:  # only until the first token
-                account[0] += time.perf_counter() - started
-                account[2] += worker_side()
+            if account is not None and not account.first:  # only until the first token
+                account.calls += time.perf_counter() - started
+                account.writer += worker_side()
+
+    async def read(self, scope: Scope, steps: Sequence[Step]) -> Results:
+        """Reads beside the writes (a turn's recall): on the inner engine's reads' connection, not
+        the writer; not counted (the turn's early request waits for them, not the turn's opening)."""
+        return await self.inner.read(scope, steps)
 
     async def batch_early(self, scope: Scope, steps: Sequence[Step]) -> tuple[Results, Durable]:
         """A turn's opening, answered before its commit: the call until the results, plus the time
@@ -209,41 +257,55 @@ class WriterClock(DelegatingEngine):
             with _awaiting("store"):
                 results, durable = await self.inner.batch_early(scope, steps)
         finally:
-            if account is not None and account[1] == 0.0:
-                account[0] += time.perf_counter() - started
-                account[2] += worker_side()
+            if account is not None and not account.first:
+                account.calls += time.perf_counter() - started
+                account.writer += worker_side()
+                account.opened = True
         if durable is None or account is None:
             return results, durable
 
         def waited(seconds: float) -> None:
-            if account[1] == 0.0:
-                account[0] += seconds
-                account[2] += seconds
-                account[3] += seconds
+            if not account.first:
+                account.calls += seconds
+                account.writer += seconds
+                account.commit_wait += seconds
 
         return results, WaitedFuture(durable, waited, functools.partial(_awaiting, "store"))
 
 
-async def one_turn(agent: Agent, cid: str, text: str) -> tuple[float, float, float, float, float]:
-    """(time to first token, time to the end, engine call time before the first token, the worker's
-    side of it), seconds."""
-    # engine call time, first-token flag, the worker's side of it, of which waiting for a commit
-    account = [0.0, 0.0, 0.0, 0.0]
+async def one_turn(agent: Agent, cid: str, text: str) -> Turn:
+    """One turn, timed to its first token and its end, with its account."""
+    account = Account()
     _spent.set(account)
     started = time.perf_counter()
     first = 0.0
     done = False
     async for ev in agent.handle(TurnRequest(SCOPE, "web", text, conversation_id=cid)):
         if isinstance(ev, TextDelta) and not first:
-            first = time.perf_counter() - started
-            account[1] = 1.0
+            now = time.perf_counter()
+            first = now - started
+            account.first = True
+            account.first_token = now
             idle = _idle.get()
             if idle is not None:
                 idle.first_token()
         done = done or isinstance(ev, Done)
     if not done or not first:
         raise SystemExit("a turn did not complete")
-    return first, time.perf_counter() - started, account[0], account[2], account[3]
+    return Turn(first, time.perf_counter() - started, account)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Turn:
+    """A turn's time to first token and to its end (seconds), and its account."""
+
+    ttft: float
+    total: float
+    account: Account
+
+    @property
+    def held(self) -> float:
+        return self.account.held(self.account.first_token)
 
 
 async def cpu_per_turn(agent: Agent, cid: str, writer_pid: int | None) -> float:
@@ -264,12 +326,15 @@ async def cpu_per_turn(agent: Agent, cid: str, writer_pid: int | None) -> float:
 
 
 async def burst(
-    llm: LLMSettings, fake_pid: int, n: int, group: bool, writer: str = "thread"
+    llm: LLMSettings, fake_pid: int, n: int, group: bool, writer: str = "thread", early: bool = True
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
+        # the early request is newer code's (older code always waits for the opening)
         settings = Settings(
             llm=llm, memory=MemorySettings(enabled=False), store=StoreSettings(path=Path(tmp))
         )
+        if not early:
+            settings = dataclasses.replace(settings, agent=AgentSettings(early_request=False))
         # code older than group commit has no switch (and commits each batch alone): same program
         older = "group_commit" not in inspect.signature(EmbeddedEngine).parameters
         # a writer process is a choice of newer code only (older code has the thread)
@@ -289,7 +354,7 @@ async def burst(
             cids = [(await agent.conversations.new(SCOPE, channel="web")).sid for _ in range(n)]
             stats = embedded.commit_stats() if hasattr(embedded, "commit_stats") else None
             commits, batches = (stats.commits, stats.batches) if stats else (0, 0)
-            results: list[tuple[float, float, float, float, float]] = []
+            results: list[Turn] = []
 
             async def run(i: int, cid: str) -> None:
                 results.append(await one_turn(agent, cid, f"{TEXT} burst {i}"))
@@ -326,14 +391,16 @@ async def burst(
             if stats:
                 commits, batches = stats.commits - commits, stats.batches - batches
         await provider.aclose()
-    ttft = [r[0] for r in results]
+    ttft = [r.ttft for r in results]
     return {
         "turns/s": n / wall,
         "ttft p50": pct(ttft, 0.5) * 1000,
         "ttft p99": pct(ttft, 0.99) * 1000,
-        "writer %": 100 * sum(r[3] for r in results) / sum(ttft),
-        "commit wait %": 100 * sum(r[4] for r in results) / sum(ttft),
-        "store call %": 100 * sum(r[2] for r in results) / sum(ttft),
+        "writer %": 100 * sum(r.held for r in results) / sum(ttft),
+        "early turns": sum(1 for r in results if r.account.early and r.account.streams == 1),
+        "writer calls %": 100 * sum(r.account.writer for r in results) / sum(ttft),
+        "commit wait %": 100 * sum(r.account.commit_wait for r in results) / sum(ttft),
+        "store call %": 100 * sum(r.account.calls for r in results) / sum(ttft),
         "loop idle %": idle.share(idle.idle),
         "idle store only %": idle.share(idle.idle_store_only),
         "idle LLM only %": idle.share(idle.idle_llm_only),
@@ -353,6 +420,8 @@ FIELDS = (
     "ttft p50",
     "ttft p99",
     "writer %",
+    "early turns",
+    "writer calls %",
     "commit wait %",
     "store call %",
     "loop idle %",
@@ -370,11 +439,12 @@ FIELDS = (
 
 
 async def main_async(
-    n: int, rounds: int, modes: list[bool], chunk_delay_ms: float, writer: str = "thread"
+    n: int, rounds: int, modes: list[bool], chunk_delay_ms: float, writer: str = "thread", early: bool = True
 ) -> None:
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f}")
     print(
-        f"{n} conversations, one turn each, all at once; ms unless named; durable commits; writer: {writer}"
+        f"{n} conversations, one turn each, all at once; ms unless named; durable commits; writer: {writer};"
+        f" early request: {'on' if early else 'off'}"
     )
     if chunk_delay_ms:
         print(
@@ -388,7 +458,7 @@ async def main_async(
         llm = LLMSettings(base_url=base_url, api_key="bench", model="fake-model", max_retries=0)
         for rnd in range(rounds):
             for group in modes:
-                r = await burst(llm, fake.pid, n, group, writer)
+                r = await burst(llm, fake.pid, n, group, writer, early)
                 got[group].append(r)
                 cells = " ".join(f"{r[f]:>14.2f}" for f in FIELDS)
                 print(f"{rnd:>5} {'on' if group else 'off':>6} {cells}", flush=True)
@@ -433,10 +503,24 @@ def main() -> None:
         default="thread",
         help="who runs the embedded store's connection ([store] writer; default thread)",
     )
+    parser.add_argument(
+        "--early",
+        choices=("on", "off"),
+        default="on",
+        help="a turn's early request ([agent] early_request; default on, as the daemon's)",
+    )
     args = parser.parse_args()
     like_the_daemon()
     modes = [m.strip() == "on" for m in args.modes.split(",")]
-    anyio.run(main_async, args.conversations, args.rounds, modes, args.chunk_delay_ms, args.writer)
+    anyio.run(
+        main_async,
+        args.conversations,
+        args.rounds,
+        modes,
+        args.chunk_delay_ms,
+        args.writer,
+        args.early == "on",
+    )
 
 
 if __name__ == "__main__":

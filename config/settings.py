@@ -36,6 +36,10 @@ class AgentSettings:
     #: longest voice message (seconds), as Telegram or the transcription reports it (the daemon has
     #: no audio decoder)
     max_audio_seconds: int = 600
+    #: a turn whose opening would queue behind other store calls (a burst on the embedded store)
+    #: sends its request while the opening waits, and shows nothing before the opening confirmed it
+    #: (docs/agent.md, "The early request")
+    early_request: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -420,6 +420,20 @@ class Engine(ABC):
         answers before its commit's fsync (a turn builds and sends its request meanwhile)."""
         return await self.batch(scope, steps), None
 
+    async def read(self, scope: Scope, steps: Sequence[Step]) -> Results:
+        """Reads (every step ``reads_only``) of what is committed, in one snapshot, that may run beside
+        this process's writes: they need not see a write answered early whose commit is still on its
+        way (:meth:`batch_early`). Default: :meth:`batch`; the embedded engine runs them on a
+        connection of their own, so that they do not queue behind the writes."""
+        return await self.batch(scope, steps)
+
+    def backlog(self) -> int:
+        """How many of this process's calls a write sent now would queue behind: the embedded
+        engine's one worker thread serves them in turn. A turn that would wait sends its request
+        before its opening answered (``agent/turn/early.py``). Default 0: an engine whose calls do
+        not queue in this process (a server's pool, a remote store)."""
+        return 0
+
     async def run(self, scope: Scope, step: StepOf[R]) -> R:
         """One step as its own batch, its result typed by the step."""
         return (await self.batch(scope, [step])).of(step)
@@ -560,6 +574,15 @@ class DelegatingEngine(Engine):
         if type(self).batch is DelegatingEngine.batch:
             return await self.inner.batch_early(scope, steps)
         return await self.batch(scope, steps), None
+
+    async def read(self, scope: Scope, steps: Sequence[Step]) -> Results:
+        """The inner engine's, unless this wrapper changes :meth:`batch` (then through it)."""
+        if type(self).batch is DelegatingEngine.batch:
+            return await self.inner.read(scope, steps)
+        return await self.batch(scope, steps)
+
+    def backlog(self) -> int:
+        return self.inner.backlog()
 
     async def contexts(self) -> builtins.list[str]:
         return await self.inner.contexts()

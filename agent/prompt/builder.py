@@ -52,6 +52,32 @@ async def build_prompt(
 ) -> Prompt:
     """The system prompt and the history window for this turn, from the recalled memories and the
     stored window read when the turn was opened; compacts first when over budget."""
+    prompt = await _build(services, inp, tools, memories, stored, compact=True)
+    assert prompt is not None  # only a build that may not compact gives none
+    return prompt
+
+
+async def draft_prompt(
+    services: TurnServices,
+    inp: TurnInput,
+    tools: tuple[ToolSpec, ...],
+    memories: list[Memory],
+    stored: list[Message],
+) -> Prompt | None:
+    """:func:`build_prompt` for a turn's early request (``agent/turn/early.py``), which must write
+    nothing: None where that would compact."""
+    return await _build(services, inp, tools, memories, stored, compact=False)
+
+
+async def _build(
+    services: TurnServices,
+    inp: TurnInput,
+    tools: tuple[ToolSpec, ...],
+    memories: list[Memory],
+    stored: list[Message],
+    *,
+    compact: bool,
+) -> Prompt | None:
     settings = services.settings
     group = inp.group
     history = services.window.history(inp.request.scope, inp.conversation_id, stored, group=group)
@@ -63,6 +89,8 @@ async def build_prompt(
     budget = history_budget(settings.llm.context_window, settings.llm.max_output_tokens, int(fixed * ratio))
     used = int(history.tokens * ratio)
     if used > budget:
+        if not compact:
+            return None
         log.info("turn.compacting", estimate=used, budget=budget)
         if await _compact(services, inp, budget):
             history = await _history(services, inp, group)

@@ -27,14 +27,15 @@ share one store; the marks in the store are what export and the page show).
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
 
 from agent.prompt.history import SUMMARY_TYPE, History, to_chat
 from agent.prompt.incremental import HISTORY_STATS, Derived, derive
 from agent.providers.base import ChatMessage
-from store import Message, Scope, Store, TurnOpening
+from store import Conversation, Message, Scope, Store, TurnOpening
 
 #: how many new messages a turn reads to catch up (a turn with many tool rounds adds more and
 #: simply falls back to a whole read)
@@ -53,6 +54,19 @@ class _Entry:
     chats: dict[tuple[str, bool], ChatMessage | None] = field(default_factory=dict)
     #: the model's view last derived from this window (None: derive it whole)
     derived: Derived | None = None
+    #: the conversation as read with the window (None: not known), for a turn's early request
+    conversation: Conversation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the cache knows of a conversation no other turn of this process is in: enough to build a
+    turn's request before its opening answered (``agent/turn/early.py``)."""
+
+    conversation: Conversation
+    #: the window the turn's opening will read, less the turn's own message (oldest first; a new
+    #: conversation's: empty)
+    messages: list[Message]
 
 
 class WindowCache:
@@ -64,6 +78,8 @@ class WindowCache:
         self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        #: the turns of this process in each conversation, from before their opening to their end
+        self._turns: Counter[_Key] = Counter()
 
     def plan(self, scope: Scope, conversation_id: str) -> tuple[int, int]:
         """``(after_seq, limit)`` for the read that opens a turn: only what follows the cached window,
@@ -82,10 +98,18 @@ class WindowCache:
         key = _key(scope, conversation_id)
         floor = opening.conversation.window_floor
         new = opening.window
-        if after_seq == 0:
-            self.misses += 1
-            return self._keep(key, floor, new)  # it was a whole read
         entry = self._entries.get(key)
+        if after_seq == 0:  # it was a whole read
+            self.misses += 1
+            # a turn's early request derived its view from this very window (its user message
+            # adopted as the stored one): that view stays
+            carry = (
+                entry is not None
+                and entry.floor == floor
+                and entry.derived is not None
+                and any(m is entry.derived.last for m in new)
+            )
+            return self._keep(key, floor, new, carry=carry, conversation=opening.conversation)
         if (
             entry is not None
             and entry.messages
@@ -97,7 +121,8 @@ class WindowCache:
         ):
             self.hits += 1
             last = entry.messages[-1].seq
-            return self._keep(key, floor, entry.messages + [m for m in new if m.seq > last], carry=True)
+            joined = entry.messages + [m for m in new if m.seq > last]
+            return self._keep(key, floor, joined, carry=True, conversation=opening.conversation)
         return await self.window(scope, conversation_id)
 
     async def window(self, scope: Scope, conversation_id: str) -> list[Message]:
@@ -105,7 +130,7 @@ class WindowCache:
         self.misses += 1
         conv = await self.store.conversations.get(scope, conversation_id)
         messages = await self.store.messages.history(scope, conversation_id, limit=self.limit)
-        return self._keep(_key(scope, conversation_id), conv.window_floor, messages)
+        return self._keep(_key(scope, conversation_id), conv.window_floor, messages, conversation=conv)
 
     def history(self, scope: Scope, conversation_id: str, stored: list[Message], *, group: bool) -> History:
         """The model's view of ``stored`` (the window this cache answered), exactly
@@ -139,7 +164,70 @@ class WindowCache:
     def forget(self, scope: Scope, conversation_id: str) -> None:
         self._entries.pop(_key(scope, conversation_id), None)
 
-    def _keep(self, key: _Key, floor: int, messages: list[Message], *, carry: bool = False) -> list[Message]:
+    def appended(self, scope: Scope, conversation_id: str, message: Message) -> None:
+        """This process stored ``message`` in the conversation (a turn's step, tool result or answer):
+        the cached window takes it when it follows the newest cached message (else the next turn's
+        read brings it, with what came between)."""
+        key = _key(scope, conversation_id)
+        entry = self._entries.get(key)
+        if entry is None or not entry.messages or message.seq != entry.messages[-1].seq + 1:
+            return
+        self._keep(key, entry.floor, [*entry.messages, message], carry=True, conversation=entry.conversation)
+
+    def created(self, scope: Scope, conversation: Conversation) -> None:
+        """This process made ``conversation`` just now: its window is known, and empty."""
+        key = _key(scope, conversation.sid)
+        if key not in self._entries:
+            self._keep(key, conversation.window_floor, [], conversation=conversation)
+
+    @contextmanager
+    def turn(self, scope: Scope, conversation_id: str) -> Iterator[bool]:
+        """Held by a turn from before its opening to its end; yields whether it is the conversation's
+        only turn in this process (only then can :meth:`known` be its window: an earlier turn still
+        running will add to it)."""
+        key = _key(scope, conversation_id)
+        self._turns[key] += 1
+        try:
+            yield self._turns[key] == 1
+        finally:
+            self._turns[key] -= 1
+            if not self._turns[key]:
+                del self._turns[key]
+
+    def known(self, scope: Scope, conversation_id: str) -> Known | None:
+        """The cached conversation and window (None when not cached). The store stays the judge: the
+        turn's opening reads what is new, and a turn that built on this checks it (:meth:`adopt`)."""
+        entry = self._entries.get(_key(scope, conversation_id))
+        if entry is None or entry.conversation is None:
+            return None
+        # the turn's own message takes a place in its window: the oldest cached one leaves it
+        keep = max(0, self.limit - 1)
+        return Known(entry.conversation, entry.messages[len(entry.messages) - keep :] if keep else [])
+
+    def adopt(self, scope: Scope, conversation_id: str, guessed: Message, stored: Message) -> Message:
+        """A turn built its request on ``guessed``, its user message before it was stored; ``stored``
+        is that message as the store wrote it. ``guessed`` takes its fields and stands for it from now
+        on (so the view derived from the guess stays usable), and its model view is kept under its
+        stored sid. Returns ``guessed``."""
+        for f in fields(Message):
+            setattr(guessed, f.name, getattr(stored, f.name))
+        entry = self._entries.get(_key(scope, conversation_id))
+        if entry is not None:
+            for group in (False, True):
+                chat = entry.chats.pop(("", group), _UNSEEN)
+                if chat is not _UNSEEN:
+                    entry.chats[(guessed.sid, group)] = chat
+        return guessed
+
+    def _keep(
+        self,
+        key: _Key,
+        floor: int,
+        messages: list[Message],
+        *,
+        carry: bool = False,
+        conversation: Conversation | None = None,
+    ) -> list[Message]:
         """Keeps ``messages`` (the newest ``limit``) as the conversation's window; ``carry``: they
         are the cached window's own objects followed by new ones, so its derived view stays."""
         window = messages[-self.limit :]
@@ -149,7 +237,7 @@ class WindowCache:
             inside = {m.sid for m in window}
             chats = {k: v for k, v in chats.items() if k[0] in inside}
         derived = old.derived if carry and old is not None else None
-        self._entries[key] = _Entry(floor, window, chats, derived)
+        self._entries[key] = _Entry(floor, window, chats, derived, conversation)
         self._entries.move_to_end(key)
         while len(self._entries) > MAX_CONVERSATIONS:
             self._entries.popitem(last=False)

@@ -24,6 +24,7 @@ store) is marked by the store when the conversation's next turn opens, or when a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -41,12 +42,13 @@ from agent.events import (
     TurnStarted,
     UsageInfo,
 )
-from agent.llm import CallSite
-from agent.prompt.builder import build_prompt
+from agent.llm import CallSite, RetrySink, TextSink
+from agent.prompt.builder import Prompt, build_prompt, draft_prompt
 from agent.prompt.history import calls_from_json, calls_to_json, fit
-from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, RetryNotice, ToolCall
+from agent.providers.base import ChatMessage, ChatRequest, CollectedResponse, RetryNotice, ToolCall, ToolSpec
 from agent.rerun import RERUNS, Rerun, RerunKind, RerunRefused, to_supersede
 from agent.tools.base import ToolCaller, ToolResult
+from agent.turn.early import CHANGED, DRAFT, FAILED, EarlyRequest
 from agent.turn.input import TurnInput, TurnServices
 from agent.turn.options import CLIENT_SYSTEM_TYPE, client_system_changed
 from agent.turn.tools import run_calls, signature
@@ -131,7 +133,7 @@ class Turn:
         self.finished = False
 
     async def run(self) -> None:
-        agent_cfg, inp, services = self.services.settings.agent, self.inp, self.services
+        inp, services = self.inp, self.services
         rerun = inp.request.rerun
         continuing = bool(inp.request.client_results)
         rerun_of = rerun.user_message_id if rerun is not None else None
@@ -144,6 +146,24 @@ class Turn:
         after_seq, window_limit = services.window.plan(inp.request.scope, self.cid)
         recall_text, recall_limit, recent = services.memory.recall_plan(inp.request.text)
         reads = TurnReads(window_limit, after_seq, recall_text, recall_limit, recent)
+        with services.window.turn(inp.request.scope, self.cid) as alone:
+            early = self._early(reads) if alone and not continuing and rerun_of is None else None
+            if early is not None:  # it recalls the memories itself, beside the opening
+                reads = dataclasses.replace(reads, recall_text="", recall_limit=0, recent_memories=0)
+            try:
+                await self._open(reads, early, rerun_of=rerun_of, continuing=continuing)
+            finally:
+                if early is not None:
+                    if not early.settled:
+                        await early.discard(FAILED)  # the opening failed: nothing was confirmed
+                    await early.close()
+
+    async def _open(
+        self, reads: TurnReads, early: EarlyRequest | None, *, rerun_of: str | None, continuing: bool
+    ) -> None:
+        """Open the turn (one store call) and run it under its lease."""
+        agent_cfg, inp, services = self.services.settings.agent, self.inp, self.services
+        after_seq = reads.window_after_seq
         try:
             async with services.store.turns.open(
                 inp.request.scope,
@@ -164,11 +184,14 @@ class Turn:
             ) as opening:
                 self.on_locked()
                 self.opening = opening
-                self.message = opening.message
                 inp.conversation = opening.conversation
-                # the turn's usage entries are written when it closes, with the lease's release
-                self.progress.usage = opening.usage
+                # the turn's usage entries (an early request's too) are written when it closes, with
+                # the lease's release
+                opening.usage = self.progress.usage
                 with anyio.move_on_after(agent_cfg.turn_deadline_s) as deadline:
+                    early_memories = early  # it recalled them, whether it is confirmed or not
+                    early = await self._confirm(early, opening)
+                    self.message = opening.message
                     self.stored = await services.window.absorb(
                         inp.request.scope, self.cid, after_seq, opening
                     )
@@ -189,14 +212,94 @@ class Turn:
                         await self._replay(answered)
                         return
                     await self._store_client_system()
-                    self.memories = services.memory.ranked(
-                        opening.matching_memories, opening.recent_memories, inp.request.text
+                    self.memories = (
+                        await early_memories.memories()
+                        if early_memories is not None
+                        else services.memory.ranked(
+                            opening.matching_memories, opening.recent_memories, inp.request.text
+                        )
                     )
-                    await self._turn()
+                    await self._turn(early)
                 if deadline.cancelled_caught:
                     await self.emit(TurnFailed.of(TurnTimedOut(agent_cfg.turn_deadline_s), self.cid))
         except Conflict as exc:
             await self.emit(TurnFailed.of(exc, self.cid))
+
+    # -- the early request (agent/turn/early.py) ---------------------------------------------------
+
+    def _early(self, reads: TurnReads) -> EarlyRequest | None:
+        """The turn's first request, drafted and sent while its opening runs, when the turn can know
+        it without the opening's answer (see agent/turn/early.py); None when it cannot."""
+        inp, req, services = self.inp, self.inp.request, self.services
+        if not services.settings.agent.early_request or services.store.engine.backlog() == 0:
+            return None  # off, or the opening would not queue: it answers as soon as the request could
+        if req.request_key is not None or inp.attachments or req.options.system:
+            return None
+        known = self.services.window.known(req.scope, self.cid)
+        if known is None:
+            return None
+        nxt = known.messages[-1].seq + 1 if known.messages else known.conversation.message_count + 1
+        guessed = Message(
+            conversation_id=self.cid,
+            seq=nxt,
+            role=Role.USER.value,
+            content=req.text,
+            channel=req.channel,
+            sender=req.sender,
+            turn_id=inp.turn_id,
+        )
+        early = EarlyRequest(guessed, known.conversation, known.messages)
+        inp.conversation = known.conversation  # as the draft sees it; the opening's replaces it
+
+        async def call(
+            request: ChatRequest, on_text: TextSink, on_retry: RetrySink, usage: list[UsageEntry]
+        ) -> CollectedResponse:
+            return await self.services.llm.call(
+                request, self.site, on_text, defer_usage=usage, on_retry=on_retry
+            )
+
+        early.start(self._recall(reads), self._draft, call, self.progress.usage)
+        return early
+
+    async def _recall(self, reads: TurnReads) -> list[Memory]:
+        """The memories recalled into the prompt, read beside the turn's opening."""
+        if not (reads.recall_limit or reads.recent_memories):
+            return []
+        scope, memory = self.inp.request.scope, self.services.memory
+        matching, recent = await self.services.store.memories.recall(
+            scope, reads.recall_text, reads.recall_limit, reads.recent_memories
+        )
+        return memory.ranked(matching, recent, self.inp.request.text)
+
+    async def _draft(
+        self, window: list[Message], conversation: Conversation, memories: list[Memory]
+    ) -> tuple[Prompt, ChatRequest] | None:
+        """The early request's prompt and request, as :meth:`_loop` would build them."""
+        tools, _ = self._tools()
+        prompt = await draft_prompt(self.services, self.inp, tools, memories, window)
+        if prompt is None:
+            return None
+        model = self.services.settings.model_for(conversation.model)
+        final = self.services.settings.agent.max_tool_iterations <= 0
+        return prompt, self._request(model, prompt.system, prompt.messages, tools, final=final, iteration=0)
+
+    async def _confirm(self, early: EarlyRequest | None, opening: TurnOpening) -> EarlyRequest | None:
+        """The early request, when the opening confirms what it was built on (its user message then
+        stands for the stored one: the view derived from it stays usable); else it is discarded."""
+        if early is None:
+            return None
+        if not await early.drafted():
+            await early.discard(DRAFT)
+            return None
+        if not early.confirms(opening, self.inp.turn_id):
+            await early.discard(CHANGED)
+            return None
+        early.confirmed()
+        scope = self.inp.request.scope
+        opening.message = opening.window[0] = self.services.window.adopt(
+            scope, self.cid, early.guessed, opening.message
+        )
+        return early
 
     def _announce(self, started: TurnStarted) -> None:
         """TurnStarted acknowledges the user message (its sid): it goes out once the opening is
@@ -368,9 +471,9 @@ class Turn:
             )
         )
 
-    async def _turn(self) -> None:
+    async def _turn(self, early: EarlyRequest | None = None) -> None:
         try:
-            await self._loop()
+            await self._loop(early)
         except anyio.get_cancelled_exc_class():
             if self.finished:
                 raise  # cancelled after the answer was stored (while Done was delivered)
@@ -417,15 +520,43 @@ class Turn:
 
     # -- the loop ----------------------------------------------------------------------------------
 
-    async def _loop(self) -> None:
-        agent_cfg, llm_cfg = self.services.settings.agent, self.services.settings.llm
-        # the conversation's /model choice (stored with it), else the configured model
-        model = self.services.settings.model_for(self.inp.conversation.model if self.inp.conversation else "")
+    def _tools(self) -> tuple[tuple[ToolSpec, ...], set[str]]:
+        """The tools the model is offered (the agent's, then the client's) and the client's names."""
         opts = self.inp.request.options
         own = self.services.tools.specs() if self.services.tools is not None else ()
-        tools = own + opts.client_tools
-        client_names = {t.name for t in opts.client_tools}
-        prompt = await build_prompt(self.services, self.inp, tools, self.memories, self.stored)
+        return own + opts.client_tools, {t.name for t in opts.client_tools}
+
+    def _request(
+        self,
+        model: str,
+        system: str,
+        messages: list[ChatMessage],
+        tools: tuple[ToolSpec, ...],
+        *,
+        final: bool,
+        iteration: int,
+    ) -> ChatRequest:
+        llm_cfg, opts = self.services.settings.llm, self.inp.request.options
+        return ChatRequest(
+            model=model,
+            system=f"{system}\n\n{FINAL_NOTE}" if final and iteration else system,
+            messages=tuple(messages),
+            tools=() if final else tools,
+            # a client's max_tokens applies to each model call, capped by the configured one
+            max_tokens=min(opts.max_tokens or llm_cfg.max_output_tokens, llm_cfg.max_output_tokens),
+            temperature=llm_cfg.temperature if opts.temperature is None else opts.temperature,
+            sampling=opts.sampling,
+        )
+
+    async def _loop(self, early: EarlyRequest | None) -> None:
+        agent_cfg = self.services.settings.agent
+        # the conversation's /model choice (stored with it), else the configured model
+        model = self.services.settings.model_for(self.inp.conversation.model if self.inp.conversation else "")
+        tools, client_names = self._tools()
+        if early is not None and early.prompt is not None:
+            prompt = early.prompt  # built on what the opening confirmed
+        else:
+            prompt = await build_prompt(self.services, self.inp, tools, self.memories, self.stored)
         system, messages = prompt.system, prompt.messages
         previous: set[tuple[str, str]] = set()
         force_final = False
@@ -435,19 +566,14 @@ class Turn:
             if iteration:
                 # tool results grow the request: older turns make room (never the current one)
                 messages = self._refit(messages, prompt.budget)
-            request = ChatRequest(
-                model=model,
-                system=f"{system}\n\n{FINAL_NOTE}" if final and iteration else system,
-                messages=tuple(messages),
-                tools=() if final else tools,
-                # a client's max_tokens applies to each model call, capped by the configured one
-                max_tokens=min(opts.max_tokens or llm_cfg.max_output_tokens, llm_cfg.max_output_tokens),
-                temperature=llm_cfg.temperature if opts.temperature is None else opts.temperature,
-                sampling=opts.sampling,
-            )
+            sending = early if not iteration else None
+            if sending is not None and sending.request is not None:
+                request = sending.request  # already on its way
+            else:
+                request = self._request(model, system, messages, tools, final=final, iteration=iteration)
             # most messages carry no image: look at their images only where there are some
             self.sent_images = any(img.data for m in request.messages if m.images for img in m.images)
-            resp = await self._call(request)
+            resp = await self._call(request, sending)
             if not resp.tool_calls or final:
                 await self._finish(resp)
                 return
@@ -494,7 +620,7 @@ class Turn:
             log.info("turn.trimmed", dropped=len(messages) - len(kept), budget=budget)
         return kept
 
-    async def _call(self, request: ChatRequest) -> CollectedResponse:
+    async def _call(self, request: ChatRequest, early: EarlyRequest | None = None) -> CollectedResponse:
         progress = self.progress
         progress.partial.clear()
 
@@ -508,9 +634,12 @@ class Turn:
             await self._acknowledged()
             await self.emit(Retrying(notice.attempt, notice.max_retries, notice.delay_s, notice.reason))
 
-        resp = await self.services.llm.call(
-            request, self.site, on_text, defer_usage=progress.usage, on_retry=on_retry
-        )
+        if early is not None:
+            resp = await early.relay(self._acknowledged, on_text, on_retry)
+        else:
+            resp = await self.services.llm.call(
+                request, self.site, on_text, defer_usage=progress.usage, on_retry=on_retry
+            )
         await self._acknowledged()
         progress.prompt_tokens += resp.prompt_tokens
         progress.completion_tokens += resp.completion_tokens
@@ -559,8 +688,7 @@ class Turn:
 
     async def _persist_calls(self, resp: CollectedResponse, client: set[str]) -> Message:
         """The step with its calls (client calls marked); the agent's own calls are now pending."""
-        step = await self.services.store.messages.append(
-            self.inp.request.scope,
+        step = await self._append(
             Message(
                 conversation_id=self.cid,
                 role="assistant",
@@ -582,8 +710,7 @@ class Turn:
 
     async def _persist_result(self, call: ToolCall, result: ToolResult) -> None:
         ms = self.progress.durations.get(call.id)
-        await self.services.store.messages.append(
-            self.inp.request.scope,
+        await self._append(
             Message(
                 conversation_id=self.cid,
                 role="tool",
@@ -621,6 +748,7 @@ class Turn:
         )
         progress.partial.clear()
         self.finished = True
+        self.services.window.appended(self.inp.request.scope, self.cid, msg)
         await self.emit(
             Done(self.cid, msg.sid, text, progress.prompt_tokens, progress.completion_tokens, resp.model)
         )
@@ -633,7 +761,7 @@ class Turn:
 
     async def _settle(self, status: MessageStatus) -> None:
         """After a cancel or failure: answer unanswered calls, keep the partial reply, marked."""
-        progress, store, inp = self.progress, self.services.store, self.inp
+        progress, inp = self.progress, self.inp
         try:
             for call in list(progress.pending):
                 done = progress.results.get(call.id)
@@ -642,8 +770,7 @@ class Turn:
             if not text and status == MessageStatus.INTERRUPTED:
                 await self._mark_unanswered()
             elif text or status == MessageStatus.ERROR:
-                await store.messages.append(
-                    inp.request.scope,
+                await self._append(
                     Message(
                         conversation_id=self.cid,
                         role="assistant",
@@ -664,8 +791,7 @@ class Turn:
     async def _mark_unanswered(self) -> None:
         """The interrupted marker a cut turn gets from the store, written now (same request key, so
         the store's own marking later finds it and adds nothing)."""
-        await self.services.store.messages.append(
-            self.inp.request.scope,
+        await self._append(
             Message(
                 conversation_id=self.cid,
                 role="assistant",
@@ -677,6 +803,15 @@ class Turn:
             ),
             request_key=f"interrupted:{self.cid}:{self.user_sid}",
         )
+
+    async def _append(self, message: Message, request_key: str | None = None) -> Message:
+        """Store one of the turn's messages; the window cache gets it too (the next turn then reads
+        only what came after it, and its early request is built on it)."""
+        stored = await self.services.store.messages.append(
+            self.inp.request.scope, message, request_key=request_key
+        )
+        self.services.window.appended(self.inp.request.scope, self.cid, stored)
+        return stored
 
     def _clip(self, text: str) -> str:
         limit = self.services.store.max_message_chars

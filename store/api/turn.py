@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from store.api.base import Rules, check_limit, check_title, store_fields
 from store.api.leases import HeldLease, Leases
+from store.api.memories import recall_steps
 from store.engine import (
     ClaimStep,
     CreateStep,
@@ -153,7 +154,6 @@ class Turns:
             descending=True,
             limit=check_limit(reads.window_limit),
         )
-        recall = reads.recall_limit > 0 and bool(reads.recall_text.strip())
         # always keyed: a repeated batch must see its own user message as its own, not as a cut turn
         request_key = request_key or f"turn:{uuid.uuid4().hex}"
         # a re-run stores no user message: it reads the stored one, and a cut turn there is the one
@@ -166,18 +166,8 @@ class Turns:
         )
         get_conv = GetStep(Kind.CONVERSATION, conversation_id)
         list_window = ListStep(Kind.MESSAGE, window_query)
-        list_matching = (
-            ListStep(Kind.MEMORY, ListQuery(text=reads.recall_text, limit=check_limit(reads.recall_limit)))
-            if recall
-            else None
-        )
-        list_recent = (
-            ListStep(
-                Kind.MEMORY,
-                ListQuery(order_by="created_at", descending=True, limit=check_limit(reads.recent_memories)),
-            )
-            if reads.recent_memories > 0
-            else None
+        list_matching, list_recent = recall_steps(
+            reads.recall_text, reads.recall_limit, reads.recent_memories
         )
         steps: list[Step] = [mark] if mark_cut else []
         steps += [user_step, get_conv, list_window]

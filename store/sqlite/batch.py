@@ -57,6 +57,11 @@ def writes(steps: Sequence[Step]) -> bool:
     return not all(reads_only(s) for s in steps)
 
 
+def needs_index(steps: Sequence[Step]) -> bool:
+    """A step searches messages, whose full-text indexing may be pending (see :func:`run_steps`)."""
+    return any(_indexes_first(s) for s in steps)
+
+
 def _indexes_first(step: Step) -> bool:
     return isinstance(step, ListStep) and ops.searches_later_indexed(step.kind, step.query)
 

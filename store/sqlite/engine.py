@@ -63,7 +63,7 @@ from store.sqlite import users as sqlite_users
 from store.sqlite.group import MAX_GROUP, Outcome, Ran, Write, commit_group
 from store.sqlite.leases import unsynced
 from store.sqlite.process import WriterProcess, observed
-from store.sqlite.schema import configure, migrate
+from store.sqlite.schema import configure, configure_reader, migrate
 from store.sqlite.wire import CALL, READ, WRITE
 
 DB_FILE = "hero-agent.db"
@@ -150,6 +150,10 @@ class _Worker:
         self._idle = idle
         #: idle work may be waiting (at the start too: an earlier process may have left some)
         self._idle_due = idle is not None
+        #: calls handed to the worker (on the event loops' side) and calls it finished (its own
+        #: side, a write once its commit returned): their difference is :meth:`backlog`
+        self._submitted = 0
+        self._finished = 0
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
@@ -178,6 +182,7 @@ class _Worker:
             if self._stopped:
                 raise StoreUnavailable("the embedded store is closed")
             self._jobs.put(job)
+            self._submitted += 1
         # as with anyio.to_thread.run_sync: a cancel waits until the call has finished (a write is
         # never left running unobserved), then it is delivered
         with anyio.CancelScope(shield=True):
@@ -185,6 +190,12 @@ class _Worker:
         LAST_CALL_S.set(job.seconds)  # the future is settled after answer() measured it
         await anyio.lowlevel.checkpoint_if_cancelled()
         return result, durable
+
+    def backlog(self) -> int:
+        """Calls handed to this worker and not finished yet (queued, running, or a write waiting for
+        its commit). Each counter has one writer (a thread): read without the lock, it may be a call
+        behind, which is all a caller deciding whether to wait for it needs."""
+        return max(0, self._submitted - self._finished)
 
     def stop(self) -> None:
         """Serve what was queued, then end the thread. Later calls fail with StoreUnavailable."""
@@ -230,6 +241,7 @@ class _Worker:
                 except BaseException as exc:  # handed to the caller, whatever it is
                     error = exc
                 job.answer(result, error)
+                self._finished += 1
                 job = self._next()
                 continue
             group, job = self._group(job)
@@ -241,6 +253,7 @@ class _Worker:
                     member.answer(result, error)
                 if member.durable is not None:
                     member.answer_durable(error)
+            self._finished += len(group)
             self._idle_due = self._idle is not None
             if job is _NO_JOB:
                 job = self._next()
@@ -313,6 +326,15 @@ class _Database:
             if worker
             else None
         )
+        #: the reads' own connection and thread (``EmbeddedEngine.read``), beside the writes; a
+        #: writer process has none (its parent holds one, :class:`_Reader`)
+        self.reader: _Reader | None = None
+        if worker:
+            try:
+                self.reader = _Reader(path, busy_timeout_ms)
+            except BaseException:
+                conn.close()
+                raise
 
     @property
     def worker(self) -> _Worker:
@@ -367,14 +389,60 @@ class _Database:
 
     def call(self, fn: Callable[Concatenate[sqlite3.Connection, P], R], *args: P.args, **kw: P.kwargs) -> R:
         with self.lock:
-            if self.conn is None:
-                raise StoreUnavailable("the embedded store is closed")
-            try:
-                return fn(self.conn, *args, **kw)
-            except sqlite3.IntegrityError as exc:
-                raise Conflict(f"conflicting write: {exc}") from None
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"the embedded store at {self.path} failed: {exc}") from None
+            return _call_on(self.conn, self.path, fn, *args, **kw)
+
+
+class _Reader:
+    """A read-only connection with a thread of its own (``EmbeddedEngine.read``): reads of what is
+    committed that run beside the writes instead of queueing behind them. The writer thread's
+    database has one; with a writer process, the engine holds one in its own process."""
+
+    def __init__(self, path: Path, busy_timeout_ms: int) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+        )
+        try:
+            configure_reader(conn, busy_timeout_ms)
+        except BaseException:
+            conn.close()
+            raise
+        self.conn: sqlite3.Connection | None = conn
+        self.worker = _Worker(f"hero-agent-store-reads:{path.name}", _no_writes)
+
+    def call(self, fn: Callable[Concatenate[sqlite3.Connection, P], R], *args: P.args, **kw: P.kwargs) -> R:
+        with self.lock:
+            return _call_on(self.conn, self.path, fn, *args, **kw)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
+        self.worker.stop()
+
+
+def _call_on(
+    conn: sqlite3.Connection | None,
+    path: Path,
+    fn: Callable[Concatenate[sqlite3.Connection, P], R],
+    *args: P.args,
+    **kw: P.kwargs,
+) -> R:
+    if conn is None:
+        raise StoreUnavailable("the embedded store is closed")
+    try:
+        return fn(conn, *args, **kw)
+    except sqlite3.IntegrityError as exc:
+        raise Conflict(f"conflicting write: {exc}") from None
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"the embedded store at {path} failed: {exc}") from None
+
+
+def _no_writes(writes: list[Write], ran: Ran | None = None) -> list[Outcome]:
+    """The reads' thread is never given a write."""
+    return [(None, StoreUnavailable("a write was sent to the reads' connection")) for _ in writes]
 
 
 _registry: dict[Path, _Database] = {}
@@ -403,6 +471,8 @@ def _release(db: _Database) -> None:
         db.conn = None
     if db._worker is not None:
         db._worker.stop()
+    if db.reader is not None:
+        db.reader.close()
 
 
 def _open(data_dir: Path, busy_timeout_ms: int, fsync_commits: bool) -> _Database:
@@ -442,6 +512,8 @@ class EmbeddedEngine(Engine):
         self.busy_timeout_ms = int(busy_timeout_s * 1000)
         self.fsync_commits = fsync_commits
         self._db: _Database | None = None
+        #: the reads' connection with a writer process (the writer thread's database holds its own)
+        self._reader: _Reader | None = None
 
     @property
     def db_path(self) -> Path:
@@ -452,16 +524,14 @@ class EmbeddedEngine(Engine):
         """The writer process's pid (``writer="process"``, open); None otherwise."""
         return self._proc.pid if self._proc is not None and not self._proc.ended else None
 
-    def backlog(self) -> int:
-        """Calls sent to the writer process and not answered yet (``writer="process"``)."""
-        return self._proc.backlog() if self._proc is not None else 0
-
     async def open(self) -> None:
         if self.writer == "process":
             if self._proc is None:
                 self._proc_stats = CommitStats(deferred_index=True, writer_restarts=0)
                 self._proc = await self._start_writer(self._proc_stats)
                 log.debug("store.opened", engine=self.name, path=str(self.db_path), writer_pid=self._proc.pid)
+            if self._reader is None:  # the writer process made the schema: the file is there
+                self._reader = await anyio.to_thread.run_sync(_Reader, self.db_path, self.busy_timeout_ms)
             return
         if self._db is not None:
             return
@@ -473,6 +543,9 @@ class EmbeddedEngine(Engine):
         log.debug("store.opened", engine=self.name, path=str(self.db_path))
 
     async def aclose(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await anyio.to_thread.run_sync(reader.close)
         proc, self._proc = self._proc, None
         if proc is not None:
             await proc.close()
@@ -586,6 +659,27 @@ class EmbeddedEngine(Engine):
         )
         result, durable = await db.worker.run_early(write)
         return cast(Results, result), durable
+
+    async def read(self, scope: Scope, steps: Sequence[Step]) -> Results:
+        """On the reads' own connection and thread: a snapshot of what is committed, beside the writes
+        (see :meth:`Engine.read`). A search of messages whose indexing may be pending goes through
+        :meth:`batch` (it indexes them first: a write)."""
+        steps = builtins.list(steps)
+        reader = self._reader if self.writer == "process" else self._db.reader if self._db else None
+        if reader is None or sqlite_batch.writes(steps) or sqlite_batch.needs_index(steps):
+            return await self.batch(scope, steps)
+        try:
+            return await reader.worker.run(functools.partial(reader.call, sqlite_batch.batch, scope, steps))
+        except ValueError as exc:
+            raise StoreUnavailable(f"the embedded store failed: {exc}") from None
+
+    def backlog(self) -> int:
+        """This process's calls waiting for or on the store's writer (its thread, or calls sent to
+        the writer process and not answered yet; see :meth:`Engine.backlog`)."""
+        if self._proc is not None:
+            return self._proc.backlog()
+        db = self._db
+        return db.worker.backlog() if db is not None else 0
 
     @staticmethod
     def last_call_seconds() -> float:

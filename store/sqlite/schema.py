@@ -243,6 +243,15 @@ def configure(conn: sqlite3.Connection, busy_timeout_ms: int, *, fsync_commits: 
     return retries
 
 
+def configure_reader(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    """The settings of the reads' own connection (the engine's ``read``): it never writes, and the
+    small reads it serves need a smaller page cache than the writer's."""
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute("PRAGMA query_only = ON")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute("PRAGMA cache_size = -8000")
+
+
 #: columns added to ``leases`` by schema 2; a data dir of schema 1 gets them in place (NULL: no owner)
 _LEASE_OWNER_COLUMNS = (("owner_host", "TEXT"), ("owner_pid", "INTEGER"), ("owner_started", "INTEGER"))
 

@@ -92,3 +92,19 @@ async def test_search_sees_deletes(store: Store) -> None:
     assert len(await store.memories.search(ALICE, "zebra")) == 1
     await store.memories.delete(ALICE, mem.sid)
     assert await store.memories.search(ALICE, "zebra") == []
+
+
+async def test_recall_reads_the_matching_and_the_newest_memories_scoped(store: Store) -> None:
+    tea, _ = await store.memories.add(ALICE, "Alice likes green tea")
+    await next_ms()
+    await store.memories.add(ALICE, "Alice lives in Ghent")
+    await next_ms()
+    newest, _ = await store.memories.add(ALICE, "Alice plays the cello")
+    await store.memories.add(BOB, "Bob likes green tea too")
+    matching, recent = await store.memories.recall(ALICE, "which tea do I like?", 5, 2)
+    assert [m.sid for m in matching] == [tea.sid]  # the words' match, the user's only
+    assert [m.content for m in recent] == [newest.content, "Alice lives in Ghent"]
+    assert await store.memories.recall(ALICE, "   ", 5, 0) == ([], [])  # nothing to read
+    only_recent = await store.memories.recall(ALICE, "tea", 0, 1)
+    assert only_recent == ([], [newest])
+    assert (await store.memories.recall(ALICE_ELSEWHERE, "tea", 5, 5)) == ([], [])
