@@ -57,6 +57,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -82,6 +83,14 @@ from store import DelegatingEngine, EmbeddedEngine, Results, Scope, Step, Store
 if TYPE_CHECKING:
     from store import Durable
 
+#: the early request's module (None in code older than it: no turn goes early)
+early_module: ModuleType | None
+try:
+    from agent.turn import early as early_module
+except ImportError:
+    early_module = None
+EARLY_TASK = early_module.TASK_NAME if early_module is not None else ""
+
 #: the worker's side of the task's last engine call (code older than it: none, 0)
 worker_side = getattr(EmbeddedEngine, "last_call_seconds", lambda: 0.0)
 
@@ -100,26 +109,33 @@ class Account:
     commit_wait: float = 0.0
     #: the first token is out: nothing more is counted
     first: bool = False
-    #: the turn's opening has answered (``batch_early`` returned)
-    opened: bool = False
-    #: model streams started; whether the first started before the opening answered (the turn's
-    #: early request), and the writer's time counted by then
+    #: the writer's side of the turn's opening, and when the opening was answered and durable
+    opening: float = 0.0
+    opened_at: float = 0.0
+    durable_at: float = 0.0
+    #: model streams started; whether the first was the turn's early request (sent from the task
+    #: ``agent/turn/early.py`` names, while the opening was on its way)
     streams: int = 0
     early: bool = False
-    writer_before_stream: float = 0.0
     #: when the first model stream's first event came in, and the turn's first token (perf_counter)
     model_first: float = 0.0
     first_token: float = 0.0
 
-    def held(self, first_token: float) -> float:
-        """How long the turn's first token was held up by the store's writer: with an early request
-        that was used (one stream, started before the opening answered), the writer's time before
-        the request went out plus the time from the model's first event to the first token (the
-        output held until the opening confirmed it and was durable); otherwise the writer's side of
-        its calls (the turn waited for its opening before it sent anything)."""
-        if self.early and self.streams == 1 and self.model_first:
-            return self.writer_before_stream + max(0.0, first_token - self.model_first)
-        return self.writer
+    @property
+    def went_early(self) -> bool:
+        """The turn's first token came from its early request (sent once, not discarded)."""
+        return self.early and self.streams == 1 and bool(self.model_first)
+
+    def held(self) -> float:
+        """How long the turn's first token was held up by the store's writer. A turn that waited for
+        its opening before it sent anything: the writer's side of its calls. A turn whose early
+        request was used: the writer's side of its other calls, plus the time from the model's first
+        event to the opening's being answered and durable, when that came later (the output is held
+        until then; the loop's delay in taking the answer counts too)."""
+        if not self.went_early:
+            return self.writer
+        settled = max(self.opened_at, self.durable_at)
+        return self.writer - self.opening + max(0.0, settled - self.model_first)
 
 
 #: the engine time of the turn running in this context, before its first token
@@ -210,8 +226,8 @@ class LLMClock(Provider):
         if account is not None and not account.first:
             account.streams += 1
             if account.streams == 1:
-                account.early = not account.opened
-                account.writer_before_stream = account.writer
+                task = asyncio.current_task()
+                account.early = task is not None and task.get_name() == EARLY_TASK
         events = aiter(self.inner.stream(request))
         while True:
             with _awaiting("llm"):
@@ -258,16 +274,25 @@ class WriterClock(DelegatingEngine):
                 results, durable = await self.inner.batch_early(scope, steps)
         finally:
             if account is not None and not account.first:
-                account.calls += time.perf_counter() - started
-                account.writer += worker_side()
-                account.opened = True
+                now = time.perf_counter()
+                account.calls += now - started
+                side = worker_side()
+                account.writer += side
+                account.opening += side
+                account.opened_at = now
         if durable is None or account is None:
             return results, durable
+
+        def settled(_: object) -> None:
+            account.durable_at = time.perf_counter()
+
+        durable.add_done_callback(settled)
 
         def waited(seconds: float) -> None:
             if not account.first:
                 account.calls += seconds
                 account.writer += seconds
+                account.opening += seconds
                 account.commit_wait += seconds
 
         return results, WaitedFuture(durable, waited, functools.partial(_awaiting, "store"))
@@ -305,7 +330,7 @@ class Turn:
 
     @property
     def held(self) -> float:
-        return self.account.held(self.account.first_token)
+        return self.account.held()
 
 
 async def cpu_per_turn(agent: Agent, cid: str, writer_pid: int | None) -> float:
@@ -355,6 +380,7 @@ async def burst(
             stats = embedded.commit_stats() if hasattr(embedded, "commit_stats") else None
             commits, batches = (stats.commits, stats.batches) if stats else (0, 0)
             results: list[Turn] = []
+            early_wait = early_module.EARLY_STATS.wait_seconds if early_module is not None else 0.0
 
             async def run(i: int, cid: str) -> None:
                 results.append(await one_turn(agent, cid, f"{TEXT} burst {i}"))
@@ -390,6 +416,8 @@ async def burst(
                 idle.close()
             if stats:
                 commits, batches = stats.commits - commits, stats.batches - batches
+            if early_module is not None:
+                early_wait = early_module.EARLY_STATS.wait_seconds - early_wait
         await provider.aclose()
     ttft = [r.ttft for r in results]
     return {
@@ -397,7 +425,8 @@ async def burst(
         "ttft p50": pct(ttft, 0.5) * 1000,
         "ttft p99": pct(ttft, 0.99) * 1000,
         "writer %": 100 * sum(r.held for r in results) / sum(ttft),
-        "early turns": sum(1 for r in results if r.account.early and r.account.streams == 1),
+        "early turns": sum(1 for r in results if r.account.went_early),
+        "early wait %": 100 * early_wait / sum(ttft),
         "writer calls %": 100 * sum(r.account.writer for r in results) / sum(ttft),
         "commit wait %": 100 * sum(r.account.commit_wait for r in results) / sum(ttft),
         "store call %": 100 * sum(r.account.calls for r in results) / sum(ttft),
@@ -421,6 +450,7 @@ FIELDS = (
     "ttft p99",
     "writer %",
     "early turns",
+    "early wait %",
     "writer calls %",
     "commit wait %",
     "store call %",

@@ -189,7 +189,7 @@ async def serve(settings: Settings) -> int:
 
             tg.start_soon(watch_signals)
             try:
-                async with open_store(settings) as store, open_agent(settings, store) as agent:
+                async with open_store(settings, daemon=True) as store, open_agent(settings, store) as agent:
                     names = enabled_channels(settings)
                     log.info("daemon.starting", store=settings.store.engine, channels=names)
                     problem = await check_provider(agent.provider)

@@ -57,7 +57,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "llm.provider": ("openai", "anthropic"),
     "llm.vision": ("auto", "true", "false"),
     "store.engine": ("embedded", "osis", "postgres"),
-    "store.writer": ("thread", "process"),
+    "store.writer": ("auto", "thread", "process"),
     "telegram.mode": ("polling", "webhook"),
     "logging.level": ("debug", "info", "warning", "error", "critical"),
     "logging.format": ("auto", "json", "console"),

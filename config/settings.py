@@ -101,9 +101,10 @@ class StoreSettings:
     fsync_commits: bool = True
     #: embedded engine: how long a write waits for another process's transaction before failing
     busy_timeout_s: float = 10.0
-    #: embedded engine: who runs the SQLite connection: "thread" (a thread of the daemon's process)
-    #: or "process" (a writer process of its own, docs/store.md "The writer process")
-    writer: str = "thread"
+    #: embedded engine: who runs the SQLite connection: "thread" (a thread of this process),
+    #: "process" (a writer process of its own, docs/store.md "The writer process"), or "auto": a
+    #: writer process for the daemon (``serve``), a thread for every other command
+    writer: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)

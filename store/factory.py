@@ -12,14 +12,20 @@ from store.errors import StoreUnavailable
 from store.sqlite.engine import EmbeddedEngine
 
 
-def build_engine(settings: StoreSettings) -> Engine:
-    """The engine named by ``settings.engine`` (not opened yet)."""
+def build_engine(settings: StoreSettings, *, daemon: bool = False) -> Engine:
+    """The engine named by ``settings.engine`` (not opened yet). ``daemon``: for ``serve``, whose
+    embedded store gets a writer process under ``writer = "auto"`` (a burst of turns then does not
+    wait on the daemon's interpreter lock for its writes); every other command gets the thread (a
+    one-shot command would pay the writer process's start, ~0.2 s, for a few writes)."""
     if settings.engine == "embedded":
+        writer = settings.writer
+        if writer == "auto":
+            writer = "process" if daemon else "thread"
         return EmbeddedEngine(
             settings.path,
             busy_timeout_s=settings.busy_timeout_s,
             fsync_commits=settings.fsync_commits,
-            writer=settings.writer,
+            writer=writer,
         )
     if settings.engine == "osis":
         # imported here so that the embedded path never loads the RPC client and its dependencies
@@ -34,13 +40,14 @@ def build_engine(settings: StoreSettings) -> Engine:
 
 
 @asynccontextmanager
-async def open_store(settings: Settings) -> AsyncIterator[Store]:
-    """The store described by ``settings``, open for the duration of the ``async with``.
+async def open_store(settings: Settings, *, daemon: bool = False) -> AsyncIterator[Store]:
+    """The store described by ``settings``, open for the duration of the ``async with`` (``daemon``:
+    see :func:`build_engine`).
 
     The embedded engine creates its data dir (``settings.store.path``) when missing.
     """
     store = Store(
-        build_engine(settings.store),
+        build_engine(settings.store, daemon=daemon),
         max_message_chars=settings.agent.max_message_chars,
         max_attachment_bytes=settings.agent.max_attachment_bytes,
     )

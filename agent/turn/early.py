@@ -95,6 +95,8 @@ class EarlyStats:
 
 #: the process's early requests
 EARLY_STATS = EarlyStats()
+#: the name of the task that drafts and sends an early request (a task dump, or a bench, tells it)
+TASK_NAME = "hero-agent-early-request"
 
 _Item = tuple[str, object]  # ("text", str) | ("retry", RetryNotice)
 #: drafts the request: (window, conversation, memories) -> (prompt, request), or None
@@ -143,7 +145,7 @@ class EarlyRequest:
         EARLY_STATS.sent += 1
         loop = asyncio.get_running_loop()
         self._recall = loop.create_task(recall) if recall is not None else None
-        self._task = loop.create_task(self._run(draft, call, usage))
+        self._task = loop.create_task(self._run(draft, call, usage), name=TASK_NAME)
 
     async def memories(self) -> list[Memory]:
         """The recalled memories (raising the read's error)."""

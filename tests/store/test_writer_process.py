@@ -148,7 +148,10 @@ async def test_the_setting_chooses_the_writer(tmp_path: Path) -> None:
     assert isinstance(engine, EmbeddedEngine) and engine.writer == "process"
     async with engine:
         assert engine.writer_pid is not None and _alive(engine.writer_pid)
+    # "auto", the default: the daemon's gets the writer process, every other command's the thread
     assert build_engine(StoreSettings(path=tmp_path)).writer == "thread"  # type: ignore[attr-defined]
+    assert build_engine(StoreSettings(path=tmp_path), daemon=True).writer == "process"  # type: ignore[attr-defined]
+    assert build_engine(StoreSettings(path=tmp_path, writer="thread"), daemon=True).writer == "thread"  # type: ignore[attr-defined]
 
 
 def test_an_unknown_writer_is_refused() -> None:
