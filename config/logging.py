@@ -461,6 +461,25 @@ def _record_event(record: logging.LogRecord) -> EventDict:
 _RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
+def child_setup() -> str:
+    """This process's logging as a child process of ours is told it (``LEVEL:json`` or
+    ``LEVEL:console``), for :func:`configure_child`: the embedded store's writer process logs as its
+    daemon does."""
+    out = _output
+    level = logging.getLevelName(out.level) if out.level else "NOTSET"
+    return f"{level}:{'json' if out.renderer is render_json else 'console'}"
+
+
+def configure_child(setup: str, role: str) -> None:
+    """Configure a child process's logging from its parent's :func:`child_setup`, its lines bound to
+    ``role`` (they go to the stderr it inherited). A setup it cannot read keeps the defaults."""
+    level, _, fmt = setup.partition(":")
+    if level.upper() not in logging.getLevelNamesMapping() or fmt not in ("json", "console"):
+        return
+    configure_logging(LoggingSettings(level=level.lower(), format=fmt))
+    structlog.contextvars.bind_contextvars(process=role)
+
+
 def configure_logging(
     settings: LoggingSettings,
     *,

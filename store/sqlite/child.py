@@ -6,7 +6,7 @@ get the lock back after each statement (docs/performance.md, Bursts). Here the c
 interpreter of its own. The engine (:mod:`store.sqlite.process`) starts this program with one end of
 a socket pair::
 
-    python -m store.sqlite.child DATA_DIR BUSY_TIMEOUT_MS FSYNC(0|1) MAX_GROUP FD
+    python -m store.sqlite.child DATA_DIR BUSY_TIMEOUT_MS FSYNC(0|1) MAX_GROUP FD [LOG]
 
 and sends it frames (:mod:`store.sqlite.wire` for batches and their results, pickle for the rarer
 whole-store calls). It serves them in the order they came, exactly as the writer thread does: write
@@ -15,6 +15,9 @@ gets its results as soon as it ran and its durability after the COMMIT, and in t
 idle work (full-text indexing the messages written). After every group and idle run it sends its
 commit counters, which the engine shows in ``/metrics``.
 
+It logs as its daemon does (``LOG``: the daemon's level and format, :func:`config.logging.child_setup`),
+to the stderr it inherited, each line with ``process="store-writer"``.
+
 It ends when the socket does: the engine closed it, or the daemon died (a ``kill -9`` included). A
 group in flight then still commits, and nothing that was not answered was acknowledged.
 """
@@ -22,6 +25,7 @@ group in flight then still commits, and nothing that was not answered was acknow
 from __future__ import annotations
 
 import functools
+import os
 import pickle
 import select
 import signal
@@ -29,6 +33,9 @@ import socket
 import sys
 from pathlib import Path
 
+import structlog
+
+from config.logging import configure_child
 from store.engine import leases_only
 from store.sqlite import batch as sqlite_batch
 from store.sqlite import wire
@@ -49,6 +56,8 @@ from store.sqlite.wire import (
     counters,
     frame,
 )
+
+log = structlog.get_logger()
 
 
 class _Writer:
@@ -160,6 +169,9 @@ def _answer(job: int, outcome: Outcome) -> bytes:
 def main(argv: list[str]) -> int:
     data_dir, busy_timeout_ms, fsync = Path(argv[0]), int(argv[1]), argv[2] == "1"
     max_group, fd = int(argv[3]), int(argv[4])
+    if len(argv) > 5:
+        configure_child(argv[5], "store-writer")
+    log.debug("store.writer_process_started", path=str(data_dir), pid=os.getpid())
     sock = socket.socket(fileno=fd)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)

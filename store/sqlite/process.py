@@ -23,6 +23,7 @@ from pathlib import Path
 import anyio
 import structlog
 
+from config.logging import child_setup
 from store.engine import CommitStats
 from store.errors import StoreError, StoreUnavailable
 from store.sqlite import wire
@@ -75,6 +76,7 @@ class WriterProcess(asyncio.Protocol):
                     "1" if fsync_commits else "0",
                     str(max_group),
                     str(theirs.fileno()),
+                    child_setup(),  # it logs as this process does
                     pass_fds=(theirs.fileno(),),
                     stdin=subprocess.DEVNULL,
                 )

@@ -5,6 +5,8 @@ conformance suite runs every engine test on it too (``embedded-process`` in test
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import sqlite3
@@ -16,7 +18,8 @@ import anyio
 import pytest
 
 from agent.metrics import commit_lines
-from config.settings import StoreSettings
+from config.logging import configure_logging
+from config.settings import LoggingSettings, StoreSettings
 from store import EmbeddedEngine, Store, StoreUnavailable
 from store.engine import CreateStep, GetStep, ListQuery, ListStep
 from store.factory import build_engine
@@ -173,3 +176,30 @@ async def test_a_stop_signal_to_every_process_leaves_the_writer_to_its_daemon(tm
         stats = engine.commit_stats()
         assert stats is not None and stats.writer_restarts == 0
     await until(lambda: not _alive(pid), timeout=10, what="the writer to end with its engine")
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+async def test_the_writer_process_logs_as_its_daemon_does(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    """Its lines go to the stderr it inherited, at the daemon's level and in its format, each with
+    ``process="store-writer"``; below the level it writes nothing."""
+    configure_logging(LoggingSettings(level="debug", format=fmt), stream=io.StringIO())
+    try:
+        async with EmbeddedEngine(tmp_path, writer="process") as engine:
+            pid = engine.writer_pid
+        err = capfd.readouterr().err
+        started = [line for line in err.splitlines() if "store.writer_process_started" in line]
+        assert len(started) == 1, err
+        if fmt == "json":
+            fields = json.loads(started[0])
+            assert fields["process"] == "store-writer" and fields["pid"] == pid
+            assert fields["level"] == "debug"
+        else:
+            assert "process=store-writer" in started[0] and f"pid={pid}" in started[0]
+        configure_logging(LoggingSettings(level="info", format=fmt), stream=io.StringIO())
+        async with EmbeddedEngine(tmp_path, writer="process"):
+            pass
+        assert "store.writer_process_started" not in capfd.readouterr().err
+    finally:
+        configure_logging(LoggingSettings())
