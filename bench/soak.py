@@ -6,7 +6,8 @@ answering at once) in its own process. M clients each send their conversation's 
 other (``POST /api/chat``, read to ``done``) until N turns are done. Every ``--sample-every`` turns it
 prints the daemon's memory from ``/proc/<pid>/status`` (RSS, and its anonymous / file-backed / shared
 parts: the Python heap and SQLite's page cache are anonymous; code, libraries and the SQLite ``-shm``
-map are file-backed) and
+map are file-backed), its child processes' added (the store's writer process, the daemon's by
+default; its own RSS in the ``writer`` column), and
 the latency of the turns since the previous sample. At the end: the run time, the data dir's size,
 the RSS growth over the second half of the run, the latency of the last 1,000 turns against turns
 1,000-2,000 with the slowest of them (and of the whole run: when each ended, UTC, to find it in the
@@ -55,13 +56,37 @@ class Run:
 
 
 def memory_mb(pid: int) -> dict[str, float]:
-    """VmRSS and its parts (RssAnon, RssFile, RssShmem) in MB."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    """The daemon's VmRSS and its parts (RssAnon, RssFile, RssShmem) in MB, each with its child
+    processes' added (the embedded store's writer process: the daemon's by default), and the
+    children's own VmRSS as ``writer``."""
+    out = _status_mb(pid)
+    out["writer"] = 0.0
+    for child in _children(pid):
+        theirs = _status_mb(child)
+        for name, value in theirs.items():
+            out[name] += value
+        out["writer"] += theirs.get("VmRSS", 0.0)
+    return out
+
+
+def _status_mb(pid: int) -> dict[str, float]:
+    out = dict.fromkeys(("VmRSS", "RssAnon", "RssFile", "RssShmem"), 0.0)
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # a child that has just ended
+        return out
+    for line in text.splitlines():
         name, _, value = line.partition(":")
-        if name in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+        if name in out:
             out[name] = int(value.split()[0]) / 1024
     return out
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def dir_mb(path: Path) -> float:
@@ -100,7 +125,7 @@ async def drive(
             resp = await client.post("/api/conversations", json={"title": f"soak {i}"})
             resp.raise_for_status()
             cids.append(resp.json()["id"])
-        heads = ("turns", "s", "RSS MB", "anon", "file", "shmem", "p50 ms", "p99 ms")
+        heads = ("turns", "s", "RSS MB", "anon", "file", "shmem", "writer", "p50 ms", "p99 ms")
         print(" ".join(f"{h:>7}" for h in heads))
         began = time.perf_counter()
         sample(0, began, pid, [])
@@ -133,7 +158,7 @@ def sample(turns: int, began: float, pid: int, window: list[float]) -> None:
     )
     print(
         f"{turns:>7} {time.perf_counter() - began:>7.0f} {mem['VmRSS']:>7.1f} {mem['RssAnon']:>6.1f} "
-        f"{mem['RssFile']:>6.1f} {mem['RssShmem']:>6.1f} {lat}",
+        f"{mem['RssFile']:>6.1f} {mem['RssShmem']:>6.1f} {mem['writer']:>7.1f} {lat}",
         flush=True,
     )
 
@@ -211,7 +236,8 @@ def report(
     print(f"data dir {dir_mb(data):.1f} MB (log file of the daemon: {log.stat().st_size / 2**20:.1f} MB)")
     print(f"both kept in {log.parent} (remove it when done)")
     print(
-        f"RSS at the end {final['VmRSS']:.1f} MB (anon {final['RssAnon']:.1f}, file {final['RssFile']:.1f})"
+        f"RSS at the end {final['VmRSS']:.1f} MB (anon {final['RssAnon']:.1f}, file {final['RssFile']:.1f};"
+        f" the writer process {final['writer']:.1f} of it)"
     )
     half = [rss for turns, rss in SAMPLES if turns >= args.turns // 2]
     if len(half) >= 2:
