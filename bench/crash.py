@@ -185,8 +185,9 @@ class Rig:
     rng: random.Random
     ledger: Ledger = field(default_factory=Ledger)
     log: ModelLog = field(default_factory=ModelLog)
-    #: ``[store] writer`` of the embedded stores: "thread" or "process"
-    writer: str = "thread"
+    #: ``[store] writer`` of the embedded stores: "auto" (the default: the writer process for the
+    #: daemons, the thread for the one-shot ``ask``), "thread" or "process"
+    writer: str = "auto"
 
     def config(
         self, name: str, *, web_port: int = 0, tokens: dict[str, str] | None = None, osis: str = ""
@@ -629,9 +630,10 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the data dirs and logs")
     parser.add_argument(
         "--writer",
-        choices=("thread", "process"),
-        default="thread",
-        help="[store] writer of the embedded stores (process: each daemon's writer dies with it)",
+        choices=("auto", "thread", "process"),
+        default="auto",
+        help="[store] writer of the embedded stores (default auto, as the product's: the daemons get"
+        " writer processes, each of which must die with its daemon; the one-shot asks the thread)",
     )
     args = parser.parse_args()
 
