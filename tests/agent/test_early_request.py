@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,31 @@ async def _busy_writer(agent: Agent, tg: anyio.abc.TaskGroup) -> None:
     await until(lambda: _engine(agent).backlog() >= 1, what="a write waiting on the writer")
 
 
+async def _behind_a_busy_writer(
+    agent: Agent,
+    fake: FakeOpenAI,
+    text: str,
+    cid: str,
+    held: Callable[[Collected], Awaitable[None]] | None = None,
+) -> Collected:
+    """A turn started while a write of the agent waits on the writer behind the held lock: once its
+    request has reached the model (the lock still held), ``held`` runs with its events so far; then
+    the lock goes and the turn ends. Its events."""
+    before = len(main_requests(fake))
+    seen = Collected()
+    with write_locked(_engine(agent).db_path) as lock:
+        async with anyio.create_task_group() as tg:
+            await _busy_writer(agent, tg)
+            tg.start_soon(seen.run, agent, text, cid)
+            # the request reaches the model while the opening waits behind the lock
+            await until(lambda: len(main_requests(fake)) > before, what="the early request")
+            if held is not None:
+                await held(seen)
+            lock.execute("ROLLBACK")
+            await seen.ended.wait()
+    return seen
+
+
 async def _first_turn(agent: Agent) -> str:
     """A conversation this process knows (its window cache holds it) after one ordinary turn."""
     done = (await turn(agent, "hello"))[-1]
@@ -109,19 +134,14 @@ async def test_a_turn_behind_a_busy_writer_sends_its_request_before_its_opening_
         cid = await _first_turn(agent)
         before = len(main_requests(fake))
         sent, confirmed = EARLY_STATS.sent, EARLY_STATS.confirmed
-        seen = Collected()
-        with write_locked(_engine(agent).db_path) as lock:
-            async with anyio.create_task_group() as tg:
-                await _busy_writer(agent, tg)
-                tg.start_soon(seen.run, agent, "second", cid)
-                # the request reaches the model while the opening waits behind the lock
-                await until(lambda: len(main_requests(fake)) > before, what="the early request")
-                assert EARLY_STATS.sent == sent + 1
-                # its answer came back too, and waits: no acknowledgement, no text, nothing stored
-                await until(lambda: len(fake.exchanges) >= before + 1, what="the fake's answer")
-                assert seen.shown() == []
-                lock.execute("ROLLBACK")
-                await seen.ended.wait()
+
+        async def held(seen: Collected) -> None:
+            assert EARLY_STATS.sent == sent + 1
+            # its answer came back too, and waits: no acknowledgement, no text, nothing stored
+            await until(lambda: any(e["user"] == "second" for e in fake.exchanges), what="the fake's answer")
+            assert seen.shown() == []
+
+        seen = await _behind_a_busy_writer(agent, fake, "second", cid, held)
         early = main_requests(fake)[before]
         assert _users(early) == ["hello", "second"]
         assert len(main_requests(fake)) == before + 1  # the early request was the turn's request
@@ -156,14 +176,7 @@ async def test_an_early_request_built_on_a_window_another_process_changed_is_dis
             await _append_elsewhere(other, cid)
         before = len(main_requests(fake))
         changed = EARLY_STATS.discarded["changed"]
-        seen = Collected()
-        with write_locked(_engine(agent).db_path) as lock:
-            async with anyio.create_task_group() as tg:
-                await _busy_writer(agent, tg)
-                tg.start_soon(seen.run, agent, "second", cid)
-                await until(lambda: len(main_requests(fake)) > before, what="the early request")
-                lock.execute("ROLLBACK")
-                await seen.ended.wait()
+        seen = await _behind_a_busy_writer(agent, fake, "second", cid)
         early, rebuilt = main_requests(fake)[before:]
         assert _users(early) == ["hello", "second"]  # the cached window, without the new message
         assert _users(rebuilt) == ["hello", "written elsewhere", "second"]
