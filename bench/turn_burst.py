@@ -8,10 +8,17 @@ once, 4 chunks). Per round it prints:
 
 * **turns/s**: N over the burst's wall time (first request to the last turn's end);
 * **ttft p50/p99**: request -> first ``TextDelta``, per turn;
-* **writer**: the share of the turns' time to first token spent on the store's writer, its worker's
-  side of each call (queued behind the single writer thread, running, committing), summed over
-  turns; **store call**: the whole engine calls, which adds the event loop's delay in resuming the
-  turn once the worker answered (with N turns ready to run, that is CPU contention of the loop);
+* **writer**: the share of the turns' time to first token during which they were held up by the
+  store's writer, summed over turns: for a turn that waited for its opening before it sent its
+  request, the writer's side of each of its calls (queued behind the single writer, running,
+  committing); for a turn whose early request was used (``agent/turn/early.py``; **early turns**
+  counts them), the writer's side of its other calls plus the time from the model's first event to
+  its opening's being answered and durable, when that came later (its output was held until then);
+  **early wait**: the product's own count of that hold (``hero_turn_early_wait_seconds_total``, the
+  loop's delay in relaying included); **writer calls**: the writer's side of every call a turn made
+  before its first token, whether it waited for it or not (the writer share before the early
+  request); **store call**: the whole engine calls, which adds the event loop's delay in resuming
+  the turn once the worker answered (with N turns ready to run, that is CPU contention of the loop);
   a turn's opening is answered before its commit (``Engine.batch_early``), and the time the turn
   then waits at its gate for that commit counts as the writer's too: **commit wait** is that part;
 * **loop idle**: the burst seen whole rather than turn by turn: the share of its time to the last
@@ -31,13 +38,16 @@ once, 4 chunks). Per round it prints:
 
     .venv/bin/python -m bench.turn_burst [--conversations 200] [--rounds 3] [--modes off,on]
                                          [--chunk-delay-ms 0] [--writer thread|process]
+                                         [--early on|off]
 
 ``--modes off`` runs on code without group commit too (an older checkout), to compare with it in
 alternation. ``--chunk-delay-ms 200`` makes the fake a model that takes 200 ms to its first text (and
 as long between chunks), as a remote model does: the writer's wait then meets a longer time to first
-token. ``--writer process`` runs the store's connection in its writer process (``[store] writer``):
-the writer's side of a call is then from its sending to its answer coming in, **store run / cpu
-wait** are that process's, and the CPU floor counts its CPU too.
+token. ``--writer process`` runs the store's connection in its writer process (``[store] writer``, the
+daemon's default; the bench's default is the thread, as in earlier figures): the writer's side of a
+call is then from its sending to its answer coming in, **store run / cpu wait** are that process's,
+and the CPU floor counts its CPU too. ``--early off`` turns the early request off (``[agent]
+early_request``).
 """
 
 from __future__ import annotations
