@@ -429,7 +429,7 @@ class Engine(ABC):
 
     def backlog(self) -> int:
         """How many of this process's calls a write sent now would queue behind: the embedded
-        engine's one worker thread serves them in turn. A turn that would wait sends its request
+        engine's one writer (its thread, or its writer process) serves them in turn. A turn that would wait sends its request
         before its opening answered (``agent/turn/early.py``). Default 0: an engine whose calls do
         not queue in this process (a server's pool, a remote store)."""
         return 0
