@@ -483,6 +483,13 @@ def _open(data_dir: Path, busy_timeout_ms: int, fsync_commits: bool) -> _Databas
         raise StoreUnavailable(f"cannot open the embedded store in {data_dir}: {exc}") from None
 
 
+def _open_reader(path: Path, busy_timeout_ms: int) -> _Reader:
+    try:
+        return _Reader(path, busy_timeout_ms)
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"cannot open the embedded store at {path}: {exc}") from None
+
+
 class EmbeddedEngine(Engine):
     """The default engine: durable, multi-process, local SQLite file in ``data_dir``."""
 
@@ -531,7 +538,12 @@ class EmbeddedEngine(Engine):
                 self._proc = await self._start_writer(self._proc_stats)
                 log.debug("store.opened", engine=self.name, path=str(self.db_path), writer_pid=self._proc.pid)
             if self._reader is None:  # the writer process made the schema: the file is there
-                self._reader = await anyio.to_thread.run_sync(_Reader, self.db_path, self.busy_timeout_ms)
+                try:
+                    reader = await anyio.to_thread.run_sync(_open_reader, self.db_path, self.busy_timeout_ms)
+                    self._reader = reader
+                except BaseException:
+                    await self.aclose()  # the writer process too: the engine did not open
+                    raise
             return
         if self._db is not None:
             return
