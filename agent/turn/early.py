@@ -17,7 +17,9 @@ goes on with the request already under way. It can know it when
 * the cache holds the conversation and its window, and no other turn of this process is in it (that
   turn's answer would be missing);
 * the turn stores a plain new message: no re-run, no client tool results, no images or voice, no
-  client system text, and no request key (a repeated request answers with its earlier reply);
+  client system text. A request key (Telegram's update, the OpenAI endpoint's, an
+  ``Idempotency-Key``) is no obstacle: a repeated delivery's opening finds the earlier turn's
+  message, which does not confirm the guess, and its earlier answer is sent again as always;
 * the window fits the budget without compaction (which writes).
 
 The opening confirms the guess when it stored this very message as the only one after the cached

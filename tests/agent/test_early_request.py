@@ -77,9 +77,9 @@ class Collected:
         self.events: list[TurnEvent] = []
         self.ended = anyio.Event()
 
-    async def run(self, agent: Agent, text: str, cid: str) -> None:
+    async def run(self, agent: Agent, text: str, cid: str, key: str | None = None) -> None:
         try:
-            async for ev in agent.handle(req(text, conversation_id=cid)):
+            async for ev in agent.handle(req(text, conversation_id=cid, request_key=key)):
                 self.events.append(ev)
         finally:
             self.ended.set()
@@ -101,6 +101,7 @@ async def _behind_a_busy_writer(
     text: str,
     cid: str,
     held: Callable[[Collected], Awaitable[None]] | None = None,
+    key: str | None = None,
 ) -> Collected:
     """A turn started while a write of the agent waits on the writer behind the held lock: once its
     request has reached the model (the lock still held), ``held`` runs with its events so far; then
@@ -110,7 +111,7 @@ async def _behind_a_busy_writer(
     with write_locked(_engine(agent).db_path) as lock:
         async with anyio.create_task_group() as tg:
             await _busy_writer(agent, tg)
-            tg.start_soon(seen.run, agent, text, cid)
+            tg.start_soon(seen.run, agent, text, cid, key)
             # the request reaches the model while the opening waits behind the lock
             await until(lambda: len(main_requests(fake)) > before, what="the early request")
             if held is not None:
@@ -185,6 +186,25 @@ async def test_an_early_request_built_on_a_window_another_process_changed_is_dis
         assert text == "second: 3 user messages seen"  # nothing of the discarded request was shown
         stored = await all_messages(agent.store, cid)
         assert [m.content for m in stored if m.role == Role.ASSISTANT][-1] == "second: 3 user messages seen"
+
+
+async def test_a_repeated_request_key_discards_the_early_request_and_sends_the_earlier_answer(
+    settings: Settings, fake: FakeOpenAI
+) -> None:
+    async with running(settings) as agent:
+        cid = await _first_turn(agent)
+        first = await turn(agent, "keyed", conversation_id=cid, request_key="tg-update:7")
+        assert isinstance(first[-1], Done) and first[-1].text == "keyed: 2 user messages seen"
+        stored = [m.sid for m in await all_messages(agent.store, cid)]
+        before, changed = len(main_requests(fake)), EARLY_STATS.discarded["changed"]
+        # the same update delivered again while the writer is busy: its request goes out early
+        seen = await _behind_a_busy_writer(agent, fake, "keyed", cid, key="tg-update:7")
+        assert len(main_requests(fake)) == before + 1  # the early request, and no other
+        assert EARLY_STATS.discarded["changed"] == changed + 1
+        done = seen.events[-1]
+        assert isinstance(done, Done) and done.message_id == first[-1].message_id
+        assert [e.text for e in seen.events if isinstance(e, TextDelta)] == ["keyed: 2 user messages seen"]
+        assert [m.sid for m in await all_messages(agent.store, cid)] == stored  # nothing new stored
 
 
 async def _append_elsewhere(store: Store, cid: str) -> None:
