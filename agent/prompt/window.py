@@ -200,9 +200,10 @@ class WindowCache:
         entry = self._entries.get(_key(scope, conversation_id))
         if entry is None or entry.conversation is None:
             return None
-        # the turn's own message takes a place in its window: the oldest cached one leaves it
-        keep = max(0, self.limit - 1)
-        return Known(entry.conversation, entry.messages[len(entry.messages) - keep :] if keep else [])
+        # the turn's own message takes a place in its window: the oldest cached one leaves it (when
+        # the window is full)
+        keep = self.limit - 1
+        return Known(entry.conversation, entry.messages[-keep:] if keep > 0 else [])
 
     def adopt(self, scope: Scope, conversation_id: str, guessed: Message, stored: Message) -> Message:
         """A turn built its request on ``guessed``, its user message before it was stored; ``stored``

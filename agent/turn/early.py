@@ -198,15 +198,20 @@ class EarlyRequest:
 
     def confirms(self, opening: TurnOpening, turn_id: str) -> bool:
         """The opening stored this turn's message as the only one after the known window, in the
-        conversation as known: the request holds what the turn would send."""
+        conversation as known: the request holds what the turn would send. The opening read the
+        messages after the cached window, or (a window of at most ``CATCH_UP`` messages, or none
+        cached) the whole window: then its older part must be the known window's newest messages."""
         stored, known = opening.message, self.conversation
-        window = opening.window
         before = self.window[:-1]
+        last = before[-1].seq if before else 0
+        older = [m.sid for m in opening.window if m.seq <= last]
+        newer = [m.sid for m in opening.window if m.seq > last]
         return (
             stored.turn_id == turn_id
-            and len(window) == 1
-            and window[0].sid == stored.sid
-            and (not before or stored.seq == before[-1].seq + 1)
+            and newer == [stored.sid]
+            and (not before or stored.seq == last + 1)
+            and len(older) <= len(before)
+            and older == [m.sid for m in before[len(before) - len(older) :]]
             and stored.content == self.guessed.content
             and stored.sender == self.guessed.sender
             and stored.attachments == self.guessed.attachments

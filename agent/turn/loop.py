@@ -300,7 +300,8 @@ class Turn:
             return None
         early.confirmed()
         scope = self.inp.request.scope
-        opening.message = opening.window[0] = self.services.window.adopt(
+        at = next(i for i, m in enumerate(opening.window) if m.sid == opening.message.sid)
+        opening.message = opening.window[at] = self.services.window.adopt(
             scope, self.cid, early.guessed, opening.message
         )
         return early

@@ -207,6 +207,27 @@ async def test_a_repeated_request_key_discards_the_early_request_and_sends_the_e
         assert [m.sid for m in await all_messages(agent.store, cid)] == stored  # nothing new stored
 
 
+@pytest.mark.parametrize("turns", [1, 2, 4])
+async def test_the_early_request_holds_the_window_the_opening_reads(
+    settings: Settings, fake: FakeOpenAI, turns: int
+) -> None:
+    """A window of 6 messages: not full (2 and 4 messages before the turn), and full (8 stored)."""
+    small = dataclasses.replace(settings, agent=dataclasses.replace(settings.agent, history_limit=6))
+    async with running(small) as agent:
+        cid = await _first_turn(agent)
+        for i in range(1, turns):
+            assert isinstance((await turn(agent, f"turn {i}", conversation_id=cid))[-1], Done)
+        before, confirmed = len(main_requests(fake)), EARLY_STATS.confirmed
+        seen = await _behind_a_busy_writer(agent, fake, "now", cid)
+        assert isinstance(seen.events[-1], Done)
+        assert EARLY_STATS.confirmed == confirmed + 1  # the opening read the whole window: <= 32
+        [early] = main_requests(fake)[before:]
+        said = ["hello", *(f"turn {i}" for i in range(1, turns)), "now"]
+        # the newest 6 messages: the last 3 user messages with the answers between
+        assert _users(early) == said[-3:]
+        assert seen.events[-1].text == f"now: {len(said[-3:])} user messages seen"
+
+
 async def _append_elsewhere(store: Store, cid: str) -> None:
     await store.messages.append(
         SCOPE, Message(conversation_id=cid, role=Role.USER.value, content="written elsewhere", channel="web")
