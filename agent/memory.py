@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import anyio
@@ -46,6 +47,8 @@ MAX_MESSAGE_CHARS = 2_000
 MAX_MEMORY_CHARS = 500
 MAX_NEW_MEMORIES = 20
 RECENT_FOR_RECALL = 5
+#: users whose every memory the manager keeps for early requests (each at most RECENT_FOR_RECALL - 1)
+KNOWN_USERS = 4096
 _WORD_RE = re.compile(r"\w{3,}")
 _FENCE_RE = re.compile(r"^```[\w-]*\s*|\s*```$")
 
@@ -119,6 +122,10 @@ class MemoryManager:
         self._pending: dict[tuple[str, str, str], _Pending] = {}
         #: one per conversation being extracted now (dropped when free: a daemon serves many)
         self._locks = KeyedLocks()
+        #: every memory of a user, as their turns' openings last read them, for users with fewer
+        #: than ``RECENT_FOR_RECALL`` (the opening's newest then are all of them): a turn's early
+        #: request recalls from these without a read (:meth:`known`); least recently used dropped
+        self._all: OrderedDict[tuple[str, str], list[Memory]] = OrderedDict()
 
     def bind(self, tg: TaskGroup | None) -> None:
         """Background extraction runs in ``tg`` (the Agent's); without one, ``schedule`` does nothing."""
@@ -138,6 +145,29 @@ class MemoryManager:
         """The memories recalled into the system prompt, most relevant first."""
         limit = self.settings.recall_limit
         return rank_memories(matching + recent, text, limit) if limit > 0 else []
+
+    def read(self, scope: Scope, recent: list[Memory], asked: int) -> None:
+        """A turn's recall read the user's newest ``asked`` memories: ``recent``. Fewer came back:
+        they are all the user has, kept for :meth:`known` (more: forgotten)."""
+        key = (scope.context, scope.user_id)
+        if len(recent) >= asked:
+            self._all.pop(key, None)
+            return
+        self._all[key] = list(recent)
+        self._all.move_to_end(key)
+        while len(self._all) > KNOWN_USERS:
+            self._all.popitem(last=False)
+
+    def known(self, scope: Scope, text: str) -> list[Memory] | None:
+        """What a turn would recall for ``text``, from every memory of the user as last read
+        (:meth:`read`), without a read; None when not known. A guess for a turn's early request,
+        which its opening's own recall confirms (``agent/turn/early.py``)."""
+        mems = self._all.get((scope.context, scope.user_id))
+        return self.ranked([], mems, text) if mems is not None else None
+
+    def forget(self, scope: Scope) -> None:
+        """This process changed the user's memories: what :meth:`known` kept of them is stale."""
+        self._all.pop((scope.context, scope.user_id), None)
 
     # -- extraction --------------------------------------------------------------------------------
 
@@ -223,6 +253,8 @@ class MemoryManager:
                     scope, fact, source_conversation_id=conversation_id, source_channel=channel
                 )
                 added += created
+            if added:
+                self.forget(scope)
             await self.store.state.set(scope, _state_key(conversation_id), str(fresh[-1].seq))
             log.info("memory.extracted", conversation=conversation_id, new=added, messages=len(fresh))
             return added

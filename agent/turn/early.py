@@ -131,32 +131,47 @@ class EarlyRequest:
         self._task: asyncio.Task[None] | None = None
         #: the memories to recall, read beside the opening (which then reads none)
         self._recall: asyncio.Task[list[Memory]] | None = None
+        #: or the memories known already, guessed without a read (the opening's recall confirms them)
+        self.guessed_memories: list[Memory] | None = None
         #: confirmed or discarded
         self.settled = False
 
     def start(
         self,
-        recall: Coroutine[None, None, list[Memory]] | None,
+        recall: Coroutine[None, None, list[Memory]] | list[Memory],
         draft: Draft,
         call: Call,
         usage: list[UsageEntry],
     ) -> None:
-        """Recall the memories (``recall``, a read beside the writes), draft the request with them
-        (``draft``: None when it cannot be built without writing) and send it (``call``), in tasks
+        """Draft the request with the memories (``recall``: a read beside the writes, or the ones
+        known already, :attr:`guessed_memories`, which the opening's own recall must confirm), and
+        send it (``call``; ``draft`` answers None when it cannot be built without writing), in tasks
         that start once the caller yields (its opening is queued by then)."""
         EARLY_STATS.sent += 1
         loop = asyncio.get_running_loop()
-        self._recall = loop.create_task(recall) if recall is not None else None
+        if isinstance(recall, list):
+            self.guessed_memories = recall
+        else:
+            self._recall = loop.create_task(recall)
         self._task = loop.create_task(self._run(draft, call, usage), name=TASK_NAME)
 
+    @property
+    def recalls_beside(self) -> bool:
+        """It reads the turn's memories itself, beside the opening (which then reads none)."""
+        return self._recall is not None
+
     async def memories(self) -> list[Memory]:
-        """The recalled memories (raising the read's error)."""
-        return await self._recall if self._recall is not None else []
+        """The memories it drafted with (raising the recall's error)."""
+        if self._recall is not None:
+            return await self._recall
+        return self.guessed_memories or []
 
     async def _run(self, draft: Draft, call: Call, usage: list[UsageEntry]) -> None:
         try:
             # shielded: a discarded request leaves the turn the memories it still needs
-            memories = await asyncio.shield(self._recall) if self._recall is not None else []
+            memories = (
+                await asyncio.shield(self._recall) if self._recall is not None else await self.memories()
+            )
             drafted = await draft(self.window, self.conversation, memories)
         except Exception as exc:  # the turn builds its request itself and meets the error there
             drafted = None

@@ -148,7 +148,7 @@ class Turn:
         reads = TurnReads(window_limit, after_seq, recall_text, recall_limit, recent)
         with services.window.turn(inp.request.scope, self.cid) as alone:
             early = self._early(reads) if alone and not continuing and rerun_of is None else None
-            if early is not None:  # it recalls the memories itself, beside the opening
+            if early is not None and early.recalls_beside:  # the opening then reads no memories
                 reads = dataclasses.replace(reads, recall_text="", recall_limit=0, recent_memories=0)
             try:
                 await self._open(reads, early, rerun_of=rerun_of, continuing=continuing)
@@ -190,7 +190,7 @@ class Turn:
                 opening.usage = self.progress.usage
                 with anyio.move_on_after(agent_cfg.turn_deadline_s) as deadline:
                     early_memories = early  # it recalled them, whether it is confirmed or not
-                    early = await self._confirm(early, opening)
+                    early = await self._confirm(early, opening, reads)
                     self.message = opening.message
                     self.stored = await services.window.absorb(
                         inp.request.scope, self.cid, after_seq, opening
@@ -212,13 +212,10 @@ class Turn:
                         await self._replay(answered)
                         return
                     await self._store_client_system()
-                    self.memories = (
-                        await early_memories.memories()
-                        if early_memories is not None
-                        else services.memory.ranked(
-                            opening.matching_memories, opening.recent_memories, inp.request.text
-                        )
-                    )
+                    if early_memories is not None and early_memories.recalls_beside:
+                        self.memories = await early_memories.memories()  # confirmed or not
+                    else:
+                        self.memories = self._recalled(opening, reads)
                     await self._turn(early)
                 if deadline.cancelled_caught:
                     await self.emit(TurnFailed.of(TurnTimedOut(agent_cfg.turn_deadline_s), self.cid))
@@ -262,7 +259,12 @@ class Turn:
                 request, self.site, on_text, defer_usage=usage, on_retry=on_retry
             )
 
-        early.start(self._recall(reads), self._draft, call, self.progress.usage)
+        recalls = bool(reads.recall_limit or reads.recent_memories)
+        # every memory of the user known from an earlier turn: recalled without a read (the opening
+        # recalls as always and confirms them); else read beside the writes
+        known_memories = services.memory.known(req.scope, req.text) if recalls else []
+        recall = known_memories if known_memories is not None else self._recall(reads)
+        early.start(recall, self._draft, call, self.progress.usage)
         return early
 
     async def _recall(self, reads: TurnReads) -> list[Memory]:
@@ -273,6 +275,8 @@ class Turn:
         matching, recent = await self.services.store.memories.recall(
             scope, reads.recall_text, reads.recall_limit, reads.recent_memories
         )
+        if reads.recent_memories:
+            memory.read(scope, recent, reads.recent_memories)
         return memory.ranked(matching, recent, self.inp.request.text)
 
     async def _draft(
@@ -287,15 +291,30 @@ class Turn:
         final = self.services.settings.agent.max_tool_iterations <= 0
         return prompt, self._request(model, prompt.system, prompt.messages, tools, final=final, iteration=0)
 
-    async def _confirm(self, early: EarlyRequest | None, opening: TurnOpening) -> EarlyRequest | None:
+    def _recalled(self, opening: TurnOpening, reads: TurnReads) -> list[Memory]:
+        """The memories the opening's recall gives the prompt; the user's newest it read are kept
+        for the next early request (``MemoryManager.read``)."""
+        memory, scope = self.services.memory, self.inp.request.scope
+        if reads.recent_memories:
+            memory.read(scope, opening.recent_memories, reads.recent_memories)
+        return memory.ranked(opening.matching_memories, opening.recent_memories, self.inp.request.text)
+
+    async def _confirm(
+        self, early: EarlyRequest | None, opening: TurnOpening, reads: TurnReads
+    ) -> EarlyRequest | None:
         """The early request, when the opening confirms what it was built on (its user message then
-        stands for the stored one: the view derived from it stays usable); else it is discarded."""
+        stands for the stored one: the view derived from it stays usable), memories included when
+        they were guessed; else it is discarded."""
         if early is None:
             return None
         if not await early.drafted():
             await early.discard(DRAFT)
             return None
-        if not early.confirms(opening, self.inp.turn_id):
+        guessed = early.guessed_memories
+        if not early.confirms(opening, self.inp.turn_id) or (
+            guessed is not None
+            and [m.sid for m in guessed] != [m.sid for m in self._recalled(opening, reads)]
+        ):
             await early.discard(CHANGED)
             return None
         early.confirmed()

@@ -28,6 +28,7 @@ from store import EmbeddedEngine, Message, Role, Store, open_store
 from tests.agent.conftest import SCOPE, all_messages, main_requests, make_settings, req, running, turn
 from tests.fakes.openai_server import FakeOpenAI, reply_text
 from tests.fakes.sse_scripts import Reply
+from tests.store.helpers import next_ms
 from tests.waiting import until
 
 pytestmark = pytest.mark.anyio
@@ -226,6 +227,62 @@ async def test_the_early_request_holds_the_window_the_opening_reads(
         # the newest 6 messages: the last 3 user messages with the answers between
         assert _users(early) == said[-3:]
         assert seen.events[-1].text == f"now: {len(said[-3:])} user messages seen"
+
+
+async def test_memories_known_from_an_earlier_turn_are_recalled_without_a_read_and_confirmed(
+    settings: Settings, fake: FakeOpenAI
+) -> None:
+    """A user with fewer memories than a turn reads of the newest: the last opening read them all,
+    and the early request recalls from those; the opening's own recall confirms them."""
+    async with running(settings) as agent:
+        await agent.store.memories.add(SCOPE, "Alice likes green tea")
+        await agent.store.memories.add(SCOPE, "Alice plays the cello")
+        cid = await _first_turn(agent)
+        assert agent.memory.known(SCOPE, "which tea?") is not None  # all of them, from that turn
+        before, confirmed = len(main_requests(fake)), EARLY_STATS.confirmed
+        seen = await _behind_a_busy_writer(agent, fake, "which tea?", cid)
+        assert isinstance(seen.events[-1], Done)
+        assert EARLY_STATS.confirmed == confirmed + 1
+        [early] = main_requests(fake)[before:]
+        system = fake.system_text(early)
+        assert "Alice likes green tea" in system and "Alice plays the cello" in system
+
+
+async def test_a_memory_added_elsewhere_discards_an_early_request_built_on_the_known_ones(
+    settings: Settings, fake: FakeOpenAI
+) -> None:
+    async with running(settings) as agent:
+        await agent.store.memories.add(SCOPE, "Alice plays the cello")
+        cid = await _first_turn(agent)
+        async with open_store(settings) as other:  # another process: this one's guess is stale
+            await other.memories.add(SCOPE, "Alice likes green tea")
+        before, changed = len(main_requests(fake)), EARLY_STATS.discarded["changed"]
+        seen = await _behind_a_busy_writer(agent, fake, "which tea?", cid)
+        assert isinstance(seen.events[-1], Done)
+        early, rebuilt = main_requests(fake)[before:]
+        assert "green tea" not in fake.system_text(early)
+        assert "Alice likes green tea" in fake.system_text(rebuilt)
+        assert EARLY_STATS.discarded["changed"] == changed + 1
+
+
+async def test_a_user_with_many_memories_has_them_read_beside_the_busy_writer(
+    settings: Settings, fake: FakeOpenAI
+) -> None:
+    """More memories than a turn reads of the newest: not all known, so the early request reads
+    them on the reads' own connection, which answers while the writer waits for the lock."""
+    async with running(settings) as agent:
+        facts = ["likes green tea", "plays the cello", "lives in Ghent", "runs", "reads", "sings", "cooks"]
+        for fact in facts:  # the tea the oldest: not among the newest 5, found by its words only
+            await agent.store.memories.add(SCOPE, f"Alice {fact}")
+            await next_ms()
+        cid = await _first_turn(agent)
+        assert agent.memory.known(SCOPE, "which tea?") is None  # more than the newest 5
+        before, confirmed = len(main_requests(fake)), EARLY_STATS.confirmed
+        seen = await _behind_a_busy_writer(agent, fake, "which tea?", cid)
+        assert isinstance(seen.events[-1], Done)
+        assert EARLY_STATS.confirmed == confirmed + 1
+        [early] = main_requests(fake)[before:]
+        assert "Alice likes green tea" in fake.system_text(early)  # the words' match, read beside
 
 
 async def _append_elsewhere(store: Store, cid: str) -> None:
