@@ -429,9 +429,9 @@ class Engine(ABC):
 
     def backlog(self) -> int:
         """How many of this process's calls a write sent now would queue behind: the embedded
-        engine's one writer (its thread, or its writer process) serves them in turn. A turn that would wait sends its request
-        before its opening answered (``agent/turn/early.py``). Default 0: an engine whose calls do
-        not queue in this process (a server's pool, a remote store)."""
+        engine's one writer (its thread, or its writer process) serves them in turn. A turn that
+        would wait sends its request before its opening answered (``agent/turn/early.py``). Default
+        0: an engine whose calls do not queue in this process (a server's pool, a remote store)."""
         return 0
 
     async def run(self, scope: Scope, step: StepOf[R]) -> R:
