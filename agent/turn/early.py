@@ -8,7 +8,9 @@ once wait for 200 openings on the one writer, the last ones for most of their ti
 When the writer has a queue (:meth:`~store.engine.Engine.backlog`: the opening would wait) and the turn
 can know its request without the opening's answer, it does not wait for it: the request is built from
 the window cache (:meth:`~agent.prompt.window.WindowCache.known`) and the turn's own text, and sent
-while the opening is on its way to the writer. The memories to recall are read beside the writes
+while the opening is on its way to the writer. The memories to recall are the user's known ones
+when every memory of theirs is known from an earlier turn (``MemoryManager.known``: the opening
+recalls as always and must find the same), else they are read beside the writes
 (:meth:`~store.api.memories.Memories.recall`, on a read connection of their own) instead of in the
 opening. What the model streams back is held (:class:`EarlyRequest`) and nothing of it goes out, and
 nothing is written, until the opening has answered, is durable, and confirmed the guess: then the turn
@@ -17,9 +19,9 @@ goes on with the request already under way. It can know it when
 * the cache holds the conversation and its window, and no other turn of this process is in it (that
   turn's answer would be missing);
 * the turn stores a plain new message: no re-run, no client tool results, no images or voice, no
-  client system text. A request key (Telegram's update, the OpenAI endpoint's, an
-  ``Idempotency-Key``) is no obstacle: a repeated delivery's opening finds the earlier turn's
-  message, which does not confirm the guess, and its earlier answer is sent again as always;
+  client system text, and no request key (Telegram's updates, the OpenAI endpoint's requests, an
+  ``Idempotency-Key``: a repeated delivery gets its earlier answer without a model call, and only
+  the opening tells a repeat);
 * the window fits the budget without compaction (which writes).
 
 The opening confirms the guess when it stored this very message as the only one after the cached

@@ -230,11 +230,9 @@ class Turn:
         inp, req, services = self.inp, self.inp.request, self.services
         if not services.settings.agent.early_request or services.store.engine.backlog() == 0:
             return None  # off, or the opening would not queue: it answers as soon as the request could
-        # a request key may be a repeated delivery: its opening then finds the earlier turn's
-        # message, which does not confirm the guess (another turn's id), and the earlier answer is
-        # sent again as always (the early request was wasted: repeats are rare, and come mostly
-        # after a restart, when the cache does not know the conversation)
-        if inp.attachments or req.options.system:
+        # a request key may be a repeated delivery, which gets its earlier answer without a model
+        # call: none may go out before the opening has told which it is
+        if req.request_key is not None or inp.attachments or req.options.system:
             return None
         known = self.services.window.known(req.scope, self.cid)
         if known is None:

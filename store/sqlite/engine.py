@@ -240,20 +240,22 @@ class _Worker:
                     result = call()
                 except BaseException as exc:  # handed to the caller, whatever it is
                     error = exc
-                job.answer(result, error)
+                # finished before the caller hears of it: a caller that goes on at once must not
+                # find its own call still counted (``backlog``)
                 self._finished += 1
+                job.answer(result, error)
                 job = self._next()
                 continue
             group, job = self._group(job)
             early = any(g.durable is not None for g in group)
             ran = functools.partial(_answer_early, group) if early else None
             outcomes = self._commit_writes([cast(Write, g.call) for g in group], ran)
+            self._finished += len(group)  # the commit returned (see above)
             for member, (result, error) in zip(group, outcomes, strict=True):
                 if not member.answered_early:
                     member.answer(result, error)
                 if member.durable is not None:
                     member.answer_durable(error)
-            self._finished += len(group)
             self._idle_due = self._idle is not None
             if job is _NO_JOB:
                 job = self._next()

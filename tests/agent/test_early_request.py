@@ -189,22 +189,22 @@ async def test_an_early_request_built_on_a_window_another_process_changed_is_dis
         assert [m.content for m in stored if m.role == Role.ASSISTANT][-1] == "second: 3 user messages seen"
 
 
-async def test_a_repeated_request_key_discards_the_early_request_and_sends_the_earlier_answer(
+async def test_a_request_keyed_turn_waits_for_its_opening_and_a_repeat_calls_no_model(
     settings: Settings, fake: FakeOpenAI
 ) -> None:
+    """A request key may be a repeated delivery (a Telegram update, a client's retry), which gets its
+    earlier answer without a model call: only the opening tells, so none goes out before it."""
     async with running(settings) as agent:
         cid = await _first_turn(agent)
-        first = await turn(agent, "keyed", conversation_id=cid, request_key="tg-update:7")
-        assert isinstance(first[-1], Done) and first[-1].text == "keyed: 2 user messages seen"
+        first = (await _waiting_for_its_opening(agent, fake, "keyed", cid, key="tg-update:7")).events[-1]
+        assert isinstance(first, Done) and first.text == "keyed: 2 user messages seen"
         stored = [m.sid for m in await all_messages(agent.store, cid)]
-        before, changed = len(main_requests(fake)), EARLY_STATS.discarded["changed"]
-        # the same update delivered again while the writer is busy: its request goes out early
-        seen = await _behind_a_busy_writer(agent, fake, "keyed", cid, key="tg-update:7")
-        assert len(main_requests(fake)) == before + 1  # the early request, and no other
-        assert EARLY_STATS.discarded["changed"] == changed + 1
-        done = seen.events[-1]
-        assert isinstance(done, Done) and done.message_id == first[-1].message_id
-        assert [e.text for e in seen.events if isinstance(e, TextDelta)] == ["keyed: 2 user messages seen"]
+        before = len(main_requests(fake))
+        again = await _waiting_for_its_opening(agent, fake, "keyed", cid, key="tg-update:7")
+        done = again.events[-1]
+        assert isinstance(done, Done) and done.message_id == first.message_id
+        assert [e.text for e in again.events if isinstance(e, TextDelta)] == ["keyed: 2 user messages seen"]
+        assert len(main_requests(fake)) == before  # the earlier answer, no model call
         assert [m.sid for m in await all_messages(agent.store, cid)] == stored  # nothing new stored
 
 
@@ -334,17 +334,24 @@ async def test_with_early_request_off_a_turn_waits_for_its_opening(
     off = dataclasses.replace(settings, agent=dataclasses.replace(settings.agent, early_request=False))
     async with running(off) as agent:
         cid = await _first_turn(agent)
-        before = len(main_requests(fake))
-        sent = EARLY_STATS.sent
-        seen = Collected()
-        with write_locked(_engine(agent).db_path) as lock:
-            async with anyio.create_task_group() as tg:
-                await _busy_writer(agent, tg)
-                tg.start_soon(seen.run, agent, "second", cid)
-                # the turn's opening is queued too: an early request would have been sent by now
-                await until(lambda: _engine(agent).backlog() >= 2, what="the turn's opening queued")
-                assert EARLY_STATS.sent == sent
-                assert len(main_requests(fake)) == before
-                lock.execute("ROLLBACK")
-                await seen.ended.wait()
+        seen = await _waiting_for_its_opening(agent, fake, "second", cid)
         assert isinstance(seen.events[-1], Done) and seen.events[-1].text == "second: 2 user messages seen"
+
+
+async def _waiting_for_its_opening(
+    agent: Agent, fake: FakeOpenAI, text: str, cid: str, key: str | None = None
+) -> Collected:
+    """A turn started behind a busy writer that must not go early: once its opening is queued (an
+    early request would have been sent by then), nothing was sent; then the lock goes."""
+    before, sent = len(main_requests(fake)), EARLY_STATS.sent
+    seen = Collected()
+    with write_locked(_engine(agent).db_path) as lock:
+        async with anyio.create_task_group() as tg:
+            await _busy_writer(agent, tg)
+            tg.start_soon(seen.run, agent, text, cid, key)
+            await until(lambda: _engine(agent).backlog() >= 2, what="the turn's opening queued")
+            assert EARLY_STATS.sent == sent
+            assert len(main_requests(fake)) == before
+            lock.execute("ROLLBACK")
+            await seen.ended.wait()
+    return seen
