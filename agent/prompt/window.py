@@ -196,7 +196,8 @@ class WindowCache:
 
     def known(self, scope: Scope, conversation_id: str) -> Known | None:
         """The cached conversation and window (None when not cached). The store stays the judge: the
-        turn's opening reads what is new, and a turn that built on this checks it (:meth:`adopt`)."""
+        turn's opening reads what is new, and a turn that built on this checks it
+        (``EarlyRequest.confirms``) before it adopts its message (:meth:`adopt`)."""
         entry = self._entries.get(_key(scope, conversation_id))
         if entry is None or entry.conversation is None:
             return None

@@ -163,18 +163,15 @@ class EarlyRequest:
         return self._recall is not None
 
     async def memories(self) -> list[Memory]:
-        """The memories it drafted with (raising the recall's error)."""
+        """The memories it drafted with (raising the recall's error). Shielded: a discarded request
+        leaves the turn the memories it still needs."""
         if self._recall is not None:
-            return await self._recall
+            return await asyncio.shield(self._recall)
         return self.guessed_memories or []
 
     async def _run(self, draft: Draft, call: Call, usage: list[UsageEntry]) -> None:
         try:
-            # shielded: a discarded request leaves the turn the memories it still needs
-            memories = (
-                await asyncio.shield(self._recall) if self._recall is not None else await self.memories()
-            )
-            drafted = await draft(self.window, self.conversation, memories)
+            drafted = await draft(self.window, self.conversation, await self.memories())
         except Exception as exc:  # the turn builds its request itself and meets the error there
             drafted = None
             self._error = exc

@@ -189,8 +189,11 @@ class Turn:
                 # the lease's release
                 opening.usage = self.progress.usage
                 with anyio.move_on_after(agent_cfg.turn_deadline_s) as deadline:
-                    early_memories = early  # it recalled them, whether it is confirmed or not
-                    early = await self._confirm(early, opening, reads)
+                    # the memories: read beside the opening by the early request (confirmed or
+                    # not), else recalled by the opening
+                    beside = early if early is not None and early.recalls_beside else None
+                    recalled = None if beside is not None else self._recalled(opening, reads)
+                    early = await self._confirm(early, opening, recalled)
                     self.message = opening.message
                     self.stored = await services.window.absorb(
                         inp.request.scope, self.cid, after_seq, opening
@@ -212,10 +215,7 @@ class Turn:
                         await self._replay(answered)
                         return
                     await self._store_client_system()
-                    if early_memories is not None and early_memories.recalls_beside:
-                        self.memories = await early_memories.memories()  # confirmed or not
-                    else:
-                        self.memories = self._recalled(opening, reads)
+                    self.memories = await beside.memories() if beside is not None else recalled or []
                     await self._turn(early)
                 if deadline.cancelled_caught:
                     await self.emit(TurnFailed.of(TurnTimedOut(agent_cfg.turn_deadline_s), self.cid))
@@ -298,7 +298,7 @@ class Turn:
         return memory.ranked(opening.matching_memories, opening.recent_memories, self.inp.request.text)
 
     async def _confirm(
-        self, early: EarlyRequest | None, opening: TurnOpening, reads: TurnReads
+        self, early: EarlyRequest | None, opening: TurnOpening, recalled: list[Memory] | None
     ) -> EarlyRequest | None:
         """The early request, when the opening confirms what it was built on (its user message then
         stands for the stored one: the view derived from it stays usable), memories included when
@@ -311,7 +311,8 @@ class Turn:
         guessed = early.guessed_memories
         if not early.confirms(opening, self.inp.turn_id) or (
             guessed is not None
-            and [m.sid for m in guessed] != [m.sid for m in self._recalled(opening, reads)]
+            and recalled is not None
+            and [m.sid for m in guessed] != [m.sid for m in recalled]
         ):
             await early.discard(CHANGED)
             return None

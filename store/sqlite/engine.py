@@ -53,14 +53,14 @@ import anyio.to_thread
 import structlog
 
 from store.engine import CommitStats, Durable, Engine, Results, Step, dump_in_pages, leases_only
-from store.errors import Conflict, StoreError, StoreUnavailable
+from store.errors import StoreUnavailable
 from store.leases import Lease
 from store.models import Kind, Record, Scope, validate_stored_context, validate_user
 from store.sqlite import batch as sqlite_batch
 from store.sqlite import leases as sqlite_leases
 from store.sqlite import ops, wire
 from store.sqlite import users as sqlite_users
-from store.sqlite.group import MAX_GROUP, Outcome, Ran, Write, commit_group
+from store.sqlite.group import MAX_GROUP, Outcome, Ran, Write, commit_group, store_error
 from store.sqlite.leases import unsynced
 from store.sqlite.process import WriterProcess, observed
 from store.sqlite.schema import configure, configure_reader, migrate
@@ -436,10 +436,11 @@ def _call_on(
         raise StoreUnavailable("the embedded store is closed")
     try:
         return fn(conn, *args, **kw)
-    except sqlite3.IntegrityError as exc:
-        raise Conflict(f"conflicting write: {exc}") from None
-    except sqlite3.Error as exc:
-        raise StoreUnavailable(f"the embedded store at {path} failed: {exc}") from None
+    except Exception as exc:  # as a write group maps them (a record that no longer parses included)
+        error = store_error(exc, path)
+        if error is exc:
+            raise
+        raise error from None
 
 
 def _no_writes(writes: list[Write], ran: Ran | None = None) -> list[Outcome]:
@@ -609,12 +610,7 @@ class EmbeddedEngine(Engine):
         db = self._db
         if db is None:
             raise StoreUnavailable("the embedded store is not open")
-        try:
-            return await db.worker.run(functools.partial(db.call, fn, *args))
-        except StoreError:
-            raise
-        except ValueError as exc:  # a stored record that no longer parses as JSON: the file is damaged
-            raise StoreUnavailable(f"the embedded store failed: {exc}") from None
+        return await db.worker.run(functools.partial(db.call, fn, *args))
 
     async def ping(self) -> None:
         await self._run(_ping)
@@ -682,10 +678,7 @@ class EmbeddedEngine(Engine):
         reader = self._reader if self.writer == "process" else self._db.reader if self._db else None
         if reader is None or sqlite_batch.writes(steps) or sqlite_batch.needs_index(steps):
             return await self.batch(scope, steps)
-        try:
-            return await reader.worker.run(functools.partial(reader.call, sqlite_batch.batch, scope, steps))
-        except ValueError as exc:
-            raise StoreUnavailable(f"the embedded store failed: {exc}") from None
+        return await reader.worker.run(functools.partial(reader.call, sqlite_batch.batch, scope, steps))
 
     def backlog(self) -> int:
         """This process's calls waiting for or on the store's writer (its thread, or calls sent to

@@ -108,10 +108,7 @@ class WriterProcess(asyncio.Protocol):
         cancel waits until the call has been answered (a write is never left unobserved)."""
         sent = time.perf_counter()
         answer, _ = self._send(kind, payload, early=False)
-        with anyio.CancelScope(shield=True):
-            result, answered = await answer
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        return result, answered - sent
+        return await _answered(answer, sent)
 
     async def call_early(self, payload: bytes) -> tuple[bytes, float, asyncio.Future[None]]:
         """An early write batch: its results once it ran (and the seconds until then), and a future
@@ -119,10 +116,8 @@ class WriterProcess(asyncio.Protocol):
         sent = time.perf_counter()
         answer, durable = self._send(wire.EARLY, payload, early=True)
         assert durable is not None
-        with anyio.CancelScope(shield=True):
-            result, answered = await answer
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        return result, answered - sent, durable
+        result, seconds = await _answered(answer, sent)
+        return result, seconds, durable
 
     def _send(
         self, kind: bytes, payload: bytes, *, early: bool
@@ -198,6 +193,14 @@ class WriterProcess(asyncio.Protocol):
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+
+
+async def _answered(answer: asyncio.Future[tuple[bytes, float]], sent: float) -> tuple[bytes, float]:
+    """A call's answer and the seconds from ``sent`` until it came in; a cancel waits for it."""
+    with anyio.CancelScope(shield=True):
+        result, answered = await answer
+    await anyio.lowlevel.checkpoint_if_cancelled()
+    return result, answered - sent
 
 
 def _settle(future: asyncio.Future[tuple[bytes, float]] | None, payload: bytes) -> None:

@@ -55,3 +55,37 @@ async def test_a_read_after_close_is_refused(tmp_path: Path) -> None:
         pass
     with pytest.raises(StoreUnavailable):
         await engine.read(ALICE, [ListStep(Kind.MEMORY, ListQuery())])
+
+
+@pytest.mark.parametrize("writer", ["thread", "process"])
+async def test_a_damaged_record_is_the_store_unavailable_on_either_connection(
+    tmp_path: Path, writer: str
+) -> None:
+    """A stored record that no longer parses (a damaged file) is reported as the store being
+    unavailable, through the writer and through the reads' connection alike, and the other records
+    are still read."""
+    engine = EmbeddedEngine(tmp_path, writer=writer)
+    async with Store(engine) as store:
+        kept, _ = await store.memories.add(ALICE, "Alice likes green tea")
+        damaged, _ = await store.memories.add(ALICE, "Alice plays the cello")
+        _damage(engine.db_path, damaged.sid)
+        with pytest.raises(StoreUnavailable, match="the embedded store failed: "):
+            await store.memories.get(ALICE, damaged.sid)
+        with pytest.raises(StoreUnavailable, match="the embedded store failed: "):
+            await engine.read(ALICE, [ListStep(Kind.MEMORY, ListQuery())])
+        assert (await store.memories.get(ALICE, kept.sid)).content == "Alice likes green tea"
+
+
+def _damage(db: Path, sid: str) -> None:
+    """Overwrite a memory's record with text that is not JSON, as a damaged file would hold (the
+    full-text trigger, which reads the record, set aside for that one write and put back)."""
+    conn = sqlite3.connect(db, isolation_level=None, timeout=5)
+    try:
+        [(trigger,)] = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'memories_au'").fetchall()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("DROP TRIGGER memories_au")
+        conn.execute("UPDATE memories SET data = '{not json' WHERE sid = ?", (sid,))
+        conn.execute(trigger)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
